@@ -1,0 +1,169 @@
+"""Small shared helpers: atomic writes, progress bars, logging, format versions, randomness."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from .errors import FormatVersionError, InputError
+
+log = logging.getLogger("nmc_dataset")
+
+
+# --------------------------------------------------------------------------- atomic writes
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
+
+    Use for any writer that wants a file name (h5py, pyarrow, tifffile, meshio)::
+
+        with atomic_path(out) as tmp:
+            pq.write_table(table, tmp)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix if suffix is None else suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix + ".part", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; it replaces ``path`` only on success."""
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as stable, indented JSON (sorted keys, trailing newline) atomically."""
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file, raising :class:`InputError` naming the file on failure."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError("file not found", path) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read: {e}", path) from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"not valid JSON (line {e.lineno}: {e.msg})", path) from None
+
+
+# --------------------------------------------------------------------------- format versions
+def check_format(meta: dict, kind: str, supported: int, where: str | os.PathLike) -> int:
+    """Check ``meta['format']`` / ``meta['format_version']`` of a file this tool wrote.
+
+    Parameters
+    ----------
+    meta : dict
+        The file's metadata (a JSON document or HDF5/parquet attributes).
+    kind : str
+        The expected value of ``meta['format']`` (e.g. ``"nmc-dataset/shell-model"``).
+    supported : int
+        The newest major format version this reader understands.
+    where : path-like
+        Named in errors.
+
+    Returns
+    -------
+    int
+        The file's format version.
+    """
+    if not isinstance(meta, dict):
+        raise InputError(f"expected a {kind} file (a JSON object)", where)
+    got_kind = meta.get("format")
+    if got_kind != kind:
+        raise InputError(f"not a {kind} file (format is {got_kind!r})", where)
+    version = meta.get("format_version")
+    if not isinstance(version, int):
+        raise InputError("missing or invalid 'format_version'", where)
+    if version > supported or version < 1:
+        raise FormatVersionError(
+            f"format_version {version} is not supported by this nmc-dataset "
+            f"(reads {kind} versions 1..{supported}); upgrade nmc-dataset or re-create the file",
+            where,
+        )
+    return version
+
+
+# --------------------------------------------------------------------------- progress & logging
+def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "", unit: str = "it"):
+    """A tqdm bar on an interactive terminal, silent otherwise (CI logs, pipes)."""
+    from tqdm.auto import tqdm
+
+    disable = not sys.stderr.isatty() or os.environ.get("CI") == "true"
+    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, dynamic_ncols=True)
+
+
+def setup_logging(verbosity: int = 0) -> None:
+    """Configure the ``nmc_dataset`` logger: INFO by default, DEBUG with ``-v``, WARNING with ``-q``."""
+    level = logging.INFO if verbosity == 0 else (logging.DEBUG if verbosity > 0 else logging.WARNING)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+
+
+# --------------------------------------------------------------------------- randomness
+def as_rng(seed: int | np.random.Generator | np.random.SeedSequence | None) -> np.random.Generator:
+    """Turn a seed, a SeedSequence or a Generator into a ``numpy.random.Generator``."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    return np.random.default_rng(seed)
+
+
+def item_seed(recipe_seed: int, index: int, stream: int = 0) -> np.random.SeedSequence:
+    """The SeedSequence of item ``index`` of a run seeded with ``recipe_seed``.
+
+    It depends on the seed and the index alone (not on worker count or order), so a build
+    with any number of workers draws the same numbers for item ``index``.
+    """
+    return np.random.SeedSequence(entropy=int(recipe_seed), spawn_key=(int(stream), int(index)))

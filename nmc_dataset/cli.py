@@ -1,0 +1,74 @@
+"""The ``nmc-dataset`` console script: one subcommand per pipeline stage, plus ``run RECIPE``.
+
+Each area registers its subcommands in its own ``commands.py`` module (``register(sub)``),
+so this file stays small. Handlers import heavy libraries (torch, vtk) lazily to keep
+``nmc-dataset --help`` fast. User errors (:class:`nmc_dataset.errors.NmcError`) are printed
+on one line, ``error: ...``, and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+from ._util import setup_logging
+from .errors import NmcError
+
+#: modules that define ``register(subparsers)``; order is the order in ``--help``.
+COMMAND_MODULES = (
+    "nmc_dataset.shells.commands",
+    "nmc_dataset.grains.commands",
+    "nmc_dataset.particles.commands",
+    "nmc_dataset.dataset.commands",
+    "nmc_dataset.recipes",
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that exits with 2 and a one-line message (its default) without the usage dump."""
+
+    def error(self, message):  # noqa: D401 - argparse API
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser with every registered subcommand."""
+    parser = _Parser(prog="nmc-dataset", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"nmc-dataset {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:  # an area not built yet
+            if e.name == name:
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(-1 if args.quiet else args.verbose)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        result = args.func(args)
+    except NmcError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

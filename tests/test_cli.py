@@ -1,0 +1,47 @@
+"""The console script's plumbing: help, one-line errors, exit codes."""
+
+import subprocess
+import sys
+
+import pytest
+
+from nmc_dataset import cli
+from nmc_dataset.errors import InputError
+from nmc_dataset.recipes import load_recipe, validate_recipe, RecipeError
+
+
+def test_help_lists_commands(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--help"])
+    assert e.value.code == 0
+    assert "run" in capsys.readouterr().out
+
+
+def test_console_script_runs():
+    r = subprocess.run([sys.executable, "-m", "nmc_dataset.cli", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and "nmc-dataset" in r.stdout
+
+
+def test_user_error_is_one_line_exit_2(tmp_path, capsys):
+    code = cli.main(["run", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.count("\n") == 0 and "missing.yaml" in err and "not found" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_recipe_errors_name_the_key(tmp_path):
+    with pytest.raises(RecipeError, match=r"\(top level\).*seed"):
+        validate_recipe({"format_version": 1}, "r.yaml")
+    with pytest.raises(RecipeError, match=r"seed: -1"):
+        validate_recipe({"format_version": 1, "seed": -1}, "r.yaml")
+    with pytest.raises(RecipeError, match=r"allowed keys"):
+        validate_recipe({"format_version": 1, "seed": 1, "bogus": {}}, "r.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: [1,\n")
+    with pytest.raises(RecipeError, match=r"bad.yaml: not valid YAML \(line"):
+        load_recipe(bad)
+
+
+def test_error_prefixes_where():
+    assert str(InputError("empty", "vol.tif")) == "vol.tif: empty"

@@ -19,7 +19,9 @@ from .errors import NmcError
 #: modules that define ``register(subparsers)``; order is the order in ``--help``.
 COMMAND_MODULES = (
     "nmc_dataset.shells.commands",
-    "nmc_dataset.grains.commands",
+    "nmc_dataset.grains.commands_ebsd",
+    "nmc_dataset.grains.commands_fit",
+    "nmc_dataset.grains.commands_model",
     "nmc_dataset.particles.commands",
     "nmc_dataset.dataset.commands",
     "nmc_dataset.recipes",

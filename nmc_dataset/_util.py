@@ -17,6 +17,9 @@ from .errors import FormatVersionError, InputError
 
 log = logging.getLogger("nmc_dataset")
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 # --------------------------------------------------------------------------- atomic writes
 @contextlib.contextmanager
@@ -34,6 +37,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix + ".part", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; published files should be readable
     try:
         yield tmp
         os.replace(tmp, path)
@@ -142,10 +146,25 @@ def progress(iterable: Iterable | None = None, *, total: int | None = None, desc
     return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, dynamic_ncols=True)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at emit time (pytest swaps it between tests)."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def setup_logging(verbosity: int = 0) -> None:
     """Configure the ``nmc_dataset`` logger: INFO by default, DEBUG with ``-v``, WARNING with ``-q``."""
     level = logging.INFO if verbosity == 0 else (logging.DEBUG if verbosity > 0 else logging.WARNING)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     log.handlers[:] = [handler]
     log.setLevel(level)

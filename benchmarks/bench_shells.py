@@ -1,0 +1,116 @@
+"""Speed of the shell scale (SPEC 1, issue 2). Prints figures; asserts nothing.
+
+1. Sampling >= 100,000 analytic shells (vectorised, with the validity check and redraws) in µs per
+   shell, against the paper's 2.37 ms/shell and a naive per-shell loop measured in the same run.
+   Target: <= 20 µs/shell.
+2. Fitting the model (per-degree MLE + EDCC) from 1,600 particles' coefficients. Target: < 5 s.
+3. Segmentation + radius + SH fit of a 256³ phantom with ~300 particles: time and peak memory.
+4. Descriptors (SPEC 1.5) per shell, for information.
+
+Usage: python benchmarks/bench_shells.py [--quick]
+BLAS is pinned to one thread (OPENBLAS_NUM_THREADS=1) unless set: on a loaded 2-core machine
+multi-threaded OpenBLAS slows small products down by 10-30x.
+"""
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import resource  # noqa: E402
+import time  # noqa: E402
+import tracemalloc  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+PAPER_MS_PER_SHELL = 2.37
+
+
+def naive_sample(model, n, rng):
+    """Baseline: one shell at a time, per-degree draws, per-shell grid evaluation and checks."""
+    from nmc_dataset.shells.harmonics import icosphere, sh_basis, vertex_weights
+    from nmc_dataset.shells.model import _draw
+
+    u, _ = icosphere(model.check_subdivisions)
+    B = sh_basis(model.degree, u)
+    w = vertex_weights(model.check_subdivisions)
+    out = []
+    while len(out) < n:
+        c = np.concatenate([_draw(law.family, law.params, 2 * law.degree + 1, law.degree > 0, rng)
+                            for law in model.laws])
+        r = B @ c
+        if r.min() > 0 and (w * r**3).sum() / 3 >= model.min_volume_voxels:
+            out.append(c)
+    return np.array(out)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="smaller sizes (CI smoke run)")
+    args = ap.parse_args()
+    from nmc_dataset.shells.descriptors import shell_descriptors
+    from nmc_dataset.shells.model import ShellModel
+    from nmc_dataset.synthetic.ct_phantom import make_ct_phantom, reference_shell_model
+
+    rng = np.random.default_rng(0)
+    model = reference_shell_model()
+    n = 20_000 if args.quick else 200_000
+    model.sample_coefficients(1000, rng)  # warm caches
+    t = time.perf_counter()
+    c, stats = model.sample_coefficients(n, rng, return_stats=True)
+    dt = time.perf_counter() - t
+    us = dt / n * 1e6
+    t = time.perf_counter()
+    raw = model.draw_raw(n, rng)
+    model.valid_reference(raw)
+    us_grid = (time.perf_counter() - t) / n * 1e6
+    n_naive = 2000 if args.quick else 10_000
+    t = time.perf_counter()
+    naive_sample(model, n_naive, rng)
+    us_naive = (time.perf_counter() - t) / n_naive * 1e6
+    print(f"[sampling] {n} shells (L={model.degree}, check on 2562 directions): {dt:.2f} s = {us:.2f} µs/shell "
+          f"({stats['redrawn']} redrawn)")
+    print(f"           paper: {PAPER_MS_PER_SHELL * 1000:.0f} µs/shell -> {PAPER_MS_PER_SHELL * 1000 / us:.0f}x faster; "
+          f"target <= 20 µs: {'met' if us <= 20 else 'NOT met'}")
+    print(f"           vectorised without the exact-bound shortcut (grid check of every shell): {us_grid:.2f} µs/shell")
+    print(f"           naive per-shell loop ({n_naive} shells): {us_naive:.1f} µs/shell -> vectorised is "
+          f"{us_naive / us:.0f}x faster")
+
+    t = time.perf_counter()
+    import dcor  # noqa: F401  (numba compilation on first import)
+    t_imp = time.perf_counter() - t
+    coeffs = model.draw_raw(1600, rng)
+    ShellModel.fit(coeffs[:50], 0.128)  # warm dcor's compiled kernels
+    t = time.perf_counter()
+    m = ShellModel.fit(coeffs, 0.128)
+    t_fit = time.perf_counter() - t
+    print(f"[fit] 1600 particles x 100 coefficients: {t_fit:.2f} s (target < 5 s; paper < 1 min); "
+          f"one-time dcor import {t_imp:.1f} s; families: {[law.family for law in m.laws]}")
+
+    nd = 500 if args.quick else 2000
+    t = time.perf_counter()
+    shell_descriptors(c[:nd])
+    print(f"[descriptors] {(time.perf_counter() - t) / nd * 1e3:.2f} ms/shell (2562-vertex triangulation, qhull)")
+
+    from nmc_dataset.shells.pipeline import fit_volume
+
+    size, npart = (128, 40) if args.quick else (256, 300)
+    ph = make_ct_phantom(model, shape=(size,) * 3, n_particles=npart, rng=np.random.default_rng(1), dtype="uint16")
+    vol = ph.volume
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    tracemalloc.start()
+    t = time.perf_counter()
+    res = fit_volume(vol, 0.128, rng=np.random.default_rng(2))
+    t_seg = time.perf_counter() - t
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"[segment+fit] {size}³ uint16 phantom, {ph.n_particles} particles placed, "
+          f"{res.segmentation.n_particles} found: {t_seg:.1f} s; peak traced allocations {peak / 2**20:.0f} MiB "
+          f"(volume itself {vol.nbytes / 2**20:.0f} MiB); process max RSS {rss1:.0f} MiB (before: {rss0:.0f} MiB)")
+    print(f"              star-shaped volume fraction mean {res.model.star_volume_fraction['mean']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

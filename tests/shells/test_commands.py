@@ -1,0 +1,158 @@
+"""The shell CLI end to end, the `shells:` recipe section, and every user error (exit 2, one line, nothing written)."""
+
+import json
+from importlib import resources
+
+import jsonschema
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from nmc_dataset import cli
+from nmc_dataset.synthetic.ct_phantom import make_ct_phantom, reference_shell_model
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    ph = make_ct_phantom(reference_shell_model(7.0), shape=(80, 80, 80), n_particles=14,
+                         rng=np.random.default_rng(11), dtype="uint16")
+    np.save(d / "ct.npy", ph.volume)
+    code = cli.main(["fit-shells", str(d / "ct.npy"), "--voxel-size-um", "0.128", "--out", str(d / "model.json"),
+                     "--seed", "3"])
+    assert code == 0
+    return d, ph
+
+
+def _one_line_error(capsys, *names):
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, err
+    for n in names:
+        assert n in err, err
+    return err
+
+
+def test_fit_sample_describe(fitted, capsys):
+    d, ph = fitted
+    doc = json.loads((d / "model.json").read_text())
+    schema = json.loads((resources.files("nmc_dataset") / "schemas" / "shell-model.schema.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(doc)
+    assert doc["n_particles"] == ph.n_particles == 14 and doc["voxel_size_um"] == 0.128
+    assert [e["degree"] for e in doc["degrees"]] == list(range(10))
+    assert doc["source"]["input_kind"] == "grey" and doc["source"]["seed"] == 3
+    assert 0.9 < doc["star_volume_fraction"]["mean"] <= 1
+    t = pq.read_table(d / "model.coefficients.parquet")
+    assert t.num_rows == 14 and "a_l9_m-9" in t.column_names and "star_volume_fraction" in t.column_names
+
+    assert cli.main(["sample-shells", str(d / "model.json"), "-n", "300", "--seed", "5",
+                     "--out", str(d / "shells.parquet")]) == 0
+    t = pq.read_table(d / "shells.parquet")
+    meta = json.loads(t.schema.metadata[b"nmc_dataset"])
+    assert t.num_rows == 300 and meta["seed"] == 5 and meta["model_format_version"] == 1
+    assert meta["format"] == "nmc-dataset/shells" and meta["voxel_size_um"] == 0.128
+    # reproducible: the same seed gives the same bytes of coefficients
+    assert cli.main(["sample-shells", str(d / "model.json"), "-n", "300", "--seed", "5",
+                     "--out", str(d / "again.parquet")]) == 0
+    assert pq.read_table(d / "again.parquet").equals(t)
+
+    rep = d / "report"
+    assert cli.main(["describe-shells", str(d / "shells.parquet"), "--against", str(d / "model.json"),
+                     "--subdivisions", "3", "--out", str(rep)]) == 0
+    comp = json.loads((rep / "comparison.json").read_text())
+    assert set(comp) == {"d_max", "compactness", "aspect_ratio", "sphericity", "volume", "area"}
+    for v in comp.values():
+        assert set(v) == {"wasserstein1", "ks", "n_measured", "n_simulated"}
+        assert v["n_measured"] == 14 and v["n_simulated"] == 300
+    # d_max in µm: particles of radius ~7 voxels * 0.128 µm -> ~1.8 µm
+    desc = pq.read_table(rep / "descriptors.parquet").to_pandas()
+    assert 1.3 < desc["d_max"].median() < 2.5
+    for f in ("comparison.md", "histograms.png", "d_max.png", "summary.json", "measured_descriptors.parquet"):
+        assert (rep / f).is_file()
+    # describe without --against: descriptors only
+    assert cli.main(["describe-shells", str(d / "shells.parquet"), "--subdivisions", "3",
+                     "--out", str(d / "rep2")]) == 0
+    assert not (d / "rep2" / "comparison.json").exists() and (d / "rep2" / "descriptors.parquet").is_file()
+
+
+def _assert_nothing_written(folder, before):
+    assert sorted(p.name for p in folder.iterdir()) == before
+
+
+@pytest.mark.parametrize("case", ["garbage_tif", "2d", "empty", "absent_phase", "zero_voxel", "negative_voxel"])
+def test_fit_errors(tmp_path, capsys, case):
+    args = ["--voxel-size-um", "0.128"]
+    if case == "garbage_tif":
+        vol = tmp_path / "vol.tif"
+        vol.write_bytes(b"\x00garbage" * 10)
+        expect = "cannot read TIFF"
+    elif case == "2d":
+        vol = tmp_path / "vol.npy"
+        np.save(vol, np.zeros((30, 30), np.uint16))
+        expect = "expected a 3D volume"
+    elif case == "empty":
+        vol = tmp_path / "vol.npy"
+        np.save(vol, np.zeros((30, 30, 30), np.uint8))
+        expect = "empty"
+    elif case == "absent_phase":
+        vol = tmp_path / "vol.npy"
+        v = np.ones((30, 30, 30), np.uint8)
+        v[10:20, 10:20, 10:20] = 2
+        np.save(vol, v)
+        args += ["--phase", "5"]
+        expect = "phase 5 does not occur"
+    else:
+        vol = tmp_path / "vol.npy"
+        np.save(vol, np.zeros((30, 30, 30), np.uint8))
+        args = ["--voxel-size-um", "0" if case == "zero_voxel" else "-0.1"]
+        expect = "voxel size must be > 0"
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code = cli.main(["fit-shells", str(vol), "--out", str(tmp_path / "model.json")] + args)
+    assert code == 2
+    _one_line_error(capsys, vol.name, expect)
+    _assert_nothing_written(tmp_path, before)
+
+
+def test_sample_and_describe_errors(fitted, tmp_path, capsys):
+    d, _ = fitted
+    doc = json.loads((d / "model.json").read_text())
+    doc["format_version"] = 2
+    newer = tmp_path / "newer.json"
+    newer.write_text(json.dumps(doc))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert cli.main(["sample-shells", str(newer), "-n", "10", "--seed", "1", "--out", str(tmp_path / "s.parquet")]) == 2
+    _one_line_error(capsys, "newer.json", "format_version 2")
+    assert cli.main(["sample-shells", str(d / "model.json"), "-n", "0", "--seed", "1",
+                     "--out", str(tmp_path / "s.parquet")]) == 2
+    _one_line_error(capsys, "model.json", "-n must be >= 1")
+    (tmp_path / "x.parquet").write_text("not parquet")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert cli.main(["describe-shells", str(tmp_path / "x.parquet"), "--out", str(tmp_path / "rep")]) == 2
+    _one_line_error(capsys, "x.parquet")
+    assert cli.main(["sample-shells", str(d / "model.json"), "-n", "5", "--seed", "1",
+                     "--out", str(tmp_path / "ok.parquet")]) == 0
+    capsys.readouterr()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert cli.main(["describe-shells", str(tmp_path / "ok.parquet"), "--against", str(newer),
+                     "--out", str(tmp_path / "rep")]) == 2
+    _one_line_error(capsys, "newer.json")
+    _assert_nothing_written(tmp_path, before)
+
+
+def test_recipe_section(tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("format_version: 1\nseed: 4\nshells:\n  phantom: {size: 64, n_particles: 8, mean_radius_vox: 6}\n"
+                      "  n_samples: 100\n  subdivisions: 3\n")
+    assert cli.main(["run", str(recipe), "--out", str(tmp_path / "out")]) == 0
+    sh = tmp_path / "out" / "shells"
+    doc = json.loads((sh / "shell_model.json").read_text())
+    assert doc["n_particles"] == 8 and doc["source"]["phantom"]["n_particles_placed"] == 8
+    assert pq.read_table(sh / "shells.parquet").num_rows == 100
+    assert (sh / "report" / "comparison.json").is_file()
+    capsys.readouterr()
+    # bad keys are named
+    recipe.write_text("format_version: 1\nseed: 4\nshells:\n  phantom: {}\n  degree: -1\n")
+    assert cli.main(["run", str(recipe), "--out", str(tmp_path / "o2")]) == 2
+    _one_line_error(capsys, "shells.degree")
+    recipe.write_text("format_version: 1\nseed: 4\nshells:\n  phantom: {}\n  model: m.json\n")
+    assert cli.main(["run", str(recipe), "--out", str(tmp_path / "o3")]) == 2
+    _one_line_error(capsys, "exactly one of volume, phantom or model")

@@ -1,8 +1,9 @@
 """Recipes: one YAML file describes a run end to end; ``nmc-dataset run RECIPE`` executes it.
 
 A recipe is a mapping of *sections*. Each section is owned by one area of the package, which
-provides its JSON Schema (``nmc_dataset/schemas/recipe/<section>.schema.json``) and a runner
-``run_section(config, ctx)``. Sections run in the order of :data:`SECTIONS`; later sections
+provides its JSON Schema (``nmc_dataset/schemas/recipe/<section>.schema.json``), a runner
+``run_section(config, ctx)`` and optionally ``check_section(config, ctx)``, a pre-flight check
+of what the schema cannot express that runs for every section before any section writes. Sections run in the order of :data:`SECTIONS`; later sections
 read what earlier ones produced from ``ctx.outputs`` (e.g. the shell model's path).
 
 Validation errors name the key path, e.g. ``quick.yaml: shells.fit.degree: -1 is less than
@@ -165,12 +166,19 @@ def run_recipe(path: str | Path, out: str | Path, *, workers: int = 1, force: bo
         raise RecipeError("--workers must be >= 1")
     ctx = RunContext(recipe_path=path, recipe=recipe, out=Path(out), seed=int(recipe.get("seed", 0)),
                      workers=workers, force=force, options=dict(options or {}))
-    ctx.out.mkdir(parents=True, exist_ok=True)
-    for name, module in SECTIONS:
-        if name not in recipe or (only and name not in only):
-            continue
-        runner = importlib.import_module(module).run_section
-        runner(recipe[name], ctx)
+    from .dataset.build import check_build_folder
+
+    selected = [(name, importlib.import_module(module)) for name, module in SECTIONS
+                if name in recipe and (not only or name in only)]
+    # Pre-flight: every section checks what the schema cannot express before anything is written.
+    for name, module in selected:
+        check = getattr(module, "check_section", None)
+        if check is not None:
+            check(recipe[name], ctx)
+    # Refuse a folder holding another recipe's build before any section writes into it.
+    check_build_folder(ctx.out, recipe_hash(recipe), force=force, adopt_existing=True)
+    for name, module in selected:
+        module.run_section(recipe[name], ctx)
     return ctx
 
 

@@ -102,6 +102,13 @@ def _shell_model_path(ctx) -> Path | None:
     return p if p.exists() else None
 
 
+def check_section(config: dict, ctx) -> None:
+    """Pre-flight: a shells config needs a shell model from this run or an earlier one."""
+    if int(config.get("shells", 0)) > 0 and "shells" not in ctx.recipe and _shell_model_path(ctx) is None:
+        raise InputError("dataset.shells > 0 needs a shell model: add a 'shells' section to the recipe",
+                         ctx.recipe_path)
+
+
 def run_section(config: dict, ctx) -> None:
     """Build the release files of ``ctx.out``: shells config (optional), figures, card, manifest."""
     from ..recipes import recipe_hash

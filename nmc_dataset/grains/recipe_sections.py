@@ -12,8 +12,9 @@ from __future__ import annotations
 from ..errors import RecipeError
 
 
-def check_section(cfg: dict, where: str = "sections") -> None:
+def check_section(cfg: dict, ctx=None) -> None:
     """Checks the JSON Schema cannot express (``low <= high`` ranges)."""
+    where = getattr(ctx, "recipe_path", ctx) or "sections"  # a RunContext or a location string
     syn = cfg.get("synthetic") or {}
     pairs = [("synthetic.off_center_frac", syn.get("off_center_frac"))]
     teacher = syn.get("teacher") or {}

@@ -18,6 +18,7 @@ from .errors import NmcError
 
 #: modules that define ``register(subparsers)``; order is the order in ``--help``.
 COMMAND_MODULES = (
+    "nmc_dataset.synthetic.commands",
     "nmc_dataset.shells.commands",
     "nmc_dataset.grains.commands_ebsd",
     "nmc_dataset.grains.commands_fit",

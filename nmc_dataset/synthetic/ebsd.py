@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .._util import as_rng
-from ..grains.gbpd import DIAG_MIN, GBPD
+from ..grains.gbpd import DIAG_MIN, GBPD, hard_labels
 
 #: Euler angles OIM writes for points it could not index (4π rad).
 ANG_UNINDEXED_EULER_RAD = 4.0 * np.pi
@@ -98,58 +98,6 @@ def radial_teacher_gbpd(rng, radius_px: float = 100.0, intensity: float = 0.0018
     offsets = rng.uniform(*offset_range, size=n)
     roll = rng.uniform(0.0, np.pi, size=n)
     return GBPD(seeds, diag, offsets, roll)
-
-
-# --------------------------------------------------------------------------- exact labelling
-def hard_labels_pruned(g: GBPD, points: np.ndarray, k0: int = 16, chunk: int = 65536) -> np.ndarray:
-    """Exact hard labels by candidate pruning (checked against ``hard_labels_bruteforce``).
-
-    For a point ``x`` let ``U`` be the smallest power distance among its ``k`` Euclidean nearest
-    seeds. Any seed ``j`` has ``pow_j(x) >= λ_min |x - s_j|^2 - r_max`` (``λ_min`` the smallest
-    diagonal marker, ``r_max`` the largest offset), so only seeds with
-    ``|x - s_j|^2 <= (U + r_max) / λ_min`` can win. Points whose ``k``-th neighbour is closer
-    than that bound are redone with ``2k`` neighbours until the bound holds (or all seeds are
-    candidates), so the result is the exact argmin; ties go to the lowest index as in the
-    brute force.
-    """
-    from scipy.spatial import cKDTree
-
-    points = np.asarray(points, dtype=np.float64).reshape(-1, g.dim)
-    out = np.empty(len(points), dtype=np.int64)
-    if g.n <= k0:
-        return _argmin_candidates(g, points, np.broadcast_to(np.arange(g.n), (len(points), g.n)))
-    tree = cKDTree(g.seeds)
-    lam = float(g.diag.min())
-    rmax = float(g.offsets.max())
-    for start in range(0, len(points), chunk):
-        pts = points[start:start + chunk]
-        todo = np.arange(len(pts))
-        k = k0
-        res = np.empty(len(pts), dtype=np.int64)
-        while todo.size:
-            k = min(k, g.n)
-            dist, idx = tree.query(pts[todo], k=k)
-            lab, best = _argmin_candidates(g, pts[todo], idx, return_best=True)
-            bound = np.sqrt(np.maximum(best + rmax, 0.0) / lam)
-            ok = (dist[:, -1] > bound) | (k >= g.n)
-            res[todo[ok]] = lab[ok]
-            todo = todo[~ok]
-            k *= 2
-        out[start:start + chunk] = res
-    return out
-
-
-def _argmin_candidates(g: GBPD, pts, idx, return_best=False):
-    idx = np.asarray(idx)
-    q = g.frames()
-    diff = pts[:, None, :] - g.seeds[idx]
-    local = np.einsum("pkij,pkj->pki", q[idx], diff)
-    pw = np.einsum("pki,pki->pk", local * local, g.diag[idx]) - g.offsets[idx]
-    # ties -> lowest seed index, like argmin over all seeds
-    m = pw.min(axis=1, keepdims=True)
-    cand = np.where(pw <= m, idx, np.iinfo(np.int64).max)
-    lab = cand.min(axis=1)
-    return (lab, m[:, 0]) if return_best else lab
 
 
 # --------------------------------------------------------------------------- slicing
@@ -229,7 +177,7 @@ def slice_labels(g: GBPD, height_px: float, radius_px: float, size_px: int | Non
     mask = (np.linalg.norm(pts, axis=1) <= radius_px) if mask_fn is None else np.asarray(mask_fn(pts), bool)
     labels = np.zeros(len(pts), dtype=np.int64)
     if mask.any():
-        labels[mask] = hard_labels_pruned(g, pts[mask]) + 1
+        labels[mask] = hard_labels(g, pts[mask]) + 1
     shape = (size_px, size_px)
     return SliceTruth(labels.reshape(shape), mask.reshape(shape), np.array([c, c]), float(height_px),
                       basis[2].copy())
@@ -407,6 +355,6 @@ def write_synthetic_sections(out, rng, n_central: int = 2, n_off_center: int = 2
     return records
 
 
-__all__ = ["TEACHER_DEFAULTS", "radial_teacher_gbpd", "hard_labels_pruned", "plane_basis", "SliceTruth",
+__all__ = ["TEACHER_DEFAULTS", "radial_teacher_gbpd", "plane_basis", "SliceTruth",
            "slice_labels", "boundary_counts", "SyntheticScan", "synthetic_scan", "write_scan",
            "write_synthetic_sections"]

@@ -5,28 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from nmc_dataset.grains.gbpd import GBPD, hard_labels_bruteforce
-from nmc_dataset.synthetic.ebsd import (boundary_counts, hard_labels_pruned, plane_basis, radial_teacher_gbpd,
+from nmc_dataset.grains.gbpd import hard_labels, hard_labels_bruteforce
+from nmc_dataset.synthetic.ebsd import (boundary_counts, plane_basis, radial_teacher_gbpd,
                                         slice_labels, synthetic_scan, write_synthetic_sections)
-
-
-def test_pruned_labels_equal_bruteforce_on_teacher(rng):
-    g = radial_teacher_gbpd(rng, radius_px=35.0, intensity=0.004)
-    pts = rng.uniform(-40, 40, size=(20000, 3))
-    assert np.array_equal(hard_labels_pruned(g, pts), hard_labels_bruteforce(g, pts))
-
-
-def test_pruned_labels_equal_bruteforce_on_extreme_markers(rng):
-    # very anisotropic metrics and large offsets: the bound must force many doublings, still exact
-    for _ in range(3):
-        n = 300
-        g = GBPD(rng.uniform(-30, 30, (n, 3)), rng.uniform(0.01, 20, (n, 3)), rng.uniform(0, 50, n),
-                 rng.uniform(0, np.pi, n))
-        pts = rng.uniform(-35, 35, size=(5000, 3))
-        assert np.array_equal(hard_labels_pruned(g, pts, k0=4), hard_labels_bruteforce(g, pts))
-    g2 = GBPD(rng.uniform(-30, 30, (200, 2)), rng.uniform(0.05, 5, (200, 2)), rng.uniform(1, 10, 200))
-    pts2 = rng.uniform(-30, 30, size=(5000, 2))
-    assert np.array_equal(hard_labels_pruned(g2, pts2), hard_labels_bruteforce(g2, pts2))
 
 
 def test_teacher_parameters(rng):
@@ -58,7 +39,7 @@ def test_teacher_cells_are_radially_elongated(rng):
     ax = np.arange(-r, r + 1)
     pts = np.stack(np.meshgrid(ax, ax, ax, indexing="ij"), -1).reshape(-1, 3)
     pts = pts[np.linalg.norm(pts, axis=1) <= r]
-    lab = hard_labels_pruned(g, pts)
+    lab = hard_labels(g, pts)
     cosines, weights = [], []
     for i in np.unique(lab):
         p = pts[lab == i]

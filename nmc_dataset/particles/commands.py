@@ -1,0 +1,271 @@
+"""``nmc-dataset generate``: virtual multi-scale particles and their exports.
+
+Everything is validated before anything is written (models, pixel size, formats and their
+optional extras, and the memory each volume needs at the requested voxel size); the output
+folder appears atomically (a temporary folder renamed at the end).
+
+Output folder::
+
+    generate.json                   run record (format "nmc-dataset/particles-run" v1)
+    particles.parquet, grains.parquet   params (format "nmc-dataset/particle-params" v1)
+    voxels.h5, voxels.xdmf          label volumes (format "nmc-dataset/voxels" v1)
+    surfaces/particle_<id>_shell.stl           analytic shell surface
+    surfaces/particle_<id>_grains.{ply,glb,vtp}  conforming grain surfaces
+    volume_meshes/particle_<id>.{msh,inp,xdmf,h5,vtu}   tet meshes (needs the [mesh] extra)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+
+from pathlib import Path
+
+import numpy as np
+
+from .._util import log
+from ..errors import InputError, MissingExtraError, RecipeError
+
+FORMATS = ("params", "voxels", "surface", "volume-mesh")
+RUN_FORMAT = "nmc-dataset/particles-run"
+
+
+# --------------------------------------------------------------------------- models
+def _sha256(paths) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(Path(p).read_bytes())
+    return h.hexdigest()
+
+
+def load_shell_model(path):
+    """Load a shell model; returns ``(model, model_id)``."""
+    from ..shells.model import FORMAT, ShellModel
+
+    path = Path(path)
+    m = ShellModel.load(path)
+    return m, f"{FORMAT}@v{m.format_version}:sha256:{_sha256([path])[:16]}"
+
+
+def load_grain_model(folder):
+    """Load a grain model (checking its pixel size first); returns ``(model, model_id)``."""
+    from .._util import read_json
+    from ..grains.model import GRAIN_MODEL_FORMAT, MODEL_JSON, WEIGHTS, GrainModel
+    from .._util import check_format
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError("not a grain model folder (expected model.json + gnet.safetensors)", folder)
+    meta = read_json(folder / MODEL_JSON)
+    version = check_format(meta, GRAIN_MODEL_FORMAT, 1, folder / MODEL_JSON)
+    px = meta.get("pixel_size_um") if isinstance(meta, dict) else None
+    if px is None:
+        raise InputError("the grain model has no 'pixel_size_um': its length unit is unknown, so it cannot "
+                         "be placed in a shell in µm; re-fit it with the EBSD pixel size", folder / MODEL_JSON)
+    if not isinstance(px, (int, float)) or not np.isfinite(px) or px <= 0:
+        raise InputError(f"'pixel_size_um' must be a positive number, got {px!r}", folder / MODEL_JSON)
+    m = GrainModel.load(folder)
+    files = [folder / MODEL_JSON, folder / meta.get("weights", WEIGHTS)]
+    return m, f"{GRAIN_MODEL_FORMAT}@v{version}:sha256:{_sha256(files)[:16]}"
+
+
+def parse_formats(text, where="--formats") -> tuple:
+    """Split and check a comma list of export formats; check optional extras they need."""
+    items = [t.strip() for t in (text.split(",") if isinstance(text, str) else text) if str(t).strip()]
+    if not items:
+        raise RecipeError(f"no formats given (choose from {', '.join(FORMATS)})", where)
+    bad = [t for t in items if t not in FORMATS]
+    if bad:
+        raise RecipeError(f"unknown format {bad[0]!r} (choose from {', '.join(FORMATS)})", where)
+    if "volume-mesh" in items:
+        try:
+            importlib.import_module("gmsh")  # availability check only
+        except ImportError:
+            raise MissingExtraError("the 'volume-mesh' format (tet meshes)", "mesh", "gmsh") from None
+    return tuple(dict.fromkeys(items))
+
+
+# --------------------------------------------------------------------------- the run
+def generate_particles(shell_model, grain_model, *, n: int, seed: int, voxel_size_um: float, formats, out,
+                       mesh_size_um: float | None = None, max_memory_gib: float | None = None,
+                       shell_model_id: str = "", grain_model_id: str = "", smoothing_iterations: int = 8,
+                       spacing_px: float = 1.0, margin_px: float = 8.0, first_index: int = 0) -> dict:
+    """Generate ``n`` particles and write the requested exports into ``out`` (atomically).
+
+    Parameters
+    ----------
+    shell_model, grain_model
+        Loaded models (see :func:`load_shell_model`, :func:`load_grain_model`).
+    n, seed : int
+        Number of particles and the root seed; particle ``i`` uses
+        ``particle_seed(seed, first_index + i)``.
+    voxel_size_um : float
+        Voxel size of the label volumes (and of the surfaces).
+    formats : iterable of str
+        Subset of ``params, voxels, surface, volume-mesh``.
+    out : path-like
+        Output folder (replaced atomically).
+    mesh_size_um : float, optional
+        Coarsening for tet meshes: the particle is re-voxelised at this voxel size (if larger
+        than ``voxel_size_um``) before meshing, and tets inside grains are at most this big.
+    max_memory_gib : float, optional
+        Memory limit for one volume (default 80 % of free memory).
+
+    Returns
+    -------
+    dict
+        The run record written to ``generate.json``.
+    """
+    from .._util import atomic_dir, progress, write_json_atomic
+    from ..export import tables
+    from .assemble import _children, make_particle, particle_seed
+    from .voxelize import check_memory, shell_grid, voxelize
+
+    formats = parse_formats(formats)
+    n = int(n)
+    if n < 1:
+        raise RecipeError(f"-n must be >= 1, got {n}", "-n")
+    if not (voxel_size_um and voxel_size_um > 0):
+        raise RecipeError(f"the voxel size must be > 0 µm, got {voxel_size_um}", "--voxel-size-um")
+    if mesh_size_um is not None and not mesh_size_um > 0:
+        raise RecipeError(f"the mesh size must be > 0 µm, got {mesh_size_um}", "--mesh-size-um")
+    # shells first (cheap, from the particles' own shell streams) to check memory up front
+    est = []
+    for i in range(n):
+        ss = _children(particle_seed(seed, first_index + i))[0]
+        c = np.asarray(shell_model.sample_coefficients(1, np.random.default_rng(ss))).reshape(-1)
+        c = c * float(shell_model.voxel_size_um)
+        shape = shell_grid(c, voxel_size_um).shape
+        est.append(check_memory(shape, 0, max_memory_gib, where="--voxel-size-um"))
+        if mesh_size_um and "volume-mesh" in formats:
+            check_memory(shell_grid(c, max(mesh_size_um, voxel_size_um)).shape, 0, max_memory_gib,
+                         where="--mesh-size-um")
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "generate.json").is_file())):
+        raise InputError("exists and is not the output of an earlier `generate`; choose another --out "
+                         "(an earlier output is replaced as a whole)", out)
+    record = {
+        "format": RUN_FORMAT, "format_version": 1, "n": n, "seed": int(seed), "first_index": int(first_index),
+        "voxel_size_um": float(voxel_size_um), "mesh_size_um": None if mesh_size_um is None else float(mesh_size_um),
+        "formats": list(formats), "shell_model_id": shell_model_id, "grain_model_id": grain_model_id,
+        "grain_pixel_size_um": float(grain_model.pixel_size_um), "assembly_spacing_px": float(spacing_px),
+        "assembly_margin_px": float(margin_px), "smoothing_iterations": int(smoothing_iterations),
+        "peak_volume_estimate_gib": max(est) / 2**30, "particles": [],
+    }
+    with atomic_dir(out) as tmp:
+        voxels = None
+        if "voxels" in formats:
+            from ..export.hdf5 import VoxelsWriter
+
+            voxels = VoxelsWriter(tmp / "voxels.h5").__enter__()
+        records = []
+        try:
+            for i in progress(range(n), total=n, desc="particles", unit="particle"):
+                pid = first_index + i
+                part = make_particle(shell_model, grain_model, particle_seed(seed, pid), particle_id=pid,
+                                     spacing_px=spacing_px, margin_px=margin_px, shell_model_id=shell_model_id,
+                                     grain_model_id=grain_model_id)
+                vol = voxelize(part, voxel_size_um, max_memory_gib=max_memory_gib)
+                entry = {"particle_id": pid, "n_grains": part.n_grains, "grid_shape_zyx": list(vol.grid.shape)}
+                if "params" in formats:
+                    records.append(tables.particle_records(part, vol))
+                if voxels is not None:
+                    voxels.add(vol, part.n_grains)
+                if "surface" in formats or "volume-mesh" in formats:
+                    entry.update(_meshes(part, vol, tmp, formats, mesh_size_um, smoothing_iterations, max_memory_gib))
+                record["particles"].append(entry)
+                log.debug("particle %d: %d grains, %s voxels", pid, part.n_grains, vol.grid.shape)
+        except BaseException:
+            if voxels is not None:
+                voxels.__exit__(RuntimeError, RuntimeError("aborted"), None)
+            raise
+        if voxels is not None:
+            voxels.__exit__(None, None, None)
+        if records:
+            tables.write_params(tmp, *tables.params_tables(records))
+        write_json_atomic(tmp / "generate.json", record)
+    return record
+
+
+def _meshes(part, vol, folder: Path, formats, mesh_size_um, smoothing, max_memory_gib) -> dict:
+    from ..export import meshes
+    from .voxelize import voxelize
+
+    stem = f"particle_{part.particle_id:06d}"
+    info = {}
+    lab, changed = meshes.clean_labels(vol.labels)
+    info["mesh_cleanup_voxels"] = int(changed)
+    surf = meshes.grain_surface_mesh(lab, vol.origin_um, vol.voxel_size_um, part.n_grains, smoothing)
+    if "surface" in formats:
+        (folder / "surfaces").mkdir(exist_ok=True)
+        shell = meshes.shell_surface_mesh(part.coeffs_um)
+        meshes.write_surfaces(folder / "surfaces", stem, surf, shell)
+    if "volume-mesh" in formats:
+        if mesh_size_um and mesh_size_um > vol.voxel_size_um:
+            coarse = voxelize(part, mesh_size_um, max_memory_gib=max_memory_gib)
+            clab, _ = meshes.clean_labels(coarse.labels)
+            tsurf = meshes.grain_surface_mesh(clab, coarse.origin_um, coarse.voxel_size_um, part.n_grains, smoothing)
+        else:
+            tsurf = surf
+        tm = _tet_with_fallback(tsurf, lab if tsurf is surf else clab,
+                                vol if tsurf is surf else coarse, part.n_grains, mesh_size_um, smoothing)
+        meshes.write_tet_mesh(tm, folder / "volume_meshes", stem)
+        info["tets"] = int(len(tm.tets))
+        info["tet_grains"] = int(len(np.unique(tm.grain)))
+    return info
+
+
+def _tet_with_fallback(surf, labels, vol, n, mesh_size_um, smoothing):
+    """gmsh on the smoothed surface; if its boundary self-intersects, on the unsmoothed one."""
+    from ..export import meshes
+
+    try:
+        return meshes.tet_mesh(surf, mesh_size_um)
+    except RuntimeError as e:
+        if smoothing == 0:
+            raise
+        log.warning("tet meshing of the smoothed surface failed (%s); retrying without smoothing", e)
+        s0 = meshes.grain_surface_mesh(labels, vol.origin_um, vol.voxel_size_um, n, 0)
+        return meshes.tet_mesh(s0, mesh_size_um)
+
+
+# --------------------------------------------------------------------------- CLI
+def register(sub) -> None:
+    """Register ``nmc-dataset generate``."""
+    p = sub.add_parser("generate", help="generate virtual particles (params, voxels, surfaces, tet meshes)",
+                       description="Draw multi-scale particles from a shell model and a grain model and "
+                                   "export them (SPEC §3).")
+    p.add_argument("--shell-model", required=True, help="shell model JSON (fit-shells)")
+    p.add_argument("--grain-model", required=True, help="grain model folder (fit-grains)")
+    p.add_argument("-n", type=int, default=1, help="number of particles (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="root seed (default 0)")
+    p.add_argument("--voxel-size-um", type=float, default=0.05, help="voxel size of the volumes in µm (default 0.05)")
+    p.add_argument("--formats", default="params,voxels",
+                   help=f"comma list of {', '.join(FORMATS)} (default params,voxels)")
+    p.add_argument("--out", required=True, help="output folder (replaced atomically)")
+    p.add_argument("--mesh-size-um", type=float, default=None,
+                   help="tet mesh coarsening: re-voxelise at this size before meshing (keeps tet meshing fast)")
+    p.add_argument("--max-memory-gib", type=float, default=None,
+                   help="refuse volumes whose estimate exceeds this (default 80%% of free memory)")
+    p.add_argument("--smoothing", type=int, default=8, help="surface-nets smoothing iterations (default 8)")
+    p.set_defaults(func=_cmd_generate)
+
+
+def _cmd_generate(args) -> int:
+    if args.n < 1:
+        raise RecipeError(f"must be >= 1, got {args.n}", "-n")
+    formats = parse_formats(args.formats)
+    shell, sid = load_shell_model(args.shell_model)
+    grain, gid = load_grain_model(args.grain_model)
+    rec = generate_particles(shell, grain, n=args.n, seed=args.seed, voxel_size_um=args.voxel_size_um,
+                             formats=formats, out=args.out, mesh_size_um=args.mesh_size_um,
+                             max_memory_gib=args.max_memory_gib, shell_model_id=sid, grain_model_id=gid,
+                             smoothing_iterations=args.smoothing)
+    log.info("%d particles (%d grains in all) written to %s", rec["n"],
+             sum(p["n_grains"] for p in rec["particles"]), args.out)
+    return 0
+
+
+__all__ = ["generate_particles", "load_shell_model", "load_grain_model", "parse_formats", "FORMATS", "register"]
+
+

@@ -1,0 +1,183 @@
+"""Meshes: analytic shell surface, conforming grain surfaces, tet meshes, and a real FEM use."""
+
+import numpy as np
+import pytest
+
+from nmc_dataset.export import meshes
+from nmc_dataset.export.hdf5 import read_volume
+from nmc_dataset.export.tables import read_particles
+from nmc_dataset.grains.gbpd import count_disconnected
+from tests.particles.fixtures import teacher_particle
+
+
+@pytest.fixture(scope="module")
+def cleaned():
+    from nmc_dataset.particles.voxelize import voxelize
+
+    p = teacher_particle(seed=9, radius_um=0.7)
+    vol = voxelize(p, 0.05)
+    lab, changed = meshes.clean_labels(vol.labels)
+    return p, vol, lab, changed
+
+
+def _edges_face_count(faces):
+    e = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
+    _, counts = np.unique(e, axis=0, return_counts=True)
+    return counts
+
+
+def test_shell_surface_is_exact_and_watertight():
+    from nmc_dataset.shells.harmonics import radius, vertex_weights
+
+    p = teacher_particle(seed=1, radius_um=1.0)
+    m = meshes.shell_surface_mesh(p.coeffs_um, subdivisions=6)
+    assert m.is_watertight and m.is_winding_consistent and m.volume > 0
+    r = np.linalg.norm(m.vertices, axis=1)
+    np.testing.assert_allclose(r, radius(p.coeffs_um, m.vertices / r[:, None]), rtol=1e-12)
+    exact = float(vertex_weights(6) @ r ** 3) / 3
+    assert abs(m.volume / exact - 1) < 1e-3  # inscribed polyhedron: error ~ edge² ~ 1e-4
+
+
+def test_clean_labels_makes_grains_manifold(cleaned):
+    p, vol, lab, changed = cleaned
+    assert count_disconnected(lab.astype(np.int64) - 1) == 0
+    again, more = meshes.clean_labels(lab)
+    assert more == 0 and np.array_equal(again, lab)
+    assert 0 < changed < 0.02 * (vol.labels > 0).sum()
+    assert lab.dtype == vol.labels.dtype
+
+
+@pytest.mark.parametrize("smoothing", [0, 8])
+def test_grain_surfaces_conform(cleaned, smoothing):
+    p, vol, lab, _ = cleaned
+    s = meshes.grain_surface_mesh(lab, vol.origin_um, vol.voxel_size_um, p.n_grains, smoothing)
+    present = np.unique(lab[lab > 0])
+    assert set(np.unique(s.pairs[s.pairs > 0])) == set(present)
+    for k in present:
+        m = s.grain_mesh(int(k))
+        assert m.is_watertight and m.is_winding_consistent and m.volume > 0, k
+        assert (_edges_face_count(m.faces) == 2).all()  # no non-manifold edges
+    assert s.outer_mesh().is_watertight
+    # every interface triangle separates exactly the two labels it names: the voxels around its
+    # centroid (the 2x2x2 dual cell) contain both, and each triangle is listed once
+    assert (s.pairs[:, 0] != s.pairs[:, 1]).all()
+    assert len(np.unique(np.sort(s.faces, axis=1), axis=0)) == len(s.faces)
+    c = s.vertices[s.faces].mean(axis=1)
+    base = np.floor((c - vol.origin_um) / vol.voxel_size_um).astype(int)
+    for f in range(0, len(c), 7):
+        i, j, k = base[f]
+        block = lab[max(k - 1, 0):k + 3, max(j - 1, 0):j + 3, max(i - 1, 0):i + 3]
+        assert s.pairs[f, 0] in block and s.pairs[f, 1] in block
+
+
+def test_tet_mesh_volumes_orientation_and_files(cleaned, tmp_path):
+    import meshio
+
+    p, vol, lab, _ = cleaned
+    voxel_vol = np.bincount(lab.ravel(), minlength=p.n_grains + 1)[1:] * vol.voxel_size_um ** 3
+    present = voxel_vol > 0
+    # unsmoothed dual surface: tets fill exactly the voxel volume of each grain (up to VTK's
+    # float32 vertex coordinates: rtol 1e-6)
+    tm0 = meshes.tet_mesh(meshes.grain_surface_mesh(lab, vol.origin_um, vol.voxel_size_um, p.n_grains, 0))
+    np.testing.assert_allclose(tm0.grain_volumes(p.n_grains)[present], voxel_vol[present], rtol=1e-6)
+    # smoothed: within a few % per grain (smoothing rounds the voxel corners), 1.5 % in total
+    tm = meshes.tet_mesh(meshes.grain_surface_mesh(lab, vol.origin_um, vol.voxel_size_um, p.n_grains, 8))
+    assert (tm.signed_volumes() > 0).all()
+    tv = tm.grain_volumes(p.n_grains)
+    rel = np.abs(tv[present] / voxel_vol[present] - 1)
+    assert np.median(rel) < 0.03 and rel.max() < 0.1
+    assert abs(tv.sum() / voxel_vol.sum() - 1) < 0.015
+    files = meshes.write_tet_mesh(tm, tmp_path, "p")
+    for f in files:
+        if f.suffix == ".h5":
+            continue
+        m = meshio.read(f)
+        assert len(m.points) == len(tm.points)
+        tets = np.concatenate([c.data for c in m.cells if c.type == "tetra"])
+        assert len(tets) == len(tm.tets)
+        vols = np.einsum("ij,ij->i", *(lambda q: (np.cross(q[:, 1] - q[:, 0], q[:, 2] - q[:, 0]), q[:, 3] - q[:, 0]))(m.points[tets]))
+        assert (vols > 0).all()  # still positively oriented after the round trip
+        if f.suffix in (".vtu", ".xdmf"):
+            np.testing.assert_array_equal(np.concatenate(m.cell_data["grain"]), tm.grain)
+        if f.suffix == ".inp":
+            assert sorted(m.cell_sets) == sorted(f"grain_{k}" for k in np.unique(tm.grain))
+            k = int(tm.grain[0])
+            np.testing.assert_array_equal(m.cell_sets[f"grain_{k}"][0], np.flatnonzero(tm.grain == k))
+        if f.suffix == ".msh":
+            got = np.concatenate(m.cell_data["gmsh:physical"])
+            np.testing.assert_array_equal(np.bincount(got), np.bincount(tm.grain))
+            assert sorted(m.field_data) == sorted(f"grain_{k}" for k in np.unique(tm.grain))
+    text = (tmp_path / "p.inp").read_text()
+    assert text.count("*ELSET") == len(np.unique(tm.grain))
+
+
+def test_generated_meshes_reopen(generated):
+    import meshio
+    import trimesh
+
+    parts = read_particles(generated)
+    for p in parts:
+        stem = f"particle_{p.particle_id:06d}"
+        shell = trimesh.load(generated / "surfaces" / f"{stem}_shell.stl")
+        assert shell.is_watertight
+        ply = trimesh.load(generated / "surfaces" / f"{stem}_grains.ply", process=False)
+        glb = trimesh.load(generated / "surfaces" / f"{stem}_grains.glb")
+        assert len(glb.geometry) >= 0.9 * p.n_grains
+        assert all(g.is_watertight for g in glb.geometry.values())
+        assert len(ply.faces) > 0
+        m = meshio.read(generated / "volume_meshes" / f"{stem}.vtu")
+        vol = read_volume(generated / "voxels.h5", p.particle_id)
+        tv = _tet_volumes(m)
+        assert (tv > 0).all()
+        # the tet mesh was coarsened (--mesh-size-um 0.1: re-voxelised at 0.1 µm); its volume
+        # matches the 0.05 µm voxel volume within the coarse discretisation (~ area * h / 4)
+        total_vox = (vol.labels > 0).sum() * vol.voxel_size_um ** 3
+        assert abs(tv.sum() / total_vox - 1) < 0.06
+
+
+def _tet_volumes(m):
+    t = m.cells_dict["tetra"]
+    p = m.points[t]
+    return np.einsum("ij,ij->i", np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]), p[:, 3] - p[:, 0]) / 6
+
+
+def test_steady_diffusion_on_exported_tet_mesh(generated):
+    """scikit-fem on the exported mesh: (1) constant coefficient, u = x on the boundary -> u = x
+    inside to round-off (P1 reproduces linear fields; a non-conforming mesh with cracks between
+    grains would not); (2) grain-wise diffusivities in {1, 10}: the effective diffusivity
+    (energy / volume for a unit affine boundary gradient) lies within the Wiener bounds
+    (harmonic <= D_eff <= arithmetic volume mean)."""
+    import meshio
+    import skfem
+    from skfem.helpers import dot, grad
+
+    m = meshio.read(generated / "volume_meshes" / "particle_000000.msh")
+    tets = m.cells_dict["tetra"]
+    grain = np.concatenate([d for c, d in zip(m.cells, m.cell_data["gmsh:physical"]) if c.type == "tetra"])
+    mesh = skfem.MeshTet(m.points.T.copy(), tets.T.copy())
+    basis = skfem.Basis(mesh, skfem.ElementTetP1())
+    bnd = mesh.boundary_nodes()
+    x = mesh.p[0]
+
+    @skfem.BilinearForm
+    def lap(u, v, w):
+        return w["kappa"] * dot(grad(u), grad(v))
+
+    kappa = np.ones((mesh.t.shape[1], basis.X.shape[1]))  # per element, per quadrature point
+    A = lap.assemble(basis, kappa=kappa)
+    u = skfem.solve(*skfem.condense(A, basis.zeros(), x=x.copy(), D=bnd))
+    assert np.abs(u - x).max() < 1e-8 * np.abs(x).max()
+
+    rng = np.random.default_rng(0)
+    per_grain = rng.choice([1.0, 10.0], size=int(grain.max()) + 1)
+    kt = per_grain[grain]
+    A = lap.assemble(basis, kappa=kt[:, None] * np.ones_like(kappa))
+    u = skfem.solve(*skfem.condense(A, basis.zeros(), x=x.copy(), D=bnd))
+    p = mesh.p.T[mesh.t.T]
+    vt = np.einsum("ij,ij->i", np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]), p[:, 3] - p[:, 0]) / 6
+    V = vt.sum()
+    d_eff = float(u @ (A @ u)) / V
+    arith = float(vt @ kt) / V
+    harm = V / float(vt @ (1 / kt))
+    assert harm * (1 - 1e-9) <= d_eff <= arith * (1 + 1e-9)
+    assert harm < d_eff < arith  # strictly inside for a real two-phase microstructure

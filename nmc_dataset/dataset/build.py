@@ -9,7 +9,9 @@ randomness from the recipe seed and the item index alone (:func:`nmc_dataset._ut
 then 1, 2 or N workers, a local process pool or a dask cluster all produce byte-identical shards.
 
 Resuming: a shard is complete when its sidecar ``.build/shards-<configs>/done/shard-XXXXX.json`` exists and every
-file it lists is present with the recorded size and SHA-256. The sidecar is written after the
+file it lists is present with the recorded size and SHA-256. A ``make_shard`` that also writes
+files of its own (HDF5 volumes, meshes) returns a :class:`ShardResult`; those files are recorded
+(and checked) the same way, so they are part of the shard's completeness. The sidecar is written after the
 parquet files, so an interrupted build (even ``kill -9``) redoes only unfinished shards.
 ``.build/build.json`` stores the recipe hash: a build folder of another recipe is refused
 unless ``force=True``.
@@ -143,6 +145,29 @@ def array3d_column(volumes, dtype: str | None = None):
 
 
 # --------------------------------------------------------------------------- one shard (runs in a worker)
+@dataclasses.dataclass
+class ShardResult:
+    """What a ``make_shard`` returns when it writes files besides its parquet tables.
+
+    Attributes
+    ----------
+    tables : dict
+        ``{config: pyarrow.Table}`` as a plain ``make_shard`` returns.
+    files : list of str
+        Extra files the shard wrote (atomically), as POSIX paths relative to the build folder.
+        Their sizes and SHA-256 go into the shard's completeness record: a missing or changed
+        file makes the shard incomplete, and it is rebuilt on the next run.
+    """
+
+    tables: Mapping
+    files: Sequence[str] = ()
+
+
+def _file_record(out: Path, rel: str) -> dict:
+    path = out / rel
+    return {"size": path.stat().st_size, "sha256": sha256_file(path)}
+
+
 def _done_path(out: Path, shard_index: int, build_id: str) -> Path:
     return out / STATE_DIR / build_id / "done" / f"shard-{shard_index:05d}.json"
 
@@ -157,6 +182,9 @@ def run_shard(make_shard: Callable, out: str, shard_index: int, n_shards: int, i
     t0 = time.perf_counter()
     c0 = time.process_time()
     tables = make_shard(shard_index, list(item_indices))
+    extra_files: Sequence[str] = ()
+    if isinstance(tables, ShardResult):
+        tables, extra_files = tables.tables, tables.files
     if not isinstance(tables, Mapping) or set(tables) != set(configs):
         got = sorted(tables) if isinstance(tables, Mapping) else type(tables).__name__
         raise ValueError(f"make_shard returned {got}; expected tables for configs {sorted(configs)}")
@@ -172,6 +200,7 @@ def run_shard(make_shard: Callable, out: str, shard_index: int, n_shards: int, i
         "format": "nmc-dataset/shard-done", "format_version": 1, "shard": shard_index, "n_shards": n_shards,
         "items": [int(item_indices[0]), int(item_indices[-1]) + 1] if len(item_indices) else [0, 0],
         "files": files,
+        "extra": {str(rel): _file_record(out, str(rel)) for rel in sorted(extra_files)},
         # measurements (not content): kept out of the manifest
         "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0, "pid": os.getpid(),
         "peak_rss_mib": peak_rss_mib(),
@@ -190,8 +219,10 @@ def _shard_complete(out: Path, shard_index: int, n_shards: int, configs: Sequenc
         return None
     if rec.get("n_shards") != n_shards or set(rec.get("files", {})) != set(configs):
         return None
-    for info in rec["files"].values():
-        f = out / info["path"]
+    checks = [(info["path"], info) for info in rec["files"].values()]
+    checks += list((rec.get("extra") or {}).items())
+    for rel, info in checks:
+        f = out / rel
         try:
             if f.stat().st_size != info["size"] or sha256_file(f) != info["sha256"]:
                 return None
@@ -272,6 +303,12 @@ def _check_settings(out: Path, build_id: str, settings: dict, force: bool) -> No
                                   "use another --out, or --force to rebuild", out)
             for config in old.get("configs", []) or []:
                 shutil.rmtree(out / "data" / str(config), ignore_errors=True)
+            for rec_path in sorted((out / STATE_DIR / build_id / "done").glob("shard-*.json")):
+                try:  # the old shards' extra files (HDF5, meshes) go with them
+                    for rel in json.loads(rec_path.read_text()).get("extra") or {}:
+                        (out / rel).unlink(missing_ok=True)
+                except (OSError, ValueError, AttributeError):
+                    pass
             shutil.rmtree(out / STATE_DIR / build_id / "done", ignore_errors=True)
     write_json_atomic(path, settings)
 
@@ -295,6 +332,8 @@ class BuildResult:
         ``{worker pid: peak resident memory in MiB}`` of the workers that built shards now.
     cpu_seconds : float
         CPU time the shards built now took in their workers (excludes worker start-up).
+    extra_files : list of str
+        Extra files of all shards (see :class:`ShardResult`), sorted.
     """
 
     files: dict
@@ -304,6 +343,7 @@ class BuildResult:
     seconds: float
     peak_rss_mib: dict
     cpu_seconds: float = 0.0
+    extra_files: list = dataclasses.field(default_factory=list)
 
 
 def build_dataset(out: str | os.PathLike, n_items: int, shard_size: int, make_shard: Callable,
@@ -397,7 +437,8 @@ def build_dataset(out: str | os.PathLike, n_items: int, shard_size: int, make_sh
                  ", ".join(f"{v:.0f} MiB" for v in sorted(peaks.values())))
     return BuildResult(files=files, counts=counts, built=sorted(new), skipped=skipped,
                        seconds=time.perf_counter() - t0, peak_rss_mib=peaks,
-                       cpu_seconds=float(sum(rec.get("cpu_seconds", 0.0) for rec in new.values())))
+                       cpu_seconds=float(sum(rec.get("cpu_seconds", 0.0) for rec in new.values())),
+                       extra_files=sorted(rel for i in range(n_shards) for rel in (done[i].get("extra") or {})))
 
 
 def _remove_stale_shards(out: Path, configs: Sequence[str], n_shards: int) -> None:

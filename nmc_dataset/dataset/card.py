@@ -98,6 +98,79 @@ def _fmt(v: float) -> str:
     return f"{v:.4g}"
 
 
+#: what each known config holds (the card's "Configs" section); ``voxels_<N>`` matches any N
+CONFIG_DOCS = {
+    "particles": ("one row per particle: `particle_id`, its seed (`seed_entropy`, `seed_spawn_key`), the model "
+                  "ids, the shell's spherical-harmonic coefficients `sh_coeffs_um` (µm; index l·l+l+m), the "
+                  "analytic shell descriptors (`shell_volume_um3`, `shell_area_um2`, `shell_d_max_um`, "
+                  "`shell_compactness`, `shell_aspect_ratio`, `shell_sphericity`), `n_grains` and the "
+                  "full-resolution voxel grid (`voxel_size_um`, `grid_shape_zyx`, `grid_origin_um_xyz`). With the "
+                  "`grains` rows of the same `particle_id` it is enough to rebuild the particle exactly "
+                  "(`nmc_dataset.export.tables.particle_from_rows`)."),
+    "grains": ("one row per grain: `particle_id`, `label` (its value in the voxel volumes), the GBPD marker "
+               "(seed `seed_*_px`, matrix diagonal `d_radial`, `d_tangential_1`, `d_tangential_2`, offset "
+               "`r_px2`, roll angle `roll_rad` = γ; grain-model pixels), and from the full-resolution voxels: "
+               "`volume_um3`, centroid `centroid_*_um`, `principal_axes` (3 unit rows, largest first), "
+               "`principal_sd_um`, `touches_shell`, `elongation` (largest / smallest principal SD) and "
+               "`radial_alignment` (|cos| between the major axis and the radial direction; 1 = radial)."),
+    "voxels": ("one row per particle: a fixed-shape N×N×N `uint16` label volume `labels` (`datasets.Array3D`, "
+               "indexed [z, y, x]; 0 = outside, k = grain `label` k) centred on the particle, with the particle's "
+               "own `voxel_size_um` (the shell fits with one empty voxel on each side) and `origin_um` "
+               "(x, y, z centre of voxel [0, 0, 0])."),
+    "shells": ("one row per shell drawn from the shell model: `sh_coefficients_um` and the SPEC 1.5 descriptors "
+               "in µm."),
+}
+
+
+def config_doc(name: str) -> str:
+    """The card's description of a config (``""`` when unknown)."""
+    if name.startswith("voxels_") and name[7:].isdigit():
+        return CONFIG_DOCS["voxels"].replace("N×N×N", "×".join([name[7:]] * 3))
+    return CONFIG_DOCS.get(name, "")
+
+
+#: grain descriptors summarised in the card's "Grain descriptors" table
+GRAIN_DESCRIPTORS = (("volume_um3", "grain volume"), ("elongation", "elongation (largest / smallest principal SD)"),
+                     ("radial_alignment", "radial alignment (cosine of major axis to radial direction, absolute)"),
+                     ("touches_shell", "fraction of grains touching the shell"))
+
+
+def grain_summary(folder: str | os.PathLike) -> dict | None:
+    """Statistics of the grain descriptors of ``data/grains`` (``None`` without that config).
+
+    Returns ``{"rows": [...], "n_grains": {...}, "n": grains, "n_particles": particles}``: per
+    descriptor mean, SD and quantiles (``touches_shell``: the fraction), and the grains per particle.
+    """
+    import pyarrow.parquet as pq
+
+    files = sorted((Path(folder) / "data" / "grains").glob("*.parquet"))
+    if not files:
+        return None
+    names = set(pq.read_schema(files[0]).names)
+    cols = [c for c, _ in GRAIN_DESCRIPTORS if c in names] + ["particle_id"]
+    t = pq.read_table(files, columns=cols)
+    rows = []
+    for c, label in GRAIN_DESCRIPTORS:
+        if c not in names:
+            continue
+        x = t.column(c).to_numpy(zero_copy_only=False).astype(float)
+        x = x[np.isfinite(x)]
+        if not x.size:
+            continue
+        if c == "touches_shell":  # a fraction: no spread or quantiles
+            rows.append({"name": c, "label": label, "unit": "1", "mean": _fmt(x.mean()), "sd": "–", "q05": "–",
+                         "q50": "–", "q95": "–"})
+            continue
+        q = np.quantile(x, [0.05, 0.5, 0.95])
+        rows.append({"name": c, "label": label, "unit": unit_of(c), "mean": _fmt(x.mean()),
+                     "sd": _fmt(x.std(ddof=1) if x.size > 1 else 0.0),
+                     "q05": _fmt(q[0]), "q50": _fmt(q[1]), "q95": _fmt(q[2])})
+    pid = t.column("particle_id").to_numpy()
+    counts = np.unique(pid, return_counts=True)[1] if pid.size else np.zeros(1)
+    return {"rows": rows, "n": int(t.num_rows), "n_particles": int(len(counts)),
+            "per_particle": {"mean": _fmt(counts.mean()), "min": int(counts.min()), "max": int(counts.max())}}
+
+
 # --------------------------------------------------------------------------- statistics from the parquet configs
 def config_summaries(folder: str | os.PathLike) -> list[dict]:
     """Per parquet config under ``data/``: name, rows, files, size, scalar and array columns."""
@@ -342,7 +415,9 @@ def card_context(folder: str | os.PathLike, release: dict, *, recipe_hash: str |
     extra_bib = d.get("citation")
     return {
         "d": d, "yaml_header": meta.to_yaml().strip(), "tool_version": __version__, "recipe_hash": recipe_hash,
-        "configs": [{k: v for k, v in c.items() if k != "files"} for c in configs],
+        "configs": [{**{k: v for k, v in c.items() if k != "files"}, "doc": config_doc(c["name"])}
+                    for c in configs],
+        "grain_summary": grain_summary(folder),
         "models": models, "parameters": parameters, "voxel_sizes": sizes, "stats": stats,
         "comparisons": read_comparisons(folder, exclude), "figures": _figures(folder, figures, exclude),
         "layout": _layout(folder, files + ([CARD] if CARD not in files else [])),

@@ -127,7 +127,8 @@ def card_figures(folder: str | os.PathLike, *, measured: Mapping[str, Mapping[st
     Writes ``figures/<config>_descriptors.png`` (histograms of the scalar columns, at most
     ``max_items`` rows) and, for configs with a 3D array column, ``figures/<config>_slices.png``
     (slices of the first item); keeps other PNGs already in ``figures/`` (e.g. a rendered particle),
-    and writes ``figures/index.json`` (path + caption), which the card reads.
+    and writes ``figures/index.json`` (path + caption), which the card reads. Figures this function
+    made for configs that no longer exist (a ``--force`` rebuild with other configs) are removed.
 
     Parameters
     ----------
@@ -174,12 +175,92 @@ def card_figures(folder: str | os.PathLike, *, measured: Mapping[str, Mapping[st
                                                      f"volume ({c['name']})."})
                 break
     known = {m["path"] for m in made}
+    _remove_stale_generated(folder, known)
     if figdir.is_dir():
         for p in sorted(figdir.glob("*.png")):
             rel = f"figures/{p.name}"
             if rel not in known:
                 made.append({"path": rel, "caption": p.stem.replace("_", " ")})
     if made:
-        write_json_atomic(figdir / "index.json", made)
+        write_json_atomic(figdir / "index.json", [{**m, "generated": m["path"] in known} for m in made])
         os.chmod(figdir / "index.json", 0o644)
     return made
+
+
+def _remove_stale_generated(folder: Path, keep: set) -> None:
+    """Delete PNGs that an earlier :func:`card_figures` call generated (``"generated": true`` in the
+    old ``figures/index.json``) and this call did not make again."""
+    import json
+
+    index = folder / "figures" / "index.json"
+    try:
+        old = json.loads(index.read_text())
+    except (OSError, ValueError):
+        return
+    for entry in old if isinstance(old, list) else []:
+        rel = entry.get("path") if isinstance(entry, dict) else None
+        if rel and entry.get("generated") and rel not in keep and rel.startswith("figures/") and "/" not in rel[8:]:
+            (folder / rel).unlink(missing_ok=True)
+
+
+def particle_rendering(labels: np.ndarray, path: str | os.PathLike, *, voxel_size_um: float = 1.0,
+                       title: str | None = None, smoothing_iterations: int = 8) -> Path:
+    """A shaded 3D view of a particle cut open: the half with ``y`` above the centre is removed, so
+    the grains show on the cut plane and on the outer surface.
+
+    The surface is the conforming grain mesh of the label volume (VTK SurfaceNets3D, as in
+    :func:`nmc_dataset.export.meshes.grain_surface_mesh`); triangles are coloured by grain with
+    fixed colours and Lambert-shaded. Deterministic bytes for the same volume.
+
+    Parameters
+    ----------
+    labels : (nz, ny, nx) int array
+        0 = outside, k = grain k.
+    path : path-like
+        PNG to write.
+    voxel_size_um : float
+        Axis scale.
+    """
+    from mpl_toolkits.mplot3d.art3d import Poly3DCollection
+
+    from ..export.meshes import grain_surface_mesh
+
+    plt = _pyplot()
+    lab = np.array(labels, dtype=np.int32, copy=True)
+    if lab.ndim != 3:
+        raise ValueError(f"expected a 3D volume indexed [z, y, x], got shape {lab.shape}")
+    lab[:, lab.shape[1] // 2 + 1:, :] = 0  # cut open
+    n = int(lab.max())
+    fig = plt.figure(figsize=(4.6, 4.4))
+    ax = fig.add_subplot(projection="3d")
+    if n > 0:
+        surf = grain_surface_mesh(lab, np.zeros(3), voxel_size_um, n, smoothing_iterations)
+        outer = (surf.pairs == 0).any(axis=1)
+        faces, pairs = surf.faces[outer], surf.pairs[outer]
+        grain = pairs.max(axis=1)
+        tri = surf.vertices[faces]
+        normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-12)
+        normal[pairs[:, 0] == 0] *= -1  # pairs[:, 0] is the side the normal points out of
+        light = np.array([0.5, 0.8, 0.6])  # from the viewer's side (the cut plane faces +y)
+        light /= np.linalg.norm(light)
+        shade = 0.35 + 0.65 * np.clip(normal @ light, 0, 1)
+        rng = np.random.default_rng(0)  # fixed colours: deterministic figure
+        palette = rng.uniform(0.2, 0.95, (n + 1, 3))
+        colours = np.clip(palette[grain] * shade[:, None], 0, 1)
+        ax.add_collection3d(Poly3DCollection(tri, facecolors=colours, edgecolors="none", linewidths=0,
+                                             antialiased=False))
+        lo, hi = surf.vertices.min(axis=0), surf.vertices.max(axis=0)
+        c, r = (lo + hi) / 2, (hi - lo).max() / 2
+        ax.set_xlim(c[0] - r, c[0] + r)
+        ax.set_ylim(c[1] - r, c[1] + r)
+        ax.set_zlim(c[2] - r, c[2] + r)
+    ax.view_init(elev=22, azim=62)
+    ax.set_axis_off()
+    ax.set_box_aspect((1, 1, 1), zoom=1.35)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    out = _save(fig, path)
+    plt.close(fig)
+    return out

@@ -1,0 +1,7 @@
+"""Multi-scale particles (SPEC section 3): a shell and a grain architecture in one frame, voxelised."""
+
+from .assemble import Particle, assemble, cell_centres_of_mass, make_particle, particle_seed
+from .voxelize import Grid, VoxelVolume, check_memory, grain_statistics, shell_mask, voxelize
+
+__all__ = ["Particle", "assemble", "cell_centres_of_mass", "make_particle", "particle_seed", "Grid",
+           "VoxelVolume", "check_memory", "grain_statistics", "shell_mask", "voxelize"]

@@ -172,7 +172,7 @@ def generate_particles(shell_model, grain_model, *, n: int, seed: int, voxel_siz
                 if voxels is not None:
                     voxels.add(vol, part.n_grains)
                 if "surface" in formats or "volume-mesh" in formats:
-                    entry.update(_meshes(part, vol, tmp, formats, mesh_size_um, smoothing_iterations, max_memory_gib))
+                    entry.update(write_particle_meshes(part, vol, tmp, formats, mesh_size_um, smoothing_iterations, max_memory_gib))
                 record["particles"].append(entry)
                 log.debug("particle %d: %d grains, %s voxels", pid, part.n_grains, vol.grid.shape)
         except BaseException:
@@ -187,7 +187,28 @@ def generate_particles(shell_model, grain_model, *, n: int, seed: int, voxel_siz
     return record
 
 
-def _meshes(part, vol, folder: Path, formats, mesh_size_um, smoothing, max_memory_gib) -> dict:
+def write_particle_meshes(part, vol, folder: Path, formats, mesh_size_um, smoothing, max_memory_gib) -> dict:
+    """Write a particle's surface meshes (``"surface"`` in formats) and tet meshes (``"volume-mesh"``).
+
+    Parameters
+    ----------
+    part : Particle
+    vol : VoxelVolume
+        The particle's label volume (meshes are made from a cleaned copy).
+    folder : Path
+        Receives ``surfaces/`` and ``volume_meshes/``.
+    formats : collection of str
+    mesh_size_um : float or None
+        Re-voxelise at this size before tet meshing (coarsening).
+    smoothing : int
+        Surface-nets smoothing iterations.
+    max_memory_gib : float or None
+
+    Returns
+    -------
+    dict
+        Mesh statistics recorded in ``generate.json``.
+    """
     from ..export import meshes
     from .voxelize import voxelize
 

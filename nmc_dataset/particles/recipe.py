@@ -1,15 +1,26 @@
 """The ``particles:`` recipe section: generate particles from the run's models.
 
 Reads ``ctx.outputs["shell_model"]`` and ``ctx.outputs["grain_model"]`` (or the explicit
-``shell_model`` / ``grain_model`` paths of the section), writes ``<out>/particles/`` like
-``nmc-dataset generate`` and records ``ctx.outputs["particles"]`` (the folder).
+``shell_model`` / ``grain_model`` paths of the section).
+
+* Without a ``dataset:`` section in the recipe it writes ``<out>/particles/`` like
+  ``nmc-dataset generate`` (one folder, one process) and records ``ctx.outputs["particles"]``
+  (the folder).
+* With a ``dataset:`` section the particles are built through the sharded, resumable release
+  builder (:mod:`nmc_dataset.dataset.particle_shards`) straight into the release layout:
+  ``data/{particles,grains,voxels_<N>}/`` parquet configs, ``voxels/`` HDF5 volumes, ``meshes/``
+  and ``models/``; ``--workers`` and ``--executor dask`` apply. ``ctx.outputs["particles"]`` is
+  then the build folder.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import RecipeError
+from ..errors import InputError, RecipeError
+
+#: sections of a recipe that produce each model
+_PRODUCERS = {"shell_model": "shells", "grain_model": "grains"}
 
 
 def _model_path(config: dict, ctx, key: str) -> Path:
@@ -22,14 +33,38 @@ def _model_path(config: dict, ctx, key: str) -> Path:
                       f"{ctx.recipe_path}: particles")
 
 
+def check_section(config: dict, ctx) -> None:
+    """Pre-flight: formats (and their optional extras) and the model paths."""
+    from .commands import parse_formats
+
+    config = dict(config or {})
+    parse_formats(config.get("formats", ["params", "voxels"]), f"{ctx.recipe_path}: particles.formats")
+    for key, section in _PRODUCERS.items():
+        if key in config:
+            p = ctx.resolve(config[key])
+            if not p.exists():
+                raise InputError(f"particles.{key}: not found", p)
+        elif not ctx.outputs.get(key) and section not in ctx.recipe:
+            raise RecipeError(f"no {key.replace('_', ' ')}: give particles.{key} or add a '{section}' section",
+                              f"{ctx.recipe_path}: particles")
+
+
 def run_section(config: dict, ctx) -> Path:
     """Run the section (see ``schemas/recipe/particles.schema.json`` for the keys)."""
     from .commands import generate_particles, load_grain_model, load_shell_model, parse_formats
 
     config = dict(config or {})
     formats = parse_formats(config.get("formats", ["params", "voxels"]), f"{ctx.recipe_path}: particles.formats")
-    shell, sid = load_shell_model(_model_path(config, ctx, "shell_model"))
-    grain, gid = load_grain_model(_model_path(config, ctx, "grain_model"))
+    shell_path = _model_path(config, ctx, "shell_model")
+    grain_path = _model_path(config, ctx, "grain_model")
+    shell, sid = load_shell_model(shell_path)
+    grain, gid = load_grain_model(grain_path)
+    if "dataset" in ctx.recipe:
+        from ..dataset.particle_shards import build_particle_release
+
+        build_particle_release(config, ctx, shell_model_path=shell_path, grain_model_path=grain_path)
+        ctx.outputs["particles"] = Path(ctx.out)
+        return Path(ctx.out)
     mesh = config.get("mesh", {}) or {}
     assembly = config.get("assembly", {}) or {}
     out = ctx.out / "particles"

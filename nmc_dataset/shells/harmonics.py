@@ -152,8 +152,75 @@ def radius(coeffs, directions, basis: np.ndarray | None = None) -> np.ndarray:
     L = int(round(np.sqrt(K))) - 1
     if n_coeffs(L) != K:
         raise ValueError(f"coefficient count {K} is not a square (L+1)**2")
+    if basis is None and c.ndim == 1 and _radius_fused is not None:
+        d = _as_directions(directions)
+        if d.shape[0] >= 4096:  # one shell, many directions: skip materialising the (P, K) basis
+            return _radius_fused(c, np.ascontiguousarray(d), L)
     B = sh_basis(L, directions) if basis is None else basis
     return c @ B.T
+
+
+def _make_radius_fused():
+    """Numba kernel: ``radius(c, d)`` for one coefficient vector, same recurrence as :func:`sh_basis`.
+
+    Its slow twin is ``c @ sh_basis(L, d).T`` (tests compare them on random inputs).
+    """
+    try:
+        import numba
+    except ImportError:  # pragma: no cover - numba is a dependency, but keep the numpy path
+        return None
+
+    @numba.njit(parallel=True, cache=True, fastmath=False)
+    def kernel(c, d, L):
+        P = d.shape[0]
+        out = np.empty(P)
+        sqrt2 = np.sqrt(2.0)
+        for k in numba.prange(P):
+            x, y, z = d[k, 0], d[k, 1], d[k, 2]
+            rho = np.sqrt(x * x + y * y)
+            norm = np.sqrt(rho * rho + z * z)
+            if norm > 0:
+                ct = z / norm
+                st = rho / norm
+            else:
+                ct = 1.0
+                st = 0.0
+            phi = np.arctan2(y, x)
+            pmm = np.sqrt(1.0 / (4.0 * np.pi))
+            acc = 0.0
+            for m in range(L + 1):
+                if m > 0:
+                    pmm = pmm * np.sqrt((2.0 * m + 1.0) / (2.0 * m)) * st
+                    tc = sqrt2 * np.cos(m * phi)
+                    ts = sqrt2 * np.sin(m * phi)
+                else:
+                    tc = 1.0
+                    ts = 0.0
+                p_lm2 = 0.0
+                p_lm1 = pmm
+                for l in range(m, L + 1):
+                    if l == m:
+                        p = pmm
+                    elif l == m + 1:
+                        p = np.sqrt(2.0 * m + 3.0) * ct * pmm
+                    else:
+                        a = np.sqrt((4.0 * l * l - 1.0) / (l * l - m * m))
+                        b = np.sqrt(((l - 1.0) ** 2 - m * m) / (4.0 * (l - 1.0) ** 2 - 1.0))
+                        p = a * (ct * p_lm1 - b * p_lm2)
+                    if l > m:
+                        p_lm2 = p_lm1
+                        p_lm1 = p
+                    if m == 0:
+                        acc += c[l * l + l] * p
+                    else:
+                        acc += c[l * l + l + m] * p * tc + c[l * l + l - m] * p * ts
+            out[k] = acc
+        return out
+
+    return kernel
+
+
+_radius_fused = _make_radius_fused()
 
 
 @functools.lru_cache(maxsize=16)

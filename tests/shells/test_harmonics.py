@@ -109,3 +109,20 @@ def test_radius_broadcasts(rng):
     assert radius(a, u).shape == (2, 3, 7)
     with pytest.raises(ValueError):
         radius(np.zeros(15), u)
+
+
+def test_fused_radius_kernel_equals_basis_product():
+    """The numba fast path of ``radius`` (one shell, many directions) vs ``c @ sh_basis(L, d).T``."""
+    from nmc_dataset.shells import harmonics
+
+    if harmonics._radius_fused is None:
+        pytest.skip("numba not installed")
+    rng = np.random.default_rng(5)
+    for L in (0, 1, 4, 9):
+        c = rng.normal(size=(L + 1) ** 2)
+        d = rng.normal(size=(6000, 3))
+        d[:3] = [[0, 0, 1], [0, 0, -1], [0, 0, 0]]  # poles and a zero row
+        d[3:] /= np.linalg.norm(d[3:], axis=1, keepdims=True)
+        fast = harmonics.radius(c, d)
+        slow = c @ harmonics.sh_basis(L, d).T
+        np.testing.assert_allclose(fast, slow, rtol=1e-12, atol=1e-12)

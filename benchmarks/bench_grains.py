@@ -1,0 +1,140 @@
+"""Speed of the grain model: analytic generation per grain, GAN step times, and a profile.
+
+Prints, in one run:
+
+1. microseconds per grain to generate an analytic architecture (seeds + markers, no
+   discretisation) of a full particle window [-128, 128]^3 at mu = 0.0018 (~30,000 seeds) with
+   the paper-sized G_net, against the paper's 7.06 us/grain (Ryzen 9 5900X + RTX A4000) and the
+   issue's target of 1 us/grain, and a naive per-seed loop (one kNN query, one frame, one
+   network call per seed) measured on a subset in the same run;
+2. seconds per generator step (batch 64) and discriminator step (batch 128) with recipes/paper.yaml's
+   architecture, and the projected time of the paper's 200 x 100 schedule;
+3. a cProfile summary of one full training step (where the time goes).
+
+Usage: python benchmarks/bench_grains.py [--threads N] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import time
+
+import numpy as np
+import torch
+
+from nmc_dataset.grains.gan import TrainConfig, _Trainer
+from nmc_dataset.grains.gbpd import GBPD, radial_frames
+from nmc_dataset.grains.generator import GNet
+from nmc_dataset.grains.model import GrainModel
+
+PAPER_US_PER_GRAIN = 7.06
+TARGET_US_PER_GRAIN = 1.0
+
+
+def naive_per_seed(model: GrainModel, rng, lo, hi, limit: int):
+    """The plain loop: per seed one kNN query, one frame, one network call (first ``limit`` seeds)."""
+    from scipy.spatial import cKDTree
+
+    from nmc_dataset.grains.generator import default_knn_margin, poisson_seed_set
+
+    m = model.cell_margin_px + default_knn_margin(model.intensity_per_px3, model.kappa)
+    ss = poisson_seed_set(rng, model.intensity_per_px3, np.asarray(lo) - m, np.asarray(hi) + m)
+    tree = cKDTree(ss.positions)
+    t0 = time.perf_counter()
+    out = []
+    with torch.no_grad():
+        for i in range(min(limit, len(ss))):
+            s = ss.positions[i]
+            _, nb = tree.query(s, k=model.kappa + 1)
+            nb = [j for j in nb if j != i][:model.kappa]
+            q = radial_frames(s[None], ss.roll[i:i + 1])[0]
+            v = (ss.positions[nb] - s) @ q.T / model.input_scale_px
+            x = np.concatenate([v, ss.noise[nb]], 1).reshape(1, -1).astype(np.float32)
+            d, r = model.gnet(torch.from_numpy(x))
+            out.append((d, r))
+    return (time.perf_counter() - t0) / len(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=3, help="training steps to time")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    cfg = TrainConfig()  # the paper's numbers = recipes/paper.yaml
+    torch.manual_seed(0)
+    model = GrainModel(GNet(kappa=cfg.kappa, hidden=cfg.hidden), intensity_per_px3=0.0018, pixel_size_um=0.05)
+    rng = np.random.default_rng(0)
+    model.sample(rng, -16, 16)  # warm-up (imports)
+    times, counts = [], []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        g = model.sample(rng, -128, 128)
+        times.append(time.perf_counter() - t0)
+        counts.append(g.n)
+    t = float(np.median(times))
+    n = int(np.median(counts))
+    us = 1e6 * t / n
+    naive = 1e6 * naive_per_seed(model, rng, [-128] * 3, [128] * 3, 2000)
+    print(f"torch {torch.__version__}, threads {args.threads}")
+    print("== analytic generation ([-128,128]^3, mu = 0.0018, paper-sized G_net "
+          f"{list(cfg.hidden)}, kappa {cfg.kappa})")
+    print(f"  seeds kept (window + cell margin): {n}; median of {args.repeats}: {t * 1e3:.1f} ms")
+    print(f"  {us:.2f} us/grain   paper {PAPER_US_PER_GRAIN} us/grain (ratio {PAPER_US_PER_GRAIN / us:.1f}x faster)"
+          f"   target {TARGET_US_PER_GRAIN} us/grain ({'met' if us <= TARGET_US_PER_GRAIN else 'NOT met'})")
+    print(f"  naive per-seed loop: {naive:.1f} us/grain (batched is {naive / us:.0f}x faster)")
+
+    # --- GAN steps with the paper's architecture and batch sizes
+    rng2 = np.random.default_rng(1)
+    fits = []
+    for _ in range(3):
+        k = 1500
+        s = rng2.uniform(-110, 110, (k, 2))
+        fits.append(GBPD(s, np.column_stack([rng2.uniform(0.5, 1, k), rng2.uniform(2, 4, k)]), rng2.uniform(1, 10, k)))
+    tr = _Trainer(fits, 0.05, cfg, 0)
+    tr.ng_gt = tr.measure_ng_gt()
+    c = cfg
+    tg, td, tf, tt = [], [], [], []
+    for _ in range(args.steps):
+        t0 = time.perf_counter()
+        imgs, _, hard_g = tr.fake(c.batch_g)
+        t1 = time.perf_counter()
+        _, _, real_g = tr.real(c.batch_g)
+        x = hard_g.float() + imgs.float() - imgs.float().detach()
+        out = tr.disc(torch.cat([real_g.float(), x]))
+        loss = ((out[c.batch_g:] - 1) ** 2).mean()
+        tr.opt_g.zero_grad(); loss.backward(); tr.opt_g.step()
+        t2 = time.perf_counter()
+        with torch.no_grad():
+            _, _, fake = tr.fake(c.batch_d)
+        _, _, real = tr.real(c.batch_d)
+        t3 = time.perf_counter()
+        out = tr.disc(torch.cat([real.float(), fake.float()]))
+        loss_d = ((out[:c.batch_d] - 1) ** 2).mean() + (out[c.batch_d:] ** 2).mean()
+        tr.opt_d.zero_grad(); loss_d.backward(); tr.opt_d.step()
+        t4 = time.perf_counter()
+        tg.append(t2 - t0); tf.append(t1 - t0); td.append(t4 - t2); tt.append(t3 - t2)
+    g_step, d_step = float(np.median(tg)), float(np.median(td))
+    print(f"== GAN steps (paper architecture: G {list(cfg.hidden)}, D width {cfg.d_width} x {cfg.d_blocks} blocks; "
+          f"batch G {cfg.batch_g}, D {cfg.batch_d}+{cfg.batch_d})")
+    print(f"  G step {g_step:.2f} s (of which T3D cutouts {np.median(tf):.2f} s)")
+    print(f"  D step {d_step:.2f} s (of which cutouts {np.median(tt):.2f} s)")
+    total = (g_step + d_step) * 200 * 100
+    print(f"  paper schedule 200 x 100 steps: {total / 3600:.1f} h on this machine (paper: ~12 h on a desktop GPU)")
+
+    prof = cProfile.Profile()
+    prof.enable()
+    tr.step(1, 1)
+    prof.disable()
+    buf = io.StringIO()
+    pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(14)
+    print("== cProfile of one training step (top 14 by own time)")
+    print("\n".join(line for line in buf.getvalue().splitlines() if line.strip())[:4000])
+
+
+if __name__ == "__main__":
+    main()

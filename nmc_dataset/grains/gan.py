@@ -1,0 +1,415 @@
+"""Stereological calibration: least-squares GAN training of ``G_net`` on 2D fits (SPEC 2.7).
+
+One step (paper, Algorithm 2):
+
+1. **G step** -- ``batch_g`` generated cutouts (T3D, soft, differentiable); loss
+   ``mean((D(x) - 1)^2)``; one Adam step on ``G_net`` (gradient norm clipped). D sees the hard
+   (rounded) image in the forward pass and passes the gradient to the soft image
+   (straight-through, ``g_input="straight-through"``; ``"soft"`` feeds the soft image as in the
+   paper's pseudocode). D gets ``batch_g`` measured cutouts alongside (not in the loss) so that its
+   batch-norm layers see a mixed batch, as in D steps.
+2. **D step** -- ``batch_d`` measured cutouts (T2D of augmented 2D fits) and ``batch_d``
+   generated ones, all hard (exact one-hot of the hard tessellation, the limit of rounding); loss ``mean((D(real) - 1)^2) + mean(D(fake)^2)``; the
+   Adam step is skipped while the loss is at or below ``d_skip_below`` (paper: 0.09 in the
+   algorithm, 0.32 in the text).
+3. **Intensity** -- ``mu <- mu (0.5 + 0.5 NG_gt / NG_gen)``, NG = visible grains per unit area in
+   cutouts (after every step, or once per epoch with ``intensity_update="epoch"``).
+
+Training is deterministic given the seed (``torch.manual_seed`` for the initial weights, one
+``numpy.random.Generator`` for everything drawn). With an output folder it writes, after every
+epoch, ``training/checkpoint.safetensors`` + ``training/checkpoint.json`` (networks, optimiser
+states, random state, ``mu``, history; atomic), ``training/log.csv`` and ``training/training.png``;
+``resume=True`` continues from the checkpoint and ends with the same weights as an uninterrupted
+run. A NaN/inf loss raises :class:`~nmc_dataset.errors.TrainingError` naming the epoch and step;
+the last good checkpoint stays on disk.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .._util import atomic_path, log, progress, read_json, write_json_atomic, write_text_atomic
+from ..errors import InputError, TrainingError
+from .cutouts import CutoutSpec, t2d_batch, t3d_batch
+from .discriminator import Discriminator
+from .gbpd import DIAG_MIN, GBPD
+from .generator import GNet
+from .model import GrainModel
+
+CHECKPOINT_FORMAT = "nmc-dataset/grain-checkpoint"
+CHECKPOINT_VERSION = 1
+LOG_COLUMNS = ["epoch", "steps", "loss_g", "loss_d", "d_updates", "intensity_per_px3", "ng_gen", "ng_gt", "seconds"]
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """All hyper-parameters of the calibration (defaults = the paper's numbers where it gives them).
+
+    Generator: ``kappa``, ``hidden``, ``r_bounds``, ``diag_bounds``, ``input_scale_px``.
+    Discriminator: ``d_width``, ``d_blocks``, ``d_convs_per_block``, ``d_dense``.
+    Cutouts: ``grid``, ``channels``, ``p_max_px``, ``margin_px``, ``beta``.
+    Schedule: ``epochs``, ``steps_per_epoch``, ``batch_g``, ``batch_d``, ``lr``, ``adam_betas``,
+    ``grad_clip``, ``d_skip_below``, ``augment``, ``intensity_init_per_px3``, ``intensity_update``,
+    ``g_input``, ``ng_gt_cutouts``.
+    """
+
+    kappa: int = 12
+    hidden: tuple = (128, 128, 64)
+    r_bounds: tuple = (1.0, 10.0)
+    diag_bounds: tuple = (DIAG_MIN, 50.0)
+    input_scale_px: float = 10.0
+    d_width: int = 32
+    d_blocks: int = 3
+    d_convs_per_block: int = 2
+    d_dense: int = 128
+    grid: int = 32
+    channels: int = 12
+    p_max_px: float = 80.0
+    margin_px: float = 16.0
+    beta: float = 2.0
+    epochs: int = 200
+    steps_per_epoch: int = 100
+    batch_g: int = 64
+    batch_d: int = 128
+    lr: float = 1e-4
+    adam_betas: tuple = (0.5, 0.999)
+    grad_clip: float = 1.0
+    d_skip_below: float = 0.09
+    augment: float = 0.2
+    intensity_init_per_px3: float = 0.0018
+    intensity_update: str = "step"
+    g_input: str = "straight-through"
+    ng_gt_cutouts: int = 512
+
+    @property
+    def spec(self) -> CutoutSpec:
+        return CutoutSpec(grid=self.grid, channels=self.channels, p_max_px=self.p_max_px,
+                          margin_px=self.margin_px, beta=self.beta)
+
+    @classmethod
+    def from_section(cls, cfg: dict) -> "TrainConfig":
+        """Build from a recipe ``grains:`` section (nested keys; see the section schema)."""
+        g = cfg.get("generator", {})
+        d = cfg.get("discriminator", {})
+        c = cfg.get("cutouts", {})
+        t = cfg.get("training", {})
+        kw = {}
+        if "kappa" in cfg:
+            kw["kappa"] = cfg["kappa"]
+        if "intensity_init_per_px3" in cfg:
+            kw["intensity_init_per_px3"] = cfg["intensity_init_per_px3"]
+        for key in ("hidden", "r_bounds", "diag_bounds", "input_scale_px"):
+            if key in g:
+                kw[key] = tuple(g[key]) if isinstance(g[key], list) else g[key]
+        for key in ("width", "blocks", "convs_per_block", "dense"):
+            if key in d:
+                kw["d_" + key] = d[key]
+        for key in ("grid", "channels", "p_max_px", "margin_px", "beta"):
+            if key in c:
+                kw[key] = c[key]
+        for key in ("epochs", "steps_per_epoch", "batch_g", "batch_d", "lr", "adam_betas", "grad_clip",
+                    "d_skip_below", "augment", "intensity_update", "g_input", "ng_gt_cutouts"):
+            if key in t:
+                kw[key] = tuple(t[key]) if isinstance(t[key], list) else t[key]
+        return cls(**kw)
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+
+
+# --------------------------------------------------------------------------- state (de)serialisation
+def _flatten_optimizer(opt, prefix: str) -> tuple[dict, dict]:
+    sd = opt.state_dict()
+    tensors, meta = {}, {"param_groups": sd["param_groups"], "state_keys": {}}
+    for pid, st in sd["state"].items():
+        meta["state_keys"][str(pid)] = sorted(st)
+        for name, val in st.items():
+            tensors[f"{prefix}.state.{pid}.{name}"] = torch.as_tensor(val).clone().contiguous()
+    return tensors, meta
+
+
+def _unflatten_optimizer(opt, prefix: str, tensors: dict, meta: dict) -> None:
+    state = {}
+    for pid, names in meta["state_keys"].items():
+        state[int(pid)] = {n: tensors[f"{prefix}.state.{pid}.{n}"] for n in names}
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+class _Trainer:
+    def __init__(self, fits, pixel_size_um, cfg: TrainConfig, seed: int):
+        self.fits = fits
+        self.pixel_size_um = float(pixel_size_um)
+        self.cfg = cfg
+        self.seed = int(seed)
+        torch.manual_seed(self.seed)
+        self.gnet = GNet(kappa=cfg.kappa, hidden=cfg.hidden, r_bounds=cfg.r_bounds, diag_bounds=cfg.diag_bounds)
+        self.disc = Discriminator(channels=cfg.channels, grid=cfg.grid, width=cfg.d_width, blocks=cfg.d_blocks,
+                                  convs_per_block=cfg.d_convs_per_block, dense=cfg.d_dense)
+        self.opt_g = torch.optim.Adam(self.gnet.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas))
+        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas))
+        self.rng = np.random.default_rng(self.seed)
+        self.mu = float(cfg.intensity_init_per_px3)
+        self.epoch = 0  # epochs completed
+        self.history: list[dict] = []
+        self.ng_gt = None
+        self.seconds = 0.0
+
+    # ---------------------------------------------------------------- checkpoint
+    def save(self, folder: Path) -> None:
+        from safetensors.torch import save_file
+
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {f"gnet.{k}": v.detach().clone().contiguous() for k, v in self.gnet.state_dict().items()}
+        tensors.update({f"disc.{k}": v.detach().clone().contiguous() for k, v in self.disc.state_dict().items()})
+        tg, mg = _flatten_optimizer(self.opt_g, "opt_g")
+        td, md = _flatten_optimizer(self.opt_d, "opt_d")
+        tensors.update(tg)
+        tensors.update(td)
+        tensors["torch_rng"] = torch.get_rng_state()
+        meta = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "epoch": self.epoch,
+                "intensity_per_px3": self.mu, "ng_gt": self.ng_gt, "seed": self.seed, "seconds": self.seconds,
+                "numpy_rng": self.rng.bit_generator.state, "opt_g": mg, "opt_d": md, "history": self.history,
+                "config": self.cfg.to_dict()}
+        # the weights go to a new file named by the epoch, then checkpoint.json (atomic) points at
+        # it, then older weight files are removed: a crash at any moment leaves a consistent pair.
+        with atomic_path(folder / f"checkpoint-{self.epoch:05d}.safetensors") as tmp:
+            save_file(tensors, str(tmp))
+        meta["weights"] = f"checkpoint-{self.epoch:05d}.safetensors"
+        write_json_atomic(folder / "checkpoint.json", meta)
+        for old in folder.glob("checkpoint-*.safetensors"):
+            if old.name != meta["weights"]:
+                old.unlink(missing_ok=True)
+
+    def load(self, folder: Path) -> None:
+        from safetensors.torch import load_file
+
+        from .._util import check_format
+
+        meta = read_json(folder / "checkpoint.json")
+        check_format(meta, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, folder / "checkpoint.json")
+        if meta["config"] != self.cfg.to_dict():
+            raise InputError("the checkpoint was made with other hyper-parameters; start again without --resume",
+                             folder / "checkpoint.json")
+        if meta["seed"] != self.seed:
+            raise InputError(f"the checkpoint was made with seed {meta['seed']}, not {self.seed}", folder / "checkpoint.json")
+        tensors = load_file(str(folder / meta["weights"]))
+        self.gnet.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("gnet.")})
+        self.disc.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("disc.")})
+        _unflatten_optimizer(self.opt_g, "opt_g", tensors, meta["opt_g"])
+        _unflatten_optimizer(self.opt_d, "opt_d", tensors, meta["opt_d"])
+        torch.set_rng_state(tensors["torch_rng"])
+        self.rng.bit_generator.state = meta["numpy_rng"]
+        self.epoch = int(meta["epoch"])
+        self.mu = float(meta["intensity_per_px3"])
+        self.ng_gt = meta["ng_gt"]
+        self.history = list(meta["history"])
+        self.seconds = float(meta.get("seconds", 0.0))
+
+    # ---------------------------------------------------------------- steps
+    def fake(self, batch: int):
+        c = self.cfg
+        return t3d_batch(self.gnet, self.rng, self.mu, batch, c.spec, kappa=c.kappa, input_scale_px=c.input_scale_px,
+                         with_hard=True)
+
+    def real(self, batch: int):
+        c = self.cfg
+        return t2d_batch(self.fits, self.rng, batch, c.spec, augment_rel=c.augment, with_hard=True)
+
+    def measure_ng_gt(self) -> float:
+        ngs = []
+        left = self.cfg.ng_gt_cutouts
+        while left > 0:
+            b = min(left, 128)
+            _, ng, _ = self.real(b)
+            ngs.append(ng)
+            left -= b
+        return float(np.concatenate(ngs).mean())
+
+    def step(self, epoch: int, step: int) -> dict:
+        c = self.cfg
+        # --- G step (D in train mode on a mixed batch, as in D steps, so batch-norm sees the same
+        # statistics; only the generated half enters the loss)
+        self.gnet.train()
+        self.disc.train()
+        imgs, ng_g, hard_g = self.fake(c.batch_g)
+        imgs = imgs.float()
+        x = hard_g.float() + imgs - imgs.detach() if c.g_input == "straight-through" else imgs
+        _, _, real_g = self.real(c.batch_g)
+        out_g = self.disc(torch.cat([real_g.float(), x]))
+        loss_g = ((out_g[c.batch_g:] - 1.0) ** 2).mean()
+        self._check(loss_g, "generator", epoch, step)
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        torch.nn.utils.clip_grad_norm_(self.gnet.parameters(), c.grad_clip)
+        self.opt_g.step()
+        self._check_params(self.gnet, "generator", epoch, step)
+        # --- D step
+        self.disc.train()
+        with torch.no_grad():
+            _, ng_d, fake = self.fake(c.batch_d)
+        _, _, real = self.real(c.batch_d)
+        out = self.disc(torch.cat([real.float(), fake.float()]))
+        loss_d = ((out[:c.batch_d] - 1.0) ** 2).mean() + (out[c.batch_d:] ** 2).mean()
+        self._check(loss_d, "discriminator", epoch, step)
+        updated = False
+        if loss_d.item() > c.d_skip_below:
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            torch.nn.utils.clip_grad_norm_(self.disc.parameters(), c.grad_clip)
+            self.opt_d.step()
+            self._check_params(self.disc, "discriminator", epoch, step)
+            updated = True
+        ng_gen = float(np.concatenate([ng_g, ng_d]).mean())
+        if c.intensity_update == "step":
+            self.adapt(ng_gen)
+        return {"loss_g": loss_g.item(), "loss_d": loss_d.item(), "d_update": updated, "ng_gen": ng_gen}
+
+    def adapt(self, ng_gen: float) -> None:
+        if ng_gen > 0:
+            self.mu = self.mu * (0.5 + 0.5 * self.ng_gt / ng_gen)
+
+    @staticmethod
+    def _check(loss, what, epoch, step):
+        if not torch.isfinite(loss):
+            raise TrainingError(f"{what} loss is {loss.item()} at epoch {epoch} step {step}; the last good "
+                                "checkpoint is kept (lower the learning rate or the temperature and resume)")
+
+    @staticmethod
+    def _check_params(net, what, epoch, step):
+        for p in net.parameters():
+            if not torch.isfinite(p).all():
+                raise TrainingError(f"{what} weights became NaN/inf at epoch {epoch} step {step}; the last good "
+                                    "checkpoint is kept")
+
+
+def train(fits, pixel_size_um: float, cfg: TrainConfig | None = None, *, seed: int = 0, out=None,
+          resume: bool = False, stop_after: int | None = None, source: dict | None = None) -> GrainModel:
+    """Calibrate a :class:`GrainModel` on fitted 2D tessellations.
+
+    Parameters
+    ----------
+    fits : list of GBPD
+        2D GBPDs fitted to central sections (pixels, section centre at the origin).
+    pixel_size_um : float
+        Their pixel size (µm).
+    cfg : TrainConfig, optional
+    seed : int
+        Root seed (weights init and every random draw).
+    out : path-like, optional
+        Model folder; training state goes to ``out/training/`` and the model is written there at
+        the end. Without it nothing is written.
+    resume : bool
+        Continue from ``out/training/checkpoint.json``.
+    stop_after : int, optional
+        Stop (as if interrupted) after this many epochs in total; the model is still returned.
+    source : dict, optional
+        Recorded in the model's training summary (where the sections came from).
+
+    Returns
+    -------
+    GrainModel
+    """
+    cfg = cfg or TrainConfig()
+    fits = list(fits)
+    if not fits:
+        raise InputError("no 2D tessellation to train on")
+    for g in fits:
+        if not isinstance(g, GBPD) or g.dim != 2:
+            raise InputError("training needs 2D GBPD fits")
+    tr = _Trainer(fits, pixel_size_um, cfg, seed)
+    ckdir = None if out is None else Path(out) / "training"
+    if resume:
+        if ckdir is None or not (ckdir / "checkpoint.json").is_file():
+            raise InputError("--resume: no checkpoint to resume from", ckdir or "training")
+        tr.load(ckdir)
+        log.info("resuming after epoch %d (mu = %.5g)", tr.epoch, tr.mu)
+    if tr.ng_gt is None:
+        tr.ng_gt = tr.measure_ng_gt()
+    last = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
+    total = cfg.epochs * cfg.steps_per_epoch
+    bar = progress(total=total, desc="fit-grains", unit="step")
+    bar.update(tr.epoch * cfg.steps_per_epoch)
+    try:
+        while tr.epoch < last:
+            e = tr.epoch + 1
+            t0 = time.perf_counter()
+            rows = []
+            for s in range(1, cfg.steps_per_epoch + 1):
+                rows.append(tr.step(e, s))
+                bar.update(1)
+                bar.set_postfix(mu=f"{tr.mu:.4g}", lg=f"{rows[-1]['loss_g']:.3f}", ld=f"{rows[-1]['loss_d']:.3f}")
+            ng_gen = float(np.mean([r["ng_gen"] for r in rows]))
+            if cfg.intensity_update == "epoch":
+                tr.adapt(ng_gen)
+            dt = time.perf_counter() - t0
+            tr.seconds += dt
+            tr.epoch = e
+            tr.history.append({"epoch": e, "steps": cfg.steps_per_epoch,
+                               "loss_g": float(np.mean([r["loss_g"] for r in rows])),
+                               "loss_d": float(np.mean([r["loss_d"] for r in rows])),
+                               "d_updates": int(sum(r["d_update"] for r in rows)),
+                               "intensity_per_px3": tr.mu, "ng_gen": ng_gen, "ng_gt": tr.ng_gt, "seconds": dt})
+            if ckdir is not None:
+                tr.save(ckdir)
+                write_log(ckdir, tr.history)
+            log.debug("epoch %d: %s", e, tr.history[-1])
+    finally:
+        bar.close()
+    model = GrainModel(gnet=tr.gnet.eval(), intensity_per_px3=tr.mu, pixel_size_um=pixel_size_um, beta=cfg.beta,
+                       input_scale_px=cfg.input_scale_px, cell_margin_px=cfg.margin_px,
+                       training=summary(tr, cfg, source))
+    if out is not None and tr.epoch >= cfg.epochs:
+        model.write(out)
+    return model
+
+
+def summary(tr: _Trainer, cfg: TrainConfig, source: dict | None) -> dict:
+    """The training summary stored in model.json."""
+    last = tr.history[-1] if tr.history else {}
+    return {"seed": tr.seed, "epochs_done": tr.epoch, "config": cfg.to_dict(), "ng_gt": tr.ng_gt,
+            "final": last, "seconds": tr.seconds, "sections": len(tr.fits), "source": source or {},
+            "discriminator": tr.disc.config()}
+
+
+def write_log(folder: Path, history: list[dict]) -> None:
+    """Write ``log.csv`` and ``training.png`` (losses, mu, NG per epoch)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for row in history:
+        w.writerow({k: row[k] for k in LOG_COLUMNS})
+    write_text_atomic(folder / "log.csv", buf.getvalue())
+    try:
+        plot_history(history, folder / "training.png")
+    except Exception as e:  # a plot must never stop training
+        log.warning("could not draw training.png: %s", e)
+
+
+def plot_history(history: list[dict], path) -> None:
+    """Losses, intensity and visible grains per area against the epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(1, 3, figsize=(12, 3.2))
+    ax[0].plot(ep, [h["loss_g"] for h in history], label="G")
+    ax[0].plot(ep, [h["loss_d"] for h in history], label="D")
+    ax[0].set_xlabel("epoch"); ax[0].set_ylabel("LSGAN loss"); ax[0].legend()
+    ax[1].plot(ep, [h["intensity_per_px3"] for h in history])
+    ax[1].set_xlabel("epoch"); ax[1].set_ylabel("μ (seeds / px³)")
+    ax[2].plot(ep, [h["ng_gen"] for h in history], label="generated")
+    ax[2].plot(ep, [h["ng_gt"] for h in history], "--", label="measured")
+    ax[2].set_xlabel("epoch"); ax[2].set_ylabel("visible grains / px²"); ax[2].legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)

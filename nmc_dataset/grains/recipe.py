@@ -1,0 +1,146 @@
+"""Recipe section ``grains:``: calibrate the grain model on fitted 2D tessellations.
+
+Reads the tessellation folder (``grains.tessellations`` or the ``sections`` section's output,
+``ctx.outputs["tessellations"]``), trains (resuming from a checkpoint in the model folder when
+there is one), writes the model folder and records ``ctx.outputs["grain_model"]``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .._util import log
+from ..errors import InputError, RecipeError
+
+#: relative tolerance for "the same pixel size" across sections
+PIXEL_SIZE_RTOL = 1e-6
+#: a fitted section scoring below this is not central (task C's automatic criterion)
+from .morphology import CENTRALITY_THRESHOLD  # noqa: E402
+
+
+def check_section(cfg: dict, where="grains") -> None:
+    """Checks the JSON Schema cannot express (``a < b`` bounds, grid vs discriminator depth).
+
+    ``where`` is a location string or the recipe run's ``RunContext`` (pre-flight call).
+
+    Raises
+    ------
+    RecipeError
+        Naming the key, e.g. ``grains.generator.r_bounds``.
+    """
+    where = getattr(where, "recipe_path", where)
+    gen = cfg.get("generator", {})
+    for key in ("r_bounds", "diag_bounds"):
+        if key in gen:
+            a, b = gen[key]
+            if not a < b:
+                raise RecipeError(f"grains.generator.{key}: bounds need a < b, got [{a}, {b}]", where)
+    grid = cfg.get("cutouts", {}).get("grid", 32)
+    blocks = cfg.get("discriminator", {}).get("blocks", 3)
+    if grid % (2 ** blocks):
+        raise RecipeError(f"grains.cutouts.grid: {grid} must be divisible by 2**discriminator.blocks = {2 ** blocks}", where)
+    channels = cfg.get("cutouts", {}).get("channels", 12)
+    if channels < 1:
+        raise RecipeError("grains.cutouts.channels must be >= 1", where)
+
+
+def load_fits(folder) -> tuple[list, float, dict]:
+    """Read fitted 2D tessellations for training.
+
+    Returns
+    -------
+    fits : list of GBPD (2D, pixels, centre origin)
+    pixel_size_um : float
+    source : dict
+        Folder and section ids (recorded in the model).
+
+    Raises
+    ------
+    InputError
+        Missing folder, no (central) tessellation, or sections with different pixel sizes.
+    """
+    from .fit2d import read_tessellations
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError("not a folder of fitted tessellations (run fit-sections first)", folder)
+    fits = list(read_tessellations(folder))
+    fits = [f for f in fits if getattr(f, "central", True)]
+    if not fits:
+        raise InputError("no central section's tessellation found; calibration needs sections through the "
+                         "particle centre (import-ebsd --central ...)", folder)
+    sizes = np.array([float(f.pixel_size_um) for f in fits])
+    if np.any(np.abs(sizes - sizes[0]) > PIXEL_SIZE_RTOL * sizes[0]):
+        detail = ", ".join(f"{f.section_id}: {f.pixel_size_um:g} µm" for f in fits[:6])
+        raise InputError(f"tessellations have different pixel sizes ({detail}); resample them to one pixel "
+                         "size or calibrate them separately", folder)
+    gbpds = []
+    for f in fits:
+        g = f.gbpd
+        if g.dim != 2 or g.n == 0:
+            raise InputError(f"section {f.section_id}: expected a non-empty 2D tessellation", folder)
+        gbpds.append(g)
+    scores = centrality_scores(fits)
+    central = [bool(np.isfinite(s) and s >= CENTRALITY_THRESHOLD) for s in scores]
+    if not any(central):
+        detail = ", ".join(f"{f.section_id}: {s:.2f}" for f, s in list(zip(fits, scores))[:6])
+        raise InputError(f"none of the {len(fits)} tessellations looks like a section through the particle centre "
+                         f"(centrality scores {detail}; central sections score >= {CENTRALITY_THRESHOLD}); the "
+                         "calibration needs central sections", folder)
+    for f, s, c in zip(fits, scores, central):
+        if not c:
+            log.warning("%s: section %s scores %.2f (< %.2f): it may not pass through the particle centre",
+                        folder, f.section_id, s, CENTRALITY_THRESHOLD)
+    source = {"tessellations": str(folder), "sections": [str(f.section_id) for f in fits],
+              "centrality_scores": [None if not np.isfinite(s) else float(s) for s in scores]}
+    return gbpds, float(sizes[0]), source
+
+
+def centrality_scores(fits) -> list[float]:
+    """Centrality score (``morphology.section_centrality``) of each fitted tessellation's labels."""
+    from .morphology import section_centrality
+
+    return [section_centrality(f.label_image(), f.center_px) for f in fits]
+
+
+def run_section(config: dict, ctx) -> None:
+    """Run the ``grains:`` section (see the module docstring)."""
+    from .gan import TrainConfig, train
+    from .model import GrainModel
+
+    check_section(config, str(ctx.recipe_path))
+    if "tessellations" in config:
+        tess = ctx.resolve(config["tessellations"])
+    elif "tessellations" in ctx.outputs:
+        tess = Path(ctx.outputs["tessellations"])
+    else:
+        raise RecipeError("grains.tessellations: no tessellation folder given and no 'sections' section ran before",
+                          ctx.recipe_path)
+    fits, px, source = load_fits(tess)
+    cfg = TrainConfig.from_section(config)
+    out = ctx.out / config.get("out", "grain_model")
+    done = _finished_model(out, cfg, ctx.seed)
+    if done is not None:
+        log.info("grains: model in %s is complete, reusing it", out)
+    else:
+        resume = bool(config.get("resume", True)) and (out / "training" / "checkpoint.json").is_file()
+        train(fits, px, cfg, seed=ctx.seed, out=out, resume=resume, source=source)
+        GrainModel.load(out)  # check what was written reads back
+    ctx.outputs["grain_model"] = out
+
+
+def _finished_model(out: Path, cfg, seed: int):
+    from .model import GrainModel
+
+    if not (out / "model.json").is_file():
+        return None
+    try:
+        m = GrainModel.load(out)
+    except InputError:
+        return None
+    t = m.training
+    if t.get("config") == cfg.to_dict() and t.get("seed") == seed and t.get("epochs_done") == cfg.epochs:
+        return m
+    return None

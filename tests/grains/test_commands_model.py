@@ -1,0 +1,169 @@
+"""fit-grains / sample-grains / describe-grains through nmc_dataset.cli.main, bad input included."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+
+from nmc_dataset import cli
+from nmc_dataset.grains.fit2d import SectionFit, write_tessellations
+from nmc_dataset.grains.gbpd import GBPD
+from nmc_dataset.grains.model import GrainModel
+
+TINY = {"intensity_init_per_px3": 0.0018, "kappa": 12,
+        "generator": {"hidden": [16]},
+        "discriminator": {"width": 4, "blocks": 2, "dense": 8},
+        "cutouts": {"grid": 16, "channels": 6, "p_max_px": 40, "margin_px": 8},
+        "training": {"epochs": 1, "steps_per_epoch": 2, "batch_g": 4, "batch_d": 4, "ng_gt_cutouts": 8}}
+
+
+def _section(sid, rng, d_rad=0.2, size=121, px=0.05):
+    """A SectionFit of a 2D GBPD in a disc (radial cells when d_rad << 1)."""
+    n = 500
+    c = (size - 1) / 2
+    s = rng.uniform(-c - 10, c + 10, (n, 2))
+    g = GBPD(s, np.column_stack([np.full(n, d_rad), np.full(n, 1.0)]), rng.uniform(1, 10, n))
+    yy, xx = np.mgrid[0:size, 0:size]
+    mask = (xx - c) ** 2 + (yy - c) ** 2 <= (c - 2) ** 2
+    return SectionFit(section_id=sid, gbpd=g, pixel_size_um=px, agreement=0.95, mask=mask,
+                      center_px=np.array([c, c]), label_ids=np.arange(1, n + 1))
+
+
+@pytest.fixture
+def tess(tmp_path):
+    rng = np.random.default_rng(0)
+    return write_tessellations([_section("a", rng), _section("b", rng)], tmp_path / "tess")
+
+
+def _recipe(tmp_path, grains=None, name="r.yaml"):
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump({"format_version": 1, "seed": 3, "grains": TINY if grains is None else grains}))
+    return p
+
+
+def _err(capsys):
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, err
+    return err
+
+
+def test_fit_sample_describe(tess, tmp_path, capsys):
+    out = tmp_path / "gm"
+    assert cli.main(["fit-grains", str(tess), "--recipe", str(_recipe(tmp_path)), "--out", str(out)]) == 0
+    m = GrainModel.load(out)
+    assert m.pixel_size_um == 0.05 and m.training["seed"] == 3 and m.training["source"]["sections"] == ["a", "b"]
+    assert (out / "training" / "log.csv").is_file()
+    # sample a cube
+    h5 = tmp_path / "g.h5"
+    assert cli.main(["sample-grains", str(out), "--size-px", "20", "--seed", "3", "--out", str(h5)]) == 0
+    with h5py.File(h5) as f:
+        lab = f["labels"][...]
+        assert lab.dtype == np.uint32 and lab.shape == (20, 20, 20) and lab.min() >= 1
+        assert f.attrs["format"] == "nmc-dataset/grain-labels" and f.attrs["format_version"] == 1
+        assert f["labels"].attrs["voxel_size_um"] == 0.05 and f["labels"].attrs["axes"] == "z,y,x"
+        np.testing.assert_allclose(f["labels"].attrs["origin_px"], [-9.5] * 3)
+        seeds = f["gbpd/seeds_px"][...]
+        assert lab.max() <= len(seeds)
+    # planes: the plane at z equals the cube's slice at the same height (same seed)
+    h5s = tmp_path / "s.h5"
+    assert cli.main(["sample-grains", str(out), "--size-px", "20", "--seed", "3", "--out", str(h5s),
+                     "--sections=-9.5,0.5"]) == 0
+    with h5py.File(h5s) as f:
+        planes = f["labels"][...]
+        np.testing.assert_allclose(f["labels"].attrs["z_px"], [-9.5, 0.5])
+    assert planes.shape == (2, 20, 20)
+    np.testing.assert_array_equal(planes[0], lab[0])
+    np.testing.assert_array_equal(planes[1], lab[10])
+    # describe-grains: report with W1 + KS per descriptor and the cut-height study
+    rep = tmp_path / "report"
+    assert cli.main(["describe-grains", str(out), "--against", str(tess), "--out", str(rep), "--samples", "2",
+                     "--radius-px", "40"]) == 0
+    comp = json.loads((rep / "comparison.json").read_text())
+    assert set(comp) == {"area_px", "elongation", "alpha_rad", "chord_px"}
+    assert all(0 <= v["ks"] <= 1 and v["wasserstein1"] >= 0 and v["n_simulated"] > 0 for v in comp.values())
+    assert (rep / "comparison.md").is_file() and (rep / "cut_height.png").stat().st_size > 1000
+    study = json.loads((rep / "cut_height.json").read_text())
+    assert [h["relative_height"] for h in study["heights"]] == [0.0, 0.25, 0.5, 0.75]
+
+
+def test_resume_without_checkpoint_is_an_error(tess, tmp_path, capsys):
+    out = tmp_path / "gm"
+    code = cli.main(["fit-grains", str(tess), "--recipe", str(_recipe(tmp_path)), "--out", str(out), "--resume"])
+    assert code == 2 and "no checkpoint" in _err(capsys) and not out.exists()
+
+
+@pytest.mark.parametrize("grains, key", [
+    ({"intensity_init_per_px3": -0.001}, "intensity_init_per_px3"),
+    ({"kappa": 0}, "kappa"),
+    ({"generator": {"r_bounds": [10, 1]}}, "r_bounds"),
+    ({"generator": {"diag_bounds": [5, 5]}}, "diag_bounds"),
+    ({"cutouts": {"grid": 30}}, "grid"),
+    ({"training": {"epochs": 0}}, "epochs"),
+    ({"bogus": 1}, "bogus"),
+])
+def test_bad_recipe_values(tess, tmp_path, capsys, grains, key):
+    out = tmp_path / "gm"
+    code = cli.main(["fit-grains", str(tess), "--recipe", str(_recipe(tmp_path, grains)), "--out", str(out)])
+    err = _err(capsys)
+    assert code == 2 and key in err and "r.yaml" in err
+    assert not out.exists()
+
+
+def test_empty_and_mixed_pixel_sizes_and_non_central(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    recipe = _recipe(tmp_path)
+    cases = {
+        "empty": ([], "no central section"),
+        "mixed": ([_section("a", rng), _section("b", rng, px=0.1)], "different pixel sizes"),
+        "offcentre": ([_section("a", rng, d_rad=1.0), _section("b", rng, d_rad=1.0)], "centre"),
+    }
+    for name, (fits, msg) in cases.items():
+        folder = write_tessellations(fits, tmp_path / name)
+        out = tmp_path / f"gm-{name}"
+        code = cli.main(["fit-grains", str(folder), "--recipe", str(recipe), "--out", str(out)])
+        err = _err(capsys)
+        assert code == 2 and msg in err and name in err, err
+        assert not out.exists()
+    code = cli.main(["fit-grains", str(tmp_path / "nope"), "--recipe", str(recipe), "--out", str(tmp_path / "x")])
+    assert code == 2 and "nope" in _err(capsys)
+
+
+def test_sample_refuses_other_model_versions_and_bad_options(tmp_path, capsys):
+    import torch
+
+    from nmc_dataset.grains.generator import GNet
+
+    torch.manual_seed(0)
+    m = GrainModel(GNet(hidden=(8,)), 0.002, 0.05)
+    m.write(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    meta["format_version"] = 7
+    (tmp_path / "m" / "model.json").write_text(json.dumps(meta))
+    h5 = tmp_path / "g.h5"
+    assert cli.main(["sample-grains", str(tmp_path / "m"), "--out", str(h5)]) == 2
+    err = _err(capsys)
+    assert "model.json" in err and "format_version 7" in err and not h5.exists()
+    meta["format_version"] = 1
+    (tmp_path / "m" / "model.json").write_text(json.dumps(meta))
+    assert cli.main(["sample-grains", str(tmp_path / "m"), "--out", str(h5), "--sections", "1,x"]) == 2
+    assert "--sections" in _err(capsys) and not h5.exists()
+    assert cli.main(["sample-grains", str(tmp_path / "m"), "--out", str(h5), "--size-px", "0"]) == 2
+    assert "--size-px" in _err(capsys) and not h5.exists()
+    assert cli.main(["sample-grains", str(tmp_path / "m"), "--out", str(h5), "--size-px", "5000"]) == 2
+    assert "GiB" in _err(capsys) and not h5.exists()
+
+
+def test_recipe_section_runs_and_reuses_a_finished_model(tess, tmp_path):
+    from nmc_dataset.recipes import run_recipe
+
+    grains = dict(TINY, tessellations=str(tess))
+    recipe = _recipe(tmp_path, grains, name="run.yaml")
+    ctx = run_recipe(recipe, tmp_path / "run")
+    out = ctx.outputs["grain_model"]
+    assert out == tmp_path / "run" / "grain_model"
+    first = (out / "gnet.safetensors").read_bytes()
+    mtime = (out / "model.json").stat().st_mtime_ns
+    ctx = run_recipe(recipe, tmp_path / "run")  # finished: reused, not retrained
+    assert (out / "model.json").stat().st_mtime_ns == mtime and (out / "gnet.safetensors").read_bytes() == first

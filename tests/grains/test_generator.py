@@ -1,0 +1,97 @@
+"""The generator G: seeds, radial frames, neighbour inputs, G_net's bounded outputs."""
+
+import numpy as np
+import pytest
+import torch
+
+from nmc_dataset.grains.gbpd import DIAG_MIN, radial_frames
+from nmc_dataset.grains.generator import (GNet, default_knn_margin, generate_gbpd, markers, neighbour_inputs,
+                                          poisson_seed_set)
+
+
+def _inputs_slow(seeds, noise, roll, i, kappa, scale):
+    """Plain twin: sort all distances, skip self, rotate by Q_i."""
+    d = np.linalg.norm(seeds - seeds[i], axis=1)
+    d[i] = np.inf
+    nb = np.argsort(d, kind="stable")[:kappa]
+    q = radial_frames(seeds[i:i + 1], roll[i:i + 1])[0]
+    rows = [np.concatenate([q @ (seeds[j] - seeds[i]) / scale, noise[j]]) for j in nb]
+    return np.concatenate(rows)
+
+
+def test_neighbour_inputs_match_plain_twin(rng):
+    ss = poisson_seed_set(rng, 0.002, [-30] * 3, [30] * 3)
+    which = np.flatnonzero(np.all(np.abs(ss.positions) < 20, axis=1))[:50]
+    fast = neighbour_inputs(ss.positions, ss.noise, ss.roll, which, kappa=12, input_scale_px=10.0)
+    assert fast.shape == (len(which), 60) and fast.dtype == np.float32
+    for row, i in zip(fast, which):
+        np.testing.assert_allclose(row, _inputs_slow(ss.positions, ss.noise, ss.roll, i, 12, 10.0), atol=1e-5)
+
+
+def test_inputs_are_rotation_invariant(rng):
+    """Rotating the whole seed pattern about the centre leaves the inputs unchanged up to the
+    roll angle: with roll = 0 for both, the radial component (first of each v_ij) is invariant."""
+    ss = poisson_seed_set(rng, 0.002, [-30] * 3, [30] * 3)
+    a = np.deg2rad(37.0)
+    rot = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    zero = np.zeros(len(ss.positions))
+    x1 = neighbour_inputs(ss.positions, ss.noise, zero, np.arange(40), kappa=12).reshape(40, 12, 5)
+    x2 = neighbour_inputs(ss.positions @ rot.T, ss.noise, zero, np.arange(40), kappa=12).reshape(40, 12, 5)
+    np.testing.assert_allclose(x1[..., 0], x2[..., 0], atol=1e-4)  # radial components
+    np.testing.assert_allclose(np.linalg.norm(x1[..., :3], axis=2), np.linalg.norm(x2[..., :3], axis=2), atol=1e-4)
+
+
+def test_group_shift_keeps_groups_apart(rng):
+    a = poisson_seed_set(rng, 0.003, [-20] * 3, [20] * 3)
+    b = poisson_seed_set(rng, 0.003, [-20] * 3, [20] * 3)
+    pos = np.concatenate([a.positions, b.positions])
+    noise = np.concatenate([a.noise, b.noise])
+    roll = np.concatenate([a.roll, b.roll])
+    group = np.r_[np.zeros(len(a), int), np.ones(len(b), int)]
+    joint = neighbour_inputs(pos, noise, roll, None, kappa=12, group=group)
+    np.testing.assert_allclose(joint[:len(a)], neighbour_inputs(a.positions, a.noise, a.roll, kappa=12), atol=1e-6)
+    np.testing.assert_allclose(joint[len(a):], neighbour_inputs(b.positions, b.noise, b.roll, kappa=12), atol=1e-6)
+
+
+def test_gnet_outputs_respect_bounds():
+    torch.manual_seed(0)
+    net = GNet(kappa=12, hidden=(16,), r_bounds=(1, 10), diag_bounds=(DIAG_MIN, 50))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(50.0)  # saturate the sigmoids on both sides
+    with torch.no_grad():
+        diag, r = net(torch.randn(2000, 60) * 10)
+    assert diag.shape == (2000, 3) and r.shape == (2000,)
+    assert float(diag.min()) >= DIAG_MIN and float(diag.max()) <= 50
+    assert float(r.min()) >= 1 and float(r.max()) <= 10
+    assert float(diag.min()) < 0.01 and float(diag.max()) > 49  # both ends reachable
+    with pytest.raises(ValueError):
+        GNet(r_bounds=(10, 1))
+    with pytest.raises(ValueError):
+        GNet(diag_bounds=(0, 50))
+
+
+def test_generate_gbpd_covers_window_with_right_intensity():
+    torch.manual_seed(0)
+    net = GNet(hidden=(16,))
+    mu = 0.002
+    g = generate_gbpd(net, np.random.default_rng(3), mu, [-40] * 3, [40] * 3, cell_margin_px=8.0)
+    assert g.dim == 3 and np.all(g.diag > 0)
+    # the kept seeds are a Poisson process on the 96^3 box: count within 5 sigma
+    expected = mu * 96.0 ** 3
+    assert abs(g.n - expected) < 5 * np.sqrt(expected)
+    assert np.all(np.abs(g.seeds) <= 48 + 1e-9)
+    # markers depend on the true neighbours: recomputing with a larger kNN margin changes nothing
+    g1 = generate_gbpd(net, np.random.default_rng(3), mu, [-40] * 3, [40] * 3, cell_margin_px=8.0,
+                       knn_margin_px=default_knn_margin(mu))
+    np.testing.assert_array_equal(g.diag, g1.diag)
+
+
+def test_markers_are_batched_consistently(rng):
+    torch.manual_seed(1)
+    net = GNet(hidden=(32, 16))
+    x = rng.normal(size=(300, 60)).astype(np.float32)
+    d_all, r_all = markers(net, x, chunk=64)
+    d_one, r_one = markers(net, x[:7])
+    np.testing.assert_allclose(d_all[:7], d_one, rtol=1e-6)
+    np.testing.assert_allclose(r_all[:7], r_one, rtol=1e-6)

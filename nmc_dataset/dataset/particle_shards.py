@@ -217,10 +217,18 @@ def _models(shell_model_path: str, grain_model_path: str):
     if key not in _MODELS:
         from ..particles.commands import load_grain_model, load_shell_model
 
+        # One worker = one core: the pool (--workers N) provides the parallelism; threaded torch or
+        # numba kernels inside N workers would oversubscribe the machine.
         try:
             import torch
 
-            torch.set_num_threads(1)  # one worker = one core; the pool provides the parallelism
+            torch.set_num_threads(1)
+        except ImportError:  # pragma: no cover
+            pass
+        try:
+            import numba
+
+            numba.set_num_threads(1)
         except ImportError:  # pragma: no cover
             pass
         s, sid = load_shell_model(shell_model_path)

@@ -194,6 +194,20 @@ def _check_grid(path, xs, ys, nx, ny, sx, sy, first_line):
 _ANG_KEY = re.compile(r"^#\s*([A-Za-z_\-]+)\s*:?\s*(.*)$")
 
 
+
+def _positive_header_number(keys: dict, name: str, path, kind, spelled: str):
+    """Header value ``keys[name] = (text, line)`` as a positive number; errors name file:line."""
+    if name not in keys:
+        raise InputError(f"missing {spelled} in the header", path)
+    value, ln = keys[name]
+    try:
+        v = kind(value.split()[0])
+    except (ValueError, IndexError):
+        raise InputError(f"{name} must be a number, got {value!r}", f"{path}:{ln}") from None
+    if v <= 0:
+        raise InputError(f"{name} must be > 0, got {value!r}", f"{path}:{ln}")
+    return v
+
 def read_ang(path) -> EbsdScan:
     """Read a TSL/EDAX OIM ``.ang`` file (square grid).
 
@@ -239,16 +253,7 @@ def read_ang(path) -> EbsdScan:
         raise InputError(f"unknown grid type {grid!r} (expected SqrGrid)", f"{path}:{gline}")
 
     def num(name, kind=float):
-        if name not in keys:
-            raise InputError(f"missing '# {name}:' in the header", path)
-        value, ln = keys[name]
-        try:
-            v = kind(value.split()[0])
-        except (ValueError, IndexError):
-            raise InputError(f"{name} must be a number, got {value!r}", f"{path}:{ln}") from None
-        if v <= 0:
-            raise InputError(f"{name} must be > 0, got {value!r}", f"{path}:{ln}")
-        return v
+        return _positive_header_number(keys, name, path, kind, f"'# {name}:'")
 
     sx, sy = num("XSTEP"), num("YSTEP")
     nx_odd, nx_even, ny = num("NCOLS_ODD", int), num("NCOLS_EVEN", int), num("NROWS", int)
@@ -403,16 +408,7 @@ def read_ctf(path) -> EbsdScan:
                          f"{path}:{job_line}")
 
     def num(name, kind=float):
-        if name not in keys:
-            raise InputError(f"missing '{name}' in the header", path)
-        value, ln = keys[name]
-        try:
-            v = kind(value.split()[0])
-        except (ValueError, IndexError):
-            raise InputError(f"{name} must be a number, got {value!r}", f"{path}:{ln}") from None
-        if v <= 0:
-            raise InputError(f"{name} must be > 0, got {value!r}", f"{path}:{ln}")
-        return v
+        return _positive_header_number(keys, name, path, kind, f"'{name}'")
 
     nx, ny = num("XCells", int), num("YCells", int)
     sx, sy = num("XStep"), num("YStep")

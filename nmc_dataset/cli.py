@@ -38,7 +38,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with every registered subcommand."""
-    parser = _Parser(prog="nmc-dataset", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="nmc-dataset", description="Fit, generate and publish virtual NMC811 cathode "
+                     "particles with radial grain architectures (one subcommand per stage).")
     parser.add_argument("--version", action="version", version=f"nmc-dataset {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")

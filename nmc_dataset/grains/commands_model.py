@@ -180,6 +180,10 @@ def _cmd_sample(args) -> int:
 def _cmd_describe(args) -> int:
     from .descriptors import describe_grains
 
-    describe_grains(args.model, args.against, args.out, samples=args.samples, radius_px=args.radius_px,
-                    seed=args.seed)
+    result = describe_grains(args.model, args.against, args.out, samples=args.samples, radius_px=args.radius_px,
+                             seed=args.seed)
+    for k, v in result.items():
+        print(f"{k:>11}: W1 {v['wasserstein1']:.4g}  KS {v['ks']:.3f}  "
+              f"(n measured {v['n_measured']}, model {v['n_simulated']})")
+    print(f"wrote {args.out} (comparison.md, comparison.json, histograms, cut_height.png)")
     return 0

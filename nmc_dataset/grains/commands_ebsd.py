@@ -156,7 +156,7 @@ def import_ebsd(scans, out, min_ci: float = 0.1, max_misorientation_deg: float =
             decision = True
         else:
             decision = path.stem in listed
-        sections_meta.append({"id": path.stem, "source": str(path), "score": None if not np.isfinite(score) else score,
+        sections_meta.append({"id": path.stem, "source": path.name, "score": None if not np.isfinite(score) else score,
                               "central": bool(decision), "n_grains": gm.n_grains})
     selection = {
         "format": SELECTION_FORMAT, "format_version": 1, "mode": mode,
@@ -175,7 +175,7 @@ def import_ebsd(scans, out, min_ci: float = 0.1, max_misorientation_deg: float =
             sec = Section(section_id=path.stem, labels=gm.labels, mask=gm.mask, pixel_size_um=float(scan.step_um[0]),
                           center_px=gm.center_px, central=meta["central"],
                           centrality_score=float(score) if np.isfinite(score) else float("nan"),
-                          meta={"source": str(path.resolve()), "source_format": scan.format,
+                          meta={"source": path.name, "source_format": scan.format,
                                 "phase": None if phase is None else {"name": phase.name, "laue_group": phase.laue_group,
                                                                      "lattice": list(phase.lattice)},
                                 "phases": [{"id": p.id, "name": p.name, "laue_group": p.laue_group,

@@ -372,10 +372,14 @@ def train(fits, pixel_size_um: float, cfg: TrainConfig | None = None, *, seed: i
 
 def summary(tr: _Trainer, cfg: TrainConfig, source: dict | None) -> dict:
     """The training summary stored in model.json."""
-    last = tr.history[-1] if tr.history else {}
+    # Only what the inputs determine: wall-clock times stay in training/log.csv, so the model file
+    # (and every id hashed from it) is the same bytes wherever and however fast it was trained.
+    last = {k: v for k, v in (tr.history[-1] if tr.history else {}).items() if k != "seconds"}
+    src = dict(source or {})
+    if src.get("tessellations"):
+        src["tessellations"] = Path(str(src["tessellations"])).name
     return {"seed": tr.seed, "epochs_done": tr.epoch, "config": cfg.to_dict(), "ng_gt": tr.ng_gt,
-            "final": last, "seconds": tr.seconds, "sections": len(tr.fits), "source": source or {},
-            "discriminator": tr.disc.config()}
+            "final": last, "sections": len(tr.fits), "source": src, "discriminator": tr.disc.config()}
 
 
 def write_log(folder: Path, history: list[dict]) -> None:

@@ -132,8 +132,9 @@ class GrainModel:
         meta = self.metadata()
         state = {k: v.detach().cpu().contiguous() for k, v in self.gnet.state_dict().items()}
         with atomic_path(folder / WEIGHTS) as tmp:
-            save_file(state, str(tmp), metadata={"format": GRAIN_MODEL_FORMAT,
-                                                 "format_version": str(GRAIN_MODEL_FORMAT_VERSION)})
+            # safetensors stores metadata in a hash map (key order varies between processes): one
+            # key keeps the file's bytes a function of the weights alone
+            save_file(state, str(tmp), metadata={"format": GRAIN_MODEL_FORMAT})
         write_json_atomic(folder / MODEL_JSON, meta)
         return folder
 

@@ -95,7 +95,8 @@ def fit_volume(volume: np.ndarray, voxel_size_um: float, *, phase: int | None = 
              "centroid_y_vox": pc.centroid_xyz[:, 1], "centroid_z_vox": pc.centroid_xyz[:, 2],
              "volume_vox": pc.volume_voxels, "star_volume_fraction": pc.star_volume_fraction,
              "fit_rms_vox": pc.fit_rms}
-    source = {"input": os.fspath(where) if where is not None else None, "input_kind": seg.input_kind,
+    # the input's name only: an absolute path would make the model depend on where it was built
+    source = {"input": Path(os.fspath(where)).name if where is not None else None, "input_kind": seg.input_kind,
               "volume_shape": list(volume.shape), "segmentation": seg.summary(), "counts": seg.counts,
               "otsu_threshold": seg.threshold, "skipped_steps": seg.skipped, "gaussian_sigma_vox": sigma,
               "fit_points": 642, "rotation": "uniform random per particle",
@@ -134,7 +135,7 @@ def write_shells(path, coeffs: np.ndarray, model: ShellModel, *, seed, redrawn: 
     meta = {"format": SHELLS_FORMAT, "format_version": 1, "units": "voxel",
             "voxel_size_um": model.voxel_size_um, "degree": model.degree, "n": int(coeffs.shape[0]),
             "seed": seed, "redrawn": int(redrawn),
-            "model_file": os.fspath(model.path) if model.path else None,
+            "model_file": Path(os.fspath(model.path)).name if model.path else None,
             "model_format_version": model.format_version}
     write_coefficients_table(path, coeffs, extra={"shell_id": np.arange(coeffs.shape[0], dtype=np.int64)},
                              meta=meta)
@@ -234,20 +235,20 @@ def describe_shells(shells_path, out, *, against=None, subdivisions: int = 4) ->
     sim = descriptors_um(coeffs, vs, subdivisions)
     units = {k: _UNIT_NAMES[DESCRIPTOR_UNITS[k]] for k in DESCRIPTORS}
     summary = {"format": "nmc-dataset/shell-descriptors-summary", "format_version": 1,
-               "shells_file": os.fspath(shells_path), "n_shells": int(coeffs.shape[0]), "units": units,
+               "shells_file": Path(os.fspath(shells_path)).name, "n_shells": int(coeffs.shape[0]), "units": units,
                "descriptors": {k: {"mean": float(np.nanmean(v)), "std": float(np.nanstd(v)),
                                    "median": float(np.nanmedian(v)), "min": float(np.nanmin(v)),
                                    "max": float(np.nanmax(v))} for k, v in sim.items()}}
     comparison = None
     with atomic_dir(out) as tmp:
         dmeta = {"format": "nmc-dataset/shell-descriptors", "format_version": 1, "units": units,
-                 "voxel_size_um": vs, "source": os.fspath(shells_path)}
+                 "voxel_size_um": vs, "source": Path(os.fspath(shells_path)).name}
         _write_descriptor_table(tmp / "descriptors.parquet", sim, dmeta)
         if model is not None:
             mes = descriptors_um(measured, model.voxel_size_um, subdivisions)
             _write_descriptor_table(tmp / "measured_descriptors.parquet", mes,
-                                    dict(dmeta, source=os.fspath(against)))
+                                    dict(dmeta, source=Path(os.fspath(against)).name))
             comparison = compare_descriptors(mes, sim, tmp, title="Shells: measured vs simulated", units=units)
-            summary["against"] = os.fspath(against)
+            summary["against"] = Path(os.fspath(against)).name
         write_json_atomic(tmp / "summary.json", summary)
     return {"summary": summary, "comparison": comparison}

@@ -90,3 +90,20 @@ def test_invalid_values_are_refused(model, tmp_path):
     p.write_text(json.dumps(meta))
     with pytest.raises(InputError, match="intensity_per_px3"):
         GrainModel.load(tmp_path / "m")
+
+
+def test_written_model_bytes_do_not_depend_on_the_process(tmp_path):
+    """Same weights -> same bytes, whichever process writes them (safetensors keeps metadata in a
+    hash map whose order varies between processes) and wherever; no wall-clock time in model.json."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; from nmc_dataset.grains.generator import GNet; "
+            "from nmc_dataset.grains.model import GrainModel; torch.manual_seed(0); "
+            "GrainModel(gnet=GNet(hidden=(8, 8)), intensity_per_px3=0.0018, pixel_size_um=0.05).write(sys.argv[1])")
+    for name in ("a", "b", "c"):
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / name)], check=True)
+    for f in ("gnet.safetensors", "model.json"):
+        blobs = {(tmp_path / n / f).read_bytes() for n in ("a", "b", "c")}
+        assert len(blobs) == 1, f
+    assert b"seconds" not in (tmp_path / "a" / "model.json").read_bytes()

@@ -138,6 +138,15 @@ def check_format(meta: dict, kind: str, supported: int, where: str | os.PathLike
     return version
 
 
+def human_bytes(n: float) -> str:
+    """A byte count for people: ``1536 -> '1.5 KiB'``."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
 # --------------------------------------------------------------------------- progress & logging
 def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "", unit: str = "it"):
     """A tqdm bar on an interactive terminal, silent otherwise (CI logs, pipes)."""

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .._util import write_text_atomic
+from .._util import human_bytes, write_text_atomic
 from ..errors import InputError
 from .manifest import content_files
 
@@ -84,12 +84,6 @@ def unit_of(column: str) -> str:
     return "1"
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n}"  # pragma: no cover
 
 
 def _fmt(v: float) -> str:
@@ -196,7 +190,7 @@ def config_summaries(folder: str | os.PathLike) -> list[dict]:
                 arrays.append(f.name)
         rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
         out.append({"name": cdir.name, "rows": int(rows), "n_files": len(files),
-                    "size": _human(sum(f.stat().st_size for f in files)), "scalar_columns": scalar,
+                    "size": human_bytes(sum(f.stat().st_size for f in files)), "scalar_columns": scalar,
                     "array_columns": arrays, "files": files})
     return out
 
@@ -285,10 +279,10 @@ def _layout(folder: Path, files: list[str]) -> str:
     notes = {"README.md": "this card", "manifest.json": "sizes and SHA-256 of every file",
              "recipe.yaml": "the exact recipe of this build"}
     for name, size in sorted(top_files):
-        lines.append(f"{name:<34} {notes.get(name, _human(size))}")
+        lines.append(f"{name:<34} {notes.get(name, human_bytes(size))}")
     for key in sorted(groups):
         sizes = groups[key]
-        lines.append(f"{key:<34} {len(sizes)} file(s), {_human(sum(sizes))}")
+        lines.append(f"{key:<34} {len(sizes)} file(s), {human_bytes(sum(sizes))}")
     return "\n".join(lines)
 
 
@@ -406,7 +400,7 @@ def card_context(folder: str | os.PathLike, release: dict, *, recipe_hash: str |
                         sizes.append((f"{rel}: pixel_size_um", f"{doc['pixel_size_um']:g} µm"))
                 except (OSError, ValueError, AttributeError, TypeError):
                     pass
-            models.append({"path": rel, "size": _human((folder / rel).stat().st_size), "description": desc})
+            models.append({"path": rel, "size": human_bytes((folder / rel).stat().st_size), "description": desc})
     shell_voxel = next((v for k, v in sizes if "shell" in k or "ct" in k.lower()), "0.128 µm in the paper")
     ebsd_pixel = next((v for k, v in sizes if "pixel" in k or "ebsd" in k.lower()), "0.05 µm in the paper")
     hdf5 = next((f for f in files if f.startswith("voxels/") and f.endswith((".h5", ".hdf5"))), None)

@@ -28,10 +28,16 @@ def _pyplot():
 
 
 def _save(fig, path: str | os.PathLike) -> Path:
+    """Lay out, write (atomically, deterministic PNG metadata) and close a figure."""
+    import matplotlib.pyplot as plt
+
     path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, metadata=_PNG_META)
-    os.chmod(path, 0o644)
+    fig.tight_layout()
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=110, metadata=_PNG_META)
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -79,10 +85,7 @@ def descriptor_histograms(values: Mapping[str, np.ndarray], path: str | os.PathL
         ax.set_visible(False)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    out = _save(fig, path)
-    plt.close(fig)
-    return out
+    return _save(fig, path)
 
 
 def example_slices(volume: np.ndarray, path: str | os.PathLike, *, title: str | None = None,
@@ -114,10 +117,7 @@ def example_slices(volume: np.ndarray, path: str | os.PathLike, *, title: str | 
         ax.set_xlabel(extent_unit)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    out = _save(fig, path)
-    plt.close(fig)
-    return out
+    return _save(fig, path)
 
 
 def card_figures(folder: str | os.PathLike, *, measured: Mapping[str, Mapping[str, np.ndarray]] | None = None,
@@ -260,7 +260,4 @@ def particle_rendering(labels: np.ndarray, path: str | os.PathLike, *, voxel_siz
     ax.set_box_aspect((1, 1, 1), zoom=1.35)
     if title:
         ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    out = _save(fig, path)
-    plt.close(fig)
-    return out
+    return _save(fig, path)

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import __version__
-from .._util import log, write_json_atomic
+from .._util import human_bytes, log, write_json_atomic
 from ..errors import PublishError
 from .build import sha256_file
 from .manifest import MANIFEST, verify_manifest
@@ -64,17 +64,11 @@ class UploadPlan:
         lines = [f"target:   {self.target}", f"version:  {self.version}"]
         if self.revision:
             lines.append(f"revision: {self.revision}")
-        lines.append(f"files:    {len(self.files)} ({_human(self.total_bytes)})")
+        lines.append(f"files:    {len(self.files)} ({human_bytes(self.total_bytes)})")
         lines += [f"  {s:>12d}  {p}" for p, s in self.files]
         return "\n".join(lines)
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"  # pragma: no cover
 
 
 def _scrub(text: str, *secrets: str | None) -> str:

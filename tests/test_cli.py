@@ -45,3 +45,12 @@ def test_recipe_errors_name_the_key(tmp_path):
 
 def test_error_prefixes_where():
     assert str(InputError("empty", "vol.tif")) == "vol.tif: empty"
+
+
+def test_run_refuses_zero_workers_before_writing(tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("format_version: 1\nseed: 1\n")
+    assert cli.main(["run", str(recipe), "--out", str(tmp_path / "o"), "--workers", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--workers must be >= 1" in err
+    assert not (tmp_path / "o").exists()

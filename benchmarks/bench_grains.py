@@ -2,16 +2,20 @@
 
 Prints, in one run:
 
-1. microseconds per grain to generate an analytic architecture (seeds + markers, no
-   discretisation) of a full particle window [-128, 128]^3 at mu = 0.0018 (~30,000 seeds) with
-   the paper-sized G_net, against the paper's 7.06 us/grain (Ryzen 9 5900X + RTX A4000) and the
-   issue's target of 1 us/grain, and a naive per-seed loop (one kNN query, one frame, one
-   network call per seed) measured on a subset in the same run;
+1. the time to generate an analytic architecture (seeds + markers, no discretisation) of a full
+   particle window [-128, 128]^3 at mu = 0.0018 (~68,700 seeds drawn, ~43,500 kept = window +
+   cell margin, ~30,500 inside the window) with the paper-sized G_net: a breakdown (seeds,
+   kNN + network inputs, MLP, total), microseconds per kept seed and per seed inside the window,
+   against the paper's 7.06 us/grain (Ryzen 9 5900X + RTX A4000) and the issue's target of
+   1 us/grain; two baselines measured in the same run: the previous batched path (scipy cKDTree
+   query + numpy frames/einsum + one unchunked network pass) and a naive per-seed loop (one kNN
+   query, one frame, one network call per seed, on a subset);
 2. seconds per generator step (batch 64) and discriminator step (batch 128) with recipes/paper.yaml's
    architecture, and the projected time of the paper's 200 x 100 schedule;
 3. a cProfile summary of one full training step (where the time goes).
 
-Usage: python benchmarks/bench_grains.py [--threads N] [--device cpu]
+Usage: python benchmarks/bench_grains.py [--threads N] [--repeats R] [--generation-only]
+(``--threads`` sets torch's and numba's thread counts; numba's is capped by NUMBA_NUM_THREADS.)
 """
 
 from __future__ import annotations
@@ -58,35 +62,103 @@ def naive_per_seed(model: GrainModel, rng, lo, hi, limit: int):
     return (time.perf_counter() - t0) / len(out)
 
 
+def generation_breakdown(model: GrainModel, rng, lo, hi, old: bool = False) -> dict:
+    """One generation of the window, step by step as ``generate_gbpd`` does it (``old``: the
+    previous path: np.all mask, cKDTree + numpy inputs, one unchunked no_grad network pass)."""
+    from nmc_dataset.grains.generator import (default_knn_margin, markers, neighbour_inputs,
+                                              neighbour_inputs_reference, poisson_seed_set)
+    from nmc_dataset.grains.knn import box_mask
+
+    lo = np.asarray(lo, dtype=np.float64)
+    hi = np.asarray(hi, dtype=np.float64)
+    cm = model.cell_margin_px
+    t0 = time.perf_counter()
+    m = cm + default_knn_margin(model.intensity_per_px3, model.kappa)
+    ss = poisson_seed_set(rng, model.intensity_per_px3, lo - m, hi + m)
+    pos = ss.positions
+    t1 = time.perf_counter()
+    if old:
+        keep = np.all((pos >= lo - cm) & (pos <= hi + cm), axis=1)
+        x = neighbour_inputs_reference(pos, ss.noise, ss.roll, keep, kappa=model.kappa,
+                                       input_scale_px=model.input_scale_px)
+    else:
+        keep = box_mask(pos, lo - cm, hi + cm)
+        x = neighbour_inputs(pos, ss.noise, ss.roll, keep, kappa=model.kappa, input_scale_px=model.input_scale_px)
+    t2 = time.perf_counter()
+    if old:
+        with torch.no_grad():
+            d, r = model.gnet(torch.from_numpy(x))
+            diag, off = d.double().numpy(), r.double().numpy()
+    else:
+        diag, off = markers(model.gnet, x)
+    t3 = time.perf_counter()
+    g = GBPD(pos[keep], diag, off, ss.roll[keep])
+    t4 = time.perf_counter()
+    inside = int(box_mask(g.seeds, lo, hi).sum())
+    return {"seeds": t1 - t0, "knn": t2 - t1, "mlp": t3 - t2, "gbpd": t4 - t3, "total": t4 - t0,
+            "drawn": len(pos), "kept": g.n, "inside": inside}
+
+
+def part1(args, cfg) -> None:
+    torch.manual_seed(0)
+    model = GrainModel(GNet(kappa=cfg.kappa, hidden=cfg.hidden), intensity_per_px3=0.0018, pixel_size_um=0.05)
+    rng = np.random.default_rng(0)
+    lo, hi = [-128.0] * 3, [128.0] * 3
+    model.sample(rng, -16, 16)  # warm-up (imports, compiled kernels)
+    generation_breakdown(model, rng, lo, hi)
+    rows = {"new": [], "old": []}
+    sample_times = []
+    for _ in range(args.repeats):
+        rows["new"].append(generation_breakdown(model, rng, lo, hi))
+        t0 = time.perf_counter()
+        model.sample(rng, -128, 128)
+        sample_times.append(time.perf_counter() - t0)
+        rows["old"].append(generation_breakdown(model, rng, lo, hi, old=True))
+    med = {k: {f: float(np.median([r[f] for r in v])) for f in v[0]} for k, v in rows.items()}
+    naive = 1e6 * naive_per_seed(model, rng, lo, hi, 2000)
+    new, old = med["new"], med["old"]
+    print("== analytic generation ([-128,128]^3, mu = 0.0018, paper-sized G_net "
+          f"{list(cfg.hidden)}, kappa {cfg.kappa}; median of {args.repeats})")
+    print(f"  seeds: {new['drawn']:.0f} drawn, {new['kept']:.0f} kept (window + {model.cell_margin_px:g} px cell "
+          f"margin, get markers), {new['inside']:.0f} inside the window")
+    for name, r in (("fused kNN kernel (now)", new), ("cKDTree path (before)", old)):
+        print(f"  {name:23s} seeds {1e3 * r['seeds']:6.1f} ms | kNN+inputs {1e3 * r['knn']:6.1f} ms | "
+              f"MLP {1e3 * r['mlp']:6.1f} ms | GBPD {1e3 * r['gbpd']:4.1f} ms | total {1e3 * r['total']:6.1f} ms")
+    t = float(np.median(sample_times))
+    us_kept = 1e6 * t / new["kept"]
+    us_in = 1e6 * t / new["inside"]
+    old_kept = 1e6 * old["total"] / old["kept"]
+    print(f"  GrainModel.sample end to end: {1e3 * t:.1f} ms = {us_kept:.2f} us per kept seed, "
+          f"{us_in:.2f} us per seed inside the window (old path: {old_kept:.2f} us per kept seed, "
+          f"{old['total'] / t:.1f}x slower)")
+    print(f"  paper {PAPER_US_PER_GRAIN} us/grain: {PAPER_US_PER_GRAIN / us_in:.1f}x faster per seed inside the "
+          f"window ({PAPER_US_PER_GRAIN / us_kept:.1f}x per kept seed)")
+    verdict = lambda us: "met" if us <= TARGET_US_PER_GRAIN else "NOT met"  # noqa: E731
+    print(f"  target {TARGET_US_PER_GRAIN} us/grain: per seed inside the window {verdict(us_in)}, "
+          f"per kept seed {verdict(us_kept)}")
+    print(f"  naive per-seed loop: {naive:.1f} us/grain (batched is {naive / us_kept:.0f}x faster)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--steps", type=int, default=3, help="training steps to time")
+    ap.add_argument("--generation-only", action="store_true", help="run part 1 only")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    try:
+        import numba
+
+        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+        nb_threads = numba.get_num_threads()
+    except ImportError:  # pragma: no cover
+        nb_threads = 0
     cfg = TrainConfig()  # the paper's numbers = recipes/paper.yaml
-    torch.manual_seed(0)
-    model = GrainModel(GNet(kappa=cfg.kappa, hidden=cfg.hidden), intensity_per_px3=0.0018, pixel_size_um=0.05)
-    rng = np.random.default_rng(0)
-    model.sample(rng, -16, 16)  # warm-up (imports)
-    times, counts = [], []
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        g = model.sample(rng, -128, 128)
-        times.append(time.perf_counter() - t0)
-        counts.append(g.n)
-    t = float(np.median(times))
-    n = int(np.median(counts))
-    us = 1e6 * t / n
-    naive = 1e6 * naive_per_seed(model, rng, [-128] * 3, [128] * 3, 2000)
-    print(f"torch {torch.__version__}, threads {args.threads}")
-    print("== analytic generation ([-128,128]^3, mu = 0.0018, paper-sized G_net "
-          f"{list(cfg.hidden)}, kappa {cfg.kappa})")
-    print(f"  seeds kept (window + cell margin): {n}; median of {args.repeats}: {t * 1e3:.1f} ms")
-    print(f"  {us:.2f} us/grain   paper {PAPER_US_PER_GRAIN} us/grain (ratio {PAPER_US_PER_GRAIN / us:.1f}x faster)"
-          f"   target {TARGET_US_PER_GRAIN} us/grain ({'met' if us <= TARGET_US_PER_GRAIN else 'NOT met'})")
-    print(f"  naive per-seed loop: {naive:.1f} us/grain (batched is {naive / us:.0f}x faster)")
+    print(f"torch {torch.__version__}, threads {args.threads} (numba {nb_threads})")
+    part1(args, cfg)
+    if args.generation_only:
+        return
 
     # --- GAN steps with the paper's architecture and batch sizes
     rng2 = np.random.default_rng(1)

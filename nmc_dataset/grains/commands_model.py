@@ -47,6 +47,9 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument("--samples", type=int, default=8, help="model sections to draw (default 8)")
     p.add_argument("--radius-px", type=float, help="radius of the model's sections (default: the measured ones')")
+    p.add_argument("--min-area-px", type=int, default=5,
+                   help="detection limit: grains smaller than this are left out on both sides (default 5, "
+                        "import-ebsd's --min-grain-px default)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_describe)
 
@@ -55,7 +58,7 @@ def register(sub) -> None:
 def _cmd_fit(args) -> int:
     from .._util import log
     from ..recipes import load_recipe
-    from .recipe import check_section, load_fits
+    from .recipe import check_section, load_fits, warn_if_cutouts_leave_sections
 
     recipe = load_recipe(args.recipe)
     section = recipe.get("grains") or {}
@@ -71,12 +74,13 @@ def _cmd_fit(args) -> int:
     from .gan import TrainConfig, train
 
     cfg = TrainConfig.from_section(section)
+    warn_if_cutouts_leave_sections(cfg, source)
     seed = int(recipe.get("seed", 0)) if args.seed is None else int(args.seed)
     model = train(fits, px, cfg, seed=seed, out=out, resume=args.resume, source=source)
     f = model.training.get("final", {})
-    log.info("grain model written to %s: mu = %.5g seeds/px^3, NG gen %.4g vs measured %.4g per px^2, %.0f s",
-             out, model.intensity_per_px3, f.get("ng_gen", float("nan")), model.training.get("ng_gt") or float("nan"),
-             model.training.get("seconds", 0.0))
+    log.info("grain model written to %s: mu = %.5g seeds/px^3, NG gen %.4g vs measured %.4g per px^2 "
+             "(epoch times in %s)", out, model.intensity_per_px3, f.get("ng_gen", float("nan")),
+             model.training.get("ng_gt") or float("nan"), out / "training" / "log.csv")
     return 0
 
 
@@ -181,7 +185,7 @@ def _cmd_describe(args) -> int:
     from .descriptors import describe_grains
 
     result = describe_grains(args.model, args.against, args.out, samples=args.samples, radius_px=args.radius_px,
-                             seed=args.seed)
+                             seed=args.seed, min_area_px=args.min_area_px)
     for k, v in result.items():
         print(f"{k:>11}: W1 {v['wasserstein1']:.4g}  KS {v['ks']:.3f}  "
               f"(n measured {v['n_measured']}, model {v['n_simulated']})")

@@ -57,6 +57,10 @@ class CutoutSpec:
         Relative soft-assignment temperature.
     prune : float
         Seeds whose softmax weight stays below ``exp(-prune)`` on the whole grid are dropped.
+    ng_min_px : int
+        A grain counts as visible in NG (grains per unit area) when it covers at least this many
+        grid points. Set it to EBSD import's ``min_grain_px`` so that generated cutouts are counted
+        with the detection limit the measured sections went through (1 = every grain, the paper).
     """
 
     grid: int = 32
@@ -65,6 +69,7 @@ class CutoutSpec:
     margin_px: float = 16.0
     beta: float = 2.0
     prune: float = 25.0
+    ng_min_px: int = 1
 
 
 def grid_points(grid: int) -> np.ndarray:
@@ -179,7 +184,7 @@ def soft_images(batch: Padded, spec: CutoutSpec, *, with_labels: bool = False, w
         imgs = torch.cat([imgs, imgs.new_zeros((imgs.shape[0], imgs.shape[1], c_keep - imgs.shape[2]))], dim=2)
     images = imgs.permute(0, 2, 1).reshape(-1, c_keep, g, g)
     lab_np = lab.numpy()
-    ng = np.array([len(np.unique(row)) for row in lab_np], dtype=np.float64) / (g * g)
+    ng = np.array([visible_grains(row, spec.ng_min_px) for row in lab_np], dtype=np.float64) / (g * g)
     out = [images, ng]
     if with_labels:
         out.append(lab_np.reshape(-1, g, g))
@@ -193,13 +198,19 @@ def soft_images(batch: Padded, spec: CutoutSpec, *, with_labels: bool = False, w
     return tuple(out)
 
 
+def visible_grains(labels: np.ndarray, min_px: int = 1) -> int:
+    """Number of distinct labels covering at least ``min_px`` of the points."""
+    _, counts = np.unique(labels, return_counts=True)
+    return int((counts >= min_px).sum())
+
+
 def harden(images: torch.Tensor) -> torch.Tensor:
     """Round cutout images to {0, 1} (what the discriminator sees; no gradient)."""
     return (images.detach() > 0.5).to(images.dtype)
 
 
 def soft_images_reference(g: GBPD, points: np.ndarray, beta_eff: float, channels: int, grid: int,
-                          with_hard: bool = False):
+                          with_hard: bool = False, ng_min_px: int = 1):
     """Plain twin of :func:`soft_images` for one cutout: ``g`` in cutout coordinates.
 
     ``points`` are the grid points in the same coordinates (``(P, 2)``, or ``(P, 3)`` with z = 0).
@@ -215,7 +226,7 @@ def soft_images_reference(g: GBPD, points: np.ndarray, beta_eff: float, channels
     img = np.zeros((channels, len(points)))
     img[:len(order)] = soft[:, order].T
     labels = pd.argmin(1)
-    ng = len(np.unique(labels)) / len(points)
+    ng = sum(int((labels == lab).sum()) >= ng_min_px for lab in set(labels.tolist())) / len(points)
     if not with_hard:
         return img.reshape(channels, grid, grid), ng
     hard = np.zeros((channels, len(points)))
@@ -304,7 +315,8 @@ def t3d_reference(ts: T3DSeeds, diag: np.ndarray, offsets: np.ndarray, spec: Cut
         sel = group == b
         g = GBPD(seeds[sel], diag[sel], offsets[sel], roll[sel])
         pts = np.column_stack([pts2[:, 0] + p, pts2[:, 1], np.zeros(len(pts2))])
-        img, ng = soft_images_reference(g, pts, spec.beta * diag[sel].mean(), spec.channels, spec.grid)
+        img, ng = soft_images_reference(g, pts, spec.beta * diag[sel].mean(), spec.channels, spec.grid,
+                                        ng_min_px=spec.ng_min_px)
         out.append(img)
         ngs.append(ng)
     return np.stack(out), np.array(ngs)
@@ -365,4 +377,5 @@ def t2d_batch(fits, rng: np.random.Generator, batch: int, spec: CutoutSpec, *, a
 def t2d_reference(sub: GBPD, p: float, beta: float, spec: CutoutSpec, with_hard: bool = False):
     """Plain twin of one :func:`t2d_batch` cutout: rotate the grid into the section instead."""
     pts = (grid_points(spec.grid) + np.array([p, 0.0])) @ _rot2(beta).T  # R (p + u, v)
-    return soft_images_reference(sub, pts, spec.beta * sub.diag.mean(), spec.channels, spec.grid, with_hard)
+    return soft_images_reference(sub, pts, spec.beta * sub.diag.mean(), spec.channels, spec.grid, with_hard,
+                                 ng_min_px=spec.ng_min_px)

@@ -120,17 +120,32 @@ def grain_stats_3d_reference(labels: np.ndarray, origin_px=(0.0, 0.0, 0.0)) -> d
 
 
 # --------------------------------------------------------------------------- 2D
-def section_descriptors(labels: np.ndarray, center_px) -> dict:
+def section_descriptors(labels: np.ndarray, center_px, min_area_px: int = 1) -> dict:
     """SPEC 2.2 descriptors of one section's label image (0 = none).
+
+    Parameters
+    ----------
+    labels : (ny, nx) int array
+    center_px : (2,) sequence
+        ``(x, y)`` of the particle section's centre.
+    min_area_px : int
+        Grains smaller than this (and their chords) are left out: the detection limit. Compare
+        model sections with measured ones at the ``min_grain_px`` their EBSD import used (grains
+        below it were dropped from the measured sections).
 
     Returns ``{"area_px", "elongation", "alpha_rad", "chord_px"}`` (per grain, chords per chord),
     computed by :mod:`nmc_dataset.grains.morphology`.
     """
-    from .morphology import chord_lengths, grain_descriptors
+    from .morphology import chord_table, grain_descriptors
 
     d = grain_descriptors(np.asarray(labels), center_px)
-    return {"area_px": np.asarray(d["area_px"], float), "elongation": np.asarray(d["elongation"], float),
-            "alpha_rad": np.asarray(d["alpha_rad"], float), "chord_px": np.asarray(chord_lengths(labels), float)}
+    ch = chord_table(labels)
+    area = np.asarray(d["area_px"], float)
+    keep = area >= min_area_px
+    chord_keep = np.isin(ch["label"], np.asarray(d["label"])[keep])
+    return {"area_px": area[keep], "elongation": np.asarray(d["elongation"], float)[keep],
+            "alpha_rad": np.asarray(d["alpha_rad"], float)[keep],
+            "chord_px": np.asarray(ch["length_px"], float)[chord_keep]}
 
 
 def pooled(dicts) -> dict:
@@ -230,8 +245,12 @@ def volume_labels(sampler, rng, size_px: int):
 
 # --------------------------------------------------------------------------- describe-grains
 def describe_grains(model_dir, tessellations, out, *, samples: int = 8, radius_px: float | None = None,
-                    seed: int = 0, heights=(0.0, 0.25, 0.5, 0.75)) -> dict:
+                    seed: int = 0, heights=(0.0, 0.25, 0.5, 0.75), min_area_px: int = 5) -> dict:
     """Compare central sections of a model with fitted tessellations; write a report folder.
+
+    Both sides are described at the detection limit ``min_area_px`` (import-ebsd's
+    ``min_grain_px``, default 5): model grains smaller than that are left out, as the measured
+    ones were at import.
 
     Writes ``comparison.md``, ``comparison.json`` and histograms (via
     :func:`nmc_dataset.compare.compare_descriptors`), ``cut_height.png`` (α distribution of model
@@ -254,12 +273,14 @@ def describe_grains(model_dir, tessellations, out, *, samples: int = 8, radius_p
         raise InputError("no tessellation to compare with", tessellations)
     if samples < 1:
         raise InputError(f"--samples must be >= 1, got {samples}")
-    measured = pooled(section_descriptors(f.label_image(), f.center_px) for f in fits)
+    if min_area_px < 1:
+        raise InputError(f"--min-area-px must be >= 1, got {min_area_px}")
+    measured = pooled(section_descriptors(f.label_image(), f.center_px, min_area_px) for f in fits)
     radii = [float(np.sqrt(f.mask.sum() / np.pi)) for f in fits]
     r = float(radius_px) if radius_px else float(np.mean(radii))
     rng = np.random.default_rng(seed)
     sims = model_sections(model, rng, samples, r)
-    simulated = pooled(section_descriptors(lab, c) for lab, c in sims)
+    simulated = pooled(section_descriptors(lab, c, min_area_px) for lab, c in sims)
     out = Path(out)
     result = compare_descriptors(measured, simulated, out, title="Grain sections: fitted tessellations vs model",
                                  units=DESCRIPTORS_2D, labels=("measured", "model"))

@@ -54,10 +54,20 @@ class TrainConfig:
 
     Generator: ``kappa``, ``hidden``, ``r_bounds``, ``diag_bounds``, ``input_scale_px``.
     Discriminator: ``d_width``, ``d_blocks``, ``d_convs_per_block``, ``d_dense``.
-    Cutouts: ``grid``, ``channels``, ``p_max_px``, ``margin_px``, ``beta``.
+    Cutouts: ``grid``, ``channels``, ``p_max_px``, ``margin_px``, ``beta``, ``ng_min_px``.
     Schedule: ``epochs``, ``steps_per_epoch``, ``batch_g``, ``batch_d``, ``lr``, ``adam_betas``,
     ``grad_clip``, ``d_skip_below``, ``augment``, ``intensity_init_per_px3``, ``intensity_update``,
-    ``g_input``, ``ng_gt_cutouts``.
+    ``g_input``, ``ng_gt_cutouts``, ``ema_decay``, ``lr_schedule``.
+
+    ``lr_schedule`` (not in the paper): ``"constant"`` (the paper) or ``"cosine"``, which lowers
+    both learning rates from ``lr`` to 0 over the whole schedule,
+    ``lr_t = lr (1 + cos(pi t / T)) / 2``, so that a short run ends settled instead of in the
+    middle of the adversarial oscillation.
+
+    ``ema_decay`` (not in the paper; 0 = off) keeps an exponential moving average of the generator
+    weights, ``w_ema <- d w_ema + (1 - d) w`` after every G step with the warm-up
+    ``d = min(ema_decay, (1 + t) / (10 + t))``; the saved model then holds the averaged weights,
+    which fluctuate far less than the last iterate of an adversarial game.
     """
 
     kappa: int = 12
@@ -74,11 +84,13 @@ class TrainConfig:
     p_max_px: float = 80.0
     margin_px: float = 16.0
     beta: float = 2.0
+    ng_min_px: int = 1
     epochs: int = 200
     steps_per_epoch: int = 100
     batch_g: int = 64
     batch_d: int = 128
     lr: float = 1e-4
+    lr_schedule: str = "constant"
     adam_betas: tuple = (0.5, 0.999)
     grad_clip: float = 1.0
     d_skip_below: float = 0.09
@@ -87,11 +99,12 @@ class TrainConfig:
     intensity_update: str = "step"
     g_input: str = "straight-through"
     ng_gt_cutouts: int = 512
+    ema_decay: float = 0.0
 
     @property
     def spec(self) -> CutoutSpec:
         return CutoutSpec(grid=self.grid, channels=self.channels, p_max_px=self.p_max_px,
-                          margin_px=self.margin_px, beta=self.beta)
+                          margin_px=self.margin_px, beta=self.beta, ng_min_px=self.ng_min_px)
 
     @classmethod
     def from_section(cls, cfg: dict) -> "TrainConfig":
@@ -111,11 +124,11 @@ class TrainConfig:
         for key in ("width", "blocks", "convs_per_block", "dense"):
             if key in d:
                 kw["d_" + key] = d[key]
-        for key in ("grid", "channels", "p_max_px", "margin_px", "beta"):
+        for key in ("grid", "channels", "p_max_px", "margin_px", "beta", "ng_min_px"):
             if key in c:
                 kw[key] = c[key]
         for key in ("epochs", "steps_per_epoch", "batch_g", "batch_d", "lr", "adam_betas", "grad_clip",
-                    "d_skip_below", "augment", "intensity_update", "g_input", "ng_gt_cutouts"):
+                    "d_skip_below", "augment", "intensity_update", "g_input", "ng_gt_cutouts", "ema_decay", "lr_schedule"):
             if key in t:
                 kw[key] = tuple(t[key]) if isinstance(t[key], list) else t[key]
         return cls(**kw)
@@ -148,10 +161,21 @@ class _Trainer:
         self.pixel_size_um = float(pixel_size_um)
         self.cfg = cfg
         self.seed = int(seed)
+        if cfg.lr_schedule not in ("constant", "cosine"):
+            raise InputError(f"grains.training.lr_schedule must be 'constant' or 'cosine', got {cfg.lr_schedule!r}")
+        if not 0 <= cfg.ema_decay < 1:
+            raise InputError(f"grains.training.ema_decay must be in [0, 1), got {cfg.ema_decay}")
         torch.manual_seed(self.seed)
         self.gnet = GNet(kappa=cfg.kappa, hidden=cfg.hidden, r_bounds=cfg.r_bounds, diag_bounds=cfg.diag_bounds)
         self.disc = Discriminator(channels=cfg.channels, grid=cfg.grid, width=cfg.d_width, blocks=cfg.d_blocks,
                                   convs_per_block=cfg.d_convs_per_block, dense=cfg.d_dense)
+        self.gnet_ema = None
+        if cfg.ema_decay > 0:
+            self.gnet_ema = GNet(kappa=cfg.kappa, hidden=cfg.hidden, r_bounds=cfg.r_bounds,
+                                 diag_bounds=cfg.diag_bounds)
+            self.gnet_ema.load_state_dict(self.gnet.state_dict())
+            self.gnet_ema.requires_grad_(False)
+        self.g_steps = 0
         self.opt_g = torch.optim.Adam(self.gnet.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas))
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas))
         self.rng = np.random.default_rng(self.seed)
@@ -168,6 +192,8 @@ class _Trainer:
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {f"gnet.{k}": v.detach().clone().contiguous() for k, v in self.gnet.state_dict().items()}
         tensors.update({f"disc.{k}": v.detach().clone().contiguous() for k, v in self.disc.state_dict().items()})
+        if self.gnet_ema is not None:
+            tensors.update({f"ema.{k}": v.detach().clone().contiguous() for k, v in self.gnet_ema.state_dict().items()})
         tg, mg = _flatten_optimizer(self.opt_g, "opt_g")
         td, md = _flatten_optimizer(self.opt_d, "opt_d")
         tensors.update(tg)
@@ -175,7 +201,7 @@ class _Trainer:
         tensors["torch_rng"] = torch.get_rng_state()
         meta = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "epoch": self.epoch,
                 "intensity_per_px3": self.mu, "ng_gt": self.ng_gt, "seed": self.seed, "seconds": self.seconds,
-                "numpy_rng": self.rng.bit_generator.state, "opt_g": mg, "opt_d": md, "history": self.history,
+                "numpy_rng": self.rng.bit_generator.state, "g_steps": self.g_steps, "opt_g": mg, "opt_d": md, "history": self.history,
                 "config": self.cfg.to_dict()}
         # the weights go to a new file named by the epoch, then checkpoint.json (atomic) points at
         # it, then older weight files are removed: a crash at any moment leaves a consistent pair.
@@ -202,6 +228,9 @@ class _Trainer:
         tensors = load_file(str(folder / meta["weights"]))
         self.gnet.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("gnet.")})
         self.disc.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("disc.")})
+        if self.gnet_ema is not None:
+            self.gnet_ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+        self.g_steps = int(meta.get("g_steps", 0))
         _unflatten_optimizer(self.opt_g, "opt_g", tensors, meta["opt_g"])
         _unflatten_optimizer(self.opt_d, "opt_d", tensors, meta["opt_d"])
         torch.set_rng_state(tensors["torch_rng"])
@@ -232,8 +261,21 @@ class _Trainer:
             left -= b
         return float(np.concatenate(ngs).mean())
 
+    def set_lr(self, epoch: int, step: int) -> float:
+        """The learning rate of global step ``t = (epoch - 1) * steps_per_epoch + step - 1``."""
+        c = self.cfg
+        lr = c.lr
+        if c.lr_schedule == "cosine":
+            t = (epoch - 1) * c.steps_per_epoch + step - 1
+            lr = c.lr * 0.5 * (1.0 + np.cos(np.pi * t / (c.epochs * c.steps_per_epoch)))
+        for opt in (self.opt_g, self.opt_d):
+            for group in opt.param_groups:
+                group["lr"] = lr
+        return lr
+
     def step(self, epoch: int, step: int) -> dict:
         c = self.cfg
+        self.set_lr(epoch, step)
         # --- G step (D in train mode on a mixed batch, as in D steps, so batch-norm sees the same
         # statistics; only the generated half enters the loss)
         self.gnet.train()
@@ -250,6 +292,8 @@ class _Trainer:
         torch.nn.utils.clip_grad_norm_(self.gnet.parameters(), c.grad_clip)
         self.opt_g.step()
         self._check_params(self.gnet, "generator", epoch, step)
+        self.g_steps += 1
+        self.update_ema()
         # --- D step
         self.disc.train()
         with torch.no_grad():
@@ -271,6 +315,24 @@ class _Trainer:
             self.adapt(ng_gen)
         return {"loss_g": loss_g.item(), "loss_d": loss_d.item(), "d_update": updated, "ng_gen": ng_gen}
 
+    def update_ema(self) -> None:
+        if self.gnet_ema is None:
+            return
+        d = min(self.cfg.ema_decay, (1.0 + self.g_steps) / (10.0 + self.g_steps))
+        with torch.no_grad():
+            for pe, p in zip(self.gnet_ema.parameters(), self.gnet.parameters()):
+                pe.mul_(d).add_(p.detach(), alpha=1.0 - d)
+
+    def final_gnet(self):
+        """The generator the model keeps: the weight average when ``ema_decay > 0``."""
+        return self.gnet if self.gnet_ema is None else self.gnet_ema
+
+    def current_model(self, source: dict | None = None) -> GrainModel:
+        c = self.cfg
+        return GrainModel(gnet=self.final_gnet().eval(), intensity_per_px3=self.mu, pixel_size_um=self.pixel_size_um,
+                          beta=c.beta, input_scale_px=c.input_scale_px, cell_margin_px=c.margin_px,
+                          training=summary(self, c, source))
+
     def adapt(self, ng_gen: float) -> None:
         if ng_gen > 0:
             self.mu = self.mu * (0.5 + 0.5 * self.ng_gt / ng_gen)
@@ -290,7 +352,8 @@ class _Trainer:
 
 
 def train(fits, pixel_size_um: float, cfg: TrainConfig | None = None, *, seed: int = 0, out=None,
-          resume: bool = False, stop_after: int | None = None, source: dict | None = None) -> GrainModel:
+          resume: bool = False, stop_after: int | None = None, source: dict | None = None,
+          on_epoch=None) -> GrainModel:
     """Calibrate a :class:`GrainModel` on fitted 2D tessellations.
 
     Parameters
@@ -311,6 +374,10 @@ def train(fits, pixel_size_um: float, cfg: TrainConfig | None = None, *, seed: i
         Stop (as if interrupted) after this many epochs in total; the model is still returned.
     source : dict, optional
         Recorded in the model's training summary (where the sections came from).
+    on_epoch : callable, optional
+        Called as ``on_epoch(epoch, model)`` after every epoch with the model as it stands (for
+        learning curves); it must not draw from the training's random state. The model's
+        network is the live one (or its average): copy it if you keep it.
 
     Returns
     -------
@@ -360,11 +427,12 @@ def train(fits, pixel_size_um: float, cfg: TrainConfig | None = None, *, seed: i
                 tr.save(ckdir)
                 write_log(ckdir, tr.history)
             log.debug("epoch %d: %s", e, tr.history[-1])
+            if on_epoch is not None:
+                on_epoch(e, tr.current_model(source))
+                tr.gnet.train()
     finally:
         bar.close()
-    model = GrainModel(gnet=tr.gnet.eval(), intensity_per_px3=tr.mu, pixel_size_um=pixel_size_um, beta=cfg.beta,
-                       input_scale_px=cfg.input_scale_px, cell_margin_px=cfg.margin_px,
-                       training=summary(tr, cfg, source))
+    model = tr.current_model(source)
     if out is not None and tr.epoch >= cfg.epochs:
         model.write(out)
     return model

@@ -179,13 +179,12 @@ def markers(gnet, inputs: np.ndarray, *, chunk: int | None = None):
     """Evaluate ``G_net`` without gradients: ``(diag (n, 3), offsets (n,))`` float64 arrays.
 
     The float32 inputs go through the network under ``torch.inference_mode`` in row chunks of
-    ``chunk`` rows (each row's result does not depend on the chunking). Default: 4096 when torch
-    runs on one thread (the activations then stay in the CPU caches: ~1.4x faster than one big
-    batch for the paper-sized network), one pass of up to 65536 rows otherwise (every chunk
-    costs a synchronisation of torch's threads, very slow when the cores are shared).
+    ``chunk`` rows (each row's result does not depend on the chunking). Default 8192: the
+    activations then stay in the CPU caches, ~1.5x faster than one big batch for the paper-sized
+    network on 1 or 2 threads of an idle machine (15.5 vs 22.6 ms for 43,000 rows on 2 threads).
     """
     if chunk is None:
-        chunk = 4096 if torch.get_num_threads() == 1 else 65536
+        chunk = 8192
     x = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))
     n = x.shape[0]
     diag = np.empty((n, 3))

@@ -94,8 +94,23 @@ def load_fits(folder) -> tuple[list, float, dict]:
             log.warning("%s: section %s scores %.2f (< %.2f): it may not pass through the particle centre",
                         folder, f.section_id, s, CENTRALITY_THRESHOLD)
     source = {"tessellations": str(folder), "sections": [str(f.section_id) for f in fits],
-              "centrality_scores": [None if not np.isfinite(s) else float(s) for s in scores]}
+              "centrality_scores": [None if not np.isfinite(s) else float(s) for s in scores],
+              "min_radius_px": float(min(np.sqrt(np.asarray(f.mask, bool).sum() / np.pi) for f in fits))}
     return gbpds, float(sizes[0]), source
+
+
+def warn_if_cutouts_leave_sections(cfg, source: dict) -> None:
+    """Log a warning when cutouts can reach outside the smallest section.
+
+    Outside its particle a fitted tessellation is an unconstrained extrapolation, so cutouts
+    there show the discriminator cells no measurement supports: keep
+    ``p_max_px + (grid - 1) / sqrt(2)`` within the section radius.
+    """
+    r = source.get("min_radius_px")
+    reach = float(cfg.p_max_px) + (cfg.grid - 1) / np.sqrt(2.0)
+    if r is not None and reach > r:
+        log.warning("cutouts reach %.0f px from the centre but the smallest section has a radius of %.0f px: "
+                    "lower grains.cutouts.p_max_px to %.0f or less", reach, r, r - (cfg.grid - 1) / np.sqrt(2.0))
 
 
 def centrality_scores(fits) -> list[float]:
@@ -120,6 +135,7 @@ def run_section(config: dict, ctx) -> None:
                           ctx.recipe_path)
     fits, px, source = load_fits(tess)
     cfg = TrainConfig.from_section(config)
+    warn_if_cutouts_leave_sections(cfg, source)
     out = ctx.out / config.get("out", "grain_model")
     done = _finished_model(out, cfg, ctx.seed)
     if done is not None:

@@ -28,6 +28,10 @@ from ..grains.gbpd import DIAG_MIN, GBPD, hard_labels
 #: Euler angles OIM writes for points it could not index (4π rad).
 ANG_UNINDEXED_EULER_RAD = 4.0 * np.pi
 
+#: Seeds outside the particle in :func:`write_synthetic_sections` (about 3 mean seed spacings
+#: at the default intensity: the rim grains then have their outer neighbours).
+SECTION_TEACHER_MARGIN_PX = 24.0
+
 #: Defaults of :func:`radial_teacher_gbpd` (documented there).
 TEACHER_DEFAULTS = {
     "radius_px": 100.0,
@@ -305,7 +309,9 @@ def write_synthetic_sections(out, rng, n_central: int = 2, n_off_center: int = 2
     """Slice fresh teacher particles and write their scans with the true labels beside them.
 
     Section ``k`` is cut from its own particle (:func:`radial_teacher_gbpd` with ``teacher``
-    keyword overrides and ``radius_px``) through a plane with a uniformly random normal, at a
+    keyword overrides and ``radius_px``; seeds also fill a ``margin_px`` = 24 px shell outside
+    the particle unless ``teacher`` says otherwise, so that the grains inside are a restriction of
+    one stationary radial tessellation, as the grain model builds particles: shell ∩ grains) through a plane with a uniformly random normal, at a
     height ``|h| <= central_max_frac * R`` for the ``n_central`` central sections and
     ``|h| ∈ off_center_frac * R`` for the off-centre ones.
 
@@ -328,6 +334,7 @@ def write_synthetic_sections(out, rng, n_central: int = 2, n_off_center: int = 2
     (out / "truth").mkdir(parents=True, exist_ok=True)
     teacher = dict(teacher or {})
     teacher.setdefault("radius_px", radius_px)
+    teacher.setdefault("margin_px", SECTION_TEACHER_MARGIN_PX)
     radius_px = float(teacher["radius_px"])
     records = []
     kinds = [True] * int(n_central) + [False] * int(n_off_center)

@@ -1,78 +1,96 @@
-"""Closed loop (issue 4): teacher 3D radial GBPD -> central slices -> 2D fits -> fit-grains ->
-compare fresh central sections and 3D statistics with the teacher, against the sampling noise of
-the teacher and an isotropic Laguerre baseline of the same intensity."""
+"""Closed loop (issue 4) through the user's path: ``phantom-ebsd`` (a known 3D radial teacher, sliced
+and written as .ang/.ctf) -> ``import-ebsd`` -> ``fit-sections`` -> ``fit-grains`` -> the saved model
+is loaded from disk and its fresh central sections and 3D statistics are compared with the
+teacher's, against the teacher's own sampling noise and an isotropic Laguerre baseline of the same
+intensity. ``benchmarks/closed_loop_grains.py`` runs the full-size version and prints the table."""
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
+from nmc_dataset.cli import main as cli
 from nmc_dataset.compare import distribution_distances
 from nmc_dataset.grains import descriptors as De
-from nmc_dataset.grains.fit2d import fit_section, section_from_gbpd
-from nmc_dataset.grains.gan import TrainConfig, train
-from nmc_dataset.synthetic.ebsd import radial_teacher_gbpd
+from nmc_dataset.grains.model import GrainModel
+
+SMALL = {"generator": {"hidden": [64, 64]}, "discriminator": {"width": 8, "dense": 64}}
 
 
-def _fits(n, radius, steps):
-    out = []
-    for i in range(n):
-        g = radial_teacher_gbpd(np.random.default_rng(100 + i), radius_px=radius + 24)
-        sec = section_from_gbpd(g, int(2 * radius + 5), radius, z=0.0, rng=np.random.default_rng(i),
-                                section_id=f"t{i}")
-        out.append(fit_section(sec, steps=steps, seed=i))
-    return out
-
-
-def _alpha_w1(sampler, truth, rng, radius, n):
-    sims = De.pooled(De.section_descriptors(lab, c) for lab, c in De.model_sections(sampler, rng, n, radius))
-    return distribution_distances(truth["alpha_rad"], sims["alpha_rad"])["wasserstein1"], sims
-
-
-def _loop(n_sections, radius, fit_steps, cfg, n_eval):
+def _user_path(tmp_path, n_sections, radius, fit_steps, training, cutouts=None):
     torch.set_num_threads(2)
-    fits = _fits(n_sections, radius, fit_steps)
-    assert min(f.agreement for f in fits) > 0.9
-    model = train([f.gbpd for f in fits], 0.05, cfg, seed=0)
+    assert cli(["phantom-ebsd", "--out", str(tmp_path / "scans"), "--n-central", str(n_sections),
+                "--n-off-center", "1", "--radius-px", str(radius), "--formats", "ang,ctf", "--seed", "3"]) == 0
+    scans = sorted(str(p) for p in (tmp_path / "scans").iterdir() if p.suffix in (".ang", ".ctf"))
+    assert len(scans) == n_sections + 1
+    assert cli(["import-ebsd", *scans, "--out", str(tmp_path / "sections")]) == 0
+    assert cli(["fit-sections", str(tmp_path / "sections"), "--out", str(tmp_path / "tess"),
+                "--steps", str(fit_steps)]) == 0
+    recipe = {"format_version": 1, "seed": 0,
+              "grains": {**SMALL, "cutouts": {"p_max_px": radius - 24, "margin_px": 12, "ng_min_px": 5, **(cutouts or {})},
+                         "training": training}}
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    assert cli(["fit-grains", str(tmp_path / "tess"), "--recipe", str(tmp_path / "recipe.yaml"),
+                "--out", str(tmp_path / "model")]) == 0
+    model = GrainModel.load(tmp_path / "model")
+    # the off-centre section was rejected by import-ebsd's centrality test: only central ones trained
+    assert model.training["sections"] == n_sections
+    return model
+
+
+def _mean_w1(sampler, teacher, key, radius, n, repeats, rng):
+    """Mean W1 of descriptor ``key`` over ``repeats`` (teacher sample, sampler sample) pairs, on
+    grains of at least 5 px (import-ebsd's detection limit, which the training data went through)."""
+    w = []
+    for _ in range(repeats):
+        a = De.pooled(De.section_descriptors(lab, c, 5) for lab, c in De.model_sections(teacher, rng, n, radius))
+        b = De.pooled(De.section_descriptors(lab, c, 5) for lab, c in De.model_sections(sampler, rng, n, radius))
+        w.append(distribution_distances(a[key], b[key])["wasserstein1"])
+    return float(np.mean(w))
+
+
+def _alpha_w1s(model, radius, n_eval, repeats):
     rng = np.random.default_rng(7)
     teacher = De.teacher_sampler(radius)
-    truth = De.pooled(De.section_descriptors(lab, c) for lab, c in De.model_sections(teacher, rng, n_eval, radius))
-    w_fit, sims = _alpha_w1(model, truth, rng, radius, n_eval)
-    w_noise, _ = _alpha_w1(teacher, truth, rng, radius, n_eval)
-    w_base, _ = _alpha_w1(De.laguerre_sampler(0.0018), truth, rng, radius, n_eval)
-    return model, truth, sims, (w_fit, w_noise, w_base)
-
-
-SMALL = dict(hidden=(64, 64), d_width=8, d_dense=64, batch_g=16, batch_d=32, ng_gt_cutouts=64, margin_px=12)
+    return {name: _mean_w1(s, teacher, "alpha_rad", radius, n_eval, repeats, rng)
+            for name, s in (("fitted", model), ("noise", teacher), ("base", De.laguerre_sampler(0.0018)))}
 
 
 @pytest.mark.slow
-def test_closed_loop_alpha_and_3d_statistics():
+def test_closed_loop_alpha_and_3d_statistics(tmp_path):
     """Full loop at small size (several minutes on 2 cores). Tolerances: the fitted model's W1 on
-    alpha must be under half the isotropic Laguerre baseline's and within 4x the teacher's own
-    sampling noise (the issue's 1.5x target needs the benchmark's longer schedule); in 3D the
-    mean radial alignment of the fitted grains must exceed the baseline's by half the
-    teacher-baseline gap."""
+    alpha must be under a third of the isotropic Laguerre baseline's and within 3x the teacher's own
+    sampling noise (the issue's 1.5x target is the benchmark's, with its longer schedule); in 3D the
+    median grain volume within 25 % and the mean radial alignment of the fitted grains within 0.1
+    of the teacher's (the benchmark's targets are 20 % and 0.05)."""
     radius = 60.0
-    cfg = TrainConfig(epochs=20, steps_per_epoch=10, lr=1e-3, p_max_px=radius - 16, **SMALL)
-    model, truth, sims, (w_fit, w_noise, w_base) = _loop(3, radius, 100, cfg, 4)
-    assert w_fit < 0.5 * w_base, (w_fit, w_base)
-    assert w_fit < 4 * w_noise + 0.02, (w_fit, w_noise)
+    training = {"epochs": 20, "steps_per_epoch": 15, "lr": 1e-3, "batch_g": 16, "batch_d": 32,
+                "ng_gt_cutouts": 64}
+    model = _user_path(tmp_path, 3, radius, 100, training)
+    w = _alpha_w1s(model, radius, 4, 2)
+    assert w["fitted"] < w["base"] / 3, w
+    assert w["fitted"] < 3 * w["noise"], w
     rng = np.random.default_rng(3)
-    al = {}
-    for name, s in (("teacher", De.teacher_sampler(radius)), ("fitted", model), ("base", De.laguerre_sampler(0.0018))):
-        st = De.grain_stats_3d(*De.volume_labels(s, rng, 40))
-        al[name] = float(np.nanmean(st["radial_alignment"]))
-    assert al["fitted"] > al["base"] + 0.5 * (al["teacher"] - al["base"]), al
+    st = {name: De.grain_stats_3d(*De.volume_labels(s, rng, 48))
+          for name, s in (("teacher", De.teacher_sampler(radius)), ("fitted", model))}
+    vol = {k: float(np.median(v["volume_px"])) for k, v in st.items()}
+    al = {k: float(np.nanmean(v["radial_alignment"])) for k, v in st.items()}
+    assert abs(vol["fitted"] / vol["teacher"] - 1) < 0.25, vol
+    assert abs(al["fitted"] - al["teacher"]) < 0.1, al
 
 
-def test_closed_loop_small_alpha_close_to_teacher():
-    """The CI-sized closed loop (about a minute): 2 central sections of R = 40 px teacher particles,
-    120 GAN steps. Only alpha is checked (the stereological signal a slice shows most directly).
-    Observed over training seeds 0, 1, 2: fitted/baseline W1 ratio 0.07, 0.04, 0.17 and fitted W1
-    0.034, 0.018, 0.079 against teacher noise 0.025-0.044; the tolerances leave a wide margin:
-    under 0.4x the isotropic Laguerre baseline and under 3x the noise + 0.02."""
+def test_closed_loop_small_alpha_close_to_teacher(tmp_path):
+    """The CI-sized closed loop (about 40 s): 2 central sections of R = 40 px teacher particles
+    (plus an off-centre one import must drop), 120 GAN steps with the small architecture, constant
+    learning rate and no weight average (over so few steps the average lags: fitted/baseline 0.56
+    with ema 0.95 + cosine vs 0.23 without, on R = 48). Only alpha is checked (the stereological
+    signal a slice shows most directly). Observed: fitted W1 0.045, teacher noise 0.027, baseline
+    0.53. Tolerances: under 0.4x the isotropic Laguerre baseline and under 3x the noise + 0.02
+    (mean W1 over 2 pairs)."""
     radius = 40.0
-    cfg = TrainConfig(epochs=15, steps_per_epoch=8, lr=1e-3, p_max_px=radius - 16, **SMALL)
-    _, _, _, (w_fit, w_noise, w_base) = _loop(2, radius, 60, cfg, 3)
-    assert w_fit < 0.4 * w_base, (w_fit, w_base)
-    assert w_fit < 3 * w_noise + 0.02, (w_fit, w_noise)
+    training = {"epochs": 15, "steps_per_epoch": 8, "lr": 1e-3, "batch_g": 16, "batch_d": 32,
+                "ng_gt_cutouts": 64}
+    model = _user_path(tmp_path, 2, radius, 60, training)
+    w = _alpha_w1s(model, radius, 3, 2)
+    assert w["fitted"] < 0.4 * w["base"], w
+    assert w["fitted"] < 3 * w["noise"] + 0.02, w

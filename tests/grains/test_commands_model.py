@@ -102,6 +102,9 @@ def test_resume_without_checkpoint_is_an_error(tess, tmp_path, capsys):
     ({"cutouts": {"grid": 30}}, "grid"),
     ({"training": {"epochs": 0}}, "epochs"),
     ({"bogus": 1}, "bogus"),
+    ({"training": {"ema_decay": 1.0}}, "ema_decay"),
+    ({"training": {"lr_schedule": "linear"}}, "lr_schedule"),
+    ({"cutouts": {"ng_min_px": 0}}, "ng_min_px"),
 ])
 def test_bad_recipe_values(tess, tmp_path, capsys, grains, key):
     out = tmp_path / "gm"
@@ -167,3 +170,18 @@ def test_recipe_section_runs_and_reuses_a_finished_model(tess, tmp_path):
     mtime = (out / "model.json").stat().st_mtime_ns
     ctx = run_recipe(recipe, tmp_path / "run")  # finished: reused, not retrained
     assert (out / "model.json").stat().st_mtime_ns == mtime and (out / "gnet.safetensors").read_bytes() == first
+
+
+def test_cutouts_reaching_outside_the_sections_are_warned_about(tess, caplog):
+    import logging
+
+    from nmc_dataset.grains.gan import TrainConfig
+    from nmc_dataset.grains.recipe import load_fits, warn_if_cutouts_leave_sections
+
+    _, _, source = load_fits(tess)
+    assert 57 < source["min_radius_px"] < 59  # the fixture's discs have radius 58 px
+    with caplog.at_level(logging.WARNING, logger="nmc_dataset"):
+        warn_if_cutouts_leave_sections(TrainConfig(grid=16, p_max_px=40), source)
+        assert not caplog.records
+        warn_if_cutouts_leave_sections(TrainConfig(grid=32, p_max_px=40), source)
+    assert len(caplog.records) == 1 and "p_max_px to 36" in caplog.records[0].getMessage()

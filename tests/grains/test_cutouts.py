@@ -46,6 +46,25 @@ def test_t3d_fast_matches_plain_twin(mu):
     np.testing.assert_array_equal(ng, ng_ref)
 
 
+def test_visible_grain_count_with_a_detection_limit_matches_twin():
+    """ng_min_px: grains covering fewer grid points are not counted, on the fast path and the twin."""
+    import dataclasses
+
+    torch.manual_seed(3)
+    net = GNet(hidden=(32,))
+    spec5 = dataclasses.replace(SPEC, ng_min_px=5)
+    ts = C.draw_t3d_seeds(np.random.default_rng(5), 0.003, 6, spec5)
+    diag, off = C.t3d_markers(net, ts, kappa=12, input_scale_px=10.0)
+    _, ng1, lab = C.t3d_batch_from_markers(ts, diag, off, SPEC, with_labels=True)
+    _, ng5 = C.t3d_batch_from_markers(ts, diag, off, spec5)
+    _, ng5_ref = C.t3d_reference(ts, diag.detach().double().numpy(), off.detach().double().numpy(), spec5)
+    np.testing.assert_array_equal(ng5, ng5_ref)
+    counts = [np.unique(row, return_counts=True)[1] for row in lab.reshape(len(lab), -1)]
+    np.testing.assert_array_equal(ng1 * 32 * 32, [len(c) for c in counts])
+    np.testing.assert_array_equal(ng5 * 32 * 32, [(c >= 5).sum() for c in counts])
+    assert (ng5 < ng1).any() and (ng5 <= ng1).all()
+
+
 def test_t2d_fast_matches_plain_twin(rng):
     fits = [_radial_2d(rng), _radial_2d(rng, d_rad=1.0)]
     imgs, ng, draws = C.t2d_batch(fits, rng, 10, SPEC, augment_rel=0.2, return_draws=True)

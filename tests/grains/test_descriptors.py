@@ -61,3 +61,15 @@ def test_section_descriptors_and_sections_of_a_gbpd(rng):
     secs = De.model_sections(lambda r, lo, hi: g, rng, 2, 30.0, height_px=10.0)
     lab2, _ = secs[0]
     assert (lab2 > 0).sum() == pytest.approx(np.pi * (900 - 100), rel=0.05)
+
+
+def test_detection_limit_drops_small_grains_and_their_chords():
+    lab = np.zeros((12, 12), int)
+    lab[1:9, 1:9] = 1      # 64 px
+    lab[10, 1:4] = 2       # 3 px
+    lab[1:3, 10] = 3       # 2 px
+    full = De.section_descriptors(lab, (6.0, 6.0))
+    cut = De.section_descriptors(lab, (6.0, 6.0), min_area_px=5)
+    assert sorted(full["area_px"]) == [2, 3, 64] and cut["area_px"].tolist() == [64]
+    # grain 1: 8 row chords + 8 column chords of length 8; grains 2 and 3 add 1 + 3 and 2 + 1 chords
+    assert len(full["chord_px"]) == 16 + 4 + 3 and cut["chord_px"].tolist() == [8.0] * 16

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from nmc_dataset.errors import TrainingError
+from nmc_dataset.errors import InputError, TrainingError
 from nmc_dataset.grains import gan
 from nmc_dataset.grains.gan import TrainConfig, train
 from nmc_dataset.grains.gbpd import GBPD
@@ -54,6 +54,47 @@ def test_deterministic_and_resume_gives_identical_weights(tmp_path):
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     assert set(gan.LOG_COLUMNS) <= set(rows[0])
     assert (tmp_path / "b" / "training" / "training.png").stat().st_size > 1000
+
+
+def test_weight_average_is_kept_resumes_exactly_and_epochs_are_reported(tmp_path):
+    """ema_decay > 0: the model holds the averaged generator (not the last iterate), an
+    interrupted run resumes to the same averaged weights, and on_epoch sees every epoch."""
+    import dataclasses
+
+    cfg = dataclasses.replace(TINY, ema_decay=0.9)
+    fits = _fits()
+    seen = []
+    full = train(fits, 0.05, cfg, seed=4, out=tmp_path / "a", on_epoch=lambda e, m: seen.append((e, m.intensity_per_px3)))
+    assert [e for e, _ in seen] == [1, 2, 3] and seen[-1][1] == full.intensity_per_px3
+    last_iterate = train(fits, 0.05, TINY, seed=4)  # same seed, same draws, no averaging
+    assert not _equal(_weights(full), _weights(last_iterate))
+    # the average lies between the initial weights and the last iterate (elementwise, loosely)
+    torch.manual_seed(4)
+    init = gan.GNet(hidden=TINY.hidden).state_dict()
+    w_full, w_last = _weights(full), _weights(last_iterate)
+    for k in w_full:
+        assert torch.linalg.norm(w_full[k] - w_last[k]) < torch.linalg.norm(init[k] - w_last[k]) + 1e-6
+    train(fits, 0.05, cfg, seed=4, out=tmp_path / "b", stop_after=2)
+    resumed = train(fits, 0.05, cfg, seed=4, out=tmp_path / "b", resume=True)
+    assert _equal(_weights(full), _weights(resumed))
+    assert _equal(_weights(full), _weights(GrainModel.load(tmp_path / "b")))
+
+
+def test_cosine_schedule_lowers_both_learning_rates_to_zero():
+    import dataclasses
+
+    cfg = dataclasses.replace(TINY, lr=1e-3, lr_schedule="cosine", epochs=2, steps_per_epoch=5)
+    tr = gan._Trainer(_fits(), 0.05, cfg, 0)
+    lrs = [tr.set_lr(e, s) for e in (1, 2) for s in range(1, 6)]
+    assert lrs[0] == pytest.approx(1e-3) and lrs[5] == pytest.approx(5e-4) and 0 < lrs[-1] < 3e-5
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+    assert tr.opt_g.param_groups[0]["lr"] == tr.opt_d.param_groups[0]["lr"] == lrs[-1]
+    const = gan._Trainer(_fits(), 0.05, TINY, 0)
+    assert const.set_lr(3, 2) == TINY.lr
+    with pytest.raises(InputError, match="lr_schedule"):
+        gan._Trainer(_fits(), 0.05, dataclasses.replace(TINY, lr_schedule="linear"), 0)
+    with pytest.raises(InputError, match="ema_decay"):
+        gan._Trainer(_fits(), 0.05, dataclasses.replace(TINY, ema_decay=1.0), 0)
 
 
 def test_nan_stops_with_the_step_and_keeps_the_checkpoint(tmp_path, monkeypatch):

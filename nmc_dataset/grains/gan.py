@@ -175,7 +175,6 @@ class _Trainer:
                                  diag_bounds=cfg.diag_bounds)
             self.gnet_ema.load_state_dict(self.gnet.state_dict())
             self.gnet_ema.requires_grad_(False)
-        self.g_steps = 0
         self.opt_g = torch.optim.Adam(self.gnet.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas))
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas))
         self.rng = np.random.default_rng(self.seed)
@@ -201,7 +200,7 @@ class _Trainer:
         tensors["torch_rng"] = torch.get_rng_state()
         meta = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "epoch": self.epoch,
                 "intensity_per_px3": self.mu, "ng_gt": self.ng_gt, "seed": self.seed, "seconds": self.seconds,
-                "numpy_rng": self.rng.bit_generator.state, "g_steps": self.g_steps, "opt_g": mg, "opt_d": md, "history": self.history,
+                "numpy_rng": self.rng.bit_generator.state, "opt_g": mg, "opt_d": md, "history": self.history,
                 "config": self.cfg.to_dict()}
         # the weights go to a new file named by the epoch, then checkpoint.json (atomic) points at
         # it, then older weight files are removed: a crash at any moment leaves a consistent pair.
@@ -230,7 +229,6 @@ class _Trainer:
         self.disc.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("disc.")})
         if self.gnet_ema is not None:
             self.gnet_ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
-        self.g_steps = int(meta.get("g_steps", 0))
         _unflatten_optimizer(self.opt_g, "opt_g", tensors, meta["opt_g"])
         _unflatten_optimizer(self.opt_d, "opt_d", tensors, meta["opt_d"])
         torch.set_rng_state(tensors["torch_rng"])
@@ -261,12 +259,16 @@ class _Trainer:
             left -= b
         return float(np.concatenate(ngs).mean())
 
+    def steps_before(self, epoch: int, step: int) -> int:
+        """Steps completed before step ``step`` (1-based) of epoch ``epoch`` (1-based)."""
+        return (epoch - 1) * self.cfg.steps_per_epoch + step - 1
+
     def set_lr(self, epoch: int, step: int) -> float:
-        """The learning rate of global step ``t = (epoch - 1) * steps_per_epoch + step - 1``."""
+        """Set (and return) the learning rate of step ``step`` of epoch ``epoch``."""
         c = self.cfg
         lr = c.lr
         if c.lr_schedule == "cosine":
-            t = (epoch - 1) * c.steps_per_epoch + step - 1
+            t = self.steps_before(epoch, step)
             lr = c.lr * 0.5 * (1.0 + np.cos(np.pi * t / (c.epochs * c.steps_per_epoch)))
         for opt in (self.opt_g, self.opt_d):
             for group in opt.param_groups:
@@ -292,8 +294,7 @@ class _Trainer:
         torch.nn.utils.clip_grad_norm_(self.gnet.parameters(), c.grad_clip)
         self.opt_g.step()
         self._check_params(self.gnet, "generator", epoch, step)
-        self.g_steps += 1
-        self.update_ema()
+        self.update_ema(self.steps_before(epoch, step) + 1)
         # --- D step
         self.disc.train()
         with torch.no_grad():
@@ -315,10 +316,11 @@ class _Trainer:
             self.adapt(ng_gen)
         return {"loss_g": loss_g.item(), "loss_d": loss_d.item(), "d_update": updated, "ng_gen": ng_gen}
 
-    def update_ema(self) -> None:
+    def update_ema(self, g_steps: int) -> None:
+        """Fold the generator into its average after its ``g_steps``-th update."""
         if self.gnet_ema is None:
             return
-        d = min(self.cfg.ema_decay, (1.0 + self.g_steps) / (10.0 + self.g_steps))
+        d = min(self.cfg.ema_decay, (1.0 + g_steps) / (10.0 + g_steps))
         with torch.no_grad():
             for pe, p in zip(self.gnet_ema.parameters(), self.gnet.parameters()):
                 pe.mul_(d).add_(p.detach(), alpha=1.0 - d)

@@ -41,7 +41,7 @@ def poisson_seed_set(rng: np.random.Generator, intensity: float, lo, hi) -> Pois
 
 # --------------------------------------------------------------------------- network inputs
 def neighbour_inputs(seeds: np.ndarray, noise: np.ndarray, roll: np.ndarray, which=None, *,
-                     kappa: int = 12, input_scale_px: float = 10.0, tree=None, group=None) -> np.ndarray:
+                     kappa: int = 12, input_scale_px: float = 10.0, group=None) -> np.ndarray:
     """The network inputs ``(v_i1, n_i1, ..., v_ikappa, n_ikappa)`` of the seeds ``which``.
 
     Computed by the fused compiled kernel :func:`nmc_dataset.grains.knn.knn_inputs` (exact kNN on
@@ -58,8 +58,6 @@ def neighbour_inputs(seeds: np.ndarray, noise: np.ndarray, roll: np.ndarray, whi
         Number of nearest neighbours (the seed itself excluded).
     input_scale_px : float
         Displacements are divided by this.
-    tree : object, optional
-        Deprecated and ignored (the kernel builds its own cell grid); kept for compatibility.
     group : (N,) int array, optional
         Independent realisations stacked in one array: seeds only see neighbours of their own
         group (one call for a whole batch of cutouts).

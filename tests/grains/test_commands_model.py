@@ -133,7 +133,7 @@ def test_empty_and_mixed_pixel_sizes_and_non_central(tmp_path, capsys):
     assert code == 2 and "nope" in _err(capsys)
 
 
-def test_sample_refuses_other_model_versions_and_bad_options(tmp_path, capsys):
+def test_sample_refuses_other_model_versions_and_bad_options(tess, tmp_path, capsys):
     import torch
 
     from nmc_dataset.grains.generator import GNet
@@ -156,6 +156,11 @@ def test_sample_refuses_other_model_versions_and_bad_options(tmp_path, capsys):
     assert "--size-px" in _err(capsys) and not h5.exists()
     assert cli.main(["sample-grains", str(tmp_path / "m"), "--out", str(h5), "--size-px", "5000"]) == 2
     assert "GiB" in _err(capsys) and not h5.exists()
+    rep = tmp_path / "report"
+    for opt, value in (("--min-area-px", "0"), ("--samples", "0")):
+        assert cli.main(["describe-grains", str(tmp_path / "m"), "--against", str(tess), "--out", str(rep),
+                         opt, value]) == 2
+        assert opt in _err(capsys) and not rep.exists()
 
 
 def test_recipe_section_runs_and_reuses_a_finished_model(tess, tmp_path):

@@ -20,6 +20,8 @@ import numpy as np
 from ..errors import InputError, RecipeError
 
 SELECTION_FORMAT = "nmc-dataset/section-selection"
+#: Grain-dilation reach of import-ebsd (pixels; reconstruct.dilate_grains).
+DEFAULT_DILATE_PX = 0.0
 
 
 def _parse_center(text):
@@ -73,7 +75,8 @@ def expand_scans(patterns, base: Path | None = None) -> list[Path]:
 
 
 def import_ebsd(scans, out, min_ci: float = 0.1, max_misorientation_deg: float = 5.0, min_grain_px: int = 5,
-                center_px=None, central="auto", threshold: float | None = None) -> dict:
+                center_px=None, central="auto", threshold: float | None = None,
+                dilate_px: float = DEFAULT_DILATE_PX) -> dict:
     """Import EBSD scans into a folder of sections (the API behind ``import-ebsd``).
 
     Parameters
@@ -83,8 +86,10 @@ def import_ebsd(scans, out, min_ci: float = 0.1, max_misorientation_deg: float =
     out : path-like
         Output folder (built atomically; an existing folder is replaced only if it holds an
         earlier import, i.e. a ``selection.json``).
-    min_ci, max_misorientation_deg, min_grain_px :
-        Grain reconstruction (:func:`nmc_dataset.grains.reconstruct.reconstruct_grains`).
+    min_ci, max_misorientation_deg, min_grain_px, dilate_px :
+        Grain reconstruction (:func:`nmc_dataset.grains.reconstruct.reconstruct_grains`):
+        ``dilate_px`` is the grain-dilation reach applied before the ``min_grain_px`` filter
+        (0 = none).
     center_px : (2,) sequence, optional
         ``(x, y)`` centre used for every scan (default: each particle mask's centroid).
     central : 'auto', 'all' or list of ids
@@ -111,6 +116,8 @@ def import_ebsd(scans, out, min_ci: float = 0.1, max_misorientation_deg: float =
         raise RecipeError(f"--max-misorientation-deg must be in (0, 180], got {max_misorientation_deg}")
     if int(min_grain_px) < 1:
         raise RecipeError(f"--min-grain-px must be >= 1, got {min_grain_px}")
+    if not (np.isfinite(dilate_px) and dilate_px >= 0):
+        raise RecipeError(f"--dilate-px must be a number >= 0, got {dilate_px}")
     threshold = CENTRALITY_THRESHOLD if threshold is None else float(threshold)
     scans = [Path(s) for s in scans]
     if not scans:
@@ -136,7 +143,7 @@ def import_ebsd(scans, out, min_ci: float = 0.1, max_misorientation_deg: float =
         if not scan.indexed.any():
             raise InputError("no indexed pixel in the scan (nothing to reconstruct)", path)
         gm = reconstruct_grains(scan, min_ci=min_ci, max_misorientation_deg=max_misorientation_deg,
-                                min_grain_px=int(min_grain_px), center_px=center)
+                                min_grain_px=int(min_grain_px), center_px=center, dilate_px=float(dilate_px))
         if gm.n_grains == 0:
             raise InputError(f"no grain found (no {min_grain_px}+ pixel region with CI >= {min_ci} and "
                              f"misorientation < {max_misorientation_deg}°); lower --min-ci / --min-grain-px", path)
@@ -163,7 +170,7 @@ def import_ebsd(scans, out, min_ci: float = 0.1, max_misorientation_deg: float =
         "criterion": "centrality_score: area*elongation-weighted mean of cos(2 alpha); central if >= threshold",
         "calibration": CENTRALITY_CALIBRATION, "threshold": threshold, "sections": sections_meta,
         "options": {"min_ci": float(min_ci), "max_misorientation_deg": float(max_misorientation_deg),
-                    "min_grain_px": int(min_grain_px),
+                    "min_grain_px": int(min_grain_px), "dilate_px": float(dilate_px),
                     "center_px": None if center is None else [float(v) for v in center]},
     }
 
@@ -186,7 +193,7 @@ def import_ebsd(scans, out, min_ci: float = 0.1, max_misorientation_deg: float =
                                 "assigned_fraction_of_mask":
                                     float((gm.labels[gm.mask] > 0).mean()) if gm.mask.any() else 0.0,
                                 "min_ci": float(min_ci), "max_misorientation_deg": float(max_misorientation_deg),
-                                "min_grain_px": int(min_grain_px), "units": {"pixel_size_um": "micrometre"}})
+                                "min_grain_px": int(min_grain_px), "dilate_px": float(dilate_px), "units": {"pixel_size_um": "micrometre"}})
             write_section(sec, tmp, tables={"grains": gt, "chords": chords})
         write_json_atomic(Path(tmp) / "selection.json", selection)
     n_central = sum(m["central"] for m in sections_meta)
@@ -207,6 +214,9 @@ def register(sub) -> None:
     p.add_argument("--max-misorientation-deg", type=float, default=5.0,
                    help="neighbours join below this misorientation (default 5)")
     p.add_argument("--min-grain-px", type=int, default=5, help="smaller grains become unassigned (default 5)")
+    p.add_argument("--dilate-px", type=float, default=DEFAULT_DILATE_PX,
+                   help="grain dilation before the size filter: unassigned pixels within this distance take "
+                        f"their nearest grain (default {DEFAULT_DILATE_PX:g}; 0 = off)")
     p.add_argument("--center", metavar="X,Y", help="particle-section centre in pixels (default: mask centroid)")
     p.add_argument("--central", default="auto", metavar="auto|all|LIST",
                    help="sections used for calibration: auto (centrality score), all, or comma-separated ids "
@@ -220,5 +230,6 @@ def _cmd_import(args) -> int:
     center = _parse_center(args.center)
     scans = expand_scans(args.scans)
     import_ebsd(scans, args.out, min_ci=args.min_ci, max_misorientation_deg=args.max_misorientation_deg,
-                min_grain_px=args.min_grain_px, center_px=center, central=args.central, threshold=args.threshold)
+                min_grain_px=args.min_grain_px, center_px=center, central=args.central, threshold=args.threshold,
+                dilate_px=args.dilate_px)
     return 0

@@ -36,6 +36,10 @@ def register(sub) -> None:
     p.add_argument("--radius-px", type=float, default=60.0, help="particle radius in EBSD pixels (default 60)")
     p.add_argument("--step-um", type=float, default=0.05, help="EBSD step in µm (default 0.05)")
     p.add_argument("--formats", default="ang", help="comma-separated: ang, ctf (default ang)")
+    p.add_argument("--low-ci", default=None, metavar="J,B,R",
+                   help="probabilities of a low-CI pixel at grain junctions, on boundaries and elsewhere "
+                        "(default 0.5,0.02,0.003; 0,0,0 = an ideal instrument)")
+    p.add_argument("--noise-deg", type=float, default=0.5, help="orientation noise per pixel in degrees (default 0.5)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_ebsd)
 
@@ -90,13 +94,24 @@ def _cmd_ebsd(args) -> int:
         raise RecipeError("--n-central + --n-off-center must be >= 1 (and neither negative)")
     if args.radius_px <= 4 or args.step_um <= 0:
         raise RecipeError("need --radius-px > 4 and --step-um > 0")
+    low_ci = None
+    if args.low_ci is not None:
+        try:
+            low_ci = tuple(float(v) for v in args.low_ci.split(","))
+        except ValueError:
+            low_ci = ()
+        if len(low_ci) != 3 or not all(0.0 <= v <= 1.0 for v in low_ci):
+            raise RecipeError(f"--low-ci: give three probabilities J,B,R in [0, 1], got {args.low_ci!r}")
+    if not (0.0 <= args.noise_deg < 180.0):
+        raise RecipeError(f"--noise-deg must be in [0, 180), got {args.noise_deg}")
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise InputError("output folder exists and is not empty", out)
     with atomic_dir(out) as tmp:
         records = write_synthetic_sections(tmp, np.random.default_rng(args.seed), n_central=args.n_central,
                                            n_off_center=args.n_off_center, radius_px=args.radius_px,
-                                           step_um=args.step_um, formats=formats)
+                                           step_um=args.step_um, formats=formats, low_ci=low_ci,
+                                           noise_deg=args.noise_deg)
     for r in records:
         kind = "central" if r["central"] else "off-centre"
         print(f"{Path(r['scan']).name}: {kind} section, height {r['height_px']:.1f} px")

@@ -32,6 +32,10 @@ ANG_UNINDEXED_EULER_RAD = 4.0 * np.pi
 #: at the default intensity: the rim grains then have their outer neighbours).
 SECTION_TEACHER_MARGIN_PX = 24.0
 
+#: Probabilities of a low-CI pixel at a grain junction, on a two-grain boundary and elsewhere
+#: (:func:`synthetic_scan`'s defaults).
+LOW_CI_DEFAULT = (0.5, 0.02, 0.003)
+
 #: Defaults of :func:`radial_teacher_gbpd` (documented there).
 TEACHER_DEFAULTS = {
     "radius_px": 100.0,
@@ -226,8 +230,8 @@ class SyntheticScan:
 
 
 def synthetic_scan(labels: np.ndarray, mask: np.ndarray, rng, noise_deg: float = 0.5,
-                   junction_low_ci: float = 0.5, boundary_low_ci: float = 0.02,
-                   random_low_ci: float = 0.003, low_ci_max: float = 0.05) -> SyntheticScan:
+                   junction_low_ci: float = LOW_CI_DEFAULT[0], boundary_low_ci: float = LOW_CI_DEFAULT[1],
+                   random_low_ci: float = LOW_CI_DEFAULT[2], low_ci_max: float = 0.05) -> SyntheticScan:
     """Turn a true label image into EBSD channels as an instrument records them.
 
     Parameters
@@ -305,7 +309,8 @@ def write_scan(path, scan: SyntheticScan, step_um: float, ctf_min_ci: float = 0.
 def write_synthetic_sections(out, rng, n_central: int = 2, n_off_center: int = 2, radius_px: float = 100.0,
                              step_um: float = 0.05, formats=("ang",), central_max_frac: float = 0.05,
                              off_center_frac=(0.5, 0.75), size_px: int | None = None,
-                             noise_deg: float = 0.5, teacher: dict | None = None) -> list[dict]:
+                             noise_deg: float = 0.5, teacher: dict | None = None,
+                             low_ci=None) -> list[dict]:
     """Slice fresh teacher particles and write their scans with the true labels beside them.
 
     Section ``k`` is cut from its own particle (:func:`radial_teacher_gbpd` with ``teacher``
@@ -318,7 +323,9 @@ def write_synthetic_sections(out, rng, n_central: int = 2, n_off_center: int = 2
     Writes ``<out>/synthetic_<k>.<fmt>`` per format (the formats alternate when several are
     given: section k gets ``formats[k % len(formats)]``), ``<out>/truth/synthetic_<k>.tif``
     (uint32 true labels) and ``<out>/truth/truth.json`` (heights, normals, centres, central
-    flags).
+    flags). ``noise_deg`` and ``low_ci`` = ``(junction, boundary, random)`` probabilities of a
+    low-CI pixel set the instrument (:func:`synthetic_scan`; default ``LOW_CI_DEFAULT``;
+    ``(0, 0, 0)`` is an ideal instrument that indexes every pixel).
 
     Returns
     -------
@@ -330,6 +337,9 @@ def write_synthetic_sections(out, rng, n_central: int = 2, n_off_center: int = 2
     from .._util import write_json_atomic
 
     rng = as_rng(rng)
+    low_ci = LOW_CI_DEFAULT if low_ci is None else tuple(float(v) for v in low_ci)
+    if len(low_ci) != 3 or not all(0.0 <= v <= 1.0 for v in low_ci):
+        raise ValueError(f"low_ci must be three probabilities (junction, boundary, random), got {low_ci}")
     out = Path(out)
     (out / "truth").mkdir(parents=True, exist_ok=True)
     teacher = dict(teacher or {})
@@ -347,7 +357,8 @@ def write_synthetic_sections(out, rng, n_central: int = 2, n_off_center: int = 2
         else:
             h = rng.uniform(*off_center_frac) * radius_px * rng.choice([-1.0, 1.0])
         truth = slice_labels(g, h, radius_px, size_px=size_px, normal=normal)
-        scan = synthetic_scan(truth.labels, truth.mask, rng, noise_deg=noise_deg)
+        scan = synthetic_scan(truth.labels, truth.mask, rng, noise_deg=noise_deg, junction_low_ci=low_ci[0],
+                              boundary_low_ci=low_ci[1], random_low_ci=low_ci[2])
         fmt = formats[k % len(formats)]
         sid = f"synthetic_{k:02d}"
         scan_path = write_scan(out / f"{sid}.{fmt}", scan, step_um)
@@ -362,6 +373,6 @@ def write_synthetic_sections(out, rng, n_central: int = 2, n_off_center: int = 2
     return records
 
 
-__all__ = ["TEACHER_DEFAULTS", "radial_teacher_gbpd", "plane_basis", "SliceTruth",
+__all__ = ["LOW_CI_DEFAULT", "TEACHER_DEFAULTS", "radial_teacher_gbpd", "plane_basis", "SliceTruth",
            "slice_labels", "boundary_counts", "SyntheticScan", "synthetic_scan", "write_scan",
            "write_synthetic_sections"]

@@ -194,6 +194,8 @@ def test_cli_errors_for_options_and_files(synthetic, tmp_path, capsys):
     _bad(capsys, ["import-ebsd", str(good), "--out", str(out), "--max-misorientation-deg", "0"], out,
          "--max-misorientation-deg")
     _bad(capsys, ["import-ebsd", str(good), "--out", str(out), "--min-grain-px", "0"], out, "--min-grain-px")
+    _bad(capsys, ["import-ebsd", str(good), "--out", str(out), "--dilate-px", "-1"], out, "--dilate-px")
+    _bad(capsys, ["import-ebsd", str(good), "--out", str(out), "--dilate-px", "nan"], out, "--dilate-px")
     other = tmp_path / "sub"
     other.mkdir()
     dup = other / good.name

@@ -7,7 +7,7 @@ import pytest
 
 from nmc_dataset.grains.orientation import (misorientation_angle_bruteforce, perturb, qmul, random_quaternions,
                                             symmetry_ops)
-from nmc_dataset.grains.reconstruct import (adjusted_rand_index, contingency, label_by_misorientation,
+from nmc_dataset.grains.reconstruct import (adjusted_rand_index, contingency, dilate_grains, label_by_misorientation,
                                             particle_mask, reconstruct_grains, relabel_sequential)
 
 
@@ -126,3 +126,46 @@ def test_reconstruct_synthetic_scan_in_memory(rng):
     # given centre is used as is
     gm2 = reconstruct_grains(scan, center_px=(10.0, 12.0))
     assert gm2.center_px.tolist() == [10.0, 12.0]
+
+
+def _slow_nearest_distance(labels, y, x):
+    yy, xx = np.nonzero(labels)
+    return float(np.sqrt(((yy - y) ** 2 + (xx - x) ** 2).min()))
+
+
+@pytest.mark.parametrize("reach", [1.0, 2.0, np.inf])
+def test_dilation_matches_plain_nearest_pixel_twin(rng, reach):
+    labels = rng.integers(1, 6, (20, 23)) * (rng.random((20, 23)) < 0.3)
+    mask = np.ones(labels.shape, bool)
+    mask[:3] = False
+    out = dilate_grains(labels, mask, reach)
+    assert np.array_equal(out[labels > 0], labels[labels > 0])
+    assert np.all(out[~mask & (labels == 0)] == 0)
+    for y, x in zip(*np.nonzero(mask & (labels == 0))):
+        d = _slow_nearest_distance(labels, y, x)
+        if d > reach:
+            assert out[y, x] == 0
+        else:  # the label of one of the nearest assigned pixels (ties may go either way)
+            yy, xx = np.nonzero(labels == out[y, x])
+            assert np.sqrt(((yy - y) ** 2 + (xx - x) ** 2).min()) == pytest.approx(d)
+
+
+def test_dilation_keeps_small_grains_that_lost_junction_pixels():
+    from nmc_dataset.io.ebsd import NMC811, EbsdScan
+
+    # a 2x3 grain (6 px) inside a large one; two of its pixels have a low CI
+    euler = np.zeros((12, 12, 3))
+    euler[4:6, 4:7] = [1.0, 0.6, 0.3]
+    ci = np.full((12, 12), 0.9)
+    ci[4, 4] = ci[5, 6] = 0.01
+    scan = EbsdScan(path=None, format="ang", euler_rad=euler, phase=np.ones((12, 12), np.int64), ci=ci,
+                    iq=np.ones((12, 12)), indexed=np.ones((12, 12), bool), step_um=(0.05, 0.05), phases={1: NMC811})
+    plain = reconstruct_grains(scan, min_grain_px=5)
+    dilated = reconstruct_grains(scan, min_grain_px=5, dilate_px=2)
+    assert plain.n_grains == 1  # 4 confident pixels < 5: dropped
+    assert dilated.n_grains == 2
+    small = dilated.labels[4, 5]
+    # the label image keeps the grain's own confident pixels; the fit fills the rest
+    assert (dilated.labels == small).sum() == 4 and dilated.labels[4, 4] == 0
+    assert np.isfinite(dilated.mean_orientation[small]).all()
+    assert reconstruct_grains(scan, min_grain_px=5, dilate_px=0).labels.tolist() == plain.labels.tolist()

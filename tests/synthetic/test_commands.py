@@ -32,11 +32,30 @@ def test_phantom_ebsd_writes_scans_that_import(tmp_path):
     assert scan.indexed.shape == truth.shape and scan.indexed[truth > 0].mean() > 0.9
 
 
+def test_phantom_ebsd_ideal_instrument_indexes_every_pixel_confidently(tmp_path):
+    out = tmp_path / "scans"
+    assert main(["phantom-ebsd", "--out", str(out), "--n-central", "1", "--n-off-center", "0", "--radius-px", "20",
+                 "--low-ci", "0,0,0", "--noise-deg", "0", "--seed", "1"]) == 0
+    scan = read_ebsd(out / "synthetic_00.ang")
+    truth = tifffile.imread(out / "truth" / "synthetic_00.tif")
+    inside = truth > 0
+    assert scan.indexed[inside].all() and (scan.ci[inside] >= 0.2).all()
+    # with the default instrument, junction pixels lose their CI
+    out2 = tmp_path / "scans2"
+    assert main(["phantom-ebsd", "--out", str(out2), "--n-central", "1", "--n-off-center", "0", "--radius-px", "20",
+                 "--seed", "1"]) == 0
+    assert (read_ebsd(out2 / "synthetic_00.ang").ci[inside] < 0.1).mean() > 0.02
+
+
 @pytest.mark.parametrize("argv, needle", [
     (["phantom-ct", "--out", "{d}/v.xyz"], "v.xyz: unsupported volume suffix"),
     (["phantom-ct", "--out", "{d}/v.tif", "--n-particles", "0"], "--n-particles >= 1"),
     (["phantom-ebsd", "--out", "{d}/s", "--formats", "png"], "--formats"),
     (["phantom-ebsd", "--out", "{d}/s", "--n-central", "0", "--n-off-center", "0"], "must be >= 1"),
+    (["phantom-ebsd", "--out", "{d}/s", "--low-ci", "0.5,0.1"], "--low-ci"),
+    (["phantom-ebsd", "--out", "{d}/s", "--low-ci", "0.5,x,0"], "--low-ci"),
+    (["phantom-ebsd", "--out", "{d}/s", "--low-ci", "2,0,0"], "--low-ci"),
+    (["phantom-ebsd", "--out", "{d}/s", "--noise-deg", "-1"], "--noise-deg"),
 ])
 def test_phantom_bad_options_exit_2_and_write_nothing(tmp_path, capsys, argv, needle):
     argv = [a.format(d=tmp_path) for a in argv]

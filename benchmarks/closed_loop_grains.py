@@ -27,7 +27,8 @@ Every distance is a mean over ``--repeats`` independent pairs of samples of the 
 Targets (issue 4): 2D W1 <= 1.5 x noise and below the baseline; median volume within 20 %;
 mean radial alignment within 0.05.
 
-Usage: python benchmarks/closed_loop_grains.py [--paper-arch --epochs 20 --steps 100 ...]
+Usage: python benchmarks/closed_loop_grains.py [--instrument ideal] [--paper-arch --epochs 20 --steps 100 ...]
+       python benchmarks/closed_loop_grains.py --data-only [--instrument ideal] [--dilate-px 2]
 """
 
 from __future__ import annotations
@@ -57,8 +58,9 @@ def run(argv) -> None:
         raise SystemExit(f"nmc-dataset {' '.join(argv)} failed")
 
 
-def user_path(work: Path, args) -> tuple[GrainModel, dict]:
-    """phantom-ebsd -> import-ebsd -> fit-sections -> fit-grains; returns the model and timings."""
+def user_path(work: Path, args) -> tuple[GrainModel | None, dict]:
+    """phantom-ebsd -> import-ebsd -> fit-sections -> fit-grains; returns the model and timings
+    (no model with ``--data-only``, which stops after fit-sections)."""
     t = {}
     t0 = time.perf_counter()
     instrument = ["--low-ci", "0,0,0"] if args.instrument == "ideal" else []
@@ -71,12 +73,15 @@ def user_path(work: Path, args) -> tuple[GrainModel, dict]:
     run(["fit-sections", str(work / "sections"), "--out", str(work / "tessellations"), "--steps", str(args.fit_steps),
          "--seed", str(args.seed)])
     t["fit_sections"] = time.perf_counter() - t0
+    if args.data_only:
+        return None, t
     arch = {} if args.paper_arch else {"generator": {"hidden": [64, 64]}, "discriminator": {"width": 8, "dense": 64}}
     recipe = {"format_version": 1, "name": "closed-loop", "seed": args.seed,
               "grains": {**arch, "cutouts": {"p_max_px": args.radius - 24, "ng_min_px": 5},
                          "training": {"epochs": args.epochs, "steps_per_epoch": args.steps, "batch_g": args.batch_g,
                                       "batch_d": args.batch_d, "lr": args.lr, "lr_schedule": args.lr_schedule,
-                                      "d_skip_below": args.d_skip_below,
+                                      "d_skip_below": args.d_skip_below, "d_r1": args.d_r1,
+                                      "holdout_sections": args.holdout_sections,
                                       "ema_decay": args.ema,
                                       "ng_gt_cutouts": 256}}}
     (work / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
@@ -99,6 +104,16 @@ def sample_3d(sampler, rng, cube, n_cubes=2):
 def fitted_sections_2d(fits) -> dict:
     """Descriptors of the training data: the fitted 2D tessellations, at the detection limit."""
     return De.pooled(De.section_descriptors(f.label_image(), f.center_px, MIN_AREA_PX) for f in fits)
+
+
+def data_ceiling(data: dict, radius: float, n_sections: int, repeats: int, seed: int) -> dict:
+    """Mean W1 of the training sections (``data``) and of a second teacher sample to teacher samples."""
+    rng = np.random.default_rng(seed)
+    teacher = De.teacher_sampler(radius)
+    ref = [sample_2d(teacher, rng, n_sections, radius) for _ in range(2 * repeats)]
+    w1 = lambda a, b: distribution_distances(a, b)["wasserstein1"]  # noqa: E731
+    return {k: {"noise": float(np.mean([w1(ref[i][k], ref[repeats + i][k]) for i in range(repeats)])),
+                "data": float(np.mean([w1(ref[i][k], data[k]) for i in range(repeats)]))} for k in De.DESCRIPTORS_2D}
 
 
 def evaluate(model, radius: float, n_sections: int, repeats: int, cube: int, seed: int, data=None) -> dict:
@@ -177,6 +192,9 @@ def main() -> None:
                     help="skip D updates while its loss is at or below this (paper: 0.32 in the text, 0.09 in "
                          "the algorithm; with 0.09 the paper-sized D wins and freezes the game)")
     ap.add_argument("--ema", type=float, default=0.99, help="generator weight averaging (0: off)")
+    ap.add_argument("--d-r1", type=float, default=0.0, help="R1 penalty weight on D (training.d_r1; 0: off)")
+    ap.add_argument("--holdout-sections", type=int, default=0,
+                    help="sections kept out of training for the discriminator memorisation check (training.holdout_sections)")
     ap.add_argument("--paper-arch", action="store_true", help="recipes/paper.yaml's G and D architecture")
     ap.add_argument("--eval-sections", type=int, default=4, help="sections per evaluation sample")
     ap.add_argument("--repeats", type=int, default=4, help="independent sample pairs averaged per distance")
@@ -185,12 +203,26 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", help="keep the user-path folders here (default: a temporary folder)")
     ap.add_argument("--json", help="write the table here")
+    ap.add_argument("--data-only", action="store_true",
+                    help="stop after fit-sections and compare only the training sections with the teacher")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
         model, t = user_path(work, args)
         fits = read_tessellations(work / "tessellations")
+        if model is None:
+            rows = data_ceiling(fitted_sections_2d(fits), args.radius, args.eval_sections, args.repeats, args.seed + 1000)
+            n_data = len(fitted_sections_2d(fits)["area_px"])
+            print(f"training sections ({args.instrument} instrument, import --dilate-px {args.dilate_px:g}): {len(fits)} "
+                  f"central sections of R = {args.radius:g} px, {n_data} grains of >= {MIN_AREA_PX} px")
+            print(f"{'2D descriptor (mean W1 to teacher)':36s} {'noise':>9s} {'data':>9s} {'data/noise':>10s}")
+            for k, r in rows.items():
+                print(f"{k:36s} {r['noise']:9.4f} {r['data']:9.4f} {r['data'] / max(r['noise'], 1e-12):10.2f}")
+            if args.json:
+                with open(args.json, "w") as f:
+                    json.dump({"args": vars(args), "table": rows, "seconds": t}, f, indent=2)
+            return
         t0 = time.perf_counter()
         table = evaluate(model, args.radius, args.eval_sections, args.repeats, args.cube, args.seed + 1000,
                          data=fitted_sections_2d(fits))
@@ -198,6 +230,7 @@ def main() -> None:
     print(f"closed loop ({args.instrument} instrument) through phantom-ebsd -> import-ebsd -> fit-sections -> fit-grains: {len(fits)} central "
           f"sections of R = {args.radius:g} px (mean fit agreement {np.mean([f.agreement for f in fits]):.4f}), "
           f"{args.epochs} x {args.steps} steps, batch {args.batch_g}/{args.batch_d}, lr {args.lr} ({args.lr_schedule}), EMA {args.ema}, "
+          f"D-skip {args.d_skip_below}, R1 {args.d_r1}, "
           f"{'paper' if args.paper_arch else 'small'} architecture, {args.threads} threads")
     print("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in t.items())
           + f"; final mu {model.intensity_per_px3:.5f} (teacher {TEACHER_INTENSITY})")

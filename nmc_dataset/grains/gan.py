@@ -45,7 +45,10 @@ from .model import GrainModel
 
 CHECKPOINT_FORMAT = "nmc-dataset/grain-checkpoint"
 CHECKPOINT_VERSION = 1
-LOG_COLUMNS = ["epoch", "steps", "loss_g", "loss_d", "d_updates", "intensity_per_px3", "ng_gen", "ng_gt", "seconds"]
+LOG_COLUMNS = ["epoch", "steps", "loss_g", "loss_d", "d_updates", "intensity_per_px3", "ng_gen", "ng_gt", "seconds",
+               "d_real_train", "d_real_holdout", "d_fake"]
+#: Cutouts per side in the held-out discriminator check (``TrainConfig.holdout_sections``).
+HOLDOUT_CUTOUTS = 128
 
 
 @dataclasses.dataclass
@@ -58,6 +61,16 @@ class TrainConfig:
     Schedule: ``epochs``, ``steps_per_epoch``, ``batch_g``, ``batch_d``, ``lr``, ``adam_betas``,
     ``grad_clip``, ``d_skip_below``, ``augment``, ``intensity_init_per_px3``, ``intensity_update``,
     ``g_input``, ``ng_gt_cutouts``, ``ema_decay``, ``lr_schedule``, ``d_r1``.
+
+    ``holdout_sections`` (not in the paper; 0 = off) keeps the last ``k`` sections out of training
+    and, after every epoch, logs the discriminator's mean output (batch-norm in eval mode) on
+    measured cutouts of the training sections (``d_real_train``), of the held-out ones
+    (``d_real_holdout``) and on generated cutouts (``d_fake``). A discriminator that scores held-out
+    sections like generated ones while it scores the training sections high has memorised the
+    few sections it trains on (its loss then keeps falling whatever the generator does): the
+    generator is then as close to fresh data as the discriminator can tell, and more training on
+    the same sections mostly moves it around. The check draws from its own random stream, so it
+    does not change the run.
 
     ``d_r1`` (not in the paper; 0 = off) adds the R1 penalty ``(d_r1 / 2) E ||grad_x D(x)||^2``
     on measured cutouts to the discriminator's loss (Mescheder et al. 2018), which keeps D smooth
@@ -106,6 +119,7 @@ class TrainConfig:
     ng_gt_cutouts: int = 512
     ema_decay: float = 0.0
     d_r1: float = 0.0
+    holdout_sections: int = 0
 
     @property
     def spec(self) -> CutoutSpec:
@@ -135,7 +149,7 @@ class TrainConfig:
                 kw[key] = c[key]
         for key in ("epochs", "steps_per_epoch", "batch_g", "batch_d", "lr", "adam_betas", "grad_clip",
                     "d_skip_below", "augment", "intensity_update", "g_input", "ng_gt_cutouts", "ema_decay", "lr_schedule",
-                    "d_r1"):
+                    "d_r1", "holdout_sections"):
             if key in t:
                 kw[key] = tuple(t[key]) if isinstance(t[key], list) else t[key]
         return cls(**kw)
@@ -164,6 +178,13 @@ def _unflatten_optimizer(opt, prefix: str, tensors: dict, meta: dict) -> None:
 
 class _Trainer:
     def __init__(self, fits, pixel_size_um, cfg: TrainConfig, seed: int):
+        k = int(cfg.holdout_sections)
+        if k < 0 or (k and k >= len(fits)):
+            raise InputError(f"grains.training.holdout_sections must be >= 0 and leave at least one of the "
+                             f"{len(fits)} section(s) to train on, got {cfg.holdout_sections}")
+        fits = list(fits)
+        self.holdout = fits[len(fits) - k:] if k else []
+        fits = fits[:len(fits) - k]
         self.fits = fits
         self.pixel_size_um = float(pixel_size_um)
         self.cfg = cfg
@@ -329,6 +350,26 @@ class _Trainer:
             self.adapt(ng_gen)
         return {"loss_g": loss_g.item(), "loss_d": loss_d.item(), "d_update": updated, "ng_gen": ng_gen}
 
+    def holdout_check(self, epoch: int) -> dict:
+        """Mean D output on training-section, held-out-section and generated cutouts (eval mode)."""
+        none = {"d_real_train": None, "d_real_holdout": None, "d_fake": None}
+        if not self.holdout:
+            return none
+        c = self.cfg
+        rng = np.random.default_rng([self.seed, epoch, 0x40D])  # its own stream: the run is unchanged
+        self.disc.eval()
+        try:
+            with torch.no_grad():
+                _, _, tr = t2d_batch(self.fits, rng, HOLDOUT_CUTOUTS, c.spec, augment_rel=c.augment, with_hard=True)
+                _, _, ho = t2d_batch(self.holdout, rng, HOLDOUT_CUTOUTS, c.spec, augment_rel=c.augment, with_hard=True)
+                _, _, fk = t3d_batch(self.final_gnet(), rng, self.mu, HOLDOUT_CUTOUTS, c.spec, kappa=c.kappa,
+                                     input_scale_px=c.input_scale_px, with_hard=True)
+                out = {name: float(self.disc(x.float()).mean())
+                       for name, x in (("d_real_train", tr), ("d_real_holdout", ho), ("d_fake", fk))}
+        finally:
+            self.disc.train()
+        return out
+
     def update_ema(self, g_steps: int) -> None:
         """Fold the generator into its average after its ``g_steps``-th update."""
         if self.gnet_ema is None:
@@ -444,7 +485,8 @@ def train(fits, pixel_size_um: float, cfg: TrainConfig | None = None, *, seed: i
                                "loss_g": float(np.mean([r["loss_g"] for r in rows])),
                                "loss_d": float(np.mean([r["loss_d"] for r in rows])),
                                "d_updates": int(sum(r["d_update"] for r in rows)),
-                               "intensity_per_px3": tr.mu, "ng_gen": ng_gen, "ng_gt": tr.ng_gt, "seconds": dt})
+                               "intensity_per_px3": tr.mu, "ng_gen": ng_gen, "ng_gt": tr.ng_gt, "seconds": dt,
+                               **tr.holdout_check(e)})
             if ckdir is not None:
                 tr.save(ckdir)
                 write_log(ckdir, tr.history)
@@ -469,7 +511,8 @@ def summary(tr: _Trainer, cfg: TrainConfig, source: dict | None) -> dict:
     if src.get("tessellations"):
         src["tessellations"] = Path(str(src["tessellations"])).name
     return {"seed": tr.seed, "epochs_done": tr.epoch, "config": cfg.to_dict(), "ng_gt": tr.ng_gt,
-            "final": last, "sections": len(tr.fits), "source": src, "discriminator": tr.disc.config()}
+            "final": last, "sections": len(tr.fits), "holdout_sections": len(tr.holdout), "source": src,
+            "discriminator": tr.disc.config()}
 
 
 def write_log(folder: Path, history: list[dict]) -> None:
@@ -478,7 +521,7 @@ def write_log(folder: Path, history: list[dict]) -> None:
     w = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, lineterminator="\n")
     w.writeheader()
     for row in history:
-        w.writerow({k: row[k] for k in LOG_COLUMNS})
+        w.writerow({k: row.get(k) for k in LOG_COLUMNS})
     write_text_atomic(folder / "log.csv", buf.getvalue())
     try:
         plot_history(history, folder / "training.png")
@@ -494,7 +537,8 @@ def plot_history(history: list[dict], path) -> None:
     import matplotlib.pyplot as plt
 
     ep = [h["epoch"] for h in history]
-    fig, ax = plt.subplots(1, 3, figsize=(12, 3.2))
+    held = any(h.get("d_real_holdout") is not None for h in history)
+    fig, ax = plt.subplots(1, 4 if held else 3, figsize=(16 if held else 12, 3.2))
     ax[0].plot(ep, [h["loss_g"] for h in history], label="G")
     ax[0].plot(ep, [h["loss_d"] for h in history], label="D")
     ax[0].set_xlabel("epoch"); ax[0].set_ylabel("LSGAN loss"); ax[0].legend()
@@ -503,6 +547,11 @@ def plot_history(history: list[dict], path) -> None:
     ax[2].plot(ep, [h["ng_gen"] for h in history], label="generated")
     ax[2].plot(ep, [h["ng_gt"] for h in history], "--", label="measured")
     ax[2].set_xlabel("epoch"); ax[2].set_ylabel("visible grains / px²"); ax[2].legend()
+    if held:
+        for key, label, style in (("d_real_train", "training sections", "-"), ("d_real_holdout", "held-out sections", "-"),
+                                  ("d_fake", "generated", "--")):
+            ax[3].plot(ep, [np.nan if h.get(key) is None else h[key] for h in history], style, label=label)
+        ax[3].set_xlabel("epoch"); ax[3].set_ylabel("mean D output (eval)"); ax[3].legend()
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")

@@ -132,6 +132,26 @@ def test_r1_penalty_regularises_the_discriminator_step_and_resumes_exactly(tmp_p
     assert _equal(_weights(full), _weights(resumed))
 
 
+def test_holdout_check_logs_discriminator_scores_without_changing_the_run(tmp_path):
+    """holdout_sections = 1 trains on the other sections exactly as if the held-out one were not
+    given (the check has its own random stream) and logs D's mean outputs per epoch."""
+    import dataclasses
+
+    fits = _fits() + _fits(seed=1)[:1]
+    cfg = dataclasses.replace(TINY, holdout_sections=1)
+    held = train(fits, 0.05, cfg, seed=3, out=tmp_path / "h")
+    plain = train(fits[:-1], 0.05, TINY, seed=3)
+    assert _equal(_weights(held), _weights(plain))
+    assert held.training["sections"] == 2 and held.training["holdout_sections"] == 1
+    rows = list(csv.DictReader(open(tmp_path / "h" / "training" / "log.csv")))
+    for r in rows:
+        assert all(np.isfinite(float(r[k])) for k in ("d_real_train", "d_real_holdout", "d_fake"))
+    train(fits, 0.05, TINY, seed=3, out=tmp_path / "p")
+    assert list(csv.DictReader(open(tmp_path / "p" / "training" / "log.csv")))[0]["d_real_holdout"] == ""
+    with pytest.raises(InputError, match="holdout_sections"):
+        train(fits, 0.05, dataclasses.replace(TINY, holdout_sections=3), seed=3)
+
+
 def test_nan_stops_with_the_step_and_keeps_the_checkpoint(tmp_path, monkeypatch):
     fits = _fits()
     train(fits, 0.05, TINY, seed=1, out=tmp_path / "m", stop_after=1)

@@ -101,9 +101,11 @@ def sample_3d(sampler, rng, cube, n_cubes=2):
     return {k: np.concatenate([st[k] for st in stats]) for k in ("volume_px", "radial_alignment", "elongation")}
 
 
-def fitted_sections_2d(fits) -> dict:
-    """Descriptors of the training data: the fitted 2D tessellations, at the detection limit."""
-    return De.pooled(De.section_descriptors(f.label_image(), f.center_px, MIN_AREA_PX) for f in fits)
+def mean_w1(ref: list, other, key: str) -> float:
+    """Mean Wasserstein-1 of descriptor ``key`` between ``ref[i]`` and ``other[i]`` (a list of
+    samples, paired) or ``other`` itself (one sample, compared with every ``ref[i]``)."""
+    others = other if isinstance(other, list) else [other] * len(ref)
+    return float(np.mean([distribution_distances(a[key], b[key])["wasserstein1"] for a, b in zip(ref, others)]))
 
 
 def data_ceiling(data: dict, radius: float, n_sections: int, repeats: int, seed: int) -> dict:
@@ -111,9 +113,8 @@ def data_ceiling(data: dict, radius: float, n_sections: int, repeats: int, seed:
     rng = np.random.default_rng(seed)
     teacher = De.teacher_sampler(radius)
     ref = [sample_2d(teacher, rng, n_sections, radius) for _ in range(2 * repeats)]
-    w1 = lambda a, b: distribution_distances(a, b)["wasserstein1"]  # noqa: E731
-    return {k: {"noise": float(np.mean([w1(ref[i][k], ref[repeats + i][k]) for i in range(repeats)])),
-                "data": float(np.mean([w1(ref[i][k], data[k]) for i in range(repeats)]))} for k in De.DESCRIPTORS_2D}
+    return {k: {"noise": mean_w1(ref[:repeats], ref[repeats:], k), "data": mean_w1(ref[:repeats], data, k)}
+            for k in De.DESCRIPTORS_2D}
 
 
 def evaluate(model, radius: float, n_sections: int, repeats: int, cube: int, seed: int, data=None) -> dict:
@@ -128,13 +129,9 @@ def evaluate(model, radius: float, n_sections: int, repeats: int, cube: int, see
     table = {}
     other = {name: [sample_2d(s, rng, n_sections, radius) for _ in range(repeats)] for name, s in samplers.items()}
     for k in De.DESCRIPTORS_2D:
-        table[k] = {("noise" if name == "teacher" else name):
-                    float(np.mean([distribution_distances(ref[i][k], other[name][i][k])["wasserstein1"]
-                                   for i in range(repeats)]))
-                    for name in samplers}
+        table[k] = {("noise" if name == "teacher" else name): mean_w1(ref, other[name], k) for name in samplers}
         if data is not None:
-            table[k]["data"] = float(np.mean([distribution_distances(ref[i][k], data[k])["wasserstein1"]
-                                              for i in range(repeats)]))
+            table[k]["data"] = mean_w1(ref, data, k)
     d3 = {name: sample_3d(s, rng, cube, n_cubes=repeats) for name, s in samplers.items()}
     d3["teacher_b"] = sample_3d(teacher, rng, cube, n_cubes=repeats)
     for k, f in (("median_volume_px", lambda d: float(np.median(d["volume_px"]))),
@@ -174,6 +171,14 @@ def print_table(table: dict) -> None:
               f"{word[ok[k]]} ({tol})")
 
 
+def print_data_table(rows: dict, args, n_sections: int, n_grains: int) -> None:
+    print(f"training sections ({args.instrument} instrument, import --dilate-px {args.dilate_px:g}): {n_sections} "
+          f"central sections of R = {args.radius:g} px, {n_grains} grains of >= {MIN_AREA_PX} px")
+    print(f"{'2D descriptor (mean W1 to teacher)':36s} {'noise':>9s} {'data':>9s} {'data/noise':>10s}")
+    for k, r in rows.items():
+        print(f"{k:36s} {r['noise']:9.4f} {r['data']:9.4f} {r['data'] / max(r['noise'], 1e-12):10.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--particles", type=int, default=4, help="teacher particles (one central section each)")
@@ -211,21 +216,17 @@ def main() -> None:
         work = Path(args.work or tmp)
         model, t = user_path(work, args)
         fits = read_tessellations(work / "tessellations")
+        data = De.fitted_descriptors(fits, MIN_AREA_PX)
         if model is None:
-            rows = data_ceiling(fitted_sections_2d(fits), args.radius, args.eval_sections, args.repeats, args.seed + 1000)
-            n_data = len(fitted_sections_2d(fits)["area_px"])
-            print(f"training sections ({args.instrument} instrument, import --dilate-px {args.dilate_px:g}): {len(fits)} "
-                  f"central sections of R = {args.radius:g} px, {n_data} grains of >= {MIN_AREA_PX} px")
-            print(f"{'2D descriptor (mean W1 to teacher)':36s} {'noise':>9s} {'data':>9s} {'data/noise':>10s}")
-            for k, r in rows.items():
-                print(f"{k:36s} {r['noise']:9.4f} {r['data']:9.4f} {r['data'] / max(r['noise'], 1e-12):10.2f}")
+            rows = data_ceiling(data, args.radius, args.eval_sections, args.repeats, args.seed + 1000)
+            print_data_table(rows, args, len(fits), len(data["area_px"]))
             if args.json:
                 with open(args.json, "w") as f:
                     json.dump({"args": vars(args), "table": rows, "seconds": t}, f, indent=2)
             return
         t0 = time.perf_counter()
         table = evaluate(model, args.radius, args.eval_sections, args.repeats, args.cube, args.seed + 1000,
-                         data=fitted_sections_2d(fits))
+                         data=data)
         t["eval"] = time.perf_counter() - t0
     print(f"closed loop ({args.instrument} instrument) through phantom-ebsd -> import-ebsd -> fit-sections -> fit-grains: {len(fits)} central "
           f"sections of R = {args.radius:g} px (mean fit agreement {np.mean([f.agreement for f in fits]):.4f}), "

@@ -193,7 +193,8 @@ def import_ebsd(scans, out, min_ci: float = 0.1, max_misorientation_deg: float =
                                 "assigned_fraction_of_mask":
                                     float((gm.labels[gm.mask] > 0).mean()) if gm.mask.any() else 0.0,
                                 "min_ci": float(min_ci), "max_misorientation_deg": float(max_misorientation_deg),
-                                "min_grain_px": int(min_grain_px), "dilate_px": float(dilate_px), "units": {"pixel_size_um": "micrometre"}})
+                                "min_grain_px": int(min_grain_px), "dilate_px": float(dilate_px),
+                                "units": {"pixel_size_um": "micrometre"}})
             write_section(sec, tmp, tables={"grains": gt, "chords": chords})
         write_json_atomic(Path(tmp) / "selection.json", selection)
     n_central = sum(m["central"] for m in sections_meta)

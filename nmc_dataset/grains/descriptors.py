@@ -154,6 +154,12 @@ def pooled(dicts) -> dict:
     return {k: np.concatenate([d[k] for d in dicts]) if dicts else np.zeros(0) for k in DESCRIPTORS_2D}
 
 
+def fitted_descriptors(fits, min_area_px: int = 5) -> dict:
+    """Pooled descriptors of fitted 2D tessellations (``fit2d.SectionFit``), rendered on their
+    section grids, at the detection limit ``min_area_px``: the measured side of every comparison."""
+    return pooled(section_descriptors(f.label_image(), f.center_px, min_area_px) for f in fits)
+
+
 def gbpd_section_labels(g, radius_px: float, height_px: float = 0.0, size_px: int | None = None):
     """Labels (cell + 1, 0 outside) of the plane ``z = height_px`` of a 3D GBPD inside a disc.
 
@@ -275,7 +281,7 @@ def describe_grains(model_dir, tessellations, out, *, samples: int = 8, radius_p
         raise InputError(f"--samples must be >= 1, got {samples}")
     if min_area_px < 1:
         raise InputError(f"--min-area-px must be >= 1, got {min_area_px}")
-    measured = pooled(section_descriptors(f.label_image(), f.center_px, min_area_px) for f in fits)
+    measured = fitted_descriptors(fits, min_area_px)
     radii = [float(np.sqrt(f.mask.sum() / np.pi)) for f in fits]
     r = float(radius_px) if radius_px else float(np.mean(radii))
     rng = np.random.default_rng(seed)

@@ -210,17 +210,15 @@ def reconstruct_grains(scan, min_ci: float = 0.1, max_misorientation_deg: float 
     valid = scan.indexed & (scan.ci >= min_ci)
     ops = {pid: symmetry_ops(p.laue_group) for pid, p in scan.phases.items()}
     mask = particle_mask(scan.indexed)
+    labels = label_by_misorientation(quat, scan.phase, valid, ops, np.radians(max_misorientation_deg),
+                                     1 if dilate_px > 0 else min_grain_px)
     if dilate_px > 0:
-        labels = label_by_misorientation(quat, scan.phase, valid, ops, np.radians(max_misorientation_deg), 1)
         # the size filter counts the dilated grain; the labels keep only the grain's own pixels
         # (the 2D fit fills the gaps with smooth cell boundaries, which nearest-pixel filling is not)
         size = np.bincount(dilate_grains(labels, mask, float(dilate_px)).ravel(), minlength=int(labels.max()) + 1)
         survive = size >= max(int(min_grain_px), 1)
         survive[0] = False
         labels = relabel_sequential(np.where(survive[labels], labels, 0))
-    else:
-        labels = label_by_misorientation(quat, scan.phase, valid, ops, np.radians(max_misorientation_deg),
-                                         min_grain_px)
     center = mask_centroid(mask) if center_px is None else np.asarray(center_px, dtype=np.float64).reshape(2)
     n = int(labels.max())
     mean = np.full((n + 1, 4), np.nan)

@@ -100,12 +100,6 @@ def test_closed_loop_small_alpha_close_to_teacher(tmp_path):
     assert w["fitted"] < 3 * w["noise"] + 0.02, w
 
 
-def _fitted_sections_2d(tess):
-    from nmc_dataset.grains.fit2d import read_tessellations
-
-    return De.pooled(De.section_descriptors(f.label_image(), f.center_px, 5) for f in read_tessellations(tess))
-
-
 @pytest.mark.parametrize("instrument", ["ideal", "realistic"])
 def test_measured_sections_against_the_teacher(tmp_path, instrument):
     """The data a model is trained on, before any training: phantom-ebsd -> import-ebsd ->
@@ -122,7 +116,9 @@ def test_measured_sections_against_the_teacher(tmp_path, instrument):
     scans = sorted(str(p) for p in (tmp_path / "scans").iterdir() if p.suffix == ".ang")
     assert cli(["import-ebsd", *scans, "--out", str(tmp_path / "sections"), "--central", "all"]) == 0
     assert cli(["fit-sections", str(tmp_path / "sections"), "--out", str(tmp_path / "tess"), "--steps", "150"]) == 0
-    data = _fitted_sections_2d(tmp_path / "tess")
+    from nmc_dataset.grains.fit2d import read_tessellations
+
+    data = De.fitted_descriptors(read_tessellations(tmp_path / "tess"), 5)
     rng = np.random.default_rng(99)
     teacher = De.teacher_sampler(radius)
     samples = [De.pooled(De.section_descriptors(lab, c, 5) for lab, c in De.model_sections(teacher, rng, n, radius))

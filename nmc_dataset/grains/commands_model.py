@@ -25,6 +25,9 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="model folder (checkpoints go to OUT/training/)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUT")
     p.add_argument("--seed", type=int, help="root seed (default: the recipe's seed)")
+    p.add_argument("--device", default="cpu",
+                   help="where the networks and cutout images live: cpu (default), cuda, cuda:N or auto; "
+                        "no GPU is needed, and only CPU runs are bit-for-bit reproducible")
     p.set_defaults(func=_cmd_fit)
 
     p = sub.add_parser("sample-grains", help="draw a 3D grain architecture and write its labels (HDF5)",
@@ -60,12 +63,15 @@ def _cmd_fit(args) -> int:
     from ..recipes import load_recipe
     from .recipe import check_section, load_fits, warn_if_cutouts_leave_sections
 
+    from .gan import resolve_device
+
+    device = resolve_device(args.device)
     recipe = load_recipe(args.recipe)
     section = recipe.get("grains") or {}
     if "grains" not in recipe:
         log.info("%s has no grains: section; using the paper's defaults", args.recipe)
     check_section(section, args.recipe)
-    fits, px, source = load_fits(args.tessellations)
+    fits, px, source, sections = load_fits(args.tessellations, with_sections=True)
     out = Path(args.out)
     if args.resume and not (out / "training" / "checkpoint.json").is_file():
         raise InputError("--resume: no checkpoint here (training/checkpoint.json); run without --resume", out)
@@ -76,8 +82,12 @@ def _cmd_fit(args) -> int:
     cfg = TrainConfig.from_section(section)
     warn_if_cutouts_leave_sections(cfg, source)
     seed = int(recipe.get("seed", 0)) if args.seed is None else int(args.seed)
-    model = train(fits, px, cfg, seed=seed, out=out, resume=args.resume, source=source)
+    model = train(fits, px, cfg, seed=seed, out=out, resume=args.resume, source=source, device=device,
+                  sections=sections)
     f = model.training.get("final", {})
+    if model.training.get("selected_epoch"):
+        log.info("kept epoch %d of %d: its sections scored %.4f against the measured ones (log.csv: select_score)",
+                 model.training["selected_epoch"], model.training["epochs_done"], model.training["select_score"])
     log.info("grain model written to %s: mu = %.5g seeds/px^3, NG gen %.4g vs measured %.4g per px^2 "
              "(epoch times in %s)", out, model.intensity_per_px3, f.get("ng_gen", float("nan")),
              model.training.get("ng_gt") or float("nan"), out / "training" / "log.csv")

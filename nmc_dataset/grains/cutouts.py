@@ -79,8 +79,8 @@ def grid_points(grid: int) -> np.ndarray:
     return np.stack([uu.ravel(), vv.ravel()], axis=1)
 
 
-def _grid_features(grid: int, dtype=torch.float64) -> torch.Tensor:
-    uv = torch.as_tensor(grid_points(grid), dtype=dtype)
+def _grid_features(grid: int, dtype=torch.float64, device=None) -> torch.Tensor:
+    uv = torch.as_tensor(grid_points(grid), dtype=dtype, device=device)
     u, v = uv[:, 0], uv[:, 1]
     return torch.stack([torch.ones_like(u), u, v, u * u, u * v, v * v], dim=1)  # (P, 6)
 
@@ -122,21 +122,19 @@ class Padded:
     scale: torch.Tensor  # (B,) mean diag marker (no grad)
 
 
-def pad_coefs(coef_list, scale_list) -> Padded:
-    """Stack per-cutout ``(n_b, 6)`` coefficient tensors into a padded batch."""
+def pad_coefs(coef_list, scale_list, device=None) -> Padded:
+    """Stack per-cutout ``(n_b, 6)`` coefficient tensors into a padded batch (on ``device``;
+    default: the coefficients' own)."""
     b = len(coef_list)
     n = max(max((len(c) for c in coef_list), default=0), 1)
-    ref = coef_list[0]
-    coefs = ref.new_zeros((b, n, 6))
-    valid = torch.zeros((b, n), dtype=torch.bool)
-    rows = []
-    for i, c in enumerate(coef_list):
-        if len(c):
-            valid[i, :len(c)] = True
-        rows.append(torch.cat([c, c.new_zeros((n - len(c), 6))]) if len(c) < n else c)
+    lengths = torch.as_tensor([len(c) for c in coef_list])
+    valid = torch.arange(n)[None, :] < lengths[:, None]
+    rows = [torch.cat([c, c.new_zeros((n - len(c), 6))]) if len(c) < n else c for c in coef_list]
     coefs = torch.stack(rows)
-    scale = torch.as_tensor(np.asarray(scale_list, dtype=np.float64), dtype=coefs.dtype)
-    return Padded(coefs, valid, scale)
+    device = coefs.device if device is None else torch.device(device)
+    coefs = coefs.to(device)
+    scale = torch.as_tensor(np.asarray(scale_list, dtype=np.float64), dtype=coefs.dtype, device=device)
+    return Padded(coefs, valid.to(device), scale)
 
 
 def soft_images(batch: Padded, spec: CutoutSpec, *, with_labels: bool = False, with_hard: bool = False):
@@ -154,7 +152,7 @@ def soft_images(batch: Padded, spec: CutoutSpec, *, with_labels: bool = False, w
         channel's cell (the ``beta -> 0`` limit of rounding ``images``; no gradient).
     """
     g, c_keep = spec.grid, spec.channels
-    feats = _grid_features(g, batch.coefs.dtype)  # (P, 6)
+    feats = _grid_features(g, batch.coefs.dtype, batch.coefs.device)  # (P, 6)
     temp = (spec.beta * batch.scale).clamp_min(1e-12)[:, None, None]  # (B,1,1)
     big = torch.finfo(batch.coefs.dtype).max / 4
     with torch.no_grad():
@@ -183,7 +181,7 @@ def soft_images(batch: Padded, spec: CutoutSpec, *, with_labels: bool = False, w
     if imgs.shape[2] < c_keep:
         imgs = torch.cat([imgs, imgs.new_zeros((imgs.shape[0], imgs.shape[1], c_keep - imgs.shape[2]))], dim=2)
     images = imgs.permute(0, 2, 1).reshape(-1, c_keep, g, g)
-    lab_np = lab.numpy()
+    lab_np = lab.cpu().numpy()
     ng = np.array([visible_grains(row, spec.ng_min_px) for row in lab_np], dtype=np.float64) / (g * g)
     out = [images, ng]
     if with_labels:
@@ -238,7 +236,7 @@ def soft_images_reference(g: GBPD, points: np.ndarray, beta_eff: float, channels
 # --------------------------------------------------------------------------- T3D (generated side)
 @dataclasses.dataclass
 class T3DSeeds:
-    """Seeds of a batch of T3D cutouts, stacked (``group`` = cutout index).
+    """Seeds of a batch of T3D cutouts, stacked in cutout order (``group`` = cutout index, non-decreasing).
 
     ``inner`` marks the seeds within ``margin_px`` of their cutout (they get markers and enter
     the soft tessellation); the others only serve as neighbours.
@@ -274,31 +272,34 @@ def t3d_markers(gnet, ts: T3DSeeds, *, kappa: int, input_scale_px: float):
     """Markers of the inner seeds (with gradient): ``(diag (n, 3), offsets (n,))`` tensors."""
     x = neighbour_inputs(ts.seeds, ts.noise, ts.roll, ts.inner, kappa=kappa, input_scale_px=input_scale_px,
                          group=ts.group)
-    return gnet(torch.from_numpy(x))
+    device = next(gnet.parameters()).device
+    return gnet(torch.from_numpy(x).to(device))
 
 
 def t3d_batch_from_markers(ts: T3DSeeds, diag, offsets, spec: CutoutSpec, *, with_labels=False, with_hard=False):
-    """T3D images from seeds and (differentiable) markers of the inner seeds."""
-    dtype = torch.float64
+    """T3D images from seeds and (differentiable) markers of the inner seeds (on the markers' device)."""
+    dtype, device = torch.float64, diag.device
     seeds = ts.seeds[ts.inner]
     group = ts.group[ts.inner]
-    frames = torch.from_numpy(radial_frames(seeds, ts.roll[ts.inner]))
+    frames = torch.from_numpy(radial_frames(seeds, ts.roll[ts.inner])).to(device)
     met = metric_tensors(frames, diag.to(dtype))
     local = seeds.copy()
     local[:, 0] -= ts.p[group]
-    coefs = quad_coefs(torch.from_numpy(local), met, offsets.to(dtype))
-    coef_list, scales = [], []
-    diag_np = diag.detach().double().numpy()
-    for b in range(len(ts.p)):
-        sel = np.flatnonzero(group == b)
-        coef_list.append(coefs[sel])
-        scales.append(diag_np[sel].mean() if len(sel) else 1.0)
+    coefs = quad_coefs(torch.from_numpy(local).to(device), met, offsets.to(dtype))
+    diag_np = diag.detach().double().cpu().numpy()
+    if np.any(np.diff(group) < 0):
+        raise ValueError("T3D seeds must come grouped by cutout (group non-decreasing)")
+    counts = np.bincount(group, minlength=len(ts.p))
+    coef_list = list(torch.split(coefs, counts.tolist()))
+    bounds = np.concatenate([[0], np.cumsum(counts)])
+    scales = [diag_np[bounds[b]:bounds[b + 1]].mean() if counts[b] else 1.0 for b in range(len(ts.p))]
     return soft_images(pad_coefs(coef_list, scales), spec, with_labels=with_labels, with_hard=with_hard)
 
 
 def t3d_batch(gnet, rng: np.random.Generator, intensity: float, batch: int, spec: CutoutSpec, *,
               kappa: int = 12, input_scale_px: float = 10.0, with_hard: bool = False):
-    """Draw ``batch`` generated cutouts: ``(images (B, C, G, G) with gradient, ng (B,)[, hard])``."""
+    """Draw ``batch`` generated cutouts: ``(images (B, C, G, G) with gradient, ng (B,)[, hard])``,
+    on the device of ``gnet``'s weights."""
     ts = draw_t3d_seeds(rng, intensity, batch, spec, kappa)
     diag, off = t3d_markers(gnet, ts, kappa=kappa, input_scale_px=input_scale_px)
     return t3d_batch_from_markers(ts, diag, off, spec, with_hard=with_hard)
@@ -338,7 +339,7 @@ def t2d_local(g: GBPD, p: float, beta: float, spec: CutoutSpec) -> GBPD:
 
 
 def t2d_batch(fits, rng: np.random.Generator, batch: int, spec: CutoutSpec, *, augment_rel: float = 0.2,
-              with_labels: bool = False, with_hard: bool = False, return_draws: bool = False):
+              with_labels: bool = False, with_hard: bool = False, return_draws: bool = False, device=None):
     """Draw ``batch`` measured cutouts from a list of fitted 2D GBPDs (pixels, centre origin).
 
     Each cutout picks a section uniformly, augments its markers (``fit2d.augment`` with
@@ -350,6 +351,8 @@ def t2d_batch(fits, rng: np.random.Generator, batch: int, spec: CutoutSpec, *, a
     ng : (B,) array
     labels, hard : as in :func:`soft_images`, with ``with_labels`` / ``with_hard``
     draws : list of (GBPD used, p, beta), only with ``return_draws``
+
+    The images are computed on ``device`` (default: the CPU).
     """
     coef_list, scales, draws = [], [], []
     for _ in range(batch):
@@ -370,7 +373,7 @@ def t2d_batch(fits, rng: np.random.Generator, batch: int, spec: CutoutSpec, *, a
         scales.append(float(sub.diag.mean()))
         draws.append((sub, p, beta))
     with torch.no_grad():
-        res = soft_images(pad_coefs(coef_list, scales), spec, with_labels=with_labels, with_hard=with_hard)
+        res = soft_images(pad_coefs(coef_list, scales, device), spec, with_labels=with_labels, with_hard=with_hard)
     return (*res, draws) if return_draws else res
 
 

@@ -160,6 +160,28 @@ def fitted_descriptors(fits, min_area_px: int = 5) -> dict:
     return pooled(section_descriptors(f.label_image(), f.center_px, min_area_px) for f in fits)
 
 
+def section_score(measured: dict, simulated: dict, reduce: str = "mean") -> float:
+    """How far simulated section descriptors are from measured ones, in one number.
+
+    ``W1(measured, simulated) / std(measured)`` per descriptor of :data:`DESCRIPTORS_2D` (each
+    Wasserstein-1 distance in units of the measured spread, so the four weigh alike), reduced
+    by ``"mean"`` or ``"max"`` (the worst descriptor); ``inf`` when a side has no grain.
+    """
+    if reduce not in ("mean", "max"):
+        raise ValueError(f"reduce must be 'mean' or 'max', got {reduce!r}")
+    from ..compare import distribution_distances
+
+    terms = []
+    for k in DESCRIPTORS_2D:
+        a = np.asarray(measured[k], dtype=np.float64)
+        a = a[np.isfinite(a)]
+        w = distribution_distances(a, simulated[k])["wasserstein1"]
+        if w is None or a.size < 2 or not np.std(a) > 0:
+            return float("inf")
+        terms.append(w / float(np.std(a)))
+    return float(np.mean(terms) if reduce == "mean" else np.max(terms))
+
+
 def gbpd_section_labels(g, radius_px: float, height_px: float = 0.0, size_px: int | None = None):
     """Labels (cell + 1, 0 outside) of the plane ``z = height_px`` of a 3D GBPD inside a disc.
 

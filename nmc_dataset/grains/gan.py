@@ -26,6 +26,7 @@ the last good checkpoint stays on disk.
 
 from __future__ import annotations
 
+import copy
 import csv
 import dataclasses
 import io
@@ -46,7 +47,7 @@ from .model import GrainModel
 CHECKPOINT_FORMAT = "nmc-dataset/grain-checkpoint"
 CHECKPOINT_VERSION = 1
 LOG_COLUMNS = ["epoch", "steps", "loss_g", "loss_d", "d_updates", "intensity_per_px3", "ng_gen", "ng_gt", "seconds",
-               "d_real_train", "d_real_holdout", "d_fake"]
+               "d_real_train", "d_real_holdout", "d_fake", "select_score"]
 #: Cutouts per side in the held-out discriminator check (``TrainConfig.holdout_sections``).
 HOLDOUT_CUTOUTS = 128
 
@@ -76,6 +77,17 @@ class TrainConfig:
     on measured cutouts to the discriminator's loss (Mescheder et al. 2018), which keeps D smooth
     around the data so that the generator cannot fool it with small adversarial changes; the
     skip test still uses the plain least-squares loss.
+
+    ``select_sections`` (not in the paper; 0 = off, the paper keeps the last epoch) draws, after
+    every epoch, that many central sections of the current generator (radius: the measured
+    sections' mean) and scores them against the measured sections with
+    :func:`~nmc_dataset.grains.descriptors.section_score` (W1 / measured spread for area, η, α and
+    chords, grains of at least ``select_min_area_px`` on both sides; ``select_metric`` ``"max"``
+    scores the worst of the four, ``"mean"`` their mean); the model
+    keeps the generator and ``mu`` of the best-scoring epoch. An adversarial game does not
+    settle: its last iterate wanders around the target while the discriminator memorises the few
+    sections it sees, so early stopping on the quantity the calibration is for picks the epoch
+    that matches best. The draws use their own random stream, so the training run is unchanged.
 
     ``lr_schedule`` (not in the paper): ``"constant"`` (the paper) or ``"cosine"``, which lowers
     both learning rates from ``lr`` to 0 over the whole schedule,
@@ -120,6 +132,9 @@ class TrainConfig:
     ema_decay: float = 0.0
     d_r1: float = 0.0
     holdout_sections: int = 0
+    select_sections: int = 0
+    select_min_area_px: int = 5
+    select_metric: str = "max"
 
     @property
     def spec(self) -> CutoutSpec:
@@ -149,7 +164,8 @@ class TrainConfig:
                 kw[key] = c[key]
         for key in ("epochs", "steps_per_epoch", "batch_g", "batch_d", "lr", "adam_betas", "grad_clip",
                     "d_skip_below", "augment", "intensity_update", "g_input", "ng_gt_cutouts", "ema_decay", "lr_schedule",
-                    "d_r1", "holdout_sections"):
+                    "d_r1", "holdout_sections", "select_sections", "select_min_area_px",
+                    "select_metric"):
             if key in t:
                 kw[key] = tuple(t[key]) if isinstance(t[key], list) else t[key]
         return cls(**kw)
@@ -176,8 +192,23 @@ def _unflatten_optimizer(opt, prefix: str, tensors: dict, meta: dict) -> None:
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
+def resolve_device(device: str | None) -> torch.device:
+    """``"cpu"`` (default), ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when available) as a torch device."""
+    name = (device or "cpu").strip().lower()
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name != "cpu" and not name.startswith("cuda"):
+        raise InputError(f"--device must be cpu, cuda, cuda:N or auto, got {device!r}")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: this torch build sees no CUDA GPU (use --device cpu)")
+    try:
+        return torch.device(name)
+    except RuntimeError as e:
+        raise InputError(f"--device {device!r}: {e}") from None
+
+
 class _Trainer:
-    def __init__(self, fits, pixel_size_um, cfg: TrainConfig, seed: int):
+    def __init__(self, fits, pixel_size_um, cfg: TrainConfig, seed: int, device="cpu"):
         k = int(cfg.holdout_sections)
         if k < 0 or (k and k >= len(fits)):
             raise InputError(f"grains.training.holdout_sections must be >= 0 and leave at least one of the "
@@ -195,6 +226,8 @@ class _Trainer:
             raise InputError(f"grains.training.ema_decay must be in [0, 1), got {cfg.ema_decay}")
         if not (np.isfinite(cfg.d_r1) and cfg.d_r1 >= 0):
             raise InputError(f"grains.training.d_r1 must be a number >= 0, got {cfg.d_r1}")
+        self.device = resolve_device(device) if not isinstance(device, torch.device) else device
+        # the weights are drawn on the CPU (same initial weights on every device), then moved
         torch.manual_seed(self.seed)
         self.gnet = GNet(kappa=cfg.kappa, hidden=cfg.hidden, r_bounds=cfg.r_bounds, diag_bounds=cfg.diag_bounds)
         self.disc = Discriminator(channels=cfg.channels, grid=cfg.grid, width=cfg.d_width, blocks=cfg.d_blocks,
@@ -205,6 +238,9 @@ class _Trainer:
                                  diag_bounds=cfg.diag_bounds)
             self.gnet_ema.load_state_dict(self.gnet.state_dict())
             self.gnet_ema.requires_grad_(False)
+        for net in (self.gnet, self.disc, self.gnet_ema):
+            if net is not None:
+                net.to(self.device)
         self.opt_g = torch.optim.Adam(self.gnet.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas))
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas))
         self.rng = np.random.default_rng(self.seed)
@@ -213,25 +249,50 @@ class _Trainer:
         self.history: list[dict] = []
         self.ng_gt = None
         self.seconds = 0.0
+        # checkpoint selection (cfg.select_sections): measured descriptors, section radius, best epoch
+        self.select_measured, self.select_radius = None, None
+        self.best: dict | None = None
+
+    def set_selection_reference(self, sections) -> None:
+        """The measured sections (``fit2d.SectionFit``) that :meth:`select_check` scores against."""
+        from . import descriptors as De
+
+        c = self.cfg
+        if c.select_sections < 0 or c.select_min_area_px < 1:
+            raise InputError("grains.training.select_sections must be >= 0 and select_min_area_px >= 1, got "
+                             f"{c.select_sections} and {c.select_min_area_px}")
+        if c.select_metric not in ("mean", "max"):
+            raise InputError(f"grains.training.select_metric must be 'mean' or 'max', got {c.select_metric!r}")
+        if not c.select_sections:
+            return
+        if not sections:
+            raise InputError("grains.training.select_sections needs the measured sections (fit-sections output)")
+        self.select_measured = De.fitted_descriptors(sections, c.select_min_area_px)
+        self.select_radius = float(np.mean([np.sqrt(np.asarray(f.mask, bool).sum() / np.pi) for f in sections]))
 
     # ---------------------------------------------------------------- checkpoint
     def save(self, folder: Path) -> None:
         from safetensors.torch import save_file
 
         folder.mkdir(parents=True, exist_ok=True)
-        tensors = {f"gnet.{k}": v.detach().clone().contiguous() for k, v in self.gnet.state_dict().items()}
-        tensors.update({f"disc.{k}": v.detach().clone().contiguous() for k, v in self.disc.state_dict().items()})
+        tensors = {f"gnet.{k}": v for k, v in self.gnet.state_dict().items()}
+        tensors.update({f"disc.{k}": v for k, v in self.disc.state_dict().items()})
         if self.gnet_ema is not None:
-            tensors.update({f"ema.{k}": v.detach().clone().contiguous() for k, v in self.gnet_ema.state_dict().items()})
+            tensors.update({f"ema.{k}": v for k, v in self.gnet_ema.state_dict().items()})
         tg, mg = _flatten_optimizer(self.opt_g, "opt_g")
         td, md = _flatten_optimizer(self.opt_d, "opt_d")
         tensors.update(tg)
         tensors.update(td)
+        if self.best is not None:
+            tensors.update({f"best.{k}": v for k, v in self.best["state"].items()})
+        # CPU copies: a checkpoint written on a GPU resumes on the CPU and the other way round
+        tensors = {k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}
         tensors["torch_rng"] = torch.get_rng_state()
         meta = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "epoch": self.epoch,
                 "intensity_per_px3": self.mu, "ng_gt": self.ng_gt, "seed": self.seed, "seconds": self.seconds,
                 "numpy_rng": self.rng.bit_generator.state, "opt_g": mg, "opt_d": md, "history": self.history,
-                "config": self.cfg.to_dict()}
+                "config": self.cfg.to_dict(),
+                "best": None if self.best is None else {k: self.best[k] for k in ("epoch", "score", "mu")}}
         # the weights go to a new file named by the epoch, then checkpoint.json (atomic) points at
         # it, then older weight files are removed: a crash at any moment leaves a consistent pair.
         with atomic_path(folder / f"checkpoint-{self.epoch:05d}.safetensors") as tmp:
@@ -254,7 +315,7 @@ class _Trainer:
                              folder / "checkpoint.json")
         if meta["seed"] != self.seed:
             raise InputError(f"the checkpoint was made with seed {meta['seed']}, not {self.seed}", folder / "checkpoint.json")
-        tensors = load_file(str(folder / meta["weights"]))
+        tensors = load_file(str(folder / meta["weights"]))  # CPU tensors; load_state_dict copies them over
         self.gnet.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("gnet.")})
         self.disc.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("disc.")})
         if self.gnet_ema is not None:
@@ -268,6 +329,8 @@ class _Trainer:
         self.ng_gt = meta["ng_gt"]
         self.history = list(meta["history"])
         self.seconds = float(meta.get("seconds", 0.0))
+        if meta.get("best"):
+            self.best = {**meta["best"], "state": {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}}
 
     # ---------------------------------------------------------------- steps
     def fake(self, batch: int):
@@ -277,7 +340,7 @@ class _Trainer:
 
     def real(self, batch: int):
         c = self.cfg
-        return t2d_batch(self.fits, self.rng, batch, c.spec, augment_rel=c.augment, with_hard=True)
+        return t2d_batch(self.fits, self.rng, batch, c.spec, augment_rel=c.augment, with_hard=True, device=self.device)
 
     def measure_ng_gt(self) -> float:
         ngs = []
@@ -360,8 +423,10 @@ class _Trainer:
         self.disc.eval()
         try:
             with torch.no_grad():
-                _, _, tr = t2d_batch(self.fits, rng, HOLDOUT_CUTOUTS, c.spec, augment_rel=c.augment, with_hard=True)
-                _, _, ho = t2d_batch(self.holdout, rng, HOLDOUT_CUTOUTS, c.spec, augment_rel=c.augment, with_hard=True)
+                _, _, tr = t2d_batch(self.fits, rng, HOLDOUT_CUTOUTS, c.spec, augment_rel=c.augment, with_hard=True,
+                                     device=self.device)
+                _, _, ho = t2d_batch(self.holdout, rng, HOLDOUT_CUTOUTS, c.spec, augment_rel=c.augment, with_hard=True,
+                                     device=self.device)
                 _, _, fk = t3d_batch(self.final_gnet(), rng, self.mu, HOLDOUT_CUTOUTS, c.spec, kappa=c.kappa,
                                      input_scale_px=c.input_scale_px, with_hard=True)
                 out = {name: float(self.disc(x.float()).mean())
@@ -369,6 +434,24 @@ class _Trainer:
         finally:
             self.disc.train()
         return out
+
+    def select_check(self, epoch: int) -> dict:
+        """Score the generator of this epoch against the measured sections; remember the best."""
+        c = self.cfg
+        if not c.select_sections:
+            return {"select_score": None}
+        from . import descriptors as De
+
+        rng = np.random.default_rng([self.seed, epoch, 0x5E1])  # its own stream: the run is unchanged
+        model = self.current_model()
+        sims = De.model_sections(model, rng, c.select_sections, self.select_radius)
+        simulated = De.pooled(De.section_descriptors(lab, ctr, c.select_min_area_px) for lab, ctr in sims)
+        score = De.section_score(self.select_measured, simulated, c.select_metric)
+        if self.best is None or score < self.best["score"]:
+            self.best = {"epoch": epoch, "score": score, "mu": self.mu,
+                         "state": {k: v.detach().cpu().clone() for k, v in model.gnet.state_dict().items()}}
+        self.gnet.train()
+        return {"select_score": score}
 
     def update_ema(self, g_steps: int) -> None:
         """Fold the generator into its average after its ``g_steps``-th update."""
@@ -383,9 +466,20 @@ class _Trainer:
         """The generator the model keeps: the weight average when ``ema_decay > 0``."""
         return self.gnet if self.gnet_ema is None else self.gnet_ema
 
-    def current_model(self, source: dict | None = None) -> GrainModel:
+    def current_model(self, source: dict | None = None, best: bool = False) -> GrainModel:
+        """The model as it stands (``best``: the best-scoring epoch's, when selection is on)."""
         c = self.cfg
-        return GrainModel(gnet=self.final_gnet().eval(), intensity_per_px3=self.mu, pixel_size_um=self.pixel_size_um,
+        mu = self.mu
+        if best and self.best is not None:
+            gnet = GNet(kappa=c.kappa, hidden=c.hidden, r_bounds=c.r_bounds, diag_bounds=c.diag_bounds)
+            gnet.load_state_dict(self.best["state"])
+            gnet.eval()
+            mu = float(self.best["mu"])
+        else:
+            gnet = self.final_gnet().eval()
+            if gnet.out_lo.device.type != "cpu":  # models live on the CPU (sampling feeds numpy inputs)
+                gnet = copy.deepcopy(gnet).cpu()
+        return GrainModel(gnet=gnet, intensity_per_px3=mu, pixel_size_um=self.pixel_size_um,
                           beta=c.beta, input_scale_px=c.input_scale_px, cell_margin_px=c.margin_px,
                           training=summary(self, c, source))
 
@@ -416,7 +510,7 @@ def r1_penalty(out_real: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
 
 def train(fits, pixel_size_um: float, cfg: TrainConfig | None = None, *, seed: int = 0, out=None,
           resume: bool = False, stop_after: int | None = None, source: dict | None = None,
-          on_epoch=None) -> GrainModel:
+          on_epoch=None, device: str = "cpu", sections=None) -> GrainModel:
     """Calibrate a :class:`GrainModel` on fitted 2D tessellations.
 
     Parameters
@@ -441,6 +535,15 @@ def train(fits, pixel_size_um: float, cfg: TrainConfig | None = None, *, seed: i
         Called as ``on_epoch(epoch, model)`` after every epoch with the model as it stands (for
         learning curves); it must not draw from the training's random state. The model's
         network is the live one (or its average): copy it if you keep it.
+    sections : list of fit2d.SectionFit, optional
+        The measured sections behind ``fits`` (needed with ``cfg.select_sections``).
+    device : str
+        Where the networks and the cutout images live: ``"cpu"`` (default), ``"cuda"``,
+        ``"cuda:N"`` or ``"auto"``. Seeds, kNN inputs and the measured cutouts' seed selection stay
+        on the CPU either way. CPU runs are bit-for-bit reproducible; CUDA runs use the same
+        random draws and initial weights but their floating-point sums may differ in the last
+        bits (cuDNN), so two GPU runs, or a GPU and a CPU run, drift apart over training.
+        Checkpoints hold CPU tensors: a run may resume on another device.
 
     Returns
     -------
@@ -453,7 +556,8 @@ def train(fits, pixel_size_um: float, cfg: TrainConfig | None = None, *, seed: i
     for g in fits:
         if not isinstance(g, GBPD) or g.dim != 2:
             raise InputError("training needs 2D GBPD fits")
-    tr = _Trainer(fits, pixel_size_um, cfg, seed)
+    tr = _Trainer(fits, pixel_size_um, cfg, seed, device=device)
+    tr.set_selection_reference(sections)
     ckdir = None if out is None else Path(out) / "training"
     if resume:
         if ckdir is None or not (ckdir / "checkpoint.json").is_file():
@@ -486,7 +590,7 @@ def train(fits, pixel_size_um: float, cfg: TrainConfig | None = None, *, seed: i
                                "loss_d": float(np.mean([r["loss_d"] for r in rows])),
                                "d_updates": int(sum(r["d_update"] for r in rows)),
                                "intensity_per_px3": tr.mu, "ng_gen": ng_gen, "ng_gt": tr.ng_gt, "seconds": dt,
-                               **tr.holdout_check(e)})
+                               **tr.holdout_check(e), **tr.select_check(e)})
             if ckdir is not None:
                 tr.save(ckdir)
                 write_log(ckdir, tr.history)
@@ -496,7 +600,7 @@ def train(fits, pixel_size_um: float, cfg: TrainConfig | None = None, *, seed: i
                 tr.gnet.train()
     finally:
         bar.close()
-    model = tr.current_model(source)
+    model = tr.current_model(source, best=True)
     if out is not None and tr.epoch >= cfg.epochs:
         model.write(out)
     return model
@@ -512,6 +616,8 @@ def summary(tr: _Trainer, cfg: TrainConfig, source: dict | None) -> dict:
         src["tessellations"] = Path(str(src["tessellations"])).name
     return {"seed": tr.seed, "epochs_done": tr.epoch, "config": cfg.to_dict(), "ng_gt": tr.ng_gt,
             "final": last, "sections": len(tr.fits), "holdout_sections": len(tr.holdout), "source": src,
+            "selected_epoch": None if tr.best is None else int(tr.best["epoch"]),
+            "select_score": None if tr.best is None else float(tr.best["score"]),
             "discriminator": tr.disc.config()}
 
 
@@ -538,7 +644,9 @@ def plot_history(history: list[dict], path) -> None:
 
     ep = [h["epoch"] for h in history]
     held = any(h.get("d_real_holdout") is not None for h in history)
-    fig, ax = plt.subplots(1, 4 if held else 3, figsize=(16 if held else 12, 3.2))
+    scored = any(h.get("select_score") is not None for h in history)
+    n = 3 + held + scored
+    fig, ax = plt.subplots(1, n, figsize=(4 * n, 3.2))
     ax[0].plot(ep, [h["loss_g"] for h in history], label="G")
     ax[0].plot(ep, [h["loss_d"] for h in history], label="D")
     ax[0].set_xlabel("epoch"); ax[0].set_ylabel("LSGAN loss"); ax[0].legend()
@@ -552,6 +660,14 @@ def plot_history(history: list[dict], path) -> None:
                                   ("d_fake", "generated", "--")):
             ax[3].plot(ep, [np.nan if h.get(key) is None else h[key] for h in history], style, label=label)
         ax[3].set_xlabel("epoch"); ax[3].set_ylabel("mean D output (eval)"); ax[3].legend()
+    if scored:
+        sc = np.array([np.nan if h.get("select_score") is None else h["select_score"] for h in history])
+        ax[-1].plot(ep, sc, "o-", ms=3)
+        if np.isfinite(sc).any():
+            i = int(np.nanargmin(sc))
+            ax[-1].plot([ep[i]], [sc[i]], "r*", ms=12, label=f"kept: epoch {ep[i]}")
+            ax[-1].legend()
+        ax[-1].set_xlabel("epoch"); ax[-1].set_ylabel("section score (W1 / spread)")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")

@@ -46,8 +46,11 @@ def check_section(cfg: dict, where="grains") -> None:
         raise RecipeError("grains.cutouts.channels must be >= 1", where)
 
 
-def load_fits(folder) -> tuple[list, float, dict]:
+def load_fits(folder, with_sections: bool = False) -> tuple:
     """Read fitted 2D tessellations for training.
+
+    With ``with_sections`` a fourth value is returned: the central ``fit2d.SectionFit`` objects
+    themselves (their label images and masks, for descriptor comparisons).
 
     Returns
     -------
@@ -96,6 +99,8 @@ def load_fits(folder) -> tuple[list, float, dict]:
     source = {"tessellations": str(folder), "sections": [str(f.section_id) for f in fits],
               "centrality_scores": [None if not np.isfinite(s) else float(s) for s in scores],
               "min_radius_px": float(min(np.sqrt(np.asarray(f.mask, bool).sum() / np.pi) for f in fits))}
+    if with_sections:
+        return gbpds, float(sizes[0]), source, fits
     return gbpds, float(sizes[0]), source
 
 

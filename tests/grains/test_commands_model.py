@@ -88,6 +88,21 @@ def test_fit_sample_describe(tess, tmp_path, capsys):
     assert [h["relative_height"] for h in study["heights"]] == [0.0, 0.25, 0.5, 0.75]
 
 
+def test_fit_grains_keeps_the_best_scoring_epoch(tess, tmp_path):
+    """training.select_sections through the CLI: the measured sections reach the trainer, every
+    epoch is scored in log.csv, and model.json names the epoch it kept."""
+    grains = json.loads(json.dumps(TINY))
+    grains["training"].update(epochs=3, select_sections=1)
+    out = tmp_path / "gm"
+    assert cli.main(["fit-grains", str(tess), "--recipe", str(_recipe(tmp_path, grains)), "--out", str(out)]) == 0
+    rows = (out / "training" / "log.csv").read_text().splitlines()
+    col = rows[0].split(",").index("select_score")
+    scores = [float(r.split(",")[col]) for r in rows[1:]]
+    m = GrainModel.load(out)
+    assert len(scores) == 3 and m.training["selected_epoch"] == int(np.argmin(scores)) + 1
+    assert m.training["select_score"] == pytest.approx(min(scores))
+
+
 def test_resume_without_checkpoint_is_an_error(tess, tmp_path, capsys):
     out = tmp_path / "gm"
     code = cli.main(["fit-grains", str(tess), "--recipe", str(_recipe(tmp_path)), "--out", str(out), "--resume"])
@@ -105,6 +120,8 @@ def test_resume_without_checkpoint_is_an_error(tess, tmp_path, capsys):
     ({"training": {"ema_decay": 1.0}}, "ema_decay"),
     ({"training": {"lr_schedule": "linear"}}, "lr_schedule"),
     ({"cutouts": {"ng_min_px": 0}}, "ng_min_px"),
+    ({"training": {"select_metric": "median"}}, "select_metric"),
+    ({"training": {"select_sections": -1}}, "select_sections"),
 ])
 def test_bad_recipe_values(tess, tmp_path, capsys, grains, key):
     out = tmp_path / "gm"

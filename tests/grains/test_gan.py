@@ -196,3 +196,57 @@ def test_config_from_recipe_section():
     assert cfg.kappa == 8 and cfg.hidden == (8, 8) and cfg.r_bounds == (1, 5) and cfg.d_width == 4
     assert cfg.beta == 0.3 and cfg.epochs == 2 and cfg.d_skip_below == 0.32 and cfg.adam_betas == (0.9, 0.99)
     assert cfg.steps_per_epoch == 100 and cfg.batch_g == 64 and cfg.batch_d == 128 and cfg.lr == 1e-4
+
+
+def _sections(fits, radius=60.0):
+    """SectionFits of 2D GBPDs on a disc (the measured sections that selection scores against)."""
+    from nmc_dataset.grains.fit2d import SectionFit
+
+    size = 2 * int(radius) + 3
+    c = (size - 1) / 2
+    yy, xx = np.mgrid[0:size, 0:size]
+    mask = (xx - c) ** 2 + (yy - c) ** 2 <= radius ** 2
+    return [SectionFit(f"s{i}", g, 0.05, 1.0, mask, np.array([c, c]), np.arange(1, g.n + 1)) for i, g in enumerate(fits)]
+
+
+def test_selection_keeps_the_best_scoring_epoch_of_an_unchanged_run(tmp_path):
+    """select_sections > 0: every epoch's score equals a plain recomputation (scipy W1 / numpy std
+    per descriptor, worst of four); the model holds the generator and mu of the best epoch, which
+    are those of a run without selection stopped there (selection draws from its own stream);
+    an interrupted run resumes to the same choice."""
+    import dataclasses
+
+    from scipy.stats import wasserstein_distance
+
+    from nmc_dataset.grains import descriptors as De
+
+    cfg = dataclasses.replace(TINY, epochs=4, select_sections=2, select_min_area_px=3)
+    fits = _fits()
+    secs = _sections(fits)
+    sel = train(fits, 0.05, cfg, seed=3, out=tmp_path / "a", sections=secs)
+    rows = list(csv.DictReader(open(tmp_path / "a" / "training" / "log.csv")))
+    scores = [float(r["select_score"]) for r in rows]
+    best = int(np.argmin(scores)) + 1
+    assert sel.training["selected_epoch"] == best and sel.training["select_score"] == min(scores)
+    assert GrainModel.load(tmp_path / "a").training["selected_epoch"] == best
+    plain = train(fits, 0.05, dataclasses.replace(cfg, select_sections=0), seed=3, stop_after=best)
+    assert _equal(_weights(sel), _weights(plain)) and sel.intensity_per_px3 == plain.intensity_per_px3
+    # the kept epoch's score, recomputed plainly
+    measured = De.pooled(De.section_descriptors(f.label_image(), f.center_px, 3) for f in secs)
+    rng = np.random.default_rng([3, best, 0x5E1])
+    radius = float(np.sqrt(secs[0].mask.sum() / np.pi))  # the measured sections' (equal-area) radius
+    sims = De.model_sections(plain, rng, 2, radius)
+    simulated = De.pooled(De.section_descriptors(lab, c, 3) for lab, c in sims)
+    terms = [wasserstein_distance(measured[k], simulated[k]) / np.std(measured[k]) for k in De.DESCRIPTORS_2D]
+    assert min(scores) == pytest.approx(max(terms), rel=1e-9)
+    assert De.section_score(measured, simulated, "mean") == pytest.approx(np.mean(terms), rel=1e-9)
+    assert De.section_score(measured, measured) == 0.0
+    # interrupted after epoch 2, resumed: the same epoch and weights are kept
+    train(fits, 0.05, cfg, seed=3, out=tmp_path / "b", stop_after=2, sections=secs)
+    resumed = train(fits, 0.05, cfg, seed=3, out=tmp_path / "b", resume=True, sections=secs)
+    assert resumed.training["selected_epoch"] == best and _equal(_weights(sel), _weights(resumed))
+    # bad input
+    with pytest.raises(InputError, match="measured sections"):
+        train(fits, 0.05, cfg, seed=3)
+    with pytest.raises(InputError, match="select_metric"):
+        train(fits, 0.05, dataclasses.replace(cfg, select_metric="median"), seed=3, sections=secs)

@@ -12,15 +12,20 @@ Prints, in one run:
    query, one frame, one network call per seed, on a subset);
 2. seconds per generator step (batch 64) and discriminator step (batch 128) with recipes/paper.yaml's
    architecture, and the projected time of the paper's 200 x 100 schedule;
-3. a cProfile summary of one full training step (where the time goes).
+3. seconds per whole training step as fit-grains runs it (``--r1`` adds the R1 penalty) and a
+   cProfile summary of one (where the time goes).
 
-Usage: python benchmarks/bench_grains.py [--threads N] [--repeats R] [--generation-only]
+``--device cuda`` runs parts 2-3 on a GPU (fit-grains ``--device``); the figures then include a
+device synchronisation around every timed phase, after two warm-up steps.
+
+Usage: python benchmarks/bench_grains.py [--threads N] [--repeats R] [--generation-only] [--device cuda] [--r1 1]
 (``--threads`` sets torch's and numba's thread counts; numba's is capped by NUMBA_NUM_THREADS.)
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import cProfile
 import io
 import pstats
@@ -145,6 +150,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--steps", type=int, default=3, help="training steps to time")
     ap.add_argument("--generation-only", action="store_true", help="run part 1 only")
+    ap.add_argument("--device", default="cpu", help="training device for the GAN steps: cpu, cuda or auto")
+    ap.add_argument("--r1", type=float, default=0.0, help="training.d_r1 for the full-step timing (0: off)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     try:
@@ -167,27 +174,38 @@ def main() -> None:
         k = 1500
         s = rng2.uniform(-110, 110, (k, 2))
         fits.append(GBPD(s, np.column_stack([rng2.uniform(0.5, 1, k), rng2.uniform(2, 4, k)]), rng2.uniform(1, 10, k)))
-    tr = _Trainer(fits, 0.05, cfg, 0)
+    tr = _Trainer(fits, 0.05, cfg, 0, device=args.device)
     tr.ng_gt = tr.measure_ng_gt()
     c = cfg
+    dev = tr.device
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+    if dev.type == "cuda":
+        print(f"device: {torch.cuda.get_device_name(dev)}")
+        for _ in range(2):  # warm-up: cuDNN autotuning and lazy module loading stay out of the figures
+            tr.step(1, 1)
     tg, td, tf, tt = [], [], [], []
     for _ in range(args.steps):
+        sync()
         t0 = time.perf_counter()
         imgs, _, hard_g = tr.fake(c.batch_g)
+        sync()
         t1 = time.perf_counter()
         _, _, real_g = tr.real(c.batch_g)
         x = hard_g.float() + imgs.float() - imgs.float().detach()
         out = tr.disc(torch.cat([real_g.float(), x]))
         loss = ((out[c.batch_g:] - 1) ** 2).mean()
         tr.opt_g.zero_grad(); loss.backward(); tr.opt_g.step()
+        sync()
         t2 = time.perf_counter()
         with torch.no_grad():
             _, _, fake = tr.fake(c.batch_d)
         _, _, real = tr.real(c.batch_d)
+        sync()
         t3 = time.perf_counter()
         out = tr.disc(torch.cat([real.float(), fake.float()]))
         loss_d = ((out[:c.batch_d] - 1) ** 2).mean() + (out[c.batch_d:] ** 2).mean()
         tr.opt_d.zero_grad(); loss_d.backward(); tr.opt_d.step()
+        sync()
         t4 = time.perf_counter()
         tg.append(t2 - t0); tf.append(t1 - t0); td.append(t4 - t2); tt.append(t3 - t2)
     g_step, d_step = float(np.median(tg)), float(np.median(td))
@@ -197,6 +215,16 @@ def main() -> None:
     print(f"  D step {d_step:.2f} s (of which cutouts {np.median(tt):.2f} s)")
     total = (g_step + d_step) * 200 * 100
     print(f"  paper schedule 200 x 100 steps: {total / 3600:.1f} h on this machine (paper: ~12 h on a desktop GPU)")
+    # whole training steps as fit-grains runs them (D update every step, R1 with --r1)
+    tr.cfg = dataclasses.replace(cfg, d_skip_below=-1.0, d_r1=args.r1)
+    full = []
+    for i in range(args.steps):
+        sync()
+        t0 = time.perf_counter()
+        tr.step(1, 1)
+        sync()
+        full.append(time.perf_counter() - t0)
+    print(f"  full training step (D updated, R1 {args.r1:g}): {np.median(full):.2f} s on {dev}")
 
     prof = cProfile.Profile()
     prof.enable()

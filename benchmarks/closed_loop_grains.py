@@ -27,7 +27,11 @@ Every distance is a mean over ``--repeats`` independent pairs of samples of the 
 Targets (issue 4): 2D W1 <= 1.5 x noise and below the baseline; median volume within 20 %;
 mean radial alignment within 0.05.
 
+``--seeds 0-11 --jobs 6`` repeats the loop per seed (new teacher sections and a new training run
+each) in parallel processes and prints the run-to-run spread: how often every target is met.
+
 Usage: python benchmarks/closed_loop_grains.py [--instrument ideal] [--paper-arch --epochs 20 --steps 100 ...]
+       python benchmarks/closed_loop_grains.py ... --seeds 0-5 --jobs 6 [--device cuda]
        python benchmarks/closed_loop_grains.py --data-only [--instrument ideal] [--dilate-px 2]
 """
 
@@ -82,11 +86,13 @@ def user_path(work: Path, args) -> tuple[GrainModel | None, dict]:
                                       "batch_d": args.batch_d, "lr": args.lr, "lr_schedule": args.lr_schedule,
                                       "d_skip_below": args.d_skip_below, "d_r1": args.d_r1,
                                       "holdout_sections": args.holdout_sections,
+                                      "select_sections": args.select_sections, "select_metric": args.select_metric,
                                       "ema_decay": args.ema,
                                       "ng_gt_cutouts": 256}}}
     (work / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
     t0 = time.perf_counter()
-    run(["fit-grains", str(work / "tessellations"), "--recipe", str(work / "recipe.yaml"), "--out", str(work / "model")])
+    run(["fit-grains", str(work / "tessellations"), "--recipe", str(work / "recipe.yaml"), "--out", str(work / "model"),
+         "--device", args.device, "--seed", str(args.seed if args.train_seed is None else args.train_seed)])
     t["fit_grains"] = time.perf_counter() - t0
     return GrainModel.load(work / "model"), t
 
@@ -179,6 +185,72 @@ def print_data_table(rows: dict, args, n_sections: int, n_grains: int) -> None:
         print(f"{k:36s} {r['noise']:9.4f} {r['data']:9.4f} {r['data'] / max(r['noise'], 1e-12):10.2f}")
 
 
+def _parse_seeds(text: str) -> list[int]:
+    out = []
+    for part in text.split(","):
+        a, _, b = part.partition("-")
+        out += list(range(int(a), int(b) + 1)) if b else [int(a)]
+    return out
+
+
+def spread(args) -> None:
+    """One loop per seed (data and training), ``--jobs`` processes at a time; a table of the runs,
+    with the training sections' own distances (``data``), and how many met every target."""
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    seeds = _parse_seeds(args.seeds)
+    argv, skip = [], False
+    for a in sys.argv[1:]:  # this command line without --seeds/--jobs/--json/--work
+        if skip:
+            skip = False
+            continue
+        if a in ("--seeds", "--jobs", "--json", "--work", "--seed"):
+            skip = True
+            continue
+        if not a.startswith(("--seeds=", "--jobs=", "--json=", "--work=", "--seed=")):
+            argv.append(a)
+    with tempfile.TemporaryDirectory() as tmp:
+        def one(seed):
+            out = Path(tmp) / f"seed{seed}.json"
+            cmd = [sys.executable, __file__, *argv, "--seed", str(seed), "--json", str(out)]
+            res = subprocess.run(cmd, capture_output=True, text=True)
+            if res.returncode != 0:
+                print(f"seed {seed} failed:\n{res.stdout[-2000:]}{res.stderr[-2000:]}", flush=True)
+                return seed, None
+            print(f"seed {seed} done", flush=True)
+            return seed, json.loads(out.read_text())
+
+        with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+            runs = dict(pool.map(one, seeds))
+    keys = list(De.DESCRIPTORS_2D)
+    print(f"{'seed':>4s} " + " ".join(f"{k:>10s}" for k in keys) + f" {'volume':>13s} {'alignment':>13s} "
+          f"{'kept':>5s} {'all met':>7s}   data/noise")
+    n_all, rows = 0, {}
+    for seed in seeds:
+        r = runs.get(seed)
+        if r is None:
+            continue
+        t, met = r["table"], r["met"]
+        ok = all(v for v in met.values() if v is not None)
+        n_all += ok
+        ratio = [t[k]["fitted"] / t[k]["noise"] for k in keys]
+        data = [t[k]["data"] / t[k]["noise"] for k in keys]
+        rows[seed] = {"fit_over_noise": ratio, "data_over_noise": data, "all_met": ok, "met": met,
+                      "selected_epoch": r.get("selected_epoch"), "seconds": r["seconds"]}
+        v, a = t["median_volume_px"], t["mean_radial_alignment"]
+        print(f"{seed:4d} " + " ".join(f"{x:10.2f}" for x in ratio) + f" {v['fitted']:6.0f} ({v['teacher']:4.0f})"
+              f" {a['fitted']:6.3f} ({a['teacher']:.3f}) {str(r.get('selected_epoch') or '-'):>5s} {'yes' if ok else 'no':>7s}"
+              "   " + " ".join(f"{x:.2f}" for x in data))
+    worst = [max(row["fit_over_noise"]) for row in rows.values()]
+    print(f"every target met in {n_all} of {len(rows)} runs; worst 2D descriptor / noise: median "
+          f"{np.median(worst):.2f}, range {min(worst):.2f}-{max(worst):.2f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "runs": rows, "all_met": n_all}, f, indent=2)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--particles", type=int, default=4, help="teacher particles (one central section each)")
@@ -200,17 +272,28 @@ def main() -> None:
     ap.add_argument("--d-r1", type=float, default=0.0, help="R1 penalty weight on D (training.d_r1; 0: off)")
     ap.add_argument("--holdout-sections", type=int, default=0,
                     help="sections kept out of training for the discriminator memorisation check (training.holdout_sections)")
+    ap.add_argument("--select-sections", type=int, default=0,
+                    help="keep the epoch whose generated sections best match the measured ones (training.select_sections)")
+    ap.add_argument("--select-metric", choices=("max", "mean"), default="max", help="training.select_metric")
     ap.add_argument("--paper-arch", action="store_true", help="recipes/paper.yaml's G and D architecture")
     ap.add_argument("--eval-sections", type=int, default=4, help="sections per evaluation sample")
     ap.add_argument("--repeats", type=int, default=4, help="independent sample pairs averaged per distance")
     ap.add_argument("--cube", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train-seed", type=int, help="fit-grains --seed (default: --seed, which also draws the data)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="fit-grains --device (cpu, cuda, auto)")
     ap.add_argument("--work", help="keep the user-path folders here (default: a temporary folder)")
     ap.add_argument("--json", help="write the table here")
     ap.add_argument("--data-only", action="store_true",
                     help="stop after fit-sections and compare only the training sections with the teacher")
+    ap.add_argument("--seeds", help="run the loop once per seed (comma-separated or a range a-b), --jobs at a time, "
+                                    "each in its own process, and print the run-to-run spread")
+    ap.add_argument("--jobs", type=int, default=1, help="parallel runs with --seeds")
     args = ap.parse_args()
+    if args.seeds:
+        spread(args)
+        return
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
@@ -231,14 +314,18 @@ def main() -> None:
     print(f"closed loop ({args.instrument} instrument) through phantom-ebsd -> import-ebsd -> fit-sections -> fit-grains: {len(fits)} central "
           f"sections of R = {args.radius:g} px (mean fit agreement {np.mean([f.agreement for f in fits]):.4f}), "
           f"{args.epochs} x {args.steps} steps, batch {args.batch_g}/{args.batch_d}, lr {args.lr} ({args.lr_schedule}), EMA {args.ema}, "
-          f"D-skip {args.d_skip_below}, R1 {args.d_r1}, "
-          f"{'paper' if args.paper_arch else 'small'} architecture, {args.threads} threads")
+          f"D-skip {args.d_skip_below}, R1 {args.d_r1}, selection {f'{args.select_sections} sections ({args.select_metric})' if args.select_sections else 'off'}, "
+          f"{'paper' if args.paper_arch else 'small'} architecture, {args.threads} threads, device {args.device}")
+    sel = model.training.get("selected_epoch")
     print("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in t.items())
-          + f"; final mu {model.intensity_per_px3:.5f} (teacher {TEACHER_INTENSITY})")
+          + f"; final mu {model.intensity_per_px3:.5f} (teacher {TEACHER_INTENSITY})"
+          + (f"; kept epoch {sel} of {args.epochs}" if sel else ""))
     print_table(table)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "table": table, "met": verdicts(table), "seconds": t}, f, indent=2)
+            json.dump({"args": vars(args), "table": table, "met": verdicts(table), "seconds": t,
+                       "selected_epoch": model.training.get("selected_epoch"),
+                       "select_score": model.training.get("select_score")}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -92,7 +92,8 @@ def user_path(work: Path, args) -> tuple[GrainModel | None, dict]:
     (work / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
     t0 = time.perf_counter()
     run(["fit-grains", str(work / "tessellations"), "--recipe", str(work / "recipe.yaml"), "--out", str(work / "model"),
-         "--device", args.device, "--seed", str(args.seed if args.train_seed is None else args.train_seed)])
+         "--device", args.device, "--seed", str(args.seed if args.train_seed is None else args.train_seed),
+         "--restarts", str(args.restarts)])
     t["fit_grains"] = time.perf_counter() - t0
     return GrainModel.load(work / "model"), t
 
@@ -280,6 +281,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=4, help="independent sample pairs averaged per distance")
     ap.add_argument("--cube", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--restarts", type=int, default=1,
+                    help="fit-grains --restarts (needs --select-sections); every run is evaluated, the kept one first")
     ap.add_argument("--train-seed", type=int, help="fit-grains --seed (default: --seed, which also draws the data)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="fit-grains --device (cpu, cuda, auto)")
@@ -311,6 +314,13 @@ def main() -> None:
         table = evaluate(model, args.radius, args.eval_sections, args.repeats, args.cube, args.seed + 1000,
                          data=data)
         t["eval"] = time.perf_counter() - t0
+        others = {}  # with --restarts: the runs that were not kept, evaluated the same way
+        for run in model.training.get("restarts") or []:
+            if run["seed"] != model.training["seed"]:
+                other = GrainModel.load(work / "model" / "restarts" / f"seed-{run['seed']}")
+                t2 = evaluate(other, args.radius, args.eval_sections, args.repeats, args.cube, args.seed + 1000,
+                              data=data)
+                others[run["seed"]] = {"select_score": run["select_score"], "table": t2, "met": verdicts(t2)}
     print(f"closed loop ({args.instrument} instrument) through phantom-ebsd -> import-ebsd -> fit-sections -> fit-grains: {len(fits)} central "
           f"sections of R = {args.radius:g} px (mean fit agreement {np.mean([f.agreement for f in fits]):.4f}), "
           f"{args.epochs} x {args.steps} steps, batch {args.batch_g}/{args.batch_d}, lr {args.lr} ({args.lr_schedule}), EMA {args.ema}, "
@@ -321,11 +331,15 @@ def main() -> None:
           + f"; final mu {model.intensity_per_px3:.5f} (teacher {TEACHER_INTENSITY})"
           + (f"; kept epoch {sel} of {args.epochs}" if sel else ""))
     print_table(table)
+    for seed, other in others.items():
+        print(f"-- restart seed {seed} (score {other['select_score']:.4f}, not kept):")
+        print_table(other["table"])
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "table": table, "met": verdicts(table), "seconds": t,
                        "selected_epoch": model.training.get("selected_epoch"),
-                       "select_score": model.training.get("select_score")}, f, indent=2)
+                       "select_score": model.training.get("select_score"),
+                       "restarts": model.training.get("restarts"), "other_restarts": others}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,9 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="model folder (checkpoints go to OUT/training/)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUT")
     p.add_argument("--seed", type=int, help="root seed (default: the recipe's seed)")
+    p.add_argument("--restarts", type=int, default=1,
+                   help="train this many runs (seeds SEED, SEED+1, ...) into OUT/restarts/ and keep the one whose "
+                        "sections score best against the measured ones (needs training.select_sections; default 1)")
     p.add_argument("--device", default="cpu",
                    help="where the networks and cutout images live: cpu (default), cuda, cuda:N or auto; "
                         "no GPU is needed, and only CPU runs are bit-for-bit reproducible")
@@ -73,17 +76,30 @@ def _cmd_fit(args) -> int:
     check_section(section, args.recipe)
     fits, px, source, sections = load_fits(args.tessellations, with_sections=True)
     out = Path(args.out)
-    if args.resume and not (out / "training" / "checkpoint.json").is_file():
+    if args.restarts < 1:
+        raise InputError(f"--restarts must be >= 1, got {args.restarts}")
+    if args.resume and args.restarts == 1 and not (out / "training" / "checkpoint.json").is_file():
         raise InputError("--resume: no checkpoint here (training/checkpoint.json); run without --resume", out)
+    if args.resume and args.restarts > 1 and not (out / "restarts").is_dir():
+        raise InputError("--resume: no restarts/ folder here; run without --resume", out)
     if out.exists() and not out.is_dir():
         raise InputError("exists and is not a folder", out)
-    from .gan import TrainConfig, train
+    from .gan import TrainConfig, train, train_restarts
 
     cfg = TrainConfig.from_section(section)
     warn_if_cutouts_leave_sections(cfg, source)
     seed = int(recipe.get("seed", 0)) if args.seed is None else int(args.seed)
-    model = train(fits, px, cfg, seed=seed, out=out, resume=args.resume, source=source, device=device,
-                  sections=sections)
+    if args.restarts > 1:
+        if not cfg.select_sections:
+            raise InputError("--restarts needs grains.training.select_sections > 0 (the section score picks the run)",
+                             args.recipe)
+        model = train_restarts(fits, px, cfg, seeds=range(seed, seed + args.restarts), out=out, resume=args.resume,
+                               source=source, device=device, sections=sections)
+        log.info("restarts: kept seed %d of %s", model.training["seed"],
+                 ", ".join(f"{r['seed']} ({r['select_score']:.4f})" for r in model.training["restarts"]))
+    else:
+        model = train(fits, px, cfg, seed=seed, out=out, resume=args.resume, source=source, device=device,
+                      sections=sections)
     f = model.training.get("final", {})
     if model.training.get("selected_epoch"):
         log.info("kept epoch %d of %d: its sections scored %.4f against the measured ones (log.csv: select_score)",

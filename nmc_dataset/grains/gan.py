@@ -606,6 +606,50 @@ def train(fits, pixel_size_um: float, cfg: TrainConfig | None = None, *, seed: i
     return model
 
 
+def train_restarts(fits, pixel_size_um: float, cfg: TrainConfig, *, seeds, out, resume: bool = False,
+                   source: dict | None = None, device: str = "cpu", sections=None) -> GrainModel:
+    """Train once per seed and keep the run whose selected epoch scored best.
+
+    Each run is a full :func:`train` into ``out/restarts/seed-<seed>/`` (its own checkpoints,
+    log and model). The runs are compared by their ``select_score`` (``cfg.select_sections``
+    must be on: the measured sections are the only yardstick a user has), the lowest wins (ties:
+    the lower seed), and its model is written to ``out`` with the list of runs in its training
+    summary (``restarts``). With ``resume``, finished runs are reused and an interrupted one
+    continues from its checkpoint.
+
+    Returns
+    -------
+    GrainModel
+        The chosen run's model.
+    """
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise InputError(f"restarts need distinct seeds, got {seeds}")
+    if not cfg.select_sections:
+        raise InputError("--restarts needs grains.training.select_sections > 0: the section score picks the run")
+    runs = []
+    for s in seeds:
+        sub = Path(out) / "restarts" / f"seed-{s}"
+        if resume and (sub / "model.json").is_file():
+            model = GrainModel.load(sub)
+            if model.training.get("config") != cfg.to_dict() or model.training.get("seed") != s:
+                raise InputError("this restart was made with other hyper-parameters; start again without --resume",
+                                 sub / "model.json")
+            log.info("restart seed %d: finished earlier (score %.4f)", s, model.training["select_score"])
+        else:
+            ck = resume and (sub / "training" / "checkpoint.json").is_file()
+            model = train(fits, pixel_size_um, cfg, seed=s, out=sub, resume=ck, source=source, device=device,
+                          sections=sections)
+            log.info("restart seed %d: score %.4f (epoch %s)", s, model.training["select_score"],
+                     model.training["selected_epoch"])
+        runs.append(model)
+    best = min(runs, key=lambda m: (m.training["select_score"], m.training["seed"]))
+    best.training["restarts"] = [{"seed": m.training["seed"], "select_score": m.training["select_score"],
+                                  "selected_epoch": m.training["selected_epoch"]} for m in runs]
+    best.write(out)
+    return best
+
+
 def summary(tr: _Trainer, cfg: TrainConfig, source: dict | None) -> dict:
     """The training summary stored in model.json."""
     # Only what the inputs determine: wall-clock times stay in training/log.csv, so the model file

@@ -103,6 +103,37 @@ def test_fit_grains_keeps_the_best_scoring_epoch(tess, tmp_path):
     assert m.training["select_score"] == pytest.approx(min(scores))
 
 
+def test_fit_grains_restarts_keep_the_best_scoring_run(tess, tmp_path, capsys):
+    """--restarts K trains seeds SEED..SEED+K-1 into OUT/restarts/ and keeps the run whose kept
+    epoch scored lowest; --resume reuses finished runs; without selection it is refused."""
+    grains = json.loads(json.dumps(TINY))
+    grains["training"].update(epochs=2, select_sections=1)
+    recipe = _recipe(tmp_path, grains)
+    out = tmp_path / "gm"
+    assert cli.main(["fit-grains", str(tess), "--recipe", str(recipe), "--out", str(out), "--restarts", "3"]) == 0
+    runs = {s: GrainModel.load(out / "restarts" / f"seed-{s}") for s in (3, 4, 5)}
+    scores = {s: m.training["select_score"] for s, m in runs.items()}
+    chosen = min(scores, key=lambda s: (scores[s], s))
+    m = GrainModel.load(out)
+    assert m.training["seed"] == chosen and [r["seed"] for r in m.training["restarts"]] == [3, 4, 5]
+    assert [r["select_score"] for r in m.training["restarts"]] == [scores[s] for s in (3, 4, 5)]
+    weights = (out / "gnet.safetensors").read_bytes()
+    assert weights == (out / "restarts" / f"seed-{chosen}" / "gnet.safetensors").read_bytes()
+    # resume: the finished runs are read back, not retrained, and the choice is the same bytes
+    stamp = {s: (out / "restarts" / f"seed-{s}" / "model.json").stat().st_mtime_ns for s in (3, 4, 5)}
+    (out / "model.json").unlink()
+    assert cli.main(["fit-grains", str(tess), "--recipe", str(recipe), "--out", str(out), "--restarts", "3",
+                     "--resume"]) == 0
+    assert stamp == {s: (out / "restarts" / f"seed-{s}" / "model.json").stat().st_mtime_ns for s in (3, 4, 5)}
+    assert (out / "gnet.safetensors").read_bytes() == weights and GrainModel.load(out).training["seed"] == chosen
+    capsys.readouterr()
+    # bad input: no selection score to choose by, or fewer than one run
+    for extra, msg in ((["--restarts", "2"], "select_sections"), (["--restarts", "0"], "--restarts")):
+        code = cli.main(["fit-grains", str(tess), "--recipe", str(_recipe(tmp_path)), "--out", str(tmp_path / "x"),
+                         *extra])
+        assert code == 2 and msg in _err(capsys) and not (tmp_path / "x").exists()
+
+
 def test_resume_without_checkpoint_is_an_error(tess, tmp_path, capsys):
     out = tmp_path / "gm"
     code = cli.main(["fit-grains", str(tess), "--recipe", str(_recipe(tmp_path)), "--out", str(out), "--resume"])

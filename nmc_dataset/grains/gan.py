@@ -711,6 +711,8 @@ def plot_history(history: list[dict], path) -> None:
             i = int(np.nanargmin(sc))
             ax[-1].plot([ep[i]], [sc[i]], "r*", ms=12, label=f"kept: epoch {ep[i]}")
             ax[-1].legend()
+        if np.nanmin(sc) > 0 and np.isfinite(sc).all():
+            ax[-1].set_yscale("log")  # the first epochs score 10x worse than the rest
         ax[-1].set_xlabel("epoch"); ax[-1].set_ylabel("section score (W1 / spread)")
     fig.tight_layout()
     with atomic_path(path) as tmp:

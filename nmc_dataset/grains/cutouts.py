@@ -157,7 +157,7 @@ def soft_images(batch: Padded, spec: CutoutSpec, *, with_labels: bool = False, w
     big = torch.finfo(batch.coefs.dtype).max / 4
     with torch.no_grad():
         pd = torch.einsum("pk,bnk->bpn", feats, batch.coefs.detach())
-        pd = torch.where(batch.valid[:, None, :], pd, torch.full_like(pd, big))
+        pd.masked_fill_(~batch.valid[:, None, :], big)  # in place: no second (B, P, N) tensor
         lab = pd.argmin(dim=2)  # (B, P)
         gap = (pd - pd.min(dim=2, keepdim=True).values) / temp
         relevant = (gap < spec.prune).any(dim=1) & batch.valid  # (B, N)
@@ -167,12 +167,10 @@ def soft_images(batch: Padded, spec: CutoutSpec, *, with_labels: bool = False, w
     cand_valid = torch.gather(relevant, 1, order)
     coefs = torch.gather(batch.coefs, 1, order[:, :, None].expand(-1, -1, 6))
     pd_c = torch.einsum("pk,bnk->bpn", feats, coefs)
-    logits = -pd_c / temp
-    logits = torch.where(cand_valid[:, None, :], logits, torch.full_like(logits, -torch.inf))
-    soft = torch.softmax(logits, dim=2)  # (B, P, k)
-    soft = torch.where(cand_valid[:, None, :], soft, torch.zeros_like(soft))
-    sums = soft.detach().sum(1)  # (B, k)
-    sums = torch.where(cand_valid, sums, torch.full_like(sums, -1.0))
+    invalid = ~cand_valid[:, None, :]
+    logits = (-pd_c / temp).masked_fill(invalid, -torch.inf)
+    soft = torch.softmax(logits, dim=2).masked_fill(invalid, 0.0)  # (B, P, k); all-invalid rows: 0, not NaN
+    sums = soft.detach().sum(1).masked_fill(~cand_valid, -1.0)  # (B, k)
     # sort by sum descending, ties by candidate position (= seed order)
     top = torch.argsort(-sums, dim=1, stable=True)[:, :c_keep]
     imgs = torch.gather(soft, 2, top[:, None, :].expand(-1, soft.shape[1], -1))  # (B, P, <=C)

@@ -16,8 +16,11 @@ One step (paper, Algorithm 2):
    cutouts (after every step, or once per epoch with ``intensity_update="epoch"``).
 
 Training is deterministic given the seed (``torch.manual_seed`` for the initial weights, one
-``numpy.random.Generator`` for everything drawn). With an output folder it writes, after every
-epoch, ``training/checkpoint.safetensors`` + ``training/checkpoint.json`` (networks, optimiser
+``numpy.random.Generator`` for everything drawn) on the CPU; ``device="cuda"`` runs the networks
+and cutout images on a GPU with the same draws. With ``TrainConfig.select_sections`` the model
+keeps the epoch whose sections score best against the measured ones (:func:`train_restarts`
+chooses between seeds by the same score). With an output folder it writes, after every
+epoch, ``training/checkpoint-NNNNN.safetensors`` + ``training/checkpoint.json`` (networks, optimiser
 states, random state, ``mu``, history; atomic), ``training/log.csv`` and ``training/training.png``;
 ``resume=True`` continues from the checkpoint and ends with the same weights as an uninterrupted
 run. A NaN/inf loss raises :class:`~nmc_dataset.errors.TrainingError` naming the epoch and step;

@@ -64,39 +64,39 @@ def register(sub) -> None:
 def _cmd_fit(args) -> int:
     from .._util import log
     from ..recipes import load_recipe
+    from .gan import TrainConfig, resolve_device, train, train_restarts
     from .recipe import check_section, load_fits, warn_if_cutouts_leave_sections
 
-    from .gan import resolve_device
-
+    # everything the command line and the recipe decide is checked before the data is read
     device = resolve_device(args.device)
+    if args.restarts < 1:
+        raise InputError(f"--restarts must be >= 1, got {args.restarts}")
     recipe = load_recipe(args.recipe)
     section = recipe.get("grains") or {}
     if "grains" not in recipe:
         log.info("%s has no grains: section; using the paper's defaults", args.recipe)
     check_section(section, args.recipe)
-    fits, px, source, sections = load_fits(args.tessellations, with_sections=True)
+    cfg = TrainConfig.from_section(section)
+    if args.restarts > 1 and not cfg.select_sections:
+        raise InputError("--restarts needs grains.training.select_sections > 0 (the section score picks the run)",
+                         args.recipe)
     out = Path(args.out)
-    if args.restarts < 1:
-        raise InputError(f"--restarts must be >= 1, got {args.restarts}")
     if args.resume and args.restarts == 1 and not (out / "training" / "checkpoint.json").is_file():
         raise InputError("--resume: no checkpoint here (training/checkpoint.json); run without --resume", out)
     if args.resume and args.restarts > 1 and not (out / "restarts").is_dir():
         raise InputError("--resume: no restarts/ folder here; run without --resume", out)
     if out.exists() and not out.is_dir():
         raise InputError("exists and is not a folder", out)
-    from .gan import TrainConfig, train, train_restarts
-
-    cfg = TrainConfig.from_section(section)
+    fits, px, source, sections = load_fits(args.tessellations, with_sections=True)
     warn_if_cutouts_leave_sections(cfg, source)
     seed = int(recipe.get("seed", 0)) if args.seed is None else int(args.seed)
+    run_dir = out
     if args.restarts > 1:
-        if not cfg.select_sections:
-            raise InputError("--restarts needs grains.training.select_sections > 0 (the section score picks the run)",
-                             args.recipe)
         model = train_restarts(fits, px, cfg, seeds=range(seed, seed + args.restarts), out=out, resume=args.resume,
                                source=source, device=device, sections=sections)
         log.info("restarts: kept seed %d of %s", model.training["seed"],
                  ", ".join(f"{r['seed']} ({r['select_score']:.4f})" for r in model.training["restarts"]))
+        run_dir = out / "restarts" / f"seed-{model.training['seed']}"
     else:
         model = train(fits, px, cfg, seed=seed, out=out, resume=args.resume, source=source, device=device,
                       sections=sections)
@@ -106,7 +106,7 @@ def _cmd_fit(args) -> int:
                  model.training["selected_epoch"], model.training["epochs_done"], model.training["select_score"])
     log.info("grain model written to %s: mu = %.5g seeds/px^3, NG gen %.4g vs measured %.4g per px^2 "
              "(epoch times in %s)", out, model.intensity_per_px3, f.get("ng_gen", float("nan")),
-             model.training.get("ng_gt") or float("nan"), out / "training" / "log.csv")
+             model.training.get("ng_gt") or float("nan"), run_dir / "training" / "log.csv")
     return 0
 
 

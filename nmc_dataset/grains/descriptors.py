@@ -304,8 +304,7 @@ def describe_grains(model_dir, tessellations, out, *, samples: int = 8, radius_p
     if min_area_px < 1:
         raise InputError(f"--min-area-px must be >= 1, got {min_area_px}")
     measured = fitted_descriptors(fits, min_area_px)
-    radii = [float(np.sqrt(f.mask.sum() / np.pi)) for f in fits]
-    r = float(radius_px) if radius_px else float(np.mean(radii))
+    r = float(radius_px) if radius_px else float(np.mean([f.radius_px for f in fits]))
     rng = np.random.default_rng(seed)
     sims = model_sections(model, rng, samples, r)
     simulated = pooled(section_descriptors(lab, c, min_area_px) for lab, c in sims)

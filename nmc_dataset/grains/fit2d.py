@@ -76,6 +76,11 @@ class SectionFit:
         """Image shape ``(ny, nx)``."""
         return tuple(self.mask.shape)
 
+    @property
+    def radius_px(self) -> float:
+        """Equal-area radius of the section (pixels): ``sqrt(mask area / pi)``."""
+        return float(np.sqrt(np.asarray(self.mask, bool).sum() / np.pi))
+
     def origin(self) -> np.ndarray:
         """Coordinates ``(x, y)`` of pixel ``[0, 0]`` relative to the centre."""
         return -np.asarray(self.center_px, dtype=np.float64)

@@ -195,9 +195,10 @@ def _unflatten_optimizer(opt, prefix: str, tensors: dict, meta: dict) -> None:
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def resolve_device(device: str | None) -> torch.device:
-    """``"cpu"`` (default), ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when available) as a torch device."""
-    name = (device or "cpu").strip().lower()
+def resolve_device(device) -> torch.device:
+    """``"cpu"`` (default), ``"cuda"``, ``"cuda:N"``, ``"auto"`` (CUDA when available) or a
+    ``torch.device``, checked, as a torch device."""
+    name = str(device or "cpu").strip().lower()
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name != "cpu" and not name.startswith("cuda"):
@@ -229,7 +230,12 @@ class _Trainer:
             raise InputError(f"grains.training.ema_decay must be in [0, 1), got {cfg.ema_decay}")
         if not (np.isfinite(cfg.d_r1) and cfg.d_r1 >= 0):
             raise InputError(f"grains.training.d_r1 must be a number >= 0, got {cfg.d_r1}")
-        self.device = resolve_device(device) if not isinstance(device, torch.device) else device
+        if cfg.select_sections < 0 or cfg.select_min_area_px < 1:
+            raise InputError("grains.training.select_sections must be >= 0 and select_min_area_px >= 1, got "
+                             f"{cfg.select_sections} and {cfg.select_min_area_px}")
+        if cfg.select_metric not in ("mean", "max"):
+            raise InputError(f"grains.training.select_metric must be 'mean' or 'max', got {cfg.select_metric!r}")
+        self.device = resolve_device(device)
         # the weights are drawn on the CPU (same initial weights on every device), then moved
         torch.manual_seed(self.seed)
         self.gnet = GNet(kappa=cfg.kappa, hidden=cfg.hidden, r_bounds=cfg.r_bounds, diag_bounds=cfg.diag_bounds)
@@ -261,17 +267,12 @@ class _Trainer:
         from . import descriptors as De
 
         c = self.cfg
-        if c.select_sections < 0 or c.select_min_area_px < 1:
-            raise InputError("grains.training.select_sections must be >= 0 and select_min_area_px >= 1, got "
-                             f"{c.select_sections} and {c.select_min_area_px}")
-        if c.select_metric not in ("mean", "max"):
-            raise InputError(f"grains.training.select_metric must be 'mean' or 'max', got {c.select_metric!r}")
         if not c.select_sections:
             return
         if not sections:
             raise InputError("grains.training.select_sections needs the measured sections (fit-sections output)")
         self.select_measured = De.fitted_descriptors(sections, c.select_min_area_px)
-        self.select_radius = float(np.mean([np.sqrt(np.asarray(f.mask, bool).sum() / np.pi) for f in sections]))
+        self.select_radius = float(np.mean([f.radius_px for f in sections]))
 
     # ---------------------------------------------------------------- checkpoint
     def save(self, folder: Path) -> None:

@@ -98,7 +98,7 @@ def load_fits(folder, with_sections: bool = False) -> tuple:
                         folder, f.section_id, s, CENTRALITY_THRESHOLD)
     source = {"tessellations": str(folder), "sections": [str(f.section_id) for f in fits],
               "centrality_scores": [None if not np.isfinite(s) else float(s) for s in scores],
-              "min_radius_px": float(min(np.sqrt(np.asarray(f.mask, bool).sum() / np.pi) for f in fits))}
+              "min_radius_px": min(f.radius_px for f in fits)}
     if with_sections:
         return gbpds, float(sizes[0]), source, fits
     return gbpds, float(sizes[0]), source

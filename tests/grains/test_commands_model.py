@@ -127,6 +127,16 @@ def test_fit_grains_restarts_keep_the_best_scoring_run(tess, tmp_path, capsys):
     assert stamp == {s: (out / "restarts" / f"seed-{s}" / "model.json").stat().st_mtime_ns for s in (3, 4, 5)}
     assert (out / "gnet.safetensors").read_bytes() == weights and GrainModel.load(out).training["seed"] == chosen
     capsys.readouterr()
+    # resuming with other hyper-parameters names the finished run it cannot reuse; nothing is rewritten
+    grains["training"].update(epochs=3)
+    code = cli.main(["fit-grains", str(tess), "--recipe", str(_recipe(tmp_path, grains, "r2.yaml")), "--out", str(out),
+                     "--restarts", "3", "--resume"])
+    err = _err(capsys)
+    assert code == 2 and "other hyper-parameters" in err and "seed-3" in err, err
+    assert (out / "gnet.safetensors").read_bytes() == weights
+    code = cli.main(["fit-grains", str(tess), "--recipe", str(recipe), "--out", str(tmp_path / "y"), "--restarts", "2",
+                     "--resume"])
+    assert code == 2 and "no restarts/ folder" in _err(capsys) and not (tmp_path / "y").exists()
     # bad input: no selection score to choose by, or fewer than one run
     for extra, msg in ((["--restarts", "2"], "select_sections"), (["--restarts", "0"], "--restarts")):
         code = cli.main(["fit-grains", str(tess), "--recipe", str(_recipe(tmp_path)), "--out", str(tmp_path / "x"),

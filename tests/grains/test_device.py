@@ -19,7 +19,7 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
 
 
 def test_device_names():
-    assert resolve_device(None) == torch.device("cpu")
+    assert resolve_device(None) == resolve_device(torch.device("cpu")) == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     with pytest.raises(InputError, match="--device"):
         resolve_device("tpu")

@@ -234,8 +234,7 @@ def test_selection_keeps_the_best_scoring_epoch_of_an_unchanged_run(tmp_path):
     # the kept epoch's score, recomputed plainly
     measured = De.pooled(De.section_descriptors(f.label_image(), f.center_px, 3) for f in secs)
     rng = np.random.default_rng([3, best, 0x5E1])
-    radius = float(np.sqrt(secs[0].mask.sum() / np.pi))  # the measured sections' (equal-area) radius
-    sims = De.model_sections(plain, rng, 2, radius)
+    sims = De.model_sections(plain, rng, 2, secs[0].radius_px)  # all sections have the same disc
     simulated = De.pooled(De.section_descriptors(lab, c, 3) for lab, c in sims)
     terms = [wasserstein_distance(measured[k], simulated[k]) / np.std(measured[k]) for k in De.DESCRIPTORS_2D]
     assert min(scores) == pytest.approx(max(terms), rel=1e-9)

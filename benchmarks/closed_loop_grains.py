@@ -251,12 +251,18 @@ def spread(args) -> None:
         print(f"{seed:4d} " + " ".join(f"{x:10.2f}" for x in ratio) + f" {v['fitted']:6.0f} ({v['teacher']:4.0f})"
               f" {a['fitted']:6.3f} ({a['teacher']:.3f}) {str(r.get('selected_epoch') or '-'):>5s} {'yes' if ok else 'no':>7s}"
               "   " + " ".join(f"{x:.2f}" for x in data))
-    worst = [max(row["fit_over_noise"]) for row in rows.values()]
-    print(f"every target met in {n_all} of {len(rows)} runs; worst 2D descriptor / noise: median "
-          f"{np.median(worst):.2f}, range {min(worst):.2f}-{max(worst):.2f}")
+    print(f"every target met in {n_all} of {len(rows)} runs; "
+          + _worst_summary([max(row["fit_over_noise"]) for row in rows.values()]))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "runs": rows, "all_met": n_all}, f, indent=2)
+
+
+def _worst_summary(worst: list) -> str:
+    """Median and range over runs of each run's worst 2D descriptor / noise."""
+    if not worst:
+        return "no run finished"
+    return f"worst 2D descriptor / noise: median {np.median(worst):.2f}, range {min(worst):.2f}-{max(worst):.2f}"
 
 
 def print_data_spread(runs: dict, seeds: list, keys: list, json_path) -> None:
@@ -269,8 +275,8 @@ def print_data_spread(runs: dict, seeds: list, keys: list, json_path) -> None:
             rows[seed] = [r["table"][k]["data"] / r["table"][k]["noise"] for k in keys]
             print(f"{seed:4d} " + " ".join(f"{x:10.2f}" for x in rows[seed]))
     worst = [max(v) for v in rows.values()]
-    print(f"training sections within 1.5 x noise on every descriptor in {sum(w <= 1.5 for w in worst)} of {len(rows)} "
-          f"samples; worst descriptor / noise: median {np.median(worst):.2f}, range {min(worst):.2f}-{max(worst):.2f}")
+    print(f"training sections within 1.5 x noise on every descriptor in {sum(w <= 1.5 for w in worst)} of "
+          f"{len(rows)} samples; " + _worst_summary(worst))
     if json_path:
         with open(json_path, "w") as f:
             json.dump({"runs": rows}, f, indent=2)

@@ -9,7 +9,8 @@ Prints, in one run:
    against the paper's 7.06 us/grain (Ryzen 9 5900X + RTX A4000) and the issue's target of
    1 us/grain; two baselines measured in the same run: the previous batched path (scipy cKDTree
    query + numpy frames/einsum + one unchunked network pass) and a naive per-seed loop (one kNN
-   query, one frame, one network call per seed, on a subset);
+   query, one frame, one network call per seed, on a subset); and the network pass alone on one
+   window's inputs, through oneDNN's fused layers (the default) and the module's own forward;
 2. seconds per generator step (batch 64) and discriminator step (batch 128) with recipes/paper.yaml's
    architecture, and the projected time of the paper's 200 x 100 schedule;
 3. seconds per whole training step as fit-grains runs it (``--r1`` adds the R1 penalty) and a
@@ -104,6 +105,32 @@ def generation_breakdown(model: GrainModel, rng, lo, hi, old: bool = False) -> d
             "drawn": len(pos), "kept": g.n, "inside": inside}
 
 
+def mlp_paths(model: GrainModel, rng, lo, hi, repeats: int) -> dict:
+    """Median time of the network pass on one window's inputs: oneDNN's fused layers (the default
+    where available) and the module's own forward (torch's default CPU matmul), both chunked."""
+    from nmc_dataset.grains.generator import (default_knn_margin, fused_layers, markers, neighbour_inputs,
+                                              poisson_seed_set)
+    from nmc_dataset.grains.knn import box_mask
+
+    cm = model.cell_margin_px
+    m = cm + default_knn_margin(model.intensity_per_px3, model.kappa)
+    ss = poisson_seed_set(rng, model.intensity_per_px3, np.asarray(lo) - m, np.asarray(hi) + m)
+    keep = box_mask(ss.positions, np.asarray(lo) - cm, np.asarray(hi) + cm)
+    x = neighbour_inputs(ss.positions, ss.noise, ss.roll, keep, kappa=model.kappa, input_scale_px=model.input_scale_px)
+    out = {}
+    for name, fused in (("fused", True), ("plain", False)):
+        if fused and fused_layers(model.gnet) is None:
+            continue
+        markers(model.gnet, x, fused=fused)
+        ts = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            markers(model.gnet, x, fused=fused)
+            ts.append(time.perf_counter() - t0)
+        out[name] = float(np.median(ts))
+    return out
+
+
 def part1(args, cfg) -> None:
     torch.manual_seed(0)
     model = GrainModel(GNet(kappa=cfg.kappa, hidden=cfg.hidden), intensity_per_px3=0.0018, pixel_size_um=0.05)
@@ -120,6 +147,7 @@ def part1(args, cfg) -> None:
         sample_times.append(time.perf_counter() - t0)
         rows["old"].append(generation_breakdown(model, rng, lo, hi, old=True))
     med = {k: {f: float(np.median([r[f] for r in v])) for f in v[0]} for k, v in rows.items()}
+    mlp = mlp_paths(model, rng, lo, hi, 2 * args.repeats)
     naive = 1e6 * naive_per_seed(model, rng, lo, hi, 2000)
     new, old = med["new"], med["old"]
     print("== analytic generation ([-128,128]^3, mu = 0.0018, paper-sized G_net "
@@ -129,6 +157,11 @@ def part1(args, cfg) -> None:
     for name, r in (("fused kNN kernel (now)", new), ("cKDTree path (before)", old)):
         print(f"  {name:23s} seeds {1e3 * r['seeds']:6.1f} ms | kNN+inputs {1e3 * r['knn']:6.1f} ms | "
               f"MLP {1e3 * r['mlp']:6.1f} ms | GBPD {1e3 * r['gbpd']:4.1f} ms | total {1e3 * r['total']:6.1f} ms")
+    if "fused" in mlp:
+        print(f"  MLP on one window's inputs: oneDNN fused layers {1e3 * mlp['fused']:.1f} ms, module forward "
+              f"(torch's default CPU matmul) {1e3 * mlp['plain']:.1f} ms ({mlp['plain'] / mlp['fused']:.1f}x)")
+    else:
+        print(f"  MLP on one window's inputs: module forward {1e3 * mlp['plain']:.1f} ms (no oneDNN fused path here)")
     t = float(np.median(sample_times))
     us_kept = 1e6 * t / new["kept"]
     us_in = 1e6 * t / new["inside"]
@@ -147,7 +180,7 @@ def part1(args, cfg) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--steps", type=int, default=3, help="training steps to time")
     ap.add_argument("--generation-only", action="store_true", help="run part 1 only")
     ap.add_argument("--device", default="cpu", help="training device for the GAN steps: cpu, cuda or auto")

@@ -5,8 +5,10 @@ import pytest
 import torch
 
 from nmc_dataset.grains.gbpd import DIAG_MIN, radial_frames
-from nmc_dataset.grains.generator import (GNet, default_knn_margin, generate_gbpd, markers, neighbour_inputs,
-                                          poisson_seed_set)
+from nmc_dataset.grains.generator import (GNet, default_knn_margin, fused_layers, generate_gbpd, markers,
+                                          neighbour_inputs, poisson_seed_set)
+
+needs_fused = pytest.mark.skipif(fused_layers(GNet()) is None, reason="torch without oneDNN's fused linear")
 
 
 def _inputs_slow(seeds, noise, roll, i, kappa, scale):
@@ -95,6 +97,53 @@ def test_markers_are_batched_consistently(rng):
     d_one, r_one = markers(net, x[:7])
     np.testing.assert_allclose(d_all[:7], d_one, rtol=1e-6)
     np.testing.assert_allclose(r_all[:7], r_one, rtol=1e-6)
+
+
+@needs_fused
+@pytest.mark.parametrize("kappa, hidden", [(12, (128, 128, 64)), (5, (32, 16)), (3, (7,))])
+def test_fused_markers_match_the_module_forward(rng, kappa, hidden):
+    """Fast path (oneDNN fused linear + ReLU / sigmoid) against its plain twin, GNet.forward,
+    on random inputs with a wide range of magnitudes: equal to float32 rounding."""
+    torch.manual_seed(kappa)
+    net = GNet(kappa=kappa, hidden=hidden, r_bounds=(1.0, 10.0), diag_bounds=(DIAG_MIN, 50.0))
+    x = (rng.normal(size=(3001, 5 * kappa)) * rng.choice([0.1, 1.0, 8.0], size=(3001, 1))).astype(np.float32)
+    d_fast, r_fast = markers(net, x, fused=True)
+    d_plain, r_plain = markers(net, x, fused=False)
+    np.testing.assert_allclose(d_fast, d_plain, rtol=1e-5, atol=50.0 * 2e-6)
+    np.testing.assert_allclose(r_fast, r_plain, rtol=1e-5, atol=10.0 * 2e-6)
+    assert np.all((d_fast >= DIAG_MIN) & (d_fast <= 50.0)) and np.all((r_fast >= 1.0) & (r_fast <= 10.0))
+
+
+@needs_fused
+def test_fused_markers_do_not_depend_on_the_chunking(rng):
+    """A row's markers are the same bits whatever chunk (and position in it) computes them, so a
+    seed's markers never depend on how many other seeds a window holds."""
+    torch.manual_seed(4)
+    net = GNet()
+    x = rng.normal(size=(1000, 60)).astype(np.float32)
+    d_ref, r_ref = markers(net, x, fused=True)
+    for chunk in (1, 2, 3, 17, 64, 333):
+        d, r = markers(net, x, chunk=chunk, fused=True)
+        np.testing.assert_array_equal(d, d_ref)
+        np.testing.assert_array_equal(r, r_ref)
+    d, r = markers(net, x[5:9], fused=True)
+    np.testing.assert_array_equal(d, d_ref[5:9])
+
+
+def test_markers_fall_back_to_the_module_forward():
+    """Networks the fused path does not take (float64 weights) run through GNet.forward;
+    asking for the fused path then is an error."""
+    torch.manual_seed(5)
+    net = GNet(hidden=(16,)).double()
+    assert fused_layers(net) is None
+    x = np.random.default_rng(0).normal(size=(10, 60)).astype(np.float32)
+    d, r = markers(net, x)
+    with torch.no_grad():
+        d_ref, r_ref = net(torch.from_numpy(x).double())
+    np.testing.assert_allclose(d, d_ref.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(r, r_ref.numpy(), rtol=1e-6)
+    with pytest.raises(RuntimeError, match="fused"):
+        markers(net, x, fused=True)
 
 
 def test_generate_gbpd_equals_the_reference_path():

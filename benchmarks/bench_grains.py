@@ -68,9 +68,10 @@ def naive_per_seed(model: GrainModel, rng, lo, hi, limit: int):
     return (time.perf_counter() - t0) / len(out)
 
 
-def generation_breakdown(model: GrainModel, rng, lo, hi, old: bool = False) -> dict:
+def generation_breakdown(model: GrainModel, rng, lo, hi, old: bool = False, keep_inputs: bool = False) -> dict:
     """One generation of the window, step by step as ``generate_gbpd`` does it (``old``: the
-    previous path: np.all mask, cKDTree + numpy inputs, one unchunked no_grad network pass)."""
+    previous path: np.all mask, cKDTree + numpy inputs, one unchunked no_grad network pass;
+    ``keep_inputs``: also return the network's input rows under ``"inputs"``)."""
     from nmc_dataset.grains.generator import (default_knn_margin, markers, neighbour_inputs,
                                               neighbour_inputs_reference, poisson_seed_set)
     from nmc_dataset.grains.knn import box_mask
@@ -101,22 +102,19 @@ def generation_breakdown(model: GrainModel, rng, lo, hi, old: bool = False) -> d
     g = GBPD(pos[keep], diag, off, ss.roll[keep])
     t4 = time.perf_counter()
     inside = int(box_mask(g.seeds, lo, hi).sum())
-    return {"seeds": t1 - t0, "knn": t2 - t1, "mlp": t3 - t2, "gbpd": t4 - t3, "total": t4 - t0,
-            "drawn": len(pos), "kept": g.n, "inside": inside}
+    out = {"seeds": t1 - t0, "knn": t2 - t1, "mlp": t3 - t2, "gbpd": t4 - t3, "total": t4 - t0,
+           "drawn": len(pos), "kept": g.n, "inside": inside}
+    if keep_inputs:
+        out["inputs"] = x
+    return out
 
 
-def mlp_paths(model: GrainModel, rng, lo, hi, repeats: int) -> dict:
-    """Median time of the network pass on one window's inputs: oneDNN's fused layers (the default
-    where available) and the module's own forward (torch's default CPU matmul), both chunked."""
-    from nmc_dataset.grains.generator import (default_knn_margin, fused_layers, markers, neighbour_inputs,
-                                              poisson_seed_set)
-    from nmc_dataset.grains.knn import box_mask
+def mlp_paths(model: GrainModel, x: np.ndarray, repeats: int) -> dict:
+    """Median time of the network pass on one window's input rows ``x``: oneDNN's fused layers
+    (the default where available) and the module's own forward (torch's default CPU matmul), both
+    chunked."""
+    from nmc_dataset.grains.generator import fused_layers, markers
 
-    cm = model.cell_margin_px
-    m = cm + default_knn_margin(model.intensity_per_px3, model.kappa)
-    ss = poisson_seed_set(rng, model.intensity_per_px3, np.asarray(lo) - m, np.asarray(hi) + m)
-    keep = box_mask(ss.positions, np.asarray(lo) - cm, np.asarray(hi) + cm)
-    x = neighbour_inputs(ss.positions, ss.noise, ss.roll, keep, kappa=model.kappa, input_scale_px=model.input_scale_px)
     out = {}
     for name, fused in (("fused", True), ("plain", False)):
         if fused and fused_layers(model.gnet) is None:
@@ -137,7 +135,7 @@ def part1(args, cfg) -> None:
     rng = np.random.default_rng(0)
     lo, hi = [-128.0] * 3, [128.0] * 3
     model.sample(rng, -16, 16)  # warm-up (imports, compiled kernels)
-    generation_breakdown(model, rng, lo, hi)
+    window_inputs = generation_breakdown(model, rng, lo, hi, keep_inputs=True)["inputs"]
     rows = {"new": [], "old": []}
     sample_times = []
     for _ in range(args.repeats):
@@ -147,7 +145,7 @@ def part1(args, cfg) -> None:
         sample_times.append(time.perf_counter() - t0)
         rows["old"].append(generation_breakdown(model, rng, lo, hi, old=True))
     med = {k: {f: float(np.median([r[f] for r in v])) for f in v[0]} for k, v in rows.items()}
-    mlp = mlp_paths(model, rng, lo, hi, 2 * args.repeats)
+    mlp = mlp_paths(model, window_inputs, 2 * args.repeats)
     naive = 1e6 * naive_per_seed(model, rng, lo, hi, 2000)
     new, old = med["new"], med["old"]
     print("== analytic generation ([-128,128]^3, mu = 0.0018, paper-sized G_net "

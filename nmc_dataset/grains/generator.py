@@ -190,8 +190,7 @@ def markers(gnet, inputs: np.ndarray, *, chunk: int | None = None, fused: bool |
         Rows per network pass.
     fused : bool, optional
         Run the layers as oneDNN's fused linear + ReLU / sigmoid (:func:`fused_layers`), still in
-        float32:
-        about 2x faster than torch's default CPU matmul, whose BLAS takes a slower code path on
+        float32: about 2x faster than torch's default CPU matmul, whose BLAS takes a slower code path on
         some CPUs (AMD Zen: 384 vs 179 GFLOP/s on 2 threads). Default: when available (a GNet on
         the CPU in float32 with oneDNN built in). ``False``: the module's own ``forward`` (the
         plain twin; results agree to float32 rounding). Either way a row's result does not

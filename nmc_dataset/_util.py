@@ -196,3 +196,45 @@ def item_seed(recipe_seed: int, index: int, stream: int = 0) -> np.random.SeedSe
     with any number of workers draws the same numbers for item ``index``.
     """
     return np.random.SeedSequence(entropy=int(recipe_seed), spawn_key=(int(stream), int(index)))
+
+
+# --------------------------------------------------------------------------- command-line numbers
+#: plausible voxel / pixel sizes of nano- and micro-CT and EBSD, in µm
+PLAUSIBLE_LENGTH_UM = (0.001, 10.0)
+
+
+def length_um(text: str) -> float:
+    """argparse type of a length in µm: a finite number > 0 (``inf``, ``nan``, ``0`` are refused)."""
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a length in µm, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite length > 0 µm, got {text!r}")
+    return value
+
+
+def warn_if_implausible_voxel(value_um: float, what: str = "--voxel-size-um") -> None:
+    """Warn when a voxel size lies outside 0.001-10 µm (nm typed as µm?); the value is used as given."""
+    lo, hi = PLAUSIBLE_LENGTH_UM
+    if not lo <= float(value_um) <= hi:
+        log.warning("warning: %s %g µm is outside the usual %g-%g µm of CT voxels (nm given as µm?); "
+                    "using it as given", what, value_um, lo, hi)
+
+
+# --------------------------------------------------------------------------- fault injection
+#: environment variable naming items that fail on purpose, e.g. ``particle:7,shard:2`` (tests)
+FAULTS_ENV = "NMC_DATASET_FAULTS"
+
+
+def inject_fault(kind: str, index: int) -> None:
+    """Raise ``RuntimeError`` if ``NMC_DATASET_FAULTS`` names ``kind:index`` (deterministic fault tests).
+
+    Lets tests make exactly one particle or shard fail, in any worker process, without timing.
+    """
+    spec = os.environ.get(FAULTS_ENV, "")
+    if spec and f"{kind}:{int(index)}" in {s.strip() for s in spec.split(",")}:
+        raise RuntimeError(f"injected fault ({FAULTS_ENV}={spec})")

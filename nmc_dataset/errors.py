@@ -46,9 +46,13 @@ class MissingExtraError(NmcError):
 
     def __init__(self, feature: str, extra: str, module: str):
         super().__init__(
-            f"{feature} needs the optional package '{module}': "
-            f"pip install 'nmc-dataset[{extra}]'"
+            f"{feature} needs the optional package '{module}': pip install {module} "
+            f"(or, in a clone of nmc-dataset, pip install -e \".[{extra}]\")"
         )
+
+
+class ExportError(NmcError):
+    """Some items (particles, shards) could not be exported; the others are written and listed."""
 
 
 class ResourceError(NmcError):

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from .errors import InputError, RecipeError
+from .errors import ExportError, InputError, RecipeError
 
 #: (section name, module with ``run_section``) in execution order.
 SECTIONS: tuple[tuple[str, str], ...] = (
@@ -166,7 +166,7 @@ def run_recipe(path: str | Path, out: str | Path, *, workers: int = 1, force: bo
         raise RecipeError("--workers must be >= 1")
     ctx = RunContext(recipe_path=path, recipe=recipe, out=Path(out), seed=int(recipe.get("seed", 0)),
                      workers=workers, force=force, options=dict(options or {}))
-    from .dataset.build import check_build_folder
+    from .dataset.build import check_build_folder, claim_build_folder
 
     selected = [(name, importlib.import_module(module)) for name, module in SECTIONS
                 if name in recipe and (not only or name in only)]
@@ -175,11 +175,34 @@ def run_recipe(path: str | Path, out: str | Path, *, workers: int = 1, force: bo
         check = getattr(module, "check_section", None)
         if check is not None:
             check(recipe[name], ctx)
-    # Refuse a folder holding another recipe's build before any section writes into it.
+    # Refuse a folder holding the user's files or another recipe's build before any section writes.
+    claim_build_folder(ctx.out, run_roots(recipe), force=force)
     check_build_folder(ctx.out, recipe_hash(recipe), force=force, adopt_existing=True)
     for name, module in selected:
         module.run_section(recipe[name], ctx)
+    failed = ctx.outputs.get("failed_particles") or []
+    if failed:
+        ids = ", ".join(str(f["particle_id"]) for f in failed[:5]) + (", ..." if len(failed) > 5 else "")
+        raise ExportError(f"{len(failed)} particle(s) could not be exported (id {ids}: {failed[0]['error']}); "
+                          "everything else is built, and manifest.json lists them under 'failed'", ctx.out)
     return ctx
+
+
+def run_roots(recipe: dict) -> list[str]:
+    """Top-level files and folders (``name/``) a run of ``recipe`` writes into its output folder."""
+    roots = []
+    if "shells" in recipe:
+        roots.append("shells/")
+    if "sections" in recipe:
+        sec = recipe.get("sections") or {}
+        roots += ["synthetic_scans/", f"{sec.get('out', 'sections')}/", f"{sec.get('tessellations', 'tessellations')}/"]
+    if "grains" in recipe:
+        roots.append(f"{(recipe.get('grains') or {}).get('out', 'grain_model')}/")
+    if "particles" in recipe and "dataset" not in recipe:
+        roots.append("particles/")
+    if "dataset" in recipe:
+        roots += ["README.md", "manifest.json", "recipe.yaml", "data/", "voxels/", "meshes/", "models/", "figures/"]
+    return roots
 
 
 # --------------------------------------------------------------------------- CLI
@@ -193,7 +216,9 @@ def register(sub) -> None:
     p.add_argument("--executor", choices=["local", "dask"], default="local",
                    help="where particle shards are built (dask needs the [dask] extra)")
     p.add_argument("--scheduler", help="dask scheduler address, with --executor dask")
-    p.add_argument("--force", action="store_true", help="overwrite a build of a different recipe")
+    p.add_argument("--force", action="store_true",
+                   help="rebuild over a build of a different recipe, or build beside files that are not "
+                        "nmc-dataset's (those are never changed, listed in the manifest or published)")
     p.add_argument("--only", action="append", metavar="SECTION",
                    help="run only this section (repeatable)")
     p.set_defaults(func=_cmd_run)

@@ -11,10 +11,14 @@ from nmc_dataset.recipes import load_recipe, validate_recipe, RecipeError
 
 
 def test_help_lists_commands(capsys):
-    with pytest.raises(SystemExit) as e:
-        cli.main(["--help"])
-    assert e.value.code == 0
+    assert cli.main(["--help"]) == 0
     assert "run" in capsys.readouterr().out
+
+
+def test_usage_error_is_one_line_starting_with_error(capsys):
+    assert cli.main(["sample-shells", "m.json", "-n", "x", "--seed", "1", "--out", "s.parquet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: argument -n") and err.count("\n") == 1
 
 
 def test_console_script_runs():

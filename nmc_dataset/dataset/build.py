@@ -48,6 +48,7 @@ PARQUET_OPTIONS: dict[str, Any] = dict(
 )
 
 STATE_DIR = ".build"
+FOREIGN_FILE = "foreign.json"
 BUILD_STATE_KIND = "nmc-dataset/build-state"
 SHARD_KIND = "nmc-dataset/shard"
 
@@ -157,10 +158,14 @@ class ShardResult:
         Extra files the shard wrote (atomically), as POSIX paths relative to the build folder.
         Their sizes and SHA-256 go into the shard's completeness record: a missing or changed
         file makes the shard incomplete, and it is rebuilt on the next run.
+    failed : list of dict
+        Items the shard could not build (``{"particle_id": ..., "error": ...}``); they are left
+        out of its tables, recorded in the completeness record and in the release manifest.
     """
 
     tables: Mapping
     files: Sequence[str] = ()
+    failed: Sequence[dict] = ()
 
 
 def _file_record(out: Path, rel: str) -> dict:
@@ -183,8 +188,9 @@ def run_shard(make_shard: Callable, out: str, shard_index: int, n_shards: int, i
     c0 = time.process_time()
     tables = make_shard(shard_index, list(item_indices))
     extra_files: Sequence[str] = ()
+    failed: Sequence[dict] = ()
     if isinstance(tables, ShardResult):
-        tables, extra_files = tables.tables, tables.files
+        tables, extra_files, failed = tables.tables, tables.files, tables.failed
     if not isinstance(tables, Mapping) or set(tables) != set(configs):
         got = sorted(tables) if isinstance(tables, Mapping) else type(tables).__name__
         raise ValueError(f"make_shard returned {got}; expected tables for configs {sorted(configs)}")
@@ -201,6 +207,7 @@ def run_shard(make_shard: Callable, out: str, shard_index: int, n_shards: int, i
         "items": [int(item_indices[0]), int(item_indices[-1]) + 1] if len(item_indices) else [0, 0],
         "files": files,
         "extra": {str(rel): _file_record(out, str(rel)) for rel in sorted(extra_files)},
+        "failed": list(failed),
         # measurements (not content): kept out of the manifest
         "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0, "pid": os.getpid(),
         "peak_rss_mib": peak_rss_mib(),
@@ -289,6 +296,55 @@ def check_build_folder(out: str | os.PathLike, recipe_hash: str | None, *, force
     return True
 
 
+def foreign_files(out: str | os.PathLike) -> set[str]:
+    """Files that were in a build folder before the build claimed it (``--force``): never listed nor touched."""
+    path = Path(out) / STATE_DIR / FOREIGN_FILE
+    try:
+        return set(json.loads(path.read_text()).get("files") or [])
+    except (OSError, ValueError, AttributeError):
+        return set()
+
+
+def claim_build_folder(out: str | os.PathLike, roots: Sequence[str], *, force: bool = False) -> set[str]:
+    """Check that a build may write into ``out``; return the files it must leave alone.
+
+    A new or empty folder, or an earlier build (``.build/build.json``), is taken. A folder with
+    other files is refused unless ``force``; with ``force`` those files are recorded in
+    ``.build/foreign.json`` (so that the manifest never lists them and publish never uploads them),
+    and one that lies where the build writes (``roots``: ``README.md``, ``data/``, ...) is refused
+    even then, since the build would overwrite or delete it.
+
+    Raises
+    ------
+    RecipeError
+        As described.
+    """
+    from ..outputs import check_out_name
+
+    out = check_out_name(out)
+    if out.exists() and not out.is_dir():
+        raise RecipeError("exists and is not a folder; choose another --out", out)
+    if (out / STATE_DIR / "build.json").is_file() or not out.is_dir():
+        return foreign_files(out)
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    if not files:
+        return set()
+    sample = ", ".join(files[:3]) + (f", ... ({len(files)} files)" if len(files) > 3 else "")
+    if not force:
+        raise RecipeError(f"the folder holds files nmc-dataset did not write ({sample}); choose a new or empty "
+                          "--out, or --force to build beside them (they are never changed, listed or published)", out)
+    clash = [f for f in files if any(f == r.rstrip("/") or f.startswith(r.rstrip("/") + "/") for r in roots)]
+    if clash:
+        raise RecipeError(f"{clash[0]} is not nmc-dataset's and lies where the build writes "
+                          f"({', '.join(sorted(r for r in roots if clash[0].startswith(r.rstrip('/'))))}); "
+                          "move it or choose another --out", out)
+    write_json_atomic(out / STATE_DIR / FOREIGN_FILE, {"format": "nmc-dataset/foreign-files", "format_version": 1,
+                                                       "files": files})
+    log.info("--force: building beside %d file(s) that are not nmc-dataset's; they are left out of the manifest",
+             len(files))
+    return set(files)
+
+
 def _check_settings(out: Path, build_id: str, settings: dict, force: bool) -> None:
     """Shards of an earlier call are reusable only with the same n_items/shard_size/configs."""
     path = out / STATE_DIR / build_id / "settings.json"
@@ -334,6 +390,8 @@ class BuildResult:
         CPU time the shards built now took in their workers (excludes worker start-up).
     extra_files : list of str
         Extra files of all shards (see :class:`ShardResult`), sorted.
+    failed : list of dict
+        Items that could not be built, over all shards, in item order.
     """
 
     files: dict
@@ -344,6 +402,7 @@ class BuildResult:
     peak_rss_mib: dict
     cpu_seconds: float = 0.0
     extra_files: list = dataclasses.field(default_factory=list)
+    failed: list = dataclasses.field(default_factory=list)
 
 
 def build_dataset(out: str | os.PathLike, n_items: int, shard_size: int, make_shard: Callable,
@@ -438,7 +497,8 @@ def build_dataset(out: str | os.PathLike, n_items: int, shard_size: int, make_sh
     return BuildResult(files=files, counts=counts, built=sorted(new), skipped=skipped,
                        seconds=time.perf_counter() - t0, peak_rss_mib=peaks,
                        cpu_seconds=float(sum(rec.get("cpu_seconds", 0.0) for rec in new.values())),
-                       extra_files=sorted(rel for i in range(n_shards) for rel in (done[i].get("extra") or {})))
+                       extra_files=sorted(rel for i in range(n_shards) for rel in (done[i].get("extra") or {})),
+                       failed=[f for i in range(n_shards) for f in (done[i].get("failed") or [])])
 
 
 def _remove_stale_shards(out: Path, configs: Sequence[str], n_shards: int) -> None:

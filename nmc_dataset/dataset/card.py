@@ -64,7 +64,7 @@ UNIT_SUFFIXES = [("_um3", "µm³"), ("_um2", "µm²"), ("_um", "µm"), ("_nm", "
                  ("_s", "s"), ("_ms", "ms")]
 DEFAULT_DESCRIPTION = ("Virtual NMC811 (LiNi0.8Mn0.1Co0.1O2) cathode particles with radial grain architectures, "
                        "generated with the multi-scale stochastic model of Fuchs et al. (arXiv:2407.05333): "
-                       "spherical-harmonic outer shells fitted on nano-CT and grain architectures (generalized "
+                       "spherical-harmonic outer shells fitted on CT volumes and grain architectures (generalized "
                        "balanced power diagrams) calibrated on 2D EBSD sections by a stereological GAN.")
 
 
@@ -420,7 +420,17 @@ def card_context(folder: str | os.PathLike, release: dict, *, recipe_hash: str |
         "dataset_bibtex": dataset_bibtex(d) + (f"\n\n{extra_bib.strip()}" if extra_bib else ""),
         "license_url": LICENSE_URLS.get(str(d["license"]).lower()),
         "history": d["history"], "shell_voxel": shell_voxel, "ebsd_pixel": ebsd_pixel,
+        "inputs": d.get("inputs") or {},
+        "shell_source": _source_text(d, "shells", "3D nano-CT"),
+        "grain_source": _source_text(d, "sections", "the measured particles"),
     }
+
+
+def _source_text(d: dict, key: str, default: str) -> str:
+    info = (d.get("inputs") or {}).get(key)
+    if not info:
+        return default
+    return info["text"]
 
 
 def render_card(folder: str | os.PathLike, release: dict, *, recipe_hash: str | None = None,

@@ -120,6 +120,15 @@ def example_slices(volume: np.ndarray, path: str | os.PathLike, *, title: str | 
     return _save(fig, path)
 
 
+def _constant(values) -> bool:
+    """Whether a column holds a single value (a voxel size, a model id): a histogram says nothing."""
+    x = np.asarray(values)
+    if x.dtype.kind in "fc":
+        x = x[np.isfinite(x)]
+        return x.size == 0 or float(np.ptp(x)) <= 1e-12 * max(1.0, float(np.abs(x).max()))
+    return len({str(v) for v in x.tolist()}) <= 1
+
+
 def card_figures(folder: str | os.PathLike, *, measured: Mapping[str, Mapping[str, np.ndarray]] | None = None,
                  max_items: int = 20000) -> list[dict]:
     """Make the card's figures for every parquet config of a build folder.
@@ -159,12 +168,17 @@ def card_figures(folder: str | os.PathLike, *, measured: Mapping[str, Mapping[st
                     break
             values = {k: np.concatenate([p.column(k).to_numpy(zero_copy_only=False) for p in parts])[:max_items]
                       for k in cols}
+            constant = sorted(k for k, v in values.items() if _constant(v))
+            values = {k: v for k, v in values.items() if k not in constant}
+            if not values:
+                continue
             rel = f"figures/{c['name']}_descriptors.png"
             descriptor_histograms(values, folder / rel, measured=(measured or {}).get(c["name"]),
                                   title=f"{c['name']}: descriptor distributions",
                                   units={k: unit_of(k) for k in cols})
+            fixed = (f" Constant in this release, not drawn: {', '.join(constant)}." if constant else "")
             made.append({"path": rel, "caption": f"Distributions of the {c['name']} descriptors "
-                                                 f"({min(n, max_items)} items)."})
+                                                 f"({min(n, max_items)} items).{fixed}"})
         for col in c["array_columns"]:
             first = pq.ParquetFile(c["files"][0]).read_row_group(0, columns=[col]).column(col)[0].as_py()
             arr = np.asarray(first) if first is not None else None

@@ -42,11 +42,15 @@ def _excluded(rel: str, exclude) -> bool:
 def content_files(folder: str | os.PathLike, exclude: Iterable[str] = ()) -> list[str]:
     """Relative POSIX paths of the files a manifest lists.
 
-    Sorted; hidden files/folders, ``manifest.json`` and paths matching an ``exclude`` glob
+    Sorted; hidden files/folders, ``manifest.json``, files that were in the folder before the build
+    claimed it (``.build/foreign.json``) and paths matching an ``exclude`` glob
     (``grain_model/checkpoints/*``; a folder pattern ``sections/`` excludes its whole tree) are left out.
     """
+    from .build import foreign_files
+
     folder = Path(folder)
     exclude = list(exclude)
+    foreign = foreign_files(folder)
     found = []
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -54,7 +58,7 @@ def content_files(folder: str | os.PathLike, exclude: Iterable[str] = ()) -> lis
             if f.startswith("."):
                 continue
             rel = (Path(root) / f).relative_to(folder).as_posix()
-            if rel != MANIFEST and not (exclude and _excluded(rel, exclude)):
+            if rel != MANIFEST and rel not in foreign and not (exclude and _excluded(rel, exclude)):
                 found.append(rel)
     return sorted(found)
 
@@ -87,7 +91,7 @@ def file_entry(folder: Path, rel: str) -> dict:
 
 
 def compute_manifest(folder: str | os.PathLike, *, dataset: dict | None = None, recipe_hash: str | None = None,
-                     counts: dict | None = None, exclude: Iterable[str] = ()) -> dict:
+                     counts: dict | None = None, exclude: Iterable[str] = (), failed: Iterable[dict] = ()) -> dict:
     """The manifest of ``folder`` as a dict (nothing written).
 
     Parameters
@@ -102,12 +106,16 @@ def compute_manifest(folder: str | os.PathLike, *, dataset: dict | None = None, 
         Items per config; default: rows of the parquet configs under ``data/``.
     exclude : iterable of str
         Glob patterns of files not to list (nor publish); stored in the manifest.
+    failed : iterable of dict
+        Items the build could not make (``{"particle_id", "error"}``); listed under ``failed``
+        when there are any.
     """
     folder = Path(folder)
     dataset = dict(dataset or {})
     dataset.setdefault("version", "0.0.0")
     exclude = sorted(set(exclude))
-    return {
+    failed = list(failed)
+    m = {
         "format": KIND,
         "format_version": VERSION,
         "dataset": dataset,
@@ -117,6 +125,9 @@ def compute_manifest(folder: str | os.PathLike, *, dataset: dict | None = None, 
         "exclude": exclude,
         "files": [file_entry(folder, rel) for rel in content_files(folder, exclude)],
     }
+    if failed:
+        m["failed"] = failed
+    return m
 
 
 def write_manifest(folder: str | os.PathLike, **kwargs) -> dict:

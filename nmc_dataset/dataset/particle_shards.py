@@ -33,6 +33,7 @@ every common voxel centre.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
@@ -282,69 +283,39 @@ def particle_shard(shard_index: int, items: Sequence[int], *, out: str, n_shards
         Tables of the configs ``particles``, ``grains`` and ``voxels_<N>``, and the extra files.
     """
     from ..export import tables as ptables
-    from ..particles.assemble import make_particle, particle_seed
-    from ..particles.voxelize import voxelize
+    from ..particles.pipeline import export_particles
     from .build import ShardResult
 
     out_p = Path(out)
     shell, sid, grain, gid = _models(shell_model_path, grain_model_path)
     formats = tuple(formats)
-    records, cube_vols, ngr = [], {int(n): [] for n in cubes}, []
     extra: list[str] = []
-    writer = None
-    if "voxels" in formats:
-        from ..export.hdf5 import VoxelsWriter
+    mesh_folder = None
+    if "surface" in formats or "volume-mesh" in formats:
+        mesh_folder = out_p / MESHES_DIR
+        mesh_folder.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        writer = None
+        if "voxels" in formats:
+            from ..export.hdf5 import VoxelsWriter
 
-        rel = voxels_file(shard_index, n_shards)
-        writer = VoxelsWriter(out_p / rel).__enter__()
-    try:
-        for k in items:
-            pid = int(first_index) + int(k)
-            part = make_particle(shell, grain, particle_seed(seed, pid), particle_id=pid, spacing_px=spacing_px,
-                                 margin_px=margin_px, shell_model_id=sid, grain_model_id=gid)
-            vol = voxelize(part, voxel_size_um, max_memory_gib=max_memory_gib)
-            records.append(ptables.particle_records(part, vol))
-            ngr.append(part.n_grains)
-            for n in cube_vols:
-                cube_vols[n].append(voxelize_cube(part, n))
-            if writer is not None:
-                writer.add(vol, part.n_grains)
-            if "surface" in formats or "volume-mesh" in formats:
-                extra += _write_meshes(part, vol, out_p, formats, mesh_size_um, smoothing_iterations, max_memory_gib)
-            del vol
-    except BaseException:
-        if writer is not None:
-            writer.__exit__(RuntimeError, RuntimeError("aborted"), None)
-        raise
+            rel = voxels_file(shard_index, n_shards)
+            writer = stack.enter_context(VoxelsWriter(out_p / rel))
+        results, failures = export_particles(
+            [int(first_index) + int(k) for k in items], mesh_folder=mesh_folder, shell_model=shell,
+            grain_model=grain, seed=seed, voxel_size_um=voxel_size_um, formats=("params",) + formats,
+            voxels=writer, cubes=cubes, mesh_size_um=mesh_size_um, smoothing_iterations=smoothing_iterations,
+            spacing_px=spacing_px, margin_px=margin_px, max_memory_gib=max_memory_gib, shell_model_id=sid,
+            grain_model_id=gid)
     if writer is not None:
-        writer.__exit__(None, None, None)
         extra += [rel, str(Path(rel).with_suffix(".xdmf").as_posix())]
-    particles, grains = ptables.params_tables(records)
+    extra += [p.relative_to(out_p).as_posix() for r in results for p in r.files]
+    particles, grains = ptables.params_tables([r.record for r in results])
     tables = {"particles": particles, "grains": _with_grain_shapes(grains)}
-    for n, vols in cube_vols.items():
-        tables[f"voxels_{n}"] = voxels_table(vols, ngr, n)
-    return ShardResult(tables=tables, files=sorted(extra))
-
-
-def _write_meshes(part, vol, out: Path, formats, mesh_size_um, smoothing, max_memory_gib) -> list[str]:
-    """Surface / tet meshes of one particle under ``out/meshes/``; returns the relative paths written.
-
-    The writers of ``nmc_dataset.particles.commands`` write each file atomically; files of a
-    killed shard are rewritten with the same bytes when the shard is redone.
-    """
-    from ..particles.commands import write_particle_meshes
-
-    folder = out / MESHES_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    write_particle_meshes(part, vol, folder, formats, mesh_size_um, smoothing, max_memory_gib)
-    stem = f"particle_{part.particle_id:06d}"
-    found = []
-    for sub in ("surfaces", "volume_meshes"):
-        d = folder / sub
-        if d.is_dir():
-            found += [p for p in d.iterdir() if p.is_file() and not p.name.startswith(".")
-                      and (p.name.startswith(stem + "_") or p.name.startswith(stem + "."))]
-    return sorted(p.relative_to(out).as_posix() for p in found)
+    ngr = [r.n_grains for r in results]
+    for n in cubes:
+        tables[f"voxels_{int(n)}"] = voxels_table([r.cubes[int(n)] for r in results], ngr, int(n))
+    return ShardResult(tables=tables, files=sorted(extra), failed=[f.as_dict() for f in failures])
 
 
 # --------------------------------------------------------------------------- the release build
@@ -435,6 +406,7 @@ def build_particle_release(config: dict, ctx, *, shell_model_path: Path, grain_m
                       recipe_hash=rhash, force=ctx.force, desc="particles")
     if cubes:
         render_first_particle(out, max(cubes))
+    ctx.outputs["failed_particles"] = list(r.failed)
     removed = _sweep(out, set(r.extra_files))
     if removed:
         log.info("removed %d file(s) of an earlier build from voxels/ and meshes/", removed)

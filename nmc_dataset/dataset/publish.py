@@ -105,6 +105,25 @@ def _default_revision(version: str) -> str:
     return version if version.startswith("v") else f"v{version}"
 
 
+def check_revision(revision: str | None, version: str) -> str:
+    """The tag to publish: ``revision`` or ``v<version>``.
+
+    A revision that reads as a version number (``v1.0.0``, ``1.0``, ``v1.0.0-rc1``) must carry the
+    dataset's own version, so that a tag never claims a version the files do not have; other
+    names (``preview``) are accepted as given.
+    """
+    import re
+
+    if not revision:
+        return _default_revision(version)
+    m = re.match(r"^v?(\d+(?:\.\d+)*)(?:[-+].*)?$", revision)
+    if m and m.group(1) != version.lstrip("v"):
+        raise PublishError(f"--revision {revision} names version {m.group(1)} but the dataset is version {version} "
+                           f"(manifest.json); set dataset.version in the recipe and re-run, or use --revision "
+                           f"{_default_revision(version)}")
+    return revision
+
+
 # --------------------------------------------------------------------------- Hugging Face Hub
 def hf_token(token: str | None = None) -> str | None:
     """The Hugging Face token: ``token``, else ``HF_TOKEN``, else the login cache."""
@@ -177,7 +196,7 @@ def publish_hf(folder: str | os.PathLike, repo_id: str, *, revision: str | None 
     folder = Path(folder)
     m, files = upload_files(folder)
     version = str(m["dataset"].get("version"))
-    revision = revision or _default_revision(version)
+    revision = check_revision(revision, version)
     plan = UploadPlan(f"huggingface hub dataset {repo_id} at {endpoint or 'https://huggingface.co'}",
                       version, revision, files)
     token = hf_token(token)
@@ -252,9 +271,15 @@ def publish_hf(folder: str | os.PathLike, repo_id: str, *, revision: str | None 
         if status == 401:
             msg = "the Hub refused the token (401 unauthorized); check HF_TOKEN / `hf auth login`"
         raise PublishError(f"Hugging Face Hub error ({status}): {msg}", repo_id) from None
-    except (OSError, ValueError, RuntimeError) as e:
-        cause = f" ({_scrub(str(e.__cause__), token)})" if e.__cause__ else ""
-        raise PublishError(f"upload to the Hugging Face Hub failed: {_scrub(str(e), token)}{cause}", repo_id) from None
+    except PublishError:
+        raise
+    except Exception as e:  # noqa: BLE001 - network (httpx/requests), file and protocol errors alike
+        text = " ".join(_scrub(str(e), token).split()) or type(e).__name__
+        cause = " ".join(_scrub(str(e.__cause__), token).split()) if e.__cause__ else ""
+        cause = f" ({cause})" if cause and cause != text else ""
+        raise PublishError(f"upload to the Hugging Face Hub failed ({type(e).__name__}: {text}{cause}); nothing "
+                           "was tagged, and re-running the same command uploads only what is missing",
+                           repo_id) from None
     echo(f"published {repo_id} {revision}: {len(result['uploaded'])} files uploaded, "
          f"{len(result['skipped'])} unchanged, {len(result['deleted'])} stale removed")
     return result

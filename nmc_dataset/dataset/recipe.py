@@ -102,6 +102,47 @@ def _shell_model_path(ctx) -> Path | None:
     return p if p.exists() else None
 
 
+def _file_entry(path: Path) -> dict:
+    from .build import sha256_file
+
+    return {"name": path.name, "sha256": sha256_file(path)}
+
+
+def input_provenance(ctx) -> dict:
+    """Where a run's inputs came from: known-truth phantoms or measured files (names and SHA-256).
+
+    ``{"shells": {"kind": "phantom" | "measured" | "model", ...}, "sections": {...}}`` for the
+    sections the recipe has; the card states it, so a release built from phantoms never reads
+    as if it were measured.
+    """
+    recipe = ctx.recipe
+    out: dict = {}
+    shells = recipe.get("shells") or {}
+    if "phantom" in shells:
+        ph = shells["phantom"] or {}
+        out["shells"] = {"kind": "phantom", "text": "a synthetic grey-value CT phantom of a known shell model "
+                         f"({ph.get('size', 128)}³ voxels, {ph.get('n_particles', 60)} particles), not a measurement"}
+    elif "volume" in shells:
+        path = ctx.resolve(shells["volume"]["path"])
+        out["shells"] = {"kind": "measured", "files": [_file_entry(path)],
+                         "text": f"the CT volume `{path.name}`"}
+    elif "model" in shells:
+        path = ctx.resolve(shells["model"])
+        out["shells"] = {"kind": "model", "files": [_file_entry(path)], "text": f"the given shell model `{path.name}`"}
+    sections = recipe.get("sections") or {}
+    if "synthetic" in sections:
+        out["sections"] = {"kind": "phantom", "text": "synthetic EBSD scans of a known radial teacher architecture "
+                           "written by the tool's own instrument model, not a measurement"}
+    elif "scans" in sections:
+        from ..grains.commands_ebsd import expand_scans
+
+        scans = expand_scans(sections["scans"], base=ctx.recipe_path.parent)
+        out["sections"] = {"kind": "measured", "files": [_file_entry(Path(s)) for s in scans],
+                           "text": f"{len(scans)} EBSD scan(s) ({', '.join(Path(s).name for s in scans[:4])}"
+                                   f"{', ...' if len(scans) > 4 else ''})"}
+    return out
+
+
 def check_section(config: dict, ctx) -> None:
     """Pre-flight: a shells config needs a shell model from this run or an earlier one."""
     if int(config.get("shells", 0)) > 0 and "shells" not in ctx.recipe and _shell_model_path(ctx) is None:
@@ -127,6 +168,7 @@ def run_section(config: dict, ctx) -> None:
                          ctx.recipe_path)
     check_build_folder(out, rhash, force=ctx.force, adopt_existing=True)
     release = release_metadata(config)
+    release["inputs"] = input_provenance(ctx)
     exclude = list(config.get("exclude") or [])
 
     # the exact recipe (bytes) so the release documents itself
@@ -147,7 +189,8 @@ def run_section(config: dict, ctx) -> None:
 
     figures = card_figures(out) if config.get("figures", True) else None
     card = write_card(out, {**release, "exclude": exclude}, recipe_hash=rhash, figures=figures)
-    m = write_manifest(out, dataset=release, recipe_hash=rhash, exclude=exclude)
+    m = write_manifest(out, dataset=release, recipe_hash=rhash, exclude=exclude,
+                       failed=ctx.outputs.get("failed_particles") or [])
     ctx.outputs["dataset_card"] = card
     ctx.outputs["manifest"] = out / "manifest.json"
     log.info("dataset %s %s: %d files, counts %s", release["name"], release["version"], len(m["files"]),

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, RecipeError
+from ..outputs import add_force_option
 
 SELECTION_FORMAT = "nmc-dataset/section-selection"
 #: Grain-dilation reach of import-ebsd (pixels; reconstruct.dilate_grains).
@@ -76,7 +77,7 @@ def expand_scans(patterns, base: Path | None = None) -> list[Path]:
 
 def import_ebsd(scans, out, min_ci: float = 0.1, max_misorientation_deg: float = 5.0, min_grain_px: int = 5,
                 center_px=None, central="auto", threshold: float | None = None,
-                dilate_px: float = DEFAULT_DILATE_PX) -> dict:
+                dilate_px: float = DEFAULT_DILATE_PX, force: bool = False) -> dict:
     """Import EBSD scans into a folder of sections (the API behind ``import-ebsd``).
 
     Parameters
@@ -103,7 +104,8 @@ def import_ebsd(scans, out, min_ci: float = 0.1, max_misorientation_deg: float =
     dict
         The content of ``selection.json``.
     """
-    from .._util import atomic_dir, log, progress, write_json_atomic
+    from .._util import log, progress, write_json_atomic
+    from ..outputs import check_out_name, claim_folder, output_folder
     from ..io.ebsd import read_ebsd
     from ..io.sections import Section, write_section
     from .morphology import (CENTRALITY_CALIBRATION, CENTRALITY_THRESHOLD, centrality_score,
@@ -129,8 +131,7 @@ def import_ebsd(scans, out, min_ci: float = 0.1, max_misorientation_deg: float =
         raise InputError(f"two scans share the file stem {dup[0]!r} (section ids must be unique)",
                          [s for s in scans if s.stem == dup[0]][1])
     mode, listed = _parse_central(central, set(ids))
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "selection.json").is_file())):
-        raise InputError("exists and is not an import-ebsd output folder; choose a new --out", out)
+    claim_folder(check_out_name(out), "import-ebsd", force=force, legacy=("selection.json",))
     center = None if center_px is None else np.asarray(center_px, dtype=np.float64).reshape(2)
 
     # 1. parse, reconstruct and describe everything (nothing written yet)
@@ -175,7 +176,7 @@ def import_ebsd(scans, out, min_ci: float = 0.1, max_misorientation_deg: float =
     }
 
     # 3. write atomically
-    with atomic_dir(out) as tmp:
+    with output_folder(out, "import-ebsd", force=force, legacy=("selection.json",)) as tmp:
         for (path, scan, gm, gt, chords, score), meta in zip(prepared, sections_meta):
             counts = np.bincount(gm.grain_phase[1:], minlength=max(scan.phases) + 1)
             phase = scan.phases.get(int(np.argmax(counts)))  # the phase most grains belong to
@@ -224,6 +225,7 @@ def register(sub) -> None:
                         "(scan file stems)")
     p.add_argument("--threshold", type=float, default=None,
                    help="centrality threshold for --central auto (default: the calibrated 0.65)")
+    add_force_option(p)
     p.set_defaults(func=_cmd_import)
 
 
@@ -232,5 +234,5 @@ def _cmd_import(args) -> int:
     scans = expand_scans(args.scans)
     import_ebsd(scans, args.out, min_ci=args.min_ci, max_misorientation_deg=args.max_misorientation_deg,
                 min_grain_px=args.min_grain_px, center_px=center, central=args.central, threshold=args.threshold,
-                dilate_px=args.dilate_px)
+                dilate_px=args.dilate_px, force=args.force)
     return 0

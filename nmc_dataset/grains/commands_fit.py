@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..outputs import add_force_option
+
 
 def register(sub) -> None:
     """Add the ``fit-sections`` subcommand to the CLI's subparsers."""
@@ -13,9 +15,10 @@ def register(sub) -> None:
                     "tessellations (cells.parquet, sections.json, masks/) atomically.",
     )
     p.add_argument("sections", metavar="SECTIONS_DIR", help="folder written by import-ebsd")
-    p.add_argument("--out", required=True, metavar="TESSELLATIONS_DIR", help="output folder (replaced atomically)")
+    p.add_argument("--out", required=True, metavar="TESSELLATIONS_DIR", help="output folder (a new or empty one, or an earlier fit-sections output: replaced atomically)")
     p.add_argument("--steps", type=int, default=200, help="Adam steps per section (default 200)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    add_force_option(p)
     p.set_defaults(func=_run)
 
 
@@ -25,7 +28,7 @@ def _run(args) -> int:
 
     if args.steps < 1:
         raise RecipeError(f"--steps must be >= 1, got {args.steps}")
-    fits = fit_sections(args.sections, args.out, steps=args.steps, seed=args.seed)
+    fits = fit_sections(args.sections, args.out, steps=args.steps, seed=args.seed, force=args.force)
     for f in fits:
         print(f"{f.section_id}\t{f.gbpd.n} cells\tagreement {100 * f.agreement:.2f} %")
     mean = sum(f.agreement for f in fits) / len(fits)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import InputError, ResourceError
+from ..outputs import add_force_option, check_out_file
 
 LABELS_FORMAT = "nmc-dataset/grain-labels"
 LABELS_FORMAT_VERSION = 1
@@ -57,6 +58,7 @@ def register(sub) -> None:
                    help="detection limit: grains smaller than this are left out on both sides (default 5, "
                         "import-ebsd's --min-grain-px default)")
     p.add_argument("--seed", type=int, default=0)
+    add_force_option(p)
     p.set_defaults(func=_cmd_describe)
 
 
@@ -173,8 +175,8 @@ def _cmd_sample(args) -> int:
         raise ResourceError(f"--size-px {args.size_px} would need {4 * args.size_px ** 3 / 2 ** 30:.1f} GiB; "
                             f"the limit is {MAX_SIZE_PX}")
     heights = _parse_heights(args.sections)
+    out = check_out_file(args.out)
     model = GrainModel.load(args.model)
-    out = Path(args.out)
     labels, origin, g = sample_labels(model, args.size_px, args.seed, heights)
     n_disc = count_disconnected(labels.astype(np.int64) - 1) if heights is None else None
     with atomic_path(out) as tmp:
@@ -211,7 +213,7 @@ def _cmd_describe(args) -> int:
     from .descriptors import describe_grains
 
     result = describe_grains(args.model, args.against, args.out, samples=args.samples, radius_px=args.radius_px,
-                             seed=args.seed, min_area_px=args.min_area_px)
+                             seed=args.seed, min_area_px=args.min_area_px, force=args.force)
     for k, v in result.items():
         print(f"{k:>11}: W1 {v['wasserstein1']:.4g}  KS {v['ks']:.3f}  "
               f"(n measured {v['n_measured']}, model {v['n_simulated']})")

@@ -18,7 +18,6 @@ sections of a :class:`~nmc_dataset.grains.model.GrainModel` or of any 3D GBPD sa
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
@@ -273,7 +272,8 @@ def volume_labels(sampler, rng, size_px: int):
 
 # --------------------------------------------------------------------------- describe-grains
 def describe_grains(model_dir, tessellations, out, *, samples: int = 8, radius_px: float | None = None,
-                    seed: int = 0, heights=(0.0, 0.25, 0.5, 0.75), min_area_px: int = 5) -> dict:
+                    seed: int = 0, heights=(0.0, 0.25, 0.5, 0.75), min_area_px: int = 5,
+                    force: bool = False) -> dict:
     """Compare central sections of a model with fitted tessellations; write a report folder.
 
     Both sides are described at the detection limit ``min_area_px`` (import-ebsd's
@@ -292,9 +292,11 @@ def describe_grains(model_dir, tessellations, out, *, samples: int = 8, radius_p
     from .._util import write_json_atomic
     from ..compare import compare_descriptors
     from ..errors import InputError
+    from ..outputs import check_out_name, claim_folder, output_folder
     from .fit2d import read_tessellations
     from .model import GrainModel
 
+    claim_folder(check_out_name(out), "describe-grains", force=force, legacy=("cut_height.json",))
     model = GrainModel.load(model_dir)
     fits = read_tessellations(tessellations)
     if not fits:
@@ -308,12 +310,12 @@ def describe_grains(model_dir, tessellations, out, *, samples: int = 8, radius_p
     rng = np.random.default_rng(seed)
     sims = model_sections(model, rng, samples, r)
     simulated = pooled(section_descriptors(lab, c, min_area_px) for lab, c in sims)
-    out = Path(out)
-    result = compare_descriptors(measured, simulated, out, title="Grain sections: fitted tessellations vs model",
-                                 units=DESCRIPTORS_2D, labels=("measured", "model"))
     study = cut_height_study(model, rng, r, heights, max(2, samples // 2))
-    write_json_atomic(out / "cut_height.json", study)
-    plot_cut_height(study, out / "cut_height.png")
+    with output_folder(out, "describe-grains", force=force, legacy=("cut_height.json",)) as tmp:
+        result = compare_descriptors(measured, simulated, tmp, title="Grain sections: fitted tessellations vs model",
+                                     units=DESCRIPTORS_2D, labels=("measured", "model"))
+        write_json_atomic(tmp / "cut_height.json", study)
+        plot_cut_height(study, tmp / "cut_height.png")
     return result
 
 

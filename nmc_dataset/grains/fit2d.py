@@ -34,8 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .._util import atomic_dir, check_format, log, progress, read_json
+from .._util import check_format, log, progress, read_json
 from ..errors import InputError
+from ..outputs import check_out_name, claim_folder, output_folder
 from .gbpd import DIAG_MIN, GBPD, hard_labels, hard_labels_grid
 
 TESSELLATIONS_FORMAT = "nmc-dataset/tessellations"
@@ -288,7 +289,7 @@ def augment(g: GBPD, rng: np.random.Generator, max_rel: float = 0.2) -> GBPD:
 
 
 # --------------------------------------------------------------------------- files
-def write_tessellations(fits: list[SectionFit], folder: str | Path) -> Path:
+def write_tessellations(fits: list[SectionFit], folder: str | Path, *, force: bool = False) -> Path:
     """Write fitted tessellations atomically into ``folder`` (layout in the module docstring)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -320,7 +321,7 @@ def write_tessellations(fits: list[SectionFit], folder: str | Path) -> Path:
             "units": "pixels relative to the section centre (x = col - center_x, y = row - center_y)"}
     table = pa.table(arrays).replace_schema_metadata(meta)
     doc = {"format": TESSELLATIONS_FORMAT, "format_version": TESSELLATIONS_FORMAT_VERSION, "sections": sections}
-    with atomic_dir(folder) as tmp:
+    with output_folder(folder, "fit-sections", force=force, legacy=("sections.json",)) as tmp:
         pq.write_table(table, tmp / "cells.parquet")
         (tmp / "masks").mkdir()
         for f in fits:
@@ -390,7 +391,8 @@ def read_tessellations(folder: str | Path) -> list[SectionFit]:
     return fits
 
 
-def fit_sections(root: str | Path, out: str | Path, steps: int = 200, seed: int = 0) -> list[SectionFit]:
+def fit_sections(root: str | Path, out: str | Path, steps: int = 200, seed: int = 0, *,
+                 force: bool = False) -> list[SectionFit]:
     """Fit every selected (central) section under ``root`` and write the tessellations to ``out``.
 
     Parameters
@@ -409,8 +411,7 @@ def fit_sections(root: str | Path, out: str | Path, steps: int = 200, seed: int 
     """
     from ..io.sections import read_sections
 
-    if Path(out).exists() and not Path(out).is_dir():
-        raise InputError("output exists and is not a folder", out)
+    claim_folder(check_out_name(out), "fit-sections", force=force, legacy=("sections.json",))
     sections = read_sections(root, selected_only=True)  # validates before anything is written
     for s in sections:
         if not (np.asarray(s.mask, bool) & (np.asarray(s.labels) > 0)).any():
@@ -423,7 +424,7 @@ def fit_sections(root: str | Path, out: str | Path, steps: int = 200, seed: int 
         log.info("%s: %d cells, agreement %.2f %% (%.1f s)", s.section_id, fit.gbpd.n, 100 * fit.agreement,
                  time.perf_counter() - t0)
         fits.append(fit)
-    write_tessellations(fits, out)
+    write_tessellations(fits, out, force=force)
     return fits
 
 

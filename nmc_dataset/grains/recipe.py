@@ -150,6 +150,12 @@ def run_section(config: dict, ctx) -> None:
         train(fits, px, cfg, seed=ctx.seed, out=out, resume=resume, source=source)
         GrainModel.load(out)  # check what was written reads back
     ctx.outputs["grain_model"] = out
+    # the validation a release card shows beside the shells': model sections vs the fitted ones
+    from .descriptors import describe_grains
+
+    report = out / "report"
+    describe_grains(out, tess, report, samples=int(config.get("describe_samples", 4)), seed=ctx.seed)
+    ctx.outputs["grain_report"] = report
 
 
 def _finished_model(out: Path, cfg, seed: int):

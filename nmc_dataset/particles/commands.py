@@ -16,15 +16,16 @@ Output folder::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
-
 from pathlib import Path
 
 import numpy as np
 
-from .._util import log
-from ..errors import InputError, MissingExtraError, RecipeError
+from .._util import length_um, log
+from ..errors import ExportError, InputError, MissingExtraError, RecipeError
+from ..outputs import add_force_option
 
 FORMATS = ("params", "voxels", "surface", "volume-mesh")
 RUN_FORMAT = "nmc-dataset/particles-run"
@@ -89,8 +90,13 @@ def parse_formats(text, where="--formats") -> tuple:
 def generate_particles(shell_model, grain_model, *, n: int, seed: int, voxel_size_um: float, formats, out,
                        mesh_size_um: float | None = None, max_memory_gib: float | None = None,
                        shell_model_id: str = "", grain_model_id: str = "", smoothing_iterations: int = 8,
-                       spacing_px: float = 1.0, margin_px: float = 8.0, first_index: int = 0) -> dict:
+                       spacing_px: float = 1.0, margin_px: float = 8.0, first_index: int = 0,
+                       force: bool = False) -> dict:
     """Generate ``n`` particles and write the requested exports into ``out`` (atomically).
+
+    A particle that cannot be exported is left out (its files removed) and listed under
+    ``failed`` in ``generate.json``; the others are written, then :class:`ExportError` says which
+    failed.
 
     Parameters
     ----------
@@ -116,10 +122,12 @@ def generate_particles(shell_model, grain_model, *, n: int, seed: int, voxel_siz
     dict
         The run record written to ``generate.json``.
     """
-    from .._util import atomic_dir, progress, write_json_atomic
+    from .._util import progress, write_json_atomic
     from ..export import tables
-    from .assemble import _children, make_particle, particle_seed
-    from .voxelize import check_memory, shell_grid, voxelize
+    from ..outputs import check_out_name, claim_folder, output_folder
+    from .assemble import _children, particle_seed
+    from .pipeline import MESH_DIRS, export_particles
+    from .voxelize import check_memory, shell_grid
 
     formats = parse_formats(formats)
     n = int(n)
@@ -140,10 +148,8 @@ def generate_particles(shell_model, grain_model, *, n: int, seed: int, voxel_siz
         if mesh_size_um and "volume-mesh" in formats:
             check_memory(shell_grid(c, max(mesh_size_um, voxel_size_um)).shape, 0, max_memory_gib,
                          where="--mesh-size-um")
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "generate.json").is_file())):
-        raise InputError("exists and is not the output of an earlier `generate`; choose another --out "
-                         "(an earlier output is replaced as a whole)", out)
+    out = check_out_name(out)
+    claim_folder(out, "generate", force=force, legacy=("generate.json",))
     record = {
         "format": RUN_FORMAT, "format_version": 1, "n": n, "seed": int(seed), "first_index": int(first_index),
         "voxel_size_um": float(voxel_size_um), "mesh_size_um": None if mesh_size_um is None else float(mesh_size_um),
@@ -152,38 +158,38 @@ def generate_particles(shell_model, grain_model, *, n: int, seed: int, voxel_siz
         "assembly_margin_px": float(margin_px), "smoothing_iterations": int(smoothing_iterations),
         "peak_volume_estimate_gib": max(est) / 2**30, "particles": [],
     }
-    with atomic_dir(out) as tmp:
+    with output_folder(out, "generate", force=force, legacy=("generate.json",)) as tmp, \
+            contextlib.ExitStack() as stack:
         voxels = None
         if "voxels" in formats:
             from ..export.hdf5 import VoxelsWriter
 
-            voxels = VoxelsWriter(tmp / "voxels.h5").__enter__()
-        records = []
-        try:
-            for i in progress(range(n), total=n, desc="particles", unit="particle"):
-                pid = first_index + i
-                part = make_particle(shell_model, grain_model, particle_seed(seed, pid), particle_id=pid,
-                                     spacing_px=spacing_px, margin_px=margin_px, shell_model_id=shell_model_id,
-                                     grain_model_id=grain_model_id)
-                vol = voxelize(part, voxel_size_um, max_memory_gib=max_memory_gib)
-                entry = {"particle_id": pid, "n_grains": part.n_grains, "grid_shape_zyx": list(vol.grid.shape)}
-                if "params" in formats:
-                    records.append(tables.particle_records(part, vol))
-                if voxels is not None:
-                    voxels.add(vol, part.n_grains)
-                if "surface" in formats or "volume-mesh" in formats:
-                    entry.update(write_particle_meshes(part, vol, tmp, formats, mesh_size_um, smoothing_iterations, max_memory_gib))
-                record["particles"].append(entry)
-                log.debug("particle %d: %d grains, %s voxels", pid, part.n_grains, vol.grid.shape)
-        except BaseException:
-            if voxels is not None:
-                voxels.__exit__(RuntimeError, RuntimeError("aborted"), None)
-            raise
-        if voxels is not None:
-            voxels.__exit__(None, None, None)
+            voxels = stack.enter_context(VoxelsWriter(tmp / "voxels.h5"))
+        if "surface" in formats or "volume-mesh" in formats:
+            for sub in MESH_DIRS:
+                (tmp / sub).mkdir()
+        results, failures = export_particles(
+            range(first_index, first_index + n), mesh_folder=tmp,
+            progress=lambda ids: progress(ids, total=n, desc="particles", unit="particle"),
+            shell_model=shell_model, grain_model=grain_model, seed=seed, voxel_size_um=voxel_size_um,
+            formats=formats, voxels=voxels, mesh_size_um=mesh_size_um, smoothing_iterations=smoothing_iterations,
+            spacing_px=spacing_px, margin_px=margin_px, max_memory_gib=max_memory_gib,
+            shell_model_id=shell_model_id, grain_model_id=grain_model_id)
+        stack.close()  # the HDF5 file (and its XDMF) are complete before the folder is renamed
+        for sub in MESH_DIRS:
+            if (tmp / sub).is_dir() and not any((tmp / sub).iterdir()):
+                (tmp / sub).rmdir()
+        record["particles"] = [r.entry for r in results]
+        record["failed"] = [f.as_dict() for f in failures]
+        records = [r.record for r in results if r.record is not None]
         if records:
             tables.write_params(tmp, *tables.params_tables(records))
         write_json_atomic(tmp / "generate.json", record)
+    if failures:
+        ids = ", ".join(str(f.particle_id) for f in failures[:5]) + (", ..." if len(failures) > 5 else "")
+        raise ExportError(f"{len(failures)} of {n} particles could not be exported (id {ids}: "
+                          f"{failures[0].error}); the other {n - len(failures)} are written and "
+                          "generate.json lists the failures", out)
     return record
 
 
@@ -260,15 +266,16 @@ def register(sub) -> None:
     p.add_argument("--grain-model", required=True, help="grain model folder (fit-grains)")
     p.add_argument("-n", type=int, default=1, help="number of particles (default 1)")
     p.add_argument("--seed", type=int, default=0, help="root seed (default 0)")
-    p.add_argument("--voxel-size-um", type=float, default=0.05, help="voxel size of the volumes in µm (default 0.05)")
+    p.add_argument("--voxel-size-um", type=length_um, default=0.05, help="voxel size of the volumes in µm (default 0.05)")
     p.add_argument("--formats", default="params,voxels",
                    help=f"comma list of {', '.join(FORMATS)} (default params,voxels)")
     p.add_argument("--out", required=True, help="output folder (replaced atomically)")
-    p.add_argument("--mesh-size-um", type=float, default=None,
+    p.add_argument("--mesh-size-um", type=length_um, default=None,
                    help="tet mesh coarsening: re-voxelise at this size before meshing (keeps tet meshing fast)")
     p.add_argument("--max-memory-gib", type=float, default=None,
                    help="refuse volumes whose estimate exceeds this (default 80%% of free memory)")
     p.add_argument("--smoothing", type=int, default=8, help="surface-nets smoothing iterations (default 8)")
+    add_force_option(p)
     p.set_defaults(func=_cmd_generate)
 
 
@@ -281,7 +288,7 @@ def _cmd_generate(args) -> int:
     rec = generate_particles(shell, grain, n=args.n, seed=args.seed, voxel_size_um=args.voxel_size_um,
                              formats=formats, out=args.out, mesh_size_um=args.mesh_size_um,
                              max_memory_gib=args.max_memory_gib, shell_model_id=sid, grain_model_id=gid,
-                             smoothing_iterations=args.smoothing)
+                             smoothing_iterations=args.smoothing, force=args.force)
     log.info("%d particles (%d grains in all) written to %s", rec["n"],
              sum(p["n_grains"] for p in rec["particles"]), args.out)
     return 0

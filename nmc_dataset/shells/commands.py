@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from .._util import length_um
+
+from ..outputs import add_force_option
+
 
 def register(sub) -> None:
     """Register the shell subcommands on an argparse subparsers object."""
@@ -11,7 +15,7 @@ def register(sub) -> None:
                     "radius function, fit SH coefficients and the per-degree laws; write MODEL.json and "
                     "MODEL.coefficients.parquet.")
     p.add_argument("volume", metavar="VOLUME", help=".tif/.tiff, .h5/.hdf5, .npy, or raw (with --shape/--dtype)")
-    p.add_argument("--voxel-size-um", type=float, required=True, help="voxel edge length in µm (e.g. 0.128)")
+    p.add_argument("--voxel-size-um", type=length_um, required=True, help="voxel edge length in µm (e.g. 0.128)")
     p.add_argument("--out", required=True, help="model JSON to write")
     p.add_argument("--dataset", help="HDF5 dataset holding the volume")
     p.add_argument("--phase", type=int, help="label of the particle phase in a phase-label volume")
@@ -40,12 +44,15 @@ def register(sub) -> None:
     p.add_argument("--against", metavar="MODEL", help="shell model JSON whose measured particles to compare with")
     p.add_argument("--out", required=True, help="report folder to write")
     p.add_argument("--subdivisions", type=int, default=4, help="icosphere subdivisions of the triangulation")
+    add_force_option(p)
     p.set_defaults(func=_cmd_describe)
 
 
 def _cmd_fit(args) -> int:
+    from .._util import warn_if_implausible_voxel
     from .pipeline import fit_shells
 
+    warn_if_implausible_voxel(args.voxel_size_um)
     res = fit_shells(args.volume, args.voxel_size_um, args.out, dataset=args.dataset, phase=args.phase,
                      shape=args.shape, dtype=args.dtype, degree=args.degree, seed=args.seed,
                      selection=args.selection)
@@ -66,7 +73,8 @@ def _cmd_sample(args) -> int:
 def _cmd_describe(args) -> int:
     from .pipeline import describe_shells
 
-    res = describe_shells(args.shells, args.out, against=args.against, subdivisions=args.subdivisions)
+    res = describe_shells(args.shells, args.out, against=args.against, subdivisions=args.subdivisions,
+                          force=args.force)
     if res["comparison"]:
         for k, v in res["comparison"].items():
             print(f"{k:>13}: W1 {v['wasserstein1']:.4g}  KS {v['ks']:.3f}  "

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .._util import atomic_dir, log
+from .._util import log
 from ..errors import InputError
+from ..outputs import check_out_file, check_out_name, claim_folder, output_folder
 from .descriptors import DESCRIPTORS, DESCRIPTOR_UNITS, shell_descriptors
 from .model import COEFF_TABLE_FORMAT, ShellModel, read_coefficients_table, write_coefficients_table
 from .radius import ParticleCoefficients, measure_particles
@@ -117,6 +118,8 @@ def fit_shells(volume_path, voxel_size_um: float, out, *, dataset: str | None = 
     volume_path = Path(volume_path)
     _check_voxel_size(voxel_size_um, volume_path)
     _check_degree(degree, volume_path)
+    out = check_out_file(out)
+    check_out_file(out.with_name(out.stem + ".coefficients.parquet"), "the coefficients file")
     vol = read_volume(volume_path, dataset=dataset, shape=shape, dtype=dtype)
     res = fit_volume(vol, voxel_size_um, phase=phase, degree=degree, rng=np.random.default_rng(seed),
                      selection=selection, where=volume_path)
@@ -177,15 +180,26 @@ def sample_shells(model_path, n: int, seed: int, out) -> tuple[np.ndarray, dict]
     model_path = Path(model_path)
     if int(n) < 1:
         raise InputError(f"-n must be >= 1, got {n}", model_path)
+    check_out_file(out)
     model = ShellModel.load(model_path)
     coeffs, stats = model.sample_coefficients(int(n), np.random.default_rng(seed), return_stats=True)
     write_shells(out, coeffs, model, seed=seed, redrawn=stats["redrawn"])
     return coeffs, stats
 
 
-def descriptors_um(coeffs: np.ndarray, voxel_size_um: float, subdivisions: int = 4) -> dict:
-    """SPEC 1.5 descriptors of shells in voxels, converted to µm (µm², µm³)."""
-    d = shell_descriptors(coeffs, subdivisions=subdivisions)
+def descriptors_um(coeffs: np.ndarray, voxel_size_um: float, subdivisions: int = 4, desc: str = "") -> dict:
+    """SPEC 1.5 descriptors of shells in voxels, converted to µm (µm², µm³).
+
+    Computed in chunks of 200 shells, with a progress bar on a terminal when ``desc`` is given.
+    """
+    from .._util import progress
+
+    coeffs = np.atleast_2d(np.asarray(coeffs))
+    starts = range(0, coeffs.shape[0], 200)
+    it = progress(starts, total=len(starts), desc=desc, unit="x200 shells") if desc else starts
+    parts = [shell_descriptors(coeffs[i:i + 200], subdivisions=subdivisions) for i in it]
+    d = {k: np.concatenate([np.atleast_1d(p[k]) for p in parts]) for k in DESCRIPTORS} if parts else \
+        shell_descriptors(coeffs, subdivisions=subdivisions)
     return {k: d[k] * voxel_size_um ** DESCRIPTOR_UNITS[k] for k in DESCRIPTORS}
 
 
@@ -203,10 +217,11 @@ def _write_descriptor_table(path, desc: dict, meta: dict) -> None:
         pq.write_table(table.replace_schema_metadata(md), tmp)
 
 
-def describe_shells(shells_path, out, *, against=None, subdivisions: int = 4) -> dict:
+def describe_shells(shells_path, out, *, against=None, subdivisions: int = 4, force: bool = False) -> dict:
     """Descriptors of sampled shells, optionally compared with a model's measured particles.
 
-    Writes into the folder ``out`` (replaced atomically): ``descriptors.parquet`` (µm units, one
+    Writes into the folder ``out`` (a new or empty folder, or an earlier describe-shells report,
+    whose files are replaced atomically; ``force`` writes beside files the tool did not write): ``descriptors.parquet`` (µm units, one
     row per shell), ``summary.json``, and with ``against`` also ``measured_descriptors.parquet``,
     the histogram PNGs, ``comparison.md`` and ``comparison.json``.
 
@@ -223,6 +238,7 @@ def describe_shells(shells_path, out, *, against=None, subdivisions: int = 4) ->
         raise InputError(f"--subdivisions must be in 1..6, got {subdivisions}", shells_path)
     coeffs, meta = read_shells(shells_path)
     vs = float(meta["voxel_size_um"])
+    claim_folder(check_out_name(out), "describe-shells", force=force, legacy=("summary.json",))
     model = measured = None
     if against is not None:
         model = ShellModel.load(against)
@@ -232,7 +248,7 @@ def describe_shells(shells_path, out, *, against=None, subdivisions: int = 4) ->
                              f"{coeffs.shape[1]} coefficients", against)
         if abs(model.voxel_size_um - vs) > 1e-9 * max(vs, 1):
             log.info("note: model voxel size %g µm differs from the shells' %g µm", model.voxel_size_um, vs)
-    sim = descriptors_um(coeffs, vs, subdivisions)
+    sim = descriptors_um(coeffs, vs, subdivisions, desc="descriptors")
     units = {k: _UNIT_NAMES[DESCRIPTOR_UNITS[k]] for k in DESCRIPTORS}
     summary = {"format": "nmc-dataset/shell-descriptors-summary", "format_version": 1,
                "shells_file": Path(os.fspath(shells_path)).name, "n_shells": int(coeffs.shape[0]), "units": units,
@@ -240,12 +256,12 @@ def describe_shells(shells_path, out, *, against=None, subdivisions: int = 4) ->
                                    "median": float(np.nanmedian(v)), "min": float(np.nanmin(v)),
                                    "max": float(np.nanmax(v))} for k, v in sim.items()}}
     comparison = None
-    with atomic_dir(out) as tmp:
+    with output_folder(out, "describe-shells", force=force, legacy=("summary.json",)) as tmp:
         dmeta = {"format": "nmc-dataset/shell-descriptors", "format_version": 1, "units": units,
                  "voxel_size_um": vs, "source": Path(os.fspath(shells_path)).name}
         _write_descriptor_table(tmp / "descriptors.parquet", sim, dmeta)
         if model is not None:
-            mes = descriptors_um(measured, model.voxel_size_um, subdivisions)
+            mes = descriptors_um(measured, model.voxel_size_um, subdivisions, desc="measured descriptors")
             _write_descriptor_table(tmp / "measured_descriptors.parquet", mes,
                                     dict(dmeta, source=Path(os.fspath(against)).name))
             comparison = compare_descriptors(mes, sim, tmp, title="Shells: measured vs simulated", units=units)

@@ -37,7 +37,7 @@ class Segmentation:
         Particle labels 1..n, 0 = background.
     n_particles : int
     input_kind : str
-        ``"grey"``, ``"binary"`` or ``"phase"``.
+        ``"grey"``, ``"binary"``, ``"phase"`` or ``"labels"`` (instance labels used as given).
     threshold : float or None
         Otsu threshold on the smoothed volume (grey input only).
     skipped : list of str
@@ -58,8 +58,10 @@ class Segmentation:
         c = self.counts
         s = (f"{self.input_kind} input: {c.get('components', 0)} components after watershed "
              f"({c.get('split', 0)} split off), {c.get('merged', 0)} small/non-spherical merged, "
-             f"{c.get('dropped', 0)} dropped, {c.get('border_removed', 0)} touching the border removed "
-             f"-> {self.n_particles} particles")
+             f"{c.get('dropped', 0)} dropped, {c.get('border_removed', 0)} touching the border removed"
+             + (f", {c['outside_fov_removed']} touching the NaN voxels outside the field of view removed"
+                if c.get("outside_fov_removed") else "")
+             + f" -> {self.n_particles} particles")
         if self.threshold is not None:
             s += f"; Otsu threshold {self.threshold:.6g}"
         if self.skipped:
@@ -68,7 +70,13 @@ class Segmentation:
 
 
 def classify_volume(volume: np.ndarray, phase: int | None = None) -> str:
-    """``"phase"`` if ``phase`` is given, ``"binary"`` for bool or two-valued volumes, else ``"grey"``."""
+    """What a volume holds.
+
+    ``"phase"`` if ``phase`` is given; ``"binary"`` for bool or two-valued volumes; ``"labels"``
+    for an instance-label volume (integers, piecewise constant, one connected region per value,
+    as other segmentation tools write); ``"phase-like"`` for a piecewise-constant integer volume
+    whose values are phases (many regions per value: it needs ``phase``); else ``"grey"``.
+    """
     if phase is not None:
         return "phase"
     if volume.dtype == bool:
@@ -76,6 +84,10 @@ def classify_volume(volume: np.ndarray, phase: int | None = None) -> str:
     lo, hi = volume.min(), volume.max()
     if lo == hi:
         return "binary"
+    if np.issubdtype(volume.dtype, np.integer):
+        kind = _label_kind(volume)
+        if kind is not None:
+            return kind
     # two-valued (0/1, 0/255, ...) volumes are segmented already; slices first for an early exit
     step = max(1, volume.shape[0] // 64)
     for z in range(0, volume.shape[0], step):
@@ -87,6 +99,32 @@ def classify_volume(volume: np.ndarray, phase: int | None = None) -> str:
         if np.any((sl != lo) & (sl != hi)):
             return "grey"
     return "binary"
+
+
+def _label_kind(volume: np.ndarray) -> str | None:
+    """``"labels"`` / ``"phase-like"`` for piecewise-constant integer volumes with > 2 values, else None."""
+    step = max(1, volume.shape[0] // 16)
+    sample = np.asarray(volume[::step])
+    values = np.unique(sample)
+    if values.size <= 2:
+        return None
+    same = float(np.mean(sample[:, :, 1:] == sample[:, :, :-1]))
+    if same < 0.9:  # grey values: neighbours differ (noise)
+        return None
+    regions = []
+    for v in values[values != 0][:: max(1, (values.size - 1) // 12)][:12]:
+        _, n = ndimage.label(np.asarray(volume) == v)
+        regions.append(n)
+    return "labels" if regions and np.median(regions) <= 1.5 else "phase-like"
+
+
+def _outside_fov_removed(labels: np.ndarray, outside: np.ndarray) -> int:
+    """Drop particles that touch voxels outside the field of view (they are cut, like border ones)."""
+    touching = np.unique(labels[ndimage.binary_dilation(outside)])
+    touching = touching[touching != 0]
+    if touching.size:
+        labels[np.isin(labels, touching)] = 0
+    return int(touching.size)
 
 
 def voxel_sphericity(mask: np.ndarray) -> float:
@@ -238,15 +276,41 @@ def segment_volume(volume: np.ndarray, *, phase: int | None = None, sigma: float
 
     if volume.ndim != 3:
         raise InputError(f"expected a 3D volume, got shape {volume.shape}", where)
+    outside = None
+    if np.issubdtype(volume.dtype, np.floating):
+        finite = np.isfinite(volume)
+        if not finite.all():  # NaN (or inf): outside the reconstructed field of view
+            if not finite.any():
+                raise InputError("every voxel is NaN: nothing inside the field of view", where)
+            outside = ~finite
+            volume = np.where(finite, volume, np.float32(np.min(volume[finite])))
     kind = classify_volume(volume, phase)
     skipped: list[str] = []
     threshold = None
+    if kind == "phase-like":
+        values = np.unique(volume[:: max(1, volume.shape[0] // 16)])
+        raise InputError(f"this looks like a phase-label volume (values {', '.join(str(v) for v in values[:8])}, "
+                         "many regions per value): give the particle phase with --phase K", where)
     if kind == "grey":
-        smooth = ndimage.gaussian_filter(volume, sigma, output=np.float32, mode="nearest")
-        sample = smooth if smooth.size <= 2**26 else smooth[::2, ::2, ::2]
+        if outside is None:
+            smooth = ndimage.gaussian_filter(volume, sigma, output=np.float32, mode="nearest")
+            sample = smooth if smooth.size <= 2**26 else smooth[::2, ::2, ::2]
+        else:  # normalised convolution: voxels outside the field of view carry no weight
+            w = ndimage.gaussian_filter((~outside).astype(np.float32), sigma, mode="nearest")
+            smooth = ndimage.gaussian_filter(np.where(outside, 0, volume).astype(np.float32), sigma,
+                                             mode="nearest") / np.maximum(w, 1e-6)
+            sample = smooth[~outside]
+            sample = sample if sample.size <= 2**26 else sample[::8]
         threshold = float(threshold_otsu(sample))
         mask = smooth > threshold
         del smooth
+    elif kind == "labels":
+        # instance labels from another tool: each value is a particle, used as given
+        labels = np.asarray(volume).astype(np.int64)
+        labels, _, _ = relabel_sequential(labels)
+        labels = labels.astype(np.int32, copy=False)
+        skipped = ["gaussian smoothing", "Otsu threshold", "watershed (instance labels used as given)"]
+        mask = None
     elif kind == "binary":
         mask = volume == volume.max() if volume.dtype != bool else np.asarray(volume)
         if volume.dtype != bool and volume.min() == volume.max():
@@ -259,14 +323,20 @@ def segment_volume(volume: np.ndarray, *, phase: int | None = None, sigma: float
             raise InputError(f"phase {phase} does not occur in the volume (values include "
                              f"{', '.join(str(v) for v in present)})", where)
         skipped = ["gaussian smoothing", "Otsu threshold"]
-    if not mask.any():
+    if mask is not None and outside is not None:
+        mask &= ~outside
+    if mask is not None and not mask.any():
         raise InputError("segmentation is empty: no particle voxels (check the volume or --phase)", where)
-    labels, n_split_ws = _watershed_components(mask, h)
-    del mask
+    if mask is not None:
+        labels, n_split_ws = _watershed_components(mask, h)
+        del mask
+    else:
+        n_split_ws = 0
     n_split = _split_disconnected(labels)
     n_comp = int(len([o for o in ndimage.find_objects(labels) if o is not None]))
     merged, dropped = _merge_small(labels, min_volume, min_sphericity)
     border = _remove_border(labels)
+    fov_removed = _outside_fov_removed(labels, outside) if outside is not None else 0
     labels, _, _ = relabel_sequential(labels)
     labels = labels.astype(np.int32, copy=False)
     n = int(labels.max())
@@ -274,4 +344,5 @@ def segment_volume(volume: np.ndarray, *, phase: int | None = None, sigma: float
         raise InputError("segmentation is empty: every component was dropped or touched the border", where)
     return Segmentation(labels=labels, n_particles=n, input_kind=kind, threshold=threshold, skipped=skipped,
                         counts={"components": n_comp, "watershed_split": n_split_ws, "split": n_split,
-                                "merged": merged, "dropped": dropped, "border_removed": border})
+                                "merged": merged, "dropped": dropped, "border_removed": border,
+                                "outside_fov_removed": fov_removed})

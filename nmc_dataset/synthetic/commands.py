@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .._util import length_um
 from ..errors import InputError, RecipeError
+from ..outputs import add_force_option, check_out_file
 
 
 def register(sub) -> None:
@@ -22,7 +24,7 @@ def register(sub) -> None:
     p.add_argument("--size", type=int, default=128, help="edge length in voxels (default 128)")
     p.add_argument("--n-particles", type=int, default=60, help="number of particles (default 60)")
     p.add_argument("--mean-radius-vox", type=float, default=10.0, help="mean particle radius in voxels")
-    p.add_argument("--voxel-size-um", type=float, default=0.128, help="voxel size in µm (default 0.128)")
+    p.add_argument("--voxel-size-um", type=length_um, default=0.128, help="voxel size in µm (default 0.128)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_ct)
 
@@ -34,13 +36,16 @@ def register(sub) -> None:
     p.add_argument("--n-central", type=int, default=2)
     p.add_argument("--n-off-center", type=int, default=1)
     p.add_argument("--radius-px", type=float, default=60.0, help="particle radius in EBSD pixels (default 60)")
-    p.add_argument("--step-um", type=float, default=0.05, help="EBSD step in µm (default 0.05)")
-    p.add_argument("--formats", default="ang", help="comma-separated: ang, ctf (default ang)")
+    p.add_argument("--step-um", type=length_um, default=0.05, help="EBSD step in µm (default 0.05)")
+    p.add_argument("--formats", default="ang",
+                   help="comma-separated: ang, ctf (default ang); with both, scans alternate between the "
+                        "formats (scan 0 .ang, scan 1 .ctf, ...)")
     p.add_argument("--low-ci", default=None, metavar="J,B,R",
                    help="probabilities of a low-CI pixel at grain junctions, on boundaries and elsewhere "
                         "(default 0.5,0.02,0.003; 0,0,0 = an ideal instrument)")
     p.add_argument("--noise-deg", type=float, default=0.5, help="orientation noise per pixel in degrees (default 0.5)")
     p.add_argument("--seed", type=int, default=0)
+    add_force_option(p)
     p.set_defaults(func=_cmd_ebsd)
 
 
@@ -50,23 +55,25 @@ def _cmd_ct(args) -> int:
     from .._util import atomic_path
     from .ct_phantom import make_ct_phantom, reference_shell_model
 
-    out = Path(args.out)
+    out = check_out_file(args.out)
     suffix = out.suffix.lower()
     if suffix not in (".tif", ".tiff", ".npy", ".h5", ".hdf5"):
         raise InputError("unsupported volume suffix (use .tif, .npy or .h5)", out)
     if args.size < 16 or args.n_particles < 1 or args.mean_radius_vox <= 0 or args.voxel_size_um <= 0:
         raise RecipeError("need --size >= 16, --n-particles >= 1, --mean-radius-vox > 0, --voxel-size-um > 0")
+    labels_path = check_out_file(out.with_name(out.stem + ".labels.tif"), "the labels file")
     model = reference_shell_model(mean_radius_vox=args.mean_radius_vox, voxel_size_um=args.voxel_size_um)
     ph = make_ct_phantom(model, shape=(args.size,) * 3, n_particles=args.n_particles,
                          rng=np.random.default_rng(args.seed), dtype="uint16")
-    labels_path = out.with_name(out.stem + ".labels.tif")
     import tifffile
 
+    tiff_meta = {"axes": "ZYX", "format": "nmc-dataset/ct-phantom", "voxel_size_um": args.voxel_size_um}
+
     with atomic_path(labels_path) as tmp:
-        tifffile.imwrite(tmp, ph.labels.astype(np.uint16), metadata={"axes": "ZYX"})
+        tifffile.imwrite(tmp, ph.labels.astype(np.uint16), metadata=tiff_meta)
     with atomic_path(out) as tmp:
         if suffix in (".tif", ".tiff"):
-            tifffile.imwrite(tmp, ph.volume, metadata={"axes": "ZYX"})
+            tifffile.imwrite(tmp, ph.volume, metadata=tiff_meta)
         elif suffix == ".npy":
             with open(tmp, "wb") as f:
                 np.save(f, ph.volume)
@@ -76,6 +83,7 @@ def _cmd_ct(args) -> int:
             with h5py.File(tmp, "w") as f:
                 d = f.create_dataset("volume", data=ph.volume, chunks=True, compression="gzip")
                 d.attrs["voxel_size_um"] = args.voxel_size_um
+                f.attrs["format"] = "nmc-dataset/ct-phantom"
     print(f"wrote {out} ({args.size}^3, {ph.n_particles} particles, voxel {args.voxel_size_um} µm) "
           f"and true labels {labels_path}")
     return 0
@@ -84,7 +92,7 @@ def _cmd_ct(args) -> int:
 def _cmd_ebsd(args) -> int:
     import numpy as np
 
-    from .._util import atomic_dir
+    from ..outputs import claim_folder, output_folder
     from .ebsd import write_synthetic_sections
 
     formats = tuple(f.strip().lower() for f in args.formats.split(",") if f.strip())
@@ -105,9 +113,8 @@ def _cmd_ebsd(args) -> int:
     if not (0.0 <= args.noise_deg < 180.0):
         raise RecipeError(f"--noise-deg must be in [0, 180), got {args.noise_deg}")
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        raise InputError("output folder exists and is not empty", out)
-    with atomic_dir(out) as tmp:
+    claim_folder(out, "phantom-ebsd", force=args.force)
+    with output_folder(out, "phantom-ebsd", force=args.force) as tmp:
         records = write_synthetic_sections(tmp, np.random.default_rng(args.seed), n_central=args.n_central,
                                            n_off_center=args.n_off_center, radius_px=args.radius_px,
                                            step_um=args.step_um, formats=formats, low_ci=low_ci,

@@ -104,11 +104,11 @@ def test_fit_errors(tmp_path, capsys, case):
         vol = tmp_path / "vol.npy"
         np.save(vol, np.zeros((30, 30, 30), np.uint8))
         args = ["--voxel-size-um", "0" if case == "zero_voxel" else "-0.1"]
-        expect = "voxel size must be > 0"
+        expect = "must be a finite length > 0"
     before = sorted(p.name for p in tmp_path.iterdir())
     code = cli.main(["fit-shells", str(vol), "--out", str(tmp_path / "model.json")] + args)
     assert code == 2
-    _one_line_error(capsys, vol.name, expect)
+    _one_line_error(capsys, "--voxel-size-um" if "voxel" in case else vol.name, expect)
     _assert_nothing_written(tmp_path, before)
 
 

@@ -25,7 +25,7 @@ def test_phantom_ebsd_writes_scans_that_import(tmp_path):
     out = tmp_path / "scans"
     assert main(["phantom-ebsd", "--out", str(out), "--n-central", "1", "--n-off-center", "1",
                  "--radius-px", "20", "--formats", "ang,ctf", "--seed", "1"]) == 0
-    scans = sorted(p.name for p in out.iterdir() if p.is_file())
+    scans = sorted(p.name for p in out.iterdir() if p.is_file() and not p.name.startswith("."))
     assert scans == ["synthetic_00.ang", "synthetic_01.ctf"]
     scan = read_ebsd(out / "synthetic_00.ang")
     truth = tifffile.imread(out / "truth" / "synthetic_00.tif")

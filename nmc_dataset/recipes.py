@@ -120,6 +120,8 @@ def load_recipe(path: str | Path) -> dict:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InputError("recipe file not found", path) from None
+    except UnicodeDecodeError as e:
+        raise RecipeError(f"not UTF-8 text (byte {e.start}); save the recipe as UTF-8", path) from None
     except OSError as e:
         raise InputError(f"cannot read recipe: {e}", path) from None
     try:
@@ -127,7 +129,8 @@ def load_recipe(path: str | Path) -> dict:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f" (line {mark.line + 1})" if mark else ""
-        raise RecipeError(f"not valid YAML{line}: {getattr(e, 'problem', e)}", path) from None
+        problem = " ".join(str(getattr(e, "problem", None) or e).split())
+        raise RecipeError(f"not valid YAML{line}: {problem}", path) from None
     if not isinstance(recipe, dict):
         raise RecipeError("a recipe must be a mapping of sections", path)
     return validate_recipe(recipe, path)

@@ -94,7 +94,7 @@ def foreign_files(folder: str | os.PathLike, command: str, legacy: tuple[str, ..
         if marker.get("files") is None:  # an incremental writer: everything but the recorded foreign files
             return sorted(f for f in files if f in foreign)
         return sorted(f for f in files if f not in own and f != MARKER and not _is_state(f))
-    if any((folder / name).is_file() for name in legacy):
+    if any((folder / name).exists() for name in legacy):
         return []
     return files
 

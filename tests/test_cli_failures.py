@@ -86,10 +86,13 @@ def _folder_cases(inputs):
         "phantom-ebsd": ["phantom-ebsd", "--n-central", "1", "--n-off-center", "0", "--radius-px", "12", "--out"],
         "generate": ["generate", "--shell-model", i["shell"], "--grain-model", i["grain"], "-n", "1",
                      "--voxel-size-um", "0.1", "--formats", "params", "--out"],
+        "fit-grains": ["fit-grains", i["tess"], "--recipe", ROOT / "recipes" / "quick.yaml", "--out"],
     }
 
 
-FOLDER_COMMANDS = ["describe-shells", "describe-grains", "fit-sections", "import-ebsd", "phantom-ebsd", "generate"]
+ROOT = Path(__file__).resolve().parents[1]
+FOLDER_COMMANDS = ["describe-shells", "describe-grains", "fit-sections", "import-ebsd", "phantom-ebsd", "generate",
+                   "fit-grains"]
 
 
 @pytest.mark.parametrize("command", FOLDER_COMMANDS)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import InputError, ResourceError
-from ..outputs import add_force_option, check_out_file
+from ..outputs import add_force_option, check_out_file, check_out_name, claim_folder, write_marker
 
 LABELS_FORMAT = "nmc-dataset/grain-labels"
 LABELS_FORMAT_VERSION = 1
@@ -32,6 +32,7 @@ def register(sub) -> None:
     p.add_argument("--device", default="cpu",
                    help="where the networks and cutout images live: cpu (default), cuda, cuda:N or auto; "
                         "no GPU is needed, and only CPU runs are bit-for-bit reproducible")
+    add_force_option(p)
     p.set_defaults(func=_cmd_fit)
 
     p = sub.add_parser("sample-grains", help="draw a 3D grain architecture and write its labels (HDF5)",
@@ -87,9 +88,11 @@ def _cmd_fit(args) -> int:
         raise InputError("--resume: no checkpoint here (training/checkpoint.json); run without --resume", out)
     if args.resume and args.restarts > 1 and not (out / "restarts").is_dir():
         raise InputError("--resume: no restarts/ folder here; run without --resume", out)
-    if out.exists() and not out.is_dir():
-        raise InputError("exists and is not a folder", out)
+    foreign = claim_folder(check_out_name(out), "fit-grains", force=args.force,
+                           legacy=("model.json", "training/checkpoint.json", "restarts"))
     fits, px, source, sections = load_fits(args.tessellations, with_sections=True)
+    out.mkdir(parents=True, exist_ok=True)
+    write_marker(out, "fit-grains", foreign=foreign)  # an incremental writer: all but the user's files
     warn_if_cutouts_leave_sections(cfg, source)
     seed = int(recipe.get("seed", 0)) if args.seed is None else int(args.seed)
     run_dir = out

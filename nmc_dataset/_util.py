@@ -231,10 +231,21 @@ FAULTS_ENV = "NMC_DATASET_FAULTS"
 
 
 def inject_fault(kind: str, index: int) -> None:
-    """Raise ``RuntimeError`` if ``NMC_DATASET_FAULTS`` names ``kind:index`` (deterministic fault tests).
+    """Fail on purpose where ``NMC_DATASET_FAULTS`` says so (deterministic fault tests).
 
-    Lets tests make exactly one particle or shard fail, in any worker process, without timing.
+    ``kind:index`` raises ``RuntimeError`` (e.g. ``particle:7``: that particle fails);
+    ``kill-kind:index`` sends SIGKILL to the whole process group when that item starts (e.g.
+    ``kill-shard:3``: a build killed as ``kill -9`` would, at a known point, in any worker).
+    Lets tests interrupt or break exactly one item without depending on timing.
     """
     spec = os.environ.get(FAULTS_ENV, "")
-    if spec and f"{kind}:{int(index)}" in {s.strip() for s in spec.split(",")}:
+    if not spec:
+        return
+    names = {s.strip() for s in spec.split(",")}
+    if f"{kind}:{int(index)}" in names:
         raise RuntimeError(f"injected fault ({FAULTS_ENV}={spec})")
+    if f"kill-{kind}:{int(index)}" in names:
+        # as `kill -9` of the whole build (its process group) when item `index` starts
+        import signal
+
+        os.killpg(os.getpgrp(), signal.SIGKILL)

@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .._util import atomic_path, log, progress, write_json_atomic
+from .._util import atomic_path, inject_fault, log, progress, write_json_atomic
 from ..errors import InputError, RecipeError
 
 #: parquet writer options fixed for reproducible bytes (no timestamps are written by arrow).
@@ -184,6 +184,7 @@ def run_shard(make_shard: Callable, out: str, shard_index: int, n_shards: int, i
     Top-level so that process pools and dask can pickle it. Returns the sidecar's content.
     """
     out = Path(out)
+    inject_fault("shard", shard_index)
     t0 = time.perf_counter()
     c0 = time.process_time()
     tables = make_shard(shard_index, list(item_indices))

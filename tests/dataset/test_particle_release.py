@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -224,19 +223,14 @@ def test_dask_local_cluster_byte_identical(built, recipe_path, tmp_path, process
 
 
 def test_kill9_then_resume_same_manifest(built, recipe_path, tmp_path):
-    """kill -9 a CLI build once a shard is done; the rerun finishes the rest, to the reference bytes."""
+    """kill -9 a CLI build when its third shard starts; the rerun finishes the rest, to the reference bytes."""
     out = tmp_path / "killed"
     code = f"import sys; from nmc_dataset.cli import main; sys.exit(main(['run', {str(recipe_path)!r}, '--out', {str(out)!r}]))"
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, NMC_DATASET_FAULTS="kill-shard:2"))
+    assert proc.wait(timeout=600) == -signal.SIGKILL
     done = out / ".build" / "shards-particles+grains+voxels_64" / "done"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if done.is_dir() and len(list(done.glob("*.json"))) >= 1:
-            break
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
     n_done = len(list(done.glob("*.json")))
     assert 1 <= n_done < 4, "the kill must land mid-build"
     assert not (out / "manifest.json").exists()

@@ -181,6 +181,14 @@ def _grid_origin(shape, origin, spacing) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- connectivity
+def _resolve_numba(use_numba: bool | None) -> bool:
+    """``None``: the compiled path when numba is there; ``True`` insists on it (a twin test must not
+    compare numpy with numpy); ``False``: the plain numpy path."""
+    if use_numba and _nb is None:
+        raise RuntimeError("use_numba=True but numba is not importable")
+    return (_nb is not None) if use_numba is None else bool(use_numba)
+
+
 def count_disconnected(labels: np.ndarray, connectivity: int = 1, use_numba: bool | None = None) -> int:
     """Number of cells whose label occurs in more than one connected component.
 
@@ -204,7 +212,7 @@ def count_disconnected(labels: np.ndarray, connectivity: int = 1, use_numba: boo
         raise ValueError("labels must be 2D or 3D")
     if labels.size == 0:
         return 0
-    use_numba = (_nb is not None) if use_numba is None else (use_numba and _nb is not None)
+    use_numba = _resolve_numba(use_numba)
     if use_numba and connectivity == 1:
         lab3 = np.ascontiguousarray(labels.astype(np.int64, copy=False).reshape((1,) * (3 - labels.ndim) + labels.shape))
         root_labels = _nb_component_labels(lab3)
@@ -942,7 +950,7 @@ def hard_labels(g: GBPD, points: np.ndarray, box_size: float | None = None, use_
         return np.zeros(0, dtype=np.int64)
     if g.n <= 8 or npts <= 64:
         return hard_labels_bruteforce(g, points)
-    use_numba = (_nb is not None) if use_numba is None else (use_numba and _nb is not None)
+    use_numba = _resolve_numba(use_numba)
     s, q, d, r = _as3d(g)
     p3 = np.zeros((npts, 3))
     p3[:, :g.dim] = points
@@ -1016,7 +1024,7 @@ def hard_labels_grid(g: GBPD, shape, origin=None, spacing: float = 1.0, mask=Non
         return out
     if g.n == 0:
         raise ValueError("a GBPD without seeds has no labels")
-    use_numba = (_nb is not None) if use_numba is None else (use_numba and _nb is not None)
+    use_numba = _resolve_numba(use_numba)
     s, q, d, r = _as3d(g)
     shape3 = shape if g.dim == 3 else (1,) + shape
     org3 = np.zeros(3)

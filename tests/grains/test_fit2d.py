@@ -13,8 +13,6 @@ from nmc_dataset.grains.gbpd import GBPD
 from nmc_dataset.grains.seeds import poisson_seeds
 from nmc_dataset.io.sections import read_sections, write_section
 
-pytest.importorskip("torch")
-
 
 def _truth_2d(rng, grains, radius):
     """A 2D radial GBPD (radially elongated cells) with about ``grains`` cells in a disc."""

@@ -8,7 +8,7 @@ from nmc_dataset.grains.gbpd import (GBPD, count_disconnected, grid_points, hard
                                      hard_labels_grid, near_candidates, power_distances, radial_frames, soft_assign,
                                      torch_frames)
 
-torch = pytest.importorskip("torch")
+import torch
 
 
 def _random_gbpd(rng, n, d, kind, extent=40.0):

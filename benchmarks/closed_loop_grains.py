@@ -1,4 +1,4 @@
-"""Closed-loop validation of the stereological calibration (issue 4, SPEC 4), through the user's path.
+"""Closed-loop validation of the stereological calibration, through the user's path.
 
 1. ``nmc-dataset phantom-ebsd`` slices known 3D radial teacher tessellations
    (:func:`nmc_dataset.synthetic.ebsd.radial_teacher_gbpd`) through central planes (plus one
@@ -26,7 +26,7 @@ Every 2D distance is a mean over ``--repeats`` (16) independent pairs of samples
 (``--eval-sections`` sections each), so the noise yardstick is not one lucky or unlucky pair (with 4
 pairs it was itself ~20 % uncertain); the 3D statistics pool ``--cubes`` cubes per model. The
 model trains on ``--particles`` (8) sections: the more sections, the closer the data to the truth.
-Targets (issue 4): 2D W1 <= 1.5 x noise and below the baseline; median volume within 20 %;
+Targets: 2D W1 <= 1.5 x noise and below the baseline; median volume within 20 %;
 mean radial alignment within 0.05.
 
 ``--seeds 0-11 --jobs 6`` repeats the loop per seed (new teacher sections and a new training run
@@ -102,7 +102,8 @@ def user_path(work: Path, args) -> tuple[GrainModel | None, dict]:
 
 def sample_2d(sampler, rng, n, radius):
     """Descriptors of ``n`` central sections at import-ebsd's detection limit (grains >= 5 px)."""
-    return De.pooled(De.section_descriptors(lab, c, MIN_AREA_PX) for lab, c in De.model_sections(sampler, rng, n, radius))
+    return De.pooled(De.section_descriptors(lab, c, MIN_AREA_PX)
+                     for lab, c in De.model_sections(sampler, rng, n, radius))
 
 
 def sample_3d(sampler, rng, cube, n_cubes=2):
@@ -153,12 +154,13 @@ def evaluate(model, radius: float, n_sections: int, repeats: int, cube: int, see
 
 
 def verdicts(table: dict) -> dict:
-    """Which targets are met (``None`` where the issue sets none)."""
+    """Which targets are met (``None`` where no target is set)."""
     out = {}
     for k in De.DESCRIPTORS_2D:
         r = table[k]
         out[k] = bool(r["fitted"] <= 1.5 * r["noise"] and r["fitted"] < r["laguerre"])
-    out["median_volume_px"] = bool(abs(table["median_volume_px"]["fitted"] / table["median_volume_px"]["teacher"] - 1) <= 0.2)
+    out["median_volume_px"] = bool(abs(table["median_volume_px"]["fitted"]
+                                       / table["median_volume_px"]["teacher"] - 1) <= 0.2)
     out["mean_radial_alignment"] = bool(abs(table["mean_radial_alignment"]["fitted"]
                                             - table["mean_radial_alignment"]["teacher"]) <= 0.05)
     out["mean_elongation_3d"] = None
@@ -249,7 +251,8 @@ def spread(args) -> None:
                       "selected_epoch": r.get("selected_epoch"), "seconds": r["seconds"]}
         v, a = t["median_volume_px"], t["mean_radial_alignment"]
         print(f"{seed:4d} " + " ".join(f"{x:10.2f}" for x in ratio) + f" {v['fitted']:6.0f} ({v['teacher']:4.0f})"
-              f" {a['fitted']:6.3f} ({a['teacher']:.3f}) {str(r.get('selected_epoch') or '-'):>5s} {'yes' if ok else 'no':>7s}"
+              f" {a['fitted']:6.3f} ({a['teacher']:.3f}) {str(r.get('selected_epoch') or '-'):>5s}"
+              f" {'yes' if ok else 'no':>7s}"
               "   " + " ".join(f"{x:.2f}" for x in data))
     print(f"every target met in {n_all} of {len(rows)} runs; "
           + _worst_summary([max(row["fit_over_noise"]) for row in rows.values()]))
@@ -289,7 +292,8 @@ def main() -> None:
                          "noise in 2 of 12 seeds)")
     ap.add_argument("--radius", type=float, default=60.0, help="particle radius in px")
     ap.add_argument("--instrument", choices=("realistic", "ideal"), default="realistic",
-                    help="synthetic EBSD: phantom-ebsd's default low-CI pixels, or every pixel indexed (--low-ci 0,0,0)")
+                    help="synthetic EBSD: phantom-ebsd's default low-CI pixels, "
+                         "or every pixel indexed (--low-ci 0,0,0)")
     ap.add_argument("--dilate-px", type=float, default=0.0, help="import-ebsd --dilate-px")
     ap.add_argument("--fit-steps", type=int, default=150)
     ap.add_argument("--epochs", type=int, default=20)
@@ -304,9 +308,11 @@ def main() -> None:
     ap.add_argument("--ema", type=float, default=0.99, help="generator weight averaging (0: off)")
     ap.add_argument("--d-r1", type=float, default=0.0, help="R1 penalty weight on D (training.d_r1; 0: off)")
     ap.add_argument("--holdout-sections", type=int, default=0,
-                    help="sections kept out of training for the discriminator memorisation check (training.holdout_sections)")
+                    help="sections kept out of training for the discriminator memorisation check "
+                         "(training.holdout_sections)")
     ap.add_argument("--select-sections", type=int, default=0,
-                    help="keep the epoch whose generated sections best match the measured ones (training.select_sections)")
+                    help="keep the epoch whose generated sections best match the measured ones "
+                         "(training.select_sections)")
     ap.add_argument("--select-metric", choices=("max", "mean"), default="max", help="training.select_metric")
     ap.add_argument("--paper-arch", action="store_true", help="recipes/paper.yaml's G and D architecture")
     ap.add_argument("--eval-sections", type=int, default=4, help="sections per evaluation sample")
@@ -356,10 +362,13 @@ def main() -> None:
                 t2 = evaluate(other, args.radius, args.eval_sections, args.repeats, args.cube, args.seed + 1000,
                               data=data, n_cubes=args.cubes)
                 others[run["seed"]] = {"select_score": run["select_score"], "table": t2, "met": verdicts(t2)}
-    print(f"closed loop ({args.instrument} instrument) through phantom-ebsd -> import-ebsd -> fit-sections -> fit-grains: {len(fits)} central "
+    print(f"closed loop ({args.instrument} instrument) through phantom-ebsd -> import-ebsd -> fit-sections -> "
+          f"fit-grains: {len(fits)} central "
           f"sections of R = {args.radius:g} px (mean fit agreement {np.mean([f.agreement for f in fits]):.4f}), "
-          f"{args.epochs} x {args.steps} steps, batch {args.batch_g}/{args.batch_d}, lr {args.lr} ({args.lr_schedule}), EMA {args.ema}, "
-          f"D-skip {args.d_skip_below}, R1 {args.d_r1}, selection {f'{args.select_sections} sections ({args.select_metric})' if args.select_sections else 'off'}, "
+          f"{args.epochs} x {args.steps} steps, batch {args.batch_g}/{args.batch_d}, lr {args.lr} "
+          f"({args.lr_schedule}), EMA {args.ema}, "
+          f"D-skip {args.d_skip_below}, R1 {args.d_r1}, "
+          f"selection {f'{args.select_sections} sections ({args.select_metric})' if args.select_sections else 'off'}, "
           f"{'paper' if args.paper_arch else 'small'} architecture, {args.threads} threads, device {args.device}")
     sel = model.training.get("selected_epoch")
     print("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in t.items())

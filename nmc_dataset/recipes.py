@@ -3,8 +3,9 @@
 A recipe is a mapping of *sections*. Each section is owned by one area of the package, which
 provides its JSON Schema (``nmc_dataset/schemas/recipe/<section>.schema.json``), a runner
 ``run_section(config, ctx)`` and optionally ``check_section(config, ctx)``, a pre-flight check
-of what the schema cannot express that runs for every section before any section writes. Sections run in the order of :data:`SECTIONS`; later sections
-read what earlier ones produced from ``ctx.outputs`` (e.g. the shell model's path).
+of what the schema cannot express that runs for every section before any section writes.
+Sections run in the order of :data:`SECTIONS`; later sections read what earlier ones produced
+from ``ctx.outputs`` (e.g. the shell model's path).
 
 Validation errors name the key path, e.g. ``quick.yaml: shells.fit.degree: -1 is less than
 the minimum of 0``.

@@ -105,7 +105,8 @@ def example_slices(volume: np.ndarray, path: str | os.PathLike, *, title: str | 
               ("yz (x = %d)" % (nx // 2), vol[:, :, nx // 2])]
     n_labels = int(vol.max()) + 1
     rng = np.random.default_rng(0)  # fixed colours: deterministic figure
-    colours = np.vstack([[1, 1, 1, 1], np.c_[rng.uniform(0.15, 0.95, (max(n_labels - 1, 1), 3)), np.ones(max(n_labels - 1, 1))]])
+    colours = np.vstack([[1, 1, 1, 1],
+                         np.c_[rng.uniform(0.15, 0.95, (max(n_labels - 1, 1), 3)), np.ones(max(n_labels - 1, 1))]])
     cmap = ListedColormap(colours[:max(n_labels, 2)])
     fig, axes = plt.subplots(1, 3, figsize=(9.6, 3.4))
     extent_unit = "µm" if voxel_size_um else "voxels"

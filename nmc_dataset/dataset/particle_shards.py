@@ -1,4 +1,4 @@
-"""Particles through the sharded release builder (issue 6).
+"""Particles through the sharded release builder.
 
 With a ``dataset:`` section in the recipe, the ``particles:`` section builds its particles with
 :func:`nmc_dataset.dataset.build.build_dataset` straight into the release layout (a Hugging Face
@@ -392,7 +392,8 @@ def build_particle_release(config: dict, ctx, *, shell_model_path: Path, grain_m
     shard_size = int(dcfg.get("particles_shard_size", DEFAULT_SHARD_SIZE))
     n_shards = -(-n // shard_size)
     fn = functools.partial(
-        particle_shard, out=str(out.resolve()), n_shards=n_shards, shell_model_path=str(Path(shell_model_path).resolve()),
+        particle_shard, out=str(out.resolve()), n_shards=n_shards,
+        shell_model_path=str(Path(shell_model_path).resolve()),
         grain_model_path=str(Path(grain_model_path).resolve()), seed=int(ctx.seed),
         voxel_size_um=float(config.get("voxel_size_um", 0.05)), cubes=tuple(cubes), formats=formats,
         first_index=int(config.get("first_index", 0)), mesh_size_um=mesh.get("size_um"),

@@ -406,7 +406,8 @@ def publish_zenodo(folder: str | os.PathLike, *, production: bool = False, endpo
     base = (endpoint or (PRODUCTION_API if production else SANDBOX_API)).rstrip("/")
     version = str(m["dataset"].get("version"))
     token = token or os.environ.get("ZENODO_TOKEN")
-    plan = UploadPlan(f"zenodo deposition at {base}" + (f" (new version of {new_version_of})" if new_version_of else ""),
+    plan = UploadPlan(f"zenodo deposition at {base}"
+                      + (f" (new version of {new_version_of})" if new_version_of else ""),
                       version, None, files)
     if dry_run:
         echo(plan.describe())

@@ -1,4 +1,4 @@
-"""``nmc-dataset fit-sections``: fit 2D GBPDs to imported central sections (SPEC 2.6)."""
+"""``nmc-dataset fit-sections``: fit 2D GBPDs to imported central sections."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ def register(sub) -> None:
                     "tessellations (cells.parquet, sections.json, masks/) atomically.",
     )
     p.add_argument("sections", metavar="SECTIONS_DIR", help="folder written by import-ebsd")
-    p.add_argument("--out", required=True, metavar="TESSELLATIONS_DIR", help="output folder (a new or empty one, or an earlier fit-sections output: replaced atomically)")
+    p.add_argument("--out", required=True, metavar="TESSELLATIONS_DIR",
+                   help="output folder (a new or empty one, or an earlier fit-sections output: replaced atomically)")
     p.add_argument("--steps", type=int, default=200, help="Adam steps per section (default 200)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     add_force_option(p)

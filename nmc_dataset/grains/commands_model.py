@@ -20,7 +20,7 @@ def register(sub) -> None:
     """Register the grain-model subcommands."""
     p = sub.add_parser("fit-grains", help="calibrate the 3D grain model on fitted 2D tessellations (stereological GAN)",
                        description="Train G_net so that planar sections of the 3D model match the fitted 2D "
-                                   "tessellations of central EBSD sections (SPEC 2.4-2.7).")
+                                   "tessellations of central EBSD sections.")
     p.add_argument("tessellations", help="folder written by fit-sections")
     p.add_argument("--recipe", required=True, help="recipe YAML; its grains: section gives the hyper-parameters")
     p.add_argument("--out", required=True, help="model folder (checkpoints go to OUT/training/)")
@@ -37,7 +37,8 @@ def register(sub) -> None:
 
     p = sub.add_parser("sample-grains", help="draw a 3D grain architecture and write its labels (HDF5)",
                        description="Write hard grain labels of a cube (or of planar sections) around the particle "
-                                   "centre: HDF5 dataset 'labels' (uint32, axes z,y,x), attrs voxel_size_um, origin_px.")
+                                   "centre: HDF5 dataset 'labels' (uint32, axes z,y,x), attrs voxel_size_um, "
+                                   "origin_px.")
     p.add_argument("model", help="grain model folder (fit-grains output)")
     p.add_argument("--size-px", type=int, default=128, help="cube edge in model pixels (default 128)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -48,7 +49,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("describe-grains", help="compare the model's central sections with the measured tessellations",
                        description="Histograms, Wasserstein-1 and KS distances of area, elongation, orientation and "
-                                   "chord lengths (SPEC 2.2) of central sections of the model vs the 2D fits, and "
+                                   "chord lengths of central sections of the model vs the 2D fits, and "
                                    "the cut-height study.")
     p.add_argument("model", help="grain model folder")
     p.add_argument("--against", required=True, help="tessellations folder (fit-sections output)")

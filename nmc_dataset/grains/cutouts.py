@@ -1,4 +1,4 @@
-"""Cutouts: the discriminator's view of measured (T2D) and generated (T3D) tessellations (SPEC 2.5).
+"""Cutouts: the discriminator's view of measured (T2D) and generated (T3D) tessellations.
 
 Both produce ``(B, C, G, G)`` "multichannel images" (paper: ``C = 12`` channels, ``G = 32``):
 
@@ -125,7 +125,6 @@ class Padded:
 def pad_coefs(coef_list, scale_list, device=None) -> Padded:
     """Stack per-cutout ``(n_b, 6)`` coefficient tensors into a padded batch (on ``device``;
     default: the coefficients' own)."""
-    b = len(coef_list)
     n = max(max((len(c) for c in coef_list), default=0), 1)
     lengths = torch.as_tensor([len(c) for c in coef_list])
     valid = torch.arange(n)[None, :] < lengths[:, None]

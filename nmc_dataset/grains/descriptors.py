@@ -1,6 +1,6 @@
 """Grain statistics of generated architectures: 3D (label volumes) and 2D (planar sections).
 
-3D, per grain of a label volume ``[z, y, x]`` (SPEC 4, closed-loop validation):
+3D, per grain of a label volume ``[z, y, x]`` (for the closed-loop validation):
 
 - ``volume_px``: voxel count;
 - ``centroid_*_px``: centre of mass in model coordinates (particle centre at the origin);
@@ -88,7 +88,8 @@ def grain_stats_3d(labels: np.ndarray, origin_px=(0.0, 0.0, 0.0), spacing: float
         border = np.zeros(n, bool)
         for axis in range(3):
             for face in (0, lab.shape[axis] - 1):
-                border[np.searchsorted(ids, np.unique(np.take(lab, face, axis=axis)[np.take(lab, face, axis=axis) > 0]))] = True
+                border[np.searchsorted(ids, np.unique(np.take(lab, face, axis=axis)
+                                                      [np.take(lab, face, axis=axis) > 0]))] = True
         keep &= ~border
     out = {"label": ids, "volume_px": vol * spacing ** 3, "centroid_x_px": cen[:, 0], "centroid_y_px": cen[:, 1],
            "centroid_z_px": cen[:, 2], "eig1_px2": w[:, 0], "eig2_px2": w[:, 1], "eig3_px2": w[:, 2],
@@ -120,7 +121,7 @@ def grain_stats_3d_reference(labels: np.ndarray, origin_px=(0.0, 0.0, 0.0)) -> d
 
 # --------------------------------------------------------------------------- 2D
 def section_descriptors(labels: np.ndarray, center_px, min_area_px: int = 1) -> dict:
-    """SPEC 2.2 descriptors of one section's label image (0 = none).
+    """Grain descriptors (area, elongation, orientation, chords) of one section's label image (0 = none).
 
     Parameters
     ----------
@@ -232,7 +233,7 @@ def model_sections(sampler, rng, n: int, radius_px: float, height_px: float = 0.
 
 # --------------------------------------------------------------------------- yardsticks
 def teacher_sampler(radius_px: float, **teacher_kwargs):
-    """A sampler ``(rng, lo, hi) -> GBPD`` drawing task C's radial teacher (``radial_teacher_gbpd``)
+    """A sampler ``(rng, lo, hi) -> GBPD`` drawing the synthetic radial teacher (``radial_teacher_gbpd``)
     in a ball covering the box (the closed loop's known truth)."""
     from ..synthetic.ebsd import radial_teacher_gbpd
 
@@ -320,7 +321,7 @@ def describe_grains(model_dir, tessellations, out, *, samples: int = 8, radius_p
 
 
 def cut_height_study(sampler, rng, radius_px: float, heights, n: int) -> dict:
-    """α samples and their KDE at section heights ``h * radius_px`` (SPEC 4 cut-height study)."""
+    """α samples and their KDE at section heights ``h * radius_px`` (the cut-height study)."""
     from .morphology import alpha_kde, centrality_score
 
     res = {"radius_px": float(radius_px), "heights": []}
@@ -346,7 +347,8 @@ def plot_cut_height(study: dict, path) -> None:
 
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for h in study["heights"]:
-        ax.plot(h["alpha_grid"], h["alpha_density"], label=f"z = {h['relative_height']:.2f} R (score {h['centrality_score']:.2f})")
+        ax.plot(h["alpha_grid"], h["alpha_density"],
+                label=f"z = {h['relative_height']:.2f} R (score {h['centrality_score']:.2f})")
     ax.set_xlabel("α (rad)")
     ax.set_ylabel("density")
     ax.set_xlim(0, np.pi / 2)

@@ -1,4 +1,4 @@
-"""2D restricted GBPD fits to measured sections: the training "ground truth" (SPEC 2.6).
+"""2D restricted GBPD fits to measured sections: the training "ground truth".
 
 A section's label image is fitted by a 2D GBPD with the radial marker restriction
 (``M_i = Q_i^T D_i Q_i``, ``Q_i`` with first row ``s_i / |s_i|``) by gradient descent (Adam) on
@@ -147,7 +147,7 @@ def _candidate_table(neighbours: list[set]) -> np.ndarray:
 # --------------------------------------------------------------------------- the fit
 def fit_section(section, steps: int = 200, seed: int = 0, beta: tuple[float, float] = (2.0, 0.05),
                 lr: float = 0.05, check_every: int = 20) -> SectionFit:
-    """Fit a 2D restricted GBPD to a section's label image (SPEC 2.6).
+    """Fit a 2D restricted GBPD to a section's label image.
 
     Parameters
     ----------
@@ -267,7 +267,7 @@ def _fit_section(section, steps, seed, beta, lr, check_every) -> SectionFit:
 
 def augment(g: GBPD, rng: np.random.Generator, max_rel: float = 0.2) -> GBPD:
     """Perturb every offset ``r_i`` and every diagonal marker entry by an independent uniform
-    relative factor in ``[1 - max_rel, 1 + max_rel]`` (SPEC 2.6 augmentation).
+    relative factor in ``[1 - max_rel, 1 + max_rel]`` (the training augmentation).
 
     Parameters
     ----------
@@ -371,8 +371,8 @@ def read_tessellations(folder: str | Path) -> list[SectionFit]:
             col = {c: df[c][sel][order] for c in need}
             if len(col["cell"]) == 0:
                 raise InputError(f"section {sid!r} has no cells in cells.parquet", path)
-            g = GBPD(np.stack([col["seed_x_px"], col["seed_y_px"]], 1), np.stack([col["d_radial"], col["d_tangential"]], 1),
-                     col["r"])
+            g = GBPD(np.stack([col["seed_x_px"], col["seed_y_px"]], 1),
+                     np.stack([col["d_radial"], col["d_tangential"]], 1), col["r"])
             mpath = folder / s.get("mask", f"masks/{sid}.npz")
             try:
                 with np.load(mpath) as z:
@@ -383,7 +383,8 @@ def read_tessellations(folder: str | Path) -> list[SectionFit]:
                 raise InputError(f"mask shape {mask.shape} disagrees with sections.json", mpath)
             fits.append(SectionFit(section_id=sid, gbpd=g, pixel_size_um=float(s["pixel_size_um"]),
                                    agreement=float(s["agreement"]), mask=mask,
-                                   center_px=np.asarray(s["center_px"], dtype=np.float64), label_ids=col["label"].astype(np.int64)))
+                                   center_px=np.asarray(s["center_px"], dtype=np.float64),
+                                   label_ids=col["label"].astype(np.int64)))
         except (KeyError, TypeError) as e:
             raise InputError(f"malformed section entry ({e})", folder / "sections.json") from None
         except ValueError as e:
@@ -467,7 +468,8 @@ def section_from_gbpd(g: GBPD, size: int, radius_px: float, z: float = 0.0, junc
         nxt += k
     padded = np.pad(labels.astype(np.int64), 1, constant_values=0)
     distinct = np.zeros(labels.shape, dtype=np.int64)
-    windows = np.stack([padded[1 + dy:1 + dy + size, 1 + dx:1 + dx + size] for dy in (-1, 0, 1) for dx in (-1, 0, 1)], 0)
+    windows = np.stack([padded[1 + dy:1 + dy + size, 1 + dx:1 + dx + size]
+                        for dy in (-1, 0, 1) for dx in (-1, 0, 1)], 0)
     windows = np.sort(windows, axis=0)
     distinct = (np.diff(windows, axis=0) != 0).sum(0) + 1 - (windows[0] == 0)
     junction = (distinct >= 3) & mask & (rng.random(labels.shape) < junction_fraction)

@@ -1,4 +1,4 @@
-"""Stereological calibration: least-squares GAN training of ``G_net`` on 2D fits (SPEC 2.7).
+"""Stereological calibration: least-squares GAN training of ``G_net`` on 2D fits.
 
 One step (paper, Algorithm 2):
 
@@ -9,9 +9,9 @@ One step (paper, Algorithm 2):
    paper's pseudocode). D gets ``batch_g`` measured cutouts alongside (not in the loss) so that its
    batch-norm layers see a mixed batch, as in D steps.
 2. **D step** -- ``batch_d`` measured cutouts (T2D of augmented 2D fits) and ``batch_d``
-   generated ones, all hard (exact one-hot of the hard tessellation, the limit of rounding); loss ``mean((D(real) - 1)^2) + mean(D(fake)^2)``; the
-   Adam step is skipped while the loss is at or below ``d_skip_below`` (paper: 0.09 in the
-   algorithm, 0.32 in the text).
+   generated ones, all hard (exact one-hot of the hard tessellation, the limit of rounding); loss
+   ``mean((D(real) - 1)^2) + mean(D(fake)^2)``; the Adam step is skipped while the loss is at or
+   below ``d_skip_below`` (paper: 0.09 in the algorithm, 0.32 in the text).
 3. **Intensity** -- ``mu <- mu (0.5 + 0.5 NG_gt / NG_gen)``, NG = visible grains per unit area in
    cutouts (after every step, or once per epoch with ``intensity_update="epoch"``).
 
@@ -166,8 +166,8 @@ class TrainConfig:
             if key in c:
                 kw[key] = c[key]
         for key in ("epochs", "steps_per_epoch", "batch_g", "batch_d", "lr", "adam_betas", "grad_clip",
-                    "d_skip_below", "augment", "intensity_update", "g_input", "ng_gt_cutouts", "ema_decay", "lr_schedule",
-                    "d_r1", "holdout_sections", "select_sections", "select_min_area_px",
+                    "d_skip_below", "augment", "intensity_update", "g_input", "ng_gt_cutouts", "ema_decay",
+                    "lr_schedule", "d_r1", "holdout_sections", "select_sections", "select_min_area_px",
                     "select_metric"):
             if key in t:
                 kw[key] = tuple(t[key]) if isinstance(t[key], list) else t[key]
@@ -318,7 +318,8 @@ class _Trainer:
             raise InputError("the checkpoint was made with other hyper-parameters; start again without --resume",
                              folder / "checkpoint.json")
         if meta["seed"] != self.seed:
-            raise InputError(f"the checkpoint was made with seed {meta['seed']}, not {self.seed}", folder / "checkpoint.json")
+            raise InputError(f"the checkpoint was made with seed {meta['seed']}, not {self.seed}",
+                             folder / "checkpoint.json")
         tensors = load_file(str(folder / meta["weights"]))  # CPU tensors; load_state_dict copies them over
         self.gnet.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("gnet.")})
         self.disc.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("disc.")})
@@ -704,7 +705,8 @@ def plot_history(history: list[dict], path) -> None:
     ax[2].plot(ep, [h["ng_gt"] for h in history], "--", label="measured")
     ax[2].set_xlabel("epoch"); ax[2].set_ylabel("visible grains / px²"); ax[2].legend()
     if held:
-        for key, label, style in (("d_real_train", "training sections", "-"), ("d_real_holdout", "held-out sections", "-"),
+        for key, label, style in (("d_real_train", "training sections", "-"),
+                                  ("d_real_holdout", "held-out sections", "-"),
                                   ("d_fake", "generated", "--")):
             ax[3].plot(ep, [np.nan if h.get(key) is None else h[key] for h in history], style, label=label)
         ax[3].set_xlabel("epoch"); ax[3].set_ylabel("mean D output (eval)"); ax[3].legend()

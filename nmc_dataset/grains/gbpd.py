@@ -1,4 +1,4 @@
-"""Generalized balanced power diagrams (GBPD) with the radial marker restriction (SPEC 2.3-2.4).
+"""Generalized balanced power diagrams (GBPD) with the radial marker restriction.
 
 Grain ``i`` of a GBPD is ``{x : |x - s_i|^2_{M_i} - r_i <= |x - s_j|^2_{M_j} - r_j for all j}``
 with ``|y|^2_M = y^T M y``. The model restricts ``M_i = Q_i^T D_i Q_i``: ``D_i`` diagonal and
@@ -18,8 +18,8 @@ import itertools
 
 import numpy as np
 
-#: Smallest allowed diagonal marker entry, so every M_i stays positive definite (SPEC 2.4 asks
-#: for a small positive lower bound instead of 0).
+#: Smallest allowed diagonal marker entry, so every M_i stays positive definite (a small positive
+#: lower bound instead of 0).
 DIAG_MIN = 1e-3
 
 
@@ -92,7 +92,7 @@ def _unit_radial(seeds: np.ndarray) -> np.ndarray:
 
 
 def radial_frames(seeds: np.ndarray, roll: np.ndarray | None = None) -> np.ndarray:
-    """Radial frames ``Q_i`` of SPEC 2.4.
+    """Radial frames ``Q_i`` of the radial marker restriction.
 
     Parameters
     ----------
@@ -214,7 +214,8 @@ def count_disconnected(labels: np.ndarray, connectivity: int = 1, use_numba: boo
         return 0
     use_numba = _resolve_numba(use_numba)
     if use_numba and connectivity == 1:
-        lab3 = np.ascontiguousarray(labels.astype(np.int64, copy=False).reshape((1,) * (3 - labels.ndim) + labels.shape))
+        lab3 = np.ascontiguousarray(labels.astype(np.int64, copy=False)
+                                    .reshape((1,) * (3 - labels.ndim) + labels.shape))
         root_labels = _nb_component_labels(lab3)
         if len(root_labels) == 0:
             return 0
@@ -318,7 +319,7 @@ def soft_power_distances(points, seeds, diag, offsets, frames, candidates=None):
 
 
 def soft_assign(points, seeds, diag, offsets, frames, beta, candidates=None):
-    """Soft GBPD assignment ``T_i(x) = softmax_i(-(|x - s_i|^2_{M_i} - r_i) / beta)`` (SPEC 2.3).
+    """Soft GBPD assignment ``T_i(x) = softmax_i(-(|x - s_i|^2_{M_i} - r_i) / beta)``.
 
     Differentiable with respect to ``seeds``, ``diag``, ``offsets`` (and ``frames``; build them
     with :func:`torch_frames` from the seeds to differentiate through the radial frames too).
@@ -825,10 +826,12 @@ if _nb is not None:
             if not np.isfinite(cU[c]):
                 continue
             for t in range(pstart[c], pstart[c + 1]):
-                lb, _ = _bounds_one(clo[c, 0], clo[c, 1], clo[c, 2], chi[c, 0], chi[c, 1], chi[c, 2], S, Q, D, R, pidx[t])
+                lb, _ = _bounds_one(clo[c, 0], clo[c, 1], clo[c, 2], chi[c, 0], chi[c, 1], chi[c, 2],
+                                    S, Q, D, R, pidx[t])
                 keep[t] = lb - _SLACK * (abs(lb) + 1.0) <= cU[c]
             for t in range(extra.shape[0]):
-                lb, _ = _bounds_one(clo[c, 0], clo[c, 1], clo[c, 2], chi[c, 0], chi[c, 1], chi[c, 2], S, Q, D, R, extra[t])
+                lb, _ = _bounds_one(clo[c, 0], clo[c, 1], clo[c, 2], chi[c, 0], chi[c, 1], chi[c, 2],
+                                    S, Q, D, R, extra[t])
                 keep_extra[c, t] = lb - _SLACK * (abs(lb) + 1.0) <= cU[c]
         return keep, keep_extra
 
@@ -918,7 +921,8 @@ def _bucket_points(p3: np.ndarray, dim: int, nseeds: int, box_size: float | None
     return order, bstart, keys, ps, blo, bhi
 
 
-def hard_labels(g: GBPD, points: np.ndarray, box_size: float | None = None, use_numba: bool | None = None) -> np.ndarray:
+def hard_labels(g: GBPD, points: np.ndarray, box_size: float | None = None,
+                use_numba: bool | None = None) -> np.ndarray:
     """Exact hard labels (index of the seed minimising the power distance) of arbitrary points.
 
     Points are bucketed into boxes; per box, cells that provably cannot win anywhere in it are

@@ -16,7 +16,7 @@ from ..errors import InputError, RecipeError
 
 #: relative tolerance for "the same pixel size" across sections
 PIXEL_SIZE_RTOL = 1e-6
-#: a fitted section scoring below this is not central (task C's automatic criterion)
+#: a fitted section scoring below this is not central (the automatic centrality criterion)
 from .morphology import CENTRALITY_THRESHOLD  # noqa: E402
 
 
@@ -40,7 +40,8 @@ def check_section(cfg: dict, where="grains") -> None:
     grid = cfg.get("cutouts", {}).get("grid", 32)
     blocks = cfg.get("discriminator", {}).get("blocks", 3)
     if grid % (2 ** blocks):
-        raise RecipeError(f"grains.cutouts.grid: {grid} must be divisible by 2**discriminator.blocks = {2 ** blocks}", where)
+        raise RecipeError(f"grains.cutouts.grid: {grid} must be divisible by 2**discriminator.blocks = {2 ** blocks}",
+                          where)
     channels = cfg.get("cutouts", {}).get("channels", 12)
     if channels < 1:
         raise RecipeError("grains.cutouts.channels must be >= 1", where)

@@ -34,8 +34,9 @@ def test_card_validates_offline_with_huggingface_hub(release):
     assert configs["particles"]["data_files"] == [{"split": "train", "path": "data/particles/*.parquet"}]
     assert configs["particles"].get("default") is True
     for needle in ("arXiv:2407.05333", "eprint        = {2407.05333}", "@misc{nmc811test100",
-                   "Doe, Jane", 'load_dataset("org/nmc811-test", "voxels_16"', "![", "figures/particles_descriptors.png",
-                   "## Version history", "## Files", "data/voxels_16/", "creativecommons.org/licenses/by/4.0"):
+                   "Doe, Jane", 'load_dataset("org/nmc811-test", "voxels_16"', "![",
+                   "figures/particles_descriptors.png", "## Version history", "## Files", "data/voxels_16/",
+                   "creativecommons.org/licenses/by/4.0"):
         assert needle in text, needle
 
 

@@ -225,7 +225,8 @@ def test_dask_local_cluster_byte_identical(built, recipe_path, tmp_path, process
 def test_kill9_then_resume_same_manifest(built, recipe_path, tmp_path):
     """kill -9 a CLI build when its third shard starts; the rerun finishes the rest, to the reference bytes."""
     out = tmp_path / "killed"
-    code = f"import sys; from nmc_dataset.cli import main; sys.exit(main(['run', {str(recipe_path)!r}, '--out', {str(out)!r}]))"
+    code = ("import sys; from nmc_dataset.cli import main; "
+            f"sys.exit(main(['run', {str(recipe_path)!r}, '--out', {str(out)!r}]))")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=dict(os.environ, NMC_DATASET_FAULTS="kill-shard:2"))

@@ -1,4 +1,4 @@
-"""Closed loop (issue 4) through the user's path: ``phantom-ebsd`` (a known 3D radial teacher, sliced
+"""Closed loop through the user's path: ``phantom-ebsd`` (a known 3D radial teacher, sliced
 and written as .ang/.ctf) -> ``import-ebsd`` -> ``fit-sections`` -> ``fit-grains`` -> the saved model
 is loaded from disk and its fresh central sections and 3D statistics are compared with the
 teacher's, against the teacher's own sampling noise and an isotropic Laguerre baseline of the same
@@ -27,7 +27,8 @@ def _user_path(tmp_path, n_sections, radius, fit_steps, training, cutouts=None):
     assert cli(["fit-sections", str(tmp_path / "sections"), "--out", str(tmp_path / "tess"),
                 "--steps", str(fit_steps)]) == 0
     recipe = {"format_version": 1, "seed": 0,
-              "grains": {**SMALL, "cutouts": {"p_max_px": radius - 24, "margin_px": 12, "ng_min_px": 5, **(cutouts or {})},
+              "grains": {**SMALL,
+                         "cutouts": {"p_max_px": radius - 24, "margin_px": 12, "ng_min_px": 5, **(cutouts or {})},
                          "training": training}}
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     assert cli(["fit-grains", str(tmp_path / "tess"), "--recipe", str(tmp_path / "recipe.yaml"),
@@ -60,7 +61,7 @@ def _alpha_w1s(model, radius, n_eval, repeats):
 def test_closed_loop_alpha_and_3d_statistics(tmp_path):
     """Full loop at small size (several minutes on 2 cores). Tolerances: the fitted model's W1 on
     alpha must be under a third of the isotropic Laguerre baseline's and within 3x the teacher's own
-    sampling noise (the issue's 1.5x target is the benchmark's, with its longer schedule); in 3D
+    sampling noise (the benchmark's target is 1.5x, with its longer schedule); in 3D
     (two 64^3 cubes per side) the mean radial alignment of the fitted grains within 0.1 of the
     teacher's and the median grain volume within 35 % (the benchmark's targets are 0.05 and 20 %;
     one 48^3 cube per side gave a teacher median of 382 px^3 where the benchmark's larger sample

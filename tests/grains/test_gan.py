@@ -21,7 +21,8 @@ def _fits(seed=0, n=500, half=80.0):
     out = []
     for _ in range(2):
         s = rng.uniform(-half, half, (n, 2))
-        out.append(GBPD(s, np.column_stack([rng.uniform(0.2, 0.4, n), rng.uniform(0.8, 1.2, n)]), rng.uniform(1, 10, n)))
+        out.append(GBPD(s, np.column_stack([rng.uniform(0.2, 0.4, n), rng.uniform(0.8, 1.2, n)]),
+                        rng.uniform(1, 10, n)))
     return out
 
 
@@ -64,7 +65,8 @@ def test_weight_average_is_kept_resumes_exactly_and_epochs_are_reported(tmp_path
     cfg = dataclasses.replace(TINY, ema_decay=0.9)
     fits = _fits()
     seen = []
-    full = train(fits, 0.05, cfg, seed=4, out=tmp_path / "a", on_epoch=lambda e, m: seen.append((e, m.intensity_per_px3)))
+    full = train(fits, 0.05, cfg, seed=4, out=tmp_path / "a",
+                 on_epoch=lambda e, m: seen.append((e, m.intensity_per_px3)))
     assert [e for e, _ in seen] == [1, 2, 3] and seen[-1][1] == full.intensity_per_px3
     last_iterate = train(fits, 0.05, TINY, seed=4)  # same seed, same draws, no averaging
     assert not _equal(_weights(full), _weights(last_iterate))
@@ -206,7 +208,8 @@ def _sections(fits, radius=60.0):
     c = (size - 1) / 2
     yy, xx = np.mgrid[0:size, 0:size]
     mask = (xx - c) ** 2 + (yy - c) ** 2 <= radius ** 2
-    return [SectionFit(f"s{i}", g, 0.05, 1.0, mask, np.array([c, c]), np.arange(1, g.n + 1)) for i, g in enumerate(fits)]
+    return [SectionFit(f"s{i}", g, 0.05, 1.0, mask, np.array([c, c]), np.arange(1, g.n + 1))
+            for i, g in enumerate(fits)]
 
 
 def test_selection_keeps_the_best_scoring_epoch_of_an_unchanged_run(tmp_path):

@@ -54,7 +54,7 @@ OLD_ANG = """# TEM_PIXperUM          1.000000
 # Phase 1
 # MaterialName  	Nickel
 # Formula     	Ni
-# Info 		
+# Info \t\t
 # Symmetry              43
 # LatticeConstants      3.520 3.520 3.520  90.000  90.000  90.000
 # NumberFamilies        1
@@ -67,11 +67,11 @@ OLD_ANG = """# TEM_PIXperUM          1.000000
 # NCOLS_EVEN: 3
 # NROWS: 2
 #
-# OPERATOR: 	
+# OPERATOR: \t
 #
-# SAMPLEID: 	
+# SAMPLEID: \t
 #
-# SCANID: 	
+# SCANID: \t
 #
 """
 

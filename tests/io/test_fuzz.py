@@ -140,7 +140,8 @@ def test_damaged_recipes(tmp_path, data):
         i = data.draw(st.integers(0, len(lines) - 1))
         if ":" in lines[i]:
             key = lines[i].split(":", 1)[0]
-            value = data.draw(st.sampled_from(["-1", "0", "1e400", "[]", "{}", "null", "abc", "[1, 2", "!!python/object:os.system 'x'"]))
+            value = data.draw(st.sampled_from(["-1", "0", "1e400", "[]", "{}", "null", "abc", "[1, 2",
+                                               "!!python/object:os.system 'x'"]))
             lines[i] = f"{key}: {value}\n"
         raw = bytearray("".join(lines).encode())
     p = tmp_path / "r.yaml"

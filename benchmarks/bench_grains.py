@@ -192,7 +192,7 @@ def main() -> None:
         nb_threads = numba.get_num_threads()
     except ImportError:  # pragma: no cover
         nb_threads = 0
-    cfg = TrainConfig()  # the paper's numbers = recipes/paper.yaml
+    cfg = TrainConfig()  # the paper's numbers = recipes/paper-literal.yaml
     print(f"torch {torch.__version__}, threads {args.threads} (numba {nb_threads})")
     part1(args, cfg)
     if args.generation_only:

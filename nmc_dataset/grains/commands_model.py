@@ -26,8 +26,9 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="model folder (checkpoints go to OUT/training/)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUT")
     p.add_argument("--seed", type=int, help="root seed (default: the recipe's seed)")
-    p.add_argument("--restarts", type=int, default=1,
-                   help="train this many runs (seeds SEED, SEED+1, ...) into OUT/restarts/ and keep the one whose "
+    p.add_argument("--restarts", type=int, default=None,
+                   help="override the recipe's grains.training.restarts (default 1): "
+                        "train this many runs (seeds SEED, SEED+1, ...) into OUT/restarts/ and keep the one whose "
                         "sections score best against the measured ones (needs training.select_sections; default 1)")
     p.add_argument("--device", default="cpu",
                    help="where the networks and cutout images live: cpu (default), cuda, cuda:N or auto; "
@@ -69,11 +70,11 @@ def _cmd_fit(args) -> int:
     from .._util import log
     from ..recipes import load_recipe
     from .gan import TrainConfig, resolve_device, train, train_restarts
-    from .recipe import check_section, load_fits, warn_if_cutouts_leave_sections
+    from .recipe import check_section, load_fits, recipe_restarts, warn_if_cutouts_leave_sections
 
     # everything the command line and the recipe decide is checked before the data is read
     device = resolve_device(args.device)
-    if args.restarts < 1:
+    if args.restarts is not None and args.restarts < 1:
         raise InputError(f"--restarts must be >= 1, got {args.restarts}")
     recipe = load_recipe(args.recipe)
     section = recipe.get("grains") or {}
@@ -81,6 +82,8 @@ def _cmd_fit(args) -> int:
         log.info("%s has no grains: section; using the paper's defaults", args.recipe)
     check_section(section, args.recipe)
     cfg = TrainConfig.from_section(section)
+    if args.restarts is None:
+        args.restarts = recipe_restarts(section)
     if args.restarts > 1 and not cfg.select_sections:
         raise InputError("--restarts needs grains.training.select_sections > 0 (the section score picks the run)",
                          args.recipe)

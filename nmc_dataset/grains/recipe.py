@@ -128,7 +128,7 @@ def centrality_scores(fits) -> list[float]:
 
 def run_section(config: dict, ctx) -> None:
     """Run the ``grains:`` section (see the module docstring)."""
-    from .gan import TrainConfig, train
+    from .gan import TrainConfig, train, train_restarts
     from .model import GrainModel
 
     check_section(config, str(ctx.recipe_path))
@@ -143,9 +143,18 @@ def run_section(config: dict, ctx) -> None:
     cfg = TrainConfig.from_section(config)
     warn_if_cutouts_leave_sections(cfg, source)
     out = ctx.out / config.get("out", "grain_model")
-    done = _finished_model(out, cfg, ctx.seed)
+    restarts = recipe_restarts(config)
+    if restarts > 1 and not cfg.select_sections:
+        raise RecipeError("grains.training.restarts > 1 needs grains.training.select_sections > 0 (the section "
+                          "score picks the run)", ctx.recipe_path)
+    done = _finished_model(out, cfg, ctx.seed, restarts)
     if done is not None:
         log.info("grains: model in %s is complete, reusing it", out)
+    elif restarts > 1:
+        resume = bool(config.get("resume", True)) and (out / "restarts").is_dir()
+        train_restarts(fits, px, cfg, seeds=range(ctx.seed, ctx.seed + restarts), out=out, resume=resume,
+                       source=source)
+        GrainModel.load(out)
     else:
         resume = bool(config.get("resume", True)) and (out / "training" / "checkpoint.json").is_file()
         train(fits, px, cfg, seed=ctx.seed, out=out, resume=resume, source=source)
@@ -159,7 +168,12 @@ def run_section(config: dict, ctx) -> None:
     ctx.outputs["grain_report"] = report
 
 
-def _finished_model(out: Path, cfg, seed: int):
+def recipe_restarts(config: dict) -> int:
+    """``grains.training.restarts``: training runs (seeds seed, seed+1, ...) of which the best-scoring is kept."""
+    return int(((config or {}).get("training") or {}).get("restarts", 1))
+
+
+def _finished_model(out: Path, cfg, seed: int, restarts: int = 1):
     from .model import GrainModel
 
     if not (out / "model.json").is_file():
@@ -169,6 +183,9 @@ def _finished_model(out: Path, cfg, seed: int):
     except InputError:
         return None
     t = m.training
-    if t.get("config") == cfg.to_dict() and t.get("seed") == seed and t.get("epochs_done") == cfg.epochs:
-        return m
-    return None
+    if t.get("config") != cfg.to_dict() or t.get("epochs_done") != cfg.epochs:
+        return None
+    if restarts > 1:
+        runs = t.get("restarts") or []
+        return m if sorted(r.get("seed") for r in runs) == list(range(seed, seed + restarts)) else None
+    return m if t.get("seed") == seed and not t.get("restarts") else None

@@ -144,6 +144,24 @@ def test_fit_grains_restarts_keep_the_best_scoring_run(tess, tmp_path, capsys):
         assert code == 2 and msg in _err(capsys) and not (tmp_path / "x").exists()
 
 
+def test_recipe_restarts_need_no_flag(tess, tmp_path, capsys):
+    """grains.training.restarts in the recipe does what --restarts does; the flag overrides it."""
+    grains = json.loads(json.dumps(TINY))
+    grains["training"].update(epochs=1, select_sections=1, restarts=2)
+    out = tmp_path / "gm"
+    assert cli.main(["fit-grains", str(tess), "--recipe", str(_recipe(tmp_path, grains)), "--out", str(out)]) == 0
+    assert [r["seed"] for r in GrainModel.load(out).training["restarts"]] == [3, 4]
+    one = tmp_path / "one"
+    assert cli.main(["fit-grains", str(tess), "--recipe", str(_recipe(tmp_path, grains)), "--out", str(one),
+                     "--restarts", "1"]) == 0
+    assert not (one / "restarts").exists() and GrainModel.load(one).training["seed"] == 3
+    grains["training"].update(select_sections=0)
+    capsys.readouterr()
+    code = cli.main(["fit-grains", str(tess), "--recipe", str(_recipe(tmp_path, grains, "r3.yaml")), "--out",
+                     str(tmp_path / "x")])
+    assert code == 2 and "select_sections" in _err(capsys) and not (tmp_path / "x").exists()
+
+
 def test_resume_without_checkpoint_is_an_error(tess, tmp_path, capsys):
     out = tmp_path / "gm"
     code = cli.main(["fit-grains", str(tess), "--recipe", str(_recipe(tmp_path)), "--out", str(out), "--resume"])

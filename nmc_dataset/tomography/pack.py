@@ -243,6 +243,7 @@ def _relax(x, sh, s, L, periodic, pad, max_iter, rng, tol=0.0, fine=False):
     depth_max = np.inf
     cut = 2 * s * sh.rmax.max() + 2 * pad
     jitter = 1e-3 * s * sh.rmax.mean()
+    push_extra = 3e-3 * s * sh.rmax.mean()  # separate a little beyond contact: fewer re-overlaps
     pairs, since = None, 0
     for it in range(max_iter):
         if periodic:
@@ -267,7 +268,7 @@ def _relax(x, sh, s, L, periodic, pad, max_iter, rng, tol=0.0, fine=False):
                 if hit.any():
                     depth_max = float(depth[hit].max())
                     hit = depth > 0
-                    step = (0.5 * depth[hit] + 0.5 * jitter)[:, None] * u[hit]
+                    step = (0.5 * depth[hit] + push_extra)[:, None] * u[hit]
                     np.add.at(move, i[hit], -step)
                     np.add.at(move, j[hit], step)
         if not periodic:
@@ -547,9 +548,11 @@ def pack_electrode(shell_model, grain_model, *, box_um: float, solid_fraction: f
 
     jobs = [(shell_model, grain_model, int(seed), k, centres[k], h, spacing_px, model_ids) for k in range(len(coeffs))]
     if workers > 1:
+        import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(workers) as ex:
+        # spawn: numba/torch thread pools must not be forked
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as ex:
             results = list(ex.map(_voxelize_particle, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
     else:
         results = [_voxelize_particle(j) for j in jobs]

@@ -67,7 +67,6 @@ def test_labels_are_consistent_and_grains_global(electrode):
 def test_binder_hits_its_fraction_and_bridges_contacts(electrode, models):
     e = electrode
     assert (e.phase == 2).sum() == round(0.08 * e.phase.size)
-    shell, grain = models
     coat = pack.place_binder((e.particle > 0).astype(np.uint8), "coating", 0.08, periodic=True)[0]
     assert (coat == 2).sum() == (e.phase == 2).sum()
 
@@ -117,7 +116,7 @@ def test_walls_keep_particles_inside_and_necks_overlap_a_little(models):
 @pytest.mark.slow
 def test_same_seed_same_volume_and_workers_do_not_matter(models):
     shell, grain = models
-    kw = dict(box_um=3.0, solid_fraction=0.4, voxel_size_um=H, binder=("coating", 0.05), seed=7)
+    kw = {"box_um": 3.0, "solid_fraction": 0.4, "voxel_size_um": H, "binder": ("coating", 0.05), "seed": 7}
     a = pack.pack_electrode(shell, grain, **kw)
     b = pack.pack_electrode(shell, grain, workers=2, **kw)
     for k in ("phase", "particle", "grain"):

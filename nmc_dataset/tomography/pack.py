@@ -537,7 +537,7 @@ def pack_electrode(shell_model, grain_model, *, box_um: float, solid_fraction: f
                          f"at least 3 voxels per radius: <= {r_mean / 3:.3g} µm)", "--voxel-size-um")
     coeffs, vols = draw_shells(shell_model, seed, solid_fraction * L ** 3)
     dmax = 2 * _Shapes(coeffs).rmax.max()
-    if dmax >= L:
+    if dmax + 8 * h >= L:
         raise InputError(f"the box ({L:.3g} µm) is smaller than the largest particle ({dmax:.3g} µm)", "--box-um")
     log.info("pack: %d particles (analytic fraction %.4f) in a %d³ box of %.3g µm", len(coeffs),
              vols.sum() / L ** 3, n, L)

@@ -319,11 +319,13 @@ def pack_centres(coeffs_um: np.ndarray, box_um: float, *, periodic: bool, pad_um
     ok, its, _depth = _relax(x, sh, 1.0, L, periodic, pad_um, final_iter, rng)
     total_its += its
     if not ok:
-        # find the largest size that relaxes to zero overlap from here, to report the maximum reached
-        s = 1.0
-        while not ok and s > s_clean:
-            s *= 0.995
-            ok, its, _ = _relax(x, sh, s, L, periodic, pad_um, final_iter // 4, rng)
+        # bisect the largest size that relaxes to zero overlap from here, to report the maximum reached
+        lo, hi = s_clean, 1.0
+        for _ in range(6):
+            mid = 0.5 * (lo + hi)
+            ok, _, _ = _relax(x.copy(), sh, mid, L, periodic, pad_um, final_iter // 4, rng)
+            lo, hi = (mid, hi) if ok else (lo, mid)
+        s = lo
         raise InputError(f"the requested active fraction {phi:.3f} is not reachable: the packing jammed, the "
                          f"maximum reached without overlap is {phi * s ** 3:.3f}", "--solid-fraction")
     return x % L if periodic else x, {"relax_iterations": int(total_its), "growth_steps": int(steps),
@@ -538,7 +540,8 @@ def pack_electrode(shell_model, grain_model, *, box_um: float, solid_fraction: f
     coeffs, vols = draw_shells(shell_model, seed, solid_fraction * L ** 3)
     dmax = 2 * _Shapes(coeffs).rmax.max()
     if dmax + 8 * h >= L:
-        raise InputError(f"the box ({L:.3g} µm) is smaller than the largest particle ({dmax:.3g} µm)", "--box-um")
+        raise InputError(f"the box ({L:.3g} µm) is too small for the largest particle ({dmax:.3g} µm + 8 voxels)",
+                         "--box-um")
     log.info("pack: %d particles (analytic fraction %.4f) in a %d³ box of %.3g µm", len(coeffs),
              vols.sum() / L ** 3, n, L)
     rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(POSITION_STREAM,)))

@@ -63,12 +63,14 @@ def test_bad_input_gets_one_line_errors(packed, model_paths, tmp_path, capsys):
         (["render-ct", str(packed), "--voxel-size-um", "0.8", "--out", str(tmp_path / "a.h5")], "too coarse"),
         (["render-ct", str(packed), "--voxel-size-um", "0.15", "--out", str(tmp_path / "a.h5")], "whole multiple"),
         (["render-ct", str(tmp_path / "missing.h5"), "--out", str(tmp_path / "a.h5")], "not found"),
-        (["pack", "--shell-model", str(model_paths[0]), "--grain-model", str(model_paths[1]), "--box-um", "3",
+        (["pack", "--shell-model", str(model_paths[0]), "--grain-model", str(model_paths[1]), "--box-um", "4.5",
           "--solid-fraction", "0.8", "--binder", "none", "--out", str(tmp_path / "b.h5")], "maximum reached"),
         (["pack", "--shell-model", str(tmp_path / "nope.json"), "--grain-model", str(model_paths[1]), "--box-um",
           "3", "--out", str(tmp_path / "b.h5")], "not found"),
         (["pack", "--shell-model", str(model_paths[0]), "--grain-model", str(model_paths[1]), "--box-um", "3",
           "--binder", "glue:0.1", "--out", str(tmp_path / "b.h5")], "binder mode"),
+        (["pack", "--shell-model", str(model_paths[0]), "--grain-model", str(model_paths[1]), "--box-um", "2",
+          "--out", str(tmp_path / "b.h5")], "too small for the largest particle"),
     ]
     for argv, msg in cases:
         assert cli.main(argv) == 2, argv

@@ -116,7 +116,7 @@ def test_walls_keep_particles_inside_and_necks_overlap_a_little(models):
 @pytest.mark.slow
 def test_same_seed_same_volume_and_workers_do_not_matter(models):
     shell, grain = models
-    kw = {"box_um": 3.0, "solid_fraction": 0.4, "voxel_size_um": H, "binder": ("coating", 0.05), "seed": 7}
+    kw = {"box_um": 4.0, "solid_fraction": 0.4, "voxel_size_um": H, "binder": ("coating", 0.05), "seed": 7}
     a = pack.pack_electrode(shell, grain, **kw)
     b = pack.pack_electrode(shell, grain, workers=2, **kw)
     for k in ("phase", "particle", "grain"):

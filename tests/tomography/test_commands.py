@@ -52,7 +52,9 @@ def test_render_ct_writes_grey_values_labels_and_imaging(packed, tmp_path):
     assert np.array_equal(arrays["particle"] > 0, ph == 1)
     # refuses to overwrite, and --force replaces only a CT file
     assert cli.main(["render-ct", str(packed), "--out", str(out)]) == 2
-    assert cli.main(["render-ct", str(packed), "--binning", "2", "--out", str(out), "--force"]) == 0
+    assert cli.main(["render-ct", str(packed), "--preset", "synchrotron", "--binning", "2", "--photons", "5000",
+                     "--seed", "5", "--out", str(out), "--force"]) == 0
+    assert np.array_equal(read_volumes(out)[0]["ct"], ct)  # same inputs + seed -> same volume
     assert cli.main(["render-ct", str(packed), "--binning", "2", "--out", str(packed), "--force"]) == 2
 
 

@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "nmc_dataset.grains.commands_model",
     "nmc_dataset.particles.commands",
     "nmc_dataset.dataset.commands",
+    "nmc_dataset.tomography.commands",
     "nmc_dataset.recipes",
 )
 

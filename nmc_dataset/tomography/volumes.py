@@ -17,6 +17,14 @@ dataset                   dtype      meaning
 Kinds: ``electrode`` (``pack``: phase/particle/grain + particles table), ``ct`` (``render-ct``: ``ct``
 plus the labels it was made from, resampled to the CT grid, and the JSON attribute ``imaging`` with
 every imaging parameter), ``segmentation`` (``segment``: phase and particle, attribute ``method``).
+
+Written by ``pack`` (electrode files): the JSON attribute ``packing`` (fraction reached and targeted,
+box, periodicity, neck depth, binder mode and fraction, overlap voxels, seed, model ids), the
+attribute ``electrolyte`` (``none`` = air, ``liquid``, ``solid``: what phase 0 is), and the
+``particles`` table columns ``id``, ``center_um`` (z, y, x), ``coeffs_um`` (N, 100: SH coefficients
+of the shell radius in µm, particle frame = box axes), ``volume_um3``, ``voxels``,
+``grain_id_offset`` and ``n_grains`` (particle ``k``'s local grain ``g`` is global grain
+``grain_id_offset[k] + g``) and ``seed_spawn_key``. ``render-ct`` copies the table into CT files.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+from tests.particles.fixtures import model_paths, models  # noqa: F401

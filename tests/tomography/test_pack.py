@@ -1,0 +1,151 @@
+"""Electrode packing: fraction reached, no overlaps (checked with the analytic shells, not the packer's
+tables), walls, necks, binder placement, determinism and bad input."""
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from nmc_dataset.errors import InputError
+from nmc_dataset.particles.voxelize import inside_shell
+from nmc_dataset.tomography import pack
+
+H = 0.1
+BOX = 5.0
+FRACTION = 0.5  # small boxes (~25 particles) jam near 0.55; see docs for the fractions reached
+
+
+@pytest.fixture(scope="module")
+def electrode(models):
+    shell, grain = models
+    return pack.pack_electrode(shell, grain, box_um=BOX, solid_fraction=FRACTION, voxel_size_um=H,
+                               binder=("bridge", 0.08), seed=3)
+
+
+def _inside_counts(e, periodic=True):
+    """Per voxel: how many analytic shells (from the particle table) contain its centre."""
+    n = e.phase.shape[0]
+    L = n * H
+    c = (np.arange(n) + 0.5) * H
+    zz, yy, xx = np.meshgrid(c, c, c, indexing="ij")
+    pts = np.stack([xx.ravel(), yy.ravel(), zz.ravel()], 1)
+    count = np.zeros(pts.shape[0], np.int32)
+    for cen, coef in zip(e.table["center_um"], e.table["coeffs_um"]):
+        d = pts - cen[::-1]
+        if periodic:
+            d -= L * np.round(d / L)
+        r_max = 1.1 * coef[0] / np.sqrt(4 * np.pi) + 1.0
+        near = np.einsum("ij,ij->i", d, d) < r_max ** 2
+        count[near] += inside_shell(coef, d[near])
+    return count.reshape(e.phase.shape)
+
+
+def test_reaches_the_fraction_without_overlap(electrode):
+    e = electrode
+    assert abs(e.info["solid_fraction"] - FRACTION) <= 0.02
+    count = _inside_counts(e)
+    active = count > 0
+    # the labels are the analytic shells: NMC exactly where some shell contains the voxel centre
+    assert np.array_equal(active, e.phase == 1) or np.mean(active != (e.phase == 1)) < 1e-4
+    # no voxel centre lies inside two shells beyond a few ppm (tabulated contacts, see docs)
+    assert (count > 1).sum() <= 1e-5 * active.sum() + 2
+    assert e.info["overlap_voxels"] == int((count > 1).sum())
+
+
+def test_labels_are_consistent_and_grains_global(electrode):
+    e = electrode
+    assert np.array_equal(e.particle > 0, e.phase == 1) and np.array_equal(e.grain > 0, e.phase == 1)
+    ids = np.unique(e.particle[e.particle > 0])
+    assert len(ids) == e.info["n_particles"]
+    # every grain id belongs to exactly one particle, inside its id range
+    g, p = e.grain[e.phase == 1].astype(np.int64), e.particle[e.phase == 1].astype(np.int64)
+    off, ng = e.table["grain_id_offset"][p - 1], e.table["n_grains"][p - 1]
+    assert np.all((g > off) & (g <= off + ng))
+    assert e.info["n_grains"] == int(e.table["n_grains"].sum())
+    assert e.table["center_um"].shape == (e.info["n_particles"], 3)
+
+
+def test_binder_hits_its_fraction_and_bridges_contacts(electrode, models):
+    e = electrode
+    assert (e.phase == 2).sum() == round(0.08 * e.phase.size)
+    coat = pack.place_binder((e.particle > 0).astype(np.uint8), "coating", 0.08, periodic=True)[0]
+    assert (coat == 2).sum() == (e.phase == 2).sum()
+
+    def near_two(phase):  # binder voxels within 2 voxels of two different particles
+        big = np.iinfo(np.uint32).max
+        lab = e.particle
+        hi = ndimage.maximum_filter(lab, size=5, mode="wrap")
+        lo = ndimage.minimum_filter(np.where(lab > 0, lab, big), size=5, mode="wrap")
+        return np.mean((lo != big)[phase == 2] & (hi != lo)[phase == 2])
+
+    assert near_two(e.phase) > near_two(coat) + 0.2  # bridges sit between particles, coatings everywhere
+    # coating: a layer, every binder voxel closer to NMC than any remaining pore voxel
+    from nmc_dataset.tomography.edt import distance_to
+
+    m = 16
+    d = distance_to(np.pad(e.particle > 0, m, mode="wrap"))[m:-m, m:-m, m:-m]
+    assert d[coat == 2].max() <= d[coat == 0].min() + 1e-9
+
+
+def test_walls_keep_particles_inside_and_necks_overlap_a_little(models):
+    shell, grain = models
+    e = pack.pack_electrode(shell, grain, box_um=5.0, solid_fraction=0.4, voxel_size_um=H, binder=None,
+                            periodic=False, neck_um=0.15, seed=1)
+    assert abs(e.info["solid_fraction"] - 0.4) <= 0.02
+    from nmc_dataset.shells.harmonics import icosphere, radius
+
+    dirs = np.asarray(icosphere(3)[0])
+    for cen, coef in zip(e.table["center_um"], e.table["coeffs_um"]):
+        surf = cen[::-1] + dirs * np.asarray(radius(coef, dirs))[:, None]
+        assert surf.min() > -H and surf.max() < 5.0 + H
+    count = _inside_counts(e, periodic=False)
+    assert (count > 1).sum() > 0  # necks
+    # neck depth: a voxel inside two shells lies at most neck + 1 voxel below both surfaces
+    n = e.phase.shape[0]
+    c = (np.arange(n) + 0.5) * H
+    kk, jj, ii = np.nonzero(count > 1)
+    pts = np.stack([c[ii], c[jj], c[kk]], 1)
+    depth = np.full(len(pts), np.inf)
+    for cen, coef in zip(e.table["center_um"], e.table["coeffs_um"]):
+        d = pts - cen[::-1]
+        r = np.linalg.norm(d, axis=1)
+        inside_depth = np.asarray(radius(coef, d / r[:, None])) - r
+        depth = np.where(inside_depth >= 0, np.minimum(depth, inside_depth), depth)
+    assert depth.max() <= 0.15 + H
+
+
+@pytest.mark.slow
+def test_same_seed_same_volume_and_workers_do_not_matter(models):
+    shell, grain = models
+    kw = {"box_um": 4.0, "solid_fraction": 0.4, "voxel_size_um": H, "binder": ("coating", 0.05), "seed": 7}
+    a = pack.pack_electrode(shell, grain, **kw)
+    b = pack.pack_electrode(shell, grain, workers=2, **kw)
+    for k in ("phase", "particle", "grain"):
+        assert np.array_equal(getattr(a, k), getattr(b, k)), k
+
+
+def test_penetration_kernel_equals_its_numpy_twin(models):
+    shell, _ = models
+    c = shell.sample_coefficients(12, np.random.default_rng(0)) * shell.voxel_size_um
+    sh = pack._Shapes(c)
+    rng = np.random.default_rng(1)
+    i = rng.integers(0, 12, 300)
+    j = (i + 1 + rng.integers(0, 11, 300)) % 12
+    d = rng.normal(0, 1.0, (300, 3))
+    for fine in (False, True):
+        a = pack._penetration(sh, 0.9, 0.02, i, j, d, fine)[0]
+        ref_caps = sh.caps[int(fine)]
+        sh.cap_dirs, sh.cap_r = ref_caps
+        assert np.allclose(a, pack._penetration_reference(sh, 0.9, 0.02, i, j, d)[0])
+
+
+def test_bad_input_is_an_input_error(models):
+    shell, grain = models
+    coeffs, _ = pack.draw_shells(shell, 1, 0.8 * 27.0)
+    with pytest.raises(InputError, match="not reachable.*maximum reached without overlap is 0\\.[3-7]"):
+        pack.pack_centres(coeffs, 3.0, periodic=True, pad_um=0.02, rng=np.random.default_rng(0), final_iter=300)
+    with pytest.raises(InputError, match="too coarse"):
+        pack.pack_electrode(shell, grain, box_um=20.0, solid_fraction=0.5, voxel_size_um=0.5, seed=1)
+    with pytest.raises(InputError, match="binder"):
+        pack.pack_electrode(shell, grain, box_um=3.0, solid_fraction=0.5, voxel_size_um=H, binder=("glue", 0.1))
+    with pytest.raises(InputError, match="solid-fraction"):
+        pack.pack_electrode(shell, grain, box_um=3.0, solid_fraction=1.2, voxel_size_um=H)

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "nmc_dataset.grains.commands_model",
     "nmc_dataset.particles.commands",
     "nmc_dataset.dataset.commands",
+    "nmc_dataset.tomography.seg_commands",
     "nmc_dataset.recipes",
 )
 

@@ -14,14 +14,18 @@ symmetric surface distance is
     ASSD = (Σ_{x∈∂T} d(x, ∂P) + Σ_{y∈∂P} d(y, ∂T)) / (|∂T| + |∂P|)
 
 and ``hd95`` is the larger of the two directed 95th percentiles (the robust Hausdorff distance).
-Voxels on both surfaces have distance 0; the others are found exactly with k-d trees of the surface
-voxels (:class:`scipy.spatial.cKDTree`), which is several times faster than a full-volume distance
-transform when the surfaces mostly agree.
+Voxels on both surfaces have distance 0; the others are found exactly by looking at the integer
+offsets of a small ball in order of length (the first hit is the nearest surface voxel) and, beyond
+the ball, with a k-d tree of the surface voxels (:class:`scipy.spatial.cKDTree`) or, when many voxels
+are that far, one exact distance transform of the other surface
+(:func:`nmc_dataset.tomography._fast.edt_to`): several times faster
+than full-volume distance transforms, because segmentation errors are mostly near the surfaces.
 
 Topology, per phase, with face (6-) connectivity of the phase voxels (the connectivity that carries
 ionic or electronic current; the complement is then 26-connected, as the Euler characteristic needs):
 the number of connected components (:func:`scipy.ndimage.label`), the Euler characteristic
-χ = components − tunnels + cavities (:func:`skimage.measure.euler_number`, ``connectivity=1``), and
+χ = components − tunnels + cavities (the 2×2×2-configuration count of
+:func:`skimage.measure.euler_number` with ``connectivity=1``, in :mod:`nmc_dataset.tomography._fast`), and
 per axis whether one component touches both opposite faces of the volume (the phase percolates),
 with the fraction of the phase in such components.
 
@@ -80,8 +84,24 @@ def inner_surfaces(labels: np.ndarray) -> np.ndarray:
     return surf
 
 
-def surface_distances(surf_truth: np.ndarray, surf_pred: np.ndarray, spacing: float = 1.0):
+def _offsets(radius: int) -> tuple[np.ndarray, np.ndarray]:
+    """Integer offsets within ``radius`` (origin excluded), sorted by length, and their lengths."""
+    r = int(radius)
+    g = np.mgrid[-r:r + 1, -r:r + 1, -r:r + 1].reshape(3, -1).T
+    d2 = (g**2).sum(axis=1)
+    keep = (d2 > 0) & (d2 <= r * r)
+    g, d2 = g[keep], d2[keep]
+    order = np.argsort(d2, kind="stable")
+    return g[order], np.sqrt(d2[order])
+
+
+def surface_distances(surf_truth: np.ndarray, surf_pred: np.ndarray, spacing: float = 1.0, *, band: int = 2):
     """Directed distances (in units of ``spacing``) of two surfaces (boolean volumes).
+
+    Exact Euclidean distances: a voxel on both surfaces has distance 0; the others first look for
+    the other surface at the integer offsets within ``band`` voxels in order of length (the first hit
+    is the nearest voxel), and what is still unresolved after that queries a k-d tree of the other
+    surface.
 
     Returns
     -------
@@ -97,18 +117,40 @@ def surface_distances(surf_truth: np.ndarray, surf_pred: np.ndarray, spacing: fl
     p_idx = np.flatnonzero(surf_pred)
     if t_idx.size == 0 or p_idx.size == 0:
         return np.zeros(0), np.zeros(0)
+    shape = np.array(surf_truth.shape)
+    offs, lens = _offsets(band)
+    pshape = shape + 2 * band
+    pstrides = np.array([pshape[1] * pshape[2], pshape[2], 1])
 
     def directed(src_idx, dst_mask, dst_idx):
         d = np.zeros(src_idx.size)
-        off = ~dst_mask.ravel()[src_idx]
-        if off.any():
+        todo = np.flatnonzero(~dst_mask.ravel()[src_idx])
+        if todo.size == 0:
+            return d
+        padded = np.pad(dst_mask, band).ravel()
+        coords = np.column_stack(np.unravel_index(src_idx[todo], dst_mask.shape)) + band
+        flat = coords @ pstrides
+        open_ = np.ones(todo.size, dtype=bool)
+        for off, length in zip(offs @ pstrides, lens):
+            cand = np.flatnonzero(open_)
+            if cand.size == 0:
+                break
+            hit = cand[padded[flat[cand] + off]]
+            d[todo[hit]] = length
+            open_[hit] = False
+        rest = todo[open_]
+        if rest.size > 20000:  # many far voxels: one distance transform beats a tree
+            from ._fast import edt_to
+
+            d[rest] = edt_to(dst_mask).ravel()[src_idx[rest]]
+        elif rest.size:
             dst = np.column_stack(np.unravel_index(dst_idx, dst_mask.shape)).astype(np.float64)
             tree = cKDTree(dst, balanced_tree=False, compact_nodes=False)
-            q = np.column_stack(np.unravel_index(src_idx[off], dst_mask.shape)).astype(np.float64)
-            d[off], _ = tree.query(q, workers=-1)
-        return d * spacing
+            q = np.column_stack(np.unravel_index(src_idx[rest], dst_mask.shape)).astype(np.float64)
+            d[rest], _ = tree.query(q, workers=-1)
+        return d
 
-    return directed(t_idx, surf_pred, p_idx), directed(p_idx, surf_truth, t_idx)
+    return directed(t_idx, surf_pred, p_idx) * spacing, directed(p_idx, surf_truth, t_idx) * spacing
 
 
 def percolation(components: np.ndarray) -> tuple[dict, dict]:
@@ -135,12 +177,12 @@ def percolation(components: np.ndarray) -> tuple[dict, dict]:
 
 def phase_topology(mask: np.ndarray) -> dict:
     """Components, Euler characteristic and percolation of one phase (boolean volume), 6-connected."""
-    from skimage.measure import euler_number
+    from ._fast import euler_number_6
 
     mask = np.asarray(mask, dtype=bool)
     comps, n = ndimage.label(mask)
     perc, frac = percolation(comps)
-    return {"components": int(n), "euler": int(euler_number(mask, connectivity=1)) if mask.any() else 0,
+    return {"components": int(n), "euler": euler_number_6(mask) if mask.any() else 0,
             "percolates": perc, "percolating_fraction": frac}
 
 

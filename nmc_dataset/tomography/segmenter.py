@@ -127,8 +127,8 @@ class SegmenterConfig:
     distance_clip_vox: float = 5.0
     distance_weight: float = 1.0
     class_weights: tuple = (1.0, 1.0, 2.0)
-    marker_threshold: float = 0.5
-    min_marker_vox: int = 8
+    marker_threshold: float = 0.35
+    min_marker_vox: int = 4
     min_volume: int = 10
     tile: int = 64
     overlap: int = 8

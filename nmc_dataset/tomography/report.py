@@ -3,7 +3,8 @@
 ``phases.png`` shows three slices (the middle slice along z, y and x) as rows: the CT (when the
 truth file has one), the true phases, the predicted phases, and the errors (wrongly classed voxels
 in red over the grey truth). ``particles.png`` shows the true and predicted instances of the middle
-z slice with split true instances outlined in orange and merged predicted ones in magenta.
+z slice (a predicted instance in the colour of the true one it overlaps most) with split true instances
+outlined in orange and merged predicted ones in magenta.
 """
 
 from __future__ import annotations
@@ -87,11 +88,25 @@ def particle_figure(path: Path, true_particle, pred_particle, split_ids, merge_i
     from scipy import ndimage
 
     z = true_particle.shape[0] // 2
-    t, p = true_particle[z], pred_particle[z]
+    t, p = true_particle[z].astype(np.int64), pred_particle[z].astype(np.int64)
+    # a predicted instance takes the colour of the true instance it overlaps most in this slice
+    t_rgb = _instance_rgb(t)
+    p_lut = _instance_rgb(np.arange(int(p.max()) + 1), seed=1)
+    both = (t > 0) & (p > 0)
+    if both.any():
+        pairs, counts = np.unique(np.column_stack([p[both], t[both]]), axis=0, return_counts=True)
+        order = np.lexsort((-counts, pairs[:, 0]))
+        pairs = pairs[order]
+        first = np.r_[True, pairs[1:, 0] != pairs[:-1, 0]]
+        rng = np.random.default_rng(0)
+        t_lut = 0.25 + 0.7 * rng.random((int(t.max()) + 1, 3))
+        p_lut[pairs[first, 0]] = t_lut[pairs[first, 1]]
+    p_rgb = p_lut[p]
+    p_rgb[p == 0] = 0.05
     fig, axes = plt.subplots(1, 2, figsize=(10, 5.2))
-    for ax, lab, title, ids, colour in ((axes[0], t, "truth (orange: split)", split_ids, (1.0, 0.55, 0.0)),
-                                        (axes[1], p, "prediction (magenta: merge)", merge_ids, (1.0, 0.0, 1.0))):
-        img = _instance_rgb(lab)
+    for ax, lab, img, title, ids, colour in (
+            (axes[0], t, t_rgb, "truth (orange outline: split)", split_ids, (1.0, 0.55, 0.0)),
+            (axes[1], p, p_rgb, "prediction (magenta outline: merge)", merge_ids, (1.0, 0.0, 1.0))):
         bad = np.isin(lab, np.asarray(ids, dtype=lab.dtype)) & (lab > 0)
         edge = bad & ~ndimage.binary_erosion(bad, iterations=1)
         img[edge] = colour

@@ -7,7 +7,8 @@ in the tests is :func:`scipy.ndimage.distance_transform_edt`.
 
 ``euler_number_6(mask)``: the Euler characteristic of a 6-connected foreground (26-connected
 background), from the histogram of the 256 configurations of 2×2×2 voxel cubes weighted by
-scikit-image's coefficients (Lin, Sun & Wang's table, as :func:`skimage.measure.euler_number` uses);
+scikit-image's coefficients (Ohser, Nagel & Schladitz 2002; Rivollier 2010), as
+:func:`skimage.measure.euler_number` uses them;
 the configuration codes are built with eight shifted uint8 adds instead of an integer convolution.
 """
 

@@ -363,13 +363,22 @@ def train_segmenter(train: list, val: list, cfg: SegmenterConfig, *, device="cpu
     Segmenter
         With ``record``: per-epoch losses and validation scores, the kept epoch, timings.
     """
+
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        if cfg.threads:
+            torch.set_num_threads(int(cfg.threads))
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        return _train(train, val, cfg, torch.device(device), progress)
+    finally:  # the process's torch settings are the caller's again
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def _train(train, val, cfg, device, progress) -> Segmenter:
     from .scoring import confusion, instance_scores
 
-    device = torch.device(device)
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
     torch.manual_seed(cfg.seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
     rng = np.random.default_rng(cfg.seed)
     net = SegNet3D(cfg.channels, cfg.block).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -88,7 +88,9 @@ def test_training_is_deterministic_and_round_trips_without_pickles(tmp_path):
 
     cfg = SegmenterConfig.from_dict(TINY)
     train, val = _samples(cfg, [1, 2]), _samples(cfg, [3])
+    threads = torch.get_num_threads()
     a = train_segmenter(train, val, cfg)
+    assert torch.get_num_threads() == threads and not torch.are_deterministic_algorithms_enabled()
     b = train_segmenter(train, val, cfg)
     a.save(tmp_path / "a")
     b.save(tmp_path / "b")

@@ -162,6 +162,10 @@ def load_pair(seg_path, truth_path):
     if seg["phase"].shape != truth["phase"].shape:
         raise InputError(f"shape {seg['phase'].shape} differs from the truth's {truth['phase'].shape} "
                          f"({truth_path}); score on the same grid", seg_path)
+    for arrays, where in ((seg, seg_path), (truth, truth_path)):
+        top = int(arrays["phase"].max()) if arrays["phase"].size else 0
+        if top > 2:
+            raise InputError(f"phase holds the value {top}; phases are 0 pore, 1 NMC, 2 binder", where)
     vs, vt = float(seg_meta["voxel_size_um"]), float(truth_meta["voxel_size_um"])
     if abs(vs - vt) > 1e-6 * max(vs, vt):
         raise InputError(f"voxel size {vs:g} µm differs from the truth's {vt:g} µm", seg_path)

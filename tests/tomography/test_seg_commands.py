@@ -64,6 +64,9 @@ def test_truth_without_labels_and_other_bad_inputs_are_one_line_errors(ct_file, 
                            voxel_size_um=0.2)
     assert main(["score-segmentation", str(coarse), "--truth", str(ct_file), "--out", str(tmp_path / "r")]) == 2
     assert "voxel size" in _err(capsys)
+    odd = write_volumes(tmp_path / "odd.h5", "segmentation", {"phase": np.full((40, 40, 40), 3)}, voxel_size_um=0.1)
+    assert main(["score-segmentation", str(odd), "--truth", str(ct_file), "--out", str(tmp_path / "r")]) == 2
+    assert "phase holds the value 3" in _err(capsys)
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")

@@ -124,3 +124,16 @@ def euler_number_6(mask: np.ndarray) -> int:
     m = np.pad(np.asarray(mask, dtype=bool), 2).view(np.uint8)
     h = _cube_histogram(m)
     return int(0.125 * (np.asarray(EULER_COEFS3D_26[::-1]) @ h))
+
+
+@nb.njit(cache=True, parallel=True)
+def band_search(padded, flat, offsets, lengths, out):
+    """For each start index ``flat[i]`` into the flat ``padded`` mask, the length of the first offset
+    (offsets sorted by length) that lands on a ``True`` voxel, or -1 when none does (in ``out``)."""
+    for i in nb.prange(flat.shape[0]):
+        out[i] = -1.0
+        base = flat[i]
+        for k in range(offsets.shape[0]):
+            if padded[base + offsets[k]]:
+                out[i] = lengths[k]
+                break

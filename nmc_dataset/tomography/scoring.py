@@ -95,13 +95,29 @@ def _offsets(radius: int) -> tuple[np.ndarray, np.ndarray]:
     return g[order], np.sqrt(d2[order])
 
 
-def surface_distances(surf_truth: np.ndarray, surf_pred: np.ndarray, spacing: float = 1.0, *, band: int = 2):
+def _search(src_idx, dst_mask, radius):
+    """Compiled ball search: distance to the nearest ``dst_mask`` voxel within ``radius``, else -1."""
+    from ._fast import band_search
+
+    offs, lens = _offsets(radius)
+    pshape = np.array(dst_mask.shape) + 2 * radius
+    strides = np.array([pshape[1] * pshape[2], pshape[2], 1])
+    padded = np.pad(dst_mask, radius).ravel()
+    coords = np.column_stack(np.unravel_index(src_idx, dst_mask.shape)) + radius
+    found = np.empty(src_idx.size)
+    band_search(padded, coords @ strides, offs @ strides, lens, found)
+    return found
+
+
+def surface_distances(surf_truth: np.ndarray, surf_pred: np.ndarray, spacing: float = 1.0, *, band: int = 3,
+                      far_band: int = 10, max_far: int = 20000):
     """Directed distances (in units of ``spacing``) of two surfaces (boolean volumes).
 
-    Exact Euclidean distances: a voxel on both surfaces has distance 0; the others first look for
-    the other surface at the integer offsets within ``band`` voxels in order of length (the first hit
-    is the nearest voxel), and what is still unresolved after that queries a k-d tree of the other
-    surface.
+    Exact Euclidean distances: a voxel on both surfaces has distance 0; the others look for the
+    other surface at the integer offsets within ``band`` voxels in order of length (the first hit is
+    the nearest voxel). If more than ``max_far`` voxels remain, one exact distance transform of the
+    other surface answers them; otherwise a search within ``far_band`` voxels, and a k-d tree of the
+    other surface for what is farther still.
 
     Returns
     -------
@@ -117,37 +133,26 @@ def surface_distances(surf_truth: np.ndarray, surf_pred: np.ndarray, spacing: fl
     p_idx = np.flatnonzero(surf_pred)
     if t_idx.size == 0 or p_idx.size == 0:
         return np.zeros(0), np.zeros(0)
-    shape = np.array(surf_truth.shape)
-    offs, lens = _offsets(band)
-    pshape = shape + 2 * band
-    pstrides = np.array([pshape[1] * pshape[2], pshape[2], 1])
 
     def directed(src_idx, dst_mask, dst_idx):
         d = np.zeros(src_idx.size)
         todo = np.flatnonzero(~dst_mask.ravel()[src_idx])
-        if todo.size == 0:
-            return d
-        padded = np.pad(dst_mask, band).ravel()
-        coords = np.column_stack(np.unravel_index(src_idx[todo], dst_mask.shape)) + band
-        flat = coords @ pstrides
-        open_ = np.ones(todo.size, dtype=bool)
-        for off, length in zip(offs @ pstrides, lens):
-            cand = np.flatnonzero(open_)
-            if cand.size == 0:
-                break
-            hit = cand[padded[flat[cand] + off]]
-            d[todo[hit]] = length
-            open_[hit] = False
-        rest = todo[open_]
-        if rest.size > 20000:  # many far voxels: one distance transform beats a tree
+        if todo.size and band > 0:
+            d[todo] = _search(src_idx[todo], dst_mask, band)
+            todo = todo[d[todo] < 0]
+        if todo.size > max_far:  # many far voxels: one distance transform
             from ._fast import edt_to
 
-            d[rest] = edt_to(dst_mask).ravel()[src_idx[rest]]
-        elif rest.size:
+            d[todo] = edt_to(dst_mask).ravel()[src_idx[todo]]
+            return d
+        if todo.size and far_band > band:
+            d[todo] = _search(src_idx[todo], dst_mask, far_band)
+            todo = todo[d[todo] < 0]
+        if todo.size:
             dst = np.column_stack(np.unravel_index(dst_idx, dst_mask.shape)).astype(np.float64)
             tree = cKDTree(dst, balanced_tree=False, compact_nodes=False)
-            q = np.column_stack(np.unravel_index(src_idx[rest], dst_mask.shape)).astype(np.float64)
-            d[rest], _ = tree.query(q, workers=-1)
+            q = np.column_stack(np.unravel_index(src_idx[todo], dst_mask.shape)).astype(np.float64)
+            d[todo], _ = tree.query(q, workers=-1)
         return d
 
     return directed(t_idx, surf_pred, p_idx) * spacing, directed(p_idx, surf_truth, t_idx) * spacing

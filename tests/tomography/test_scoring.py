@@ -219,11 +219,14 @@ def test_a_perfect_segmentation_scores_perfectly():
     assert q["f1"] == 1.0 and q["matched"] == q["n_truth"] == int(a["particle"].max())
 
 
-@pytest.mark.parametrize("band", [0, 1, 2, 5])
-def test_band_search_and_tree_give_the_same_distances(band, rng):
+@pytest.mark.parametrize(("band", "far_band", "max_far"),
+                         [(0, 0, 10**9), (1, 0, 10**9), (2, 4, 10**9), (5, 0, 10**9), (1, 3, 0), (0, 0, 0)])
+def test_every_search_path_gives_the_brute_force_distances(band, far_band, max_far, rng):
+    # ball search only, ball + tree, two balls + tree, distance transform for the far voxels
     a = ndimage.gaussian_filter(rng.random((20, 18, 16)), 2.0) > 0.55
     b = ndimage.gaussian_filter(rng.random((20, 18, 16)), 2.0) > 0.5
+    b[:, :, :6] = False                                     # far voxels: a surface only on one side
     sa, sb = inner_surfaces(a) & a, inner_surfaces(b) & b
     full = cdist(np.argwhere(sa), np.argwhere(sb))
-    d_ab, d_ba = surface_distances(sa, sb, band=band)
+    d_ab, d_ba = surface_distances(sa, sb, band=band, far_band=far_band, max_far=max_far)
     assert np.allclose(d_ab, full.min(axis=1)) and np.allclose(d_ba, full.min(axis=0))

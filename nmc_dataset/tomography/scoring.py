@@ -14,11 +14,11 @@ symmetric surface distance is
     ASSD = (Σ_{x∈∂T} d(x, ∂P) + Σ_{y∈∂P} d(y, ∂T)) / (|∂T| + |∂P|)
 
 and ``hd95`` is the larger of the two directed 95th percentiles (the robust Hausdorff distance).
-Voxels on both surfaces have distance 0; the others are found exactly by looking at the integer
-offsets of a small ball in order of length (the first hit is the nearest surface voxel) and, beyond
-the ball, with a k-d tree of the surface voxels (:class:`scipy.spatial.cKDTree`) or, when many voxels
-are that far, one exact distance transform of the other surface
-(:func:`nmc_dataset.tomography._fast.edt_to`): several times faster
+Voxels on both surfaces have distance 0; the others are found exactly by a compiled search of the
+integer offsets of a small ball in order of length (the first hit is the nearest surface voxel) and,
+beyond the ball, by one exact distance transform of the other surface when many voxels are that far
+(:func:`nmc_dataset.tomography._fast.edt_to`), else a wider ball and a k-d tree of the surface voxels
+(:class:`scipy.spatial.cKDTree`) (see :func:`surface_distances`): several times faster
 than full-volume distance transforms, because segmentation errors are mostly near the surfaces.
 
 Topology, per phase, with face (6-) connectivity of the phase voxels (the connectivity that carries

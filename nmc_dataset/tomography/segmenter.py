@@ -247,8 +247,12 @@ class Segmenter:
         folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
         write_bytes_atomic(folder / "model.safetensors", save(state, metadata={"format": MODEL_FORMAT}))
+        # wall-clock times stay out of config.json (log.csv has them): same data and seed, same bytes
+        record = {k: v for k, v in self.record.items() if k != "seconds"}
+        if "history" in record:
+            record["history"] = [{k: v for k, v in row.items() if k != "seconds"} for row in record["history"]]
         write_json_atomic(folder / "config.json", {"format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION,
-                                                   "settings": self.cfg.to_dict(), "training": self.record,
+                                                   "settings": self.cfg.to_dict(), "training": record,
                                                    "normalisation": "(g - median) / (q99.5 - q0.5)"})
 
     @classmethod

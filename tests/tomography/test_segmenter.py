@@ -94,7 +94,8 @@ def test_training_is_deterministic_and_round_trips_without_pickles(tmp_path):
     b = train_segmenter(train, val, cfg)
     a.save(tmp_path / "a")
     b.save(tmp_path / "b")
-    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
+    for name in ("model.safetensors", "config.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     meta = json.loads((tmp_path / "a" / "config.json").read_text())
     assert meta["settings"]["channels"] == [4, 8] and len(meta["training"]["history"]) == 2
     assert set(load_file(str(tmp_path / "a" / "model.safetensors"))) == set(a.net.state_dict())

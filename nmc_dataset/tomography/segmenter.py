@@ -133,7 +133,7 @@ class SegmenterConfig:
     tile: int = 64
     overlap: int = 8
     seed: int = 0
-    threads: int | None = 2
+    threads: int | None = 1
 
     @classmethod
     def from_dict(cls, d: dict, where=None) -> SegmenterConfig:

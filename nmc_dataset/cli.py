@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "nmc_dataset.particles.commands",
     "nmc_dataset.dataset.commands",
     "nmc_dataset.tomography.commands",
+    "nmc_dataset.tomography.seg_commands",
     "nmc_dataset.recipes",
 )
 

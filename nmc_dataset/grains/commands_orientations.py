@@ -52,6 +52,8 @@ def section_radial_vectors(grains_table, radius_px: float, min_radius_frac: floa
         The c-axis of those grains in the sample frame (for the fibre-symmetry check).
     e_r : (n, 3) array
         Their radial directions in the sample frame.
+    rho : (n,) array
+        Their distance from the section centre (pixels).
     """
     from scipy.spatial.transform import Rotation
 
@@ -73,11 +75,11 @@ def section_radial_vectors(grains_table, radius_px: float, min_radius_frac: floa
     ok = np.isfinite(q).all(axis=1) & np.isfinite(rho) & (rho >= float(min_radius_frac) * float(radius_px)) & (rho > 0)
     e_r = np.stack([ex[ok] / rho[ok], ey[ok] / rho[ok], np.zeros(int(ok.sum()))], axis=1)
     if not ok.any():
-        return np.zeros((0, 3)), np.zeros((0, 3)), e_r
+        return np.zeros((0, 3)), np.zeros((0, 3)), e_r, np.zeros(0)
     rot = Rotation.from_quat(q[ok], scalar_first=True)  # matrix = g (frame -> crystal)
     v = rot.apply(e_r)
     c_sample = rot.inv().apply(np.array([0.0, 0.0, 1.0]))
-    return v, c_sample, e_r
+    return v, c_sample, e_r, rho[ok]
 
 
 def fibre_symmetry_check(c_sample: np.ndarray, e_r: np.ndarray) -> dict:
@@ -96,7 +98,7 @@ def fibre_symmetry_check(c_sample: np.ndarray, e_r: np.ndarray) -> dict:
 
 
 def fit_orientations(sections, out=None, *, min_radius_frac: float = 0.4, sample_frame: str = "image",
-                     frame_rotation_deg: float = 0.0, all_sections: bool = False):
+                     frame_rotation_deg: float = 0.0, all_sections: bool = False, blur_correction: bool = True):
     """Fit the radial orientation texture on imported sections (the API behind ``fit-orientations``).
 
     Parameters
@@ -112,6 +114,10 @@ def fit_orientations(sections, out=None, *, min_radius_frac: float = 0.4, sample
     all_sections : bool
         Use off-centre sections too (their in-plane radial directions are biased; default:
         only the central ones).
+    blur_correction : bool
+        Correct for the angular error of the in-plane radial directions
+        (:func:`~nmc_dataset.grains.orientation_model.fit_texture_deblurred`); the uncorrected
+        fit is kept in the model's ``fit.raw``.
 
     Returns
     -------
@@ -126,6 +132,7 @@ def fit_orientations(sections, out=None, *, min_radius_frac: float = 0.4, sample
         ORIENTATION_MODEL_FORMAT,
         OrientationModel,
         fit_texture,
+        fit_texture_deblurred,
     )
 
     if not (0.0 <= float(min_radius_frac) < 1.0):
@@ -148,7 +155,7 @@ def fit_orientations(sections, out=None, *, min_radius_frac: float = 0.4, sample
             if not (isinstance(meta, dict) and meta.get("format") == ORIENTATION_MODEL_FORMAT):
                 raise InputError("exists and is not an orientation model; choose another --out", out_path)
     secs = read_sections(root, selected_only=not all_sections)
-    vs, cs, ers, used = [], [], [], []
+    vs, cs, ers, rhos, used = [], [], [], [], []
     phases = set()
     for s in secs:
         path = root / s.section_id / "grains.parquet"
@@ -161,27 +168,29 @@ def fit_orientations(sections, out=None, *, min_radius_frac: float = 0.4, sample
             phases.add(phase)
         radius = float(np.sqrt(s.mask.sum() / np.pi))
         try:
-            v, c, e = section_radial_vectors(table, radius, min_radius_frac, sample_frame, frame_rotation_deg)
+            v, c, e, rho = section_radial_vectors(table, radius, min_radius_frac, sample_frame, frame_rotation_deg)
         except InputError as err:
             raise InputError(err.message, path) from None
         vs.append(v)
         cs.append(c)
         ers.append(e)
+        rhos.append(rho)
         used.append({"id": s.section_id, "grains_used": len(v), "grains": int(table.num_rows),
                      "radius_px": radius})
     bad = sorted(p for p in phases if p not in ("-3m", "-3m1", "3m", "32"))
     if bad:
         raise InputError(f"the sections' phase has Laue group {bad[0]}; the radial texture model is for "
                          "-3m (NMC811)", root)
-    v, c, e = np.concatenate(vs), np.concatenate(cs), np.concatenate(ers)
+    v, c, e, rho = np.concatenate(vs), np.concatenate(cs), np.concatenate(ers), np.concatenate(rhos)
     if len(v) < 10:
         raise InputError(f"only {len(v)} grains lie outside --min-radius-frac {min_radius_frac} of the central "
                          "sections: too few to fit a texture (import more sections, or lower it)", root)
-    fit = fit_texture(v)
+    fit = fit_texture_deblurred(v, rho) if blur_correction else fit_texture(v)
     fit.update({
         "sections": used, "n_sections": len(used), "fibre_symmetry_check": fibre_symmetry_check(c, e),
         "options": {"min_radius_frac": float(min_radius_frac), "sample_frame": sample_frame,
-                    "frame_rotation_deg": float(frame_rotation_deg), "all_sections": bool(all_sections)},
+                    "frame_rotation_deg": float(frame_rotation_deg), "all_sections": bool(all_sections),
+                    "blur_correction": bool(blur_correction)},
         "source": str(root),
     })
     model = OrientationModel(kappa=fit["kappa"], lam=fit["lambda"], fit=fit)
@@ -216,12 +225,16 @@ def register(sub) -> None:
                    help="angle of the Euler frame's x axis from the image x axis (default 0)")
     p.add_argument("--all-sections", action="store_true",
                    help="use the off-centre sections too (biased radial directions; default: central only)")
+    p.add_argument("--no-blur-correction", action="store_true",
+                   help="fit the in-plane radial directions as measured (default: correct for their angular error "
+                        "from the fall-off of the texture with 1/rho^2)")
     p.set_defaults(func=_cmd_fit_orientations)
 
 
 def _cmd_fit_orientations(args) -> int:
     fit_orientations(args.sections, args.out, min_radius_frac=args.min_radius_frac, sample_frame=args.sample_frame,
-                     frame_rotation_deg=args.frame_rotation_deg, all_sections=args.all_sections)
+                     frame_rotation_deg=args.frame_rotation_deg, all_sections=args.all_sections,
+                     blur_correction=not args.no_blur_correction)
     return 0
 
 

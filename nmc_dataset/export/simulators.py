@@ -137,10 +137,10 @@ def write_damask(particle, volume, folder) -> tuple[Path, Path]:
     h = float(volume.voxel_size_um)
     cells = np.array(labels.shape[::-1])  # (nx, ny, nz)
     corner_um = np.asarray(volume.origin_um, dtype=np.float64) - 0.5 * h
-    comments = [f"nmc-dataset {__version__}: particle {particle.particle_id}, {particle.n_grains} grains, "
-                f"voxel {h:g} um; material 0 = outside the particle, material k = grain k (grains.parquet label k)",
-                f"shell model {particle.shell_model_id}; grain model {particle.grain_model_id}; "
-                f"orientation model {getattr(particle, 'orientation_model_id', '')}"]
+    comments = [(f"nmc-dataset {__version__}: particle {particle.particle_id}, {particle.n_grains} grains, "
+                 f"voxel {h:g} um; material 0 = outside the particle, material k = grain k (grains.parquet label k)"),
+                (f"shell model {particle.shell_model_id}; grain model {particle.grain_model_id}; "
+                 f"orientation model {getattr(particle, 'orientation_model_id', '')}")]
     grid = damask.GeomGrid(material=np.ascontiguousarray(labels.transpose(2, 1, 0)).astype(np.int64),
                            size=cells * h * 1e-6, origin=corner_um * 1e-6, comments=comments)
     folder = Path(folder)

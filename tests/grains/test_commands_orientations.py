@@ -60,7 +60,7 @@ def test_sample_frame_options_rotate_the_radial_directions():
     q = np.array([[1.0, 0.0, 0.0, 0.0]] * 2)
     t = pa.table({"centroid_x_px": [10.0, 0.0], "centroid_y_px": [0.0, 10.0], "q_w": q[:, 0], "q_x": q[:, 1],
                   "q_y": q[:, 2], "q_z": q[:, 3]})
-    v, c, e, rho = section_radial_vectors(t, 20.0, 0.1)
+    v, _, e, rho = section_radial_vectors(t, 20.0, 0.1)
     np.testing.assert_allclose(rho, [10.0, 10.0])
     np.testing.assert_allclose(e, [[1, 0, 0], [0, 1, 0]], atol=1e-12)
     np.testing.assert_allclose(v, e, atol=1e-12)  # identity orientation: crystal = sample frame

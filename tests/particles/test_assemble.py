@@ -3,9 +3,18 @@
 import numpy as np
 import pytest
 
-from nmc_dataset.particles.assemble import assemble, cell_centres_of_mass, make_particle, particle_seed
-from nmc_dataset.particles.voxelize import (gbpd_grid_labels_reference, inside_shell, lattice_grid,
-                                            shell_extent)
+from nmc_dataset.particles.assemble import (
+    assemble,
+    cell_centres_of_mass,
+    make_particle,
+    particle_seed,
+)
+from nmc_dataset.particles.voxelize import (
+    gbpd_grid_labels_reference,
+    inside_shell,
+    lattice_grid,
+    shell_extent,
+)
 from tests.particles.fixtures import teacher_particle
 
 
@@ -98,7 +107,10 @@ def test_teacher_particle_has_plausible_grains():
 
 
 def test_orientations_come_from_their_own_stream_and_leave_the_geometry_unchanged(models):
-    from nmc_dataset.grains.orientation_model import OrientationModel, texture_statistics
+    from nmc_dataset.grains.orientation_model import (
+        OrientationModel,
+        texture_statistics,
+    )
 
     shell, grain = models
     assert getattr(grain, "orientation_model", None) is None
@@ -119,7 +131,10 @@ def test_orientations_come_from_their_own_stream_and_leave_the_geometry_unchange
     assert a.orientation_model_id == om.model_id
     # the orientation stream is the particle seed's third child
     ss = particle_seed(3, 1)
-    from nmc_dataset.particles.assemble import draw_orientations, grain_radial_directions
+    from nmc_dataset.particles.assemble import (
+        draw_orientations,
+        grain_radial_directions,
+    )
 
     again = draw_orientations(plain, om, np.random.SeedSequence(ss.entropy, spawn_key=ss.spawn_key + (2,)))
     np.testing.assert_array_equal(again.orientations_wxyz, q)

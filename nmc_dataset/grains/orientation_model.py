@@ -63,6 +63,9 @@ ORIENTATION_MODEL_FILE = "orientation_model.json"
 #: Significance level of the "no texture" likelihood-ratio test.
 TEXTURE_TEST_ALPHA = 0.01
 
+#: Largest rms angular error of the 2D radial directions the blur correction considers (20°).
+BLUR_MAX_RAD = np.radians(20.0)
+
 #: Default synthetic texture: c-axis perpendicular to the radial direction (Li layers radial),
 #: spread ≈ 1/sqrt(2·8) rad ≈ 14° about that plane, no preferred basal direction.
 DEFAULT_KAPPA = -8.0
@@ -199,7 +202,7 @@ def _blur_fit(t: np.ndarray, x: np.ndarray):
         a1, a2, e1, e2 = amplitudes(d)
         return w1 * np.sum((y1 - a1 * e1) ** 2) + w2 * np.sum((y2 - a2 * e2) ** 2)
 
-    d_max = 0.5 / max(float(np.mean(x)), 1e-12)  # mean blur up to 0.5 rad²: far beyond any real section
+    d_max = BLUR_MAX_RAD ** 2 / max(float(np.mean(x)), 1e-12)  # rms blur at the grains' mean 1/rho² <= 20°
     res = minimize_scalar(cost, bounds=(0.0, d_max), method="bounded", options={"xatol": 1e-6 * d_max})
     d = float(res.x) if cost(res.x) < cost(0.0) else 0.0
     a1, a2, _, _ = amplitudes(d)
@@ -220,7 +223,10 @@ def fit_texture_deblurred(v: np.ndarray, rho: np.ndarray, n_boot: int = 200, see
     by least squares over the grains, and ``(κ, λ)`` solves the model's moment equations at the
     blur-free means (the maximum-likelihood equations of the exponential family). Standard errors
     come from a bootstrap over grains; the no-texture test is that of the measured directions
-    (a blur cannot create a texture).
+    (a blur cannot create a texture). Without a texture (the test's ``p >= TEXTURE_TEST_ALPHA``)
+    ``D`` cannot be measured and the uncorrected fit is returned (``blur_corrected: false``).
+    A texture that truly changes with the distance from the centre would be read as blur: compare
+    with ``raw``, or fit with ``blur_correction=False``.
 
     Parameters
     ----------
@@ -244,6 +250,9 @@ def fit_texture_deblurred(v: np.ndarray, rho: np.ndarray, n_boot: int = 200, see
     ok = np.isfinite(t).all(axis=1) & np.isfinite(rho) & (rho > 0)
     t, rho = t[ok], rho[ok]
     raw = fit_texture(v[ok])
+    if not raw["textured"]:
+        return dict(raw, blur_corrected=False, blur_D=None, blur_rms_deg=None,
+                    raw={k: raw[k] for k in ("kappa", "lambda", "kappa_se", "lambda_se")})
     x = 1.0 / rho ** 2
     d, a1, a2 = _blur_fit(t, x)
     eta = solve_moments([1.0 / 3.0 + a1, a2])
@@ -381,25 +390,39 @@ class OrientationModel:
         return v.reshape(n, 3), beta
 
     @staticmethod
-    def _inverse_vonmises(u: np.ndarray, a: np.ndarray, m: int = 512, chunk: int = 4096) -> np.ndarray:
-        """Inverse CDF of the density ∝ exp(a cos x) on [-π, π) (tabulated per sample)."""
+    def _inverse_vonmises(u: np.ndarray, a: np.ndarray, n_a: int = 129, n_x: int = 1025) -> np.ndarray:
+        """Inverse CDF of the density ∝ exp(a cos x) on [-π, π), for each sample's own ``a``.
+
+        The inverse CDFs for ``|a|`` on a grid regular in ``log(1 + |a|)`` (``n_a`` values) are
+        tabulated at ``n_x`` values of ``u`` (denser near 0 and 1) and interpolated bilinearly;
+        ``a < 0`` is the same law shifted by π. Compared with exact inversion the error is
+        below 1e-4 rad for most samples (see the tests); the samples follow the law (tested
+        against rejection sampling).
+        """
         u = np.asarray(u, dtype=np.float64)
         a = np.asarray(a, dtype=np.float64)
-        out = -np.pi + 2.0 * np.pi * u  # a = 0: uniform
-        idx = np.flatnonzero(np.abs(a) > 1e-12)
-        xg = np.linspace(-np.pi, np.pi, m + 1)
-        for start in range(0, len(idx), chunk):
-            k = idx[start:start + chunk]
-            e = a[k, None] * np.cos(xg)[None, :]
-            pdf = np.exp(e - e.max(axis=1, keepdims=True))
-            cdf = np.concatenate([np.zeros((len(k), 1)), np.cumsum(0.5 * (pdf[:, 1:] + pdf[:, :-1]), axis=1)], axis=1)
-            cdf /= cdf[:, -1:]
-            j = np.clip((cdf < u[k, None]).sum(axis=1) - 1, 0, m - 1)
-            c0 = np.take_along_axis(cdf, j[:, None], 1)[:, 0]
-            c1 = np.take_along_axis(cdf, j[:, None] + 1, 1)[:, 0]
-            f = np.where(c1 > c0, (u[k] - c0) / np.where(c1 > c0, c1 - c0, 1.0), 0.0)
-            out[k] = xg[j] + f * (xg[1] - xg[0])
-        return out
+        a_max = float(np.abs(a).max()) if a.size else 0.0
+        if a_max < 1e-12:
+            return -np.pi + 2.0 * np.pi * u
+        xg = np.linspace(-np.pi, np.pi, n_x)
+        ag = np.expm1(np.linspace(0.0, np.log1p(a_max), n_a))  # the law's shape changes ~ d log(1 + a)
+        e = ag[:, None] * np.cos(xg)[None, :]
+        pdf = np.exp(e - e.max(axis=1, keepdims=True))
+        cdf = np.concatenate([np.zeros((n_a, 1)), np.cumsum(0.5 * (pdf[:, 1:] + pdf[:, :-1]), axis=1)], axis=1)
+        cdf /= cdf[:, -1:]
+        # u nodes crowd at 0 and 1 (u = (1 - cos πt)/2), where a concentrated law's inverse is steep
+        ug = 0.5 * (1.0 - np.cos(np.pi * np.linspace(0.0, 1.0, n_x)))
+        inv = np.stack([np.interp(ug, c, xg) for c in cdf])  # (n_a, n_x): x at each u node
+        fa = np.log1p(np.abs(a)) / np.log1p(a_max) * (n_a - 1)
+        ja = np.minimum(fa.astype(np.int64), n_a - 2)
+        wa = fa - ja
+        t = np.arccos(np.clip(1.0 - 2.0 * u, -1.0, 1.0)) / np.pi
+        fu = t * (n_x - 1)
+        ku = np.minimum(fu.astype(np.int64), n_x - 2)
+        wu = fu - ku
+        x = ((1 - wa) * ((1 - wu) * inv[ja, ku] + wu * inv[ja, ku + 1])
+             + wa * ((1 - wu) * inv[ja + 1, ku] + wu * inv[ja + 1, ku + 1]))
+        return np.where(a < 0, np.mod(x + 2.0 * np.pi, 2.0 * np.pi) - np.pi, x)
 
     def orientations(self, radial: np.ndarray, u: np.ndarray) -> np.ndarray:
         """Orientation matrices ``g`` (n, 3, 3) (frame → crystal) for radial directions ``radial``.

@@ -87,13 +87,13 @@ def load_grain_model(folder, orientations="auto"):
         opath = Path(orientations) if given else folder / ORIENTATION_MODEL_FILE
         if opath.is_file():
             m.orientation_model = OrientationModel.load(opath)
-            log.info("grain orientations: %s (kappa %.2f, lambda %.2f)", opath, m.orientation_model.kappa,
+            log.debug("grain orientations: %s (kappa %.2f, lambda %.2f)", opath, m.orientation_model.kappa,
                      m.orientation_model.lam)
         elif given or orientations is True:
             raise InputError("no orientation model: fit one with `nmc-dataset fit-orientations SECTIONS --out "
                              f"{folder / ORIENTATION_MODEL_FILE}`, or export without orientations", opath)
         else:
-            log.info("no %s beside the grain model: particles are exported without crystal orientations",
+            log.debug("no %s beside the grain model: particles are exported without crystal orientations",
                      ORIENTATION_MODEL_FILE)
     return m, f"{GRAIN_MODEL_FORMAT}@v{version}:sha256:{_sha256(files)[:16]}"
 

@@ -58,7 +58,7 @@ def main(argv=None):
             rows.append({"texture": tex, "seed": seed, "fit": f, "z": [zk, zl], "z_raw": [rzk, rzl]})
             print(f"{tex:10s} {seed:4d} {f['n']:7d}  {f['kappa']:6.2f}±{f['kappa_se']:.2f} ({raw['kappa']:6.2f})  "
                   f"{f['lambda']:5.2f}±{f['lambda_se']:.2f} ({raw['lambda']:5.2f})  {zk:6.2f} {zl:6.2f} "
-                  f"({rzk:5.2f} {rzl:5.2f})  {f['blur_rms_deg']:5.2f}°   {f['textured']!s:5s} "
+                  f"({rzk:5.2f} {rzl:5.2f})  {f['blur_rms_deg'] or 0:5.2f}°   {f['textured']!s:5s} "
                   f"{f['p_value_no_texture']:.2g}  {t1 - t0:6.1f} s {t2 - t1:5.1f} s {t3 - t2:4.1f} s")
     zs = [abs(z) for r in rows if r["texture"] != "random" for z in r["z"]]
     zr = [abs(z) for r in rows if r["texture"] != "random" for z in r["z_raw"]]

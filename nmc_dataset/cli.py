@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "nmc_dataset.grains.commands_ebsd",
     "nmc_dataset.grains.commands_fit",
     "nmc_dataset.grains.commands_model",
+    "nmc_dataset.grains.commands_orientations",
     "nmc_dataset.particles.commands",
     "nmc_dataset.dataset.commands",
     "nmc_dataset.tomography.commands",

@@ -9,6 +9,12 @@ Layout (``schemas/voxels-hdf5.schema.json`` describes the attributes)::
              chunked (<= 64^3), gzip level 4 + shuffle (or lzf)
              attrs voxel_size_um (float), origin_um (x, y, z: centre of voxel [0, 0, 0]),
                    units="um", axes="z,y,x", particle_id, n_grains, format, format_version
+                   (+ grain_table="grains/<id>" when the particle has crystal orientations)
+      /grains/<particle_id as 6 digits>           per-label table, row k-1 = grain label k (only
+             for particles drawn with an orientation model):
+             label (n,) int64, orientation_quat_wxyz (n, 4), euler_bunge_rad (n, 3),
+             c_axis_xyz (n, 3) float64, in the particle frame, the conventions of the
+             grains.parquet columns of the same names (attrs: frame, convention, crystal_frame)
     voxels.xdmf   XDMF 2 sidecar: a temporal collection with one 3DCoRectMesh grid per particle
                   (cell data "grain"); open it in ParaView (Xdmf reader) and step through the
                   particles with the time control. Voxel ``[k, j, i]`` is centred at
@@ -34,6 +40,23 @@ LABEL_MEANING = "0 = outside the particle; k >= 1 = grain k (row label=k of grai
 def dataset_name(particle_id: int) -> str:
     """HDF5 path of a particle's volume."""
     return f"particles/{int(particle_id):06d}"
+
+
+def grain_table_name(particle_id: int) -> str:
+    """HDF5 path of a particle's per-label grain table."""
+    return f"grains/{int(particle_id):06d}"
+
+
+#: Attributes of a per-label orientation table.
+ORIENTATION_TABLE_ATTRS = {
+    "frame": "particle frame: x, y, z in um, particle centre at the origin (the voxels' frame)",
+    "orientation_quat_wxyz": "unit quaternion (w, x, y, z), w >= 0, of the active rotation taking crystal axes "
+                             "to the particle frame",
+    "euler_bunge_rad": "Bunge (phi1, Phi, phi2) of the passive rotation particle frame -> crystal frame",
+    "c_axis_xyz": "crystal c-axis as a unit vector of the particle frame",
+    "crystal_frame": "x || a1, z || c (hexagonal setting of R-3m, point group -3m)",
+    "row_meaning": "row k-1 = grain label k of the particle's volume",
+}
 
 
 class VoxelsWriter:
@@ -76,8 +99,12 @@ class VoxelsWriter:
         self._h5.create_group("particles", track_order=True)
         return self
 
-    def add(self, volume, n_grains: int | None = None) -> str:
-        """Append one :class:`~nmc_dataset.particles.voxelize.VoxelVolume`; returns its dataset path."""
+    def add(self, volume, n_grains: int | None = None, orientations_wxyz=None) -> str:
+        """Append one :class:`~nmc_dataset.particles.voxelize.VoxelVolume`; returns its dataset path.
+
+        ``orientations_wxyz`` (n, 4) (default: the volume's own ``orientations_wxyz``) adds the
+        per-label table ``grains/<id>``.
+        """
         labels = np.asarray(volume.labels)
         if labels.ndim != 3 or labels.dtype not in (np.uint16, np.uint32):
             raise ValueError("labels must be a 3D uint16/uint32 array")
@@ -94,6 +121,20 @@ class VoxelsWriter:
                          "origin_um": np.asarray(volume.origin_um, dtype=np.float64),
                          "units": "um", "axes": "z,y,x", "particle_id": int(volume.particle_id),
                          "n_grains": n, "format": VOXELS_FORMAT, "format_version": VOXELS_FORMAT_VERSION})
+        quat = getattr(volume, "orientations_wxyz", None) if orientations_wxyz is None else orientations_wxyz
+        if quat is not None:
+            from ..grains.orientation_model import orientation_columns
+
+            quat = np.asarray(quat, dtype=np.float64).reshape(-1, 4)
+            if len(quat) != n:
+                raise ValueError(f"{len(quat)} orientations for {n} grains")
+            grp = self._h5.require_group("grains").create_group(grain_table_name(volume.particle_id).split("/")[1])
+            grp.attrs.update(ORIENTATION_TABLE_ATTRS)
+            grp.attrs.update({"particle_id": int(volume.particle_id), "n_grains": n})
+            grp.create_dataset("label", data=np.arange(1, n + 1, dtype=np.int64))
+            for key, val in orientation_columns(quat).items():
+                grp.create_dataset(key, data=np.asarray(val, dtype=np.float64))
+            ds.attrs["grain_table"] = grain_table_name(volume.particle_id)
         self._grids.append({"name": name, "shape": labels.shape, "dtype": labels.dtype,
                             "origin_um": np.asarray(volume.origin_um, dtype=np.float64),
                             "h": float(volume.voxel_size_um)})
@@ -187,7 +228,17 @@ def read_volume(path, particle_id: int):
     from ..particles.voxelize import VoxelVolume
 
     grid = Grid(shape=labels.shape, index_lo=np.rint(origin / h).astype(np.int64), voxel_size_um=h)
-    return VoxelVolume(labels, grid, int(particle_id))
+    return VoxelVolume(labels, grid, int(particle_id), read_orientations(path, particle_id))
+
+
+def read_orientations(path, particle_id: int):
+    """The per-label crystal orientations ``(n, 4)`` (crystal → particle frame) of a particle, or
+    None when the file has no grain table for it."""
+    with _open(path) as f:
+        name = grain_table_name(particle_id)
+        if name not in f:
+            return None
+        return np.asarray(f[name]["orientation_quat_wxyz"][...], dtype=np.float64)
 
 
 def describe_layout(path) -> dict:
@@ -207,10 +258,16 @@ def describe_layout(path) -> dict:
         for key, ds in f["particles"].items():
             out["datasets"][f"particles/{key}"] = {"shape": list(ds.shape), "dtype": str(ds.dtype),
                                                    "attrs": {k: plain(v) for k, v in ds.attrs.items()}}
+        if "grains" in f:
+            out["grain_tables"] = {
+                f"grains/{key}": {"attrs": {k: plain(v) for k, v in grp.attrs.items()},
+                                  "columns": {c: list(grp[c].shape) for c in grp}}
+                for key, grp in f["grains"].items()}
     return out
 
 
 __all__ = ["describe_layout", "VOXELS_FORMAT", "VOXELS_FORMAT_VERSION", "VoxelsWriter", "write_voxels", "read_volume", "list_volumes",
+           "read_orientations", "grain_table_name", "ORIENTATION_TABLE_ATTRS",
            "xdmf_text", "dataset_name"]
 
 

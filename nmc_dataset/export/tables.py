@@ -21,7 +21,21 @@ Two tables (two parquet files in a ``generate`` output, two configs in a dataset
     (offset r), ``roll_rad`` (γ), ``com_x_px``/``com_y_px``/``com_z_px`` (the assembly centre of
     mass used for selection), and from the voxel volume: ``voxels``, ``volume_um3``,
     ``centroid_x_um``/``_y_um``/``_z_um``, ``principal_axes`` (9 floats: three unit row vectors
-    (x, y, z), largest second moment first), ``principal_sd_um`` (3 floats), ``touches_shell``.
+    (x, y, z), largest second moment first), ``principal_sd_um`` (3 floats), ``touches_shell``;
+    the grain's crystal orientation, in the particle frame (null when the particle was drawn
+    without an orientation model):
+
+    * ``orientation_quat_wxyz`` (4 floats): unit quaternion ``(w, x, y, z)``, ``w >= 0``, of the
+      active rotation taking the crystal axes (x ∥ a1, z ∥ c, hexagonal setting of R-3m) to the
+      particle frame: ``v_particle = R(q) v_crystal``;
+    * ``euler_bunge_rad`` (3 floats): Bunge ``(φ1, Φ, φ2)`` of the same orientation, i.e. of the
+      passive rotation ``g = R(q)^T`` (particle frame → crystal frame),
+      ``g = Z(φ2) X(Φ) Z(φ1)``, ``φ1, φ2 ∈ [0, 2π)``, ``Φ ∈ [0, π]`` (what EBSD software,
+      MTEX, DAMASK and Neper call the orientation's Euler angles);
+    * ``c_axis_xyz`` (3 floats): the crystal c-axis as a unit vector of the particle frame
+      (third column of ``R(q)``; ``c`` and ``-c`` are equivalent under -3m).
+
+    ``particles`` gets ``orientation_model_id`` (empty string without one).
 
 Every float is stored as float64, so :func:`particle_from_rows` rebuilds the exact
 :class:`~nmc_dataset.particles.assemble.Particle` and its voxel volume bit for bit.
@@ -64,6 +78,7 @@ def _schemas():
         ("shell_compactness", f64), ("shell_aspect_ratio", f64), ("shell_sphericity", f64),
         ("voxel_size_um", f64), ("grid_shape_zyx", pa.list_(pa.int64())), ("grid_origin_um_xyz", pa.list_(f64)),
         ("voxel_volume_um3", f64), ("n_disconnected", pa.int64()), ("n_empty_grains", pa.int64()),
+        ("orientation_model_id", pa.string()),
     ])
     grains = pa.schema([
         ("particle_id", pa.int64()), ("label", pa.int64()), ("drawn_index", pa.int64()),
@@ -73,6 +88,7 @@ def _schemas():
         ("voxels", pa.int64()), ("volume_um3", f64),
         ("centroid_x_um", f64), ("centroid_y_um", f64), ("centroid_z_um", f64),
         ("principal_axes", pa.list_(f64)), ("principal_sd_um", pa.list_(f64)), ("touches_shell", pa.bool_()),
+        ("orientation_quat_wxyz", pa.list_(f64)), ("euler_bunge_rad", pa.list_(f64)), ("c_axis_xyz", pa.list_(f64)),
     ])
     return particles, grains
 
@@ -146,6 +162,13 @@ def particle_records(particle, volume=None, stats=None, descriptors: dict | None
         "r_px2": g.offsets, "roll_rad": g.roll,
         "com_x_px": com[:, 0], "com_y_px": com[:, 1], "com_z_px": com[:, 2],
     }
+    prow["orientation_model_id"] = getattr(particle, "orientation_model_id", "") or ""
+    quat = getattr(particle, "orientations_wxyz", None)
+    if quat is not None:
+        from ..grains.orientation_model import orientation_columns
+
+        cols = orientation_columns(quat)
+        grows.update({k: list(v) for k, v in cols.items()})
     if volume is not None:
         from ..grains.gbpd import count_disconnected
 
@@ -260,6 +283,9 @@ def particle_from_rows(particle_row: dict, grain_rows: dict):
              np.stack([gr["d_radial"], gr["d_tangential_1"], gr["d_tangential_2"]], axis=1).astype(np.float64),
              gr["r_px2"].astype(np.float64), gr["roll_rad"].astype(np.float64))
     ent = particle_row.get("seed_entropy")
+    quat = None
+    if "orientation_quat_wxyz" in gr and not any(v is None for v in gr["orientation_quat_wxyz"]):
+        quat = np.array([np.asarray(v, dtype=np.float64) for v in gr["orientation_quat_wxyz"]]).reshape(-1, 4)
     return Particle(
         particle_id=int(particle_row["particle_id"]),
         coeffs_um=np.asarray(particle_row["sh_coeffs_um"], dtype=np.float64),
@@ -270,16 +296,28 @@ def particle_from_rows(particle_row: dict, grain_rows: dict):
         shell_model_id=particle_row.get("shell_model_id") or "", grain_model_id=particle_row.get("grain_model_id") or "",
         spacing_px=float(particle_row["assembly_spacing_px"]), margin_px=float(particle_row["assembly_margin_px"]),
         com_px=np.stack([gr["com_x_px"], gr["com_y_px"], gr["com_z_px"]], axis=1).astype(np.float64),
+        orientations_wxyz=quat, orientation_model_id=particle_row.get("orientation_model_id") or "",
     )
+
+
+def _object_array(items) -> np.ndarray:
+    """1D object array of ``items`` (lists or None), without numpy stacking equal-length lists."""
+    out = np.empty(len(items), dtype=object)
+    for i, x in enumerate(items):
+        out[i] = x
+    return out
 
 
 def read_particles(folder):
     """All particles of a params folder, rebuilt (list of ``Particle``, in table order)."""
     ptab, gtab = read_params(folder)
-    gcols = gtab.select(["particle_id", "label", "drawn_index", "seed_x_px", "seed_y_px", "seed_z_px",
-                         "d_radial", "d_tangential_1", "d_tangential_2", "r_px2", "roll_rad",
-                         "com_x_px", "com_y_px", "com_z_px"]).to_pydict()
-    gcols = {k: np.asarray(v) for k, v in gcols.items()}
+    names = ["particle_id", "label", "drawn_index", "seed_x_px", "seed_y_px", "seed_z_px",
+             "d_radial", "d_tangential_1", "d_tangential_2", "r_px2", "roll_rad",
+             "com_x_px", "com_y_px", "com_z_px"]
+    if "orientation_quat_wxyz" in gtab.column_names:  # tables written before orientations existed lack it
+        names.append("orientation_quat_wxyz")
+    gcols = gtab.select(names).to_pydict()
+    gcols = {k: (_object_array(v) if k == "orientation_quat_wxyz" else np.asarray(v)) for k, v in gcols.items()}
     out = []
     for row in ptab.to_pylist():
         sel = gcols["particle_id"] == row["particle_id"]

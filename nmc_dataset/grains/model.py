@@ -49,6 +49,10 @@ class GrainModel:
         How far outside a window seeds can still own cells inside it (used by :meth:`sample`).
     training : dict
         Summary of the training run (epochs, steps, final losses, NG, timing, source data).
+    orientation_model : OrientationModel or None
+        Crystal-orientation texture drawn per grain by ``make_particle`` (not part of
+        ``model.json``: ``particles.commands.load_grain_model`` reads it from
+        ``orientation_model.json`` beside it).
     """
 
     gnet: object
@@ -58,6 +62,7 @@ class GrainModel:
     input_scale_px: float = 10.0
     cell_margin_px: float = 16.0
     training: dict = dataclasses.field(default_factory=dict)
+    orientation_model: object = None
 
     # ------------------------------------------------------------------ properties
     @property

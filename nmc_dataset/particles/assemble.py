@@ -67,6 +67,13 @@ class Particle:
     com_px : (n, 3) float array
         Lattice centres of mass ``(x, y, z)`` of the kept cells *before* removal of the others
         (pixels); the selection criterion.
+    orientations_wxyz : (n, 4) float array or None
+        Crystal orientation of each grain (row ``k - 1`` for label ``k``): the unit quaternion
+        ``(w, x, y, z)``, ``w >= 0``, of the *active* rotation taking crystal axes (x ∥ a1,
+        z ∥ c) to the particle frame (x, y, z in µm); its matrix's columns are the crystal
+        axes in particle coordinates. ``None`` when no orientation model was given.
+    orientation_model_id : str
+        Identifies the orientation model (empty without one).
     """
 
     particle_id: int
@@ -82,6 +89,8 @@ class Particle:
     spacing_px: float = 1.0
     margin_px: float = 8.0
     com_px: np.ndarray | None = None
+    orientations_wxyz: np.ndarray | None = None
+    orientation_model_id: str = ""
 
     @property
     def n_grains(self) -> int:
@@ -175,7 +184,8 @@ def particle_seed(recipe_seed: int, index: int) -> np.random.SeedSequence:
 
 
 def make_particle(shell_model, grain_model, seed_seq, *, particle_id: int = 0, spacing_px: float = 1.0,
-                  margin_px: float = 8.0, shell_model_id: str = "", grain_model_id: str = "") -> Particle:
+                  margin_px: float = 8.0, shell_model_id: str = "", grain_model_id: str = "",
+                  orientation_model=None) -> Particle:
     """Draw a shell and a grain architecture independently and assemble them.
 
     Parameters
@@ -192,6 +202,12 @@ def make_particle(shell_model, grain_model, seed_seq, *, particle_id: int = 0, s
         Assembly lattice (see :func:`assemble`).
     shell_model_id, grain_model_id : str
         Stored in the particle to identify the models.
+    orientation_model : OrientationModel or False, optional
+        Draws a crystal orientation per grain (:func:`draw_orientations`) from the particle's
+        third child stream, so the shell and grains are the same with or without it. Default:
+        the grain model's own ``orientation_model`` attribute (set by
+        ``particles.commands.load_grain_model`` when ``orientation_model.json`` lies beside the
+        grain model), if any; ``False`` draws none.
 
     Returns
     -------
@@ -199,23 +215,60 @@ def make_particle(shell_model, grain_model, seed_seq, *, particle_id: int = 0, s
     """
     if not isinstance(seed_seq, np.random.SeedSequence):
         seed_seq = np.random.SeedSequence(int(seed_seq))
+    if orientation_model is None:
+        orientation_model = getattr(grain_model, "orientation_model", None)
     shell_ss, grain_ss = _children(seed_seq)
     coeffs = np.asarray(shell_model.sample_coefficients(1, np.random.default_rng(shell_ss)), dtype=np.float64)
     coeffs_um = coeffs.reshape(-1) * float(shell_model.voxel_size_um)
     p = float(grain_model.pixel_size_um)
     lo, hi = grain_window_px(coeffs_um, p, margin_px)
     g = grain_model.sample(np.random.default_rng(grain_ss), lo, hi)
-    return assemble(coeffs_um, g, p, particle_id=particle_id, spacing_px=spacing_px, margin_px=margin_px,
+    part = assemble(coeffs_um, g, p, particle_id=particle_id, spacing_px=spacing_px, margin_px=margin_px,
                     seed_entropy=seed_seq.entropy, seed_spawn_key=seed_seq.spawn_key,
                     shell_model_id=shell_model_id, grain_model_id=grain_model_id)
+    if orientation_model:
+        part = draw_orientations(part, orientation_model, _children(seed_seq, 3)[2])
+    return part
 
 
-def _children(ss: np.random.SeedSequence):
-    """The first two children of ``ss`` (as ``ss.spawn(2)`` would give on a fresh sequence,
-    but without mutating ``ss``)."""
+def grain_radial_directions(particle: Particle) -> np.ndarray:
+    """Unit radial direction of each grain (n, 3): towards its assembly centre of mass (its seed
+    where that is missing or at the centre)."""
+    from ..grains.orientation_model import radial_directions
+
+    com = particle.com_px if particle.com_px is not None else particle.grains.seeds
+    return radial_directions(com, fallback=particle.grains.seeds)
+
+
+def draw_orientations(particle: Particle, orientation_model, seed_seq) -> Particle:
+    """The particle with a crystal orientation per grain drawn from ``orientation_model``.
+
+    Parameters
+    ----------
+    particle : Particle
+    orientation_model : nmc_dataset.grains.orientation_model.OrientationModel
+        Texture relative to each grain's radial direction (:func:`grain_radial_directions`).
+    seed_seq : numpy.random.SeedSequence or int
+        The orientation stream (``make_particle`` uses the particle seed's third child).
+
+    Returns
+    -------
+    Particle
+        A copy with ``orientations_wxyz`` (n, 4) and ``orientation_model_id`` set.
+    """
+    rng = np.random.default_rng(seed_seq)
+    q = orientation_model.sample(rng, grain_radial_directions(particle))
+    return dataclasses.replace(particle, orientations_wxyz=q,
+                               orientation_model_id=getattr(orientation_model, "model_id", ""))
+
+
+def _children(ss: np.random.SeedSequence, n: int = 2):
+    """The first ``n`` children of ``ss`` (as ``ss.spawn(n)`` would give on a fresh sequence,
+    but without mutating ``ss``): 0 = shell, 1 = grains, 2 = crystal orientations."""
     return [np.random.SeedSequence(ss.entropy, spawn_key=ss.spawn_key + (i,), pool_size=ss.pool_size)
-            for i in range(2)]
+            for i in range(n)]
 
 
 __all__ = ["Particle", "assemble", "make_particle", "particle_seed", "grain_window_px", "cell_centres_of_mass",
+           "draw_orientations", "grain_radial_directions",
            "PARTICLE_STREAM"]

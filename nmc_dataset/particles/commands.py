@@ -48,8 +48,22 @@ def load_shell_model(path):
     return m, f"{FORMAT}@v{m.format_version}:sha256:{_sha256([path])[:16]}"
 
 
-def load_grain_model(folder):
-    """Load a grain model (checking its pixel size first); returns ``(model, model_id)``."""
+def load_grain_model(folder, orientations="auto"):
+    """Load a grain model (checking its pixel size first); returns ``(model, model_id)``.
+
+    Parameters
+    ----------
+    folder : path-like
+        ``model.json`` + ``gnet.safetensors`` (``fit-grains``), optionally with
+        ``orientation_model.json`` (``fit-orientations``).
+    orientations : "auto", bool or path-like
+        ``"auto"``: load ``orientation_model.json`` when it lies in ``folder`` (particles then
+        get a crystal orientation per grain; without it they get none, as in the paper);
+        ``True``: require it (``InputError`` naming the command that makes it); ``False``: ignore
+        it; a path: that orientation model. It is attached as ``model.orientation_model``;
+        ``model_id`` identifies the grain model alone (the orientation model has its own id,
+        ``model.orientation_model.model_id``, stored per particle).
+    """
     from .._util import read_json
     from ..grains.model import GRAIN_MODEL_FORMAT, MODEL_JSON, WEIGHTS, GrainModel
     from .._util import check_format
@@ -67,6 +81,21 @@ def load_grain_model(folder):
         raise InputError(f"'pixel_size_um' must be a positive number, got {px!r}", folder / MODEL_JSON)
     m = GrainModel.load(folder)
     files = [folder / MODEL_JSON, folder / meta.get("weights", WEIGHTS)]
+    if orientations is not False:
+        from ..grains.orientation_model import ORIENTATION_MODEL_FILE, OrientationModel
+
+        given = orientations not in (True, "auto")
+        opath = Path(orientations) if given else folder / ORIENTATION_MODEL_FILE
+        if opath.is_file():
+            m.orientation_model = OrientationModel.load(opath)
+            log.debug("grain orientations: %s (kappa %.2f, lambda %.2f)", opath, m.orientation_model.kappa,
+                     m.orientation_model.lam)
+        elif given or orientations is True:
+            raise InputError("no orientation model: fit one with `nmc-dataset fit-orientations SECTIONS --out "
+                             f"{folder / ORIENTATION_MODEL_FILE}`, or export without orientations", opath)
+        else:
+            log.debug("no %s beside the grain model: particles are exported without crystal orientations",
+                     ORIENTATION_MODEL_FILE)
     return m, f"{GRAIN_MODEL_FORMAT}@v{version}:sha256:{_sha256(files)[:16]}"
 
 

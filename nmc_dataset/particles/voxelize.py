@@ -343,11 +343,15 @@ class VoxelVolume:
     grid : Grid
         Where the voxels are.
     particle_id : int
+    orientations_wxyz : (n, 4) float array or None
+        The particle's per-grain crystal orientations (row ``k - 1`` for label ``k``; see
+        :class:`~nmc_dataset.particles.assemble.Particle`), carried along for the exports.
     """
 
     labels: np.ndarray
     grid: Grid
     particle_id: int = 0
+    orientations_wxyz: np.ndarray | None = None
 
     @property
     def voxel_size_um(self) -> float:
@@ -387,7 +391,8 @@ def voxelize(particle, voxel_size_um: float, *, pad: int = 2, max_memory_gib: fl
     check_memory(grid.shape, particle.grains.n, max_memory_gib, where="voxel_size_um")
     mask = shell_mask(particle.coeffs_um, grid)
     lab = gbpd_grid_labels(particle.grains, grid, particle.pixel_size_um, mask)
-    return VoxelVolume(_to_labels(lab, mask, particle.grains.n), grid, particle.particle_id)
+    return VoxelVolume(_to_labels(lab, mask, particle.grains.n), grid, particle.particle_id,
+                       getattr(particle, "orientations_wxyz", None))
 
 
 def voxelize_reference(particle, voxel_size_um: float, *, pad: int = 2) -> VoxelVolume:
@@ -395,7 +400,8 @@ def voxelize_reference(particle, voxel_size_um: float, *, pad: int = 2) -> Voxel
     grid = particle_grid(particle, voxel_size_um, pad)
     mask = shell_mask_reference(particle.coeffs_um, grid)
     lab = gbpd_grid_labels_reference(particle.grains, grid, particle.pixel_size_um, mask)
-    return VoxelVolume(_to_labels(lab, mask, particle.grains.n), grid, particle.particle_id)
+    return VoxelVolume(_to_labels(lab, mask, particle.grains.n), grid, particle.particle_id,
+                       getattr(particle, "orientations_wxyz", None))
 
 
 def _to_labels(lab: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:

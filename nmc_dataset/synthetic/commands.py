@@ -44,6 +44,9 @@ def register(sub) -> None:
                    help="probabilities of a low-CI pixel at grain junctions, on boundaries and elsewhere "
                         "(default 0.5,0.02,0.003; 0,0,0 = an ideal instrument)")
     p.add_argument("--noise-deg", type=float, default=0.5, help="orientation noise per pixel in degrees (default 0.5)")
+    p.add_argument("--texture", default="default", metavar="default|random|KAPPA,LAMBDA",
+                   help="grain orientations relative to their radial direction: default (c-axis perpendicular "
+                        "to it, kappa=-8, lambda=0), random (uniform), or the model's two parameters")
     p.add_argument("--seed", type=int, default=0)
     add_force_option(p)
     p.set_defaults(func=_cmd_ebsd)
@@ -89,6 +92,23 @@ def _cmd_ct(args) -> int:
     return 0
 
 
+def parse_texture(text):
+    """``default`` | ``random`` | ``KAPPA,LAMBDA`` → what ``write_synthetic_sections(texture=)`` takes."""
+    text = str(text).strip().lower()
+    if text in ("default", "random"):
+        return text
+    try:
+        kappa, lam = (float(v) for v in text.split(","))
+    except ValueError:
+        raise RecipeError(f"--texture: use default, random or KAPPA,LAMBDA, got {text!r}") from None
+    from ..grains.orientation_model import OrientationModel
+
+    try:
+        return OrientationModel(kappa=kappa, lam=lam)
+    except ValueError as e:
+        raise RecipeError(f"--texture: {e}") from None
+
+
 def _cmd_ebsd(args) -> int:
     import numpy as np
 
@@ -112,13 +132,14 @@ def _cmd_ebsd(args) -> int:
             raise RecipeError(f"--low-ci: give three probabilities J,B,R in [0, 1], got {args.low_ci!r}")
     if not (0.0 <= args.noise_deg < 180.0):
         raise RecipeError(f"--noise-deg must be in [0, 180), got {args.noise_deg}")
+    texture = parse_texture(args.texture)
     out = Path(args.out)
     claim_folder(out, "phantom-ebsd", force=args.force)
     with output_folder(out, "phantom-ebsd", force=args.force) as tmp:
         records = write_synthetic_sections(tmp, np.random.default_rng(args.seed), n_central=args.n_central,
                                            n_off_center=args.n_off_center, radius_px=args.radius_px,
                                            step_um=args.step_um, formats=formats, low_ci=low_ci,
-                                           noise_deg=args.noise_deg)
+                                           noise_deg=args.noise_deg, texture=texture)
     for r in records:
         kind = "central" if r["central"] else "off-centre"
         print(f"{Path(r['scan']).name}: {kind} section, height {r['height_px']:.1f} px")

@@ -5,9 +5,14 @@
 * :func:`slice_labels` cuts a GBPD with a plane inside a spherical particle and returns the true
   label image and particle mask.
 * :func:`synthetic_scan` turns a label image into a scan (Euler angles, IQ, CI, phase) as an
-  instrument would record it: a random crystal orientation per grain (uniform on SO(3)),
-  orientation noise, low CI at grain junctions and at a few random pixels, unindexed pixels
-  (CI = -1, phase 0) outside the particle, IQ shading darker at boundaries.
+  instrument would record it: a crystal orientation per grain (drawn from a known texture
+  relative to each grain's radial direction, or uniform on SO(3)), orientation noise, low CI
+  at grain junctions and at a few random pixels, unindexed pixels (CI = -1, phase 0) outside
+  the particle, IQ shading darker at boundaries.
+
+The sample frame of a scan (the frame its Euler angles refer to) is the image frame: x along
+the columns, y along the rows (increasing row index), z = x × y; for a section through the
+plane with basis ``(u, v, n)`` (:func:`plane_basis`) these are the 3D directions ``u, v, n``.
 * :func:`write_synthetic_sections` does all of it for central and off-centre planes and writes
   ``.ang`` / ``.ctf`` files with the true labels beside them.
 
@@ -231,7 +236,8 @@ class SyntheticScan:
 
 def synthetic_scan(labels: np.ndarray, mask: np.ndarray, rng, noise_deg: float = 0.5,
                    junction_low_ci: float = LOW_CI_DEFAULT[0], boundary_low_ci: float = LOW_CI_DEFAULT[1],
-                   random_low_ci: float = LOW_CI_DEFAULT[2], low_ci_max: float = 0.05) -> SyntheticScan:
+                   random_low_ci: float = LOW_CI_DEFAULT[2], low_ci_max: float = 0.05,
+                   texture=None, radial=None) -> SyntheticScan:
     """Turn a true label image into EBSD channels as an instrument records them.
 
     Parameters
@@ -253,6 +259,12 @@ def synthetic_scan(labels: np.ndarray, mask: np.ndarray, rng, noise_deg: float =
     low_ci_max : float
         Low CI values are ~ U(0, low_ci_max) (below the usual 0.1 threshold); good points get
         CI ~ 0.2 + 0.8 Beta(5, 2).
+    texture : OrientationModel, optional
+        Grain orientations are drawn from this texture relative to ``radial`` (default: uniform
+        on SO(3)). Either way the same random numbers are consumed (3 uniforms per grain), so
+        the labels, noise and CI of a scan do not depend on the texture.
+    radial : (n, 3) array, optional
+        Radial direction of grain ``k`` (row ``k - 1``) in the sample frame; needed with ``texture``.
 
     Returns
     -------
@@ -267,7 +279,15 @@ def synthetic_scan(labels: np.ndarray, mask: np.ndarray, rng, noise_deg: float =
     mask = np.asarray(mask, dtype=bool)
     ny, nx = labels.shape
     n = int(labels.max())
-    grain_q = np.vstack([[1.0, 0, 0, 0], random_quaternions(rng, n)])
+    if texture is None:
+        grain_q = np.vstack([[1.0, 0, 0, 0], random_quaternions(rng, n)])
+    else:
+        from scipy.spatial.transform import Rotation
+
+        if radial is None or np.shape(radial) != (n, 3):
+            raise ValueError(f"a texture needs the radial direction of each of the {n} grains, shape ({n}, 3)")
+        g = texture.orientations(np.asarray(radial, dtype=np.float64), rng.uniform(size=(3, n)))
+        grain_q = np.vstack([[1.0, 0, 0, 0], Rotation.from_matrix(g).as_quat(canonical=True, scalar_first=True)])
     q = perturb(grain_q[labels], rng, np.radians(noise_deg))
     nb = boundary_counts(labels)
     p_low = np.where(nb >= 3, junction_low_ci, np.where(nb == 2, boundary_low_ci, random_low_ci))
@@ -310,7 +330,7 @@ def write_synthetic_sections(out, rng, n_central: int = 2, n_off_center: int = 2
                              step_um: float = 0.05, formats=("ang",), central_max_frac: float = 0.05,
                              off_center_frac=(0.5, 0.75), size_px: int | None = None,
                              noise_deg: float = 0.5, teacher: dict | None = None,
-                             low_ci=None) -> list[dict]:
+                             low_ci=None, texture="default") -> list[dict]:
     """Slice fresh teacher particles and write their scans with the true labels beside them.
 
     Section ``k`` is cut from its own particle (:func:`radial_teacher_gbpd` with ``teacher``
@@ -326,6 +346,13 @@ def write_synthetic_sections(out, rng, n_central: int = 2, n_off_center: int = 2
     flags). ``noise_deg`` and ``low_ci`` = ``(junction, boundary, random)`` probabilities of a
     low-CI pixel set the instrument (:func:`synthetic_scan`; default ``LOW_CI_DEFAULT``;
     ``(0, 0, 0)`` is an ideal instrument that indexes every pixel).
+
+    ``texture`` sets the grains' crystal orientations relative to their radial direction (the
+    direction of their seed from the particle centre): an
+    :class:`~nmc_dataset.grains.orientation_model.OrientationModel`, ``"default"`` (the
+    realistic radial texture ``OrientationModel()``: c-axis perpendicular to the radial
+    direction, κ = -8, λ = 0) or ``None`` / ``"random"`` (uniform on SO(3), as before textures
+    existed). Recorded in ``truth.json``.
 
     Returns
     -------
@@ -346,6 +373,15 @@ def write_synthetic_sections(out, rng, n_central: int = 2, n_off_center: int = 2
     teacher.setdefault("radius_px", radius_px)
     teacher.setdefault("margin_px", SECTION_TEACHER_MARGIN_PX)
     radius_px = float(teacher["radius_px"])
+    if isinstance(texture, str):
+        if texture not in ("default", "random"):
+            raise ValueError(f"texture must be an OrientationModel, 'default', 'random' or None, got {texture!r}")
+        if texture == "default":
+            from ..grains.orientation_model import OrientationModel
+
+            texture = OrientationModel()
+        else:
+            texture = None
     records = []
     kinds = [True] * int(n_central) + [False] * int(n_off_center)
     for k, central in enumerate(kinds):
@@ -357,8 +393,14 @@ def write_synthetic_sections(out, rng, n_central: int = 2, n_off_center: int = 2
         else:
             h = rng.uniform(*off_center_frac) * radius_px * rng.choice([-1.0, 1.0])
         truth = slice_labels(g, h, radius_px, size_px=size_px, normal=normal)
+        radial = None
+        if texture is not None:  # seed directions of the labels, in the section's sample frame (u, v, n)
+            from ..grains.orientation_model import radial_directions
+
+            nlab = int(truth.labels.max())
+            radial = radial_directions(g.seeds[:nlab] @ plane_basis(normal).T)
         scan = synthetic_scan(truth.labels, truth.mask, rng, noise_deg=noise_deg, junction_low_ci=low_ci[0],
-                              boundary_low_ci=low_ci[1], random_low_ci=low_ci[2])
+                              boundary_low_ci=low_ci[1], random_low_ci=low_ci[2], texture=texture, radial=radial)
         fmt = formats[k % len(formats)]
         sid = f"synthetic_{k:02d}"
         scan_path = write_scan(out / f"{sid}.{fmt}", scan, step_um)
@@ -368,8 +410,10 @@ def write_synthetic_sections(out, rng, n_central: int = 2, n_off_center: int = 2
                         "height_px": float(h), "normal": [float(v) for v in normal],
                         "center_px": [float(v) for v in truth.center_px], "central": bool(central),
                         "radius_px": radius_px, "step_um": float(step_um), "n_cells": int(g.n)})
+    tex = None if texture is None else {"model": "radial-ipf-exponential", "kappa": float(texture.kappa),
+                                         "lambda": float(texture.lam), "radial_direction": "seed direction"}
     write_json_atomic(out / "truth" / "truth.json", {"format": "nmc-dataset/synthetic-ebsd-truth",
-                                                     "format_version": 1, "sections": records})
+                                                     "format_version": 1, "texture": tex, "sections": records})
     return records
 
 

@@ -1,1 +1,2 @@
-from tests.particles.fixtures import generated, model_paths, models  # noqa: F401
+from tests.particles.fixtures import (  # noqa: F401
+    generated, model_paths, models, oriented_generated, oriented_model_paths)

@@ -59,3 +59,28 @@ def test_vtk_xdmf_reader_opens_the_sidecar(generated):
     b = img.GetBounds()
     lo = vol.origin_um - VOXEL / 2
     np.testing.assert_allclose([b[0], b[2], b[4]], lo, atol=1e-9)
+
+
+def test_per_label_orientation_table(oriented_generated, generated):
+    import pyarrow.parquet as pq
+
+    from nmc_dataset.export.hdf5 import read_orientations
+
+    schema = json.loads((resources.files("nmc_dataset") / "schemas" / "voxels-hdf5.schema.json").read_text())
+    layout = describe_layout(oriented_generated / "voxels.h5")
+    jsonschema.Draft202012Validator(schema).validate(layout)
+    assert sorted(layout["grain_tables"]) == [f"grains/{i:06d}" for i in range(N_GEN)]
+    assert "grain_tables" not in describe_layout(generated / "voxels.h5")
+    g = pq.read_table(oriented_generated / "grains.parquet")
+    with h5py.File(oriented_generated / "voxels.h5") as f:
+        for pid in range(N_GEN):
+            sel = g.column("particle_id").to_numpy() == pid
+            t = f[f"grains/{pid:06d}"]
+            assert f[f"particles/{pid:06d}"].attrs["grain_table"] == f"grains/{pid:06d}"
+            np.testing.assert_array_equal(t["label"][...], g.column("label").to_numpy()[sel])
+            for col in ("orientation_quat_wxyz", "euler_bunge_rad", "c_axis_xyz"):
+                np.testing.assert_array_equal(t[col][...], np.array(g.column(col).to_pylist())[sel])
+            assert "particle frame" in t.attrs["frame"]
+            vol = read_volume(oriented_generated / "voxels.h5", pid)
+            np.testing.assert_array_equal(vol.orientations_wxyz, read_orientations(oriented_generated / "voxels.h5", pid))
+    assert read_orientations(generated / "voxels.h5", 0) is None

@@ -72,3 +72,39 @@ def test_newer_params_version_is_refused(generated, tmp_path):
         read_params(tmp_path / "p")
     with pytest.raises(InputError, match="not found"):
         read_params(tmp_path / "nothing")
+
+
+def test_orientation_columns_in_the_particle_frame(oriented_generated, generated):
+    """Same seed with and without an orientation model: identical geometry, plus the new columns."""
+    from scipy.spatial.transform import Rotation
+
+    from nmc_dataset.grains.orientation import euler_to_matrix
+    from tests.particles.fixtures import ORIENTED_KAPPA, ORIENTED_LAMBDA
+
+    plain_p, plain_g = read_params(generated)
+    p, g = read_params(oriented_generated)
+    for a, b in ((plain_p, p), (plain_g, g)):
+        for name in a.column_names:
+            if name not in ("orientation_model_id", "orientation_quat_wxyz", "euler_bunge_rad", "c_axis_xyz"):
+                assert a.column(name).equals(b.column(name)), name
+    assert plain_g.column("orientation_quat_wxyz").null_count == plain_g.num_rows
+    assert set(plain_p.column("orientation_model_id").to_pylist()) == {""}
+    assert all(s.startswith("nmc-dataset/orientation-model@v1:sha256:") for s in p.column("orientation_model_id").to_pylist())
+    q = np.array(g.column("orientation_quat_wxyz").to_pylist())
+    e = np.array(g.column("euler_bunge_rad").to_pylist())
+    c = np.array(g.column("c_axis_xyz").to_pylist())
+    assert q.shape == (g.num_rows, 4) and e.shape == c.shape == (g.num_rows, 3)
+    rot = Rotation.from_quat(q, scalar_first=True)  # crystal -> particle frame
+    np.testing.assert_allclose(c, rot.apply([0.0, 0.0, 1.0]), atol=1e-12)
+    np.testing.assert_allclose(euler_to_matrix(e), rot.inv().as_matrix(), atol=1e-9)
+    # the c-axes avoid the radial direction (kappa < 0), measured from the voxel centroids
+    cen = np.stack([g.column(f"centroid_{k}_um").to_numpy() for k in "xyz"], axis=1)
+    ok = np.linalg.norm(cen, axis=1) > 0.3
+    er = cen[ok] / np.linalg.norm(cen[ok], axis=1, keepdims=True)
+    ang = np.degrees(np.arccos(np.abs(np.sum(c[ok] * er, axis=1))))
+    assert ORIENTED_KAPPA < 0 and np.median(ang) > 65 and ORIENTED_LAMBDA > 0
+    # read back: the Particle carries the same orientations, row k-1 = label k
+    for part in read_particles(oriented_generated):
+        sel = np.asarray(g.column("particle_id").to_numpy() == part.particle_id)
+        np.testing.assert_array_equal(part.orientations_wxyz, q[sel])
+    assert all(part.orientations_wxyz is None for part in read_particles(generated))

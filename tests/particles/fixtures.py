@@ -60,6 +60,34 @@ def generated(model_paths, tmp_path_factory):
     return out
 
 
+#: Texture of the oriented fixtures (c-axis perpendicular to the radial direction, an a-axis radial).
+ORIENTED_KAPPA, ORIENTED_LAMBDA = -8.0, 2.0
+
+
+@pytest.fixture(scope="session")
+def oriented_model_paths(model_paths, tmp_path_factory):
+    """``(shell_model.json, grain_model/)`` where the grain model has an ``orientation_model.json``."""
+    import shutil
+
+    from nmc_dataset.grains.orientation_model import OrientationModel
+
+    grain = tmp_path_factory.mktemp("oriented") / "grain"
+    shutil.copytree(model_paths[1], grain)
+    OrientationModel(ORIENTED_KAPPA, ORIENTED_LAMBDA).save(grain / "orientation_model.json")
+    return model_paths[0], grain
+
+
+@pytest.fixture(scope="session")
+def oriented_generated(oriented_model_paths, tmp_path_factory):
+    """``nmc-dataset generate`` (params, voxels) with the oriented grain model, same seed as ``generated``."""
+    out = tmp_path_factory.mktemp("gen_oriented") / "particles"
+    code = cli.main(["generate", "--shell-model", str(oriented_model_paths[0]), "--grain-model",
+                     str(oriented_model_paths[1]), "-n", str(N_GEN), "--seed", str(SEED), "--voxel-size-um",
+                     str(VOXEL), "--formats", "params,voxels", "--out", str(out)])
+    assert code == 0
+    return out
+
+
 def teacher_particle(seed=1, radius_um=1.0, l_scale=0.03, voxel_pixel_um=0.05):
     """A particle assembled from a chosen SH shell and the radially elongated teacher GBPD."""
     from nmc_dataset.particles.assemble import assemble

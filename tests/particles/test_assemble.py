@@ -1,10 +1,20 @@
 """Assembly of shell + grains (SPEC §3): selection by centre of mass, determinism, independence."""
 
 import numpy as np
+import pytest
 
-from nmc_dataset.particles.assemble import assemble, cell_centres_of_mass, make_particle, particle_seed
-from nmc_dataset.particles.voxelize import (gbpd_grid_labels_reference, inside_shell, lattice_grid,
-                                            shell_extent)
+from nmc_dataset.particles.assemble import (
+    assemble,
+    cell_centres_of_mass,
+    make_particle,
+    particle_seed,
+)
+from nmc_dataset.particles.voxelize import (
+    gbpd_grid_labels_reference,
+    inside_shell,
+    lattice_grid,
+    shell_extent,
+)
 from tests.particles.fixtures import teacher_particle
 
 
@@ -94,3 +104,62 @@ def test_teacher_particle_has_plausible_grains():
     assert r.max() < 0.8 * 1.2  # all kept centres of mass inside the (near-spherical) shell
     expected = 0.0018 * 4 / 3 * np.pi * 16 ** 3  # mu * V in px^3 (Poisson: sd = sqrt)
     assert abs(p.n_grains - expected) < 4 * np.sqrt(expected)
+
+
+def test_orientations_come_from_their_own_stream_and_leave_the_geometry_unchanged(models):
+    from nmc_dataset.grains.orientation_model import (
+        OrientationModel,
+        texture_statistics,
+    )
+
+    shell, grain = models
+    assert getattr(grain, "orientation_model", None) is None
+    plain = make_particle(shell, grain, particle_seed(3, 1), particle_id=1)
+    assert plain.orientations_wxyz is None and plain.orientation_model_id == ""
+    om = OrientationModel(-8.0, 2.0)
+    a = make_particle(shell, grain, particle_seed(3, 1), particle_id=1, orientation_model=om)
+    b = make_particle(shell, grain, particle_seed(3, 1), particle_id=1, orientation_model=om)
+    for x in (a, b):
+        np.testing.assert_array_equal(x.coeffs_um, plain.coeffs_um)
+        np.testing.assert_array_equal(x.grains.seeds, plain.grains.seeds)
+        np.testing.assert_array_equal(x.kept_index, plain.kept_index)
+        np.testing.assert_array_equal(x.com_px, plain.com_px)
+    np.testing.assert_array_equal(a.orientations_wxyz, b.orientations_wxyz)
+    q = a.orientations_wxyz
+    assert q.shape == (a.n_grains, 4) and q.dtype == np.float64 and np.all(q[:, 0] >= 0)
+    np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1.0, atol=1e-12)
+    assert a.orientation_model_id == om.model_id
+    # the orientation stream is the particle seed's third child
+    ss = particle_seed(3, 1)
+    from nmc_dataset.particles.assemble import (
+        draw_orientations,
+        grain_radial_directions,
+    )
+
+    again = draw_orientations(plain, om, np.random.SeedSequence(ss.entropy, spawn_key=ss.spawn_key + (2,)))
+    np.testing.assert_array_equal(again.orientations_wxyz, q)
+    # row k-1 = label k: the crystal direction of each grain's own radial direction follows the texture
+    from scipy.spatial.transform import Rotation
+
+    er = grain_radial_directions(a)
+    v = Rotation.from_quat(q, scalar_first=True).inv().apply(er)  # g e_r, crystal coordinates
+    mean, cov = om.moments()
+    t = texture_statistics(v)
+    assert np.all(np.abs(t.mean(0) - mean) < 4.5 * np.sqrt(np.diag(cov) / len(t)))
+    assert not np.array_equal(make_particle(shell, grain, particle_seed(3, 2), particle_id=2,
+                                            orientation_model=om).orientations_wxyz[:3], q[:3])
+
+
+def test_grain_model_loader_attaches_the_orientation_model(model_paths, oriented_model_paths, tmp_path):
+    from nmc_dataset.errors import InputError
+    from nmc_dataset.particles.commands import load_grain_model
+
+    plain, pid = load_grain_model(model_paths[1])
+    assert plain.orientation_model is None
+    with pytest.raises(InputError, match="fit-orientations"):
+        load_grain_model(model_paths[1], orientations=True)
+    with pytest.raises(InputError, match="no orientation model"):
+        load_grain_model(model_paths[1], orientations=tmp_path / "none.json")
+    g, oid = load_grain_model(oriented_model_paths[1])
+    assert g.orientation_model.kappa == -8.0 and oid == pid  # the grain model's id is its own
+    assert load_grain_model(oriented_model_paths[1], orientations=False)[0].orientation_model is None

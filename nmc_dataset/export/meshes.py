@@ -144,7 +144,7 @@ def _connected_table() -> np.ndarray:
                 if mask >> w & 1 and w not in seen:
                     seen.add(w)
                     stack.append(w)
-        table[mask] = len(seen) == bin(mask).count("1")
+        table[mask] = len(seen) == (mask).bit_count()
     return table
 
 
@@ -478,7 +478,7 @@ class TetMesh:
 
 def _require_gmsh():
     try:
-        import gmsh  # noqa: F401
+        import gmsh
     except ImportError:
         raise MissingExtraError("tet meshes", "mesh", "gmsh") from None
     return gmsh
@@ -557,7 +557,7 @@ def tet_mesh(surface: GrainSurface, mesh_size_um: float | None = None, algorithm
             gmsh.option.setNumber("Mesh.MeshSizeMax", float(mesh_size_um))
         try:
             gmsh.model.mesh.generate(3)
-        except Exception as e:  # gmsh raises plain Exception
+        except Exception as e:  # noqa: BLE001 (gmsh raises plain Exception)
             raise RuntimeError(f"gmsh could not mesh the grains: {e}") from None
         node_tags, coords, _ = gmsh.model.mesh.getNodes()
         index = np.zeros(int(node_tags.max()) + 1, dtype=np.int64)
@@ -642,55 +642,176 @@ def _outer_faces(tets: np.ndarray) -> np.ndarray:
 TET_FORMATS = ("msh", "inp", "xdmf", "vtu")
 
 
-def write_tet_mesh(mesh: TetMesh, folder, stem: str, formats=TET_FORMATS) -> list[Path]:
-    """Write a tet mesh with meshio.
+def _cell_fields(grain: np.ndarray, orientations, quaternions: bool) -> dict:
+    """Cell data: ``grain`` and, when orientations are given, ``orientation_matrix`` (9 components,
+    row-major rotation crystal -> particle frame), ``c_axis`` (its third column) and, where the
+    format allows 4 components (``quaternions``), ``orientation_wxyz``."""
+    from .inp import quat_to_matrix
 
-    ``.msh`` (Gmsh MSH 2.2 ASCII; physical group ``k`` named ``grain_k`` = grain ``k``; for Gmsh,
-    GetDP, ElmerGrid, FEniCS via meshio), ``.inp`` (Abaqus / CalculiX: one ELSET ``grain_k`` per grain, C3D4 elements),
-    ``.xdmf`` + ``.h5`` (FEniCS/dolfinx, ParaView), ``.vtu`` (ParaView); all carry cell data
-    ``grain``.
+    out = {"grain": grain.astype(np.int32)}
+    if orientations is not None:
+        q = orientations[grain - 1]
+        R = quat_to_matrix(q)
+        out["orientation_matrix"] = np.ascontiguousarray(R.reshape(-1, 9))
+        out["c_axis"] = np.ascontiguousarray(R[:, :, 2])
+        if quaternions:
+            out["orientation_wxyz"] = np.ascontiguousarray(q, dtype=np.float64)
+    return out
+
+
+def _write_vtu(path, points, tets, fields: dict, provenance: dict) -> None:
+    import json
+
+    from vtkmodules.util.numpy_support import numpy_to_vtk, numpy_to_vtkIdTypeArray
+    from vtkmodules.vtkCommonCore import vtkPoints
+    from vtkmodules.vtkCommonDataModel import vtkCellArray, vtkUnstructuredGrid
+    from vtkmodules.vtkIOXML import vtkXMLUnstructuredGridWriter
+
+    npc = tets.shape[1]
+    grid = vtkUnstructuredGrid()
+    pts = vtkPoints()
+    pts.SetData(numpy_to_vtk(np.ascontiguousarray(points, dtype=np.float64), deep=True))
+    grid.SetPoints(pts)
+    cells = vtkCellArray()
+    offsets = np.arange(0, npc * len(tets) + 1, npc, dtype=np.int64)
+    cells.SetData(numpy_to_vtkIdTypeArray(offsets, deep=True),
+                  numpy_to_vtkIdTypeArray(np.ascontiguousarray(tets.ravel(), dtype=np.int64), deep=True))
+    grid.SetCells(10 if npc == 4 else 24, cells)  # VTK_TETRA / VTK_QUADRATIC_TETRA (meshio's node order)
+    for name, data in fields.items():
+        arr = numpy_to_vtk(np.ascontiguousarray(data), deep=True)
+        arr.SetName(name)
+        grid.GetCellData().AddArray(arr)
+    fd = grid.GetFieldData()
+    meta = {"provenance_json": np.frombuffer(json.dumps(provenance, sort_keys=True).encode(), dtype=np.uint8)}
+    for k in ("particle_id",):
+        if provenance.get(k) is not None:
+            meta[k] = np.array([provenance[k]], dtype=np.int64)
+    for k in ("voxel_size_um", "mesh_size_um"):
+        if provenance.get(k) is not None:
+            meta[k] = np.array([provenance[k]], dtype=np.float64)
+    for name, data in meta.items():
+        arr = numpy_to_vtk(data, deep=True)
+        arr.SetName(name)
+        fd.AddArray(arr)
+    w = vtkXMLUnstructuredGridWriter()
+    w.SetFileName(str(path))
+    w.SetInputData(grid)
+    w.SetDataModeToAppended()
+    w.SetCompressorTypeToZLib()
+    if not w.Write():  # pragma: no cover
+        raise OSError(f"VTK could not write {path}")
+
+
+def _xml_comment(text: str) -> str:
+    return "<!-- " + text.replace("--", "- -") + " -->"
+
+
+def write_tet_mesh(mesh: TetMesh, folder, stem: str, formats=TET_FORMATS, *, order: int = 1, orientations=None,
+                   provenance: dict | None = None, material: str = "NMC811") -> list[Path]:
+    """Write a tet mesh in solver formats.
+
+    Parameters
+    ----------
+    mesh : TetMesh
+    folder : path-like
+    stem : str
+        File names ``<stem>.<fmt>`` (and ``<stem>.h5`` beside the ``.xdmf``).
+    formats : iterable of str
+        Subset of ``msh`` (Gmsh MSH 2.2, see :func:`.inp.write_msh`; physical volumes ``grain_k``,
+        physical surfaces ``outer`` and ``gb_a_b``), ``inp`` (Abaqus / CalculiX, see
+        :func:`.inp.write_inp`: ELSETs ``grain_k``, NSETs/SURFACEs of the outer surface and of every
+        grain pair, ``*ORIENTATION`` + ``*SOLID SECTION`` per grain), ``xdmf`` (+ ``.h5``,
+        FEniCS/dolfinx, ParaView) and ``vtu`` (ParaView).
+    order : {1, 2}
+        Element order: linear (C3D4, ``tetra``) or quadratic (C3D10, ``tetra10``; mid-edge nodes at
+        the edge midpoints).
+    orientations : (n_grains, 4) float array, optional
+        Unit quaternions ``(w, x, y, z)`` per grain (row ``k - 1`` = grain ``k``), the active
+        rotation crystal -> particle frame. Cell data ``orientation_wxyz`` and ``c_axis`` (the
+        crystal c-axis, i.e. the rotated z-axis) in ``.vtu``/``.xdmf``, ``orientation_matrix`` in
+        ``.msh``, ``*ORIENTATION`` in ``.inp``.
+    provenance : dict, optional
+        Particle id, model ids, voxel size, tool version ...: written into every file (``.inp``
+        header comments, ``.msh`` ``$NmcProvenance`` section, ``.vtu`` field data, ``.xdmf``
+        comment and ``.h5`` root attributes), with the units (µm).
+    material : str
+        Material name of the ``.inp`` solid sections.
+
+    Raises
+    ------
+    InputError
+        For an element order other than 1 or 2, or malformed orientations.
     """
+    import json
+    import shutil
+    import tempfile
+
     import meshio
 
+    from ..errors import InputError
+    from . import inp as inp_mod
+
+    if order not in (1, 2):
+        raise InputError(f"the element order must be 1 (linear tets) or 2 (quadratic tets), got {order!r}",
+                         "--element-order")
+    formats = tuple(formats)
+    bad = [f for f in formats if f not in TET_FORMATS]
+    if bad:
+        raise ValueError(f"unknown tet mesh format {bad[0]!r} (known: {', '.join(TET_FORMATS)})")
+    grain = mesh.grain.astype(np.int64)
+    q = inp_mod.check_orientations(orientations, int(grain.max()) if len(grain) else 0)
+    from .. import __version__
+
+    prov = {"units": "um", "element_order": int(order), "tool": f"nmc-dataset {__version__}",
+            **(provenance or {})}
+    points, tets = (mesh.points, mesh.tets) if order == 1 else inp_mod.second_order(mesh.points, mesh.tets)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    grain = mesh.grain.astype(np.int32)
+    cell_type = "tetra" if order == 1 else "tetra10"
     for fmt in formats:
         path = folder / f"{stem}.{fmt}"
         if fmt == "msh":
-            # MSH 2.2 keeps a physical and an elementary tag per element (grain k -> k)
-            ks = np.unique(grain)
-            m = meshio.Mesh(mesh.points, [("tetra", mesh.tets)],
-                            cell_data={"gmsh:physical": [grain], "gmsh:geometrical": [grain]},
-                            field_data={f"grain_{k}": np.array([k, 3]) for k in ks})
-            with atomic_path(path) as tmp:
-                meshio.write(tmp, m, file_format="gmsh22", binary=False)
+            inp_mod.write_msh(path, points, tets, grain, orientations=q, provenance=prov)
         elif fmt == "inp":
-            sets = {f"grain_{k}": [np.flatnonzero(grain == k)] for k in np.unique(grain)}
-            m = meshio.Mesh(mesh.points, [("tetra", mesh.tets)], cell_sets=sets)
-            with atomic_path(path) as tmp:
-                meshio.write(tmp, m, file_format="abaqus")
+            inp_mod.write_inp(path, points, tets, grain, orientations=q, provenance=prov, material=material)
         elif fmt == "vtu":
             with atomic_path(path) as tmp:
-                meshio.write(tmp, mesh.to_meshio(), file_format="vtu")
+                _write_vtu(tmp, points, tets, _cell_fields(grain, q, True), prov)
         elif fmt == "xdmf":
             # meshio writes <stem>.h5 beside the .xdmf and names it inside: write both under
             # the final names from a temporary folder, then move them in (h5 first).
-            import shutil
-            import tempfile
+            import h5py
 
+            m = meshio.Mesh(points, [(cell_type, tets)], cell_data={k: [v] for k, v in _cell_fields(grain, q, False).items()})
             with tempfile.TemporaryDirectory(dir=folder, prefix=f".{stem}.xdmf.") as td:
-                meshio.write(Path(td) / f"{stem}.xdmf", mesh.to_meshio(), file_format="xdmf")
-                shutil.move(str(Path(td) / f"{stem}.h5"), folder / f"{stem}.h5")
-                shutil.move(str(Path(td) / f"{stem}.xdmf"), path)
+                x, h = Path(td) / f"{stem}.xdmf", Path(td) / f"{stem}.h5"
+                meshio.write(x, m, file_format="xdmf")
+                with h5py.File(h, "a") as f:
+                    f.attrs["nmc_provenance_json"] = json.dumps(prov, sort_keys=True)
+                    for key, val in prov.items():
+                        if isinstance(val, (int, float, str)) and not isinstance(val, bool):
+                            f.attrs[key] = val
+                text = x.read_text()
+                head, sep, rest = text.partition("?>")
+                x.write_text(head + sep + "\n" + _xml_comment("nmc-dataset provenance (units um): "
+                                                               + json.dumps(prov, sort_keys=True)) + rest)
+                shutil.move(str(h), folder / f"{stem}.h5")
+                shutil.move(str(x), path)
             written.append(folder / f"{stem}.h5")
-        else:
-            raise ValueError(f"unknown tet mesh format {fmt!r} (known: {', '.join(TET_FORMATS)})")
         written.append(path)
     log.debug("wrote %s", ", ".join(str(p) for p in written))
     return written
 
 
-__all__ = ["shell_surface_mesh", "clean_labels", "GrainSurface", "grain_surface_mesh", "write_surfaces",
-           "TetMesh", "tet_mesh", "write_tet_mesh", "TET_FORMATS"]
+__all__ = [
+    "TET_FORMATS",
+    "GrainSurface",
+    "TetMesh",
+    "clean_labels",
+    "grain_surface_mesh",
+    "shell_surface_mesh",
+    "tet_mesh",
+    "write_surfaces",
+    "write_tet_mesh",
+]

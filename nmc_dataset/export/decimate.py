@@ -49,20 +49,26 @@ def _patch_ids(pairs):
 
 def _signatures(faces, patch, nv):
     """Per vertex: a signature id (same id = same set of patches around it) and the set size."""
-    vf = np.stack([faces.ravel(), np.repeat(patch, 3)], axis=1)
-    vf = np.unique(vf, axis=0)  # (vertex, patch) incidences, sorted by vertex then patch
-    count = np.bincount(vf[:, 0], minlength=nv)
-    # hash of the sorted patch list per vertex (two 64-bit polynomial hashes: collisions ~ 0)
-    h1 = np.zeros(nv, dtype=np.uint64)
-    h2 = np.zeros(nv, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        p = vf[:, 1].astype(np.uint64) + np.uint64(1)
-        rank = np.arange(len(vf)) - np.repeat(np.cumsum(count) - count, count)
-        m1 = np.uint64(1000003) ** rank.astype(np.uint64)
-        m2 = np.uint64(998244353) ** rank.astype(np.uint64)
-        np.add.at(h1, vf[:, 0], p * m1)
-        np.add.at(h2, vf[:, 0], p * p * m2)
-    sig = np.unique(np.stack([h1, h2, count.astype(np.uint64)], axis=1), axis=0, return_inverse=True)[1].ravel()
+    n_p = int(patch.max()) + 1
+    vp = np.unique(faces.ravel().astype(np.int64) * n_p + np.repeat(patch, 3))  # (vertex, patch), sorted
+    v, pt = vp // n_p, vp % n_p
+    count = np.bincount(v, minlength=nv)
+    rank = np.arange(len(v)) - np.repeat(np.cumsum(count) - count, count)
+    # pack each vertex's sorted patch list into int64 words (``bits`` per patch id) and number the
+    # distinct lists by one lexsort
+    bits = max(int(n_p + 1).bit_length(), 1)
+    per = max(63 // bits, 1)
+    n_words = -(-int(count.max()) // per)
+    words = np.zeros((n_words, nv), dtype=np.int64)
+    for w in range(n_words):
+        sel = (rank >= w * per) & (rank < (w + 1) * per)
+        np.bitwise_or.at(words[w], v[sel], (pt[sel] + 1) << (bits * (rank[sel] - w * per)))
+    order = np.lexsort(tuple(words[::-1]) + (count,))
+    ws = words[:, order]
+    new = np.ones(nv, dtype=bool)
+    new[1:] = (ws[:, 1:] != ws[:, :-1]).any(axis=0) | (count[order][1:] != count[order][:-1])
+    sig = np.empty(nv, dtype=np.int64)
+    sig[order] = np.cumsum(new) - 1
     return sig, count
 
 
@@ -77,36 +83,29 @@ def _bad_vertices(vert, faces0, faces, pairs, keep_face, n_patches, patch, norma
     n = np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
     cosang = np.einsum("ij,ij->i", n, normal0[keep_face]) / (
         np.linalg.norm(n, axis=1) * np.linalg.norm(normal0[keep_face], axis=1) + 1e-300)
-    flip = cosang < 0.2
-    bad.append(f0[flip].ravel())
-    # every grain's surface closed and consistently oriented: each directed edge once, its
-    # reverse once (per grain, faces oriented outwards)
+    bad.append(f0[cosang < 0.2].ravel())
+    # every grain's surface closed and consistently oriented: per grain, each undirected edge is
+    # used by exactly two of its (outward) faces, once in each direction
+    nvx = np.int64(len(vert))
+    E, E0, G = [], [], []
     for side in (0, 1):
-        g = pr[:, side]
-        ff = f if side == 0 else f[:, ::-1]
-        ff0 = f0 if side == 0 else f0[:, ::-1]
-        sel = g > 0
-        g, ff, ff0 = g[sel], ff[sel], ff0[sel]
-        e = np.concatenate([ff[:, [0, 1]], ff[:, [1, 2]], ff[:, [2, 0]]])
-        e0 = np.concatenate([ff0[:, [0, 1]], ff0[:, [1, 2]], ff0[:, [2, 0]]])
-        gg = np.tile(g, 3)
-        if side == 0:
-            E, E0, G = e, e0, gg
-        else:
-            E, E0, G = np.concatenate([E, e]), np.concatenate([E0, e0]), np.concatenate([G, gg])
-    nvx = int(vert.shape[0])
-    fwd = (G.astype(np.int64) * nvx + E[:, 0]) * nvx + E[:, 1]
-    rev = (G.astype(np.int64) * nvx + E[:, 1]) * nvx + E[:, 0]
-    u, c = np.unique(fwd, return_counts=True)
-    dup = np.isin(fwd, u[c > 1])
-    ur = np.isin(rev, u[c == 1], invert=True) | np.isin(rev, u[c > 1])
-    badedge = dup | ur
-    bad.append(E0[badedge].ravel())
+        sel = pr[:, side] > 0
+        ff = f[sel] if side == 0 else f[sel][:, ::-1]
+        ff0 = f0[sel]
+        for i, j in ((0, 1), (1, 2), (2, 0)):
+            E.append(ff[:, [i, j]])
+            E0.append(ff0)
+            G.append(pr[sel, side])
+    E, E0, G = np.concatenate(E), np.concatenate(E0), np.concatenate(G).astype(np.int64)
+    lo, hi = np.minimum(E[:, 0], E[:, 1]), np.maximum(E[:, 0], E[:, 1])
+    _, inv, cnt = np.unique((G * nvx + lo) * nvx + hi, return_inverse=True, return_counts=True)
+    fwd = np.bincount(inv.ravel(), weights=(E[:, 0] < E[:, 1]).astype(float), minlength=len(cnt))
+    badkey = (cnt != 2) | (fwd != 1)
+    bad.append(E0[badkey[inv.ravel()]].ravel())
     # every patch keeps a triangle
     alive = np.bincount(patch[keep_face], minlength=n_patches) > 0
-    lost = ~alive[patch]
-    bad.append(faces0[lost].ravel())
-    return np.unique(np.concatenate(bad)) if bad else np.zeros(0, np.int64)
+    bad.append(faces0[~alive[patch]].ravel())
+    return np.unique(np.concatenate(bad))
 
 
 def coarsen_surface(surface, h_um: float, min_elements_per_grain: int | None = None, max_repairs: int = 30):
@@ -153,20 +152,20 @@ def coarsen_surface(surface, h_um: float, min_elements_per_grain: int | None = N
     lo = verts.min(axis=0)
     cell = np.floor((verts - lo) / cell_h[:, None]).astype(np.int64)
     fixed = count >= 4  # junctions of curves stay
-    key = np.stack([sig, level, cell[:, 0], cell[:, 1], cell[:, 2]], axis=1)
-    key[fixed, 2] = -1 - np.arange(int(fixed.sum()))  # a cluster of their own
-    cluster = np.unique(key, axis=0, return_inverse=True)[1].ravel()
-    e0 = faces[:, [0, 1]]
+    cell -= cell.min(axis=0)
+    span = cell.max(axis=0) + 1
+    key = (((sig.astype(np.int64) * 64 + level) * span[0] + cell[:, 0]) * span[1] + cell[:, 1]) * span[2] + cell[:, 2]
+    key[fixed] = -1 - np.arange(int(fixed.sum()))  # a cluster of their own
+    cluster = np.unique(key, return_inverse=True)[1].ravel()
     normal0 = np.cross(verts[faces[:, 1]] - verts[faces[:, 0]], verts[faces[:, 2]] - verts[faces[:, 0]])
     restored = np.zeros(nv, dtype=bool)
-    del e0
     for _ in range(max_repairs + 1):
         cid = np.where(restored, -1 - np.arange(nv), cluster)  # restored vertices: their own cluster
         uid, rep = np.unique(cid, return_inverse=True)
         rep = rep.ravel()
-        pos = np.zeros((len(uid), 3))
-        np.add.at(pos, rep, verts)
-        pos /= np.bincount(rep, minlength=len(uid))[:, None]
+        cnt = np.bincount(rep, minlength=len(uid))
+        pos = np.stack([np.bincount(rep, weights=verts[:, a], minlength=len(uid)) for a in range(3)], axis=1)
+        pos /= cnt[:, None]
         fixed_ids = np.flatnonzero(fixed | restored)
         pos[rep[fixed_ids]] = verts[fixed_ids]
         fr = rep[faces]

@@ -70,3 +70,22 @@ def test_bad_mesh_options(fine, tmp_path):
     with pytest.raises(RecipeError, match="element-order"):
         write_particle_meshes(p, vol, tmp_path, ("volume-mesh",), 0.2, 8, element_order=3)
     assert not list(tmp_path.iterdir())
+
+
+def test_signatures_match_slow_twin():
+    """Vertex signatures (packed patch lists, one lexsort) against Python sets."""
+    rng = np.random.default_rng(0)
+    for n_patches in (5, 40, 70000):  # the last needs 17-bit ids: 3 per word
+        faces = rng.integers(0, 300, (2000, 3))
+        patch = rng.integers(0, n_patches, 2000)
+        sig, count = decimate._signatures(faces, patch, 300)
+        sets = [set() for _ in range(300)]
+        for f, p in zip(faces.tolist(), patch.tolist()):
+            for v in f:
+                sets[v].add(p)
+        groups = {}
+        for v, s_ in enumerate(sets):
+            groups.setdefault(frozenset(s_), []).append(v)
+        assert len({int(sig[g[0]]) for g in groups.values()}) == len(groups)
+        assert all(len(set(sig[g].tolist())) == 1 for g in groups.values())
+        np.testing.assert_array_equal(count, [len(s_) for s_ in sets])

@@ -463,8 +463,8 @@ def clean_labels(labels: np.ndarray, max_rounds: int = 12, seed: int = 0, compil
     total = 0
     bad = scan(lab, CONNECTED)
     r = 0
+    changed = _fragments(lab, compiled)
     while True:
-        changed = _fragments(lab, compiled)
         total += len(changed)
         if len(changed):
             cand = np.stack(np.unravel_index(changed, lab.shape), axis=1).astype(np.int64)
@@ -472,7 +472,8 @@ def clean_labels(labels: np.ndarray, max_rounds: int = 12, seed: int = 0, compil
         # sideways moves get a budget per round, growing with the rounds (local minima are rare)
         d, bad = descend(lab, CONNECTED, seed + r, 50, 64 * (r + 1), bad)
         total += int(d)
-        if len(bad) == 0 and len(_fragments(lab, compiled)) == 0:
+        changed = _fragments(lab, compiled)  # the descent may split a grain
+        if len(bad) == 0 and len(changed) == 0:
             bad = scan(lab, CONNECTED)  # final full check
             if len(bad) == 0:
                 return lab.astype(dtype, copy=False), total

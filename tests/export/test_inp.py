@@ -280,7 +280,7 @@ def _ccx_top_force(folder, points, outer, top, U):
 
 @pytest.mark.skipif(shutil.which("ccx") is None,
                     reason="CalculiX (ccx) is not on PATH: apt-get install calculix-ccx to run the solver check")
-@pytest.mark.parametrize("order", [1, 2])
+@pytest.mark.parametrize("order", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_calculix_reaction_force_matches_scikit_fem(small, tmp_path, order):
     """CalculiX solves the exported deck unchanged (its ELSETs, *ORIENTATIONs and *SOLID SECTIONs,
     a user material defined before the *INCLUDE) and its reaction force on the upper half of the

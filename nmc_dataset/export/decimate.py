@@ -72,8 +72,16 @@ def _signatures(faces, patch, nv):
     return sig, count
 
 
-def _bad_vertices(vert, faces0, faces, pairs, keep_face, n_patches, patch, normal0):
-    """Vertices (original ids) around violations of the coarse mesh."""
+def _bad_vertices(vert, faces0, faces, pairs, keep_face, n_patches, patch, normal0, grains=None):
+    """Vertices (original ids) around violations of the coarse mesh (``grains``: a mask over
+    labels; check only the surfaces of these grains)."""
+    alive = np.bincount(patch[keep_face], minlength=n_patches) > 0
+    lost = faces0[~alive[patch]].ravel()
+    if grains is None:
+        grains = np.ones(int(pairs.max()) + 1, dtype=bool)
+    grains = grains.copy()
+    grains[0] = False
+    keep_face = keep_face & (grains[pairs[:, 0]] | grains[pairs[:, 1]])
     f = faces[keep_face]
     pr = pairs[keep_face]
     f0 = faces0[keep_face]
@@ -89,7 +97,7 @@ def _bad_vertices(vert, faces0, faces, pairs, keep_face, n_patches, patch, norma
     nvx = np.int64(len(vert))
     E, E0, G = [], [], []
     for side in (0, 1):
-        sel = pr[:, side] > 0
+        sel = grains[pr[:, side]]
         ff = f[sel] if side == 0 else f[sel][:, ::-1]
         ff0 = f0[sel]
         for i, j in ((0, 1), (1, 2), (2, 0)):
@@ -102,9 +110,7 @@ def _bad_vertices(vert, faces0, faces, pairs, keep_face, n_patches, patch, norma
     fwd = np.bincount(inv.ravel(), weights=(E[:, 0] < E[:, 1]).astype(float), minlength=len(cnt))
     badkey = (cnt != 2) | (fwd != 1)
     bad.append(E0[badkey[inv.ravel()]].ravel())
-    # every patch keeps a triangle
-    alive = np.bincount(patch[keep_face], minlength=n_patches) > 0
-    bad.append(faces0[~alive[patch]].ravel())
+    bad.append(lost)  # every patch keeps a triangle
     return np.unique(np.concatenate(bad))
 
 
@@ -159,6 +165,7 @@ def coarsen_surface(surface, h_um: float, min_elements_per_grain: int | None = N
     cluster = np.unique(key, return_inverse=True)[1].ravel()
     normal0 = np.cross(verts[faces[:, 1]] - verts[faces[:, 0]], verts[faces[:, 2]] - verts[faces[:, 0]])
     restored = np.zeros(nv, dtype=bool)
+    check = None  # first round: every grain; then the grains around the restored vertices
     for _ in range(max_repairs + 1):
         cid = np.where(restored, -1 - np.arange(nv), cluster)  # restored vertices: their own cluster
         uid, rep = np.unique(cid, return_inverse=True)
@@ -170,11 +177,19 @@ def coarsen_surface(surface, h_um: float, min_elements_per_grain: int | None = N
         pos[rep[fixed_ids]] = verts[fixed_ids]
         fr = rep[faces]
         keep = (fr[:, 0] != fr[:, 1]) & (fr[:, 1] != fr[:, 2]) & (fr[:, 0] != fr[:, 2])
-        bad = _bad_vertices(pos, faces, fr, pairs, keep, n_patches, patch, normal0)
+        bad = _bad_vertices(pos, faces, fr, pairs, keep, n_patches, patch, normal0, check)
         if len(bad) == 0:
             break
         # undo the clusters of the vertices around the violations (all members of their clusters)
-        restored |= np.isin(cluster, np.unique(cluster[bad]))
+        new = np.isin(cluster, np.unique(cluster[bad])) & ~restored
+        restored |= new
+        # next round: the grains having a face at a vertex whose cluster changed (the restored
+        # vertices and the other members of their former clusters)
+        moved = np.isin(cluster, np.unique(cluster[new]))
+        touched = moved[faces].any(axis=1)
+        grains = np.zeros(ng + 1, dtype=bool)
+        grains[pairs[touched].ravel()] = True
+        check = grains
     else:  # pragma: no cover - repairs did not finish: keep the original surface
         out = GrainSurface(verts, faces, pairs, ng)
         out.stats = {"triangles_before": len(faces), "triangles_after": len(faces), "restored_vertices": nv,

@@ -109,7 +109,7 @@ def main(argv=None):
     r_surf_cpu = (t_clean.cpu + t_surf.cpu) / max(t_vox.cpu, 1e-9)
     print(f"conforming surface: clean-up {t_clean} ({changed} voxels changed) + surface nets {t_surf} "
           f"-> {len(surf.faces)} triangles, {len(surf.vertices)} vertices; ratio to voxelising: wall "
-          f"{r_surf:.2f}, CPU {r_surf_cpu:.2f} (target <= 1; the earlier rule-based clean-up: ~7)")
+          f"{r_surf:.2f}, CPU {r_surf_cpu:.2f} (target <= 1; the earlier rule-based clean-up: ~7)", flush=True)
 
     import tempfile
     from pathlib import Path
@@ -126,13 +126,16 @@ def main(argv=None):
         _, t_h5 = _timed(write_voxels)
         shell = meshes.shell_surface_mesh(part.coeffs_um)
         _, t_sfiles = _timed(meshes.write_surfaces, td, "p", surf, shell)
-        print(f"exports: voxels HDF5 {t_h5}; surface files (stl, ply, glb, vtp) {t_sfiles}")
+        print(f"exports: voxels HDF5 {t_h5}; surface files (stl, ply, glb, vtp) {t_sfiles}", flush=True)
         total, total_cpu = t_clean + t_surf + t_h5 + t_sfiles, t_clean.cpu + t_surf.cpu + t_h5.cpu + t_sfiles.cpu
+        print(f"exports without the tet mesh: {total:.2f} s wall, {total_cpu:.2f} s CPU; ratio to voxelising: "
+              f"wall {total / t_vox:.2f}, CPU {total_cpu / max(t_vox.cpu, 1e-9):.2f}", flush=True)
         if not args.skip_tets:
             from nmc_dataset.export.decimate import coarsen_surface
 
             for h in [float(x) for x in args.mesh_sizes.split(",") if x]:
                 cs, t_dec = _timed(coarsen_surface, surf, h)
+                print(f"  coarsened to {h} µm in {t_dec}: {cs.stats}", flush=True)
                 try:
                     tm, t_tet = _timed(meshes.tet_mesh, cs, h, threads=args.threads)
                 except RuntimeError as e:

@@ -189,8 +189,8 @@ def write_surfaces(folder, stem: str, surface: GrainSurface | None = None, shell
             surface.to_trimesh().export(tmp, file_type="ply", encoding="binary")
         written.append(p)
         scene = trimesh.Scene()
-        for k in np.unique(surface.pairs[surface.pairs > 0]):
-            scene.add_geometry(surface.grain_mesh(int(k)), node_name=f"grain_{int(k)}", geom_name=f"grain_{int(k)}")
+        for k, m in _grain_meshes(surface):
+            scene.add_geometry(m, node_name=f"grain_{k}", geom_name=f"grain_{k}")
         p = folder / f"{stem}_grains.glb"
         with atomic_path(p) as tmp:
             tmp.write_bytes(scene.export(file_type="glb"))
@@ -200,6 +200,24 @@ def write_surfaces(folder, stem: str, surface: GrainSurface | None = None, shell
             _write_vtp(tmp, surface)
         written.append(p)
     return written
+
+
+def _grain_meshes(surface: GrainSurface):
+    """``(k, trimesh.Trimesh)`` of every grain's closed surface (outwards), grouping the faces
+    by grain once (``grain_mesh`` per grain scans all faces)."""
+    import trimesh
+
+    f = np.concatenate([surface.faces, surface.faces[:, ::-1]])
+    g = np.concatenate([surface.pairs[:, 0], surface.pairs[:, 1]])
+    inside = g > 0
+    f, g = f[inside], g[inside]
+    order = np.argsort(g, kind="stable")
+    f, g = f[order], g[order]
+    ks, starts = np.unique(g, return_index=True)
+    ends = np.append(starts[1:], len(g))
+    for k, a, b in zip(ks.tolist(), starts.tolist(), ends.tolist()):
+        used, inv = np.unique(f[a:b], return_inverse=True)
+        yield k, trimesh.Trimesh(surface.vertices[used], inv.reshape(-1, 3), process=False)
 
 
 def _write_vtp(path, surface: GrainSurface) -> None:

@@ -131,24 +131,24 @@ def main(argv=None):
         print(f"exports without the tet mesh: {total:.2f} s wall, {total_cpu:.2f} s CPU; ratio to voxelising: "
               f"wall {total / t_vox:.2f}, CPU {total_cpu / max(t_vox.cpu, 1e-9):.2f}", flush=True)
         if not args.skip_tets:
-            from nmc_dataset.export.decimate import coarsen_surface
+            from nmc_dataset.export.decimate import tet_mesh_coarsened
 
             for h in [float(x) for x in args.mesh_sizes.split(",") if x]:
-                cs, t_dec = _timed(coarsen_surface, surf, h)
-                print(f"  coarsened to {h} µm in {t_dec}: {cs.stats}", flush=True)
                 try:
-                    tm, t_tet = _timed(meshes.tet_mesh, cs, h, threads=args.threads)
+                    (tm, cs), t_dec = _timed(tet_mesh_coarsened, surf, h, threads=args.threads)
                 except RuntimeError as e:
                     print(f"  tet mesh at {h} µm failed on the coarsened smoothed surface: {e}")
                     continue
+                t_tet = _T(0.0)
+                t_tet.cpu = 0.0
                 _, t_w = _timed(meshes.write_tet_mesh, tm, td, f"p{h}")
                 vox = np.bincount(vol.labels.ravel(), minlength=part.n_grains + 1)[1:] * args.voxel_size_um ** 3
                 present = vox > 0
                 rel = np.abs(tm.grain_volumes(part.n_grains)[present] / vox[present] - 1)
                 st = cs.stats
-                print(f"tet mesh at {h} µm (no re-voxelising): coarsen {t_dec} ({st['triangles_before']} -> "
+                print(f"tet mesh at {h} µm (no re-voxelising): coarsen + gmsh {t_dec} ({st['triangles_before']} -> "
                       f"{st['triangles_after']} triangles, grain pairs {st['pairs_before']} -> {st['pairs_after']}) + "
-                      f"gmsh {t_tet} + files {t_w} -> {len(tm.tets)} tets, {len(np.unique(tm.grain))} grains, "
+                      f"files {t_w} -> {len(tm.tets)} tets, {len(np.unique(tm.grain))} grains, "
                       f"grain volume error vs voxels median {np.median(rel):.3f} max {rel.max():.3f}, "
                       f"min tets per grain {np.bincount(tm.grain)[1:][present].min()}")
                 if h == float(args.mesh_sizes.split(",")[0]):

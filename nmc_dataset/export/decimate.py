@@ -114,7 +114,8 @@ def _bad_vertices(vert, faces0, faces, pairs, keep_face, n_patches, patch, norma
     return np.unique(np.concatenate(bad))
 
 
-def coarsen_surface(surface, h_um: float, min_elements_per_grain: int | None = None, max_repairs: int = 30):
+def coarsen_surface(surface, h_um: float, min_elements_per_grain: int | None = None, max_repairs: int = 30,
+                    keep_near=None):
     """A coarser conforming surface (same grains, same grain pairs); see the module notes.
 
     Parameters
@@ -126,6 +127,9 @@ def coarsen_surface(surface, h_um: float, min_elements_per_grain: int | None = N
         Make small grains' surfaces finer so that each grain gets about this many tets.
     max_repairs : int
         Rounds of local repair before the remaining clusters around violations are undone.
+    keep_near : (M, 3) float array, optional
+        Points (µm) around which (within ``2 h``) the surface is kept as it is (e.g. where a
+        tet mesher found the coarse surface intersecting itself).
 
     Returns
     -------
@@ -165,6 +169,13 @@ def coarsen_surface(surface, h_um: float, min_elements_per_grain: int | None = N
     cluster = np.unique(key, return_inverse=True)[1].ravel()
     normal0 = np.cross(verts[faces[:, 1]] - verts[faces[:, 0]], verts[faces[:, 2]] - verts[faces[:, 0]])
     restored = np.zeros(nv, dtype=bool)
+    if keep_near is not None and len(keep_near):
+        from scipy.spatial import cKDTree
+
+        near = cKDTree(verts).query_ball_point(np.asarray(keep_near, dtype=float), 2.0 * h_um)
+        ids = np.unique(np.concatenate([np.asarray(i, dtype=np.int64) for i in near]))
+        if len(ids):
+            restored |= np.isin(cluster, np.unique(cluster[ids]))
     check = None  # first round: every grain; then the grains around the restored vertices
     for _ in range(max_repairs + 1):
         cid = np.where(restored, -1 - np.arange(nv), cluster)  # restored vertices: their own cluster
@@ -204,4 +215,26 @@ def coarsen_surface(surface, h_um: float, min_elements_per_grain: int | None = N
     return out
 
 
-__all__ = ["coarsen_surface", "grain_volumes"]
+def tet_mesh_coarsened(surface, h_um: float, min_elements_per_grain: int | None = None, max_retries: int = 12,
+                       threads: int = 1):
+    """Coarsen ``surface`` and tet-mesh it with gmsh; where gmsh reports the coarse boundary
+    intersecting itself, keep the surface fine around the reported points and retry.
+
+    Returns ``(TetMesh, coarse surface)``; raises ``RuntimeError`` when the retries run out.
+    """
+    from .meshes import tet_mesh
+
+    keep = np.zeros((0, 3))
+    for _ in range(max_retries + 1):
+        c = coarsen_surface(surface, h_um, min_elements_per_grain, keep_near=keep)
+        try:
+            return tet_mesh(c, h_um, threads=threads), c
+        except RuntimeError as e:
+            pts = getattr(e, "points", np.zeros((0, 3)))
+            if len(pts) == 0:
+                raise
+            keep = np.concatenate([keep, pts])
+    raise RuntimeError(f"gmsh could not mesh the coarsened surface after {max_retries} local repairs")
+
+
+__all__ = ["coarsen_surface", "grain_volumes", "tet_mesh_coarsened"]

@@ -21,7 +21,9 @@ Coordinates are µm, ``(x, y, z)``, the particle centre at the origin.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import re
 from pathlib import Path
 
 import numpy as np
@@ -293,6 +295,27 @@ class TetMesh:
         return meshio.Mesh(self.points, [("tetra", self.tets)], cell_data={"grain": [self.grain.astype(np.int32)]})
 
 
+@contextlib.contextmanager
+def _captured_stdout():
+    """Capture what C code writes to file descriptor 1 (gmsh's HXT prints its errors there)."""
+    import os
+    import sys
+    import tempfile
+
+    box = {}
+    sys.stdout.flush()
+    with tempfile.TemporaryFile() as tmp:
+        saved = os.dup(1)
+        os.dup2(tmp.fileno(), 1)
+        try:
+            yield box
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+            tmp.seek(0)
+            box["text"] = tmp.read().decode(errors="replace")
+
+
 def _require_gmsh():
     try:
         import gmsh
@@ -373,9 +396,15 @@ def tet_mesh(surface: GrainSurface, mesh_size_um: float | None = None, algorithm
         if mesh_size_um:
             gmsh.option.setNumber("Mesh.MeshSizeMax", float(mesh_size_um))
         try:
-            gmsh.model.mesh.generate(3)
+            with _captured_stdout() as out:
+                gmsh.model.mesh.generate(3)
         except Exception as e:  # noqa: BLE001 (gmsh raises plain Exception)
-            raise RuntimeError(f"gmsh could not mesh the grains: {e}") from None
+            err = RuntimeError(f"gmsh could not mesh the grains: {e}")
+            # HXT prints where the boundary intersects itself ("... intersect at point (x,y,z)")
+            num = r"([-+0-9.eE]+)"
+            err.points = np.array([[float(v) for v in m] for m in re.findall(
+                rf"intersect at point \({num},{num},{num}\)", out.get("text", ""))]).reshape(-1, 3)
+            raise err from None
         node_tags, coords, _ = gmsh.model.mesh.getNodes()
         index = np.zeros(int(node_tags.max()) + 1, dtype=np.int64)
         index[node_tags.astype(np.int64)] = np.arange(len(node_tags))

@@ -281,16 +281,17 @@ def write_particle_meshes(part, vol, folder: Path, formats, mesh_size_um, smooth
 
 
 def _tet_with_fallback(surf, labels, vol, n, mesh_size_um, smoothing, min_elements_per_grain=None):
-    """Coarsen (with ``mesh_size_um``) and tet-mesh the smoothed surface; if gmsh fails (a
-    boundary that self-intersects), the unsmoothed surface, then the uncoarsened one.
+    """Coarsen (with ``mesh_size_um``) and tet-mesh the smoothed surface, kept fine where gmsh
+    finds the coarse boundary intersecting itself; if gmsh still fails, the unsmoothed surface,
+    then the uncoarsened one.
 
     Returns ``(TetMesh, the surface meshed)``."""
     from ..export import meshes
-    from ..export.decimate import coarsen_surface
+    from ..export.decimate import tet_mesh_coarsened
 
     def attempt(s):
         if mesh_size_um:
-            s = coarsen_surface(s, mesh_size_um, min_elements_per_grain)
+            return tet_mesh_coarsened(s, mesh_size_um, min_elements_per_grain)
         return meshes.tet_mesh(s, mesh_size_um), s
 
     try:

@@ -89,3 +89,22 @@ def test_signatures_match_slow_twin():
         assert len({int(sig[g[0]]) for g in groups.values()}) == len(groups)
         assert all(len(set(sig[g].tolist())) == 1 for g in groups.values())
         np.testing.assert_array_equal(count, [len(s_) for s_ in sets])
+
+
+@pytest.mark.slow
+def test_intersections_found_by_gmsh_are_kept_fine():
+    """On this particle the plain coarse surface intersects itself (HXT: 'A segment and a facet
+    intersect'); the retry keeps it fine there and gmsh meshes every grain."""
+    from nmc_dataset.particles.voxelize import voxelize
+
+    p = teacher_particle(seed=9, radius_um=1.6)
+    vol = voxelize(p, 0.05)
+    lab, _ = meshes.clean_labels(vol.labels)
+    s = meshes.grain_surface_mesh(lab, vol.origin_um, vol.voxel_size_um, p.n_grains, 8)
+    with pytest.raises(RuntimeError) as e:
+        meshes.tet_mesh(decimate.coarsen_surface(s, 0.15), 0.15)
+    assert len(e.value.points) >= 1
+    tm, c = decimate.tet_mesh_coarsened(s, 0.15)
+    assert c.stats["pairs_after"] == c.stats["pairs_before"]
+    assert len(np.unique(tm.grain)) == len(np.unique(lab[lab > 0]))
+    assert (tm.signed_volumes() > 0).all()

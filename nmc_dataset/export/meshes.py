@@ -26,6 +26,7 @@ import dataclasses
 import re
 from pathlib import Path
 
+import numba
 import numpy as np
 
 from .._util import atomic_path, log
@@ -217,16 +218,35 @@ def _grain_meshes(surface: GrainSurface):
     f, g = f[order], g[order]
     ks, starts = np.unique(g, return_index=True)
     ends = np.append(starts[1:], len(g))
-    # one numbering of all (grain, vertex) pairs; each grain's own vertices are a contiguous run
-    nv = np.int64(len(surface.vertices))
-    key, inv = np.unique(np.repeat(g.astype(np.int64), 3) * nv + f.ravel(), return_inverse=True)
-    inv = inv.reshape(-1, 3)
-    vstart = np.searchsorted(key, ks.astype(np.int64) * nv)
-    vend = np.append(vstart[1:], len(key))
-    vert_of_key = key % nv
+    local, verts_of, vstart = _local_numbering(f, starts.astype(np.int64), ends.astype(np.int64), len(surface.vertices))
     for i, k in enumerate(ks.tolist()):
-        a, b, va, vb = starts[i], ends[i], vstart[i], vend[i]
-        yield k, trimesh.Trimesh(surface.vertices[vert_of_key[va:vb]], inv[a:b] - va, process=False)
+        a, b = starts[i], ends[i]
+        yield k, trimesh.Trimesh(surface.vertices[verts_of[vstart[i]:vstart[i + 1]]], local[a:b], process=False)
+
+
+@numba.njit(cache=True)
+def _local_numbering(f, starts, ends, nv):
+    """Per block ``f[starts[i]:ends[i]]`` of faces: vertices numbered in order of appearance.
+    Returns (local faces, the blocks' vertex lists concatenated, their offsets)."""
+    scratch = np.full(nv, -1, dtype=np.int64)
+    local = np.empty_like(f)
+    verts = np.empty(f.size, dtype=np.int64)
+    vstart = np.zeros(len(starts) + 1, dtype=np.int64)
+    n = 0
+    for i in range(len(starts)):
+        first = n
+        for r in range(starts[i], ends[i]):
+            for c in range(3):
+                v = f[r, c]
+                if scratch[v] < 0:
+                    scratch[v] = n - first
+                    verts[n] = v
+                    n += 1
+                local[r, c] = scratch[v]
+        for j in range(first, n):
+            scratch[verts[j]] = -1
+        vstart[i + 1] = n
+    return local, verts[:n], vstart
 
 
 def _write_vtp(path, surface: GrainSurface) -> None:

@@ -7,8 +7,9 @@
   ``vtkSurfaceNets3D``: one shared vertex set, every triangle carries the two labels it separates
   (``pairs[f] = (a, b)``, 0 = outside); the triangle is oriented with its normal pointing *out of*
   ``a``. Each grain's closed surface is the set of triangles naming it.
-* :func:`clean_labels` — a mesh-ready copy of a label volume (see its notes): surface nets and
-  tet meshers need every grain to be one face-connected piece without edge-only contacts.
+* :func:`clean_labels` — a mesh-ready copy of a label volume (:mod:`.cleanup`): surface nets
+  and tet meshers need every grain to be one face-connected piece without edge- or vertex-only
+  contacts.
 * :func:`tet_mesh` — a conforming tetrahedral mesh with gmsh (optional extra ``mesh``: gmsh is
   GPL): one volume (physical group ``k``, named ``grain_k``) per grain bounded by the shared
   surface-nets triangles, all tets positively oriented; :func:`write_tet_mesh` writes it with
@@ -20,9 +21,12 @@ Coordinates are µm, ``(x, y, z)``, the particle centre at the origin.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import re
 from pathlib import Path
 
+import numba
 import numpy as np
 
 from .._util import atomic_path, log
@@ -52,218 +56,7 @@ def shell_surface_mesh(coeffs_um: np.ndarray, subdivisions: int = 6):
 
 
 # --------------------------------------------------------------------------- label clean-up
-def _fragments(lab: np.ndarray, only=None) -> int:
-    """Give every non-largest face-connected piece of a grain to its most common grain neighbour.
-
-    ``only``: check just these labels (default all)."""
-    from scipy import ndimage
-
-    changed = 0
-    objects = ndimage.find_objects(lab)
-    ks = range(1, len(objects) + 1) if only is None else [int(k) for k in only if 0 < k <= len(objects)]
-    for k in ks:
-        sl = objects[k - 1]
-        if sl is None:
-            continue
-        sl = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in sl)
-        sub = lab[sl]
-        cc, nc = ndimage.label(sub == k)
-        if nc <= 1:
-            continue
-        sizes = np.bincount(cc.ravel())[1:]
-        big = int(np.argmax(sizes)) + 1
-        for c in range(1, nc + 1):
-            if c == big:
-                continue
-            frag = cc == c
-            ring = ndimage.binary_dilation(frag) & ~frag
-            nb = sub[ring]
-            nb = nb[(nb != k) & (nb != 0)]
-            sub[frag] = np.bincount(nb).argmax() if nb.size else 0
-            changed += int(frag.sum())
-    return changed
-
-
-def _edge_contacts(lab: np.ndarray, rng: np.random.Generator) -> int:
-    """Break edge-only contacts (a label on exactly the two diagonal voxels of a 2x2 block).
-
-    Each contact is fixed by a random one of: one of the two diagonal voxels takes a label of
-    the other diagonal, or a grain voxel of the other diagonal joins the label (connecting it
-    through a face). Blocks are visited in 4 parity classes so that the blocks fixed together
-    never overlap; the randomness (seeded) breaks the cycles a fixed rule can fall into.
-    """
-    changed = 0
-    for ax in range(3):
-        x = np.moveaxis(lab, ax, 0)
-        for pj in (0, 1):
-            for pk in (0, 1):
-                nj = (x.shape[1] - 1 - pj) // 2
-                nk = (x.shape[2] - 1 - pk) // 2
-                if nj <= 0 or nk <= 0:
-                    continue
-                j0, k0 = slice(pj, pj + 2 * nj, 2), slice(pk, pk + 2 * nk, 2)
-                j1, k1 = slice(pj + 1, pj + 1 + 2 * nj, 2), slice(pk + 1, pk + 1 + 2 * nk, 2)
-                q = (x[:, j0, k0], x[:, j1, k1], x[:, j1, k0], x[:, j0, k1])  # diag 1: q0,q1; diag 2: q2,q3
-                for d1, d2 in (((0, 1), (2, 3)), ((2, 3), (0, 1))):
-                    p0, p1, o0, o1 = q[d1[0]], q[d1[1]], q[d2[0]], q[d2[1]]
-                    m = (p0 == p1) & (o0 != p0) & (o1 != p0)
-                    if not m.any():
-                        continue
-                    idx = np.nonzero(m)
-                    A, B, C = p0[idx], o0[idx], o1[idx]
-                    choice = rng.integers(0, 4, size=len(A))
-                    other = np.where(rng.integers(0, 2, size=len(A)) == 0, B, C)
-                    other = np.where(other == 0, np.maximum(B, C), other)
-                    # 0/1: voxel p0/p1 takes B or C (a grain when possible); 2/3: o0/o1 joins A
-                    # (if o0/o1 is outside, p0 takes the other label instead)
-                    for c, target in ((0, p0), (1, p1)):
-                        sel = choice == c
-                        target[tuple(i[sel] for i in idx)] = other[sel]
-                    for c, target, val in ((2, o0, B), (3, o1, C)):
-                        sel = (choice == c) & (val != 0)
-                        target[tuple(i[sel] for i in idx)] = A[sel]
-                        sel = (choice == c) & (val == 0)
-                        p0[tuple(i[sel] for i in idx)] = other[sel]
-                    changed += len(A)
-    return changed
-
-
-def _connected_table() -> np.ndarray:
-    """``table[mask]``: whether the corners in an 8-bit mask of a 2x2x2 cube are face-connected."""
-    table = np.zeros(256, dtype=bool)
-    for mask in range(256):
-        if mask == 0:
-            table[mask] = True
-            continue
-        start = (mask & -mask).bit_length() - 1
-        seen, stack = {start}, [start]
-        while stack:
-            v = stack.pop()
-            for bit in (1, 2, 4):
-                w = v ^ bit
-                if mask >> w & 1 and w not in seen:
-                    seen.add(w)
-                    stack.append(w)
-        table[mask] = len(seen) == bin(mask).count("1")
-    return table
-
-
-_CONNECTED = _connected_table()
-
-
-def _vertex_contacts(lab: np.ndarray, rng: np.random.Generator) -> int:
-    """Break vertex-only contacts: around each lattice vertex (a 2x2x2 block of voxels) every
-    label's voxels, and the voxels of all other labels together, must be face-connected within
-    the block; otherwise one voxel (random, seeded) changes label to connect or separate them.
-    Blocks are visited in 8 parity classes so that blocks fixed together never overlap."""
-    nz, ny, nx = lab.shape
-    changed = 0
-    for pz in (0, 1):
-        for py in (0, 1):
-            for px in (0, 1):
-                n3 = [(nz - 1 - pz) // 2, (ny - 1 - py) // 2, (nx - 1 - px) // 2]
-                if min(n3) <= 0:
-                    continue
-                corners = [lab[pz + i:pz + i + 2 * n3[0]:2, py + j:py + j + 2 * n3[1]:2, px + k:px + k + 2 * n3[2]:2]
-                           for i in (0, 1) for j in (0, 1) for k in (0, 1)]
-                changed += _fix_vertex_blocks(corners, rng)
-    return changed
-
-
-def _fix_vertex_blocks(corners, rng) -> int:
-    changed = 0
-    for n in range(8):
-        a = corners[n]
-        mask = np.zeros(a.shape, dtype=np.uint8)
-        for o in range(8):
-            mask |= (corners[o] == a).astype(np.uint8) << o
-        bad = ~_CONNECTED[mask]
-        if bad.any():
-            idx = np.nonzero(bad)
-            nb = np.stack([corners[n ^ bit][idx] for bit in (1, 2, 4)], axis=1)  # face neighbours in the block
-            pick = nb[np.arange(len(idx[0])), rng.integers(0, 3, size=len(idx[0]))]
-            a[idx] = np.where(pick != 0, pick, nb.max(axis=1))
-            changed += len(idx[0])
-            continue
-        # the label's voxels are connected but pinch the others off (e.g. 6 voxels around two
-        # opposite corners): one of the other voxels (random) joins the label
-        bad = ~_CONNECTED[255 ^ mask]
-        if bad.any():
-            idx = np.nonzero(bad)
-            m = mask[idx]
-            prio = rng.random((len(m), 8))
-            prio[(m[:, None] >> np.arange(8)[None, :]) & 1 == 1] = -1.0
-            which = prio.argmax(axis=1)
-            val = a[idx]
-            for o in range(8):
-                sel = which == o
-                if sel.any():
-                    corners[o][tuple(i[sel] for i in idx)] = val[sel]
-            changed += len(m)
-    return changed
-
-
-def _one_pass(lab, rng, boxes, only) -> int:
-    """One round of fixes on the whole volume (``boxes`` None) or on the given sub-boxes."""
-    views = [lab] if boxes is None else [lab[b] for b in boxes]
-    c = _fragments(lab, only)
-    for v in views:
-        c += _edge_contacts(v, rng)
-    for v in views:
-        c += _vertex_contacts(v, rng)
-    return c
-
-
-def _dirty_boxes(changed_flat: np.ndarray, shape, block: int = 32, halo: int = 2) -> list:
-    """Sub-boxes (slices) of the ``block``-sized blocks holding changed voxels, plus a halo."""
-    zyx = np.stack(np.unravel_index(changed_flat, shape), axis=1) // block
-    out = []
-    for b in np.unique(zyx, axis=0):
-        out.append(tuple(slice(max(int(i) * block - halo, 0), min((int(i) + 1) * block + halo, n))
-                         for i, n in zip(b, shape)))
-    return out
-
-
-def clean_labels(labels: np.ndarray, max_iter: int = 200) -> tuple[np.ndarray, int]:
-    """A mesh-ready copy of a label volume.
-
-    Repeats until a full pass changes nothing: (1) every grain keeps only its largest
-    face-connected piece, the other pieces go to their most common neighbouring grain (to the
-    outside only if they touch no grain); (2) wherever a label occupies exactly the two diagonal
-    voxels of a 2x2 block (an edge-only contact: a non-manifold edge of its surface), the block
-    is changed at random (seeded, so the result is deterministic) to connect or separate the
-    two voxels; (3) likewise around every lattice vertex (2x2x2 block), each label's voxels and
-    the others' must be face-connected (no vertex-only contacts). After the first full pass,
-    passes only revisit the blocks around the voxels changed by the previous pass; the loop
-    ends with a full pass that finds nothing. Only a few voxels per grain change (~0.2 % of the
-    particle), at grain boundaries and on the outer surface.
-
-    Returns
-    -------
-    labels : array
-        Same dtype; the params/HDF5 volumes are *not* changed, only the meshes use this.
-    changed : int
-        Number of voxel changes made.
-    """
-    lab = np.array(labels, copy=True)
-    rng = np.random.default_rng(0)
-    total = 0
-    boxes = only = None
-    for it in range(max_iter):
-        old = lab.copy()
-        c = _one_pass(lab, rng, boxes, only)
-        total += c
-        if c == 0:
-            if boxes is None:
-                return lab, total
-            boxes = only = None  # verify with a full pass
-            continue
-        changed = np.flatnonzero(old != lab)
-        if changed.size == 0:  # fixes that cancelled out: same boxes again (new random choices)
-            continue
-        boxes = _dirty_boxes(changed, lab.shape)
-        only = np.unique(np.concatenate([old.ravel()[changed], lab.ravel()[changed]]))
-    raise RuntimeError("label clean-up did not converge")
+from .cleanup import clean_labels
 
 
 # --------------------------------------------------------------------------- grain surfaces
@@ -399,8 +192,8 @@ def write_surfaces(folder, stem: str, surface: GrainSurface | None = None, shell
             surface.to_trimesh().export(tmp, file_type="ply", encoding="binary")
         written.append(p)
         scene = trimesh.Scene()
-        for k in np.unique(surface.pairs[surface.pairs > 0]):
-            scene.add_geometry(surface.grain_mesh(int(k)), node_name=f"grain_{int(k)}", geom_name=f"grain_{int(k)}")
+        for k, m in _grain_meshes(surface):
+            scene.add_geometry(m, node_name=f"grain_{k}", geom_name=f"grain_{k}")
         p = folder / f"{stem}_grains.glb"
         with atomic_path(p) as tmp:
             tmp.write_bytes(scene.export(file_type="glb"))
@@ -410,6 +203,50 @@ def write_surfaces(folder, stem: str, surface: GrainSurface | None = None, shell
             _write_vtp(tmp, surface)
         written.append(p)
     return written
+
+
+def _grain_meshes(surface: GrainSurface):
+    """``(k, trimesh.Trimesh)`` of every grain's closed surface (outwards), grouping the faces
+    by grain once (``grain_mesh`` per grain scans all faces)."""
+    import trimesh
+
+    f = np.concatenate([surface.faces, surface.faces[:, ::-1]])
+    g = np.concatenate([surface.pairs[:, 0], surface.pairs[:, 1]])
+    inside = g > 0
+    f, g = f[inside], g[inside]
+    order = np.argsort(g, kind="stable")
+    f, g = f[order], g[order]
+    ks, starts = np.unique(g, return_index=True)
+    ends = np.append(starts[1:], len(g))
+    local, verts_of, vstart = _local_numbering(f, starts.astype(np.int64), ends.astype(np.int64), len(surface.vertices))
+    for i, k in enumerate(ks.tolist()):
+        a, b = starts[i], ends[i]
+        yield k, trimesh.Trimesh(surface.vertices[verts_of[vstart[i]:vstart[i + 1]]], local[a:b], process=False)
+
+
+@numba.njit(cache=True)
+def _local_numbering(f, starts, ends, nv):
+    """Per block ``f[starts[i]:ends[i]]`` of faces: vertices numbered in order of appearance.
+    Returns (local faces, the blocks' vertex lists concatenated, their offsets)."""
+    scratch = np.full(nv, -1, dtype=np.int64)
+    local = np.empty_like(f)
+    verts = np.empty(f.size, dtype=np.int64)
+    vstart = np.zeros(len(starts) + 1, dtype=np.int64)
+    n = 0
+    for i in range(len(starts)):
+        first = n
+        for r in range(starts[i], ends[i]):
+            for c in range(3):
+                v = f[r, c]
+                if scratch[v] < 0:
+                    scratch[v] = n - first
+                    verts[n] = v
+                    n += 1
+                local[r, c] = scratch[v]
+        for j in range(first, n):
+            scratch[verts[j]] = -1
+        vstart[i + 1] = n
+    return local, verts[:n], vstart
 
 
 def _write_vtp(path, surface: GrainSurface) -> None:
@@ -434,6 +271,8 @@ def _write_vtp(path, surface: GrainSurface) -> None:
     w.SetFileName(str(path))
     w.SetInputData(pd)
     w.SetDataModeToAppended()
+    w.EncodeAppendedDataOff()  # raw binary
+    w.SetCompressorTypeToNone()  # zlib took ~20x the time of the surface itself
     if not w.Write():  # pragma: no cover
         raise OSError(f"VTK could not write {path}")
 
@@ -476,9 +315,30 @@ class TetMesh:
         return meshio.Mesh(self.points, [("tetra", self.tets)], cell_data={"grain": [self.grain.astype(np.int32)]})
 
 
+@contextlib.contextmanager
+def _captured_stdout():
+    """Capture what C code writes to file descriptor 1 (gmsh's HXT prints its errors there)."""
+    import os
+    import sys
+    import tempfile
+
+    box = {}
+    sys.stdout.flush()
+    with tempfile.TemporaryFile() as tmp:
+        saved = os.dup(1)
+        os.dup2(tmp.fileno(), 1)
+        try:
+            yield box
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+            tmp.seek(0)
+            box["text"] = tmp.read().decode(errors="replace")
+
+
 def _require_gmsh():
     try:
-        import gmsh  # noqa: F401
+        import gmsh
     except ImportError:
         raise MissingExtraError("tet meshes", "mesh", "gmsh") from None
     return gmsh
@@ -556,9 +416,15 @@ def tet_mesh(surface: GrainSurface, mesh_size_um: float | None = None, algorithm
         if mesh_size_um:
             gmsh.option.setNumber("Mesh.MeshSizeMax", float(mesh_size_um))
         try:
-            gmsh.model.mesh.generate(3)
-        except Exception as e:  # gmsh raises plain Exception
-            raise RuntimeError(f"gmsh could not mesh the grains: {e}") from None
+            with _captured_stdout() as out:
+                gmsh.model.mesh.generate(3)
+        except Exception as e:  # noqa: BLE001 (gmsh raises plain Exception)
+            err = RuntimeError(f"gmsh could not mesh the grains: {e}")
+            # HXT prints where the boundary intersects itself ("... intersect at point (x,y,z)")
+            num = r"([-+0-9.eE]+)"
+            err.points = np.array([[float(v) for v in m] for m in re.findall(
+                rf"intersect at point \({num},{num},{num}\)", out.get("text", ""))]).reshape(-1, 3)
+            raise err from None
         node_tags, coords, _ = gmsh.model.mesh.getNodes()
         index = np.zeros(int(node_tags.max()) + 1, dtype=np.int64)
         index[node_tags.astype(np.int64)] = np.arange(len(node_tags))
@@ -642,55 +508,177 @@ def _outer_faces(tets: np.ndarray) -> np.ndarray:
 TET_FORMATS = ("msh", "inp", "xdmf", "vtu")
 
 
-def write_tet_mesh(mesh: TetMesh, folder, stem: str, formats=TET_FORMATS) -> list[Path]:
-    """Write a tet mesh with meshio.
+def _cell_fields(grain: np.ndarray, orientations, quaternions: bool) -> dict:
+    """Cell data: ``grain`` and, when orientations are given, ``orientation_matrix`` (9 components,
+    row-major rotation crystal -> particle frame), ``c_axis`` (its third column) and, where the
+    format allows 4 components (``quaternions``), ``orientation_wxyz``."""
+    from .inp import quat_to_matrix
 
-    ``.msh`` (Gmsh MSH 2.2 ASCII; physical group ``k`` named ``grain_k`` = grain ``k``; for Gmsh,
-    GetDP, ElmerGrid, FEniCS via meshio), ``.inp`` (Abaqus / CalculiX: one ELSET ``grain_k`` per grain, C3D4 elements),
-    ``.xdmf`` + ``.h5`` (FEniCS/dolfinx, ParaView), ``.vtu`` (ParaView); all carry cell data
-    ``grain``.
+    out = {"grain": grain.astype(np.int32)}
+    if orientations is not None:
+        q = orientations[grain - 1]
+        R = quat_to_matrix(q)
+        out["orientation_matrix"] = np.ascontiguousarray(R.reshape(-1, 9))
+        out["c_axis"] = np.ascontiguousarray(R[:, :, 2])
+        if quaternions:
+            out["orientation_wxyz"] = np.ascontiguousarray(q, dtype=np.float64)
+    return out
+
+
+def _write_vtu(path, points, tets, fields: dict, provenance: dict) -> None:
+    import json
+
+    from vtkmodules.util.numpy_support import numpy_to_vtk, numpy_to_vtkIdTypeArray
+    from vtkmodules.vtkCommonCore import vtkPoints
+    from vtkmodules.vtkCommonDataModel import vtkCellArray, vtkUnstructuredGrid
+    from vtkmodules.vtkIOXML import vtkXMLUnstructuredGridWriter
+
+    npc = tets.shape[1]
+    grid = vtkUnstructuredGrid()
+    pts = vtkPoints()
+    pts.SetData(numpy_to_vtk(np.ascontiguousarray(points, dtype=np.float64), deep=True))
+    grid.SetPoints(pts)
+    cells = vtkCellArray()
+    offsets = np.arange(0, npc * len(tets) + 1, npc, dtype=np.int64)
+    cells.SetData(numpy_to_vtkIdTypeArray(offsets, deep=True),
+                  numpy_to_vtkIdTypeArray(np.ascontiguousarray(tets.ravel(), dtype=np.int64), deep=True))
+    grid.SetCells(10 if npc == 4 else 24, cells)  # VTK_TETRA / VTK_QUADRATIC_TETRA (meshio's node order)
+    for name, data in fields.items():
+        arr = numpy_to_vtk(np.ascontiguousarray(data), deep=True)
+        arr.SetName(name)
+        grid.GetCellData().AddArray(arr)
+    fd = grid.GetFieldData()
+    meta = {"provenance_json": np.frombuffer(json.dumps(provenance, sort_keys=True).encode(), dtype=np.uint8)}
+    for k in ("particle_id",):
+        if provenance.get(k) is not None:
+            meta[k] = np.array([provenance[k]], dtype=np.int64)
+    for k in ("voxel_size_um", "mesh_size_um"):
+        if provenance.get(k) is not None:
+            meta[k] = np.array([provenance[k]], dtype=np.float64)
+    for name, data in meta.items():
+        arr = numpy_to_vtk(data, deep=True)
+        arr.SetName(name)
+        fd.AddArray(arr)
+    w = vtkXMLUnstructuredGridWriter()
+    w.SetFileName(str(path))
+    w.SetInputData(grid)
+    w.SetDataModeToAppended()
+    w.EncodeAppendedDataOff()
+    w.SetCompressorTypeToNone()
+    if not w.Write():  # pragma: no cover
+        raise OSError(f"VTK could not write {path}")
+
+
+def _xml_comment(text: str) -> str:
+    return "<!-- " + text.replace("--", "- -") + " -->"
+
+
+def write_tet_mesh(mesh: TetMesh, folder, stem: str, formats=TET_FORMATS, *, order: int = 1, orientations=None,
+                   provenance: dict | None = None, material: str = "NMC811") -> list[Path]:
+    """Write a tet mesh in solver formats.
+
+    Parameters
+    ----------
+    mesh : TetMesh
+    folder : path-like
+    stem : str
+        File names ``<stem>.<fmt>`` (and ``<stem>.h5`` beside the ``.xdmf``).
+    formats : iterable of str
+        Subset of ``msh`` (Gmsh MSH 2.2, see :func:`.inp.write_msh`; physical volumes ``grain_k``,
+        physical surfaces ``outer`` and ``gb_a_b``), ``inp`` (Abaqus / CalculiX, see
+        :func:`.inp.write_inp`: ELSETs ``grain_k``, NSETs/SURFACEs of the outer surface and of every
+        grain pair, ``*ORIENTATION`` + ``*SOLID SECTION`` per grain), ``xdmf`` (+ ``.h5``,
+        FEniCS/dolfinx, ParaView) and ``vtu`` (ParaView).
+    order : {1, 2}
+        Element order: linear (C3D4, ``tetra``) or quadratic (C3D10, ``tetra10``; mid-edge nodes at
+        the edge midpoints).
+    orientations : (n_grains, 4) float array, optional
+        Unit quaternions ``(w, x, y, z)`` per grain (row ``k - 1`` = grain ``k``), the active
+        rotation crystal -> particle frame. Cell data ``orientation_wxyz`` and ``c_axis`` (the
+        crystal c-axis, i.e. the rotated z-axis) in ``.vtu``/``.xdmf``, ``orientation_matrix`` in
+        ``.msh``, ``*ORIENTATION`` in ``.inp``.
+    provenance : dict, optional
+        Particle id, model ids, voxel size, tool version ...: written into every file (``.inp``
+        header comments, ``.msh`` ``$NmcProvenance`` section, ``.vtu`` field data, ``.xdmf``
+        comment and ``.h5`` root attributes), with the units (µm).
+    material : str
+        Material name of the ``.inp`` solid sections.
+
+    Raises
+    ------
+    InputError
+        For an element order other than 1 or 2, or malformed orientations.
     """
+    import json
+    import shutil
+    import tempfile
+
     import meshio
 
+    from ..errors import InputError
+    from . import inp as inp_mod
+
+    if order not in (1, 2):
+        raise InputError(f"the element order must be 1 (linear tets) or 2 (quadratic tets), got {order!r}",
+                         "--element-order")
+    formats = tuple(formats)
+    bad = [f for f in formats if f not in TET_FORMATS]
+    if bad:
+        raise ValueError(f"unknown tet mesh format {bad[0]!r} (known: {', '.join(TET_FORMATS)})")
+    grain = mesh.grain.astype(np.int64)
+    q = inp_mod.check_orientations(orientations, int(grain.max()) if len(grain) else 0)
+    from .. import __version__
+
+    prov = {"units": "um", "element_order": int(order), "tool": f"nmc-dataset {__version__}",
+            **(provenance or {})}
+    points, tets = (mesh.points, mesh.tets) if order == 1 else inp_mod.second_order(mesh.points, mesh.tets)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    grain = mesh.grain.astype(np.int32)
+    cell_type = "tetra" if order == 1 else "tetra10"
     for fmt in formats:
         path = folder / f"{stem}.{fmt}"
         if fmt == "msh":
-            # MSH 2.2 keeps a physical and an elementary tag per element (grain k -> k)
-            ks = np.unique(grain)
-            m = meshio.Mesh(mesh.points, [("tetra", mesh.tets)],
-                            cell_data={"gmsh:physical": [grain], "gmsh:geometrical": [grain]},
-                            field_data={f"grain_{k}": np.array([k, 3]) for k in ks})
-            with atomic_path(path) as tmp:
-                meshio.write(tmp, m, file_format="gmsh22", binary=False)
+            inp_mod.write_msh(path, points, tets, grain, orientations=q, provenance=prov)
         elif fmt == "inp":
-            sets = {f"grain_{k}": [np.flatnonzero(grain == k)] for k in np.unique(grain)}
-            m = meshio.Mesh(mesh.points, [("tetra", mesh.tets)], cell_sets=sets)
-            with atomic_path(path) as tmp:
-                meshio.write(tmp, m, file_format="abaqus")
+            inp_mod.write_inp(path, points, tets, grain, orientations=q, provenance=prov, material=material)
         elif fmt == "vtu":
             with atomic_path(path) as tmp:
-                meshio.write(tmp, mesh.to_meshio(), file_format="vtu")
+                _write_vtu(tmp, points, tets, _cell_fields(grain, q, True), prov)
         elif fmt == "xdmf":
             # meshio writes <stem>.h5 beside the .xdmf and names it inside: write both under
             # the final names from a temporary folder, then move them in (h5 first).
-            import shutil
-            import tempfile
+            import h5py
 
+            m = meshio.Mesh(points, [(cell_type, tets)], cell_data={k: [v] for k, v in _cell_fields(grain, q, False).items()})
             with tempfile.TemporaryDirectory(dir=folder, prefix=f".{stem}.xdmf.") as td:
-                meshio.write(Path(td) / f"{stem}.xdmf", mesh.to_meshio(), file_format="xdmf")
-                shutil.move(str(Path(td) / f"{stem}.h5"), folder / f"{stem}.h5")
-                shutil.move(str(Path(td) / f"{stem}.xdmf"), path)
+                x, h = Path(td) / f"{stem}.xdmf", Path(td) / f"{stem}.h5"
+                meshio.write(x, m, file_format="xdmf")
+                with h5py.File(h, "a") as f:
+                    f.attrs["nmc_provenance_json"] = json.dumps(prov, sort_keys=True)
+                    for key, val in prov.items():
+                        if isinstance(val, (int, float, str)) and not isinstance(val, bool):
+                            f.attrs[key] = val
+                text = x.read_text()
+                head, sep, rest = text.partition("?>")
+                x.write_text(head + sep + "\n" + _xml_comment("nmc-dataset provenance (units um): "
+                                                               + json.dumps(prov, sort_keys=True)) + rest)
+                shutil.move(str(h), folder / f"{stem}.h5")
+                shutil.move(str(x), path)
             written.append(folder / f"{stem}.h5")
-        else:
-            raise ValueError(f"unknown tet mesh format {fmt!r} (known: {', '.join(TET_FORMATS)})")
         written.append(path)
     log.debug("wrote %s", ", ".join(str(p) for p in written))
     return written
 
 
-__all__ = ["shell_surface_mesh", "clean_labels", "GrainSurface", "grain_surface_mesh", "write_surfaces",
-           "TetMesh", "tet_mesh", "write_tet_mesh", "TET_FORMATS"]
+__all__ = [
+    "TET_FORMATS",
+    "GrainSurface",
+    "TetMesh",
+    "clean_labels",
+    "grain_surface_mesh",
+    "shell_surface_mesh",
+    "tet_mesh",
+    "write_surfaces",
+    "write_tet_mesh",
+]

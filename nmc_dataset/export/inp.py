@@ -1,0 +1,314 @@
+"""Solver-ready tetrahedral meshes: second order, boundary and interface sets, orientations, provenance.
+
+* :func:`second_order` — C3D10 / ``tetra10`` connectivity from a linear tet mesh (one mid-edge
+  node per unique edge, at the edge midpoint: the boundary is piecewise linear, so the geometry is
+  unchanged).
+* :func:`mesh_faces` — the particle's outer faces and every grain-boundary face, as
+  ``(element, local face)`` pairs, sorted by grain pair.
+* :func:`write_inp` — an Abaqus / CalculiX input deck: nodes written ``%.12e`` (19 characters:
+  CalculiX reads at most 20 per field), one ELSET ``grain_k`` per grain, NSETs and element-based
+  SURFACEs for the outer surface and for every grain pair, one ``*ORIENTATION`` plus a
+  ``*SOLID SECTION`` per grain, units and provenance in a ``**`` header.
+
+Local face numbers follow Abaqus' tetrahedron convention (the same for C3D4 and C3D10, corner
+nodes 1-4): S1 = (1, 2, 3), S2 = (1, 4, 2), S3 = (2, 4, 3), S4 = (3, 4, 1).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from .._util import atomic_path
+
+# faces opposite corner 0..3 (oriented away from that corner for a positive tet) and their Abaqus
+# face numbers
+_OPPOSITE = np.array([[1, 2, 3], [0, 3, 2], [0, 1, 3], [0, 2, 1]])
+_ABAQUS_FACE = np.array([3, 4, 2, 1])
+# edges of a tetra10 in meshio / VTK / Abaqus order (nodes 5..10)
+TET10_EDGES = np.array([[0, 1], [1, 2], [0, 2], [0, 3], [1, 3], [2, 3]])
+
+
+def quat_to_matrix(q) -> np.ndarray:
+    """Rotation matrices of unit quaternions ``(w, x, y, z)`` (active: ``v' = R v``), shape (N, 3, 3)."""
+    q = np.asarray(q, dtype=np.float64).reshape(-1, 4)
+    q = q / np.linalg.norm(q, axis=1, keepdims=True)
+    w, x, y, z = q.T
+    return np.stack([
+        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], axis=1),
+        np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], axis=1),
+        np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], axis=1),
+    ], axis=1)
+
+
+def check_orientations(orientations, n_grains: int):
+    """``None`` or a float64 (n_grains, 4) array of unit quaternions (row ``k - 1`` = grain ``k``)."""
+    from ..errors import InputError
+
+    if orientations is None:
+        return None
+    q = np.asarray(orientations, dtype=np.float64)
+    if q.ndim != 2 or q.shape[1] != 4 or q.shape[0] < n_grains:
+        raise InputError(f"orientations must be an (n_grains, 4) array of quaternions (w, x, y, z) with "
+                         f"n_grains >= {n_grains}, got shape {q.shape}")
+    norm = np.linalg.norm(q, axis=1)
+    if not np.all(np.isfinite(q)) or np.any(np.abs(norm - 1) > 1e-6):
+        raise InputError("orientations must be finite unit quaternions (w, x, y, z)")
+    return q
+
+
+def second_order(points: np.ndarray, tets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Quadratic tets (10 nodes, meshio/VTK/Abaqus order) from linear ones.
+
+    Returns
+    -------
+    points : (P + E, 3) array
+        The corner nodes first (same indices), then one node per unique edge at its midpoint.
+    tets10 : (T, 10) int array
+    """
+    e = np.sort(tets[:, TET10_EDGES].reshape(-1, 2), axis=1)
+    uniq, inv = np.unique(e, axis=0, return_inverse=True)
+    mid = 0.5 * (points[uniq[:, 0]] + points[uniq[:, 1]])
+    t10 = np.concatenate([tets, len(points) + inv.reshape(-1, 6)], axis=1)
+    return np.concatenate([points, mid]), t10
+
+
+def mesh_faces(tets: np.ndarray, grain: np.ndarray):
+    """Outer and grain-boundary faces of a conforming tet mesh.
+
+    Returns
+    -------
+    outer : (S, 2) int array
+        ``(element, corner opposite the face)`` of every boundary face.
+    interfaces : dict
+        ``(a, b) -> (F, 4) int array`` for every grain pair ``a < b`` in contact:
+        ``(element in a, opposite corner, element in b, opposite corner)`` per shared face.
+    """
+    nt = len(tets)
+    f = np.sort(tets[:, _OPPOSITE].reshape(-1, 3), axis=1)
+    elem = np.repeat(np.arange(nt), 4)
+    corner = np.tile(np.arange(4), nt)
+    order = np.lexsort((f[:, 2], f[:, 1], f[:, 0]))
+    fs = f[order]
+    same = np.all(fs[1:] == fs[:-1], axis=1)
+    first = np.flatnonzero(same)  # order[first] and order[first + 1] share a face
+    paired = np.zeros(len(fs), dtype=bool)
+    paired[first] = paired[first + 1] = True
+    single = order[~paired]
+    outer = np.stack([elem[single], corner[single]], axis=1)
+    i, j = order[first], order[first + 1]
+    gi, gj = grain[elem[i]], grain[elem[j]]
+    cross = gi != gj
+    i, j, gi, gj = i[cross], j[cross], gi[cross], gj[cross]
+    swap = gi > gj
+    i, j = np.where(swap, j, i), np.where(swap, i, j)
+    a, b = np.minimum(gi, gj), np.maximum(gi, gj)
+    rows = np.stack([elem[i], corner[i], elem[j], corner[j]], axis=1)
+    key = np.lexsort((rows[:, 0], b, a))
+    rows, a, b = rows[key], a[key], b[key]
+    cut = np.flatnonzero((np.diff(a) != 0) | (np.diff(b) != 0)) + 1
+    starts = np.concatenate([[0], cut])
+    ends = np.concatenate([cut, [len(rows)]])
+    interfaces = {(int(a[s]), int(b[s])): rows[s:e] for s, e in zip(starts, ends) if e > s}
+    return outer[np.argsort(outer[:, 0], kind="stable")], interfaces
+
+
+def _id_lines(ids) -> str:
+    """1-based ids, 16 per line (the Abaqus limit for set data lines)."""
+    ids = np.asarray(ids, dtype=np.int64) + 1
+    out = []
+    for s in range(0, len(ids), 16):
+        out.append(", ".join(map(str, ids[s:s + 16].tolist())))
+    return "\n".join(out) + "\n" if out else ""
+
+
+def _surface_lines(elem_corner) -> str:
+    e = elem_corner[:, 0] + 1
+    s = _ABAQUS_FACE[elem_corner[:, 1]]
+    return "".join(f"{a}, S{b}\n" for a, b in zip(e.tolist(), s.tolist()))
+
+
+def provenance_lines(provenance: dict | None) -> list[str]:
+    """Human-readable ``key: value`` lines (units first) for file headers."""
+    prov = dict(provenance or {})
+    lines = ["nmc-dataset tetrahedral mesh of a virtual NMC811 particle",
+             ("units: coordinates in um (micrometres); a consistent set is um, uN, MPa "
+             "(forces in uN, stresses and moduli in MPa)"),
+             ("frame: particle frame, origin at the particle centre; crystal orientations are the active "
+             "rotation crystal -> particle frame")]
+    lines += [f"{k}: {v}" for k, v in prov.items()]
+    lines.append("provenance_json: " + json.dumps(prov, sort_keys=True))
+    return lines
+
+
+def write_inp(path, points: np.ndarray, tets: np.ndarray, grain: np.ndarray, *, orientations=None,
+              provenance: dict | None = None, material: str = "NMC811", sections: bool = True) -> None:
+    """Write an Abaqus / CalculiX input deck (atomically).
+
+    Parameters
+    ----------
+    path : path-like
+    points : (P, 3) float array
+        µm.
+    tets : (T, 4) or (T, 10) int array
+        Positively oriented linear (C3D4) or quadratic (C3D10, meshio/Abaqus node order) tets.
+    grain : (T,) int array
+        Grain label ``k >= 1`` of each tet; ELSET ``grain_k``.
+    orientations : (n_grains, 4) float array, optional
+        Unit quaternions ``(w, x, y, z)`` (row ``k - 1`` = grain ``k``) of the active rotation
+        crystal -> particle frame. Written as ``*ORIENTATION, NAME=OR_k, SYSTEM=RECTANGULAR`` with
+        the rotated crystal x (a-axis) and y (in the a-b plane) axes as its two points.
+    provenance : dict, optional
+        Written as ``**`` comment lines (and one JSON line) at the top.
+    material : str
+        Material name of the ``*SOLID SECTION`` stubs: define ``*MATERIAL, NAME=<material>``
+        (e.g. orthotropic elastic constants in the crystal frame) before including this file.
+    sections : bool
+        Write the per-grain ``*SOLID SECTION`` stubs (with ``ORIENTATION=OR_k`` when
+        orientations are given).
+
+    Notes
+    -----
+    Sets: NSET ``NALL``, ELSET ``EALL``; NSET ``N_OUTER`` and SURFACE ``S_OUTER`` (faces of the
+    particle boundary); for every grain pair ``a < b`` in contact NSET ``N_GB_a_b`` (the
+    interface nodes) and SURFACEs ``S_GB_a_b`` (faces of grain ``a``'s elements on the
+    interface) and ``S_GB_b_a`` (the same interface seen from grain ``b``).
+    """
+    tets = np.asarray(tets, dtype=np.int64)
+    grain = np.asarray(grain, dtype=np.int64)
+    etype = {4: "C3D4", 10: "C3D10"}[tets.shape[1]]
+    ks = np.unique(grain)
+    q = check_orientations(orientations, int(ks.max()) if len(ks) else 0)
+    outer, interfaces = mesh_faces(tets[:, :4], grain)
+    nodes_of_face = tets[:, :4]  # corner nodes of faces; mid-edge nodes are added for C3D10
+    parts = ["".join(f"** {line}\n" for line in provenance_lines(provenance))]
+    node_ids = np.arange(1, len(points) + 1)
+    parts.append("*NODE, NSET=NALL\n")
+    parts.append("".join(f"{i}, {x:.12e}, {y:.12e}, {z:.12e}\n"
+                         for i, (x, y, z) in zip(node_ids.tolist(), np.asarray(points, float).tolist())))
+    parts.append(f"*ELEMENT, TYPE={etype}, ELSET=EALL\n")
+    conn = tets + 1
+    if etype == "C3D4":
+        parts.append("".join(f"{e}, {a}, {b}, {c}, {d}\n" for e, (a, b, c, d) in
+                             zip(range(1, len(tets) + 1), conn.tolist())))
+    else:  # 11 entries on one line (Abaqus and CalculiX read up to 16)
+        parts.append("".join(f"{e}, " + ", ".join(map(str, r)) + "\n"
+                             for e, r in zip(range(1, len(tets) + 1), conn.tolist())))
+    for k in ks.tolist():
+        parts.append(f"*ELSET, ELSET=grain_{k}\n" + _id_lines(np.flatnonzero(grain == k)))
+
+    def face_nodes(ec):
+        n = np.unique(nodes_of_face[ec[:, 0][:, None], _OPPOSITE[ec[:, 1]]])
+        if etype == "C3D10":  # mid-edge nodes of the face: the edges not touching the opposite corner
+            edges_ok = ~(TET10_EDGES[None, :, :] == ec[:, 1][:, None, None]).any(axis=2)
+            n = np.union1d(n, tets[ec[:, 0], 4:][edges_ok])
+        return n
+
+    if len(outer):
+        parts.append("*NSET, NSET=N_OUTER\n" + _id_lines(face_nodes(outer)))
+        parts.append("*SURFACE, NAME=S_OUTER, TYPE=ELEMENT\n" + _surface_lines(outer))
+    for (a, b), rows in interfaces.items():
+        parts.append(f"*NSET, NSET=N_GB_{a}_{b}\n" + _id_lines(face_nodes(rows[:, :2])))
+        parts.append(f"*SURFACE, NAME=S_GB_{a}_{b}, TYPE=ELEMENT\n" + _surface_lines(rows[:, :2]))
+        parts.append(f"*SURFACE, NAME=S_GB_{b}_{a}, TYPE=ELEMENT\n" + _surface_lines(rows[:, 2:]))
+    if q is not None:
+        R = quat_to_matrix(q[ks - 1])
+        for k, r in zip(ks.tolist(), R):
+            pa, pb = r[:, 0], r[:, 1]  # crystal x (a) and y axes in the particle frame
+            parts.append(f"*ORIENTATION, NAME=OR_{k}, SYSTEM=RECTANGULAR\n"
+                         + ", ".join(f"{v:.12e}" for v in (*pa, *pb)) + "\n")
+    if sections:
+        parts.append(f"** solid sections: define *MATERIAL, NAME={material} before including this file\n")
+        for k in ks.tolist():
+            ori = f", ORIENTATION=OR_{k}" if q is not None else ""
+            parts.append(f"*SOLID SECTION, ELSET=grain_{k}, MATERIAL={material}{ori}\n")
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="ascii", errors="replace") as fh:
+        fh.writelines(parts)
+
+
+def _tri_nodes(tets: np.ndarray, elem_corner: np.ndarray) -> np.ndarray:
+    """Triangle (3 or 6 nodes, meshio order) of each ``(element, opposite corner)`` face, oriented
+    away from the opposite corner."""
+    tri = _OPPOSITE[elem_corner[:, 1]]
+    corners = tets[elem_corner[:, 0][:, None], tri]
+    if tets.shape[1] == 4:
+        return corners
+    lookup = np.full((4, 4), -1, dtype=np.int64)
+    lookup[TET10_EDGES[:, 0], TET10_EDGES[:, 1]] = np.arange(6)
+    lookup[TET10_EDGES[:, 1], TET10_EDGES[:, 0]] = np.arange(6)
+    mids = [tets[elem_corner[:, 0], 4 + lookup[tri[:, i], tri[:, (i + 1) % 3]]] for i in range(3)]
+    return np.concatenate([corners, np.stack(mids, axis=1)], axis=1)
+
+
+def _num_lines(rows: np.ndarray, fmt: str) -> str:
+    import io
+
+    buf = io.StringIO()
+    np.savetxt(buf, rows, fmt=fmt)
+    return buf.getvalue()
+
+
+def write_msh(path, points: np.ndarray, tets: np.ndarray, grain: np.ndarray, *, orientations=None,
+              provenance: dict | None = None) -> None:
+    """Write a Gmsh MSH 2.2 (ASCII) file (atomically).
+
+    Physical groups: volume ``k`` named ``grain_k`` (its tets; elementary tag ``k``); surface 1
+    named ``outer`` (the particle boundary, triangles facing outwards) and surface ``2 + i``
+    named ``gb_a_b`` for the ``i``-th grain pair ``a < b`` (sorted; triangles facing out of
+    ``a``). Units and provenance are in a ``$NmcProvenance`` section (one JSON line) and the
+    orientations in a ``$NmcGrainOrientations`` section (a count line, then ``k w x y z`` per
+    grain); Gmsh and meshio skip both as unknown sections. (No ``$ElementData``: meshio 5.3
+    mis-splits element data over several element blocks.)
+    """
+    tets = np.asarray(tets, dtype=np.int64)
+    grain = np.asarray(grain, dtype=np.int64)
+    order = tets.shape[1] == 10
+    ks = np.unique(grain)
+    q = check_orientations(orientations, int(ks.max()) if len(ks) else 0)
+    outer, interfaces = mesh_faces(tets[:, :4], grain)
+    tris = [_tri_nodes(tets, outer)]
+    tphys = [np.ones(len(outer), dtype=np.int64)]
+    names = ["outer"]
+    for i, ((a, b), rows) in enumerate(interfaces.items()):
+        tris.append(_tri_nodes(tets, rows[:, :2]))
+        tphys.append(np.full(len(rows), 2 + i, dtype=np.int64))
+        names.append(f"gb_{a}_{b}")
+    tris, tphys = np.concatenate(tris), np.concatenate(tphys)
+    tet_nodes = tets[:, [0, 1, 2, 3, 4, 5, 6, 7, 9, 8]] if order else tets  # gmsh swaps the last two
+    nt, ns = len(tets), len(tris)
+    prov = {"units": "um", **(provenance or {})}
+    out = ["$MeshFormat\n2.2 0 8\n$EndMeshFormat\n",
+           "$NmcProvenance\n" + json.dumps(prov, sort_keys=True) + "\n$EndNmcProvenance\n",
+           f"$PhysicalNames\n{len(names) + len(ks)}\n"]
+    out += [f'2 {i + 1} "{n}"\n' for i, n in enumerate(names)]
+    out += [f'3 {k} "grain_{k}"\n' for k in ks.tolist()]
+    out.append("$EndPhysicalNames\n$Nodes\n" + f"{len(points)}\n")
+    out.append(_num_lines(np.column_stack([np.arange(1, len(points) + 1), points]), "%d %.16e %.16e %.16e"))
+    out.append(f"$EndNodes\n$Elements\n{nt + ns}\n")
+    et, st = (11, 9) if order else (4, 2)
+    tet_rows = np.column_stack([np.arange(1, nt + 1), np.full(nt, et), np.full(nt, 2), grain, grain, tet_nodes + 1])
+    out.append(_num_lines(tet_rows, "%d"))
+    tri_rows = np.column_stack([np.arange(nt + 1, nt + ns + 1), np.full(ns, st), np.full(ns, 2), tphys, tphys,
+                                tris + 1])
+    if ns:
+        out.append(_num_lines(tri_rows, "%d"))
+    out.append("$EndElements\n")
+    if q is not None:
+        out.append(f"$NmcGrainOrientations\n{len(ks)}\n")
+        out.append(_num_lines(np.column_stack([ks, q[ks - 1]]), "%d %.16e %.16e %.16e %.16e"))
+        out.append("$EndNmcGrainOrientations\n")
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="ascii", errors="replace") as fh:
+        fh.writelines(out)
+
+
+__all__ = [
+    "TET10_EDGES",
+    "check_orientations",
+    "mesh_faces",
+    "provenance_lines",
+    "quat_to_matrix",
+    "second_order",
+    "write_inp",
+    "write_msh",
+]

@@ -1,0 +1,110 @@
+"""Coarsening the conforming surface: same grains and grain pairs, closed grains, volumes kept."""
+
+import numpy as np
+import pytest
+
+from nmc_dataset.errors import InputError, RecipeError
+from nmc_dataset.export import decimate, meshes
+from tests.particles.fixtures import teacher_particle
+
+
+@pytest.fixture(scope="module")
+def fine():
+    from nmc_dataset.particles.voxelize import voxelize
+
+    p = teacher_particle(seed=9, radius_um=1.0)
+    vol = voxelize(p, 0.05)
+    lab, _ = meshes.clean_labels(vol.labels)
+    s = meshes.grain_surface_mesh(lab, vol.origin_um, vol.voxel_size_um, p.n_grains, 8)
+    vox = np.bincount(vol.labels.ravel(), minlength=p.n_grains + 1)[1:] * vol.voxel_size_um ** 3
+    return p, vol, s, vox
+
+
+def _pairs(s):
+    return {tuple(r) for r in np.unique(np.sort(s.pairs, axis=1), axis=0).tolist()}
+
+
+def test_coarse_surface_keeps_grains_pairs_and_volumes(fine):
+    p, _, s, vox = fine
+    c = decimate.coarsen_surface(s, 0.15)
+    assert len(c.faces) < 0.5 * len(s.faces)
+    assert _pairs(c) == _pairs(s) and c.stats["pairs_after"] == c.stats["pairs_before"]
+    for k in np.unique(s.pairs[s.pairs > 0]):
+        m = c.grain_mesh(int(k))
+        assert m.is_watertight and m.is_winding_consistent and m.volume > 0, k
+    present = vox > 0
+    v = decimate.grain_volumes(c.vertices, c.faces, c.pairs, p.n_grains)
+    rel = np.abs(v[present] / vox[present] - 1)
+    assert np.median(rel) < 0.03 and rel.max() < 0.2
+    assert abs(v.sum() / vox.sum() - 1) < 0.02
+    # the volumes of a closed surface by the divergence theorem agree with trimesh's
+    k = int(np.argmax(vox))
+    assert abs(c.grain_mesh(k + 1).volume / v[k] - 1) < 1e-9
+
+
+def test_tets_fill_the_coarse_surface(fine):
+    p, _, s, vox = fine
+    c = decimate.coarsen_surface(s, 0.2, min_elements_per_grain=40)
+    tm = meshes.tet_mesh(c, 0.2)
+    assert (tm.signed_volumes() > 0).all()
+    present = vox > 0
+    assert set(np.unique(tm.grain)) == set(np.flatnonzero(present) + 1)
+    np.testing.assert_allclose(tm.grain_volumes(p.n_grains)[present],
+                               decimate.grain_volumes(c.vertices, c.faces, c.pairs, p.n_grains)[present], rtol=1e-6)
+    # small grains are kept finer (their surfaces keep more triangles than without the option)
+    assert np.bincount(tm.grain)[1:][present].min() >= 10
+    plain = decimate.coarsen_surface(s, 0.2)
+    small = int(np.argmin(np.where(present, vox, np.inf))) + 1
+    assert len(c.grain_faces(small)) >= len(plain.grain_faces(small))
+    assert len(c.faces) > len(plain.faces)
+
+
+def test_bad_mesh_options(fine, tmp_path):
+    from nmc_dataset.particles.commands import write_particle_meshes
+
+    p, vol, s, _ = fine
+    with pytest.raises(InputError, match="mesh size"):
+        decimate.coarsen_surface(s, 0)
+    with pytest.raises(RecipeError, match="larger than particle"):
+        write_particle_meshes(p, vol, tmp_path, ("volume-mesh",), 5.0, 8)
+    with pytest.raises(RecipeError, match="element-order"):
+        write_particle_meshes(p, vol, tmp_path, ("volume-mesh",), 0.2, 8, element_order=3)
+    assert not list(tmp_path.iterdir())
+
+
+def test_signatures_match_slow_twin():
+    """Vertex signatures (packed patch lists, one lexsort) against Python sets."""
+    rng = np.random.default_rng(0)
+    for n_patches in (5, 40, 70000):  # the last needs 17-bit ids: 3 per word
+        faces = rng.integers(0, 300, (2000, 3))
+        patch = rng.integers(0, n_patches, 2000)
+        sig, count = decimate._signatures(faces, patch, 300)
+        sets = [set() for _ in range(300)]
+        for f, p in zip(faces.tolist(), patch.tolist()):
+            for v in f:
+                sets[v].add(p)
+        groups = {}
+        for v, s_ in enumerate(sets):
+            groups.setdefault(frozenset(s_), []).append(v)
+        assert len({int(sig[g[0]]) for g in groups.values()}) == len(groups)
+        assert all(len(set(sig[g].tolist())) == 1 for g in groups.values())
+        np.testing.assert_array_equal(count, [len(s_) for s_ in sets])
+
+
+@pytest.mark.slow
+def test_intersections_found_by_gmsh_are_kept_fine():
+    """On this particle the plain coarse surface intersects itself (HXT: 'A segment and a facet
+    intersect'); the retry keeps it fine there and gmsh meshes every grain."""
+    from nmc_dataset.particles.voxelize import voxelize
+
+    p = teacher_particle(seed=9, radius_um=1.6)
+    vol = voxelize(p, 0.05)
+    lab, _ = meshes.clean_labels(vol.labels)
+    s = meshes.grain_surface_mesh(lab, vol.origin_um, vol.voxel_size_um, p.n_grains, 8)
+    with pytest.raises(RuntimeError) as e:
+        meshes.tet_mesh(decimate.coarsen_surface(s, 0.15), 0.15)
+    assert len(e.value.points) >= 1
+    tm, c = decimate.tet_mesh_coarsened(s, 0.15)
+    assert c.stats["pairs_after"] == c.stats["pairs_before"]
+    assert len(np.unique(tm.grain)) == len(np.unique(lab[lab > 0]))
+    assert (tm.signed_volumes() > 0).all()

@@ -247,7 +247,8 @@ def particle_shard(shard_index: int, items: Sequence[int], *, out: str, n_shards
                    grain_model_path: str, seed: int, voxel_size_um: float = 0.05, cubes: Sequence[int] = DEFAULT_CUBES,
                    formats: Sequence[str] = ("params", "voxels"), first_index: int = 0,
                    mesh_size_um: float | None = None, smoothing_iterations: int = 8, spacing_px: float = 1.0,
-                   margin_px: float = 8.0, max_memory_gib: float | None = None):
+                   margin_px: float = 8.0, max_memory_gib: float | None = None, element_order: int = 1,
+                   min_elements_per_grain: int | None = None):
     """``make_shard`` of the particle release: params tables, N³ cubes, HDF5 volumes and meshes.
 
     Top-level and picklable (bind the keywords with ``functools.partial``). Item ``k`` is
@@ -306,7 +307,7 @@ def particle_shard(shard_index: int, items: Sequence[int], *, out: str, n_shards
             grain_model=grain, seed=seed, voxel_size_um=voxel_size_um, formats=("params",) + formats,
             voxels=writer, cubes=cubes, mesh_size_um=mesh_size_um, smoothing_iterations=smoothing_iterations,
             spacing_px=spacing_px, margin_px=margin_px, max_memory_gib=max_memory_gib, shell_model_id=sid,
-            grain_model_id=gid)
+            grain_model_id=gid, element_order=element_order, min_elements_per_grain=min_elements_per_grain)
     if writer is not None:
         extra += [rel, str(Path(rel).with_suffix(".xdmf").as_posix())]
     extra += [p.relative_to(out_p).as_posix() for r in results for p in r.files]
@@ -348,7 +349,10 @@ def copy_models(out: Path, shell_model_path: Path, grain_model_path: Path) -> li
         written.append(f"{MODELS_DIR}/{coeffs.name}")
     meta = read_json(grain_model_path / MODEL_JSON)
     name = "grain_model"
-    for f in (MODEL_JSON, meta.get("weights", WEIGHTS)):
+    from ..grains.orientation_model import ORIENTATION_MODEL_FILE
+
+    extra = [ORIENTATION_MODEL_FILE] if (grain_model_path / ORIENTATION_MODEL_FILE).is_file() else []
+    for f in (MODEL_JSON, meta.get("weights", WEIGHTS), *extra):
         _copy_file(grain_model_path / f, out / MODELS_DIR / name / f)
         written.append(f"{MODELS_DIR}/{name}/{f}")
     return written
@@ -380,6 +384,10 @@ def build_particle_release(config: dict, ctx, *, shell_model_path: Path, grain_m
 
     dcfg = ctx.recipe.get("dataset") or {}
     formats = parse_formats(config.get("formats", ["params", "voxels"]), f"{ctx.recipe_path}: particles.formats")
+    if "damask" in formats or "neper" in formats:
+        from ..particles.commands import check_orientations_for, load_grain_model
+
+        check_orientations_for(formats, load_grain_model(grain_model_path)[0], f"{ctx.recipe_path}: particles.formats")
     cubes = [int(n) for n in config.get("cubes", list(DEFAULT_CUBES))]
     mesh = config.get("mesh", {}) or {}
     assembly = config.get("assembly", {}) or {}
@@ -398,6 +406,7 @@ def build_particle_release(config: dict, ctx, *, shell_model_path: Path, grain_m
         voxel_size_um=float(config.get("voxel_size_um", 0.05)), cubes=tuple(cubes), formats=formats,
         first_index=int(config.get("first_index", 0)), mesh_size_um=mesh.get("size_um"),
         smoothing_iterations=int(mesh.get("smoothing_iterations", 8)),
+        element_order=int(mesh.get("element_order", 1)), min_elements_per_grain=mesh.get("min_elements_per_grain"),
         spacing_px=float(assembly.get("spacing_px", 1.0)), margin_px=float(assembly.get("margin_px", 8.0)),
         max_memory_gib=config.get("max_memory_gib"))
     check_build_folder(out, rhash, force=ctx.force, adopt_existing=True)  # before writing anything

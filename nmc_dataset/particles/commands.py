@@ -27,7 +27,7 @@ from .._util import length_um, log
 from ..errors import ExportError, InputError, MissingExtraError, RecipeError
 from ..outputs import add_force_option
 
-FORMATS = ("params", "voxels", "surface", "volume-mesh")
+FORMATS = ("params", "voxels", "surface", "volume-mesh", "damask", "neper")
 RUN_FORMAT = "nmc-dataset/particles-run"
 
 
@@ -112,7 +112,29 @@ def parse_formats(text, where="--formats") -> tuple:
             importlib.import_module("gmsh")  # availability check only
         except ImportError:
             raise MissingExtraError("the 'volume-mesh' format (tet meshes)", "mesh", "gmsh") from None
+    from ..export.simulators import check_simulator_formats
+
+    check_simulator_formats(items)  # the damask extra, before anything runs
     return tuple(dict.fromkeys(items))
+
+
+def check_mesh_options(formats, *, element_order: int = 1, min_elements_per_grain: int | None = None,
+                       where: str = "") -> None:
+    """Mesh options users give: element order 1 or 2, at least one element per grain."""
+    if element_order not in (1, 2):
+        raise RecipeError(f"element order must be 1 (C3D4) or 2 (C3D10), got {element_order}",
+                          where or "--element-order")
+    if min_elements_per_grain is not None and int(min_elements_per_grain) < 1:
+        raise RecipeError(f"must be >= 1, got {min_elements_per_grain}", where or "--min-elements-per-grain")
+
+
+def check_orientations_for(formats, grain_model, where="--formats") -> None:
+    """Simulator hand-offs need a crystal orientation per grain: an orientation model beside the grain model."""
+    wanted = [f for f in formats if f in ("damask", "neper")]
+    if wanted and getattr(grain_model, "orientation_model", None) is None:
+        raise InputError(f"the {', '.join(wanted)} format needs crystal orientations, and the grain model has no "
+                         "orientation model: fit one with `nmc-dataset fit-orientations SECTIONS --out "
+                         "GRAIN_MODEL/orientation_model.json`", where)
 
 
 # --------------------------------------------------------------------------- the run
@@ -120,7 +142,8 @@ def generate_particles(shell_model, grain_model, *, n: int, seed: int, voxel_siz
                        mesh_size_um: float | None = None, max_memory_gib: float | None = None,
                        shell_model_id: str = "", grain_model_id: str = "", smoothing_iterations: int = 8,
                        spacing_px: float = 1.0, margin_px: float = 8.0, first_index: int = 0,
-                       force: bool = False) -> dict:
+                       force: bool = False, element_order: int = 1,
+                       min_elements_per_grain: int | None = None) -> dict:
     """Generate ``n`` particles and write the requested exports into ``out`` (atomically).
 
     A particle that cannot be exported is left out (its files removed) and listed under
@@ -137,12 +160,17 @@ def generate_particles(shell_model, grain_model, *, n: int, seed: int, voxel_siz
     voxel_size_um : float
         Voxel size of the label volumes (and of the surfaces).
     formats : iterable of str
-        Subset of ``params, voxels, surface, volume-mesh``.
+        Subset of ``params, voxels, surface, volume-mesh, damask, neper``.
     out : path-like
-        Output folder (replaced atomically).
+        Output folder (a new or empty one, or an earlier generate output; see
+        :mod:`nmc_dataset.outputs`).
     mesh_size_um : float, optional
-        Coarsening for tet meshes: the particle is re-voxelised at this voxel size (if larger
-        than ``voxel_size_um``) before meshing, and tets inside grains are at most this big.
+        Target tet size: the conforming surface is coarsened towards it (grain pairs and
+        volumes kept; nothing is re-voxelised) and gmsh grades the interior from it.
+    element_order : {1, 2}
+        C3D4 / tetra or C3D10 / tetra10 elements.
+    min_elements_per_grain : int, optional
+        Keep small grains' surfaces fine enough that each gets at least this many tets.
     max_memory_gib : float, optional
         Memory limit for one volume (default 80 % of free memory).
 
@@ -166,6 +194,8 @@ def generate_particles(shell_model, grain_model, *, n: int, seed: int, voxel_siz
         raise RecipeError(f"the voxel size must be > 0 µm, got {voxel_size_um}", "--voxel-size-um")
     if mesh_size_um is not None and not mesh_size_um > 0:
         raise RecipeError(f"the mesh size must be > 0 µm, got {mesh_size_um}", "--mesh-size-um")
+    check_mesh_options(formats, element_order=element_order, min_elements_per_grain=min_elements_per_grain)
+    check_orientations_for(formats, grain_model)
     # shells first (cheap, from the particles' own shell streams) to check memory up front
     est = []
     for i in range(n):
@@ -174,9 +204,11 @@ def generate_particles(shell_model, grain_model, *, n: int, seed: int, voxel_siz
         c = c * float(shell_model.voxel_size_um)
         shape = shell_grid(c, voxel_size_um).shape
         est.append(check_memory(shape, 0, max_memory_gib, where="--voxel-size-um"))
-        if mesh_size_um and "volume-mesh" in formats:
-            check_memory(shell_grid(c, max(mesh_size_um, voxel_size_um)).shape, 0, max_memory_gib,
-                         where="--mesh-size-um")
+        mean_radius_um = float(c[0]) * 0.28209479177387814  # a_00 Y_00: the mean radius
+        if mesh_size_um and "volume-mesh" in formats and mesh_size_um > 2 * mean_radius_um:
+            raise RecipeError(f"the mesh size {mesh_size_um:g} µm is larger than particle {first_index + i} "
+                              f"({2 * mean_radius_um:.3g} µm mean diameter); choose a smaller --mesh-size-um",
+                              "--mesh-size-um")
     out = check_out_name(out)
     claim_folder(out, "generate", force=force, legacy=("generate.json",))
     record = {
@@ -185,7 +217,7 @@ def generate_particles(shell_model, grain_model, *, n: int, seed: int, voxel_siz
         "formats": list(formats), "shell_model_id": shell_model_id, "grain_model_id": grain_model_id,
         "grain_pixel_size_um": float(grain_model.pixel_size_um), "assembly_spacing_px": float(spacing_px),
         "assembly_margin_px": float(margin_px), "smoothing_iterations": int(smoothing_iterations),
-        "peak_volume_estimate_gib": max(est) / 2**30, "particles": [],
+        "peak_volume_estimate_gib": max(est) / 2**30, "element_order": int(element_order), "particles": [],
     }
     with output_folder(out, "generate", force=force, legacy=("generate.json",)) as tmp, \
             contextlib.ExitStack() as stack:
@@ -203,11 +235,14 @@ def generate_particles(shell_model, grain_model, *, n: int, seed: int, voxel_siz
             shell_model=shell_model, grain_model=grain_model, seed=seed, voxel_size_um=voxel_size_um,
             formats=formats, voxels=voxels, mesh_size_um=mesh_size_um, smoothing_iterations=smoothing_iterations,
             spacing_px=spacing_px, margin_px=margin_px, max_memory_gib=max_memory_gib,
-            shell_model_id=shell_model_id, grain_model_id=grain_model_id)
+            shell_model_id=shell_model_id, grain_model_id=grain_model_id, element_order=element_order,
+            min_elements_per_grain=min_elements_per_grain)
         stack.close()  # the HDF5 file (and its XDMF) are complete before the folder is renamed
         for sub in MESH_DIRS:
             if (tmp / sub).is_dir() and not any((tmp / sub).iterdir()):
                 (tmp / sub).rmdir()
+        om = getattr(grain_model, "orientation_model", None)
+        record["orientation_model_id"] = getattr(om, "model_id", "") if om is not None else ""
         record["particles"] = [r.entry for r in results]
         record["failed"] = [f.as_dict() for f in failures]
         records = [r.record for r in results if r.record is not None]
@@ -359,7 +394,12 @@ def register(sub) -> None:
                    help=f"comma list of {', '.join(FORMATS)} (default params,voxels)")
     p.add_argument("--out", required=True, help="output folder (replaced atomically)")
     p.add_argument("--mesh-size-um", type=length_um, default=None,
-                   help="tet mesh coarsening: re-voxelise at this size before meshing (keeps tet meshing fast)")
+                   help="target tet size: the conforming surface is coarsened towards it (grain pairs and volumes "
+                        "kept, nothing re-voxelised) and the interior graded from it")
+    p.add_argument("--element-order", type=int, default=1, choices=(1, 2),
+                   help="tetrahedra of order 1 (C3D4) or 2 (C3D10, ELSETs kept); default 1")
+    p.add_argument("--min-elements-per-grain", type=int, default=None, metavar="N",
+                   help="keep small grains' surfaces fine enough for at least N tets each")
     p.add_argument("--max-memory-gib", type=float, default=None,
                    help="refuse volumes whose estimate exceeds this (default 80%% of free memory)")
     p.add_argument("--smoothing", type=int, default=8, help="surface-nets smoothing iterations (default 8)")
@@ -376,7 +416,8 @@ def _cmd_generate(args) -> int:
     rec = generate_particles(shell, grain, n=args.n, seed=args.seed, voxel_size_um=args.voxel_size_um,
                              formats=formats, out=args.out, mesh_size_um=args.mesh_size_um,
                              max_memory_gib=args.max_memory_gib, shell_model_id=sid, grain_model_id=gid,
-                             smoothing_iterations=args.smoothing, force=args.force)
+                             smoothing_iterations=args.smoothing, force=args.force,
+                             element_order=args.element_order, min_elements_per_grain=args.min_elements_per_grain)
     log.info("%d particles (%d grains in all) written to %s", rec["n"],
              sum(p["n_grains"] for p in rec["particles"]), args.out)
     return 0

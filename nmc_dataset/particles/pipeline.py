@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Sequence
 from .._util import inject_fault, log
 from ..errors import NmcError
 
-MESH_DIRS = ("surfaces", "volume_meshes")
+MESH_DIRS = ("surfaces", "volume_meshes", "simulators")
 
 
 @dataclasses.dataclass
@@ -71,7 +71,8 @@ def export_particle(shell_model, grain_model, particle_id: int, seed: int, *, vo
                     mesh_folder: Path | None = None, voxels=None, cubes: Sequence[int] = (),
                     mesh_size_um: float | None = None, smoothing_iterations: int = 8, spacing_px: float = 1.0,
                     margin_px: float = 8.0, max_memory_gib: float | None = None, shell_model_id: str = "",
-                    grain_model_id: str = "") -> ParticleResult:
+                    grain_model_id: str = "", element_order: int = 1,
+                    min_elements_per_grain: int | None = None) -> ParticleResult:
     """Draw particle ``particle_id`` of a run seeded ``seed`` and write its exports.
 
     Parameters
@@ -92,7 +93,7 @@ def export_particle(shell_model, grain_model, particle_id: int, seed: int, *, vo
         An open writer; the volume is added last, once every other export succeeded.
     cubes : sequence of int
         Edge lengths of fixed-size label cubes to return.
-    mesh_size_um, smoothing_iterations, max_memory_gib
+    mesh_size_um, smoothing_iterations, max_memory_gib, element_order, min_elements_per_grain
         Mesh options (see :func:`nmc_dataset.particles.commands.write_particle_meshes`).
     spacing_px, margin_px, shell_model_id, grain_model_id
         Assembly options and model ids stored with the particle.
@@ -119,10 +120,19 @@ def export_particle(shell_model, grain_model, particle_id: int, seed: int, *, vo
         cube_vols = {int(n): voxelize_cube(part, int(n)) for n in cubes}
     files: list = []
     if "surface" in formats or "volume-mesh" in formats:
+        from .. import __version__
         from .commands import write_particle_meshes
 
+        provenance = {"tool": f"nmc-dataset {__version__}", "shell_model_id": shell_model_id,
+                      "grain_model_id": grain_model_id, "orientation_model_id": part.orientation_model_id}
         entry.update(write_particle_meshes(part, vol, mesh_folder, formats, mesh_size_um, smoothing_iterations,
-                                           max_memory_gib))
+                                           max_memory_gib, element_order=element_order,
+                                           min_elements_per_grain=min_elements_per_grain, provenance=provenance))
+    if "damask" in formats or "neper" in formats:
+        from ..export.simulators import write_simulator_files
+
+        entry.update(write_simulator_files(part, vol, mesh_folder, formats))
+    if mesh_folder is not None:
         files = sorted(_mesh_files(mesh_folder, particle_id))
     if voxels is not None:
         voxels.add(vol, part.n_grains)

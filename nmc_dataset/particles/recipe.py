@@ -74,6 +74,8 @@ def run_section(config: dict, ctx) -> Path:
                        mesh_size_um=mesh.get("size_um"), max_memory_gib=config.get("max_memory_gib"),
                        shell_model_id=sid, grain_model_id=gid,
                        smoothing_iterations=int(mesh.get("smoothing_iterations", 8)),
+                       element_order=int(mesh.get("element_order", 1)),
+                       min_elements_per_grain=mesh.get("min_elements_per_grain"),
                        spacing_px=float(assembly.get("spacing_px", 1.0)),
                        margin_px=float(assembly.get("margin_px", 8.0)))
     ctx.outputs["particles"] = out

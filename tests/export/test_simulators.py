@@ -29,7 +29,7 @@ def oriented_particle(oriented_generated):
     return p, voxelize(p, VOXEL)
 
 
-@pytest.mark.skipif(damask is None, reason="damask is not installed (pip install 'nmc-dataset[damask]')")
+@pytest.mark.skipif(damask is None, reason="damask is not installed (pip install damask)")
 def test_damask_reads_the_grid_and_material_back(oriented_particle, tmp_path):
     from scipy.spatial.transform import Rotation
 
@@ -81,5 +81,5 @@ def test_particles_without_orientations_and_missing_extra_are_clear_errors(orien
         write_simulator_files(p, voxelize(p, VOXEL), tmp_path, ["neper"])
     assert check_simulator_formats(["params", "voxels"]) == ()
     monkeypatch.setitem(sys.modules, "damask", None)  # as if the [damask] extra were not installed
-    with pytest.raises(MissingExtraError, match=r"pip install 'nmc-dataset\[damask\]'"):
+    with pytest.raises(MissingExtraError, match=r'pip install damask \(or, in a clone of nmc-dataset, pip install -e "\.\[damask\]"\)'):
         check_simulator_formats(["damask"])

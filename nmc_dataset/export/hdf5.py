@@ -174,7 +174,8 @@ def xdmf_text(h5_name: str, grids: list[dict]) -> str:
                              Precision=str(np.dtype(g["dtype"]).itemsize), Dimensions=f"{nz} {ny} {nx}")
         item.text = f"{h5_name}:/{g['name']}"
     ET.indent(root)
-    return '<?xml version="1.0" ?>\n<!DOCTYPE Xdmf SYSTEM "Xdmf.dtd" []>\n' + ET.tostring(root, encoding="unicode") + "\n"
+    header = '<?xml version="1.0" ?>\n<!DOCTYPE Xdmf SYSTEM "Xdmf.dtd" []>\n'
+    return header + ET.tostring(root, encoding="unicode") + "\n"
 
 
 def write_voxels(path, volumes, n_grains=None, compression: str | None = "gzip") -> Path:
@@ -266,7 +267,8 @@ def describe_layout(path) -> dict:
     return out
 
 
-__all__ = ["describe_layout", "VOXELS_FORMAT", "VOXELS_FORMAT_VERSION", "VoxelsWriter", "write_voxels", "read_volume", "list_volumes",
+__all__ = ["describe_layout", "VOXELS_FORMAT", "VOXELS_FORMAT_VERSION", "VoxelsWriter", "write_voxels", "read_volume",
+           "list_volumes",
            "read_orientations", "grain_table_name", "ORIENTATION_TABLE_ATTRS",
            "xdmf_text", "dataset_name"]
 

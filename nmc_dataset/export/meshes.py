@@ -13,7 +13,8 @@
 * :func:`tet_mesh` — a conforming tetrahedral mesh with gmsh (optional extra ``mesh``: gmsh is
   GPL): one volume (physical group ``k``, named ``grain_k``) per grain bounded by the shared
   surface-nets triangles, all tets positively oriented; :func:`write_tet_mesh` writes it with
-  meshio as ``.msh`` (Gmsh MSH 2.2), ``.inp`` (Abaqus/CalculiX, C3D4 elements, one ELSET ``grain_k`` per grain), ``.xdmf`` + ``.h5`` (FEniCS/dolfinx) and ``.vtu``
+  meshio as ``.msh`` (Gmsh MSH 2.2), ``.inp`` (Abaqus/CalculiX, C3D4 elements, one ELSET ``grain_k`` per
+  grain), ``.xdmf`` + ``.h5`` (FEniCS/dolfinx) and ``.vtu``
   (ParaView), each with cell data ``grain``.
 
 Coordinates are µm, ``(x, y, z)``, the particle centre at the origin.
@@ -31,6 +32,7 @@ import numpy as np
 
 from .._util import atomic_path, log
 from ..errors import MissingExtraError
+from .cleanup import clean_labels  # noqa: F401 - part of this module's API; the clean-up is its own module
 
 
 # --------------------------------------------------------------------------- shell
@@ -53,10 +55,6 @@ def shell_surface_mesh(coeffs_um: np.ndarray, subdivisions: int = 6):
     if np.any(r <= 0):
         raise ValueError("the radius function is not positive everywhere")
     return trimesh.Trimesh(vertices=dirs * r[:, None], faces=np.asarray(faces), process=False)
-
-
-# --------------------------------------------------------------------------- label clean-up
-from .cleanup import clean_labels
 
 
 # --------------------------------------------------------------------------- grain surfaces
@@ -650,7 +648,8 @@ def write_tet_mesh(mesh: TetMesh, folder, stem: str, formats=TET_FORMATS, *, ord
             # the final names from a temporary folder, then move them in (h5 first).
             import h5py
 
-            m = meshio.Mesh(points, [(cell_type, tets)], cell_data={k: [v] for k, v in _cell_fields(grain, q, False).items()})
+            fields = _cell_fields(grain, q, False)
+            m = meshio.Mesh(points, [(cell_type, tets)], cell_data={k: [v] for k, v in fields.items()})
             with tempfile.TemporaryDirectory(dir=folder, prefix=f".{stem}.xdmf.") as td:
                 x, h = Path(td) / f"{stem}.xdmf", Path(td) / f"{stem}.h5"
                 meshio.write(x, m, file_format="xdmf")

@@ -111,7 +111,8 @@ class GrainModel:
             "format": GRAIN_MODEL_FORMAT,
             "format_version": GRAIN_MODEL_FORMAT_VERSION,
             "architecture": {"type": "mlp-relu-scaled-sigmoid", **self.gnet.config(),
-                             "inputs": 5 * self.kappa, "outputs": ["r", "d_radial", "d_tangential_1", "d_tangential_2"]},
+                             "inputs": 5 * self.kappa,
+                             "outputs": ["r", "d_radial", "d_tangential_1", "d_tangential_2"]},
             "marker_bounds": {"r": list(self.r_bounds), "diag": list(self.diag_bounds)},
             "kappa": self.kappa,
             "intensity_per_px3": float(self.intensity_per_px3),
@@ -182,7 +183,8 @@ class GrainModel:
             gnet.load_state_dict(state, strict=True)
         except RuntimeError as e:
             first = str(e).strip().splitlines()
-            raise InputError(f"weights do not match the architecture in model.json ({first[1].strip() if len(first) > 1 else first[0]})",
+            detail = first[1].strip() if len(first) > 1 else first[0]
+            raise InputError(f"weights do not match the architecture in model.json ({detail})",
                              wpath) from None
         gnet.eval()
         return cls(gnet=gnet, intensity_per_px3=float(meta["intensity_per_px3"]),

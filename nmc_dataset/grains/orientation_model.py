@@ -496,7 +496,8 @@ class OrientationModel:
         """``"<format>@v<version>:sha256:<hash of the parameters>"``."""
         key = json.dumps({"kappa": float(self.kappa), "lambda": float(self.lam), "point_group": self.point_group},
                          sort_keys=True).encode()
-        return f"{ORIENTATION_MODEL_FORMAT}@v{ORIENTATION_MODEL_FORMAT_VERSION}:sha256:{hashlib.sha256(key).hexdigest()[:16]}"
+        digest = hashlib.sha256(key).hexdigest()[:16]
+        return f"{ORIENTATION_MODEL_FORMAT}@v{ORIENTATION_MODEL_FORMAT_VERSION}:sha256:{digest}"
 
     def save(self, path) -> Path:
         """Write the model as JSON (atomically); returns the path."""

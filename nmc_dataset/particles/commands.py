@@ -389,7 +389,8 @@ def register(sub) -> None:
     p.add_argument("--grain-model", required=True, help="grain model folder (fit-grains)")
     p.add_argument("-n", type=int, default=1, help="number of particles (default 1)")
     p.add_argument("--seed", type=int, default=0, help="root seed (default 0)")
-    p.add_argument("--voxel-size-um", type=length_um, default=0.05, help="voxel size of the volumes in µm (default 0.05)")
+    p.add_argument("--voxel-size-um", type=length_um, default=0.05,
+                   help="voxel size of the volumes in µm (default 0.05)")
     p.add_argument("--formats", default="params,voxels",
                    help=f"comma list of {', '.join(FORMATS)} (default params,voxels)")
     p.add_argument("--out", required=True, help="output folder (replaced atomically)")

@@ -337,7 +337,8 @@ def write_synthetic_sections(out, rng, n_central: int = 2, n_off_center: int = 2
     keyword overrides and ``radius_px``; seeds also fill a ``margin_px`` = 24 px shell outside
     the particle unless ``teacher`` says otherwise, so that the grains inside are a restriction
     of one stationary radial tessellation, as the grain model builds particles: shell ∩ grains)
-    through a plane with a uniformly random normal, at a height ``|h| <= central_max_frac * R`` for the ``n_central`` central sections and
+    through a plane with a uniformly random normal, at a height ``|h| <= central_max_frac * R`` for the
+    ``n_central`` central sections and
     ``|h| ∈ off_center_frac * R`` for the off-centre ones.
 
     Writes ``<out>/synthetic_<k>.<fmt>`` per format (the formats alternate when several are

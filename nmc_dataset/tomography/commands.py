@@ -126,7 +126,8 @@ def _cmd_render(args) -> int:
                   origin_um=(d / 2, d / 2, d / 2), attrs={"imaging": imaging, "electrolyte": electrolyte},
                   tables=tables)
     m = {k: float(np.mean(ct[phase == k])) if (phase == k).any() else float("nan") for k in range(3)}
-    log.info("CT %s at %.3g µm (%d projections, %.3g keV, %g photons): mean grey pore %.4g, NMC %.4g, binder %.4g /µm; %s",
+    log.info("CT %s at %.3g µm (%d projections, %.3g keV, %g photons): mean grey pore %.4g, NMC %.4g, "
+             "binder %.4g /µm; %s",
              "x".join(map(str, ct.shape)), d, imaging["projections"], imaging["energy_kev"], imaging["photons"],
              m[0], m[1], m[2], out)
     return 0

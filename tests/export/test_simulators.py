@@ -81,5 +81,6 @@ def test_particles_without_orientations_and_missing_extra_are_clear_errors(orien
         write_simulator_files(p, voxelize(p, VOXEL), tmp_path, ["neper"])
     assert check_simulator_formats(["params", "voxels"]) == ()
     monkeypatch.setitem(sys.modules, "damask", None)  # as if the [damask] extra were not installed
-    with pytest.raises(MissingExtraError, match=r'pip install damask \(or, in a clone of nmc-dataset, pip install -e "\.\[damask\]"\)'):
+    hint = r'pip install damask \(or, in a clone of nmc-dataset, pip install -e "\.\[damask\]"\)'
+    with pytest.raises(MissingExtraError, match=hint):
         check_simulator_formats(["damask"])

@@ -89,7 +89,8 @@ def test_orientation_columns_in_the_particle_frame(oriented_generated, generated
                 assert a.column(name).equals(b.column(name)), name
     assert plain_g.column("orientation_quat_wxyz").null_count == plain_g.num_rows
     assert set(plain_p.column("orientation_model_id").to_pylist()) == {""}
-    assert all(s.startswith("nmc-dataset/orientation-model@v1:sha256:") for s in p.column("orientation_model_id").to_pylist())
+    ids = p.column("orientation_model_id").to_pylist()
+    assert all(s.startswith("nmc-dataset/orientation-model@v1:sha256:") for s in ids)
     q = np.array(g.column("orientation_quat_wxyz").to_pylist())
     e = np.array(g.column("euler_bunge_rad").to_pylist())
     c = np.array(g.column("c_axis_xyz").to_pylist())

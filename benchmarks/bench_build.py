@@ -13,7 +13,7 @@ over the same particles.
 
 ``--mode shells``: shell-only items (SH coefficients + descriptors + a 64^3 inside-shell mask).
 
-Targets (issue 6): >= 1 particle/s on this machine and a 2-worker speed-up >= 1.7x. The paper's
+Targets: >= 1 particle/s on this machine and a 2-worker speed-up >= 1.7x. The paper's
 figure is 2.37 ms per shell (analytic representation only, Ryzen 9 5900X), i.e. ~422 shells/s.
 
     python benchmarks/bench_build.py [--mode particles] [--items 24] [--shard-size 4]

@@ -2,7 +2,7 @@
 
 Prints
 - hard labels of a 256^3 grid for a GBPD with ~30,000 seeds (mu = 0.0018 in [-128, 128]^3, markers
-  D ~ U[d_lo, 50] per entry, r ~ U[1, 10]: the generator's ranges, SPEC 2.4), wall and CPU time,
+  D ~ U[d_lo, 50] per entry, r ~ U[1, 10]: the generator's ranges, docs/method.md#generator), wall and CPU time,
   against the 2 s target, exactness on a random subset of voxels checked by brute force;
 - the brute-force argmin on a smaller case (all seeds, a subset of voxels) and the speed-up
   per voxel;

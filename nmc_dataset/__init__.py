@@ -2,9 +2,9 @@
 
 Subpackages
 -----------
-shells     outer shell of a secondary particle (SPEC section 1)
-grains     grain architecture: GBPD engine, EBSD sections, stereological GAN (SPEC section 2)
-particles  multi-scale assembly (SPEC section 3)
+shells     outer shell of a secondary particle (docs/method.md#outer-shell)
+grains     grain architecture: GBPD engine, EBSD sections, stereological GAN (docs/method.md#grain-architecture)
+particles  multi-scale assembly (docs/method.md#particle-assembly)
 export     voxel HDF5, meshes and tables
 dataset    recipe-driven builds, cards and publishing
 synthetic  known-truth phantoms (CT volumes, EBSD sections)

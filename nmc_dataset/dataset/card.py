@@ -111,7 +111,7 @@ CONFIG_DOCS = {
                "indexed [z, y, x]; 0 = outside, k = grain `label` k) centred on the particle, with the particle's "
                "own `voxel_size_um` (the shell fits with one empty voxel on each side) and `origin_um` "
                "(x, y, z centre of voxel [0, 0, 0])."),
-    "shells": ("one row per shell drawn from the shell model: `sh_coefficients_um` and the SPEC 1.5 descriptors "
+    "shells": ("one row per shell drawn from the shell model: `sh_coefficients_um` and the shell descriptors "
                "in µm."),
 }
 

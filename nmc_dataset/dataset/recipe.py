@@ -53,7 +53,7 @@ def _load_shell_model(path: str):
 def shell_shard(shard_index: int, items: list[int], *, model_path: str, seed: int) -> dict:
     """``make_shard`` of the ``shells`` config: per item, one shell drawn from ``item_seed(seed, k)``.
 
-    Columns: ``particle_id``, ``sh_coefficients_um`` (``(L+1)^2`` floats, µm), and the SPEC 1.5
+    Columns: ``particle_id``, ``sh_coefficients_um`` (``(L+1)^2`` floats, µm), and the shell
     descriptors ``d_max_um``, ``volume_um3``, ``area_um2``, ``compactness``, ``aspect_ratio``,
     ``sphericity``.
     """

@@ -1,4 +1,4 @@
-"""The grain architecture (SPEC section 2): GBPD engine, EBSD sections, 2D fits, stereological GAN.
+"""The grain architecture (docs/method.md#grain-architecture): GBPD engine, EBSD sections, 2D fits, stereological GAN.
 
 Names are imported lazily (PEP 562) so that ``import nmc_dataset.grains.gbpd`` and the CLI do not
 pay for torch until a torch-backed name is used.

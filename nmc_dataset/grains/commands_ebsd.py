@@ -208,7 +208,7 @@ def register(sub) -> None:
     p = sub.add_parser(
         "import-ebsd", help="EBSD scans (.ang/.ctf) -> grain label images, morphology, central selection",
         description="Reconstruct grains from EBSD scans (TSL .ang / Oxford .ctf, square grids), measure their "
-                    "2D morphology (SPEC 2.2) and decide which sections are central. Writes one folder per scan "
+                    "2D morphology and decide which sections are central. Writes one folder per scan "
                     "(labels.tif, mask.tif, section.json, grains.parquet, chords.parquet) and selection.json.")
     p.add_argument("scans", nargs="+", metavar="SCAN", help=".ang or .ctf files (globs allowed)")
     p.add_argument("--out", required=True, help="output folder of sections")

@@ -1,4 +1,4 @@
-"""The discriminator D: a small CNN on ``(B, C, G, G)`` cutout images (SPEC 2.7).
+"""The discriminator D: a small CNN on ``(B, C, G, G)`` cutout images (docs/method.md#gan-training).
 
 Blocks of (conv 3x3 + batch-norm + ReLU) x ``convs_per_block`` followed by 2x2 max-pooling,
 channel widths doubling from ``width``; then a dense head (``dense`` units, ReLU) and one linear

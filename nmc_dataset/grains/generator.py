@@ -1,4 +1,4 @@
-"""The generator G of the stereological grain model (SPEC 2.4).
+"""The generator G of the stereological grain model (docs/method.md#generator).
 
 Seeds, their noise ``n_i in [0,1]^2`` and roll angles ``gamma_i in [0, pi)`` come from a
 homogeneous Poisson process of intensity ``mu`` (points per pixel^3). For seed ``i`` the radial

@@ -1,6 +1,6 @@
 """Exact k-nearest-neighbour search on a uniform cell grid, fused with the generator's inputs.
 
-The generator ``G`` (SPEC 2.4, :mod:`nmc_dataset.grains.generator`) needs, for every seed
+The generator ``G`` (docs/method.md#generator, :mod:`nmc_dataset.grains.generator`) needs, for every seed
 ``s_i`` that gets markers, its ``kappa`` nearest neighbours ``s_ij`` (the seed itself excluded),
 the radial frame ``Q_i`` (:func:`nmc_dataset.grains.gbpd.radial_frames`) and the network input
 row ``(Q_i (s_i1 - s_i) / scale, n_i1, ..., Q_i (s_ikappa - s_i) / scale, n_ikappa)``.

@@ -1,4 +1,4 @@
-"""The fitted grain-architecture model: ``G_net`` weights + a versioned JSON (SPEC 2.4).
+"""The fitted grain-architecture model: ``G_net`` weights + a versioned JSON (docs/method.md#generator).
 
 On disk, a folder::
 

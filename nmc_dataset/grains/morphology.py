@@ -1,5 +1,5 @@
-"""2D morphology of grain sections (SPEC 2.2): per-grain descriptors, chord lengths, the α density
-and the centrality criterion that separates central from off-centre planar sections.
+"""2D morphology of grain sections (docs/method.md#section-morphology): per-grain descriptors, chord
+lengths, the α density and the centrality criterion that separates central from off-centre planar sections.
 
 Everything here is plain: a label image (``labels[y, x]``, 0 = unassigned) and the particle
 section's centre ``center_px = (x, y)`` in, numpy arrays or a pyarrow table out. The same
@@ -118,7 +118,7 @@ def grain_descriptors(labels: np.ndarray, center_px) -> dict:
 
 def grain_table(labels: np.ndarray, center_px, pixel_size_um: float | None = None,
                 mean_orientation=None):
-    """The per-grain morphology table of one section (SPEC 2.2).
+    """The per-grain morphology table of one section (docs/method.md#section-morphology).
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""Grain reconstruction from an EBSD map (SPEC 2.1).
+"""Grain reconstruction from an EBSD map (docs/method.md#ebsd-grains).
 
 Two 4-neighbour pixels join when both are indexed with CI ≥ ``min_ci``, have the same phase and
 their symmetry-reduced misorientation (the phase's Laue group) is below the threshold (5° by

@@ -1,11 +1,11 @@
-"""Homogeneous Poisson seeds for the grain generator (SPEC 2.4-2.5).
+"""Homogeneous Poisson seeds for the grain generator (docs/method.md#generator).
 
 A marked Poisson process on ``W = window x [0, 1]^2 x [0, pi]``: positions uniform in a box
 window (EBSD pixels, particle centre at the origin), two noise numbers ``n_i`` uniform in
 ``[0, 1]^2`` and a roll angle ``gamma_i`` uniform in ``[0, pi]``. The number of points is
 Poisson with mean ``intensity * volume``.
 
-Only seeds near a cutout matter (SPEC 2.5): :func:`roi_window` shrinks the window to the
+Only seeds near a cutout matter (docs/method.md#cutouts): :func:`roi_window` shrinks the window to the
 neighbourhood of a region of interest, and :func:`poisson_seeds_near` draws there. Restricting
 the window is exact for the process *inside* the smaller window (a Poisson process restricted
 to a subset is the Poisson process of that subset); whether the tessellation near the ROI is

@@ -77,7 +77,7 @@ class EbsdPhase:
     lattice: tuple = (0.0, 0.0, 0.0, 90.0, 90.0, 90.0)
 
 
-#: The NMC811 phase (LiNi0.8Mn0.1Co0.1O2, R-3m, SPEC 2.1).
+#: The NMC811 phase (LiNi0.8Mn0.1Co0.1O2, R-3m, docs/method.md#ebsd-grains).
 NMC811 = EbsdPhase(1, "NMC811", "-3m", (2.875, 2.875, 14.248, 90.0, 90.0, 120.0))
 
 

@@ -5,7 +5,7 @@ One folder per section::
     <root>/<section_id>/labels.tif     uint32 grain labels, axes (y, x); 0 = unassigned
     <root>/<section_id>/mask.tif       uint8, 1 inside the particle section
     <root>/<section_id>/section.json   metadata (format, pixel size, centre, centrality, source)
-    <root>/<section_id>/grains.parquet per-grain morphology (SPEC 2.2)
+    <root>/<section_id>/grains.parquet per-grain morphology (docs/method.md#section-morphology)
     <root>/<section_id>/chords.parquet chord lengths
     <root>/selection.json              which sections feed calibration, and why
 

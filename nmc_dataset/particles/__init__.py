@@ -1,4 +1,7 @@
-"""Multi-scale particles (SPEC section 3): a shell and a grain architecture in one frame, voxelised."""
+"""Multi-scale particles: a shell and a grain architecture in one frame, voxelised.
+
+See docs/method.md#particle-assembly.
+"""
 
 from .assemble import Particle, assemble, cell_centres_of_mass, make_particle, particle_seed
 from .voxelize import Grid, VoxelVolume, check_memory, grain_statistics, shell_mask, voxelize

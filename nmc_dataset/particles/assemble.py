@@ -1,4 +1,4 @@
-"""Multi-scale particle assembly (SPEC §3).
+"""Multi-scale particle assembly (docs/method.md#particle-assembly).
 
 A particle is an outer shell (a star-shaped body given by spherical-harmonic coefficients of
 its radius function) partitioned by a grain architecture (a 3D GBPD). Both are drawn
@@ -144,7 +144,7 @@ def cell_centres_of_mass(g: GBPD, coeffs_um: np.ndarray, pixel_size_um: float, s
 def assemble(coeffs_um, g: GBPD, pixel_size_um: float, *, particle_id: int = 0, spacing_px: float = 1.0,
              margin_px: float = 8.0, seed_entropy=None, seed_spawn_key=(), shell_model_id: str = "",
              grain_model_id: str = "") -> Particle:
-    """Put a shell and a grain architecture together (SPEC §3).
+    """Put a shell and a grain architecture together (docs/method.md#particle-assembly).
 
     Parameters
     ----------

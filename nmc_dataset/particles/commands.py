@@ -384,7 +384,7 @@ def register(sub) -> None:
     """Register ``nmc-dataset generate``."""
     p = sub.add_parser("generate", help="generate virtual particles (params, voxels, surfaces, tet meshes)",
                        description="Draw multi-scale particles from a shell model and a grain model and "
-                                   "export them (SPEC §3).")
+                                   "export them (docs/method.md#particle-assembly).")
     p.add_argument("--shell-model", required=True, help="shell model JSON (fit-shells)")
     p.add_argument("--grain-model", required=True, help="grain model folder (fit-grains)")
     p.add_argument("-n", type=int, default=1, help="number of particles (default 1)")

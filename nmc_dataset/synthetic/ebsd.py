@@ -68,7 +68,7 @@ def radial_teacher_gbpd(rng, radius_px: float = 100.0, intensity: float = 0.0018
 
     With ``D_i[0]`` smaller than the tangential entries a cell extends further along the radial
     direction than across it (aspect about ``sqrt(D_t / D_r)``, ≈ 2 with the defaults), so grains
-    point at the centre, as in NMC811 secondary particles. The defaults lie within the SPEC 2.4
+    point at the centre, as in NMC811 secondary particles. The defaults lie within the docs/method.md#generator
     bounds (``r ∈ [1, 10]``, ``D ∈ [DIAG_MIN, 50]``); the intensity is the paper's initial
     ``μ_1 = 0.0018`` (mean grain volume ≈ 556 px³, i.e. an equivalent diameter of ≈ 10 px =
     0.5 µm at 50 nm pixels).

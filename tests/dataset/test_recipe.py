@@ -24,7 +24,7 @@ VOXEL_UM = 0.128
 def shell_model_path(tmp_path_factory):
     """A real ShellModel of near-spherical shells of radius 10 voxels (log-normal a00, small normal a_lm).
 
-    Built from known laws rather than fitted (fitting is task A's and costs ~15 s here).
+    Built from known laws rather than fitted (fitting is tested with the shell scale and costs ~15 s here).
     """
     from nmc_dataset.shells.model import DegreeLaw, ShellModel
 

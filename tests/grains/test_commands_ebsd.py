@@ -275,7 +275,7 @@ def test_recipe_section_missing_scans_is_one_line_error(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_recipe_section_synthetic_with_fits(tmp_path):
-    """Synthetic scans -> import -> fit-sections (task B) -> pixel agreement >= 95 %."""
+    """Synthetic scans -> import -> fit-sections -> pixel agreement >= 95 %."""
     import yaml
 
     from nmc_dataset.recipes import run_recipe

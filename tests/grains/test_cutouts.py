@@ -88,7 +88,7 @@ def test_exact_hard_images_match_plain_twin_and_rounding(rng):
 
 
 def test_soft_values_agree_with_gbpd_soft_assign():
-    """The quadratic-form kernel equals task B's soft_assign on the same seeds and markers."""
+    """The quadratic-form kernel equals the soft form's soft_assign on the same seeds and markers."""
     torch.manual_seed(0)
     net = GNet(hidden=(16,))
     ts = C.draw_t3d_seeds(np.random.default_rng(2), 0.002, 1, SPEC)

@@ -1,4 +1,4 @@
-"""Tests of the 2D GBPD fits (SPEC 2.6), their files and the fit-sections command."""
+"""Tests of the 2D GBPD fits (docs/method.md#section-fits), their files and the fit-sections command."""
 
 import json
 

@@ -16,7 +16,7 @@ def _random_gbpd(rng, n, d, kind, extent=40.0):
     if kind == "mild":
         diag = rng.uniform(0.5, 5.0, (n, d))
         offsets = rng.uniform(1, 10, n)
-    elif kind == "spec":  # the generator's ranges (SPEC 2.4): D in [DIAG_MIN, 50], r in [1, 10]
+    elif kind == "spec":  # the generator's ranges (docs/method.md#generator): D in [DIAG_MIN, 50], r in [1, 10]
         diag = rng.uniform(G.DIAG_MIN, 50.0, (n, d))
         offsets = rng.uniform(1, 10, n)
     else:  # strongly anisotropic: markers spread over 5 decades, large offsets (big Laguerre cells)

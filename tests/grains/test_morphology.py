@@ -1,4 +1,7 @@
-"""Tests of nmc_dataset.grains.morphology (SPEC 2.2 descriptors, chords, alpha density, centrality)."""
+"""Tests of nmc_dataset.grains.morphology: descriptors, chords, alpha density, centrality.
+
+The formulas are those of docs/method.md#section-morphology.
+"""
 
 import numpy as np
 import pytest
@@ -9,7 +12,7 @@ from nmc_dataset.grains.morphology import (CENTRALITY_THRESHOLD, alpha_kde, cent
 
 
 def _descriptors_slow(labels, center):
-    """Plain per-grain loop: np.cov of pixel centres + I/12, np.linalg.eigh, the SPEC formulas."""
+    """Plain per-grain loop: np.cov of pixel centres + I/12, np.linalg.eigh, the formulas of the method."""
     out = {}
     for lab in np.unique(labels[labels > 0]):
         yy, xx = np.nonzero(labels == lab)

@@ -68,7 +68,7 @@ def test_roi_window():
 
 
 def test_restricted_window_keeps_the_cutout_tessellation():
-    """With SPEC-range markers, seeds within a 24-pixel margin (3 mean spacings) of a 32 x 32
+    """With markers in the generator's ranges, seeds within a 24-pixel margin (3 mean spacings) of a 32 x 32
     cutout give the same hard labels on the cutout as the seeds of the whole window."""
     rng = np.random.default_rng(4)
     s = poisson_seeds(rng, 0.0018, [-128] * 3, [128] * 3)

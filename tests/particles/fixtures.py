@@ -2,7 +2,7 @@
 
 The shell model is ``synthetic.ct_phantom.reference_shell_model`` (known per-degree laws) at a
 mean radius of ~0.9 µm; the grain model is a real ``GrainModel`` whose G_net has seeded,
-untrained weights (markers within the SPEC bounds) at the paper's intensity 0.0018 px⁻³ and a
+untrained weights (markers within the generator's bounds) at the paper's intensity 0.0018 px⁻³ and a
 0.05 µm pixel: ~60-100 grains per particle, so the tests run in seconds.
 """
 

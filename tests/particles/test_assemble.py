@@ -1,4 +1,7 @@
-"""Assembly of shell + grains (SPEC §3): selection by centre of mass, determinism, independence."""
+"""Assembly of shell + grains: selection by centre of mass, determinism, independence.
+
+See docs/method.md#particle-assembly.
+"""
 
 import numpy as np
 import pytest

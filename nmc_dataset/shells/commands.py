@@ -20,7 +20,18 @@ def register(sub) -> None:
     p.add_argument("--degree", type=int, default=9, help="SH degree L (default 9: 100 coefficients)")
     p.add_argument("--selection", choices=["aic", "loglik"], default="aic",
                    help="family selection among the MLE fits (default aic)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the per-particle random rotations")
+    p.add_argument("--model", default="auto",
+                   choices=["auto", "independent", "scale_mixture", "scale_mixture_bands"],
+                   help="shell model: auto (default) picks, among all, the one whose sampled shells match held-out "
+                        "particles best; independent is the paper's model")
+    p.add_argument("--holdout", type=float, default=0.25,
+                   help="fraction of particles held out for the model self-check (default 0.25; 0 disables it; "
+                        "needs >= 40 particles at 0.25, else the model is fitted without a self-check)")
+    p.add_argument("--families", choices=["constrained", "paper"], default="constrained",
+                   help="per-degree families: constrained (default: positive for l=0, symmetric with finite "
+                        "variance for l>0) or the paper's unconstrained normal/log-normal/t")
+    p.add_argument("--seed", type=int, default=0, help="seed of the rotations, the hold-out split and the "
+                   "self-check samples")
     p.set_defaults(func=_cmd_fit)
 
     p = sub.add_parser("sample-shells", help="draw shells from a shell model",
@@ -48,9 +59,13 @@ def _cmd_fit(args) -> int:
 
     res = fit_shells(args.volume, args.voxel_size_um, args.out, dataset=args.dataset, phase=args.phase,
                      shape=args.shape, dtype=args.dtype, degree=args.degree, seed=args.seed,
-                     selection=args.selection)
+                     selection=args.selection, model=args.model, holdout=args.holdout, families=args.families)
+    from .selection import format_table
+
     print(res.segmentation.summary())
     print(res.model.summary())
+    if res.model.selection_table:
+        print(format_table(res.model.selection_table))
     print(f"wrote {args.out} and {res.model.coefficients_file}")
     return 0
 

@@ -57,7 +57,8 @@ def _check_degree(degree, where):
 
 def fit_volume(volume: np.ndarray, voxel_size_um: float, *, phase: int | None = None, degree: int = 9,
                rng: np.random.Generator | None = None, selection: str = "aic", sigma: float = 1.8,
-               where=None) -> FitResult:
+               where=None, model: str = "auto", holdout: float = 0.25, families: str = "constrained"
+               ) -> FitResult:
     """Segment a CT volume, measure every particle's radius function and fit the shell model.
 
     Parameters
@@ -78,6 +79,14 @@ def fit_volume(volume: np.ndarray, voxel_size_um: float, *, phase: int | None = 
         Gaussian σ of the segmentation (grey input).
     where : str, optional
         The volume's file name for error messages.
+    model : str
+        ``"auto"`` (hold-out selection among all candidates, :mod:`nmc_dataset.shells.selection`)
+        or one candidate name (``independent``, ``scale_mixture``, ``scale_mixture_bands``):
+        that model is fitted on all particles and still self-checked on a hold-out.
+    holdout : float
+        Fraction of particles held out for the self-check; 0 skips it.
+    families : {"constrained", "paper"}
+        Per-degree family set (see :mod:`nmc_dataset.shells.model`).
 
     Returns
     -------
@@ -101,13 +110,32 @@ def fit_volume(volume: np.ndarray, voxel_size_um: float, *, phase: int | None = 
               "otsu_threshold": seg.threshold, "skipped_steps": seg.skipped, "gaussian_sigma_vox": sigma,
               "fit_points": 642, "rotation": "uniform random per particle",
               "mean_fit_rms_vox": float(pc.fit_rms.mean())}
-    model = ShellModel.fit(pc.coeffs, vs, selection=selection, star_volume_fraction=pc.star_volume_fraction,
-                           particle_table=table, source=source)
-    return FitResult(model=model, segmentation=seg, particles=pc)
+    fit_kw = {"selection": selection, "star_volume_fraction": pc.star_volume_fraction, "particle_table": table,
+              "source": source, "families": families}
+    shell_model = _fit_and_select(pc.coeffs, vs, model, holdout, rng, fit_kw, where)
+    return FitResult(model=shell_model, segmentation=seg, particles=pc)
+
+
+def _fit_and_select(coeffs, vs, model, holdout, rng, fit_kw, where):
+    from .selection import CANDIDATES, fit_candidate, select_model
+
+    if model != "auto" and model not in CANDIDATES:
+        raise InputError(f"unknown shell model {model!r} (choose from auto, {', '.join(CANDIDATES)})", where)
+    if not 0 <= float(holdout) < 1:
+        raise InputError(f"--holdout must be in [0, 1), got {holdout}", where)
+    if float(holdout) == 0:
+        m = fit_candidate("independent" if model == "auto" else model, coeffs, vs, **fit_kw)
+        m.selection_table = {"chosen": m.kind if model == "auto" else model, "skipped": "hold-out disabled (0)"}
+        return m
+    cands = tuple(CANDIDATES) if model == "auto" else (model,)
+    fallback = "independent" if model == "auto" else model
+    m, _ = select_model(coeffs, vs, rng=rng, holdout=float(holdout), candidates=cands, fallback=fallback, **fit_kw)
+    return m
 
 
 def fit_shells(volume_path, voxel_size_um: float, out, *, dataset: str | None = None, phase: int | None = None,
-               shape=None, dtype=None, degree: int = 9, seed: int = 0, selection: str = "aic") -> FitResult:
+               shape=None, dtype=None, degree: int = 9, seed: int = 0, selection: str = "aic",
+               model: str = "auto", holdout: float = 0.25, families: str = "constrained") -> FitResult:
     """Fit a shell model to a volume file and write ``out`` (JSON) plus ``<stem>.coefficients.parquet``.
 
     All inputs are checked before anything is written; see :func:`fit_volume`.
@@ -119,7 +147,7 @@ def fit_shells(volume_path, voxel_size_um: float, out, *, dataset: str | None = 
     _check_degree(degree, volume_path)
     vol = read_volume(volume_path, dataset=dataset, shape=shape, dtype=dtype)
     res = fit_volume(vol, voxel_size_um, phase=phase, degree=degree, rng=np.random.default_rng(seed),
-                     selection=selection, where=volume_path)
+                     selection=selection, where=volume_path, model=model, holdout=holdout, families=families)
     res.model.source["seed"] = int(seed)
     if dataset:
         res.model.source["dataset"] = dataset

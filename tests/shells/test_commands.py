@@ -48,7 +48,7 @@ def test_fit_sample_describe(fitted, capsys):
                      "--out", str(d / "shells.parquet")]) == 0
     t = pq.read_table(d / "shells.parquet")
     meta = json.loads(t.schema.metadata[b"nmc_dataset"])
-    assert t.num_rows == 300 and meta["seed"] == 5 and meta["model_format_version"] == 1
+    assert t.num_rows == 300 and meta["seed"] == 5 and meta["model_format_version"] == 2
     assert meta["format"] == "nmc-dataset/shells" and meta["voxel_size_um"] == 0.128
     # reproducible: the same seed gives the same bytes of coefficients
     assert cli.main(["sample-shells", str(d / "model.json"), "-n", "300", "--seed", "5",
@@ -115,12 +115,12 @@ def test_fit_errors(tmp_path, capsys, case):
 def test_sample_and_describe_errors(fitted, tmp_path, capsys):
     d, _ = fitted
     doc = json.loads((d / "model.json").read_text())
-    doc["format_version"] = 2
+    doc["format_version"] = 3
     newer = tmp_path / "newer.json"
     newer.write_text(json.dumps(doc))
     before = sorted(p.name for p in tmp_path.iterdir())
     assert cli.main(["sample-shells", str(newer), "-n", "10", "--seed", "1", "--out", str(tmp_path / "s.parquet")]) == 2
-    _one_line_error(capsys, "newer.json", "format_version 2")
+    _one_line_error(capsys, "newer.json", "format_version 3")
     assert cli.main(["sample-shells", str(d / "model.json"), "-n", "0", "--seed", "1",
                      "--out", str(tmp_path / "s.parquet")]) == 2
     _one_line_error(capsys, "model.json", "-n must be >= 1")

@@ -1,0 +1,117 @@
+"""The scale-mixture model: fast sampler vs a plain per-shell twin, its density, and its file form."""
+
+import json
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from nmc_dataset.shells.mixture import ScaleMixture, default_bands, loo_bandwidth
+from nmc_dataset.shells.model import ShellModel
+from nmc_dataset.synthetic.ct_phantom import truth_coefficients
+
+
+def _reference_draw(mix: ScaleMixture, n: int, rng) -> np.ndarray:
+    """Slow twin of ScaleMixture.draw_raw: one shell at a time through scipy's own samplers."""
+    var = np.diag(np.cov(mix.points, rowvar=False))
+    h = float(np.sqrt(mix.kernel_cov[0, 0] / var[0]))
+    kde = stats.gaussian_kde(mix.points.T, bw_method=h)
+    out = np.zeros((n, (mix.degree + 1) ** 2))
+    for i in range(n):
+        x = kde.resample(1, seed=rng)[:, 0]
+        out[i, 0] = np.exp(x[0])
+        for b, band in enumerate(mix.bands):
+            nb = sum(2 * l + 1 for l in band)
+            u = stats.uniform_direction(nb).rvs(random_state=rng)
+            y = np.exp(x[1 + b]) * np.sqrt(nb) * u
+            k = 0
+            for l in band:
+                out[i, l * l:(l + 1) ** 2] = y[k:k + 2 * l + 1] * mix.spread[l]
+                k += 2 * l + 1
+    return out
+
+
+def test_bands():
+    assert default_bands(9, 1) == [[1], [2, 3, 4, 5, 6, 7, 8, 9]]
+    assert default_bands(9, 3) == [[1], [2, 3, 4], [5, 6, 7], [8, 9]] or default_bands(9, 3) == [[1], [2, 3],
+                                                                                                   [4, 5, 6],
+                                                                                                   [7, 8, 9]]
+    assert default_bands(1, 3) == [[1]] and default_bands(0, 3) == []
+
+
+@pytest.mark.parametrize("n_bands", [1, 3])
+def test_fast_sampler_matches_the_plain_twin(n_bands):
+    rng = np.random.default_rng(4)
+    c = truth_coefficients("heterogeneous", 300, rng, degree=6)
+    mix = ScaleMixture.fit(c, n_bands=n_bands)
+    fast = mix.draw_raw(3000, np.random.default_rng(1))
+    slow = _reference_draw(mix, 1500, np.random.default_rng(2))
+    sf, ss = (ScaleMixture.summaries(x, mix.bands, mix.spread) for x in (fast, slow))
+    for j in range(sf.shape[1]):  # size and every band's roughness
+        assert stats.ks_2samp(sf[:, j], ss[:, j]).pvalue > 1e-3, j
+    for j in (1, 5, 8, 20, 48):  # single coefficients of several degrees
+        assert stats.ks_2samp(fast[:, j], slow[:, j]).pvalue > 1e-3, j
+    # the sampled roughness reproduces the measured one (no extra chi noise): same quantiles
+    s_meas = ScaleMixture.summaries(c, mix.bands, mix.spread)[:, -1]
+    assert np.quantile(sf[:, -1], [0.1, 0.5, 0.9]) == pytest.approx(np.quantile(s_meas, [0.1, 0.5, 0.9]), abs=0.2)
+
+
+def test_density_integrates_to_one():
+    """log p of a degree-1 mixture (a_00 and the 3 coefficients of l = 1) by importance sampling."""
+    rng = np.random.default_rng(0)
+    n = 200
+    c = np.zeros((n, 4))
+    c[:, 0] = np.exp(rng.normal(3.0, 0.2, n))
+    c[:, 1:] = rng.standard_normal((n, 3)) * np.exp(rng.normal(0, 0.5, n))[:, None]
+    mix = ScaleMixture.fit(c)
+    q_mean = np.array([c[:, 0].mean(), 0, 0, 0])
+    q_sd = np.array([c[:, 0].std() * 3, 3 * c[:, 1:].std(), 3 * c[:, 1:].std(), 3 * c[:, 1:].std()])
+    z = q_mean + q_sd * rng.standard_normal((100_000, 4))
+    z = z[z[:, 0] > 0]
+    logq = stats.norm.logpdf(z, q_mean, q_sd).sum(axis=1)
+    est = np.exp(mix.logpdf(z) - logq).sum() / 100_000
+    assert est == pytest.approx(1.0, abs=0.05)
+
+
+def test_bandwidth_separates_two_populations():
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.normal(0, 0.05, 600), rng.normal(1.4, 0.05, 300)])[:, None]
+    h = loo_bandwidth(x, np.cov(x.T).reshape(1, 1))
+    scott = x.shape[0] ** (-1 / 5)
+    assert h < 0.4 * scott  # Scott's rule would blur the two modes into one
+
+
+def test_model_file_roundtrip_and_old_files(tmp_path):
+    rng = np.random.default_rng(2)
+    c = truth_coefficients("size_roughness", 120, rng, degree=5)
+    m = ShellModel.fit(c, 0.128, kind="scale_mixture", n_bands=3, edcc=False)
+    p = m.write(tmp_path / "m.json")
+    doc = json.loads(p.read_text())
+    assert doc["format_version"] == 2 and doc["model"] == "scale_mixture"
+    assert doc["dependence"]["bands"] == [[1], [2], [3], [4, 5]] or len(doc["dependence"]["bands"]) == 4
+    m2 = ShellModel.load(p)
+    assert m2.kind == "scale_mixture"
+    np.testing.assert_array_equal(m.sample_coefficients(20, np.random.default_rng(3)),
+                                  m2.sample_coefficients(20, np.random.default_rng(3)))
+    # a version-1 file (no model key) is the paper's independent model
+    old = {k: v for k, v in doc.items() if k not in ("model", "dependence", "families", "model_selection")}
+    old["format_version"] = 1
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    m1 = ShellModel.load(tmp_path / "old.json")
+    assert m1.kind == "independent" and m1.format_version == 1 and m1.mixture is None
+    assert m1.sample_coefficients(10, np.random.default_rng(0)).shape == (10, 36)
+    # a damaged dependence block is a one-line input error
+    bad = dict(doc, dependence=dict(doc["dependence"], bands=[[1], [2]]))
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    from nmc_dataset.errors import InputError
+
+    with pytest.raises(InputError, match="bands"):
+        ShellModel.load(tmp_path / "bad.json")
+
+
+def test_sampling_speed_is_vectorised():
+    """Not a timing assertion: the sampler makes one pass per round, whatever n (redraws aside)."""
+    rng = np.random.default_rng(5)
+    m = ShellModel.fit(truth_coefficients("heterogeneous", 200, rng), 0.128, kind="scale_mixture", edcc=False)
+    c, st = m.sample_coefficients(5000, rng, return_stats=True)
+    assert c.shape == (5000, 100) and st["rounds"] <= 5 and m.valid_reference(c).all()

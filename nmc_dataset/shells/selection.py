@@ -135,7 +135,7 @@ def select_model(coeffs, voxel_size_um: float, *, rng: np.random.Generator, hold
     n_sample = int(n_sample or max(1000, 4 * n_h))
     d_hold = shell_descriptors(c[hold], subdivisions=subdivisions)
     rows = {}
-    train_kw = {k: v for k, v in fit_kw.items() if k not in ("star_volume_fraction", "particle_table", "source")}
+    train_kw = {k: v for k, v in fit_kw.items() if k not in ("star_volume_fraction", "particle_table", "source", "edcc")}
     for name in candidates:
         m = fit_candidate(name, c[train], voxel_size_um, edcc=False, **train_kw)
         sim, stats = m.sample_coefficients(n_sample, rng, return_stats=True)

@@ -57,8 +57,8 @@ def _check_degree(degree, where):
 
 def fit_volume(volume: np.ndarray, voxel_size_um: float, *, phase: int | None = None, degree: int = 9,
                rng: np.random.Generator | None = None, selection: str = "aic", sigma: float = 1.8,
-               where=None, model: str = "auto", holdout: float = 0.25, families: str = "constrained"
-               ) -> FitResult:
+               where=None, model: str = "auto", holdout: float = 0.25, families: str = "constrained",
+               measure: str = "subvoxel", measure_sigma: float = 1.0, correct_blur: bool = True) -> FitResult:
     """Segment a CT volume, measure every particle's radius function and fit the shell model.
 
     Parameters
@@ -87,6 +87,14 @@ def fit_volume(volume: np.ndarray, voxel_size_um: float, *, phase: int | None = 
         Fraction of particles held out for the self-check; 0 skips it.
     families : {"constrained", "paper"}
         Per-degree family set (see :mod:`nmc_dataset.shells.model`).
+    measure : {"subvoxel", "voxel"}
+        Radius measurement: the threshold crossing of the smoothed grey value along each ray
+        (:mod:`nmc_dataset.shells.subvoxel`, default) or the nearest-voxel ray walk on the labels
+        (:func:`~nmc_dataset.shells.radius.measure_particles`, the paper's).
+    measure_sigma : float
+        Gaussian σ (voxels) of the sub-voxel measurement (default 1).
+    correct_blur : bool
+        Undo the blur's degree-wise damping in the sub-voxel measurement.
 
     Returns
     -------
@@ -99,7 +107,20 @@ def fit_volume(volume: np.ndarray, voxel_size_um: float, *, phase: int | None = 
     log.info("segmentation: %s", seg.summary())
     if seg.n_particles < 3:
         raise InputError(f"only {seg.n_particles} particle(s) found; a shell model needs at least 3", where)
-    pc = measure_particles(seg.labels, degree, rng)
+    if measure not in ("subvoxel", "voxel"):
+        raise InputError(f"unknown measurement {measure!r} (choose subvoxel or voxel)", where)
+    if not float(measure_sigma) > 0:
+        raise InputError(f"--measure-sigma must be > 0 voxels, got {measure_sigma}", where)
+    minfo = {"method": "voxel"}
+    if measure == "voxel":
+        pc = measure_particles(seg.labels, degree, rng)
+    else:
+        from .subvoxel import measure_particles_subvoxel
+
+        pc, mi = measure_particles_subvoxel(seg.labels, volume if seg.input_kind == "grey" else None, degree, rng,
+                                            sigma=float(measure_sigma), otsu_threshold=seg.threshold,
+                                            correct_blur=correct_blur)
+        minfo = mi.to_json()
     table = {"particle_label": pc.label, "centroid_x_vox": pc.centroid_xyz[:, 0],
              "centroid_y_vox": pc.centroid_xyz[:, 1], "centroid_z_vox": pc.centroid_xyz[:, 2],
              "volume_vox": pc.volume_voxels, "star_volume_fraction": pc.star_volume_fraction,
@@ -109,7 +130,7 @@ def fit_volume(volume: np.ndarray, voxel_size_um: float, *, phase: int | None = 
               "volume_shape": list(volume.shape), "segmentation": seg.summary(), "counts": seg.counts,
               "otsu_threshold": seg.threshold, "skipped_steps": seg.skipped, "gaussian_sigma_vox": sigma,
               "fit_points": 642, "rotation": "uniform random per particle",
-              "mean_fit_rms_vox": float(pc.fit_rms.mean())}
+              "mean_fit_rms_vox": float(pc.fit_rms.mean()), "measurement": minfo}
     fit_kw = {"selection": selection, "star_volume_fraction": pc.star_volume_fraction, "particle_table": table,
               "source": source, "families": families}
     shell_model = _fit_and_select(pc.coeffs, vs, model, holdout, rng, fit_kw, where)
@@ -135,7 +156,8 @@ def _fit_and_select(coeffs, vs, model, holdout, rng, fit_kw, where):
 
 def fit_shells(volume_path, voxel_size_um: float, out, *, dataset: str | None = None, phase: int | None = None,
                shape=None, dtype=None, degree: int = 9, seed: int = 0, selection: str = "aic",
-               model: str = "auto", holdout: float = 0.25, families: str = "constrained") -> FitResult:
+               model: str = "auto", holdout: float = 0.25, families: str = "constrained",
+               measure: str = "subvoxel", measure_sigma: float = 1.0, correct_blur: bool = True) -> FitResult:
     """Fit a shell model to a volume file and write ``out`` (JSON) plus ``<stem>.coefficients.parquet``.
 
     All inputs are checked before anything is written; see :func:`fit_volume`.
@@ -147,7 +169,8 @@ def fit_shells(volume_path, voxel_size_um: float, out, *, dataset: str | None = 
     _check_degree(degree, volume_path)
     vol = read_volume(volume_path, dataset=dataset, shape=shape, dtype=dtype)
     res = fit_volume(vol, voxel_size_um, phase=phase, degree=degree, rng=np.random.default_rng(seed),
-                     selection=selection, where=volume_path, model=model, holdout=holdout, families=families)
+                     selection=selection, where=volume_path, model=model, holdout=holdout, families=families,
+                     measure=measure, measure_sigma=measure_sigma, correct_blur=correct_blur)
     res.model.source["seed"] = int(seed)
     if dataset:
         res.model.source["dataset"] = dataset

@@ -50,7 +50,7 @@ from .._util import log, progress
 from .harmonics import icosphere, n_coeffs, random_rotations, sh_basis
 from .radius import ParticleCoefficients, _inside, ray_radius, star_fraction
 
-__all__ = ["MAX_GAIN", "MeasurementInfo", "measure_particles_subvoxel", "blur_gain", "too_small"]
+__all__ = ["MAX_GAIN", "MeasurementInfo", "blur_gain", "measure_particles_subvoxel", "too_small"]
 
 #: cap of the blur correction of one coefficient.
 MAX_GAIN = 3.0

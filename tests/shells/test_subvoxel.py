@@ -10,8 +10,13 @@ from scipy.interpolate import RegularGridInterpolator
 from nmc_dataset.shells.harmonics import icosphere
 from nmc_dataset.shells.radius import measure_particles
 from nmc_dataset.shells.segment import segment_volume
-from nmc_dataset.shells.subvoxel import (_crossing, _profiles, blur_gain, measure_particles_subvoxel,
-                                         too_small)
+from nmc_dataset.shells.subvoxel import (
+    _crossing,
+    _profiles,
+    blur_gain,
+    measure_particles_subvoxel,
+    too_small,
+)
 from nmc_dataset.synthetic.ct_phantom import make_ct_phantom, reference_shell_model
 
 

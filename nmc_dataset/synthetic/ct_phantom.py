@@ -24,7 +24,7 @@ import numpy as np
 from scipy import ndimage
 
 from .._util import log
-from ..shells.harmonics import icosphere, sh_basis
+from ..shells.harmonics import icosphere, radius, sh_basis
 from ..shells.model import DegreeLaw, ShellModel
 
 __all__ = [
@@ -183,7 +183,7 @@ def render_shells(shape, coefficients: np.ndarray, centers_xyz: np.ndarray) -> n
         d = np.linalg.norm(rel, axis=1)
         safe = np.where(d > 0, d, 1.0)
         dirs = np.where(d[:, None] > 0, rel / safe[:, None], np.array([0.0, 0.0, 1.0]))
-        r = sh_basis(L, dirs) @ a
+        r = radius(a, dirs)  # one shell, many directions: the fused kernel (no (P, K) basis)
         inside = (d <= r).reshape(zz.shape)
         view = labels[lo[2]:hi[2], lo[1]:hi[1], lo[0]:hi[0]]
         view[inside & (view == 0)] = i + 1

@@ -67,7 +67,8 @@ def truth_coefficients(kind: str, n: int, rng: np.random.Generator, *, degree: i
     σ of the log 0.45) restricted to ``r_range``, except for ``independent``:
 
     * ``independent`` -- the paper's model: :func:`reference_shell_model` with mean radius
-      ``r_median`` and σ of log a_00 0.45 (coefficients independent of each other and of size);
+      ``r_median`` and σ of log a_00 0.45 (coefficients independent of each other and of size),
+      ``a_00`` restricted to ``r_range``;
     * ``heterogeneous`` -- 70 % smooth particles (relative roughness ε = 0.035) and 30 % rough
       ones (ε = 0.14): ``a_lm = R ε (l/2)^-2 N(0, 1)``;
     * ``size_roughness`` -- the same spectrum with ε growing with size, 0.02 at ``r_range[0]`` to
@@ -84,7 +85,12 @@ def truth_coefficients(kind: str, n: int, rng: np.random.Generator, *, degree: i
         raise ValueError(f"kind must be one of {TRUTH_KINDS}")
     if kind == "independent":
         m = reference_shell_model(r_median, degree=degree, sigma0=0.45)
-        return m.sample_coefficients(int(n), rng)
+        got = np.zeros((0, (degree + 1) ** 2))
+        while got.shape[0] < n:  # a_00 restricted to the radius range: still independent of the rest
+            c = m.sample_coefficients(2 * int(n) + 16, rng)
+            R = c[:, 0] / np.sqrt(4 * np.pi)
+            got = np.concatenate([got, c[(R >= r_range[0]) & (R <= r_range[1])]])
+        return got[:n]
     v, _ = icosphere(4)
     B = sh_basis(degree, v)
     out = np.zeros((0, (degree + 1) ** 2))

@@ -102,15 +102,12 @@ def fit_volume(volume: np.ndarray, voxel_size_um: float, *, phase: int | None = 
     """
     vs = _check_voxel_size(voxel_size_um, where)
     degree = _check_degree(degree, where)
+    _check_fit_options(model, holdout, measure, measure_sigma, where)
     rng = np.random.default_rng() if rng is None else rng
     seg = segment_volume(volume, phase=phase, sigma=sigma, where=where)
     log.info("segmentation: %s", seg.summary())
     if seg.n_particles < 3:
         raise InputError(f"only {seg.n_particles} particle(s) found; a shell model needs at least 3", where)
-    if measure not in ("subvoxel", "voxel"):
-        raise InputError(f"unknown measurement {measure!r} (choose subvoxel or voxel)", where)
-    if not float(measure_sigma) > 0:
-        raise InputError(f"--measure-sigma must be > 0 voxels, got {measure_sigma}", where)
     minfo = {"method": "voxel"}
     if measure == "voxel":
         pc = measure_particles(seg.labels, degree, rng)
@@ -137,13 +134,22 @@ def fit_volume(volume: np.ndarray, voxel_size_um: float, *, phase: int | None = 
     return FitResult(model=shell_model, segmentation=seg, particles=pc)
 
 
-def _fit_and_select(coeffs, vs, model, holdout, rng, fit_kw, where):
-    from .selection import CANDIDATES, fit_candidate, select_model
+def _check_fit_options(model, holdout, measure, measure_sigma, where):
+    from .selection import CANDIDATES
 
     if model != "auto" and model not in CANDIDATES:
         raise InputError(f"unknown shell model {model!r} (choose from auto, {', '.join(CANDIDATES)})", where)
     if not 0 <= float(holdout) < 1:
         raise InputError(f"--holdout must be in [0, 1), got {holdout}", where)
+    if measure not in ("subvoxel", "voxel"):
+        raise InputError(f"unknown measurement {measure!r} (choose subvoxel or voxel)", where)
+    if not float(measure_sigma) > 0:
+        raise InputError(f"--measure-sigma must be > 0 voxels, got {measure_sigma}", where)
+
+
+def _fit_and_select(coeffs, vs, model, holdout, rng, fit_kw, where):
+    from .selection import CANDIDATES, fit_candidate, select_model
+
     if float(holdout) == 0:
         m = fit_candidate("independent" if model == "auto" else model, coeffs, vs, **fit_kw)
         m.selection_table = {"chosen": m.kind if model == "auto" else model, "skipped": "hold-out disabled (0)"}
@@ -167,6 +173,7 @@ def fit_shells(volume_path, voxel_size_um: float, out, *, dataset: str | None = 
     volume_path = Path(volume_path)
     _check_voxel_size(voxel_size_um, volume_path)
     _check_degree(degree, volume_path)
+    _check_fit_options(model, holdout, measure, measure_sigma, volume_path)
     vol = read_volume(volume_path, dataset=dataset, shape=shape, dtype=dtype)
     res = fit_volume(vol, voxel_size_um, phase=phase, degree=degree, rng=np.random.default_rng(seed),
                      selection=selection, where=volume_path, model=model, holdout=holdout, families=families,

@@ -21,13 +21,13 @@ def test_truths_are_what_they_claim(kind):
 
 
 def test_small_loop_through_the_cli(tmp_path):
-    """CI size: ~45 touching particles of radius 6-16 (the full loops are the slow tests below)."""
-    r = run_truth_loop("heterogeneous", tmp_path / "loop", n_particles=45, r_median=10.0, r_range=(6.0, 16.0),
-                       degree=6, n_sample=400, subdivisions=2, seed=3)
+    """CI size: ~35 touching particles of radius 6-14 (the full loops are the slow tests below)."""
+    r = run_truth_loop("heterogeneous", tmp_path / "loop", n_particles=35, r_median=10.0, r_range=(6.0, 14.0),
+                       degree=5, n_sample=300, subdivisions=2, seed=3)
     assert r["n_matched"] >= 0.9 * r["n_true"] and r["n_measured"] <= r["n_true"]
     assert r["a00_ratio"] == pytest.approx(1.0, abs=0.03)
     assert set(r["ks"]) == {"d_max", "compactness", "aspect_ratio", "sphericity", "volume", "area"}
-    assert max(r["ks"].values()) < 0.4  # 45 measured particles: KS noise ~0.2
+    assert max(r["ks"].values()) < 0.45  # 35 measured particles: KS noise ~0.25
     for l in (2, 3):
         assert r["spread_ratio"][l] == pytest.approx(1.0, abs=0.25), l
     assert r["chosen"] == "independent"  # too few for a hold-out: the documented fallback

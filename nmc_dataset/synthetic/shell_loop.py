@@ -41,7 +41,7 @@ def run_truth_loop(kind: str, workdir, *, n_particles: int = 1000, size: int | N
     kind : str
         One of :data:`~nmc_dataset.synthetic.ct_phantom.TRUTH_KINDS`.
     n_particles : int
-        Shells to place; ``size`` defaults to a cube that holds them (about 35 % particle volume).
+        Shells to place; ``size`` defaults to a cube their bounding spheres fill to about 40 %.
     gap_vox : float
         Gap between bounding spheres; negative lets particles touch.
     extra_args : sequence of str
@@ -65,11 +65,12 @@ def run_truth_loop(kind: str, workdir, *, n_particles: int = 1000, size: int | N
     rng = np.random.default_rng(seed)
     coeffs = truth_coefficients(kind, int(n_particles * 1.15) + 5, rng, degree=degree, r_median=r_median,
                                 r_range=r_range)
-    if size is None:
-        from ..shells.descriptors import shell_descriptors
+    if size is None:  # bounding spheres fill ~40 %: random sequential placement still finds room quickly
+        from ..shells.harmonics import icosphere, sh_basis
 
-        v = shell_descriptors(coeffs[:200], subdivisions=2)["volume"].mean()
-        size = int(np.ceil((n_particles * v / 0.30) ** (1 / 3)))
+        v, _ = icosphere(3)
+        rmax = (coeffs @ sh_basis(degree, v).T).max(axis=1) + 0.5
+        size = int(np.ceil((n_particles * np.mean(4 / 3 * np.pi * rmax**3) / 0.40) ** (1 / 3)))
     t0 = time.perf_counter()
     ph = make_ct_phantom(coefficients=coeffs, shape=(size,) * 3, n_particles=n_particles, rng=rng,
                          gap_vox=gap_vox, dtype="uint16")

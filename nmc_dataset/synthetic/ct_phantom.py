@@ -239,7 +239,7 @@ def make_ct_phantom(model: ShellModel | None = None, *, coefficients: np.ndarray
     shape = tuple(int(s) for s in shape)
     if coefficients is not None:
         coeffs = np.asarray(coefficients, dtype=np.float64)[: max(int(n_particles), 1)]
-        degree = int(round(np.sqrt(coeffs.shape[1]))) - 1
+        degree = round(np.sqrt(coeffs.shape[1])) - 1
         if model is None:
             model = ShellModel(degree=degree, voxel_size_um=0.128, laws=[], source={"kind": "given coefficients"})
     else:

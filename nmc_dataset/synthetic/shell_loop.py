@@ -24,7 +24,7 @@ import numpy as np
 
 from .ct_phantom import TRUTH_KINDS, make_ct_phantom, truth_coefficients
 
-__all__ = ["run_truth_loop", "format_loop_table"]
+__all__ = ["format_loop_table", "run_truth_loop"]
 
 
 def _spread(c, l):
@@ -128,5 +128,5 @@ def format_loop_table(rows: list[dict]) -> str:
     for r in rows:
         sp = " ".join("  -  " if v is None else f"{v:5.2f}" for v in r["spread_ratio"].values())
         lines.append(f"{r['kind']:<15}{r['n_measured']:>7}" + "".join(f"{r['ks'][k]:>8.3f}" for k in DESCRIPTORS)
-                     + f"  {str(r['chosen']):<20}  {sp:<32} {r['a00_ratio']:.3f}")
+                     + f"  {r['chosen']!s:<20}  {sp:<32} {r['a00_ratio']:.3f}")
     return "\n".join(lines)

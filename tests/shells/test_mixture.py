@@ -6,19 +6,17 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from nmc_dataset.shells.mixture import ScaleMixture, default_bands, loo_bandwidth
+from nmc_dataset.shells.mixture import ScaleMixture, default_bands, loo_bandwidth, loo_bandwidths
 from nmc_dataset.shells.model import ShellModel
 from nmc_dataset.synthetic.ct_phantom import truth_coefficients
 
 
 def _reference_draw(mix: ScaleMixture, n: int, rng) -> np.ndarray:
-    """Slow twin of ScaleMixture.draw_raw: one shell at a time through scipy's own samplers."""
-    var = np.diag(np.cov(mix.points, rowvar=False))
-    h = float(np.sqrt(mix.kernel_cov[0, 0] / var[0]))
-    kde = stats.gaussian_kde(mix.points.T, bw_method=h)
+    """Slow twin of ScaleMixture.draw_raw: one shell at a time through numpy's and scipy's own samplers."""
     out = np.zeros((n, (mix.degree + 1) ** 2))
     for i in range(n):
-        x = kde.resample(1, seed=rng)[:, 0]
+        x = mix.points[rng.choice(mix.points.shape[0])] + rng.multivariate_normal(np.zeros(mix.points.shape[1]),
+                                                                                  mix.kernel_cov)
         out[i, 0] = np.exp(x[0])
         for b, band in enumerate(mix.bands):
             nb = sum(2 * l + 1 for l in band)
@@ -77,6 +75,11 @@ def test_bandwidth_separates_two_populations():
     h = loo_bandwidth(x, np.cov(x.T).reshape(1, 1))
     scott = x.shape[0] ** (-1 / 5)
     assert h < 0.4 * scott  # Scott's rule would blur the two modes into one
+    # per variable: a bimodal variable gets a narrow kernel, a unimodal one next to it a wide one
+    y = np.column_stack([x[:, 0], rng.normal(0, 1, 900)])
+    kc = loo_bandwidths(y, np.cov(y.T))
+    rel = np.sqrt(np.diag(kc) / np.diag(np.cov(y.T)))
+    assert rel[0] < 0.5 * rel[1] and np.count_nonzero(kc - np.diag(np.diag(kc))) == 0
 
 
 def test_model_file_roundtrip_and_old_files(tmp_path):

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from nmc_dataset.shells.mixture import ScaleMixture, default_bands, loo_bandwidth, loo_bandwidths
+from nmc_dataset.shells.mixture import (
+    ScaleMixture,
+    default_bands,
+    loo_bandwidth,
+    loo_bandwidths,
+)
 from nmc_dataset.shells.model import ShellModel
 from nmc_dataset.synthetic.ct_phantom import truth_coefficients
 

@@ -10,7 +10,7 @@ from ..outputs import add_force_option
 def register(sub) -> None:
     """Register the shell subcommands on an argparse subparsers object."""
     p = sub.add_parser(
-        "fit-shells", help="fit a stochastic shell model to a 3D CT volume (SPEC 1)",
+        "fit-shells", help="fit a stochastic shell model to a 3D CT volume",
         description="Segment a CT volume (grey, binary or phase labels), measure each particle's star-shaped "
                     "radius function, fit SH coefficients and the per-degree laws; write MODEL.json and "
                     "MODEL.coefficients.parquet.")
@@ -24,7 +24,26 @@ def register(sub) -> None:
     p.add_argument("--degree", type=int, default=9, help="SH degree L (default 9: 100 coefficients)")
     p.add_argument("--selection", choices=["aic", "loglik"], default="aic",
                    help="family selection among the MLE fits (default aic)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the per-particle random rotations")
+    p.add_argument("--model", default="auto",
+                   choices=["auto", "independent", "scale_mixture", "scale_mixture_bands"],
+                   help="shell model: auto (default) picks, among all, the one whose sampled shells match held-out "
+                        "particles best; independent is the paper's model")
+    p.add_argument("--holdout", type=float, default=0.25,
+                   help="fraction of particles held out for the model self-check (default 0.25; 0 disables it; "
+                        "needs >= 40 particles at 0.25, else the model is fitted without a self-check)")
+    p.add_argument("--families", choices=["constrained", "paper"], default="constrained",
+                   help="per-degree families: constrained (default: positive for l=0, symmetric with finite "
+                        "variance for l>0) or the paper's unconstrained normal/log-normal/t")
+    p.add_argument("--measure", choices=["subvoxel", "voxel"], default="subvoxel",
+                   help="radius measurement: subvoxel (default: threshold crossing of the smoothed grey value along "
+                        "each ray, blur damping corrected) or voxel (the paper's nearest-voxel ray walk)")
+    p.add_argument("--measure-sigma", type=float, default=1.0,
+                   help="Gaussian sigma (voxels) of the sub-voxel measurement (default 1.0; raise it for noisy "
+                        "data: the report gives the contrast-to-noise ratio)")
+    p.add_argument("--no-blur-correction", dest="correct_blur", action="store_false",
+                   help="do not undo the blur's degree-wise damping of the sub-voxel measurement")
+    p.add_argument("--seed", type=int, default=0, help="seed of the rotations, the hold-out split and the "
+                   "self-check samples")
     p.set_defaults(func=_cmd_fit)
 
     p = sub.add_parser("sample-shells", help="draw shells from a shell model",
@@ -55,9 +74,22 @@ def _cmd_fit(args) -> int:
     warn_if_implausible_voxel(args.voxel_size_um)
     res = fit_shells(args.volume, args.voxel_size_um, args.out, dataset=args.dataset, phase=args.phase,
                      shape=args.shape, dtype=args.dtype, degree=args.degree, seed=args.seed,
-                     selection=args.selection)
+                     selection=args.selection, model=args.model, holdout=args.holdout, families=args.families,
+                     measure=args.measure, measure_sigma=args.measure_sigma, correct_blur=args.correct_blur)
+    from .selection import format_table
+
     print(res.segmentation.summary())
     print(res.model.summary())
+    mi = res.model.source.get("measurement", {})
+    if mi.get("method") == "subvoxel":
+        cnr = mi["contrast_to_noise"]
+        print(f"sub-voxel measurement: sigma {mi['sigma_vox']:g} voxel, measured blur {mi['blur_sigma_vox']:.2f} voxel "
+              f"({'corrected' if mi['corrected'] else 'not corrected'}), contrast/noise "
+              f"{'-' if cnr is None else f'{cnr:.1f}'}, {mi['too_small_fraction']:.0%} of particles below "
+              f"{mi['too_small_radius_vox']:.1f} voxels (too small for degree {res.model.degree}); "
+              f"mean fit RMS {res.model.source['mean_fit_rms_vox']:.3f} voxel")
+    if res.model.selection_table:
+        print(format_table(res.model.selection_table))
     print(f"wrote {args.out} and {res.model.coefficients_file}")
     return 0
 

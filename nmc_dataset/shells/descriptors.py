@@ -1,4 +1,4 @@
-"""Shape descriptors of star-shaped shells (SPEC 1.5), vectorised over many shells.
+"""Shape descriptors of star-shaped shells (docs/method.md#shell-descriptors), vectorised over many shells.
 
 A shell with radius function ``r(u) = Σ a_lm Y_lm(u)`` is triangulated on an icosphere: vertex
 ``k`` becomes ``r(u_k) u_k`` (negative radii are clipped to 0). From the triangulation (all
@@ -143,7 +143,7 @@ def mesh_descriptors(points: np.ndarray, faces: np.ndarray, hull: bool = True,
 
 
 def shell_descriptors(coeffs, subdivisions: int = 4, batch: int = 256) -> dict[str, np.ndarray]:
-    """SPEC 1.5 descriptors of shells given by SH coefficients.
+    """shell descriptors of shells given by SH coefficients.
 
     Parameters
     ----------

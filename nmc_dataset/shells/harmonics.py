@@ -1,4 +1,4 @@
-"""Real spherical harmonics, icospheres and the least-squares SH fit (SPEC section 1.3).
+"""Real spherical harmonics, icospheres and the least-squares SH fit (docs/method.md#spherical-harmonics).
 
 Conventions
 -----------

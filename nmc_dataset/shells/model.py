@@ -1,16 +1,38 @@
-"""The stochastic shell model (SPEC 1.4): per-degree laws of the SH coefficients.
+"""The stochastic shell model: per-degree laws of the SH coefficients, and dependence models.
 
-Model
------
-The coefficients ``Z_lm`` of a shell's radius function (in voxels) are independent; for a fixed
-degree ``l`` the ``2l+1`` orders share one law (isotropy). Per degree the law is chosen among
+Models (``ShellModel.kind``)
+----------------------------
+``independent`` (the paper's)
+    The coefficients ``Z_lm`` are independent; for a fixed degree ``l`` the ``2l+1`` orders
+    share one law (isotropy).
+``scale_mixture``
+    A per-particle latent roughness per band of degrees drawn jointly with ``a_00``, the
+    pattern of the roughness uniformly at random (:mod:`nmc_dataset.shells.mixture`). The
+    per-degree laws below are still fitted and stored (they describe the marginals), but
+    sampling uses the mixture.
+
+Model files of format version 1 have no ``model`` key: they are ``independent``.
+
+Per-degree laws
+---------------
+Per degree the law is chosen among
 
 * ``normal``     -- ``l = 0``: N(loc, scale²); ``l > 0``: N(0, scale²);
 * ``lognormal``  -- ``l = 0``: log Z ~ N(mu, sigma²); ``l > 0`` (signed coefficients, location 0):
   the *sign-symmetric* log-normal, ``|Z|`` log-normal(mu, sigma) and the sign ±1 with
   probability ½ each;
 * ``t``          -- Student's t with ``df`` degrees of freedom, ``scale`` and ``loc`` (``loc = 0``
-  for ``l > 0``).
+  for ``l > 0``);
+* ``gamma``      -- ``l = 0`` only: shape ``k``, ``scale`` (positive support).
+
+``families="constrained"`` (default) only lets laws that fit the coefficient compete: for
+``l = 0`` (a positive mean radius times √(4π)) the positive families ``lognormal`` and ``gamma``;
+for ``l > 0`` (coefficients symmetric about 0) the symmetric unimodal families ``normal`` and
+``t`` with ``df >= 2.1`` (finite variance; the fit is bounded there). The other candidates are
+still fitted and tabled with ``"eligible": false`` and the reason. ``families="paper"`` is the
+paper's choice among ``normal``, ``lognormal`` and ``t`` for every degree (``t`` df down to 0.2),
+kept to reproduce it: on real data it can pick a t with negative radii for ``l = 0`` and the
+bimodal sign-symmetric log-normal, or a t without a mean, for ``l = 1``.
 
 Each candidate is fitted by maximum likelihood; the law kept is the one with the smallest
 AIC = 2k − 2 log L (``selection="aic"``, default: penalises the t's extra parameter, which
@@ -26,7 +48,7 @@ Sampling and invalid shells
 ---------------------------
 A sampled shell is *invalid* if its radius is not positive at every vertex of an icosphere
 with ``check_subdivisions`` subdivisions (default 4: 2562 directions) or if its volume is
-below ``min_volume_voxels`` (default 10, SPEC 1.4). Invalid shells are **redrawn** (not
+below ``min_volume_voxels`` (default 10, docs/method.md#shell-model). Invalid shells are **redrawn** (not
 dropped): the result is always exactly ``n`` shells distributed as the model conditioned on
 validity, which is what the segmentation could have observed, and the sample size requested
 by a dataset recipe is honoured. The share of redrawn shells is reported.
@@ -46,6 +68,7 @@ from scipy import optimize, special
 from .._util import atomic_path, check_format, read_json, write_json_atomic
 from ..errors import InputError
 from .harmonics import icosphere, n_coeffs, sh_basis, vertex_weights
+from .mixture import ScaleMixture
 
 __all__ = [
     "FORMAT",
@@ -59,11 +82,14 @@ __all__ = [
 ]
 
 FORMAT = "nmc-dataset/shell-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 COEFF_TABLE_FORMAT = "nmc-dataset/shell-coefficients"
 SH_CONVENTION = ("real orthonormal SH, no Condon-Shortley phase, index l*l+l+m, "
                  "theta polar from +z, phi azimuth from +x; coefficients in voxels")
-FAMILIES = ("normal", "lognormal", "t")
+FAMILIES = ("normal", "lognormal", "t", "gamma")
+MODEL_KINDS = ("independent", "scale_mixture")
+FAMILY_SETS = ("constrained", "paper")
+_T_MIN_DF = {"constrained": 2.1, "paper": 0.2}
 
 
 # --------------------------------------------------------------------------- densities
@@ -92,6 +118,11 @@ def logpdf(family: str, params: dict, x: np.ndarray, signed: bool) -> np.ndarray
         z = (x - loc) / s
         return (special.gammaln((df + 1) / 2) - special.gammaln(df / 2) - 0.5 * np.log(df * np.pi)
                 - np.log(s) - (df + 1) / 2 * np.log1p(z * z / df))
+    if family == "gamma":
+        k, th = params["shape"], params["scale"]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = (k - 1) * np.log(x) - x / th - special.gammaln(k) - k * np.log(th)
+        return np.where(x > 0, out, -np.inf)
     raise ValueError(f"unknown family {family!r}")
 
 
@@ -105,16 +136,18 @@ def _draw(family: str, params: dict, size, signed: bool, rng: np.random.Generato
         return v
     if family == "t":
         return (0.0 if signed else params["loc"]) + params["scale"] * rng.standard_t(params["df"], size)
+    if family == "gamma":
+        return rng.gamma(params["shape"], params["scale"], size)
     raise ValueError(f"unknown family {family!r}")
 
 
-def _fit_t(x: np.ndarray, signed: bool) -> dict:
-    """MLE of Student's t (loc fixed at 0 when ``signed``) by L-BFGS-B on log-parameters."""
+def _fit_t(x: np.ndarray, signed: bool, min_df: float = 0.2) -> dict:
+    """MLE of Student's t (loc fixed at 0 when ``signed``, ``df >= min_df``) by L-BFGS-B."""
     med = float(np.median(x))
     mad = float(np.median(np.abs(x - (0.0 if signed else med)))) * 1.4826 or float(np.std(x)) or 1.0
 
     def unpack(th):
-        df = float(np.exp(np.clip(th[0], np.log(0.2), np.log(1e4))))
+        df = float(np.exp(np.clip(th[0], np.log(min_df), np.log(1e4))))
         s = float(np.exp(th[1]))
         loc = 0.0 if signed else float(th[2])
         return df, s, loc
@@ -124,7 +157,7 @@ def _fit_t(x: np.ndarray, signed: bool) -> dict:
         return -float(np.sum(logpdf("t", {"df": df, "scale": s, "loc": loc}, x, signed)))
 
     best = None
-    for df0 in (3.0, 30.0):
+    for df0 in (max(3.0, 1.5 * min_df), 30.0):
         th0 = [np.log(df0), np.log(mad)] + ([] if signed else [med])
         res = optimize.minimize(nll, th0, method="L-BFGS-B")
         if best is None or res.fun < best.fun:
@@ -136,7 +169,31 @@ def _fit_t(x: np.ndarray, signed: bool) -> dict:
     return out
 
 
-def _fit_candidates(x: np.ndarray, signed: bool) -> dict:
+def _fit_gamma(x: np.ndarray) -> dict | None:
+    """MLE of the gamma law (location 0) of positive values."""
+    if not np.all(x > 0) or np.ptp(x) <= 0:
+        return None
+    from scipy import stats
+
+    k, _, th = stats.gamma.fit(x, floc=0.0)
+    return {"shape": float(k), "scale": float(th)}
+
+
+def _eligible(family: str, signed: bool, families: str) -> tuple[bool, str | None]:
+    if families == "paper":
+        return (family != "gamma", "not a paper family" if family == "gamma" else None)
+    if not signed:
+        if family in ("lognormal", "gamma"):
+            return True, None
+        return False, "support includes negative radii (degree 0 needs a positive family)"
+    if family in ("normal", "t"):
+        return True, None
+    if family == "lognormal":
+        return False, "bimodal with no density at 0 (coefficients of l > 0 are symmetric about 0)"
+    return False, "positive family (coefficients of l > 0 are signed)"
+
+
+def _fit_candidates(x: np.ndarray, signed: bool, families: str = "constrained") -> dict:
     n = x.size
     cands: dict = {}
     if signed:
@@ -149,17 +206,26 @@ def _fit_candidates(x: np.ndarray, signed: bool) -> dict:
         cands["lognormal"] = {"mu": float(lx.mean()), "sigma": float(lx.std())}
     else:
         cands["lognormal"] = None
-    cands["t"] = _fit_t(x, signed)
+    cands["t"] = _fit_t(x, signed, _T_MIN_DF[families])
+    if not signed:
+        cands["gamma"] = _fit_gamma(x)
     out = {}
     for fam, p in cands.items():
         if p is None or any(not np.isfinite(v) or (k in ("scale", "sigma") and v <= 0) for k, v in p.items()):
             out[fam] = {"applicable": False, "params": None, "loglik": None, "aic": None, "n_params": None,
-                        "reason": "non-positive values" if fam == "lognormal" else "degenerate data"}
+                        "reason": "non-positive values" if fam in ("lognormal", "gamma") else "degenerate data",
+                        "eligible": False}
             continue
         ll = float(np.sum(logpdf(fam, p, x, signed)))
         k = len(p)
+        ok, why = _eligible(fam, signed, families)
         out[fam] = {"applicable": bool(np.isfinite(ll)), "params": p, "loglik": ll if np.isfinite(ll) else None,
-                    "aic": float(2 * k - 2 * ll) if np.isfinite(ll) else None, "n_params": k, "n": int(n)}
+                    "aic": float(2 * k - 2 * ll) if np.isfinite(ll) else None, "n_params": k, "n": int(n),
+                    "eligible": bool(ok and np.isfinite(ll))}
+        if why:
+            out[fam]["reason"] = why
+        if fam == "t" and p["df"] <= _T_MIN_DF[families] * 1.0001:
+            out[fam]["note"] = f"df at its lower bound {_T_MIN_DF[families]}"
     return out
 
 
@@ -216,6 +282,8 @@ class DegreeLaw:
             if self.signed:
                 return float(np.sqrt(m2))
             return float(np.sqrt(m2 - np.exp(2 * mu + s * s)))
+        if self.family == "gamma":
+            return float(np.sqrt(p["shape"]) * p["scale"])
         df = p["df"]
         return float(p["scale"] * np.sqrt(df / (df - 2))) if df > 2 else float("inf")
 
@@ -226,6 +294,8 @@ class DegreeLaw:
         p = self.params
         if self.family == "lognormal":
             return float(np.exp(p["mu"] + p["sigma"] ** 2 / 2))
+        if self.family == "gamma":
+            return float(p["shape"] * p["scale"])
         return float(p["loc"])
 
     def to_json(self) -> dict:
@@ -241,7 +311,7 @@ class DegreeLaw:
 
 @dataclasses.dataclass
 class ShellModel:
-    """Stochastic model of shell radius functions (SPEC 1.4).
+    """Stochastic model of shell radius functions (docs/method.md#shell-model).
 
     Attributes
     ----------
@@ -270,6 +340,14 @@ class ShellModel:
         Provenance (input file, segmentation summary, seed).
     path : Path, optional
         Where the model was loaded from / written to.
+    kind : str
+        ``"independent"`` (the paper's) or ``"scale_mixture"`` (see the module docstring).
+    mixture : ScaleMixture, optional
+        The dependence model of a ``scale_mixture`` model.
+    families : str
+        ``"constrained"`` or ``"paper"`` (which per-degree families competed).
+    selection_table : dict, optional
+        The hold-out self-check of every candidate model (written by the model selection).
     """
 
     degree: int
@@ -286,13 +364,18 @@ class ShellModel:
     path: Path | None = None
     format_version: int = FORMAT_VERSION
     coefficients_file: str | None = None
+    kind: str = "independent"
+    mixture: ScaleMixture | None = None
+    families: str = "constrained"
+    selection_table: dict | None = None
 
     # ------------------------------------------------------------------ fitting
     @classmethod
     def fit(cls, coeffs, voxel_size_um: float, *, selection: str = "aic",
             star_volume_fraction=None, particle_table: dict | None = None, source: dict | None = None,
-            min_volume_voxels: float = 10.0, check_subdivisions: int = 4) -> "ShellModel":
-        """Fit per-degree laws to measured coefficients.
+            min_volume_voxels: float = 10.0, check_subdivisions: int = 4, kind: str = "independent",
+            n_bands: int = 1, families: str = "constrained", edcc: bool = True) -> "ShellModel":
+        """Fit per-degree laws (and, for ``kind="scale_mixture"``, the dependence model).
 
         Parameters
         ----------
@@ -306,12 +389,21 @@ class ShellModel:
             Per-particle star-shaped volume fractions (their statistics are stored).
         particle_table, source : dict, optional
             Stored with the model (see class attributes).
+        kind : {"independent", "scale_mixture"}
+            The model (see the module docstring).
+        n_bands : int
+            Bands of the degrees ``2..L`` of a scale mixture (``l = 1`` is always its own band).
+        families : {"constrained", "paper"}
+            Which per-degree families compete (see the module docstring).
+        edcc : bool
+            Compute the EDCC of ``a_00`` with every ``a_lm`` (the slow part of a fit).
 
         Returns
         -------
         ShellModel
         """
-        import dcor
+        if edcc:
+            import dcor
 
         c = np.asarray(coeffs, dtype=np.float64)
         if c.ndim != 2 or c.shape[0] < 3:
@@ -320,24 +412,37 @@ class ShellModel:
             raise InputError(f"voxel size must be > 0 µm, got {voxel_size_um}")
         if selection not in ("aic", "loglik"):
             raise ValueError("selection must be 'aic' or 'loglik'")
+        if kind not in MODEL_KINDS:
+            raise InputError(f"unknown shell model {kind!r} (choose from {', '.join(MODEL_KINDS)})")
+        if families not in FAMILY_SETS:
+            raise InputError(f"unknown family set {families!r} (choose from {', '.join(FAMILY_SETS)})")
         K = c.shape[1]
         L = int(round(np.sqrt(K))) - 1
         if n_coeffs(L) != K:
             raise InputError(f"coefficient count {K} is not (L+1)**2")
-        a00 = c[:, 0]
+        a00 = np.ascontiguousarray(c[:, 0])
         laws = []
         for l in range(L + 1):
             block = c[:, l * l: (l + 1) ** 2]
-            cands = _fit_candidates(block.ravel(), signed=l > 0)
-            ok = {f: v for f, v in cands.items() if v["applicable"]}
-            key = (lambda f: ok[f]["aic"]) if selection == "aic" else (lambda f: -ok[f]["loglik"])
-            fam = min(ok, key=key)
-            edcc = per = None
-            if l > 0:
-                per = [float(dcor.distance_correlation(a00, block[:, j])) for j in range(block.shape[1])]
-                edcc = float(np.mean(per))
+            cands = _fit_candidates(block.ravel(), signed=l > 0, families=families)
+            ok = {f: v for f, v in cands.items() if v.get("eligible", v["applicable"])}
+            if not ok:
+                why = "; ".join(f"{f}: {v.get('reason', '?')}" for f, v in cands.items())
+                raise InputError(f"degree {l}: no eligible law fits the coefficients ({why})")
+            fam = min(ok, key=lambda f, ok=ok: ok[f]["aic"] if selection == "aic" else -ok[f]["loglik"])
+            e = per = None
+            if l > 0 and edcc:
+                # the O(n log n) AVL algorithm (same value as the naive O(n²) one to ~1e-13)
+                per = [float(dcor.distance_correlation(a00, np.ascontiguousarray(block[:, j]), method="avl"))
+                       for j in range(block.shape[1])]
+                e = float(np.mean(per))
             laws.append(DegreeLaw(degree=l, family=fam, params=dict(ok[fam]["params"]), candidates=cands,
-                                  edcc=edcc, edcc_per_order=per))
+                                  edcc=e, edcc_per_order=per))
+        mixture = None
+        if kind == "scale_mixture":
+            if np.any(c[:, 0] <= 0):
+                raise InputError("a scale mixture needs a_00 > 0 for every particle")
+            mixture = ScaleMixture.fit(c, n_bands=n_bands)
         svf = {}
         if star_volume_fraction is not None:
             s = np.asarray(star_volume_fraction, dtype=np.float64)
@@ -346,18 +451,35 @@ class ShellModel:
         return cls(degree=L, voxel_size_um=float(voxel_size_um), laws=laws, n_particles=int(c.shape[0]),
                    star_volume_fraction=svf, selection=selection, min_volume_voxels=float(min_volume_voxels),
                    check_subdivisions=int(check_subdivisions), coefficients=c, particle_table=particle_table,
-                   source=dict(source or {}))
+                   source=dict(source or {}), kind=kind, mixture=mixture, families=families)
 
     # ------------------------------------------------------------------ sampling
     def _check_basis(self):
         return _check_basis(self.degree, self.check_subdivisions)
 
     def draw_raw(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """``n`` coefficient vectors from the laws, without the validity check."""
+        """``n`` coefficient vectors from the model, without the validity check."""
+        if self.kind == "scale_mixture":
+            return self.mixture.draw_raw(n, rng)
         out = np.empty((int(n), n_coeffs(self.degree)))
         for law in self.laws:
             l = law.degree
             out[:, l * l:(l + 1) ** 2] = _draw(law.family, law.params, (int(n), 2 * l + 1), l > 0, rng)
+        return out
+
+    def log_density(self, coeffs) -> np.ndarray:
+        """Log density of whole coefficient vectors under the model (before the validity condition).
+
+        Used to score models on held-out particles: ``independent`` sums the per-coefficient
+        laws, ``scale_mixture`` uses :meth:`ScaleMixture.logpdf`.
+        """
+        c = np.atleast_2d(np.asarray(coeffs, dtype=np.float64))
+        if self.kind == "scale_mixture":
+            return self.mixture.logpdf(c)
+        out = np.zeros(c.shape[0])
+        for law in self.laws:
+            l = law.degree
+            out += logpdf(law.family, law.params, c[:, l * l:(l + 1) ** 2], l > 0).sum(axis=1)
         return out
 
     def valid(self, coeffs: np.ndarray, _basis=None) -> np.ndarray:
@@ -442,6 +564,10 @@ class ShellModel:
             "n_coeffs": n_coeffs(self.degree),
             "sh_convention": SH_CONVENTION,
             "n_particles": self.n_particles,
+            "model": self.kind,
+            "families": self.families,
+            "dependence": self.mixture.to_json() if self.mixture is not None else None,
+            "model_selection": self.selection_table,
             "selection_criterion": self.selection,
             "degrees": [law.to_json() for law in self.laws],
             "edcc": {str(law.degree): law.edcc for law in self.laws if law.degree > 0},
@@ -474,7 +600,7 @@ class ShellModel:
     def from_json(cls, doc: dict, path=None) -> "ShellModel":
         """Build a model from its JSON document (checks format and version)."""
         where = path or "shell model"
-        check_format(doc, FORMAT, FORMAT_VERSION, where)
+        version = check_format(doc, FORMAT, FORMAT_VERSION, where)
         try:
             laws = [DegreeLaw.from_json(d) for d in doc["degrees"]]
             m = cls(degree=int(doc["degree"]), voxel_size_um=float(doc["voxel_size_um"]), laws=laws,
@@ -484,7 +610,17 @@ class ShellModel:
                     min_volume_voxels=float(doc.get("sampling", {}).get("min_volume_voxels", 10.0)),
                     check_subdivisions=int(doc.get("sampling", {}).get("positivity_check_subdivisions", 4)),
                     source=doc.get("source") or {}, path=Path(path) if path else None,
-                    format_version=int(doc["format_version"]), coefficients_file=doc.get("coefficients_file"))
+                    format_version=int(doc["format_version"]), coefficients_file=doc.get("coefficients_file"),
+                    kind=doc.get("model", "independent") if version >= 2 else "independent",
+                    families=doc.get("families", "paper") if version >= 2 else "paper",
+                    selection_table=doc.get("model_selection"))
+            if m.kind not in MODEL_KINDS:
+                raise InputError(f"unknown shell model {m.kind!r} (this nmc-dataset reads "
+                                 f"{', '.join(MODEL_KINDS)})", where)
+            if m.kind == "scale_mixture":
+                if not isinstance(doc.get("dependence"), dict):
+                    raise InputError("a scale_mixture model needs its 'dependence' block", where)
+                m.mixture = ScaleMixture.from_json(doc["dependence"], m.degree)
         except (KeyError, TypeError, ValueError) as e:
             raise InputError(f"malformed shell model ({type(e).__name__}: {e})", where) from None
         if [law.degree for law in laws] != list(range(m.degree + 1)):
@@ -516,11 +652,17 @@ class ShellModel:
 
     def summary(self) -> str:
         """A short text table of the laws."""
-        lines = [f"shell model: L={self.degree}, {self.n_particles} particles, voxel {self.voxel_size_um} µm"]
+        head = (f"shell model ({self.kind}): L={self.degree}, {self.n_particles} particles, "
+                f"voxel {self.voxel_size_um} µm")
+        lines = [head]
+        if self.mixture is not None:
+            bands = ", ".join(f"{b[0]}" if len(b) == 1 else f"{b[0]}-{b[-1]}" for b in self.mixture.bands)
+            lines.append(f"  latent roughness per band of degrees ({bands}) drawn jointly with a_00 "
+                         f"(kernel density of {self.mixture.points.shape[0]} particles)")
         for law in self.laws:
             p = ", ".join(f"{k}={v:.4g}" for k, v in law.params.items())
             e = "" if law.edcc is None else f"  EDCC={law.edcc:.3f}"
-            lines.append(f"  l={law.degree}: {law.family}({p}){e}")
+            lines.append(f"  l={law.degree}: {law.family}({p}){e}" + (" [marginal]" if self.mixture else ""))
         if self.star_volume_fraction:
             lines.append(f"  star-shaped volume fraction: mean {self.star_volume_fraction['mean']:.3f}")
         return "\n".join(lines)

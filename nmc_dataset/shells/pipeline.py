@@ -58,7 +58,8 @@ def _check_degree(degree, where):
 
 def fit_volume(volume: np.ndarray, voxel_size_um: float, *, phase: int | None = None, degree: int = 9,
                rng: np.random.Generator | None = None, selection: str = "aic", sigma: float = 1.8,
-               where=None) -> FitResult:
+               where=None, model: str = "auto", holdout: float = 0.25, families: str = "constrained",
+               measure: str = "subvoxel", measure_sigma: float = 1.0, correct_blur: bool = True) -> FitResult:
     """Segment a CT volume, measure every particle's radius function and fit the shell model.
 
     Parameters
@@ -70,7 +71,7 @@ def fit_volume(volume: np.ndarray, voxel_size_um: float, *, phase: int | None = 
     phase : int, optional
         Particle phase of a phase-label volume.
     degree : int
-        SH degree L (SPEC: 9).
+        SH degree L (the paper: 9).
     rng : numpy.random.Generator
         Draws the per-particle rotations.
     selection : {"aic", "loglik"}
@@ -79,6 +80,22 @@ def fit_volume(volume: np.ndarray, voxel_size_um: float, *, phase: int | None = 
         Gaussian σ of the segmentation (grey input).
     where : str, optional
         The volume's file name for error messages.
+    model : str
+        ``"auto"`` (hold-out selection among all candidates, :mod:`nmc_dataset.shells.selection`)
+        or one candidate name (``independent``, ``scale_mixture``, ``scale_mixture_bands``):
+        that model is fitted on all particles and still self-checked on a hold-out.
+    holdout : float
+        Fraction of particles held out for the self-check; 0 skips it.
+    families : {"constrained", "paper"}
+        Per-degree family set (see :mod:`nmc_dataset.shells.model`).
+    measure : {"subvoxel", "voxel"}
+        Radius measurement: the threshold crossing of the smoothed grey value along each ray
+        (:mod:`nmc_dataset.shells.subvoxel`, default) or the nearest-voxel ray walk on the labels
+        (:func:`~nmc_dataset.shells.radius.measure_particles`, the paper's).
+    measure_sigma : float
+        Gaussian σ (voxels) of the sub-voxel measurement (default 1).
+    correct_blur : bool
+        Undo the blur's degree-wise damping in the sub-voxel measurement.
 
     Returns
     -------
@@ -86,12 +103,22 @@ def fit_volume(volume: np.ndarray, voxel_size_um: float, *, phase: int | None = 
     """
     vs = _check_voxel_size(voxel_size_um, where)
     degree = _check_degree(degree, where)
+    _check_fit_options(model, holdout, measure, measure_sigma, where)
     rng = np.random.default_rng() if rng is None else rng
     seg = segment_volume(volume, phase=phase, sigma=sigma, where=where)
     log.info("segmentation: %s", seg.summary())
     if seg.n_particles < 3:
         raise InputError(f"only {seg.n_particles} particle(s) found; a shell model needs at least 3", where)
-    pc = measure_particles(seg.labels, degree, rng)
+    minfo = {"method": "voxel"}
+    if measure == "voxel":
+        pc = measure_particles(seg.labels, degree, rng)
+    else:
+        from .subvoxel import measure_particles_subvoxel
+
+        pc, mi = measure_particles_subvoxel(seg.labels, volume if seg.input_kind == "grey" else None, degree, rng,
+                                            sigma=float(measure_sigma), otsu_threshold=seg.threshold,
+                                            correct_blur=correct_blur)
+        minfo = mi.to_json()
     table = {"particle_label": pc.label, "centroid_x_vox": pc.centroid_xyz[:, 0],
              "centroid_y_vox": pc.centroid_xyz[:, 1], "centroid_z_vox": pc.centroid_xyz[:, 2],
              "volume_vox": pc.volume_voxels, "star_volume_fraction": pc.star_volume_fraction,
@@ -101,14 +128,43 @@ def fit_volume(volume: np.ndarray, voxel_size_um: float, *, phase: int | None = 
               "volume_shape": list(volume.shape), "segmentation": seg.summary(), "counts": seg.counts,
               "otsu_threshold": seg.threshold, "skipped_steps": seg.skipped, "gaussian_sigma_vox": sigma,
               "fit_points": 642, "rotation": "uniform random per particle",
-              "mean_fit_rms_vox": float(pc.fit_rms.mean())}
-    model = ShellModel.fit(pc.coeffs, vs, selection=selection, star_volume_fraction=pc.star_volume_fraction,
-                           particle_table=table, source=source)
-    return FitResult(model=model, segmentation=seg, particles=pc)
+              "mean_fit_rms_vox": float(pc.fit_rms.mean()), "measurement": minfo}
+    fit_kw = {"selection": selection, "star_volume_fraction": pc.star_volume_fraction, "particle_table": table,
+              "source": source, "families": families}
+    shell_model = _fit_and_select(pc.coeffs, vs, model, holdout, rng, fit_kw, where)
+    return FitResult(model=shell_model, segmentation=seg, particles=pc)
+
+
+def _check_fit_options(model, holdout, measure, measure_sigma, where):
+    from .selection import CANDIDATES
+
+    if model != "auto" and model not in CANDIDATES:
+        raise InputError(f"unknown shell model {model!r} (choose from auto, {', '.join(CANDIDATES)})", where)
+    if not 0 <= float(holdout) < 1:
+        raise InputError(f"--holdout must be in [0, 1), got {holdout}", where)
+    if measure not in ("subvoxel", "voxel"):
+        raise InputError(f"unknown measurement {measure!r} (choose subvoxel or voxel)", where)
+    if not float(measure_sigma) > 0:
+        raise InputError(f"--measure-sigma must be > 0 voxels, got {measure_sigma}", where)
+
+
+def _fit_and_select(coeffs, vs, model, holdout, rng, fit_kw, where):
+    from .selection import CANDIDATES, fit_candidate, select_model
+
+    if float(holdout) == 0:
+        m = fit_candidate("independent" if model == "auto" else model, coeffs, vs, **fit_kw)
+        m.selection_table = {"chosen": m.kind if model == "auto" else model, "skipped": "hold-out disabled (0)"}
+        return m
+    cands = tuple(CANDIDATES) if model == "auto" else (model,)
+    fallback = "independent" if model == "auto" else model
+    m, _ = select_model(coeffs, vs, rng=rng, holdout=float(holdout), candidates=cands, fallback=fallback, **fit_kw)
+    return m
 
 
 def fit_shells(volume_path, voxel_size_um: float, out, *, dataset: str | None = None, phase: int | None = None,
-               shape=None, dtype=None, degree: int = 9, seed: int = 0, selection: str = "aic") -> FitResult:
+               shape=None, dtype=None, degree: int = 9, seed: int = 0, selection: str = "aic",
+               model: str = "auto", holdout: float = 0.25, families: str = "constrained",
+               measure: str = "subvoxel", measure_sigma: float = 1.0, correct_blur: bool = True) -> FitResult:
     """Fit a shell model to a volume file and write ``out`` (JSON) plus ``<stem>.coefficients.parquet``.
 
     All inputs are checked before anything is written; see :func:`fit_volume`.
@@ -118,11 +174,13 @@ def fit_shells(volume_path, voxel_size_um: float, out, *, dataset: str | None = 
     volume_path = Path(volume_path)
     _check_voxel_size(voxel_size_um, volume_path)
     _check_degree(degree, volume_path)
+    _check_fit_options(model, holdout, measure, measure_sigma, volume_path)
     out = check_out_file(out)
     check_out_file(out.with_name(out.stem + ".coefficients.parquet"), "the coefficients file")
     vol = read_volume(volume_path, dataset=dataset, shape=shape, dtype=dtype)
     res = fit_volume(vol, voxel_size_um, phase=phase, degree=degree, rng=np.random.default_rng(seed),
-                     selection=selection, where=volume_path)
+                     selection=selection, where=volume_path, model=model, holdout=holdout, families=families,
+                     measure=measure, measure_sigma=measure_sigma, correct_blur=correct_blur)
     res.model.source["seed"] = int(seed)
     if dataset:
         res.model.source["dataset"] = dataset
@@ -188,7 +246,7 @@ def sample_shells(model_path, n: int, seed: int, out) -> tuple[np.ndarray, dict]
 
 
 def descriptors_um(coeffs: np.ndarray, voxel_size_um: float, subdivisions: int = 4, desc: str = "") -> dict:
-    """SPEC 1.5 descriptors of shells in voxels, converted to µm (µm², µm³).
+    """shell descriptors of shells in voxels, converted to µm (µm², µm³).
 
     Computed in chunks of 200 shells, with a progress bar on a terminal when ``desc`` is given.
     """
@@ -221,9 +279,9 @@ def describe_shells(shells_path, out, *, against=None, subdivisions: int = 4, fo
     """Descriptors of sampled shells, optionally compared with a model's measured particles.
 
     Writes into the folder ``out`` (a new or empty folder, or an earlier describe-shells report,
-    whose files are replaced atomically; ``force`` writes beside files the tool did not write): ``descriptors.parquet`` (µm units, one
-    row per shell), ``summary.json``, and with ``against`` also ``measured_descriptors.parquet``,
-    the histogram PNGs, ``comparison.md`` and ``comparison.json``.
+    whose files are replaced atomically; ``force`` writes beside files the tool did not write):
+    ``descriptors.parquet`` (µm units, one row per shell), ``summary.json``, and with ``against``
+    also ``measured_descriptors.parquet``, the histogram PNGs, ``comparison.md`` and ``comparison.json``.
 
     Returns
     -------

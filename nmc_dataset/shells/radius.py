@@ -1,4 +1,4 @@
-"""Star-shaped radius functions of segmented particles and their SH coefficients (SPEC 1.2-1.3).
+"""Star-shaped radius functions of segmented particles and their SH coefficients (docs/method.md#radius-function).
 
 For a particle (a set of voxels) with centre of mass ``c`` the radius along a unit vector ``u`` is
 
@@ -122,7 +122,7 @@ def star_fraction(mask: np.ndarray, center) -> float:
     """Fraction of a particle's voxels in its star-shaped region about ``center``.
 
     A voxel belongs to the star-shaped region when every point of the segment from ``center``
-    to the voxel centre rounds to a particle voxel (SPEC 1.2; the paper's data: 96 % on
+    to the voxel centre rounds to a particle voxel (docs/method.md#radius-function; the paper's data: 96 % on
     average).
     """
     mask = np.asarray(mask, dtype=bool)
@@ -182,7 +182,7 @@ def measure_particles(labels: np.ndarray, degree: int = 9, rng: np.random.Genera
 
     For each particle a rotation ``R`` is drawn uniformly from SO(3); the radius is measured
     along the rotated icosphere directions ``v_k = Rᵀ u_k`` and the coefficients solve
-    ``P̃(R v_k) = P̃(u_k) ≈ P(v_k)`` in the least-squares sense (SPEC 1.3 with the point set
+    ``P̃(R v_k) = P̃(u_k) ≈ P(v_k)`` in the least-squares sense (docs/method.md#spherical-harmonics with the point set
     ``{v_k}``; the Haar measure is invariant under R -> Rᵀ). Because the basis is evaluated on
     the fixed ``u_k``, one pseudo-inverse serves every particle.
 
@@ -195,7 +195,7 @@ def measure_particles(labels: np.ndarray, degree: int = 9, rng: np.random.Genera
     rng : numpy.random.Generator
         Draws the rotations.
     subdivisions : int
-        Icosphere subdivisions of the point set (3 -> 642 points, SPEC).
+        Icosphere subdivisions of the point set (3 -> 642 points, as in the paper).
     """
     from .._util import progress
 

@@ -1,4 +1,4 @@
-"""Segmentation of a CT volume into separate particles (SPEC 1.1).
+"""Segmentation of a CT volume into separate particles (docs/method.md#ct-segmentation).
 
 Grey-value input runs every step; already segmented input (binary, or a phase-label volume
 with ``phase=K``) skips smoothing and thresholding, and the result says so.
@@ -245,7 +245,7 @@ def _remove_border(labels: np.ndarray) -> int:
 def segment_volume(volume: np.ndarray, *, phase: int | None = None, sigma: float = 1.8,
                    min_volume: int = 10, min_sphericity: float = 0.5, h: float = 2.0,
                    where=None) -> Segmentation:
-    """Segment a 3D CT volume into particles (SPEC 1.1).
+    """Segment a 3D CT volume into particles (docs/method.md#ct-segmentation).
 
     Parameters
     ----------

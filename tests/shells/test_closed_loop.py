@@ -1,11 +1,13 @@
-"""Closed loop (SPEC 4): known shell model -> noisy grey CT phantom -> fit -> compare with the truth.
+"""Closed loop (docs/method.md#validation): known shell model -> noisy grey CT phantom -> fit -> compare with the truth.
 
 Two routes share the phantom:
 
 * the *label route* feeds the true (binary) labels: it isolates radius + SH + law fitting, whose
   only error is the voxelisation of the surface, so the tolerances are tight;
-* the *grey route* runs the full SPEC 1.1 segmentation on the noisy, blurred grey volume. Its
-  Gaussian smoothing (σ = 1.8) and Otsu threshold are low-pass filters of the surface: at the
+* the *grey route* runs the full docs/method.md#ct-segmentation segmentation on the noisy, blurred grey volume and,
+  here, the paper's nearest-voxel measurement (``measure="voxel"``; the sub-voxel default is
+  tested in ``test_subvoxel.py`` and the loops of ``tests/synthetic/test_shell_loop.py``). Its Gaussian smoothing
+  (σ = 1.8) and Otsu threshold are low-pass filters of the surface: at the
   phantom's small radii (8-10 voxels) they enlarge particles by ~5 % (Otsu sits below the
   mid-grey on blurred data) and damp degrees l >= 3 (measured: l=2 x0.88, l=3 x0.72, l=4 x0.6
   at radius 8). The tolerances below state those measured biases plus sampling margin; the real
@@ -55,7 +57,7 @@ def test_label_route_recovers_the_truth(phantom):
 
 def test_grey_route_counts_and_recovers_within_the_stated_bias(phantom, tmp_path):
     ph = phantom
-    res = fit_volume(ph.volume, ph.voxel_size_um, rng=np.random.default_rng(1))
+    res = fit_volume(ph.volume, ph.voxel_size_um, rng=np.random.default_rng(1), measure="voxel")
     seg = res.segmentation
     assert seg.input_kind == "grey" and seg.n_particles == ph.n_particles  # every particle, no split/merge
     c_true, c_fit = ph.coefficients, res.particles.coeffs

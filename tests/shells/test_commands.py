@@ -41,6 +41,11 @@ def test_fit_sample_describe(fitted, capsys):
     assert [e["degree"] for e in doc["degrees"]] == list(range(10))
     assert doc["source"]["input_kind"] == "grey" and doc["source"]["seed"] == 3
     assert 0.9 < doc["star_volume_fraction"]["mean"] <= 1
+    # 14 particles: no hold-out self-check; the file says why and how many it needs
+    assert doc["model"] == "independent" and doc["model_selection"]["particles_needed"] == 40
+    assert doc["families"] == "constrained" and doc["degrees"][0]["family"] in ("lognormal", "gamma")
+    mi = doc["source"]["measurement"]
+    assert mi["method"] == "subvoxel" and mi["corrected"] and 1.0 < mi["blur_sigma_vox"] < 2.0
     t = pq.read_table(d / "model.coefficients.parquet")
     assert t.num_rows == 14 and "a_l9_m-9" in t.column_names and "star_volume_fraction" in t.column_names
 
@@ -48,7 +53,7 @@ def test_fit_sample_describe(fitted, capsys):
                      "--out", str(d / "shells.parquet")]) == 0
     t = pq.read_table(d / "shells.parquet")
     meta = json.loads(t.schema.metadata[b"nmc_dataset"])
-    assert t.num_rows == 300 and meta["seed"] == 5 and meta["model_format_version"] == 1
+    assert t.num_rows == 300 and meta["seed"] == 5 and meta["model_format_version"] == 2
     assert meta["format"] == "nmc-dataset/shells" and meta["voxel_size_um"] == 0.128
     # reproducible: the same seed gives the same bytes of coefficients
     assert cli.main(["sample-shells", str(d / "model.json"), "-n", "300", "--seed", "5",
@@ -78,7 +83,8 @@ def _assert_nothing_written(folder, before):
     assert sorted(p.name for p in folder.iterdir()) == before
 
 
-@pytest.mark.parametrize("case", ["garbage_tif", "2d", "empty", "absent_phase", "zero_voxel", "negative_voxel"])
+@pytest.mark.parametrize("case", ["garbage_tif", "2d", "empty", "absent_phase", "zero_voxel", "negative_voxel",
+                                  "holdout", "measure_sigma"])
 def test_fit_errors(tmp_path, capsys, case):
     args = ["--voxel-size-um", "0.128"]
     if case == "garbage_tif":
@@ -100,6 +106,11 @@ def test_fit_errors(tmp_path, capsys, case):
         np.save(vol, v)
         args += ["--phase", "5"]
         expect = "phase 5 does not occur"
+    elif case in ("holdout", "measure_sigma"):
+        vol = tmp_path / "vol.npy"
+        np.save(vol, np.zeros((30, 30, 30), np.uint8))
+        args += ["--holdout", "1.5"] if case == "holdout" else ["--measure-sigma", "0"]
+        expect = "--holdout must be in [0, 1)" if case == "holdout" else "--measure-sigma must be > 0"
     else:
         vol = tmp_path / "vol.npy"
         np.save(vol, np.zeros((30, 30, 30), np.uint8))
@@ -115,12 +126,12 @@ def test_fit_errors(tmp_path, capsys, case):
 def test_sample_and_describe_errors(fitted, tmp_path, capsys):
     d, _ = fitted
     doc = json.loads((d / "model.json").read_text())
-    doc["format_version"] = 2
+    doc["format_version"] = 3
     newer = tmp_path / "newer.json"
     newer.write_text(json.dumps(doc))
     before = sorted(p.name for p in tmp_path.iterdir())
     assert cli.main(["sample-shells", str(newer), "-n", "10", "--seed", "1", "--out", str(tmp_path / "s.parquet")]) == 2
-    _one_line_error(capsys, "newer.json", "format_version 2")
+    _one_line_error(capsys, "newer.json", "format_version 3")
     assert cli.main(["sample-shells", str(d / "model.json"), "-n", "0", "--seed", "1",
                      "--out", str(tmp_path / "s.parquet")]) == 2
     _one_line_error(capsys, "model.json", "-n must be >= 1")

@@ -1,4 +1,4 @@
-"""SPEC 1.5 descriptors: analytic bodies, trimesh as an independent twin, fast d_max vs all pairs."""
+"""shell descriptors: analytic bodies, trimesh as an independent twin, fast d_max vs all pairs."""
 
 import numpy as np
 import pytest

@@ -77,7 +77,7 @@ def test_fit_recovers_known_coefficients(rng):
     a = rng.standard_normal((5, 100))
     got = fit_coefficients(9, u, radius(a, u))
     np.testing.assert_allclose(got, a, atol=1e-9)  # noise-free: exact up to round-off
-    # random rotation of the point set (SPEC 1.3): P~(R u_k) = P(u_k) is still solved exactly
+    # random rotation of the point set (docs/method.md#spherical-harmonics): P~(R u_k) = P(u_k) is still solved exactly
     R = random_rotations(1, rng)[0]
     np.testing.assert_allclose(fit_coefficients(9, u @ R.T, radius(a, u @ R.T)), a, atol=1e-9)
 

@@ -108,7 +108,7 @@ def test_write_load_roundtrip_and_schema(tmp_path, rng):
     assert {"degree", "family", "params", "edcc"} <= set(doc["degrees"][1])
     assert 0.9 < doc["star_volume_fraction"]["mean"] < 1
     m2 = ShellModel.load(p)
-    assert m2.format_version == 1 and m2.degree == 5 and m2.voxel_size_um == 0.128
+    assert m2.format_version == 2 and m2.kind == "independent" and m2.degree == 5 and m2.voxel_size_um == 0.128
     for a, b in zip(m.laws, m2.laws):
         assert a.family == b.family and a.params == b.params
     np.testing.assert_array_equal(m2.load_coefficients(), c)
@@ -118,7 +118,27 @@ def test_write_load_roundtrip_and_schema(tmp_path, rng):
     # same seed, same shells from the loaded model
     np.testing.assert_array_equal(m.sample_coefficients(5, np.random.default_rng(1)),
                                   m2.sample_coefficients(5, np.random.default_rng(1)))
-    doc["format_version"] = 2
+    doc["format_version"] = 3
     (tmp_path / "new.json").write_text(json.dumps(doc))
     with pytest.raises(FormatVersionError, match="new.json"):
         ShellModel.load(tmp_path / "new.json")
+
+
+def test_constrained_families_positive_degree0_symmetric_rest(rng):
+    """Degree 0 gets a positive family, l > 0 a symmetric unimodal one with finite variance."""
+    n = 800
+    c = np.zeros((n, 9))
+    c[:, 0] = rng.normal(40, 9, n).clip(5)  # a normal-looking a_00: the paper's rule may pick normal or t
+    c[:, 1:4] = 0.3 * rng.standard_cauchy((n, 3))  # heavy tails: an MLE t would have df ~1
+    c[:, 4:9] = rng.standard_normal((n, 5))
+    m = ShellModel.fit(c, 0.128, edcc=False)
+    assert m.families == "constrained"
+    assert m.laws[0].family in ("lognormal", "gamma")
+    assert m.laws[1].family in ("normal", "t") and m.laws[1].params.get("df", 99) >= 2.1
+    assert np.isfinite(m.laws[1].std())
+    assert not m.laws[0].candidates["normal"]["eligible"] and "negative" in m.laws[0].candidates["normal"]["reason"]
+    assert not m.laws[1].candidates["lognormal"]["eligible"]
+    assert m.laws[0].candidates["gamma"]["aic"] is not None
+    paper = ShellModel.fit(c, 0.128, edcc=False, families="paper")
+    assert paper.laws[1].family == "t" and paper.laws[1].params["df"] < 2  # what the paper's rule does
+    assert "gamma" not in {law.family for law in paper.laws}

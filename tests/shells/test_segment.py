@@ -1,4 +1,4 @@
-"""SPEC 1.1 segmentation: watershed split, merge/drop, border removal, input kinds."""
+"""docs/method.md#ct-segmentation segmentation: watershed split, merge/drop, border removal, input kinds."""
 
 import numpy as np
 import pytest

@@ -1,0 +1,95 @@
+"""Sub-voxel radius measurement: crossings vs a plain twin, a ball, and a small-particle phantom."""
+
+import logging
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from scipy.interpolate import RegularGridInterpolator
+
+from nmc_dataset.shells.harmonics import icosphere
+from nmc_dataset.shells.radius import measure_particles
+from nmc_dataset.shells.segment import segment_volume
+from nmc_dataset.shells.subvoxel import (
+    _crossing,
+    _profiles,
+    blur_gain,
+    measure_particles_subvoxel,
+    too_small,
+)
+from nmc_dataset.synthetic.ct_phantom import make_ct_phantom, reference_shell_model
+
+
+def _rms(c, l):
+    return float(np.sqrt(np.mean(c[:, l * l:(l + 1) ** 2] ** 2)))
+
+
+def test_crossings_match_a_fine_plain_search(rng):
+    n = 30
+    z, y, x = np.mgrid[:n, :n, :n]
+    ball = ((x - 14.3) ** 2 + (y - 15.1) ** 2 + (z - 14.7) ** 2) <= 8.2**2
+    field = ndimage.gaussian_filter(ball.astype(np.float32), 1.0)
+    u, _ = icosphere(2)
+    c = np.array([14.3, 15.1, 14.7]) + rng.uniform(-0.5, 0.5, 3)
+    r0 = np.full(u.shape[0], 8.0) + rng.uniform(-0.5, 0.5, u.shape[0])
+    s, g = _profiles(field, c, u, r0, np.arange(-3.5, 3.5 + 1e-9, 0.25))
+    fast, _ = _crossing(s, g, 0.5, r0)
+    interp = RegularGridInterpolator((np.arange(n),) * 3, field)  # trilinear, the same field
+    for k in range(u.shape[0]):
+        t = np.arange(r0[k] - 3.5, r0[k] + 3.5, 0.005)
+        p = c[None] + t[:, None] * u[k]
+        vals = interp(p[:, ::-1])
+        j = np.flatnonzero((vals[:-1] >= 0.5) & (vals[1:] < 0.5))
+        best = t[j[np.argmin(np.abs(t[j] - r0[k]))]]
+        assert fast[k] == pytest.approx(best, abs=0.03), k
+
+
+def test_ball_radius_with_the_curvature_correction():
+    n, R = 41, 11.3
+    z, y, x = np.mgrid[:n, :n, :n]
+    labels = (((x - 20.2) ** 2 + (y - 19.8) ** 2 + (z - 20.1) ** 2) <= R**2).astype(np.int32)
+    pc, info = measure_particles_subvoxel(labels, None, 4, np.random.default_rng(0), sigma=1.0)
+    assert pc.coeffs[0, 0] / np.sqrt(4 * np.pi) == pytest.approx(R, abs=0.08)
+    assert 0.9 < info.blur_sigma_vox < 1.3 and info.indicator_ray_fraction == 1.0
+    assert np.abs(pc.coeffs[0, 4:]).max() < 0.1  # a ball has no shape degrees
+    pv = measure_particles(labels, 4, np.random.default_rng(0))
+    assert pc.fit_rms[0] < pv.fit_rms[0]  # sub-voxel radii are smoother than voxel steps
+
+
+def test_gain_and_resolution_limits():
+    g = blur_gain(3, [10.0], 1.0)[0]
+    assert g[0] == 1 and np.all(g[1:4] == 1)  # l = 1 (translation) is not damped by blur
+    assert g[4] == pytest.approx(np.exp(4 / 200)) and g[9] == pytest.approx(np.exp(10 / 200))
+    assert blur_gain(9, [2.0], 2.0).max() == 3.0  # capped
+    assert too_small(9, np.array([5.0, 20.0]), 1.4).tolist() == [True, False]
+
+
+@pytest.fixture(scope="module")
+def small_phantom():
+    truth = reference_shell_model(mean_radius_vox=8.5)
+    ph = make_ct_phantom(truth, shape=(112, 112, 112), n_particles=45, rng=np.random.default_rng(2024))
+    return ph, segment_volume(ph.volume)
+
+
+def test_small_particles_shape_degrees_recovered(small_phantom, caplog):
+    """Radius 8.5, blur 1, contrast/noise ~7: the voxel walk loses 25-45 % at l = 3-5, the sub-voxel one not."""
+    ph, seg = small_phantom
+    assert seg.n_particles == ph.n_particles
+    with caplog.at_level(logging.WARNING, logger="nmc_dataset"):
+        pc, info = measure_particles_subvoxel(seg.labels, ph.volume, 9, np.random.default_rng(1), sigma=1.0,
+                                              otsu_threshold=seg.threshold)
+    pv = measure_particles(seg.labels, 9, np.random.default_rng(1))
+    ct = ph.coefficients
+    assert pc.coeffs[:, 0].mean() == pytest.approx(ct[:, 0].mean(), rel=0.02)
+    assert pv.coeffs[:, 0].mean() > 1.025 * ct[:, 0].mean()  # Otsu on the σ = 1.8 volume: too large
+    for l in (2, 3, 4, 5):
+        assert _rms(pc.coeffs, l) == pytest.approx(_rms(ct, l), rel=0.12), l
+    for l in (3, 4, 5):
+        assert _rms(pv.coeffs, l) < 0.8 * _rms(ct, l), l
+    assert info.blur_sigma_vox == pytest.approx(np.sqrt(2.0), rel=0.2)  # PSF 1 and smoothing 1
+    assert 4 < info.contrast_to_noise < 12 and info.no_crossing_fraction < 0.01
+    assert info.too_small_fraction > 0.5 and "too small to resolve degree 9" in caplog.text
+    assert np.all(pc.fit_rms > 0) and np.median(pc.fit_rms) < 0.6
+    _, info6 = measure_particles_subvoxel(seg.labels, ph.volume, 5, np.random.default_rng(1),
+                                          otsu_threshold=seg.threshold)
+    assert info6.too_small_fraction < info.too_small_fraction

@@ -206,7 +206,7 @@ def test_cli_errors_for_options_and_files(synthetic, tmp_path, capsys):
     precious.mkdir()
     (precious / "thesis.tex").write_text("x")
     assert main(["import-ebsd", str(good), "--out", str(precious)]) == 2
-    assert "not an import-ebsd output" in capsys.readouterr().err
+    assert "nmc-dataset did not write (thesis.tex)" in capsys.readouterr().err
     assert (precious / "thesis.tex").exists()
 
 

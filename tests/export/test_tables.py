@@ -36,7 +36,7 @@ def test_particles_redrawn_from_seed_and_models_equal_params(generated, models):
         np.testing.assert_array_equal(q.grains.roll, p.grains.roll)
         row = rows[p.particle_id]
         assert row["seed_entropy"] == str(SEED) and row["seed_spawn_key"][-1] == p.particle_id
-        assert row["shell_model_id"].startswith("nmc-dataset/shell-model@v1:sha256:")
+        assert row["shell_model_id"].startswith("nmc-dataset/shell-model@v2:sha256:")
         assert row["grain_model_id"].startswith("nmc-dataset/grain-model@v1:sha256:")
 
 

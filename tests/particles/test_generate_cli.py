@@ -29,11 +29,11 @@ def _assert_refused(code, err, out, *needles):
 
 def test_shell_model_of_newer_version(tmp_path, capsys, model_paths):
     doc = json.loads(model_paths[0].read_text())
-    doc["format_version"] = 2
-    bad = tmp_path / "shell_v2.json"
+    doc["format_version"] = 99
+    bad = tmp_path / "shell_v99.json"
     bad.write_text(json.dumps(doc))
     code, err = _run(capsys, model_paths, tmp_path / "out", shell=bad)
-    _assert_refused(code, err, tmp_path / "out", "shell_v2.json", "format_version 2")
+    _assert_refused(code, err, tmp_path / "out", "shell_v99.json", "format_version 99")
 
 
 def test_grain_model_of_newer_version(tmp_path, capsys, model_paths):

@@ -201,6 +201,7 @@ def test_card_describes_the_configs(built):
         assert needle in text, needle
 
 
+@pytest.mark.slow  # ~60 s; the builder's own 1-vs-2-worker test and the dask test run by default
 def test_two_workers_byte_identical(built, recipe_path, tmp_path):
     out = tmp_path / "w2"
     assert main(["run", str(recipe_path), "--out", str(out), "--workers", "2"]) == 0

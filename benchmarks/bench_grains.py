@@ -6,7 +6,7 @@ Prints, in one run:
    particle window [-128, 128]^3 at mu = 0.0018 (~68,700 seeds drawn, ~43,500 kept = window +
    cell margin, ~30,500 inside the window) with the paper-sized G_net: a breakdown (seeds,
    kNN + network inputs, MLP, total), microseconds per kept seed and per seed inside the window,
-   against the paper's 7.06 us/grain (Ryzen 9 5900X + RTX A4000) and the issue's target of
+   against the paper's 7.06 us/grain (Ryzen 9 5900X + RTX A4000) and the target of
    1 us/grain; two baselines measured in the same run: the previous batched path (scipy cKDTree
    query + numpy frames/einsum + one unchunked network pass) and a naive per-seed loop (one kNN
    query, one frame, one network call per seed, on a subset); and the network pass alone on one

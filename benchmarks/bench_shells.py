@@ -9,7 +9,7 @@
    particles of heterogeneous roughness. Target: < 30 s.
 3. Segmentation + radius + SH fit of a 256³ phantom with ~300 particles: time and peak memory;
    then the nearest-voxel and the sub-voxel measurement of the same segmentation, in the same run
-   (the figure of the issue: 8.2 s for segmentation + voxel measurement).
+   (8.2 s for segmentation + voxel measurement when measured earlier on a quiet host).
 4. Descriptors (docs/method.md#shell-descriptors) per shell, for information.
 
 Usage: python benchmarks/bench_shells.py [--quick]
@@ -152,7 +152,8 @@ def main():
     _, info = measure_particles_subvoxel(seg.labels, vol, 9, np.random.default_rng(2), otsu_threshold=seg.threshold)
     t_sv = time.perf_counter() - t
     print(f"[measurement] same volume, {seg.n_particles} particles: segmentation {t_s:.1f} s; nearest-voxel radius+SH "
-          f"{t_v:.1f} s (old: segmentation + this = {t_s + t_v:.1f} s, the issue's 8.2 s); sub-voxel radius+SH "
+          f"{t_v:.1f} s (old: segmentation + this = {t_s + t_v:.1f} s, 8.2 s earlier on a quiet host); "
+          f"sub-voxel radius+SH "
           f"{t_sv:.1f} s (new: {t_s + t_sv:.1f} s, {(t_s + t_sv) / (t_s + t_v):.2f}x the old); "
           f"measured blur {info.blur_sigma_vox:.2f} voxel")
 

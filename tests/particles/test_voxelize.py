@@ -39,7 +39,7 @@ def test_shell_voxel_volume_matches_analytic_within_2_percent():
     """Voxel count vs V = (1/3)∫R(u)³dΩ (quadrature on a 40,962-point icosphere, error < 1e-4).
 
     The voxel-centre sampling error of a ~1 µm shell at 0.05 µm voxels is well below 1 %; the
-    issue asks for 2 %.
+    tolerance is 2 %.
     """
     from nmc_dataset.shells.harmonics import icosphere, radius, vertex_weights
 

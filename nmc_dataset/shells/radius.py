@@ -176,6 +176,22 @@ class ParticleCoefficients:
     degree: int
 
 
+def fit_setup(labels: np.ndarray, degree: int, subdivisions: int):
+    """What every radius measurement of a label volume starts from.
+
+    Returns the icosphere directions ``u``, their SH basis ``B`` and its pseudo-inverse (the
+    least-squares fit), the labels' bounding boxes (``scipy.ndimage.find_objects``) and the
+    particle ids present.
+    """
+    u, _ = icosphere(subdivisions)
+    B = sh_basis(degree, u)
+    if B.shape[0] < B.shape[1]:
+        raise ValueError(f"{B.shape[0]} directions cannot fit degree {degree}; raise subdivisions")
+    objs = ndimage.find_objects(labels)
+    ids = [i + 1 for i, o in enumerate(objs) if o is not None]
+    return u, B, np.linalg.pinv(B), objs, ids
+
+
 def measure_particles(labels: np.ndarray, degree: int = 9, rng: np.random.Generator | None = None,
                       subdivisions: int = 3, progress_desc: str = "radius+SH") -> ParticleCoefficients:
     """Star-shaped radius functions and SH least-squares coefficients of every labelled particle.
@@ -200,13 +216,7 @@ def measure_particles(labels: np.ndarray, degree: int = 9, rng: np.random.Genera
     from .._util import progress
 
     rng = np.random.default_rng() if rng is None else rng
-    u, _ = icosphere(subdivisions)
-    B = sh_basis(degree, u)
-    if B.shape[0] < B.shape[1]:
-        raise ValueError(f"{B.shape[0]} directions cannot fit degree {degree}; raise subdivisions")
-    pinv = np.linalg.pinv(B)
-    objs = ndimage.find_objects(labels)
-    ids = [i + 1 for i, o in enumerate(objs) if o is not None]
+    u, B, pinv, objs, ids = fit_setup(labels, degree, subdivisions)
     K = n_coeffs(degree)
     n = len(ids)
     coeffs = np.zeros((n, K))

@@ -47,8 +47,8 @@ import numpy as np
 from scipy import ndimage
 
 from .._util import log, progress
-from .harmonics import icosphere, n_coeffs, random_rotations, sh_basis
-from .radius import ParticleCoefficients, _inside, ray_radius, star_fraction
+from .harmonics import n_coeffs, random_rotations
+from .radius import ParticleCoefficients, _inside, fit_setup, ray_radius, star_fraction
 
 __all__ = ["MAX_GAIN", "MeasurementInfo", "blur_gain", "measure_particles_subvoxel", "too_small"]
 
@@ -155,13 +155,7 @@ def measure_particles_subvoxel(labels: np.ndarray, grey: np.ndarray | None = Non
     if not sigma > 0:
         raise ValueError("sigma must be > 0")
     rng = np.random.default_rng() if rng is None else rng
-    u, _ = icosphere(subdivisions)
-    B = sh_basis(degree, u)
-    if B.shape[0] < B.shape[1]:
-        raise ValueError(f"{B.shape[0]} directions cannot fit degree {degree}; raise subdivisions")
-    pinv = np.linalg.pinv(B)
-    objs = ndimage.find_objects(labels)
-    ids = [i + 1 for i, o in enumerate(objs) if o is not None]
+    u, B, pinv, objs, ids = fit_setup(labels, degree, subdivisions)
     n, K = len(ids), n_coeffs(degree)
     coeffs = np.zeros((n, K))
     cent = np.zeros((n, 3))

@@ -1,9 +1,6 @@
-"""Compiled kernels of the scores: an exact Euclidean distance transform and the Euler number.
+"""Compiled kernels of the scores: the Euler number and the surface-distance ball search.
 
-``edt_to(mask)``: distance of every voxel to the nearest ``True`` voxel, by the separable
-lower-envelope-of-parabolas algorithm (Felzenszwalb & Huttenlocher, "Distance transforms of sampled
-functions", Theory of Computing 8, 2012): exact squared distances, one pass per axis. Its slow twin
-in the tests is :func:`scipy.ndimage.distance_transform_edt`.
+(The exact distance transform the scores use is :func:`nmc_dataset.tomography.edt.distance_to`.)
 
 ``euler_number_6(mask)``: the Euler characteristic of a 6-connected foreground (26-connected
 background), from the histogram of the 256 configurations of 2×2×2 voxel cubes weighted by
@@ -16,90 +13,6 @@ from __future__ import annotations
 
 import numba as nb
 import numpy as np
-
-_INF = 1e20
-
-
-@nb.njit(cache=True)
-def _envelope_1d(f, out, v, z):
-    """Squared distance transform of one line of sampled values ``f`` (FH algorithm)."""
-    n = f.shape[0]
-    k = 0
-    first = -1
-    for q in range(n):
-        if f[q] < _INF:
-            first = q
-            break
-    if first < 0:
-        for q in range(n):
-            out[q] = _INF
-        return
-    v[0] = first
-    z[0] = -_INF
-    z[1] = _INF
-    for q in range(first + 1, n):
-        if f[q] >= _INF:
-            continue
-        while True:
-            p = v[k]
-            s = ((f[q] + q * q) - (f[p] + p * p)) / (2.0 * q - 2.0 * p)
-            if s <= z[k]:
-                k -= 1
-                if k < 0:
-                    k = 0
-                    v[0] = q
-                    z[0] = -_INF
-                    z[1] = _INF
-                    break
-            else:
-                k += 1
-                v[k] = q
-                z[k] = s
-                z[k + 1] = _INF
-                break
-    k = 0
-    for q in range(n):
-        while z[k + 1] < q:
-            k += 1
-        p = v[k]
-        out[q] = (q - p) * (q - p) + f[p]
-
-
-@nb.njit(cache=True, parallel=True)
-def _edt_lines(a):
-    """One FH pass along the last axis of a C-contiguous 2D float32 array of lines (in place)."""
-    m, n = a.shape
-    chunk = 256
-    for c in nb.prange((m + chunk - 1) // chunk):
-        f = np.empty(n)
-        out = np.empty(n)
-        v = np.empty(n, dtype=np.int64)
-        z = np.empty(n + 1)
-        for i in range(c * chunk, min((c + 1) * chunk, m)):
-            for q in range(n):
-                f[q] = a[i, q]
-            _envelope_1d(f, out, v, z)
-            for q in range(n):
-                a[i, q] = out[q]
-
-
-def edt_to(mask: np.ndarray) -> np.ndarray:
-    """Euclidean distance (voxels) of every voxel to the nearest ``True`` voxel of ``mask`` (float32).
-
-    Squared distances are integers below 2^24 for volumes under 2300 voxels a side, so float32 holds
-    them exactly. With no ``True`` voxel the result is ``inf`` everywhere.
-    """
-    mask = np.asarray(mask, dtype=bool)
-    a = np.where(mask, np.float32(0), np.float32(_INF))
-    for axis in (2, 1, 0):
-        # each pass runs over contiguous lines: move the axis last, copy, pass, move back
-        t = np.ascontiguousarray(np.moveaxis(a, axis, -1))
-        _edt_lines(t.reshape(-1, t.shape[-1]))
-        a = np.moveaxis(t, -1, axis)
-    a = np.ascontiguousarray(a)
-    a[a >= _INF / 2] = np.inf
-    return np.sqrt(a, out=a)
-
 
 @nb.njit(cache=True)
 def _cube_histogram(m):

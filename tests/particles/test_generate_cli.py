@@ -109,3 +109,16 @@ def test_refuses_to_replace_an_unrelated_folder(tmp_path, capsys, model_paths):
     code, err = _run(capsys, model_paths, out, "--formats", "params")
     assert code == 2 and "precious" in err and err.count("\n") == 0
     assert sorted(p.name for p in out.iterdir()) == ["thesis.tex"]
+
+
+@pytest.mark.parametrize("extra, needles", [
+    (["--formats", "params,volume-mesh", "--mesh-size-um", "5"], ("--mesh-size-um", "larger than particle 0")),
+    (["--formats", "params,volume-mesh", "--min-elements-per-grain", "0"], ("--min-elements-per-grain", ">= 1")),
+    (["--formats", "params,volume-mesh", "--element-order", "3"], ("--element-order",)),
+    (["--formats", "params,neper"], ("neper", "fit-orientations")),
+])
+def test_mesh_and_simulator_options_are_checked_before_anything_runs(tmp_path, capsys, model_paths, extra, needles):
+    """A mesh size beyond the particle, no element per grain, an element order other than 1/2, a
+    simulator hand-off without an orientation model: one line, nothing written."""
+    code, err = _run(capsys, model_paths, tmp_path / "out", *extra)
+    _assert_refused(code, err, tmp_path / "out", *needles)

@@ -1,7 +1,7 @@
 """Closed-loop validation of the stereological calibration, through the user's path.
 
 1. ``nmc-dataset phantom-ebsd`` slices known 3D radial teacher tessellations
-   (:func:`nmc_dataset.synthetic.ebsd.radial_teacher_gbpd`) through central planes (plus one
+   (:func:`nmc_dataset.synthetic._ebsd.radial_teacher_gbpd`) through central planes (plus one
    off-centre plane that import must reject) and writes them as ``.ang`` / ``.ctf`` scans;
 2. ``nmc-dataset import-ebsd`` reconstructs the grains and selects the central sections;
 3. ``nmc-dataset fit-sections`` fits the 2D tessellations;
@@ -49,11 +49,12 @@ import numpy as np
 import torch
 import yaml
 
-from nmc_dataset.cli import main as cli
+from nmc_dataset.cli._main import main as cli
 from nmc_dataset.compare import distribution_distances
-from nmc_dataset.grains import descriptors as De
-from nmc_dataset.grains.fit2d import read_tessellations
-from nmc_dataset.grains.model import GrainModel
+from nmc_dataset.calibration import _descriptors as De
+from nmc_dataset.synthetic import _yardsticks as Y
+from nmc_dataset.calibration._fit2d import read_tessellations
+from nmc_dataset.calibration._model import GrainModel
 
 TEACHER_INTENSITY = 0.0018  # radial_teacher_gbpd's default, the paper's mu_1
 MIN_AREA_PX = 5  # import-ebsd's --min-grain-px default: smaller grains never reach the training data
@@ -121,7 +122,7 @@ def mean_w1(ref: list, other, key: str) -> float:
 def data_ceiling(data: dict, radius: float, n_sections: int, repeats: int, seed: int) -> dict:
     """Mean W1 of the training sections (``data``) and of a second teacher sample to teacher samples."""
     rng = np.random.default_rng(seed)
-    teacher = De.teacher_sampler(radius)
+    teacher = Y.teacher_sampler(radius)
     ref = [sample_2d(teacher, rng, n_sections, radius) for _ in range(2 * repeats)]
     return {k: {"noise": mean_w1(ref[:repeats], ref[repeats:], k), "data": mean_w1(ref[:repeats], data, k)}
             for k in De.DESCRIPTORS_2D}
@@ -135,8 +136,8 @@ def evaluate(model, radius: float, n_sections: int, repeats: int, cube: int, see
     ``data`` (descriptors of the training sections, one sample) is compared with every teacher
     sample too (the ``"data"`` entry of each 2D row)."""
     rng = np.random.default_rng(seed)
-    teacher = De.teacher_sampler(radius)
-    samplers = {"teacher": teacher, "fitted": model, "laguerre": De.laguerre_sampler(TEACHER_INTENSITY)}
+    teacher = Y.teacher_sampler(radius)
+    samplers = {"teacher": teacher, "fitted": model, "laguerre": Y.laguerre_sampler(TEACHER_INTENSITY)}
     ref = [sample_2d(teacher, rng, n_sections, radius) for _ in range(repeats)]
     table = {}
     other = {name: [sample_2d(s, rng, n_sections, radius) for _ in range(repeats)] for name, s in samplers.items()}

@@ -249,3 +249,36 @@ def inject_fault(kind: str, index: int) -> None:
         import signal
 
         os.killpg(os.getpgrp(), signal.SIGKILL)
+
+
+def lazy_exports(package: str, exports: dict[str, list[str]]):
+    """The public API of a subpackage, imported on first use (PEP 562).
+
+    Parameters
+    ----------
+    package : str
+        The subpackage's ``__name__``.
+    exports : dict
+        ``{private module name: [public names]}``.
+
+    Returns
+    -------
+    (__all__, __getattr__, __dir__)
+        To assign in the subpackage's ``__init__``: ``import nmc_dataset.x`` stays cheap, and a
+        name's module (with its heavy dependencies, e.g. torch) loads when the name is used.
+    """
+    import importlib
+
+    where = {name: module for module, names in exports.items() for name in names}
+
+    def __getattr__(name):
+        if name in where:
+            value = getattr(importlib.import_module(f"{package}.{where[name]}"), name)
+            setattr(sys.modules[package], name, value)
+            return value
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    def __dir__():
+        return sorted(set(vars(sys.modules[package])) | set(where))
+
+    return sorted(where), __getattr__, __dir__

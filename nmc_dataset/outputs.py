@@ -240,3 +240,20 @@ def add_force_option(parser) -> None:
     parser.add_argument("--force", action="store_true",
                         help="write into a non-empty folder that holds other files: they are left untouched "
                              "(never deleted, overwritten or listed); without it such a folder is refused")
+
+
+def check_output_folder(path: Path, marker: str, fmt: str) -> None:
+    """Refuse a non-empty folder unless its ``marker`` JSON file has ``format`` ``fmt`` (our own output)."""
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise InputError("exists and is not a folder", path)
+    if not any(path.iterdir()):
+        return
+    try:
+        ok = json.loads((path / marker).read_text()).get("format") == fmt
+    except (OSError, ValueError, AttributeError):
+        ok = False
+    if not ok:
+        raise InputError(f"folder is not empty and was not written by this command (no {marker}); "
+                         "choose another --out", path)

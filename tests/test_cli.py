@@ -5,9 +5,9 @@ import sys
 
 import pytest
 
-from nmc_dataset import cli
+from nmc_dataset.cli import _main as cli
 from nmc_dataset.errors import InputError
-from nmc_dataset.recipes import load_recipe, validate_recipe, RecipeError
+from nmc_dataset.pipeline._recipe import load_recipe, validate_recipe, RecipeError
 
 
 def test_help_lists_commands(capsys):

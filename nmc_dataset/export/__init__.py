@@ -1,9 +1,13 @@
-"""Exports of particles: parameter tables (parquet), voxel HDF5 + XDMF, surface and tetrahedral meshes."""
+"""Exports of particles: parameter tables (parquet), voxel HDF5 + XDMF, surface and tetrahedral meshes, solver decks and simulator hand-offs.
+"""
 
-from nmc_dataset.export.hdf5 import VoxelsWriter, list_volumes, read_volume, write_voxels
-from nmc_dataset.export.meshes import GrainSurface, TetMesh, grain_surface_mesh, shell_surface_mesh, tet_mesh, write_surfaces, write_tet_mesh
-from nmc_dataset.export.tables import params_tables, read_params, read_particles, write_params
+from nmc_dataset._util import lazy_exports
 
-__all__ = ["VoxelsWriter", "list_volumes", "read_volume", "write_voxels", "GrainSurface", "TetMesh",
-           "grain_surface_mesh", "shell_surface_mesh", "tet_mesh", "write_surfaces", "write_tet_mesh",
-           "params_tables", "read_params", "read_particles", "write_params"]
+_EXPORTS = {
+    '_hdf5': ['VoxelsWriter', 'list_volumes', 'read_label_volume', 'read_orientations', 'write_voxels'],
+    '_meshes': ['GrainSurface', 'TetMesh', 'grain_surface_mesh', 'shell_surface_mesh', 'tet_mesh', 'write_surfaces', 'write_tet_mesh'],
+    '_decimate': ['tet_mesh_coarsened'],
+    '_simulators': ['check_simulator_formats', 'write_simulator_files'],
+    '_tables': ['params_tables', 'particle_from_rows', 'read_params', 'read_particles', 'write_params'],
+}
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,8 +1,11 @@
-"""Readers and writers of outside formats: CT volumes, EBSD scans, imported sections."""
+"""Readers and writers of outside formats: CT volumes, EBSD scans (.ang, .ctf) and imported 2D sections.
+"""
 
-from nmc_dataset.io.ct import read_volume
-from nmc_dataset.io.ebsd import NMC811, EbsdPhase, EbsdScan, read_ang, read_ctf, read_ebsd, write_ang, write_ctf
-from nmc_dataset.io.sections import Section, read_section, read_sections, write_section
+from nmc_dataset._util import lazy_exports
 
-__all__ = ["read_volume", "NMC811", "EbsdPhase", "EbsdScan", "read_ang", "read_ctf", "read_ebsd", "write_ang",
-           "write_ctf", "Section", "read_section", "read_sections", "write_section"]
+_EXPORTS = {
+    '_ct': ['read_volume', 'parse_shape'],
+    '_ebsd': ['NMC811', 'EbsdPhase', 'EbsdScan', 'read_ang', 'read_ctf', 'read_ebsd', 'write_ang', 'write_ctf'],
+    '_sections': ['Section', 'read_section', 'read_sections', 'write_section'],
+}
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -3,8 +3,10 @@
 See docs/method.md#particle-assembly.
 """
 
-from nmc_dataset.particles.assemble import Particle, assemble, cell_centres_of_mass, make_particle, particle_seed
-from nmc_dataset.particles.voxelize import Grid, VoxelVolume, check_memory, grain_statistics, shell_mask, voxelize
+from nmc_dataset._util import lazy_exports
 
-__all__ = ["Particle", "assemble", "cell_centres_of_mass", "make_particle", "particle_seed", "Grid",
-           "VoxelVolume", "check_memory", "grain_statistics", "shell_mask", "voxelize"]
+_EXPORTS = {
+    '_assemble': ['Particle', 'assemble', 'cell_centres_of_mass', 'make_particle', 'particle_seed'],
+    '_voxelize': ['Grid', 'VoxelVolume', 'check_memory', 'gbpd_grid_labels', 'grain_statistics', 'inside_shell', 'label_dtype', 'particle_grid', 'shell_extent', 'shell_grid', 'shell_mask', 'voxelize'],
+}
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

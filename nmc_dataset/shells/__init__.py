@@ -3,26 +3,20 @@
 CT volume -> :func:`segment_volume` -> :func:`measure_particles_subvoxel` (sub-voxel star-shaped
 radius, SH least squares; :func:`measure_particles` the nearest-voxel one) -> :func:`select_model`
 (independent or scale-mixture models, chosen on held-out particles) -> :meth:`ShellModel.sample_coefficients`
--> :func:`shell_descriptors` -> :func:`nmc_dataset.compare.compare_descriptors`.
-:func:`fit_shells`, :func:`sample_shells` and :func:`describe_shells` are the CLI's three steps.
+-> :func:`shell_descriptors` -> :func:`nmc_dataset.compare.compare_descriptors`. The CLI's steps
+(fit, sample, describe) are :mod:`nmc_dataset.pipeline`'s ``fit_shells``, ``sample_shells``, ``describe_shells``.
 """
 
-from nmc_dataset.shells.descriptors import DESCRIPTORS, mesh_descriptors, shell_descriptors
-from nmc_dataset.shells.harmonics import coeff_index, fit_coefficients, icosphere, n_coeffs, radius, random_rotations, sh_basis, vertex_weights
-from nmc_dataset.shells.mixture import ScaleMixture
-from nmc_dataset.shells.model import DegreeLaw, ShellModel, coefficient_columns
-from nmc_dataset.shells.pipeline import FitResult, describe_shells, fit_shells, fit_volume, read_shells, sample_shells, write_shells
-from nmc_dataset.shells.radius import ParticleCoefficients, measure_particles, ray_radius, star_fraction
-from nmc_dataset.shells.segment import Segmentation, segment_volume
-from nmc_dataset.shells.selection import select_model
-from nmc_dataset.shells.subvoxel import measure_particles_subvoxel
+from nmc_dataset._util import lazy_exports
 
-__all__ = [
-    "DESCRIPTORS", "mesh_descriptors", "shell_descriptors",
-    "coeff_index", "fit_coefficients", "icosphere", "n_coeffs", "radius", "random_rotations", "sh_basis",
-    "vertex_weights",
-    "DegreeLaw", "ShellModel", "ScaleMixture", "coefficient_columns", "select_model",
-    "FitResult", "describe_shells", "fit_shells", "fit_volume", "read_shells", "sample_shells", "write_shells",
-    "ParticleCoefficients", "measure_particles", "measure_particles_subvoxel", "ray_radius", "star_fraction",
-    "Segmentation", "segment_volume",
-]
+_EXPORTS = {
+    '_descriptors': ['DESCRIPTORS', 'DESCRIPTOR_UNITS', 'mesh_descriptors', 'shell_descriptors'],
+    '_harmonics': ['coeff_index', 'degree_of_index', 'fit_coefficients', 'icosphere', 'n_coeffs', 'radius', 'random_rotations', 'sh_basis', 'vertex_weights'],
+    '_mixture': ['ScaleMixture'],
+    '_model': ['COEFF_TABLE_FORMAT', 'DegreeLaw', 'ShellModel', 'coefficient_columns', 'read_coefficients_table', 'write_coefficients_table'],
+    '_radius': ['ParticleCoefficients', 'measure_particles', 'ray_radius', 'star_fraction'],
+    '_segment': ['Segmentation', 'segment_volume'],
+    '_selection': ['CANDIDATES', 'fit_candidate', 'format_table', 'select_model'],
+    '_subvoxel': ['measure_particles_subvoxel'],
+}
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,7 +1,11 @@
-"""Known-truth phantoms: CT volumes of known shells and EBSD scans of a known 3D grain architecture."""
+"""Known-truth phantoms: CT volumes of known shells, EBSD scans of a known 3D grain architecture, yardstick architectures.
+"""
 
-from nmc_dataset.synthetic.ct_phantom import CTPhantom, make_ct_phantom, reference_shell_model, render_shells
-from nmc_dataset.synthetic.ebsd import TEACHER_DEFAULTS, radial_teacher_gbpd, slice_labels, synthetic_scan, write_synthetic_sections
+from nmc_dataset._util import lazy_exports
 
-__all__ = ["CTPhantom", "make_ct_phantom", "reference_shell_model", "render_shells", "TEACHER_DEFAULTS",
-           "radial_teacher_gbpd", "slice_labels", "synthetic_scan", "write_synthetic_sections"]
+_EXPORTS = {
+    '_ct_phantom': ['CTPhantom', 'TRUTH_KINDS', 'make_ct_phantom', 'reference_shell_model', 'render_shells', 'truth_coefficients'],
+    '_ebsd': ['TEACHER_DEFAULTS', 'radial_teacher_gbpd', 'slice_labels', 'synthetic_scan', 'write_scan', 'write_synthetic_sections'],
+    '_yardsticks': ['laguerre_sampler', 'teacher_sampler'],
+}
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

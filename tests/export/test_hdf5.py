@@ -8,7 +8,7 @@ import h5py
 import jsonschema
 import numpy as np
 
-from nmc_dataset.export.hdf5 import describe_layout, list_volumes, read_volume
+from nmc_dataset.export._hdf5 import describe_layout, list_volumes, read_label_volume
 from tests.particles.fixtures import N_GEN, VOXEL
 
 
@@ -46,7 +46,7 @@ def test_vtk_xdmf_reader_opens_the_sidecar(generated):
     from vtkmodules.util.numpy_support import vtk_to_numpy
     from vtkmodules.vtkIOXdmf2 import vtkXdmfReader
 
-    vol = read_volume(generated / "voxels.h5", 0)
+    vol = read_label_volume(generated / "voxels.h5", 0)
     r = vtkXdmfReader()
     r.SetFileName(str(generated / "voxels.xdmf"))
     r.UpdateInformation()
@@ -64,7 +64,7 @@ def test_vtk_xdmf_reader_opens_the_sidecar(generated):
 def test_per_label_orientation_table(oriented_generated, generated):
     import pyarrow.parquet as pq
 
-    from nmc_dataset.export.hdf5 import read_orientations
+    from nmc_dataset.export._hdf5 import read_orientations
 
     schema = json.loads((resources.files("nmc_dataset") / "schemas" / "voxels-hdf5.schema.json").read_text())
     layout = describe_layout(oriented_generated / "voxels.h5")
@@ -81,7 +81,7 @@ def test_per_label_orientation_table(oriented_generated, generated):
             for col in ("orientation_quat_wxyz", "euler_bunge_rad", "c_axis_xyz"):
                 np.testing.assert_array_equal(t[col][...], np.array(g.column(col).to_pylist())[sel])
             assert "particle frame" in t.attrs["frame"]
-            vol = read_volume(oriented_generated / "voxels.h5", pid)
+            vol = read_label_volume(oriented_generated / "voxels.h5", pid)
             np.testing.assert_array_equal(vol.orientations_wxyz,
                                           read_orientations(oriented_generated / "voxels.h5", pid))
     assert read_orientations(generated / "voxels.h5", 0) is None

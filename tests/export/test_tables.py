@@ -5,10 +5,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from nmc_dataset.errors import FormatVersionError, InputError
-from nmc_dataset.export.hdf5 import read_volume
-from nmc_dataset.export.tables import read_params, read_particles
-from nmc_dataset.particles.assemble import make_particle, particle_seed
-from nmc_dataset.particles.voxelize import grain_statistics, voxelize
+from nmc_dataset.export._hdf5 import read_label_volume
+from nmc_dataset.export._tables import read_params, read_particles
+from nmc_dataset.particles._assemble import make_particle, particle_seed
+from nmc_dataset.particles._voxelize import grain_statistics, voxelize
 from tests.particles.fixtures import N_GEN, SEED, VOXEL
 
 
@@ -16,7 +16,7 @@ def test_voxels_regenerated_from_params_equal_written_bit_for_bit(generated):
     parts = read_particles(generated)
     assert [p.particle_id for p in parts] == list(range(N_GEN))
     for p in parts:
-        written = read_volume(generated / "voxels.h5", p.particle_id)
+        written = read_label_volume(generated / "voxels.h5", p.particle_id)
         again = voxelize(p, VOXEL)
         assert again.labels.dtype == written.labels.dtype
         np.testing.assert_array_equal(again.labels, written.labels)
@@ -48,7 +48,7 @@ def test_tables_content_is_consistent(generated):
     assert meta[b"format"] == b"nmc-dataset/particle-params" and meta[b"format_version"] == b"1"
     g = gtab.to_pandas()
     p0 = ptab.to_pylist()[0]
-    vol = read_volume(generated / "voxels.h5", 0)
+    vol = read_label_volume(generated / "voxels.h5", 0)
     st = grain_statistics(vol.labels, vol.grid, p0["n_grains"])
     g0 = g[g.particle_id == 0].sort_values("label")
     np.testing.assert_array_equal(g0["voxels"].to_numpy(), st["voxels"])
@@ -78,7 +78,7 @@ def test_orientation_columns_in_the_particle_frame(oriented_generated, generated
     """Same seed with and without an orientation model: identical geometry, plus the new columns."""
     from scipy.spatial.transform import Rotation
 
-    from nmc_dataset.grains.orientation import euler_to_matrix
+    from nmc_dataset.ebsd._orientation import euler_to_matrix
     from tests.particles.fixtures import ORIENTED_KAPPA, ORIENTED_LAMBDA
 
     plain_p, plain_g = read_params(generated)

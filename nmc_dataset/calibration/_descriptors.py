@@ -1,0 +1,333 @@
+"""Grain statistics of generated architectures: 3D (label volumes) and 2D (planar sections).
+
+3D, per grain of a label volume ``[z, y, x]`` (for the closed-loop validation):
+
+- ``volume_px``: voxel count;
+- ``centroid_*_px``: centre of mass in model coordinates (particle centre at the origin);
+- ``eig1..3_px2``: eigenvalues of the second-moment (covariance) matrix, ``eig1 >= eig2 >= eig3``
+  (each voxel counted as a unit cube: ``+1/12`` per axis);
+- ``elongation``: ``1 - sqrt(eig3 / eig1)`` (the 3D analogue of the 2D η; 0 for a ball);
+- ``aspect``: ``sqrt(eig1 / eig3)``;
+- ``radial_alignment``: ``|cos|`` of the angle between the major axis and the direction from the
+  particle centre to the centroid (1 = pointing at the centre; a random direction averages 0.5).
+
+2D: :func:`section_descriptors` reuses :mod:`nmc_dataset.ebsd._morphology` (area, η, α, chord
+lengths) on labels of planar sections; :func:`model_sections` draws central (or off-centre)
+sections of a :class:`~nmc_dataset.calibration._model.GrainModel` or of any 3D GBPD sampler.
+"""
+
+from __future__ import annotations
+
+
+import numpy as np
+
+
+#: the 2D descriptors compared by describe-grains and the closed loop, with units
+DESCRIPTORS_2D = {"area_px": "px²", "elongation": "", "alpha_rad": "rad", "chord_px": "px"}
+
+
+# --------------------------------------------------------------------------- 3D
+def grain_stats_3d(labels: np.ndarray, origin_px=(0.0, 0.0, 0.0), spacing: float = 1.0,
+                   exclude_border: bool = True, min_voxels: int = 4) -> dict:
+    """Per-grain 3D statistics of a label volume (see the module docstring).
+
+    Parameters
+    ----------
+    labels : (nz, ny, nx) int array
+        Grain labels; values <= 0 are background.
+    origin_px : (3,) sequence
+        Model coordinates ``(x, y, z)`` of voxel ``[0, 0, 0]`` (particle centre at the origin).
+    spacing : float
+        Voxel edge in model pixels.
+    exclude_border : bool
+        Drop grains touching the volume's faces (they are cut by the window).
+    min_voxels : int
+        Drop grains smaller than this (their axes are noise).
+
+    Returns
+    -------
+    dict of 1-D arrays
+        ``label, volume_px, centroid_x_px, centroid_y_px, centroid_z_px, eig1_px2, eig2_px2,
+        eig3_px2, elongation, aspect, radial_alignment``.
+    """
+    lab = np.asarray(labels)
+    if lab.ndim != 3:
+        raise ValueError(f"labels must be 3D [z, y, x], got shape {lab.shape}")
+    flat = lab.ravel().astype(np.int64)
+    inside = flat > 0
+    ids, inv = np.unique(flat[inside], return_inverse=True)
+    if ids.size == 0:
+        return {k: np.zeros(0) for k in _KEYS3}
+    zz, yy, xx = np.unravel_index(np.flatnonzero(inside), lab.shape)
+    ox, oy, oz = (float(v) for v in origin_px)
+    x = ox + spacing * xx
+    y = oy + spacing * yy
+    z = oz + spacing * zz
+    n = len(ids)
+    vol = np.bincount(inv, minlength=n).astype(np.float64)
+    m = [np.bincount(inv, c, n) / vol for c in (x, y, z)]
+    d = [c - mc[inv] for c, mc in zip((x, y, z), m)]
+    cov = np.empty((n, 3, 3))
+    for i in range(3):
+        for j in range(i, 3):
+            cov[:, i, j] = cov[:, j, i] = np.bincount(inv, d[i] * d[j], n) / vol
+    cov[:, [0, 1, 2], [0, 1, 2]] += spacing ** 2 / 12.0
+    w, v = np.linalg.eigh(cov)  # ascending
+    w = w[:, ::-1]
+    major = v[:, :, -1]
+    cen = np.stack(m, axis=1)
+    cn = np.linalg.norm(cen, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        align = np.abs(np.sum(major * cen, axis=1)) / cn
+        align = np.where(cn > 1e-9, align, np.nan)
+        elong = 1.0 - np.sqrt(np.maximum(w[:, 2], 0) / w[:, 0])
+        aspect = np.sqrt(w[:, 0] / np.maximum(w[:, 2], 1e-12))
+    keep = vol * spacing ** 3 >= min_voxels * spacing ** 3
+    if exclude_border:
+        border = np.zeros(n, bool)
+        for axis in range(3):
+            for face in (0, lab.shape[axis] - 1):
+                border[np.searchsorted(ids, np.unique(np.take(lab, face, axis=axis)
+                                                      [np.take(lab, face, axis=axis) > 0]))] = True
+        keep &= ~border
+    out = {"label": ids, "volume_px": vol * spacing ** 3, "centroid_x_px": cen[:, 0], "centroid_y_px": cen[:, 1],
+           "centroid_z_px": cen[:, 2], "eig1_px2": w[:, 0], "eig2_px2": w[:, 1], "eig3_px2": w[:, 2],
+           "elongation": elong, "aspect": aspect, "radial_alignment": align}
+    return {k: a[keep] for k, a in out.items()}
+
+
+_KEYS3 = ("label", "volume_px", "centroid_x_px", "centroid_y_px", "centroid_z_px", "eig1_px2", "eig2_px2",
+          "eig3_px2", "elongation", "aspect", "radial_alignment")
+
+
+def grain_stats_3d_reference(labels: np.ndarray, origin_px=(0.0, 0.0, 0.0)) -> dict:
+    """Plain twin of :func:`grain_stats_3d` (one grain at a time, ``numpy.cov``; no border filter)."""
+    lab = np.asarray(labels)
+    out = {k: [] for k in ("label", "volume_px", "eig1_px2", "eig3_px2", "radial_alignment")}
+    for g in np.unique(lab[lab > 0]):
+        zz, yy, xx = np.nonzero(lab == g)
+        pts = np.stack([xx + origin_px[0], yy + origin_px[1], zz + origin_px[2]], 1).astype(float)
+        cov = np.cov(pts.T, bias=True) + np.eye(3) / 12.0
+        w, v = np.linalg.eigh(cov)
+        c = pts.mean(0)
+        out["label"].append(g)
+        out["volume_px"].append(len(pts))
+        out["eig1_px2"].append(w[2])
+        out["eig3_px2"].append(w[0])
+        out["radial_alignment"].append(abs(v[:, 2] @ c) / np.linalg.norm(c))
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+# --------------------------------------------------------------------------- 2D
+def section_descriptors(labels: np.ndarray, center_px, min_area_px: int = 1) -> dict:
+    """Grain descriptors (area, elongation, orientation, chords) of one section's label image (0 = none).
+
+    Parameters
+    ----------
+    labels : (ny, nx) int array
+    center_px : (2,) sequence
+        ``(x, y)`` of the particle section's centre.
+    min_area_px : int
+        Grains smaller than this (and their chords) are left out: the detection limit. Compare
+        model sections with measured ones at the ``min_grain_px`` their EBSD import used (grains
+        below it were dropped from the measured sections).
+
+    Returns ``{"area_px", "elongation", "alpha_rad", "chord_px"}`` (per grain, chords per chord),
+    computed by :mod:`nmc_dataset.ebsd._morphology`.
+    """
+    from nmc_dataset.ebsd._morphology import chord_table, grain_descriptors
+
+    d = grain_descriptors(np.asarray(labels), center_px)
+    ch = chord_table(labels)
+    area = np.asarray(d["area_px"], float)
+    keep = area >= min_area_px
+    chord_keep = np.isin(ch["label"], np.asarray(d["label"])[keep])
+    return {"area_px": area[keep], "elongation": np.asarray(d["elongation"], float)[keep],
+            "alpha_rad": np.asarray(d["alpha_rad"], float)[keep],
+            "chord_px": np.asarray(ch["length_px"], float)[chord_keep]}
+
+
+def pooled(dicts) -> dict:
+    """Concatenate per-section descriptor dicts."""
+    dicts = list(dicts)
+    return {k: np.concatenate([d[k] for d in dicts]) if dicts else np.zeros(0) for k in DESCRIPTORS_2D}
+
+
+def fitted_descriptors(fits, min_area_px: int = 5) -> dict:
+    """Pooled descriptors of fitted 2D tessellations (``fit2d.SectionFit``), rendered on their
+    section grids, at the detection limit ``min_area_px``: the measured side of every comparison."""
+    return pooled(section_descriptors(f.label_image(), f.center_px, min_area_px) for f in fits)
+
+
+def section_score(measured: dict, simulated: dict, reduce: str = "mean") -> float:
+    """How far simulated section descriptors are from measured ones, in one number.
+
+    ``W1(measured, simulated) / std(measured)`` per descriptor of :data:`DESCRIPTORS_2D` (each
+    Wasserstein-1 distance in units of the measured spread, so the four weigh alike), reduced
+    by ``"mean"`` or ``"max"`` (the worst descriptor); ``inf`` when a side has no grain.
+    """
+    if reduce not in ("mean", "max"):
+        raise ValueError(f"reduce must be 'mean' or 'max', got {reduce!r}")
+    from nmc_dataset.compare import distribution_distances
+
+    terms = []
+    for k in DESCRIPTORS_2D:
+        a = np.asarray(measured[k], dtype=np.float64)
+        a = a[np.isfinite(a)]
+        w = distribution_distances(a, simulated[k])["wasserstein1"]
+        if w is None or a.size < 2 or not np.std(a) > 0:
+            return float("inf")
+        terms.append(w / float(np.std(a)))
+    return float(np.mean(terms) if reduce == "mean" else np.max(terms))
+
+
+def gbpd_section_labels(g, radius_px: float, height_px: float = 0.0, size_px: int | None = None):
+    """Labels (cell + 1, 0 outside) of the plane ``z = height_px`` of a 3D GBPD inside a disc.
+
+    The disc has radius ``sqrt(radius_px^2 - height_px^2)`` (a section of the ball of radius
+    ``radius_px``); the image is centred on the plane's centre. Returns ``(labels, center_px)``.
+    """
+    from nmc_dataset.tessellation._labels import hard_labels
+
+    if size_px is None:
+        size_px = 2 * int(np.ceil(radius_px)) + 3
+    c = (size_px - 1) / 2.0
+    yy, xx = np.mgrid[0:size_px, 0:size_px].astype(np.float64)
+    rr = max(radius_px ** 2 - height_px ** 2, 0.0)
+    mask = (xx - c) ** 2 + (yy - c) ** 2 <= rr
+    lab = np.zeros((size_px, size_px), np.int64)
+    if mask.any():
+        pts = np.column_stack([xx[mask] - c, yy[mask] - c, np.full(int(mask.sum()), float(height_px))])
+        lab[mask] = hard_labels(g, pts) + 1
+    return lab, np.array([c, c])
+
+
+def model_sections(sampler, rng, n: int, radius_px: float, height_px: float = 0.0):
+    """``n`` planar sections at ``z = height_px`` of independent draws of a 3D grain model.
+
+    Parameters
+    ----------
+    sampler : GrainModel or callable
+        ``sampler.sample(rng, lo, hi) -> GBPD`` or ``sampler(rng, lo, hi)``.
+    rng : numpy.random.Generator
+    n : int
+    radius_px : float
+        Particle (ball) radius; the section is its intersection with the plane.
+    height_px : float
+
+    Returns
+    -------
+    list of (labels, center_px)
+    """
+    draw = sampler.sample if hasattr(sampler, "sample") else sampler
+    r = float(radius_px)
+    lo = np.array([-r - 1, -r - 1, height_px - 1.0])
+    hi = np.array([r + 1, r + 1, height_px + 1.0])
+    out = []
+    for _ in range(n):
+        g = draw(rng, lo, hi)
+        out.append(gbpd_section_labels(g, r, height_px))
+    return out
+
+
+def volume_labels(sampler, rng, size_px: int):
+    """Hard labels (cell + 1) of a cube of ``size_px`` voxels centred on the particle centre.
+
+    Returns ``(labels, origin_px)``.
+    """
+    from nmc_dataset.tessellation._labels import hard_labels_grid
+
+    half = (size_px - 1) / 2.0
+    draw = sampler.sample if hasattr(sampler, "sample") else sampler
+    g = draw(rng, np.full(3, -half - 0.5), np.full(3, half + 0.5))
+    origin = np.full(3, -half)
+    return hard_labels_grid(g, (size_px,) * 3, origin=origin) + 1, origin
+
+
+# --------------------------------------------------------------------------- describe-grains
+def describe_grains(model_dir, tessellations, out, *, samples: int = 8, radius_px: float | None = None,
+                    seed: int = 0, heights=(0.0, 0.25, 0.5, 0.75), min_area_px: int = 5,
+                    force: bool = False) -> dict:
+    """Compare central sections of a model with fitted tessellations; write a report folder.
+
+    Both sides are described at the detection limit ``min_area_px`` (import-ebsd's
+    ``min_grain_px``, default 5): model grains smaller than that are left out, as the measured
+    ones were at import.
+
+    Writes ``comparison.md``, ``comparison.json`` and histograms (via
+    :func:`nmc_dataset.compare.compare_descriptors`), ``cut_height.png`` (α distribution of model
+    sections at ``heights`` × radius from the centre) and ``cut_height.json``.
+
+    Returns
+    -------
+    dict
+        The comparison (``{descriptor: {wasserstein1, ks, n_measured, n_simulated}}``).
+    """
+    from nmc_dataset._util import write_json_atomic
+    from nmc_dataset.compare import compare_descriptors
+    from nmc_dataset.errors import InputError
+    from nmc_dataset.outputs import check_out_name, claim_folder, output_folder
+    from nmc_dataset.calibration._fit2d import read_tessellations
+    from nmc_dataset.calibration._model import GrainModel
+
+    claim_folder(check_out_name(out), "describe-grains", force=force, legacy=("cut_height.json",))
+    model = GrainModel.load(model_dir)
+    fits = read_tessellations(tessellations)
+    if not fits:
+        raise InputError("no tessellation to compare with", tessellations)
+    if samples < 1:
+        raise InputError(f"--samples must be >= 1, got {samples}")
+    if min_area_px < 1:
+        raise InputError(f"--min-area-px must be >= 1, got {min_area_px}")
+    measured = fitted_descriptors(fits, min_area_px)
+    r = float(radius_px) if radius_px else float(np.mean([f.radius_px for f in fits]))
+    rng = np.random.default_rng(seed)
+    sims = model_sections(model, rng, samples, r)
+    simulated = pooled(section_descriptors(lab, c, min_area_px) for lab, c in sims)
+    study = cut_height_study(model, rng, r, heights, max(2, samples // 2))
+    with output_folder(out, "describe-grains", force=force, legacy=("cut_height.json",)) as tmp:
+        result = compare_descriptors(measured, simulated, tmp, title="Grain sections: fitted tessellations vs model",
+                                     units=DESCRIPTORS_2D, labels=("measured", "model"))
+        write_json_atomic(tmp / "cut_height.json", study)
+        plot_cut_height(study, tmp / "cut_height.png")
+    return result
+
+
+def cut_height_study(sampler, rng, radius_px: float, heights, n: int) -> dict:
+    """α samples and their KDE at section heights ``h * radius_px`` (the cut-height study)."""
+    from nmc_dataset.ebsd._morphology import alpha_kde, centrality_score
+
+    res = {"radius_px": float(radius_px), "heights": []}
+    for h in heights:
+        secs = model_sections(sampler, rng, n, radius_px, h * radius_px)
+        d = pooled(section_descriptors(lab, c) for lab, c in secs)
+        grid, dens = alpha_kde(d["alpha_rad"])
+        res["heights"].append({"relative_height": float(h), "height_px": float(h * radius_px),
+                               "n_grains": int(np.isfinite(d["alpha_rad"]).sum()),
+                               "centrality_score": centrality_score(d["alpha_rad"], d["area_px"], d["elongation"]),
+                               "alpha_grid": np.asarray(grid).tolist(), "alpha_density": np.asarray(dens).tolist()})
+    return res
+
+
+def plot_cut_height(study: dict, path) -> None:
+    """α densities per relative cut height."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from nmc_dataset._util import atomic_path
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for h in study["heights"]:
+        ax.plot(h["alpha_grid"], h["alpha_density"],
+                label=f"z = {h['relative_height']:.2f} R (score {h['centrality_score']:.2f})")
+    ax.set_xlabel("α (rad)")
+    ax.set_ylabel("density")
+    ax.set_xlim(0, np.pi / 2)
+    ax.set_title("Cut-height study: α of model sections")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)

@@ -1,0 +1,726 @@
+"""Stereological calibration: least-squares GAN training of ``G_net`` on 2D fits.
+
+One step (paper, Algorithm 2):
+
+1. **G step** -- ``batch_g`` generated cutouts (T3D, soft, differentiable); loss
+   ``mean((D(x) - 1)^2)``; one Adam step on ``G_net`` (gradient norm clipped). D sees the hard
+   (rounded) image in the forward pass and passes the gradient to the soft image
+   (straight-through, ``g_input="straight-through"``; ``"soft"`` feeds the soft image as in the
+   paper's pseudocode). D gets ``batch_g`` measured cutouts alongside (not in the loss) so that its
+   batch-norm layers see a mixed batch, as in D steps.
+2. **D step** -- ``batch_d`` measured cutouts (T2D of augmented 2D fits) and ``batch_d``
+   generated ones, all hard (exact one-hot of the hard tessellation, the limit of rounding); loss
+   ``mean((D(real) - 1)^2) + mean(D(fake)^2)``; the Adam step is skipped while the loss is at or
+   below ``d_skip_below`` (paper: 0.09 in the algorithm, 0.32 in the text).
+3. **Intensity** -- ``mu <- mu (0.5 + 0.5 NG_gt / NG_gen)``, NG = visible grains per unit area in
+   cutouts (after every step, or once per epoch with ``intensity_update="epoch"``).
+
+Training is deterministic given the seed (``torch.manual_seed`` for the initial weights, one
+``numpy.random.Generator`` for everything drawn) on the CPU; ``device="cuda"`` runs the networks
+and cutout images on a GPU with the same draws. With ``TrainConfig.select_sections`` the model
+keeps the epoch whose sections score best against the measured ones (:func:`train_restarts`
+chooses between seeds by the same score). With an output folder it writes, after every
+epoch, ``training/checkpoint-NNNNN.safetensors`` + ``training/checkpoint.json`` (networks, optimiser
+states, random state, ``mu``, history; atomic), ``training/log.csv`` and ``training/training.png``;
+``resume=True`` continues from the checkpoint and ends with the same weights as an uninterrupted
+run. A NaN/inf loss raises :class:`~nmc_dataset.errors.TrainingError` naming the epoch and step;
+the last good checkpoint stays on disk.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nmc_dataset._util import atomic_path, log, progress, read_json, write_json_atomic, write_text_atomic
+from nmc_dataset.errors import InputError, TrainingError
+from nmc_dataset.calibration._cutouts import CutoutSpec, t2d_batch, t3d_batch
+from nmc_dataset.calibration._discriminator import Discriminator
+from nmc_dataset.tessellation._gbpd import DIAG_MIN, GBPD
+from nmc_dataset.calibration._generator import GNet
+from nmc_dataset.calibration._model import GrainModel
+
+CHECKPOINT_FORMAT = "nmc-dataset/grain-checkpoint"
+CHECKPOINT_VERSION = 1
+LOG_COLUMNS = ["epoch", "steps", "loss_g", "loss_d", "d_updates", "intensity_per_px3", "ng_gen", "ng_gt", "seconds",
+               "d_real_train", "d_real_holdout", "d_fake", "select_score"]
+#: Cutouts per side in the held-out discriminator check (``TrainConfig.holdout_sections``).
+HOLDOUT_CUTOUTS = 128
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """All hyper-parameters of the calibration (defaults = the paper's numbers where it gives them).
+
+    Generator: ``kappa``, ``hidden``, ``r_bounds``, ``diag_bounds``, ``input_scale_px``.
+    Discriminator: ``d_width``, ``d_blocks``, ``d_convs_per_block``, ``d_dense``.
+    Cutouts: ``grid``, ``channels``, ``p_max_px``, ``margin_px``, ``beta``, ``ng_min_px``.
+    Schedule: ``epochs``, ``steps_per_epoch``, ``batch_g``, ``batch_d``, ``lr``, ``adam_betas``,
+    ``grad_clip``, ``d_skip_below``, ``augment``, ``intensity_init_per_px3``, ``intensity_update``,
+    ``g_input``, ``ng_gt_cutouts``, ``ema_decay``, ``lr_schedule``, ``d_r1``.
+
+    ``holdout_sections`` (not in the paper; 0 = off) keeps the last ``k`` sections out of training
+    and, after every epoch, logs the discriminator's mean output (batch-norm in eval mode) on
+    measured cutouts of the training sections (``d_real_train``), of the held-out ones
+    (``d_real_holdout``) and on generated cutouts (``d_fake``). A discriminator that scores held-out
+    sections like generated ones while it scores the training sections high has memorised the
+    few sections it trains on (its loss then keeps falling whatever the generator does): the
+    generator is then as close to fresh data as the discriminator can tell, and more training on
+    the same sections mostly moves it around. The check draws from its own random stream, so it
+    does not change the run.
+
+    ``d_r1`` (not in the paper; 0 = off) adds the R1 penalty ``(d_r1 / 2) E ||grad_x D(x)||^2``
+    on measured cutouts to the discriminator's loss (Mescheder et al. 2018), which keeps D smooth
+    around the data so that the generator cannot fool it with small adversarial changes; the
+    skip test still uses the plain least-squares loss.
+
+    ``select_sections`` (not in the paper; 0 = off, the paper keeps the last epoch) draws, after
+    every epoch, that many central sections of the current generator (radius: the measured
+    sections' mean) and scores them against the measured sections with
+    :func:`~nmc_dataset.calibration._descriptors.section_score` (W1 / measured spread for area, η, α and
+    chords, grains of at least ``select_min_area_px`` on both sides; ``select_metric`` ``"max"``
+    scores the worst of the four, ``"mean"`` their mean); the model
+    keeps the generator and ``mu`` of the best-scoring epoch. An adversarial game does not
+    settle: its last iterate wanders around the target while the discriminator memorises the few
+    sections it sees, so early stopping on the quantity the calibration is for picks the epoch
+    that matches best. The draws use their own random stream, so the training run is unchanged.
+
+    ``lr_schedule`` (not in the paper): ``"constant"`` (the paper) or ``"cosine"``, which lowers
+    both learning rates from ``lr`` to 0 over the whole schedule,
+    ``lr_t = lr (1 + cos(pi t / T)) / 2``, so that a short run ends settled instead of in the
+    middle of the adversarial oscillation.
+
+    ``ema_decay`` (not in the paper; 0 = off) keeps an exponential moving average of the generator
+    weights, ``w_ema <- d w_ema + (1 - d) w`` after every G step with the warm-up
+    ``d = min(ema_decay, (1 + t) / (10 + t))``; the saved model then holds the averaged weights,
+    which fluctuate far less than the last iterate of an adversarial game.
+    """
+
+    kappa: int = 12
+    hidden: tuple = (128, 128, 64)
+    r_bounds: tuple = (1.0, 10.0)
+    diag_bounds: tuple = (DIAG_MIN, 50.0)
+    input_scale_px: float = 10.0
+    d_width: int = 32
+    d_blocks: int = 3
+    d_convs_per_block: int = 2
+    d_dense: int = 128
+    grid: int = 32
+    channels: int = 12
+    p_max_px: float = 80.0
+    margin_px: float = 16.0
+    beta: float = 2.0
+    ng_min_px: int = 1
+    epochs: int = 200
+    steps_per_epoch: int = 100
+    batch_g: int = 64
+    batch_d: int = 128
+    lr: float = 1e-4
+    lr_schedule: str = "constant"
+    adam_betas: tuple = (0.5, 0.999)
+    grad_clip: float = 1.0
+    d_skip_below: float = 0.09
+    augment: float = 0.2
+    intensity_init_per_px3: float = 0.0018
+    intensity_update: str = "step"
+    g_input: str = "straight-through"
+    ng_gt_cutouts: int = 512
+    ema_decay: float = 0.0
+    d_r1: float = 0.0
+    holdout_sections: int = 0
+    select_sections: int = 0
+    select_min_area_px: int = 5
+    select_metric: str = "max"
+
+    @property
+    def spec(self) -> CutoutSpec:
+        return CutoutSpec(grid=self.grid, channels=self.channels, p_max_px=self.p_max_px,
+                          margin_px=self.margin_px, beta=self.beta, ng_min_px=self.ng_min_px)
+
+    @classmethod
+    def from_section(cls, cfg: dict) -> "TrainConfig":
+        """Build from a recipe ``grains:`` section (nested keys; see the section schema)."""
+        g = cfg.get("generator", {})
+        d = cfg.get("discriminator", {})
+        c = cfg.get("cutouts", {})
+        t = cfg.get("training", {})
+        kw = {}
+        if "kappa" in cfg:
+            kw["kappa"] = cfg["kappa"]
+        if "intensity_init_per_px3" in cfg:
+            kw["intensity_init_per_px3"] = cfg["intensity_init_per_px3"]
+        for key in ("hidden", "r_bounds", "diag_bounds", "input_scale_px"):
+            if key in g:
+                kw[key] = tuple(g[key]) if isinstance(g[key], list) else g[key]
+        for key in ("width", "blocks", "convs_per_block", "dense"):
+            if key in d:
+                kw["d_" + key] = d[key]
+        for key in ("grid", "channels", "p_max_px", "margin_px", "beta", "ng_min_px"):
+            if key in c:
+                kw[key] = c[key]
+        for key in ("epochs", "steps_per_epoch", "batch_g", "batch_d", "lr", "adam_betas", "grad_clip",
+                    "d_skip_below", "augment", "intensity_update", "g_input", "ng_gt_cutouts", "ema_decay",
+                    "lr_schedule", "d_r1", "holdout_sections", "select_sections", "select_min_area_px",
+                    "select_metric"):
+            if key in t:
+                kw[key] = tuple(t[key]) if isinstance(t[key], list) else t[key]
+        return cls(**kw)
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+
+
+# --------------------------------------------------------------------------- state (de)serialisation
+def _flatten_optimizer(opt, prefix: str) -> tuple[dict, dict]:
+    sd = opt.state_dict()
+    tensors, meta = {}, {"param_groups": sd["param_groups"], "state_keys": {}}
+    for pid, st in sd["state"].items():
+        meta["state_keys"][str(pid)] = sorted(st)
+        for name, val in st.items():
+            tensors[f"{prefix}.state.{pid}.{name}"] = torch.as_tensor(val).clone().contiguous()
+    return tensors, meta
+
+
+def _unflatten_optimizer(opt, prefix: str, tensors: dict, meta: dict) -> None:
+    state = {}
+    for pid, names in meta["state_keys"].items():
+        state[int(pid)] = {n: tensors[f"{prefix}.state.{pid}.{n}"] for n in names}
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def resolve_device(device) -> torch.device:
+    """``"cpu"`` (default), ``"cuda"``, ``"cuda:N"``, ``"auto"`` (CUDA when available) or a
+    ``torch.device``, checked, as a torch device."""
+    name = str(device or "cpu").strip().lower()
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name != "cpu" and not name.startswith("cuda"):
+        raise InputError(f"--device must be cpu, cuda, cuda:N or auto, got {device!r}")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: this torch build sees no CUDA GPU (use --device cpu)")
+    try:
+        return torch.device(name)
+    except RuntimeError as e:
+        raise InputError(f"--device {device!r}: {e}") from None
+
+
+class _Trainer:
+    def __init__(self, fits, pixel_size_um, cfg: TrainConfig, seed: int, device="cpu"):
+        k = int(cfg.holdout_sections)
+        if k < 0 or (k and k >= len(fits)):
+            raise InputError(f"grains.training.holdout_sections must be >= 0 and leave at least one of the "
+                             f"{len(fits)} section(s) to train on, got {cfg.holdout_sections}")
+        fits = list(fits)
+        self.holdout = fits[len(fits) - k:] if k else []
+        fits = fits[:len(fits) - k]
+        self.fits = fits
+        self.pixel_size_um = float(pixel_size_um)
+        self.cfg = cfg
+        self.seed = int(seed)
+        if cfg.lr_schedule not in ("constant", "cosine"):
+            raise InputError(f"grains.training.lr_schedule must be 'constant' or 'cosine', got {cfg.lr_schedule!r}")
+        if not 0 <= cfg.ema_decay < 1:
+            raise InputError(f"grains.training.ema_decay must be in [0, 1), got {cfg.ema_decay}")
+        if not (np.isfinite(cfg.d_r1) and cfg.d_r1 >= 0):
+            raise InputError(f"grains.training.d_r1 must be a number >= 0, got {cfg.d_r1}")
+        if cfg.select_sections < 0 or cfg.select_min_area_px < 1:
+            raise InputError("grains.training.select_sections must be >= 0 and select_min_area_px >= 1, got "
+                             f"{cfg.select_sections} and {cfg.select_min_area_px}")
+        if cfg.select_metric not in ("mean", "max"):
+            raise InputError(f"grains.training.select_metric must be 'mean' or 'max', got {cfg.select_metric!r}")
+        self.device = resolve_device(device)
+        # the weights are drawn on the CPU (same initial weights on every device), then moved
+        torch.manual_seed(self.seed)
+        self.gnet = GNet(kappa=cfg.kappa, hidden=cfg.hidden, r_bounds=cfg.r_bounds, diag_bounds=cfg.diag_bounds)
+        self.disc = Discriminator(channels=cfg.channels, grid=cfg.grid, width=cfg.d_width, blocks=cfg.d_blocks,
+                                  convs_per_block=cfg.d_convs_per_block, dense=cfg.d_dense)
+        self.gnet_ema = None
+        if cfg.ema_decay > 0:
+            self.gnet_ema = GNet(kappa=cfg.kappa, hidden=cfg.hidden, r_bounds=cfg.r_bounds,
+                                 diag_bounds=cfg.diag_bounds)
+            self.gnet_ema.load_state_dict(self.gnet.state_dict())
+            self.gnet_ema.requires_grad_(False)
+        for net in (self.gnet, self.disc, self.gnet_ema):
+            if net is not None:
+                net.to(self.device)
+        self.opt_g = torch.optim.Adam(self.gnet.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas))
+        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas))
+        self.rng = np.random.default_rng(self.seed)
+        self.mu = float(cfg.intensity_init_per_px3)
+        self.epoch = 0  # epochs completed
+        self.history: list[dict] = []
+        self.ng_gt = None
+        self.seconds = 0.0
+        # checkpoint selection (cfg.select_sections): measured descriptors, section radius, best epoch
+        self.select_measured, self.select_radius = None, None
+        self.best: dict | None = None
+
+    def set_selection_reference(self, sections) -> None:
+        """The measured sections (``fit2d.SectionFit``) that :meth:`select_check` scores against."""
+        from nmc_dataset.calibration import _descriptors as De
+
+        c = self.cfg
+        if not c.select_sections:
+            return
+        if not sections:
+            raise InputError("grains.training.select_sections needs the measured sections (fit-sections output)")
+        self.select_measured = De.fitted_descriptors(sections, c.select_min_area_px)
+        self.select_radius = float(np.mean([f.radius_px for f in sections]))
+
+    # ---------------------------------------------------------------- checkpoint
+    def save(self, folder: Path) -> None:
+        from safetensors.torch import save_file
+
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {f"gnet.{k}": v for k, v in self.gnet.state_dict().items()}
+        tensors.update({f"disc.{k}": v for k, v in self.disc.state_dict().items()})
+        if self.gnet_ema is not None:
+            tensors.update({f"ema.{k}": v for k, v in self.gnet_ema.state_dict().items()})
+        tg, mg = _flatten_optimizer(self.opt_g, "opt_g")
+        td, md = _flatten_optimizer(self.opt_d, "opt_d")
+        tensors.update(tg)
+        tensors.update(td)
+        if self.best is not None:
+            tensors.update({f"best.{k}": v for k, v in self.best["state"].items()})
+        # CPU copies: a checkpoint written on a GPU resumes on the CPU and the other way round
+        tensors = {k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}
+        tensors["torch_rng"] = torch.get_rng_state()
+        meta = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "epoch": self.epoch,
+                "intensity_per_px3": self.mu, "ng_gt": self.ng_gt, "seed": self.seed, "seconds": self.seconds,
+                "numpy_rng": self.rng.bit_generator.state, "opt_g": mg, "opt_d": md, "history": self.history,
+                "config": self.cfg.to_dict(),
+                "best": None if self.best is None else {k: self.best[k] for k in ("epoch", "score", "mu")}}
+        # the weights go to a new file named by the epoch, then checkpoint.json (atomic) points at
+        # it, then older weight files are removed: a crash at any moment leaves a consistent pair.
+        with atomic_path(folder / f"checkpoint-{self.epoch:05d}.safetensors") as tmp:
+            save_file(tensors, str(tmp))
+        meta["weights"] = f"checkpoint-{self.epoch:05d}.safetensors"
+        write_json_atomic(folder / "checkpoint.json", meta)
+        for old in folder.glob("checkpoint-*.safetensors"):
+            if old.name != meta["weights"]:
+                old.unlink(missing_ok=True)
+
+    def load(self, folder: Path) -> None:
+        from safetensors.torch import load_file
+
+        from nmc_dataset._util import check_format
+
+        meta = read_json(folder / "checkpoint.json")
+        check_format(meta, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, folder / "checkpoint.json")
+        if meta["config"] != self.cfg.to_dict():
+            raise InputError("the checkpoint was made with other hyper-parameters; start again without --resume",
+                             folder / "checkpoint.json")
+        if meta["seed"] != self.seed:
+            raise InputError(f"the checkpoint was made with seed {meta['seed']}, not {self.seed}",
+                             folder / "checkpoint.json")
+        tensors = load_file(str(folder / meta["weights"]))  # CPU tensors; load_state_dict copies them over
+        self.gnet.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("gnet.")})
+        self.disc.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("disc.")})
+        if self.gnet_ema is not None:
+            self.gnet_ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+        _unflatten_optimizer(self.opt_g, "opt_g", tensors, meta["opt_g"])
+        _unflatten_optimizer(self.opt_d, "opt_d", tensors, meta["opt_d"])
+        torch.set_rng_state(tensors["torch_rng"])
+        self.rng.bit_generator.state = meta["numpy_rng"]
+        self.epoch = int(meta["epoch"])
+        self.mu = float(meta["intensity_per_px3"])
+        self.ng_gt = meta["ng_gt"]
+        self.history = list(meta["history"])
+        self.seconds = float(meta.get("seconds", 0.0))
+        if meta.get("best"):
+            self.best = {**meta["best"], "state": {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}}
+
+    # ---------------------------------------------------------------- steps
+    def fake(self, batch: int):
+        c = self.cfg
+        return t3d_batch(self.gnet, self.rng, self.mu, batch, c.spec, kappa=c.kappa, input_scale_px=c.input_scale_px,
+                         with_hard=True)
+
+    def real(self, batch: int):
+        c = self.cfg
+        return t2d_batch(self.fits, self.rng, batch, c.spec, augment_rel=c.augment, with_hard=True, device=self.device)
+
+    def measure_ng_gt(self) -> float:
+        ngs = []
+        left = self.cfg.ng_gt_cutouts
+        while left > 0:
+            b = min(left, 128)
+            _, ng, _ = self.real(b)
+            ngs.append(ng)
+            left -= b
+        return float(np.concatenate(ngs).mean())
+
+    def steps_before(self, epoch: int, step: int) -> int:
+        """Steps completed before step ``step`` (1-based) of epoch ``epoch`` (1-based)."""
+        return (epoch - 1) * self.cfg.steps_per_epoch + step - 1
+
+    def set_lr(self, epoch: int, step: int) -> float:
+        """Set (and return) the learning rate of step ``step`` of epoch ``epoch``."""
+        c = self.cfg
+        lr = c.lr
+        if c.lr_schedule == "cosine":
+            t = self.steps_before(epoch, step)
+            lr = c.lr * 0.5 * (1.0 + np.cos(np.pi * t / (c.epochs * c.steps_per_epoch)))
+        for opt in (self.opt_g, self.opt_d):
+            for group in opt.param_groups:
+                group["lr"] = lr
+        return lr
+
+    def step(self, epoch: int, step: int) -> dict:
+        c = self.cfg
+        self.set_lr(epoch, step)
+        # --- G step (D in train mode on a mixed batch, as in D steps, so batch-norm sees the same
+        # statistics; only the generated half enters the loss)
+        self.gnet.train()
+        self.disc.train()
+        imgs, ng_g, hard_g = self.fake(c.batch_g)
+        imgs = imgs.float()
+        x = hard_g.float() + imgs - imgs.detach() if c.g_input == "straight-through" else imgs
+        _, _, real_g = self.real(c.batch_g)
+        out_g = self.disc(torch.cat([real_g.float(), x]))
+        loss_g = ((out_g[c.batch_g:] - 1.0) ** 2).mean()
+        self._check(loss_g, "generator", epoch, step)
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        torch.nn.utils.clip_grad_norm_(self.gnet.parameters(), c.grad_clip)
+        self.opt_g.step()
+        self._check_params(self.gnet, "generator", epoch, step)
+        self.update_ema(self.steps_before(epoch, step) + 1)
+        # --- D step
+        self.disc.train()
+        with torch.no_grad():
+            _, ng_d, fake = self.fake(c.batch_d)
+        _, _, real = self.real(c.batch_d)
+        real = real.float().requires_grad_(c.d_r1 > 0)
+        out = self.disc(torch.cat([real, fake.float()]))
+        loss_d = ((out[:c.batch_d] - 1.0) ** 2).mean() + (out[c.batch_d:] ** 2).mean()
+        self._check(loss_d, "discriminator", epoch, step)
+        updated = False
+        if loss_d.item() > c.d_skip_below:
+            total = loss_d
+            if c.d_r1 > 0:
+                total = loss_d + 0.5 * c.d_r1 * r1_penalty(out[:c.batch_d], real)
+            self.opt_d.zero_grad(set_to_none=True)
+            total.backward()
+            torch.nn.utils.clip_grad_norm_(self.disc.parameters(), c.grad_clip)
+            self.opt_d.step()
+            self._check_params(self.disc, "discriminator", epoch, step)
+            updated = True
+        ng_gen = float(np.concatenate([ng_g, ng_d]).mean())
+        if c.intensity_update == "step":
+            self.adapt(ng_gen)
+        return {"loss_g": loss_g.item(), "loss_d": loss_d.item(), "d_update": updated, "ng_gen": ng_gen}
+
+    def holdout_check(self, epoch: int) -> dict:
+        """Mean D output on training-section, held-out-section and generated cutouts (eval mode)."""
+        none = {"d_real_train": None, "d_real_holdout": None, "d_fake": None}
+        if not self.holdout:
+            return none
+        c = self.cfg
+        rng = np.random.default_rng([self.seed, epoch, 0x40D])  # its own stream: the run is unchanged
+        self.disc.eval()
+        try:
+            with torch.no_grad():
+                _, _, tr = t2d_batch(self.fits, rng, HOLDOUT_CUTOUTS, c.spec, augment_rel=c.augment, with_hard=True,
+                                     device=self.device)
+                _, _, ho = t2d_batch(self.holdout, rng, HOLDOUT_CUTOUTS, c.spec, augment_rel=c.augment, with_hard=True,
+                                     device=self.device)
+                _, _, fk = t3d_batch(self.final_gnet(), rng, self.mu, HOLDOUT_CUTOUTS, c.spec, kappa=c.kappa,
+                                     input_scale_px=c.input_scale_px, with_hard=True)
+                out = {name: float(self.disc(x.float()).mean())
+                       for name, x in (("d_real_train", tr), ("d_real_holdout", ho), ("d_fake", fk))}
+        finally:
+            self.disc.train()
+        return out
+
+    def select_check(self, epoch: int) -> dict:
+        """Score the generator of this epoch against the measured sections; remember the best."""
+        c = self.cfg
+        if not c.select_sections:
+            return {"select_score": None}
+        from nmc_dataset.calibration import _descriptors as De
+
+        rng = np.random.default_rng([self.seed, epoch, 0x5E1])  # its own stream: the run is unchanged
+        model = self.current_model()
+        sims = De.model_sections(model, rng, c.select_sections, self.select_radius)
+        simulated = De.pooled(De.section_descriptors(lab, ctr, c.select_min_area_px) for lab, ctr in sims)
+        score = De.section_score(self.select_measured, simulated, c.select_metric)
+        if self.best is None or score < self.best["score"]:
+            self.best = {"epoch": epoch, "score": score, "mu": self.mu,
+                         "state": {k: v.detach().cpu().clone() for k, v in model.gnet.state_dict().items()}}
+        self.gnet.train()
+        return {"select_score": score}
+
+    def update_ema(self, g_steps: int) -> None:
+        """Fold the generator into its average after its ``g_steps``-th update."""
+        if self.gnet_ema is None:
+            return
+        d = min(self.cfg.ema_decay, (1.0 + g_steps) / (10.0 + g_steps))
+        with torch.no_grad():
+            for pe, p in zip(self.gnet_ema.parameters(), self.gnet.parameters()):
+                pe.mul_(d).add_(p.detach(), alpha=1.0 - d)
+
+    def final_gnet(self):
+        """The generator the model keeps: the weight average when ``ema_decay > 0``."""
+        return self.gnet if self.gnet_ema is None else self.gnet_ema
+
+    def current_model(self, source: dict | None = None, best: bool = False) -> GrainModel:
+        """The model as it stands (``best``: the best-scoring epoch's, when selection is on)."""
+        c = self.cfg
+        mu = self.mu
+        if best and self.best is not None:
+            gnet = GNet(kappa=c.kappa, hidden=c.hidden, r_bounds=c.r_bounds, diag_bounds=c.diag_bounds)
+            gnet.load_state_dict(self.best["state"])
+            gnet.eval()
+            mu = float(self.best["mu"])
+        else:
+            gnet = self.final_gnet().eval()
+            if gnet.out_lo.device.type != "cpu":  # models live on the CPU (sampling feeds numpy inputs)
+                gnet = copy.deepcopy(gnet).cpu()
+        return GrainModel(gnet=gnet, intensity_per_px3=mu, pixel_size_um=self.pixel_size_um,
+                          beta=c.beta, input_scale_px=c.input_scale_px, cell_margin_px=c.margin_px,
+                          training=summary(self, c, source))
+
+    def adapt(self, ng_gen: float) -> None:
+        if ng_gen > 0:
+            self.mu = self.mu * (0.5 + 0.5 * self.ng_gt / ng_gen)
+
+    @staticmethod
+    def _check(loss, what, epoch, step):
+        if not torch.isfinite(loss):
+            raise TrainingError(f"{what} loss is {loss.item()} at epoch {epoch} step {step}; the last good "
+                                "checkpoint is kept (lower the learning rate or the temperature and resume)")
+
+    @staticmethod
+    def _check_params(net, what, epoch, step):
+        for p in net.parameters():
+            if not torch.isfinite(p).all():
+                raise TrainingError(f"{what} weights became NaN/inf at epoch {epoch} step {step}; the last good "
+                                    "checkpoint is kept")
+
+
+def r1_penalty(out_real: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """``E ||grad_x D(x)||^2`` over the measured cutouts ``real`` (which require grad) from D's
+    outputs on them, differentiable (for the R1 term of ``TrainConfig.d_r1``)."""
+    (grad,) = torch.autograd.grad(out_real.sum(), real, create_graph=True)
+    return grad.pow(2).flatten(1).sum(1).mean()
+
+
+def train(fits, pixel_size_um: float, cfg: TrainConfig | None = None, *, seed: int = 0, out=None,
+          resume: bool = False, stop_after: int | None = None, source: dict | None = None,
+          on_epoch=None, device: str = "cpu", sections=None) -> GrainModel:
+    """Calibrate a :class:`GrainModel` on fitted 2D tessellations.
+
+    Parameters
+    ----------
+    fits : list of GBPD
+        2D GBPDs fitted to central sections (pixels, section centre at the origin).
+    pixel_size_um : float
+        Their pixel size (µm).
+    cfg : TrainConfig, optional
+    seed : int
+        Root seed (weights init and every random draw).
+    out : path-like, optional
+        Model folder; training state goes to ``out/training/`` and the model is written there at
+        the end. Without it nothing is written.
+    resume : bool
+        Continue from ``out/training/checkpoint.json``.
+    stop_after : int, optional
+        Stop (as if interrupted) after this many epochs in total; the model is still returned.
+    source : dict, optional
+        Recorded in the model's training summary (where the sections came from).
+    on_epoch : callable, optional
+        Called as ``on_epoch(epoch, model)`` after every epoch with the model as it stands (for
+        learning curves); it must not draw from the training's random state. The model's
+        network is the live one (or its average): copy it if you keep it.
+    sections : list of fit2d.SectionFit, optional
+        The measured sections behind ``fits`` (needed with ``cfg.select_sections``).
+    device : str
+        Where the networks and the cutout images live: ``"cpu"`` (default), ``"cuda"``,
+        ``"cuda:N"`` or ``"auto"``. Seeds, kNN inputs and the measured cutouts' seed selection stay
+        on the CPU either way. CPU runs are bit-for-bit reproducible; CUDA runs use the same
+        random draws and initial weights but their floating-point sums may differ in the last
+        bits (cuDNN), so two GPU runs, or a GPU and a CPU run, drift apart over training.
+        Checkpoints hold CPU tensors: a run may resume on another device.
+
+    Returns
+    -------
+    GrainModel
+    """
+    cfg = cfg or TrainConfig()
+    fits = list(fits)
+    if not fits:
+        raise InputError("no 2D tessellation to train on")
+    for g in fits:
+        if not isinstance(g, GBPD) or g.dim != 2:
+            raise InputError("training needs 2D GBPD fits")
+    tr = _Trainer(fits, pixel_size_um, cfg, seed, device=device)
+    tr.set_selection_reference(sections)
+    ckdir = None if out is None else Path(out) / "training"
+    if resume:
+        if ckdir is None or not (ckdir / "checkpoint.json").is_file():
+            raise InputError("--resume: no checkpoint to resume from", ckdir or "training")
+        tr.load(ckdir)
+        log.info("resuming after epoch %d (mu = %.5g)", tr.epoch, tr.mu)
+    if tr.ng_gt is None:
+        tr.ng_gt = tr.measure_ng_gt()
+    last = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
+    total = cfg.epochs * cfg.steps_per_epoch
+    bar = progress(total=total, desc="fit-grains", unit="step")
+    bar.update(tr.epoch * cfg.steps_per_epoch)
+    try:
+        while tr.epoch < last:
+            e = tr.epoch + 1
+            t0 = time.perf_counter()
+            rows = []
+            for s in range(1, cfg.steps_per_epoch + 1):
+                rows.append(tr.step(e, s))
+                bar.update(1)
+                bar.set_postfix(mu=f"{tr.mu:.4g}", lg=f"{rows[-1]['loss_g']:.3f}", ld=f"{rows[-1]['loss_d']:.3f}")
+            ng_gen = float(np.mean([r["ng_gen"] for r in rows]))
+            if cfg.intensity_update == "epoch":
+                tr.adapt(ng_gen)
+            dt = time.perf_counter() - t0
+            tr.seconds += dt
+            tr.epoch = e
+            tr.history.append({"epoch": e, "steps": cfg.steps_per_epoch,
+                               "loss_g": float(np.mean([r["loss_g"] for r in rows])),
+                               "loss_d": float(np.mean([r["loss_d"] for r in rows])),
+                               "d_updates": int(sum(r["d_update"] for r in rows)),
+                               "intensity_per_px3": tr.mu, "ng_gen": ng_gen, "ng_gt": tr.ng_gt, "seconds": dt,
+                               **tr.holdout_check(e), **tr.select_check(e)})
+            if ckdir is not None:
+                tr.save(ckdir)
+                write_log(ckdir, tr.history)
+            log.debug("epoch %d: %s", e, tr.history[-1])
+            if on_epoch is not None:
+                on_epoch(e, tr.current_model(source))
+                tr.gnet.train()
+    finally:
+        bar.close()
+    model = tr.current_model(source, best=True)
+    if out is not None and tr.epoch >= cfg.epochs:
+        model.write(out)
+    return model
+
+
+def train_restarts(fits, pixel_size_um: float, cfg: TrainConfig, *, seeds, out, resume: bool = False,
+                   source: dict | None = None, device: str = "cpu", sections=None) -> GrainModel:
+    """Train once per seed and keep the run whose selected epoch scored best.
+
+    Each run is a full :func:`train` into ``out/restarts/seed-<seed>/`` (its own checkpoints,
+    log and model). The runs are compared by their ``select_score`` (``cfg.select_sections``
+    must be on: the measured sections are the only yardstick a user has), the lowest wins (ties:
+    the lower seed), and its model is written to ``out`` with the list of runs in its training
+    summary (``restarts``). With ``resume``, finished runs are reused and an interrupted one
+    continues from its checkpoint.
+
+    Returns
+    -------
+    GrainModel
+        The chosen run's model.
+    """
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise InputError(f"restarts need distinct seeds, got {seeds}")
+    if not cfg.select_sections:
+        raise InputError("--restarts needs grains.training.select_sections > 0: the section score picks the run")
+    runs = []
+    for s in seeds:
+        sub = Path(out) / "restarts" / f"seed-{s}"
+        if resume and (sub / "model.json").is_file():
+            model = GrainModel.load(sub)
+            if model.training.get("config") != cfg.to_dict() or model.training.get("seed") != s:
+                raise InputError("this restart was made with other hyper-parameters; start again without --resume",
+                                 sub / "model.json")
+            log.info("restart seed %d: finished earlier (score %.4f)", s, model.training["select_score"])
+        else:
+            ck = resume and (sub / "training" / "checkpoint.json").is_file()
+            model = train(fits, pixel_size_um, cfg, seed=s, out=sub, resume=ck, source=source, device=device,
+                          sections=sections)
+            log.info("restart seed %d: score %.4f (epoch %s)", s, model.training["select_score"],
+                     model.training["selected_epoch"])
+        runs.append(model)
+    best = min(runs, key=lambda m: (m.training["select_score"], m.training["seed"]))
+    best.training["restarts"] = [{"seed": m.training["seed"], "select_score": m.training["select_score"],
+                                  "selected_epoch": m.training["selected_epoch"]} for m in runs]
+    best.write(out)
+    return best
+
+
+def summary(tr: _Trainer, cfg: TrainConfig, source: dict | None) -> dict:
+    """The training summary stored in model.json."""
+    # Only what the inputs determine: wall-clock times stay in training/log.csv, so the model file
+    # (and every id hashed from it) is the same bytes wherever and however fast it was trained.
+    last = {k: v for k, v in (tr.history[-1] if tr.history else {}).items() if k != "seconds"}
+    src = dict(source or {})
+    if src.get("tessellations"):
+        src["tessellations"] = Path(str(src["tessellations"])).name
+    return {"seed": tr.seed, "epochs_done": tr.epoch, "config": cfg.to_dict(), "ng_gt": tr.ng_gt,
+            "final": last, "sections": len(tr.fits), "holdout_sections": len(tr.holdout), "source": src,
+            "selected_epoch": None if tr.best is None else int(tr.best["epoch"]),
+            "select_score": None if tr.best is None else float(tr.best["score"]),
+            "discriminator": tr.disc.config()}
+
+
+def write_log(folder: Path, history: list[dict]) -> None:
+    """Write ``log.csv`` and ``training.png`` (losses, mu, NG per epoch)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for row in history:
+        w.writerow({k: row.get(k) for k in LOG_COLUMNS})
+    write_text_atomic(folder / "log.csv", buf.getvalue())
+    try:
+        plot_history(history, folder / "training.png")
+    except Exception as e:  # a plot must never stop training
+        log.warning("could not draw training.png: %s", e)
+
+
+def plot_history(history: list[dict], path) -> None:
+    """Losses, intensity and visible grains per area against the epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [h["epoch"] for h in history]
+    held = any(h.get("d_real_holdout") is not None for h in history)
+    scored = any(h.get("select_score") is not None for h in history)
+    n = 3 + held + scored
+    fig, ax = plt.subplots(1, n, figsize=(4 * n, 3.2))
+    ax[0].plot(ep, [h["loss_g"] for h in history], label="G")
+    ax[0].plot(ep, [h["loss_d"] for h in history], label="D")
+    ax[0].set_xlabel("epoch"); ax[0].set_ylabel("LSGAN loss"); ax[0].legend()
+    ax[1].plot(ep, [h["intensity_per_px3"] for h in history])
+    ax[1].set_xlabel("epoch"); ax[1].set_ylabel("μ (seeds / px³)")
+    ax[2].plot(ep, [h["ng_gen"] for h in history], label="generated")
+    ax[2].plot(ep, [h["ng_gt"] for h in history], "--", label="measured")
+    ax[2].set_xlabel("epoch"); ax[2].set_ylabel("visible grains / px²"); ax[2].legend()
+    if held:
+        for key, label, style in (("d_real_train", "training sections", "-"),
+                                  ("d_real_holdout", "held-out sections", "-"),
+                                  ("d_fake", "generated", "--")):
+            ax[3].plot(ep, [np.nan if h.get(key) is None else h[key] for h in history], style, label=label)
+        ax[3].set_xlabel("epoch"); ax[3].set_ylabel("mean D output (eval)"); ax[3].legend()
+    if scored:
+        sc = np.array([np.nan if h.get("select_score") is None else h["select_score"] for h in history])
+        ax[-1].plot(ep, sc, "o-", ms=3)
+        if np.isfinite(sc).any():
+            i = int(np.nanargmin(sc))
+            ax[-1].plot([ep[i]], [sc[i]], "r*", ms=12, label=f"kept: epoch {ep[i]}")
+            ax[-1].legend()
+        if np.nanmin(sc) > 0 and np.isfinite(sc).all():
+            ax[-1].set_yscale("log")  # the first epochs score 10x worse than the rest
+        ax[-1].set_xlabel("epoch"); ax[-1].set_ylabel("section score (W1 / spread)")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)

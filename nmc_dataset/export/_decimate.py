@@ -1,0 +1,240 @@
+"""Coarsening a conforming multi-grain surface without re-voxelising.
+
+:func:`coarsen_surface` clusters the vertices of a :class:`~.meshes.GrainSurface` on a grid of
+cell size ``h`` (vertex clustering, Rossignac & Borrel 1993), constrained so that the grain
+topology survives:
+
+* a vertex is classified by the set of grain-pair patches around it (its *signature*): inside
+  one interface patch, on a boundary curve (2-3 patches: a triple line or the rim of an
+  interface on the particle surface) or at a junction of curves (4 or more patches); only
+  vertices of the same signature in the same cell merge (so interfaces, their boundary curves
+  and the curves' end points stay where they are, topologically), and junctions never move;
+* a merged vertex sits at the mean of its members; triangles that lose a vertex vanish;
+* the result is checked and repaired locally: every grain's surface must stay a closed,
+  consistently oriented 2-manifold, no triangle may turn over (its normal against the original
+  normal), every grain pair keeps at least one triangle; the vertices around any violation are
+  restored to their original positions (un-clustered) and the check repeats.
+
+Because clustering only merges vertices of the same patch, the shared triangles stay shared: the
+coarse surface is conforming, every grain keeps its neighbours (the same grain pairs), and its
+volume changes only by the small cut-off of the merged vertices (reported per grain by
+:func:`grain_volumes`). ``min_elements_per_grain`` lowers ``h`` locally for small grains (a
+grain of volume ``V`` gets ``h_k = (6 sqrt(2) V / n)^(1/3)``, the edge of ``n`` regular tets of
+its volume), so that the tet mesher, which grades the interior from the boundary sizes, gives
+them at least about that many tets.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nmc_dataset.errors import InputError
+
+
+def grain_volumes(vertices: np.ndarray, faces: np.ndarray, pairs: np.ndarray, n_grains: int) -> np.ndarray:
+    """Volume enclosed by each grain's closed surface (divergence theorem), ``1..n_grains``."""
+    p = vertices[faces]
+    v6 = np.einsum("ij,ij->i", p[:, 0], np.cross(p[:, 1], p[:, 2]))  # 6 x signed tet volume to origin
+    out = np.zeros(n_grains + 1)
+    np.add.at(out, pairs[:, 0], v6)   # the normal points out of pairs[:, 0]
+    np.add.at(out, pairs[:, 1], -v6)
+    return out[1:] / 6.0
+
+
+def _patch_ids(pairs):
+    lo = np.sort(pairs, axis=1)
+    base = int(lo.max()) + 1 if len(lo) else 1
+    return np.unique(lo[:, 0] * base + lo[:, 1], return_inverse=True)[1].ravel()
+
+
+def _signatures(faces, patch, nv):
+    """Per vertex: a signature id (same id = same set of patches around it) and the set size."""
+    n_p = int(patch.max()) + 1
+    vp = np.unique(faces.ravel().astype(np.int64) * n_p + np.repeat(patch, 3))  # (vertex, patch), sorted
+    v, pt = vp // n_p, vp % n_p
+    count = np.bincount(v, minlength=nv)
+    rank = np.arange(len(v)) - np.repeat(np.cumsum(count) - count, count)
+    # pack each vertex's sorted patch list into int64 words (``bits`` per patch id) and number the
+    # distinct lists by one lexsort
+    bits = max(int(n_p + 1).bit_length(), 1)
+    per = max(63 // bits, 1)
+    n_words = -(-int(count.max()) // per)
+    words = np.zeros((n_words, nv), dtype=np.int64)
+    for w in range(n_words):
+        sel = (rank >= w * per) & (rank < (w + 1) * per)
+        np.bitwise_or.at(words[w], v[sel], (pt[sel] + 1) << (bits * (rank[sel] - w * per)))
+    order = np.lexsort(tuple(words[::-1]) + (count,))
+    ws = words[:, order]
+    new = np.ones(nv, dtype=bool)
+    new[1:] = (ws[:, 1:] != ws[:, :-1]).any(axis=0) | (count[order][1:] != count[order][:-1])
+    sig = np.empty(nv, dtype=np.int64)
+    sig[order] = np.cumsum(new) - 1
+    return sig, count
+
+
+def _bad_vertices(vert, faces0, faces, pairs, keep_face, n_patches, patch, normal0, grains=None):
+    """Vertices (original ids) around violations of the coarse mesh (``grains``: a mask over
+    labels; check only the surfaces of these grains)."""
+    alive = np.bincount(patch[keep_face], minlength=n_patches) > 0
+    lost = faces0[~alive[patch]].ravel()
+    if grains is None:
+        grains = np.ones(int(pairs.max()) + 1, dtype=bool)
+    grains = grains.copy()
+    grains[0] = False
+    keep_face = keep_face & (grains[pairs[:, 0]] | grains[pairs[:, 1]])
+    f = faces[keep_face]
+    pr = pairs[keep_face]
+    f0 = faces0[keep_face]
+    bad = []
+    # flipped or collapsed triangles
+    p = vert[f]
+    n = np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
+    cosang = np.einsum("ij,ij->i", n, normal0[keep_face]) / (
+        np.linalg.norm(n, axis=1) * np.linalg.norm(normal0[keep_face], axis=1) + 1e-300)
+    bad.append(f0[cosang < 0.2].ravel())
+    # every grain's surface closed and consistently oriented: per grain, each undirected edge is
+    # used by exactly two of its (outward) faces, once in each direction
+    nvx = np.int64(len(vert))
+    E, E0, G = [], [], []
+    for side in (0, 1):
+        sel = grains[pr[:, side]]
+        ff = f[sel] if side == 0 else f[sel][:, ::-1]
+        ff0 = f0[sel]
+        for i, j in ((0, 1), (1, 2), (2, 0)):
+            E.append(ff[:, [i, j]])
+            E0.append(ff0)
+            G.append(pr[sel, side])
+    E, E0, G = np.concatenate(E), np.concatenate(E0), np.concatenate(G).astype(np.int64)
+    lo, hi = np.minimum(E[:, 0], E[:, 1]), np.maximum(E[:, 0], E[:, 1])
+    _, inv, cnt = np.unique((G * nvx + lo) * nvx + hi, return_inverse=True, return_counts=True)
+    fwd = np.bincount(inv.ravel(), weights=(E[:, 0] < E[:, 1]).astype(float), minlength=len(cnt))
+    badkey = (cnt != 2) | (fwd != 1)
+    bad.append(E0[badkey[inv.ravel()]].ravel())
+    bad.append(lost)  # every patch keeps a triangle
+    return np.unique(np.concatenate(bad))
+
+
+def coarsen_surface(surface, h_um: float, min_elements_per_grain: int | None = None, max_repairs: int = 30,
+                    keep_near=None):
+    """A coarser conforming surface (same grains, same grain pairs); see the module notes.
+
+    Parameters
+    ----------
+    surface : GrainSurface
+    h_um : float
+        Target edge length (µm): the clustering cell size.
+    min_elements_per_grain : int, optional
+        Make small grains' surfaces finer so that each grain gets about this many tets.
+    max_repairs : int
+        Rounds of local repair before the remaining clusters around violations are undone.
+    keep_near : (M, 3) float array, optional
+        Points (µm) around which (within ``2 h``) the surface is kept as it is (e.g. where a
+        tet mesher found the coarse surface intersecting itself).
+
+    Returns
+    -------
+    GrainSurface
+        With ``stats`` attribute: triangles before/after, vertices restored by repairs, grain
+        pairs before/after.
+    """
+    from nmc_dataset.export._meshes import GrainSurface
+
+    if not (h_um and h_um > 0):
+        raise InputError(f"the mesh size must be > 0 µm, got {h_um}", "--mesh-size-um")
+    verts, faces, pairs, ng = surface.vertices, surface.faces, surface.pairs, surface.n_grains
+    nv = len(verts)
+    if len(faces) == 0:
+        return surface
+    patch = _patch_ids(pairs)
+    n_patches = int(patch.max()) + 1
+    sig, count = _signatures(faces, patch, nv)
+    # local cell size: h, or finer around small grains (min_elements_per_grain)
+    hv = np.full(nv, float(h_um))
+    if min_elements_per_grain:
+        vol = np.abs(grain_volumes(verts, faces, pairs, ng))
+        hk = np.cbrt(6 * np.sqrt(2) * vol / float(min_elements_per_grain))
+        hg = np.minimum(hk, h_um)
+        hf = np.minimum(np.where(pairs[:, 0] > 0, hg[np.maximum(pairs[:, 0], 1) - 1], h_um),
+                        np.where(pairs[:, 1] > 0, hg[np.maximum(pairs[:, 1], 1) - 1], h_um))
+        np.minimum.at(hv, faces.ravel(), np.repeat(hf, 3))
+    level = np.ceil(np.log2(h_um / np.maximum(hv, 1e-12))).astype(np.int64)  # h / 2**level <= hv
+    cell_h = h_um / 2.0 ** level
+    lo = verts.min(axis=0)
+    cell = np.floor((verts - lo) / cell_h[:, None]).astype(np.int64)
+    fixed = count >= 4  # junctions of curves stay
+    cell -= cell.min(axis=0)
+    span = cell.max(axis=0) + 1
+    key = (((sig.astype(np.int64) * 64 + level) * span[0] + cell[:, 0]) * span[1] + cell[:, 1]) * span[2] + cell[:, 2]
+    key[fixed] = -1 - np.arange(int(fixed.sum()))  # a cluster of their own
+    cluster = np.unique(key, return_inverse=True)[1].ravel()
+    normal0 = np.cross(verts[faces[:, 1]] - verts[faces[:, 0]], verts[faces[:, 2]] - verts[faces[:, 0]])
+    restored = np.zeros(nv, dtype=bool)
+    if keep_near is not None and len(keep_near):
+        from scipy.spatial import cKDTree
+
+        near = cKDTree(verts).query_ball_point(np.asarray(keep_near, dtype=float), 2.0 * h_um)
+        ids = np.unique(np.concatenate([np.asarray(i, dtype=np.int64) for i in near]))
+        if len(ids):
+            restored |= np.isin(cluster, np.unique(cluster[ids]))
+    check = None  # first round: every grain; then the grains around the restored vertices
+    for _ in range(max_repairs + 1):
+        cid = np.where(restored, -1 - np.arange(nv), cluster)  # restored vertices: their own cluster
+        uid, rep = np.unique(cid, return_inverse=True)
+        rep = rep.ravel()
+        cnt = np.bincount(rep, minlength=len(uid))
+        pos = np.stack([np.bincount(rep, weights=verts[:, a], minlength=len(uid)) for a in range(3)], axis=1)
+        pos /= cnt[:, None]
+        fixed_ids = np.flatnonzero(fixed | restored)
+        pos[rep[fixed_ids]] = verts[fixed_ids]
+        fr = rep[faces]
+        keep = (fr[:, 0] != fr[:, 1]) & (fr[:, 1] != fr[:, 2]) & (fr[:, 0] != fr[:, 2])
+        bad = _bad_vertices(pos, faces, fr, pairs, keep, n_patches, patch, normal0, check)
+        if len(bad) == 0:
+            break
+        # undo the clusters of the vertices around the violations (all members of their clusters)
+        new = np.isin(cluster, np.unique(cluster[bad])) & ~restored
+        restored |= new
+        # next round: the grains having a face at a vertex whose cluster changed (the restored
+        # vertices and the other members of their former clusters)
+        moved = np.isin(cluster, np.unique(cluster[new]))
+        touched = moved[faces].any(axis=1)
+        grains = np.zeros(ng + 1, dtype=bool)
+        grains[pairs[touched].ravel()] = True
+        check = grains
+    else:  # pragma: no cover - repairs did not finish: keep the original surface
+        out = GrainSurface(verts, faces, pairs, ng)
+        out.stats = {"triangles_before": len(faces), "triangles_after": len(faces), "restored_vertices": nv,
+                     "pairs_before": n_patches, "pairs_after": n_patches}
+        return out
+    f = fr[keep]
+    used, inv = np.unique(f, return_inverse=True)
+    out = GrainSurface(pos[used], inv.reshape(-1, 3), pairs[keep], ng)
+    out.stats = {"triangles_before": len(faces), "triangles_after": int(keep.sum()),
+                 "restored_vertices": int(restored.sum()), "pairs_before": int(n_patches),
+                 "pairs_after": len(np.unique(patch[keep]))}
+    return out
+
+
+def tet_mesh_coarsened(surface, h_um: float, min_elements_per_grain: int | None = None, max_retries: int = 12,
+                       threads: int = 1):
+    """Coarsen ``surface`` and tet-mesh it with gmsh; where gmsh reports the coarse boundary
+    intersecting itself, keep the surface fine around the reported points and retry.
+
+    Returns ``(TetMesh, coarse surface)``; raises ``RuntimeError`` when the retries run out.
+    """
+    from nmc_dataset.export._meshes import tet_mesh
+
+    keep = np.zeros((0, 3))
+    for _ in range(max_retries + 1):
+        c = coarsen_surface(surface, h_um, min_elements_per_grain, keep_near=keep)
+        try:
+            return tet_mesh(c, h_um, threads=threads), c
+        except RuntimeError as e:
+            pts = getattr(e, "points", np.zeros((0, 3)))
+            if len(pts) == 0:
+                raise
+            keep = np.concatenate([keep, pts])
+    raise RuntimeError(f"gmsh could not mesh the coarsened surface after {max_retries} local repairs")
+
+
+__all__ = ["coarsen_surface", "grain_volumes", "tet_mesh_coarsened"]

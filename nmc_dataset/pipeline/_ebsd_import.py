@@ -1,0 +1,237 @@
+"""``nmc-dataset import-ebsd``: EBSD scans → grain label images, morphology tables, central selection.
+
+::
+
+    nmc-dataset import-ebsd SCAN.ang [SCAN2.ctf ...] --out sections/ [--min-ci 0.1]
+        [--max-misorientation-deg 5] [--min-grain-px 5] [--center X,Y] [--central auto|all|LIST]
+
+Every scan is parsed, reconstructed and checked before anything is written; the output folder
+is built in a temporary folder and renamed into place (an existing ``--out`` is replaced only if
+it is an earlier ``import-ebsd`` output).
+"""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+
+import numpy as np
+
+from nmc_dataset.errors import InputError, RecipeError
+from nmc_dataset.outputs import add_force_option
+
+SELECTION_FORMAT = "nmc-dataset/section-selection"
+#: Grain-dilation reach of import-ebsd (pixels; reconstruct.dilate_grains).
+DEFAULT_DILATE_PX = 0.0
+
+
+def _parse_center(text):
+    if text is None:
+        return None
+    try:
+        x, y = (float(v) for v in str(text).split(","))
+    except ValueError:
+        raise RecipeError(f"--center must be 'X,Y' in pixels, got {text!r}") from None
+    if not (np.isfinite(x) and np.isfinite(y)):
+        raise RecipeError(f"--center must be finite, got {text!r}")
+    return np.array([x, y])
+
+
+def _parse_central(value, ids):
+    """'auto' | 'all' | list of section ids (comma-separated string or list)."""
+    if value is None or value == "auto":
+        return "auto", None
+    if value == "all":
+        return "all", None
+    items = value if isinstance(value, (list, tuple)) else [v.strip() for v in str(value).split(",") if v.strip()]
+    if not items:
+        raise RecipeError("--central LIST is empty (use auto, all or comma-separated section ids)")
+    unknown = [v for v in items if v not in ids]
+    if unknown:
+        raise RecipeError(f"--central names unknown section(s) {unknown}; section ids are the scan file "
+                          f"stems: {sorted(ids)}")
+    return "list", set(items)
+
+
+def expand_scans(patterns, base: Path | None = None) -> list[Path]:
+    """Expand paths/globs (relative to ``base``) into a sorted, de-duplicated list of scan files."""
+    out = []
+    for pat in patterns:
+        p = Path(pat).expanduser()
+        if base is not None and not p.is_absolute():
+            p = base / p
+        if any(ch in str(pat) for ch in "*?["):
+            hits = sorted(Path(h) for h in glob.glob(str(p)))
+            if not hits:
+                raise InputError("pattern matches no file", str(p))
+            out.extend(hits)
+        else:
+            out.append(p)
+    seen, uniq = set(), []
+    for p in out:
+        if p.resolve() not in seen:
+            seen.add(p.resolve())
+            uniq.append(p)
+    return uniq
+
+
+def import_ebsd(scans, out, min_ci: float = 0.1, max_misorientation_deg: float = 5.0, min_grain_px: int = 5,
+                center_px=None, central="auto", threshold: float | None = None,
+                dilate_px: float = DEFAULT_DILATE_PX, force: bool = False) -> dict:
+    """Import EBSD scans into a folder of sections (the API behind ``import-ebsd``).
+
+    Parameters
+    ----------
+    scans : list of path-like
+        ``.ang`` / ``.ctf`` files; section ids are their stems (must be unique).
+    out : path-like
+        Output folder (built atomically; an existing folder is replaced only if it holds an
+        earlier import, i.e. a ``selection.json``).
+    min_ci, max_misorientation_deg, min_grain_px, dilate_px :
+        Grain reconstruction (:func:`nmc_dataset.ebsd._reconstruct.reconstruct_grains`):
+        ``dilate_px`` is the grain-dilation reach applied before the ``min_grain_px`` filter
+        (0 = none).
+    center_px : (2,) sequence, optional
+        ``(x, y)`` centre used for every scan (default: each particle mask's centroid).
+    central : 'auto', 'all' or list of ids
+        Which sections feed calibration: by the centrality score (``score >= threshold``), all,
+        or the listed ones.
+    threshold : float, optional
+        Centrality threshold (default :data:`nmc_dataset.ebsd._morphology.CENTRALITY_THRESHOLD`).
+
+    Returns
+    -------
+    dict
+        The content of ``selection.json``.
+    """
+    from nmc_dataset._util import log, progress, write_json_atomic
+    from nmc_dataset.outputs import check_out_name, claim_folder, output_folder
+    from nmc_dataset.io._ebsd import read_ebsd
+    from nmc_dataset.io._sections import Section, write_section
+    from nmc_dataset.ebsd._morphology import CENTRALITY_CALIBRATION, CENTRALITY_THRESHOLD, centrality_score, chord_arrow_table, grain_table, is_central
+    from nmc_dataset.ebsd._reconstruct import reconstruct_grains
+
+    if not (min_ci <= 1.0) or not np.isfinite(min_ci):
+        raise RecipeError(f"--min-ci must be a number <= 1, got {min_ci}")
+    if not (0 < max_misorientation_deg <= 180):
+        raise RecipeError(f"--max-misorientation-deg must be in (0, 180], got {max_misorientation_deg}")
+    if int(min_grain_px) < 1:
+        raise RecipeError(f"--min-grain-px must be >= 1, got {min_grain_px}")
+    if not (np.isfinite(dilate_px) and dilate_px >= 0):
+        raise RecipeError(f"--dilate-px must be a number >= 0, got {dilate_px}")
+    threshold = CENTRALITY_THRESHOLD if threshold is None else float(threshold)
+    scans = [Path(s) for s in scans]
+    if not scans:
+        raise RecipeError("no scan given")
+    out = Path(out)
+    ids = [s.stem for s in scans]
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise InputError(f"two scans share the file stem {dup[0]!r} (section ids must be unique)",
+                         [s for s in scans if s.stem == dup[0]][1])
+    mode, listed = _parse_central(central, set(ids))
+    claim_folder(check_out_name(out), "import-ebsd", force=force, legacy=("selection.json",))
+    center = None if center_px is None else np.asarray(center_px, dtype=np.float64).reshape(2)
+
+    # 1. parse, reconstruct and describe everything (nothing written yet)
+    prepared = []
+    for path in progress(scans, total=len(scans), desc="import-ebsd", unit="scan"):
+        scan = read_ebsd(path)
+        sx, sy = scan.step_um
+        if abs(sx - sy) > 1e-6 * max(sx, sy):
+            raise InputError(f"x and y steps differ ({sx:g} vs {sy:g} µm): non-square pixels are not supported", path)
+        if not scan.indexed.any():
+            raise InputError("no indexed pixel in the scan (nothing to reconstruct)", path)
+        gm = reconstruct_grains(scan, min_ci=min_ci, max_misorientation_deg=max_misorientation_deg,
+                                min_grain_px=int(min_grain_px), center_px=center, dilate_px=float(dilate_px))
+        if gm.n_grains == 0:
+            raise InputError(f"no grain found (no {min_grain_px}+ pixel region with CI >= {min_ci} and "
+                             f"misorientation < {max_misorientation_deg}°); lower --min-ci / --min-grain-px", path)
+        gt = grain_table(gm.labels, gm.center_px, pixel_size_um=sx, mean_orientation=gm.mean_orientation)
+        chords = chord_arrow_table(gm.labels, pixel_size_um=sx)
+        score = centrality_score(gt.column("alpha_rad").to_numpy(), gt.column("area_px").to_numpy(),
+                                 gt.column("elongation").to_numpy())
+        prepared.append((path, scan, gm, gt, chords, score))
+        log.debug("%s: %d grains, centrality %.3f", path.name, gm.n_grains, score)
+
+    # 2. decisions
+    sections_meta = []
+    for path, scan, gm, gt, chords, score in prepared:
+        if mode == "auto":
+            decision = is_central(score, threshold)
+        elif mode == "all":
+            decision = True
+        else:
+            decision = path.stem in listed
+        sections_meta.append({"id": path.stem, "source": path.name, "score": None if not np.isfinite(score) else score,
+                              "central": bool(decision), "n_grains": gm.n_grains})
+    selection = {
+        "format": SELECTION_FORMAT, "format_version": 1, "mode": mode,
+        "criterion": "centrality_score: area*elongation-weighted mean of cos(2 alpha); central if >= threshold",
+        "calibration": CENTRALITY_CALIBRATION, "threshold": threshold, "sections": sections_meta,
+        "options": {"min_ci": float(min_ci), "max_misorientation_deg": float(max_misorientation_deg),
+                    "min_grain_px": int(min_grain_px), "dilate_px": float(dilate_px),
+                    "center_px": None if center is None else [float(v) for v in center]},
+    }
+
+    # 3. write atomically
+    with output_folder(out, "import-ebsd", force=force, legacy=("selection.json",)) as tmp:
+        for (path, scan, gm, gt, chords, score), meta in zip(prepared, sections_meta):
+            counts = np.bincount(gm.grain_phase[1:], minlength=max(scan.phases) + 1)
+            phase = scan.phases.get(int(np.argmax(counts)))  # the phase most grains belong to
+            sec = Section(section_id=path.stem, labels=gm.labels, mask=gm.mask, pixel_size_um=float(scan.step_um[0]),
+                          center_px=gm.center_px, central=meta["central"],
+                          centrality_score=float(score) if np.isfinite(score) else float("nan"),
+                          meta={"source": path.name, "source_format": scan.format,
+                                "phase": None if phase is None else {"name": phase.name, "laue_group": phase.laue_group,
+                                                                     "lattice": list(phase.lattice)},
+                                "phases": [{"id": p.id, "name": p.name, "laue_group": p.laue_group,
+                                            "lattice": list(p.lattice)} for p in scan.phases.values()],
+                                "center_source": "given" if center is not None else "mask centroid",
+                                "n_grains": gm.n_grains,
+                                "indexed_fraction": float(scan.indexed.mean()),
+                                "assigned_fraction_of_mask":
+                                    float((gm.labels[gm.mask] > 0).mean()) if gm.mask.any() else 0.0,
+                                "min_ci": float(min_ci), "max_misorientation_deg": float(max_misorientation_deg),
+                                "min_grain_px": int(min_grain_px), "dilate_px": float(dilate_px),
+                                "units": {"pixel_size_um": "micrometre"}})
+            write_section(sec, tmp, tables={"grains": gt, "chords": chords})
+        write_json_atomic(Path(tmp) / "selection.json", selection)
+    n_central = sum(m["central"] for m in sections_meta)
+    log.info("%d section(s) written to %s, %d selected as central", len(prepared), out, n_central)
+    return selection
+
+
+def register(sub) -> None:
+    """Register ``nmc-dataset import-ebsd``."""
+    p = sub.add_parser(
+        "import-ebsd", help="EBSD scans (.ang/.ctf) -> grain label images, morphology, central selection",
+        description="Reconstruct grains from EBSD scans (TSL .ang / Oxford .ctf, square grids), measure their "
+                    "2D morphology and decide which sections are central. Writes one folder per scan "
+                    "(labels.tif, mask.tif, section.json, grains.parquet, chords.parquet) and selection.json.")
+    p.add_argument("scans", nargs="+", metavar="SCAN", help=".ang or .ctf files (globs allowed)")
+    p.add_argument("--out", required=True, help="output folder of sections")
+    p.add_argument("--min-ci", type=float, default=0.1, help="pixels with a lower CI stay unassigned (default 0.1)")
+    p.add_argument("--max-misorientation-deg", type=float, default=5.0,
+                   help="neighbours join below this misorientation (default 5)")
+    p.add_argument("--min-grain-px", type=int, default=5, help="smaller grains become unassigned (default 5)")
+    p.add_argument("--dilate-px", type=float, default=DEFAULT_DILATE_PX,
+                   help="grain dilation before the size filter: unassigned pixels within this distance take "
+                        f"their nearest grain (default {DEFAULT_DILATE_PX:g}; 0 = off)")
+    p.add_argument("--center", metavar="X,Y", help="particle-section centre in pixels (default: mask centroid)")
+    p.add_argument("--central", default="auto", metavar="auto|all|LIST",
+                   help="sections used for calibration: auto (centrality score), all, or comma-separated ids "
+                        "(scan file stems)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="centrality threshold for --central auto (default: the calibrated 0.65)")
+    add_force_option(p)
+    p.set_defaults(func=_cmd_import)
+
+
+def _cmd_import(args) -> int:
+    center = _parse_center(args.center)
+    scans = expand_scans(args.scans)
+    import_ebsd(scans, args.out, min_ci=args.min_ci, max_misorientation_deg=args.max_misorientation_deg,
+                min_grain_px=args.min_grain_px, center_px=center, central=args.central, threshold=args.threshold,
+                dilate_px=args.dilate_px, force=args.force)
+    return 0

@@ -1,0 +1,15 @@
+"""Test support: the slow twins of the fast kernels, and closed loops run through the command line.
+
+A slow twin computes the same result as a fast path by the plainest method (every seed checked,
+one library call per cell, ...); the test suite compares the two on random inputs. Nothing in the
+package imports this module.
+"""
+
+from nmc_dataset._util import lazy_exports
+
+_EXPORTS = {
+    '_tessellation': ['count_disconnected_reference', 'hard_labels_bruteforce'],
+    '_particles': ['gbpd_grid_labels_reference', 'shell_mask_reference', 'voxelize_cube_reference', 'voxelize_reference'],
+    '_shell_loop': ['format_loop_table', 'run_truth_loop'],
+}
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,0 +1,638 @@
+"""Electrode assembly: multi-scale particles packed without overlap into a box, plus carbon-binder.
+
+Method
+------
+1. **Particles.** Particle ``k`` is drawn from ``SeedSequence(seed, spawn_key=(PACK_STREAM, k))`` with
+   :func:`nmc_dataset.particles._assemble.make_particle` (shell from the shell model, grains from the
+   grain model, each from its own child stream). Shells are drawn first (the same numbers
+   ``make_particle`` draws) until their summed volume ``V_k = (4π/3)·mean_u R_k(u)³`` is closest to
+   ``solid_fraction · L³``.
+2. **Packing** ("grow and relax", a collective rearrangement in the spirit of Jodrey & Tory 1985 and
+   Lubachevsky & Stillinger 1990, for star-shaped bodies): all particles start at random positions,
+   scaled by ``s0 = (0.25/φ)^(1/3)``; every relaxation iteration pushes each overlapping pair apart
+   along the line of centres by its overlap depth; when no pair overlaps, ``s`` grows by a step
+   (halved after a failed step) until ``s = 1``. Orientations stay as drawn. The overlap depth of a
+   pair is the largest penetration of one body's surface points into the other, both bodies
+   described by their radius functions on a cube-map table of directions (the centre line plus
+   a cap of 162 surface directions facing the partner). A skin of ``skin_vox`` voxels keeps the
+   tabulated bodies apart; the voxel labels are then checked exactly (a voxel centre inside two
+   shells is an overlap) and the count is reported (``overlap_voxels``; 0 without necks).
+   With ``neck_um > 0`` bodies may interpenetrate up to that depth (sintered necks); voxels inside
+   two shells go to the one whose surface is farther away along the radius (smaller ``|x−c|/R``).
+   If the relaxation stalls (jamming) before ``s = 1`` an :class:`~nmc_dataset.errors.InputError`
+   names the largest fraction reached.
+3. **Boundaries.** ``periodic=True``: the box tiles space (minimum-image contacts, labels wrap
+   around). ``periodic=False``: hard walls, every particle lies entirely inside the box.
+4. **Voxels.** Each particle is voxelised on the box lattice (voxel centres ``(i + ½)·h``) by the
+   exact inside-shell test and the GBPD hard labels of :mod:`nmc_dataset.particles._voxelize`,
+   evaluated at the particle's sub-voxel offset. Local grain ``g`` of particle ``k`` becomes the
+   global grain id ``grain_offset[k] + g``.
+5. **Carbon-binder** (volume fraction ``f_b`` of the box, taken from the pore space):
+   ``bridge``: pore voxels ordered by the gap ``w = d₁ + d₂`` between their nearest and
+   second-nearest particle (radial gaps ``|x−c_k| − R_k(u)``, so the binder first fills the necks
+   and narrow gaps between particles, where it sits in real electrodes); ``coating``: pore voxels
+   ordered by their Euclidean distance to the active material (a uniform layer). The first
+   ``round(f_b·N)`` voxels become phase 2. The rest is pore (or solid electrolyte, a label of the
+   file: ``electrolyte``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numba
+import numpy as np
+
+from nmc_dataset._util import log
+from nmc_dataset.errors import InputError
+from nmc_dataset.particles._voxelize import Grid, _cubemap_bins, _cubemap_centres, gbpd_grid_labels, particle_grid, shell_mask
+
+#: Stream number of ``_util.item_seed`` for the particles of a packed electrode.
+PACK_STREAM = 11
+#: Stream number for the packing positions.
+POSITION_STREAM = 12
+BINDER_MODES = ("bridge", "coating")
+ELECTROLYTES = ("none", "liquid", "solid")
+_CUBE_BINS = 48
+#: the cap test runs for pairs whose centre-line gap is below this fraction of their distance
+_GATE = 0.15
+
+
+class OffsetGrid(Grid):
+    """A :class:`Grid` shifted by a sub-voxel offset (µm, ``x, y, z``) from the anchored lattice."""
+
+    def __init__(self, shape, index_lo, voxel_size_um, offset_um):
+        super().__init__(shape, index_lo, voxel_size_um)
+        object.__setattr__(self, "offset_um", np.asarray(offset_um, dtype=np.float64))
+
+    @property
+    def origin_um(self) -> np.ndarray:
+        return super().origin_um + self.offset_um
+
+    def axis_coords_um(self, axis: str) -> np.ndarray:
+        return super().axis_coords_um(axis) + self.offset_um["xyz".index(axis)]
+
+
+@dataclasses.dataclass
+class Electrode:
+    """A packed electrode volume (axes ``z, y, x``) and its particle table."""
+
+    phase: np.ndarray
+    particle: np.ndarray
+    grain: np.ndarray
+    table: dict
+    voxel_size_um: float
+    info: dict
+
+
+# --------------------------------------------------------------------------- shapes
+def _shell_children(ss: np.random.SeedSequence):
+    return [np.random.SeedSequence(ss.entropy, spawn_key=ss.spawn_key + (i,), pool_size=ss.pool_size)
+            for i in range(2)]
+
+
+def particle_seed(seed: int, k: int) -> np.random.SeedSequence:
+    """SeedSequence of particle ``k`` of an electrode packed with ``seed``."""
+    from nmc_dataset._util import item_seed
+
+    return item_seed(seed, k, PACK_STREAM)
+
+
+def draw_shells(shell_model, seed: int, target_volume_um3: float, max_particles: int = 200_000):
+    """Shell coefficients (µm) of particles ``0, 1, ...`` until their volume is closest to the target.
+
+    Returns ``(coeffs_um (N, K), volumes_um3 (N,))``; draws the same numbers as ``make_particle``.
+    """
+    from nmc_dataset.shells._harmonics import icosphere, radius
+
+    dirs, _ = icosphere(3)
+    coeffs, vols, total = [], [], 0.0
+    k = 0
+    while total < target_volume_um3:
+        if k >= max_particles:
+            raise InputError(f"the box needs more than {max_particles} particles; use a smaller box or larger "
+                             "particles", "--box-um")
+        shell_ss, _ = _shell_children(particle_seed(seed, k))
+        c = np.asarray(shell_model.sample_coefficients(1, np.random.default_rng(shell_ss)), np.float64).reshape(-1)
+        c = c * float(shell_model.voxel_size_um)
+        v = 4.0 * np.pi / 3.0 * float(np.mean(np.asarray(radius(c, dirs)) ** 3))
+        coeffs.append(c)
+        vols.append(v)
+        total += v
+        k += 1
+    if len(vols) > 1 and abs(total - vols[-1] - target_volume_um3) < abs(total - target_volume_um3):
+        coeffs.pop()
+        vols.pop()
+    return np.array(coeffs), np.array(vols)
+
+
+class _Shapes:
+    """Radius functions of all particles on a cube-map table of directions (µm)."""
+
+    def __init__(self, coeffs_um: np.ndarray):
+        from nmc_dataset.shells._harmonics import icosphere, sh_basis
+
+        L = round(np.sqrt(coeffs_um.shape[1])) - 1
+        centres = _cubemap_centres(_CUBE_BINS).reshape(-1, 3)
+        self.table = coeffs_um @ sh_basis(L, centres).T  # (N, B)
+        self.caps = []  # (directions, radii): 162 while growing, 642 for the final relaxation
+        for sub in (2, 3):
+            dirs = np.asarray(icosphere(sub)[0])
+            self.caps.append((dirs, self.table[:, _cubemap_bins(dirs, _CUBE_BINS)]))
+        self.cap_dirs, self.cap_r = self.caps[0]
+        self.rmax = self.table.max(axis=1) * 1.02
+        # extents along +-x, +-y, +-z (for walls)
+        pts = self.table[:, :, None] * centres[None]
+        self.lo = pts.min(axis=1) * 1.02
+        self.hi = pts.max(axis=1) * 1.02
+
+    def lookup(self, idx: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """``R_idx(u)`` for particle indices ``idx`` (P,) and directions ``u`` (P, 3) (nearest bin)."""
+        return self.table[idx, _cubemap_bins(u, _CUBE_BINS)]
+
+
+@numba.njit(cache=True)
+def _bin(px, py, pz, n):
+    """Cube-map bin of direction ``p`` (same rule as ``voxelize._cubemap_bins``)."""
+    ax, ay, az = abs(px), abs(py), abs(pz)
+    if ax >= ay and ax >= az:
+        m, face, u, v = ax, 0 + (px < 0), py, pz
+    elif ay >= az:
+        m, face, u, v = ay, 2 + (py < 0), px, pz
+    else:
+        m, face, u, v = az, 4 + (pz < 0), px, py
+    if m <= 0:
+        m = 1.0
+    i = min(max(int((u / m + 1.0) * 0.5 * n), 0), n - 1)
+    j = min(max(int((v / m + 1.0) * 0.5 * n), 0), n - 1)
+    return (face * n + i) * n + j
+
+
+@numba.njit(cache=True)
+def _penetration_nb(table, cap_dirs, cap_r, s, pad, ii, jj, d, n, gate):
+    P = len(ii)
+    out = np.empty(P)
+    C = cap_dirs.shape[0]
+    for p in range(P):
+        dist = np.sqrt(d[p, 0] ** 2 + d[p, 1] ** 2 + d[p, 2] ** 2)
+        ux, uy, uz = d[p, 0] / dist, d[p, 1] / dist, d[p, 2] / dist
+        depth = (s * table[ii[p], _bin(ux, uy, uz, n)] + s * table[jj[p], _bin(-ux, -uy, -uz, n)]
+                 + 2 * pad - dist)
+        if depth < -gate * dist:  # far from contact along the centre line: no cap can reach
+            out[p] = depth
+            continue
+        for side in range(2):
+            a, b, sg = (ii[p], jj[p], 1.0) if side == 0 else (jj[p], ii[p], -1.0)
+            for c in range(C):
+                ex, ey, ez = cap_dirs[c, 0], cap_dirs[c, 1], cap_dirs[c, 2]
+                if (ex * ux + ey * uy + ez * uz) * sg <= 0.3:
+                    continue
+                ra = s * cap_r[a, c] + pad
+                qx, qy, qz = ra * ex - sg * d[p, 0], ra * ey - sg * d[p, 1], ra * ez - sg * d[p, 2]
+                r = np.sqrt(qx * qx + qy * qy + qz * qz)
+                pen = s * table[b, _bin(qx, qy, qz, n)] + pad - r
+                depth = max(depth, pen)
+        out[p] = depth
+    return out
+
+
+def _penetration(sh: _Shapes, s: float, pad: float, i, j, d, fine: bool = False):
+    """Overlap depth (µm) of bodies ``i`` and ``j`` (scaled by ``s``, inflated by ``pad``); ``d = c_j − c_i``.
+
+    The largest of: the centre-line overlap ``s·R_i(u) + s·R_j(−u) + 2·pad − |d|`` and the
+    penetration of each body's surface points (the 162-direction cap facing the partner) into
+    the other body (642 directions with ``fine``).
+    """
+    cap_dirs, cap_r = sh.caps[int(fine)]
+    depth = _penetration_nb(sh.table, cap_dirs, cap_r, float(s), float(pad), i.astype(np.int64),
+                            j.astype(np.int64), np.ascontiguousarray(d, dtype=np.float64), _CUBE_BINS, _GATE)
+    u = d / np.maximum(np.linalg.norm(d, axis=1), 1e-12)[:, None]
+    return depth, u
+
+
+def _penetration_reference(sh: _Shapes, s: float, pad: float, i, j, d):
+    """Slow twin of :func:`_penetration` (numpy, the same rule)."""
+    dist = np.linalg.norm(d, axis=1)
+    u = d / np.maximum(dist, 1e-12)[:, None]
+    depth = s * sh.lookup(i, u) + s * sh.lookup(j, -u) + 2 * pad - dist
+    near = depth >= -_GATE * dist
+    line = depth.copy()
+    e = sh.cap_dirs[None, :, :]
+    for a, b, sign in ((i, j, 1.0), (j, i, -1.0)):
+        facing = (e @ (sign * u)[:, :, None])[..., 0] > 0.3
+        pts = (s * sh.cap_r[a] + pad)[:, :, None] * e - (sign * d)[:, None, :]
+        r = np.linalg.norm(pts, axis=2)
+        rb = s * sh.table[np.repeat(b, e.shape[1]), _cubemap_bins(pts.reshape(-1, 3), _CUBE_BINS)].reshape(r.shape)
+        depth = np.maximum(depth, np.where(facing, rb + pad - r, -np.inf).max(axis=1))
+    return np.where(near, depth, line), u
+
+
+def _relax(x, sh, s, L, periodic, pad, max_iter, rng, tol=0.0, fine=False):
+    """Push overlapping pairs apart until no depth exceeds ``tol``; returns (converged, iterations, max depth)."""
+    from scipy.spatial import cKDTree
+
+    n = len(x)
+    depth_max = np.inf
+    cut = 2 * s * sh.rmax.max() + 2 * pad
+    jitter = 1e-3 * s * sh.rmax.mean()
+    push_extra = 3e-3 * s * sh.rmax.mean()  # separate a little beyond contact: fewer re-overlaps
+    pairs, since = None, 0
+    for it in range(max_iter):
+        if periodic:
+            x %= L
+        if pairs is None or since >= 10:  # neighbour list with a margin, rebuilt every 10 iterations
+            tree = cKDTree(x, boxsize=L) if periodic else cKDTree(np.clip(x, 0, L))
+            pairs = tree.query_pairs(cut * 1.15, output_type="ndarray")
+            since = 0
+        since += 1
+        move = np.zeros_like(x)
+        depth_max = 0.0
+        if len(pairs):
+            i, j = pairs[:, 0], pairs[:, 1]
+            d = x[j] - x[i]
+            if periodic:
+                d -= L * np.round(d / L)
+            keep = np.linalg.norm(d, axis=1) < s * (sh.rmax[i] + sh.rmax[j]) + 2 * pad
+            i, j, d = i[keep], j[keep], d[keep]
+            if len(i):
+                depth, u = _penetration(sh, s, pad, i, j, d, fine)
+                hit = depth > tol
+                if hit.any():
+                    depth_max = float(depth[hit].max())
+                    hit = depth > 0
+                    step = (0.5 * depth[hit] + push_extra)[:, None] * u[hit]
+                    np.add.at(move, i[hit], -step)
+                    np.add.at(move, j[hit], step)
+        if not periodic:
+            lo = x + s * sh.lo - pad
+            hi = x + s * sh.hi + pad
+            push = np.where(lo < 0, -lo, 0.0) + np.where(hi > L, L - hi, 0.0)
+            wall = float(np.abs(push).max()) if n else 0.0
+            if wall > tol:
+                depth_max = max(depth_max, wall)
+            move += push
+        if depth_max <= tol:
+            return True, it, depth_max
+        moving = (np.abs(move).sum(axis=1) > 0)[:, None]
+        x += move + rng.normal(0, jitter, x.shape) * moving  # jitter breaks symmetric deadlocks
+    return False, max_iter, depth_max
+
+
+def pack_centres(coeffs_um: np.ndarray, box_um: float, *, periodic: bool, pad_um: float, rng,
+                 grow_iter: int = 100, final_iter: int = 3000, growth: float = 0.005):
+    """Positions (µm, ``x, y, z``) of particles packed without overlap (see module docs).
+
+    Growth steps of ``growth`` (relative size) each relax for at most ``grow_iter`` iterations down
+    to a residual overlap of 1 % of the mean radius; at full size the relaxation runs to zero
+    overlap (``final_iter``). Returns ``(centres (N, 3), stats)``; raises :class:`InputError`
+    when the packing jams, naming the largest fraction that was reached without overlap.
+    """
+    sh = _Shapes(coeffs_um)
+    n = len(coeffs_um)
+    L = float(box_um)
+    vols = 4 * np.pi / 3 * np.mean(sh.table ** 3, axis=1)
+    phi = vols.sum() / L ** 3
+    s = min(1.0, (0.25 / phi) ** (1 / 3))
+    x = rng.uniform(0, L, (n, 3))
+    if not periodic:
+        x = np.clip(x, -s * sh.lo.min(axis=0) + pad_um, L - s * sh.hi.max(axis=0) - pad_um)
+    ok, its, _ = _relax(x, sh, s, L, periodic, pad_um, final_iter, rng)
+    if not ok:
+        raise InputError(f"could not place the particles even at fraction {phi * s ** 3:.3f}; the box is too "
+                         "small for them", "--box-um")
+    total_its, steps = its, 0
+    s_clean = s
+    rmean = float(sh.rmax.mean())
+    while s < 1.0:
+        steps += 1
+        s = min(1.0, s * (1 + growth))
+        _, its, _ = _relax(x, sh, s, L, periodic, pad_um, grow_iter, rng, tol=0.01 * rmean * s)
+        total_its += its
+    ok, its, _depth = _relax(x, sh, 1.0, L, periodic, pad_um, final_iter, rng)
+    total_its += its
+    if not ok:
+        # bisect the largest size that relaxes to zero overlap from here, to report the maximum reached
+        lo, hi = s_clean, 1.0
+        for _ in range(6):
+            mid = 0.5 * (lo + hi)
+            ok, _, _ = _relax(x.copy(), sh, mid, L, periodic, pad_um, final_iter // 4, rng)
+            lo, hi = (mid, hi) if ok else (lo, mid)
+        s = lo
+        raise InputError(f"the requested active fraction {phi:.3f} is not reachable: the packing jammed, the "
+                         f"maximum reached without overlap is {phi * s ** 3:.3f}", "--solid-fraction")
+    return x % L if periodic else x, {"relax_iterations": int(total_its), "growth_steps": int(steps),
+                                      "analytic_fraction": float(phi)}
+
+
+# --------------------------------------------------------------------------- voxels
+def _voxelize_particle(args):
+    """Worker: draw particle ``k`` (shell + grains) and voxelise it at its sub-voxel offset."""
+    shell_model, grain_model, seed, k, centre_um, h, spacing_px, ids = args
+    from nmc_dataset.particles._assemble import make_particle
+
+    p = make_particle(shell_model, grain_model, particle_seed(seed, k), particle_id=k + 1, spacing_px=spacing_px,
+                      shell_model_id=ids[0], grain_model_id=ids[1])
+    g0 = particle_grid(p, h, pad=3)
+    c_idx = np.floor(centre_um / h - 0.5 + 0.5).astype(np.int64)  # nearest box voxel (x, y, z)
+    offset = (c_idx + 0.5) * h - centre_um
+    grid = OffsetGrid(g0.shape, g0.index_lo, h, offset)
+    mask = shell_mask(p.coeffs_um, grid)
+    lab = gbpd_grid_labels(p.grains, grid, p.pixel_size_um, mask)
+    local = np.zeros(grid.shape, dtype=np.uint32)
+    local[mask] = (lab[mask] + 1).astype(np.uint32)
+    start = c_idx + np.asarray(g0.index_lo)  # box index (x, y, z) of local voxel [0, 0, 0]
+    return k, local, start, grid, p
+
+
+def _box_indices(start, shape, n, periodic):
+    """Per-axis box indices (z, y, x) of a local block, wrapped or clipped; plus the local slices."""
+    idx, sel = [], []
+    for a, m in zip((2, 1, 0), shape):
+        r = start[a] + np.arange(m)
+        if periodic:
+            idx.append(r % n)
+            sel.append(np.arange(m))
+        else:
+            ok = (r >= 0) & (r < n)
+            idx.append(r[ok])
+            sel.append(np.flatnonzero(ok))
+    return idx, sel
+
+
+def _normalised_radius(p, grid: Grid, kk, jj, ii):
+    """``|x − c| / R(u)`` at local voxels ``(kk, jj, ii)`` of a particle."""
+    from nmc_dataset.shells._harmonics import radius
+
+    pts = np.stack([grid.axis_coords_um("x")[ii], grid.axis_coords_um("y")[jj], grid.axis_coords_um("z")[kk]], 1)
+    r = np.linalg.norm(pts, axis=1)
+    u = pts / np.maximum(r, 1e-12)[:, None]
+    return r / np.asarray(radius(p.coeffs_um, u)).reshape(-1)
+
+
+# --------------------------------------------------------------------------- binder
+@numba.njit(cache=True)
+def _gap_update(d1, d2, table, lo, shape, offset, h, start, periodic, width, nb):
+    """Fold one particle's radial gap field (voxels) into the two-smallest fields ``d1 <= d2``."""
+    n = d1.shape[0]
+    for k in range(shape[0]):
+        bz = start[2] + k
+        if periodic:
+            bz %= n
+        elif bz < 0 or bz >= n:
+            continue
+        z = (lo[2] + k) * h + offset[2]
+        for j in range(shape[1]):
+            by = start[1] + j
+            if periodic:
+                by %= n
+            elif by < 0 or by >= n:
+                continue
+            y = (lo[1] + j) * h + offset[1]
+            for i in range(shape[2]):
+                bx = start[0] + i
+                if periodic:
+                    bx %= n
+                elif bx < 0 or bx >= n:
+                    continue
+                x = (lo[0] + i) * h + offset[0]
+                r = np.sqrt(x * x + y * y + z * z)
+                g = (r - table[_bin(x, y, z, nb)]) / h
+                if g >= width:
+                    continue
+                if g < 0:
+                    g = 0.0
+                if g < d1[bz, by, bx]:
+                    d2[bz, by, bx] = d1[bz, by, bx]
+                    d1[bz, by, bx] = g
+                elif g < d2[bz, by, bx]:
+                    d2[bz, by, bx] = g
+
+
+def _gap_fields(parts, n, h, periodic, width_vox):
+    """Radial gaps (voxels) to the nearest and second-nearest particle, ``inf`` beyond ``width_vox``."""
+    from nmc_dataset.shells._harmonics import sh_basis
+
+    d1 = np.full((n, n, n), np.inf, dtype=np.float32)
+    d2 = np.full((n, n, n), np.inf, dtype=np.float32)
+    centres = _cubemap_centres(_CUBE_BINS).reshape(-1, 3)
+    basis = {}
+    w = int(np.ceil(width_vox))
+    for p, grid, start in parts:
+        L = p.degree
+        if L not in basis:
+            basis[L] = sh_basis(L, centres).T
+        table = p.coeffs_um @ basis[L]
+        shape = np.array([s + 2 * w for s in grid.shape], dtype=np.int64)
+        lo = np.asarray(grid.index_lo, dtype=np.int64) - w
+        _gap_update(d1, d2, table, lo, shape, np.asarray(grid.offset_um, np.float64), float(h),
+                    np.asarray(start, dtype=np.int64) - w, bool(periodic), float(width_vox), _CUBE_BINS)
+    return d1, d2
+
+
+def place_binder(phase, mode, fraction, *, parts=None, h=None, periodic=True):
+    """Turn the first ``round(fraction·N)`` pore voxels (in the order of ``mode``) into binder (2)."""
+    from nmc_dataset.tomography._edt import distance_to
+
+    n_target = round(fraction * phase.size)
+    pore = phase == 0
+    n_pore = int(pore.sum())
+    if n_target > n_pore:
+        raise InputError(f"binder fraction {fraction} exceeds the pore fraction {n_pore / phase.size:.3f}", "--binder")
+    if n_target == 0:
+        return phase, {}
+    if mode == "coating":
+        solid = phase == 1
+        if periodic:  # wrap by a margin so that distances cross the faces
+            m = min(phase.shape[0], 32)
+            d = distance_to(np.pad(solid, m, mode="wrap"))[m:-m, m:-m, m:-m]
+        else:
+            d = distance_to(solid)
+        key = d[pore]
+    else:
+        width = 16.0
+        while True:
+            d1, d2 = _gap_fields(parts, phase.shape[0], h, periodic, width)
+            key = (d1 + d2)[pore].astype(np.float64) + 1e-3 * d1[pore]
+            if np.isfinite(key).sum() >= n_target or width > phase.shape[0]:
+                break
+            width *= 2
+        del d1, d2
+    flat = np.flatnonzero(pore.ravel())
+    order = np.argpartition(key, n_target - 1)[:n_target] if n_target < len(key) else np.arange(len(key))
+    out = phase.copy().ravel()
+    out[flat[order]] = 2
+    kth = float(np.max(key[order]))
+    return out.reshape(phase.shape), {"binder_threshold_vox": kth}
+
+
+# --------------------------------------------------------------------------- the whole electrode
+def pack_electrode(shell_model, grain_model, *, box_um: float, solid_fraction: float, voxel_size_um: float,
+                   binder: tuple | None = ("bridge", 0.08), electrolyte: str = "none", periodic: bool = True,
+                   neck_um: float = 0.0, seed: int = 0, workers: int = 1, spacing_px: float = 2.0,
+                   model_ids=("", "")) -> Electrode:
+    """Pack particles of the two models into a cubic box and label every voxel.
+
+    Parameters
+    ----------
+    shell_model : nmc_dataset.shells._model.ShellModel
+    grain_model : nmc_dataset.calibration._model.GrainModel
+    box_um : float
+        Edge of the cubic box (µm); rounded to whole voxels.
+    solid_fraction : float
+        Target active-material (NMC) volume fraction of the box.
+    voxel_size_um : float
+        Voxel edge (µm).
+    binder : (mode, fraction) or None
+        ``("bridge" | "coating", volume fraction of the box)``.
+    electrolyte : {"none", "liquid", "solid"}
+        What fills the pore phase (recorded for the CT simulator).
+    periodic : bool
+        Periodic box (True) or hard walls.
+    neck_um : float
+        Allowed interpenetration depth of touching particles (sintered necks), µm.
+    seed : int
+    workers : int
+        Processes drawing and voxelising particles (the result does not depend on it).
+    spacing_px : float
+        Assembly lattice of the grain selection (grain-model pixels; see ``particles.assemble``).
+    model_ids : (str, str)
+        Shell and grain model ids stored in the table.
+
+    Returns
+    -------
+    Electrode
+    """
+    t0 = time.perf_counter()
+    h = float(voxel_size_um)
+    if not (np.isfinite(h) and h > 0):
+        raise InputError(f"must be > 0, got {voxel_size_um}", "--voxel-size-um")
+    if not (np.isfinite(box_um) and box_um > 0):
+        raise InputError(f"must be > 0, got {box_um}", "--box-um")
+    if not 0 < solid_fraction < 1:
+        raise InputError(f"must be in (0, 1), got {solid_fraction}", "--solid-fraction")
+    if electrolyte not in ELECTROLYTES:
+        raise InputError(f"unknown electrolyte {electrolyte!r} (one of {', '.join(ELECTROLYTES)})", "--electrolyte")
+    if neck_um < 0:
+        raise InputError(f"must be >= 0, got {neck_um}", "--neck-um")
+    if binder is not None:
+        mode, frac = binder
+        if mode not in BINDER_MODES:
+            raise InputError(f"unknown binder mode {mode!r} (one of {', '.join(BINDER_MODES)})", "--binder")
+        if not 0 <= frac < 1 or frac + solid_fraction >= 1:
+            raise InputError(f"binder fraction must be in [0, 1 - solid fraction), got {frac}", "--binder")
+    n = round(box_um / h)
+    if n < 8:
+        raise InputError(f"the box is only {n} voxels wide; use a larger box or a smaller voxel size", "--box-um")
+    L = n * h
+    # mean particle radius vs voxel size, before drawing the whole population
+    r_mean = abs(shell_model.laws[0].mean()) / np.sqrt(4 * np.pi) * shell_model.voxel_size_um
+    if r_mean < 3 * h:
+        raise InputError(f"voxel size {h} µm is too coarse for particles of mean radius {r_mean:.3g} µm (need "
+                         f"at least 3 voxels per radius: <= {r_mean / 3:.3g} µm)", "--voxel-size-um")
+    coeffs, vols = draw_shells(shell_model, seed, solid_fraction * L ** 3)
+    dmax = 2 * _Shapes(coeffs).rmax.max()
+    if dmax + 8 * h >= L:
+        raise InputError(f"the box ({L:.3g} µm) is too small for the largest particle ({dmax:.3g} µm + 8 voxels)",
+                         "--box-um")
+    log.info("pack: %d particles (analytic fraction %.4f) in a %d³ box of %.3g µm", len(coeffs),
+             vols.sum() / L ** 3, n, L)
+    rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(POSITION_STREAM,)))
+    pad = 0.25 * h - 0.5 * neck_um
+    centres, stats = pack_centres(coeffs, L, periodic=periodic, pad_um=pad, rng=rng)
+    t_pack = time.perf_counter() - t0
+
+    jobs = [(shell_model, grain_model, int(seed), k, centres[k], h, spacing_px, model_ids) for k in range(len(coeffs))]
+    if workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn: numba/torch thread pools must not be forked
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as ex:
+            results = list(ex.map(_voxelize_particle, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
+    else:
+        results = [_voxelize_particle(j) for j in jobs]
+    t_vox = time.perf_counter() - t0 - t_pack
+
+    particle = np.zeros((n, n, n), dtype=np.uint32)
+    grain = np.zeros((n, n, n), dtype=np.uint32)
+    offsets = np.zeros(len(results), dtype=np.int64)
+    n_grains = np.zeros(len(results), dtype=np.int64)
+    overlap_voxels, parts, particles = 0, [], []
+    nxt = 0
+    for k, local, start, grid, p in results:
+        offsets[k] = nxt
+        n_grains[k] = p.n_grains
+        nxt += p.n_grains
+        idx, sel = _box_indices(start, local.shape, n, periodic)
+        ix = np.ix_(*idx)
+        loc = local[np.ix_(*sel)]
+        cur_p = particle[ix]
+        cur_g = grain[ix]
+        mine = loc > 0
+        clash = mine & (cur_p > 0)
+        if clash.any():
+            overlap_voxels += int(clash.sum())
+            kk, jj, ii = np.nonzero(clash)
+            own = _normalised_radius(p, grid, sel[0][kk], sel[1][jj], sel[2][ii])
+            other_ids = cur_p[clash].astype(np.int64) - 1
+            other = np.empty(len(kk))
+            for o in np.unique(other_ids):
+                m = other_ids == o
+                ostart, og, op = results[o][2], results[o][3], results[o][4]
+                bz = idx[0][kk[m]]
+                by = idx[1][jj[m]]
+                bx = idx[2][ii[m]]
+                lk, lj, li = ((b - ostart[a]) % n if periodic else b - ostart[a]
+                              for b, a in ((bz, 2), (by, 1), (bx, 0)))
+                other[m] = _normalised_radius(op, og, lk, lj, li)
+            lose = np.zeros(clash.shape, dtype=bool)
+            lose[kk, jj, ii] = own >= other
+            mine &= ~lose
+        cur_p[mine] = k + 1
+        cur_g[mine] = loc[mine].astype(np.uint32) + np.uint32(offsets[k])
+        particle[ix] = cur_p
+        grain[ix] = cur_g
+        parts.append((p, grid, start))
+        particles.append(p)
+    phase = (particle > 0).astype(np.uint8)
+    active = float(phase.mean())
+    info = {"n_particles": len(results), "n_grains": int(nxt), "box_voxels": n, "box_um": L,
+            "target_solid_fraction": float(solid_fraction), "solid_fraction": active,
+            "periodic": bool(periodic), "neck_um": float(neck_um), "overlap_voxels": int(overlap_voxels),
+            "electrolyte": electrolyte, "seed": int(seed), "spacing_px": float(spacing_px), **stats}
+    binder_info = {}
+    if binder is not None and binder[1] > 0:
+        phase, binder_info = place_binder(phase, binder[0], binder[1], parts=parts, h=h, periodic=periodic)
+        info["binder"] = {"mode": binder[0], "target_fraction": float(binder[1]),
+                          "fraction": float((phase == 2).mean()), **binder_info}
+    else:
+        info["binder"] = {"mode": "none", "target_fraction": 0.0, "fraction": 0.0}
+    info["pore_fraction"] = float((phase == 0).mean())
+    t_all = time.perf_counter() - t0
+    info["seconds"] = {"pack": round(t_pack, 3), "particles": round(t_vox, 3), "total": round(t_all, 3)}
+    K = coeffs.shape[1]
+    table = {
+        "id": np.arange(1, len(results) + 1, dtype=np.int64),
+        "center_um": centres[:, ::-1].copy(),  # z, y, x
+        "coeffs_um": np.stack([p.coeffs_um for p in particles]).reshape(-1, K),
+        "volume_um3": vols,
+        "voxels": np.bincount(particle.ravel(), minlength=len(results) + 1)[1:].astype(np.int64),
+        "grain_id_offset": offsets,
+        "n_grains": n_grains,
+        "seed_spawn_key": np.array([particle_seed(seed, k).spawn_key for k in range(len(results))], dtype=np.int64),
+    }
+    return Electrode(phase=phase, particle=particle, grain=grain, table=table, voxel_size_um=h, info=info)
+
+
+__all__ = [
+    "BINDER_MODES",
+    "ELECTROLYTES",
+    "PACK_STREAM",
+    "Electrode",
+    "draw_shells",
+    "pack_centres",
+    "pack_electrode",
+    "particle_seed",
+    "place_binder",
+]

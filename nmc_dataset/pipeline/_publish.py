@@ -126,18 +126,10 @@ def check_revision(revision: str | None, version: str) -> str:
 
 # --------------------------------------------------------------------------- Hugging Face Hub
 def hf_token(token: str | None = None) -> str | None:
-    """The Hugging Face token: ``token``, else ``HF_TOKEN``, else the login cache."""
-    if token:
-        return token
-    env = os.environ.get("HF_TOKEN")
-    if env:
-        return env
-    try:
-        from huggingface_hub import get_token
+    """The Hugging Face token: ``token``, else :func:`huggingface_hub.get_token` (``HF_TOKEN``, then the login cache)."""
+    from huggingface_hub import get_token
 
-        return get_token()
-    except Exception:  # pragma: no cover - defensive
-        return None
+    return token or get_token()
 
 
 def _git_blob_sha1(path: Path) -> str:

@@ -8,8 +8,9 @@ tetrahedra share the star point at the origin, so the signed sums are exact for 
 ``area``          A(K), sum of the triangle areas.
 ``sphericity``    Ψ = π^{1/3} (6V)^{2/3} / A (1 for a ball).
 ``compactness``   γ = V(K) / V(conv K), the convex hull of the same vertices (qhull); 1 if convex.
-``d_max``         the largest distance between two points of K: the largest distance between two
-                  vertices (coarse all-pairs search refined locally, see ``_diameter``).
+``d_max``         the largest distance between two points of K, exactly: the largest distance
+                  between two vertices of conv K (qhull's, shared with ``compactness``), see
+                  ``_hull_diameter``.
 ``aspect_ratio``  sqrt(λ_max / λ_min) of the covariance matrix of the *solid* body K (uniform
                   density; computed exactly per tetrahedron): the ratio of the longest to the
                   shortest principal semi-axis of the body's equivalent (Legendre) ellipsoid,
@@ -20,8 +21,6 @@ All lengths are in the unit of the coefficients (voxels for fitted/sampled model
 """
 
 from __future__ import annotations
-
-import functools
 
 import numpy as np
 from scipy.spatial import ConvexHull
@@ -36,56 +35,28 @@ DESCRIPTORS = ("d_max", "compactness", "aspect_ratio", "sphericity", "volume", "
 DESCRIPTOR_UNITS = {"d_max": 1, "compactness": 0, "aspect_ratio": 0, "sphericity": 0, "volume": 3, "area": 2}
 
 
-def _pairwise_max(p: np.ndarray) -> float:
-    """Largest distance between rows of ``p`` (plain all-pairs; the slow twin of :func:`_diameter`)."""
-    sq = np.einsum("ij,ij->i", p, p)
-    d2 = sq[:, None] + sq[None, :] - 2.0 * (p @ p.T)
-    return float(np.sqrt(max(d2.max(), 0.0)))
+def _hull_diameter(p: np.ndarray, hull: ConvexHull) -> float:
+    """The exact diameter of the points ``p`` (n, 3) from the vertices of their convex hull.
 
-
-@functools.lru_cache(maxsize=8)
-def _neighbourhoods(subdivisions: int, cos_angle: float):
-    """For each coarse (one subdivision less) vertex, the fine vertices within the given angle."""
-    v, _ = icosphere(subdivisions)
-    vc, _ = icosphere(subdivisions - 1)  # its vertices are the first rows of v
-    dots = vc @ v.T
-    return [np.flatnonzero(row >= cos_angle) for row in dots], vc.shape[0]
-
-
-def _diameter(pts: np.ndarray, subdivisions: int) -> np.ndarray:
-    """d_max of star bodies sampled on an icosphere: coarse all-pairs, then a local refinement.
-
-    The coarse pass takes all pairs of the ``subdivisions-1`` vertices (the first rows); the
-    best pair is then refined with all pairs of fine vertices within ~2 coarse spacings of its
-    two ends. The diameter is stationary at the optimum, so the coarse pass alone is within
-    ~0.3 %; the refined value is within ~0.2 % of all pairs of fine vertices (tested against
-    :func:`_pairwise_max`), far below the voxel resolution of the data.
+    A lower bound ``d0`` comes from two farthest-point sweeps; a pair farther apart than ``d0``
+    has ``|p_i| + |p_j| >= |p_i - p_j| > d0`` (star point at the origin), so both ends have
+    ``|p| > d0 - max |p|``: all pairs of those hull vertices give the exact maximum.
     """
-    n = pts.shape[0]
-    if subdivisions < 1:
-        return np.array([_pairwise_max(p) for p in pts])
-    neigh, nc = _neighbourhoods(subdivisions, float(np.cos(np.deg2rad(15.0 * 2.0 ** (3 - subdivisions)))))
-    out = np.empty(n)
-    for k in range(n):
-        pc = np.ascontiguousarray(pts[k, :nc])
-        sq = np.einsum("ij,ij->i", pc, pc)
-        g = pc @ pc.T  # BLAS
-        g *= -2.0
-        g += sq[:, None]
-        g += sq[None, :]
-        i, j = divmod(int(g.argmax()), nc)
-        A, B = pts[k][neigh[i]], pts[k][neigh[j]]
-        dd = ((A[:, None, :] - B[None, :, :]) ** 2).sum(-1)
-        out[k] = np.sqrt(max(dd.max(), g[i, j], 0.0))
-    return out
+    hv = p[hull.vertices]
+    r = np.sqrt(np.einsum("ij,ij->i", hv, hv))
+    a = hv[np.argmax(r)]
+    b = hv[np.argmax(((hv - a) ** 2).sum(1))]
+    d0sq = float(((hv - b) ** 2).sum(1).max())
+    cand = hv[r > np.sqrt(d0sq) - r.max()]
+    sq = np.einsum("ij,ij->i", cand, cand)
+    g = cand @ cand.T  # BLAS
+    g *= -2.0
+    g += sq[:, None]
+    g += sq[None, :]
+    return float(np.sqrt(max(g.max(initial=0.0), d0sq)))
 
 
-def _pairwise_max_all(pts):
-    return np.array([_pairwise_max(p) for p in pts])
-
-
-def mesh_descriptors(points: np.ndarray, faces: np.ndarray, hull: bool = True,
-                     subdivisions: int | None = None) -> dict[str, np.ndarray]:
+def mesh_descriptors(points: np.ndarray, faces: np.ndarray, hull: bool = True) -> dict[str, np.ndarray]:
     """Descriptors of star-shaped triangulated bodies sharing one face list.
 
     Parameters
@@ -95,10 +66,7 @@ def mesh_descriptors(points: np.ndarray, faces: np.ndarray, hull: bool = True,
     faces : ndarray, shape (F, 3)
         Outward-oriented triangles.
     hull : bool
-        Compute ``compactness`` (one qhull call per body) and ``d_max``.
-    subdivisions : int, optional
-        If the vertices are those of ``icosphere(subdivisions)`` (scaled), ``d_max`` uses the
-        fast coarse-then-refine search; otherwise all pairs of vertices (slow).
+        Compute ``compactness`` and ``d_max`` (one qhull call per body).
 
     Returns
     -------
@@ -134,11 +102,14 @@ def mesh_descriptors(points: np.ndarray, faces: np.ndarray, hull: bool = True,
     out = {"volume": V, "area": area, "sphericity": sph, "aspect_ratio": ar}
     if hull:
         comp = np.full(V.shape, np.nan)
+        dmax = np.zeros(V.shape)
         for i in range(pts.shape[0]):
             if V[i] > 0:
-                comp[i] = V[i] / ConvexHull(pts[i]).volume
+                h = ConvexHull(pts[i])
+                comp[i] = V[i] / h.volume
+                dmax[i] = _hull_diameter(pts[i], h)
         out["compactness"] = comp
-        out["d_max"] = _pairwise_max_all(pts) if subdivisions is None else _diameter(pts, subdivisions)
+        out["d_max"] = dmax
     return {k: out[k] for k in DESCRIPTORS if k in out}
 
 
@@ -178,7 +149,7 @@ def shell_descriptors(coeffs, subdivisions: int = 4, batch: int = 256) -> dict[s
     parts = []
     for a in range(0, c.shape[0], batch):
         r = np.maximum(c[a:a + batch] @ BT, 0.0)
-        parts.append(mesh_descriptors(r[:, :, None] * v[None], f, subdivisions=subdivisions))
+        parts.append(mesh_descriptors(r[:, :, None] * v[None], f))
     if not parts:
         return {k: np.zeros(0) for k in DESCRIPTORS}
     return {k: np.concatenate([p[k] for p in parts]) for k in DESCRIPTORS}

@@ -18,14 +18,18 @@ Conventions
   ``-3m`` (proper part 32, setting -3m1 as in R-3m) lie along a1, a2, a3 (0°, 60°, 120° from x
   in the basal plane), those of ``6/mmm`` every 30°. Monoclinic ``2/m``: 2-fold along y.
 
-No dependency on orix (GPL): everything here is numpy.
+Conversions and the symmetry groups are :class:`scipy.spatial.transform.Rotation`'s; what is
+kept here is the vectorised Hamilton product and the symmetry reduction (misorientation,
+reduction to a reference, mean orientation). No dependency on orix (GPL).
 """
 
 from __future__ import annotations
 
 import functools
+import warnings
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 # --------------------------------------------------------------------------- quaternion algebra
 
@@ -57,93 +61,59 @@ def qnormalize(q: np.ndarray) -> np.ndarray:
     return np.where(q[..., :1] < 0, -q, q)
 
 
-def quat_to_matrix(q: np.ndarray) -> np.ndarray:
-    """Rotation matrices ``R(q)`` (..., 3, 3)."""
+def _rotations(q: np.ndarray) -> tuple[Rotation, tuple]:
     q = np.asarray(q, dtype=np.float64)
-    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
-    w, x, y, z = np.moveaxis(q, -1, 0)
-    return np.stack([
-        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
-        np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
-        np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
-    ], -2)
+    return Rotation.from_quat(q.reshape(-1, 4), scalar_first=True), q.shape[:-1]
+
+
+def _quats(r: Rotation, shape: tuple) -> np.ndarray:
+    return qnormalize(r.as_quat(scalar_first=True)).reshape(shape + (4,))
+
+
+def quat_to_matrix(q: np.ndarray) -> np.ndarray:
+    """Rotation matrices ``R(q)`` (..., 3, 3) of quaternions (..., 4) (normalised first)."""
+    r, shape = _rotations(q)
+    return r.as_matrix().reshape(shape + (3, 3))
 
 
 def matrix_to_quat(m: np.ndarray) -> np.ndarray:
-    """Unit quaternions (``w >= 0``) of rotation matrices (..., 3, 3) (Shepperd's method)."""
+    """Unit quaternions (``w >= 0``) of rotation matrices (..., 3, 3)."""
     m = np.asarray(m, dtype=np.float64)
-    shape = m.shape[:-2]
-    m = m.reshape(-1, 3, 3)
-    tr = np.trace(m, axis1=1, axis2=2)
-    cand = np.stack([tr, m[:, 0, 0], m[:, 1, 1], m[:, 2, 2]], axis=1)
-    k = np.argmax(cand, axis=1)
-    q = np.empty((len(m), 4))
-    for case in range(4):
-        s = k == case
-        if not s.any():
-            continue
-        a = m[s]
-        if case == 0:
-            r = np.sqrt(1.0 + tr[s]) * 2
-            q[s] = np.stack([0.25 * r, (a[:, 2, 1] - a[:, 1, 2]) / r, (a[:, 0, 2] - a[:, 2, 0]) / r,
-                             (a[:, 1, 0] - a[:, 0, 1]) / r], 1)
-        elif case == 1:
-            r = np.sqrt(np.maximum(1.0 + a[:, 0, 0] - a[:, 1, 1] - a[:, 2, 2], 0)) * 2
-            q[s] = np.stack([(a[:, 2, 1] - a[:, 1, 2]) / r, 0.25 * r, (a[:, 0, 1] + a[:, 1, 0]) / r,
-                             (a[:, 0, 2] + a[:, 2, 0]) / r], 1)
-        elif case == 2:
-            r = np.sqrt(np.maximum(1.0 + a[:, 1, 1] - a[:, 0, 0] - a[:, 2, 2], 0)) * 2
-            q[s] = np.stack([(a[:, 0, 2] - a[:, 2, 0]) / r, (a[:, 0, 1] + a[:, 1, 0]) / r, 0.25 * r,
-                             (a[:, 1, 2] + a[:, 2, 1]) / r], 1)
-        else:
-            r = np.sqrt(np.maximum(1.0 + a[:, 2, 2] - a[:, 0, 0] - a[:, 1, 1], 0)) * 2
-            q[s] = np.stack([(a[:, 1, 0] - a[:, 0, 1]) / r, (a[:, 0, 2] + a[:, 2, 0]) / r,
-                             (a[:, 1, 2] + a[:, 2, 1]) / r, 0.25 * r], 1)
-    return qnormalize(q).reshape(shape + (4,))
+    return _quats(Rotation.from_matrix(m.reshape(-1, 3, 3)), m.shape[:-2])
 
 
 def axis_angle_to_quat(axis, angle) -> np.ndarray:
     """Quaternion of the (active) rotation by ``angle`` (radians) about ``axis``."""
     axis = np.asarray(axis, dtype=np.float64)
     axis = axis / np.linalg.norm(axis, axis=-1, keepdims=True)
-    half = 0.5 * np.asarray(angle, dtype=np.float64)
-    return np.concatenate([np.cos(half)[..., None], np.sin(half)[..., None] * axis], axis=-1)
+    return rotvec_to_quat(axis * np.asarray(angle, dtype=np.float64)[..., None])
 
 
 def rotvec_to_quat(v: np.ndarray) -> np.ndarray:
-    """Quaternions of rotation vectors (axis × angle in radians), shape (..., 3)."""
+    """Quaternions of rotation vectors (axis × angle in radians), shape (..., 3).
+
+    The sign is the continuous one (``w = cos(angle / 2)``, negative beyond π), as a rotation
+    vector's exponential map gives it.
+    """
     v = np.asarray(v, dtype=np.float64)
-    ang = np.linalg.norm(v, axis=-1)
-    half = 0.5 * ang
-    with np.errstate(invalid="ignore", divide="ignore"):
-        scale = np.where(ang > 1e-12, np.sin(half) / np.where(ang > 1e-12, ang, 1.0), 0.5)
-    return np.concatenate([np.cos(half)[..., None], scale[..., None] * v], axis=-1)
+    q = Rotation.from_rotvec(v.reshape(-1, 3)).as_quat(scalar_first=True).reshape(v.shape[:-1] + (4,))
+    w = np.cos(0.5 * np.linalg.norm(v, axis=-1))
+    return np.where((np.sign(q[..., 0]) * np.sign(w) < 0)[..., None], -q, q)
 
 
 # --------------------------------------------------------------------------- Euler angles
+# Bunge: the passive g = Z(φ2) X(Φ) Z(φ1) is the inverse of the active intrinsic rotation
+# "ZXZ" by (φ1, Φ, φ2).
 def euler_to_quat(euler: np.ndarray) -> np.ndarray:
     """Bunge Euler angles ``(φ1, Φ, φ2)`` in radians (..., 3) → unit quaternions (..., 4), w >= 0."""
     e = np.asarray(euler, dtype=np.float64)
-    p1, P, p2 = e[..., 0], e[..., 1], e[..., 2]
-    # g = Z(φ2) X(Φ) Z(φ1) with passive factors: Z_passive(θ) = R_active(-θ about z)
-    z = np.zeros_like(p1)
-    qz1 = np.stack([np.cos(-p1 / 2), z, z, np.sin(-p1 / 2)], -1)
-    qx = np.stack([np.cos(-P / 2), np.sin(-P / 2), z, z], -1)
-    qz2 = np.stack([np.cos(-p2 / 2), z, z, np.sin(-p2 / 2)], -1)
-    return qnormalize(qmul(qmul(qz2, qx), qz1))
+    return _quats(Rotation.from_euler("ZXZ", e.reshape(-1, 3)).inv(), e.shape[:-1])
 
 
 def euler_to_matrix(euler: np.ndarray) -> np.ndarray:
-    """Bunge orientation matrices ``g`` (..., 3, 3) from ``(φ1, Φ, φ2)`` in radians (plain formula)."""
+    """Bunge orientation matrices ``g`` (..., 3, 3) from ``(φ1, Φ, φ2)`` in radians."""
     e = np.asarray(euler, dtype=np.float64)
-    c1, s1 = np.cos(e[..., 0]), np.sin(e[..., 0])
-    c, s = np.cos(e[..., 1]), np.sin(e[..., 1])
-    c2, s2 = np.cos(e[..., 2]), np.sin(e[..., 2])
-    return np.stack([
-        np.stack([c1 * c2 - s1 * s2 * c, s1 * c2 + c1 * s2 * c, s2 * s], -1),
-        np.stack([-c1 * s2 - s1 * c2 * c, -s1 * s2 + c1 * c2 * c, c2 * s], -1),
-        np.stack([s1 * s, -c1 * s, c], -1),
-    ], -2)
+    return Rotation.from_euler("ZXZ", e.reshape(-1, 3)).inv().as_matrix().reshape(e.shape[:-1] + (3, 3))
 
 
 def quat_to_euler(q: np.ndarray) -> np.ndarray:
@@ -151,30 +121,20 @@ def quat_to_euler(q: np.ndarray) -> np.ndarray:
 
     When ``Φ`` is 0 or π only ``φ1 ± φ2`` is defined; ``φ2 = 0`` is returned then.
     """
-    g = quat_to_matrix(q)
-    cP = np.clip(g[..., 2, 2], -1.0, 1.0)
-    P = np.arccos(cP)
-    sP = np.sqrt(np.maximum(1.0 - cP * cP, 0.0))
-    regular = sP > 1e-7
-    p1 = np.where(regular, np.arctan2(g[..., 2, 0], -g[..., 2, 1]), np.arctan2(g[..., 0, 1], g[..., 0, 0]))
-    p2 = np.where(regular, np.arctan2(g[..., 0, 2], g[..., 1, 2]), 0.0)
-    return np.stack([np.mod(p1, 2 * np.pi), P, np.mod(p2, 2 * np.pi)], -1)
+    r, shape = _rotations(q)
+    with warnings.catch_warnings():  # gimbal lock: scipy sets the third angle to 0, as documented here
+        warnings.simplefilter("ignore", UserWarning)
+        e = r.inv().as_euler("ZXZ")
+    return np.mod(e, 2 * np.pi).reshape(shape + (3,))
 
 
 # --------------------------------------------------------------------------- symmetry
-_GENERATORS = {
-    # proper point group: list of (axis, fold)
-    "1": [],
-    "2": [((0, 1, 0), 2)],
-    "222": [((0, 0, 1), 2), ((1, 0, 0), 2)],
-    "4": [((0, 0, 1), 4)],
-    "422": [((0, 0, 1), 4), ((1, 0, 0), 2)],
-    "3": [((0, 0, 1), 3)],
-    "32": [((0, 0, 1), 3), ((1, 0, 0), 2)],
-    "6": [((0, 0, 1), 6)],
-    "622": [((0, 0, 1), 6), ((1, 0, 0), 2)],
-    "23": [((0, 0, 1), 2), ((1, 0, 0), 2), ((1, 1, 1), 3)],
-    "432": [((0, 0, 1), 4), ((1, 0, 0), 4), ((1, 1, 1), 3)],
+#: proper point group → scipy's group name and principal axis (the crystal frame of the module
+#: docstring: c along z, the 2-fold axes of 32 and 622 in the basal plane from x, monoclinic 2 along y)
+_GROUPS = {
+    "1": ("C1", "Z"), "2": ("C2", "Y"), "222": ("D2", "Z"), "4": ("C4", "Z"), "422": ("D4", "Z"),
+    "3": ("C3", "Z"), "32": ("D3", "Z"), "6": ("C6", "Z"), "622": ("D6", "Z"), "23": ("T", None),
+    "432": ("O", None),
 }
 
 #: Accepted names → proper point group (the rotations that matter for orientations).
@@ -203,28 +163,11 @@ def proper_group_name(point_group: str) -> str:
 
 @functools.lru_cache(maxsize=None)
 def _symmetry_ops_cached(name: str) -> np.ndarray:
-    gens = [axis_angle_to_quat(np.array(ax, float), 2 * np.pi / fold) for ax, fold in _GENERATORS[name]]
-    ops = [np.array([1.0, 0, 0, 0])]
-
-    def key(q):  # q and -q are one rotation: make the first non-zero component positive
-        q = np.round(q / np.linalg.norm(q), 9) + 0.0
-        first = q[np.flatnonzero(np.abs(q) > 1e-9)[0]]
-        return tuple(np.round(q * np.sign(first), 9) + 0.0)
-
-    seen = {key(ops[0])}
-    frontier = list(ops)
-    while frontier:
-        new = []
-        for a in frontier:
-            for gq in gens:
-                b = qnormalize(qmul(gq, a))
-                k = key(b)
-                if k not in seen:
-                    seen.add(k)
-                    ops.append(b)
-                    new.append(b)
-        frontier = new
-    out = np.array(ops)
+    group, axis = _GROUPS[name]
+    g = Rotation.create_group(group, axis=axis) if axis else Rotation.create_group(group)
+    ops = qnormalize(g.as_quat(scalar_first=True))
+    first = int(np.argmax(ops[:, 0]))  # the identity first
+    out = np.concatenate([ops[first:first + 1], np.delete(ops, first, axis=0)])
     out.setflags(write=False)
     return out
 
@@ -241,7 +184,8 @@ def symmetry_ops(point_group: str) -> np.ndarray:
     Returns
     -------
     (K, 4) array
-        K = 1, 2, 4, 4, 8, 3, 6, 6, 12, 12, 24 for 1, 2, 222, 4, 422, 3, 32, 6, 622, 23, 432.
+        K = 1, 2, 4, 4, 8, 3, 6, 6, 12, 12, 24 for 1, 2, 222, 4, 422, 3, 32, 6, 622, 23, 432
+        (:meth:`scipy.spatial.transform.Rotation.create_group` in the crystal frame above).
     """
     return _symmetry_ops_cached(proper_group_name(point_group))
 

@@ -178,7 +178,10 @@ def _diagnose(path: Path, body: list[str], first: int, expected: int, sep_desc: 
 
 
 def _check_grid(path, xs, ys, nx, ny, sx, sy, first_line):
-    """x/y columns must run x fastest on the declared grid."""
+    """x/y columns must run x fastest on the declared grid; the steps are finite and positive."""
+    for name, step in (("x", sx), ("y", sy)):
+        if not (np.isfinite(step) and step > 0):
+            raise InputError(f"the {name} step {step:g} µm is not a positive length", path)
     col = np.tile(np.arange(nx), ny)
     row = np.repeat(np.arange(ny), nx)
     bad = (np.abs(xs - xs[0] - col * sx) > 0.25 * sx) | (np.abs(ys - ys[0] - row * sy) > 0.25 * sy)

@@ -11,6 +11,7 @@ _EXPORTS = {
     '_tessellation': ['count_disconnected_reference', 'hard_labels_bruteforce'],
     '_particles': ['gbpd_grid_labels_reference', 'shell_mask_reference', 'voxelize_cube_reference', 'voxelize_reference'],
     '_shells': ['pairwise_max_distance'],
+    '_calibration': ['cutout_grid', 't2d_cutout_reference', 't3d_cutout_reference'],
     '_shell_loop': ['format_loop_table', 'run_truth_loop'],
 }
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -72,7 +72,7 @@ class CutoutSpec:
     ng_min_px: int = 1
 
 
-def grid_points(grid: int) -> np.ndarray:
+def cutout_grid_points(grid: int) -> np.ndarray:
     """Local grid coordinates ``(u, v)`` of the ``grid^2`` points, row-major (row = v, col = u)."""
     c = np.arange(grid, dtype=np.float64) - (grid - 1) / 2.0
     vv, uu = np.meshgrid(c, c, indexing="ij")
@@ -80,7 +80,7 @@ def grid_points(grid: int) -> np.ndarray:
 
 
 def _grid_features(grid: int, dtype=torch.float64, device=None) -> torch.Tensor:
-    uv = torch.as_tensor(grid_points(grid), dtype=dtype, device=device)
+    uv = torch.as_tensor(cutout_grid_points(grid), dtype=dtype, device=device)
     u, v = uv[:, 0], uv[:, 1]
     return torch.stack([torch.ones_like(u), u, v, u * u, u * v, v * v], dim=1)  # (P, 6)
 
@@ -307,7 +307,7 @@ def t3d_reference(ts: T3DSeeds, diag: np.ndarray, offsets: np.ndarray, spec: Cut
     seeds = ts.seeds[ts.inner]
     group = ts.group[ts.inner]
     roll = ts.roll[ts.inner]
-    pts2 = grid_points(spec.grid)
+    pts2 = cutout_grid_points(spec.grid)
     out, ngs = [], []
     for b, p in enumerate(ts.p):
         sel = group == b
@@ -376,6 +376,6 @@ def t2d_batch(fits, rng: np.random.Generator, batch: int, spec: CutoutSpec, *, a
 
 def t2d_reference(sub: GBPD, p: float, beta: float, spec: CutoutSpec, with_hard: bool = False):
     """Plain twin of one :func:`t2d_batch` cutout: rotate the grid into the section instead."""
-    pts = (grid_points(spec.grid) + np.array([p, 0.0])) @ _rot2(beta).T  # R (p + u, v)
+    pts = (cutout_grid_points(spec.grid) + np.array([p, 0.0])) @ _rot2(beta).T  # R (p + u, v)
     return soft_images_reference(sub, pts, spec.beta * sub.diag.mean(), spec.channels, spec.grid, with_hard,
                                  ng_min_px=spec.ng_min_px)

@@ -28,11 +28,11 @@ COMMAND_MODULES = (
     "nmc_dataset.cli.sections",
     "nmc_dataset.cli.grains",
     "nmc_dataset.cli.orientations",
-    "nmc_dataset.pipeline._generate",
+    "nmc_dataset.cli.particles",
     "nmc_dataset.cli.release",
     "nmc_dataset.cli.tomography",
     "nmc_dataset.cli.segmentation",
-    "nmc_dataset.pipeline._recipe",
+    "nmc_dataset.cli.run",
 )
 
 

@@ -136,7 +136,7 @@ def test_soft_values_agree_with_gbpd_soft_assign():
     diag, off = C.t3d_markers(net, ts, kappa=12, input_scale_px=10.0)
     seeds = torch.from_numpy(ts.seeds[ts.inner])
     d64, o64 = diag.detach().double(), off.detach().double()
-    pts2 = C.grid_points(32)
+    pts2 = C.cutout_grid_points(32)
     pts = torch.from_numpy(np.column_stack([pts2[:, 0] + ts.p[0], pts2[:, 1], np.zeros(len(pts2))]))
     beta_eff = SPEC.beta * float(d64.mean())
     soft = soft_assign(pts, seeds, d64, o64, torch_frames(seeds, torch.from_numpy(ts.roll[ts.inner])), beta_eff)

@@ -35,7 +35,7 @@ import time
 import numpy as np
 import torch
 
-from nmc_dataset.calibration._gan import TrainConfig, _Trainer
+from nmc_dataset.calibration._gan import TrainConfig, Trainer
 from nmc_dataset.tessellation._gbpd import GBPD, radial_frames
 from nmc_dataset.calibration._generator import GNet
 from nmc_dataset.calibration._model import GrainModel
@@ -130,7 +130,7 @@ def mlp_paths(model: GrainModel, x: np.ndarray, repeats: int) -> dict:
 
 def part1(args, cfg) -> None:
     torch.manual_seed(0)
-    model = GrainModel(GNet(kappa=cfg.kappa, hidden=cfg.hidden), intensity_per_px3=0.0018, pixel_size_um=0.05)
+    model = GrainModel(GNet(kappa=cfg.kappa, hidden=cfg.generator.hidden), intensity_per_px3=0.0018, pixel_size_um=0.05)
     rng = np.random.default_rng(0)
     lo, hi = [-128.0] * 3, [128.0] * 3
     model.sample(rng, -16, 16)  # warm-up (imports, compiled kernels)
@@ -148,7 +148,7 @@ def part1(args, cfg) -> None:
     naive = 1e6 * naive_per_seed(model, rng, lo, hi, 2000)
     new, old = med["new"], med["old"]
     print("== analytic generation ([-128,128]^3, mu = 0.0018, paper-sized G_net "
-          f"{list(cfg.hidden)}, kappa {cfg.kappa}; median of {args.repeats})")
+          f"{list(cfg.generator.hidden)}, kappa {cfg.kappa}; median of {args.repeats})")
     print(f"  seeds: {new['drawn']:.0f} drawn, {new['kept']:.0f} kept (window + {model.cell_margin_px:g} px cell "
           f"margin, get markers), {new['inside']:.0f} inside the window")
     for name, r in (("fused kNN kernel (now)", new), ("cKDTree path (before)", old)):
@@ -204,7 +204,7 @@ def main() -> None:
         k = 1500
         s = rng2.uniform(-110, 110, (k, 2))
         fits.append(GBPD(s, np.column_stack([rng2.uniform(0.5, 1, k), rng2.uniform(2, 4, k)]), rng2.uniform(1, 10, k)))
-    tr = _Trainer(fits, 0.05, cfg, 0, device=args.device)
+    tr = Trainer(fits, 0.05, cfg, 0, device=args.device)
     tr.ng_gt = tr.measure_ng_gt()
     c = cfg
     dev = tr.device
@@ -239,8 +239,8 @@ def main() -> None:
         t4 = time.perf_counter()
         tg.append(t2 - t0); tf.append(t1 - t0); td.append(t4 - t2); tt.append(t3 - t2)
     g_step, d_step = float(np.median(tg)), float(np.median(td))
-    print(f"== GAN steps (paper architecture: G {list(cfg.hidden)}, D width {cfg.d_width} x {cfg.d_blocks} blocks; "
-          f"batch G {cfg.batch_g}, D {cfg.batch_d}+{cfg.batch_d})")
+    print(f"== GAN steps (paper architecture: G {list(cfg.generator.hidden)}, D width {cfg.discriminator.width} x {cfg.discriminator.blocks} blocks; "
+          f"batch G {cfg.training.batch_g}, D {cfg.training.batch_d}+{cfg.training.batch_d})")
     print(f"  G step {g_step:.2f} s (of which T3D cutouts {np.median(tf):.2f} s)")
     print(f"  D step {d_step:.2f} s (of which cutouts {np.median(tt):.2f} s)")
     total = (g_step + d_step) * 200 * 100

@@ -13,7 +13,7 @@ _EXPORTS = {
     '_knn': ['box_mask', 'knn', 'knn_inputs'],
     '_cutouts': ['CutoutSpec', 't2d_batch', 't3d_batch'],
     '_discriminator': ['Discriminator'],
-    '_gan': ['TrainConfig', 'resolve_device', 'train', 'train_restarts'],
+    '_gan': ['DiscriminatorConfig', 'GeneratorConfig', 'ScheduleConfig', 'TrainConfig', 'Trainer', 'resolve_device', 'train', 'train_restarts'],
     '_model': ['GRAIN_MODEL_FORMAT', 'GrainModel', 'MODEL_JSON', 'WEIGHTS'],
     '_descriptors': ['cut_height_study', 'describe_grains', 'grain_stats_3d', 'section_descriptors'],
 }

@@ -55,9 +55,145 @@ LOG_COLUMNS = ["epoch", "steps", "loss_g", "loss_d", "d_updates", "intensity_per
 HOLDOUT_CUTOUTS = 128
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
+class GeneratorConfig:
+    """``G_net``'s architecture (the recipe's ``grains.generator``).
+
+    Parameters
+    ----------
+    hidden : tuple of int
+        Hidden layer widths.
+    r_bounds : (float, float)
+        Range of the offsets ``r_i``.
+    diag_bounds : (float, float)
+        Range of each diagonal marker entry.
+    input_scale_px : float
+        Neighbour displacements are divided by this (pixels) before entering the network.
+    """
+
+    hidden: tuple = (128, 128, 64)
+    r_bounds: tuple = (1.0, 10.0)
+    diag_bounds: tuple = (DIAG_MIN, 50.0)
+    input_scale_px: float = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class DiscriminatorConfig:
+    """The discriminator's architecture (the recipe's ``grains.discriminator``).
+
+    Parameters
+    ----------
+    width : int
+        Feature maps of the first block (doubled per block).
+    blocks : int
+        Convolution blocks.
+    convs_per_block : int
+        Convolutions per block.
+    dense : int
+        Units of the hidden dense layer.
+    """
+
+    width: int = 32
+    blocks: int = 3
+    convs_per_block: int = 2
+    dense: int = 128
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleConfig:
+    """Schedule, optimiser and model selection of the training (the recipe's ``grains.training``).
+
+    The fields are those of the recipe section (docs/method.md#gan-training); the ones not in the
+    paper are explained on :class:`TrainConfig`.
+
+    Parameters
+    ----------
+    epochs, steps_per_epoch : int
+        Schedule length.
+    batch_g, batch_d : int
+        Generated cutouts per G step; measured and generated cutouts (each) per D step.
+    lr : float
+        Adam learning rate.
+    lr_schedule : {"constant", "cosine"}
+        Learning-rate schedule.
+    adam_betas : (float, float)
+        Adam's betas.
+    grad_clip : float
+        Gradient-norm clipping.
+    d_skip_below : float
+        The D update is skipped while its loss is at or below this.
+    augment : float
+        Largest relative augmentation of the 2D fits' markers.
+    intensity_update : {"step", "epoch"}
+        When the seed intensity is adapted.
+    g_input : {"straight-through", "soft"}
+        What D sees in G steps.
+    ng_gt_cutouts : int
+        Measured cutouts that estimate the measured visible-grain density.
+    ema_decay : float
+        Moving-average decay of the generator weights (0: off).
+    d_r1 : float
+        R1 penalty weight (0: off).
+    holdout_sections : int
+        Sections kept out of training for the memorisation check (0: off).
+    select_sections : int
+        Sections drawn per epoch for the model selection (0: off, the last epoch).
+    select_min_area_px : int
+        Detection limit of the selection score (pixels).
+    select_metric : {"max", "mean"}
+        How the selection combines the four descriptor distances.
+    """
+
+    epochs: int = 200
+    steps_per_epoch: int = 100
+    batch_g: int = 64
+    batch_d: int = 128
+    lr: float = 1e-4
+    lr_schedule: str = "constant"
+    adam_betas: tuple = (0.5, 0.999)
+    grad_clip: float = 1.0
+    d_skip_below: float = 0.09
+    augment: float = 0.2
+    intensity_update: str = "step"
+    g_input: str = "straight-through"
+    ng_gt_cutouts: int = 512
+    ema_decay: float = 0.0
+    d_r1: float = 0.0
+    holdout_sections: int = 0
+    select_sections: int = 0
+    select_min_area_px: int = 5
+    select_metric: str = "max"
+
+
+#: flat names of the stored configuration (model.json / checkpoints) -> (group, field)
+_FLAT = {**{n: ("generator", n) for n in ['hidden', 'r_bounds', 'diag_bounds', 'input_scale_px']},
+         **{k: ("discriminator", v) for k, v in {'d_width': 'width', 'd_blocks': 'blocks', 'd_convs_per_block': 'convs_per_block', 'd_dense': 'dense'}.items()},
+         **{n: ("cutouts", n) for n in ['grid', 'channels', 'p_max_px', 'margin_px', 'beta', 'ng_min_px']},
+         **{n: ("training", n) for n in ['epochs', 'steps_per_epoch', 'batch_g', 'batch_d', 'lr', 'lr_schedule', 'adam_betas', 'grad_clip', 'd_skip_below', 'augment', 'intensity_update', 'g_input', 'ng_gt_cutouts', 'ema_decay', 'd_r1', 'holdout_sections', 'select_sections', 'select_min_area_px', 'select_metric']}}
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """All hyper-parameters of the calibration (defaults = the paper's numbers where it gives them).
+    """All hyper-parameters of the calibration, nested as the recipe's ``grains:`` section
+    (defaults = the paper's numbers where it gives them).
+
+    Parameters
+    ----------
+    kappa : int
+        Nearest neighbours per seed fed to ``G_net``.
+    intensity_init_per_px3 : float
+        Initial Poisson seed intensity (seeds per pixel³).
+    generator : GeneratorConfig
+        ``G_net``'s architecture.
+    discriminator : DiscriminatorConfig
+        The discriminator's architecture.
+    cutouts : nmc_dataset.calibration.CutoutSpec
+        The discriminator's view.
+    training : ScheduleConfig
+        Schedule, optimiser and model selection.
+
+    Notes
+    -----
 
     Generator: ``kappa``, ``hidden``, ``r_bounds``, ``diag_bounds``, ``input_scale_px``.
     Discriminator: ``d_width``, ``d_blocks``, ``d_convs_per_block``, ``d_dense``.
@@ -104,77 +240,86 @@ class TrainConfig:
     """
 
     kappa: int = 12
-    hidden: tuple = (128, 128, 64)
-    r_bounds: tuple = (1.0, 10.0)
-    diag_bounds: tuple = (DIAG_MIN, 50.0)
-    input_scale_px: float = 10.0
-    d_width: int = 32
-    d_blocks: int = 3
-    d_convs_per_block: int = 2
-    d_dense: int = 128
-    grid: int = 32
-    channels: int = 12
-    p_max_px: float = 80.0
-    margin_px: float = 16.0
-    beta: float = 2.0
-    ng_min_px: int = 1
-    epochs: int = 200
-    steps_per_epoch: int = 100
-    batch_g: int = 64
-    batch_d: int = 128
-    lr: float = 1e-4
-    lr_schedule: str = "constant"
-    adam_betas: tuple = (0.5, 0.999)
-    grad_clip: float = 1.0
-    d_skip_below: float = 0.09
-    augment: float = 0.2
     intensity_init_per_px3: float = 0.0018
-    intensity_update: str = "step"
-    g_input: str = "straight-through"
-    ng_gt_cutouts: int = 512
-    ema_decay: float = 0.0
-    d_r1: float = 0.0
-    holdout_sections: int = 0
-    select_sections: int = 0
-    select_min_area_px: int = 5
-    select_metric: str = "max"
-
-    @property
-    def spec(self) -> CutoutSpec:
-        return CutoutSpec(grid=self.grid, channels=self.channels, p_max_px=self.p_max_px,
-                          margin_px=self.margin_px, beta=self.beta, ng_min_px=self.ng_min_px)
+    generator: GeneratorConfig = GeneratorConfig()
+    discriminator: DiscriminatorConfig = DiscriminatorConfig()
+    cutouts: CutoutSpec = CutoutSpec()
+    training: ScheduleConfig = ScheduleConfig()
 
     @classmethod
     def from_section(cls, cfg: dict) -> "TrainConfig":
-        """Build from a recipe ``grains:`` section (nested keys; see the section schema)."""
-        g = cfg.get("generator", {})
-        d = cfg.get("discriminator", {})
-        c = cfg.get("cutouts", {})
-        t = cfg.get("training", {})
-        kw = {}
-        if "kappa" in cfg:
-            kw["kappa"] = cfg["kappa"]
-        if "intensity_init_per_px3" in cfg:
-            kw["intensity_init_per_px3"] = cfg["intensity_init_per_px3"]
-        for key in ("hidden", "r_bounds", "diag_bounds", "input_scale_px"):
-            if key in g:
-                kw[key] = tuple(g[key]) if isinstance(g[key], list) else g[key]
-        for key in ("width", "blocks", "convs_per_block", "dense"):
-            if key in d:
-                kw["d_" + key] = d[key]
-        for key in ("grid", "channels", "p_max_px", "margin_px", "beta", "ng_min_px"):
-            if key in c:
-                kw[key] = c[key]
-        for key in ("epochs", "steps_per_epoch", "batch_g", "batch_d", "lr", "adam_betas", "grad_clip",
-                    "d_skip_below", "augment", "intensity_update", "g_input", "ng_gt_cutouts", "ema_decay",
-                    "lr_schedule", "d_r1", "holdout_sections", "select_sections", "select_min_area_px",
-                    "select_metric"):
-            if key in t:
-                kw[key] = tuple(t[key]) if isinstance(t[key], list) else t[key]
-        return cls(**kw)
+        """Build from a recipe ``grains:`` section (nested keys; see the section schema).
+
+        Parameters
+        ----------
+        cfg : dict
+            The ``grains:`` section; ``training.restarts`` is the runner's and ignored here.
+
+        Returns
+        -------
+        TrainConfig
+        """
+        def part(kind, key, drop=()):
+            values = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.get(key, {}).items() if k not in drop}
+            return kind(**values)
+
+        kw = {k: cfg[k] for k in ("kappa", "intensity_init_per_px3") if k in cfg}
+        return cls(**kw, generator=part(GeneratorConfig, "generator"),
+                   discriminator=part(DiscriminatorConfig, "discriminator"), cutouts=part(CutoutSpec, "cutouts"),
+                   training=part(ScheduleConfig, "training", drop=("restarts",)))
+
+    @classmethod
+    def from_flat(cls, **flat) -> "TrainConfig":
+        """Build from the flat names of the stored form (``hidden=...``, ``d_width=...``, ``epochs=...``).
+
+        Parameters
+        ----------
+        **flat
+            Keyword arguments named as in :meth:`to_dict`.
+
+        Returns
+        -------
+        TrainConfig
+        """
+        groups = {"generator": {}, "discriminator": {}, "cutouts": {}, "training": {}}
+        top = {}
+        for k, v in flat.items():
+            v = tuple(v) if isinstance(v, list) else v
+            if k in _FLAT:
+                groups[_FLAT[k][0]][_FLAT[k][1]] = v
+            else:
+                top[k] = v
+        return cls(**top, generator=GeneratorConfig(**groups["generator"]),
+                   discriminator=DiscriminatorConfig(**groups["discriminator"]),
+                   cutouts=CutoutSpec(**groups["cutouts"]), training=ScheduleConfig(**groups["training"]))
+
+    def replace(self, **flat) -> "TrainConfig":
+        """A copy with some fields changed, named as in :meth:`to_dict`.
+
+        Parameters
+        ----------
+        **flat
+            Keyword arguments named as in :meth:`to_dict`.
+
+        Returns
+        -------
+        TrainConfig
+        """
+        return TrainConfig.from_flat(**{**self.to_dict(), **flat})
 
     def to_dict(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+        """The stored (flat) form, as in ``model.json`` and checkpoints: every field by its flat name.
+
+        Returns
+        -------
+        dict
+        """
+        out = {"kappa": self.kappa}
+        for flat, (group, name) in _FLAT.items():
+            v = getattr(getattr(self, group), name)
+            out[flat] = list(v) if isinstance(v, tuple) else v
+        out["intensity_init_per_px3"] = self.intensity_init_per_px3
+        return out
 
 
 # --------------------------------------------------------------------------- state (de)serialisation
@@ -211,12 +356,30 @@ def resolve_device(device) -> torch.device:
         raise InputError(f"--device {device!r}: {e}") from None
 
 
-class _Trainer:
+class Trainer:
+    """One calibration run's state: networks, optimisers, intensity, random streams, history.
+
+    :func:`train` drives it epoch by epoch and checkpoints it; benchmarks time its steps.
+
+    Parameters
+    ----------
+    fits : list of GBPD
+        Fitted 2D tessellations of the measured sections (pixels, section centre origin).
+    pixel_size_um : float
+        Their pixel size (µm).
+    cfg : TrainConfig
+        Hyper-parameters.
+    seed : int
+        Seed of every random stream of the run.
+    device : str or torch.device
+        Where the networks run (``"cpu"``, ``"cuda"``, ``"auto"``).
+    """
+
     def __init__(self, fits, pixel_size_um, cfg: TrainConfig, seed: int, device="cpu"):
-        k = int(cfg.holdout_sections)
+        k = int(cfg.training.holdout_sections)
         if k < 0 or (k and k >= len(fits)):
             raise InputError(f"grains.training.holdout_sections must be >= 0 and leave at least one of the "
-                             f"{len(fits)} section(s) to train on, got {cfg.holdout_sections}")
+                             f"{len(fits)} section(s) to train on, got {cfg.training.holdout_sections}")
         fits = list(fits)
         self.holdout = fits[len(fits) - k:] if k else []
         fits = fits[:len(fits) - k]
@@ -224,41 +387,41 @@ class _Trainer:
         self.pixel_size_um = float(pixel_size_um)
         self.cfg = cfg
         self.seed = int(seed)
-        if cfg.lr_schedule not in ("constant", "cosine"):
-            raise InputError(f"grains.training.lr_schedule must be 'constant' or 'cosine', got {cfg.lr_schedule!r}")
-        if not 0 <= cfg.ema_decay < 1:
-            raise InputError(f"grains.training.ema_decay must be in [0, 1), got {cfg.ema_decay}")
-        if not (np.isfinite(cfg.d_r1) and cfg.d_r1 >= 0):
-            raise InputError(f"grains.training.d_r1 must be a number >= 0, got {cfg.d_r1}")
-        if cfg.select_sections < 0 or cfg.select_min_area_px < 1:
+        if cfg.training.lr_schedule not in ("constant", "cosine"):
+            raise InputError(f"grains.training.lr_schedule must be 'constant' or 'cosine', got {cfg.training.lr_schedule!r}")
+        if not 0 <= cfg.training.ema_decay < 1:
+            raise InputError(f"grains.training.ema_decay must be in [0, 1), got {cfg.training.ema_decay}")
+        if not (np.isfinite(cfg.training.d_r1) and cfg.training.d_r1 >= 0):
+            raise InputError(f"grains.training.d_r1 must be a number >= 0, got {cfg.training.d_r1}")
+        if cfg.training.select_sections < 0 or cfg.training.select_min_area_px < 1:
             raise InputError("grains.training.select_sections must be >= 0 and select_min_area_px >= 1, got "
-                             f"{cfg.select_sections} and {cfg.select_min_area_px}")
-        if cfg.select_metric not in ("mean", "max"):
-            raise InputError(f"grains.training.select_metric must be 'mean' or 'max', got {cfg.select_metric!r}")
+                             f"{cfg.training.select_sections} and {cfg.training.select_min_area_px}")
+        if cfg.training.select_metric not in ("mean", "max"):
+            raise InputError(f"grains.training.select_metric must be 'mean' or 'max', got {cfg.training.select_metric!r}")
         self.device = resolve_device(device)
         # the weights are drawn on the CPU (same initial weights on every device), then moved
         torch.manual_seed(self.seed)
-        self.gnet = GNet(kappa=cfg.kappa, hidden=cfg.hidden, r_bounds=cfg.r_bounds, diag_bounds=cfg.diag_bounds)
-        self.disc = Discriminator(channels=cfg.channels, grid=cfg.grid, width=cfg.d_width, blocks=cfg.d_blocks,
-                                  convs_per_block=cfg.d_convs_per_block, dense=cfg.d_dense)
+        self.gnet = GNet(kappa=cfg.kappa, hidden=cfg.generator.hidden, r_bounds=cfg.generator.r_bounds, diag_bounds=cfg.generator.diag_bounds)
+        self.disc = Discriminator(channels=cfg.cutouts.channels, grid=cfg.cutouts.grid, width=cfg.discriminator.width, blocks=cfg.discriminator.blocks,
+                                  convs_per_block=cfg.discriminator.convs_per_block, dense=cfg.discriminator.dense)
         self.gnet_ema = None
-        if cfg.ema_decay > 0:
-            self.gnet_ema = GNet(kappa=cfg.kappa, hidden=cfg.hidden, r_bounds=cfg.r_bounds,
-                                 diag_bounds=cfg.diag_bounds)
+        if cfg.training.ema_decay > 0:
+            self.gnet_ema = GNet(kappa=cfg.kappa, hidden=cfg.generator.hidden, r_bounds=cfg.generator.r_bounds,
+                                 diag_bounds=cfg.generator.diag_bounds)
             self.gnet_ema.load_state_dict(self.gnet.state_dict())
             self.gnet_ema.requires_grad_(False)
         for net in (self.gnet, self.disc, self.gnet_ema):
             if net is not None:
                 net.to(self.device)
-        self.opt_g = torch.optim.Adam(self.gnet.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas))
-        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas))
+        self.opt_g = torch.optim.Adam(self.gnet.parameters(), lr=cfg.training.lr, betas=tuple(cfg.training.adam_betas))
+        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.training.lr, betas=tuple(cfg.training.adam_betas))
         self.rng = np.random.default_rng(self.seed)
         self.mu = float(cfg.intensity_init_per_px3)
         self.epoch = 0  # epochs completed
         self.history: list[dict] = []
         self.ng_gt = None
         self.seconds = 0.0
-        # checkpoint selection (cfg.select_sections): measured descriptors, section radius, best epoch
+        # checkpoint selection (cfg.training.select_sections): measured descriptors, section radius, best epoch
         self.select_measured, self.select_radius = None, None
         self.best: dict | None = None
 
@@ -267,11 +430,11 @@ class _Trainer:
         from nmc_dataset.calibration import _descriptors as De
 
         c = self.cfg
-        if not c.select_sections:
+        if not c.training.select_sections:
             return
         if not sections:
             raise InputError("grains.training.select_sections needs the measured sections (fit-sections output)")
-        self.select_measured = De.fitted_descriptors(sections, c.select_min_area_px)
+        self.select_measured = De.fitted_descriptors(sections, c.training.select_min_area_px)
         self.select_radius = float(np.mean([f.radius_px for f in sections]))
 
     # ---------------------------------------------------------------- checkpoint
@@ -340,16 +503,16 @@ class _Trainer:
     # ---------------------------------------------------------------- steps
     def fake(self, batch: int):
         c = self.cfg
-        return t3d_batch(self.gnet, self.rng, self.mu, batch, c.spec, kappa=c.kappa, input_scale_px=c.input_scale_px,
+        return t3d_batch(self.gnet, self.rng, self.mu, batch, c.cutouts, kappa=c.kappa, input_scale_px=c.generator.input_scale_px,
                          with_hard=True)
 
     def real(self, batch: int):
         c = self.cfg
-        return t2d_batch(self.fits, self.rng, batch, c.spec, augment_rel=c.augment, with_hard=True, device=self.device)
+        return t2d_batch(self.fits, self.rng, batch, c.cutouts, augment_rel=c.training.augment, with_hard=True, device=self.device)
 
     def measure_ng_gt(self) -> float:
         ngs = []
-        left = self.cfg.ng_gt_cutouts
+        left = self.cfg.training.ng_gt_cutouts
         while left > 0:
             b = min(left, 128)
             _, ng, _ = self.real(b)
@@ -359,15 +522,15 @@ class _Trainer:
 
     def steps_before(self, epoch: int, step: int) -> int:
         """Steps completed before step ``step`` (1-based) of epoch ``epoch`` (1-based)."""
-        return (epoch - 1) * self.cfg.steps_per_epoch + step - 1
+        return (epoch - 1) * self.cfg.training.steps_per_epoch + step - 1
 
     def set_lr(self, epoch: int, step: int) -> float:
         """Set (and return) the learning rate of step ``step`` of epoch ``epoch``."""
         c = self.cfg
-        lr = c.lr
-        if c.lr_schedule == "cosine":
+        lr = c.training.lr
+        if c.training.lr_schedule == "cosine":
             t = self.steps_before(epoch, step)
-            lr = c.lr * 0.5 * (1.0 + np.cos(np.pi * t / (c.epochs * c.steps_per_epoch)))
+            lr = c.training.lr * 0.5 * (1.0 + np.cos(np.pi * t / (c.training.epochs * c.training.steps_per_epoch)))
         for opt in (self.opt_g, self.opt_d):
             for group in opt.param_groups:
                 group["lr"] = lr
@@ -380,41 +543,41 @@ class _Trainer:
         # statistics; only the generated half enters the loss)
         self.gnet.train()
         self.disc.train()
-        imgs, ng_g, hard_g = self.fake(c.batch_g)
+        imgs, ng_g, hard_g = self.fake(c.training.batch_g)
         imgs = imgs.float()
-        x = hard_g.float() + imgs - imgs.detach() if c.g_input == "straight-through" else imgs
-        _, _, real_g = self.real(c.batch_g)
+        x = hard_g.float() + imgs - imgs.detach() if c.training.g_input == "straight-through" else imgs
+        _, _, real_g = self.real(c.training.batch_g)
         out_g = self.disc(torch.cat([real_g.float(), x]))
-        loss_g = ((out_g[c.batch_g:] - 1.0) ** 2).mean()
+        loss_g = ((out_g[c.training.batch_g:] - 1.0) ** 2).mean()
         self._check(loss_g, "generator", epoch, step)
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
-        torch.nn.utils.clip_grad_norm_(self.gnet.parameters(), c.grad_clip)
+        torch.nn.utils.clip_grad_norm_(self.gnet.parameters(), c.training.grad_clip)
         self.opt_g.step()
         self._check_params(self.gnet, "generator", epoch, step)
         self.update_ema(self.steps_before(epoch, step) + 1)
         # --- D step
         self.disc.train()
         with torch.no_grad():
-            _, ng_d, fake = self.fake(c.batch_d)
-        _, _, real = self.real(c.batch_d)
-        real = real.float().requires_grad_(c.d_r1 > 0)
+            _, ng_d, fake = self.fake(c.training.batch_d)
+        _, _, real = self.real(c.training.batch_d)
+        real = real.float().requires_grad_(c.training.d_r1 > 0)
         out = self.disc(torch.cat([real, fake.float()]))
-        loss_d = ((out[:c.batch_d] - 1.0) ** 2).mean() + (out[c.batch_d:] ** 2).mean()
+        loss_d = ((out[:c.training.batch_d] - 1.0) ** 2).mean() + (out[c.training.batch_d:] ** 2).mean()
         self._check(loss_d, "discriminator", epoch, step)
         updated = False
-        if loss_d.item() > c.d_skip_below:
+        if loss_d.item() > c.training.d_skip_below:
             total = loss_d
-            if c.d_r1 > 0:
-                total = loss_d + 0.5 * c.d_r1 * r1_penalty(out[:c.batch_d], real)
+            if c.training.d_r1 > 0:
+                total = loss_d + 0.5 * c.training.d_r1 * r1_penalty(out[:c.training.batch_d], real)
             self.opt_d.zero_grad(set_to_none=True)
             total.backward()
-            torch.nn.utils.clip_grad_norm_(self.disc.parameters(), c.grad_clip)
+            torch.nn.utils.clip_grad_norm_(self.disc.parameters(), c.training.grad_clip)
             self.opt_d.step()
             self._check_params(self.disc, "discriminator", epoch, step)
             updated = True
         ng_gen = float(np.concatenate([ng_g, ng_d]).mean())
-        if c.intensity_update == "step":
+        if c.training.intensity_update == "step":
             self.adapt(ng_gen)
         return {"loss_g": loss_g.item(), "loss_d": loss_d.item(), "d_update": updated, "ng_gen": ng_gen}
 
@@ -428,12 +591,12 @@ class _Trainer:
         self.disc.eval()
         try:
             with torch.no_grad():
-                _, _, tr = t2d_batch(self.fits, rng, HOLDOUT_CUTOUTS, c.spec, augment_rel=c.augment, with_hard=True,
+                _, _, tr = t2d_batch(self.fits, rng, HOLDOUT_CUTOUTS, c.cutouts, augment_rel=c.training.augment, with_hard=True,
                                      device=self.device)
-                _, _, ho = t2d_batch(self.holdout, rng, HOLDOUT_CUTOUTS, c.spec, augment_rel=c.augment, with_hard=True,
+                _, _, ho = t2d_batch(self.holdout, rng, HOLDOUT_CUTOUTS, c.cutouts, augment_rel=c.training.augment, with_hard=True,
                                      device=self.device)
-                _, _, fk = t3d_batch(self.final_gnet(), rng, self.mu, HOLDOUT_CUTOUTS, c.spec, kappa=c.kappa,
-                                     input_scale_px=c.input_scale_px, with_hard=True)
+                _, _, fk = t3d_batch(self.final_gnet(), rng, self.mu, HOLDOUT_CUTOUTS, c.cutouts, kappa=c.kappa,
+                                     input_scale_px=c.generator.input_scale_px, with_hard=True)
                 out = {name: float(self.disc(x.float()).mean())
                        for name, x in (("d_real_train", tr), ("d_real_holdout", ho), ("d_fake", fk))}
         finally:
@@ -443,15 +606,15 @@ class _Trainer:
     def select_check(self, epoch: int) -> dict:
         """Score the generator of this epoch against the measured sections; remember the best."""
         c = self.cfg
-        if not c.select_sections:
+        if not c.training.select_sections:
             return {"select_score": None}
         from nmc_dataset.calibration import _descriptors as De
 
         rng = np.random.default_rng([self.seed, epoch, 0x5E1])  # its own stream: the run is unchanged
         model = self.current_model()
-        sims = De.model_sections(model, rng, c.select_sections, self.select_radius)
-        simulated = De.pooled(De.section_descriptors(lab, ctr, c.select_min_area_px) for lab, ctr in sims)
-        score = De.section_score(self.select_measured, simulated, c.select_metric)
+        sims = De.model_sections(model, rng, c.training.select_sections, self.select_radius)
+        simulated = De.pooled(De.section_descriptors(lab, ctr, c.training.select_min_area_px) for lab, ctr in sims)
+        score = De.section_score(self.select_measured, simulated, c.training.select_metric)
         if self.best is None or score < self.best["score"]:
             self.best = {"epoch": epoch, "score": score, "mu": self.mu,
                          "state": {k: v.detach().cpu().clone() for k, v in model.gnet.state_dict().items()}}
@@ -462,7 +625,7 @@ class _Trainer:
         """Fold the generator into its average after its ``g_steps``-th update."""
         if self.gnet_ema is None:
             return
-        d = min(self.cfg.ema_decay, (1.0 + g_steps) / (10.0 + g_steps))
+        d = min(self.cfg.training.ema_decay, (1.0 + g_steps) / (10.0 + g_steps))
         with torch.no_grad():
             for pe, p in zip(self.gnet_ema.parameters(), self.gnet.parameters()):
                 pe.mul_(d).add_(p.detach(), alpha=1.0 - d)
@@ -476,7 +639,7 @@ class _Trainer:
         c = self.cfg
         mu = self.mu
         if best and self.best is not None:
-            gnet = GNet(kappa=c.kappa, hidden=c.hidden, r_bounds=c.r_bounds, diag_bounds=c.diag_bounds)
+            gnet = GNet(kappa=c.kappa, hidden=c.generator.hidden, r_bounds=c.generator.r_bounds, diag_bounds=c.generator.diag_bounds)
             gnet.load_state_dict(self.best["state"])
             gnet.eval()
             mu = float(self.best["mu"])
@@ -485,7 +648,7 @@ class _Trainer:
             if gnet.out_lo.device.type != "cpu":  # models live on the CPU (sampling feeds numpy inputs)
                 gnet = copy.deepcopy(gnet).cpu()
         return GrainModel(gnet=gnet, intensity_per_px3=mu, pixel_size_um=self.pixel_size_um,
-                          beta=c.beta, input_scale_px=c.input_scale_px, cell_margin_px=c.margin_px,
+                          beta=c.cutouts.beta, input_scale_px=c.generator.input_scale_px, cell_margin_px=c.cutouts.margin_px,
                           training=summary(self, c, source))
 
     def adapt(self, ng_gen: float) -> None:
@@ -541,7 +704,7 @@ def train(fits, pixel_size_um: float, cfg: TrainConfig | None = None, *, seed: i
         learning curves); it must not draw from the training's random state. The model's
         network is the live one (or its average): copy it if you keep it.
     sections : list of fit2d.SectionFit, optional
-        The measured sections behind ``fits`` (needed with ``cfg.select_sections``).
+        The measured sections behind ``fits`` (needed with ``cfg.training.select_sections``).
     device : str
         Where the networks and the cutout images live: ``"cpu"`` (default), ``"cuda"``,
         ``"cuda:N"`` or ``"auto"``. Seeds, kNN inputs and the measured cutouts' seed selection stay
@@ -561,7 +724,7 @@ def train(fits, pixel_size_um: float, cfg: TrainConfig | None = None, *, seed: i
     for g in fits:
         if not isinstance(g, GBPD) or g.dim != 2:
             raise InputError("training needs 2D GBPD fits")
-    tr = _Trainer(fits, pixel_size_um, cfg, seed, device=device)
+    tr = Trainer(fits, pixel_size_um, cfg, seed, device=device)
     tr.set_selection_reference(sections)
     ckdir = None if out is None else Path(out) / "training"
     if resume:
@@ -571,26 +734,26 @@ def train(fits, pixel_size_um: float, cfg: TrainConfig | None = None, *, seed: i
         log.info("resuming after epoch %d (mu = %.5g)", tr.epoch, tr.mu)
     if tr.ng_gt is None:
         tr.ng_gt = tr.measure_ng_gt()
-    last = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
-    total = cfg.epochs * cfg.steps_per_epoch
+    last = cfg.training.epochs if stop_after is None else min(cfg.training.epochs, stop_after)
+    total = cfg.training.epochs * cfg.training.steps_per_epoch
     bar = progress(total=total, desc="fit-grains", unit="step")
-    bar.update(tr.epoch * cfg.steps_per_epoch)
+    bar.update(tr.epoch * cfg.training.steps_per_epoch)
     try:
         while tr.epoch < last:
             e = tr.epoch + 1
             t0 = time.perf_counter()
             rows = []
-            for s in range(1, cfg.steps_per_epoch + 1):
+            for s in range(1, cfg.training.steps_per_epoch + 1):
                 rows.append(tr.step(e, s))
                 bar.update(1)
                 bar.set_postfix(mu=f"{tr.mu:.4g}", lg=f"{rows[-1]['loss_g']:.3f}", ld=f"{rows[-1]['loss_d']:.3f}")
             ng_gen = float(np.mean([r["ng_gen"] for r in rows]))
-            if cfg.intensity_update == "epoch":
+            if cfg.training.intensity_update == "epoch":
                 tr.adapt(ng_gen)
             dt = time.perf_counter() - t0
             tr.seconds += dt
             tr.epoch = e
-            tr.history.append({"epoch": e, "steps": cfg.steps_per_epoch,
+            tr.history.append({"epoch": e, "steps": cfg.training.steps_per_epoch,
                                "loss_g": float(np.mean([r["loss_g"] for r in rows])),
                                "loss_d": float(np.mean([r["loss_d"] for r in rows])),
                                "d_updates": int(sum(r["d_update"] for r in rows)),
@@ -606,7 +769,7 @@ def train(fits, pixel_size_um: float, cfg: TrainConfig | None = None, *, seed: i
     finally:
         bar.close()
     model = tr.current_model(source, best=True)
-    if out is not None and tr.epoch >= cfg.epochs:
+    if out is not None and tr.epoch >= cfg.training.epochs:
         model.write(out)
     return model
 
@@ -616,7 +779,7 @@ def train_restarts(fits, pixel_size_um: float, cfg: TrainConfig, *, seeds, out, 
     """Train once per seed and keep the run whose selected epoch scored best.
 
     Each run is a full :func:`train` into ``out/restarts/seed-<seed>/`` (its own checkpoints,
-    log and model). The runs are compared by their ``select_score`` (``cfg.select_sections``
+    log and model). The runs are compared by their ``select_score`` (``cfg.training.select_sections``
     must be on: the measured sections are the only yardstick a user has), the lowest wins (ties:
     the lower seed), and its model is written to ``out`` with the list of runs in its training
     summary (``restarts``). With ``resume``, finished runs are reused and an interrupted one
@@ -630,7 +793,7 @@ def train_restarts(fits, pixel_size_um: float, cfg: TrainConfig, *, seeds, out, 
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
         raise InputError(f"restarts need distinct seeds, got {seeds}")
-    if not cfg.select_sections:
+    if not cfg.training.select_sections:
         raise InputError("--restarts needs grains.training.select_sections > 0: the section score picks the run")
     runs = []
     for s in seeds:
@@ -655,7 +818,7 @@ def train_restarts(fits, pixel_size_um: float, cfg: TrainConfig, *, seeds, out, 
     return best
 
 
-def summary(tr: _Trainer, cfg: TrainConfig, source: dict | None) -> dict:
+def summary(tr: Trainer, cfg: TrainConfig, source: dict | None) -> dict:
     """The training summary stored in model.json."""
     # Only what the inputs determine: wall-clock times stay in training/log.csv, so the model file
     # (and every id hashed from it) is the same bytes wherever and however fast it was trained.

@@ -51,7 +51,7 @@ class GrainModel:
         Summary of the training run (epochs, steps, final losses, NG, timing, source data).
     orientation_model : OrientationModel or None
         Crystal-orientation texture drawn per grain by ``make_particle`` (not part of
-        ``model.json``: ``particles.commands.load_grain_model`` reads it from
+        ``model.json``: ``nmc_dataset.pipeline.load_grain_model`` reads it from
         ``orientation_model.json`` beside it).
     """
 

@@ -84,7 +84,7 @@ def _cmd_fit(args) -> int:
     cfg = TrainConfig.from_section(section)
     if args.restarts is None:
         args.restarts = recipe_restarts(section)
-    if args.restarts > 1 and not cfg.select_sections:
+    if args.restarts > 1 and not cfg.training.select_sections:
         raise InputError("--restarts needs grains.training.select_sections > 0 (the section score picks the run)",
                          args.recipe)
     out = Path(args.out)

@@ -206,7 +206,7 @@ def make_particle(shell_model, grain_model, seed_seq, *, particle_id: int = 0, s
         Draws a crystal orientation per grain (:func:`draw_orientations`) from the particle's
         third child stream, so the shell and grains are the same with or without it. Default:
         the grain model's own ``orientation_model`` attribute (set by
-        ``particles.commands.load_grain_model`` when ``orientation_model.json`` lies beside the
+        ``nmc_dataset.pipeline.load_grain_model`` when ``orientation_model.json`` lies beside the
         grain model), if any; ``False`` draws none.
 
     Returns

@@ -112,10 +112,10 @@ def warn_if_cutouts_leave_sections(cfg, source: dict) -> None:
     ``p_max_px + (grid - 1) / sqrt(2)`` within the section radius.
     """
     r = source.get("min_radius_px")
-    reach = float(cfg.p_max_px) + (cfg.grid - 1) / np.sqrt(2.0)
+    reach = float(cfg.cutouts.p_max_px) + (cfg.cutouts.grid - 1) / np.sqrt(2.0)
     if r is not None and reach > r:
         log.warning("cutouts reach %.0f px from the centre but the smallest section has a radius of %.0f px: "
-                    "lower grains.cutouts.p_max_px to %.0f or less", reach, r, r - (cfg.grid - 1) / np.sqrt(2.0))
+                    "lower grains.cutouts.p_max_px to %.0f or less", reach, r, r - (cfg.cutouts.grid - 1) / np.sqrt(2.0))
 
 
 def centrality_scores(fits) -> list[float]:
@@ -143,7 +143,7 @@ def run_section(config: dict, ctx) -> None:
     warn_if_cutouts_leave_sections(cfg, source)
     out = ctx.out / config.get("out", "grain_model")
     restarts = recipe_restarts(config)
-    if restarts > 1 and not cfg.select_sections:
+    if restarts > 1 and not cfg.training.select_sections:
         raise RecipeError("grains.training.restarts > 1 needs grains.training.select_sections > 0 (the section "
                           "score picks the run)", ctx.recipe_path)
     done = _finished_model(out, cfg, ctx.seed, restarts)
@@ -182,7 +182,7 @@ def _finished_model(out: Path, cfg, seed: int, restarts: int = 1):
     except InputError:
         return None
     t = m.training
-    if t.get("config") != cfg.to_dict() or t.get("epochs_done") != cfg.epochs:
+    if t.get("config") != cfg.to_dict() or t.get("epochs_done") != cfg.training.epochs:
         return None
     if restarts > 1:
         runs = t.get("restarts") or []

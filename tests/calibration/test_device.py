@@ -9,7 +9,7 @@ import torch
 from nmc_dataset.cli._main import main as cli
 from nmc_dataset.errors import InputError
 from nmc_dataset.calibration import _cutouts as C
-from nmc_dataset.calibration._gan import _Trainer, resolve_device, train
+from nmc_dataset.calibration._gan import Trainer, resolve_device, train
 from nmc_dataset.calibration._generator import GNet
 from nmc_dataset.calibration._model import GrainModel
 
@@ -61,8 +61,8 @@ def test_cutouts_on_the_gpu_equal_the_cpu_ones():
 @cuda
 def test_gpu_training_matches_the_cpu_and_resumes_across_devices(tmp_path):
     fits = _fits()
-    cpu = _Trainer(fits, 0.05, TINY, 4)
-    gpu = _Trainer(fits, 0.05, TINY, 4, device="cuda")
+    cpu = Trainer(fits, 0.05, TINY, 4)
+    gpu = Trainer(fits, 0.05, TINY, 4, device="cuda")
     for tr in (cpu, gpu):
         tr.ng_gt = tr.measure_ng_gt()
     assert cpu.ng_gt == gpu.ng_gt

@@ -2,6 +2,8 @@
 
 import csv
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -12,7 +14,7 @@ from nmc_dataset.calibration._gan import TrainConfig, train
 from nmc_dataset.tessellation._gbpd import GBPD
 from nmc_dataset.calibration._model import GrainModel
 
-TINY = TrainConfig(hidden=(16,), d_width=4, d_blocks=2, d_dense=8, grid=16, channels=6, p_max_px=40, margin_px=8,
+TINY = TrainConfig.from_flat(hidden=(16,), d_width=4, d_blocks=2, d_dense=8, grid=16, channels=6, p_max_px=40, margin_px=8,
                    epochs=3, steps_per_epoch=2, batch_g=6, batch_d=6, ng_gt_cutouts=12, lr=1e-3)
 
 
@@ -37,7 +39,7 @@ def _equal(a, b):
 def test_deterministic_and_resume_gives_identical_weights(tmp_path):
     fits = _fits()
     torch.manual_seed(4)
-    init = {k: v.clone() for k, v in gan.GNet(hidden=TINY.hidden).state_dict().items()}
+    init = {k: v.clone() for k, v in gan.GNet(hidden=TINY.generator.hidden).state_dict().items()}
     full = train(fits, 0.05, TINY, seed=4, out=tmp_path / "a")
     assert not _equal(init, _weights(full))  # it trained
     # interrupted after epoch 1, then resumed (in another trainer): same bytes as uninterrupted,
@@ -60,9 +62,8 @@ def test_deterministic_and_resume_gives_identical_weights(tmp_path):
 def test_weight_average_is_kept_resumes_exactly_and_epochs_are_reported(tmp_path):
     """ema_decay > 0: the model holds the averaged generator (not the last iterate), an
     interrupted run resumes to the same averaged weights, and on_epoch sees every epoch."""
-    import dataclasses
 
-    cfg = dataclasses.replace(TINY, ema_decay=0.9)
+    cfg = TINY.replace(ema_decay=0.9)
     fits = _fits()
     seen = []
     full = train(fits, 0.05, cfg, seed=4, out=tmp_path / "a",
@@ -72,7 +73,7 @@ def test_weight_average_is_kept_resumes_exactly_and_epochs_are_reported(tmp_path
     assert not _equal(_weights(full), _weights(last_iterate))
     # the average lies between the initial weights and the last iterate (elementwise, loosely)
     torch.manual_seed(4)
-    init = gan.GNet(hidden=TINY.hidden).state_dict()
+    init = gan.GNet(hidden=TINY.generator.hidden).state_dict()
     w_full, w_last = _weights(full), _weights(last_iterate)
     for k in w_full:
         assert torch.linalg.norm(w_full[k] - w_last[k]) < torch.linalg.norm(init[k] - w_last[k]) + 1e-6
@@ -83,32 +84,30 @@ def test_weight_average_is_kept_resumes_exactly_and_epochs_are_reported(tmp_path
 
 
 def test_cosine_schedule_lowers_both_learning_rates_to_zero():
-    import dataclasses
 
-    cfg = dataclasses.replace(TINY, lr=1e-3, lr_schedule="cosine", epochs=2, steps_per_epoch=5)
-    tr = gan._Trainer(_fits(), 0.05, cfg, 0)
+    cfg = TINY.replace(lr=1e-3, lr_schedule="cosine", epochs=2, steps_per_epoch=5)
+    tr = gan.Trainer(_fits(), 0.05, cfg, 0)
     lrs = [tr.set_lr(e, s) for e in (1, 2) for s in range(1, 6)]
     assert lrs[0] == pytest.approx(1e-3) and lrs[5] == pytest.approx(5e-4) and 0 < lrs[-1] < 3e-5
     assert all(a > b for a, b in zip(lrs, lrs[1:]))
     assert tr.opt_g.param_groups[0]["lr"] == tr.opt_d.param_groups[0]["lr"] == lrs[-1]
-    const = gan._Trainer(_fits(), 0.05, TINY, 0)
-    assert const.set_lr(3, 2) == TINY.lr
+    const = gan.Trainer(_fits(), 0.05, TINY, 0)
+    assert const.set_lr(3, 2) == TINY.training.lr
     with pytest.raises(InputError, match="lr_schedule"):
-        gan._Trainer(_fits(), 0.05, dataclasses.replace(TINY, lr_schedule="linear"), 0)
+        gan.Trainer(_fits(), 0.05, TINY.replace(lr_schedule="linear"), 0)
     with pytest.raises(InputError, match="ema_decay"):
-        gan._Trainer(_fits(), 0.05, dataclasses.replace(TINY, ema_decay=1.0), 0)
+        gan.Trainer(_fits(), 0.05, TINY.replace(ema_decay=1.0), 0)
 
 
 def test_r1_penalty_regularises_the_discriminator_step_and_resumes_exactly(tmp_path):
     """d_r1 > 0 adds (gamma/2) E||grad_x D(x_real)||^2 to D's loss: the penalty equals a plain
     per-sample recomputation, D's weights change differently than without it (G's do not), and an
     interrupted run resumes to the same weights."""
-    import dataclasses
 
-    cfg = dataclasses.replace(TINY, d_r1=10.0, d_skip_below=0.0)
-    tr = gan._Trainer(_fits(), 0.05, cfg, 0)
+    cfg = TINY.replace(d_r1=10.0, d_skip_below=0.0)
+    tr = gan.Trainer(_fits(), 0.05, cfg, 0)
     tr.ng_gt = tr.measure_ng_gt()
-    ref = gan._Trainer(_fits(), 0.05, dataclasses.replace(cfg, d_r1=0.0), 0)
+    ref = gan.Trainer(_fits(), 0.05, cfg.replace(d_r1=0.0), 0)
     ref.ng_gt = ref.measure_ng_gt()
     tr.step(1, 1)
     ref.step(1, 1)
@@ -116,7 +115,7 @@ def test_r1_penalty_regularises_the_discriminator_step_and_resumes_exactly(tmp_p
     assert not _equal(dict(tr.disc.state_dict()), dict(ref.disc.state_dict()))
     # the penalty against a plain per-sample loop (batch-norm in eval mode so samples do not interact)
     disc = tr.disc.eval()
-    x = torch.rand(5, TINY.channels, TINY.grid, TINY.grid)
+    x = torch.rand(5, TINY.cutouts.channels, TINY.cutouts.grid, TINY.cutouts.grid)
     xv = x.clone().requires_grad_(True)
     fast = gan.r1_penalty(disc(xv), xv)
     assert fast.requires_grad  # it is differentiated again in D's step
@@ -127,7 +126,7 @@ def test_r1_penalty_regularises_the_discriminator_step_and_resumes_exactly(tmp_p
         slow += float(gi.pow(2).sum()) / 5
     assert fast.detach().item() == pytest.approx(slow, rel=1e-5)
     with pytest.raises(InputError, match="d_r1"):
-        gan._Trainer(_fits(), 0.05, dataclasses.replace(TINY, d_r1=-1.0), 0)
+        gan.Trainer(_fits(), 0.05, TINY.replace(d_r1=-1.0), 0)
     full = train(_fits(), 0.05, cfg, seed=2, out=tmp_path / "a")
     train(_fits(), 0.05, cfg, seed=2, out=tmp_path / "b", stop_after=1)
     resumed = train(_fits(), 0.05, cfg, seed=2, out=tmp_path / "b", resume=True)
@@ -137,10 +136,9 @@ def test_r1_penalty_regularises_the_discriminator_step_and_resumes_exactly(tmp_p
 def test_holdout_check_logs_discriminator_scores_without_changing_the_run(tmp_path):
     """holdout_sections = 1 trains on the other sections exactly as if the held-out one were not
     given (the check has its own random stream) and logs D's mean outputs per epoch."""
-    import dataclasses
 
     fits = _fits() + _fits(seed=1)[:1]
-    cfg = dataclasses.replace(TINY, holdout_sections=1)
+    cfg = TINY.replace(holdout_sections=1)
     held = train(fits, 0.05, cfg, seed=3, out=tmp_path / "h")
     plain = train(fits[:-1], 0.05, TINY, seed=3)
     assert _equal(_weights(held), _weights(plain))
@@ -151,7 +149,7 @@ def test_holdout_check_logs_discriminator_scores_without_changing_the_run(tmp_pa
     train(fits, 0.05, TINY, seed=3, out=tmp_path / "p")
     assert list(csv.DictReader(open(tmp_path / "p" / "training" / "log.csv")))[0]["d_real_holdout"] == ""
     with pytest.raises(InputError, match="holdout_sections"):
-        train(fits, 0.05, dataclasses.replace(TINY, holdout_sections=3), seed=3)
+        train(fits, 0.05, TINY.replace(holdout_sections=3), seed=3)
 
 
 def test_nan_stops_with_the_step_and_keeps_the_checkpoint(tmp_path, monkeypatch):
@@ -167,7 +165,7 @@ def test_nan_stops_with_the_step_and_keeps_the_checkpoint(tmp_path, monkeypatch)
     with pytest.raises(TrainingError, match=r"epoch 2 step 1"):
         train(fits, 0.05, TINY, seed=1, out=tmp_path / "m", resume=True)
     monkeypatch.setattr(gan, "t3d_batch", real)
-    tr = gan._Trainer(fits, 0.05, TINY, 1)
+    tr = gan.Trainer(fits, 0.05, TINY, 1)
     tr.load(tmp_path / "m" / "training")
     assert tr.epoch == 1 and all(torch.isfinite(p).all() for p in tr.gnet.parameters())
 
@@ -177,12 +175,12 @@ def test_intensity_adaptation_moves_towards_matching_ng():
     generated number of visible grains per area close to the measured one: start 4x too dense,
     end within 15 % (cutout noise with these batch sizes is ~5 %)."""
     fits = _fits(n=900, half=100.0)
-    cfg = TrainConfig(hidden=(16,), d_width=4, d_blocks=2, d_dense=8, grid=16, channels=6, p_max_px=40, margin_px=8,
+    cfg = TrainConfig.from_flat(hidden=(16,), d_width=4, d_blocks=2, d_dense=8, grid=16, channels=6, p_max_px=40, margin_px=8,
                       epochs=1, steps_per_epoch=12, batch_g=16, batch_d=8, ng_gt_cutouts=64, lr=1e-12,
                       intensity_init_per_px3=0.02)
     m = train(fits, 0.05, cfg, seed=0)
     last = m.training["final"]
-    tr = gan._Trainer(fits, 0.05, cfg, 0)
+    tr = gan.Trainer(fits, 0.05, cfg, 0)
     tr.mu = m.intensity_per_px3
     tr.gnet.load_state_dict(m.gnet.state_dict())
     _, ng, _ = tr.fake(64)
@@ -195,9 +193,9 @@ def test_config_from_recipe_section():
                                     "generator": {"hidden": [8, 8], "r_bounds": [1, 5]},
                                     "discriminator": {"width": 4}, "cutouts": {"beta": 0.3},
                                     "training": {"epochs": 2, "d_skip_below": 0.32, "adam_betas": [0.9, 0.99]}})
-    assert cfg.kappa == 8 and cfg.hidden == (8, 8) and cfg.r_bounds == (1, 5) and cfg.d_width == 4
-    assert cfg.beta == 0.3 and cfg.epochs == 2 and cfg.d_skip_below == 0.32 and cfg.adam_betas == (0.9, 0.99)
-    assert cfg.steps_per_epoch == 100 and cfg.batch_g == 64 and cfg.batch_d == 128 and cfg.lr == 1e-4
+    assert cfg.kappa == 8 and cfg.generator.hidden == (8, 8) and cfg.generator.r_bounds == (1, 5) and cfg.discriminator.width == 4
+    assert cfg.cutouts.beta == 0.3 and cfg.training.epochs == 2 and cfg.training.d_skip_below == 0.32 and cfg.training.adam_betas == (0.9, 0.99)
+    assert cfg.training.steps_per_epoch == 100 and cfg.training.batch_g == 64 and cfg.training.batch_d == 128 and cfg.training.lr == 1e-4
 
 
 def _sections(fits, radius=60.0):
@@ -217,13 +215,12 @@ def test_selection_keeps_the_best_scoring_epoch_of_an_unchanged_run(tmp_path):
     per descriptor, worst of four); the model holds the generator and mu of the best epoch, which
     are those of a run without selection stopped there (selection draws from its own stream);
     an interrupted run resumes to the same choice."""
-    import dataclasses
 
     from scipy.stats import wasserstein_distance
 
     from nmc_dataset.calibration import _descriptors as De
 
-    cfg = dataclasses.replace(TINY, epochs=4, select_sections=2, select_min_area_px=3)
+    cfg = TINY.replace(epochs=4, select_sections=2, select_min_area_px=3)
     fits = _fits()
     secs = _sections(fits)
     sel = train(fits, 0.05, cfg, seed=3, out=tmp_path / "a", sections=secs)
@@ -232,7 +229,7 @@ def test_selection_keeps_the_best_scoring_epoch_of_an_unchanged_run(tmp_path):
     best = int(np.argmin(scores)) + 1
     assert sel.training["selected_epoch"] == best and sel.training["select_score"] == min(scores)
     assert GrainModel.load(tmp_path / "a").training["selected_epoch"] == best
-    plain = train(fits, 0.05, dataclasses.replace(cfg, select_sections=0), seed=3, stop_after=best)
+    plain = train(fits, 0.05, cfg.replace(select_sections=0), seed=3, stop_after=best)
     assert _equal(_weights(sel), _weights(plain)) and sel.intensity_per_px3 == plain.intensity_per_px3
     # the kept epoch's score, recomputed plainly
     measured = De.pooled(De.section_descriptors(f.label_image(), f.center_px, 3) for f in secs)
@@ -251,4 +248,24 @@ def test_selection_keeps_the_best_scoring_epoch_of_an_unchanged_run(tmp_path):
     with pytest.raises(InputError, match="measured sections"):
         train(fits, 0.05, cfg, seed=3)
     with pytest.raises(InputError, match="select_metric"):
-        train(fits, 0.05, dataclasses.replace(cfg, select_metric="median"), seed=3, sections=secs)
+        train(fits, 0.05, cfg.replace(select_metric="median"), seed=3, sections=secs)
+
+
+def test_config_mirrors_the_recipe_schema_and_keeps_the_stored_form():
+    """Every key of the grains section's groups is a field of its config group, and the stored
+    (flat) form keeps its names, so earlier models and checkpoints still resume."""
+    import json
+    from importlib import resources
+
+    schema = json.loads(resources.files("nmc_dataset").joinpath("schemas/recipe/grains.schema.json").read_text())
+    cfg = TrainConfig()
+    for group in ("generator", "discriminator", "cutouts", "training"):
+        keys = set(schema["properties"][group]["properties"]) - {"restarts"}
+        fields = {f.name for f in dataclasses.fields(getattr(cfg, group))} - {"prune"}
+        assert keys == fields, group
+    flat = cfg.to_dict()
+    assert len(flat) == 35 and flat["d_width"] == 32 and flat["epochs"] == 200 and flat["margin_px"] == 16.0
+    assert TrainConfig.from_flat(**flat) == cfg
+    assert cfg.replace(epochs=3, d_width=8).training.epochs == 3
+    section = {"kappa": 8, "generator": {"hidden": [8]}, "cutouts": {"beta": 0.5}, "training": {"restarts": 2}}
+    assert TrainConfig.from_section(section) == TrainConfig.from_flat(kappa=8, hidden=(8,), beta=0.5)

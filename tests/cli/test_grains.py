@@ -262,7 +262,7 @@ def test_cutouts_reaching_outside_the_sections_are_warned_about(tess, caplog):
     _, _, source = load_fits(tess)
     assert 57 < source["min_radius_px"] < 59  # the fixture's discs have radius 58 px
     with caplog.at_level(logging.WARNING, logger="nmc_dataset"):
-        warn_if_cutouts_leave_sections(TrainConfig(grid=16, p_max_px=40), source)
+        warn_if_cutouts_leave_sections(TrainConfig.from_flat(grid=16, p_max_px=40), source)
         assert not caplog.records
-        warn_if_cutouts_leave_sections(TrainConfig(grid=32, p_max_px=40), source)
+        warn_if_cutouts_leave_sections(TrainConfig.from_flat(grid=32, p_max_px=40), source)
     assert len(caplog.records) == 1 and "p_max_px to 36" in caplog.records[0].getMessage()

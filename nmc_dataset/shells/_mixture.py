@@ -201,7 +201,7 @@ def loo_bandwidths(points: np.ndarray, cov: np.ndarray, max_points: int = 500) -
 class ScaleMixture:
     """Per-band latent roughness drawn jointly with ``a_00`` (see the module docstring).
 
-    Attributes
+    Parameters
     ----------
     degree : int
         SH degree L.

@@ -245,7 +245,7 @@ def _check_basis(degree: int, subdivisions: int):
 class DegreeLaw:
     """The law of the coefficients of one degree.
 
-    Attributes
+    Parameters
     ----------
     degree : int
     family : str
@@ -313,7 +313,7 @@ class DegreeLaw:
 class ShellModel:
     """Stochastic model of shell radius functions (docs/method.md#shell-model).
 
-    Attributes
+    Parameters
     ----------
     degree : int
         SH degree L; ``(L+1)**2`` coefficients.
@@ -348,6 +348,10 @@ class ShellModel:
         ``"constrained"`` or ``"paper"`` (which per-degree families competed).
     selection_table : dict, optional
         The hold-out self-check of every candidate model (written by the model selection).
+    format_version : int
+        Version of the model file format (the current one by default).
+    coefficients_file : str, optional
+        File name of the coefficient parquet beside the model JSON (set when the model is written).
     """
 
     degree: int
@@ -670,7 +674,18 @@ class ShellModel:
 
 # --------------------------------------------------------------------------- coefficient tables
 def coefficient_columns(L: int) -> list[str]:
-    """Column names ``a_l{l}_m{m}`` of a coefficient table, in coefficient-index order."""
+    """Column names ``a_l{l}_m{m}`` of a coefficient table, in coefficient-index order.
+
+    Parameters
+    ----------
+    L : int
+        SH degree.
+
+    Returns
+    -------
+    list of str
+        ``(L+1)**2`` names.
+    """
     return [f"a_l{l}_m{m}" for l in range(L + 1) for m in range(-l, l + 1)]
 
 
@@ -679,6 +694,17 @@ def write_coefficients_table(path, coeffs: np.ndarray, *, extra: dict | None = N
 
     ``meta`` (must hold ``format`` and ``format_version``) goes into the schema metadata: each
     key as a string, and the whole dict as JSON under ``nmc_dataset``.
+
+    Parameters
+    ----------
+    path : path-like
+        Output parquet file.
+    coeffs : (n, (L+1)**2) float array
+        Coefficients, written as columns ``a_l<l>_m<m>``.
+    extra : dict of str to (n,) array, optional
+        Further columns, written before the coefficients.
+    meta : dict
+        JSON-serialisable metadata with at least ``format`` and ``format_version``.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -700,6 +726,18 @@ def write_coefficients_table(path, coeffs: np.ndarray, *, extra: dict | None = N
 
 def read_coefficients_table(path, kind: str) -> tuple[np.ndarray, dict, dict]:
     """Read a coefficient parquet written by :func:`write_coefficients_table`.
+
+    Parameters
+    ----------
+    path : path-like
+        The parquet file.
+    kind : str
+        Expected ``format`` of its metadata (e.g. the shell-coefficient table format).
+
+    Raises
+    ------
+    InputError
+        If the file is missing or unreadable, has another format, or lacks a complete set of ``a_l<l>_m<m>`` columns.
 
     Returns
     -------

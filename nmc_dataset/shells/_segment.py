@@ -31,7 +31,7 @@ __all__ = ["Segmentation", "segment_volume", "classify_volume", "voxel_sphericit
 class Segmentation:
     """Result of :func:`segment_volume`.
 
-    Attributes
+    Parameters
     ----------
     labels : ndarray of int32, shape (Z, Y, X)
         Particle labels 1..n, 0 = background.

@@ -147,6 +147,8 @@ def measure_particles_subvoxel(labels: np.ndarray, grey: np.ndarray | None = Non
         Undo the blur's degree-wise damping (see the module docstring).
     subdivisions : int
         Icosphere of the ray directions (3: 642).
+    progress_desc : str, default "sub-voxel radius+SH"
+        Label of the progress bar.
 
     Returns
     -------

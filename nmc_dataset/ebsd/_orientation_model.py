@@ -237,6 +237,8 @@ def fit_texture_deblurred(v: np.ndarray, rho: np.ndarray, n_boot: int = 200, see
         its square).
     n_boot : int
         Bootstrap resamples for the standard errors.
+    seed : int, default 0
+        Seed of the bootstrap resampling.
 
     Returns
     -------
@@ -285,7 +287,20 @@ def _orthonormal_frames(a: np.ndarray) -> np.ndarray:
 
 def radial_directions(points: np.ndarray, fallback: np.ndarray | None = None) -> np.ndarray:
     """Unit vectors from the origin to ``points`` (n, 3); a point at the origin takes ``fallback``'s
-    direction (or +z when that is missing too)."""
+    direction (or +z when that is missing too).
+
+    Parameters
+    ----------
+    points : (n, 3) float array
+        Points ``(x, y, z)`` relative to the particle centre (any length unit).
+    fallback : (n, 3) float array, optional
+        Replacement points for rows of ``points`` that are at the origin or not finite.
+
+    Returns
+    -------
+    (n, 3) float array
+        Unit vectors.
+    """
     p = np.asarray(points, dtype=np.float64).reshape(-1, 3).copy()
     bad = ~np.isfinite(p).all(axis=1) | (np.linalg.norm(np.nan_to_num(p), axis=1) < 1e-9)
     if fallback is not None and bad.any():
@@ -299,7 +314,7 @@ def radial_directions(points: np.ndarray, fallback: np.ndarray | None = None) ->
 class OrientationModel:
     """Texture of grain orientations relative to the radial direction (see the module docstring).
 
-    Attributes
+    Parameters
     ----------
     kappa : float
         c-axis parameter κ (< 0: c perpendicular to the radial direction).
@@ -535,6 +550,11 @@ def crystal_to_frame_quat(g: np.ndarray) -> np.ndarray:
 
 def orientation_columns(quat_wxyz: np.ndarray) -> dict:
     """Export columns of crystal → frame quaternions (n, 4).
+
+    Parameters
+    ----------
+    quat_wxyz : (n, 4) float array
+        Quaternions ``(w, x, y, z)`` of the active rotations crystal → particle frame.
 
     Returns
     -------

@@ -130,7 +130,20 @@ def radial_frames(seeds: np.ndarray, roll: np.ndarray | None = None) -> np.ndarr
 
 
 def power_distances(g: GBPD, points: np.ndarray) -> np.ndarray:
-    """All power distances ``|x - s_i|^2_{M_i} - r_i`` (P, N): the plain O(P N) reference."""
+    """All power distances ``|x - s_i|^2_{M_i} - r_i`` (P, N): the plain O(P N) reference.
+
+    Parameters
+    ----------
+    g : GBPD
+        The diagram (seeds, frames, diagonal metrics, offsets).
+    points : (P, d) float array
+        Query points ``(x, y[, z])`` in the diagram's units.
+
+    Returns
+    -------
+    (P, N) float array
+        Power distance of every point to every seed.
+    """
     points = np.asarray(points, dtype=np.float64)
     q = g.frames()
     diff = points[:, None, :] - g.seeds[None, :, :]  # (P, N, d)
@@ -143,6 +156,15 @@ def grid_points(shape, origin=None, spacing=1.0) -> np.ndarray:
 
     Point ``index`` lies at ``origin + spacing * index`` (``origin`` as ``(x, y[, z])``); the
     default origin centres the grid on 0.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        Grid shape ``(ny, nx)`` or ``(nz, ny, nx)``.
+    origin : (d,) array-like, optional
+        Coordinates ``(x, y[, z])`` of point ``index = 0``; default centres the grid on 0.
+    spacing : float, default 1.0
+        Distance between neighbouring points.
 
     Returns
     -------

@@ -24,7 +24,7 @@ import numpy as np
 class PoissonSeeds:
     """Points of the marked Poisson process.
 
-    Attributes
+    Parameters
     ----------
     positions : (N, d) float array
         Seed positions ``(x, y[, z])``.
@@ -127,6 +127,25 @@ def roi_window(roi_points, margin: float, lo=None, hi=None) -> tuple[np.ndarray,
 
 def poisson_seeds_near(rng: np.random.Generator, intensity: float, roi_points, margin: float,
                        lo=None, hi=None) -> PoissonSeeds:
-    """Poisson seeds in the neighbourhood of a region of interest (see :func:`roi_window`)."""
+    """Poisson seeds in the neighbourhood of a region of interest (see :func:`roi_window`).
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of the draws.
+    intensity : float
+        Expected seeds per unit volume (area in 2D) of the window.
+    roi_points : (P, d) array
+        Points of the region of interest.
+    margin : float
+        Distance added on every side of their bounding box (>= 0).
+    lo, hi : (d,) array-like, optional
+        The full window to clip to.
+
+    Returns
+    -------
+    PoissonSeeds
+        The seeds in the grown, clipped bounding box.
+    """
     wlo, whi = roi_window(roi_points, margin, lo, hi)
     return poisson_seeds(rng, intensity, wlo, whi)

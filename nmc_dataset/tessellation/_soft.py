@@ -115,6 +115,15 @@ def soft_assign(points, seeds, diag, offsets, frames, beta, candidates=None):
 def candidate_seeds(points: np.ndarray, seeds: np.ndarray, k: int = 16) -> np.ndarray:
     """The ``k`` Euclidean-nearest seeds of each point (a heuristic candidate set for :func:`soft_assign`).
 
+    Parameters
+    ----------
+    points : (P, d) float array
+        Query points ``(x, y[, z])``.
+    seeds : (N, d) float array
+        Seed positions, same units as ``points``.
+    k : int, default 16
+        Candidates per point (capped at N).
+
     Returns
     -------
     (P, min(k, N)) int64 array

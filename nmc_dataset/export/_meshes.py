@@ -62,7 +62,7 @@ def shell_surface_mesh(coeffs_um: np.ndarray, subdivisions: int = 6):
 class GrainSurface:
     """A conforming multi-grain surface mesh.
 
-    Attributes
+    Parameters
     ----------
     vertices : (V, 3) float array
         µm, (x, y, z).
@@ -174,6 +174,22 @@ def write_surfaces(folder, stem: str, surface: GrainSurface | None = None, shell
     Files: ``<stem>_shell.stl`` (analytic shell), ``<stem>_grains.ply`` (conforming mesh, face
     properties ``label_a``/``label_b``), ``<stem>_grains.glb`` (one node per grain, for viewers),
     ``<stem>_grains.vtp`` (ParaView; cell data ``BoundaryLabels``).
+
+    Parameters
+    ----------
+    folder : path-like
+        Existing output folder.
+    stem : str
+        File name prefix (e.g. the particle id).
+    surface : GrainSurface, optional
+        Conforming grain surface (µm); skipped when None or empty.
+    shell : trimesh.Trimesh, optional
+        Analytic shell surface; skipped when None.
+
+    Returns
+    -------
+    list of Path
+        Files written.
     """
     import trimesh
 
@@ -280,7 +296,7 @@ def _write_vtp(path, surface: GrainSurface) -> None:
 class TetMesh:
     """A conforming tetrahedral mesh.
 
-    Attributes
+    Parameters
     ----------
     points : (P, 3) float array
         µm.

@@ -42,7 +42,7 @@ PARTICLE_STREAM = 7
 class Particle:
     """An analytic multi-scale particle.
 
-    Attributes
+    Parameters
     ----------
     particle_id : int
         Index of the particle in its run.
@@ -114,6 +114,19 @@ def cell_centres_of_mass(g: GBPD, coeffs_um: np.ndarray, pixel_size_um: float, s
                          margin_px: float = 8.0):
     """Lattice centres of mass of all GBPD cells in the shell's enlarged bounding box.
 
+    Parameters
+    ----------
+    g : GBPD
+        3D grain architecture in pixels (particle centre at the origin).
+    coeffs_um : (K,) float array
+        Shell SH coefficients in µm.
+    pixel_size_um : float
+        µm per GBPD pixel.
+    spacing_px : float, default 1.0
+        Spacing of the counting lattice, in pixels.
+    margin_px : float, default 8.0
+        Margin (pixels) added to the shell's bounding box (itself enlarged by 2 % of the largest radius).
+
     Returns
     -------
     com_px : (N, 3) array
@@ -156,6 +169,14 @@ def assemble(coeffs_um, g: GBPD, pixel_size_um: float, *, particle_id: int = 0, 
         Grain pixel size in µm.
     spacing_px, margin_px : float
         Assembly lattice spacing and box margin (pixels) for the centres of mass.
+    particle_id : int, default 0
+        Index of the particle in its run.
+    seed_entropy : int, optional
+        Entropy of the particle's ``numpy.random.SeedSequence``, recorded for re-drawing.
+    seed_spawn_key : tuple of int, default ()
+        Spawn key of that SeedSequence.
+    shell_model_id, grain_model_id : str, default ""
+        Identifiers (format version + content hash) of the models the shell and grains came from.
 
     Returns
     -------
@@ -177,7 +198,20 @@ def assemble(coeffs_um, g: GBPD, pixel_size_um: float, *, particle_id: int = 0, 
 
 
 def particle_seed(recipe_seed: int, index: int) -> np.random.SeedSequence:
-    """The SeedSequence of particle ``index`` of a run seeded with ``recipe_seed``."""
+    """The SeedSequence of particle ``index`` of a run seeded with ``recipe_seed``.
+
+    Parameters
+    ----------
+    recipe_seed : int
+        The run's seed.
+    index : int
+        Particle index in the run.
+
+    Returns
+    -------
+    numpy.random.SeedSequence
+        Depends on the seed and the index alone (spawn key ``(particle stream, index)``), not on worker count or order.
+    """
     from nmc_dataset._util import item_seed
 
     return item_seed(recipe_seed, index, PARTICLE_STREAM)

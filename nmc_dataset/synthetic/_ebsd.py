@@ -314,6 +314,22 @@ def write_scan(path, scan: SyntheticScan, step_um: float, ctf_min_ci: float = 0.
 
     ``.ctf`` has no CI: pixels with CI < ``ctf_min_ci`` are written as not indexed (phase 0,
     Error 3), as Oxford software records zero solutions.
+
+    Parameters
+    ----------
+    path : path-like
+        Output file, ``.ang`` or ``.ctf``.
+    scan : SyntheticScan
+        The synthetic map (Euler angles, CI, IQ, phase).
+    step_um : float
+        Step size in µm.
+    ctf_min_ci : float, default 0.1
+        ``.ctf`` only: smallest CI written as indexed.
+
+    Returns
+    -------
+    Path
+        The file written.
     """
     from nmc_dataset.io._ebsd import write_ang, write_ctf
 
@@ -355,6 +371,37 @@ def write_synthetic_sections(out, rng, n_central: int = 2, n_off_center: int = 2
     realistic radial texture ``OrientationModel()``: c-axis perpendicular to the radial
     direction, κ = -8, λ = 0) or ``None`` / ``"random"`` (uniform on SO(3), as before textures
     existed). Recorded in ``truth.json``.
+
+    Parameters
+    ----------
+    out : path-like
+        Output folder (created).
+    rng : numpy.random.Generator or int or None
+        Random generator, or a seed for one.
+    n_central : int, default 2
+        Central sections.
+    n_off_center : int, default 2
+        Off-centre sections.
+    radius_px : float, default 100.0
+        Particle radius in pixels (unless ``teacher`` sets ``radius_px``).
+    step_um : float, default 0.05
+        Scan step (pixel size) in µm.
+    formats : sequence of {"ang", "ctf"}, default ("ang",)
+        Scan formats, alternating over the sections.
+    central_max_frac : float, default 0.05
+        Largest ``|h| / R`` of a central section.
+    off_center_frac : tuple of 2 floats, default (0.5, 0.75)
+        Range of ``|h| / R`` of the off-centre sections.
+    size_px : int, optional
+        Edge length of the square scans in pixels (default ``2 ceil(R) + 9``).
+    noise_deg : float, default 0.5
+        Orientation noise (degrees) of the instrument.
+    teacher : dict, optional
+        Keyword overrides of :func:`radial_teacher_gbpd`.
+    low_ci : tuple of 3 floats, optional
+        ``(junction, boundary, random)`` probabilities of a low-CI pixel (default ``LOW_CI_DEFAULT``).
+    texture : OrientationModel or {"default", "random"} or None, default "default"
+        Crystal orientations of the grains relative to their radial direction.
 
     Returns
     -------

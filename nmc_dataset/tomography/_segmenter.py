@@ -114,7 +114,47 @@ class SegNet3D(nn.Module):
 # --------------------------------------------------------------------------- config
 @dataclasses.dataclass
 class SegmenterConfig:
-    """Architecture, training and post-processing settings (the training CONFIG minus its data)."""
+    """Architecture, training and post-processing settings (the training CONFIG minus its data).
+
+    Parameters
+    ----------
+    channels : tuple of int, default (8, 16, 32)
+        Feature channels per U-Net level (at least two levels).
+    block : {"factorised", "separable"}, default "factorised"
+        Convolution block: (2+1)D factorised or depthwise-separable 3×3×3.
+    crop : int, default 32
+        Edge length (voxels) of the random training crops; a multiple of ``2**(levels-1)``.
+    batch : int, default 4
+        Crops per training step.
+    epochs : int, default 12
+        Training epochs; the epoch with the best validation score is kept.
+    steps_per_epoch : int, default 40
+        Optimiser steps per epoch.
+    lr : float, default 3e-3
+        Peak learning rate of the one-cycle schedule (AdamW).
+    weight_decay : float, default 1e-4
+        AdamW weight decay.
+    distance_clip_vox : float, default 5.0
+        Clip ``D`` (voxels) of the core-distance target ``min(d, D) / D``.
+    distance_weight : float, default 1.0
+        Weight of the core-distance loss against the phase loss.
+    class_weights : tuple of 3 floats, default (1.0, 1.0, 2.0)
+        Cross-entropy weights of pore, NMC and binder.
+    marker_threshold : float, default 0.35
+        Watershed markers: the core-distance probability above which NMC voxels seed an instance.
+    min_marker_vox : int, default 4
+        Smallest marker (voxels).
+    min_volume : int, default 10
+        Instances under this many voxels merge into a neighbour.
+    tile : int, default 64
+        Edge length (voxels) of the inference tiles; a multiple of ``2**(levels-1)``.
+    overlap : int, default 8
+        Overlap (voxels) of neighbouring inference tiles, in ``[0, tile / 2)``.
+    seed : int, default 0
+        Seed of the crops, augmentations and torch.
+    threads : int or None, default 1
+        torch CPU threads during training (None: torch's default).
+    """
 
     channels: tuple = (8, 16, 32)
     block: str = "factorised"
@@ -232,7 +272,18 @@ def _random_crop(s: Sample, crop: int, rng: np.random.Generator):
 # --------------------------------------------------------------------------- model folder
 @dataclasses.dataclass
 class Segmenter:
-    """A trained network with its settings."""
+    """A trained network with its settings.
+
+    Parameters
+    ----------
+    net : SegNet3D
+        The network (weights and batch-norm statistics).
+    cfg : SegmenterConfig
+        Its architecture, training and post-processing settings.
+    record : dict
+        The training record (``history`` per epoch, ``kept_epoch``, device, threads, torch version,
+        training and validation volume names).
+    """
 
     net: SegNet3D
     cfg: SegmenterConfig

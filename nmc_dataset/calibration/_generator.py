@@ -35,6 +35,20 @@ def poisson_seed_set(rng: np.random.Generator, intensity: float, lo, hi) -> Pois
     """Seeds, noise and roll of the marked Poisson process on the box ``[lo, hi]`` (3D).
 
     A thin wrapper of :func:`nmc_dataset.tessellation._seeds.poisson_seeds` that insists on ``mu > 0``.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of the draws.
+    intensity : float
+        Seed intensity ``mu`` (seeds per pixel³), > 0.
+    lo, hi : (3,) array-like
+        Box corners in pixels.
+
+    Returns
+    -------
+    PoissonSeeds
+        Positions, noise marks and roll angles.
     """
     if not intensity > 0:
         raise ValueError(f"intensity must be > 0, got {intensity}")
@@ -127,6 +141,8 @@ def _drop_self(nb: np.ndarray, idx: np.ndarray) -> np.ndarray:
 class GNet(nn.Module):
     """Fully connected marker network ``G_net``: ReLU hidden layers, 4 scaled-sigmoid outputs.
 
+    ``forward(x)`` maps ``(n, 5 kappa)`` inputs to ``(diag (n, 3), offsets (n,))``.
+
     Parameters
     ----------
     kappa : int
@@ -137,8 +153,6 @@ class GNet(nn.Module):
         Range of the offsets ``r_i`` (paper: [1, 10]).
     diag_bounds : (a, b)
         Range of each diagonal entry of ``D_i`` (paper: [0, 50]; ``a > 0`` here).
-
-    ``forward(x)`` maps ``(n, 5 kappa)`` inputs to ``(diag (n, 3), offsets (n,))``.
     """
 
     def __init__(self, kappa: int = 12, hidden=(128, 128, 64), r_bounds=(1.0, 10.0),
@@ -225,6 +239,11 @@ def fused_layers(gnet):
     Returns ``[(weight, bias, "relu" | "sigmoid"), ...]`` (detached float32 CPU tensors) for a
     :class:`GNet` on the CPU in float32 when torch has oneDNN (``torch.backends.mkldnn``) and its
     ``mkldnn::_linear_pointwise`` operator (the one torch's compiler uses for CPU linear layers).
+
+    Parameters
+    ----------
+    gnet : GNet
+        The marker network (anything else gives None).
     """
     if not isinstance(gnet, GNet) or not _fused_op_available():
         return None
@@ -329,5 +348,17 @@ def default_knn_margin(intensity: float, kappa: int = 12) -> float:
 
     The kappa-th neighbour distance of a Poisson process has mean ~ ``(3 kappa / (4 pi mu))^(1/3)``;
     twice that is used.
+
+    Parameters
+    ----------
+    intensity : float
+        Seed intensity ``mu`` (seeds per pixel³).
+    kappa : int, default 12
+        Neighbours per seed.
+
+    Returns
+    -------
+    float
+        Margin in pixels.
     """
     return 2.0 * (3.0 * (kappa + 1) / (4.0 * np.pi * float(intensity))) ** (1.0 / 3.0)

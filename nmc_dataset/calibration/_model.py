@@ -33,7 +33,7 @@ WEIGHTS = "gnet.safetensors"
 class GrainModel:
     """A stochastic 3D grain architecture: Poisson seeds + learned markers.
 
-    Attributes
+    Parameters
     ----------
     gnet : GNet
         The marker network.

@@ -45,7 +45,7 @@ def laguerre_sampler(intensity: float, offset_range=(1.0, 10.0), margin_px: floa
     intensity : float
         Seeds per pixel³ of the Poisson process.
     offset_range : tuple of 2 floats, default (1.0, 10.0)
-        Range of the uniform power offsets ``r_i`` (pixels²).
+        Range of the uniform power offsets ``r_i``.
     margin_px : float, default 16.0
         Margin (pixels) added around the requested box where seeds are drawn.
 

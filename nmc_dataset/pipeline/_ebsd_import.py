@@ -54,7 +54,25 @@ def _parse_central(value, ids):
 
 
 def expand_scans(patterns, base: Path | None = None) -> list[Path]:
-    """Expand paths/globs (relative to ``base``) into a sorted, de-duplicated list of scan files."""
+    """Expand paths/globs (relative to ``base``) into a sorted, de-duplicated list of scan files.
+
+    Parameters
+    ----------
+    patterns : iterable of str or path-like
+        Scan files or glob patterns (``*``, ``?``, ``[``).
+    base : Path, optional
+        Folder that relative patterns are resolved against.
+
+    Returns
+    -------
+    list of Path
+        Sorted per pattern, in pattern order, each file once.
+
+    Raises
+    ------
+    InputError
+        If a glob pattern matches no file.
+    """
     out = []
     for pat in patterns:
         p = Path(pat).expanduser()
@@ -98,6 +116,8 @@ def import_ebsd(scans, out, min_ci: float = 0.1, max_misorientation_deg: float =
         or the listed ones.
     threshold : float, optional
         Centrality threshold (default :data:`nmc_dataset.ebsd._morphology.CENTRALITY_THRESHOLD`).
+    force : bool, default False
+        Write into a folder that holds files the tool did not write (they are left alone).
 
     Returns
     -------

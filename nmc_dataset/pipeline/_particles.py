@@ -22,7 +22,7 @@ MESH_DIRS = ("surfaces", "volume_meshes", "simulators")
 class ParticleResult:
     """What one exported particle produced.
 
-    Attributes
+    Parameters
     ----------
     particle_id : int
     n_grains : int
@@ -46,7 +46,15 @@ class ParticleResult:
 
 @dataclasses.dataclass
 class ParticleFailure:
-    """A particle that could not be exported: its id and the one-line reason."""
+    """A particle that could not be exported: its id and the one-line reason.
+
+    Parameters
+    ----------
+    particle_id : int
+        The particle's index in the run.
+    error : str
+        One-line reason (exception type and message).
+    """
 
     particle_id: int
     error: str
@@ -147,6 +155,17 @@ def export_particles(particle_ids: Iterable[int], *, mesh_folder: Path | None = 
 
     A particle whose export raises (anything but an interrupt) is logged on one line, its mesh
     files are removed, and the loop goes on.
+
+    Parameters
+    ----------
+    particle_ids : iterable of int
+        Particles to export.
+    mesh_folder : Path, optional
+        Receives the mesh files (needed for mesh formats); a failed particle's new files there are removed.
+    progress : callable, optional
+        Wraps the id list (e.g. a progress bar): ``progress(ids) -> iterable``.
+    **kwargs
+        Passed to :func:`export_particle` (models, seed, voxel size, formats, writer, mesh options).
 
     Returns
     -------

@@ -629,8 +629,6 @@ def train(fits, pixel_size_um: float, cfg: TrainConfig | None = None, *, seed: i
         Called as ``on_epoch(epoch, model)`` after every epoch with the model as it stands (for
         learning curves); it must not draw from the training's random state. The model's
         network is the live one (or its average): copy it if you keep it.
-    sections : list of fit2d.SectionFit, optional
-        The measured sections behind ``fits`` (needed with ``cfg.select_sections``).
     device : str
         Where the networks and the cutout images live: ``"cpu"`` (default), ``"cuda"``,
         ``"cuda:N"`` or ``"auto"``. Seeds, kNN inputs and the measured cutouts' seed selection stay
@@ -638,6 +636,8 @@ def train(fits, pixel_size_um: float, cfg: TrainConfig | None = None, *, seed: i
         random draws and initial weights but their floating-point sums may differ in the last
         bits (cuDNN), so two GPU runs, or a GPU and a CPU run, drift apart over training.
         Checkpoints hold CPU tensors: a run may resume on another device.
+    sections : list of fit2d.SectionFit, optional
+        The measured sections behind ``fits`` (needed with ``cfg.select_sections``).
 
     Returns
     -------

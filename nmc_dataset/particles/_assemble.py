@@ -167,10 +167,10 @@ def assemble(coeffs_um, g: GBPD, pixel_size_um: float, *, particle_id: int = 0, 
         3D grain architecture in pixels (centre at the origin) covering the shell.
     pixel_size_um : float
         Grain pixel size in µm.
-    spacing_px, margin_px : float
-        Assembly lattice spacing and box margin (pixels) for the centres of mass.
     particle_id : int, default 0
         Index of the particle in its run.
+    spacing_px, margin_px : float
+        Assembly lattice spacing and box margin (pixels) for the centres of mass.
     seed_entropy : int, optional
         Entropy of the particle's ``numpy.random.SeedSequence``, recorded for re-drawing.
     seed_spawn_key : tuple of int, default ()

@@ -200,10 +200,6 @@ def generate_particles(shell_model, grain_model, *, n: int, seed: int, voxel_siz
     mesh_size_um : float, optional
         Target tet size: the conforming surface is coarsened towards it (grain pairs and
         volumes kept; nothing is re-voxelised) and gmsh grades the interior from it.
-    element_order : {1, 2}
-        C3D4 / tetra or C3D10 / tetra10 elements.
-    min_elements_per_grain : int, optional
-        Keep small grains' surfaces fine enough that each gets at least this many tets.
     max_memory_gib : float, optional
         Memory limit for one volume (default 80 % of free memory).
     shell_model_id, grain_model_id : str, default ""
@@ -216,6 +212,10 @@ def generate_particles(shell_model, grain_model, *, n: int, seed: int, voxel_siz
         Index of the first particle (particle ``i`` of this call is ``first_index + i``).
     force : bool, default False
         Write into a folder that holds files the tool did not write (they are left alone).
+    element_order : {1, 2}
+        C3D4 / tetra or C3D10 / tetra10 elements.
+    min_elements_per_grain : int, optional
+        Keep small grains' surfaces fine enough that each gets at least this many tets.
 
     Returns
     -------

@@ -340,6 +340,10 @@ class ShellModel:
         Provenance (input file, segmentation summary, seed).
     path : Path, optional
         Where the model was loaded from / written to.
+    format_version : int
+        Version of the model file format (the current one by default).
+    coefficients_file : str, optional
+        File name of the coefficient parquet beside the model JSON (set when the model is written).
     kind : str
         ``"independent"`` (the paper's) or ``"scale_mixture"`` (see the module docstring).
     mixture : ScaleMixture, optional
@@ -348,10 +352,6 @@ class ShellModel:
         ``"constrained"`` or ``"paper"`` (which per-degree families competed).
     selection_table : dict, optional
         The hold-out self-check of every candidate model (written by the model selection).
-    format_version : int
-        Version of the model file format (the current one by default).
-    coefficients_file : str, optional
-        File name of the coefficient parquet beside the model JSON (set when the model is written).
     """
 
     degree: int

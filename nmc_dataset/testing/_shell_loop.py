@@ -40,14 +40,10 @@ def run_truth_loop(kind: str, workdir, *, n_particles: int = 1000, size: int | N
     ----------
     kind : str
         One of :data:`~nmc_dataset.synthetic._ct_phantom.TRUTH_KINDS`.
-    n_particles : int
-        Shells to place; ``size`` defaults to a cube their bounding spheres fill to about 40 %.
-    gap_vox : float
-        Gap between bounding spheres; negative lets particles touch.
-    extra_args : sequence of str
-        More ``fit-shells`` options (e.g. ``["--measure", "voxel"]``).
     workdir : path-like
         Empty or absent folder for the phantom, the model and the report.
+    n_particles : int
+        Shells to place; ``size`` defaults to a cube their bounding spheres fill to about 40 %.
     size : int, optional
         Edge length of the cubic phantom in voxels.
     degree : int, default 9
@@ -60,8 +56,12 @@ def run_truth_loop(kind: str, workdir, *, n_particles: int = 1000, size: int | N
         Seed of the truth, the phantom and the fit (``seed + 1`` samples the model).
     n_sample : int, default 3000
         Shells sampled from the fitted model for the comparison.
+    gap_vox : float
+        Gap between bounding spheres; negative lets particles touch.
     subdivisions : int, default 3
         Icosphere subdivisions of the shell descriptors.
+    extra_args : sequence of str
+        More ``fit-shells`` options (e.g. ``["--measure", "voxel"]``).
 
     Returns
     -------

@@ -51,9 +51,11 @@ class SectionFit:
     Parameters
     ----------
     section_id : str
+        Id of the section (its folder name).
     gbpd : GBPD
         2D, in pixels relative to the section centre.
     pixel_size_um : float
+        Pixel (step) size in µm.
     agreement : float
         Fraction of assigned pixels (label > 0, inside the mask) whose hard fitted cell is the
         cell of their grain.
@@ -273,7 +275,9 @@ def augment(g: GBPD, rng: np.random.Generator, max_rel: float = 0.2) -> GBPD:
     Parameters
     ----------
     g : GBPD
+        The fitted tessellation.
     rng : numpy.random.Generator
+        Source of the factors.
     max_rel : float
         Largest relative change, in ``[0, 1)``.
 
@@ -431,6 +435,7 @@ def fit_sections(root: str | Path, out: str | Path, steps: int = 200, seed: int 
     steps : int
         Adam steps per section.
     seed : int
+        Seed of the first section's fit (section ``i`` uses ``seed + i``).
     force : bool, default False
         Write into a folder that holds files the tool did not write (they are left alone).
 

@@ -614,6 +614,7 @@ def train(fits, pixel_size_um: float, cfg: TrainConfig | None = None, *, seed: i
     pixel_size_um : float
         Their pixel size (µm).
     cfg : TrainConfig, optional
+        Hyper-parameters (default ``TrainConfig()``).
     seed : int
         Root seed (weights init and every random draw).
     out : path-like, optional

@@ -198,6 +198,7 @@ def markers(gnet, inputs: np.ndarray, *, chunk: int | None = None, fused: bool |
     Parameters
     ----------
     gnet : GNet
+        The marker network.
     inputs : (n, 5 kappa) array
         Rows of :func:`neighbour_inputs`.
     chunk : int, optional
@@ -311,7 +312,9 @@ def generate_gbpd(gnet, rng: np.random.Generator, intensity: float, lo, hi, *, k
     Parameters
     ----------
     gnet : GNet
+        The trained marker network.
     rng : numpy.random.Generator
+        Source of the seeds and their marks.
     intensity : float
         Seeds per pixel^3.
     lo, hi : (3,) array-like

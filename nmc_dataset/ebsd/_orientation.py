@@ -390,6 +390,7 @@ def mean_orientation(q: np.ndarray, ops="1", weights=None, iterations: int = 3) 
     ops : (K, 4) array or str
         Crystal symmetry.
     weights : (n,) array, optional
+        Non-negative weight per pixel (default: all 1).
     iterations : int
         Re-reduction passes (the first reference is the first pixel).
 

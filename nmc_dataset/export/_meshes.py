@@ -67,9 +67,11 @@ class GrainSurface:
     vertices : (V, 3) float array
         µm, (x, y, z).
     faces : (F, 3) int array
+        Vertex indices of the triangles.
     pairs : (F, 2) int array
         The labels on both sides of each triangle; the normal points out of ``pairs[:, 0]``.
     n_grains : int
+        Number of grains (labels ``1..n_grains``; 0 = outside).
     """
 
     vertices: np.ndarray
@@ -124,6 +126,7 @@ def grain_surface_mesh(labels: np.ndarray, origin_um, voxel_size_um: float, n_gr
     origin_um : (3,) array
         Centre ``(x, y, z)`` of voxel ``[0, 0, 0]``.
     voxel_size_um : float
+        Voxel edge length in µm.
     n_grains : int, optional
         Labels ``1..n_grains`` are meshed (default: the maximum label).
     smoothing_iterations : int
@@ -369,6 +372,7 @@ def tet_mesh(surface: GrainSurface, mesh_size_um: float | None = None, algorithm
     Parameters
     ----------
     surface : GrainSurface
+        The conforming multi-grain surface (µm) to fill.
     mesh_size_um : float, optional
         Largest tet edge inside grains (default: no limit beyond the boundary's sizes).
     algorithm : {"hxt", "delaunay"}
@@ -594,7 +598,9 @@ def write_tet_mesh(mesh: TetMesh, folder, stem: str, formats=TET_FORMATS, *, ord
     Parameters
     ----------
     mesh : TetMesh
+        The tetrahedral mesh (µm).
     folder : path-like
+        Existing output folder.
     stem : str
         File names ``<stem>.<fmt>`` (and ``<stem>.h5`` beside the ``.xdmf``).
     formats : iterable of str

@@ -542,6 +542,7 @@ def write_ang(path, euler_rad, ci, iq, phase, step_um: float, phases=(NMC811,), 
     Parameters
     ----------
     path : path-like
+        Output ``.ang`` file (written atomically).
     euler_rad : (ny, nx, 3) array
         Bunge Euler angles in radians (unindexed points: write 4π, as OIM does).
     ci, iq : (ny, nx) arrays
@@ -551,6 +552,7 @@ def write_ang(path, euler_rad, ci, iq, phase, step_um: float, phases=(NMC811,), 
     step_um : float
         Step size in µm (x and y).
     phases : sequence of EbsdPhase
+        Phases of the header, ids matching ``phase`` (default: NMC811 as phase 1).
     sem, fit : (ny, nx) arrays, optional
         Detector signal and fit (default 0 and 1.0).
     pattern_center : tuple of 3 floats, default (0.5012, 0.6947, 0.6452)
@@ -628,12 +630,15 @@ def write_ctf(path, euler_rad, phase, step_um: float, phases=(NMC811,), bands=No
     Parameters
     ----------
     path : path-like
+        Output ``.ctf`` file (written atomically).
     euler_rad : (ny, nx, 3) array
         Bunge Euler angles in radians (written in degrees; 0 for unindexed points).
     phase : (ny, nx) int array
         Phase id, 0 = not indexed (written with zero angles, bands and Error 3).
     step_um : float
+        Step size in µm (x and y).
     phases : sequence of EbsdPhase
+        Phases of the header, ids matching ``phase`` (default: NMC811 as phase 1).
     bands, error, mad, bc, bs : (ny, nx) arrays, optional
         Detected bands, error code, mean angular deviation, band contrast, band slope.
     project : str, default "nmc-dataset synthetic scan"

@@ -74,7 +74,9 @@ def write_section(section: Section, root: str | Path, tables: dict | None = None
     Parameters
     ----------
     section : Section
+        The section to write.
     root : path-like
+        Folder of sections; the section goes to ``root/<section_id>/``.
     tables : dict of name -> pyarrow.Table, optional
         Extra parquet tables (``grains``, ``chords``) written beside the images.
 

@@ -60,6 +60,7 @@ class Particle:
     seed_entropy : int or None
         Entropy of the particle's ``numpy.random.SeedSequence`` (with ``seed_spawn_key``).
     seed_spawn_key : tuple of int
+        Spawn key of that SeedSequence.
     shell_model_id, grain_model_id : str
         Identify the models (format version + content hash), for re-drawing from the seed.
     spacing_px, margin_px : float
@@ -232,6 +233,7 @@ def make_particle(shell_model, grain_model, seed_seq, *, particle_id: int = 0, s
         The particle's seed; its two children drive the shell and the grains (so each scale
         is independent of the other model's consumption of random numbers).
     particle_id : int
+        Index of the particle in its run (stored in the particle).
     spacing_px, margin_px : float
         Assembly lattice (see :func:`assemble`).
     shell_model_id, grain_model_id : str

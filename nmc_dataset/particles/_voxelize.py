@@ -394,6 +394,7 @@ class VoxelVolume:
     grid : Grid
         Where the voxels are.
     particle_id : int
+        Index of the particle in its run.
     orientations_wxyz : (n, 4) float array or None
         The particle's per-grain crystal orientations (row ``k - 1`` for label ``k``; see
         :class:`~nmc_dataset.particles._assemble.Particle`), carried along for the exports.

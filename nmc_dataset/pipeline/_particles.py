@@ -25,7 +25,9 @@ class ParticleResult:
     Parameters
     ----------
     particle_id : int
+        Index of the particle in its run.
     n_grains : int
+        Number of kept grains.
     record : dict or None
         :func:`nmc_dataset.export._tables.particle_records` of the particle (``None`` without params).
     entry : dict

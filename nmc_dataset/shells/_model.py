@@ -248,6 +248,7 @@ class DegreeLaw:
     Parameters
     ----------
     degree : int
+        Degree ``l`` the law describes.
     family : str
         ``"normal"``, ``"lognormal"`` or ``"t"`` (see the module docstring for ``l > 0`` forms).
     params : dict

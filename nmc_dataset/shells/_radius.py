@@ -177,6 +177,7 @@ class ParticleCoefficients:
     fit_rms : ndarray (n,)
         RMS residual of the least-squares fit at the sample directions (voxels).
     degree : int
+        SH degree L of the coefficients.
     """
 
     label: np.ndarray

@@ -36,6 +36,7 @@ class Segmentation:
     labels : ndarray of int32, shape (Z, Y, X)
         Particle labels 1..n, 0 = background.
     n_particles : int
+        Number of particles (the largest label).
     input_kind : str
         ``"grey"``, ``"binary"``, ``"phase"`` or ``"labels"`` (instance labels used as given).
     threshold : float or None

@@ -110,6 +110,7 @@ def select_model(coeffs, voxel_size_um: float, *, rng: np.random.Generator, hold
     coeffs : ndarray (n, K)
         Measured coefficients (voxels).
     voxel_size_um : float
+        µm per voxel of the CT the coefficients were measured on.
     rng : numpy.random.Generator
         Draws the split and the sampled shells.
     holdout : float

@@ -195,6 +195,7 @@ class CTPhantom:
     model : ShellModel
         The model the shells were drawn from.
     voxel_size_um : float
+        µm per voxel recorded with the phantom.
     """
 
     volume: np.ndarray
@@ -270,6 +271,7 @@ def make_ct_phantom(model: ShellModel | None = None, *, coefficients: np.ndarray
         Shells to place; fewer are placed (with a log message) if random sequential placement
         fails ``max_tries`` times in a row.
     rng : numpy.random.Generator
+        Source of the shells and placements (default: a fresh generator).
     gap_vox : float
         Minimum gap between the bounding spheres of two shells (keeps them apart after blur);
         negative values let the bounding spheres overlap, so that particles touch (the earlier,

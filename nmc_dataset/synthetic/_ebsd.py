@@ -77,6 +77,7 @@ def radial_teacher_gbpd(rng, radius_px: float = 100.0, intensity: float = 0.0018
     Parameters
     ----------
     rng : numpy.random.Generator or int
+        Random generator, or a seed for one.
     radius_px : float
         Particle radius in EBSD pixels.
     intensity : float
@@ -248,6 +249,7 @@ def synthetic_scan(labels: np.ndarray, mask: np.ndarray, rng, noise_deg: float =
     mask : (ny, nx) bool array
         Particle section (indexed region).
     rng : numpy.random.Generator or int
+        Random generator, or a seed for one.
     noise_deg : float
         Orientation noise: each pixel is rotated by a random rotation vector ~ N(0, σ² I₃), σ in degrees.
     junction_low_ci : float

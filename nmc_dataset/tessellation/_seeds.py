@@ -67,6 +67,7 @@ def poisson_seeds(rng: np.random.Generator, intensity: float, lo, hi) -> Poisson
     Parameters
     ----------
     rng : numpy.random.Generator
+        Source of the draws.
     intensity : float
         Mean number of points per unit volume (``mu``, points per pixel^d), >= 0.
     lo, hi : (d,) array-like

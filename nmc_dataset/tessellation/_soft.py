@@ -15,6 +15,7 @@ def torch_frames(seeds, roll=None):
     Parameters
     ----------
     seeds : (N, d) torch tensor
+        Seed positions ``(x, y[, z])`` relative to the particle centre.
     roll : (N,) torch tensor, optional
         Roll angles (3D).
 
@@ -56,9 +57,13 @@ def soft_power_distances(points, seeds, diag, offsets, frames, candidates=None):
     Parameters
     ----------
     points : (P, d) tensor
+        Query points ``(x, y[, z])``.
     seeds, diag : (N, d) tensors
+        Seed positions and the diagonal marker entries of each seed's metric in its local frame.
     offsets : (N,) tensor
+        Power offsets ``r_i``.
     frames : (N, d, d) tensor (see :func:`torch_frames`)
+        Rotations ``Q_i`` of the seeds (row 0 = the radial direction).
     candidates : (P, K) int64 tensor, optional
         Seed indices per point; negative entries are padding. ``None``: all seeds (K = N).
 
@@ -93,8 +98,11 @@ def soft_assign(points, seeds, diag, offsets, frames, beta, candidates=None):
     points : (P, d) tensor
         Query points ``(x, y[, z])``.
     seeds, diag : (N, d) tensors
+        Seed positions and the diagonal marker entries of each seed's metric in its local frame.
     offsets : (N,) tensor
+        Power offsets ``r_i``.
     frames : (N, d, d) tensor
+        Rotations ``Q_i`` of the seeds (row 0 = the radial direction; see :func:`torch_frames`).
     beta : float or 0-d tensor
         Temperature, > 0; ``beta -> 0`` gives the hard tessellation.
     candidates : (P, K) int64 tensor, optional

@@ -316,6 +316,15 @@ def t3d_batch(gnet, rng: np.random.Generator, intensity: float, batch: int, spec
         Displacements are divided by this before entering ``gnet``.
     with_hard : bool, default False
         Also return the hard images.
+
+    Returns
+    -------
+    images : (B, C, G, G) tensor
+        Soft cutout images, differentiable with respect to ``gnet``'s weights.
+    ng : (B,) array
+        Visible grains per unit area of each cutout.
+    hard : (B, C, G, G) tensor, only with ``with_hard``
+        The exact hard images.
     """
     ts = draw_t3d_seeds(rng, intensity, batch, spec, kappa)
     diag, off = t3d_markers(gnet, ts, kappa=kappa, input_scale_px=input_scale_px)

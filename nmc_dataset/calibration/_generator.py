@@ -210,6 +210,13 @@ def markers(gnet, inputs: np.ndarray, *, chunk: int | None = None, fused: bool |
         the CPU in float32 with oneDNN built in). ``False``: the module's own ``forward`` (the
         plain twin; results agree to float32 rounding). Either way a row's result does not
         depend on the chunking, to float32 rounding (the fused path: bit for bit).
+
+    Returns
+    -------
+    diag : (n, 3) float64 array
+        Diagonal marker entries.
+    offsets : (n,) float64 array
+        Offsets ``r_i``.
     """
     if chunk is None:
         chunk = 8192
@@ -245,6 +252,11 @@ def fused_layers(gnet):
     ----------
     gnet : GNet
         The marker network (anything else gives None).
+
+    Returns
+    -------
+    list of (torch.Tensor, torch.Tensor, str) or None
+        ``(weight, bias, activation)`` per linear layer.
     """
     if not isinstance(gnet, GNet) or not _fused_op_available():
         return None
@@ -319,8 +331,10 @@ def generate_gbpd(gnet, rng: np.random.Generator, intensity: float, lo, hi, *, k
         Seeds per pixel^3.
     lo, hi : (3,) array-like
         The box in pixels (particle centre at the origin).
-    kappa, input_scale_px
-        As the network was trained with.
+    kappa : int, default 12
+        Neighbours per seed, as the network was trained with.
+    input_scale_px : float, default 10.0
+        Input scaling of the displacements, as the network was trained with.
     cell_margin_px : float
         Seeds this far outside the box are kept (their cells may reach into it).
     knn_margin_px : float, optional

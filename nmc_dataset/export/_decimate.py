@@ -234,6 +234,13 @@ def tet_mesh_coarsened(surface, h_um: float, min_elements_per_grain: int | None 
         Local repairs tried after gmsh reports self-intersections.
     threads : int, default 1
         gmsh threads.
+
+    Returns
+    -------
+    mesh : TetMesh
+        The tet mesh (µm).
+    coarse : GrainSurface
+        The coarsened surface it fills.
     """
     from nmc_dataset.export._meshes import tet_mesh
 

@@ -191,6 +191,11 @@ def write_voxels(path, volumes, n_grains=None, compression: str | None = "gzip")
         Grain count per volume (default: each volume's largest label).
     compression : {"gzip", "lzf", None}, default "gzip"
         HDF5 filter of the label datasets.
+
+    Returns
+    -------
+    Path
+        ``path``.
     """
     n_grains = list(n_grains) if n_grains is not None else None
     with VoxelsWriter(path, compression=compression) as w:

@@ -45,6 +45,11 @@ def shell_surface_mesh(coeffs_um: np.ndarray, subdivisions: int = 6):
         SH coefficients of the radius function in µm.
     subdivisions : int
         Icosphere subdivisions (6: 40,962 vertices, 81,920 faces).
+
+    Returns
+    -------
+    trimesh.Trimesh
+        Vertices in µm, relative to the particle centre.
     """
     import trimesh
 
@@ -134,6 +139,11 @@ def grain_surface_mesh(labels: np.ndarray, origin_um, voxel_size_um: float, n_gr
     constraint_scale : float
         How far (in voxels) smoothing may move a vertex from its voxel-cell centre (VTK's
         ConstraintScale); 0.25 keeps the surfaces free of self-intersections in our tests (0.5 did not).
+
+    Returns
+    -------
+    GrainSurface
+        Vertices in µm; empty when no grain has a voxel.
     """
     from vtkmodules.util.numpy_support import numpy_to_vtk, vtk_to_numpy
     from vtkmodules.vtkCommonDataModel import vtkImageData
@@ -382,6 +392,11 @@ def tet_mesh(surface: GrainSurface, mesh_size_um: float | None = None, algorithm
     threads : int
         Threads for HXT.
 
+    Returns
+    -------
+    TetMesh
+        Points in µm, one grain label per tet.
+
     Raises
     ------
     MissingExtraError
@@ -623,6 +638,11 @@ def write_tet_mesh(mesh: TetMesh, folder, stem: str, formats=TET_FORMATS, *, ord
         comment and ``.h5`` root attributes), with the units (µm).
     material : str
         Material name of the ``.inp`` solid sections.
+
+    Returns
+    -------
+    list of Path
+        Files written.
 
     Raises
     ------

@@ -311,6 +311,11 @@ def particle_from_rows(particle_row: dict, grain_rows: dict):
         One row of the particles table (``table.to_pylist()[i]``).
     grain_rows : dict of arrays
         The grains-table columns of this particle, ordered by ``label``.
+
+    Returns
+    -------
+    Particle
+        The particle as it was drawn (shell in µm, kept grains in pixels).
     """
     from nmc_dataset.tessellation._gbpd import GBPD
     from nmc_dataset.particles._assemble import Particle

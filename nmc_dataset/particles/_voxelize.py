@@ -168,6 +168,11 @@ def check_memory(shape, n_grains: int = 0, max_memory_gib: float | None = None, 
         Limit; default 80 % of the memory available now.
     where : str, optional
         Named in the error (e.g. the option that set the voxel size).
+
+    Returns
+    -------
+    int
+        Estimated bytes the volume needs.
     """
     need = estimate_bytes(shape, n_grains)
     limit = 0.8 * available_bytes() if max_memory_gib is None else float(max_memory_gib) * 2**30

@@ -447,6 +447,11 @@ def render_card(folder: str | os.PathLike, release: dict, *, recipe_hash: str | 
         Shown in the card.
     figures : list of dict, optional
         ``[{"path": "figures/x.png", "caption": ...}]``; default: ``figures/index.json`` or every PNG.
+
+    Returns
+    -------
+    str
+        The card text.
     """
     import jinja2
 
@@ -471,6 +476,11 @@ def validate_card(text: str, where: str | os.PathLike = CARD) -> Any:
         The card (YAML header + Markdown).
     where : str or path-like, default CARD
         Named in error messages.
+
+    Returns
+    -------
+    huggingface_hub.DatasetCardData
+        The card's parsed metadata.
     """
     from huggingface_hub import DatasetCard
 
@@ -513,6 +523,11 @@ def write_card(folder: str | os.PathLike, release: dict, *, recipe_hash: str | N
         Shown in the card.
     figures : list of dict, optional
         ``[{"path": "figures/x.png", "caption": ...}]``; default: ``figures/index.json`` or every PNG.
+
+    Returns
+    -------
+    Path
+        ``folder/README.md``.
     """
     folder = Path(folder)
     text = render_card(folder, release, recipe_hash=recipe_hash, figures=figures)

@@ -76,6 +76,13 @@ def load_grain_model(folder, orientations="auto"):
         it; a path: that orientation model. It is attached as ``model.orientation_model``;
         ``model_id`` identifies the grain model alone (the orientation model has its own id,
         ``model.orientation_model.model_id``, stored per particle).
+
+    Returns
+    -------
+    model : GrainModel
+        The loaded model (with ``orientation_model`` attached or None).
+    model_id : str
+        ``<format>@v<version>:sha256:<16 hex digits>`` of the grain model's files.
     """
     from nmc_dataset._util import read_json
     from nmc_dataset.calibration._model import GRAIN_MODEL_FORMAT, MODEL_JSON, WEIGHTS, GrainModel
@@ -185,8 +192,10 @@ def generate_particles(shell_model, grain_model, *, n: int, seed: int, voxel_siz
 
     Parameters
     ----------
-    shell_model, grain_model
-        Loaded models (see :func:`load_shell_model`, :func:`load_grain_model`).
+    shell_model : ShellModel
+        Loaded shell model (see :func:`load_shell_model`).
+    grain_model : GrainModel
+        Loaded grain model (see :func:`load_grain_model`).
     n, seed : int
         Number of particles and the root seed; particle ``i`` uses
         ``particle_seed(seed, first_index + i)``.

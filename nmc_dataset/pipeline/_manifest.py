@@ -141,6 +141,11 @@ def write_manifest(folder: str | os.PathLike, **kwargs) -> dict:
         Build folder.
     **kwargs
         Keywords of :func:`compute_manifest` (``dataset``, ``recipe_hash``, ``counts``, ``exclude``, ``failed``).
+
+    Returns
+    -------
+    dict
+        The manifest written.
     """
     m = compute_manifest(folder, **kwargs)
     write_json_atomic(Path(folder) / MANIFEST, m)

@@ -87,8 +87,10 @@ def export_particle(shell_model, grain_model, particle_id: int, seed: int, *, vo
 
     Parameters
     ----------
-    shell_model, grain_model
-        Loaded models (:class:`~nmc_dataset.shells._model.ShellModel`, grain model).
+    shell_model : ShellModel
+        Loaded shell model (:class:`~nmc_dataset.shells._model.ShellModel`).
+    grain_model : GrainModel
+        Loaded grain model (:class:`~nmc_dataset.calibration._model.GrainModel`).
     particle_id : int
         The particle's index; it draws from ``particle_seed(seed, particle_id)`` alone.
     seed : int
@@ -103,10 +105,20 @@ def export_particle(shell_model, grain_model, particle_id: int, seed: int, *, vo
         An open writer; the volume is added last, once every other export succeeded.
     cubes : sequence of int
         Edge lengths of fixed-size label cubes to return.
-    mesh_size_um, smoothing_iterations, max_memory_gib, element_order, min_elements_per_grain
-        Mesh options (see :func:`nmc_dataset.pipeline._generate.write_particle_meshes`).
-    spacing_px, margin_px, shell_model_id, grain_model_id
-        Assembly options and model ids stored with the particle.
+    mesh_size_um : float, optional
+        Target tet size in µm (see :func:`nmc_dataset.pipeline._generate.write_particle_meshes`).
+    smoothing_iterations : int, default 8
+        Surface-nets smoothing iterations of the meshes.
+    spacing_px, margin_px : float, default 1.0, 8.0
+        Assembly lattice spacing and box margin (pixels) of the centre-of-mass selection.
+    max_memory_gib : float, optional
+        Memory limit for one volume (default 80 % of free memory).
+    shell_model_id, grain_model_id : str, default ""
+        Model ids stored with the particle.
+    element_order : {1, 2}, default 1
+        Linear or quadratic tets.
+    min_elements_per_grain : int, optional
+        Keep small grains' surfaces fine enough that each gets at least this many tets.
 
     Returns
     -------

@@ -79,7 +79,13 @@ def _schema_dir():
 
 
 def recipe_schema() -> dict:
-    """The full recipe JSON Schema: the top-level schema plus every section's schema."""
+    """The full recipe JSON Schema: the top-level schema plus every section's schema.
+
+    Returns
+    -------
+    dict
+        A JSON Schema (draft 2020-12).
+    """
     base = json.loads((_schema_dir() / "recipe.schema.json").read_text())
     for name, _ in SECTIONS:
         f = _schema_dir() / "recipe" / f"{name}.schema.json"

@@ -735,11 +735,6 @@ def read_coefficients_table(path, kind: str) -> tuple[np.ndarray, dict, dict]:
     kind : str
         Expected ``format`` of its metadata (e.g. the shell-coefficient table format).
 
-    Raises
-    ------
-    InputError
-        If the file is missing or unreadable, has another format, or lacks a complete set of ``a_l<l>_m<m>`` columns.
-
     Returns
     -------
     coeffs : ndarray (n, K)
@@ -747,6 +742,11 @@ def read_coefficients_table(path, kind: str) -> tuple[np.ndarray, dict, dict]:
         The schema metadata (``format``, ``format_version``, ...).
     columns : dict of ndarray
         The other columns.
+
+    Raises
+    ------
+    InputError
+        If the file is missing or unreadable, has another format, or lacks a complete set of ``a_l<l>_m<m>`` columns.
     """
     import pyarrow.parquet as pq
 

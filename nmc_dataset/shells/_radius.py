@@ -227,6 +227,11 @@ def measure_particles(labels: np.ndarray, degree: int = 9, rng: np.random.Genera
         Icosphere subdivisions of the point set (3 -> 642 points, as in the paper).
     progress_desc : str, default "radius+SH"
         Label of the progress bar.
+
+    Returns
+    -------
+    ParticleCoefficients
+        One row per labelled particle; coefficients in voxels.
     """
     from nmc_dataset._util import progress
 

@@ -390,16 +390,18 @@ def t2d_batch(fits, rng: np.random.Generator, batch: int, spec: CutoutSpec, *, a
     return_draws : bool, default False
         Also return what was drawn.
     device : torch.device or str, optional
-        Where the images are computed.
+        Where the images are computed (default: the CPU).
 
     Returns
     -------
     images : (B, C, G, G) tensor (no gradient)
+        Soft cutout images.
     ng : (B,) array
+        Visible grains per unit area of each cutout.
     labels, hard : as in :func:`soft_images`, with ``with_labels`` / ``with_hard``
+        Hard seed index per grid point, and the exact hard images.
     draws : list of (GBPD used, p, beta), only with ``return_draws``
-
-    The images are computed on ``device`` (default: the CPU).
+        What each cutout was made from.
     """
     coef_list, scales, draws = [], [], []
     for _ in range(batch):

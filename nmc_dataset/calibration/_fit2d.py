@@ -172,6 +172,7 @@ def fit_section(section, steps: int = 200, seed: int = 0, beta: tuple[float, flo
     Returns
     -------
     SectionFit
+        The fitted tessellation and its agreement with the section's labels.
 
     Raises
     ------
@@ -442,6 +443,7 @@ def fit_sections(root: str | Path, out: str | Path, steps: int = 200, seed: int 
     Returns
     -------
     list of SectionFit
+        One per selected section, in section order.
     """
     from nmc_dataset.io._sections import read_sections
 

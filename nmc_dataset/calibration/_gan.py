@@ -643,6 +643,7 @@ def train(fits, pixel_size_um: float, cfg: TrainConfig | None = None, *, seed: i
     Returns
     -------
     GrainModel
+        The calibrated model (the selected epoch's with ``cfg.select_sections``, else the last).
     """
     cfg = cfg or TrainConfig()
     fits = list(fits)

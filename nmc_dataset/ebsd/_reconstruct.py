@@ -202,6 +202,7 @@ def reconstruct_grains(scan, min_ci: float = 0.1, max_misorientation_deg: float 
     Returns
     -------
     GrainMap
+        Grain labels and per-grain data of the scan.
     """
     e = scan.euler_rad.reshape(-1, 3)
     quat = np.empty((len(e), 4))

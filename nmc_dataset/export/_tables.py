@@ -278,6 +278,7 @@ def read_params(folder):
     Returns
     -------
     particles, grains : pyarrow.Table
+        The two tables.
 
     Raises
     ------

@@ -567,6 +567,7 @@ def write_ang(path, euler_rad, ci, iq, phase, step_um: float, phases=(NMC811,), 
     Returns
     -------
     Path
+        The file written.
     """
     e, (ci, iq, phase) = _as_grid(euler_rad, ci, iq, phase)
     ny, nx = phase.shape
@@ -647,6 +648,7 @@ def write_ctf(path, euler_rad, phase, step_um: float, phases=(NMC811,), bands=No
     Returns
     -------
     Path
+        The file written.
     """
     e, (phase,) = _as_grid(euler_rad, phase)
     ny, nx = phase.shape

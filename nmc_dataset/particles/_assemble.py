@@ -248,6 +248,7 @@ def make_particle(shell_model, grain_model, seed_seq, *, particle_id: int = 0, s
     Returns
     -------
     Particle
+        The assembled particle (shell in µm, kept grains in pixels).
     """
     if not isinstance(seed_seq, np.random.SeedSequence):
         seed_seq = np.random.SeedSequence(int(seed_seq))

@@ -456,6 +456,7 @@ def voxelize(particle, voxel_size_um: float, *, pad: int = 2, max_memory_gib: fl
     Returns
     -------
     VoxelVolume
+        Labels 0 outside the shell, ``k`` = grain ``k``.
     """
     if not voxel_size_um > 0:
         raise ValueError("voxel_size_um must be > 0")

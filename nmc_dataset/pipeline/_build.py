@@ -442,6 +442,7 @@ def build_dataset(out: str | os.PathLike, n_items: int, shard_size: int, make_sh
     Returns
     -------
     BuildResult
+        Files, row counts and timings of the build.
     """
     out = Path(out)
     configs = list(configs)

@@ -123,6 +123,7 @@ def export_particle(shell_model, grain_model, particle_id: int, seed: int, *, vo
     Returns
     -------
     ParticleResult
+        Its table record, cubes and mesh files.
     """
     from nmc_dataset.export import _tables as tables
     from nmc_dataset.particles._assemble import make_particle, particle_seed
@@ -184,7 +185,9 @@ def export_particles(particle_ids: Iterable[int], *, mesh_folder: Path | None = 
     Returns
     -------
     results : list of ParticleResult
+        The exported particles, in id order.
     failures : list of ParticleFailure
+        The particles that could not be exported.
     """
     ids = list(particle_ids)
     results, failures = [], []

@@ -110,6 +110,7 @@ def fit_volume(volume: np.ndarray, voxel_size_um: float, *, phase: int | None = 
     Returns
     -------
     FitResult
+        The model, the segmentation and the per-particle fits.
     """
     vs = _check_voxel_size(voxel_size_um, where)
     degree = _check_degree(degree, where)

@@ -186,6 +186,7 @@ def radius(coeffs, directions, basis: np.ndarray | None = None) -> np.ndarray:
     Returns
     -------
     ndarray, shape (..., P)
+        Radius of each shell at each direction, in the units of the coefficients.
     """
     c = np.asarray(coeffs, dtype=np.float64)
     K = c.shape[-1]
@@ -370,6 +371,7 @@ def random_rotations(n: int, rng: np.random.Generator) -> np.ndarray:
     Returns
     -------
     ndarray, shape (n, 3, 3)
+        Rotation matrices.
     """
     q = rng.standard_normal((int(n), 4))
     q /= np.linalg.norm(q, axis=1, keepdims=True)
@@ -402,6 +404,7 @@ def fit_coefficients(L: int, directions, values) -> np.ndarray:
     Returns
     -------
     ndarray, shape (..., (L+1)**2)
+        Coefficients, in the units of the radius values.
     """
     B = sh_basis(L, directions)
     if B.shape[0] < B.shape[1]:

@@ -738,6 +738,7 @@ def read_coefficients_table(path, kind: str) -> tuple[np.ndarray, dict, dict]:
     Returns
     -------
     coeffs : ndarray (n, K)
+        Coefficients, one column per ``a_l<l>_m<m>`` in coefficient-index order.
     meta : dict
         The schema metadata (``format``, ``format_version``, ...).
     columns : dict of ndarray

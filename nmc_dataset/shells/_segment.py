@@ -266,6 +266,7 @@ def segment_volume(volume: np.ndarray, *, phase: int | None = None, sigma: float
     Returns
     -------
     Segmentation
+        Particle labels and what the segmentation did.
 
     Raises
     ------

@@ -153,6 +153,7 @@ def measure_particles_subvoxel(labels: np.ndarray, grey: np.ndarray | None = Non
     Returns
     -------
     ParticleCoefficients, MeasurementInfo
+        The per-particle coefficients (voxels) and a summary of the measurement.
     """
     if not sigma > 0:
         raise ValueError("sigma must be > 0")

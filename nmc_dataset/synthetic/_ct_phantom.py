@@ -292,6 +292,7 @@ def make_ct_phantom(model: ShellModel | None = None, *, coefficients: np.ndarray
     Returns
     -------
     CTPhantom
+        The volume and its truth.
     """
     rng = np.random.default_rng() if rng is None else rng
     shape = tuple(int(s) for s in shape)

@@ -181,6 +181,7 @@ def slice_labels(g: GBPD, height_px: float, radius_px: float, size_px: int | Non
     Returns
     -------
     SliceTruth
+        The section's true labels and geometry.
     """
     if size_px is None:
         size_px = 2 * int(np.ceil(radius_px)) + 9
@@ -272,6 +273,7 @@ def synthetic_scan(labels: np.ndarray, mask: np.ndarray, rng, noise_deg: float =
     Returns
     -------
     SyntheticScan
+        The EBSD channels of the section.
     """
     from scipy import ndimage
 

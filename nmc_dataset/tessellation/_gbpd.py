@@ -169,6 +169,7 @@ def grid_points(shape, origin=None, spacing=1.0) -> np.ndarray:
     Returns
     -------
     (*shape, d) float array
+        Point coordinates, last axis ``(x, y[, z])``.
     """
     shape = tuple(int(s) for s in shape)
     d = len(shape)

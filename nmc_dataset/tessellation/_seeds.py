@@ -76,6 +76,7 @@ def poisson_seeds(rng: np.random.Generator, intensity: float, lo, hi) -> Poisson
     Returns
     -------
     PoissonSeeds
+        Positions, noise marks and roll angles.
 
     Examples
     --------
@@ -110,6 +111,7 @@ def roi_window(roi_points, margin: float, lo=None, hi=None) -> tuple[np.ndarray,
     Returns
     -------
     (lo, hi) : two (d,) arrays
+        The window corners.
     """
     pts = np.asarray(roi_points, dtype=np.float64)
     pts = pts.reshape(-1, pts.shape[-1])

@@ -22,6 +22,7 @@ def torch_frames(seeds, roll=None):
     Returns
     -------
     (N, d, d) tensor
+        Rotations ``Q_i``; row 0 of each is the radial direction.
     """
     import torch
 
@@ -135,6 +136,7 @@ def candidate_seeds(points: np.ndarray, seeds: np.ndarray, k: int = 16) -> np.nd
     Returns
     -------
     (P, min(k, N)) int64 array
+        Seed indices, nearest first.
     """
 
     seeds = np.asarray(seeds, dtype=np.float64)

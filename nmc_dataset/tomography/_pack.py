@@ -505,6 +505,7 @@ def pack_electrode(shell_model, grain_model, *, box_um: float, solid_fraction: f
     Returns
     -------
     Electrode
+        Phase, particle and grain label volumes (axes ``z, y, x``) and the particle table.
     """
     t0 = time.perf_counter()
     h = float(voxel_size_um)

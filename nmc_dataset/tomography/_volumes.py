@@ -116,6 +116,7 @@ def read_volumes(path: str | os.PathLike, names=None, *, kinds=KINDS) -> tuple[d
     Returns
     -------
     arrays : dict of str to ndarray
+        The volumes by name.
     meta : dict
         Root attributes (JSON strings decoded) and ``kind``.
 

@@ -219,7 +219,19 @@ class TrainConfig:
 
     @classmethod
     def from_section(cls, cfg: dict) -> "TrainConfig":
-        """Build from a recipe ``grains:`` section (nested keys; see the section schema)."""
+        """Build from a recipe ``grains:`` section (nested keys; see the section schema).
+
+        Parameters
+        ----------
+        cfg : dict
+            The ``grains:`` section: ``kappa``, ``intensity_init_per_px3`` and the ``generator``, ``discriminator``,
+            ``cutouts`` and ``training`` sub-sections.
+
+        Returns
+        -------
+        TrainConfig
+            Defaults for every key not given.
+        """
         g = cfg.get("generator", {})
         d = cfg.get("discriminator", {})
         c = cfg.get("cutouts", {})
@@ -247,6 +259,7 @@ class TrainConfig:
         return cls(**kw)
 
     def to_dict(self) -> dict:
+        """The settings as a JSON-able dict (tuples as lists)."""
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
 
 

@@ -179,6 +179,20 @@ class GNet(nn.Module):
         self.register_buffer("out_span", hi - lo, persistent=False)
 
     def forward(self, x):
+        """Markers of a batch of seeds.
+
+        Parameters
+        ----------
+        x : (n, 5 kappa) tensor
+            Neighbour inputs of each seed.
+
+        Returns
+        -------
+        diag : (n, 3) tensor
+            Diagonal marker entries, in ``diag_bounds``.
+        offsets : (n,) tensor
+            Offsets ``r_i``, in ``r_bounds``.
+        """
         out = self.out_lo + self.out_span * torch.sigmoid(self.body(x))
         return out[:, 1:], out[:, 0]
 

@@ -343,7 +343,18 @@ class OrientationModel:
 
     # ------------------------------------------------------------------ density
     def log_density(self, v: np.ndarray) -> np.ndarray:
-        """Log density of crystal-frame radial directions w.r.t. the uniform measure on the sphere."""
+        """Log density of crystal-frame radial directions w.r.t. the uniform measure on the sphere.
+
+        Parameters
+        ----------
+        v : (n, 3) float array
+            Unit radial directions in crystal coordinates.
+
+        Returns
+        -------
+        (n,) float array
+            Log density of each direction.
+        """
         t = texture_statistics(v)
         return t @ np.array([self.kappa, self.lam]) - log_partition(self.kappa, self.lam)[0]
 
@@ -353,7 +364,18 @@ class OrientationModel:
         return mean, cov
 
     def c_axis_angle_quantiles(self, q=(0.25, 0.5, 0.75)) -> np.ndarray:
-        """Quantiles of the angle (degrees, 0–90) between the c-axis and the radial direction."""
+        """Quantiles of the angle (degrees, 0–90) between the c-axis and the radial direction.
+
+        Parameters
+        ----------
+        q : sequence of float, default (0.25, 0.5, 0.75)
+            Probabilities.
+
+        Returns
+        -------
+        float array
+            Angles in degrees, one per probability.
+        """
         z = np.linspace(0.0, 1.0, 4097)
         pdf = self._z_pdf(z)
         cdf = np.concatenate([[0.0], np.cumsum(0.5 * (pdf[1:] + pdf[:-1]) * np.diff(z))])
@@ -468,6 +490,13 @@ class OrientationModel:
     def sample(self, rng, radial: np.ndarray) -> np.ndarray:
         """Draw orientations for grains with radial directions ``radial`` (n, 3).
 
+        Parameters
+        ----------
+        rng : numpy.random.Generator or int or None
+            Random generator, or a seed for one.
+        radial : (n, 3) float array
+            Radial direction of each grain in the frame (need not be normalised).
+
         Returns
         -------
         (n, 4) array
@@ -515,14 +544,36 @@ class OrientationModel:
         return f"{ORIENTATION_MODEL_FORMAT}@v{ORIENTATION_MODEL_FORMAT_VERSION}:sha256:{digest}"
 
     def save(self, path) -> Path:
-        """Write the model as JSON (atomically); returns the path."""
+        """Write the model as JSON (atomically); returns the path.
+
+        Parameters
+        ----------
+        path : path-like
+            Output JSON file.
+        """
         path = Path(path)
         write_json_atomic(path, self.to_json())
         return path
 
     @classmethod
     def load(cls, path) -> OrientationModel:
-        """Read a model written by :meth:`save` (format-checked)."""
+        """Read a model written by :meth:`save` (format-checked).
+
+        Parameters
+        ----------
+        path : path-like
+            A JSON file written by :meth:`save`.
+
+        Returns
+        -------
+        OrientationModel
+            The model.
+
+        Raises
+        ------
+        InputError
+            If the file is missing or not a valid orientation model.
+        """
         path = Path(path)
         if not path.is_file():
             raise InputError("orientation model not found (fit it with `nmc-dataset fit-orientations`)", path)

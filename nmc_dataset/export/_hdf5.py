@@ -104,6 +104,20 @@ class VoxelsWriter:
 
         ``orientations_wxyz`` (n, 4) (default: the volume's own ``orientations_wxyz``) adds the
         per-label table ``grains/<id>``.
+
+        Parameters
+        ----------
+        volume : VoxelVolume
+            The label volume (uint16 or uint32).
+        n_grains : int, optional
+            Grain count stored with it (default: its largest label).
+        orientations_wxyz : (n, 4) float array, optional
+            Per-label crystal orientations (crystal → particle frame); default: the volume's own.
+
+        Returns
+        -------
+        str
+            The HDF5 path of the dataset (``particles/<id>``).
         """
         labels = np.asarray(volume.labels)
         if labels.ndim != 3 or labels.dtype not in (np.uint16, np.uint32):

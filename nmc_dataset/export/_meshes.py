@@ -85,7 +85,18 @@ class GrainSurface:
     n_grains: int
 
     def grain_faces(self, k: int) -> np.ndarray:
-        """Faces of grain ``k``'s closed surface, oriented outwards."""
+        """Faces of grain ``k``'s closed surface, oriented outwards.
+
+        Parameters
+        ----------
+        k : int
+            Grain label.
+
+        Returns
+        -------
+        (F_k, 3) int array
+            Vertex indices of its triangles.
+        """
         sel = (self.pairs == k).any(axis=1)
         f = self.faces[sel].copy()
         flip = self.pairs[sel, 1] == k
@@ -93,7 +104,18 @@ class GrainSurface:
         return f
 
     def grain_mesh(self, k: int):
-        """Grain ``k``'s closed surface as a ``trimesh.Trimesh`` (only its own vertices)."""
+        """Grain ``k``'s closed surface as a ``trimesh.Trimesh`` (only its own vertices).
+
+        Parameters
+        ----------
+        k : int
+            Grain label.
+
+        Returns
+        -------
+        trimesh.Trimesh
+            The closed surface (µm).
+        """
         import trimesh
 
         f = self.grain_faces(k)
@@ -332,7 +354,18 @@ class TetMesh:
         return np.einsum("ij,ij->i", np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]), p[:, 3] - p[:, 0]) / 6.0
 
     def grain_volumes(self, n_grains: int) -> np.ndarray:
-        """Volume of each grain ``1..n_grains`` (µm³)."""
+        """Volume of each grain ``1..n_grains`` (µm³).
+
+        Parameters
+        ----------
+        n_grains : int
+            Number of grains.
+
+        Returns
+        -------
+        (n_grains,) float array
+            Volumes in µm³.
+        """
         return np.bincount(self.grain, weights=self.signed_volumes(), minlength=n_grains + 1)[1:n_grains + 1]
 
     def to_meshio(self):

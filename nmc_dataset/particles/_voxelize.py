@@ -69,7 +69,18 @@ class Grid:
         return int(np.prod(self.shape))
 
     def axis_coords_um(self, axis: str) -> np.ndarray:
-        """Voxel-centre coordinates along ``'x'``, ``'y'`` or ``'z'`` (1D, µm)."""
+        """Voxel-centre coordinates along ``'x'``, ``'y'`` or ``'z'`` (1D, µm).
+
+        Parameters
+        ----------
+        axis : {"x", "y", "z"}
+            The axis.
+
+        Returns
+        -------
+        (n,) float array
+            Coordinates in µm, relative to the particle centre.
+        """
         a = "xyz".index(axis)
         n = self.shape[2 - a]
         return (int(self.index_lo[a]) + np.arange(n, dtype=np.float64)) * self.voxel_size_um

@@ -69,7 +69,18 @@ class RunContext:
     options: dict = dataclasses.field(default_factory=dict)
 
     def resolve(self, p: str | Path) -> Path:
-        """Resolve a path given in the recipe relative to the recipe's folder."""
+        """Resolve a path given in the recipe relative to the recipe's folder.
+
+        Parameters
+        ----------
+        p : str or Path
+            A path from the recipe (``~`` expanded).
+
+        Returns
+        -------
+        Path
+            Absolute paths unchanged; relative ones resolved against the recipe's folder.
+        """
         p = Path(p).expanduser()
         return p if p.is_absolute() else (self.recipe_path.parent / p).resolve()
 

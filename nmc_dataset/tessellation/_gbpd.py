@@ -78,7 +78,18 @@ class GBPD:
         return np.einsum("nki,nk,nkj->nij", q, self.diag, q)
 
     def subset(self, index) -> "GBPD":
-        """The GBPD of the seeds selected by ``index`` (boolean mask or integer array)."""
+        """The GBPD of the seeds selected by ``index`` (boolean mask or integer array).
+
+        Parameters
+        ----------
+        index : bool array or int array
+            Seeds to keep.
+
+        Returns
+        -------
+        GBPD
+            Seeds, markers and roll angles of the selection.
+        """
         return GBPD(self.seeds[index], self.diag[index], self.offsets[index], self.roll[index])
 
 

@@ -47,7 +47,18 @@ class PoissonSeeds:
         return int(self.positions.shape[1])
 
     def subset(self, index) -> "PoissonSeeds":
-        """The seeds selected by ``index`` (boolean mask or integer array)."""
+        """The seeds selected by ``index`` (boolean mask or integer array).
+
+        Parameters
+        ----------
+        index : bool array or int array
+            Seeds to keep.
+
+        Returns
+        -------
+        PoissonSeeds
+            Positions, noise and roll of the selection.
+        """
         return PoissonSeeds(self.positions[index], self.noise[index], self.roll[index])
 
 

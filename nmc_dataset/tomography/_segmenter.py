@@ -177,7 +177,20 @@ class SegmenterConfig:
 
     @classmethod
     def from_dict(cls, d: dict, where=None) -> SegmenterConfig:
-        """Build from a mapping; unknown keys and bad values are :class:`InputError`."""
+        """Build from a mapping; unknown keys and bad values are :class:`InputError`.
+
+        Parameters
+        ----------
+        d : dict
+            Settings by field name (lists become tuples).
+        where : str or path-like, optional
+            Named in error messages.
+
+        Returns
+        -------
+        SegmenterConfig
+            The checked settings.
+        """
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
@@ -204,6 +217,7 @@ class SegmenterConfig:
         return cfg
 
     def to_dict(self) -> dict:
+        """The settings as a JSON-able dict (tuples as lists; :meth:`from_dict` reads it)."""
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
 
 
@@ -290,7 +304,13 @@ class Segmenter:
     record: dict
 
     def save(self, folder: Path) -> None:
-        """Write ``model.safetensors`` and ``config.json`` into ``folder``."""
+        """Write ``model.safetensors`` and ``config.json`` into ``folder``.
+
+        Parameters
+        ----------
+        folder : Path
+            Model folder (created).
+        """
         from safetensors.torch import save
 
         from nmc_dataset._util import write_bytes_atomic, write_json_atomic
@@ -308,7 +328,20 @@ class Segmenter:
 
     @classmethod
     def load(cls, folder: str | os.PathLike, device="cpu") -> Segmenter:
-        """Read a model folder written by :meth:`save` (``InputError`` if missing or malformed)."""
+        """Read a model folder written by :meth:`save` (``InputError`` if missing or malformed).
+
+        Parameters
+        ----------
+        folder : str or path-like
+            Model folder (``config.json`` + ``model.safetensors``).
+        device : str or torch.device, default "cpu"
+            Where the network is put.
+
+        Returns
+        -------
+        Segmenter
+            The model, in eval mode.
+        """
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -338,6 +371,22 @@ class Segmenter:
         """Sliding-window inference: phase probabilities (3, Z, Y, X) and core distance (Z, Y, X).
 
         ``normalised=True`` skips the grey normalisation (the input is already normalised).
+
+        Parameters
+        ----------
+        ct : (Z, Y, X) array
+            Grey volume.
+        device : torch.device or str, optional
+            Where inference runs (default: the network's device).
+        normalised : bool, default False
+            The input is already normalised.
+
+        Returns
+        -------
+        prob : (3, Z, Y, X) float32 array
+            Probabilities of pore, NMC and binder.
+        dist : (Z, Y, X) float32 array
+            Predicted core distance (sigmoid, 0..1).
         """
         device = next(self.net.parameters()).device if device is None else device
         self.net.eval()
@@ -370,7 +419,24 @@ class Segmenter:
         return acc[:3], acc[3]
 
     def segment(self, ct: np.ndarray, device=None) -> tuple[np.ndarray, np.ndarray, dict]:
-        """Phase labels (uint8) and particle instances (uint32) of a grey volume."""
+        """Phase labels (uint8) and particle instances (uint32) of a grey volume.
+
+        Parameters
+        ----------
+        ct : (Z, Y, X) array
+            Grey volume.
+        device : torch.device or str, optional
+            Where inference runs (default: the network's device).
+
+        Returns
+        -------
+        phase : (Z, Y, X) uint8 array
+            0 pore, 1 NMC, 2 binder.
+        particle : (Z, Y, X) uint32 array
+            Particle instances, 0 = none.
+        info : dict
+            ``n_particles``.
+        """
         prob, dist = self.predict_maps(ct, device)
         phase = np.argmax(prob, axis=0).astype(np.uint8)
         particle = instances_from_maps(phase == 1, dist, self.cfg)

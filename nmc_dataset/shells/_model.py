@@ -596,7 +596,8 @@ class ShellModel:
         return_stats : bool
             Also return ``{"redrawn": k, "rounds": r}``.
         max_rounds : int, default 200
-            Redraw rounds before giving up with an :class:`InputError` (the model then draws almost only invalid shells).
+            Redraw rounds before giving up with an :class:`InputError` (the model then draws almost
+            only invalid shells).
 
         Returns
         -------

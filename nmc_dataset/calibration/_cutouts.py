@@ -43,7 +43,7 @@ from nmc_dataset.calibration._generator import neighbour_inputs, poisson_seed_se
 class CutoutSpec:
     """Geometry and temperature of cutouts.
 
-    Attributes
+    Parameters
     ----------
     grid : int
         Grid points per side (paper: 32).
@@ -296,7 +296,36 @@ def t3d_batch_from_markers(ts: T3DSeeds, diag, offsets, spec: CutoutSpec, *, wit
 def t3d_batch(gnet, rng: np.random.Generator, intensity: float, batch: int, spec: CutoutSpec, *,
               kappa: int = 12, input_scale_px: float = 10.0, with_hard: bool = False):
     """Draw ``batch`` generated cutouts: ``(images (B, C, G, G) with gradient, ng (B,)[, hard])``,
-    on the device of ``gnet``'s weights."""
+    on the device of ``gnet``'s weights.
+
+    Parameters
+    ----------
+    gnet : GNet
+        The marker network.
+    rng : numpy.random.Generator
+        Source of the seeds.
+    intensity : float
+        Seed intensity ``mu`` (seeds per pixel³).
+    batch : int
+        Cutouts to draw.
+    spec : CutoutSpec
+        Cutout geometry and temperature.
+    kappa : int, default 12
+        Neighbours per seed fed to ``gnet``.
+    input_scale_px : float, default 10.0
+        Displacements are divided by this before entering ``gnet``.
+    with_hard : bool, default False
+        Also return the hard images.
+
+    Returns
+    -------
+    images : (B, C, G, G) tensor
+        Soft cutout images, differentiable with respect to ``gnet``'s weights.
+    ng : (B,) array
+        Visible grains per unit area of each cutout.
+    hard : (B, C, G, G) tensor, only with ``with_hard``
+        The exact hard images.
+    """
     ts = draw_t3d_seeds(rng, intensity, batch, spec, kappa)
     diag, off = t3d_markers(gnet, ts, kappa=kappa, input_scale_px=input_scale_px)
     return t3d_batch_from_markers(ts, diag, off, spec, with_hard=with_hard)
@@ -342,14 +371,37 @@ def t2d_batch(fits, rng: np.random.Generator, batch: int, spec: CutoutSpec, *, a
     Each cutout picks a section uniformly, augments its markers (``fit2d.augment`` with
     ``augment_rel`` = max relative change; 0 disables), draws ``p ~ U(0, p_max]`` and ``beta ~ U[0, 2 pi)``.
 
+    Parameters
+    ----------
+    fits : list of GBPD
+        2D GBPDs fitted to central sections (pixels, section centre at the origin).
+    rng : numpy.random.Generator
+        Source of the draws.
+    batch : int
+        Cutouts to draw.
+    spec : CutoutSpec
+        Cutout geometry and temperature.
+    augment_rel : float, default 0.2
+        Largest relative change of the marker augmentation (0 disables).
+    with_labels : bool, default False
+        Also return the hard label (seed index) of every grid point.
+    with_hard : bool, default False
+        Also return the hard (one-hot) images.
+    return_draws : bool, default False
+        Also return what was drawn.
+    device : torch.device or str, optional
+        Where the images are computed (default: the CPU).
+
     Returns
     -------
     images : (B, C, G, G) tensor (no gradient)
+        Soft cutout images.
     ng : (B,) array
+        Visible grains per unit area of each cutout.
     labels, hard : as in :func:`soft_images`, with ``with_labels`` / ``with_hard``
+        Hard seed index per grid point, and the exact hard images.
     draws : list of (GBPD used, p, beta), only with ``return_draws``
-
-    The images are computed on ``device`` (default: the CPU).
+        What each cutout was made from.
     """
     coef_list, scales, draws = [], [], []
     for _ in range(batch):

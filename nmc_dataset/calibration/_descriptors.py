@@ -125,15 +125,19 @@ def section_descriptors(labels: np.ndarray, center_px, min_area_px: int = 1) -> 
     Parameters
     ----------
     labels : (ny, nx) int array
+        Grain labels, 0 = unassigned.
     center_px : (2,) sequence
-        ``(x, y)`` of the particle section's centre.
+        ``(x, y)`` of the particle section's centre, in pixels.
     min_area_px : int
         Grains smaller than this (and their chords) are left out: the detection limit. Compare
         model sections with measured ones at the ``min_grain_px`` their EBSD import used (grains
         below it were dropped from the measured sections).
 
-    Returns ``{"area_px", "elongation", "alpha_rad", "chord_px"}`` (per grain, chords per chord),
-    computed by :mod:`nmc_dataset.ebsd._morphology`.
+    Returns
+    -------
+    dict
+        ``{"area_px", "elongation", "alpha_rad", "chord_px"}`` (per grain, chords per chord),
+        computed by :mod:`nmc_dataset.ebsd._morphology`.
     """
     from nmc_dataset.ebsd._morphology import chord_table, grain_descriptors
 
@@ -258,6 +262,27 @@ def describe_grains(model_dir, tessellations, out, *, samples: int = 8, radius_p
     :func:`nmc_dataset.compare.compare_descriptors`), ``cut_height.png`` (α distribution of model
     sections at ``heights`` × radius from the centre) and ``cut_height.json``.
 
+    Parameters
+    ----------
+    model_dir : path-like
+        Grain model folder (``model.json``).
+    tessellations : path-like
+        Folder written by ``fit-sections``.
+    out : path-like
+        Report folder.
+    samples : int, default 8
+        Central model sections drawn (half as many per cut height, at least 2).
+    radius_px : float, optional
+        Particle radius of the model sections (default: the mean equal-area radius of the fitted sections).
+    seed : int, default 0
+        Seed of the model draws.
+    heights : sequence of float, default (0.0, 0.25, 0.5, 0.75)
+        Cut heights of the study, relative to the radius.
+    min_area_px : int, default 5
+        Detection limit (pixels) applied to both sides.
+    force : bool, default False
+        Write into a folder that holds files the tool did not write (they are left alone).
+
     Returns
     -------
     dict
@@ -294,7 +319,27 @@ def describe_grains(model_dir, tessellations, out, *, samples: int = 8, radius_p
 
 
 def cut_height_study(sampler, rng, radius_px: float, heights, n: int) -> dict:
-    """α samples and their KDE at section heights ``h * radius_px`` (the cut-height study)."""
+    """α samples and their KDE at section heights ``h * radius_px`` (the cut-height study).
+
+    Parameters
+    ----------
+    sampler : GrainModel or callable
+        ``sampler.sample(rng, lo, hi) -> GBPD`` or ``sampler(rng, lo, hi)``.
+    rng : numpy.random.Generator
+        Source of the draws.
+    radius_px : float
+        Particle radius in pixels.
+    heights : sequence of float
+        Section heights relative to ``radius_px`` (0 = through the centre).
+    n : int
+        Sections per height.
+
+    Returns
+    -------
+    dict
+        ``radius_px`` and per height ``relative_height``, ``height_px``, ``n_grains``, ``centrality_score``,
+        ``alpha_grid`` and ``alpha_density`` (the KDE of α).
+    """
     from nmc_dataset.ebsd._morphology import alpha_kde, centrality_score
 
     res = {"radius_px": float(radius_px), "heights": []}

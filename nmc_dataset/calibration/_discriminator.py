@@ -49,6 +49,18 @@ class Discriminator(nn.Module):
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(cin * side * side, dense), nn.ReLU(), nn.Linear(dense, 1))
 
     def forward(self, x):
+        """Scores of a batch of cutout images.
+
+        Parameters
+        ----------
+        x : (B, channels, grid, grid) tensor
+            Cutout images.
+
+        Returns
+        -------
+        (B,) tensor
+            One score per image (least-squares GAN: 1 = measured, 0 = generated).
+        """
         return self.head(self.features(x)).squeeze(1)
 
     def config(self) -> dict:

@@ -48,12 +48,14 @@ TESSELLATIONS_FORMAT_VERSION = 1
 class SectionFit:
     """A 2D GBPD fitted to one section.
 
-    Attributes
+    Parameters
     ----------
     section_id : str
+        Id of the section (its folder name).
     gbpd : GBPD
         2D, in pixels relative to the section centre.
     pixel_size_um : float
+        Pixel (step) size in µm.
     agreement : float
         Fraction of assigned pixels (label > 0, inside the mask) whose hard fitted cell is the
         cell of their grain.
@@ -170,6 +172,7 @@ def fit_section(section, steps: int = 200, seed: int = 0, beta: tuple[float, flo
     Returns
     -------
     SectionFit
+        The fitted tessellation and its agreement with the section's labels.
 
     Raises
     ------
@@ -273,7 +276,9 @@ def augment(g: GBPD, rng: np.random.Generator, max_rel: float = 0.2) -> GBPD:
     Parameters
     ----------
     g : GBPD
+        The fitted tessellation.
     rng : numpy.random.Generator
+        Source of the factors.
     max_rel : float
         Largest relative change, in ``[0, 1)``.
 
@@ -291,7 +296,22 @@ def augment(g: GBPD, rng: np.random.Generator, max_rel: float = 0.2) -> GBPD:
 
 # --------------------------------------------------------------------------- files
 def write_tessellations(fits: list[SectionFit], folder: str | Path, *, force: bool = False) -> Path:
-    """Write fitted tessellations atomically into ``folder`` (layout in the module docstring)."""
+    """Write fitted tessellations atomically into ``folder`` (layout in the module docstring).
+
+    Parameters
+    ----------
+    fits : list of SectionFit
+        The fitted sections (distinct ids).
+    folder : str or Path
+        Output folder.
+    force : bool, default False
+        Write into a folder that holds files the tool did not write (they are left alone).
+
+    Returns
+    -------
+    Path
+        ``folder``.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -333,6 +353,16 @@ def write_tessellations(fits: list[SectionFit], folder: str | Path, *, force: bo
 
 def read_tessellations(folder: str | Path) -> list[SectionFit]:
     """Read a folder written by :func:`write_tessellations` (in the order of ``sections.json``).
+
+    Parameters
+    ----------
+    folder : str or Path
+        A tessellations folder (``sections.json``, ``cells.parquet``, ``masks/``).
+
+    Returns
+    -------
+    list of SectionFit
+        One per section.
 
     Raises
     ------
@@ -406,10 +436,14 @@ def fit_sections(root: str | Path, out: str | Path, steps: int = 200, seed: int 
     steps : int
         Adam steps per section.
     seed : int
+        Seed of the first section's fit (section ``i`` uses ``seed + i``).
+    force : bool, default False
+        Write into a folder that holds files the tool did not write (they are left alone).
 
     Returns
     -------
     list of SectionFit
+        One per selected section, in section order.
     """
     from nmc_dataset.io._sections import read_sections
 
@@ -440,6 +474,25 @@ def section_from_gbpd(g: GBPD, size: int, radius_px: float, z: float = 0.0, junc
     Cells are split into connected components (as grain reconstruction would) and numbered from
     1; a ``junction_fraction`` of the pixels touching three or more grains (3 x 3 neighbourhood)
     are set to 0 (unassigned), as EBSD leaves them.
+
+    Parameters
+    ----------
+    g : GBPD
+        2D or 3D tessellation in pixels, centred on the image centre.
+    size : int
+        Edge length of the square image (pixels).
+    radius_px : float
+        Radius of the particle disc (pixels).
+    z : float, default 0.0
+        Height of the cutting plane for a 3D ``g`` (pixels).
+    junction_fraction : float, default 0.5
+        Fraction of triple-junction pixels set to 0.
+    rng : numpy.random.Generator, optional
+        Draws the unassigned junction pixels (default seed 0).
+    section_id : str, default "synthetic"
+        Id of the section.
+    pixel_size_um : float, default 0.05
+        Pixel size recorded in the section (µm).
 
     Returns
     -------

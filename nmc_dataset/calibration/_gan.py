@@ -237,6 +237,79 @@ class TrainConfig:
     weights, ``w_ema <- d w_ema + (1 - d) w`` after every G step with the warm-up
     ``d = min(ema_decay, (1 + t) / (10 + t))``; the saved model then holds the averaged weights,
     which fluctuate far less than the last iterate of an adversarial game.
+
+    Parameters
+    ----------
+    kappa : int, default 12
+        Nearest neighbours per seed that ``G_net`` sees.
+    hidden : tuple of int, default (128, 128, 64)
+        Hidden layer widths of ``G_net``.
+    r_bounds : tuple of 2 floats, default (1.0, 10.0)
+        Range of the offsets ``r_i``.
+    diag_bounds : tuple of 2 floats, default (DIAG_MIN, 50.0)
+        Range of each diagonal marker entry.
+    input_scale_px : float, default 10.0
+        Displacements are divided by this before entering ``G_net``.
+    d_width : int, default 32
+        Feature maps of the discriminator's first block (doubled per block).
+    d_blocks : int, default 3
+        Discriminator conv blocks, each followed by max-pooling.
+    d_convs_per_block : int, default 2
+        Conv + BN + ReLU layers per block.
+    d_dense : int, default 128
+        Units of the discriminator's hidden dense layer.
+    grid : int, default 32
+        Cutout grid points per side.
+    channels : int, default 12
+        Cutout channels kept.
+    p_max_px : float, default 80.0
+        Cutout centres at ``p ~ U(0, p_max_px]`` from the particle centre.
+    margin_px : float, default 16.0
+        Seeds farther than this outside a cutout are ignored.
+    beta : float, default 2.0
+        Relative soft-assignment temperature.
+    ng_min_px : int, default 1
+        Grid points a grain must cover to count as visible in NG.
+    epochs : int, default 200
+        Training epochs.
+    steps_per_epoch : int, default 100
+        G/D steps per epoch.
+    batch_g : int, default 64
+        Generated cutouts per G step.
+    batch_d : int, default 128
+        Measured and generated cutouts (each) per D step.
+    lr : float, default 1e-4
+        Adam learning rate of both networks.
+    lr_schedule : {"constant", "cosine"}, default "constant"
+        Learning-rate schedule.
+    adam_betas : tuple of 2 floats, default (0.5, 0.999)
+        Adam ``(beta1, beta2)``.
+    grad_clip : float, default 1.0
+        Gradient-norm clip of both networks.
+    d_skip_below : float, default 0.09
+        The D step is skipped while its loss is at or below this.
+    augment : float, default 0.2
+        Largest relative change of the measured markers' augmentation (0 disables).
+    intensity_init_per_px3 : float, default 0.0018
+        Initial seed intensity ``mu`` (seeds per pixel³).
+    intensity_update : {"step", "epoch"}, default "step"
+        When ``mu`` is updated from the NG ratio.
+    g_input : {"straight-through", "soft"}, default "straight-through"
+        What D sees of generated cutouts in the G step.
+    ng_gt_cutouts : int, default 512
+        Measured cutouts that estimate the target NG.
+    ema_decay : float, default 0.0
+        Decay of the generator weights' moving average (0 = off).
+    d_r1 : float, default 0.0
+        Weight of the R1 penalty on measured cutouts (0 = off).
+    holdout_sections : int, default 0
+        Sections kept out of training for the memorisation check (0 = off).
+    select_sections : int, default 0
+        Sections drawn per epoch to select the best epoch (0 = off: keep the last one).
+    select_min_area_px : int, default 5
+        Detection limit (pixels) of the selection score's grains.
+    select_metric : {"max", "mean"}, default "max"
+        How the four descriptor scores combine into the selection score.
     """
 
     kappa: int = 12
@@ -342,7 +415,23 @@ def _unflatten_optimizer(opt, prefix: str, tensors: dict, meta: dict) -> None:
 
 def resolve_device(device) -> torch.device:
     """``"cpu"`` (default), ``"cuda"``, ``"cuda:N"``, ``"auto"`` (CUDA when available) or a
-    ``torch.device``, checked, as a torch device."""
+    ``torch.device``, checked, as a torch device.
+
+    Parameters
+    ----------
+    device : str or torch.device or None
+        The device name; None means ``"cpu"``.
+
+    Returns
+    -------
+    torch.device
+        The checked device.
+
+    Raises
+    ------
+    InputError
+        For an unknown name, or CUDA asked for without a GPU.
+    """
     name = str(device or "cpu").strip().lower()
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -688,6 +777,7 @@ def train(fits, pixel_size_um: float, cfg: TrainConfig | None = None, *, seed: i
     pixel_size_um : float
         Their pixel size (µm).
     cfg : TrainConfig, optional
+        Hyper-parameters (default ``TrainConfig()``).
     seed : int
         Root seed (weights init and every random draw).
     out : path-like, optional
@@ -703,8 +793,6 @@ def train(fits, pixel_size_um: float, cfg: TrainConfig | None = None, *, seed: i
         Called as ``on_epoch(epoch, model)`` after every epoch with the model as it stands (for
         learning curves); it must not draw from the training's random state. The model's
         network is the live one (or its average): copy it if you keep it.
-    sections : list of fit2d.SectionFit, optional
-        The measured sections behind ``fits`` (needed with ``cfg.training.select_sections``).
     device : str
         Where the networks and the cutout images live: ``"cpu"`` (default), ``"cuda"``,
         ``"cuda:N"`` or ``"auto"``. Seeds, kNN inputs and the measured cutouts' seed selection stay
@@ -712,10 +800,13 @@ def train(fits, pixel_size_um: float, cfg: TrainConfig | None = None, *, seed: i
         random draws and initial weights but their floating-point sums may differ in the last
         bits (cuDNN), so two GPU runs, or a GPU and a CPU run, drift apart over training.
         Checkpoints hold CPU tensors: a run may resume on another device.
+    sections : list of fit2d.SectionFit, optional
+        The measured sections behind ``fits`` (needed with ``cfg.select_sections``).
 
     Returns
     -------
     GrainModel
+        The calibrated model (the selected epoch's with ``cfg.select_sections``, else the last).
     """
     cfg = cfg or TrainConfig()
     fits = list(fits)
@@ -784,6 +875,27 @@ def train_restarts(fits, pixel_size_um: float, cfg: TrainConfig, *, seeds, out, 
     the lower seed), and its model is written to ``out`` with the list of runs in its training
     summary (``restarts``). With ``resume``, finished runs are reused and an interrupted one
     continues from its checkpoint.
+
+    Parameters
+    ----------
+    fits : list of GBPD
+        2D GBPDs fitted to central sections (pixels, section centre at the origin).
+    pixel_size_um : float
+        Their pixel size (µm).
+    cfg : TrainConfig
+        Hyper-parameters (``select_sections`` must be > 0).
+    seeds : sequence of int
+        Distinct root seeds, one run each.
+    out : path-like
+        Model folder; the runs go to ``out/restarts/seed-<seed>/``.
+    resume : bool, default False
+        Reuse finished runs and continue an interrupted one from its checkpoint.
+    source : dict, optional
+        Recorded in the model's training summary.
+    device : str, default "cpu"
+        ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (see :func:`train`).
+    sections : list of SectionFit, optional
+        The measured sections behind ``fits`` (for the selection score).
 
     Returns
     -------

@@ -35,6 +35,20 @@ def poisson_seed_set(rng: np.random.Generator, intensity: float, lo, hi) -> Pois
     """Seeds, noise and roll of the marked Poisson process on the box ``[lo, hi]`` (3D).
 
     A thin wrapper of :func:`nmc_dataset.tessellation._seeds.poisson_seeds` that insists on ``mu > 0``.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of the draws.
+    intensity : float
+        Seed intensity ``mu`` (seeds per pixel³), > 0.
+    lo, hi : (3,) array-like
+        Box corners in pixels.
+
+    Returns
+    -------
+    PoissonSeeds
+        Positions, noise marks and roll angles.
     """
     if not intensity > 0:
         raise ValueError(f"intensity must be > 0, got {intensity}")
@@ -127,6 +141,8 @@ def _drop_self(nb: np.ndarray, idx: np.ndarray) -> np.ndarray:
 class GNet(nn.Module):
     """Fully connected marker network ``G_net``: ReLU hidden layers, 4 scaled-sigmoid outputs.
 
+    ``forward(x)`` maps ``(n, 5 kappa)`` inputs to ``(diag (n, 3), offsets (n,))``.
+
     Parameters
     ----------
     kappa : int
@@ -137,8 +153,6 @@ class GNet(nn.Module):
         Range of the offsets ``r_i`` (paper: [1, 10]).
     diag_bounds : (a, b)
         Range of each diagonal entry of ``D_i`` (paper: [0, 50]; ``a > 0`` here).
-
-    ``forward(x)`` maps ``(n, 5 kappa)`` inputs to ``(diag (n, 3), offsets (n,))``.
     """
 
     def __init__(self, kappa: int = 12, hidden=(128, 128, 64), r_bounds=(1.0, 10.0),
@@ -165,6 +179,20 @@ class GNet(nn.Module):
         self.register_buffer("out_span", hi - lo, persistent=False)
 
     def forward(self, x):
+        """Markers of a batch of seeds.
+
+        Parameters
+        ----------
+        x : (n, 5 kappa) tensor
+            Neighbour inputs of each seed.
+
+        Returns
+        -------
+        diag : (n, 3) tensor
+            Diagonal marker entries, in ``diag_bounds``.
+        offsets : (n,) tensor
+            Offsets ``r_i``, in ``r_bounds``.
+        """
         out = self.out_lo + self.out_span * torch.sigmoid(self.body(x))
         return out[:, 1:], out[:, 0]
 
@@ -184,6 +212,7 @@ def markers(gnet, inputs: np.ndarray, *, chunk: int | None = None, fused: bool |
     Parameters
     ----------
     gnet : GNet
+        The marker network.
     inputs : (n, 5 kappa) array
         Rows of :func:`neighbour_inputs`.
     chunk : int, optional
@@ -195,6 +224,13 @@ def markers(gnet, inputs: np.ndarray, *, chunk: int | None = None, fused: bool |
         the CPU in float32 with oneDNN built in). ``False``: the module's own ``forward`` (the
         plain twin; results agree to float32 rounding). Either way a row's result does not
         depend on the chunking, to float32 rounding (the fused path: bit for bit).
+
+    Returns
+    -------
+    diag : (n, 3) float64 array
+        Diagonal marker entries.
+    offsets : (n,) float64 array
+        Offsets ``r_i``.
     """
     if chunk is None:
         chunk = 8192
@@ -225,6 +261,16 @@ def fused_layers(gnet):
     Returns ``[(weight, bias, "relu" | "sigmoid"), ...]`` (detached float32 CPU tensors) for a
     :class:`GNet` on the CPU in float32 when torch has oneDNN (``torch.backends.mkldnn``) and its
     ``mkldnn::_linear_pointwise`` operator (the one torch's compiler uses for CPU linear layers).
+
+    Parameters
+    ----------
+    gnet : GNet
+        The marker network (anything else gives None).
+
+    Returns
+    -------
+    list of (torch.Tensor, torch.Tensor, str) or None
+        ``(weight, bias, activation)`` per linear layer.
     """
     if not isinstance(gnet, GNet) or not _fused_op_available():
         return None
@@ -292,13 +338,17 @@ def generate_gbpd(gnet, rng: np.random.Generator, intensity: float, lo, hi, *, k
     Parameters
     ----------
     gnet : GNet
+        The trained marker network.
     rng : numpy.random.Generator
+        Source of the seeds and their marks.
     intensity : float
         Seeds per pixel^3.
     lo, hi : (3,) array-like
         The box in pixels (particle centre at the origin).
-    kappa, input_scale_px
-        As the network was trained with.
+    kappa : int, default 12
+        Neighbours per seed, as the network was trained with.
+    input_scale_px : float, default 10.0
+        Input scaling of the displacements, as the network was trained with.
     cell_margin_px : float
         Seeds this far outside the box are kept (their cells may reach into it).
     knn_margin_px : float, optional
@@ -329,5 +379,17 @@ def default_knn_margin(intensity: float, kappa: int = 12) -> float:
 
     The kappa-th neighbour distance of a Poisson process has mean ~ ``(3 kappa / (4 pi mu))^(1/3)``;
     twice that is used.
+
+    Parameters
+    ----------
+    intensity : float
+        Seed intensity ``mu`` (seeds per pixel³).
+    kappa : int, default 12
+        Neighbours per seed.
+
+    Returns
+    -------
+    float
+        Margin in pixels.
     """
     return 2.0 * (3.0 * (kappa + 1) / (4.0 * np.pi * float(intensity))) ** (1.0 / 3.0)

@@ -786,6 +786,18 @@ def box_mask(points: np.ndarray, lo, hi) -> np.ndarray:
     """``lo <= p <= hi`` on every axis, per point of an (N, 3) array: an (N,) bool mask.
 
     Same result as ``np.all((points >= lo) & (points <= hi), axis=1)`` without its temporaries.
+
+    Parameters
+    ----------
+    points : (N, 3) float array
+        Points ``(x, y, z)``.
+    lo, hi : (3,) array-like
+        Box corners (inclusive).
+
+    Returns
+    -------
+    (N,) bool array
+        Points inside the box.
     """
     points = np.ascontiguousarray(points, dtype=np.float64)
     lo = np.asarray(lo, dtype=np.float64).reshape(3)

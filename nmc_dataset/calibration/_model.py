@@ -33,7 +33,7 @@ WEIGHTS = "gnet.safetensors"
 class GrainModel:
     """A stochastic 3D grain architecture: Poisson seeds + learned markers.
 
-    Attributes
+    Parameters
     ----------
     gnet : GNet
         The marker network.
@@ -130,6 +130,16 @@ class GrainModel:
 
         The weights are written first and ``model.json`` last, so a folder with a ``model.json``
         always has matching weights. Other files in the folder (``training/``) are kept.
+
+        Parameters
+        ----------
+        folder : path-like
+            Model folder (created).
+
+        Returns
+        -------
+        Path
+            ``folder``.
         """
         from safetensors.torch import save_file
 
@@ -147,6 +157,16 @@ class GrainModel:
     @classmethod
     def load(cls, folder) -> "GrainModel":
         """Read a model folder written by :meth:`write` (weights via safetensors, never pickle).
+
+        Parameters
+        ----------
+        folder : path-like
+            Model folder (``model.json`` + ``gnet.safetensors``).
+
+        Returns
+        -------
+        GrainModel
+            The model (its ``orientation_model`` is None).
 
         Raises
         ------

@@ -65,7 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the console script; returns the exit code."""
+    """Entry point of the console script; returns the exit code.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Command-line arguments without the program name; ``None`` reads ``sys.argv``.
+
+    Returns
+    -------
+    int
+        0 on success, 2 on a usage or user error (one ``error: ...`` line on stderr), 130 on Ctrl-C.
+    """
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

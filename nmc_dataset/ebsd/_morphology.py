@@ -237,6 +237,18 @@ def chord_table(labels: np.ndarray, drop_border: bool = False) -> dict:
 def chord_lengths(labels: np.ndarray, drop_border: bool = False) -> np.ndarray:
     """Chord lengths (pixels) along rows and columns, excluding label 0 (see :func:`chord_table`).
 
+    Parameters
+    ----------
+    labels : (ny, nx) int array
+        Grain labels, 0 = unassigned.
+    drop_border : bool, default False
+        Drop chords that touch the image border.
+
+    Returns
+    -------
+    int64 array
+        Lengths in pixels: row chords first, then column chords.
+
     Examples
     --------
     >>> import numpy as np
@@ -247,7 +259,22 @@ def chord_lengths(labels: np.ndarray, drop_border: bool = False) -> np.ndarray:
 
 
 def chord_arrow_table(labels: np.ndarray, drop_border: bool = False, pixel_size_um: float | None = None):
-    """:func:`chord_table` as a pyarrow table (``format = nmc-dataset/chord-table``)."""
+    """:func:`chord_table` as a pyarrow table (``format = nmc-dataset/chord-table``).
+
+    Parameters
+    ----------
+    labels : (ny, nx) int array
+        Grain labels, 0 = unassigned.
+    drop_border : bool, default False
+        Drop chords that touch the image border.
+    pixel_size_um : float, optional
+        Pixel size in µm; when given, a ``length_um`` column is added and the size is stored in the metadata.
+
+    Returns
+    -------
+    pyarrow.Table
+        Columns ``label``, ``direction`` (0 = along x, 1 = along y), ``length_px`` [, ``length_um``].
+    """
     import pyarrow as pa
 
     d = chord_table(labels, drop_border=drop_border)
@@ -347,11 +374,37 @@ def centrality_score(alpha, area=None, elongation=None) -> float:
 
 
 def section_centrality(labels: np.ndarray, center_px) -> float:
-    """:func:`centrality_score` of a label image (weights ``area × elongation``)."""
+    """:func:`centrality_score` of a label image (weights ``area × elongation``).
+
+    Parameters
+    ----------
+    labels : (ny, nx) int array
+        Grain labels, 0 = unassigned.
+    center_px : (2,) sequence
+        ``(x, y)`` of the particle section's centre in pixels.
+
+    Returns
+    -------
+    float
+        The score (higher = more central; NaN when it cannot be computed).
+    """
     d = grain_descriptors(labels, center_px)
     return centrality_score(d["alpha_rad"], d["area_px"], d["elongation"])
 
 
 def is_central(score: float, threshold: float = CENTRALITY_THRESHOLD) -> bool:
-    """The automatic decision: ``score >= threshold`` (NaN scores are not central)."""
+    """The automatic decision: ``score >= threshold`` (NaN scores are not central).
+
+    Parameters
+    ----------
+    score : float
+        Centrality score of a section (:func:`section_centrality`).
+    threshold : float, default CENTRALITY_THRESHOLD
+        Smallest score of a central section.
+
+    Returns
+    -------
+    bool
+        Whether the section counts as central.
+    """
     return bool(np.isfinite(score) and score >= threshold)

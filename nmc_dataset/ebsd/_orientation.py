@@ -105,7 +105,18 @@ def rotvec_to_quat(v: np.ndarray) -> np.ndarray:
 # Bunge: the passive g = Z(φ2) X(Φ) Z(φ1) is the inverse of the active intrinsic rotation
 # "ZXZ" by (φ1, Φ, φ2).
 def euler_to_quat(euler: np.ndarray) -> np.ndarray:
-    """Bunge Euler angles ``(φ1, Φ, φ2)`` in radians (..., 3) → unit quaternions (..., 4), w >= 0."""
+    """Bunge Euler angles ``(φ1, Φ, φ2)`` in radians (..., 3) → unit quaternions (..., 4), w >= 0.
+
+    Parameters
+    ----------
+    euler : (..., 3) float array
+        Bunge Euler angles ``(φ1, Φ, φ2)`` in radians.
+
+    Returns
+    -------
+    (..., 4) float array
+        Unit quaternions ``(w, x, y, z)``, ``w >= 0``.
+    """
     e = np.asarray(euler, dtype=np.float64)
     return _quats(Rotation.from_euler("ZXZ", e.reshape(-1, 3)).inv(), e.shape[:-1])
 
@@ -120,6 +131,16 @@ def quat_to_euler(q: np.ndarray) -> np.ndarray:
     """Unit quaternions → Bunge Euler angles in radians, ``φ1, φ2 ∈ [0, 2π)``, ``Φ ∈ [0, π]``.
 
     When ``Φ`` is 0 or π only ``φ1 ± φ2`` is defined; ``φ2 = 0`` is returned then.
+
+    Parameters
+    ----------
+    q : (..., 4) float array
+        Unit quaternions ``(w, x, y, z)``.
+
+    Returns
+    -------
+    (..., 3) float array
+        ``(φ1, Φ, φ2)`` in radians.
     """
     r, shape = _rotations(q)
     with warnings.catch_warnings():  # gimbal lock: scipy sets the third angle to 0, as documented here
@@ -239,7 +260,20 @@ def misorientation_angle_bruteforce(qa: np.ndarray, qb: np.ndarray, ops) -> np.n
 
 # --------------------------------------------------------------------------- random orientations
 def random_quaternions(rng, n: int) -> np.ndarray:
-    """``n`` orientations uniform on SO(3) (Shoemake's method), w >= 0."""
+    """``n`` orientations uniform on SO(3) (Shoemake's method), w >= 0.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator or int or None
+        Random generator, or a seed for one.
+    n : int
+        Number of orientations.
+
+    Returns
+    -------
+    (n, 4) float array
+        Unit quaternions ``(w, x, y, z)``.
+    """
     rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
     u1, u2, u3 = rng.uniform(size=(3, n))
     a, b = np.sqrt(1 - u1), np.sqrt(u1)
@@ -249,7 +283,22 @@ def random_quaternions(rng, n: int) -> np.ndarray:
 
 
 def perturb(q: np.ndarray, rng, sigma_rad: float) -> np.ndarray:
-    """Rotate each orientation by a small random rotation: rotation vector ~ N(0, σ² I₃)."""
+    """Rotate each orientation by a small random rotation: rotation vector ~ N(0, σ² I₃).
+
+    Parameters
+    ----------
+    q : (..., 4) float array
+        Unit quaternions ``(w, x, y, z)``.
+    rng : numpy.random.Generator or int or None
+        Random generator, or a seed for one.
+    sigma_rad : float
+        Standard deviation of each rotation-vector component, in radians.
+
+    Returns
+    -------
+    (..., 4) float array
+        The rotated unit quaternions (noise applied on the left).
+    """
     rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
     q = np.asarray(q, dtype=np.float64)
     noise = rotvec_to_quat(rng.normal(scale=sigma_rad, size=q.shape[:-1] + (3,)))
@@ -285,6 +334,7 @@ def mean_orientation(q: np.ndarray, ops="1", weights=None, iterations: int = 3) 
     ops : (K, 4) array or str
         Crystal symmetry.
     weights : (n,) array, optional
+        Non-negative weight per pixel (default: all 1).
     iterations : int
         Re-reduction passes (the first reference is the first pixel).
 

@@ -237,6 +237,8 @@ def fit_texture_deblurred(v: np.ndarray, rho: np.ndarray, n_boot: int = 200, see
         its square).
     n_boot : int
         Bootstrap resamples for the standard errors.
+    seed : int, default 0
+        Seed of the bootstrap resampling.
 
     Returns
     -------
@@ -285,7 +287,20 @@ def _orthonormal_frames(a: np.ndarray) -> np.ndarray:
 
 def radial_directions(points: np.ndarray, fallback: np.ndarray | None = None) -> np.ndarray:
     """Unit vectors from the origin to ``points`` (n, 3); a point at the origin takes ``fallback``'s
-    direction (or +z when that is missing too)."""
+    direction (or +z when that is missing too).
+
+    Parameters
+    ----------
+    points : (n, 3) float array
+        Points ``(x, y, z)`` relative to the particle centre (any length unit).
+    fallback : (n, 3) float array, optional
+        Replacement points for rows of ``points`` that are at the origin or not finite.
+
+    Returns
+    -------
+    (n, 3) float array
+        Unit vectors.
+    """
     p = np.asarray(points, dtype=np.float64).reshape(-1, 3).copy()
     bad = ~np.isfinite(p).all(axis=1) | (np.linalg.norm(np.nan_to_num(p), axis=1) < 1e-9)
     if fallback is not None and bad.any():
@@ -299,7 +314,7 @@ def radial_directions(points: np.ndarray, fallback: np.ndarray | None = None) ->
 class OrientationModel:
     """Texture of grain orientations relative to the radial direction (see the module docstring).
 
-    Attributes
+    Parameters
     ----------
     kappa : float
         c-axis parameter κ (< 0: c perpendicular to the radial direction).
@@ -328,7 +343,18 @@ class OrientationModel:
 
     # ------------------------------------------------------------------ density
     def log_density(self, v: np.ndarray) -> np.ndarray:
-        """Log density of crystal-frame radial directions w.r.t. the uniform measure on the sphere."""
+        """Log density of crystal-frame radial directions w.r.t. the uniform measure on the sphere.
+
+        Parameters
+        ----------
+        v : (n, 3) float array
+            Unit radial directions in crystal coordinates.
+
+        Returns
+        -------
+        (n,) float array
+            Log density of each direction.
+        """
         t = texture_statistics(v)
         return t @ np.array([self.kappa, self.lam]) - log_partition(self.kappa, self.lam)[0]
 
@@ -338,7 +364,18 @@ class OrientationModel:
         return mean, cov
 
     def c_axis_angle_quantiles(self, q=(0.25, 0.5, 0.75)) -> np.ndarray:
-        """Quantiles of the angle (degrees, 0–90) between the c-axis and the radial direction."""
+        """Quantiles of the angle (degrees, 0–90) between the c-axis and the radial direction.
+
+        Parameters
+        ----------
+        q : sequence of float, default (0.25, 0.5, 0.75)
+            Probabilities.
+
+        Returns
+        -------
+        float array
+            Angles in degrees, one per probability.
+        """
         z = np.linspace(0.0, 1.0, 4097)
         pdf = self._z_pdf(z)
         cdf = np.concatenate([[0.0], np.cumsum(0.5 * (pdf[1:] + pdf[:-1]) * np.diff(z))])
@@ -453,6 +490,13 @@ class OrientationModel:
     def sample(self, rng, radial: np.ndarray) -> np.ndarray:
         """Draw orientations for grains with radial directions ``radial`` (n, 3).
 
+        Parameters
+        ----------
+        rng : numpy.random.Generator or int or None
+            Random generator, or a seed for one.
+        radial : (n, 3) float array
+            Radial direction of each grain in the frame (need not be normalised).
+
         Returns
         -------
         (n, 4) array
@@ -500,14 +544,36 @@ class OrientationModel:
         return f"{ORIENTATION_MODEL_FORMAT}@v{ORIENTATION_MODEL_FORMAT_VERSION}:sha256:{digest}"
 
     def save(self, path) -> Path:
-        """Write the model as JSON (atomically); returns the path."""
+        """Write the model as JSON (atomically); returns the path.
+
+        Parameters
+        ----------
+        path : path-like
+            Output JSON file.
+        """
         path = Path(path)
         write_json_atomic(path, self.to_json())
         return path
 
     @classmethod
     def load(cls, path) -> OrientationModel:
-        """Read a model written by :meth:`save` (format-checked)."""
+        """Read a model written by :meth:`save` (format-checked).
+
+        Parameters
+        ----------
+        path : path-like
+            A JSON file written by :meth:`save`.
+
+        Returns
+        -------
+        OrientationModel
+            The model.
+
+        Raises
+        ------
+        InputError
+            If the file is missing or not a valid orientation model.
+        """
         path = Path(path)
         if not path.is_file():
             raise InputError("orientation model not found (fit it with `nmc-dataset fit-orientations`)", path)
@@ -535,6 +601,11 @@ def crystal_to_frame_quat(g: np.ndarray) -> np.ndarray:
 
 def orientation_columns(quat_wxyz: np.ndarray) -> dict:
     """Export columns of crystal → frame quaternions (n, 4).
+
+    Parameters
+    ----------
+    quat_wxyz : (n, 4) float array
+        Quaternions ``(w, x, y, z)`` of the active rotations crystal → particle frame.
 
     Returns
     -------

@@ -186,6 +186,7 @@ def reconstruct_grains(scan, min_ci: float = 0.1, max_misorientation_deg: float 
     Parameters
     ----------
     scan : EbsdScan
+        The EBSD map (from :func:`nmc_dataset.io._ebsd.read_ebsd`).
     min_ci : float
         Pixels with CI below this stay unassigned (``.ctf``: CI is 1 for indexed points).
     max_misorientation_deg : float
@@ -201,6 +202,7 @@ def reconstruct_grains(scan, min_ci: float = 0.1, max_misorientation_deg: float 
     Returns
     -------
     GrainMap
+        Grain labels and per-grain data of the scan.
     """
     e = scan.euler_rad.reshape(-1, 3)
     quat = np.empty((len(e), 4))

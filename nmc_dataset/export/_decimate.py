@@ -221,6 +221,26 @@ def tet_mesh_coarsened(surface, h_um: float, min_elements_per_grain: int | None 
     intersecting itself, keep the surface fine around the reported points and retry.
 
     Returns ``(TetMesh, coarse surface)``; raises ``RuntimeError`` when the retries run out.
+
+    Parameters
+    ----------
+    surface : GrainSurface
+        The fine conforming surface (µm).
+    h_um : float
+        Target element edge length in µm.
+    min_elements_per_grain : int, optional
+        Keep small grains' surfaces finer so that each grain gets about this many tets.
+    max_retries : int, default 12
+        Local repairs tried after gmsh reports self-intersections.
+    threads : int, default 1
+        gmsh threads.
+
+    Returns
+    -------
+    mesh : TetMesh
+        The tet mesh (µm).
+    coarse : GrainSurface
+        The coarsened surface it fills.
     """
     from nmc_dataset.export._meshes import tet_mesh
 

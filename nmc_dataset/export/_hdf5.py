@@ -104,6 +104,20 @@ class VoxelsWriter:
 
         ``orientations_wxyz`` (n, 4) (default: the volume's own ``orientations_wxyz``) adds the
         per-label table ``grains/<id>``.
+
+        Parameters
+        ----------
+        volume : VoxelVolume
+            The label volume (uint16 or uint32).
+        n_grains : int, optional
+            Grain count stored with it (default: its largest label).
+        orientations_wxyz : (n, 4) float array, optional
+            Per-label crystal orientations (crystal → particle frame); default: the volume's own.
+
+        Returns
+        -------
+        str
+            The HDF5 path of the dataset (``particles/<id>``).
         """
         labels = np.asarray(volume.labels)
         if labels.ndim != 3 or labels.dtype not in (np.uint16, np.uint32):
@@ -179,7 +193,24 @@ def xdmf_text(h5_name: str, grids: list[dict]) -> str:
 
 
 def write_voxels(path, volumes, n_grains=None, compression: str | None = "gzip") -> Path:
-    """Write volumes (iterable of ``VoxelVolume``) into ``path`` (+ ``.xdmf``); returns ``path``."""
+    """Write volumes (iterable of ``VoxelVolume``) into ``path`` (+ ``.xdmf``); returns ``path``.
+
+    Parameters
+    ----------
+    path : path-like
+        Output ``.h5`` file.
+    volumes : iterable of VoxelVolume
+        Label volumes to store.
+    n_grains : sequence of int, optional
+        Grain count per volume (default: each volume's largest label).
+    compression : {"gzip", "lzf", None}, default "gzip"
+        HDF5 filter of the label datasets.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     n_grains = list(n_grains) if n_grains is not None else None
     with VoxelsWriter(path, compression=compression) as w:
         for i, v in enumerate(volumes):
@@ -209,13 +240,42 @@ def _open(path):
 
 
 def list_volumes(path) -> list[int]:
-    """Particle ids stored in a voxels file."""
+    """Particle ids stored in a voxels file.
+
+    Parameters
+    ----------
+    path : path-like
+        A voxels HDF5 file.
+
+    Returns
+    -------
+    list of int
+        Particle ids, in the file's group order.
+    """
     with _open(path) as f:
         return [int(k) for k in f["particles"].keys()]
 
 
 def read_label_volume(path, particle_id: int):
-    """Read one particle's :class:`~nmc_dataset.particles._voxelize.VoxelVolume` back."""
+    """Read one particle's :class:`~nmc_dataset.particles._voxelize.VoxelVolume` back.
+
+    Parameters
+    ----------
+    path : path-like
+        A voxels HDF5 file.
+    particle_id : int
+        Particle to read.
+
+    Returns
+    -------
+    VoxelVolume
+        Labels, grid (voxel size, origin in µm) and, if stored, orientations.
+
+    Raises
+    ------
+    InputError
+        If the file has no volume for ``particle_id``.
+    """
     from nmc_dataset.particles._voxelize import Grid
 
     with _open(path) as f:
@@ -234,7 +294,20 @@ def read_label_volume(path, particle_id: int):
 
 def read_orientations(path, particle_id: int):
     """The per-label crystal orientations ``(n, 4)`` (crystal → particle frame) of a particle, or
-    None when the file has no grain table for it."""
+    None when the file has no grain table for it.
+
+    Parameters
+    ----------
+    path : path-like
+        A voxels HDF5 file.
+    particle_id : int
+        Particle to read.
+
+    Returns
+    -------
+    (n, 4) float array or None
+        Quaternions ``(w, x, y, z)``, row ``k - 1`` for label ``k``.
+    """
     with _open(path) as f:
         name = grain_table_name(particle_id)
         if name not in f:

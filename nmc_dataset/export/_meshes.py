@@ -45,6 +45,11 @@ def shell_surface_mesh(coeffs_um: np.ndarray, subdivisions: int = 6):
         SH coefficients of the radius function in µm.
     subdivisions : int
         Icosphere subdivisions (6: 40,962 vertices, 81,920 faces).
+
+    Returns
+    -------
+    trimesh.Trimesh
+        Vertices in µm, relative to the particle centre.
     """
     import trimesh
 
@@ -62,14 +67,16 @@ def shell_surface_mesh(coeffs_um: np.ndarray, subdivisions: int = 6):
 class GrainSurface:
     """A conforming multi-grain surface mesh.
 
-    Attributes
+    Parameters
     ----------
     vertices : (V, 3) float array
         µm, (x, y, z).
     faces : (F, 3) int array
+        Vertex indices of the triangles.
     pairs : (F, 2) int array
         The labels on both sides of each triangle; the normal points out of ``pairs[:, 0]``.
     n_grains : int
+        Number of grains (labels ``1..n_grains``; 0 = outside).
     """
 
     vertices: np.ndarray
@@ -78,7 +85,18 @@ class GrainSurface:
     n_grains: int
 
     def grain_faces(self, k: int) -> np.ndarray:
-        """Faces of grain ``k``'s closed surface, oriented outwards."""
+        """Faces of grain ``k``'s closed surface, oriented outwards.
+
+        Parameters
+        ----------
+        k : int
+            Grain label.
+
+        Returns
+        -------
+        (F_k, 3) int array
+            Vertex indices of its triangles.
+        """
         sel = (self.pairs == k).any(axis=1)
         f = self.faces[sel].copy()
         flip = self.pairs[sel, 1] == k
@@ -86,7 +104,18 @@ class GrainSurface:
         return f
 
     def grain_mesh(self, k: int):
-        """Grain ``k``'s closed surface as a ``trimesh.Trimesh`` (only its own vertices)."""
+        """Grain ``k``'s closed surface as a ``trimesh.Trimesh`` (only its own vertices).
+
+        Parameters
+        ----------
+        k : int
+            Grain label.
+
+        Returns
+        -------
+        trimesh.Trimesh
+            The closed surface (µm).
+        """
         import trimesh
 
         f = self.grain_faces(k)
@@ -124,6 +153,7 @@ def grain_surface_mesh(labels: np.ndarray, origin_um, voxel_size_um: float, n_gr
     origin_um : (3,) array
         Centre ``(x, y, z)`` of voxel ``[0, 0, 0]``.
     voxel_size_um : float
+        Voxel edge length in µm.
     n_grains : int, optional
         Labels ``1..n_grains`` are meshed (default: the maximum label).
     smoothing_iterations : int
@@ -131,6 +161,11 @@ def grain_surface_mesh(labels: np.ndarray, origin_um, voxel_size_um: float, n_gr
     constraint_scale : float
         How far (in voxels) smoothing may move a vertex from its voxel-cell centre (VTK's
         ConstraintScale); 0.25 keeps the surfaces free of self-intersections in our tests (0.5 did not).
+
+    Returns
+    -------
+    GrainSurface
+        Vertices in µm; empty when no grain has a voxel.
     """
     from vtkmodules.util.numpy_support import numpy_to_vtk, vtk_to_numpy
     from vtkmodules.vtkCommonDataModel import vtkImageData
@@ -174,6 +209,22 @@ def write_surfaces(folder, stem: str, surface: GrainSurface | None = None, shell
     Files: ``<stem>_shell.stl`` (analytic shell), ``<stem>_grains.ply`` (conforming mesh, face
     properties ``label_a``/``label_b``), ``<stem>_grains.glb`` (one node per grain, for viewers),
     ``<stem>_grains.vtp`` (ParaView; cell data ``BoundaryLabels``).
+
+    Parameters
+    ----------
+    folder : path-like
+        Existing output folder.
+    stem : str
+        File name prefix (e.g. the particle id).
+    surface : GrainSurface, optional
+        Conforming grain surface (µm); skipped when None or empty.
+    shell : trimesh.Trimesh, optional
+        Analytic shell surface; skipped when None.
+
+    Returns
+    -------
+    list of Path
+        Files written.
     """
     import trimesh
 
@@ -280,7 +331,7 @@ def _write_vtp(path, surface: GrainSurface) -> None:
 class TetMesh:
     """A conforming tetrahedral mesh.
 
-    Attributes
+    Parameters
     ----------
     points : (P, 3) float array
         µm.
@@ -303,7 +354,18 @@ class TetMesh:
         return np.einsum("ij,ij->i", np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]), p[:, 3] - p[:, 0]) / 6.0
 
     def grain_volumes(self, n_grains: int) -> np.ndarray:
-        """Volume of each grain ``1..n_grains`` (µm³)."""
+        """Volume of each grain ``1..n_grains`` (µm³).
+
+        Parameters
+        ----------
+        n_grains : int
+            Number of grains.
+
+        Returns
+        -------
+        (n_grains,) float array
+            Volumes in µm³.
+        """
         return np.bincount(self.grain, weights=self.signed_volumes(), minlength=n_grains + 1)[1:n_grains + 1]
 
     def to_meshio(self):
@@ -353,6 +415,7 @@ def tet_mesh(surface: GrainSurface, mesh_size_um: float | None = None, algorithm
     Parameters
     ----------
     surface : GrainSurface
+        The conforming multi-grain surface (µm) to fill.
     mesh_size_um : float, optional
         Largest tet edge inside grains (default: no limit beyond the boundary's sizes).
     algorithm : {"hxt", "delaunay"}
@@ -361,6 +424,11 @@ def tet_mesh(surface: GrainSurface, mesh_size_um: float | None = None, algorithm
         gmsh's tet quality optimisation.
     threads : int
         Threads for HXT.
+
+    Returns
+    -------
+    TetMesh
+        Points in µm, one grain label per tet.
 
     Raises
     ------
@@ -578,7 +646,9 @@ def write_tet_mesh(mesh: TetMesh, folder, stem: str, formats=TET_FORMATS, *, ord
     Parameters
     ----------
     mesh : TetMesh
+        The tetrahedral mesh (µm).
     folder : path-like
+        Existing output folder.
     stem : str
         File names ``<stem>.<fmt>`` (and ``<stem>.h5`` beside the ``.xdmf``).
     formats : iterable of str
@@ -601,6 +671,11 @@ def write_tet_mesh(mesh: TetMesh, folder, stem: str, formats=TET_FORMATS, *, ord
         comment and ``.h5`` root attributes), with the units (µm).
     material : str
         Material name of the ``.inp`` solid sections.
+
+    Returns
+    -------
+    list of Path
+        Files written.
 
     Raises
     ------

@@ -49,7 +49,18 @@ NMC811_C_OVER_A = 14.248 / 2.875
 
 def check_simulator_formats(formats) -> tuple:
     """The simulator formats among ``formats``; ``MissingExtraError`` if ``damask`` is asked for
-    without the ``damask`` package."""
+    without the ``damask`` package.
+
+    Parameters
+    ----------
+    formats : iterable of str
+        Requested export formats (others than the simulator ones are ignored).
+
+    Returns
+    -------
+    tuple of str
+        The requested formats of :data:`SIMULATOR_FORMATS`, in request order.
+    """
     chosen = tuple(f for f in formats if f in SIMULATOR_FORMATS)
     if "damask" in chosen:
         _damask()
@@ -169,6 +180,17 @@ def write_damask(particle, volume, folder) -> tuple[Path, Path]:
 
 def write_simulator_files(particle, volume, folder, formats) -> dict:
     """Write the simulator hand-offs of ``formats`` (``damask``, ``neper``) into ``folder/simulators``.
+
+    Parameters
+    ----------
+    particle : Particle
+        The particle (orientations per grain).
+    volume : VoxelVolume
+        Its label volume.
+    folder : path-like
+        The particle's output folder; files go into its ``simulators`` sub-folder (created).
+    formats : iterable of str
+        Requested export formats; only the simulator ones are written.
 
     Returns
     -------

@@ -196,7 +196,18 @@ def particle_records(particle, volume=None, stats=None, descriptors: dict | None
 
 
 def params_tables(records):
-    """Build the ``particles`` and ``grains`` Arrow tables from :func:`particle_records` outputs."""
+    """Build the ``particles`` and ``grains`` Arrow tables from :func:`particle_records` outputs.
+
+    Parameters
+    ----------
+    records : list of (dict, dict)
+        Per particle: its ``particles`` row and its ``grains`` columns, as returned by :func:`particle_records`.
+
+    Returns
+    -------
+    particles, grains : pyarrow.Table
+        The two tables with the package's schemas.
+    """
     import pyarrow as pa
 
     pschema, gschema = particles_schema(), grains_schema()
@@ -219,7 +230,20 @@ def params_tables(records):
 
 
 def write_params(folder, particles_table, grains_table) -> tuple[Path, Path]:
-    """Write ``particles.parquet`` and ``grains.parquet`` into ``folder`` (atomically, zstd)."""
+    """Write ``particles.parquet`` and ``grains.parquet`` into ``folder`` (atomically, zstd).
+
+    Parameters
+    ----------
+    folder : path-like
+        Existing output folder.
+    particles_table, grains_table : pyarrow.Table
+        From :func:`params_tables`.
+
+    Returns
+    -------
+    tuple of 2 Path
+        The two files written.
+    """
     import pyarrow.parquet as pq
 
     folder = Path(folder)
@@ -244,7 +268,23 @@ def _check_meta(schema_meta, path, table: str) -> None:
 
 
 def read_params(folder):
-    """Read ``particles.parquet`` and ``grains.parquet`` (format-checked); returns two Arrow tables."""
+    """Read ``particles.parquet`` and ``grains.parquet`` (format-checked); returns two Arrow tables.
+
+    Parameters
+    ----------
+    folder : path-like
+        Folder holding ``particles.parquet`` and ``grains.parquet``.
+
+    Returns
+    -------
+    particles, grains : pyarrow.Table
+        The two tables.
+
+    Raises
+    ------
+    InputError
+        If a table is missing, unreadable or of another format.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -272,6 +312,11 @@ def particle_from_rows(particle_row: dict, grain_rows: dict):
         One row of the particles table (``table.to_pylist()[i]``).
     grain_rows : dict of arrays
         The grains-table columns of this particle, ordered by ``label``.
+
+    Returns
+    -------
+    Particle
+        The particle as it was drawn (shell in µm, kept grains in pixels).
     """
     from nmc_dataset.tessellation._gbpd import GBPD
     from nmc_dataset.particles._assemble import Particle
@@ -310,7 +355,18 @@ def _object_array(items) -> np.ndarray:
 
 
 def read_particles(folder):
-    """All particles of a params folder, rebuilt (list of ``Particle``, in table order)."""
+    """All particles of a params folder, rebuilt (list of ``Particle``, in table order).
+
+    Parameters
+    ----------
+    folder : path-like
+        Folder holding ``particles.parquet`` and ``grains.parquet``.
+
+    Returns
+    -------
+    list of Particle
+        Rebuilt from the tables (shell coefficients, kept grains, orientations when stored).
+    """
     ptab, gtab = read_params(folder)
     names = ["particle_id", "label", "drawn_index", "seed_x_px", "seed_y_px", "seed_z_px",
              "d_radial", "d_tangential_1", "d_tangential_2", "r_px2", "roll_rad",

@@ -21,7 +21,25 @@ SUPPORTED = (".tif", ".tiff", ".h5", ".hdf5", ".npy", ".raw", ".bin")
 
 
 def parse_shape(text: str, where=None) -> tuple[int, int, int]:
-    """Parse ``"Z,Y,X"`` (also ``x`` or spaces as separators) into three positive ints."""
+    """Parse ``"Z,Y,X"`` (also ``x`` or spaces as separators) into three positive ints.
+
+    Parameters
+    ----------
+    text : str
+        Three integers ``Z,Y,X``, separated by commas, ``x`` or spaces (e.g. ``"128x256x256"``).
+    where : str or path-like, optional
+        Where the text came from, named in the error message.
+
+    Returns
+    -------
+    tuple of 3 int
+        ``(Z, Y, X)``.
+
+    Raises
+    ------
+    InputError
+        If the text is not three positive integers.
+    """
     parts = [p for p in str(text).replace("x", ",").replace(" ", ",").split(",") if p]
     try:
         shape = tuple(int(p) for p in parts)
@@ -68,6 +86,8 @@ def read_volume(path: str | os.PathLike, *, dataset: str | None = None, shape=No
         Raw files: the voxel type (e.g. ``uint16``); byte order ``byteorder`` unless given.
     offset : int
         Raw files: header bytes to skip.
+    byteorder : {"<", ">"}, default "<"
+        Raw files: byte order applied to a multi-byte ``dtype`` given without one (little-endian by default).
 
     Returns
     -------

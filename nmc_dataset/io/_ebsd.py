@@ -59,7 +59,7 @@ ANG_UNINDEXED_EULER = 4.0 * np.pi
 class EbsdPhase:
     """One crystal phase of a scan header.
 
-    Attributes
+    Parameters
     ----------
     id : int
         Phase id used in the data column (1-based).
@@ -83,7 +83,33 @@ NMC811 = EbsdPhase(1, "NMC811", "-3m", (2.875, 2.875, 14.248, 90.0, 90.0, 120.0)
 
 @dataclasses.dataclass
 class EbsdScan:
-    """An EBSD map on a square grid (see the module docstring for the meaning of each field)."""
+    """An EBSD map on a square grid (see the module docstring for the meaning of each field).
+
+    Parameters
+    ----------
+    path : Path
+        The file the scan was read from.
+    format : str
+        ``"ang"`` or ``"ctf"``.
+    euler_rad : (ny, nx, 3) float array
+        Bunge Euler angles ``(phi1, PHI, phi2)`` in radians.
+    phase : (ny, nx) int array
+        Phase id of the header's phase list, 0 = not indexed.
+    ci : (ny, nx) float array
+        ``.ang`` confidence index; for ``.ctf`` 1 where indexed and -1 elsewhere.
+    iq : (ny, nx) float array
+        ``.ang`` image quality, ``.ctf`` band contrast.
+    indexed : (ny, nx) bool array
+        Points with a known phase and a valid solution (CI >= 0 / Error = 0).
+    step_um : tuple of 2 floats
+        ``(x, y)`` step size in µm.
+    phases : dict of int to EbsdPhase
+        The header's phases by id.
+    extra : dict of str to (ny, nx) array
+        The remaining data columns by name (``SEM``, ``Fit``; ``Bands``, ``Error``, ``MAD``, ``BS``).
+    header : list of str
+        The raw header lines.
+    """
 
     path: Path
     format: str
@@ -213,6 +239,16 @@ def _positive_header_number(keys: dict, name: str, path, kind, spelled: str):
 
 def read_ang(path) -> EbsdScan:
     """Read a TSL/EDAX OIM ``.ang`` file (square grid).
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.ang`` file.
+
+    Returns
+    -------
+    EbsdScan
+        The map, Euler angles in radians.
 
     Raises
     ------
@@ -353,6 +389,16 @@ def read_ang(path) -> EbsdScan:
 def read_ctf(path) -> EbsdScan:
     """Read an Oxford ``.ctf`` file (``JobMode Grid``; Euler angles in degrees).
 
+    Parameters
+    ----------
+    path : path-like
+        The ``.ctf`` file.
+
+    Returns
+    -------
+    EbsdScan
+        The map, Euler angles converted to radians.
+
     Raises
     ------
     InputError
@@ -451,7 +497,23 @@ def read_ctf(path) -> EbsdScan:
 
 
 def read_ebsd(path) -> EbsdScan:
-    """Read an ``.ang`` or ``.ctf`` scan, chosen by the file suffix."""
+    """Read an ``.ang`` or ``.ctf`` scan, chosen by the file suffix.
+
+    Parameters
+    ----------
+    path : path-like
+        A ``.ang`` or ``.ctf`` file (suffix case-insensitive).
+
+    Returns
+    -------
+    EbsdScan
+        As :func:`read_ang` / :func:`read_ctf`.
+
+    Raises
+    ------
+    InputError
+        If the suffix is neither, or the file is invalid.
+    """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".ang":
@@ -483,6 +545,7 @@ def write_ang(path, euler_rad, ci, iq, phase, step_um: float, phases=(NMC811,), 
     Parameters
     ----------
     path : path-like
+        Output ``.ang`` file (written atomically).
     euler_rad : (ny, nx, 3) array
         Bunge Euler angles in radians (unindexed points: write 4π, as OIM does).
     ci, iq : (ny, nx) arrays
@@ -492,12 +555,22 @@ def write_ang(path, euler_rad, ci, iq, phase, step_um: float, phases=(NMC811,), 
     step_um : float
         Step size in µm (x and y).
     phases : sequence of EbsdPhase
+        Phases of the header, ids matching ``phase`` (default: NMC811 as phase 1).
     sem, fit : (ny, nx) arrays, optional
         Detector signal and fit (default 0 and 1.0).
+    pattern_center : tuple of 3 floats, default (0.5012, 0.6947, 0.6452)
+        Pattern centre ``(x*, y*, z*)`` written to the header.
+    working_distance_mm : float, default 15.0
+        Working distance in mm written to the header.
+    operator : str, default "nmc-dataset"
+        ``# OPERATOR:`` header value.
+    scan_id : str, default ""
+        ``# SCANID:`` header value.
 
     Returns
     -------
     Path
+        The file written.
     """
     e, (ci, iq, phase) = _as_grid(euler_rad, ci, iq, phase)
     ny, nx = phase.shape
@@ -561,18 +634,24 @@ def write_ctf(path, euler_rad, phase, step_um: float, phases=(NMC811,), bands=No
     Parameters
     ----------
     path : path-like
+        Output ``.ctf`` file (written atomically).
     euler_rad : (ny, nx, 3) array
         Bunge Euler angles in radians (written in degrees; 0 for unindexed points).
     phase : (ny, nx) int array
         Phase id, 0 = not indexed (written with zero angles, bands and Error 3).
     step_um : float
+        Step size in µm (x and y).
     phases : sequence of EbsdPhase
+        Phases of the header, ids matching ``phase`` (default: NMC811 as phase 1).
     bands, error, mad, bc, bs : (ny, nx) arrays, optional
         Detected bands, error code, mean angular deviation, band contrast, band slope.
+    project : str, default "nmc-dataset synthetic scan"
+        ``Prj`` header value.
 
     Returns
     -------
     Path
+        The file written.
     """
     e, (phase,) = _as_grid(euler_rad, phase)
     ny, nx = phase.shape

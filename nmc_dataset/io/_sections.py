@@ -32,7 +32,7 @@ SECTION_FORMAT_VERSION = 1
 class Section:
     """One imported planar section.
 
-    Attributes
+    Parameters
     ----------
     section_id : str
         Folder name, usually the scan's file stem.
@@ -74,7 +74,9 @@ def write_section(section: Section, root: str | Path, tables: dict | None = None
     Parameters
     ----------
     section : Section
+        The section to write.
     root : path-like
+        Folder of sections; the section goes to ``root/<section_id>/``.
     tables : dict of name -> pyarrow.Table, optional
         Extra parquet tables (``grains``, ``chords``) written beside the images.
 
@@ -108,7 +110,23 @@ def write_section(section: Section, root: str | Path, tables: dict | None = None
 
 
 def read_section(folder: str | Path) -> Section:
-    """Read one section folder written by :func:`write_section`."""
+    """Read one section folder written by :func:`write_section`.
+
+    Parameters
+    ----------
+    folder : str or Path
+        A section folder holding ``section.json``, ``labels.tif`` and ``mask.tif``.
+
+    Returns
+    -------
+    Section
+        The section, labels as uint32 and mask as bool.
+
+    Raises
+    ------
+    InputError
+        If a file is missing, the format version is unknown, or the image shapes disagree with ``section.json``.
+    """
     import tifffile
 
     folder = Path(folder)
@@ -130,6 +148,18 @@ def read_section(folder: str | Path) -> Section:
 
 def read_sections(root: str | Path, selected_only: bool = True) -> list[Section]:
     """Read every section under ``root`` (sorted by id); by default only those selected as central.
+
+    Parameters
+    ----------
+    root : str or Path
+        Folder holding one ``<id>/section.json`` sub-folder per section (written by ``import-ebsd``).
+    selected_only : bool, default True
+        Return only the sections marked central (selected for calibration).
+
+    Returns
+    -------
+    list of Section
+        Sorted by section folder name.
 
     Raises
     ------

@@ -42,7 +42,7 @@ PARTICLE_STREAM = 7
 class Particle:
     """An analytic multi-scale particle.
 
-    Attributes
+    Parameters
     ----------
     particle_id : int
         Index of the particle in its run.
@@ -60,6 +60,7 @@ class Particle:
     seed_entropy : int or None
         Entropy of the particle's ``numpy.random.SeedSequence`` (with ``seed_spawn_key``).
     seed_spawn_key : tuple of int
+        Spawn key of that SeedSequence.
     shell_model_id, grain_model_id : str
         Identify the models (format version + content hash), for re-drawing from the seed.
     spacing_px, margin_px : float
@@ -114,6 +115,19 @@ def cell_centres_of_mass(g: GBPD, coeffs_um: np.ndarray, pixel_size_um: float, s
                          margin_px: float = 8.0):
     """Lattice centres of mass of all GBPD cells in the shell's enlarged bounding box.
 
+    Parameters
+    ----------
+    g : GBPD
+        3D grain architecture in pixels (particle centre at the origin).
+    coeffs_um : (K,) float array
+        Shell SH coefficients in µm.
+    pixel_size_um : float
+        µm per GBPD pixel.
+    spacing_px : float, default 1.0
+        Spacing of the counting lattice, in pixels.
+    margin_px : float, default 8.0
+        Margin (pixels) added to the shell's bounding box (itself enlarged by 2 % of the largest radius).
+
     Returns
     -------
     com_px : (N, 3) array
@@ -154,8 +168,16 @@ def assemble(coeffs_um, g: GBPD, pixel_size_um: float, *, particle_id: int = 0, 
         3D grain architecture in pixels (centre at the origin) covering the shell.
     pixel_size_um : float
         Grain pixel size in µm.
+    particle_id : int, default 0
+        Index of the particle in its run.
     spacing_px, margin_px : float
         Assembly lattice spacing and box margin (pixels) for the centres of mass.
+    seed_entropy : int, optional
+        Entropy of the particle's ``numpy.random.SeedSequence``, recorded for re-drawing.
+    seed_spawn_key : tuple of int, default ()
+        Spawn key of that SeedSequence.
+    shell_model_id, grain_model_id : str, default ""
+        Identifiers (format version + content hash) of the models the shell and grains came from.
 
     Returns
     -------
@@ -177,7 +199,20 @@ def assemble(coeffs_um, g: GBPD, pixel_size_um: float, *, particle_id: int = 0, 
 
 
 def particle_seed(recipe_seed: int, index: int) -> np.random.SeedSequence:
-    """The SeedSequence of particle ``index`` of a run seeded with ``recipe_seed``."""
+    """The SeedSequence of particle ``index`` of a run seeded with ``recipe_seed``.
+
+    Parameters
+    ----------
+    recipe_seed : int
+        The run's seed.
+    index : int
+        Particle index in the run.
+
+    Returns
+    -------
+    numpy.random.SeedSequence
+        Depends on the seed and the index alone (spawn key ``(particle stream, index)``), not on worker count or order.
+    """
     from nmc_dataset._util import item_seed
 
     return item_seed(recipe_seed, index, PARTICLE_STREAM)
@@ -198,6 +233,7 @@ def make_particle(shell_model, grain_model, seed_seq, *, particle_id: int = 0, s
         The particle's seed; its two children drive the shell and the grains (so each scale
         is independent of the other model's consumption of random numbers).
     particle_id : int
+        Index of the particle in its run (stored in the particle).
     spacing_px, margin_px : float
         Assembly lattice (see :func:`assemble`).
     shell_model_id, grain_model_id : str
@@ -212,6 +248,7 @@ def make_particle(shell_model, grain_model, seed_seq, *, particle_id: int = 0, s
     Returns
     -------
     Particle
+        The assembled particle (shell in µm, kept grains in pixels).
     """
     if not isinstance(seed_seq, np.random.SeedSequence):
         seed_seq = np.random.SeedSequence(int(seed_seq))

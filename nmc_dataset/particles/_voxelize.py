@@ -40,7 +40,7 @@ BASE_BYTES = 64 * 2**20
 class Grid:
     """A voxel lattice anchored at the particle centre.
 
-    Attributes
+    Parameters
     ----------
     shape : tuple of int
         ``(nz, ny, nx)``.
@@ -69,7 +69,18 @@ class Grid:
         return int(np.prod(self.shape))
 
     def axis_coords_um(self, axis: str) -> np.ndarray:
-        """Voxel-centre coordinates along ``'x'``, ``'y'`` or ``'z'`` (1D, µm)."""
+        """Voxel-centre coordinates along ``'x'``, ``'y'`` or ``'z'`` (1D, µm).
+
+        Parameters
+        ----------
+        axis : {"x", "y", "z"}
+            The axis.
+
+        Returns
+        -------
+        (n,) float array
+            Coordinates in µm, relative to the particle centre.
+        """
         a = "xyz".index(axis)
         n = self.shape[2 - a]
         return (int(self.index_lo[a]) + np.arange(n, dtype=np.float64)) * self.voxel_size_um
@@ -86,6 +97,13 @@ def lattice_grid(lo_um, hi_um, voxel_size_um: float, pad: int = 2) -> Grid:
 
 def shell_extent(coeffs_um: np.ndarray, subdivisions: int = 4):
     """Radius range and bounding box of a shell, sampled on an icosphere.
+
+    Parameters
+    ----------
+    coeffs_um : (K,) float array
+        Shell SH coefficients in µm.
+    subdivisions : int, default 4
+        Icosphere subdivisions of the sampled directions (4 -> 2562).
 
     Returns
     -------
@@ -106,6 +124,20 @@ def shell_grid(coeffs_um: np.ndarray, voxel_size_um: float, pad: int = 2) -> Gri
     """The anchored lattice that encloses a shell with ``pad`` empty voxels around it.
 
     The sampled extent is enlarged by 2 % (the icosphere can miss a maximum between vertices).
+
+    Parameters
+    ----------
+    coeffs_um : (K,) float array
+        Shell SH coefficients in µm.
+    voxel_size_um : float
+        Voxel edge length in µm.
+    pad : int, default 2
+        Empty voxels around the bounding box.
+
+    Returns
+    -------
+    Grid
+        Lattice anchored at the particle centre (lattice index 0 at the origin).
     """
     _, rmax, lo, hi = shell_extent(coeffs_um)
     slack = 0.02 * rmax
@@ -147,6 +179,11 @@ def check_memory(shape, n_grains: int = 0, max_memory_gib: float | None = None, 
         Limit; default 80 % of the memory available now.
     where : str, optional
         Named in the error (e.g. the option that set the voxel size).
+
+    Returns
+    -------
+    int
+        Estimated bytes the volume needs.
     """
     need = estimate_bytes(shape, n_grains)
     limit = 0.8 * available_bytes() if max_memory_gib is None else float(max_memory_gib) * 2**30
@@ -164,6 +201,22 @@ def gbpd_grid_labels(g, grid: Grid, pixel_size_um: float, mask: np.ndarray | Non
 
     The GBPD is in pixels of size ``pixel_size_um``; voxel centres are converted to pixels.
     Uses :func:`nmc_dataset.tessellation.hard_labels_grid` (exact, fast).
+
+    Parameters
+    ----------
+    g : GBPD
+        Grain tessellation in pixels.
+    grid : Grid
+        The voxel grid.
+    pixel_size_um : float
+        µm per GBPD pixel.
+    mask : (Z, Y, X) bool array, optional
+        Voxels to label; the others get -1.
+
+    Returns
+    -------
+    (Z, Y, X) int64 array
+        Seed index per voxel.
     """
     from nmc_dataset.tessellation._labels import hard_labels_grid
 
@@ -185,7 +238,20 @@ def grid_points_px(grid: Grid, pixel_size_um: float, index=None) -> np.ndarray:
 
 # --------------------------------------------------------------------------- inside the shell
 def inside_shell(coeffs_um: np.ndarray, points_um: np.ndarray) -> np.ndarray:
-    """Whether points ``(x, y, z)`` (µm) lie in the star-shaped shell: ``|p| <= R(p/|p|)``."""
+    """Whether points ``(x, y, z)`` (µm) lie in the star-shaped shell: ``|p| <= R(p/|p|)``.
+
+    Parameters
+    ----------
+    coeffs_um : (K,) float array
+        Shell SH coefficients in µm.
+    points_um : (n, 3) float array
+        Points ``(x, y, z)`` in µm, relative to the particle centre.
+
+    Returns
+    -------
+    (n,) bool array
+        True inside or on the shell (the centre itself is inside).
+    """
     from nmc_dataset.shells._harmonics import radius
 
     p = np.asarray(points_um, dtype=np.float64).reshape(-1, 3)
@@ -255,6 +321,22 @@ def shell_mask(coeffs_um: np.ndarray, grid: Grid, slab: int = 16, bins: int | No
     distance from the centre lies outside that interval are decided at once; only the others
     get the exact test of :func:`inside_shell` (so the result equals :func:`shell_mask_reference`
     exactly). The bin count balances bin evaluations against undecided voxels.
+
+    Parameters
+    ----------
+    coeffs_um : (K,) float array
+        Shell SH coefficients in µm.
+    grid : Grid
+        The voxel grid.
+    slab : int, default 16
+        z-planes processed at a time (bounds the temporary memory).
+    bins : int, optional
+        Cube-map bins per face edge; default chosen from the shell's size, roughness and the voxel size (8..384).
+
+    Returns
+    -------
+    (Z, Y, X) bool array
+        Voxels whose centre lies inside the shell.
     """
     from nmc_dataset.shells._harmonics import radius
 
@@ -302,7 +384,18 @@ def shell_mask(coeffs_um: np.ndarray, grid: Grid, slab: int = 16, bins: int | No
 
 # --------------------------------------------------------------------------- particles
 def label_dtype(n_grains: int):
-    """``uint16`` for fewer than 65535 grains, else ``uint32``."""
+    """``uint16`` for fewer than 65535 grains, else ``uint32``.
+
+    Parameters
+    ----------
+    n_grains : int
+        Number of grains of the volume.
+
+    Returns
+    -------
+    numpy dtype class
+        ``numpy.uint16`` or ``numpy.uint32``.
+    """
     return np.uint16 if n_grains < 65535 else np.uint32
 
 
@@ -310,13 +403,14 @@ def label_dtype(n_grains: int):
 class VoxelVolume:
     """A particle's label volume.
 
-    Attributes
+    Parameters
     ----------
     labels : (nz, ny, nx) uint16/uint32 array
         0 outside the shell, ``k`` = kept grain ``k - 1``.
     grid : Grid
         Where the voxels are.
     particle_id : int
+        Index of the particle in its run.
     orientations_wxyz : (n, 4) float array or None
         The particle's per-grain crystal orientations (row ``k - 1`` for label ``k``; see
         :class:`~nmc_dataset.particles._assemble.Particle`), carried along for the exports.
@@ -337,7 +431,22 @@ class VoxelVolume:
 
 
 def particle_grid(particle, voxel_size_um: float, pad: int = 2) -> Grid:
-    """The lattice used to voxelise ``particle`` at ``voxel_size_um``."""
+    """The lattice used to voxelise ``particle`` at ``voxel_size_um``.
+
+    Parameters
+    ----------
+    particle : Particle
+        The particle (its ``coeffs_um`` set the extent).
+    voxel_size_um : float
+        Voxel edge length in µm.
+    pad : int, default 2
+        Empty voxels around the shell's bounding box.
+
+    Returns
+    -------
+    Grid
+        As :func:`shell_grid`.
+    """
     return shell_grid(particle.coeffs_um, voxel_size_um, pad)
 
 
@@ -358,6 +467,7 @@ def voxelize(particle, voxel_size_um: float, *, pad: int = 2, max_memory_gib: fl
     Returns
     -------
     VoxelVolume
+        Labels 0 outside the shell, ``k`` = grain ``k``.
     """
     if not voxel_size_um > 0:
         raise ValueError("voxel_size_um must be > 0")
@@ -378,6 +488,15 @@ def _to_labels(lab: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
 # --------------------------------------------------------------------------- grain statistics
 def grain_statistics(labels: np.ndarray, grid: Grid, n_grains: int) -> dict:
     """Per-grain statistics of a label volume (grains ``1..n_grains``).
+
+    Parameters
+    ----------
+    labels : (nz, ny, nx) int array
+        Label volume, 0 outside the shell, ``k`` = grain ``k``.
+    grid : Grid
+        The grid of ``labels`` (voxel size and position in µm).
+    n_grains : int
+        Number of grains; labels above it are ignored.
 
     Returns
     -------

@@ -150,7 +150,7 @@ def array3d_column(volumes, dtype: str | None = None):
 class ShardResult:
     """What a ``make_shard`` returns when it writes files besides its parquet tables.
 
-    Attributes
+    Parameters
     ----------
     tables : dict
         ``{config: pyarrow.Table}`` as a plain ``make_shard`` returns.
@@ -375,7 +375,7 @@ def _check_settings(out: Path, build_id: str, settings: dict, force: bool) -> No
 class BuildResult:
     """What :func:`build_dataset` did.
 
-    Attributes
+    Parameters
     ----------
     files : dict
         ``{config: [relative parquet paths, in shard order]}``.
@@ -436,10 +436,13 @@ def build_dataset(out: str | os.PathLike, n_items: int, shard_size: int, make_sh
         Stored in ``.build/build.json``; a folder built from another recipe is refused.
     force : bool
         Replace a build of a different recipe.
+    desc : str, default "shards"
+        Label of the progress bar.
 
     Returns
     -------
     BuildResult
+        Files, row counts and timings of the build.
     """
     out = Path(out)
     configs = list(configs)

@@ -447,6 +447,11 @@ def render_card(folder: str | os.PathLike, release: dict, *, recipe_hash: str | 
         Shown in the card.
     figures : list of dict, optional
         ``[{"path": "figures/x.png", "caption": ...}]``; default: ``figures/index.json`` or every PNG.
+
+    Returns
+    -------
+    str
+        The card text.
     """
     import jinja2
 
@@ -464,6 +469,18 @@ def validate_card(text: str, where: str | os.PathLike = CARD) -> Any:
     Checks that the license, pretty_name, size_categories, task_categories and ``configs`` (each
     with ``config_name`` and ``data_files``) are present and well formed. Returns the
     ``DatasetCardData``; raises :class:`InputError` naming the problem.
+
+    Parameters
+    ----------
+    text : str
+        The card (YAML header + Markdown).
+    where : str or path-like, default CARD
+        Named in error messages.
+
+    Returns
+    -------
+    huggingface_hub.DatasetCardData
+        The card's parsed metadata.
     """
     from huggingface_hub import DatasetCard
 
@@ -494,7 +511,24 @@ def validate_card(text: str, where: str | os.PathLike = CARD) -> Any:
 
 def write_card(folder: str | os.PathLike, release: dict, *, recipe_hash: str | None = None,
                figures: list | None = None) -> Path:
-    """Render, validate and atomically write ``folder/README.md``; returns its path."""
+    """Render, validate and atomically write ``folder/README.md``; returns its path.
+
+    Parameters
+    ----------
+    folder : str or path-like
+        Build folder.
+    release : dict
+        Release metadata.
+    recipe_hash : str, optional
+        Shown in the card.
+    figures : list of dict, optional
+        ``[{"path": "figures/x.png", "caption": ...}]``; default: ``figures/index.json`` or every PNG.
+
+    Returns
+    -------
+    Path
+        ``folder/README.md``.
+    """
     folder = Path(folder)
     text = render_card(folder, release, recipe_hash=recipe_hash, figures=figures)
     validate_card(text, folder / CARD)

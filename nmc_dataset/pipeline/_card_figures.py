@@ -142,8 +142,12 @@ def card_figures(folder: str | os.PathLike, *, measured: Mapping[str, Mapping[st
 
     Parameters
     ----------
+    folder : str or path-like
+        Build folder (``data/<config>/*.parquet``); figures go to ``folder/figures/``.
     measured : mapping, optional
         ``{config: {descriptor: measured values}}`` overlaid on the histograms.
+    max_items : int, default 20000
+        Rows per config read for the histograms.
 
     Returns
     -------

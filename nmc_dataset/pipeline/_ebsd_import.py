@@ -54,7 +54,25 @@ def _parse_central(value, ids):
 
 
 def expand_scans(patterns, base: Path | None = None) -> list[Path]:
-    """Expand paths/globs (relative to ``base``) into a sorted, de-duplicated list of scan files."""
+    """Expand paths/globs (relative to ``base``) into a sorted, de-duplicated list of scan files.
+
+    Parameters
+    ----------
+    patterns : iterable of str or path-like
+        Scan files or glob patterns (``*``, ``?``, ``[``).
+    base : Path, optional
+        Folder that relative patterns are resolved against.
+
+    Returns
+    -------
+    list of Path
+        Sorted per pattern, in pattern order, each file once.
+
+    Raises
+    ------
+    InputError
+        If a glob pattern matches no file.
+    """
     out = []
     for pat in patterns:
         p = Path(pat).expanduser()
@@ -87,10 +105,13 @@ def import_ebsd(scans, out, min_ci: float = 0.1, max_misorientation_deg: float =
     out : path-like
         Output folder (built atomically; an existing folder is replaced only if it holds an
         earlier import, i.e. a ``selection.json``).
-    min_ci, max_misorientation_deg, min_grain_px, dilate_px :
-        Grain reconstruction (:func:`nmc_dataset.ebsd._reconstruct.reconstruct_grains`):
-        ``dilate_px`` is the grain-dilation reach applied before the ``min_grain_px`` filter
-        (0 = none).
+    min_ci : float, default 0.1
+        Pixels with a lower CI stay unassigned (grain reconstruction,
+        :func:`nmc_dataset.ebsd._reconstruct.reconstruct_grains`).
+    max_misorientation_deg : float, default 5.0
+        Misorientation below which neighbouring pixels join one grain.
+    min_grain_px : int, default 5
+        Grains with fewer pixels become unassigned.
     center_px : (2,) sequence, optional
         ``(x, y)`` centre used for every scan (default: each particle mask's centroid).
     central : 'auto', 'all' or list of ids
@@ -98,6 +119,10 @@ def import_ebsd(scans, out, min_ci: float = 0.1, max_misorientation_deg: float =
         or the listed ones.
     threshold : float, optional
         Centrality threshold (default :data:`nmc_dataset.ebsd._morphology.CENTRALITY_THRESHOLD`).
+    dilate_px : float, default DEFAULT_DILATE_PX
+        Grain-dilation reach in pixels applied before the ``min_grain_px`` filter (0 = none).
+    force : bool, default False
+        Write into a folder that holds files the tool did not write (they are left alone).
 
     Returns
     -------

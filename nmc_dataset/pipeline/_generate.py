@@ -39,7 +39,20 @@ def _sha256(paths) -> str:
 
 
 def load_shell_model(path):
-    """Load a shell model; returns ``(model, model_id)``."""
+    """Load a shell model; returns ``(model, model_id)``.
+
+    Parameters
+    ----------
+    path : path-like
+        Shell model JSON.
+
+    Returns
+    -------
+    model : ShellModel
+        The loaded model.
+    model_id : str
+        ``<format>@v<version>:sha256:<16 hex digits>`` of the model file.
+    """
     from nmc_dataset.shells._model import FORMAT, ShellModel
 
     path = Path(path)
@@ -62,6 +75,13 @@ def load_grain_model(folder, orientations="auto"):
         it; a path: that orientation model. It is attached as ``model.orientation_model``;
         ``model_id`` identifies the grain model alone (the orientation model has its own id,
         ``model.orientation_model.model_id``, stored per particle).
+
+    Returns
+    -------
+    model : GrainModel
+        The loaded model (with ``orientation_model`` attached or None).
+    model_id : str
+        ``<format>@v<version>:sha256:<16 hex digits>`` of the grain model's files.
     """
     from nmc_dataset._util import read_json
     from nmc_dataset.calibration._model import GRAIN_MODEL_FORMAT, MODEL_JSON, WEIGHTS, GrainModel
@@ -99,7 +119,27 @@ def load_grain_model(folder, orientations="auto"):
 
 
 def parse_formats(text, where="--formats") -> tuple:
-    """Split and check a comma list of export formats; check optional extras they need."""
+    """Split and check a comma list of export formats; check optional extras they need.
+
+    Parameters
+    ----------
+    text : str or iterable of str
+        Comma-separated list (or sequence) of formats of :data:`FORMATS`.
+    where : str, default "--formats"
+        Where the list came from, named in error messages.
+
+    Returns
+    -------
+    tuple of str
+        The formats, duplicates removed, in the given order.
+
+    Raises
+    ------
+    RecipeError
+        If the list is empty or holds an unknown format.
+    MissingExtraError
+        If a format needs an optional package that is not installed (gmsh, damask).
+    """
     items = [t.strip() for t in (text.split(",") if isinstance(text, str) else text) if str(t).strip()]
     if not items:
         raise RecipeError(f"no formats given (choose from {', '.join(FORMATS)})", where)
@@ -151,8 +191,10 @@ def generate_particles(shell_model, grain_model, *, n: int, seed: int, voxel_siz
 
     Parameters
     ----------
-    shell_model, grain_model
-        Loaded models (see :func:`load_shell_model`, :func:`load_grain_model`).
+    shell_model : ShellModel
+        Loaded shell model (see :func:`load_shell_model`).
+    grain_model : GrainModel
+        Loaded grain model (see :func:`load_grain_model`).
     n, seed : int
         Number of particles and the root seed; particle ``i`` uses
         ``particle_seed(seed, first_index + i)``.
@@ -166,12 +208,22 @@ def generate_particles(shell_model, grain_model, *, n: int, seed: int, voxel_siz
     mesh_size_um : float, optional
         Target tet size: the conforming surface is coarsened towards it (grain pairs and
         volumes kept; nothing is re-voxelised) and gmsh grades the interior from it.
+    max_memory_gib : float, optional
+        Memory limit for one volume (default 80 % of free memory).
+    shell_model_id, grain_model_id : str, default ""
+        Model identifiers stored with each particle (see :func:`load_shell_model`).
+    smoothing_iterations : int, default 8
+        Surface-nets smoothing iterations of the meshes.
+    spacing_px, margin_px : float, default 1.0, 8.0
+        Assembly lattice spacing and box margin (pixels) of the centre-of-mass selection.
+    first_index : int, default 0
+        Index of the first particle (particle ``i`` of this call is ``first_index + i``).
+    force : bool, default False
+        Write into a folder that holds files the tool did not write (they are left alone).
     element_order : {1, 2}
         C3D4 / tetra or C3D10 / tetra10 elements.
     min_elements_per_grain : int, optional
         Keep small grains' surfaces fine enough that each gets at least this many tets.
-    max_memory_gib : float, optional
-        Memory limit for one volume (default 80 % of free memory).
 
     Returns
     -------

@@ -134,6 +134,18 @@ def write_manifest(folder: str | os.PathLike, **kwargs) -> dict:
     """Compute the manifest of ``folder`` and write ``folder/manifest.json`` atomically.
 
     Keyword arguments are those of :func:`compute_manifest`. Returns the manifest.
+
+    Parameters
+    ----------
+    folder : str or path-like
+        Build folder.
+    **kwargs
+        Keywords of :func:`compute_manifest` (``dataset``, ``recipe_hash``, ``counts``, ``exclude``, ``failed``).
+
+    Returns
+    -------
+    dict
+        The manifest written.
     """
     m = compute_manifest(folder, **kwargs)
     write_json_atomic(Path(folder) / MANIFEST, m)
@@ -142,7 +154,23 @@ def write_manifest(folder: str | os.PathLike, **kwargs) -> dict:
 
 
 def read_manifest(folder: str | os.PathLike) -> dict:
-    """Read and format-check ``folder/manifest.json``."""
+    """Read and format-check ``folder/manifest.json``.
+
+    Parameters
+    ----------
+    folder : str or path-like
+        Build folder.
+
+    Returns
+    -------
+    dict
+        The manifest.
+
+    Raises
+    ------
+    PublishError
+        If there is no ``manifest.json`` or it has no ``files`` list.
+    """
     path = Path(folder) / MANIFEST
     if not path.is_file():
         raise PublishError("no manifest.json: is this a build folder? (run `nmc-dataset run RECIPE --out ...`)",

@@ -264,6 +264,20 @@ def particle_shard(shard_index: int, items: Sequence[int], *, out: str, n_shards
     formats : sequence of str
         ``voxels`` writes the HDF5 file, ``surface`` / ``volume-mesh`` the meshes (``params``
         is implied: the particles and grains configs are always built).
+    first_index : int
+        Index of item 0's particle.
+    mesh_size_um : float, optional
+        Target tet size (µm) of the volume meshes.
+    smoothing_iterations : int
+        Surface-nets smoothing iterations of the meshes.
+    spacing_px, margin_px : float
+        Assembly lattice spacing and box margin (pixels) of the centre-of-mass selection.
+    max_memory_gib : float, optional
+        Memory limit for one volume (default 80 % of free memory).
+    element_order : {1, 2}
+        Linear or quadratic tets.
+    min_elements_per_grain : int, optional
+        Keep small grains' surfaces fine enough that each gets at least this many tets.
 
     Returns
     -------
@@ -308,7 +322,18 @@ def particle_shard(shard_index: int, items: Sequence[int], *, out: str, n_shards
 
 # --------------------------------------------------------------------------- the release build
 def release_configs(cubes: Sequence[int]) -> list[str]:
-    """Config names a particle release builds."""
+    """Config names a particle release builds.
+
+    Parameters
+    ----------
+    cubes : sequence of int
+        Edge lengths ``N`` of the fixed-size label cubes.
+
+    Returns
+    -------
+    list of str
+        ``particles``, ``grains`` and ``voxels_<N>`` per cube.
+    """
     return ["particles", "grains"] + [f"voxels_{int(n)}" for n in cubes]
 
 
@@ -364,6 +389,20 @@ def build_particle_release(config: dict, ctx, *, shell_model_path: Path, grain_m
 
     Shard size and the N³ configs come from the ``dataset:`` section (``particles_shard_size``)
     and the ``particles:`` section (``cubes``). Returns the :class:`~nmc_dataset.pipeline._build.BuildResult`.
+
+    Parameters
+    ----------
+    config : dict
+        The recipe's ``particles:`` section.
+    ctx : RunContext
+        The run (recipe, output folder, seed, workers, options).
+    shell_model_path, grain_model_path : Path
+        The model files to draw from (copied into the release's ``models/``).
+
+    Returns
+    -------
+    BuildResult
+        Of the configs ``particles``, ``grains`` and ``voxels_<N>``.
     """
     from nmc_dataset.pipeline._generate import parse_formats
     from nmc_dataset.pipeline._recipe import recipe_hash

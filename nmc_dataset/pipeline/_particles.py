@@ -22,10 +22,12 @@ MESH_DIRS = ("surfaces", "volume_meshes", "simulators")
 class ParticleResult:
     """What one exported particle produced.
 
-    Attributes
+    Parameters
     ----------
     particle_id : int
+        Index of the particle in its run.
     n_grains : int
+        Number of kept grains.
     record : dict or None
         :func:`nmc_dataset.export._tables.particle_records` of the particle (``None`` without params).
     entry : dict
@@ -46,7 +48,15 @@ class ParticleResult:
 
 @dataclasses.dataclass
 class ParticleFailure:
-    """A particle that could not be exported: its id and the one-line reason."""
+    """A particle that could not be exported: its id and the one-line reason.
+
+    Parameters
+    ----------
+    particle_id : int
+        The particle's index in the run.
+    error : str
+        One-line reason (exception type and message).
+    """
 
     particle_id: int
     error: str
@@ -77,8 +87,10 @@ def export_particle(shell_model, grain_model, particle_id: int, seed: int, *, vo
 
     Parameters
     ----------
-    shell_model, grain_model
-        Loaded models (:class:`~nmc_dataset.shells._model.ShellModel`, grain model).
+    shell_model : ShellModel
+        Loaded shell model (:class:`~nmc_dataset.shells._model.ShellModel`).
+    grain_model : GrainModel
+        Loaded grain model (:class:`~nmc_dataset.calibration._model.GrainModel`).
     particle_id : int
         The particle's index; it draws from ``particle_seed(seed, particle_id)`` alone.
     seed : int
@@ -93,14 +105,25 @@ def export_particle(shell_model, grain_model, particle_id: int, seed: int, *, vo
         An open writer; the volume is added last, once every other export succeeded.
     cubes : sequence of int
         Edge lengths of fixed-size label cubes to return.
-    mesh_size_um, smoothing_iterations, max_memory_gib, element_order, min_elements_per_grain
-        Mesh options (see :func:`nmc_dataset.pipeline._generate.write_particle_meshes`).
-    spacing_px, margin_px, shell_model_id, grain_model_id
-        Assembly options and model ids stored with the particle.
+    mesh_size_um : float, optional
+        Target tet size in µm (see :func:`nmc_dataset.pipeline._generate.write_particle_meshes`).
+    smoothing_iterations : int, default 8
+        Surface-nets smoothing iterations of the meshes.
+    spacing_px, margin_px : float, default 1.0, 8.0
+        Assembly lattice spacing and box margin (pixels) of the centre-of-mass selection.
+    max_memory_gib : float, optional
+        Memory limit for one volume (default 80 % of free memory).
+    shell_model_id, grain_model_id : str, default ""
+        Model ids stored with the particle.
+    element_order : {1, 2}, default 1
+        Linear or quadratic tets.
+    min_elements_per_grain : int, optional
+        Keep small grains' surfaces fine enough that each gets at least this many tets.
 
     Returns
     -------
     ParticleResult
+        Its table record, cubes and mesh files.
     """
     from nmc_dataset.export import _tables as tables
     from nmc_dataset.particles._assemble import make_particle, particle_seed
@@ -148,10 +171,23 @@ def export_particles(particle_ids: Iterable[int], *, mesh_folder: Path | None = 
     A particle whose export raises (anything but an interrupt) is logged on one line, its mesh
     files are removed, and the loop goes on.
 
+    Parameters
+    ----------
+    particle_ids : iterable of int
+        Particles to export.
+    mesh_folder : Path, optional
+        Receives the mesh files (needed for mesh formats); a failed particle's new files there are removed.
+    progress : callable, optional
+        Wraps the id list (e.g. a progress bar): ``progress(ids) -> iterable``.
+    **kwargs
+        Passed to :func:`export_particle` (models, seed, voxel size, formats, writer, mesh options).
+
     Returns
     -------
     results : list of ParticleResult
+        The exported particles, in id order.
     failures : list of ParticleFailure
+        The particles that could not be exported.
     """
     ids = list(particle_ids)
     results, failures = [], []

@@ -90,7 +90,25 @@ def upload_files(folder: str | os.PathLike) -> tuple[dict, list[tuple[str, int]]
 
 
 def parse_target(target: str) -> tuple[str, str | None]:
-    """``"hf:ORG/NAME"`` -> ``("hf", "ORG/NAME")``; ``"zenodo"`` -> ``("zenodo", None)``."""
+    """``"hf:ORG/NAME"`` -> ``("hf", "ORG/NAME")``; ``"zenodo"`` -> ``("zenodo", None)``.
+
+    Parameters
+    ----------
+    target : str
+        ``hf:ORG/NAME`` or ``zenodo``.
+
+    Returns
+    -------
+    kind : str
+        ``"hf"`` or ``"zenodo"``.
+    repo_id : str or None
+        ``ORG/NAME`` for the Hub.
+
+    Raises
+    ------
+    PublishError
+        For any other target.
+    """
     if target == "zenodo":
         return "zenodo", None
     if target.startswith("hf:"):
@@ -386,6 +404,8 @@ def publish_zenodo(folder: str | os.PathLike, *, production: bool = False, endpo
         Print the plan and change nothing.
     publish : bool
         Publish after uploading (``False`` leaves a draft to review on the website).
+    echo : callable, default print
+        Receives the dry-run plan and status lines.
 
     Returns
     -------

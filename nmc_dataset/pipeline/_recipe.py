@@ -39,7 +39,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
 class RunContext:
     """What a section runner gets besides its own config.
 
-    Attributes
+    Parameters
     ----------
     recipe_path : Path
         The recipe file (relative input paths are resolved against its folder).
@@ -55,6 +55,8 @@ class RunContext:
         Worker processes allowed.
     force : bool
         Overwrite results of a different recipe.
+    options : dict
+        Run options from the command line that are not part of the recipe (``executor``, ``scheduler``).
     """
 
     recipe_path: Path
@@ -67,7 +69,18 @@ class RunContext:
     options: dict = dataclasses.field(default_factory=dict)
 
     def resolve(self, p: str | Path) -> Path:
-        """Resolve a path given in the recipe relative to the recipe's folder."""
+        """Resolve a path given in the recipe relative to the recipe's folder.
+
+        Parameters
+        ----------
+        p : str or Path
+            A path from the recipe (``~`` expanded).
+
+        Returns
+        -------
+        Path
+            Absolute paths unchanged; relative ones resolved against the recipe's folder.
+        """
         p = Path(p).expanduser()
         return p if p.is_absolute() else (self.recipe_path.parent / p).resolve()
 
@@ -77,7 +90,13 @@ def _schema_dir():
 
 
 def recipe_schema() -> dict:
-    """The full recipe JSON Schema: the top-level schema plus every section's schema."""
+    """The full recipe JSON Schema: the top-level schema plus every section's schema.
+
+    Returns
+    -------
+    dict
+        A JSON Schema (draft 2020-12).
+    """
     base = json.loads((_schema_dir() / "recipe.schema.json").read_text())
     for name, _ in SECTIONS:
         f = _schema_dir() / "recipe" / f"{name}.schema.json"
@@ -93,6 +112,18 @@ def _key_path(error) -> str:
 
 def validate_recipe(recipe: Any, where: str | Path = "recipe") -> dict:
     """Validate a recipe mapping against :func:`recipe_schema`.
+
+    Parameters
+    ----------
+    recipe : Any
+        The parsed recipe.
+    where : str or Path, default "recipe"
+        Named in error messages.
+
+    Returns
+    -------
+    dict
+        ``recipe`` itself.
 
     Raises
     ------
@@ -115,7 +146,25 @@ def validate_recipe(recipe: Any, where: str | Path = "recipe") -> dict:
 
 
 def load_recipe(path: str | Path) -> dict:
-    """Read and validate a recipe YAML file."""
+    """Read and validate a recipe YAML file.
+
+    Parameters
+    ----------
+    path : str or Path
+        The recipe file (UTF-8 YAML).
+
+    Returns
+    -------
+    dict
+        The validated recipe.
+
+    Raises
+    ------
+    InputError
+        If the file is missing or unreadable.
+    RecipeError
+        If it is not UTF-8, not valid YAML, or does not match the recipe schema.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -138,7 +187,18 @@ def load_recipe(path: str | Path) -> dict:
 
 
 def recipe_hash(recipe: dict) -> str:
-    """SHA-256 of the recipe's canonical JSON form (key order and YAML layout do not matter)."""
+    """SHA-256 of the recipe's canonical JSON form (key order and YAML layout do not matter).
+
+    Parameters
+    ----------
+    recipe : dict
+        A recipe mapping.
+
+    Returns
+    -------
+    str
+        64 hex digits.
+    """
     return hashlib.sha256(json.dumps(recipe, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
@@ -158,6 +218,8 @@ def run_recipe(path: str | Path, out: str | Path, *, workers: int = 1, force: bo
         Allow overwriting a build of a different recipe.
     only : list of str, optional
         Run just these sections (their inputs must then be given in the recipe).
+    options : dict, optional
+        Run options outside the recipe (``executor``, ``scheduler`` of the parquet builds).
 
     Returns
     -------

@@ -32,7 +32,17 @@ _UNIT_NAMES = {0: "", 1: "µm", 2: "µm²", 3: "µm³"}
 
 @dataclasses.dataclass
 class FitResult:
-    """What :func:`fit_volume` produced: the model, the segmentation and the per-particle fits."""
+    """What :func:`fit_volume` produced: the model, the segmentation and the per-particle fits.
+
+    Parameters
+    ----------
+    model : ShellModel
+        The fitted shell model.
+    segmentation : Segmentation
+        The particle segmentation of the volume.
+    particles : ParticleCoefficients
+        The per-particle SH coefficients (voxels) the model was fitted on.
+    """
 
     model: ShellModel
     segmentation: Segmentation
@@ -100,6 +110,7 @@ def fit_volume(volume: np.ndarray, voxel_size_um: float, *, phase: int | None = 
     Returns
     -------
     FitResult
+        The model, the segmentation and the per-particle fits.
     """
     vs = _check_voxel_size(voxel_size_um, where)
     degree = _check_degree(degree, where)
@@ -168,6 +179,46 @@ def fit_shells(volume_path, voxel_size_um: float, out, *, dataset: str | None = 
     """Fit a shell model to a volume file and write ``out`` (JSON) plus ``<stem>.coefficients.parquet``.
 
     All inputs are checked before anything is written; see :func:`fit_volume`.
+
+    Parameters
+    ----------
+    volume_path : path-like
+        CT volume file (see :func:`nmc_dataset.io._ct.read_volume`).
+    voxel_size_um : float
+        µm per voxel (> 0).
+    out : path-like
+        Model JSON to write (a new file, or one this tool wrote).
+    dataset : str, optional
+        HDF5 dataset path.
+    phase : int, optional
+        Particle phase of a phase-label volume.
+    shape : (Z, Y, X) or str, optional
+        Raw files: the volume shape.
+    dtype : str, optional
+        Raw files: the voxel type.
+    degree : int, default 9
+        SH degree L.
+    seed : int, default 0
+        Seed of the fit's random generator (recorded in the model).
+    selection : {"aic", "loglik"}, default "aic"
+        Family selection.
+    model : str, default "auto"
+        ``"auto"`` (hold-out selection) or one candidate name.
+    holdout : float, default 0.25
+        Fraction of particles held out for the self-check; 0 skips it.
+    families : {"constrained", "paper"}, default "constrained"
+        Per-degree family set.
+    measure : {"subvoxel", "voxel"}, default "subvoxel"
+        Radius measurement.
+    measure_sigma : float, default 1.0
+        Gaussian σ (voxels) of the sub-voxel measurement.
+    correct_blur : bool, default True
+        Undo the blur's degree-wise damping in the sub-voxel measurement.
+
+    Returns
+    -------
+    FitResult
+        The model (written to ``out``), the segmentation and the per-particle fits.
     """
     from nmc_dataset.io._ct import read_volume
 
@@ -192,7 +243,21 @@ def fit_shells(volume_path, voxel_size_um: float, out, *, dataset: str | None = 
 
 # --------------------------------------------------------------------------- sampled shells
 def write_shells(path, coeffs: np.ndarray, model: ShellModel, *, seed, redrawn: int = 0) -> None:
-    """Write sampled shells (coefficients in voxels, one row per shell) to parquet atomically."""
+    """Write sampled shells (coefficients in voxels, one row per shell) to parquet atomically.
+
+    Parameters
+    ----------
+    path : path-like
+        Output parquet file.
+    coeffs : (n, K) float array
+        SH coefficients in voxels.
+    model : ShellModel
+        The model they were drawn from (voxel size, degree, file name recorded).
+    seed : int
+        Seed of the draws, recorded.
+    redrawn : int, default 0
+        Invalid draws replaced, recorded.
+    """
     meta = {"format": SHELLS_FORMAT, "format_version": 1, "units": "voxel",
             "voxel_size_um": model.voxel_size_um, "degree": model.degree, "n": int(coeffs.shape[0]),
             "seed": seed, "redrawn": int(redrawn),
@@ -203,7 +268,20 @@ def write_shells(path, coeffs: np.ndarray, model: ShellModel, *, seed, redrawn: 
 
 
 def read_shells(path) -> tuple[np.ndarray, dict]:
-    """Read sampled shells *or* a model's measured coefficient table; returns ``(coeffs, meta)``."""
+    """Read sampled shells *or* a model's measured coefficient table; returns ``(coeffs, meta)``.
+
+    Parameters
+    ----------
+    path : path-like
+        Parquet written by :func:`write_shells` or a model's ``.coefficients.parquet``.
+
+    Returns
+    -------
+    coeffs : (n, K) float array
+        SH coefficients in voxels.
+    meta : dict
+        The table metadata (with a positive ``voxel_size_um``).
+    """
     import pyarrow.parquet as pq
 
     path = Path(path)
@@ -227,6 +305,17 @@ def read_shells(path) -> tuple[np.ndarray, dict]:
 
 def sample_shells(model_path, n: int, seed: int, out) -> tuple[np.ndarray, dict]:
     """Draw ``n`` valid shells from a model file and write them to ``out`` (parquet).
+
+    Parameters
+    ----------
+    model_path : path-like
+        Shell model JSON.
+    n : int
+        Number of shells (>= 1).
+    seed : int
+        Seed of the draws.
+    out : path-like
+        Parquet file to write (a new file, or one this tool wrote).
 
     Returns
     -------
@@ -282,6 +371,19 @@ def describe_shells(shells_path, out, *, against=None, subdivisions: int = 4, fo
     whose files are replaced atomically; ``force`` writes beside files the tool did not write):
     ``descriptors.parquet`` (µm units, one row per shell), ``summary.json``, and with ``against``
     also ``measured_descriptors.parquet``, the histogram PNGs, ``comparison.md`` and ``comparison.json``.
+
+    Parameters
+    ----------
+    shells_path : path-like
+        Parquet of sampled shells (``sample-shells``) or a model's coefficient table.
+    out : path-like
+        Report folder.
+    against : path-like, optional
+        Shell model JSON whose measured particles the shells are compared with.
+    subdivisions : int, default 4
+        Icosphere subdivisions of the descriptor computation (1..6).
+    force : bool, default False
+        Write into a folder that holds files the tool did not write (they are left alone).
 
     Returns
     -------

@@ -71,6 +71,7 @@ def mesh_descriptors(points: np.ndarray, faces: np.ndarray, hull: bool = True) -
     Returns
     -------
     dict of ndarray (n,)
+        One array per descriptor name, one value per body.
     """
     pts = np.asarray(points, dtype=np.float64)
     X, Y, Z = pts[..., 0], pts[..., 1], pts[..., 2]

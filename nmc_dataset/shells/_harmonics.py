@@ -36,19 +36,59 @@ __all__ = [
 
 
 def n_coeffs(L: int) -> int:
-    """Number of real SH coefficients up to degree ``L``: ``(L+1)**2``."""
+    """Number of real SH coefficients up to degree ``L``: ``(L+1)**2``.
+
+    Parameters
+    ----------
+    L : int
+        SH degree.
+
+    Returns
+    -------
+    int
+        ``(L+1)**2``.
+    """
     return (int(L) + 1) ** 2
 
 
 def coeff_index(l: int, m: int) -> int:
-    """Index of coefficient ``a_lm`` in a coefficient vector: ``l*l + l + m``."""
+    """Index of coefficient ``a_lm`` in a coefficient vector: ``l*l + l + m``.
+
+    Parameters
+    ----------
+    l : int
+        Degree, ``l >= 0``.
+    m : int
+        Order, ``-l <= m <= l``.
+
+    Returns
+    -------
+    int
+        Position of ``a_lm`` in a coefficient vector.
+
+    Raises
+    ------
+    ValueError
+        If ``|m| > l``.
+    """
     if abs(m) > l:
         raise ValueError(f"|m| must be <= l (got l={l}, m={m})")
     return l * l + l + m
 
 
 def degree_of_index(L: int) -> tuple[np.ndarray, np.ndarray]:
-    """Arrays ``(l, m)`` of length ``(L+1)**2`` giving the degree and order of each index."""
+    """Arrays ``(l, m)`` of length ``(L+1)**2`` giving the degree and order of each index.
+
+    Parameters
+    ----------
+    L : int
+        SH degree.
+
+    Returns
+    -------
+    l, m : (K,) int arrays
+        Degree and order of each of the ``K = (L+1)**2`` coefficient indices.
+    """
     ls = np.concatenate([np.full(2 * l + 1, l) for l in range(L + 1)])
     ms = np.concatenate([np.arange(-l, l + 1) for l in range(L + 1)])
     return ls, ms
@@ -146,6 +186,7 @@ def radius(coeffs, directions, basis: np.ndarray | None = None) -> np.ndarray:
     Returns
     -------
     ndarray, shape (..., P)
+        Radius of each shell at each direction, in the units of the coefficients.
     """
     c = np.asarray(coeffs, dtype=np.float64)
     K = c.shape[-1]
@@ -300,7 +341,18 @@ def _vertex_weights_cached(subdivisions: int) -> np.ndarray:
 
 
 def vertex_weights(subdivisions: int) -> np.ndarray:
-    """Quadrature weights (solid angle per vertex, summing to 4π) of an icosphere."""
+    """Quadrature weights (solid angle per vertex, summing to 4π) of an icosphere.
+
+    Parameters
+    ----------
+    subdivisions : int
+        Icosphere subdivisions (0 -> 12 vertices, 3 -> 642).
+
+    Returns
+    -------
+    (n_vertices,) float array
+        Solid angle of each vertex, in the vertex order of the icosphere.
+    """
     return _vertex_weights_cached(int(subdivisions))
 
 
@@ -309,9 +361,17 @@ def random_rotations(n: int, rng: np.random.Generator) -> np.ndarray:
 
     Uses normalised 4D Gaussian vectors as unit quaternions (uniform on S^3).
 
+    Parameters
+    ----------
+    n : int
+        Number of rotations.
+    rng : numpy.random.Generator
+        Source of the Gaussian draws.
+
     Returns
     -------
     ndarray, shape (n, 3, 3)
+        Rotation matrices.
     """
     q = rng.standard_normal((int(n), 4))
     q /= np.linalg.norm(q, axis=1, keepdims=True)
@@ -344,6 +404,7 @@ def fit_coefficients(L: int, directions, values) -> np.ndarray:
     Returns
     -------
     ndarray, shape (..., (L+1)**2)
+        Coefficients, in the units of the radius values.
     """
     B = sh_basis(L, directions)
     if B.shape[0] < B.shape[1]:

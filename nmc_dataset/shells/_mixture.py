@@ -201,7 +201,7 @@ def loo_bandwidths(points: np.ndarray, cov: np.ndarray, max_points: int = 500) -
 class ScaleMixture:
     """Per-band latent roughness drawn jointly with ``a_00`` (see the module docstring).
 
-    Attributes
+    Parameters
     ----------
     degree : int
         SH degree L.
@@ -237,7 +237,24 @@ class ScaleMixture:
 
     @staticmethod
     def summaries(coeffs: np.ndarray, bands, spread, l2_shape: bool = False) -> np.ndarray:
-        """``(log a_00, log s_b[, artanh J₃])`` of coefficient vectors (``s_b`` floored at 1e-9)."""
+        """``(log a_00, log s_b[, artanh J₃])`` of coefficient vectors (``s_b`` floored at 1e-9).
+
+        Parameters
+        ----------
+        coeffs : (n, (L+1)**2) float array
+            Coefficient vectors (voxels).
+        bands : list of list of int
+            Degrees of each band.
+        spread : (L+1,) float array
+            ``σ_l`` per degree (voxels).
+        l2_shape : bool, default False
+            Append the ``artanh J₃`` column of the degree-2 shape.
+
+        Returns
+        -------
+        (n, 1 + B[+1]) float array
+            The summaries, one row per vector.
+        """
         c = np.asarray(coeffs, dtype=np.float64)
         cols = [np.log(np.maximum(c[:, 0], _TINY))]
         for band in bands:
@@ -252,7 +269,27 @@ class ScaleMixture:
     # ------------------------------------------------------------------ fitting
     @classmethod
     def fit(cls, coeffs, n_bands: int = 1, l2_shape: bool = True) -> ScaleMixture:
-        """Fit to measured coefficients ``(n, (L+1)**2)`` (n >= 3, all ``a_00 > 0``)."""
+        """Fit to measured coefficients ``(n, (L+1)**2)`` (n >= 3, all ``a_00 > 0``).
+
+        Parameters
+        ----------
+        coeffs : (n, (L+1)**2) float array
+            Measured coefficients (voxels).
+        n_bands : int, default 1
+            Bands of the degrees ``2..L`` (``l = 1`` is always its own band).
+        l2_shape : bool, default True
+            Draw degree 2 as a tensor of the measured shape (when ``[2]`` is a band of its own).
+
+        Returns
+        -------
+        ScaleMixture
+            Kernel points at the measured summaries, bandwidths by leave-one-out likelihood.
+
+        Raises
+        ------
+        ValueError
+            If some ``a_00 <= 0``.
+        """
         c = np.asarray(coeffs, dtype=np.float64)
         K = c.shape[1]
         L = round(np.sqrt(K)) - 1
@@ -273,7 +310,20 @@ class ScaleMixture:
 
     # ------------------------------------------------------------------ sampling
     def draw_raw(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """``n`` coefficient vectors (vectorised; no validity check)."""
+        """``n`` coefficient vectors (vectorised; no validity check).
+
+        Parameters
+        ----------
+        n : int
+            Number of vectors.
+        rng : numpy.random.Generator
+            Source of the draws.
+
+        Returns
+        -------
+        (n, (L+1)**2) float array
+            Coefficients in voxels.
+        """
         n = int(n)
         d = self.points.shape[1]
         chol = np.linalg.cholesky(self.kernel_cov)
@@ -292,7 +342,18 @@ class ScaleMixture:
 
     # ------------------------------------------------------------------ density
     def logpdf(self, coeffs) -> np.ndarray:
-        """Log density of coefficient vectors under the model (per vector)."""
+        """Log density of coefficient vectors under the model (per vector).
+
+        Parameters
+        ----------
+        coeffs : (n, (L+1)**2) or ((L+1)**2,) float array
+            Coefficient vectors (voxels).
+
+        Returns
+        -------
+        (n,) float array
+            Log density of each vector.
+        """
         from scipy.special import logsumexp
 
         c = np.atleast_2d(np.asarray(coeffs, dtype=np.float64))
@@ -320,6 +381,7 @@ class ScaleMixture:
 
     # ------------------------------------------------------------------ IO
     def to_json(self) -> dict:
+        """The mixture as a JSON-able dict (the model file's ``dependence`` block)."""
         return {"kind": "scale_mixture", "bands": [list(map(int, b)) for b in self.bands],
                 "spread": [float(v) for v in self.spread],
                 "variables": ["log_a00"] + [f"log_s_band{b}" for b in range(len(self.bands))]
@@ -330,6 +392,26 @@ class ScaleMixture:
 
     @classmethod
     def from_json(cls, d: dict, degree: int) -> ScaleMixture:
+        """Rebuild a mixture from :meth:`to_json`'s dict, checking it.
+
+        Parameters
+        ----------
+        d : dict
+            ``bands``, ``points``, ``kernel_cov``, ``spread`` and optionally ``l2_shape``.
+        degree : int
+            SH degree L of the model.
+
+        Returns
+        -------
+        ScaleMixture
+            The mixture.
+
+        Raises
+        ------
+        ValueError
+            If the bands do not cover ``1..L`` once, the arrays do not match them, or the kernel
+            covariance is not positive definite.
+        """
         bands = [list(map(int, b)) for b in d["bands"]]
         flat = sorted(l for b in bands for l in b)
         if flat != list(range(1, degree + 1)):

@@ -245,9 +245,10 @@ def _check_basis(degree: int, subdivisions: int):
 class DegreeLaw:
     """The law of the coefficients of one degree.
 
-    Attributes
+    Parameters
     ----------
     degree : int
+        Degree ``l`` the law describes.
     family : str
         ``"normal"``, ``"lognormal"`` or ``"t"`` (see the module docstring for ``l > 0`` forms).
     params : dict
@@ -299,11 +300,24 @@ class DegreeLaw:
         return float(p["loc"])
 
     def to_json(self) -> dict:
+        """The law as a JSON-able dict (the model file's ``degrees`` entry)."""
         return {"degree": self.degree, "family": self.family, "params": self.params,
                 "edcc": self.edcc, "edcc_per_order": self.edcc_per_order, "candidates": self.candidates}
 
     @classmethod
     def from_json(cls, d: dict) -> "DegreeLaw":
+        """Rebuild a law from :meth:`to_json`'s dict.
+
+        Parameters
+        ----------
+        d : dict
+            ``degree``, ``family``, ``params`` and optionally ``candidates``, ``edcc``, ``edcc_per_order``.
+
+        Returns
+        -------
+        DegreeLaw
+            The law.
+        """
         return cls(degree=int(d["degree"]), family=d["family"], params=dict(d["params"]),
                    candidates=d.get("candidates", {}), edcc=d.get("edcc"),
                    edcc_per_order=d.get("edcc_per_order"))
@@ -313,7 +327,7 @@ class DegreeLaw:
 class ShellModel:
     """Stochastic model of shell radius functions (docs/method.md#shell-model).
 
-    Attributes
+    Parameters
     ----------
     degree : int
         SH degree L; ``(L+1)**2`` coefficients.
@@ -340,6 +354,10 @@ class ShellModel:
         Provenance (input file, segmentation summary, seed).
     path : Path, optional
         Where the model was loaded from / written to.
+    format_version : int
+        Version of the model file format (the current one by default).
+    coefficients_file : str, optional
+        File name of the coefficient parquet beside the model JSON (set when the model is written).
     kind : str
         ``"independent"`` (the paper's) or ``"scale_mixture"`` (see the module docstring).
     mixture : ScaleMixture, optional
@@ -389,6 +407,10 @@ class ShellModel:
             Per-particle star-shaped volume fractions (their statistics are stored).
         particle_table, source : dict, optional
             Stored with the model (see class attributes).
+        min_volume_voxels : float, default 10.0
+            Shells with a smaller volume (in voxels) are invalid and redrawn when sampling.
+        check_subdivisions : int, default 4
+            Icosphere subdivisions of the positivity / volume check.
         kind : {"independent", "scale_mixture"}
             The model (see the module docstring).
         n_bands : int
@@ -458,7 +480,20 @@ class ShellModel:
         return _check_basis(self.degree, self.check_subdivisions)
 
     def draw_raw(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """``n`` coefficient vectors from the model, without the validity check."""
+        """``n`` coefficient vectors from the model, without the validity check.
+
+        Parameters
+        ----------
+        n : int
+            Number of vectors.
+        rng : numpy.random.Generator
+            Source of the draws.
+
+        Returns
+        -------
+        (n, (L+1)**2) float array
+            Coefficients in voxels.
+        """
         if self.kind == "scale_mixture":
             return self.mixture.draw_raw(n, rng)
         out = np.empty((int(n), n_coeffs(self.degree)))
@@ -472,6 +507,16 @@ class ShellModel:
 
         Used to score models on held-out particles: ``independent`` sums the per-coefficient
         laws, ``scale_mixture`` uses :meth:`ScaleMixture.logpdf`.
+
+        Parameters
+        ----------
+        coeffs : (n, (L+1)**2) or ((L+1)**2,) float array
+            Coefficient vectors (voxels).
+
+        Returns
+        -------
+        (n,) float array
+            Log density of each vector.
         """
         c = np.atleast_2d(np.asarray(coeffs, dtype=np.float64))
         if self.kind == "scale_mixture":
@@ -490,6 +535,18 @@ class ShellModel:
         ``u``, so ``r(u) >= a_00/sqrt(4π) − Σ_{l>=1} ‖a_l‖ sqrt((2l+1)/(4π)) =: b``. A shell with
         ``b > 0`` and ``(4π/3) b³ >= min_volume_voxels`` is valid everywhere (not only on the grid);
         the others are checked on the grid (see :meth:`valid_reference`, the plain twin).
+
+        Parameters
+        ----------
+        coeffs : (n, (L+1)**2) float array
+            Coefficient vectors (voxels).
+        _basis : tuple, optional
+            Precomputed check basis and quadrature weights (internal; computed when None).
+
+        Returns
+        -------
+        (n,) bool array
+            Which shells are valid.
         """
         c = np.asarray(coeffs, dtype=np.float64)
         L = self.degree
@@ -503,7 +560,20 @@ class ShellModel:
         return ok
 
     def valid_reference(self, coeffs: np.ndarray, _basis=None) -> np.ndarray:
-        """Grid check only: radius > 0 at every check-icosphere vertex and quadrature volume >= minimum."""
+        """Grid check only: radius > 0 at every check-icosphere vertex and quadrature volume >= minimum.
+
+        Parameters
+        ----------
+        coeffs : (n, (L+1)**2) float array
+            Coefficient vectors (voxels).
+        _basis : tuple, optional
+            Precomputed check basis and quadrature weights (internal; computed when None).
+
+        Returns
+        -------
+        (n,) bool array
+            Which shells pass the grid check.
+        """
         BT, w3 = self._check_basis() if _basis is None else _basis
         c = np.asarray(coeffs)
         ok = np.empty(c.shape[0], dtype=bool)
@@ -525,6 +595,9 @@ class ShellModel:
         rng : numpy.random.Generator
         return_stats : bool
             Also return ``{"redrawn": k, "rounds": r}``.
+        max_rounds : int, default 200
+            Redraw rounds before giving up with an :class:`InputError` (the model then draws almost
+            only invalid shells).
 
         Returns
         -------
@@ -583,6 +656,16 @@ class ShellModel:
         """Write the model JSON and (if known) the per-particle coefficients parquet beside it.
 
         The parquet is ``<stem>.coefficients.parquet``; both are written atomically.
+
+        Parameters
+        ----------
+        path : str or path-like
+            Model JSON file.
+
+        Returns
+        -------
+        Path
+            ``path``.
         """
         path = Path(path)
         if self.coefficients is not None:
@@ -598,7 +681,25 @@ class ShellModel:
 
     @classmethod
     def from_json(cls, doc: dict, path=None) -> "ShellModel":
-        """Build a model from its JSON document (checks format and version)."""
+        """Build a model from its JSON document (checks format and version).
+
+        Parameters
+        ----------
+        doc : dict
+            The parsed model JSON.
+        path : path-like, optional
+            Where it was read from (recorded, and named in errors).
+
+        Returns
+        -------
+        ShellModel
+            The model.
+
+        Raises
+        ------
+        InputError
+            For a malformed document or an unknown model kind.
+        """
         where = path or "shell model"
         version = check_format(doc, FORMAT, FORMAT_VERSION, where)
         try:
@@ -634,7 +735,18 @@ class ShellModel:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ShellModel":
-        """Read a model file written by :meth:`write` (refuses newer format versions)."""
+        """Read a model file written by :meth:`write` (refuses newer format versions).
+
+        Parameters
+        ----------
+        path : str or path-like
+            Model JSON file.
+
+        Returns
+        -------
+        ShellModel
+            The model.
+        """
         return cls.from_json(read_json(path), path)
 
     def load_coefficients(self) -> np.ndarray:
@@ -670,7 +782,18 @@ class ShellModel:
 
 # --------------------------------------------------------------------------- coefficient tables
 def coefficient_columns(L: int) -> list[str]:
-    """Column names ``a_l{l}_m{m}`` of a coefficient table, in coefficient-index order."""
+    """Column names ``a_l{l}_m{m}`` of a coefficient table, in coefficient-index order.
+
+    Parameters
+    ----------
+    L : int
+        SH degree.
+
+    Returns
+    -------
+    list of str
+        ``(L+1)**2`` names.
+    """
     return [f"a_l{l}_m{m}" for l in range(L + 1) for m in range(-l, l + 1)]
 
 
@@ -679,6 +802,17 @@ def write_coefficients_table(path, coeffs: np.ndarray, *, extra: dict | None = N
 
     ``meta`` (must hold ``format`` and ``format_version``) goes into the schema metadata: each
     key as a string, and the whole dict as JSON under ``nmc_dataset``.
+
+    Parameters
+    ----------
+    path : path-like
+        Output parquet file.
+    coeffs : (n, (L+1)**2) float array
+        Coefficients, written as columns ``a_l<l>_m<m>``.
+    extra : dict of str to (n,) array, optional
+        Further columns, written before the coefficients.
+    meta : dict
+        JSON-serialisable metadata with at least ``format`` and ``format_version``.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -701,13 +835,26 @@ def write_coefficients_table(path, coeffs: np.ndarray, *, extra: dict | None = N
 def read_coefficients_table(path, kind: str) -> tuple[np.ndarray, dict, dict]:
     """Read a coefficient parquet written by :func:`write_coefficients_table`.
 
+    Parameters
+    ----------
+    path : path-like
+        The parquet file.
+    kind : str
+        Expected ``format`` of its metadata (e.g. the shell-coefficient table format).
+
     Returns
     -------
     coeffs : ndarray (n, K)
+        Coefficients, one column per ``a_l<l>_m<m>`` in coefficient-index order.
     meta : dict
         The schema metadata (``format``, ``format_version``, ...).
     columns : dict of ndarray
         The other columns.
+
+    Raises
+    ------
+    InputError
+        If the file is missing or unreadable, has another format, or lacks a complete set of ``a_l<l>_m<m>`` columns.
     """
     import pyarrow.parquet as pq
 

@@ -124,6 +124,18 @@ def star_fraction(mask: np.ndarray, center) -> float:
     A voxel belongs to the star-shaped region when every point of the segment from ``center``
     to the voxel centre rounds to a particle voxel (docs/method.md#radius-function; the paper's data: 96 % on
     average).
+
+    Parameters
+    ----------
+    mask : (Z, Y, X) bool array
+        The particle's voxels.
+    center : (3,) float array
+        Reference point ``(x, y, z)`` in voxel index coordinates of ``mask``.
+
+    Returns
+    -------
+    float
+        Fraction in [0, 1]; 0 if ``center`` lies outside the particle or the mask is empty.
     """
     mask = np.asarray(mask, dtype=bool)
     zz, yy, xx = np.nonzero(mask)
@@ -150,7 +162,7 @@ def star_fraction(mask: np.ndarray, center) -> float:
 class ParticleCoefficients:
     """SH coefficients of segmented particles (in voxels).
 
-    Attributes
+    Parameters
     ----------
     label : ndarray (n,)
         Particle label in the segmentation.
@@ -165,6 +177,7 @@ class ParticleCoefficients:
     fit_rms : ndarray (n,)
         RMS residual of the least-squares fit at the sample directions (voxels).
     degree : int
+        SH degree L of the coefficients.
     """
 
     label: np.ndarray
@@ -212,6 +225,13 @@ def measure_particles(labels: np.ndarray, degree: int = 9, rng: np.random.Genera
         Draws the rotations.
     subdivisions : int
         Icosphere subdivisions of the point set (3 -> 642 points, as in the paper).
+    progress_desc : str, default "radius+SH"
+        Label of the progress bar.
+
+    Returns
+    -------
+    ParticleCoefficients
+        One row per labelled particle; coefficients in voxels.
     """
     from nmc_dataset._util import progress
 

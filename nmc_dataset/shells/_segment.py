@@ -31,11 +31,12 @@ __all__ = ["Segmentation", "segment_volume", "classify_volume", "voxel_sphericit
 class Segmentation:
     """Result of :func:`segment_volume`.
 
-    Attributes
+    Parameters
     ----------
     labels : ndarray of int32, shape (Z, Y, X)
         Particle labels 1..n, 0 = background.
     n_particles : int
+        Number of particles (the largest label).
     input_kind : str
         ``"grey"``, ``"binary"``, ``"phase"`` or ``"labels"`` (instance labels used as given).
     threshold : float or None
@@ -265,6 +266,7 @@ def segment_volume(volume: np.ndarray, *, phase: int | None = None, sigma: float
     Returns
     -------
     Segmentation
+        Particle labels and what the segmentation did.
 
     Raises
     ------

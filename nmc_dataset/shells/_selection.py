@@ -60,7 +60,29 @@ def needed_particles(holdout: float) -> int:
 
 
 def fit_candidate(name: str, coeffs, voxel_size_um: float, **kw) -> ShellModel:
-    """Fit candidate ``name`` of :data:`CANDIDATES` (extra keywords go to :meth:`ShellModel.fit`)."""
+    """Fit candidate ``name`` of :data:`CANDIDATES` (extra keywords go to :meth:`ShellModel.fit`).
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`CANDIDATES` (a ``kind``/``families`` combination).
+    coeffs : (n, (L+1)**2) float array
+        Measured per-particle SH coefficients (voxels).
+    voxel_size_um : float
+        µm per voxel of the CT the coefficients were measured on.
+    **kw
+        Passed to :meth:`ShellModel.fit` (e.g. ``selection``, ``source``, ``particle_table``).
+
+    Returns
+    -------
+    ShellModel
+        The fitted model.
+
+    Raises
+    ------
+    InputError
+        If ``name`` is not a known candidate.
+    """
     if name not in CANDIDATES:
         raise InputError(f"unknown shell model {name!r} (choose from auto, {', '.join(CANDIDATES)})")
     return ShellModel.fit(coeffs, voxel_size_um, **CANDIDATES[name], **kw)
@@ -88,6 +110,7 @@ def select_model(coeffs, voxel_size_um: float, *, rng: np.random.Generator, hold
     coeffs : ndarray (n, K)
         Measured coefficients (voxels).
     voxel_size_um : float
+        µm per voxel of the CT the coefficients were measured on.
     rng : numpy.random.Generator
         Draws the split and the sampled shells.
     holdout : float
@@ -172,7 +195,19 @@ def select_model(coeffs, voxel_size_um: float, *, rng: np.random.Generator, hold
 
 
 def format_table(table: dict) -> str:
-    """The self-check as text (one line per candidate, KS per descriptor)."""
+    """The self-check as text (one line per candidate, KS per descriptor).
+
+    Parameters
+    ----------
+    table : dict
+        The model-selection table (``ShellModel.selection_table``): ``candidates``, ``chosen``, ``criterion``,
+        ``n_train``, ``n_holdout``, ``n_sample``, ``ks_noise_95``; or ``skipped`` with the reason.
+
+    Returns
+    -------
+    str
+        Multi-line text.
+    """
     if "candidates" not in table:
         return f"model selection skipped: {table.get('skipped', '')}"
     head = (f"model self-check: {table['n_train']} particles fitted, {table['n_holdout']} held out, "

@@ -147,10 +147,13 @@ def measure_particles_subvoxel(labels: np.ndarray, grey: np.ndarray | None = Non
         Undo the blur's degree-wise damping (see the module docstring).
     subdivisions : int
         Icosphere of the ray directions (3: 642).
+    progress_desc : str, default "sub-voxel radius+SH"
+        Label of the progress bar.
 
     Returns
     -------
     ParticleCoefficients, MeasurementInfo
+        The per-particle coefficients (voxels) and a summary of the measurement.
     """
     if not sigma > 0:
         raise ValueError("sigma must be > 0")

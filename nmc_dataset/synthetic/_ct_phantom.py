@@ -78,6 +78,26 @@ def truth_coefficients(kind: str, n: int, rng: np.random.Generator, *, degree: i
       roughness (ε = 0.02).
 
     Shells whose radius is not positive on 2562 directions are redrawn.
+
+    Parameters
+    ----------
+    kind : str
+        One of :data:`TRUTH_KINDS`.
+    n : int
+        Number of shells.
+    rng : numpy.random.Generator
+        Source of the draws.
+    degree : int, default 9
+        SH degree L.
+    r_median : float, default 12.0
+        Median mean radius (voxels).
+    r_range : tuple of 2 floats, default (6.0, 40.0)
+        Range of the mean radii (voxels).
+
+    Returns
+    -------
+    (n, (L+1)**2) float array
+        Coefficients in voxels.
     """
     from nmc_dataset.shells._harmonics import fit_coefficients, random_rotations
 
@@ -128,6 +148,26 @@ def reference_shell_model(mean_radius_vox: float = 10.0, voxel_size_um: float = 
       for ``l = 1`` (a centred particle has little ``l = 1`` content).
 
     With the defaults particles have radii of about 8-12 voxels and aspect ratios of ~1.1-1.5.
+
+    Parameters
+    ----------
+    mean_radius_vox : float, default 10.0
+        Mean particle radius in voxels.
+    voxel_size_um : float, default 0.128
+        µm per voxel recorded in the model.
+    degree : int, default 9
+        SH degree L.
+    sigma0 : float, default 0.08
+        σ of ``log a_00``.
+    df : float, default 5.0
+        Degrees of freedom of the Student's t laws of ``l >= 1``.
+    shape_scale : float, default 0.10
+        Scale of the ``l >= 2`` laws relative to the mean radius at ``l = 2``.
+
+    Returns
+    -------
+    ShellModel
+        An ``independent`` model with ``degree + 1`` laws.
     """
     a0 = mean_radius_vox * np.sqrt(4 * np.pi)
     laws = [DegreeLaw(0, "lognormal", {"mu": float(np.log(a0) - sigma0**2 / 2), "sigma": float(sigma0)})]
@@ -142,7 +182,7 @@ def reference_shell_model(mean_radius_vox: float = 10.0, voxel_size_um: float = 
 class CTPhantom:
     """A rendered phantom and its truth.
 
-    Attributes
+    Parameters
     ----------
     volume : ndarray (Z, Y, X)
         Grey values (float32, or uint16 when asked).
@@ -155,6 +195,7 @@ class CTPhantom:
     model : ShellModel
         The model the shells were drawn from.
     voxel_size_um : float
+        µm per voxel recorded with the phantom.
     """
 
     volume: np.ndarray
@@ -173,6 +214,20 @@ def render_shells(shape, coefficients: np.ndarray, centers_xyz: np.ndarray) -> n
     """Label volume of star-shaped shells: voxel centre ``p`` is in shell ``i`` if ``|p−c_i| <= r_i(u)``.
 
     Earlier shells win where shells overlap.
+
+    Parameters
+    ----------
+    shape : (Z, Y, X) tuple of int
+        Volume shape in voxels.
+    coefficients : (n, K) float array
+        SH coefficients (voxels) of each shell about its centre.
+    centers_xyz : (n, 3) float array
+        Shell centres ``(x, y, z)`` in voxel index coordinates.
+
+    Returns
+    -------
+    (Z, Y, X) int32 array
+        Labels ``1..n`` (shell ``i`` -> ``i + 1``), 0 = background.
     """
     labels = np.zeros(tuple(shape), dtype=np.int32)
     c = np.asarray(coefficients, dtype=np.float64)
@@ -216,6 +271,7 @@ def make_ct_phantom(model: ShellModel | None = None, *, coefficients: np.ndarray
         Shells to place; fewer are placed (with a log message) if random sequential placement
         fails ``max_tries`` times in a row.
     rng : numpy.random.Generator
+        Source of the shells and placements (default: a fresh generator).
     gap_vox : float
         Minimum gap between the bounding spheres of two shells (keeps them apart after blur);
         negative values let the bounding spheres overlap, so that particles touch (the earlier,
@@ -230,10 +286,13 @@ def make_ct_phantom(model: ShellModel | None = None, *, coefficients: np.ndarray
         Additive Gaussian noise σ (grey units).
     dtype : {"float32", "uint16"}
         ``uint16`` maps grey value g to ``round(clip(g, 0, 1) · 65535)``.
+    max_tries : int, default 5000
+        Random placements tried per shell before it is given up.
 
     Returns
     -------
     CTPhantom
+        The volume and its truth.
     """
     rng = np.random.default_rng() if rng is None else rng
     shape = tuple(int(s) for s in shape)

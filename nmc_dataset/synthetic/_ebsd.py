@@ -77,6 +77,7 @@ def radial_teacher_gbpd(rng, radius_px: float = 100.0, intensity: float = 0.0018
     Parameters
     ----------
     rng : numpy.random.Generator or int
+        Random generator, or a seed for one.
     radius_px : float
         Particle radius in EBSD pixels.
     intensity : float
@@ -180,6 +181,7 @@ def slice_labels(g: GBPD, height_px: float, radius_px: float, size_px: int | Non
     Returns
     -------
     SliceTruth
+        The section's true labels and geometry.
     """
     if size_px is None:
         size_px = 2 * int(np.ceil(radius_px)) + 9
@@ -248,6 +250,7 @@ def synthetic_scan(labels: np.ndarray, mask: np.ndarray, rng, noise_deg: float =
     mask : (ny, nx) bool array
         Particle section (indexed region).
     rng : numpy.random.Generator or int
+        Random generator, or a seed for one.
     noise_deg : float
         Orientation noise: each pixel is rotated by a random rotation vector ~ N(0, σ² I₃), σ in degrees.
     junction_low_ci : float
@@ -270,6 +273,7 @@ def synthetic_scan(labels: np.ndarray, mask: np.ndarray, rng, noise_deg: float =
     Returns
     -------
     SyntheticScan
+        The EBSD channels of the section.
     """
     from scipy import ndimage
 
@@ -314,6 +318,22 @@ def write_scan(path, scan: SyntheticScan, step_um: float, ctf_min_ci: float = 0.
 
     ``.ctf`` has no CI: pixels with CI < ``ctf_min_ci`` are written as not indexed (phase 0,
     Error 3), as Oxford software records zero solutions.
+
+    Parameters
+    ----------
+    path : path-like
+        Output file, ``.ang`` or ``.ctf``.
+    scan : SyntheticScan
+        The synthetic map (Euler angles, CI, IQ, phase).
+    step_um : float
+        Step size in µm.
+    ctf_min_ci : float, default 0.1
+        ``.ctf`` only: smallest CI written as indexed.
+
+    Returns
+    -------
+    Path
+        The file written.
     """
     from nmc_dataset.io._ebsd import write_ang, write_ctf
 
@@ -355,6 +375,37 @@ def write_synthetic_sections(out, rng, n_central: int = 2, n_off_center: int = 2
     realistic radial texture ``OrientationModel()``: c-axis perpendicular to the radial
     direction, κ = -8, λ = 0) or ``None`` / ``"random"`` (uniform on SO(3), as before textures
     existed). Recorded in ``truth.json``.
+
+    Parameters
+    ----------
+    out : path-like
+        Output folder (created).
+    rng : numpy.random.Generator or int or None
+        Random generator, or a seed for one.
+    n_central : int, default 2
+        Central sections.
+    n_off_center : int, default 2
+        Off-centre sections.
+    radius_px : float, default 100.0
+        Particle radius in pixels (unless ``teacher`` sets ``radius_px``).
+    step_um : float, default 0.05
+        Scan step (pixel size) in µm.
+    formats : sequence of {"ang", "ctf"}, default ("ang",)
+        Scan formats, alternating over the sections.
+    central_max_frac : float, default 0.05
+        Largest ``|h| / R`` of a central section.
+    off_center_frac : tuple of 2 floats, default (0.5, 0.75)
+        Range of ``|h| / R`` of the off-centre sections.
+    size_px : int, optional
+        Edge length of the square scans in pixels (default ``2 ceil(R) + 9``).
+    noise_deg : float, default 0.5
+        Orientation noise (degrees) of the instrument.
+    teacher : dict, optional
+        Keyword overrides of :func:`radial_teacher_gbpd`.
+    low_ci : tuple of 3 floats, optional
+        ``(junction, boundary, random)`` probabilities of a low-CI pixel (default ``LOW_CI_DEFAULT``).
+    texture : OrientationModel or {"default", "random"} or None, default "default"
+        Crystal orientations of the grains relative to their radial direction.
 
     Returns
     -------

@@ -24,6 +24,7 @@ def count_disconnected(labels: np.ndarray, connectivity: int = 1) -> int:
     Returns
     -------
     int
+        Number of disconnected cells.
     """
     labels = np.asarray(labels)
     if labels.ndim not in (2, 3):

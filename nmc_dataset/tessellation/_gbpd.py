@@ -78,7 +78,18 @@ class GBPD:
         return np.einsum("nki,nk,nkj->nij", q, self.diag, q)
 
     def subset(self, index) -> "GBPD":
-        """The GBPD of the seeds selected by ``index`` (boolean mask or integer array)."""
+        """The GBPD of the seeds selected by ``index`` (boolean mask or integer array).
+
+        Parameters
+        ----------
+        index : bool array or int array
+            Seeds to keep.
+
+        Returns
+        -------
+        GBPD
+            Seeds, markers and roll angles of the selection.
+        """
         return GBPD(self.seeds[index], self.diag[index], self.offsets[index], self.roll[index])
 
 
@@ -130,7 +141,20 @@ def radial_frames(seeds: np.ndarray, roll: np.ndarray | None = None) -> np.ndarr
 
 
 def power_distances(g: GBPD, points: np.ndarray) -> np.ndarray:
-    """All power distances ``|x - s_i|^2_{M_i} - r_i`` (P, N): the plain O(P N) reference."""
+    """All power distances ``|x - s_i|^2_{M_i} - r_i`` (P, N): the plain O(P N) reference.
+
+    Parameters
+    ----------
+    g : GBPD
+        The diagram (seeds, frames, diagonal metrics, offsets).
+    points : (P, d) float array
+        Query points ``(x, y[, z])`` in the diagram's units.
+
+    Returns
+    -------
+    (P, N) float array
+        Power distance of every point to every seed.
+    """
     points = np.asarray(points, dtype=np.float64)
     q = g.frames()
     diff = points[:, None, :] - g.seeds[None, :, :]  # (P, N, d)
@@ -144,9 +168,19 @@ def grid_points(shape, origin=None, spacing=1.0) -> np.ndarray:
     Point ``index`` lies at ``origin + spacing * index`` (``origin`` as ``(x, y[, z])``); the
     default origin centres the grid on 0.
 
+    Parameters
+    ----------
+    shape : sequence of int
+        Grid shape ``(ny, nx)`` or ``(nz, ny, nx)``.
+    origin : (d,) array-like, optional
+        Coordinates ``(x, y[, z])`` of point ``index = 0``; default centres the grid on 0.
+    spacing : float, default 1.0
+        Distance between neighbouring points.
+
     Returns
     -------
     (*shape, d) float array
+        Point coordinates, last axis ``(x, y[, z])``.
     """
     shape = tuple(int(s) for s in shape)
     d = len(shape)

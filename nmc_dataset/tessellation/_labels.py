@@ -502,6 +502,7 @@ def hard_labels(g: GBPD, points: np.ndarray, box_size: float | None = None,
     Parameters
     ----------
     g : GBPD
+        The diagram.
     points : (P, d) array
         Point coordinates ``(x, y[, z])`` in the GBPD's units.
     box_size : float, optional
@@ -659,7 +660,9 @@ def near_candidates(g: GBPD, points: np.ndarray, margin: float, box_size: float 
     Parameters
     ----------
     g : GBPD
+        The diagram.
     points : (P, d) array
+        Point coordinates ``(x, y[, z])`` in the GBPD's units.
     margin : float
         >= 0, in units of the power distance.
     box_size : float, optional

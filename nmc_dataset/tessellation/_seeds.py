@@ -24,7 +24,7 @@ import numpy as np
 class PoissonSeeds:
     """Points of the marked Poisson process.
 
-    Attributes
+    Parameters
     ----------
     positions : (N, d) float array
         Seed positions ``(x, y[, z])``.
@@ -47,7 +47,18 @@ class PoissonSeeds:
         return int(self.positions.shape[1])
 
     def subset(self, index) -> "PoissonSeeds":
-        """The seeds selected by ``index`` (boolean mask or integer array)."""
+        """The seeds selected by ``index`` (boolean mask or integer array).
+
+        Parameters
+        ----------
+        index : bool array or int array
+            Seeds to keep.
+
+        Returns
+        -------
+        PoissonSeeds
+            Positions, noise and roll of the selection.
+        """
         return PoissonSeeds(self.positions[index], self.noise[index], self.roll[index])
 
 
@@ -67,6 +78,7 @@ def poisson_seeds(rng: np.random.Generator, intensity: float, lo, hi) -> Poisson
     Parameters
     ----------
     rng : numpy.random.Generator
+        Source of the draws.
     intensity : float
         Mean number of points per unit volume (``mu``, points per pixel^d), >= 0.
     lo, hi : (d,) array-like
@@ -75,6 +87,7 @@ def poisson_seeds(rng: np.random.Generator, intensity: float, lo, hi) -> Poisson
     Returns
     -------
     PoissonSeeds
+        Positions, noise marks and roll angles.
 
     Examples
     --------
@@ -109,6 +122,7 @@ def roi_window(roi_points, margin: float, lo=None, hi=None) -> tuple[np.ndarray,
     Returns
     -------
     (lo, hi) : two (d,) arrays
+        The window corners.
     """
     pts = np.asarray(roi_points, dtype=np.float64)
     pts = pts.reshape(-1, pts.shape[-1])
@@ -127,6 +141,25 @@ def roi_window(roi_points, margin: float, lo=None, hi=None) -> tuple[np.ndarray,
 
 def poisson_seeds_near(rng: np.random.Generator, intensity: float, roi_points, margin: float,
                        lo=None, hi=None) -> PoissonSeeds:
-    """Poisson seeds in the neighbourhood of a region of interest (see :func:`roi_window`)."""
+    """Poisson seeds in the neighbourhood of a region of interest (see :func:`roi_window`).
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of the draws.
+    intensity : float
+        Expected seeds per unit volume (area in 2D) of the window.
+    roi_points : (P, d) array
+        Points of the region of interest.
+    margin : float
+        Distance added on every side of their bounding box (>= 0).
+    lo, hi : (d,) array-like, optional
+        The full window to clip to.
+
+    Returns
+    -------
+    PoissonSeeds
+        The seeds in the grown, clipped bounding box.
+    """
     wlo, whi = roi_window(roi_points, margin, lo, hi)
     return poisson_seeds(rng, intensity, wlo, whi)

@@ -15,12 +15,14 @@ def torch_frames(seeds, roll=None):
     Parameters
     ----------
     seeds : (N, d) torch tensor
+        Seed positions ``(x, y[, z])`` relative to the particle centre.
     roll : (N,) torch tensor, optional
         Roll angles (3D).
 
     Returns
     -------
     (N, d, d) tensor
+        Rotations ``Q_i``; row 0 of each is the radial direction.
     """
     import torch
 
@@ -56,9 +58,13 @@ def soft_power_distances(points, seeds, diag, offsets, frames, candidates=None):
     Parameters
     ----------
     points : (P, d) tensor
+        Query points ``(x, y[, z])``.
     seeds, diag : (N, d) tensors
+        Seed positions and the diagonal marker entries of each seed's metric in its local frame.
     offsets : (N,) tensor
+        Power offsets ``r_i``.
     frames : (N, d, d) tensor (see :func:`torch_frames`)
+        Rotations ``Q_i`` of the seeds (row 0 = the radial direction).
     candidates : (P, K) int64 tensor, optional
         Seed indices per point; negative entries are padding. ``None``: all seeds (K = N).
 
@@ -93,8 +99,11 @@ def soft_assign(points, seeds, diag, offsets, frames, beta, candidates=None):
     points : (P, d) tensor
         Query points ``(x, y[, z])``.
     seeds, diag : (N, d) tensors
+        Seed positions and the diagonal marker entries of each seed's metric in its local frame.
     offsets : (N,) tensor
+        Power offsets ``r_i``.
     frames : (N, d, d) tensor
+        Rotations ``Q_i`` of the seeds (row 0 = the radial direction; see :func:`torch_frames`).
     beta : float or 0-d tensor
         Temperature, > 0; ``beta -> 0`` gives the hard tessellation.
     candidates : (P, K) int64 tensor, optional
@@ -115,9 +124,19 @@ def soft_assign(points, seeds, diag, offsets, frames, beta, candidates=None):
 def candidate_seeds(points: np.ndarray, seeds: np.ndarray, k: int = 16) -> np.ndarray:
     """The ``k`` Euclidean-nearest seeds of each point (a heuristic candidate set for :func:`soft_assign`).
 
+    Parameters
+    ----------
+    points : (P, d) float array
+        Query points ``(x, y[, z])``.
+    seeds : (N, d) float array
+        Seed positions, same units as ``points``.
+    k : int, default 16
+        Candidates per point (capped at N).
+
     Returns
     -------
     (P, min(k, N)) int64 array
+        Seed indices, nearest first.
     """
 
     seeds = np.asarray(seeds, dtype=np.float64)

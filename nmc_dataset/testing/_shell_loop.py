@@ -40,10 +40,26 @@ def run_truth_loop(kind: str, workdir, *, n_particles: int = 1000, size: int | N
     ----------
     kind : str
         One of :data:`~nmc_dataset.synthetic._ct_phantom.TRUTH_KINDS`.
+    workdir : path-like
+        Empty or absent folder for the phantom, the model and the report.
     n_particles : int
         Shells to place; ``size`` defaults to a cube their bounding spheres fill to about 40 %.
+    size : int, optional
+        Edge length of the cubic phantom in voxels.
+    degree : int, default 9
+        SH degree of the truth and of the fit.
+    r_median : float, default 10.0
+        Median mean radius of the true shells (voxels).
+    r_range : tuple of 2 floats, default (6.0, 40.0)
+        Range of the true mean radii (voxels).
+    seed : int, default 0
+        Seed of the truth, the phantom and the fit (``seed + 1`` samples the model).
+    n_sample : int, default 3000
+        Shells sampled from the fitted model for the comparison.
     gap_vox : float
         Gap between bounding spheres; negative lets particles touch.
+    subdivisions : int, default 3
+        Icosphere subdivisions of the shell descriptors.
     extra_args : sequence of str
         More ``fit-shells`` options (e.g. ``["--measure", "voxel"]``).
 
@@ -118,7 +134,18 @@ def run_truth_loop(kind: str, workdir, *, n_particles: int = 1000, size: int | N
 
 
 def format_loop_table(rows: list[dict]) -> str:
-    """One line per loop: KS per descriptor, chosen model, per-degree spread ratios."""
+    """One line per loop: KS per descriptor, chosen model, per-degree spread ratios.
+
+    Parameters
+    ----------
+    rows : list of dict
+        Results of :func:`run_truth_loop`.
+
+    Returns
+    -------
+    str
+        A header line plus one line per row.
+    """
     from nmc_dataset.shells._descriptors import DESCRIPTORS
 
     short = {"d_max": "d_max", "compactness": "compact", "aspect_ratio": "aspect", "sphericity": "spher",

@@ -13,6 +13,20 @@ def hard_labels_bruteforce(g: GBPD, points: np.ndarray, chunk: int = 4096) -> np
 
     The slow twin of the fast kernels: O(P N) time, O(chunk N) memory. Ties go to the
     lowest index.
+
+    Parameters
+    ----------
+    g : GBPD
+        The diagram.
+    points : (P, d) float array
+        Query points ``(x, y[, z])`` in the diagram's units.
+    chunk : int, default 4096
+        Points per block of the distance matrix.
+
+    Returns
+    -------
+    (P,) int64 array
+        Index of the nearest seed in power distance.
     """
     points = np.asarray(points, dtype=np.float64).reshape(-1, g.dim)
     out = np.empty(len(points), dtype=np.int64)
@@ -22,7 +36,20 @@ def hard_labels_bruteforce(g: GBPD, points: np.ndarray, chunk: int = 4096) -> np
 
 
 def count_disconnected_reference(labels: np.ndarray, connectivity: int = 1) -> int:
-    """Plain twin of :func:`count_disconnected`: one ``scipy.ndimage.label`` per cell."""
+    """Plain twin of :func:`count_disconnected`: one ``scipy.ndimage.label`` per cell.
+
+    Parameters
+    ----------
+    labels : int array, 2D or 3D
+        Cell labels; negative values are ignored.
+    connectivity : int, default 1
+        Neighbourhood of ``scipy.ndimage.generate_binary_structure`` (1 = faces only).
+
+    Returns
+    -------
+    int
+        Number of cells with more than one connected component.
+    """
 
     labels = np.asarray(labels).astype(np.int64)
     valid = labels >= 0

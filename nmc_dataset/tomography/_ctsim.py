@@ -225,7 +225,26 @@ def backproject_reference(q: np.ndarray, thetas: np.ndarray, n: int) -> np.ndarr
 
 # --------------------------------------------------------------------------- the instrument
 def resolve_settings(preset: str | None, **overrides) -> dict:
-    """Acquisition settings: a preset's values with every non-``None`` override applied, validated."""
+    """Acquisition settings: a preset's values with every non-``None`` override applied, validated.
+
+    Parameters
+    ----------
+    preset : str or None
+        A key of :data:`PRESETS`; None uses ``lab-nanoct`` (and records no preset).
+    **overrides
+        Settings to replace (``energy_kev``, ``photons``, ``psf_um``, ``rings``, ``phase_contrast``, ``binning``,
+        ``projections``); None values are ignored.
+
+    Returns
+    -------
+    dict
+        The settings, with ``preset`` and ``projections`` (None = chosen later).
+
+    Raises
+    ------
+    InputError
+        For an unknown preset or a value out of range.
+    """
     if preset is not None and preset not in PRESETS:
         raise InputError(f"unknown preset {preset!r} (one of {', '.join(PRESETS)})", "--preset")
     base = dict(PRESETS[preset or "lab-nanoct"])
@@ -271,7 +290,22 @@ def _laplacian_2d(a: np.ndarray) -> np.ndarray:
 
 def resample_labels(phase, particle, grain, s: int):
     """Labels on the CT grid: phase by majority of each ``s³`` block; particle and grain from the block's
-    central voxel, or its largest label where the block is NMC by majority but the centre is not."""
+    central voxel, or its largest label where the block is NMC by majority but the centre is not.
+
+    Parameters
+    ----------
+    phase : (Z, Y, X) uint8 array
+        Phase labels on the fine grid (0 pore, 1 NMC, 2 binder).
+    particle, grain : (Z, Y, X) int arrays
+        Particle and grain labels on the fine grid.
+    s : int
+        Block edge (fine voxels per CT voxel); trailing voxels that do not fill a block are dropped.
+
+    Returns
+    -------
+    phase, particle, grain : ndarrays of shape ``(Z // s, Y // s, X // s)``
+        Labels on the CT grid (copies when ``s == 1``); particle and grain are 0 where the phase is not NMC.
+    """
     if s == 1:
         return phase.copy(), particle.copy(), grain.copy()
     n = [m // s for m in phase.shape]

@@ -476,7 +476,9 @@ def pack_electrode(shell_model, grain_model, *, box_um: float, solid_fraction: f
     Parameters
     ----------
     shell_model : nmc_dataset.shells._model.ShellModel
+        Source of the particle shells.
     grain_model : nmc_dataset.calibration._model.GrainModel
+        Source of the grain architectures.
     box_um : float
         Edge of the cubic box (µm); rounded to whole voxels.
     solid_fraction : float
@@ -492,6 +494,7 @@ def pack_electrode(shell_model, grain_model, *, box_um: float, solid_fraction: f
     neck_um : float
         Allowed interpenetration depth of touching particles (sintered necks), µm.
     seed : int
+        Root seed; particle ``k`` draws from its own stream of it.
     workers : int
         Processes drawing and voxelising particles (the result does not depend on it).
     spacing_px : float
@@ -502,6 +505,7 @@ def pack_electrode(shell_model, grain_model, *, box_um: float, solid_fraction: f
     Returns
     -------
     Electrode
+        Phase, particle and grain label volumes (axes ``z, y, x``) and the particle table.
     """
     t0 = time.perf_counter()
     h = float(voxel_size_um)

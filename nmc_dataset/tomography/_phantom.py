@@ -126,6 +126,20 @@ def write_phantom_ct(path: str | os.PathLike, seed: int, **kwargs) -> os.PathLik
     """Draw a volume with :func:`phantom_ct_arrays` and write it as a ``ct`` volume file.
 
     The ``imaging`` attribute records the forward model and every parameter.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Output volume file.
+    seed : int
+        Seed of the draw.
+    **kwargs
+        Overrides of :data:`PHANTOM_DEFAULTS`, passed to :func:`phantom_ct_arrays`.
+
+    Returns
+    -------
+    path-like
+        The file written.
     """
     params = {**PHANTOM_DEFAULTS, **kwargs}
     arrays = phantom_ct_arrays(seed, **params)

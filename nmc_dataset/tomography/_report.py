@@ -31,7 +31,17 @@ def _grey(img):
 
 
 def phase_figure(path: Path, true_phase, pred_phase, ct=None) -> None:
-    """Write ``phases.png`` (see the module docs)."""
+    """Write ``phases.png`` (see the module docs).
+
+    Parameters
+    ----------
+    path : Path
+        Output PNG file.
+    true_phase, pred_phase : (Z, Y, X) uint8 arrays
+        Phase labels (0 pore, 1 NMC, 2 binder).
+    ct : (Z, Y, X) array, optional
+        Grey volume, shown as an extra first column.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -80,7 +90,19 @@ def _instance_rgb(labels: np.ndarray, seed: int = 0) -> np.ndarray:
 
 
 def particle_figure(path: Path, true_particle, pred_particle, split_ids, merge_ids) -> None:
-    """Write ``particles.png``: true and predicted instances of the middle z slice."""
+    """Write ``particles.png``: true and predicted instances of the middle z slice.
+
+    Parameters
+    ----------
+    path : Path
+        Output PNG file.
+    true_particle, pred_particle : (Z, Y, X) int arrays
+        True and predicted particle instance labels, 0 = none.
+    split_ids : sequence of int
+        True instances split by the prediction (outlined in orange).
+    merge_ids : sequence of int
+        Predicted instances that merge true ones (outlined in magenta).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -121,7 +143,21 @@ def particle_figure(path: Path, true_particle, pred_particle, split_ids, merge_i
 
 
 def markdown(score: dict, seg_name: str, truth_name: str) -> str:
-    """The report as Markdown tables."""
+    """The report as Markdown tables.
+
+    Parameters
+    ----------
+    score : dict
+        The segmentation score (``method``, ``shape``, ``voxel_size_um``, ``voxel_accuracy``, ``mean_dice``,
+        ``phases`` and optionally ``particles``).
+    seg_name, truth_name : str
+        Names of the scored segmentation and of the truth, for the title.
+
+    Returns
+    -------
+    str
+        Markdown text linking ``phases.png`` (and ``particles.png`` when instances were scored).
+    """
     lines = [f"# Segmentation score: `{seg_name}` against `{truth_name}`", "",
              (f"Method: `{score.get('method', '?')}`; grid {' × '.join(map(str, score['shape']))} voxels of "
              f"{score['voxel_size_um']:g} µm; voxel accuracy {score['voxel_accuracy']:.4f}, mean Dice "

@@ -114,7 +114,47 @@ class SegNet3D(nn.Module):
 # --------------------------------------------------------------------------- config
 @dataclasses.dataclass
 class SegmenterConfig:
-    """Architecture, training and post-processing settings (the training CONFIG minus its data)."""
+    """Architecture, training and post-processing settings (the training CONFIG minus its data).
+
+    Parameters
+    ----------
+    channels : tuple of int, default (8, 16, 32)
+        Feature channels per U-Net level (at least two levels).
+    block : {"factorised", "separable"}, default "factorised"
+        Convolution block: (2+1)D factorised or depthwise-separable 3×3×3.
+    crop : int, default 32
+        Edge length (voxels) of the random training crops; a multiple of ``2**(levels-1)``.
+    batch : int, default 4
+        Crops per training step.
+    epochs : int, default 12
+        Training epochs; the epoch with the best validation score is kept.
+    steps_per_epoch : int, default 40
+        Optimiser steps per epoch.
+    lr : float, default 3e-3
+        Peak learning rate of the one-cycle schedule (AdamW).
+    weight_decay : float, default 1e-4
+        AdamW weight decay.
+    distance_clip_vox : float, default 5.0
+        Clip ``D`` (voxels) of the core-distance target ``min(d, D) / D``.
+    distance_weight : float, default 1.0
+        Weight of the core-distance loss against the phase loss.
+    class_weights : tuple of 3 floats, default (1.0, 1.0, 2.0)
+        Cross-entropy weights of pore, NMC and binder.
+    marker_threshold : float, default 0.35
+        Watershed markers: the core-distance probability above which NMC voxels seed an instance.
+    min_marker_vox : int, default 4
+        Smallest marker (voxels).
+    min_volume : int, default 10
+        Instances under this many voxels merge into a neighbour.
+    tile : int, default 64
+        Edge length (voxels) of the inference tiles; a multiple of ``2**(levels-1)``.
+    overlap : int, default 8
+        Overlap (voxels) of neighbouring inference tiles, in ``[0, tile / 2)``.
+    seed : int, default 0
+        Seed of the crops, augmentations and torch.
+    threads : int or None, default 1
+        torch CPU threads during training (None: torch's default).
+    """
 
     channels: tuple = (8, 16, 32)
     block: str = "factorised"
@@ -137,7 +177,20 @@ class SegmenterConfig:
 
     @classmethod
     def from_dict(cls, d: dict, where=None) -> SegmenterConfig:
-        """Build from a mapping; unknown keys and bad values are :class:`InputError`."""
+        """Build from a mapping; unknown keys and bad values are :class:`InputError`.
+
+        Parameters
+        ----------
+        d : dict
+            Settings by field name (lists become tuples).
+        where : str or path-like, optional
+            Named in error messages.
+
+        Returns
+        -------
+        SegmenterConfig
+            The checked settings.
+        """
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
@@ -164,6 +217,7 @@ class SegmenterConfig:
         return cfg
 
     def to_dict(self) -> dict:
+        """The settings as a JSON-able dict (tuples as lists; :meth:`from_dict` reads it)."""
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
 
 
@@ -232,14 +286,31 @@ def _random_crop(s: Sample, crop: int, rng: np.random.Generator):
 # --------------------------------------------------------------------------- model folder
 @dataclasses.dataclass
 class Segmenter:
-    """A trained network with its settings."""
+    """A trained network with its settings.
+
+    Parameters
+    ----------
+    net : SegNet3D
+        The network (weights and batch-norm statistics).
+    cfg : SegmenterConfig
+        Its architecture, training and post-processing settings.
+    record : dict
+        The training record (``history`` per epoch, ``kept_epoch``, device, threads, torch version,
+        training and validation volume names).
+    """
 
     net: SegNet3D
     cfg: SegmenterConfig
     record: dict
 
     def save(self, folder: Path) -> None:
-        """Write ``model.safetensors`` and ``config.json`` into ``folder``."""
+        """Write ``model.safetensors`` and ``config.json`` into ``folder``.
+
+        Parameters
+        ----------
+        folder : Path
+            Model folder (created).
+        """
         from safetensors.torch import save
 
         from nmc_dataset._util import write_bytes_atomic, write_json_atomic
@@ -257,7 +328,20 @@ class Segmenter:
 
     @classmethod
     def load(cls, folder: str | os.PathLike, device="cpu") -> Segmenter:
-        """Read a model folder written by :meth:`save` (``InputError`` if missing or malformed)."""
+        """Read a model folder written by :meth:`save` (``InputError`` if missing or malformed).
+
+        Parameters
+        ----------
+        folder : str or path-like
+            Model folder (``config.json`` + ``model.safetensors``).
+        device : str or torch.device, default "cpu"
+            Where the network is put.
+
+        Returns
+        -------
+        Segmenter
+            The model, in eval mode.
+        """
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -287,6 +371,22 @@ class Segmenter:
         """Sliding-window inference: phase probabilities (3, Z, Y, X) and core distance (Z, Y, X).
 
         ``normalised=True`` skips the grey normalisation (the input is already normalised).
+
+        Parameters
+        ----------
+        ct : (Z, Y, X) array
+            Grey volume.
+        device : torch.device or str, optional
+            Where inference runs (default: the network's device).
+        normalised : bool, default False
+            The input is already normalised.
+
+        Returns
+        -------
+        prob : (3, Z, Y, X) float32 array
+            Probabilities of pore, NMC and binder.
+        dist : (Z, Y, X) float32 array
+            Predicted core distance (sigmoid, 0..1).
         """
         device = next(self.net.parameters()).device if device is None else device
         self.net.eval()
@@ -319,7 +419,24 @@ class Segmenter:
         return acc[:3], acc[3]
 
     def segment(self, ct: np.ndarray, device=None) -> tuple[np.ndarray, np.ndarray, dict]:
-        """Phase labels (uint8) and particle instances (uint32) of a grey volume."""
+        """Phase labels (uint8) and particle instances (uint32) of a grey volume.
+
+        Parameters
+        ----------
+        ct : (Z, Y, X) array
+            Grey volume.
+        device : torch.device or str, optional
+            Where inference runs (default: the network's device).
+
+        Returns
+        -------
+        phase : (Z, Y, X) uint8 array
+            0 pore, 1 NMC, 2 binder.
+        particle : (Z, Y, X) uint32 array
+            Particle instances, 0 = none.
+        info : dict
+            ``n_particles``.
+        """
         prob, dist = self.predict_maps(ct, device)
         phase = np.argmax(prob, axis=0).astype(np.uint8)
         particle = instances_from_maps(phase == 1, dist, self.cfg)

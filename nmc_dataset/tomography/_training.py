@@ -154,7 +154,26 @@ def _evaluation_md(ev: dict) -> str:
 
 
 def run_training(config, out: Path, *, device="auto", seed=None, epochs=None):
-    """Train a segmenter from a config file into ``out`` (see the module docs); returns the evaluation."""
+    """Train a segmenter from a config file into ``out`` (see the module docs); returns the evaluation.
+
+    Parameters
+    ----------
+    config : path-like
+        Training config YAML (or a recipe with a ``segmenter:`` section).
+    out : Path
+        Output model folder (refused if it holds files the tool did not write).
+    device : str, default "auto"
+        ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
+    seed : int, optional
+        Overrides the config's ``model.seed``.
+    epochs : int, optional
+        Overrides the config's ``model.epochs``.
+
+    Returns
+    -------
+    dict or None
+        The test-split evaluation, None when the config has no test volumes.
+    """
     import csv
     import io
 

@@ -116,6 +116,7 @@ def read_volumes(path: str | os.PathLike, names=None, *, kinds=KINDS) -> tuple[d
     Returns
     -------
     arrays : dict of str to ndarray
+        The volumes by name.
     meta : dict
         Root attributes (JSON strings decoded) and ``kind``.
 
@@ -149,7 +150,25 @@ def read_volumes(path: str | os.PathLike, names=None, *, kinds=KINDS) -> tuple[d
 
 
 def read_table(path: str | os.PathLike, group: str) -> dict:
-    """Read a table group (e.g. ``particles``) of a volume file as a dict of columns."""
+    """Read a table group (e.g. ``particles``) of a volume file as a dict of columns.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A volume HDF5 file.
+    group : str
+        Name of the table group.
+
+    Returns
+    -------
+    dict of str to ndarray
+        One array per column.
+
+    Raises
+    ------
+    InputError
+        If the file has no such group.
+    """
     with h5py.File(path, "r") as f:
         if group not in f:
             raise InputError(f"has no {group!r} table", path)

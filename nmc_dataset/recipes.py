@@ -31,6 +31,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("sections", "nmc_dataset.grains.recipe_sections"),
     ("grains", "nmc_dataset.grains.recipe"),
     ("particles", "nmc_dataset.particles.recipe"),
+    ("tomography", "nmc_dataset.dataset.ct_recipe"),
     ("dataset", "nmc_dataset.dataset.recipe"),
 )
 
@@ -204,6 +205,8 @@ def run_roots(recipe: dict) -> list[str]:
         roots.append(f"{(recipe.get('grains') or {}).get('out', 'grain_model')}/")
     if "particles" in recipe and "dataset" not in recipe:
         roots.append("particles/")
+    if "tomography" in recipe and "dataset" not in recipe:
+        roots += ["data/", "figures/"]
     if "dataset" in recipe:
         roots += ["README.md", "manifest.json", "recipe.yaml", "data/", "voxels/", "meshes/", "models/", "figures/"]
     return roots

@@ -114,7 +114,8 @@ def ct_label_slices(rows: list[tuple[str, dict]], path: str | os.PathLike, *, ti
 
 
 def ct_card_figure(folder: str | os.PathLike, config: str = "ct") -> Path | None:
-    """``figures/ct_slices_beside_labels.png`` from the first volume of every split of ``data/<config>``."""
+    """``figures/ct_slices_beside_phase_particle_grain_labels.png``: the first volume of every split of
+    ``data/<config>``."""
     folder = Path(folder)
     files = sorted((folder / "data" / config).glob("*.parquet"))
     if not files:
@@ -133,7 +134,7 @@ def ct_card_figure(folder: str | os.PathLike, config: str = "ct") -> Path | None
         rows.append((label, item))
     item = rows[0][1]
     shape = "×".join(map(str, item["ct"].shape))
-    return ct_label_slices(rows, folder / "figures" / "ct_slices_beside_labels.png",
+    return ct_label_slices(rows, folder / "figures" / "ct_slices_beside_phase_particle_grain_labels.png",
                            title=f"Virtual CT ({shape} voxels of {item.get('voxel_size_um', 0):.3g} µm) "
                                  "beside the labels it was rendered from")
 

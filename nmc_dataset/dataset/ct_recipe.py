@@ -12,7 +12,7 @@ Layout (a Hugging Face dataset config with three splits)::
     data/ct/train-XXXXX-of-YYYYY.parquet        rows of the train split
     data/ct/validation-XXXXX-of-YYYYY.parquet
     data/ct/test-XXXXX-of-YYYYY.parquet
-    figures/ct_slices_beside_labels.png         CT slices beside their labels (the card shows it)
+    figures/ct_slices_beside_phase_particle_grain_labels.png   (the card shows it)
 
 Columns: ``split``, ``index`` (within the split), ``ct`` (float32, 1/µm), ``phase`` (uint8),
 ``particle`` and ``grain`` (uint32), all ``datasets.Array3D`` of the fixed shape ``size³``

@@ -121,9 +121,9 @@ def test_card_lists_the_splits_and_shows_ct_beside_labels(built):
     cfg = {c["config_name"]: c for c in card.data.configs}["ct"]
     assert [f["split"] for f in cfg["data_files"]] == ["train", "validation", "test"]
     assert cfg["data_files"][1]["path"] == "data/ct/validation-*.parquet"
-    png = out / "figures" / "ct_slices_beside_labels.png"
+    png = out / "figures" / "ct_slices_beside_phase_particle_grain_labels.png"
     assert png.is_file() and png.stat().st_size > 10_000
-    assert "figures/ct_slices_beside_labels.png" in (out / "README.md").read_text()
+    assert "figures/ct_slices_beside_phase_particle_grain_labels.png" in (out / "README.md").read_text()
 
 
 def test_resume_rebuilds_only_a_lost_shard(built, tmp_path):

@@ -148,7 +148,8 @@ class _Shapes:
             dirs = np.asarray(icosphere(sub)[0])
             self.caps.append((dirs, self.table[:, _cubemap_bins(dirs, _CUBE_BINS)]))
         self.cap_dirs, self.cap_r = self.caps[0]
-        self.rmax = self.table.max(axis=1) * 1.02
+        self.tmax = self.table.max(axis=1)  # largest tabulated radius (exact bound of every table lookup)
+        self.rmax = self.tmax * 1.02
         # extents along +-x, +-y, +-z (for walls)
         pts = self.table[:, :, None] * centres[None]
         self.lo = pts.min(axis=1) * 1.02
@@ -176,12 +177,12 @@ def _bin(px, py, pz, n):
     return (face * n + i) * n + j
 
 
-@numba.njit(cache=True)
-def _penetration_nb(table, cap_dirs, cap_r, s, pad, ii, jj, d, n, gate):
+@numba.njit(cache=True, parallel=True)
+def _penetration_nb(table, cap_dirs, cap_r, s, pad, ii, jj, d, n, gate, tmax):
     P = len(ii)
     out = np.empty(P)
     C = cap_dirs.shape[0]
-    for p in range(P):
+    for p in numba.prange(P):  # pairs are independent: the same result for any thread count
         dist = np.sqrt(d[p, 0] ** 2 + d[p, 1] ** 2 + d[p, 2] ** 2)
         ux, uy, uz = d[p, 0] / dist, d[p, 1] / dist, d[p, 2] / dist
         depth = (s * table[ii[p], _bin(ux, uy, uz, n)] + s * table[jj[p], _bin(-ux, -uy, -uz, n)]
@@ -198,6 +199,8 @@ def _penetration_nb(table, cap_dirs, cap_r, s, pad, ii, jj, d, n, gate):
                 ra = s * cap_r[a, c] + pad
                 qx, qy, qz = ra * ex - sg * d[p, 0], ra * ey - sg * d[p, 1], ra * ez - sg * d[p, 2]
                 r = np.sqrt(qx * qx + qy * qy + qz * qz)
+                if s * tmax[b] + pad - r <= depth:  # not even b's largest radius reaches: max unchanged
+                    continue
                 pen = s * table[b, _bin(qx, qy, qz, n)] + pad - r
                 depth = max(depth, pen)
         out[p] = depth
@@ -213,7 +216,8 @@ def _penetration(sh: _Shapes, s: float, pad: float, i, j, d, fine: bool = False)
     """
     cap_dirs, cap_r = sh.caps[int(fine)]
     depth = _penetration_nb(sh.table, cap_dirs, cap_r, float(s), float(pad), i.astype(np.int64),
-                            j.astype(np.int64), np.ascontiguousarray(d, dtype=np.float64), _CUBE_BINS, _GATE)
+                            j.astype(np.int64), np.ascontiguousarray(d, dtype=np.float64), _CUBE_BINS, _GATE,
+                            sh.tmax)
     u = d / np.maximum(np.linalg.norm(d, axis=1), 1e-12)[:, None]
     return depth, u
 

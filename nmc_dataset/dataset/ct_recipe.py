@@ -221,14 +221,19 @@ def check_section(config: dict, ctx) -> None:
     if int(config.get("size", DEFAULTS["size"])) < 8:
         raise RecipeError("tomography.size: at least 8 CT voxels per edge", where)
     if "shell_model" in config:
-        from ..particles.commands import load_shell_model
+        _check_ct_voxel(ctx.resolve(config["shell_model"]), config, settings, where)
 
-        shell, _ = load_shell_model(ctx.resolve(config["shell_model"]))
-        r_mean = abs(shell.laws[0].mean()) / np.sqrt(4 * np.pi) * shell.voxel_size_um
-        d = float(config.get("voxel_size_um", DEFAULTS["voxel_size_um"])) * settings["binning"]
-        if d > r_mean / 2:
-            raise RecipeError(f"tomography: the CT voxel ({d:.3g} µm = voxel_size_um x binning) is too coarse for "
-                              f"particles of mean radius {r_mean:.3g} µm (at most {r_mean / 2:.3g} µm)", where)
+
+def _check_ct_voxel(shell_path: Path, config: dict, settings: dict, where: str) -> None:
+    """The CT voxel (label voxel x binning) must be at most half the mean particle radius (as ``render-ct``)."""
+    from ..particles.commands import load_shell_model
+
+    shell, _ = load_shell_model(shell_path)
+    r_mean = abs(shell.laws[0].mean()) / np.sqrt(4 * np.pi) * shell.voxel_size_um
+    d = float(config.get("voxel_size_um", DEFAULTS["voxel_size_um"])) * settings["binning"]
+    if d > r_mean / 2:
+        raise RecipeError(f"tomography: the CT voxel ({d:.3g} µm = voxel_size_um x binning) is too coarse for "
+                          f"particles of mean radius {r_mean:.3g} µm (at most {r_mean / 2:.3g} µm)", where)
 
 
 def split_sizes(config: dict) -> dict:
@@ -251,6 +256,7 @@ def run_section(config: dict, ctx) -> dict:
     shell_path = _model_path(config, ctx, "shell_model")
     grain_path = _model_path(config, ctx, "grain_model")
     settings = _settings(config, ctx)
+    _check_ct_voxel(shell_path, config, settings, f"{ctx.recipe_path}: tomography")
     rhash = recipe_hash(ctx.recipe)
     check_build_folder(out, rhash, force=ctx.force, adopt_existing=True)  # before writing anything
     if "dataset" in ctx.recipe:

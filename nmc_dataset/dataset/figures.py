@@ -158,7 +158,7 @@ def card_figures(folder: str | os.PathLike, *, measured: Mapping[str, Mapping[st
     figdir = folder / "figures"
     made: list[dict] = []
     for c in config_summaries(folder):
-        cols = [n for n in c["scalar_columns"] if not n.endswith("_id") and n not in ("id", "index", "seed")]
+        cols = [n for n in c["scalar_columns"] if not n.endswith(("_id", "_seed")) and n not in ("id", "index", "seed")]
         if cols:
             parts, n = [], 0
             for f in c["files"]:

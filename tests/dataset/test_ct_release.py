@@ -123,6 +123,8 @@ def test_card_lists_the_splits_and_shows_ct_beside_labels(built):
     assert cfg["data_files"][1]["path"] == "data/ct/validation-*.parquet"
     png = out / "figures" / "ct_slices_beside_phase_particle_grain_labels.png"
     assert png.is_file() and png.stat().st_size > 10_000
+    # the generic label-slice figure draws a label volume (phase), never the grey values as labels
+    assert (out / "figures" / "ct_phase_slices.png").is_file() and not (out / "figures" / "ct_ct_slices.png").exists()
     assert "figures/ct_slices_beside_phase_particle_grain_labels.png" in (out / "README.md").read_text()
 
 

@@ -54,6 +54,7 @@ from ..particles.voxelize import (
     particle_grid,
     shell_mask,
 )
+from ._fast import label_sizes
 
 #: Stream number of ``_util.item_seed`` for the particles of a packed electrode.
 PACK_STREAM = 11
@@ -623,12 +624,14 @@ def pack_electrode(shell_model, grain_model, *, box_um: float, solid_fraction: f
     t_all = time.perf_counter() - t0
     info["seconds"] = {"pack": round(t_pack, 3), "particles": round(t_vox, 3), "total": round(t_all, 3)}
     K = coeffs.shape[1]
+    voxels = label_sizes(particle)  # compiled count (np.bincount converts the volume to 64 bit first)
+    voxels = np.pad(voxels, (0, max(0, len(results) + 1 - len(voxels))))
     table = {
         "id": np.arange(1, len(results) + 1, dtype=np.int64),
         "center_um": centres[:, ::-1].copy(),  # z, y, x
         "coeffs_um": np.stack([p.coeffs_um for p in particles]).reshape(-1, K),
         "volume_um3": vols,
-        "voxels": np.bincount(particle.ravel(), minlength=len(results) + 1)[1:].astype(np.int64),
+        "voxels": voxels[1:],
         "grain_id_offset": offsets,
         "n_grains": n_grains,
         "seed_spawn_key": np.array([particle_seed(seed, k).spawn_key for k in range(len(results))], dtype=np.int64),

@@ -383,11 +383,11 @@ def _normalised_radius(p, grid: Grid, kk, jj, ii):
 
 
 # --------------------------------------------------------------------------- binder
-@numba.njit(cache=True)
+@numba.njit(cache=True, parallel=True)
 def _gap_update(d1, d2, table, lo, shape, offset, h, start, periodic, width, nb):
     """Fold one particle's radial gap field (voxels) into the two-smallest fields ``d1 <= d2``."""
     n = d1.shape[0]
-    for k in range(shape[0]):
+    for k in numba.prange(shape[0]):
         bz = start[2] + k
         if periodic:
             bz %= n
@@ -437,8 +437,19 @@ def _gap_fields(parts, n, h, periodic, width_vox):
         table = p.coeffs_um @ basis[L]
         shape = np.array([s + 2 * w for s in grid.shape], dtype=np.int64)
         lo = np.asarray(grid.index_lo, dtype=np.int64) - w
-        _gap_update(d1, d2, table, lo, shape, np.asarray(grid.offset_um, np.float64), float(h),
-                    np.asarray(start, dtype=np.int64) - w, bool(periodic), float(width_vox), _CUBE_BINS)
+        start = np.asarray(start, dtype=np.int64) - w
+        offset = np.asarray(grid.offset_um, np.float64)
+        # threads run over the block's z rows; a block taller than a periodic box goes in slabs of at
+        # most n rows, so no two concurrent rows wrap onto one box row (the two-smallest fold is
+        # order-free, so the fields equal a serial pass)
+        for k0 in range(0, int(shape[0]), n):
+            sub = shape.copy()
+            sub[0] = min(n, shape[0] - k0)
+            lo_k, start_k = lo.copy(), start.copy()
+            lo_k[2] += k0
+            start_k[2] += k0
+            _gap_update(d1, d2, table, lo_k, sub, offset, float(h), start_k, bool(periodic), float(width_vox),
+                        _CUBE_BINS)
     return d1, d2
 
 

@@ -53,9 +53,9 @@ BUILD_STATE_KIND = "nmc-dataset/build-state"
 SHARD_KIND = "nmc-dataset/shard"
 
 
-def shard_name(shard_index: int, n_shards: int) -> str:
+def shard_name(shard_index: int, n_shards: int, split: str = "train") -> str:
     """The file name of shard ``shard_index`` out of ``n_shards`` (``train-00003-of-00010.parquet``)."""
-    return f"train-{shard_index:05d}-of-{n_shards:05d}.parquet"
+    return f"{split}-{shard_index:05d}-of-{n_shards:05d}.parquet"
 
 
 def shard_items(shard_index: int, n_items: int, shard_size: int) -> list[int]:
@@ -178,7 +178,7 @@ def _done_path(out: Path, shard_index: int, build_id: str) -> Path:
 
 
 def run_shard(make_shard: Callable, out: str, shard_index: int, n_shards: int, item_indices: Sequence[int],
-              configs: Sequence[str], build_id: str = "shards") -> dict:
+              configs: Sequence[str], build_id: str = "shards", split: str = "train") -> dict:
     """Build one shard: call ``make_shard``, write its tables, then its ``.done`` sidecar.
 
     Top-level so that process pools and dask can pickle it. Returns the sidecar's content.
@@ -198,7 +198,7 @@ def run_shard(make_shard: Callable, out: str, shard_index: int, n_shards: int, i
     files = {}
     for config in configs:
         table = tables[config]
-        rel = f"data/{config}/{shard_name(shard_index, n_shards)}"
+        rel = f"data/{config}/{shard_name(shard_index, n_shards, split)}"
         path = out / rel
         write_table_deterministic(table, path, config=config)
         files[config] = {"path": rel, "size": path.stat().st_size, "sha256": sha256_file(path),
@@ -408,7 +408,8 @@ class BuildResult:
 
 def build_dataset(out: str | os.PathLike, n_items: int, shard_size: int, make_shard: Callable,
                   configs: Sequence[str], workers: int = 1, executor: str = "local", scheduler: Any = None,
-                  *, recipe_hash: str | None = None, force: bool = False, desc: str = "shards") -> BuildResult:
+                  *, recipe_hash: str | None = None, force: bool = False, desc: str = "shards",
+                  split: str = "train") -> BuildResult:
     """Build (or finish) the parquet shards of a dataset.
 
     Parameters
@@ -438,6 +439,9 @@ def build_dataset(out: str | os.PathLike, n_items: int, shard_size: int, make_sh
         Replace a build of a different recipe.
     desc : str, default "shards"
         Label of the progress bar.
+    split : str
+        Dataset split of the shards (their file-name prefix, ``<split>-XXXXX-of-YYYYY.parquet``);
+        each split is one call with its own items and completeness records.
 
     Returns
     -------
@@ -460,7 +464,9 @@ def build_dataset(out: str | os.PathLike, n_items: int, shard_size: int, make_sh
     if executor not in ("local", "dask"):
         raise RecipeError(f"executor must be 'local' or 'dask' (got {executor!r})")
     n_shards = math.ceil(n_items / shard_size)
-    build_id = "shards-" + "+".join(configs)
+    if not split.isidentifier():
+        raise RecipeError(f"invalid split name {split!r}")
+    build_id = "shards-" + "+".join(configs) + ("" if split == "train" else f"-{split}")
     check_build_folder(out, recipe_hash, force=force)
     _check_settings(out, build_id, {"n_items": int(n_items), "shard_size": int(shard_size), "configs": configs},
                     force)
@@ -481,14 +487,14 @@ def build_dataset(out: str | os.PathLike, n_items: int, shard_size: int, make_sh
     new: dict[int, dict] = {}
     if tasks:
         if executor == "dask":
-            new = _run_dask(make_shard, out, n_shards, tasks, configs, workers, scheduler, desc, build_id)
+            new = _run_dask(make_shard, out, n_shards, tasks, configs, workers, scheduler, desc, build_id, split)
         elif workers == 1 or len(tasks) == 1:
             for i, items in progress(tasks, total=len(tasks), desc=desc, unit="shard"):
-                new[i] = run_shard(make_shard, str(out), i, n_shards, items, configs, build_id)
+                new[i] = run_shard(make_shard, str(out), i, n_shards, items, configs, build_id, split)
         else:
-            new = _run_pool(make_shard, out, n_shards, tasks, configs, workers, desc, build_id)
+            new = _run_pool(make_shard, out, n_shards, tasks, configs, workers, desc, build_id, split)
     done.update(new)
-    _remove_stale_shards(out, configs, n_shards)
+    _remove_stale_shards(out, configs, n_shards, split)
 
     files = {c: [done[i]["files"][c]["path"] for i in range(n_shards)] for c in configs}
     counts = {c: sum(done[i]["files"][c]["rows"] for i in range(n_shards)) for c in configs}
@@ -505,12 +511,12 @@ def build_dataset(out: str | os.PathLike, n_items: int, shard_size: int, make_sh
                        failed=[f for i in range(n_shards) for f in (done[i].get("failed") or [])])
 
 
-def _remove_stale_shards(out: Path, configs: Sequence[str], n_shards: int) -> None:
-    """Delete parquet files of these configs that are not part of this build (other shard counts)."""
-    keep = {shard_name(i, n_shards) for i in range(n_shards)}
+def _remove_stale_shards(out: Path, configs: Sequence[str], n_shards: int, split: str = "train") -> None:
+    """Delete parquet files of these configs and split that are not part of this build (other shard counts)."""
+    keep = {shard_name(i, n_shards, split) for i in range(n_shards)}
     for c in configs:
         d = out / "data" / c
-        for f in d.glob("*.parquet"):
+        for f in d.glob(f"{split}-*.parquet"):
             if f.name not in keep:
                 f.unlink()
         for f in d.glob(".*.part"):  # leftovers of killed writers
@@ -538,7 +544,7 @@ class _single_threaded_children:
                 os.environ[k] = v
 
 
-def _run_pool(make_shard, out, n_shards, tasks, configs, workers, desc, build_id) -> dict:
+def _run_pool(make_shard, out, n_shards, tasks, configs, workers, desc, build_id, split="train") -> dict:
     import concurrent.futures as cf
     import multiprocessing as mp
 
@@ -546,7 +552,7 @@ def _run_pool(make_shard, out, n_shards, tasks, configs, workers, desc, build_id
     ctx = mp.get_context("spawn")
     with _single_threaded_children(), cf.ProcessPoolExecutor(max_workers=min(workers, len(tasks)),
                                                              mp_context=ctx) as ex:
-        futs = {ex.submit(run_shard, make_shard, str(out), i, n_shards, items, configs, build_id): i
+        futs = {ex.submit(run_shard, make_shard, str(out), i, n_shards, items, configs, build_id, split): i
                 for i, items in tasks}
         try:
             for fut in progress(cf.as_completed(futs), total=len(futs), desc=desc, unit="shard"):
@@ -559,7 +565,7 @@ def _run_pool(make_shard, out, n_shards, tasks, configs, workers, desc, build_id
     return results
 
 
-def _run_dask(make_shard, out, n_shards, tasks, configs, workers, scheduler, desc, build_id) -> dict:
+def _run_dask(make_shard, out, n_shards, tasks, configs, workers, scheduler, desc, build_id, split="train") -> dict:
     try:
         from distributed import Client, LocalCluster, as_completed
     except ImportError:  # pragma: no cover - depends on the environment
@@ -581,7 +587,7 @@ def _run_dask(make_shard, out, n_shards, tasks, configs, workers, scheduler, des
             raise InputError(f"cannot reach the dask scheduler: {e}", str(address)) from None
     results = {}
     try:
-        futs = [client.submit(run_shard, make_shard, str(out), i, n_shards, items, configs, build_id, pure=False,
+        futs = [client.submit(run_shard, make_shard, str(out), i, n_shards, items, configs, build_id, split, pure=False,
                               key=f"nmc-shard-{i}-{os.getpid()}-{time.time_ns()}")
                 for i, items in tasks]
         for fut in progress(as_completed(futs), total=len(futs), desc=desc, unit="shard"):

@@ -113,6 +113,12 @@ CONFIG_DOCS = {
                "(x, y, z centre of voxel [0, 0, 0])."),
     "shells": ("one row per shell drawn from the shell model: `sh_coefficients_um` and the shell descriptors "
                "in µm."),
+    "ct": ("one row per virtual electrode scan, in train / validation / test splits: the reconstructed CT "
+           "volume `ct` (float32 attenuation, 1/µm) and the exact labels it was rendered from, on the same "
+           "N×N×N grid (`datasets.Array3D`, indexed [z, y, x]): `phase` (0 pore / electrolyte, 1 NMC, "
+           "2 carbon-binder), `particle` (instance id) and `grain` (global grain id); with the CT "
+           "`voxel_size_um`, the packing figures reached (`solid_fraction`, `binder_fraction`, "
+           "`n_particles`, ...) and every imaging parameter (`imaging`, JSON)."),
 }
 
 
@@ -347,13 +353,23 @@ def dataset_bibtex(d: dict) -> str:
     return "\n".join(lines)
 
 
+def _split_files(config: dict) -> list[dict]:
+    """``data_files`` of a config: one split per shard-name prefix (``train-``, ``validation-``, ``test-``)."""
+    name = config["name"]
+    splits = {Path(f).name.split("-", 1)[0] for f in config.get("files") or []}
+    if splits <= {"train"}:
+        return [{"split": "train", "path": f"data/{name}/*.parquet"}]
+    order = {"train": 0, "validation": 1, "test": 2}
+    splits = sorted(splits, key=lambda s: (order.get(s, 3), s))
+    return [{"split": s, "path": f"data/{name}/{s}-*.parquet"} for s in splits]
+
+
 def card_metadata(d: dict, configs: list[dict]) -> "Any":
     """The ``huggingface_hub.DatasetCardData`` of the card's YAML header."""
     from huggingface_hub import DatasetCardData
 
     max_rows = max([c["rows"] for c in configs] or [0])
-    cfgs = [{"config_name": c["name"], "data_files": [{"split": "train", "path": f"data/{c['name']}/*.parquet"}]}
-            for c in configs]
+    cfgs = [{"config_name": c["name"], "data_files": _split_files(c)} for c in configs]
     if cfgs:
         first = "particles" if any(c["config_name"] == "particles" for c in cfgs) else cfgs[0]["config_name"]
         for c in cfgs:

@@ -162,7 +162,7 @@ def card_figures(folder: str | os.PathLike, *, measured: Mapping[str, Mapping[st
     figdir = folder / "figures"
     made: list[dict] = []
     for c in config_summaries(folder):
-        cols = [n for n in c["scalar_columns"] if not n.endswith("_id") and n not in ("id", "index", "seed")]
+        cols = [n for n in c["scalar_columns"] if not n.endswith(("_id", "_seed")) and n not in ("id", "index", "seed")]
         if cols:
             parts, n = [], 0
             for f in c["files"]:
@@ -187,7 +187,7 @@ def card_figures(folder: str | os.PathLike, *, measured: Mapping[str, Mapping[st
         for col in c["array_columns"]:
             first = pq.ParquetFile(c["files"][0]).read_row_group(0, columns=[col]).column(col)[0].as_py()
             arr = np.asarray(first) if first is not None else None
-            if arr is not None and arr.ndim == 3 and arr.dtype != object:
+            if arr is not None and arr.ndim == 3 and arr.dtype.kind in "iub":  # label volumes (not grey values)
                 rel = f"figures/{c['name']}_{col}_slices.png"
                 example_slices(arr, folder / rel, title=f"{c['name']}: item 0, central slices of '{col}'")
                 made.append({"path": rel, "caption": f"Central slices through the first item's '{col}' "

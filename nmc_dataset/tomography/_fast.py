@@ -50,3 +50,25 @@ def band_search(padded, flat, offsets, lengths, out):
             if padded[base + offsets[k]]:
                 out[i] = lengths[k]
                 break
+
+
+@nb.njit(cache=True)
+def _count_labels(flat, n):
+    out = np.zeros(n + 1, dtype=np.int64)
+    for i in range(flat.shape[0]):
+        out[flat[i]] += 1
+    return out
+
+
+def label_sizes(labels: np.ndarray) -> np.ndarray:
+    """Voxels per label of a non-negative integer label volume (``np.bincount(labels.ravel())``).
+
+    One compiled pass over the labels as stored; ``np.bincount`` first converts a 32-bit volume to
+    64-bit integers, which costs more than the counting.
+    """
+    flat = np.ascontiguousarray(labels).reshape(-1)
+    if flat.size == 0:
+        return np.zeros(1, dtype=np.int64)
+    if flat.dtype.kind not in "iu" or (flat.dtype.kind == "i" and int(flat.min()) < 0):
+        return np.bincount(flat)  # the reference rejects negative labels the same way
+    return _count_labels(flat, int(flat.max()))

@@ -47,6 +47,7 @@ import numpy as np
 from nmc_dataset._util import log
 from nmc_dataset.errors import InputError
 from nmc_dataset.particles._voxelize import Grid, _cubemap_bins, _cubemap_centres, gbpd_grid_labels, particle_grid, shell_mask
+from nmc_dataset.tomography._fast import label_sizes
 
 #: Stream number of ``_util.item_seed`` for the particles of a packed electrode.
 PACK_STREAM = 11
@@ -141,7 +142,8 @@ class _Shapes:
             dirs = np.asarray(icosphere(sub)[0])
             self.caps.append((dirs, self.table[:, _cubemap_bins(dirs, _CUBE_BINS)]))
         self.cap_dirs, self.cap_r = self.caps[0]
-        self.rmax = self.table.max(axis=1) * 1.02
+        self.tmax = self.table.max(axis=1)  # largest tabulated radius (exact bound of every table lookup)
+        self.rmax = self.tmax * 1.02
         # extents along +-x, +-y, +-z (for walls)
         pts = self.table[:, :, None] * centres[None]
         self.lo = pts.min(axis=1) * 1.02
@@ -169,12 +171,12 @@ def _bin(px, py, pz, n):
     return (face * n + i) * n + j
 
 
-@numba.njit(cache=True)
-def _penetration_nb(table, cap_dirs, cap_r, s, pad, ii, jj, d, n, gate):
+@numba.njit(cache=True, parallel=True)
+def _penetration_nb(table, cap_dirs, cap_r, s, pad, ii, jj, d, n, gate, tmax):
     P = len(ii)
     out = np.empty(P)
     C = cap_dirs.shape[0]
-    for p in range(P):
+    for p in numba.prange(P):  # pairs are independent: the same result for any thread count
         dist = np.sqrt(d[p, 0] ** 2 + d[p, 1] ** 2 + d[p, 2] ** 2)
         ux, uy, uz = d[p, 0] / dist, d[p, 1] / dist, d[p, 2] / dist
         depth = (s * table[ii[p], _bin(ux, uy, uz, n)] + s * table[jj[p], _bin(-ux, -uy, -uz, n)]
@@ -191,6 +193,8 @@ def _penetration_nb(table, cap_dirs, cap_r, s, pad, ii, jj, d, n, gate):
                 ra = s * cap_r[a, c] + pad
                 qx, qy, qz = ra * ex - sg * d[p, 0], ra * ey - sg * d[p, 1], ra * ez - sg * d[p, 2]
                 r = np.sqrt(qx * qx + qy * qy + qz * qz)
+                if s * tmax[b] + pad - r <= depth:  # not even b's largest radius reaches: max unchanged
+                    continue
                 pen = s * table[b, _bin(qx, qy, qz, n)] + pad - r
                 depth = max(depth, pen)
         out[p] = depth
@@ -206,7 +210,8 @@ def _penetration(sh: _Shapes, s: float, pad: float, i, j, d, fine: bool = False)
     """
     cap_dirs, cap_r = sh.caps[int(fine)]
     depth = _penetration_nb(sh.table, cap_dirs, cap_r, float(s), float(pad), i.astype(np.int64),
-                            j.astype(np.int64), np.ascontiguousarray(d, dtype=np.float64), _CUBE_BINS, _GATE)
+                            j.astype(np.int64), np.ascontiguousarray(d, dtype=np.float64), _CUBE_BINS, _GATE,
+                            sh.tmax)
     u = d / np.maximum(np.linalg.norm(d, axis=1), 1e-12)[:, None]
     return depth, u
 
@@ -371,11 +376,11 @@ def _normalised_radius(p, grid: Grid, kk, jj, ii):
 
 
 # --------------------------------------------------------------------------- binder
-@numba.njit(cache=True)
+@numba.njit(cache=True, parallel=True)
 def _gap_update(d1, d2, table, lo, shape, offset, h, start, periodic, width, nb):
     """Fold one particle's radial gap field (voxels) into the two-smallest fields ``d1 <= d2``."""
     n = d1.shape[0]
-    for k in range(shape[0]):
+    for k in numba.prange(shape[0]):
         bz = start[2] + k
         if periodic:
             bz %= n
@@ -425,8 +430,19 @@ def _gap_fields(parts, n, h, periodic, width_vox):
         table = p.coeffs_um @ basis[L]
         shape = np.array([s + 2 * w for s in grid.shape], dtype=np.int64)
         lo = np.asarray(grid.index_lo, dtype=np.int64) - w
-        _gap_update(d1, d2, table, lo, shape, np.asarray(grid.offset_um, np.float64), float(h),
-                    np.asarray(start, dtype=np.int64) - w, bool(periodic), float(width_vox), _CUBE_BINS)
+        start = np.asarray(start, dtype=np.int64) - w
+        offset = np.asarray(grid.offset_um, np.float64)
+        # threads run over the block's z rows; a block taller than a periodic box goes in slabs of at
+        # most n rows, so no two concurrent rows wrap onto one box row (the two-smallest fold is
+        # order-free, so the fields equal a serial pass)
+        for k0 in range(0, int(shape[0]), n):
+            sub = shape.copy()
+            sub[0] = min(n, shape[0] - k0)
+            lo_k, start_k = lo.copy(), start.copy()
+            lo_k[2] += k0
+            start_k[2] += k0
+            _gap_update(d1, d2, table, lo_k, sub, offset, float(h), start_k, bool(periodic), float(width_vox),
+                        _CUBE_BINS)
     return d1, d2
 
 
@@ -616,12 +632,14 @@ def pack_electrode(shell_model, grain_model, *, box_um: float, solid_fraction: f
     t_all = time.perf_counter() - t0
     info["seconds"] = {"pack": round(t_pack, 3), "particles": round(t_vox, 3), "total": round(t_all, 3)}
     K = coeffs.shape[1]
+    voxels = label_sizes(particle)  # compiled count (np.bincount converts the volume to 64 bit first)
+    voxels = np.pad(voxels, (0, max(0, len(results) + 1 - len(voxels))))
     table = {
         "id": np.arange(1, len(results) + 1, dtype=np.int64),
         "center_um": centres[:, ::-1].copy(),  # z, y, x
         "coeffs_um": np.stack([p.coeffs_um for p in particles]).reshape(-1, K),
         "volume_um3": vols,
-        "voxels": np.bincount(particle.ravel(), minlength=len(results) + 1)[1:].astype(np.int64),
+        "voxels": voxels[1:],
         "grain_id_offset": offsets,
         "n_grains": n_grains,
         "seed_spawn_key": np.array([particle_seed(seed, k).spawn_key for k in range(len(results))], dtype=np.int64),

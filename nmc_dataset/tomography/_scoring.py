@@ -43,6 +43,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from nmc_dataset.tomography._fast import label_sizes
 from nmc_dataset.tomography._volumes import PHASES
 
 __all__ = [
@@ -167,7 +168,7 @@ def percolation(components: np.ndarray) -> tuple[dict, dict]:
     fraction : dict axis name -> float
         Fraction of the labelled voxels in the components that percolate along that axis.
     """
-    sizes = np.bincount(components.ravel())
+    sizes = label_sizes(components)
     total = int(sizes[1:].sum())
     perc, frac = {}, {}
     for axis, name in enumerate(AXES):

@@ -343,7 +343,7 @@ def _require_gmsh():
 
 
 def tet_mesh(surface: GrainSurface, mesh_size_um: float | None = None, algorithm: str = "hxt",
-             optimize: bool = True, threads: int = 1) -> TetMesh:
+             optimize: bool = True, threads: int = 1, optimize_threshold: float = 0.1) -> TetMesh:
     """Tetrahedralise every grain of a conforming surface mesh with gmsh.
 
     The surface triangles are kept as they are (one discrete gmsh surface per grain pair, shared
@@ -359,6 +359,10 @@ def tet_mesh(surface: GrainSurface, mesh_size_um: float | None = None, algorithm
         gmsh's 3D algorithm (HXT: fast; Delaunay: the classic one).
     optimize : bool
         gmsh's tet quality optimisation.
+    optimize_threshold : float
+        Tets below this quality are optimised (gmsh's ``Mesh.OptimizeThreshold``). gmsh's default
+        0.3 made the optimisation ~90 % of the meshing time (5x the rest) on a 476-grain particle;
+        0.1 leaves the minimum quality where it was (bounded by the boundary triangles).
     threads : int
         Threads for HXT.
 
@@ -411,6 +415,7 @@ def tet_mesh(surface: GrainSurface, mesh_size_um: float | None = None, algorithm
         gmsh.option.setNumber("Mesh.Algorithm3D", 10 if algorithm == "hxt" else 1)
         gmsh.option.setNumber("General.NumThreads", int(threads))
         gmsh.option.setNumber("Mesh.Optimize", 1 if optimize else 0)
+        gmsh.option.setNumber("Mesh.OptimizeThreshold", float(optimize_threshold))
         if mesh_size_um:
             gmsh.option.setNumber("Mesh.MeshSizeMax", float(mesh_size_um))
         try:

@@ -220,16 +220,28 @@ def tet_mesh_coarsened(surface, h_um: float, min_elements_per_grain: int | None 
     """Coarsen ``surface`` and tet-mesh it with gmsh; where gmsh reports the coarse boundary
     intersecting itself, keep the surface fine around the reported points and retry.
 
-    Returns ``(TetMesh, coarse surface)``; raises ``RuntimeError`` when the retries run out.
+    Returns ``(TetMesh, coarse surface)`` (its ``stats`` also hold the wall seconds spent
+    coarsening and in gmsh over all attempts, ``coarsen_s`` and ``gmsh_s``, and ``attempts``);
+    raises ``RuntimeError`` when the retries run out.
     """
+    import time
+
     from .meshes import tet_mesh
 
     keep = np.zeros((0, 3))
-    for _ in range(max_retries + 1):
+    spent = {"coarsen_s": 0.0, "gmsh_s": 0.0}
+    for attempt in range(max_retries + 1):
+        t0 = time.perf_counter()
         c = coarsen_surface(surface, h_um, min_elements_per_grain, keep_near=keep)
+        t1 = time.perf_counter()
+        spent["coarsen_s"] += t1 - t0
         try:
-            return tet_mesh(c, h_um, threads=threads), c
+            tm = tet_mesh(c, h_um, threads=threads)
+            spent["gmsh_s"] += time.perf_counter() - t1
+            c.stats = {**getattr(c, "stats", {}), **spent, "attempts": attempt + 1}
+            return tm, c
         except RuntimeError as e:
+            spent["gmsh_s"] += time.perf_counter() - t1
             pts = getattr(e, "points", np.zeros((0, 3)))
             if len(pts) == 0:
                 raise

@@ -699,12 +699,14 @@ def write_tet_mesh(mesh: TetMesh, folder, stem: str, formats=TET_FORMATS, *, ord
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     cell_type = "tetra" if order == 1 else "tetra10"
+    faces = inp_mod.mesh_faces(tets[:, :4], grain) if {"msh", "inp"} & set(formats) else None  # for both
     for fmt in formats:
         path = folder / f"{stem}.{fmt}"
         if fmt == "msh":
-            inp_mod.write_msh(path, points, tets, grain, orientations=q, provenance=prov)
+            inp_mod.write_msh(path, points, tets, grain, orientations=q, provenance=prov, faces=faces)
         elif fmt == "inp":
-            inp_mod.write_inp(path, points, tets, grain, orientations=q, provenance=prov, material=material)
+            inp_mod.write_inp(path, points, tets, grain, orientations=q, provenance=prov, material=material,
+                              faces=faces)
         elif fmt == "vtu":
             with atomic_path(path) as tmp:
                 _write_vtu(tmp, points, tets, _cell_fields(grain, q, True), prov)

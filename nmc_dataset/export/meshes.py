@@ -32,6 +32,7 @@ import numpy as np
 
 from .._util import atomic_path, log
 from ..errors import MissingExtraError
+from .glb import grains_glb_bytes
 from .cleanup import clean_labels  # noqa: F401 - part of this module's API; the clean-up is its own module
 
 
@@ -175,8 +176,6 @@ def write_surfaces(folder, stem: str, surface: GrainSurface | None = None, shell
     properties ``label_a``/``label_b``), ``<stem>_grains.glb`` (one node per grain, for viewers),
     ``<stem>_grains.vtp`` (ParaView; cell data ``BoundaryLabels``).
     """
-    import trimesh
-
     folder = Path(folder)
     written = []
     if shell is not None:
@@ -189,12 +188,11 @@ def write_surfaces(folder, stem: str, surface: GrainSurface | None = None, shell
         with atomic_path(p) as tmp:
             surface.to_trimesh().export(tmp, file_type="ply", encoding="binary")
         written.append(p)
-        scene = trimesh.Scene()
-        for k, m in _grain_meshes(surface):
-            scene.add_geometry(m, node_name=f"grain_{k}", geom_name=f"grain_{k}")
+        ks, local, verts_of, vstart, starts, _ = _grain_blocks(surface)
         p = folder / f"{stem}_grains.glb"
-        with atomic_path(p) as tmp:
-            tmp.write_bytes(scene.export(file_type="glb"))
+        with atomic_path(p) as tmp:  # numpy-written GLB (a trimesh scene of every grain: the slow twin)
+            tmp.write_bytes(grains_glb_bytes(ks, surface.vertices[verts_of], vstart, local,
+                                             np.append(starts, len(local))))
         written.append(p)
         p = folder / f"{stem}_grains.vtp"
         with atomic_path(p) as tmp:
@@ -208,6 +206,16 @@ def _grain_meshes(surface: GrainSurface):
     by grain once (``grain_mesh`` per grain scans all faces)."""
     import trimesh
 
+    ks, local, verts_of, vstart, starts, ends = _grain_blocks(surface)
+    for i, k in enumerate(ks.tolist()):
+        a, b = starts[i], ends[i]
+        yield k, trimesh.Trimesh(surface.vertices[verts_of[vstart[i]:vstart[i + 1]]], local[a:b], process=False)
+
+
+def _grain_blocks(surface: GrainSurface):
+    """Every grain's closed surface (outwards) as blocks: grain labels ``ks``, faces with
+    per-grain vertex numbers ``local`` (grain ``i``: rows ``starts[i]:ends[i]``) and the grains'
+    vertex ids ``verts_of`` (grain ``i``: ``vstart[i]:vstart[i + 1]``)."""
     f = np.concatenate([surface.faces, surface.faces[:, ::-1]])
     g = np.concatenate([surface.pairs[:, 0], surface.pairs[:, 1]])
     inside = g > 0
@@ -217,9 +225,7 @@ def _grain_meshes(surface: GrainSurface):
     ks, starts = np.unique(g, return_index=True)
     ends = np.append(starts[1:], len(g))
     local, verts_of, vstart = _local_numbering(f, starts.astype(np.int64), ends.astype(np.int64), len(surface.vertices))
-    for i, k in enumerate(ks.tolist()):
-        a, b = starts[i], ends[i]
-        yield k, trimesh.Trimesh(surface.vertices[verts_of[vstart[i]:vstart[i + 1]]], local[a:b], process=False)
+    return ks, local, verts_of, vstart, starts, ends
 
 
 @numba.njit(cache=True)

@@ -26,6 +26,7 @@ them at least about that many tets.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from ..errors import InputError
@@ -72,9 +73,74 @@ def _signatures(faces, patch, nv):
     return sig, count
 
 
-def _bad_vertices(vert, faces0, faces, pairs, keep_face, n_patches, patch, normal0, grains=None):
+@numba.njit(cache=True)
+def _open_edge_faces(f, pr, grains):
+    """Faces (rows of ``f``) with an edge that is not used exactly twice, once per direction, by
+    the outward faces of a checked grain (``grains[k]``), grain by grain: the compiled twin of
+    the global edge sort in :func:`_bad_vertices` (``compiled=False``)."""
+    nf = f.shape[0]
+    ng = grains.shape[0]
+    cnt = np.zeros(ng + 1, dtype=np.int64)
+    for r in range(nf):
+        for s in range(2):
+            g = pr[r, s]
+            if grains[g]:
+                cnt[g + 1] += 1
+    for g in range(ng):
+        cnt[g + 1] += cnt[g]
+    ent = np.empty(cnt[ng], dtype=np.int64)  # face * 2 + side, grouped by grain
+    fill = cnt[:-1].copy()
+    for r in range(nf):
+        for s in range(2):
+            g = pr[r, s]
+            if grains[g]:
+                ent[fill[g]] = r * 2 + s
+                fill[g] += 1
+    bad = np.zeros(nf, dtype=np.bool_)
+    for g in range(ng):
+        m = cnt[g + 1] - cnt[g]
+        if m == 0:
+            continue
+        keys = np.empty(3 * m, dtype=np.int64)
+        fwd = np.empty(3 * m, dtype=np.int64)
+        who = np.empty(3 * m, dtype=np.int64)
+        vmax = 0
+        for e in range(m):
+            r = ent[cnt[g] + e] // 2
+            for i in range(3):
+                if f[r, i] > vmax:
+                    vmax = f[r, i]
+        vmax += 1
+        for e in range(m):
+            code = ent[cnt[g] + e]
+            r, s = code // 2, code % 2
+            for i in range(3):
+                u, v = f[r, i], f[r, (i + 1) % 3]
+                if s == 1:  # the face seen from pairs[:, 1]: reversed
+                    u, v = v, u
+                k = 3 * e + i
+                keys[k] = min(u, v) * vmax + max(u, v)
+                fwd[k] = 1 if u < v else 0
+                who[k] = r
+        order = np.argsort(keys)
+        a = 0
+        while a < 3 * m:
+            b = a
+            tot = 0
+            while b < 3 * m and keys[order[b]] == keys[order[a]]:
+                tot += fwd[order[b]]
+                b += 1
+            if b - a != 2 or tot != 1:
+                for j in range(a, b):
+                    bad[who[order[j]]] = True
+            a = b
+    return bad
+
+
+def _bad_vertices(vert, faces0, faces, pairs, keep_face, n_patches, patch, normal0, grains=None, compiled=True):
     """Vertices (original ids) around violations of the coarse mesh (``grains``: a mask over
-    labels; check only the surfaces of these grains)."""
+    labels; check only the surfaces of these grains; ``compiled=False``: the edge check by one
+    global numpy sort, the slow twin)."""
     alive = np.bincount(patch[keep_face], minlength=n_patches) > 0
     lost = faces0[~alive[patch]].ravel()
     if grains is None:
@@ -94,6 +160,11 @@ def _bad_vertices(vert, faces0, faces, pairs, keep_face, n_patches, patch, norma
     bad.append(f0[cosang < 0.2].ravel())
     # every grain's surface closed and consistently oriented: per grain, each undirected edge is
     # used by exactly two of its (outward) faces, once in each direction
+    if compiled:
+        bad.append(f0[_open_edge_faces(np.ascontiguousarray(f, dtype=np.int64),
+                                       np.ascontiguousarray(pr, dtype=np.int64), grains)].ravel())
+        bad.append(lost)  # every patch keeps a triangle
+        return np.unique(np.concatenate(bad))
     nvx = np.int64(len(vert))
     E, E0, G = [], [], []
     for side in (0, 1):

@@ -148,7 +148,8 @@ def main(argv=None):
                 rel = np.abs(tm.grain_volumes(part.n_grains)[present] / vox[present] - 1)
                 st = cs.stats
                 print(f"tet mesh at {h} µm (no re-voxelising): coarsen + gmsh {t_dec} (coarsening "
-                      f"{st['coarsen_s']:.2f} s, gmsh {st['gmsh_s']:.2f} s wall, {st['attempts']} attempt(s); "
+                      f"{st['coarsen_s']:.2f} s wall / {st['coarsen_cpu_s']:.2f} s CPU, "
+                      f"gmsh {st['gmsh_s']:.2f} s wall / {st['gmsh_cpu_s']:.2f} s CPU, {st['attempts']} attempt(s); "
                       f"{st['triangles_before']} -> "
                       f"{st['triangles_after']} triangles, grain pairs {st['pairs_before']} -> {st['pairs_after']}) + "
                       f"files {t_w} -> {len(tm.tets)} tets, {len(np.unique(tm.grain))} grains, "

@@ -186,7 +186,7 @@ def _bad_vertices(vert, faces0, faces, pairs, keep_face, n_patches, patch, norma
 
 
 def coarsen_surface(surface, h_um: float, min_elements_per_grain: int | None = None, max_repairs: int = 30,
-                    keep_near=None):
+                    keep_near=None, resume=None):
     """A coarser conforming surface (same grains, same grain pairs); see the module notes.
 
     Parameters
@@ -201,6 +201,10 @@ def coarsen_surface(surface, h_um: float, min_elements_per_grain: int | None = N
     keep_near : (M, 3) float array, optional
         Points (µm) around which (within ``2 h``) the surface is kept as it is (e.g. where a
         tet mesher found the coarse surface intersecting itself).
+    resume : GrainSurface, optional
+        An earlier result of this call with the same ``surface``, ``h_um`` and
+        ``min_elements_per_grain``: its clustering is reused and its repairs are the starting
+        point (for retries with more ``keep_near`` points), instead of redoing both.
 
     Returns
     -------
@@ -216,30 +220,15 @@ def coarsen_surface(surface, h_um: float, min_elements_per_grain: int | None = N
     nv = len(verts)
     if len(faces) == 0:
         return surface
-    patch = _patch_ids(pairs)
-    n_patches = int(patch.max()) + 1
-    sig, count = _signatures(faces, patch, nv)
-    # local cell size: h, or finer around small grains (min_elements_per_grain)
-    hv = np.full(nv, float(h_um))
-    if min_elements_per_grain:
-        vol = np.abs(grain_volumes(verts, faces, pairs, ng))
-        hk = np.cbrt(6 * np.sqrt(2) * vol / float(min_elements_per_grain))
-        hg = np.minimum(hk, h_um)
-        hf = np.minimum(np.where(pairs[:, 0] > 0, hg[np.maximum(pairs[:, 0], 1) - 1], h_um),
-                        np.where(pairs[:, 1] > 0, hg[np.maximum(pairs[:, 1], 1) - 1], h_um))
-        np.minimum.at(hv, faces.ravel(), np.repeat(hf, 3))
-    level = np.ceil(np.log2(h_um / np.maximum(hv, 1e-12))).astype(np.int64)  # h / 2**level <= hv
-    cell_h = h_um / 2.0 ** level
-    lo = verts.min(axis=0)
-    cell = np.floor((verts - lo) / cell_h[:, None]).astype(np.int64)
-    fixed = count >= 4  # junctions of curves stay
-    cell -= cell.min(axis=0)
-    span = cell.max(axis=0) + 1
-    key = (((sig.astype(np.int64) * 64 + level) * span[0] + cell[:, 0]) * span[1] + cell[:, 1]) * span[2] + cell[:, 2]
-    key[fixed] = -1 - np.arange(int(fixed.sum()))  # a cluster of their own
-    cluster = np.unique(key, return_inverse=True)[1].ravel()
-    normal0 = np.cross(verts[faces[:, 1]] - verts[faces[:, 0]], verts[faces[:, 2]] - verts[faces[:, 0]])
-    restored = np.zeros(nv, dtype=bool)
+    plan = getattr(resume, "plan", None)
+    if plan is not None and (plan["surface"] is not surface or plan["h_um"] != h_um
+                             or plan["min_elements_per_grain"] != min_elements_per_grain):
+        raise ValueError("resume: a coarsening of another surface or with other options")
+    if plan is None:
+        plan = _coarsen_plan(surface, h_um, min_elements_per_grain)
+    patch, n_patches, fixed, cluster, normal0 = (plan[k] for k in ("patch", "n_patches", "fixed", "cluster",
+                                                                   "normal0"))
+    restored = plan["restored"].copy()
     if keep_near is not None and len(keep_near):
         from scipy.spatial import cKDTree
 
@@ -283,7 +272,41 @@ def coarsen_surface(surface, h_um: float, min_elements_per_grain: int | None = N
     out.stats = {"triangles_before": len(faces), "triangles_after": int(keep.sum()),
                  "restored_vertices": int(restored.sum()), "pairs_before": int(n_patches),
                  "pairs_after": len(np.unique(patch[keep]))}
+    out.plan = {**plan, "restored": restored}
     return out
+
+
+def _coarsen_plan(surface, h_um, min_elements_per_grain):
+    """What :func:`coarsen_surface` derives from the surface and the options alone: patches,
+    vertex signatures, fixed junctions, the clusters and the original normals."""
+    verts, faces, pairs, ng = surface.vertices, surface.faces, surface.pairs, surface.n_grains
+    nv = len(verts)
+    patch = _patch_ids(pairs)
+    n_patches = int(patch.max()) + 1
+    sig, count = _signatures(faces, patch, nv)
+    # local cell size: h, or finer around small grains (min_elements_per_grain)
+    hv = np.full(nv, float(h_um))
+    if min_elements_per_grain:
+        vol = np.abs(grain_volumes(verts, faces, pairs, ng))
+        hk = np.cbrt(6 * np.sqrt(2) * vol / float(min_elements_per_grain))
+        hg = np.minimum(hk, h_um)
+        hf = np.minimum(np.where(pairs[:, 0] > 0, hg[np.maximum(pairs[:, 0], 1) - 1], h_um),
+                        np.where(pairs[:, 1] > 0, hg[np.maximum(pairs[:, 1], 1) - 1], h_um))
+        np.minimum.at(hv, faces.ravel(), np.repeat(hf, 3))
+    level = np.ceil(np.log2(h_um / np.maximum(hv, 1e-12))).astype(np.int64)  # h / 2**level <= hv
+    cell_h = h_um / 2.0 ** level
+    lo = verts.min(axis=0)
+    cell = np.floor((verts - lo) / cell_h[:, None]).astype(np.int64)
+    fixed = count >= 4  # junctions of curves stay
+    cell -= cell.min(axis=0)
+    span = cell.max(axis=0) + 1
+    key = (((sig.astype(np.int64) * 64 + level) * span[0] + cell[:, 0]) * span[1] + cell[:, 1]) * span[2] + cell[:, 2]
+    key[fixed] = -1 - np.arange(int(fixed.sum()))  # a cluster of their own
+    cluster = np.unique(key, return_inverse=True)[1].ravel()
+    normal0 = np.cross(verts[faces[:, 1]] - verts[faces[:, 0]], verts[faces[:, 2]] - verts[faces[:, 0]])
+    return {"surface": surface, "h_um": h_um, "min_elements_per_grain": min_elements_per_grain, "patch": patch,
+            "n_patches": n_patches, "fixed": fixed, "cluster": cluster, "normal0": normal0,
+            "restored": np.zeros(nv, dtype=bool)}
 
 
 def tet_mesh_coarsened(surface, h_um: float, min_elements_per_grain: int | None = None, max_retries: int = 12,
@@ -302,9 +325,10 @@ def tet_mesh_coarsened(surface, h_um: float, min_elements_per_grain: int | None 
 
     keep = np.zeros((0, 3))
     spent = {"coarsen_s": 0.0, "gmsh_s": 0.0, "coarsen_cpu_s": 0.0, "gmsh_cpu_s": 0.0}
+    c = None  # each retry resumes the previous coarsening (its clusters and repairs)
     for attempt in range(max_retries + 1):
         t0, c0 = time.perf_counter(), time.process_time()
-        c = coarsen_surface(surface, h_um, min_elements_per_grain, keep_near=keep)
+        c = coarsen_surface(surface, h_um, min_elements_per_grain, keep_near=keep, resume=c)
         t1, c1 = time.perf_counter(), time.process_time()
         spent["coarsen_s"] += t1 - t0
         spent["coarsen_cpu_s"] += c1 - c0
@@ -313,6 +337,7 @@ def tet_mesh_coarsened(surface, h_um: float, min_elements_per_grain: int | None 
             spent["gmsh_s"] += time.perf_counter() - t1
             spent["gmsh_cpu_s"] += time.process_time() - c1
             c.stats = {**getattr(c, "stats", {}), **spent, "attempts": attempt + 1}
+            c.plan = None  # the clustering of the fine surface is not needed any more
             return tm, c
         except RuntimeError as e:
             spent["gmsh_s"] += time.perf_counter() - t1

@@ -131,3 +131,26 @@ def test_compiled_edge_check_equals_numpy(fine, seed):
     slow = decimate._bad_vertices(*args, compiled=False)
     assert len(slow) > 0
     np.testing.assert_array_equal(fast, slow)
+
+
+def test_resumed_coarsening(fine):
+    """Resuming a coarsening reproduces it exactly without new points, keeps the surface fine
+    around new points (and stays closed, with every grain pair), and refuses another surface."""
+    p, vol, s, vox = fine
+    c = decimate.coarsen_surface(s, 0.15)
+    again = decimate.coarsen_surface(s, 0.15, resume=c)
+    np.testing.assert_array_equal(again.vertices, c.vertices)
+    np.testing.assert_array_equal(again.faces, c.faces)
+    pt = s.vertices[len(s.vertices) // 2][None, :]
+    r = decimate.coarsen_surface(s, 0.15, keep_near=pt, resume=c)
+    fresh = decimate.coarsen_surface(s, 0.15, keep_near=pt)
+    assert r.stats["restored_vertices"] >= fresh.stats["restored_vertices"] > c.stats["restored_vertices"]
+    assert r.stats["pairs_after"] == r.stats["pairs_before"]
+    d = np.linalg.norm(s.vertices - pt, axis=1) < 0.15  # fine vertices near the point are kept
+    assert np.isin(np.round(s.vertices[d], 9), np.round(r.vertices, 9)).all(axis=1).all()
+    assert len(decimate._bad_vertices(r.vertices, r.faces, r.faces, r.pairs, np.ones(len(r.faces), bool),
+                                      int(decimate._patch_ids(r.pairs).max()) + 1, decimate._patch_ids(r.pairs),
+                                      np.cross(r.vertices[r.faces[:, 1]] - r.vertices[r.faces[:, 0]],
+                                               r.vertices[r.faces[:, 2]] - r.vertices[r.faces[:, 0]]))) == 0
+    with pytest.raises(ValueError, match="another surface"):
+        decimate.coarsen_surface(c, 0.15, resume=c)

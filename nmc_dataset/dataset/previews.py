@@ -79,7 +79,7 @@ def with_previews(particles, grains, results, cubes: dict | None = None):
     import pyarrow as pa
 
     from ..export.tables import particle_from_rows
-    from .particle_shards import voxelize_cube
+    from .particle_shards import voxelize_cube  # particle_shards imports this module
 
     values = []
     prow = particles.to_pylist()
@@ -106,7 +106,7 @@ def render_first_particle_orientations(out, n: int = PREVIEW_CUBE) -> Path | Non
     import pyarrow.parquet as pq
 
     from ..export.tables import particle_from_rows
-    from .particle_shards import voxelize_cube
+    from .particle_shards import voxelize_cube  # particle_shards imports this module
 
     out = Path(out)
     pfiles = sorted((out / "data" / "particles").glob("*.parquet"))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..export.preview import COLOUR_KEY, c_axis_colours, coarse_grain_surface, orientation_rendering, preview_glb
+from nmc_dataset.export.preview import COLOUR_KEY, c_axis_colours, coarse_grain_surface, orientation_rendering, preview_glb
 
 #: edge (voxels) of the lattice the previews are meshed on
 PREVIEW_CUBE = 64
@@ -78,8 +78,8 @@ def with_previews(particles, grains, results, cubes: dict | None = None):
     import datasets
     import pyarrow as pa
 
-    from ..export.tables import particle_from_rows
-    from .particle_shards import voxelize_cube  # particle_shards imports this module
+    from nmc_dataset.export.tables import particle_from_rows
+    from nmc_dataset.dataset.particle_shards import voxelize_cube  # particle_shards imports this module
 
     values = []
     prow = particles.to_pylist()
@@ -105,8 +105,8 @@ def render_first_particle_orientations(out, n: int = PREVIEW_CUBE) -> Path | Non
     of ``data/particles`` (its ``voxels_<n>`` cube when the release has one, else re-voxelised)."""
     import pyarrow.parquet as pq
 
-    from ..export.tables import particle_from_rows
-    from .particle_shards import voxelize_cube  # particle_shards imports this module
+    from nmc_dataset.export.tables import particle_from_rows
+    from nmc_dataset.dataset.particle_shards import voxelize_cube  # particle_shards imports this module
 
     out = Path(out)
     pfiles = sorted((out / "data" / "particles").glob("*.parquet"))

@@ -29,7 +29,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ..errors import InputError
+from nmc_dataset.errors import InputError
 
 
 def grain_volumes(vertices: np.ndarray, faces: np.ndarray, pairs: np.ndarray, n_grains: int) -> np.ndarray:
@@ -212,7 +212,7 @@ def coarsen_surface(surface, h_um: float, min_elements_per_grain: int | None = N
         With ``stats`` attribute: triangles before/after, vertices restored by repairs, grain
         pairs before/after.
     """
-    from .meshes import GrainSurface
+    from nmc_dataset.export.meshes import GrainSurface
 
     if not (h_um and h_um > 0):
         raise InputError(f"the mesh size must be > 0 µm, got {h_um}", "--mesh-size-um")
@@ -321,7 +321,7 @@ def tet_mesh_coarsened(surface, h_um: float, min_elements_per_grain: int | None 
     """
     import time
 
-    from .meshes import tet_mesh
+    from nmc_dataset.export.meshes import tet_mesh
 
     keep = np.zeros((0, 3))
     spent = {"coarsen_s": 0.0, "gmsh_s": 0.0, "coarsen_cpu_s": 0.0, "gmsh_cpu_s": 0.0}

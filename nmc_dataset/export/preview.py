@@ -22,9 +22,9 @@ import os
 
 import numpy as np
 
-from .cleanup import clean_labels
-from .decimate import coarsen_surface
-from .meshes import GrainSurface, grain_surface_mesh
+from nmc_dataset.export.cleanup import clean_labels
+from nmc_dataset.export.decimate import coarsen_surface
+from nmc_dataset.export.meshes import GrainSurface, grain_surface_mesh
 
 #: colour of grains without an orientation
 NO_ORIENTATION_RGB = (150, 150, 150)
@@ -163,7 +163,7 @@ def orientation_rendering(labels: np.ndarray, colours_rgb: np.ndarray, path: str
     from matplotlib.patches import Patch
     from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 
-    from .._util import atomic_path
+    from nmc_dataset._util import atomic_path
 
     lab = np.array(labels, dtype=np.int32, copy=True)
     if lab.ndim != 3:

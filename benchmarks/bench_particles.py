@@ -57,17 +57,12 @@ def main(argv=None):
     args = ap.parse_args(argv)
     os.environ.setdefault("NUMBA_NUM_THREADS", str(args.threads))
 
-    from nmc_dataset.export import meshes
-    from nmc_dataset.grains.gbpd import hard_labels_bruteforce
-    from nmc_dataset.particles.assemble import assemble
-    from nmc_dataset.particles.voxelize import (
-        grid_points_px,
-        inside_shell,
-        particle_grid,
-        voxelize,
-    )
-    from nmc_dataset.synthetic.ct_phantom import reference_shell_model
-    from nmc_dataset.synthetic.ebsd import radial_teacher_gbpd
+    from nmc_dataset.export import _meshes as meshes
+    from nmc_dataset.testing._tessellation import hard_labels_bruteforce
+    from nmc_dataset.particles._assemble import assemble
+    from nmc_dataset.particles._voxelize import grid_points_px, inside_shell, particle_grid, voxelize
+    from nmc_dataset.synthetic._ct_phantom import reference_shell_model
+    from nmc_dataset.synthetic._ebsd import radial_teacher_gbpd
 
     rng = np.random.default_rng(args.seed)
     shell = reference_shell_model(mean_radius_vox=args.radius_um / 0.128, voxel_size_um=0.128)
@@ -116,7 +111,7 @@ def main(argv=None):
     import tempfile
     from pathlib import Path
 
-    from nmc_dataset.export.hdf5 import VoxelsWriter
+    from nmc_dataset.export._hdf5 import VoxelsWriter
 
     with tempfile.TemporaryDirectory(prefix="nmc-bench-") as td:
         td = Path(td)
@@ -134,7 +129,7 @@ def main(argv=None):
               f"wall {total / t_vox:.2f}, CPU {total_cpu / max(t_vox.cpu, 1e-9):.2f}", flush=True)
         tet_first = None
         if args.coarsen_only:
-            from nmc_dataset.export.decimate import coarsen_surface
+            from nmc_dataset.export._decimate import coarsen_surface
 
             h = float(args.mesh_sizes.split(",")[0])
             cs, t_c = _timed(coarsen_surface, surf, h)
@@ -144,7 +139,7 @@ def main(argv=None):
                   f"restored); CPU ratio to voxelising {t_c.cpu / max(t_vox.cpu, 1e-9):.2f}", flush=True)
             args.skip_tets = True
         if not args.skip_tets:
-            from nmc_dataset.export.decimate import tet_mesh_coarsened
+            from nmc_dataset.export._decimate import tet_mesh_coarsened
 
             for h in [float(x) for x in args.mesh_sizes.split(",") if x]:
                 try:

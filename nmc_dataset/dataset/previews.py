@@ -4,7 +4,7 @@
   the GLB bytes and ``particle_<id>.glb``): the outer surface of the particle's coarsened
   conforming grain surface on a :data:`PREVIEW_CUBE`³ lattice (:func:`.particle_shards.cube_grid`),
   every grain coloured by its crystal c-axis in its radial frame
-  (:func:`nmc_dataset.export.preview.c_axis_colours`). The Hugging Face viewer shows Mesh columns
+  (:func:`nmc_dataset.export._preview.c_axis_colours`). The Hugging Face viewer shows Mesh columns
   as interactive 3D previews; ``load_dataset`` decodes them to ``trimesh.Scene`` objects.
 * ``figures/particle_<id>_grains_coloured_by_c_axis_orientation.png``: the first particle cut
   open, same colours, with the colour key (:func:`render_first_particle_orientations`).
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nmc_dataset.export.preview import COLOUR_KEY, c_axis_colours, coarse_grain_surface, orientation_rendering, preview_glb
+from nmc_dataset.export._preview import COLOUR_KEY, c_axis_colours, coarse_grain_surface, orientation_rendering, preview_glb
 
 #: edge (voxels) of the lattice the previews are meshed on
 PREVIEW_CUBE = 64
@@ -53,7 +53,7 @@ def particle_preview(cube, grains, particle_id: int, n_grains: int) -> dict:
 
     Parameters
     ----------
-    cube : nmc_dataset.particles.voxelize.VoxelVolume
+    cube : nmc_dataset.particles._voxelize.VoxelVolume
         The particle's labels on its preview lattice.
     grains : pyarrow.Table
         The grains table (``label``, centroids, ``c_axis_xyz``).
@@ -71,15 +71,15 @@ def with_previews(particles, grains, results, cubes: dict | None = None):
     ----------
     particles, grains : pyarrow.Table
         A shard's params tables (rows in the order of ``results``).
-    results : list of nmc_dataset.particles.pipeline.ParticleResult
+    results : list of nmc_dataset.pipeline._particles.ParticleResult
         Their ``cubes`` are used when they hold a :data:`PREVIEW_CUBE`³ volume; otherwise the
         particle is re-voxelised on that lattice from its params rows.
     """
     import datasets
     import pyarrow as pa
 
-    from nmc_dataset.export.tables import particle_from_rows
-    from nmc_dataset.dataset.particle_shards import voxelize_cube  # particle_shards imports this module
+    from nmc_dataset.export._tables import particle_from_rows
+    from nmc_dataset.pipeline._particle_shards import voxelize_cube
 
     values = []
     prow = particles.to_pylist()
@@ -105,8 +105,8 @@ def render_first_particle_orientations(out, n: int = PREVIEW_CUBE) -> Path | Non
     of ``data/particles`` (its ``voxels_<n>`` cube when the release has one, else re-voxelised)."""
     import pyarrow.parquet as pq
 
-    from nmc_dataset.export.tables import particle_from_rows
-    from nmc_dataset.dataset.particle_shards import voxelize_cube  # particle_shards imports this module
+    from nmc_dataset.export._tables import particle_from_rows
+    from nmc_dataset.pipeline._particle_shards import voxelize_cube
 
     out = Path(out)
     pfiles = sorted((out / "data" / "particles").glob("*.parquet"))

@@ -21,7 +21,7 @@ import json
 import numpy as np
 
 from nmc_dataset._util import atomic_path
-from nmc_dataset.export.textrows import int_rows
+from nmc_dataset.export._textrows import int_rows
 
 # faces opposite corner 0..3 (oriented away from that corner for a positive tet) and their Abaqus
 # face numbers

@@ -22,9 +22,9 @@ import os
 
 import numpy as np
 
-from nmc_dataset.export.cleanup import clean_labels
-from nmc_dataset.export.decimate import coarsen_surface
-from nmc_dataset.export.meshes import GrainSurface, grain_surface_mesh
+from nmc_dataset.export._cleanup import clean_labels
+from nmc_dataset.export._decimate import coarsen_surface
+from nmc_dataset.export._meshes import GrainSurface, grain_surface_mesh
 
 #: colour of grains without an orientation
 NO_ORIENTATION_RGB = (150, 150, 150)

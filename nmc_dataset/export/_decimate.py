@@ -26,6 +26,7 @@ them at least about that many tets.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from nmc_dataset.errors import InputError
@@ -72,9 +73,74 @@ def _signatures(faces, patch, nv):
     return sig, count
 
 
-def _bad_vertices(vert, faces0, faces, pairs, keep_face, n_patches, patch, normal0, grains=None):
+@numba.njit(cache=True)
+def _open_edge_faces(f, pr, grains):
+    """Faces (rows of ``f``) with an edge that is not used exactly twice, once per direction, by
+    the outward faces of a checked grain (``grains[k]``), grain by grain: the compiled twin of
+    the global edge sort in :func:`_bad_vertices` (``compiled=False``)."""
+    nf = f.shape[0]
+    ng = grains.shape[0]
+    cnt = np.zeros(ng + 1, dtype=np.int64)
+    for r in range(nf):
+        for s in range(2):
+            g = pr[r, s]
+            if grains[g]:
+                cnt[g + 1] += 1
+    for g in range(ng):
+        cnt[g + 1] += cnt[g]
+    ent = np.empty(cnt[ng], dtype=np.int64)  # face * 2 + side, grouped by grain
+    fill = cnt[:-1].copy()
+    for r in range(nf):
+        for s in range(2):
+            g = pr[r, s]
+            if grains[g]:
+                ent[fill[g]] = r * 2 + s
+                fill[g] += 1
+    bad = np.zeros(nf, dtype=np.bool_)
+    for g in range(ng):
+        m = cnt[g + 1] - cnt[g]
+        if m == 0:
+            continue
+        keys = np.empty(3 * m, dtype=np.int64)
+        fwd = np.empty(3 * m, dtype=np.int64)
+        who = np.empty(3 * m, dtype=np.int64)
+        vmax = 0
+        for e in range(m):
+            r = ent[cnt[g] + e] // 2
+            for i in range(3):
+                if f[r, i] > vmax:
+                    vmax = f[r, i]
+        vmax += 1
+        for e in range(m):
+            code = ent[cnt[g] + e]
+            r, s = code // 2, code % 2
+            for i in range(3):
+                u, v = f[r, i], f[r, (i + 1) % 3]
+                if s == 1:  # the face seen from pairs[:, 1]: reversed
+                    u, v = v, u
+                k = 3 * e + i
+                keys[k] = min(u, v) * vmax + max(u, v)
+                fwd[k] = 1 if u < v else 0
+                who[k] = r
+        order = np.argsort(keys)
+        a = 0
+        while a < 3 * m:
+            b = a
+            tot = 0
+            while b < 3 * m and keys[order[b]] == keys[order[a]]:
+                tot += fwd[order[b]]
+                b += 1
+            if b - a != 2 or tot != 1:
+                for j in range(a, b):
+                    bad[who[order[j]]] = True
+            a = b
+    return bad
+
+
+def _bad_vertices(vert, faces0, faces, pairs, keep_face, n_patches, patch, normal0, grains=None, compiled=True):
     """Vertices (original ids) around violations of the coarse mesh (``grains``: a mask over
-    labels; check only the surfaces of these grains)."""
+    labels; check only the surfaces of these grains; ``compiled=False``: the edge check by one
+    global numpy sort, the slow twin)."""
     alive = np.bincount(patch[keep_face], minlength=n_patches) > 0
     lost = faces0[~alive[patch]].ravel()
     if grains is None:
@@ -94,6 +160,11 @@ def _bad_vertices(vert, faces0, faces, pairs, keep_face, n_patches, patch, norma
     bad.append(f0[cosang < 0.2].ravel())
     # every grain's surface closed and consistently oriented: per grain, each undirected edge is
     # used by exactly two of its (outward) faces, once in each direction
+    if compiled:
+        bad.append(f0[_open_edge_faces(np.ascontiguousarray(f, dtype=np.int64),
+                                       np.ascontiguousarray(pr, dtype=np.int64), grains)].ravel())
+        bad.append(lost)  # every patch keeps a triangle
+        return np.unique(np.concatenate(bad))
     nvx = np.int64(len(vert))
     E, E0, G = [], [], []
     for side in (0, 1):
@@ -115,7 +186,7 @@ def _bad_vertices(vert, faces0, faces, pairs, keep_face, n_patches, patch, norma
 
 
 def coarsen_surface(surface, h_um: float, min_elements_per_grain: int | None = None, max_repairs: int = 30,
-                    keep_near=None):
+                    keep_near=None, resume=None):
     """A coarser conforming surface (same grains, same grain pairs); see the module notes.
 
     Parameters
@@ -130,6 +201,10 @@ def coarsen_surface(surface, h_um: float, min_elements_per_grain: int | None = N
     keep_near : (M, 3) float array, optional
         Points (µm) around which (within ``2 h``) the surface is kept as it is (e.g. where a
         tet mesher found the coarse surface intersecting itself).
+    resume : GrainSurface, optional
+        An earlier result of this call with the same ``surface``, ``h_um`` and
+        ``min_elements_per_grain``: its clustering is reused and its repairs are the starting
+        point (for retries with more ``keep_near`` points), instead of redoing both.
 
     Returns
     -------
@@ -145,30 +220,15 @@ def coarsen_surface(surface, h_um: float, min_elements_per_grain: int | None = N
     nv = len(verts)
     if len(faces) == 0:
         return surface
-    patch = _patch_ids(pairs)
-    n_patches = int(patch.max()) + 1
-    sig, count = _signatures(faces, patch, nv)
-    # local cell size: h, or finer around small grains (min_elements_per_grain)
-    hv = np.full(nv, float(h_um))
-    if min_elements_per_grain:
-        vol = np.abs(grain_volumes(verts, faces, pairs, ng))
-        hk = np.cbrt(6 * np.sqrt(2) * vol / float(min_elements_per_grain))
-        hg = np.minimum(hk, h_um)
-        hf = np.minimum(np.where(pairs[:, 0] > 0, hg[np.maximum(pairs[:, 0], 1) - 1], h_um),
-                        np.where(pairs[:, 1] > 0, hg[np.maximum(pairs[:, 1], 1) - 1], h_um))
-        np.minimum.at(hv, faces.ravel(), np.repeat(hf, 3))
-    level = np.ceil(np.log2(h_um / np.maximum(hv, 1e-12))).astype(np.int64)  # h / 2**level <= hv
-    cell_h = h_um / 2.0 ** level
-    lo = verts.min(axis=0)
-    cell = np.floor((verts - lo) / cell_h[:, None]).astype(np.int64)
-    fixed = count >= 4  # junctions of curves stay
-    cell -= cell.min(axis=0)
-    span = cell.max(axis=0) + 1
-    key = (((sig.astype(np.int64) * 64 + level) * span[0] + cell[:, 0]) * span[1] + cell[:, 1]) * span[2] + cell[:, 2]
-    key[fixed] = -1 - np.arange(int(fixed.sum()))  # a cluster of their own
-    cluster = np.unique(key, return_inverse=True)[1].ravel()
-    normal0 = np.cross(verts[faces[:, 1]] - verts[faces[:, 0]], verts[faces[:, 2]] - verts[faces[:, 0]])
-    restored = np.zeros(nv, dtype=bool)
+    plan = getattr(resume, "plan", None)
+    if plan is not None and (plan["surface"] is not surface or plan["h_um"] != h_um
+                             or plan["min_elements_per_grain"] != min_elements_per_grain):
+        raise ValueError("resume: a coarsening of another surface or with other options")
+    if plan is None:
+        plan = _coarsen_plan(surface, h_um, min_elements_per_grain)
+    patch, n_patches, fixed, cluster, normal0 = (plan[k] for k in ("patch", "n_patches", "fixed", "cluster",
+                                                                   "normal0"))
+    restored = plan["restored"].copy()
     if keep_near is not None and len(keep_near):
         from scipy.spatial import cKDTree
 
@@ -212,7 +272,41 @@ def coarsen_surface(surface, h_um: float, min_elements_per_grain: int | None = N
     out.stats = {"triangles_before": len(faces), "triangles_after": int(keep.sum()),
                  "restored_vertices": int(restored.sum()), "pairs_before": int(n_patches),
                  "pairs_after": len(np.unique(patch[keep]))}
+    out.plan = {**plan, "restored": restored}
     return out
+
+
+def _coarsen_plan(surface, h_um, min_elements_per_grain):
+    """What :func:`coarsen_surface` derives from the surface and the options alone: patches,
+    vertex signatures, fixed junctions, the clusters and the original normals."""
+    verts, faces, pairs, ng = surface.vertices, surface.faces, surface.pairs, surface.n_grains
+    nv = len(verts)
+    patch = _patch_ids(pairs)
+    n_patches = int(patch.max()) + 1
+    sig, count = _signatures(faces, patch, nv)
+    # local cell size: h, or finer around small grains (min_elements_per_grain)
+    hv = np.full(nv, float(h_um))
+    if min_elements_per_grain:
+        vol = np.abs(grain_volumes(verts, faces, pairs, ng))
+        hk = np.cbrt(6 * np.sqrt(2) * vol / float(min_elements_per_grain))
+        hg = np.minimum(hk, h_um)
+        hf = np.minimum(np.where(pairs[:, 0] > 0, hg[np.maximum(pairs[:, 0], 1) - 1], h_um),
+                        np.where(pairs[:, 1] > 0, hg[np.maximum(pairs[:, 1], 1) - 1], h_um))
+        np.minimum.at(hv, faces.ravel(), np.repeat(hf, 3))
+    level = np.ceil(np.log2(h_um / np.maximum(hv, 1e-12))).astype(np.int64)  # h / 2**level <= hv
+    cell_h = h_um / 2.0 ** level
+    lo = verts.min(axis=0)
+    cell = np.floor((verts - lo) / cell_h[:, None]).astype(np.int64)
+    fixed = count >= 4  # junctions of curves stay
+    cell -= cell.min(axis=0)
+    span = cell.max(axis=0) + 1
+    key = (((sig.astype(np.int64) * 64 + level) * span[0] + cell[:, 0]) * span[1] + cell[:, 1]) * span[2] + cell[:, 2]
+    key[fixed] = -1 - np.arange(int(fixed.sum()))  # a cluster of their own
+    cluster = np.unique(key, return_inverse=True)[1].ravel()
+    normal0 = np.cross(verts[faces[:, 1]] - verts[faces[:, 0]], verts[faces[:, 2]] - verts[faces[:, 0]])
+    return {"surface": surface, "h_um": h_um, "min_elements_per_grain": min_elements_per_grain, "patch": patch,
+            "n_patches": n_patches, "fixed": fixed, "cluster": cluster, "normal0": normal0,
+            "restored": np.zeros(nv, dtype=bool)}
 
 
 def tet_mesh_coarsened(surface, h_um: float, min_elements_per_grain: int | None = None, max_retries: int = 12,
@@ -220,7 +314,10 @@ def tet_mesh_coarsened(surface, h_um: float, min_elements_per_grain: int | None 
     """Coarsen ``surface`` and tet-mesh it with gmsh; where gmsh reports the coarse boundary
     intersecting itself, keep the surface fine around the reported points and retry.
 
-    Returns ``(TetMesh, coarse surface)``; raises ``RuntimeError`` when the retries run out.
+    Returns ``(TetMesh, coarse surface)`` (its ``stats`` also hold the wall and process-CPU
+    seconds spent coarsening and in gmsh over all attempts, ``coarsen_s``, ``gmsh_s``,
+    ``coarsen_cpu_s``, ``gmsh_cpu_s``, and ``attempts``); raises ``RuntimeError`` when the
+    retries run out.
 
     Parameters
     ----------
@@ -242,14 +339,29 @@ def tet_mesh_coarsened(surface, h_um: float, min_elements_per_grain: int | None 
     coarse : GrainSurface
         The coarsened surface it fills.
     """
+    import time
+
     from nmc_dataset.export._meshes import tet_mesh
 
     keep = np.zeros((0, 3))
-    for _ in range(max_retries + 1):
-        c = coarsen_surface(surface, h_um, min_elements_per_grain, keep_near=keep)
+    spent = {"coarsen_s": 0.0, "gmsh_s": 0.0, "coarsen_cpu_s": 0.0, "gmsh_cpu_s": 0.0}
+    c = None  # each retry resumes the previous coarsening (its clusters and repairs)
+    for attempt in range(max_retries + 1):
+        t0, c0 = time.perf_counter(), time.process_time()
+        c = coarsen_surface(surface, h_um, min_elements_per_grain, keep_near=keep, resume=c)
+        t1, c1 = time.perf_counter(), time.process_time()
+        spent["coarsen_s"] += t1 - t0
+        spent["coarsen_cpu_s"] += c1 - c0
         try:
-            return tet_mesh(c, h_um, threads=threads), c
+            tm = tet_mesh(c, h_um, threads=threads)
+            spent["gmsh_s"] += time.perf_counter() - t1
+            spent["gmsh_cpu_s"] += time.process_time() - c1
+            c.stats = {**getattr(c, "stats", {}), **spent, "attempts": attempt + 1}
+            c.plan = None  # the clustering of the fine surface is not needed any more
+            return tm, c
         except RuntimeError as e:
+            spent["gmsh_s"] += time.perf_counter() - t1
+            spent["gmsh_cpu_s"] += time.process_time() - c1
             pts = getattr(e, "points", np.zeros((0, 3)))
             if len(pts) == 0:
                 raise

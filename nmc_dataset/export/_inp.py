@@ -21,6 +21,7 @@ import json
 import numpy as np
 
 from nmc_dataset._util import atomic_path
+from nmc_dataset.export._textrows import int_rows
 
 # faces opposite corner 0..3 (oriented away from that corner for a positive tet) and their Abaqus
 # face numbers
@@ -89,7 +90,11 @@ def mesh_faces(tets: np.ndarray, grain: np.ndarray):
     f = np.sort(tets[:, _OPPOSITE].reshape(-1, 3), axis=1)
     elem = np.repeat(np.arange(nt), 4)
     corner = np.tile(np.arange(4), nt)
-    order = np.lexsort((f[:, 2], f[:, 1], f[:, 0]))
+    nn = int(f.max()) + 1 if len(f) else 1
+    if nn < 2 ** 21:  # one int64 key per face: one sort instead of a 3-key lexsort (same order)
+        order = np.argsort((f[:, 0] * nn + f[:, 1]) * nn + f[:, 2], kind="stable")
+    else:
+        order = np.lexsort((f[:, 2], f[:, 1], f[:, 0]))
     fs = f[order]
     same = np.all(fs[1:] == fs[:-1], axis=1)
     first = np.flatnonzero(same)  # order[first] and order[first + 1] share a face
@@ -117,16 +122,14 @@ def mesh_faces(tets: np.ndarray, grain: np.ndarray):
 def _id_lines(ids) -> str:
     """1-based ids, 16 per line (the Abaqus limit for set data lines)."""
     ids = np.asarray(ids, dtype=np.int64) + 1
-    out = []
-    for s in range(0, len(ids), 16):
-        out.append(", ".join(map(str, ids[s:s + 16].tolist())))
-    return "\n".join(out) + "\n" if out else ""
+    m = len(ids) // 16 * 16
+    return int_rows(ids[:m].reshape(-1, 16), ", ") + (int_rows(ids[m:].reshape(1, -1), ", ") if len(ids) > m else "")
 
 
 def _surface_lines(elem_corner) -> str:
     e = elem_corner[:, 0] + 1
     s = _ABAQUS_FACE[elem_corner[:, 1]]
-    return "".join(f"{a}, S{b}\n" for a, b in zip(e.tolist(), s.tolist()))
+    return int_rows(np.column_stack([e, s]), ", S")  # "element, S<face>" lines
 
 
 def provenance_lines(provenance: dict | None) -> list[str]:
@@ -143,7 +146,8 @@ def provenance_lines(provenance: dict | None) -> list[str]:
 
 
 def write_inp(path, points: np.ndarray, tets: np.ndarray, grain: np.ndarray, *, orientations=None,
-              provenance: dict | None = None, material: str = "NMC811", sections: bool = True) -> None:
+              provenance: dict | None = None, material: str = "NMC811", sections: bool = True,
+              faces=None) -> None:
     """Write an Abaqus / CalculiX input deck (atomically).
 
     Parameters
@@ -180,7 +184,8 @@ def write_inp(path, points: np.ndarray, tets: np.ndarray, grain: np.ndarray, *, 
     etype = {4: "C3D4", 10: "C3D10"}[tets.shape[1]]
     ks = np.unique(grain)
     q = check_orientations(orientations, int(ks.max()) if len(ks) else 0)
-    outer, interfaces = mesh_faces(tets[:, :4], grain)
+    # ``faces``: this mesh's mesh_faces(tets[:, :4], grain), when the caller has it already
+    outer, interfaces = mesh_faces(tets[:, :4], grain) if faces is None else faces
     nodes_of_face = tets[:, :4]  # corner nodes of faces; mid-edge nodes are added for C3D10
     parts = ["".join(f"** {line}\n" for line in provenance_lines(provenance))]
     node_ids = np.arange(1, len(points) + 1)
@@ -189,12 +194,8 @@ def write_inp(path, points: np.ndarray, tets: np.ndarray, grain: np.ndarray, *, 
                          for i, (x, y, z) in zip(node_ids.tolist(), np.asarray(points, float).tolist())))
     parts.append(f"*ELEMENT, TYPE={etype}, ELSET=EALL\n")
     conn = tets + 1
-    if etype == "C3D4":
-        parts.append("".join(f"{e}, {a}, {b}, {c}, {d}\n" for e, (a, b, c, d) in
-                             zip(range(1, len(tets) + 1), conn.tolist())))
-    else:  # 11 entries on one line (Abaqus and CalculiX read up to 16)
-        parts.append("".join(f"{e}, " + ", ".join(map(str, r)) + "\n"
-                             for e, r in zip(range(1, len(tets) + 1), conn.tolist())))
+    # C3D10: 11 entries on one line (Abaqus and CalculiX read up to 16)
+    parts.append(int_rows(np.column_stack([np.arange(1, len(tets) + 1), conn]), ", "))
     for k in ks.tolist():
         parts.append(f"*ELSET, ELSET=grain_{k}\n" + _id_lines(np.flatnonzero(grain == k)))
 
@@ -250,7 +251,7 @@ def _num_lines(rows: np.ndarray, fmt: str) -> str:
 
 
 def write_msh(path, points: np.ndarray, tets: np.ndarray, grain: np.ndarray, *, orientations=None,
-              provenance: dict | None = None) -> None:
+              provenance: dict | None = None, faces=None) -> None:
     """Write a Gmsh MSH 2.2 (ASCII) file (atomically).
 
     Physical groups: volume ``k`` named ``grain_k`` (its tets; elementary tag ``k``); surface 1
@@ -266,7 +267,8 @@ def write_msh(path, points: np.ndarray, tets: np.ndarray, grain: np.ndarray, *, 
     order = tets.shape[1] == 10
     ks = np.unique(grain)
     q = check_orientations(orientations, int(ks.max()) if len(ks) else 0)
-    outer, interfaces = mesh_faces(tets[:, :4], grain)
+    # ``faces``: this mesh's mesh_faces(tets[:, :4], grain), when the caller has it already
+    outer, interfaces = mesh_faces(tets[:, :4], grain) if faces is None else faces
     tris = [_tri_nodes(tets, outer)]
     tphys = [np.ones(len(outer), dtype=np.int64)]
     names = ["outer"]
@@ -288,11 +290,11 @@ def write_msh(path, points: np.ndarray, tets: np.ndarray, grain: np.ndarray, *, 
     out.append(f"$EndNodes\n$Elements\n{nt + ns}\n")
     et, st = (11, 9) if order else (4, 2)
     tet_rows = np.column_stack([np.arange(1, nt + 1), np.full(nt, et), np.full(nt, 2), grain, grain, tet_nodes + 1])
-    out.append(_num_lines(tet_rows, "%d"))
+    out.append(int_rows(tet_rows, " "))
     tri_rows = np.column_stack([np.arange(nt + 1, nt + ns + 1), np.full(ns, st), np.full(ns, 2), tphys, tphys,
                                 tris + 1])
     if ns:
-        out.append(_num_lines(tri_rows, "%d"))
+        out.append(int_rows(tri_rows, " "))
     out.append("$EndElements\n")
     if q is not None:
         out.append(f"$NmcGrainOrientations\n{len(ks)}\n")

@@ -43,6 +43,7 @@ from typing import Sequence
 import numpy as np
 
 from nmc_dataset._util import atomic_path, log
+from nmc_dataset.pipeline._previews import render_first_particle_orientations, with_previews
 
 #: the dataset section's default particles per shard (a 64³ uint16 volume is 0.5 MiB in memory)
 DEFAULT_SHARD_SIZE = 25
@@ -109,6 +110,7 @@ def voxelize_cube(particle, n: int, pad: int = CUBE_PAD):
     return VoxelVolume(out, grid, particle.particle_id)
 
 
+    from nmc_dataset.particles._voxelize import VoxelVolume, label_dtype
 # --------------------------------------------------------------------------- grain shape descriptors
 def grain_shape_descriptors(principal_axes: np.ndarray, principal_sd_um: np.ndarray,
                             centroid_um: np.ndarray) -> dict:
@@ -313,7 +315,7 @@ def particle_shard(shard_index: int, items: Sequence[int], *, out: str, n_shards
         extra += [rel, str(Path(rel).with_suffix(".xdmf").as_posix())]
     extra += [p.relative_to(out_p).as_posix() for r in results for p in r.files]
     particles, grains = ptables.params_tables([r.record for r in results])
-    tables = {"particles": particles, "grains": _with_grain_shapes(grains)}
+    tables = {"particles": with_previews(particles, grains, results), "grains": _with_grain_shapes(grains)}
     ngr = [r.n_grains for r in results]
     for n in cubes:
         tables[f"voxels_{int(n)}"] = voxels_table([r.cubes[int(n)] for r in results], ngr, int(n))
@@ -442,6 +444,7 @@ def build_particle_release(config: dict, ctx, *, shell_model_path: Path, grain_m
                       recipe_hash=rhash, force=ctx.force, desc="particles")
     if cubes:
         render_first_particle(out, max(cubes))
+    render_first_particle_orientations(out)
     ctx.outputs["failed_particles"] = list(r.failed)
     removed = _sweep(out, set(r.extra_files))
     if removed:

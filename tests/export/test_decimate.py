@@ -108,3 +108,49 @@ def test_intersections_found_by_gmsh_are_kept_fine():
     assert c.stats["pairs_after"] == c.stats["pairs_before"]
     assert len(np.unique(tm.grain)) == len(np.unique(lab[lab > 0]))
     assert (tm.signed_volumes() > 0).all()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_compiled_edge_check_equals_numpy(fine, seed):
+    """The per-grain compiled edge check finds the same violating vertices as the global numpy
+    sort (slow twin), on random clusterings of the fine surface and random subsets of grains."""
+    s = fine[2]
+    rng = np.random.default_rng(seed)
+    patch = decimate._patch_ids(s.pairs)
+    n0 = np.cross(s.vertices[s.faces[:, 1]] - s.vertices[s.faces[:, 0]],
+                  s.vertices[s.faces[:, 2]] - s.vertices[s.faces[:, 0]])
+    h = rng.uniform(0.04, 0.3)
+    cell = np.floor((s.vertices - s.vertices.min(0) + rng.uniform(0, h, 3)) / h).astype(np.int64)
+    rep = np.unique((cell[:, 0] * 4096 + cell[:, 1]) * 4096 + cell[:, 2], return_inverse=True)[1].ravel()
+    pos = np.stack([np.bincount(rep, weights=s.vertices[:, a]) for a in range(3)], 1) / np.bincount(rep)[:, None]
+    fr = rep[s.faces]
+    keep = (fr[:, 0] != fr[:, 1]) & (fr[:, 1] != fr[:, 2]) & (fr[:, 0] != fr[:, 2])
+    grains = None if seed == 0 else rng.random(s.n_grains + 1) < 0.5
+    args = (pos, s.faces, fr, s.pairs, keep, int(patch.max()) + 1, patch, n0, grains)
+    fast = decimate._bad_vertices(*args, compiled=True)
+    slow = decimate._bad_vertices(*args, compiled=False)
+    assert len(slow) > 0
+    np.testing.assert_array_equal(fast, slow)
+
+
+def test_resumed_coarsening(fine):
+    """Resuming a coarsening reproduces it exactly without new points, keeps the surface fine
+    around new points (and stays closed, with every grain pair), and refuses another surface."""
+    p, vol, s, vox = fine
+    c = decimate.coarsen_surface(s, 0.15)
+    again = decimate.coarsen_surface(s, 0.15, resume=c)
+    np.testing.assert_array_equal(again.vertices, c.vertices)
+    np.testing.assert_array_equal(again.faces, c.faces)
+    pt = s.vertices[len(s.vertices) // 2][None, :]
+    r = decimate.coarsen_surface(s, 0.15, keep_near=pt, resume=c)
+    fresh = decimate.coarsen_surface(s, 0.15, keep_near=pt)
+    assert r.stats["restored_vertices"] >= fresh.stats["restored_vertices"] > c.stats["restored_vertices"]
+    assert r.stats["pairs_after"] == r.stats["pairs_before"]
+    d = np.linalg.norm(s.vertices - pt, axis=1) < 0.15  # fine vertices near the point are kept
+    assert np.isin(np.round(s.vertices[d], 9), np.round(r.vertices, 9)).all(axis=1).all()
+    assert len(decimate._bad_vertices(r.vertices, r.faces, r.faces, r.pairs, np.ones(len(r.faces), bool),
+                                      int(decimate._patch_ids(r.pairs).max()) + 1, decimate._patch_ids(r.pairs),
+                                      np.cross(r.vertices[r.faces[:, 1]] - r.vertices[r.faces[:, 0]],
+                                               r.vertices[r.faces[:, 2]] - r.vertices[r.faces[:, 0]]))) == 0
+    with pytest.raises(ValueError, match="another surface"):
+        decimate.coarsen_surface(c, 0.15, resume=c)

@@ -87,6 +87,13 @@ def test_tet_mesh_volumes_orientation_and_files(cleaned, tmp_path):
     rel = np.abs(tv[present] / voxel_vol[present] - 1)
     assert np.median(rel) < 0.03 and rel.max() < 0.1
     assert abs(tv.sum() / voxel_vol.sum() - 1) < 0.015
+    # the outer faces taken from the input surface equal the tets' boundary faces (slow twin), oriented
+    for m_ in (tm0, tm):
+        def canon(f):
+            f = np.asarray(f)
+            r = np.argmin(f, axis=1)[:, None]
+            return {tuple(row) for row in np.take_along_axis(f, (r + np.arange(3)) % 3, axis=1).tolist()}
+        assert canon(m_.outer) == canon(meshes._outer_faces(m_.tets))
     files = meshes.write_tet_mesh(tm, tmp_path, "p")
     for f in files:
         if f.suffix == ".h5":
@@ -196,3 +203,57 @@ def test_grain_meshes_match_grain_mesh(cleaned):
         np.testing.assert_array_equal(np.sort(m.vertices[m.faces].reshape(-1, 9), axis=0),
                                       np.sort(r.vertices[r.faces].reshape(-1, 9), axis=0))
         assert m.is_watertight and abs(m.volume - r.volume) < 1e-12
+
+
+def test_binary_surface_msh_equals_ascii(cleaned, tmp_path):
+    """gmsh reads the binary MSH 4.1 surface file (fast path) as the ASCII one (slow twin): same
+    node tags and coordinates, same entities, same triangles per entity."""
+    import gmsh
+
+    p, vol, lab, _ = cleaned
+    s = meshes.grain_surface_mesh(lab, vol.origin_um, vol.voxel_size_um, p.n_grains, 8)
+    lo_hi = np.sort(s.pairs, axis=1)
+    base = int(lo_hi.max()) + 1
+    inv = np.unique(lo_hi[:, 0] * base + lo_hi[:, 1], return_inverse=True)[1].ravel()
+    order = np.argsort(inv, kind="stable")
+    bounds = np.searchsorted(inv[order], np.arange(int(inv.max()) + 2))
+    got = []
+    gmsh.initialize(interruptible=False)
+    try:
+        gmsh.option.setNumber("General.Terminal", 0)
+        for fn, name in ((meshes._write_surface_msh, "a.msh"), (meshes._write_surface_msh_binary, "b.msh")):
+            fn(tmp_path / name, s.vertices, s.faces, order, bounds)
+            gmsh.clear()
+            gmsh.merge(str(tmp_path / name))
+            tags, xyz, _ = gmsh.model.mesh.getNodes()
+            ents = gmsh.model.getEntities(2)
+            els = [gmsh.model.mesh.getElements(2, t)[2][0].tolist() for _, t in ents]
+            got.append((tags, xyz, ents, els))
+    finally:
+        gmsh.finalize()
+    (ta, xa, ea, la), (tb, xb, eb, lb) = got
+    assert len(ea) == len(bounds) - 1 and ea == eb and la == lb
+    np.testing.assert_array_equal(ta, tb)
+    np.testing.assert_array_equal(xa, xb)
+
+
+def test_glb_writer_equals_trimesh_scene(cleaned, tmp_path):
+    """The numpy-written per-grain GLB reads back in trimesh exactly as the trimesh-exported scene
+    of the same grain meshes (slow twin): same node names, vertices and faces per grain."""
+    import trimesh
+
+    from nmc_dataset.export._glb import write_grains_glb_trimesh
+
+    p, vol, lab, _ = cleaned
+    s = meshes.grain_surface_mesh(lab, vol.origin_um, vol.voxel_size_um, p.n_grains, 8)
+    meshes.write_surfaces(tmp_path, "p", s)
+    write_grains_glb_trimesh(tmp_path / "twin.glb", meshes._grain_meshes(s))
+    fast = trimesh.load(tmp_path / "p_grains.glb", process=False)
+    slow = trimesh.load(tmp_path / "twin.glb", process=False)
+    assert sorted(fast.geometry) == sorted(slow.geometry) and len(fast.geometry) == len(np.unique(s.pairs[s.pairs > 0]))
+    assert sorted(fast.graph.nodes_geometry) == sorted(slow.graph.nodes_geometry)
+    for name, g in slow.geometry.items():
+        f = fast.geometry[name]
+        np.testing.assert_array_equal(f.vertices, g.vertices)
+        np.testing.assert_array_equal(f.faces, g.faces)
+        assert f.is_watertight and f.volume > 0

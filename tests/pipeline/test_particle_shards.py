@@ -283,3 +283,32 @@ def test_bad_inputs_write_nothing(models, tmp_path, capsys):
     assert main(["run", str(_write(tmp_path / "c.yaml", bad)), "--out", str(out)]) == 2
     assert "dataset.particles_shard_size" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_particles_carry_a_glb_preview_and_the_card_an_orientation_figure(built):
+    """``preview_glb`` loads as a datasets Mesh (a trimesh scene), the GLB bytes load in trimesh
+    with one colour per grain patch (grey: this release has no orientation model), and the card
+    lists the orientation rendering."""
+    import io
+
+    import datasets
+    import trimesh
+
+    from nmc_dataset.pipeline._previews import PREVIEW_COLUMN
+    from nmc_dataset.export._preview import NO_ORIENTATION_RGB
+
+    ps = datasets.load_dataset(str(built), "particles", split="train")
+    assert isinstance(ps.features[PREVIEW_COLUMN], datasets.Mesh)
+    for row in ps:
+        scene = row[PREVIEW_COLUMN]
+        assert isinstance(scene, trimesh.Scene)
+        (mesh,) = scene.geometry.values()
+        assert len(mesh.faces) > 500 and scene.metadata["particle_id"] == row["particle_id"]
+        assert (mesh.visual.vertex_colors[:, :3] == NO_ORIENTATION_RGB).all()
+    raw = ps.cast_column(PREVIEW_COLUMN, datasets.Mesh(decode=False))[0][PREVIEW_COLUMN]
+    assert raw["path"] == "particle_000000.glb" and raw["bytes"][:4] == b"glTF"
+    assert len(raw["bytes"]) < 1_000_000
+    again = trimesh.load(io.BytesIO(raw["bytes"]), file_type="glb")
+    assert len(next(iter(again.geometry.values())).faces) > 500
+    fig = "figures/particle_000000_grains_coloured_by_c_axis_orientation.png"
+    assert (built / fig).is_file() and fig in (built / "README.md").read_text()

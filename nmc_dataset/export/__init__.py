@@ -6,7 +6,8 @@ from nmc_dataset._util import lazy_exports
 _EXPORTS = {
     '_hdf5': ['VoxelsWriter', 'list_volumes', 'read_label_volume', 'read_orientations', 'write_voxels'],
     '_meshes': ['GrainSurface', 'TetMesh', 'grain_surface_mesh', 'shell_surface_mesh', 'tet_mesh', 'write_surfaces', 'write_tet_mesh'],
-    '_decimate': ['tet_mesh_coarsened'],
+    '_cleanup': ['clean_labels'],
+    '_decimate': ['coarsen_surface', 'tet_mesh_coarsened'],
     '_simulators': ['check_simulator_formats', 'write_simulator_files'],
     '_tables': ['params_tables', 'particle_from_rows', 'read_params', 'read_particles', 'write_params'],
 }

@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "nmc_dataset.dataset.commands",
     "nmc_dataset.tomography.commands",
     "nmc_dataset.tomography.seg_commands",
+    "nmc_dataset.tomography.seq_commands",
     "nmc_dataset.recipes",
 )
 

@@ -472,12 +472,17 @@ def plan_cracks(inter: Interfaces, mhat: np.ndarray, protocol: dict, cycle_end: 
     return cracks
 
 
-def crack_volume(inter: Interfaces, grain: np.ndarray, cracks: list[dict], protocol: dict, cycle: float):
-    """Crack labels (uint32, reference grid) at ``cycle`` and per-crack summaries."""
+def crack_volume(inter: Interfaces, grain: np.ndarray, cracks: list[dict], protocol: dict, cycle: float,
+                 previous: np.ndarray | None = None):
+    """Crack labels (uint32, reference grid) at ``cycle`` and per-crack summaries.
+
+    ``previous``: the labels of an earlier state; its crack voxels keep their ids (a voxel belongs to
+    the crack that reached it first), new voxels go to the lowest id that reaches them.
+    """
     cr = protocol["cracks"]
     shape = grain.shape
     n = np.array(shape)
-    out = np.zeros(shape, dtype=np.uint32)
+    out = np.zeros(shape, dtype=np.uint32) if previous is None else previous.astype(np.uint32, copy=True)
     summary = []
     from scipy import ndimage
 
@@ -489,7 +494,6 @@ def crack_volume(inter: Interfaces, grain: np.ndarray, cracks: list[dict], proto
         n_if = 1 + int(math.floor(cr["growth_per_cycle"] * age + 1e-9))
         ifs = c["interfaces"][:n_if]
         area = int(sum(inter.area[i] for i in ifs))
-        vox = 0
         if width > 0:
             reach = 0.5 + 0.5 * width
             m = int(math.ceil(reach)) + 1
@@ -513,10 +517,12 @@ def crack_volume(inter: Interfaces, grain: np.ndarray, cracks: list[dict], proto
                     flat = np.ravel_multi_index((axes[0][kk], axes[1][jj], axes[2][ii]), shape)
                     new = out.ravel()[flat] == 0
                     out.ravel()[flat[new]] = c["id"]
-                    vox += int(new.sum())
         summary.append({"id": c["id"], "particle": c["particle"], "nucleation_cycle": c["cycle"],
                         "interfaces": len(ifs), "interface_area_vox": area, "width_vox": float(width),
-                        "voxels": int(vox), "grains": sorted({int(g) for i in ifs for g in inter.pairs[i]})})
+                        "grains": sorted({int(g) for i in ifs for g in inter.pairs[i]})})
+    counts = np.bincount(out.ravel(), minlength=len(cracks) + 1)
+    for c in summary:
+        c["voxels"] = int(counts[c["id"]])
     return out, summary
 
 
@@ -688,6 +694,17 @@ class Sequence:
         vf[self.band_sel] += bown.astype(np.float32)
         return v
 
+    def crack_at(self, t: int):
+        """Crack labels and summaries of state ``t``, built state by state from the reference (ids stay)."""
+        if getattr(self, "_crack_cache", None) is None or self._crack_cache[0] > t:
+            self._crack_cache = (-1, None, [])
+        k, prev, summary = self._crack_cache
+        for i in range(k + 1, t + 1):
+            prev, summary = crack_volume(self.interfaces, self.grain, self.cracks, self.protocol,
+                                         float(self.cycles[i]), previous=prev)
+        self._crack_cache = (t, prev, summary)
+        return prev.copy(), summary
+
     def state(self, t: int) -> dict:
         """Labels, displacement, strain and a summary of state ``t``."""
         s = self.progress(t)
@@ -698,7 +715,7 @@ class Sequence:
         for a in range(3):
             u[..., a] += sum(np.float32(Gt[a, b]) * (coords[b] - np.float32(self.box_centre[b])) for b in range(3))
         del coords
-        crack, summary = crack_volume(self.interfaces, self.grain, self.cracks, self.protocol, float(self.cycles[t]))
+        crack, summary = self.crack_at(t)
         nmc0 = ((self.phase == 1) & (crack == 0)).astype(np.float32)
         binder0 = (self.phase == 2).astype(np.float32)
         if t == 0:
@@ -752,7 +769,7 @@ class Sequence:
         ok = np.all(np.isfinite(e), axis=1)
         E = 0.5 * (Fg + np.swapaxes(Fg, 1, 2)) - np.eye(3)[None]
         Eg = E[self.gk]
-        want = np.stack([Eg[:, 0, 0], Eg[:, 1, 1], Eg[:, 2, 2], Eg[:, 1, 2], Eg[:, 0, 2], Eg[:, 0, 1]], 1)
+        want = np.stack([Eg[:, 0, 0], Eg[:, 1, 1], Eg[:, 2, 2], Eg[:, 0, 1], Eg[:, 0, 2], Eg[:, 1, 2]], 1)
         diff = (e - want)[ok]
         return float(np.sqrt(np.mean(diff ** 2))) if len(diff) else 0.0
 
@@ -761,7 +778,7 @@ def small_strain(u: np.ndarray) -> np.ndarray:
     """``sym ∇u`` (Z, Y, X, 6) float32, components ``zz, yy, xx, yz, xz, xy`` (central differences, NaN-propagating)."""
     grads = [np.gradient(u[..., a], axis=(0, 1, 2)) for a in range(3)]  # grads[a][b] = du_a/dx_b
     out = np.empty(u.shape[:3] + (6,), dtype=np.float32)
-    for c, (a, b) in enumerate(((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))):
+    for c, (a, b) in enumerate(((0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2))):  # axes z=0, y=1, x=2
         out[..., c] = 0.5 * (grads[a][b] + grads[b][a])
     return out
 

@@ -1,1 +1,1 @@
-from tests.particles.fixtures import model_paths, models  # noqa: F401
+from tests.particles.fixtures import model_paths, models, oriented_model_paths  # noqa: F401

@@ -117,7 +117,7 @@ def refine_translation(f, g, p, half: int, d0, n_iter: int = 100, tol: float = 1
     subset; ``d`` is then the displacement at the node itself); otherwise a pure translation (the
     default: on the low-texture subsets of an electrode CT the 12-parameter fit is less robust).
     Returns ``(d, quality)``: quality is the final rms residual over the std of the reference subset
-    (NaN if the shift leaves the block or the volume).
+    (NaN if the shift leaves the block; beyond the volume's faces ``g`` is continued by its edge values).
     """
     a = _window(f, p, half).astype(np.float64)
     a = a - a.mean()
@@ -126,9 +126,12 @@ def refine_translation(f, g, p, half: int, d0, n_iter: int = 100, tol: float = 1
     m = int(np.ceil(np.abs(d).max())) + 4
     lo = np.asarray(p) - half - m
     hi = np.asarray(p) + half + m
-    if np.any(lo < 0) or np.any(hi > np.array(g.shape)):
-        return np.full(3, np.nan), np.nan
-    block = ndimage.spline_filter(g[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]].astype(np.float64), order=3)
+    shape = np.array(g.shape)
+    clo, chi = np.maximum(lo, 0), np.minimum(hi, shape)
+    block = g[clo[0]:chi[0], clo[1]:chi[1], clo[2]:chi[2]].astype(np.float64)
+    if np.any(clo != lo) or np.any(chi != hi):  # near a face: edge values beyond the volume
+        block = np.pad(block, [(int(clo[a] - lo[a]), int(hi[a] - chi[a])) for a in range(3)], mode="edge")
+    block = ndimage.spline_filter(block, order=3)
     base = np.stack(np.meshgrid(*[np.arange(2 * half, dtype=np.float64) + m] * 3, indexing="ij")).reshape(3, -1)
     # the reference subset's gradient serves as the Jacobian (at convergence ∇g(x + d) = ∇f(x)): one
     # interpolation per iteration

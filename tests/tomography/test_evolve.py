@@ -19,13 +19,8 @@ BOX = 3.2
 
 
 @pytest.fixture(scope="module")
-def electrode(oriented_model_paths, tmp_path_factory):
-    """A 64³ electrode packed through the CLI with grain orientations."""
-    out = tmp_path_factory.mktemp("evolve") / "electrode.h5"
-    shell, grain = oriented_model_paths
-    assert cli.main(["pack", "--shell-model", str(shell), "--grain-model", str(grain), "--box-um", str(BOX),
-                     "--voxel-size-um", str(H), "--solid-fraction", "0.45", "--seed", "2", "--out", str(out)]) == 0
-    return out
+def electrode(oriented_electrode):
+    return oriented_electrode
 
 
 def _sequence(path, protocol, steps=3, seed=1):

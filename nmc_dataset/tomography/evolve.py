@@ -30,8 +30,9 @@ rigid rotation (translation ``t_k``)::
     u(x) = G (x − x_c) + b(x) + (R_k F_k − I) r + t_k + S_σ[R_k (F_g − F_k)(r − r_g)]
 
 ``G`` is the affine compaction gradient (``compaction.strain``, about the box centre ``x_c``), ``b`` a
-smooth periodic random field (white noise filtered by a Gaussian of ``compaction.random_length_um``,
-scaled to an rms of ``compaction.random_vox`` per component). The last term is the free misfit
+smooth random field, periodic over the box (white noise filtered by a Gaussian of
+``compaction.random_length_um`` in Fourier space, without its mean, scaled to an rms of
+``compaction.random_vox`` per component). The last term is the free misfit
 of each grain about its own centroid; ``S_σ`` is a Gaussian smoothing restricted to the active
 material (normalised convolution, σ = ``lattice.junction_vox``), which makes ``u`` continuous across
 grain boundaries. So: inside a grain farther than ~3σ from its boundary the deformation gradient
@@ -614,13 +615,20 @@ class Sequence:
         self.box_centre = (self.n - 1) / 2.0
         self.field = None
         if comp["random_vox"] > 0:
+            from scipy import fft
+
             frng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(_STREAM_FIELD,)))
             sigma = comp["random_length_um"] / self.h
-            mode = "wrap" if self.periodic else "reflect"
+            # Gaussian filter as a product in Fourier space (periodic over the box; O(N log N) for any σ)
+            k2 = sum(np.square(2 * np.pi * fq).reshape([-1 if i == a else 1 for i in range(3)])
+                     for a, fq in enumerate((np.fft.fftfreq(self.shape[0]), np.fft.fftfreq(self.shape[1]),
+                                             np.fft.rfftfreq(self.shape[2]))))
+            transfer = np.exp(-0.5 * sigma ** 2 * k2).astype(np.float32)
             f = np.empty(self.shape + (3,), dtype=np.float32)
             for a in range(3):
-                w = ndimage.gaussian_filter(frng.standard_normal(self.shape).astype(np.float32), sigma, mode=mode)
-                w -= w.mean()  # a uniform part would be a rigid translation of the whole box
+                spec = fft.rfftn(frng.standard_normal(self.shape).astype(np.float32), workers=-1) * transfer
+                spec[0, 0, 0] = 0  # no uniform part: that would be a rigid translation of the whole box
+                w = fft.irfftn(spec, s=self.shape, workers=-1).astype(np.float32)
                 f[..., a] = w * (comp["random_vox"] / max(float(w.std()), 1e-30))
             self.field = f
         # interfaces and the crack plan

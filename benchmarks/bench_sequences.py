@@ -75,6 +75,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--quick", action="store_true", help="fewer DVC rows")
+    ap.add_argument("--no-dvc", action="store_true", help="only the timing of one large state")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp())
     try:
@@ -101,6 +102,8 @@ def main():
               f"{t_state:.1f} s, render (lab-nanoct, CT {'x'.join(map(str, ct.shape))}) {t_render:.1f} s; "
               f"total {total:.1f} s = {total / 120:.2f} x the 120 s target")
         del big, seq, st, ct
+        if args.no_dvc:
+            return
         # ---------------------------------------------------------------- DVC vs SNR and strain
         engines = ["local"]
         try:

@@ -175,6 +175,11 @@ def test_cli_sequence_render_and_refusals(electrode, model_paths, tmp_path):
     assert cli.main(["evolve", str(electrode), "--protocol", str(proto), "--steps", "3", "--seed", "3",
                      "--out", str(seq)]) == 0
     man = json.loads((seq / "sequence.json").read_text())
+    again = tmp_path / "again"  # same inputs + seed -> same bytes
+    assert cli.main(["evolve", str(electrode), "--protocol", str(proto), "--steps", "3", "--seed", "3",
+                     "--out", str(again)]) == 0
+    for name in ("sequence.json", "state_002.h5"):
+        assert (again / name).read_bytes() == (seq / name).read_bytes()
     assert [s["file"] for s in man["states"]] == ["state_000.h5", "state_001.h5", "state_002.h5"]
     with h5py.File(seq / "state_002.h5") as f:
         u = f["displacement"][...]

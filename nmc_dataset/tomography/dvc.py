@@ -31,7 +31,7 @@ import time
 import numpy as np
 from scipy import ndimage
 
-from ..errors import InputError
+from nmc_dataset.errors import InputError
 
 ENGINES = ("local", "spam")
 

@@ -81,7 +81,7 @@ import math
 import numba
 import numpy as np
 
-from ..errors import InputError
+from nmc_dataset.errors import InputError
 
 PROTOCOL_FORMAT = "nmc-dataset/sequence-protocol"
 #: largest |strain| (lattice, compaction) a protocol may impose

@@ -20,15 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-from nmc_dataset.tomography import evolve as ev
-from nmc_dataset.tomography.ctsim import render_ct, resolve_settings
-from nmc_dataset.tomography.dvc import compare, grid_nodes, measure, true_increment
+from nmc_dataset.tomography import _evolve as ev
+from nmc_dataset.tomography._ctsim import render_ct, resolve_settings
+from nmc_dataset.tomography._dvc import compare, grid_nodes, measure, true_increment
 
 
 def _electrode(tmp: Path):
-    from nmc_dataset import cli
-    from nmc_dataset.grains.orientation_model import OrientationModel
-    from nmc_dataset.tomography.volumes import read_table, read_volumes
+    from nmc_dataset.cli import _main as cli
+    from nmc_dataset.ebsd._orientation_model import OrientationModel
+    from nmc_dataset.tomography._volumes import read_table, read_volumes
     from tests.particles.fixtures import write_models
 
     shell, grain = write_models(tmp / "models")

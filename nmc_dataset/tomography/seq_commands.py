@@ -37,7 +37,7 @@ def _sha256(path) -> str:
 
 def write_state(path, state: dict, *, voxel_size_um: float, meta: dict, tables: dict, info: dict) -> None:
     """One state file: an electrode volume file plus ``crack``, ``displacement`` and ``strain``."""
-    from nmc_dataset.tomography.volumes import FORMAT_VERSION
+    from nmc_dataset.tomography._volumes import FORMAT_VERSION
 
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["format"] = "nmc-dataset/electrode"
@@ -66,8 +66,8 @@ def write_state(path, state: dict, *, voxel_size_um: float, meta: dict, tables: 
 
 
 def _cmd_evolve(args) -> int:
-    from nmc_dataset.tomography.evolve import Sequence, load_protocol, validate_protocol
-    from nmc_dataset.tomography.volumes import read_table, read_volumes
+    from nmc_dataset.tomography._evolve import Sequence, load_protocol, validate_protocol
+    from nmc_dataset.tomography._volumes import read_table, read_volumes
 
     src = Path(args.electrode)
     if not src.is_file():
@@ -199,7 +199,7 @@ def render_sequence(args, render_one) -> int:
 
 
 def _cmd_check_dvc(args) -> int:
-    from nmc_dataset.tomography.dvc import compare, crack_nodes, grid_nodes, measure, true_increment
+    from nmc_dataset.tomography._dvc import compare, crack_nodes, grid_nodes, measure, true_increment
 
     man, files = read_sequence(args.sequence, CT_SEQUENCE_FORMAT)
     if len(files) < 2:

@@ -6,7 +6,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def oriented_electrode(oriented_model_paths, tmp_path_factory):  # noqa: F811
     """A 64³ electrode (0.05 µm voxels) packed through the CLI with per-grain crystal orientations."""
-    from nmc_dataset import cli
+    from nmc_dataset.cli import _main as cli
 
     out = tmp_path_factory.mktemp("oriented_electrode") / "electrode.h5"
     shell, grain = oriented_model_paths

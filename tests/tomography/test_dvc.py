@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from nmc_dataset import cli
-from nmc_dataset.tomography import dvc
+from nmc_dataset.cli import _main as cli
+from nmc_dataset.tomography import _dvc as dvc
 
 
 def _texture(n=40, seed=0):

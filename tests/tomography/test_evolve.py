@@ -9,10 +9,10 @@ import pytest
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-from nmc_dataset import cli
+from nmc_dataset.cli import _main as cli
 from nmc_dataset.errors import InputError
-from nmc_dataset.tomography import evolve as ev
-from nmc_dataset.tomography.volumes import read_table, read_volumes
+from nmc_dataset.tomography import _evolve as ev
+from nmc_dataset.tomography._volumes import read_table, read_volumes
 
 H = 0.05
 BOX = 3.2

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from nmc_dataset.cli._main import _main as cli
+from nmc_dataset.cli import _main as cli
 from nmc_dataset.errors import InputError
 from nmc_dataset.pipeline._recipe import load_recipe, validate_recipe, RecipeError
 

@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "nmc_dataset.cli.release",
     "nmc_dataset.cli.tomography",
     "nmc_dataset.cli.segmentation",
+    "nmc_dataset.cli.sequences",
     "nmc_dataset.cli.run",
 )
 

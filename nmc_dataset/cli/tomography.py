@@ -6,6 +6,7 @@ from pathlib import Path
 
 from nmc_dataset._util import log
 from nmc_dataset.errors import InputError
+from nmc_dataset.cli.sequences import render_sequence
 
 #: kinds of volume files each command may replace with ``--force``
 _OWN = {"pack": "nmc-dataset/electrode", "render-ct": "nmc-dataset/ct"}
@@ -61,7 +62,8 @@ def _cmd_pack(args) -> int:
         if not Path(p).exists():
             raise InputError("not found", p)
     shell, sid = load_shell_model(args.shell_model)
-    grain, gid = load_grain_model(args.grain_model)
+    om = args.orientation_model
+    grain, gid = load_grain_model(args.grain_model, orientations={"auto": "auto", "none": False}.get(om, om))
     e = pack_electrode(shell, grain, box_um=args.box_um, solid_fraction=args.solid_fraction,
                        voxel_size_um=args.voxel_size_um, binder=parse_binder(args.binder),
                        electrolyte=args.electrolyte, periodic=args.periodic, neck_um=args.neck_um, seed=args.seed,
@@ -71,7 +73,7 @@ def _cmd_pack(args) -> int:
     info.pop("seconds")  # same inputs + seed -> same bytes
     write_volumes(out, "electrode", {"phase": e.phase, "particle": e.particle, "grain": e.grain}, voxel_size_um=h,
                   origin_um=(h / 2, h / 2, h / 2), attrs={"packing": info, "electrolyte": e.info["electrolyte"]},
-                  tables={"particles": e.table})
+                  tables={"particles": e.table, **({"grains": e.grains} if e.grains is not None else {})})
     b = e.info["binder"]
     log.info("%d particles, %d grains; active fraction %.4f (target %.4f), binder %.4f (%s), overlap voxels %d; %s",
              e.info["n_particles"], e.info["n_grains"], e.info["solid_fraction"], args.solid_fraction, b["fraction"],
@@ -88,6 +90,8 @@ def _cmd_render(args) -> int:
     src = Path(args.electrode)
     if not src.exists():
         raise InputError("not found", src)
+    if src.is_dir():  # a sequence folder (evolve): one CT per state into the folder --out
+        return render_sequence(args, _cmd_render)
     out = check_output(args.out, args.force, _OWN["render-ct"])
     settings = resolve_settings(args.preset, energy_kev=args.energy_kev, photons=args.photons, psf_um=args.psf_um,
                                 rings=args.rings, phase_contrast=args.phase_contrast, binning=args.binning,
@@ -115,7 +119,12 @@ def _cmd_render(args) -> int:
             raise InputError(f"the CT voxel size {d:.3g} µm is too coarse for particles of mean radius {r_mean:.3g} µm "
                              f"(at most {r_mean / 2:.3g} µm: two voxels per radius)", "--voxel-size-um/--binning")
     electrolyte = args.electrolyte or meta.get("electrolyte", "none")
-    ct, imaging = render_ct(arrays["phase"], h, settings=settings, electrolyte=electrolyte, seed=args.seed)
+    import h5py
+
+    with h5py.File(src, "r") as f:  # partial volumes of an evolved state (sub-voxel motion)
+        fractions = tuple(f[k][...] for k in ("nmc_fraction", "binder_fraction")) if "nmc_fraction" in f else None
+    ct, imaging = render_ct(arrays["phase"], h, settings=settings, electrolyte=electrolyte, seed=args.seed,
+                            fractions=fractions, gain_seed=getattr(args, "gain_seed", None))
     s = settings["binning"]
     phase, particle, grain = resample_labels(arrays["phase"], arrays["particle"], arrays["grain"], s)
     nz, n = ct.shape[0], ct.shape[1]
@@ -157,6 +166,9 @@ def register(sub) -> None:
     p.add_argument("--workers", type=int, default=1, help="processes drawing particles (same bytes for any count)")
     p.add_argument("--assembly-spacing-px", type=float, default=2.0,
                    help="grain-selection lattice in grain-model pixels (default 2)")
+    p.add_argument("--orientation-model", default="auto", metavar="auto|none|PATH",
+                   help="crystal orientation per grain (fit-orientations), stored as the grains table: auto = "
+                        "GRAIN_MODEL/orientation_model.json when present (default), none, or a model file")
     p.add_argument("--out", required=True, help="output .h5")
     p.add_argument("--force", action="store_true", help="replace an electrode file this command wrote")
     p.set_defaults(func=_cmd_pack)
@@ -164,7 +176,7 @@ def register(sub) -> None:
     r = sub.add_parser("render-ct", help="simulate a CT scan of an electrode volume (grey volume + its labels)",
                        description="Parallel-beam CT of a packed electrode: attenuation from composition (xraydb), "
                                    "projection, phase contrast, blur, photon noise, rings, FBP, binning.")
-    r.add_argument("electrode", help="electrode .h5 (pack)")
+    r.add_argument("electrode", help="electrode .h5 (pack), or a sequence folder (evolve): one CT per state")
     r.add_argument("--preset", default="lab-nanoct", help=f"one of {', '.join(PRESETS)} (default lab-nanoct)")
     r.add_argument("--energy-kev", type=float, help="photon energy, keV")
     r.add_argument("--photons", type=float, help="photons per detector pixel in the flat field")
@@ -176,8 +188,8 @@ def register(sub) -> None:
     r.add_argument("--projections", type=int, help="number of projections over 180° (default π/2 · width)")
     r.add_argument("--electrolyte", choices=("none", "liquid", "solid"), help="override the pore filling")
     r.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
-    r.add_argument("--out", required=True, help="output .h5")
-    r.add_argument("--force", action="store_true", help="replace a CT file this command wrote")
+    r.add_argument("--out", required=True, help="output .h5 (a folder for a sequence)")
+    r.add_argument("--force", action="store_true", help="replace a CT file (folder) this command wrote")
     r.set_defaults(func=_cmd_render)
 
 

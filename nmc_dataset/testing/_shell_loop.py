@@ -72,7 +72,7 @@ def run_truth_loop(kind: str, workdir, *, n_particles: int = 1000, size: int | N
     """
     import time
 
-    from nmc_dataset.cli._main import _main as cli
+    from nmc_dataset.cli import _main as cli
 
     if kind not in TRUTH_KINDS:
         raise ValueError(f"kind must be one of {TRUTH_KINDS}")

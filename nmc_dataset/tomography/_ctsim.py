@@ -327,7 +327,7 @@ def resample_labels(phase, particle, grain, s: int):
 
 
 def render_ct(phase: np.ndarray, voxel_size_um: float, *, settings: dict, electrolyte: str = "none",
-              seed: int = 0, return_gains: bool = False):
+              seed: int = 0, return_gains: bool = False, fractions=None, gain_seed: int | None = None):
     """Render the CT of a phase-label volume (see module docs).
 
     Parameters
@@ -344,6 +344,12 @@ def render_ct(phase: np.ndarray, voxel_size_um: float, *, settings: dict, electr
         Noise and gain errors.
     return_gains : bool
         Also return the detector gain map ``(nz/s, n_det)`` that drew the rings.
+    fractions : (nmc, binder) pair of float arrays like ``phase``, optional
+        Partial-volume fractions of NMC and binder per voxel (the rest is phase 0); used instead
+        of the labels for the attenuation, ``μ = μ₀ + (μ₁ − μ₀) f₁ + (μ₂ − μ₀) f₂``.
+    gain_seed : int, optional
+        Seed of the detector gain map alone (the photon noise keeps ``seed``): one detector over a
+        time series has the same gain errors, hence the same rings, in every scan.
 
     Returns
     -------
@@ -371,7 +377,11 @@ def render_ct(phase: np.ndarray, voxel_size_um: float, *, settings: dict, electr
     deltas = [delta(mats[k], settings["energy_kev"]) for k in range(3)]
     n_out, nz_out = nx // s, nz // s
     n = n_out * s
-    vol = mu.astype(np.float32)[phase[: nz_out * s, :n, :n]]
+    if fractions is None:
+        vol = mu.astype(np.float32)[phase[: nz_out * s, :n, :n]]
+    else:
+        f1, f2 = (np.asarray(f, np.float32)[: nz_out * s, :n, :n] for f in fractions)
+        vol = np.float32(mu[0]) + np.float32(mu[1] - mu[0]) * f1 + np.float32(mu[2] - mu[0]) * f2
     n_det_out = detector_size(n_out)
     n_det = n_det_out * s
     n_ang = int(settings["projections"] or math.ceil(math.pi / 2 * n_out))
@@ -392,7 +402,8 @@ def render_ct(phase: np.ndarray, voxel_size_um: float, *, settings: dict, electr
     I = _bin(I, s, (1, 2))
     rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(21,)))
     n0 = float(settings["photons"])
-    gain = (1.0 + settings["rings"] * rng.standard_normal(I.shape[1:])).astype(np.float32)
+    grng = rng if gain_seed is None else np.random.default_rng(np.random.SeedSequence(int(gain_seed), spawn_key=(22,)))
+    gain = (1.0 + settings["rings"] * grng.standard_normal(I.shape[1:])).astype(np.float32)
     counts = rng.poisson(np.clip(I, 0, None) * (n0 * gain)[None]).astype(np.float32)
     sino = -np.log(np.maximum(counts, 0.5) / np.float32(n0))
     del counts, I

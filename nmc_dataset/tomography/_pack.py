@@ -85,6 +85,9 @@ class Electrode:
     table: dict
     voxel_size_um: float
     info: dict
+    #: per-grain table (``id``, ``particle``, ``orientation_wxyz``; row ``g − 1`` = global grain ``g``),
+    #: ``None`` when the grains have no crystal orientations
+    grains: dict | None = None
 
 
 # --------------------------------------------------------------------------- shapes
@@ -644,7 +647,14 @@ def pack_electrode(shell_model, grain_model, *, box_um: float, solid_fraction: f
         "n_grains": n_grains,
         "seed_spawn_key": np.array([particle_seed(seed, k).spawn_key for k in range(len(results))], dtype=np.int64),
     }
-    return Electrode(phase=phase, particle=particle, grain=grain, table=table, voxel_size_um=h, info=info)
+    grains = None
+    if particles and all(p.orientations_wxyz is not None for p in particles):
+        grains = {"id": np.arange(1, nxt + 1, dtype=np.int64),
+                  "particle": np.repeat(table["id"], n_grains),
+                  "orientation_wxyz": np.concatenate([p.orientations_wxyz for p in particles]).astype(np.float64)}
+        info["orientation_model_id"] = particles[0].orientation_model_id
+    return Electrode(phase=phase, particle=particle, grain=grain, table=table, voxel_size_um=h, info=info,
+                     grains=grains)
 
 
 __all__ = [

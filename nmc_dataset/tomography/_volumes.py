@@ -25,6 +25,9 @@ attribute ``electrolyte`` (``none`` = air, ``liquid``, ``solid``: what phase 0 i
 of the shell radius in µm, particle frame = box axes), ``volume_um3``, ``voxels``,
 ``grain_id_offset`` and ``n_grains`` (particle ``k``'s local grain ``g`` is global grain
 ``grain_id_offset[k] + g``) and ``seed_spawn_key``. ``render-ct`` copies the table into CT files.
+When the grain model has an orientation model (``pack --orientation-model``), the ``grains``
+table holds one row per global grain: ``id`` (1..M), ``particle`` and ``orientation_wxyz``
+(M, 4: the unit quaternion of the active rotation taking the crystal axes, x ∥ a1 and z ∥ c, to the box axes x, y, z).
 """
 
 from __future__ import annotations

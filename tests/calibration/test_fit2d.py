@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from nmc_dataset.cli._main import _main as cli
+from nmc_dataset.cli import _main as cli
 from nmc_dataset.errors import FormatVersionError, InputError
 from nmc_dataset.calibration._fit2d import SectionFit, augment, fit_section, fit_sections, read_tessellations, section_from_gbpd, write_tessellations
 from nmc_dataset.tessellation._gbpd import GBPD

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
-from nmc_dataset.cli._main import _main as cli
+from nmc_dataset.cli import _main as cli
 from nmc_dataset.calibration._fit2d import SectionFit, write_tessellations
 from nmc_dataset.tessellation._gbpd import GBPD
 from nmc_dataset.calibration._model import GrainModel

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from nmc_dataset.cli._main import _main as cli
+from nmc_dataset.cli import _main as cli
 from nmc_dataset.errors import InputError
 from nmc_dataset.cli.orientations import fibre_symmetry_check, fit_orientations, section_radial_vectors
 

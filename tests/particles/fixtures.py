@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nmc_dataset.cli._main import _main as cli
+from nmc_dataset.cli import _main as cli
 
 N_GEN = 2
 SEED = 5

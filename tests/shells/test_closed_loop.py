@@ -89,7 +89,7 @@ def test_grey_route_counts_and_recovers_within_the_stated_bias(phantom, tmp_path
 @pytest.mark.slow
 def test_full_size_phantom_via_cli(tmp_path):
     """256³ with ~300 particles (radius ~10), through `nmc-dataset fit-shells` and `sample-shells`."""
-    from nmc_dataset.cli._main import _main as cli
+    from nmc_dataset.cli import _main as cli
     from nmc_dataset.shells._model import ShellModel
 
     truth = reference_shell_model(mean_radius_vox=10.0)

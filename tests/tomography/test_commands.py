@@ -4,7 +4,7 @@ import h5py
 import numpy as np
 import pytest
 
-from nmc_dataset.cli._main import _main as cli
+from nmc_dataset.cli import _main as cli
 from nmc_dataset.tomography._volumes import read_table, read_volumes
 
 

@@ -1,0 +1,291 @@
+"""``nmc-dataset evolve`` (cycling sequences), CT rendering of a sequence folder, ``nmc-dataset check-dvc``.
+
+Sequence folder (``evolve``): ``sequence.json`` (format ``nmc-dataset/sequence``: protocol, electrode
+id, one summary per state) and ``state_000.h5`` … (electrode files with ``crack`` (uint32 crack id),
+``displacement`` (Z, Y, X, 3) float32 voxels of the reference grid, components z, y, x, NaN in
+crack voxels, and ``strain`` (Z, Y, X, 6): zz, yy, xx, yz, xz, xy). ``render-ct SEQ/`` writes a CT
+sequence folder of the same layout (``ct_000.h5`` …, each with the truth binned to the CT grid).
+State files also hold ``nmc_fraction`` and ``binder_fraction`` (float32 partial volumes that carry the
+sub-voxel motion; ``render-ct`` renders from them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from nmc_dataset._util import atomic_path, log, read_json, write_json_atomic
+from nmc_dataset.errors import InputError
+from nmc_dataset.outputs import add_force_option, output_folder
+
+SEQUENCE_FORMAT = "nmc-dataset/sequence"
+CT_SEQUENCE_FORMAT = "nmc-dataset/ct-sequence"
+MANIFEST = "sequence.json"
+
+
+def _sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_state(path, state: dict, *, voxel_size_um: float, meta: dict, tables: dict, info: dict) -> None:
+    """One state file: an electrode volume file plus ``crack``, ``displacement`` and ``strain``."""
+    from nmc_dataset.tomography._volumes import FORMAT_VERSION
+
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["format"] = "nmc-dataset/electrode"
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["voxel_size_um"] = float(voxel_size_um)
+        f.attrs["origin_um"] = np.asarray(meta.get("origin_um", (voxel_size_um / 2,) * 3), dtype=np.float64)
+        f.attrs["axes"] = "zyx"
+        f.attrs["electrolyte"] = meta.get("electrolyte", "none")
+        f.attrs["packing"] = json.dumps(meta.get("packing", {}), sort_keys=True)
+        f.attrs["sequence"] = json.dumps(info, sort_keys=True)
+        for name, dtype in (("phase", np.uint8), ("particle", np.uint32), ("grain", np.uint32), ("crack", np.uint32)):
+            a = np.asarray(state[name], dtype=dtype)
+            f.create_dataset(name, data=a, chunks=tuple(min(64, s) for s in a.shape), compression="gzip")
+        for name in ("nmc_fraction", "binder_fraction"):
+            a = np.asarray(state[name], dtype=np.float32)
+            f.create_dataset(name, data=a, chunks=tuple(min(64, s) for s in a.shape), compression="gzip",
+                             compression_opts=1, shuffle=True)
+        for name in ("displacement", "strain"):
+            a = np.asarray(state[name], dtype=np.float32)
+            f.create_dataset(name, data=a, chunks=tuple(min(32, s) for s in a.shape[:3]) + a.shape[3:],
+                             compression="gzip", compression_opts=1, shuffle=True)
+        for group, columns in tables.items():
+            g = f.create_group(group)
+            for col, values in columns.items():
+                g.create_dataset(col, data=np.asarray(values))
+
+
+def _cmd_evolve(args) -> int:
+    from nmc_dataset.tomography._evolve import Sequence, load_protocol, validate_protocol
+    from nmc_dataset.tomography._volumes import read_table, read_volumes
+
+    src = Path(args.electrode)
+    if not src.is_file():
+        raise InputError("not found", src)
+    protocol = load_protocol(args.protocol) if args.protocol else validate_protocol(None)
+    arrays, meta = read_volumes(src, ("phase", "particle", "grain"), kinds=("electrode",))
+    if "sequence" in meta:
+        raise InputError("is a state of a sequence; evolve the reference electrode (pack output)", src)
+    particles = read_table(src, "particles")
+    with h5py.File(src, "r") as f:
+        has = "grains" in f and "orientation_wxyz" in f["grains"]
+    if not has:
+        raise InputError("has no grain orientations (grains table); re-pack it with `nmc-dataset pack ... "
+                         "--orientation-model auto|PATH` (a grain model with orientation_model.json from "
+                         "`nmc-dataset fit-orientations`)", src)
+    grains = read_table(src, "grains")
+    packing = meta.get("packing") or {}
+    seq = Sequence(arrays, particles, grains, voxel_size_um=float(meta["voxel_size_um"]),
+                   periodic=bool(packing.get("periodic", True)), protocol=protocol, steps=args.steps, seed=args.seed)
+    electrode_id = _sha256(src)
+    tables = {"particles": particles, "grains": grains}
+    states = []
+    with output_folder(args.out, "evolve", force=args.force) as tmp:
+        for t in range(seq.steps):
+            st = seq.state(t)
+            summary = st.pop("summary")
+            name = f"state_{t:03d}.h5"
+            info = {"index": t, "steps": seq.steps, "electrode_sha256": electrode_id, "cycle": summary["cycle"],
+                    "soc": summary["soc"]}
+            write_state(tmp / name, st, voxel_size_um=float(meta["voxel_size_um"]), meta=meta, tables=tables,
+                        info=info)
+            states.append({"file": name, **summary})
+            log.info("state %d/%d: cycle %.2f, x = %.3f, %d cracks (%d voxels), NMC volume %+.4f, |u| <= %.3g vox",
+                     t + 1, seq.steps, summary["cycle"], summary["soc"], summary["cracks"], summary["crack_voxels"],
+                     summary["nmc_volume_change"], summary["max_displacement_vox"])
+        write_json_atomic(tmp / MANIFEST, {
+            "format": SEQUENCE_FORMAT, "format_version": 1, "electrode": {"file": src.name, "sha256": electrode_id,
+                                                                          "packing": packing},
+            "protocol": protocol, "steps": seq.steps, "seed": int(args.seed),
+            "voxel_size_um": float(meta["voxel_size_um"]), "states": states})
+    return 0
+
+
+def read_sequence(folder, fmt: str = SEQUENCE_FORMAT) -> tuple[dict, list[Path]]:
+    """The manifest of a sequence folder and its state files, checked to come from one electrode.
+
+    Raises
+    ------
+    InputError
+        No manifest, a missing state file, or a state of another electrode (a mixed folder).
+    """
+    folder = Path(folder)
+    man_path = folder / MANIFEST
+    if not man_path.is_file():
+        raise InputError(f"not a sequence folder (no {MANIFEST}; write one with `nmc-dataset evolve`)", folder)
+    man = read_json(man_path)
+    if not isinstance(man, dict) or man.get("format") != fmt:
+        raise InputError(f"{MANIFEST} is not an {fmt} manifest", folder)
+    eid = man["electrode"]["sha256"]
+    files = []
+    for st in man["states"]:
+        p = folder / st["file"]
+        if not p.is_file():
+            raise InputError(f"state {st['file']} listed in {MANIFEST} is missing", folder)
+        with h5py.File(p, "r") as f:
+            info = json.loads(f.attrs.get("sequence", "{}"))
+        if info.get("electrode_sha256") != eid:
+            raise InputError(f"{st['file']} comes from another electrode than {MANIFEST} (a mixed sequence "
+                             "folder); evolve each electrode into its own folder", folder)
+        files.append(p)
+    pattern = "state_*.h5" if fmt == SEQUENCE_FORMAT else "ct_*.h5"
+    extra = sorted({p.name for p in folder.glob(pattern)} - {p.name for p in files})
+    if extra:
+        raise InputError(f"holds state files not in {MANIFEST} ({', '.join(extra[:3])}): a mixed sequence folder",
+                         folder)
+    return man, files
+
+
+def _bin_truth(u: np.ndarray, crack: np.ndarray, s: int, shape):
+    """Displacement (CT voxels) and crack labels on the CT grid: block mean / max over ``s³`` label voxels."""
+    nz, n = shape[0], shape[1]
+    u = u[: nz * s, : n * s, : n * s]
+    c = crack[: nz * s, : n * s, : n * s]
+    if s == 1:
+        return u.astype(np.float32), c.copy()
+    blocks = u.reshape(nz, s, n, s, n, s, 3)
+    ub = blocks.mean(axis=(1, 3, 5)) / s  # NaN where any label voxel of the block is a crack
+    cb = c.reshape(nz, s, n, s, n, s).max(axis=(1, 3, 5))
+    return ub.astype(np.float32), cb
+
+
+def render_sequence(args, render_one) -> int:
+    """``render-ct SEQ/``: one CT per state, truth binned to the CT grid.
+
+    Photon noise is new in every state (seed drawn from ``(seed, state)``); the detector gain map
+    (rings) is one for the whole sequence, as for one detector over a time series.
+    """
+    import copy
+
+    man, files = read_sequence(args.electrode)
+    states = []
+    with output_folder(args.out, "render-ct", force=args.force) as tmp:
+        for st, path in zip(man["states"], files):
+            t = st["index"]
+            a = copy.copy(args)
+            a.electrode = str(path)
+            a.out = str(tmp / f"ct_{t:03d}.h5")
+            a.force = False
+            a.seed = int(np.random.SeedSequence([int(args.seed), int(t)]).generate_state(1)[0])
+            a.gain_seed = int(args.seed)  # one detector: the same gain errors (rings) in every state
+            render_one(a)
+            with h5py.File(path, "r") as f:
+                u = f["displacement"][...]
+                crack = f["crack"][...]
+            with h5py.File(a.out, "r+") as f:
+                s = int(json.loads(f.attrs["imaging"])["binning"])
+                ub, cb = _bin_truth(u, crack, s, f["ct"].shape)
+                f.create_dataset("displacement", data=ub, chunks=tuple(min(32, x) for x in ub.shape[:3]) + (3,),
+                                 compression="gzip", compression_opts=1, shuffle=True)
+                f.create_dataset("crack", data=cb, chunks=tuple(min(64, x) for x in cb.shape), compression="gzip")
+                f.attrs["sequence"] = json.dumps({"index": t, "electrode_sha256": man["electrode"]["sha256"],
+                                                  "noise_seed": a.seed, "binning": s}, sort_keys=True)
+            states.append({"file": Path(a.out).name, "index": t, "cycle": st["cycle"], "soc": st["soc"],
+                           "noise_seed": a.seed, "source": st["file"]})
+        write_json_atomic(tmp / MANIFEST, {"format": CT_SEQUENCE_FORMAT, "format_version": 1,
+                                           "electrode": man["electrode"], "protocol": man["protocol"],
+                                           "preset": args.preset, "seed": int(args.seed), "states": states})
+    return 0
+
+
+def _cmd_check_dvc(args) -> int:
+    from nmc_dataset.tomography._dvc import compare, crack_nodes, grid_nodes, measure, true_increment
+
+    man, files = read_sequence(args.sequence, CT_SEQUENCE_FORMAT)
+    if len(files) < 2:
+        raise InputError("needs at least two CT states", args.sequence)
+    half = args.subset // 2
+    if args.subset < 8 or args.subset % 2:
+        raise InputError(f"must be an even number >= 8, got {args.subset}", "--subset")
+    if not args.prefilter_sigma >= 0:
+        raise InputError(f"must be >= 0, got {args.prefilter_sigma}", "--prefilter-sigma")
+    if args.step < 1:
+        raise InputError(f"must be >= 1, got {args.step}", "--step")
+    pairs = [(i - 1, i) for i in range(1, len(files))] if args.pairs == "consecutive" else \
+        [(0, i) for i in range(1, len(files))]
+    cache = {}
+
+    def load(i):
+        if i not in cache:
+            with h5py.File(files[i], "r") as f:
+                cache[i] = (f["ct"][...], f["displacement"][...], f["crack"][...])
+        return cache[i]
+
+    rows = []
+    with output_folder(args.out, "check-dvc", force=args.force) as tmp:
+        for a, b in pairs:
+            fa, ua, ca = load(a)
+            fb, ub, cb = load(b)
+            nodes = grid_nodes(fa.shape, half, args.step, margin=args.margin)
+            truth = true_increment(ua, ub, nodes)
+            meas, quality, sec = measure(fa, fb, nodes, half, engine=args.engine, prefilter_sigma=args.prefilter_sigma,
+                                         affine=args.shape == "affine")
+            crack = crack_nodes(ca, cb, nodes, half) | ~np.all(np.isfinite(truth), axis=1)
+            res = compare(meas, truth, quality, crack)
+            res.update(pair=[a, b], engine=args.engine, seconds=round(sec, 3), subset=args.subset, step=args.step,
+                       prefilter_sigma=args.prefilter_sigma, shape=args.shape)
+            rows.append(res)
+            np.savez_compressed(tmp / f"nodes_{a:03d}_{b:03d}.npz", nodes=nodes, measured=meas, truth=truth,
+                                quality=quality, crack=crack)
+            log.info("pair %d -> %d: rms error %.4f vox (truth rms %.3f), bias %s, %d crack nodes; %.1f s",
+                     a, b, res.get("rms_error_vox", float("nan")), res.get("truth_rms_vox", float("nan")),
+                     np.round(res.get("bias_vox", [np.nan] * 3), 4).tolist(), res["crack_nodes"], sec)
+        write_json_atomic(tmp / "dvc_report.json", {"format": "nmc-dataset/dvc-report", "format_version": 1,
+                                                    "sequence": str(args.sequence), "pairs": rows})
+        lines = ["| pair | nodes | RMS error (vox) | bias z, y, x (vox) | truth RMS (vox) | crack nodes | "
+                 "crack share of worst 10 % | engine s |", "|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            bias = ", ".join(f"{x:+.3f}" for x in r.get("bias_vox", [np.nan] * 3))
+            lines.append(f"| {r['pair'][0]}→{r['pair'][1]} | {r['nodes']} | {r.get('rms_error_vox', np.nan):.4f} | "
+                         f"{bias} | {r.get('truth_rms_vox', np.nan):.3f} | {r['crack_nodes']} | "
+                         f"{r.get('crack_share_of_worst_decile', np.nan):.2f} (base "
+                         f"{r.get('crack_share_of_nodes', np.nan):.2f}) | {r['seconds']:.1f} |")
+        (tmp / "dvc_report.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+def register(sub) -> None:
+    """Register ``evolve`` and ``check-dvc``."""
+    e = sub.add_parser("evolve", help="cycling sequence of an electrode: lattice strain, grain-boundary cracks, "
+                                      "compaction, with the exact displacement per state",
+                       description="Evolve a packed electrode (with grain orientations) through a cycling protocol: "
+                                   "one state file per step with labels, crack ids, displacement and strain.")
+    e.add_argument("electrode", help="electrode .h5 (pack --orientation-model)")
+    e.add_argument("--protocol", help="protocol YAML (default: the built-in one; see docs/sequences.md)")
+    e.add_argument("--steps", type=int, default=5, help="number of states including the reference (default 5)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the rigid motions and the random field")
+    e.add_argument("--out", required=True, help="output folder")
+    add_force_option(e)
+    e.set_defaults(func=_cmd_evolve)
+
+    d = sub.add_parser("check-dvc", help="digital volume correlation on a rendered sequence vs the true displacement",
+                       description="Correlate consecutive CT states of a sequence (render-ct SEQ/) and compare the "
+                                   "measured displacement with the truth: RMS error, bias, failures at cracks.")
+    d.add_argument("sequence", help="CT sequence folder (render-ct on an evolve folder)")
+    d.add_argument("--engine", default="local", help="local (phase correlation, skimage) or spam (optional, GPL)")
+    d.add_argument("--subset", type=int, default=16, help="subset edge in CT voxels (even, default 16)")
+    d.add_argument("--step", type=int, default=8, help="node spacing in CT voxels (default 8)")
+    d.add_argument("--margin", type=int, default=4, help="node margin from the volume faces (default 4)")
+    d.add_argument("--prefilter-sigma", type=float, default=1.0,
+                   help="Gaussian smoothing of both CTs before correlation, CT voxels (default 1; 0 = off)")
+    d.add_argument("--shape", choices=("translation", "affine"), default="translation",
+                   help="subset shape function of the local engine (default translation)")
+    d.add_argument("--pairs", choices=("consecutive", "reference"), default="consecutive",
+                   help="correlate t-1 -> t (default) or 0 -> t")
+    d.add_argument("--out", required=True, help="output folder (dvc_report.json/.md, nodes_*.npz)")
+    add_force_option(d)
+    d.set_defaults(func=_cmd_check_dvc)
+
+
+__all__ = ["read_sequence", "register", "render_sequence", "write_state"]

@@ -25,7 +25,7 @@ def register(sub) -> None:
     p.add_argument("--selection", choices=["aic", "loglik"], default="aic",
                    help="family selection among the MLE fits (default aic)")
     p.add_argument("--model", default="auto",
-                   choices=["auto", "independent", "scale_mixture", "scale_mixture_bands"],
+                   choices=["auto", "independent", "scale_mixture", "scale_mixture_bands", "ellipsoid_mixture"],
                    help="shell model: auto (default) picks, among all, the one whose sampled shells match held-out "
                         "particles best; independent is the paper's model")
     p.add_argument("--holdout", type=float, default=0.25,

@@ -82,7 +82,8 @@ def fit_volume(volume: np.ndarray, voxel_size_um: float, *, phase: int | None = 
         The volume's file name for error messages.
     model : str
         ``"auto"`` (hold-out selection among all candidates, :mod:`nmc_dataset.shells.selection`)
-        or one candidate name (``independent``, ``scale_mixture``, ``scale_mixture_bands``):
+        or one candidate name (``independent``, ``scale_mixture``, ``scale_mixture_bands``,
+        ``ellipsoid_mixture``):
         that model is fitted on all particles and still self-checked on a hold-out.
     holdout : float
         Fraction of particles held out for the self-check; 0 skips it.

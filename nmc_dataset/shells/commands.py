@@ -88,6 +88,11 @@ def _cmd_fit(args) -> int:
               f"{'-' if cnr is None else f'{cnr:.1f}'}, {mi['too_small_fraction']:.0%} of particles below "
               f"{mi['too_small_radius_vox']:.1f} voxels (too small for degree {res.model.degree}); "
               f"mean fit RMS {res.model.source['mean_fit_rms_vox']:.3f} voxel")
+        rule = mi.get("sigma_rule")
+        if rule and abs(rule["suggested_sigma_vox"] - mi["sigma_vox"]) >= 0.25 and rule["error_ratio"] < 0.9:
+            print(f"hint: --measure-sigma {rule['suggested_sigma_vox']:g} would lower the noise of degree "
+                  f"{res.model.degree} by {1 - rule['error_ratio']:.0%} for these particles (median radius "
+                  f"{rule['median_radius_vox']:.1f} voxels, scanner blur {rule['psf_sigma_vox']:.2f} voxel)")
     if res.model.selection_table:
         print(format_table(res.model.selection_table))
     print(f"wrote {args.out} and {res.model.coefficients_file}")

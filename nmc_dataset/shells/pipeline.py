@@ -21,6 +21,7 @@ from .descriptors import DESCRIPTORS, DESCRIPTOR_UNITS, shell_descriptors
 from .model import COEFF_TABLE_FORMAT, ShellModel, read_coefficients_table, write_coefficients_table
 from .radius import ParticleCoefficients, measure_particles
 from .segment import Segmentation, segment_volume
+from nmc_dataset.shells.sigma_rule import suggest_sigma
 
 __all__ = ["SHELLS_FORMAT", "FitResult", "fit_volume", "fit_shells", "sample_shells", "write_shells",
            "read_shells", "describe_shells", "descriptors_um"]
@@ -120,6 +121,9 @@ def fit_volume(volume: np.ndarray, voxel_size_um: float, *, phase: int | None = 
                                             sigma=float(measure_sigma), otsu_threshold=seg.threshold,
                                             correct_blur=correct_blur)
         minfo = mi.to_json()
+        if seg.input_kind == "grey" and pc.coeffs.shape[0]:
+            minfo["sigma_rule"] = suggest_sigma(mi.blur_sigma_vox, float(measure_sigma),
+                                                pc.coeffs[:, 0] / np.sqrt(4 * np.pi), degree)
     table = {"particle_label": pc.label, "centroid_x_vox": pc.centroid_xyz[:, 0],
              "centroid_y_vox": pc.centroid_xyz[:, 1], "centroid_z_vox": pc.centroid_xyz[:, 2],
              "volume_vox": pc.volume_voxels, "star_volume_fraction": pc.star_volume_fraction,

@@ -34,8 +34,9 @@ def test_small_loop_through_the_cli(tmp_path):
     assert "heterogeneous" in format_loop_table([r])
 
 
-_ELLIPSOID_SPREAD = ("the degrees 5 and 6 of an ellipsoid-like body carry little more than its small roughness (~0.03 voxel), at "
-                     "the measurement's noise floor, which the blur correction amplifies: measured spreads at "
+_ELLIPSOID_SPREAD = ("the degrees 5 and 6 of an ellipsoid-like body carry little more than its small roughness "
+                     "(~0.03 voxel), at the measurement's noise floor, which the blur correction amplifies: measured "
+                     "spreads at "
                      "l = 5, 6 are +20-28 % (the descriptors are matched: KS <= 0.1 is asserted before)")
 
 

@@ -89,3 +89,11 @@ def test_threaded_hull_volumes_equal_the_plain_loop(rng):
     plain = np.array([ConvexHull(p).volume for p in pts])
     assert np.array_equal(hull_volumes(pts, threads=4), plain)
     assert np.array_equal(hull_volumes(pts, threads=1), plain)
+
+
+def test_threaded_batches_equal_one_thread():
+    c = reference_shell_model().sample_coefficients(150, np.random.default_rng(9))
+    one = shell_descriptors(c, subdivisions=2, threads=1)
+    many = shell_descriptors(c, subdivisions=2, threads=4, batch=20)
+    for k in DESCRIPTORS:
+        assert np.allclose(one[k], many[k], rtol=1e-12, atol=0), k

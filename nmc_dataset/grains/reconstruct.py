@@ -23,7 +23,7 @@ import dataclasses
 
 import numpy as np
 
-from .orientation import euler_to_quat, grain_mean_orientations, misorientation_angle, symmetry_ops
+from nmc_dataset.grains.orientation import euler_to_quat, grain_mean_orientations, misorientation_angle, symmetry_ops
 
 
 @dataclasses.dataclass

@@ -63,8 +63,8 @@ import functools
 
 import numpy as np
 
-from .harmonics import random_rotations, sh_basis
-from .mixture import default_bands, loo_bandwidths
+from nmc_dataset.shells.harmonics import random_rotations, sh_basis
+from nmc_dataset.shells.mixture import default_bands, loo_bandwidths
 
 __all__ = ["EllipsoidMixture", "ellipsoid_coefficients", "fit_ellipsoids", "quadrature"]
 

@@ -36,10 +36,10 @@ def main():
     args = ap.parse_args()
     import dcor  # noqa: F401  (numba compilation on first import, once per process: not counted)
 
-    from nmc_dataset.shells.descriptors import shell_descriptors
-    from nmc_dataset.shells.model import ShellModel
-    from nmc_dataset.shells.selection import CANDIDATES, format_table, select_model
-    from nmc_dataset.synthetic.ct_phantom import truth_coefficients
+    from nmc_dataset.shells._descriptors import shell_descriptors
+    from nmc_dataset.shells._model import ShellModel
+    from nmc_dataset.shells._selection import CANDIDATES, format_table, select_model
+    from nmc_dataset.synthetic._ct_phantom import truth_coefficients
 
     c = truth_coefficients(args.truth, args.n, np.random.default_rng(args.seed))
     ShellModel.fit(c[:60], 0.128)  # warm dcor's compiled kernels and the SH tables
@@ -53,7 +53,7 @@ def main():
     if not args.no_baseline:  # the earlier settings, same run: 4 h shells per candidate, one descriptor thread
         import functools
 
-        from nmc_dataset.shells import selection as sel
+        from nmc_dataset.shells import _selection as sel
 
         plain = sel.shell_descriptors
         sel.shell_descriptors = functools.partial(plain, threads=1)

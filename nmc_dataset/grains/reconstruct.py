@@ -23,7 +23,7 @@ import dataclasses
 
 import numpy as np
 
-from nmc_dataset.grains.orientation import euler_to_quat, grain_mean_orientations, misorientation_angle, symmetry_ops
+from nmc_dataset.ebsd._orientation import euler_to_quat, grain_mean_orientations, misorientation_angle, symmetry_ops
 
 
 @dataclasses.dataclass
@@ -181,7 +181,7 @@ def dilate_grains(labels: np.ndarray, mask: np.ndarray, max_px: float) -> np.nda
 
 def reconstruct_grains(scan, min_ci: float = 0.1, max_misorientation_deg: float = 5.0, min_grain_px: int = 1,
                        center_px=None, dilate_px: float = 0.0) -> GrainMap:
-    """Reconstruct the grains of a scan (:class:`nmc_dataset.io.ebsd.EbsdScan`).
+    """Reconstruct the grains of a scan (:class:`nmc_dataset.io._ebsd.EbsdScan`).
 
     Parameters
     ----------

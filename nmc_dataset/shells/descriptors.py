@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from scipy.spatial import ConvexHull
 
-from nmc_dataset.shells.harmonics import icosphere, n_coeffs, sh_basis
+from nmc_dataset.shells._harmonics import icosphere, n_coeffs, sh_basis
 
 __all__ = ["DESCRIPTORS", "DESCRIPTOR_UNITS", "shell_descriptors", "mesh_descriptors"]
 

@@ -37,7 +37,7 @@ computed with the same quadrature at fit and at sampling time, so ``a = e(A) + d
 0, Silverman 1986, sec. 2.10; ``s_b`` the RMS of the residual's normalised coefficients
 ``d_lm/σ_l`` in band ``b``, bands ``[1]`` and ``3..L`` split into ``n_bands`` contiguous groups,
 ``σ_l`` the residual's RMS per degree), exactly as in the scale mixture
-(:mod:`nmc_dataset.shells.mixture`): ``x`` follows a Gaussian kernel density estimate with
+(:mod:`nmc_dataset.shells._mixture`): ``x`` follows a Gaussian kernel density estimate with
 per-variable widths by leave-one-out likelihood, so size, elongation, flatness and roughness
 keep their joint law (flat particles rougher, large ones more elongated, ...). A sampled shell
 is
@@ -63,8 +63,8 @@ import functools
 
 import numpy as np
 
-from nmc_dataset.shells.harmonics import random_rotations, sh_basis
-from nmc_dataset.shells.mixture import default_bands, loo_bandwidths
+from nmc_dataset.shells._harmonics import random_rotations, sh_basis
+from nmc_dataset.shells._mixture import default_bands, loo_bandwidths
 
 __all__ = ["EllipsoidMixture", "ellipsoid_coefficients", "fit_ellipsoids", "quadrature"]
 

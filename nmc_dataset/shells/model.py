@@ -7,12 +7,12 @@ Models (``ShellModel.kind``)
     share one law (isotropy).
 ``scale_mixture``
     A per-particle latent roughness per band of degrees drawn jointly with ``a_00``, the
-    pattern of the roughness uniformly at random (:mod:`nmc_dataset.shells.mixture`). The
+    pattern of the roughness uniformly at random (:mod:`nmc_dataset.shells._mixture`). The
     per-degree laws below are still fitted and stored (they describe the marginals), but
     sampling uses the mixture.
 ``ellipsoid_mixture``
     A per-particle base ellipsoid (semi-axes drawn jointly with the roughness, random
-    orientation) plus a scale mixture on the residual (:mod:`nmc_dataset.shells.ellipsoid`):
+    orientation) plus a scale mixture on the residual (:mod:`nmc_dataset.shells._ellipsoid`):
     the harmonics ``l >= 4`` of ellipsoid-like particles stay locked to their ``l = 2`` axes.
 
 Model files of format version 1 have no ``model`` key: they are ``independent``.
@@ -71,9 +71,9 @@ from scipy import optimize, special
 
 from nmc_dataset._util import atomic_path, check_format, read_json, write_json_atomic
 from nmc_dataset.errors import InputError
-from nmc_dataset.shells.harmonics import icosphere, n_coeffs, sh_basis, vertex_weights
-from nmc_dataset.shells.ellipsoid import EllipsoidMixture
-from nmc_dataset.shells.mixture import ScaleMixture
+from nmc_dataset.shells._harmonics import icosphere, n_coeffs, sh_basis, vertex_weights
+from nmc_dataset.shells._ellipsoid import EllipsoidMixture
+from nmc_dataset.shells._mixture import ScaleMixture
 
 __all__ = [
     "FORMAT",

@@ -4,10 +4,9 @@ import numpy as np
 import pytest
 import trimesh
 
-from nmc_dataset.shells.descriptors import (DESCRIPTORS, _diameter, _pairwise_max_all, mesh_descriptors,
-                                            shell_descriptors)
-from nmc_dataset.shells.harmonics import fit_coefficients, icosphere, sh_basis
-from nmc_dataset.synthetic.ct_phantom import reference_shell_model
+from nmc_dataset.shells._descriptors import DESCRIPTORS, _diameter, _pairwise_max_all, mesh_descriptors, shell_descriptors
+from nmc_dataset.shells._harmonics import fit_coefficients, icosphere, sh_basis
+from nmc_dataset.synthetic._ct_phantom import reference_shell_model
 
 
 def _ellipsoid_coeffs(axes, L=9):
@@ -83,7 +82,7 @@ def test_units_scale(rng):
 def test_threaded_hull_volumes_equal_the_plain_loop(rng):
     from scipy.spatial import ConvexHull
 
-    from nmc_dataset.shells.descriptors import hull_volumes
+    from nmc_dataset.shells._descriptors import hull_volumes
 
     pts = rng.normal(size=(40, 162, 3)) * rng.uniform(0.5, 2.0, (40, 1, 3))
     plain = np.array([ConvexHull(p).volume for p in pts])

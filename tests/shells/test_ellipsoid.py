@@ -10,17 +10,12 @@ import pytest
 from scipy import stats
 
 from nmc_dataset.errors import InputError
-from nmc_dataset.shells.descriptors import shell_descriptors
-from nmc_dataset.shells.ellipsoid import (
-    EllipsoidMixture,
-    ellipsoid_coefficients,
-    fit_ellipsoids,
-    quadrature,
-)
-from nmc_dataset.shells.harmonics import random_rotations, sh_basis
-from nmc_dataset.shells.model import ShellModel
-from nmc_dataset.shells.selection import select_model
-from nmc_dataset.synthetic.ct_phantom import truth_coefficients
+from nmc_dataset.shells._descriptors import shell_descriptors
+from nmc_dataset.shells._ellipsoid import EllipsoidMixture, ellipsoid_coefficients, fit_ellipsoids, quadrature
+from nmc_dataset.shells._harmonics import random_rotations, sh_basis
+from nmc_dataset.shells._model import ShellModel
+from nmc_dataset.shells._selection import select_model
+from nmc_dataset.synthetic._ct_phantom import truth_coefficients
 
 
 def _reference_coefficients(axes, rot, L, n_theta=40):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from nmc_dataset.shells.sigma_rule import SIGMA_RANGE, noise_factor, sigma_error, suggest_sigma
+from nmc_dataset.shells._sigma_rule import SIGMA_RANGE, noise_factor, sigma_error, suggest_sigma
 
 
 @pytest.mark.parametrize("sigma", [0.5, 0.8, 1.0, 1.5, 2.0])

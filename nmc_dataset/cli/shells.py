@@ -25,7 +25,7 @@ def register(sub) -> None:
     p.add_argument("--selection", choices=["aic", "loglik"], default="aic",
                    help="family selection among the MLE fits (default aic)")
     p.add_argument("--model", default="auto",
-                   choices=["auto", "independent", "scale_mixture", "scale_mixture_bands"],
+                   choices=["auto", "independent", "scale_mixture", "scale_mixture_bands", "ellipsoid_mixture"],
                    help="shell model: auto (default) picks, among all, the one whose sampled shells match held-out "
                         "particles best; independent is the paper's model")
     p.add_argument("--holdout", type=float, default=0.25,
@@ -88,6 +88,11 @@ def _cmd_fit(args) -> int:
               f"{'-' if cnr is None else f'{cnr:.1f}'}, {mi['too_small_fraction']:.0%} of particles below "
               f"{mi['too_small_radius_vox']:.1f} voxels (too small for degree {res.model.degree}); "
               f"mean fit RMS {res.model.source['mean_fit_rms_vox']:.3f} voxel")
+        rule = mi.get("sigma_rule")
+        if rule and abs(rule["suggested_sigma_vox"] - mi["sigma_vox"]) >= 0.25 and rule["error_ratio"] < 0.9:
+            print(f"hint: --measure-sigma {rule['suggested_sigma_vox']:g} would lower the noise of degree "
+                  f"{res.model.degree} by {1 - rule['error_ratio']:.0%} for these particles (median radius "
+                  f"{rule['median_radius_vox']:.1f} voxels, scanner blur {rule['psf_sigma_vox']:.2f} voxel)")
     if res.model.selection_table:
         print(format_table(res.model.selection_table))
     print(f"wrote {args.out} and {res.model.coefficients_file}")

@@ -21,6 +21,7 @@ from nmc_dataset.shells._descriptors import DESCRIPTORS, DESCRIPTOR_UNITS, shell
 from nmc_dataset.shells._model import COEFF_TABLE_FORMAT, ShellModel, read_coefficients_table, write_coefficients_table
 from nmc_dataset.shells._radius import ParticleCoefficients, measure_particles
 from nmc_dataset.shells._segment import Segmentation, segment_volume
+from nmc_dataset.shells._sigma_rule import suggest_sigma
 
 __all__ = ["SHELLS_FORMAT", "FitResult", "fit_volume", "fit_shells", "sample_shells", "write_shells",
            "read_shells", "describe_shells", "descriptors_um"]
@@ -92,7 +93,8 @@ def fit_volume(volume: np.ndarray, voxel_size_um: float, *, phase: int | None = 
         The volume's file name for error messages.
     model : str
         ``"auto"`` (hold-out selection among all candidates, :mod:`nmc_dataset.shells._selection`)
-        or one candidate name (``independent``, ``scale_mixture``, ``scale_mixture_bands``):
+        or one candidate name (``independent``, ``scale_mixture``, ``scale_mixture_bands``,
+        ``ellipsoid_mixture``):
         that model is fitted on all particles and still self-checked on a hold-out.
     holdout : float
         Fraction of particles held out for the self-check; 0 skips it.
@@ -130,6 +132,9 @@ def fit_volume(volume: np.ndarray, voxel_size_um: float, *, phase: int | None = 
                                             sigma=float(measure_sigma), otsu_threshold=seg.threshold,
                                             correct_blur=correct_blur)
         minfo = mi.to_json()
+        if seg.input_kind == "grey" and pc.coeffs.shape[0]:
+            minfo["sigma_rule"] = suggest_sigma(mi.blur_sigma_vox, float(measure_sigma),
+                                                pc.coeffs[:, 0] / np.sqrt(4 * np.pi), degree)
     table = {"particle_label": pc.label, "centroid_x_vox": pc.centroid_xyz[:, 0],
              "centroid_y_vox": pc.centroid_xyz[:, 1], "centroid_z_vox": pc.centroid_xyz[:, 2],
              "volume_vox": pc.volume_voxels, "star_volume_fraction": pc.star_volume_fraction,

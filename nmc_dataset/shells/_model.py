@@ -10,6 +10,10 @@ Models (``ShellModel.kind``)
     pattern of the roughness uniformly at random (:mod:`nmc_dataset.shells._mixture`). The
     per-degree laws below are still fitted and stored (they describe the marginals), but
     sampling uses the mixture.
+``ellipsoid_mixture``
+    A per-particle base ellipsoid (semi-axes drawn jointly with the roughness, random
+    orientation) plus a scale mixture on the residual (:mod:`nmc_dataset.shells._ellipsoid`):
+    the harmonics ``l >= 4`` of ellipsoid-like particles stay locked to their ``l = 2`` axes.
 
 Model files of format version 1 have no ``model`` key: they are ``independent``.
 
@@ -68,6 +72,7 @@ from scipy import optimize, special
 from nmc_dataset._util import atomic_path, check_format, read_json, write_json_atomic
 from nmc_dataset.errors import InputError
 from nmc_dataset.shells._harmonics import icosphere, n_coeffs, sh_basis, vertex_weights
+from nmc_dataset.shells._ellipsoid import EllipsoidMixture
 from nmc_dataset.shells._mixture import ScaleMixture
 
 __all__ = [
@@ -87,7 +92,7 @@ COEFF_TABLE_FORMAT = "nmc-dataset/shell-coefficients"
 SH_CONVENTION = ("real orthonormal SH, no Condon-Shortley phase, index l*l+l+m, "
                  "theta polar from +z, phi azimuth from +x; coefficients in voxels")
 FAMILIES = ("normal", "lognormal", "t", "gamma")
-MODEL_KINDS = ("independent", "scale_mixture")
+MODEL_KINDS = ("independent", "scale_mixture", "ellipsoid_mixture")
 FAMILY_SETS = ("constrained", "paper")
 _T_MIN_DF = {"constrained": 2.1, "paper": 0.2}
 
@@ -359,9 +364,10 @@ class ShellModel:
     coefficients_file : str, optional
         File name of the coefficient parquet beside the model JSON (set when the model is written).
     kind : str
-        ``"independent"`` (the paper's) or ``"scale_mixture"`` (see the module docstring).
-    mixture : ScaleMixture, optional
-        The dependence model of a ``scale_mixture`` model.
+        ``"independent"`` (the paper's), ``"scale_mixture"`` or ``"ellipsoid_mixture"`` (see the module
+        docstring).
+    mixture : ScaleMixture or EllipsoidMixture, optional
+        The dependence model of a ``scale_mixture`` / ``ellipsoid_mixture`` model.
     families : str
         ``"constrained"`` or ``"paper"`` (which per-degree families competed).
     selection_table : dict, optional
@@ -383,7 +389,7 @@ class ShellModel:
     format_version: int = FORMAT_VERSION
     coefficients_file: str | None = None
     kind: str = "independent"
-    mixture: ScaleMixture | None = None
+    mixture: ScaleMixture | EllipsoidMixture | None = None
     families: str = "constrained"
     selection_table: dict | None = None
 
@@ -392,8 +398,9 @@ class ShellModel:
     def fit(cls, coeffs, voxel_size_um: float, *, selection: str = "aic",
             star_volume_fraction=None, particle_table: dict | None = None, source: dict | None = None,
             min_volume_voxels: float = 10.0, check_subdivisions: int = 4, kind: str = "independent",
-            n_bands: int = 1, families: str = "constrained", edcc: bool = True) -> "ShellModel":
-        """Fit per-degree laws (and, for ``kind="scale_mixture"``, the dependence model).
+            n_bands: int = 1, families: str = "constrained", edcc: bool = True,
+            laws: list | None = None) -> "ShellModel":
+        """Fit per-degree laws (and, for the mixtures, the dependence model).
 
         Parameters
         ----------
@@ -411,14 +418,17 @@ class ShellModel:
             Shells with a smaller volume (in voxels) are invalid and redrawn when sampling.
         check_subdivisions : int, default 4
             Icosphere subdivisions of the positivity / volume check.
-        kind : {"independent", "scale_mixture"}
+        kind : {"independent", "scale_mixture", "ellipsoid_mixture"}
             The model (see the module docstring).
         n_bands : int
-            Bands of the degrees ``2..L`` of a scale mixture (``l = 1`` is always its own band).
+            Bands of the degrees ``3..L`` of a mixture (``l = 1`` and ``l = 2`` are always bands of their own).
         families : {"constrained", "paper"}
             Which per-degree families compete (see the module docstring).
         edcc : bool
             Compute the EDCC of ``a_00`` with every ``a_lm`` (the slow part of a fit).
+        laws : list of DegreeLaw, optional
+            Per-degree laws already fitted to the same coefficients with the same ``selection``
+            and ``families`` (the model selection fits them once for all candidates).
 
         Returns
         -------
@@ -443,8 +453,10 @@ class ShellModel:
         if n_coeffs(L) != K:
             raise InputError(f"coefficient count {K} is not (L+1)**2")
         a00 = np.ascontiguousarray(c[:, 0])
-        laws = []
-        for l in range(L + 1):
+        given, laws = laws, []
+        if given is not None and [law.degree for law in given] != list(range(L + 1)):
+            raise ValueError(f"laws must list degrees 0..{L}")
+        for l in range(L + 1) if given is None else ():
             block = c[:, l * l: (l + 1) ** 2]
             cands = _fit_candidates(block.ravel(), signed=l > 0, families=families)
             ok = {f: v for f, v in cands.items() if v.get("eligible", v["applicable"])}
@@ -460,11 +472,17 @@ class ShellModel:
                 e = float(np.mean(per))
             laws.append(DegreeLaw(degree=l, family=fam, params=dict(ok[fam]["params"]), candidates=cands,
                                   edcc=e, edcc_per_order=per))
+        if given is not None:
+            laws = list(given)
         mixture = None
         if kind == "scale_mixture":
             if np.any(c[:, 0] <= 0):
                 raise InputError("a scale mixture needs a_00 > 0 for every particle")
             mixture = ScaleMixture.fit(c, n_bands=n_bands)
+        elif kind == "ellipsoid_mixture":
+            if L < 2 or np.any(c[:, 0] <= 0):
+                raise InputError("an ellipsoid mixture needs degree >= 2 and a_00 > 0 for every particle")
+            mixture = EllipsoidMixture.fit(c, n_bands=n_bands)
         svf = {}
         if star_volume_fraction is not None:
             s = np.asarray(star_volume_fraction, dtype=np.float64)
@@ -494,7 +512,7 @@ class ShellModel:
         (n, (L+1)**2) float array
             Coefficients in voxels.
         """
-        if self.kind == "scale_mixture":
+        if self.kind in ("scale_mixture", "ellipsoid_mixture"):
             return self.mixture.draw_raw(n, rng)
         out = np.empty((int(n), n_coeffs(self.degree)))
         for law in self.laws:
@@ -506,7 +524,8 @@ class ShellModel:
         """Log density of whole coefficient vectors under the model (before the validity condition).
 
         Used to score models on held-out particles: ``independent`` sums the per-coefficient
-        laws, ``scale_mixture`` uses :meth:`ScaleMixture.logpdf`.
+        laws, ``scale_mixture`` uses :meth:`ScaleMixture.logpdf`; ``ellipsoid_mixture`` has no
+        closed-form density (NaN).
 
         Parameters
         ----------
@@ -519,6 +538,8 @@ class ShellModel:
             Log density of each vector.
         """
         c = np.atleast_2d(np.asarray(coeffs, dtype=np.float64))
+        if self.kind == "ellipsoid_mixture":
+            return np.full(c.shape[0], np.nan)
         if self.kind == "scale_mixture":
             return self.mixture.logpdf(c)
         out = np.zeros(c.shape[0])
@@ -722,6 +743,10 @@ class ShellModel:
                 if not isinstance(doc.get("dependence"), dict):
                     raise InputError("a scale_mixture model needs its 'dependence' block", where)
                 m.mixture = ScaleMixture.from_json(doc["dependence"], m.degree)
+            elif m.kind == "ellipsoid_mixture":
+                if not isinstance(doc.get("dependence"), dict):
+                    raise InputError("an ellipsoid_mixture model needs its 'dependence' block", where)
+                m.mixture = EllipsoidMixture.from_json(doc["dependence"], m.degree)
         except (KeyError, TypeError, ValueError) as e:
             raise InputError(f"malformed shell model ({type(e).__name__}: {e})", where) from None
         if [law.degree for law in laws] != list(range(m.degree + 1)):
@@ -767,7 +792,11 @@ class ShellModel:
         head = (f"shell model ({self.kind}): L={self.degree}, {self.n_particles} particles, "
                 f"voxel {self.voxel_size_um} µm")
         lines = [head]
-        if self.mixture is not None:
+        if isinstance(self.mixture, EllipsoidMixture):
+            bands = ", ".join(f"{b[0]}" if len(b) == 1 else f"{b[0]}-{b[-1]}" for b in self.mixture.bands)
+            lines.append(f"  base ellipsoid (semi-axes) and residual roughness per band ({bands}) drawn jointly "
+                         f"(kernel density of {self.mixture.points.shape[0]} particles), random orientation")
+        elif self.mixture is not None:
             bands = ", ".join(f"{b[0]}" if len(b) == 1 else f"{b[0]}-{b[-1]}" for b in self.mixture.bands)
             lines.append(f"  latent roughness per band of degrees ({bands}) drawn jointly with a_00 "
                          f"(kernel density of {self.mixture.points.shape[0]} particles)")

@@ -45,6 +45,7 @@ CANDIDATES = {
     "independent": {"kind": "independent"},
     "scale_mixture": {"kind": "scale_mixture", "n_bands": 1},
     "scale_mixture_bands": {"kind": "scale_mixture", "n_bands": 3},
+    "ellipsoid_mixture": {"kind": "ellipsoid_mixture", "n_bands": 3},
 }
 MIN_HOLDOUT = 10
 MIN_TRAIN = 30
@@ -118,7 +119,7 @@ def select_model(coeffs, voxel_size_um: float, *, rng: np.random.Generator, hold
     candidates : sequence of str
         Names from :data:`CANDIDATES`.
     n_sample : int, optional
-        Shells sampled per candidate (default ``max(1000, 4 h)``).
+        Shells sampled per candidate (default ``max(1000, 2.5 h)``).
     subdivisions : int
         Icosphere of the descriptor triangulation (3: 642 vertices).
     fallback : str
@@ -155,17 +156,20 @@ def select_model(coeffs, voxel_size_um: float, *, rng: np.random.Generator, hold
         return model, table
     perm = rng.permutation(n)
     hold, train = np.sort(perm[:n_h]), np.sort(perm[n_h:])
-    n_sample = int(n_sample or max(1000, 4 * n_h))
+    # 2.5 h sampled shells: KS noise 1.18x its floor 1.36/sqrt(h) (4 h: 1.12x), 35 % fewer descriptors
+    n_sample = int(n_sample or max(1000, round(2.5 * n_h)))
     d_hold = shell_descriptors(c[hold], subdivisions=subdivisions)
     rows = {}
     train_kw = {k: v for k, v in fit_kw.items()
                 if k not in ("star_volume_fraction", "particle_table", "source", "edcc")}
+    laws = None  # the per-degree laws of the training part are the same for every candidate: fit once
     for name in candidates:
-        m = fit_candidate(name, c[train], voxel_size_um, edcc=False, **train_kw)
+        m = fit_candidate(name, c[train], voxel_size_um, edcc=False, laws=laws, **train_kw)
+        laws = m.laws
         sim, stats = m.sample_coefficients(n_sample, rng, return_stats=True)
         sc = _score(d_hold, shell_descriptors(sim, subdivisions=subdivisions))
         ks = [v["ks"] for v in sc.values()]
-        ll = m.log_density(c[hold])
+        ll = m.log_density(c[hold])  # NaN where a model has no closed-form density
         aic = None
         if m.kind == "independent":
             k = sum(len(law.params) for law in m.laws)

@@ -10,6 +10,7 @@ import pytest
 
 from nmc_dataset.cli import _main as cli
 from nmc_dataset.synthetic._ct_phantom import make_ct_phantom, reference_shell_model
+from nmc_dataset.shells._sigma_rule import SIGMA_RANGE
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +47,7 @@ def test_fit_sample_describe(fitted, capsys):
     assert doc["families"] == "constrained" and doc["degrees"][0]["family"] in ("lognormal", "gamma")
     mi = doc["source"]["measurement"]
     assert mi["method"] == "subvoxel" and mi["corrected"] and 1.0 < mi["blur_sigma_vox"] < 2.0
+    assert SIGMA_RANGE[0] <= mi["sigma_rule"]["suggested_sigma_vox"] <= SIGMA_RANGE[1]  # the σ rule's advice
     t = pq.read_table(d / "model.coefficients.parquet")
     assert t.num_rows == 14 and "a_l9_m-9" in t.column_names and "star_volume_fraction" in t.column_names
 

@@ -78,3 +78,22 @@ def test_units_scale(rng):
     a, b = shell_descriptors(c), shell_descriptors(2 * c)
     for k, p in (("d_max", 1), ("area", 2), ("volume", 3), ("sphericity", 0), ("aspect_ratio", 0)):
         np.testing.assert_allclose(b[k], a[k] * 2**p, rtol=1e-9)
+
+
+def test_threaded_hull_volumes_equal_the_plain_loop(rng):
+    from scipy.spatial import ConvexHull
+
+    from nmc_dataset.shells._descriptors import hull_volumes
+
+    pts = rng.normal(size=(40, 162, 3)) * rng.uniform(0.5, 2.0, (40, 1, 3))
+    plain = np.array([ConvexHull(p).volume for p in pts])
+    assert np.array_equal(hull_volumes(pts, threads=4), plain)
+    assert np.array_equal(hull_volumes(pts, threads=1), plain)
+
+
+def test_threaded_batches_equal_one_thread():
+    c = reference_shell_model().sample_coefficients(150, np.random.default_rng(9))
+    one = shell_descriptors(c, subdivisions=2, threads=1)
+    many = shell_descriptors(c, subdivisions=2, threads=4, batch=20)
+    for k in DESCRIPTORS:
+        assert np.allclose(one[k], many[k], rtol=1e-12, atol=0), k

@@ -34,22 +34,26 @@ def test_small_loop_through_the_cli(tmp_path):
     assert "heterogeneous" in format_loop_table([r])
 
 
-_ELLIPSOID_GAP = ("the harmonics l >= 4 of an ellipsoid are locked to its l = 2 axes; the scale mixture draws "
-                  "the pattern of l >= 3 independently of them, so compactness, sphericity and aspect ratio "
-                  "miss (measured KS 0.23 / 0.18 / 0.17); per-degree spreads at l = 5, 6 sit at the "
-                  "measurement noise floor (+20-28 %)")
+_ELLIPSOID_SPREAD = ("the degrees 5 and 6 of an ellipsoid-like body carry little more than its small roughness "
+                     "(~0.03 voxel), at the measurement's noise floor, which the blur correction amplifies: measured "
+                     "spreads at "
+                     "l = 5, 6 are +20-28 % (the descriptors are matched: KS <= 0.1 is asserted before)")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", [k if k != "ellipsoid" else pytest.param(k, marks=pytest.mark.xfail(
-    reason=_ELLIPSOID_GAP, strict=False)) for k in TRUTH_KINDS])
+@pytest.mark.parametrize("kind", TRUTH_KINDS)
 def test_full_loop(kind, tmp_path):
     """>= 1000 measured particles, radii 6-40: KS <= 0.1 on every descriptor, spreads within 10 % to l = 6."""
     r = run_truth_loop(kind, tmp_path / "loop", n_particles=1000, r_median=10.0, seed=0)
     assert r["n_measured"] >= 950
     for k, v in r["ks"].items():
         assert v <= 0.1, (k, r["ks"])
-    for l, v in r["spread_ratio"].items():
-        assert v == pytest.approx(1.0, abs=0.1), (l, r["spread_ratio"])
-    if kind != "independent":
-        assert r["chosen"].startswith("scale_mixture")
+    if kind == "ellipsoid":  # l >= 4 locked to the l = 2 axes: only the base-ellipsoid model has that
+        assert r["chosen"] == "ellipsoid_mixture"
+    elif kind != "independent":  # a smooth majority and a rough minority: a mixture
+        assert r["chosen"] != "independent"
+    bad = {l: v for l, v in r["spread_ratio"].items() if abs(v - 1.0) > 0.1}
+    if kind == "ellipsoid" and set(bad) <= {5, 6}:
+        if bad:
+            pytest.xfail(_ELLIPSOID_SPREAD + f"; measured {r['spread_ratio']}")
+    assert not bad, r["spread_ratio"]

@@ -1,0 +1,91 @@
+"""A rule for the smoothing σ of the sub-voxel measurement, from the measured blur and particle size.
+
+The sub-voxel radius is the crossing of the smoothed grey profile through mid-level. Smoothing
+with a Gaussian of σ (voxels) trades noise for resolution:
+
+* white noise of standard deviation ``n`` becomes ``n ν(σ)``, with ``ν(σ) = (Σ_i g_i²)^{3/2}`` for
+  the discrete, normalised 1-D kernel ``g`` that ``scipy.ndimage.gaussian_filter`` applies along
+  each axis (``ν ≈ (8π^{3/2} σ³)^{-1/2}`` for σ >~ 1);
+* the edge of contrast ``C`` is blurred by ``σ_t = √(σ_psf² + σ²)`` (``σ_psf`` the scanner's own
+  blur) and its slope at the crossing is ``C / (√(2π) σ_t)``; the crossing error of one ray is
+  the noise over the slope, ``∝ ν(σ) σ_t / C``;
+* the blur damps degree ``l`` by ``exp(−σ_t² (l(l+1) − 2) / (2R²))`` on a particle of radius ``R``;
+  the correction undoes it and multiplies the noise of that degree by the same factor.
+
+The error of a degree-``L`` coefficient after the correction is therefore, up to the factor
+``n / C`` that does not depend on σ,
+
+    E(σ) = ν(σ) · σ_t · exp(σ_t² (L(L+1) − 2) / (2 R²)),     σ_t² = σ_psf² + σ²,
+
+and :func:`suggest_sigma` returns the σ in ``[0.5, 3]`` voxels minimising it for the median
+particle radius. The contrast/noise ratio scales ``E`` but does not move its minimum. For
+``σ_psf = 1.1``, ``R = 10``, ``L = 9`` (the closed-loop phantoms) the rule gives 1.1 (the default 1
+is within 1 % of the optimum there); ``R = 20`` gives 1.85 (25 % lower error than σ = 1), ``R = 40``
+the cap 3, ``R = 6`` 0.75 (18 % lower error). The rule
+is first order (white noise, a single Gaussian blur, mean-curvature damping) and does not see
+false crossings at very low contrast/noise (below ~4 a larger σ is safer).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+__all__ = ["SIGMA_RANGE", "noise_factor", "sigma_error", "suggest_sigma"]
+
+#: σ range searched (voxels).
+SIGMA_RANGE = (0.5, 3.0)
+
+
+@functools.lru_cache(maxsize=256)
+def _nu(sigma: float, truncate: float = 4.0) -> float:
+    r = int(truncate * sigma + 0.5)  # the radius scipy.ndimage.gaussian_filter uses
+    x = np.arange(-r, r + 1, dtype=np.float64)
+    g = np.exp(-0.5 * (x / sigma) ** 2)
+    g /= g.sum()
+    return float(np.sum(g * g) ** 1.5)
+
+
+def noise_factor(sigma: float) -> float:
+    """Standard deviation of white noise after ``scipy.ndimage.gaussian_filter(sigma)`` in 3-D, per unit."""
+    return _nu(round(float(sigma), 6))
+
+
+def sigma_error(sigma, psf_sigma: float, radius: float, degree: int) -> np.ndarray:
+    """``E(σ)`` of the module docstring (relative units) for one radius, vectorised over σ."""
+    s = np.atleast_1d(np.asarray(sigma, dtype=np.float64))
+    st2 = float(psf_sigma) ** 2 + s**2
+    k = max(int(degree) * (int(degree) + 1) - 2, 0)
+    nu = np.array([noise_factor(v) for v in s])
+    return nu * np.sqrt(st2) * np.exp(st2 * k / (2.0 * float(radius) ** 2))
+
+
+def suggest_sigma(blur_sigma: float, sigma_used: float, radii, degree: int) -> dict:
+    """The rule's σ for a measurement that used ``sigma_used`` and measured the total blur ``blur_sigma``.
+
+    Parameters
+    ----------
+    blur_sigma : float
+        Measured total blur ``σ_t`` (voxels) of that measurement.
+    sigma_used : float
+        Its smoothing σ; the scanner blur is ``σ_psf = √(max(σ_t² − σ², 0))``.
+    radii : array_like
+        Particle mean radii (voxels); their median enters the rule.
+    degree : int
+        SH degree L.
+
+    Returns
+    -------
+    dict
+        ``suggested_sigma_vox`` (rounded to 0.05), ``psf_sigma_vox``, ``median_radius_vox``,
+        ``error_ratio`` (``E`` at the suggestion over ``E`` at ``sigma_used``; < 1 is better).
+    """
+    r = float(np.median(np.asarray(radii, dtype=np.float64)))
+    psf = float(np.sqrt(max(float(blur_sigma) ** 2 - float(sigma_used) ** 2, 0.0)))
+    grid = np.round(np.arange(SIGMA_RANGE[0], SIGMA_RANGE[1] + 1e-9, 0.05), 2)
+    e = sigma_error(grid, psf, r, degree)
+    best = float(grid[int(np.argmin(e))])
+    ratio = float(e.min() / sigma_error(float(sigma_used), psf, r, degree)[0])
+    return {"suggested_sigma_vox": best, "psf_sigma_vox": psf, "median_radius_vox": r, "error_ratio": ratio,
+            "rule": "minimises noise(sigma) * sigma_t * exp(sigma_t^2 (L(L+1)-2) / (2 R_median^2))"}

@@ -23,6 +23,10 @@ from ..outputs import add_force_option
 SELECTION_FORMAT = "nmc-dataset/section-selection"
 #: Grain-dilation reach of import-ebsd (pixels; reconstruct.dilate_grains).
 DEFAULT_DILATE_PX = 0.0
+#: How import-ebsd completes the map across unassigned pixels (reconstruct_grains(fill=...)).
+DEFAULT_FILL = "shape"
+#: Fewest confident pixels (indexed, CI >= min_ci) a particle section must have, as a fraction.
+MIN_CONFIDENT_FRACTION = 0.5
 
 
 def _parse_center(text):
@@ -77,7 +81,7 @@ def expand_scans(patterns, base: Path | None = None) -> list[Path]:
 
 def import_ebsd(scans, out, min_ci: float = 0.1, max_misorientation_deg: float = 5.0, min_grain_px: int = 5,
                 center_px=None, central="auto", threshold: float | None = None,
-                dilate_px: float = DEFAULT_DILATE_PX, force: bool = False) -> dict:
+                dilate_px: float = DEFAULT_DILATE_PX, force: bool = False, fill: str = DEFAULT_FILL) -> dict:
     """Import EBSD scans into a folder of sections (the API behind ``import-ebsd``).
 
     Parameters
@@ -90,7 +94,11 @@ def import_ebsd(scans, out, min_ci: float = 0.1, max_misorientation_deg: float =
     min_ci, max_misorientation_deg, min_grain_px, dilate_px :
         Grain reconstruction (:func:`nmc_dataset.grains.reconstruct.reconstruct_grains`):
         ``dilate_px`` is the grain-dilation reach applied before the ``min_grain_px`` filter
-        (0 = none).
+        (0 = none; only with ``fill="none"``).
+    fill : {"shape", "none"}
+        ``"shape"`` (default): complete every grain across unindexed and low-CI pixels
+        (:mod:`nmc_dataset.grains.completion`), so that the morphology is measured on the
+        completed map; ``"none"``: labels keep only the confident pixels.
     center_px : (2,) sequence, optional
         ``(x, y)`` centre used for every scan (default: each particle mask's centroid).
     central : 'auto', 'all' or list of ids
@@ -120,6 +128,10 @@ def import_ebsd(scans, out, min_ci: float = 0.1, max_misorientation_deg: float =
         raise RecipeError(f"--min-grain-px must be >= 1, got {min_grain_px}")
     if not (np.isfinite(dilate_px) and dilate_px >= 0):
         raise RecipeError(f"--dilate-px must be a number >= 0, got {dilate_px}")
+    if fill not in ("shape", "none"):
+        raise RecipeError(f"--fill must be 'shape' or 'none', got {fill!r}")
+    if fill == "shape" and dilate_px > 0:
+        raise RecipeError("--dilate-px needs --fill none (--fill shape already assigns every unindexed pixel)")
     threshold = CENTRALITY_THRESHOLD if threshold is None else float(threshold)
     scans = [Path(s) for s in scans]
     if not scans:
@@ -144,10 +156,17 @@ def import_ebsd(scans, out, min_ci: float = 0.1, max_misorientation_deg: float =
         if not scan.indexed.any():
             raise InputError("no indexed pixel in the scan (nothing to reconstruct)", path)
         gm = reconstruct_grains(scan, min_ci=min_ci, max_misorientation_deg=max_misorientation_deg,
-                                min_grain_px=int(min_grain_px), center_px=center, dilate_px=float(dilate_px))
+                                min_grain_px=int(min_grain_px), center_px=center, dilate_px=float(dilate_px),
+                                fill=fill)
         if gm.n_grains == 0:
             raise InputError(f"no grain found (no {min_grain_px}+ pixel region with CI >= {min_ci} and "
                              f"misorientation < {max_misorientation_deg}°); lower --min-ci / --min-grain-px", path)
+        confident = (scan.indexed & (scan.ci >= min_ci))[gm.mask].mean() if gm.mask.any() else 0.0
+        if confident < MIN_CONFIDENT_FRACTION:
+            raise InputError(f"only {100 * confident:.0f} % of the particle section's pixels are indexed with CI >= "
+                             f"{min_ci:g} (need {100 * MIN_CONFIDENT_FRACTION:.0f} %): the grain map would be mostly "
+                             "guessed; check the step size and the phase, lower --min-ci if the CI scale differs, "
+                             "or re-index / clean up the scan in the instrument's software", path)
         gt = grain_table(gm.labels, gm.center_px, pixel_size_um=sx, mean_orientation=gm.mean_orientation)
         chords = chord_arrow_table(gm.labels, pixel_size_um=sx)
         score = centrality_score(gt.column("alpha_rad").to_numpy(), gt.column("area_px").to_numpy(),
@@ -171,7 +190,7 @@ def import_ebsd(scans, out, min_ci: float = 0.1, max_misorientation_deg: float =
         "criterion": "centrality_score: area*elongation-weighted mean of cos(2 alpha); central if >= threshold",
         "calibration": CENTRALITY_CALIBRATION, "threshold": threshold, "sections": sections_meta,
         "options": {"min_ci": float(min_ci), "max_misorientation_deg": float(max_misorientation_deg),
-                    "min_grain_px": int(min_grain_px), "dilate_px": float(dilate_px),
+                    "min_grain_px": int(min_grain_px), "dilate_px": float(dilate_px), "fill": fill,
                     "center_px": None if center is None else [float(v) for v in center]},
     }
 
@@ -195,6 +214,8 @@ def import_ebsd(scans, out, min_ci: float = 0.1, max_misorientation_deg: float =
                                     float((gm.labels[gm.mask] > 0).mean()) if gm.mask.any() else 0.0,
                                 "min_ci": float(min_ci), "max_misorientation_deg": float(max_misorientation_deg),
                                 "min_grain_px": int(min_grain_px), "dilate_px": float(dilate_px),
+                                "fill": fill, "confident_fraction_of_mask": float(
+                                    (scan.indexed & (scan.ci >= min_ci))[gm.mask].mean()) if gm.mask.any() else 0.0,
                                 "units": {"pixel_size_um": "micrometre"}})
             write_section(sec, tmp, tables={"grains": gt, "chords": chords})
         write_json_atomic(Path(tmp) / "selection.json", selection)
@@ -219,6 +240,10 @@ def register(sub) -> None:
     p.add_argument("--dilate-px", type=float, default=DEFAULT_DILATE_PX,
                    help="grain dilation before the size filter: unassigned pixels within this distance take "
                         f"their nearest grain (default {DEFAULT_DILATE_PX:g}; 0 = off)")
+    p.add_argument("--fill", default=DEFAULT_FILL, choices=("shape", "none"),
+                   help="shape (default): complete the grains across unindexed and low-CI pixels (fragments "
+                        "bridged by orientation, gaps filled by each grain's own shape) before measuring them; "
+                        "none: keep only the confident pixels")
     p.add_argument("--center", metavar="X,Y", help="particle-section centre in pixels (default: mask centroid)")
     p.add_argument("--central", default="auto", metavar="auto|all|LIST",
                    help="sections used for calibration: auto (centrality score), all, or comma-separated ids "
@@ -234,5 +259,5 @@ def _cmd_import(args) -> int:
     scans = expand_scans(args.scans)
     import_ebsd(scans, args.out, min_ci=args.min_ci, max_misorientation_deg=args.max_misorientation_deg,
                 min_grain_px=args.min_grain_px, center_px=center, central=args.central, threshold=args.threshold,
-                dilate_px=args.dilate_px, force=args.force)
+                dilate_px=args.dilate_px, force=args.force, fill=args.fill)
     return 0

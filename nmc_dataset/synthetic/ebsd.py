@@ -128,6 +128,26 @@ def radial_teacher_gbpd(rng, radius_px: float = 100.0, intensity: float = 0.0018
     return GBPD(seeds, diag, offsets, roll)
 
 
+def depth_teacher_gbpd(rng, radius_px: float = 100.0, core_diag=(0.8, 1.25), **teacher) -> GBPD:
+    """A radial teacher whose grains change with depth: equiaxed at the centre, radial at the rim.
+
+    Draws :func:`radial_teacher_gbpd` (``radius_px`` and ``teacher`` keywords) and then blends
+    each seed's radial marker with an equiaxed one by its normalised distance from the centre,
+    ``ρ_i = min(|s_i| / radius_px, 1)``: ``D_i[0] ← (1 - ρ_i) c_i + ρ_i D_i[0]`` with
+    ``c_i ~ U(core_diag)`` (the tangential range by default, so the core grains are about as
+    long radially as across). The truth for models that see depth.
+    """
+    rng = as_rng(rng)
+    g = radial_teacher_gbpd(rng, radius_px=radius_px, **teacher)
+    lo, hi = core_diag
+    if not DIAG_MIN <= lo <= hi:
+        raise ValueError(f"core_diag must satisfy {DIAG_MIN} <= low <= high, got {core_diag}")
+    rho = np.minimum(np.linalg.norm(g.seeds, axis=1) / float(radius_px), 1.0)
+    diag = g.diag.copy()
+    diag[:, 0] = (1.0 - rho) * rng.uniform(lo, hi, size=g.n) + rho * diag[:, 0]
+    return GBPD(g.seeds, diag, g.offsets, g.roll)
+
+
 # --------------------------------------------------------------------------- slicing
 def plane_basis(normal) -> np.ndarray:
     """An orthonormal basis ``(u, v, n)`` (rows) of a plane with unit normal ``n``.
@@ -457,6 +477,6 @@ def write_synthetic_sections(out, rng, n_central: int = 2, n_off_center: int = 2
 
 
 __all__ = ["LOW_CI_DEFAULT", "INSTRUMENTS", "PSEUDO_SYMMETRY_AXIS_ANGLE",
-           "TEACHER_DEFAULTS", "radial_teacher_gbpd", "plane_basis", "SliceTruth",
+           "TEACHER_DEFAULTS", "depth_teacher_gbpd", "radial_teacher_gbpd", "plane_basis", "SliceTruth",
            "slice_labels", "boundary_counts", "SyntheticScan", "synthetic_scan", "write_scan",
            "write_synthetic_sections"]

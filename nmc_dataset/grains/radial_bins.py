@@ -6,7 +6,7 @@ section disc's radius: for a central section, the particle radius). Shells are e
 ``ρ`` (default three: inner ``[0, 1/3)``, middle ``[1/3, 2/3)``, outer ``[2/3, 1]``; grains with
 ``ρ > 1`` — centroids outside the disc, which a non-convex rim grain can have — go to the last
 one). Chords belong to their grain's shell. Per shell, the four descriptors of
-:data:`nmc_dataset.grains.descriptors.DESCRIPTORS_2D` are returned, at the detection limit.
+:data:`DESCRIPTORS_2D` are returned, at the detection limit.
 
 NMC811 secondary particles often have small equiaxed grains near the core and long radial ones
 outside; the paper's generator sees only its neighbours in the seed's radial frame, so a trend of
@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .descriptors import DESCRIPTORS_2D
 from .morphology import chord_table, grain_descriptors
+
+#: The descriptors of every shell (those of ``descriptors.DESCRIPTORS_2D``).
+DESCRIPTORS_2D = ("area_px", "elongation", "alpha_rad", "chord_px")
 
 #: Default number of radial shells (inner, middle, outer third).
 DEFAULT_RADIAL_BINS = 3
@@ -84,8 +86,23 @@ def pooled_bins(per_section) -> list[dict]:
     return [{k: np.concatenate([sec[b][k] for sec in per_section]) for k in DESCRIPTORS_2D} for b in range(nb)]
 
 
+def compare_radial_bins(measured: list[dict], simulated: list[dict]) -> list[dict]:
+    """Per shell: the summary of both sides and W1 / KS of every descriptor (``None`` where a side is empty)."""
+    from ..compare import distribution_distances
+
+    rows = []
+    for m, s, sm, ss in zip(measured, simulated, radial_bin_summary(measured), radial_bin_summary(simulated)):
+        row = {"rho_low": sm["rho_low"], "rho_high": sm["rho_high"], "measured": sm, "model": ss}
+        for k in DESCRIPTORS_2D:
+            a, b = np.asarray(m[k], float), np.asarray(s[k], float)
+            a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+            row[k] = distribution_distances(a, b) if a.size and b.size else None
+        rows.append(row)
+    return rows
+
+
 def radial_bin_summary(bins_desc: list[dict]) -> list[dict]:
-    """Per shell: grain count and the median of every descriptor (NaN where a shell is empty)."""
+    """Per shell: grain count and the median of every descriptor (None where a shell is empty)."""
     edges = radial_bin_edges(len(bins_desc))
     rows = []
     for b, d in enumerate(bins_desc):
@@ -93,9 +110,10 @@ def radial_bin_summary(bins_desc: list[dict]) -> list[dict]:
         for k in DESCRIPTORS_2D:
             v = np.asarray(d[k], float)
             v = v[np.isfinite(v)]
-            row[f"median_{k}"] = float(np.median(v)) if v.size else float("nan")
+            row[f"median_{k}"] = float(np.median(v)) if v.size else None
         rows.append(row)
     return rows
 
 
-__all__ = ["DEFAULT_RADIAL_BINS", "radial_bin_edges", "radial_bin_descriptors", "pooled_bins", "radial_bin_summary"]
+__all__ = ["DESCRIPTORS_2D", "DEFAULT_RADIAL_BINS", "compare_radial_bins", "radial_bin_edges", "radial_bin_descriptors",
+           "pooled_bins", "radial_bin_summary"]

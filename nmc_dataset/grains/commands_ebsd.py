@@ -3,7 +3,8 @@
 ::
 
     nmc-dataset import-ebsd SCAN.ang [SCAN2.ctf ...] --out sections/ [--min-ci 0.1]
-        [--max-misorientation-deg 5] [--min-grain-px 5] [--center X,Y] [--central auto|all|LIST]
+        [--max-misorientation-deg 5] [--min-grain-px 5] [--fill shape|none] [--center X,Y]
+        [--central auto|all|LIST]
 
 Every scan is parsed, reconstructed and checked before anything is written; the output folder
 is built in a temporary folder and renamed into place (an existing ``--out`` is replaced only if

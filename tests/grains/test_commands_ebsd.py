@@ -230,6 +230,26 @@ def test_cli_error_for_scan_without_grains(tmp_path, capsys):
     _bad(capsys, ["import-ebsd", str(q), "--out", str(out)], out, "no indexed pixel")
 
 
+def test_cli_error_for_a_mostly_unindexed_section_and_fill_options(synthetic, tmp_path, capsys):
+    from nmc_dataset.io.ebsd import read_ebsd, write_ang
+
+    folder, recs = synthetic
+    scan = read_ebsd(folder / recs[0]["scan"])
+    ci = scan.ci.copy()
+    rng = np.random.default_rng(0)
+    ci[scan.indexed & (rng.uniform(size=ci.shape) < 0.6)] = 0.02  # 60 % of the section below --min-ci
+    p = write_ang(tmp_path / "poor.ang", scan.euler_rad, ci, scan.iq, scan.phase, 0.05)
+    out = tmp_path / "out"
+    _bad(capsys, ["import-ebsd", str(p), "--out", str(out)], out, str(p), "only 36 % of the particle section",
+         "lower --min-ci")
+    good = str(folder / recs[0]["scan"])
+    _bad(capsys, ["import-ebsd", good, "--out", str(out), "--dilate-px", "2"], out, "--dilate-px needs --fill none")
+    assert main(["import-ebsd", good, "--out", str(out), "--dilate-px", "2", "--fill", "none"]) == 0
+    meta = json.loads((out / recs[0]["id"] / "section.json").read_text())
+    assert meta["fill"] == "none" and meta["assigned_fraction_of_mask"] < 1.0
+    assert json.loads((out / "selection.json").read_text())["options"]["fill"] == "none"
+
+
 # --------------------------------------------------------------------------- recipe section
 def test_recipe_section_import_only(synthetic, tmp_path):
     import yaml

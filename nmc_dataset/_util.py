@@ -13,7 +13,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from .errors import FormatVersionError, InputError
+from nmc_dataset.errors import FormatVersionError, InputError
 
 log = logging.getLogger("nmc_dataset")
 

@@ -16,9 +16,9 @@ import importlib
 import os
 import sys
 
-from . import __version__
-from ._util import setup_logging
-from .errors import NmcError
+from nmc_dataset import __version__
+from nmc_dataset._util import setup_logging
+from nmc_dataset.errors import NmcError
 
 #: modules that define ``register(subparsers)``; order is the order in ``--help``.
 COMMAND_MODULES = (

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._util import write_json_atomic, write_text_atomic, atomic_path
+from nmc_dataset._util import write_json_atomic, write_text_atomic, atomic_path
 
 __all__ = ["compare_descriptors", "distribution_distances", "plot_histograms"]
 

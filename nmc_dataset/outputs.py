@@ -23,8 +23,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from ._util import _UMASK, write_json_atomic
-from .errors import InputError
+from nmc_dataset._util import _UMASK, write_json_atomic
+from nmc_dataset.errors import InputError
 
 MARKER = ".nmc-dataset.json"
 MARKER_FORMAT = "nmc-dataset/output-folder"

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ExportError, InputError, RecipeError
+from nmc_dataset.errors import ExportError, InputError, RecipeError
 
 #: (section name, module with ``run_section``) in execution order.
 SECTIONS: tuple[tuple[str, str], ...] = (
@@ -170,7 +170,7 @@ def run_recipe(path: str | Path, out: str | Path, *, workers: int = 1, force: bo
         raise RecipeError("--workers must be >= 1")
     ctx = RunContext(recipe_path=path, recipe=recipe, out=Path(out), seed=int(recipe.get("seed", 0)),
                      workers=workers, force=force, options=dict(options or {}))
-    from .dataset.build import check_build_folder, claim_build_folder
+    from nmc_dataset.dataset.build import check_build_folder, claim_build_folder
 
     selected = [(name, importlib.import_module(module)) for name, module in SECTIONS
                 if name in recipe and (not only or name in only)]
@@ -229,7 +229,7 @@ def register(sub) -> None:
 
 
 def _cmd_run(args) -> int:
-    from ._util import log
+    from nmc_dataset._util import log
 
     ctx = run_recipe(args.recipe, args.out, workers=args.workers, force=args.force, only=args.only,
                      options={"executor": args.executor, "scheduler": args.scheduler})

@@ -31,8 +31,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .._util import atomic_path, inject_fault, log, progress, write_json_atomic
-from ..errors import InputError, RecipeError
+from nmc_dataset._util import atomic_path, inject_fault, log, progress, write_json_atomic
+from nmc_dataset.errors import InputError, RecipeError
 
 #: parquet writer options fixed for reproducible bytes (no timestamps are written by arrow).
 PARQUET_OPTIONS: dict[str, Any] = dict(
@@ -320,7 +320,7 @@ def claim_build_folder(out: str | os.PathLike, roots: Sequence[str], *, force: b
     RecipeError
         As described.
     """
-    from ..outputs import check_out_name
+    from nmc_dataset.outputs import check_out_name
 
     out = check_out_name(out)
     if out.exists() and not out.is_dir():
@@ -560,7 +560,7 @@ def _run_dask(make_shard, out, n_shards, tasks, configs, workers, scheduler, des
     try:
         from distributed import Client, LocalCluster, as_completed
     except ImportError:  # pragma: no cover - depends on the environment
-        from ..errors import MissingExtraError
+        from nmc_dataset.errors import MissingExtraError
 
         raise MissingExtraError("--executor dask", "dask", "distributed") from None
     own_cluster = None

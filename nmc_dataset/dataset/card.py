@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from .._util import human_bytes, write_text_atomic
-from ..errors import InputError
-from .manifest import content_files
+from nmc_dataset._util import human_bytes, write_text_atomic
+from nmc_dataset.errors import InputError
+from nmc_dataset.dataset.manifest import content_files
 
 CARD = "README.md"
 TEMPLATE = "dataset_card.md.jinja"
@@ -367,7 +367,7 @@ def card_metadata(d: dict, configs: list[dict]) -> "Any":
 def card_context(folder: str | os.PathLike, release: dict, *, recipe_hash: str | None = None,
                  figures: list | None = None) -> dict:
     """Everything the template needs, computed from the folder's files and the release metadata."""
-    from .. import __version__
+    from nmc_dataset import __version__
     import yaml
 
     folder = Path(folder)

@@ -13,7 +13,7 @@ from typing import Mapping
 
 import numpy as np
 
-from .._util import atomic_path, write_json_atomic
+from nmc_dataset._util import atomic_path, write_json_atomic
 
 _PNG_META = {"Software": None}
 
@@ -152,7 +152,7 @@ def card_figures(folder: str | os.PathLike, *, measured: Mapping[str, Mapping[st
     """
     import pyarrow.parquet as pq
 
-    from .card import config_summaries, unit_of
+    from nmc_dataset.dataset.card import config_summaries, unit_of
 
     folder = Path(folder)
     figdir = folder / "figures"
@@ -238,7 +238,7 @@ def particle_rendering(labels: np.ndarray, path: str | os.PathLike, *, voxel_siz
     """
     from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 
-    from ..export.meshes import grain_surface_mesh
+    from nmc_dataset.export.meshes import grain_surface_mesh
 
     plt = _pyplot()
     lab = np.array(labels, dtype=np.int32, copy=True)

@@ -42,7 +42,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .._util import atomic_path, log
+from nmc_dataset._util import atomic_path, log
 
 #: the dataset section's default particles per shard (a 64³ uint16 volume is 0.5 MiB in memory)
 DEFAULT_SHARD_SIZE = 25
@@ -76,7 +76,7 @@ def cube_grid(coeffs_um: np.ndarray, n: int, pad: int = CUBE_PAD):
     nmc_dataset.particles.voxelize.Grid
         Shape ``(n, n, n)``, lattice indices ``-(n // 2) .. n - 1 - n // 2`` on every axis.
     """
-    from ..particles.voxelize import Grid, shell_extent
+    from nmc_dataset.particles.voxelize import Grid, shell_extent
 
     n = int(n)
     if n < 2 * pad + 4:
@@ -99,7 +99,7 @@ def voxelize_cube(particle, n: int, pad: int = CUBE_PAD):
     -------
     nmc_dataset.particles.voxelize.VoxelVolume
     """
-    from ..particles.voxelize import VoxelVolume, gbpd_grid_labels, label_dtype, shell_mask
+    from nmc_dataset.particles.voxelize import VoxelVolume, gbpd_grid_labels, label_dtype, shell_mask
 
     grid = cube_grid(particle.coeffs_um, n, pad)
     mask = shell_mask(particle.coeffs_um, grid)
@@ -111,8 +111,7 @@ def voxelize_cube(particle, n: int, pad: int = CUBE_PAD):
 
 def voxelize_cube_reference(particle, n: int, pad: int = CUBE_PAD):
     """Slow twin of :func:`voxelize_cube` (SH radius at every voxel, brute-force GBPD labels)."""
-    from ..particles.voxelize import (VoxelVolume, gbpd_grid_labels_reference, label_dtype,
-                                      shell_mask_reference)
+    from nmc_dataset.particles.voxelize import VoxelVolume, gbpd_grid_labels_reference, label_dtype, shell_mask_reference
 
     grid = cube_grid(particle.coeffs_um, n, pad)
     mask = shell_mask_reference(particle.coeffs_um, grid)
@@ -173,7 +172,7 @@ def voxels_table(volumes: list, n_grains: list, n: int):
     """The ``voxels_<n>`` Arrow table of a shard's cube volumes (``VoxelVolume`` list, uint16)."""
     import pyarrow as pa
 
-    from .build import array3d_column
+    from nmc_dataset.dataset.build import array3d_column
 
     feats = voxels_features(n)
     stack = np.stack([np.asarray(v.labels) for v in volumes]) if volumes else np.zeros((0, n, n, n), np.uint16)
@@ -216,7 +215,7 @@ def _models(shell_model_path: str, grain_model_path: str):
     """Loaded models (cached per worker process): ``(shell, shell_id, grain, grain_id)``."""
     key = (shell_model_path, grain_model_path)
     if key not in _MODELS:
-        from ..particles.commands import load_grain_model, load_shell_model
+        from nmc_dataset.particles.commands import load_grain_model, load_shell_model
 
         # One worker = one core: the pool (--workers N) provides the parallelism; threaded torch or
         # numba kernels inside N workers would oversubscribe the machine.
@@ -283,9 +282,9 @@ def particle_shard(shard_index: int, items: Sequence[int], *, out: str, n_shards
     nmc_dataset.dataset.build.ShardResult
         Tables of the configs ``particles``, ``grains`` and ``voxels_<N>``, and the extra files.
     """
-    from ..export import tables as ptables
-    from ..particles.pipeline import export_particles
-    from .build import ShardResult
+    from nmc_dataset.export import tables as ptables
+    from nmc_dataset.particles.pipeline import export_particles
+    from nmc_dataset.dataset.build import ShardResult
 
     out_p = Path(out)
     shell, sid, grain, gid = _models(shell_model_path, grain_model_path)
@@ -298,7 +297,7 @@ def particle_shard(shard_index: int, items: Sequence[int], *, out: str, n_shards
     with contextlib.ExitStack() as stack:
         writer = None
         if "voxels" in formats:
-            from ..export.hdf5 import VoxelsWriter
+            from nmc_dataset.export.hdf5 import VoxelsWriter
 
             rel = voxels_file(shard_index, n_shards)
             writer = stack.enter_context(VoxelsWriter(out_p / rel))
@@ -335,8 +334,8 @@ def _copy_file(src: Path, dst: Path) -> None:
 
 def copy_models(out: Path, shell_model_path: Path, grain_model_path: Path) -> list[str]:
     """Copy the shell model JSON and the grain model folder (model.json + weights) into ``models/``."""
-    from .._util import read_json
-    from ..grains.model import MODEL_JSON, WEIGHTS
+    from nmc_dataset._util import read_json
+    from nmc_dataset.grains.model import MODEL_JSON, WEIGHTS
 
     out = Path(out)
     written = []
@@ -349,7 +348,7 @@ def copy_models(out: Path, shell_model_path: Path, grain_model_path: Path) -> li
         written.append(f"{MODELS_DIR}/{coeffs.name}")
     meta = read_json(grain_model_path / MODEL_JSON)
     name = "grain_model"
-    from ..grains.orientation_model import ORIENTATION_MODEL_FILE
+    from nmc_dataset.grains.orientation_model import ORIENTATION_MODEL_FILE
 
     extra = [ORIENTATION_MODEL_FILE] if (grain_model_path / ORIENTATION_MODEL_FILE).is_file() else []
     for f in (MODEL_JSON, meta.get("weights", WEIGHTS), *extra):
@@ -378,14 +377,14 @@ def build_particle_release(config: dict, ctx, *, shell_model_path: Path, grain_m
     Shard size and the N³ configs come from the ``dataset:`` section (``particles_shard_size``)
     and the ``particles:`` section (``cubes``). Returns the :class:`~nmc_dataset.dataset.build.BuildResult`.
     """
-    from ..particles.commands import parse_formats
-    from ..recipes import recipe_hash
-    from .build import build_dataset, check_build_folder
+    from nmc_dataset.particles.commands import parse_formats
+    from nmc_dataset.recipes import recipe_hash
+    from nmc_dataset.dataset.build import build_dataset, check_build_folder
 
     dcfg = ctx.recipe.get("dataset") or {}
     formats = parse_formats(config.get("formats", ["params", "voxels"]), f"{ctx.recipe_path}: particles.formats")
     if "damask" in formats or "neper" in formats:
-        from ..particles.commands import check_orientations_for, load_grain_model
+        from nmc_dataset.particles.commands import check_orientations_for, load_grain_model
 
         check_orientations_for(formats, load_grain_model(grain_model_path)[0], f"{ctx.recipe_path}: particles.formats")
     cubes = [int(n) for n in config.get("cubes", list(DEFAULT_CUBES))]
@@ -429,7 +428,7 @@ def render_first_particle(out: Path, n: int) -> Path | None:
     """``figures/rendered_particle_<id>_cut_open.png``: the first particle of ``voxels_<n>``, cut open."""
     import pyarrow.parquet as pq
 
-    from .figures import particle_rendering
+    from nmc_dataset.dataset.figures import particle_rendering
 
     files = sorted((Path(out) / "data" / f"voxels_{n}").glob("*.parquet"))
     if not files:
@@ -446,9 +445,9 @@ def render_first_particle(out: Path, n: int) -> Path | None:
 
 
 def _check_memory(config: dict, shell_model_path, n: int, ctx) -> None:
-    from ..particles.assemble import _children, particle_seed
-    from ..particles.commands import load_shell_model
-    from ..particles.voxelize import check_memory, shell_grid
+    from nmc_dataset.particles.assemble import _children, particle_seed
+    from nmc_dataset.particles.commands import load_shell_model
+    from nmc_dataset.particles.voxelize import check_memory, shell_grid
 
     shell, _ = load_shell_model(shell_model_path)
     h = float(config.get("voxel_size_um", 0.05))

@@ -34,11 +34,11 @@ import re
 from pathlib import Path
 from typing import Callable
 
-from .. import __version__
-from .._util import human_bytes, log, write_json_atomic
-from ..errors import PublishError
-from .build import sha256_file
-from .manifest import MANIFEST, verify_manifest
+from nmc_dataset import __version__
+from nmc_dataset._util import human_bytes, log, write_json_atomic
+from nmc_dataset.errors import PublishError
+from nmc_dataset.dataset.build import sha256_file
+from nmc_dataset.dataset.manifest import MANIFEST, verify_manifest
 
 SANDBOX_API = "https://sandbox.zenodo.org/api"
 PRODUCTION_API = "https://zenodo.org/api"
@@ -453,7 +453,7 @@ def publish_zenodo(folder: str | os.PathLike, *, production: bool = False, endpo
     for key in sorted(set(remote) - set(wanted)):  # carried over from the previous version
         z.call("DELETE", f"{bucket}/{key}")
         result["deleted"].append(key)
-    from .._util import progress
+    from nmc_dataset._util import progress
 
     for p, size in progress(files, total=len(files), desc="zenodo", unit="file"):
         key = zenodo_key(p)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError
+from nmc_dataset.errors import InputError
 
 
 def grain_volumes(vertices: np.ndarray, faces: np.ndarray, pairs: np.ndarray, n_grains: int) -> np.ndarray:
@@ -137,7 +137,7 @@ def coarsen_surface(surface, h_um: float, min_elements_per_grain: int | None = N
         With ``stats`` attribute: triangles before/after, vertices restored by repairs, grain
         pairs before/after.
     """
-    from .meshes import GrainSurface
+    from nmc_dataset.export.meshes import GrainSurface
 
     if not (h_um and h_um > 0):
         raise InputError(f"the mesh size must be > 0 µm, got {h_um}", "--mesh-size-um")
@@ -222,7 +222,7 @@ def tet_mesh_coarsened(surface, h_um: float, min_elements_per_grain: int | None 
 
     Returns ``(TetMesh, coarse surface)``; raises ``RuntimeError`` when the retries run out.
     """
-    from .meshes import tet_mesh
+    from nmc_dataset.export.meshes import tet_mesh
 
     keep = np.zeros((0, 3))
     for _ in range(max_retries + 1):

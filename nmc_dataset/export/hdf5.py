@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .._util import atomic_path, check_format, write_text_atomic
-from ..errors import InputError
+from nmc_dataset._util import atomic_path, check_format, write_text_atomic
+from nmc_dataset.errors import InputError
 
 VOXELS_FORMAT = "nmc-dataset/voxels"
 VOXELS_FORMAT_VERSION = 1
@@ -123,7 +123,7 @@ class VoxelsWriter:
                          "n_grains": n, "format": VOXELS_FORMAT, "format_version": VOXELS_FORMAT_VERSION})
         quat = getattr(volume, "orientations_wxyz", None) if orientations_wxyz is None else orientations_wxyz
         if quat is not None:
-            from ..grains.orientation_model import orientation_columns
+            from nmc_dataset.grains.orientation_model import orientation_columns
 
             quat = np.asarray(quat, dtype=np.float64).reshape(-1, 4)
             if len(quat) != n:
@@ -216,7 +216,7 @@ def list_volumes(path) -> list[int]:
 
 def read_volume(path, particle_id: int):
     """Read one particle's :class:`~nmc_dataset.particles.voxelize.VoxelVolume` back."""
-    from ..particles.voxelize import Grid
+    from nmc_dataset.particles.voxelize import Grid
 
     with _open(path) as f:
         name = dataset_name(particle_id)
@@ -226,7 +226,7 @@ def read_volume(path, particle_id: int):
         labels = ds[...]
         h = float(ds.attrs["voxel_size_um"])
         origin = np.asarray(ds.attrs["origin_um"], dtype=np.float64)
-    from ..particles.voxelize import VoxelVolume
+    from nmc_dataset.particles.voxelize import VoxelVolume
 
     grid = Grid(shape=labels.shape, index_lo=np.rint(origin / h).astype(np.int64), voxel_size_um=h)
     return VoxelVolume(labels, grid, int(particle_id), read_orientations(path, particle_id))

@@ -20,7 +20,7 @@ import json
 
 import numpy as np
 
-from .._util import atomic_path
+from nmc_dataset._util import atomic_path
 
 # faces opposite corner 0..3 (oriented away from that corner for a positive tet) and their Abaqus
 # face numbers
@@ -44,7 +44,7 @@ def quat_to_matrix(q) -> np.ndarray:
 
 def check_orientations(orientations, n_grains: int):
     """``None`` or a float64 (n_grains, 4) array of unit quaternions (row ``k - 1`` = grain ``k``)."""
-    from ..errors import InputError
+    from nmc_dataset.errors import InputError
 
     if orientations is None:
         return None

@@ -30,9 +30,9 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from .._util import atomic_path, log
-from ..errors import MissingExtraError
-from .cleanup import clean_labels  # noqa: F401 - part of this module's API; the clean-up is its own module
+from nmc_dataset._util import atomic_path, log
+from nmc_dataset.errors import MissingExtraError
+from nmc_dataset.export.cleanup import clean_labels  # noqa: F401 - part of this module's API; the clean-up is its own module
 
 
 # --------------------------------------------------------------------------- shell
@@ -48,7 +48,7 @@ def shell_surface_mesh(coeffs_um: np.ndarray, subdivisions: int = 6):
     """
     import trimesh
 
-    from ..shells.harmonics import icosphere, radius
+    from nmc_dataset.shells.harmonics import icosphere, radius
 
     dirs, faces = icosphere(subdivisions)
     r = np.asarray(radius(np.asarray(coeffs_um, dtype=np.float64), dirs))
@@ -510,7 +510,7 @@ def _cell_fields(grain: np.ndarray, orientations, quaternions: bool) -> dict:
     """Cell data: ``grain`` and, when orientations are given, ``orientation_matrix`` (9 components,
     row-major rotation crystal -> particle frame), ``c_axis`` (its third column) and, where the
     format allows 4 components (``quaternions``), ``orientation_wxyz``."""
-    from .inp import quat_to_matrix
+    from nmc_dataset.export.inp import quat_to_matrix
 
     out = {"grain": grain.astype(np.int32)}
     if orientations is not None:
@@ -613,8 +613,8 @@ def write_tet_mesh(mesh: TetMesh, folder, stem: str, formats=TET_FORMATS, *, ord
 
     import meshio
 
-    from ..errors import InputError
-    from . import inp as inp_mod
+    from nmc_dataset.errors import InputError
+    from nmc_dataset.export import inp as inp_mod
 
     if order not in (1, 2):
         raise InputError(f"the element order must be 1 (linear tets) or 2 (quadratic tets), got {order!r}",
@@ -625,7 +625,7 @@ def write_tet_mesh(mesh: TetMesh, folder, stem: str, formats=TET_FORMATS, *, ord
         raise ValueError(f"unknown tet mesh format {bad[0]!r} (known: {', '.join(TET_FORMATS)})")
     grain = mesh.grain.astype(np.int64)
     q = inp_mod.check_orientations(orientations, int(grain.max()) if len(grain) else 0)
-    from .. import __version__
+    from nmc_dataset import __version__
 
     prov = {"units": "um", "element_order": int(order), "tool": f"nmc-dataset {__version__}",
             **(provenance or {})}

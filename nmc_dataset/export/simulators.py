@@ -39,8 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .._util import atomic_path, write_text_atomic
-from ..errors import InputError, MissingExtraError
+from nmc_dataset._util import atomic_path, write_text_atomic
+from nmc_dataset.errors import InputError, MissingExtraError
 
 SIMULATOR_FORMATS = ("damask", "neper")
 #: Lattice of NMC811 (R-3m, hexagonal setting: a = 2.875 Å, c = 14.248 Å).
@@ -78,7 +78,7 @@ def _stem(particle_id: int) -> str:
 
 def write_neper_orientations(particle, folder) -> Path:
     """Write ``particle_<id>.ori`` (Bunge degrees, passive, line k = label k) into ``folder``."""
-    from ..grains.orientation_model import orientation_columns
+    from nmc_dataset.grains.orientation_model import orientation_columns
 
     q = _orientations(particle, "neper")
     euler_deg = np.degrees(orientation_columns(q)["euler_bunge_rad"])
@@ -126,8 +126,8 @@ def write_damask(particle, volume, folder) -> tuple[Path, Path]:
     (Path, Path)
         The grid and the material configuration.
     """
-    from .. import __version__
-    from ..grains.orientation_model import orientation_columns
+    from nmc_dataset import __version__
+    from nmc_dataset.grains.orientation_model import orientation_columns
 
     damask = _damask()
     q = _orientations(particle, "damask")

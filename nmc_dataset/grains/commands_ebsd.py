@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError, RecipeError
-from ..outputs import add_force_option
+from nmc_dataset.errors import InputError, RecipeError
+from nmc_dataset.outputs import add_force_option
 
 SELECTION_FORMAT = "nmc-dataset/section-selection"
 #: Grain-dilation reach of import-ebsd (pixels; reconstruct.dilate_grains).
@@ -113,13 +113,12 @@ def import_ebsd(scans, out, min_ci: float = 0.1, max_misorientation_deg: float =
     dict
         The content of ``selection.json``.
     """
-    from .._util import log, progress, write_json_atomic
-    from ..outputs import check_out_name, claim_folder, output_folder
-    from ..io.ebsd import read_ebsd
-    from ..io.sections import Section, write_section
-    from .morphology import (CENTRALITY_CALIBRATION, CENTRALITY_THRESHOLD, centrality_score,
-                             chord_arrow_table, grain_table, is_central)
-    from .reconstruct import reconstruct_grains
+    from nmc_dataset._util import log, progress, write_json_atomic
+    from nmc_dataset.outputs import check_out_name, claim_folder, output_folder
+    from nmc_dataset.io.ebsd import read_ebsd
+    from nmc_dataset.io.sections import Section, write_section
+    from nmc_dataset.grains.morphology import CENTRALITY_CALIBRATION, CENTRALITY_THRESHOLD, centrality_score, chord_arrow_table, grain_table, is_central
+    from nmc_dataset.grains.reconstruct import reconstruct_grains
 
     if not (min_ci <= 1.0) or not np.isfinite(min_ci):
         raise RecipeError(f"--min-ci must be a number <= 1, got {min_ci}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..outputs import add_force_option
+from nmc_dataset.outputs import add_force_option
 
 
 def register(sub) -> None:
@@ -24,8 +24,8 @@ def register(sub) -> None:
 
 
 def _run(args) -> int:
-    from ..errors import RecipeError
-    from .fit2d import fit_sections
+    from nmc_dataset.errors import RecipeError
+    from nmc_dataset.grains.fit2d import fit_sections
 
     if args.steps < 1:
         raise RecipeError(f"--steps must be >= 1, got {args.steps}")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError, RecipeError
+from nmc_dataset.errors import InputError, RecipeError
 
 #: Sample frames the EBSD Euler angles may refer to (relative to the image: x = column index,
 #: y = row index, both increasing).
@@ -125,15 +125,9 @@ def fit_orientations(sections, out=None, *, min_radius_frac: float = 0.4, sample
     """
     import pyarrow.parquet as pq
 
-    from .._util import log, read_json
-    from ..io.sections import read_sections
-    from .orientation_model import (
-        ORIENTATION_MODEL_FILE,
-        ORIENTATION_MODEL_FORMAT,
-        OrientationModel,
-        fit_texture,
-        fit_texture_deblurred,
-    )
+    from nmc_dataset._util import log, read_json
+    from nmc_dataset.io.sections import read_sections
+    from nmc_dataset.grains.orientation_model import ORIENTATION_MODEL_FILE, ORIENTATION_MODEL_FORMAT, OrientationModel, fit_texture, fit_texture_deblurred
 
     if not (0.0 <= float(min_radius_frac) < 1.0):
         raise RecipeError(f"--min-radius-frac must be in [0, 1), got {min_radius_frac}")

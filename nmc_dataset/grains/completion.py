@@ -35,8 +35,8 @@ import itertools
 
 import numpy as np
 
-from .orientation import grain_mean_orientations, misorientation_angle
-from .reconstruct import dilate_grains, relabel_sequential
+from nmc_dataset.grains.orientation import grain_mean_orientations, misorientation_angle
+from nmc_dataset.grains.reconstruct import dilate_grains, relabel_sequential
 
 #: Default longest run of unassigned pixels a bridge between two fragments may cross.
 DEFAULT_GAP_PX = 3

@@ -34,9 +34,9 @@ import dataclasses
 import numpy as np
 import torch
 
-from .fit2d import augment
-from .gbpd import GBPD, power_distances, radial_frames
-from .generator import neighbour_inputs, poisson_seed_set, default_knn_margin
+from nmc_dataset.grains.fit2d import augment
+from nmc_dataset.grains.gbpd import GBPD, power_distances, radial_frames
+from nmc_dataset.grains.generator import neighbour_inputs, poisson_seed_set, default_knn_margin
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,10 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .._util import check_format, log, progress, read_json
-from ..errors import InputError
-from ..outputs import check_out_name, claim_folder, output_folder
-from .gbpd import DIAG_MIN, GBPD, hard_labels, hard_labels_grid
+from nmc_dataset._util import check_format, log, progress, read_json
+from nmc_dataset.errors import InputError
+from nmc_dataset.outputs import check_out_name, claim_folder, output_folder
+from nmc_dataset.grains.gbpd import DIAG_MIN, GBPD, hard_labels, hard_labels_grid
 
 TESSELLATIONS_FORMAT = "nmc-dataset/tessellations"
 TESSELLATIONS_FORMAT_VERSION = 1
@@ -188,7 +188,7 @@ def fit_section(section, steps: int = 200, seed: int = 0, beta: tuple[float, flo
 def _fit_section(section, steps, seed, beta, lr, check_every) -> SectionFit:
     import torch
 
-    from .gbpd import soft_power_distances, torch_frames
+    from nmc_dataset.grains.gbpd import soft_power_distances, torch_frames
 
     labels = np.asarray(section.labels)
     mask = np.asarray(section.mask, dtype=bool)
@@ -207,7 +207,7 @@ def _fit_section(section, steps, seed, beta, lr, check_every) -> SectionFit:
     mean, cov, _count = _grain_stats(coords, target, n)
     rng = np.random.default_rng(seed)
     mean = mean + rng.normal(scale=1e-3, size=mean.shape)
-    from .gbpd import radial_frames
+    from nmc_dataset.grains.gbpd import radial_frames
 
     q = radial_frames(mean)
     local_var = np.einsum("nij,njk,nik->ni", q, cov, q)  # variance along radial / tangential
@@ -410,7 +410,7 @@ def fit_sections(root: str | Path, out: str | Path, steps: int = 200, seed: int 
     -------
     list of SectionFit
     """
-    from ..io.sections import read_sections
+    from nmc_dataset.io.sections import read_sections
 
     claim_folder(check_out_name(out), "fit-sections", force=force, legacy=("sections.json",))
     sections = read_sections(root, selected_only=True)  # validates before anything is written
@@ -447,7 +447,7 @@ def section_from_gbpd(g: GBPD, size: int, radius_px: float, z: float = 0.0, junc
     """
     from scipy import ndimage
 
-    from ..io.sections import Section
+    from nmc_dataset.io.sections import Section
 
     rng = np.random.default_rng(0) if rng is None else rng
     c = (size - 1) / 2.0

@@ -39,13 +39,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._util import atomic_path, log, progress, read_json, write_json_atomic, write_text_atomic
-from ..errors import InputError, TrainingError
-from .cutouts import CutoutSpec, t2d_batch, t3d_batch
-from .discriminator import Discriminator
-from .gbpd import DIAG_MIN, GBPD
-from .generator import GNet
-from .model import GrainModel
+from nmc_dataset._util import atomic_path, log, progress, read_json, write_json_atomic, write_text_atomic
+from nmc_dataset.errors import InputError, TrainingError
+from nmc_dataset.grains.cutouts import CutoutSpec, t2d_batch, t3d_batch
+from nmc_dataset.grains.discriminator import Discriminator
+from nmc_dataset.grains.gbpd import DIAG_MIN, GBPD
+from nmc_dataset.grains.generator import GNet
+from nmc_dataset.grains.model import GrainModel
 
 CHECKPOINT_FORMAT = "nmc-dataset/grain-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -264,7 +264,7 @@ class _Trainer:
 
     def set_selection_reference(self, sections) -> None:
         """The measured sections (``fit2d.SectionFit``) that :meth:`select_check` scores against."""
-        from . import descriptors as De
+        from nmc_dataset.grains import descriptors as De
 
         c = self.cfg
         if not c.select_sections:
@@ -310,7 +310,7 @@ class _Trainer:
     def load(self, folder: Path) -> None:
         from safetensors.torch import load_file
 
-        from .._util import check_format
+        from nmc_dataset._util import check_format
 
         meta = read_json(folder / "checkpoint.json")
         check_format(meta, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, folder / "checkpoint.json")
@@ -445,7 +445,7 @@ class _Trainer:
         c = self.cfg
         if not c.select_sections:
             return {"select_score": None}
-        from . import descriptors as De
+        from nmc_dataset.grains import descriptors as De
 
         rng = np.random.default_rng([self.seed, epoch, 0x5E1])  # its own stream: the run is unchanged
         model = self.current_model()

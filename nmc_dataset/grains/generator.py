@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .gbpd import DIAG_MIN, GBPD, radial_frames
-from .seeds import PoissonSeeds, poisson_seeds
+from nmc_dataset.grains.gbpd import DIAG_MIN, GBPD, radial_frames
+from nmc_dataset.grains.seeds import PoissonSeeds, poisson_seeds
 
 
 # --------------------------------------------------------------------------- seeds
@@ -70,7 +70,7 @@ def neighbour_inputs(seeds: np.ndarray, noise: np.ndarray, roll: np.ndarray, whi
         Per neighbour ``j`` (nearest first; equal distances: lower index first):
         ``v_ij / input_scale_px`` (3 numbers) then ``n_ij`` (2).
     """
-    from .knn import knn_inputs
+    from nmc_dataset.grains.knn import knn_inputs
 
     seeds = np.asarray(seeds, dtype=np.float64)
     if len(seeds) < kappa + 1:
@@ -309,7 +309,7 @@ def generate_gbpd(gnet, rng: np.random.Generator, intensity: float, lo, hi, *, k
     GBPD
         3D, pixels, with roll angles.
     """
-    from .knn import box_mask
+    from nmc_dataset.grains.knn import box_mask
 
     lo = np.asarray(lo, dtype=np.float64).reshape(3)
     hi = np.asarray(hi, dtype=np.float64).reshape(3)

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .._util import as_rng, atomic_path, check_format, read_json, write_json_atomic
-from ..errors import InputError
-from .gbpd import GBPD
+from nmc_dataset._util import as_rng, atomic_path, check_format, read_json, write_json_atomic
+from nmc_dataset.errors import InputError
+from nmc_dataset.grains.gbpd import GBPD
 
 GRAIN_MODEL_FORMAT = "nmc-dataset/grain-model"
 GRAIN_MODEL_FORMAT_VERSION = 1
@@ -97,7 +97,7 @@ class GrainModel:
             these seeds; farther seeds could own points of the box only through extreme marker
             ratios, which the marker bounds make rare).
         """
-        from .generator import generate_gbpd
+        from nmc_dataset.grains.generator import generate_gbpd
 
         lo = np.broadcast_to(np.asarray(lo, dtype=np.float64), (3,))
         hi = np.broadcast_to(np.asarray(hi, dtype=np.float64), (3,))
@@ -158,7 +158,7 @@ class GrainModel:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        from .generator import GNet
+        from nmc_dataset.grains.generator import GNet
 
         folder = Path(folder)
         if not folder.is_dir():

@@ -157,7 +157,7 @@ def grain_table(labels: np.ndarray, center_px, pixel_size_um: float | None = Non
         d["centroid_x_um"] = d["centroid_x_px"] * s
         d["centroid_y_um"] = d["centroid_y_px"] * s
     if mean_orientation is not None:
-        from .orientation import quat_to_euler
+        from nmc_dataset.grains.orientation import quat_to_euler
 
         q = np.full((len(d["label"]), 4), np.nan)
         if isinstance(mean_orientation, dict):

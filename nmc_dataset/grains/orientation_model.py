@@ -53,8 +53,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .._util import check_format, read_json, write_json_atomic
-from ..errors import InputError
+from nmc_dataset._util import check_format, read_json, write_json_atomic
+from nmc_dataset.errors import InputError
 
 ORIENTATION_MODEL_FORMAT = "nmc-dataset/orientation-model"
 ORIENTATION_MODEL_FORMAT_VERSION = 1
@@ -321,7 +321,7 @@ class OrientationModel:
             v = getattr(self, name)
             if not np.isfinite(v) or abs(v) > 500:
                 raise ValueError(f"{name} must be finite and |{name}| <= 500, got {v}")
-        from .orientation import proper_group_name
+        from nmc_dataset.grains.orientation import proper_group_name
 
         if proper_group_name(self.point_group) != "32":
             raise ValueError(f"the radial texture model is written for -3m (NMC811), got {self.point_group!r}")
@@ -459,7 +459,7 @@ class OrientationModel:
             Unit quaternions ``(w, x, y, z)``, ``w >= 0``, of the active rotation taking crystal
             axes to the frame of ``radial`` (the transpose of ``g``; see :func:`crystal_to_frame_quat`).
         """
-        from .._util import as_rng
+        from nmc_dataset._util import as_rng
 
         rng = as_rng(rng)
         radial = np.asarray(radial, dtype=np.float64).reshape(-1, 3)
@@ -545,7 +545,7 @@ def orientation_columns(quat_wxyz: np.ndarray) -> dict:
     """
     from scipy.spatial.transform import Rotation
 
-    from .orientation import quat_to_euler
+    from nmc_dataset.grains.orientation import quat_to_euler
 
     q = np.asarray(quat_wxyz, dtype=np.float64).reshape(-1, 4)
     rot = Rotation.from_quat(q, scalar_first=True)

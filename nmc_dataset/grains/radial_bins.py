@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .morphology import chord_table, grain_descriptors
+from nmc_dataset.grains.morphology import chord_table, grain_descriptors
 
 #: The descriptors of every shell (those of ``descriptors.DESCRIPTORS_2D``).
 DESCRIPTORS_2D = ("area_px", "elongation", "alpha_rad", "chord_px")
@@ -88,7 +88,7 @@ def pooled_bins(per_section) -> list[dict]:
 
 def compare_radial_bins(measured: list[dict], simulated: list[dict]) -> list[dict]:
     """Per shell: the summary of both sides and W1 / KS of every descriptor (``None`` where a side is empty)."""
-    from ..compare import distribution_distances
+    from nmc_dataset.compare import distribution_distances
 
     rows = []
     for m, s, sm, ss in zip(measured, simulated, radial_bin_summary(measured), radial_bin_summary(simulated)):

@@ -9,7 +9,7 @@ scans and their true labels are written to ``<out>/synthetic_scans/`` first and
 from __future__ import annotations
 
 
-from ..errors import RecipeError
+from nmc_dataset.errors import RecipeError
 
 
 def check_section(cfg: dict, ctx=None) -> None:
@@ -28,14 +28,14 @@ def check_section(cfg: dict, ctx=None) -> None:
 
 def run_section(config: dict, ctx) -> None:
     """Run the ``sections:`` recipe section (see the module docstring)."""
-    from .._util import item_seed, log
-    from .commands_ebsd import DEFAULT_DILATE_PX, DEFAULT_FILL, expand_scans, import_ebsd
+    from nmc_dataset._util import item_seed, log
+    from nmc_dataset.grains.commands_ebsd import DEFAULT_DILATE_PX, DEFAULT_FILL, expand_scans, import_ebsd
 
     check_section(config, str(ctx.recipe_path))
     out = ctx.out
     imp = dict(config.get("import") or {})
     if "synthetic" in config:
-        from ..synthetic.ebsd import write_synthetic_sections
+        from nmc_dataset.synthetic.ebsd import write_synthetic_sections
 
         syn = dict(config["synthetic"])
         teacher = dict(syn.pop("teacher", {}) or {})
@@ -63,7 +63,7 @@ def run_section(config: dict, ctx) -> None:
     ctx.outputs["sections"] = sections_dir
     fit = dict(config.get("fit") or {})
     if fit.get("enabled", True):
-        from .fit2d import fit_sections
+        from nmc_dataset.grains.fit2d import fit_sections
 
         tess_dir = out / config.get("tessellations", "tessellations")
         fit_sections(sections_dir, tess_dir, steps=int(fit.get("steps", 300)), seed=int(ctx.seed))

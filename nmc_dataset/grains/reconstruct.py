@@ -28,7 +28,7 @@ import dataclasses
 
 import numpy as np
 
-from .orientation import euler_to_quat, grain_mean_orientations, misorientation_angle, symmetry_ops
+from nmc_dataset.grains.orientation import euler_to_quat, grain_mean_orientations, misorientation_angle, symmetry_ops
 
 
 @dataclasses.dataclass
@@ -228,7 +228,7 @@ def reconstruct_grains(scan, min_ci: float = 0.1, max_misorientation_deg: float 
     labels = label_by_misorientation(quat, scan.phase, valid, ops, np.radians(max_misorientation_deg),
                                      1 if (dilate_px > 0 or fill == "shape") else min_grain_px)
     if fill == "shape":
-        from .completion import complete_grains  # here: completion builds on this module's helpers
+        from nmc_dataset.grains.completion import complete_grains  # here: completion builds on this module's helpers
 
         labels = complete_grains(labels, quat, scan.phase, mask, ops, np.radians(max_misorientation_deg),
                                  min_grain_px=int(min_grain_px))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from nmc_dataset.errors import InputError
 
 __all__ = ["read_volume", "parse_shape", "SUPPORTED"]
 

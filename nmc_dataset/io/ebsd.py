@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .._util import atomic_path
-from ..errors import InputError
+from nmc_dataset._util import atomic_path
+from nmc_dataset.errors import InputError
 
 #: TSL/EDAX ``# Symmetry`` codes → Laue group.
 TSL_SYMMETRY = {1: "-1", 2: "2/m", 20: "2/m", 21: "2/m", 22: "mmm", 4: "4/m", 42: "4/mmm", 3: "-3",

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .._util import atomic_path, check_format, read_json, write_json_atomic
-from ..errors import InputError
+from nmc_dataset._util import atomic_path, check_format, read_json, write_json_atomic
+from nmc_dataset.errors import InputError
 
 SECTION_FORMAT = "nmc-dataset/section"
 SECTION_FORMAT_VERSION = 1

@@ -31,8 +31,8 @@ import dataclasses
 
 import numpy as np
 
-from ..grains.gbpd import GBPD
-from .voxelize import gbpd_grid_labels, inside_shell, lattice_grid, shell_extent
+from nmc_dataset.grains.gbpd import GBPD
+from nmc_dataset.particles.voxelize import gbpd_grid_labels, inside_shell, lattice_grid, shell_extent
 
 #: Stream numbers of ``_util.item_seed`` for particles (shell and grains are spawned from it).
 PARTICLE_STREAM = 7
@@ -178,7 +178,7 @@ def assemble(coeffs_um, g: GBPD, pixel_size_um: float, *, particle_id: int = 0, 
 
 def particle_seed(recipe_seed: int, index: int) -> np.random.SeedSequence:
     """The SeedSequence of particle ``index`` of a run seeded with ``recipe_seed``."""
-    from .._util import item_seed
+    from nmc_dataset._util import item_seed
 
     return item_seed(recipe_seed, index, PARTICLE_STREAM)
 
@@ -234,7 +234,7 @@ def make_particle(shell_model, grain_model, seed_seq, *, particle_id: int = 0, s
 def grain_radial_directions(particle: Particle) -> np.ndarray:
     """Unit radial direction of each grain (n, 3): towards its assembly centre of mass (its seed
     where that is missing or at the centre)."""
-    from ..grains.orientation_model import radial_directions
+    from nmc_dataset.grains.orientation_model import radial_directions
 
     com = particle.com_px if particle.com_px is not None else particle.grains.seeds
     return radial_directions(com, fallback=particle.grains.seeds)

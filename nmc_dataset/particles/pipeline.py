@@ -12,8 +12,8 @@ import dataclasses
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from .._util import inject_fault, log
-from ..errors import NmcError
+from nmc_dataset._util import inject_fault, log
+from nmc_dataset.errors import NmcError
 
 MESH_DIRS = ("surfaces", "volume_meshes", "simulators")
 
@@ -102,9 +102,9 @@ def export_particle(shell_model, grain_model, particle_id: int, seed: int, *, vo
     -------
     ParticleResult
     """
-    from ..export import tables
-    from .assemble import make_particle, particle_seed
-    from .voxelize import voxelize
+    from nmc_dataset.export import tables
+    from nmc_dataset.particles.assemble import make_particle, particle_seed
+    from nmc_dataset.particles.voxelize import voxelize
 
     inject_fault("particle", particle_id)
     part = make_particle(shell_model, grain_model, particle_seed(seed, particle_id), particle_id=particle_id,
@@ -115,13 +115,13 @@ def export_particle(shell_model, grain_model, particle_id: int, seed: int, *, vo
     record = tables.particle_records(part, vol) if "params" in formats else None
     cube_vols = {}
     if cubes:
-        from ..dataset.particle_shards import voxelize_cube
+        from nmc_dataset.dataset.particle_shards import voxelize_cube
 
         cube_vols = {int(n): voxelize_cube(part, int(n)) for n in cubes}
     files: list = []
     if "surface" in formats or "volume-mesh" in formats:
-        from .. import __version__
-        from .commands import write_particle_meshes
+        from nmc_dataset import __version__
+        from nmc_dataset.particles.commands import write_particle_meshes
 
         provenance = {"tool": f"nmc-dataset {__version__}", "shell_model_id": shell_model_id,
                       "grain_model_id": grain_model_id, "orientation_model_id": part.orientation_model_id}
@@ -129,7 +129,7 @@ def export_particle(shell_model, grain_model, particle_id: int, seed: int, *, vo
                                            max_memory_gib, element_order=element_order,
                                            min_elements_per_grain=min_elements_per_grain, provenance=provenance))
     if "damask" in formats or "neper" in formats:
-        from ..export.simulators import write_simulator_files
+        from nmc_dataset.export.simulators import write_simulator_files
 
         entry.update(write_simulator_files(part, vol, mesh_folder, formats))
     if mesh_folder is not None:

@@ -27,7 +27,7 @@ import os
 
 import numpy as np
 
-from ..errors import ResourceError
+from nmc_dataset.errors import ResourceError
 
 #: Bytes per voxel at peak during :func:`voxelize` (int64 labels from the GBPD kernel, the
 #: inside mask, the final uint16/uint32 volume, slab temporaries).
@@ -94,7 +94,7 @@ def shell_extent(coeffs_um: np.ndarray, subdivisions: int = 4):
     lo, hi : (3,) arrays
         Bounding box ``(x, y, z)`` of the sampled surface points.
     """
-    from ..shells.harmonics import icosphere, radius
+    from nmc_dataset.shells.harmonics import icosphere, radius
 
     dirs, _ = icosphere(subdivisions)
     r = np.asarray(radius(np.asarray(coeffs_um, dtype=np.float64), dirs))
@@ -166,7 +166,7 @@ def gbpd_grid_labels(g, grid: Grid, pixel_size_um: float, mask: np.ndarray | Non
     Uses ``nmc_dataset.grains.gbpd.hard_labels_grid`` (exact, fast); falls back to the brute
     force kernel if that is not available.
     """
-    from ..grains import gbpd as gb
+    from nmc_dataset.grains import gbpd as gb
 
     origin_px = grid.origin_um / float(pixel_size_um)
     spacing_px = grid.voxel_size_um / float(pixel_size_um)
@@ -189,7 +189,7 @@ def grid_points_px(grid: Grid, pixel_size_um: float, index=None) -> np.ndarray:
 
 def gbpd_grid_labels_reference(g, grid: Grid, pixel_size_um: float, mask=None) -> np.ndarray:
     """Slow twin of :func:`gbpd_grid_labels`: brute-force argmin over every seed."""
-    from ..grains.gbpd import hard_labels_bruteforce
+    from nmc_dataset.grains.gbpd import hard_labels_bruteforce
 
     out = np.full(grid.n_voxels, -1, dtype=np.int64)
     idx = np.arange(grid.n_voxels) if mask is None else np.flatnonzero(np.asarray(mask).ravel())
@@ -202,7 +202,7 @@ def gbpd_grid_labels_reference(g, grid: Grid, pixel_size_um: float, mask=None) -
 # --------------------------------------------------------------------------- inside the shell
 def inside_shell(coeffs_um: np.ndarray, points_um: np.ndarray) -> np.ndarray:
     """Whether points ``(x, y, z)`` (µm) lie in the star-shaped shell: ``|p| <= R(p/|p|)``."""
-    from ..shells.harmonics import radius
+    from nmc_dataset.shells.harmonics import radius
 
     p = np.asarray(points_um, dtype=np.float64).reshape(-1, 3)
     r = np.sqrt(np.einsum("ij,ij->i", p, p))
@@ -272,7 +272,7 @@ def shell_mask(coeffs_um: np.ndarray, grid: Grid, slab: int = 16, bins: int | No
     get the exact test of :func:`inside_shell` (so the result equals :func:`shell_mask_reference`
     exactly). The bin count balances bin evaluations against undecided voxels.
     """
-    from ..shells.harmonics import radius
+    from nmc_dataset.shells.harmonics import radius
 
     c = np.asarray(coeffs_um, dtype=np.float64)
     h = grid.voxel_size_um

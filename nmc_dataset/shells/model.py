@@ -65,10 +65,10 @@ from pathlib import Path
 import numpy as np
 from scipy import optimize, special
 
-from .._util import atomic_path, check_format, read_json, write_json_atomic
-from ..errors import InputError
-from .harmonics import icosphere, n_coeffs, sh_basis, vertex_weights
-from .mixture import ScaleMixture
+from nmc_dataset._util import atomic_path, check_format, read_json, write_json_atomic
+from nmc_dataset.errors import InputError
+from nmc_dataset.shells.harmonics import icosphere, n_coeffs, sh_basis, vertex_weights
+from nmc_dataset.shells.mixture import ScaleMixture
 
 __all__ = [
     "FORMAT",

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .._util import log
-from ..errors import InputError
-from ..outputs import check_out_file, check_out_name, claim_folder, output_folder
-from .descriptors import DESCRIPTORS, DESCRIPTOR_UNITS, shell_descriptors
-from .model import COEFF_TABLE_FORMAT, ShellModel, read_coefficients_table, write_coefficients_table
-from .radius import ParticleCoefficients, measure_particles
-from .segment import Segmentation, segment_volume
+from nmc_dataset._util import log
+from nmc_dataset.errors import InputError
+from nmc_dataset.outputs import check_out_file, check_out_name, claim_folder, output_folder
+from nmc_dataset.shells.descriptors import DESCRIPTORS, DESCRIPTOR_UNITS, shell_descriptors
+from nmc_dataset.shells.model import COEFF_TABLE_FORMAT, ShellModel, read_coefficients_table, write_coefficients_table
+from nmc_dataset.shells.radius import ParticleCoefficients, measure_particles
+from nmc_dataset.shells.segment import Segmentation, segment_volume
 
 __all__ = ["SHELLS_FORMAT", "FitResult", "fit_volume", "fit_shells", "sample_shells", "write_shells",
            "read_shells", "describe_shells", "descriptors_um"]
@@ -113,7 +113,7 @@ def fit_volume(volume: np.ndarray, voxel_size_um: float, *, phase: int | None = 
     if measure == "voxel":
         pc = measure_particles(seg.labels, degree, rng)
     else:
-        from .subvoxel import measure_particles_subvoxel
+        from nmc_dataset.shells.subvoxel import measure_particles_subvoxel
 
         pc, mi = measure_particles_subvoxel(seg.labels, volume if seg.input_kind == "grey" else None, degree, rng,
                                             sigma=float(measure_sigma), otsu_threshold=seg.threshold,
@@ -136,7 +136,7 @@ def fit_volume(volume: np.ndarray, voxel_size_um: float, *, phase: int | None = 
 
 
 def _check_fit_options(model, holdout, measure, measure_sigma, where):
-    from .selection import CANDIDATES
+    from nmc_dataset.shells.selection import CANDIDATES
 
     if model != "auto" and model not in CANDIDATES:
         raise InputError(f"unknown shell model {model!r} (choose from auto, {', '.join(CANDIDATES)})", where)
@@ -149,7 +149,7 @@ def _check_fit_options(model, holdout, measure, measure_sigma, where):
 
 
 def _fit_and_select(coeffs, vs, model, holdout, rng, fit_kw, where):
-    from .selection import CANDIDATES, fit_candidate, select_model
+    from nmc_dataset.shells.selection import CANDIDATES, fit_candidate, select_model
 
     if float(holdout) == 0:
         m = fit_candidate("independent" if model == "auto" else model, coeffs, vs, **fit_kw)
@@ -169,7 +169,7 @@ def fit_shells(volume_path, voxel_size_um: float, out, *, dataset: str | None = 
 
     All inputs are checked before anything is written; see :func:`fit_volume`.
     """
-    from ..io.ct import read_volume
+    from nmc_dataset.io.ct import read_volume
 
     volume_path = Path(volume_path)
     _check_voxel_size(voxel_size_um, volume_path)
@@ -250,7 +250,7 @@ def descriptors_um(coeffs: np.ndarray, voxel_size_um: float, subdivisions: int =
 
     Computed in chunks of 200 shells, with a progress bar on a terminal when ``desc`` is given.
     """
-    from .._util import progress
+    from nmc_dataset._util import progress
 
     coeffs = np.atleast_2d(np.asarray(coeffs))
     starts = range(0, coeffs.shape[0], 200)
@@ -267,7 +267,7 @@ def _write_descriptor_table(path, desc: dict, meta: dict) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from .._util import atomic_path
+    from nmc_dataset._util import atomic_path
 
     table = pa.table({k: np.asarray(v) for k, v in desc.items()})
     md = {"nmc_dataset": json.dumps(meta), "format": meta["format"], "format_version": str(meta["format_version"])}
@@ -288,8 +288,8 @@ def describe_shells(shells_path, out, *, against=None, subdivisions: int = 4, fo
     dict
         ``{"summary": ..., "comparison": ... or None}``.
     """
-    from .._util import write_json_atomic
-    from ..compare import compare_descriptors
+    from nmc_dataset._util import write_json_atomic
+    from nmc_dataset.compare import compare_descriptors
 
     shells_path = Path(shells_path)
     if not 1 <= int(subdivisions) <= 6:

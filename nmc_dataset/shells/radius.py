@@ -20,7 +20,7 @@ import dataclasses
 import numpy as np
 from scipy import ndimage
 
-from .harmonics import icosphere, n_coeffs, random_rotations, sh_basis
+from nmc_dataset.shells.harmonics import icosphere, n_coeffs, random_rotations, sh_basis
 
 __all__ = [
     "ray_radius",
@@ -213,7 +213,7 @@ def measure_particles(labels: np.ndarray, degree: int = 9, rng: np.random.Genera
     subdivisions : int
         Icosphere subdivisions of the point set (3 -> 642 points, as in the paper).
     """
-    from .._util import progress
+    from nmc_dataset._util import progress
 
     rng = np.random.default_rng() if rng is None else rng
     u, B, pinv, objs, ids = fit_setup(labels, degree, subdivisions)

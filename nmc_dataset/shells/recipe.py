@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .._util import item_seed, log
-from ..errors import RecipeError
+from nmc_dataset._util import item_seed, log
+from nmc_dataset.errors import RecipeError
 
 STREAM_PHANTOM, STREAM_FIT, STREAM_SAMPLE = 101, 102, 103
 
@@ -27,8 +27,8 @@ def _rng(ctx, stream):
 
 def run_section(config: dict, ctx) -> Path:
     """Run the ``shells:`` section (see the module docstring); returns the model path."""
-    from .model import ShellModel
-    from .pipeline import describe_shells, fit_volume, write_shells
+    from nmc_dataset.shells.model import ShellModel
+    from nmc_dataset.shells.pipeline import describe_shells, fit_volume, write_shells
 
     where = f"{ctx.recipe_path}: shells"
     sources = [k for k in ("volume", "phantom", "model") if k in config]
@@ -43,7 +43,7 @@ def run_section(config: dict, ctx) -> Path:
         model_path = ctx.resolve(config["model"])
         model = ShellModel.load(model_path)
     elif "volume" in config:
-        from ..io.ct import read_volume
+        from nmc_dataset.io.ct import read_volume
 
         v = config["volume"]
         path = ctx.resolve(v["path"])
@@ -53,7 +53,7 @@ def run_section(config: dict, ctx) -> Path:
         model = res.model
         model.write(model_path)
     else:
-        from ..synthetic.ct_phantom import make_ct_phantom, reference_shell_model
+        from nmc_dataset.synthetic.ct_phantom import make_ct_phantom, reference_shell_model
 
         p = config["phantom"]
         size = int(p.get("size", 128))
@@ -69,7 +69,7 @@ def run_section(config: dict, ctx) -> Path:
         model.source["phantom"] = {"size": size, "n_particles_placed": ph.n_particles,
                                    "truth": truth.to_json()["degrees"]}
         if p.get("save_volume", False):
-            from .._util import atomic_path
+            from nmc_dataset._util import atomic_path
 
             out.mkdir(parents=True, exist_ok=True)
             for name, arr in (("phantom.npy", ph.volume), ("phantom_labels.npy", ph.labels)):

@@ -22,7 +22,7 @@ import dataclasses
 import numpy as np
 from scipy import ndimage
 
-from ..errors import InputError
+from nmc_dataset.errors import InputError
 
 __all__ = ["Segmentation", "segment_volume", "classify_volume", "voxel_sphericity"]
 

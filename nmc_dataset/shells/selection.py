@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._util import log
-from ..errors import InputError
-from .descriptors import DESCRIPTORS, shell_descriptors
-from .model import ShellModel
+from nmc_dataset._util import log
+from nmc_dataset.errors import InputError
+from nmc_dataset.shells.descriptors import DESCRIPTORS, shell_descriptors
+from nmc_dataset.shells.model import ShellModel
 
 __all__ = [
     "CANDIDATES",

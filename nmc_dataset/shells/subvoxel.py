@@ -46,9 +46,9 @@ import dataclasses
 import numpy as np
 from scipy import ndimage
 
-from .._util import log, progress
-from .harmonics import n_coeffs, random_rotations
-from .radius import ParticleCoefficients, _inside, fit_setup, ray_radius, star_fraction
+from nmc_dataset._util import log, progress
+from nmc_dataset.shells.harmonics import n_coeffs, random_rotations
+from nmc_dataset.shells.radius import ParticleCoefficients, _inside, fit_setup, ray_radius, star_fraction
 
 __all__ = ["MAX_GAIN", "MeasurementInfo", "blur_gain", "measure_particles_subvoxel", "too_small"]
 

@@ -23,9 +23,9 @@ import dataclasses
 import numpy as np
 from scipy import ndimage
 
-from .._util import log
-from ..shells.harmonics import icosphere, radius, sh_basis
-from ..shells.model import DegreeLaw, ShellModel
+from nmc_dataset._util import log
+from nmc_dataset.shells.harmonics import icosphere, radius, sh_basis
+from nmc_dataset.shells.model import DegreeLaw, ShellModel
 
 __all__ = [
     "TRUTH_KINDS",
@@ -79,7 +79,7 @@ def truth_coefficients(kind: str, n: int, rng: np.random.Generator, *, degree: i
 
     Shells whose radius is not positive on 2562 directions are redrawn.
     """
-    from ..shells.harmonics import fit_coefficients, random_rotations
+    from nmc_dataset.shells.harmonics import fit_coefficients, random_rotations
 
     if kind not in TRUTH_KINDS:
         raise ValueError(f"kind must be one of {TRUTH_KINDS}")

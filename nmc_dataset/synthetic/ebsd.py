@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .._util import as_rng
-from ..grains.gbpd import DIAG_MIN, GBPD, hard_labels
+from nmc_dataset._util import as_rng
+from nmc_dataset.grains.gbpd import DIAG_MIN, GBPD, hard_labels
 
 #: Euler angles OIM writes for points it could not index (4π rad).
 ANG_UNINDEXED_EULER_RAD = 4.0 * np.pi
@@ -315,7 +315,7 @@ def synthetic_scan(labels: np.ndarray, mask: np.ndarray, rng, noise_deg: float =
     """
     from scipy import ndimage
 
-    from ..grains.orientation import perturb, quat_to_euler, random_quaternions
+    from nmc_dataset.grains.orientation import perturb, quat_to_euler, random_quaternions
 
     rng = as_rng(rng)
     labels = np.asarray(labels, dtype=np.int64)
@@ -333,7 +333,7 @@ def synthetic_scan(labels: np.ndarray, mask: np.ndarray, rng, noise_deg: float =
         grain_q = np.vstack([[1.0, 0, 0, 0], Rotation.from_matrix(g).as_quat(canonical=True, scalar_first=True)])
     measured_q, misindexed = grain_q, None
     if misindex_fraction > 0:
-        from ..grains.orientation import axis_angle_to_quat, qmul
+        from nmc_dataset.grains.orientation import axis_angle_to_quat, qmul
 
         misindexed = np.concatenate([[False], rng.uniform(size=n) < float(misindex_fraction)])
         axis, angle = PSEUDO_SYMMETRY_AXIS_ANGLE
@@ -365,7 +365,7 @@ def write_scan(path, scan: SyntheticScan, step_um: float, ctf_min_ci: float = 0.
     ``.ctf`` has no CI: pixels with CI < ``ctf_min_ci`` are written as not indexed (phase 0,
     Error 3), as Oxford software records zero solutions.
     """
-    from ..io.ebsd import write_ang, write_ctf
+    from nmc_dataset.io.ebsd import write_ang, write_ctf
 
     path = Path(path)
     if path.suffix.lower() == ".ang":
@@ -415,7 +415,7 @@ def write_synthetic_sections(out, rng, n_central: int = 2, n_off_center: int = 2
     """
     import tifffile
 
-    from .._util import write_json_atomic
+    from nmc_dataset._util import write_json_atomic
 
     rng = as_rng(rng)
     low_ci = LOW_CI_DEFAULT if low_ci is None else tuple(float(v) for v in low_ci)
@@ -433,7 +433,7 @@ def write_synthetic_sections(out, rng, n_central: int = 2, n_off_center: int = 2
         if texture not in ("default", "random"):
             raise ValueError(f"texture must be an OrientationModel, 'default', 'random' or None, got {texture!r}")
         if texture == "default":
-            from ..grains.orientation_model import OrientationModel
+            from nmc_dataset.grains.orientation_model import OrientationModel
 
             texture = OrientationModel()
         else:
@@ -451,7 +451,7 @@ def write_synthetic_sections(out, rng, n_central: int = 2, n_off_center: int = 2
         truth = slice_labels(g, h, radius_px, size_px=size_px, normal=normal)
         radial = None
         if texture is not None:  # seed directions of the labels, in the section's sample frame (u, v, n)
-            from ..grains.orientation_model import radial_directions
+            from nmc_dataset.grains.orientation_model import radial_directions
 
             nlab = int(truth.labels.max())
             radial = radial_directions(g.seeds[:nlab] @ plane_basis(normal).T)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .ct_phantom import TRUTH_KINDS, make_ct_phantom, truth_coefficients
+from nmc_dataset.synthetic.ct_phantom import TRUTH_KINDS, make_ct_phantom, truth_coefficients
 
 __all__ = ["format_loop_table", "run_truth_loop"]
 
@@ -56,7 +56,7 @@ def run_truth_loop(kind: str, workdir, *, n_particles: int = 1000, size: int | N
     """
     import time
 
-    from .. import cli
+    from nmc_dataset import cli
 
     if kind not in TRUTH_KINDS:
         raise ValueError(f"kind must be one of {TRUTH_KINDS}")
@@ -66,7 +66,7 @@ def run_truth_loop(kind: str, workdir, *, n_particles: int = 1000, size: int | N
     coeffs = truth_coefficients(kind, int(n_particles * 1.15) + 5, rng, degree=degree, r_median=r_median,
                                 r_range=r_range)
     if size is None:  # bounding spheres fill ~40 %: random sequential placement still finds room quickly
-        from ..shells.harmonics import icosphere, sh_basis
+        from nmc_dataset.shells.harmonics import icosphere, sh_basis
 
         v, _ = icosphere(3)
         rmax = (coeffs @ sh_basis(degree, v).T).max(axis=1) + 0.5
@@ -91,7 +91,7 @@ def run_truth_loop(kind: str, workdir, *, n_particles: int = 1000, size: int | N
     times["sample_describe"] = time.perf_counter() - t0
     comp = json.loads((work / "report" / "comparison.json").read_text())
     doc = json.loads(model.read_text())
-    from ..shells.model import ShellModel
+    from nmc_dataset.shells.model import ShellModel
 
     m = ShellModel.load(model)
     c_meas = m.load_coefficients()
@@ -119,7 +119,7 @@ def run_truth_loop(kind: str, workdir, *, n_particles: int = 1000, size: int | N
 
 def format_loop_table(rows: list[dict]) -> str:
     """One line per loop: KS per descriptor, chosen model, per-degree spread ratios."""
-    from ..shells.descriptors import DESCRIPTORS
+    from nmc_dataset.shells.descriptors import DESCRIPTORS
 
     short = {"d_max": "d_max", "compactness": "compact", "aspect_ratio": "aspect", "sphericity": "spher",
              "volume": "volume", "area": "area"}

@@ -49,11 +49,7 @@ def otsu_watershed(ct: np.ndarray, *, sigma: float = 1.0, classes: int = 3, h: f
     from skimage.filters import threshold_multiotsu, threshold_otsu
     from skimage.segmentation import relabel_sequential
 
-    from ..shells.segment import (
-        _merge_small,
-        _split_disconnected,
-        _watershed_components,
-    )
+    from nmc_dataset.shells.segment import _merge_small, _split_disconnected, _watershed_components
 
     if classes not in (2, 3):
         raise ValueError("classes must be 2 or 3")

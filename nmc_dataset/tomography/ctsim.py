@@ -41,7 +41,7 @@ import math
 import numba
 import numpy as np
 
-from ..errors import InputError
+from nmc_dataset.errors import InputError
 
 #: Acquisition presets; every value can be overridden by an explicit option.
 PRESETS = {
@@ -322,7 +322,7 @@ def render_ct(phase: np.ndarray, voxel_size_um: float, *, settings: dict, electr
 
     from scipy import ndimage
 
-    from .xray import delta, phase_attenuation, phase_materials
+    from nmc_dataset.tomography.xray import delta, phase_attenuation, phase_materials
 
     t0 = time.perf_counter()
     h = float(voxel_size_um)

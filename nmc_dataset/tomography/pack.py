@@ -44,16 +44,9 @@ import time
 import numba
 import numpy as np
 
-from .._util import log
-from ..errors import InputError
-from ..particles.voxelize import (
-    Grid,
-    _cubemap_bins,
-    _cubemap_centres,
-    gbpd_grid_labels,
-    particle_grid,
-    shell_mask,
-)
+from nmc_dataset._util import log
+from nmc_dataset.errors import InputError
+from nmc_dataset.particles.voxelize import Grid, _cubemap_bins, _cubemap_centres, gbpd_grid_labels, particle_grid, shell_mask
 
 #: Stream number of ``_util.item_seed`` for the particles of a packed electrode.
 PACK_STREAM = 11
@@ -101,7 +94,7 @@ def _shell_children(ss: np.random.SeedSequence):
 
 def particle_seed(seed: int, k: int) -> np.random.SeedSequence:
     """SeedSequence of particle ``k`` of an electrode packed with ``seed``."""
-    from .._util import item_seed
+    from nmc_dataset._util import item_seed
 
     return item_seed(seed, k, PACK_STREAM)
 
@@ -111,7 +104,7 @@ def draw_shells(shell_model, seed: int, target_volume_um3: float, max_particles:
 
     Returns ``(coeffs_um (N, K), volumes_um3 (N,))``; draws the same numbers as ``make_particle``.
     """
-    from ..shells.harmonics import icosphere, radius
+    from nmc_dataset.shells.harmonics import icosphere, radius
 
     dirs, _ = icosphere(3)
     coeffs, vols, total = [], [], 0.0
@@ -138,7 +131,7 @@ class _Shapes:
     """Radius functions of all particles on a cube-map table of directions (µm)."""
 
     def __init__(self, coeffs_um: np.ndarray):
-        from ..shells.harmonics import icosphere, sh_basis
+        from nmc_dataset.shells.harmonics import icosphere, sh_basis
 
         L = round(np.sqrt(coeffs_um.shape[1])) - 1
         centres = _cubemap_centres(_CUBE_BINS).reshape(-1, 3)
@@ -336,7 +329,7 @@ def pack_centres(coeffs_um: np.ndarray, box_um: float, *, periodic: bool, pad_um
 def _voxelize_particle(args):
     """Worker: draw particle ``k`` (shell + grains) and voxelise it at its sub-voxel offset."""
     shell_model, grain_model, seed, k, centre_um, h, spacing_px, ids = args
-    from ..particles.assemble import make_particle
+    from nmc_dataset.particles.assemble import make_particle
 
     p = make_particle(shell_model, grain_model, particle_seed(seed, k), particle_id=k + 1, spacing_px=spacing_px,
                       shell_model_id=ids[0], grain_model_id=ids[1])
@@ -369,7 +362,7 @@ def _box_indices(start, shape, n, periodic):
 
 def _normalised_radius(p, grid: Grid, kk, jj, ii):
     """``|x − c| / R(u)`` at local voxels ``(kk, jj, ii)`` of a particle."""
-    from ..shells.harmonics import radius
+    from nmc_dataset.shells.harmonics import radius
 
     pts = np.stack([grid.axis_coords_um("x")[ii], grid.axis_coords_um("y")[jj], grid.axis_coords_um("z")[kk]], 1)
     r = np.linalg.norm(pts, axis=1)
@@ -418,7 +411,7 @@ def _gap_update(d1, d2, table, lo, shape, offset, h, start, periodic, width, nb)
 
 def _gap_fields(parts, n, h, periodic, width_vox):
     """Radial gaps (voxels) to the nearest and second-nearest particle, ``inf`` beyond ``width_vox``."""
-    from ..shells.harmonics import sh_basis
+    from nmc_dataset.shells.harmonics import sh_basis
 
     d1 = np.full((n, n, n), np.inf, dtype=np.float32)
     d2 = np.full((n, n, n), np.inf, dtype=np.float32)
@@ -439,7 +432,7 @@ def _gap_fields(parts, n, h, periodic, width_vox):
 
 def place_binder(phase, mode, fraction, *, parts=None, h=None, periodic=True):
     """Turn the first ``round(fraction·N)`` pore voxels (in the order of ``mode``) into binder (2)."""
-    from .edt import distance_to
+    from nmc_dataset.tomography.edt import distance_to
 
     n_target = round(fraction * phase.size)
     pore = phase == 0

@@ -23,7 +23,7 @@ import os
 import numpy as np
 from scipy import ndimage
 
-from .volumes import write_volumes
+from nmc_dataset.tomography.volumes import write_volumes
 
 __all__ = ["phantom_ct_arrays", "write_phantom_ct"]
 
@@ -68,7 +68,7 @@ def phantom_ct_arrays(seed: int, *, size: int = 96, n_particles: int = 250, mean
     dict
         ``ct`` (float32), ``phase`` (uint8), ``particle`` (uint32), ``grain`` (uint32) arrays.
     """
-    from ..synthetic.ct_phantom import make_ct_phantom, reference_shell_model
+    from nmc_dataset.synthetic.ct_phantom import make_ct_phantom, reference_shell_model
 
     rng = np.random.default_rng(seed)
     model = reference_shell_model(mean_radius_vox=mean_radius_vox, voxel_size_um=voxel_size_um)

@@ -43,7 +43,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from .volumes import PHASES
+from nmc_dataset.tomography.volumes import PHASES
 
 __all__ = [
     "confusion",
@@ -97,7 +97,7 @@ def _offsets(radius: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _search(src_idx, dst_mask, radius):
     """Compiled ball search: distance to the nearest ``dst_mask`` voxel within ``radius``, else -1."""
-    from ._fast import band_search
+    from nmc_dataset.tomography._fast import band_search
 
     offs, lens = _offsets(radius)
     pshape = np.array(dst_mask.shape) + 2 * radius
@@ -141,7 +141,7 @@ def surface_distances(surf_truth: np.ndarray, surf_pred: np.ndarray, spacing: fl
             d[todo] = _search(src_idx[todo], dst_mask, band)
             todo = todo[d[todo] < 0]
         if todo.size > max_far:  # many far voxels: one distance transform
-            from .edt import distance_to
+            from nmc_dataset.tomography.edt import distance_to
 
             d[todo] = distance_to(dst_mask).ravel()[src_idx[todo]]
             return d
@@ -182,7 +182,7 @@ def percolation(components: np.ndarray) -> tuple[dict, dict]:
 
 def phase_topology(mask: np.ndarray) -> dict:
     """Components, Euler characteristic and percolation of one phase (boolean volume), 6-connected."""
-    from ._fast import euler_number_6
+    from nmc_dataset.tomography._fast import euler_number_6
 
     mask = np.asarray(mask, dtype=bool)
     comps, n = ndimage.label(mask)

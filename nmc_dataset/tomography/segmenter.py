@@ -43,8 +43,8 @@ from scipy import ndimage
 from torch import nn
 from torch.nn import functional as F
 
-from .._util import log
-from ..errors import InputError
+from nmc_dataset._util import log
+from nmc_dataset.errors import InputError
 
 MODEL_FORMAT = "nmc-dataset/segmenter"
 MODEL_FORMAT_VERSION = 1
@@ -169,7 +169,7 @@ class SegmenterConfig:
 
 def resolve_device(device: str | None) -> torch.device:
     """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when torch sees a GPU) as a checked torch device."""
-    from ..grains.gan import resolve_device as _resolve
+    from nmc_dataset.grains.gan import resolve_device as _resolve
 
     return _resolve(device)
 
@@ -185,7 +185,7 @@ def normalise(ct: np.ndarray) -> np.ndarray:
 
 def core_distance(particle: np.ndarray, clip_vox: float) -> np.ndarray:
     """Training target ``min(d, D) / D``: distance to the nearest voxel outside the same particle."""
-    from .scoring import inner_surfaces
+    from nmc_dataset.tomography.scoring import inner_surfaces
 
     inside = (particle > 0) & ~inner_surfaces(particle)
     d = ndimage.distance_transform_edt(inside).astype(np.float32)
@@ -242,7 +242,7 @@ class Segmenter:
         """Write ``model.safetensors`` and ``config.json`` into ``folder``."""
         from safetensors.torch import save
 
-        from .._util import write_bytes_atomic, write_json_atomic
+        from nmc_dataset._util import write_bytes_atomic, write_json_atomic
 
         folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
@@ -261,7 +261,7 @@ class Segmenter:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        from .._util import check_format, read_json
+        from nmc_dataset._util import check_format, read_json
 
         folder = Path(folder)
         if not folder.is_dir():
@@ -330,7 +330,7 @@ def instances_from_maps(nmc: np.ndarray, dist: np.ndarray, cfg: SegmenterConfig)
     """Marker-controlled watershed of the predicted core distance inside the NMC mask."""
     from skimage.segmentation import relabel_sequential, watershed
 
-    from ..shells.segment import _merge_small, _split_disconnected
+    from nmc_dataset.shells.segment import _merge_small, _split_disconnected
 
     seeds = (dist > cfg.marker_threshold) & nmc
     markers, n = ndimage.label(seeds)
@@ -380,7 +380,7 @@ def train_segmenter(train: list, val: list, cfg: SegmenterConfig, *, device="cpu
 
 
 def _train(train, val, cfg, device, progress) -> Segmenter:
-    from .scoring import confusion, instance_scores
+    from nmc_dataset.tomography.scoring import confusion, instance_scores
 
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -406,7 +406,7 @@ def _train(train, val, cfg, device, progress) -> Segmenter:
             loss_d = F.binary_cross_entropy_with_logits(out[:, 3], d)
             loss = loss_p + cfg.distance_weight * loss_d
             if not torch.isfinite(loss):
-                from ..errors import TrainingError
+                from nmc_dataset.errors import TrainingError
 
                 raise TrainingError(f"loss is not finite at epoch {epoch}; lower lr")
             opt.zero_grad(set_to_none=True)

@@ -36,8 +36,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .._util import atomic_path, check_format
-from ..errors import InputError
+from nmc_dataset._util import atomic_path, check_format
+from nmc_dataset.errors import InputError
 
 FORMAT_VERSION = 1
 KINDS = ("electrode", "ct", "segmentation")

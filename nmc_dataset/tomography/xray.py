@@ -25,7 +25,7 @@ import dataclasses
 
 import numpy as np
 
-from ..errors import InputError, MissingExtraError
+from nmc_dataset.errors import InputError, MissingExtraError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,7 +13,7 @@ from nmc_dataset.grains.gan import _Trainer, resolve_device, train
 from nmc_dataset.grains.generator import GNet
 from nmc_dataset.grains.model import GrainModel
 
-from .test_gan import TINY, _equal, _fits, _weights
+from tests.grains.test_gan import TINY, _equal, _fits, _weights
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
 

@@ -3,7 +3,7 @@
 Two modes:
 
 ``--mode particles`` (default): real multi-scale particles through the release builder
-(:func:`nmc_dataset.dataset.particle_shards.particle_shard`): shell from a reference ShellModel,
+(:func:`nmc_dataset.pipeline._particle_shards.particle_shard`): shell from a reference ShellModel,
 grains from a real GrainModel (seeded, untrained G_net at the paper's intensity 0.0018 px^-3 and
 0.05 µm pixel), assembly, the full-resolution volume at ``--voxel-size-um`` (grain statistics of
 the params tables), the ``particles`` + ``grains`` configs and a ``voxels_64`` config (64^3
@@ -44,7 +44,7 @@ PAPER_MS_PER_SHELL = 2.37
 
 def synthetic_model(path: Path) -> Path:
     """A ShellModel of paper-sized shells (radius ~39 voxels = 5 µm at 0.128 µm) from known laws."""
-    from nmc_dataset.shells.model import DegreeLaw, ShellModel
+    from nmc_dataset.shells._model import DegreeLaw, ShellModel
 
     laws = [DegreeLaw(0, "lognormal", {"mu": float(np.log(39.0 * np.sqrt(4 * np.pi))), "sigma": 0.12})]
     laws += [DegreeLaw(ell, "t", {"scale": 1.2 / ell, "df": 6.0}) for ell in range(1, 10)]
@@ -53,7 +53,7 @@ def synthetic_model(path: Path) -> Path:
 
 
 def _voxels(coeffs_um: np.ndarray, voxel_um: float):
-    from nmc_dataset.particles.voxelize import Grid, shell_mask
+    from nmc_dataset.particles._voxelize import Grid, shell_mask
 
     grid = Grid(shape=(VOX, VOX, VOX), index_lo=(-VOX // 2,) * 3, voxel_size_um=voxel_um)
     return shell_mask(coeffs_um, grid).astype(np.uint8)
@@ -64,8 +64,8 @@ def make_shard(shard_index, items, *, model_path: str, seed: int, voxel_um: floa
     import datasets
     import pyarrow as pa
 
-    from nmc_dataset.dataset.build import array3d_column
-    from nmc_dataset.dataset.recipe import shell_shard
+    from nmc_dataset.pipeline._build import array3d_column
+    from nmc_dataset.pipeline._stage_dataset import shell_shard
 
     tables = shell_shard(shard_index, items, model_path=model_path, seed=seed)
     coeffs = np.asarray(tables["shells"].column("sh_coefficients_um").to_pylist())
@@ -94,9 +94,9 @@ def particle_models(folder: Path, radius_um: float):
     """A reference ShellModel (mean radius ``radius_um``) and a real GrainModel at the paper's intensity."""
     import torch
 
-    from nmc_dataset.grains.generator import GNet
-    from nmc_dataset.grains.model import GrainModel
-    from nmc_dataset.synthetic.ct_phantom import reference_shell_model
+    from nmc_dataset.calibration._generator import GNet
+    from nmc_dataset.calibration._model import GrainModel
+    from nmc_dataset.synthetic._ct_phantom import reference_shell_model
 
     folder.mkdir(parents=True, exist_ok=True)
     reference_shell_model(mean_radius_vox=radius_um / 0.128, voxel_size_um=0.128).write(folder / "shell.json")
@@ -122,12 +122,12 @@ def _shard_cpu(out: Path) -> tuple[float, float]:
 def bench_particles(args) -> int:
     import torch
 
-    from nmc_dataset.dataset.build import build_dataset
-    from nmc_dataset.dataset.card import write_card
-    from nmc_dataset.dataset.figures import card_figures
-    from nmc_dataset.dataset.manifest import write_manifest
-    from nmc_dataset.dataset.particle_shards import particle_shard, release_configs
-    from nmc_dataset.particles.commands import generate_particles, load_grain_model, load_shell_model
+    from nmc_dataset.pipeline._build import build_dataset
+    from nmc_dataset.pipeline._card import write_card
+    from nmc_dataset.pipeline._card_figures import card_figures
+    from nmc_dataset.pipeline._manifest import write_manifest
+    from nmc_dataset.pipeline._particle_shards import particle_shard, release_configs
+    from nmc_dataset.pipeline._generate import generate_particles, load_grain_model, load_shell_model
 
     torch.set_num_threads(1)
     tmp = Path(tempfile.mkdtemp(prefix="bench_build_particles_"))
@@ -212,10 +212,10 @@ def main(argv=None) -> int:
     args.items = args.items or 48
     args.shard_size = args.shard_size or 8
 
-    from nmc_dataset.dataset.build import build_dataset
-    from nmc_dataset.dataset.card import write_card
-    from nmc_dataset.dataset.figures import card_figures
-    from nmc_dataset.dataset.manifest import write_manifest
+    from nmc_dataset.pipeline._build import build_dataset
+    from nmc_dataset.pipeline._card import write_card
+    from nmc_dataset.pipeline._card_figures import card_figures
+    from nmc_dataset.pipeline._manifest import write_manifest
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_build_"))
     try:

@@ -30,8 +30,8 @@ import numpy as np
 
 
 def make_scan(folder: Path, size: int, fmt: str, seed: int = 0) -> Path:
-    from nmc_dataset.grains.gbpd import GBPD
-    from nmc_dataset.synthetic.ebsd import slice_labels, synthetic_scan, write_scan
+    from nmc_dataset.tessellation._gbpd import GBPD
+    from nmc_dataset.synthetic._ebsd import slice_labels, synthetic_scan, write_scan
 
     rng = np.random.default_rng(seed)
     radius = size / 2 - 5
@@ -66,9 +66,9 @@ def main(argv=None) -> int:
           f"(made in {time.perf_counter() - t0:.1f} s)")
 
     # --- ours, stage by stage, in this process
-    from nmc_dataset.grains.morphology import chord_arrow_table, grain_table
-    from nmc_dataset.grains.reconstruct import reconstruct_grains
-    from nmc_dataset.io.ebsd import read_ebsd
+    from nmc_dataset.ebsd._morphology import chord_arrow_table, grain_table
+    from nmc_dataset.ebsd._reconstruct import reconstruct_grains
+    from nmc_dataset.io._ebsd import read_ebsd
 
     t = time.perf_counter()
     scan = read_ebsd(path)
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
 
     # --- the whole command in a child process: wall time and peak RSS
     out = folder / "sections"
-    cmd = [sys.executable, "-m", "nmc_dataset.cli", "-q", "import-ebsd", str(path), "--out", str(out)]
+    cmd = [sys.executable, "-m", "nmc_dataset.cli._main", "-q", "import-ebsd", str(path), "--out", str(out)]
     t = time.perf_counter()
     subprocess.run(cmd, check=True)
     t_cli = time.perf_counter() - t
@@ -95,7 +95,7 @@ def main(argv=None) -> int:
           f"peak RSS {peak_mb:.0f} MB, score {sel['sections'][0]['score']:.3f}")
 
     # --- naive baseline on the same file
-    from nmc_dataset.grains.orientation import euler_to_quat, misorientation_angle, misorientation_angle_bruteforce
+    from nmc_dataset.ebsd._orientation import euler_to_quat, misorientation_angle, misorientation_angle_bruteforce
 
     if args.format == "ang":
         t = time.perf_counter()

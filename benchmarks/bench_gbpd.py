@@ -33,9 +33,11 @@ def main() -> None:
     import numba
     import torch
 
-    from nmc_dataset.grains.fit2d import fit_section, section_from_gbpd
-    from nmc_dataset.grains.gbpd import DIAG_MIN, GBPD, grid_points, hard_labels_bruteforce, hard_labels_grid
-    from nmc_dataset.grains.seeds import poisson_seeds
+    from nmc_dataset.calibration._fit2d import fit_section, section_from_gbpd
+    from nmc_dataset.tessellation._gbpd import DIAG_MIN, GBPD, grid_points
+    from nmc_dataset.testing._tessellation import hard_labels_bruteforce
+    from nmc_dataset.tessellation._labels import hard_labels_grid
+    from nmc_dataset.tessellation._seeds import poisson_seeds
 
     if args.threads:
         numba.set_num_threads(args.threads)
@@ -90,7 +92,7 @@ def main() -> None:
     print(f"naive BLAS brute force (quadratic features @ coefficients) on {len(x)} voxels: {tq:.2f} s; a full grid "
           f"~{est_q:.0f} s; speed-up ~{est_q / wall:.0f}x (agrees with the reference on "
           f"{100 * (out == ref).mean():.3f} %: it rounds differently)")
-    from nmc_dataset.grains.gbpd import count_disconnected
+    from nmc_dataset.tessellation._connectivity import count_disconnected
 
     t = time.perf_counter()
     nd = count_disconnected(lab)

@@ -35,10 +35,10 @@ import time
 import numpy as np
 import torch
 
-from nmc_dataset.grains.gan import TrainConfig, _Trainer
-from nmc_dataset.grains.gbpd import GBPD, radial_frames
-from nmc_dataset.grains.generator import GNet
-from nmc_dataset.grains.model import GrainModel
+from nmc_dataset.calibration._gan import TrainConfig, _Trainer
+from nmc_dataset.tessellation._gbpd import GBPD, radial_frames
+from nmc_dataset.calibration._generator import GNet
+from nmc_dataset.calibration._model import GrainModel
 
 PAPER_US_PER_GRAIN = 7.06
 TARGET_US_PER_GRAIN = 1.0
@@ -48,7 +48,7 @@ def naive_per_seed(model: GrainModel, rng, lo, hi, limit: int):
     """The plain loop: per seed one kNN query, one frame, one network call (first ``limit`` seeds)."""
     from scipy.spatial import cKDTree
 
-    from nmc_dataset.grains.generator import default_knn_margin, poisson_seed_set
+    from nmc_dataset.calibration._generator import default_knn_margin, poisson_seed_set
 
     m = model.cell_margin_px + default_knn_margin(model.intensity_per_px3, model.kappa)
     ss = poisson_seed_set(rng, model.intensity_per_px3, np.asarray(lo) - m, np.asarray(hi) + m)
@@ -72,9 +72,8 @@ def generation_breakdown(model: GrainModel, rng, lo, hi, old: bool = False, keep
     """One generation of the window, step by step as ``generate_gbpd`` does it (``old``: the
     previous path: np.all mask, cKDTree + numpy inputs, one unchunked no_grad network pass;
     ``keep_inputs``: also return the network's input rows under ``"inputs"``)."""
-    from nmc_dataset.grains.generator import (default_knn_margin, markers, neighbour_inputs,
-                                              neighbour_inputs_reference, poisson_seed_set)
-    from nmc_dataset.grains.knn import box_mask
+    from nmc_dataset.calibration._generator import default_knn_margin, markers, neighbour_inputs, neighbour_inputs_reference, poisson_seed_set
+    from nmc_dataset.calibration._knn import box_mask
 
     lo = np.asarray(lo, dtype=np.float64)
     hi = np.asarray(hi, dtype=np.float64)
@@ -113,7 +112,7 @@ def mlp_paths(model: GrainModel, x: np.ndarray, repeats: int) -> dict:
     """Median time of the network pass on one window's input rows ``x``: oneDNN's fused layers
     (the default where available) and the module's own forward (torch's default CPU matmul), both
     chunked."""
-    from nmc_dataset.grains.generator import fused_layers, markers
+    from nmc_dataset.calibration._generator import fused_layers, markers
 
     out = {}
     for name, fused in (("fused", True), ("plain", False)):

@@ -15,11 +15,7 @@ import time
 
 import numpy as np
 
-from nmc_dataset.grains.orientation_model import (
-    OrientationModel,
-    fit_texture,
-    fit_texture_deblurred,
-)
+from nmc_dataset.ebsd._orientation_model import OrientationModel, fit_texture, fit_texture_deblurred
 
 
 def _exact_inverse_vonmises(u, a, m=512):

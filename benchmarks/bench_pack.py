@@ -30,9 +30,9 @@ def main():
     ap.add_argument("--binder", default="bridge")
     ap.add_argument("--skip-baseline", action="store_true")
     a = ap.parse_args()
-    from nmc_dataset.particles.commands import load_grain_model
-    from nmc_dataset.synthetic.ct_phantom import reference_shell_model
-    from nmc_dataset.tomography.pack import pack_electrode
+    from nmc_dataset.pipeline._generate import load_grain_model
+    from nmc_dataset.synthetic._ct_phantom import reference_shell_model
+    from nmc_dataset.tomography._pack import pack_electrode
     from tests.particles.fixtures import write_models
 
     with tempfile.TemporaryDirectory() as d:

@@ -55,17 +55,12 @@ def main(argv=None):
     args = ap.parse_args(argv)
     os.environ.setdefault("NUMBA_NUM_THREADS", str(args.threads))
 
-    from nmc_dataset.export import meshes
-    from nmc_dataset.grains.gbpd import hard_labels_bruteforce
-    from nmc_dataset.particles.assemble import assemble
-    from nmc_dataset.particles.voxelize import (
-        grid_points_px,
-        inside_shell,
-        particle_grid,
-        voxelize,
-    )
-    from nmc_dataset.synthetic.ct_phantom import reference_shell_model
-    from nmc_dataset.synthetic.ebsd import radial_teacher_gbpd
+    from nmc_dataset.export import _meshes as meshes
+    from nmc_dataset.testing._tessellation import hard_labels_bruteforce
+    from nmc_dataset.particles._assemble import assemble
+    from nmc_dataset.particles._voxelize import grid_points_px, inside_shell, particle_grid, voxelize
+    from nmc_dataset.synthetic._ct_phantom import reference_shell_model
+    from nmc_dataset.synthetic._ebsd import radial_teacher_gbpd
 
     rng = np.random.default_rng(args.seed)
     shell = reference_shell_model(mean_radius_vox=args.radius_um / 0.128, voxel_size_um=0.128)
@@ -114,7 +109,7 @@ def main(argv=None):
     import tempfile
     from pathlib import Path
 
-    from nmc_dataset.export.hdf5 import VoxelsWriter
+    from nmc_dataset.export._hdf5 import VoxelsWriter
 
     with tempfile.TemporaryDirectory(prefix="nmc-bench-") as td:
         td = Path(td)
@@ -131,7 +126,7 @@ def main(argv=None):
         print(f"exports without the tet mesh: {total:.2f} s wall, {total_cpu:.2f} s CPU; ratio to voxelising: "
               f"wall {total / t_vox:.2f}, CPU {total_cpu / max(t_vox.cpu, 1e-9):.2f}", flush=True)
         if not args.skip_tets:
-            from nmc_dataset.export.decimate import tet_mesh_coarsened
+            from nmc_dataset.export._decimate import tet_mesh_coarsened
 
             for h in [float(x) for x in args.mesh_sizes.split(",") if x]:
                 try:

@@ -28,7 +28,7 @@ def main():
     from scipy import ndimage
     from skimage.transform import iradon, radon
 
-    from nmc_dataset.tomography import ctsim
+    from nmc_dataset.tomography import _ctsim as ctsim
 
     n = a.size
     rng = np.random.default_rng(0)

@@ -45,9 +45,9 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     from scipy import ndimage
 
-    from nmc_dataset.tomography import scoring
-    from nmc_dataset.tomography.classical import otsu_watershed
-    from nmc_dataset.tomography.phantom import phantom_ct_arrays
+    from nmc_dataset.tomography import _scoring as scoring
+    from nmc_dataset.tomography._classical import otsu_watershed
+    from nmc_dataset.tomography._phantom import phantom_ct_arrays
 
     half = args.size // 2
     a = phantom_ct_arrays(7, size=half, n_particles=int(250 * (half / 96) ** 3))

@@ -34,8 +34,8 @@ PAPER_MS_PER_SHELL = 2.37
 
 def naive_sample(model, n, rng):
     """Baseline: one shell at a time, per-degree draws, per-shell grid evaluation and checks."""
-    from nmc_dataset.shells.harmonics import icosphere, sh_basis, vertex_weights
-    from nmc_dataset.shells.model import _draw
+    from nmc_dataset.shells._harmonics import icosphere, sh_basis, vertex_weights
+    from nmc_dataset.shells._model import _draw
 
     u, _ = icosphere(model.check_subdivisions)
     B = sh_basis(model.degree, u)
@@ -54,9 +54,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="smaller sizes (CI smoke run)")
     args = ap.parse_args()
-    from nmc_dataset.shells.descriptors import shell_descriptors
-    from nmc_dataset.shells.model import ShellModel
-    from nmc_dataset.synthetic.ct_phantom import make_ct_phantom, reference_shell_model
+    from nmc_dataset.shells._descriptors import shell_descriptors
+    from nmc_dataset.shells._model import ShellModel
+    from nmc_dataset.synthetic._ct_phantom import make_ct_phantom, reference_shell_model
 
     rng = np.random.default_rng(0)
     model = reference_shell_model()
@@ -83,7 +83,7 @@ def main():
     print(f"           naive per-shell loop ({n_naive} shells): {us_naive:.1f} µs/shell -> vectorised is "
           f"{us_naive / us:.0f}x faster")
 
-    from nmc_dataset.synthetic.ct_phantom import truth_coefficients
+    from nmc_dataset.synthetic._ct_phantom import truth_coefficients
 
     het = truth_coefficients("heterogeneous", 1600, np.random.default_rng(3))
     mix = ShellModel.fit(het, 0.128, kind="scale_mixture", n_bands=3, edcc=False)
@@ -106,7 +106,7 @@ def main():
     print(f"[fit] 1600 particles x 100 coefficients: {t_fit:.2f} s (target < 5 s; paper < 1 min); "
           f"one-time dcor import {t_imp:.1f} s; families: {[law.family for law in m.laws]}")
 
-    from nmc_dataset.shells.selection import format_table, select_model
+    from nmc_dataset.shells._selection import format_table, select_model
 
     t = time.perf_counter()
     _, table = select_model(het, 0.128, rng=np.random.default_rng(4))
@@ -121,7 +121,7 @@ def main():
     shell_descriptors(c[:nd])
     print(f"[descriptors] {(time.perf_counter() - t) / nd * 1e3:.2f} ms/shell (2562-vertex triangulation, qhull)")
 
-    from nmc_dataset.shells.pipeline import fit_volume
+    from nmc_dataset.pipeline._shells import fit_volume
 
     size, npart = (128, 40) if args.quick else (256, 300)
     ph = make_ct_phantom(model, shape=(size,) * 3, n_particles=npart, rng=np.random.default_rng(1), dtype="uint16")
@@ -138,9 +138,9 @@ def main():
           f"{res.segmentation.n_particles} found: {t_seg:.1f} s; peak traced allocations {peak / 2**20:.0f} MiB "
           f"(volume itself {vol.nbytes / 2**20:.0f} MiB); process max RSS {rss1:.0f} MiB (before: {rss0:.0f} MiB)")
     print(f"              star-shaped volume fraction mean {res.model.star_volume_fraction['mean']:.3f}")
-    from nmc_dataset.shells.radius import measure_particles
-    from nmc_dataset.shells.segment import segment_volume
-    from nmc_dataset.shells.subvoxel import measure_particles_subvoxel
+    from nmc_dataset.shells._radius import measure_particles
+    from nmc_dataset.shells._segment import segment_volume
+    from nmc_dataset.shells._subvoxel import measure_particles_subvoxel
 
     t = time.perf_counter()
     seg = segment_volume(vol)

@@ -25,11 +25,11 @@ import tempfile
 import numpy as np
 import tifffile
 
-from nmc_dataset.cli import main as cli
+from nmc_dataset.cli._main import main as cli
 from nmc_dataset.compare import distribution_distances
-from nmc_dataset.grains import descriptors as De
-from nmc_dataset.grains.fit2d import read_tessellations
-from nmc_dataset.io.sections import read_sections
+from nmc_dataset.calibration import _descriptors as De
+from nmc_dataset.calibration._fit2d import read_tessellations
+from nmc_dataset.io._sections import read_sections
 
 MIN_AREA_PX = 5  # import-ebsd's --min-grain-px default
 TARGET = 1.3

@@ -1,7 +1,7 @@
 """Closed-loop validation of the stereological calibration, through the user's path.
 
 1. ``nmc-dataset phantom-ebsd`` slices known 3D radial teacher tessellations
-   (:func:`nmc_dataset.synthetic.ebsd.radial_teacher_gbpd`) through central planes (plus one
+   (:func:`nmc_dataset.synthetic._ebsd.radial_teacher_gbpd`) through central planes (plus one
    off-centre plane that import must reject) and writes them as ``.ang`` / ``.ctf`` scans;
 2. ``nmc-dataset import-ebsd`` reconstructs the grains and selects the central sections;
 3. ``nmc-dataset fit-sections`` fits the 2D tessellations;
@@ -49,11 +49,11 @@ import numpy as np
 import torch
 import yaml
 
-from nmc_dataset.cli import main as cli
+from nmc_dataset.cli._main import main as cli
 from nmc_dataset.compare import distribution_distances
-from nmc_dataset.grains import descriptors as De
-from nmc_dataset.grains.fit2d import read_tessellations
-from nmc_dataset.grains.model import GrainModel
+from nmc_dataset.calibration import _descriptors as De
+from nmc_dataset.calibration._fit2d import read_tessellations
+from nmc_dataset.calibration._model import GrainModel
 
 TEACHER_INTENSITY = 0.0018  # radial_teacher_gbpd's default, the paper's mu_1
 MIN_AREA_PX = 5  # import-ebsd's --min-grain-px default: smaller grains never reach the training data

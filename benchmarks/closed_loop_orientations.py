@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from nmc_dataset import cli
+from nmc_dataset.cli import _main as cli
 
 
 def _seeds(text):

@@ -22,8 +22,8 @@ import time
 
 
 def main():
-    from nmc_dataset.synthetic.ct_phantom import TRUTH_KINDS
-    from nmc_dataset.synthetic.shell_loop import format_loop_table, run_truth_loop
+    from nmc_dataset.synthetic._ct_phantom import TRUTH_KINDS
+    from nmc_dataset.testing._shell_loop import format_loop_table, run_truth_loop
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--n-particles", type=int, default=1000)

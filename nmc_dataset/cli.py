@@ -22,17 +22,17 @@ from nmc_dataset.errors import NmcError
 
 #: modules that define ``register(subparsers)``; order is the order in ``--help``.
 COMMAND_MODULES = (
-    "nmc_dataset.synthetic.commands",
-    "nmc_dataset.shells.commands",
-    "nmc_dataset.grains.commands_ebsd",
-    "nmc_dataset.grains.commands_fit",
-    "nmc_dataset.grains.commands_model",
-    "nmc_dataset.grains.commands_orientations",
-    "nmc_dataset.particles.commands",
-    "nmc_dataset.dataset.commands",
-    "nmc_dataset.tomography.commands",
-    "nmc_dataset.tomography.seg_commands",
-    "nmc_dataset.recipes",
+    "nmc_dataset.cli.phantoms",
+    "nmc_dataset.cli.shells",
+    "nmc_dataset.pipeline._ebsd_import",
+    "nmc_dataset.cli.sections",
+    "nmc_dataset.cli.grains",
+    "nmc_dataset.cli.orientations",
+    "nmc_dataset.pipeline._generate",
+    "nmc_dataset.cli.release",
+    "nmc_dataset.cli.tomography",
+    "nmc_dataset.cli.segmentation",
+    "nmc_dataset.pipeline._recipe",
 )
 
 

@@ -27,11 +27,11 @@ from nmc_dataset.errors import ExportError, InputError, RecipeError
 
 #: (section name, module with ``run_section``) in execution order.
 SECTIONS: tuple[tuple[str, str], ...] = (
-    ("shells", "nmc_dataset.shells.recipe"),
-    ("sections", "nmc_dataset.grains.recipe_sections"),
-    ("grains", "nmc_dataset.grains.recipe"),
-    ("particles", "nmc_dataset.particles.recipe"),
-    ("dataset", "nmc_dataset.dataset.recipe"),
+    ("shells", "nmc_dataset.pipeline._stage_shells"),
+    ("sections", "nmc_dataset.pipeline._stage_sections"),
+    ("grains", "nmc_dataset.pipeline._stage_grains"),
+    ("particles", "nmc_dataset.pipeline._stage_particles"),
+    ("dataset", "nmc_dataset.pipeline._stage_dataset"),
 )
 
 
@@ -170,7 +170,7 @@ def run_recipe(path: str | Path, out: str | Path, *, workers: int = 1, force: bo
         raise RecipeError("--workers must be >= 1")
     ctx = RunContext(recipe_path=path, recipe=recipe, out=Path(out), seed=int(recipe.get("seed", 0)),
                      workers=workers, force=force, options=dict(options or {}))
-    from nmc_dataset.dataset.build import check_build_folder, claim_build_folder
+    from nmc_dataset.pipeline._build import check_build_folder, claim_build_folder
 
     selected = [(name, importlib.import_module(module)) for name, module in SECTIONS
                 if name in recipe and (not only or name in only)]

@@ -5,9 +5,9 @@ import sys
 
 import pytest
 
-from nmc_dataset import cli
+from nmc_dataset.cli import _main as cli
 from nmc_dataset.errors import InputError
-from nmc_dataset.recipes import load_recipe, validate_recipe, RecipeError
+from nmc_dataset.pipeline._recipe import load_recipe, validate_recipe, RecipeError
 
 
 def test_help_lists_commands(capsys):
@@ -22,7 +22,7 @@ def test_usage_error_is_one_line_starting_with_error(capsys):
 
 
 def test_console_script_runs():
-    r = subprocess.run([sys.executable, "-m", "nmc_dataset.cli", "--version"], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "nmc_dataset.cli._main", "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and "nmc-dataset" in r.stdout
 
 

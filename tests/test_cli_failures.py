@@ -23,7 +23,7 @@ ENV = {**os.environ, "CI": "true", "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": 
 
 def cli(*args, cwd=None, env=None):
     """Run ``nmc-dataset ARGS`` in a subprocess; return (exit code, stdout, stderr)."""
-    r = subprocess.run([sys.executable, "-m", "nmc_dataset.cli", *map(str, args)], capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "nmc_dataset.cli._main", *map(str, args)], capture_output=True,
                        text=True, cwd=cwd, env={**ENV, **(env or {})}, timeout=600)
     return r.returncode, r.stdout, r.stderr
 
@@ -227,7 +227,7 @@ def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(inputs, tm
 
 # --------------------------------------------------------------------------- CT volumes
 def test_fit_shells_takes_nan_as_outside_the_field_of_view(tmp_path):
-    from nmc_dataset.synthetic.ct_phantom import make_ct_phantom, reference_shell_model
+    from nmc_dataset.synthetic._ct_phantom import make_ct_phantom, reference_shell_model
 
     ph = make_ct_phantom(reference_shell_model(mean_radius_vox=6.0), shape=(64,) * 3, n_particles=20,
                          rng=np.random.default_rng(3))
@@ -240,7 +240,7 @@ def test_fit_shells_takes_nan_as_outside_the_field_of_view(tmp_path):
 
 
 def test_fit_shells_uses_instance_labels_as_given(tmp_path):
-    from nmc_dataset.synthetic.ct_phantom import make_ct_phantom, reference_shell_model
+    from nmc_dataset.synthetic._ct_phantom import make_ct_phantom, reference_shell_model
 
     ph = make_ct_phantom(reference_shell_model(mean_radius_vox=6.0), shape=(64,) * 3, n_particles=20,
                          rng=np.random.default_rng(4))
@@ -252,7 +252,7 @@ def test_fit_shells_uses_instance_labels_as_given(tmp_path):
     assert "labels input" in out and "instance labels used as given" in out
     model = json.loads((tmp_path / "m.json").read_text())
     # every particle that does not touch the border is kept (the grey pipeline merged or split some)
-    from nmc_dataset.shells.segment import _remove_border
+    from nmc_dataset.shells._segment import _remove_border
 
     lab = ph.labels.astype(np.int32).copy()
     _remove_border(lab)
@@ -314,7 +314,7 @@ def test_publish_revision_must_match_the_dataset_version(tiny_build):
 
 
 def test_card_states_that_inputs_were_phantoms(tmp_path):
-    from nmc_dataset.dataset.card import render_card
+    from nmc_dataset.pipeline._card import render_card
 
     (tmp_path / "data").mkdir()
     text = render_card(tmp_path, {"name": "x", "version": "0.1.0", "inputs": {

@@ -29,7 +29,7 @@ def _blocks(text: str, lang: str) -> list[str]:
 
 
 def _subparsers() -> dict[str, argparse.ArgumentParser]:
-    from nmc_dataset.cli import build_parser
+    from nmc_dataset.cli._main import build_parser
 
     parser = build_parser()
     action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

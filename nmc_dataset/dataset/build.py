@@ -252,7 +252,7 @@ def check_build_folder(out: str | os.PathLike, recipe_hash: str | None, *, force
     out : path-like
         The build folder.
     recipe_hash : str or None
-        :func:`nmc_dataset.recipes.recipe_hash` of the recipe (``None``: no check, nothing recorded).
+        :func:`nmc_dataset.pipeline._recipe.recipe_hash` of the recipe (``None``: no check, nothing recorded).
     force : bool
         Allow replacing a different build: its ``data/`` and build state are removed first.
     adopt_existing : bool

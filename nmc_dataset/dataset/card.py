@@ -29,7 +29,7 @@ import numpy as np
 
 from nmc_dataset._util import human_bytes, write_text_atomic
 from nmc_dataset.errors import InputError
-from nmc_dataset.dataset.manifest import content_files
+from nmc_dataset.pipeline._manifest import content_files
 
 CARD = "README.md"
 TEMPLATE = "dataset_card.md.jinja"
@@ -100,7 +100,7 @@ CONFIG_DOCS = {
                   "`shell_compactness`, `shell_aspect_ratio`, `shell_sphericity`), `n_grains` and the "
                   "full-resolution voxel grid (`voxel_size_um`, `grid_shape_zyx`, `grid_origin_um_xyz`). With the "
                   "`grains` rows of the same `particle_id` it is enough to rebuild the particle exactly "
-                  "(`nmc_dataset.export.tables.particle_from_rows`)."),
+                  "(`nmc_dataset.export._tables.particle_from_rows`)."),
     "grains": ("one row per grain: `particle_id`, `label` (its value in the voxel volumes), the GBPD marker "
                "(seed `seed_*_px`, matrix diagonal `d_radial`, `d_tangential_1`, `d_tangential_2`, offset "
                "`r_px2`, roll angle `roll_rad` = γ; grain-model pixels), and from the full-resolution voxels: "

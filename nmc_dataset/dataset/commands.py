@@ -39,8 +39,8 @@ def _cmd_publish(args) -> int:
     from pathlib import Path
 
     from nmc_dataset.errors import PublishError
-    from nmc_dataset.dataset.manifest import read_manifest
-    from nmc_dataset.dataset.publish import parse_target, publish_hf, publish_zenodo
+    from nmc_dataset.pipeline._manifest import read_manifest
+    from nmc_dataset.pipeline._publish import parse_target, publish_hf, publish_zenodo
 
     folder = Path(args.build)
     m = read_manifest(folder)  # format check before anything else
@@ -69,8 +69,8 @@ def _cmd_card(args) -> int:
     from pathlib import Path
 
     from nmc_dataset._util import log
-    from nmc_dataset.dataset.card import CARD, write_card
-    from nmc_dataset.dataset.manifest import update_manifest_entries, verify_manifest
+    from nmc_dataset.pipeline._card import CARD, write_card
+    from nmc_dataset.pipeline._manifest import update_manifest_entries, verify_manifest
 
     folder = Path(args.build)
     m = verify_manifest(folder, skip={CARD})
@@ -79,8 +79,8 @@ def _cmd_card(args) -> int:
     figures = None
     changed = [CARD]
     if args.figures:
-        from nmc_dataset.dataset.figures import card_figures
-        from nmc_dataset.dataset.manifest import content_files
+        from nmc_dataset.pipeline._card_figures import card_figures
+        from nmc_dataset.pipeline._manifest import content_files
 
         before = set(content_files(folder, exclude))
         figures = card_figures(folder)

@@ -152,7 +152,7 @@ def card_figures(folder: str | os.PathLike, *, measured: Mapping[str, Mapping[st
     """
     import pyarrow.parquet as pq
 
-    from nmc_dataset.dataset.card import config_summaries, unit_of
+    from nmc_dataset.pipeline._card import config_summaries, unit_of
 
     folder = Path(folder)
     figdir = folder / "figures"
@@ -224,7 +224,7 @@ def particle_rendering(labels: np.ndarray, path: str | os.PathLike, *, voxel_siz
     the grains show on the cut plane and on the outer surface.
 
     The surface is the conforming grain mesh of the label volume (VTK SurfaceNets3D, as in
-    :func:`nmc_dataset.export.meshes.grain_surface_mesh`); triangles are coloured by grain with
+    :func:`nmc_dataset.export._meshes.grain_surface_mesh`); triangles are coloured by grain with
     fixed colours and Lambert-shaded. Deterministic bytes for the same volume.
 
     Parameters
@@ -238,7 +238,7 @@ def particle_rendering(labels: np.ndarray, path: str | os.PathLike, *, voxel_siz
     """
     from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 
-    from nmc_dataset.export.meshes import grain_surface_mesh
+    from nmc_dataset.export._meshes import grain_surface_mesh
 
     plt = _pyplot()
     lab = np.array(labels, dtype=np.int32, copy=True)

@@ -26,7 +26,7 @@ from typing import Iterable
 from nmc_dataset import __version__
 from nmc_dataset._util import check_format, read_json, write_json_atomic
 from nmc_dataset.errors import InputError, PublishError
-from nmc_dataset.dataset.build import sha256_file
+from nmc_dataset.pipeline._build import sha256_file
 
 MANIFEST = "manifest.json"
 KIND = "nmc-dataset/manifest"
@@ -46,7 +46,7 @@ def content_files(folder: str | os.PathLike, exclude: Iterable[str] = ()) -> lis
     claimed it (``.build/foreign.json``) and paths matching an ``exclude`` glob
     (``grain_model/checkpoints/*``; a folder pattern ``sections/`` excludes its whole tree) are left out.
     """
-    from nmc_dataset.dataset.build import foreign_files
+    from nmc_dataset.pipeline._build import foreign_files
 
     folder = Path(folder)
     exclude = list(exclude)

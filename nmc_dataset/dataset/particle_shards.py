@@ -1,11 +1,11 @@
 """Particles through the sharded release builder.
 
 With a ``dataset:`` section in the recipe, the ``particles:`` section builds its particles with
-:func:`nmc_dataset.dataset.build.build_dataset` straight into the release layout (a Hugging Face
+:func:`nmc_dataset.pipeline._build.build_dataset` straight into the release layout (a Hugging Face
 dataset repository)::
 
     data/particles/train-XXXXX-of-YYYYY.parquet   one row per particle (params table of
-                                                   nmc_dataset.export.tables: id, seed, model ids,
+                                                   nmc_dataset.export._tables: id, seed, model ids,
                                                    SH coefficients µm, shell descriptors, ...)
     data/grains/train-...parquet                  one row per grain (seed, D, r, γ, volume, centroid,
                                                    principal axes, touches_shell, elongation,
@@ -21,13 +21,13 @@ dataset repository)::
 
 Particle ``k`` is drawn from ``particle_seed(recipe seed, k)`` alone, so the shards, HDF5 files
 and meshes are byte-identical for any number of workers or a dask cluster. The HDF5 and mesh
-files of a shard are recorded in its completeness sidecar (:class:`~nmc_dataset.dataset.build.ShardResult`),
+files of a shard are recorded in its completeness sidecar (:class:`~nmc_dataset.pipeline._build.ShardResult`),
 so a killed build redoes a shard whose extra files are missing or damaged.
 
 The N³ grids: voxel ``[k, j, i]`` of particle ``p`` is centred at ``h_p * (i - N//2, j - N//2,
 k - N//2)`` µm, with ``h_p`` (``voxel_size_um`` of the row) chosen so that the shell's bounding box
 (+2 %) fits with ``pad`` empty voxels on every side. It is the same anchored lattice as
-:func:`nmc_dataset.particles.voxelize.voxelize` at voxel size ``h_p``: both give the same label at
+:func:`nmc_dataset.particles._voxelize.voxelize` at voxel size ``h_p``: both give the same label at
 every common voxel centre.
 """
 
@@ -73,10 +73,10 @@ def cube_grid(coeffs_um: np.ndarray, n: int, pad: int = CUBE_PAD):
 
     Returns
     -------
-    nmc_dataset.particles.voxelize.Grid
+    nmc_dataset.particles._voxelize.Grid
         Shape ``(n, n, n)``, lattice indices ``-(n // 2) .. n - 1 - n // 2`` on every axis.
     """
-    from nmc_dataset.particles.voxelize import Grid, shell_extent
+    from nmc_dataset.particles._voxelize import Grid, shell_extent
 
     n = int(n)
     if n < 2 * pad + 4:
@@ -92,14 +92,14 @@ def cube_grid(coeffs_um: np.ndarray, n: int, pad: int = CUBE_PAD):
 def voxelize_cube(particle, n: int, pad: int = CUBE_PAD):
     """Label volume of ``particle`` on its fixed-shape ``n³`` cube (:func:`cube_grid`).
 
-    Same labels as :func:`nmc_dataset.particles.voxelize.voxelize` (0 outside, ``k`` = grain
+    Same labels as :func:`nmc_dataset.particles._voxelize.voxelize` (0 outside, ``k`` = grain
     ``k``), ``uint16`` (``uint32`` for 65535 grains or more).
 
     Returns
     -------
-    nmc_dataset.particles.voxelize.VoxelVolume
+    nmc_dataset.particles._voxelize.VoxelVolume
     """
-    from nmc_dataset.particles.voxelize import VoxelVolume, gbpd_grid_labels, label_dtype, shell_mask
+    from nmc_dataset.particles._voxelize import VoxelVolume, gbpd_grid_labels, label_dtype, shell_mask
 
     grid = cube_grid(particle.coeffs_um, n, pad)
     mask = shell_mask(particle.coeffs_um, grid)
@@ -111,7 +111,7 @@ def voxelize_cube(particle, n: int, pad: int = CUBE_PAD):
 
 def voxelize_cube_reference(particle, n: int, pad: int = CUBE_PAD):
     """Slow twin of :func:`voxelize_cube` (SH radius at every voxel, brute-force GBPD labels)."""
-    from nmc_dataset.particles.voxelize import VoxelVolume, gbpd_grid_labels_reference, label_dtype, shell_mask_reference
+    from nmc_dataset.particles._voxelize import VoxelVolume, gbpd_grid_labels_reference, label_dtype, shell_mask_reference
 
     grid = cube_grid(particle.coeffs_um, n, pad)
     mask = shell_mask_reference(particle.coeffs_um, grid)
@@ -172,7 +172,7 @@ def voxels_table(volumes: list, n_grains: list, n: int):
     """The ``voxels_<n>`` Arrow table of a shard's cube volumes (``VoxelVolume`` list, uint16)."""
     import pyarrow as pa
 
-    from nmc_dataset.dataset.build import array3d_column
+    from nmc_dataset.pipeline._build import array3d_column
 
     feats = voxels_features(n)
     stack = np.stack([np.asarray(v.labels) for v in volumes]) if volumes else np.zeros((0, n, n, n), np.uint16)
@@ -215,7 +215,7 @@ def _models(shell_model_path: str, grain_model_path: str):
     """Loaded models (cached per worker process): ``(shell, shell_id, grain, grain_id)``."""
     key = (shell_model_path, grain_model_path)
     if key not in _MODELS:
-        from nmc_dataset.particles.commands import load_grain_model, load_shell_model
+        from nmc_dataset.pipeline._generate import load_grain_model, load_shell_model
 
         # One worker = one core: the pool (--workers N) provides the parallelism; threaded torch or
         # numba kernels inside N workers would oversubscribe the machine.
@@ -279,12 +279,12 @@ def particle_shard(shard_index: int, items: Sequence[int], *, out: str, n_shards
 
     Returns
     -------
-    nmc_dataset.dataset.build.ShardResult
+    nmc_dataset.pipeline._build.ShardResult
         Tables of the configs ``particles``, ``grains`` and ``voxels_<N>``, and the extra files.
     """
-    from nmc_dataset.export import tables as ptables
-    from nmc_dataset.particles.pipeline import export_particles
-    from nmc_dataset.dataset.build import ShardResult
+    from nmc_dataset.export import _tables as ptables
+    from nmc_dataset.pipeline._particles import export_particles
+    from nmc_dataset.pipeline._build import ShardResult
 
     out_p = Path(out)
     shell, sid, grain, gid = _models(shell_model_path, grain_model_path)
@@ -297,7 +297,7 @@ def particle_shard(shard_index: int, items: Sequence[int], *, out: str, n_shards
     with contextlib.ExitStack() as stack:
         writer = None
         if "voxels" in formats:
-            from nmc_dataset.export.hdf5 import VoxelsWriter
+            from nmc_dataset.export._hdf5 import VoxelsWriter
 
             rel = voxels_file(shard_index, n_shards)
             writer = stack.enter_context(VoxelsWriter(out_p / rel))
@@ -335,7 +335,7 @@ def _copy_file(src: Path, dst: Path) -> None:
 def copy_models(out: Path, shell_model_path: Path, grain_model_path: Path) -> list[str]:
     """Copy the shell model JSON and the grain model folder (model.json + weights) into ``models/``."""
     from nmc_dataset._util import read_json
-    from nmc_dataset.grains.model import MODEL_JSON, WEIGHTS
+    from nmc_dataset.calibration._model import MODEL_JSON, WEIGHTS
 
     out = Path(out)
     written = []
@@ -348,7 +348,7 @@ def copy_models(out: Path, shell_model_path: Path, grain_model_path: Path) -> li
         written.append(f"{MODELS_DIR}/{coeffs.name}")
     meta = read_json(grain_model_path / MODEL_JSON)
     name = "grain_model"
-    from nmc_dataset.grains.orientation_model import ORIENTATION_MODEL_FILE
+    from nmc_dataset.ebsd._orientation_model import ORIENTATION_MODEL_FILE
 
     extra = [ORIENTATION_MODEL_FILE] if (grain_model_path / ORIENTATION_MODEL_FILE).is_file() else []
     for f in (MODEL_JSON, meta.get("weights", WEIGHTS), *extra):
@@ -375,16 +375,16 @@ def build_particle_release(config: dict, ctx, *, shell_model_path: Path, grain_m
     """Build the particles of a ``particles:`` section into the release layout of ``ctx.out``.
 
     Shard size and the N³ configs come from the ``dataset:`` section (``particles_shard_size``)
-    and the ``particles:`` section (``cubes``). Returns the :class:`~nmc_dataset.dataset.build.BuildResult`.
+    and the ``particles:`` section (``cubes``). Returns the :class:`~nmc_dataset.pipeline._build.BuildResult`.
     """
-    from nmc_dataset.particles.commands import parse_formats
-    from nmc_dataset.recipes import recipe_hash
-    from nmc_dataset.dataset.build import build_dataset, check_build_folder
+    from nmc_dataset.pipeline._generate import parse_formats
+    from nmc_dataset.pipeline._recipe import recipe_hash
+    from nmc_dataset.pipeline._build import build_dataset, check_build_folder
 
     dcfg = ctx.recipe.get("dataset") or {}
     formats = parse_formats(config.get("formats", ["params", "voxels"]), f"{ctx.recipe_path}: particles.formats")
     if "damask" in formats or "neper" in formats:
-        from nmc_dataset.particles.commands import check_orientations_for, load_grain_model
+        from nmc_dataset.pipeline._generate import check_orientations_for, load_grain_model
 
         check_orientations_for(formats, load_grain_model(grain_model_path)[0], f"{ctx.recipe_path}: particles.formats")
     cubes = [int(n) for n in config.get("cubes", list(DEFAULT_CUBES))]
@@ -428,7 +428,7 @@ def render_first_particle(out: Path, n: int) -> Path | None:
     """``figures/rendered_particle_<id>_cut_open.png``: the first particle of ``voxels_<n>``, cut open."""
     import pyarrow.parquet as pq
 
-    from nmc_dataset.dataset.figures import particle_rendering
+    from nmc_dataset.pipeline._card_figures import particle_rendering
 
     files = sorted((Path(out) / "data" / f"voxels_{n}").glob("*.parquet"))
     if not files:
@@ -445,9 +445,9 @@ def render_first_particle(out: Path, n: int) -> Path | None:
 
 
 def _check_memory(config: dict, shell_model_path, n: int, ctx) -> None:
-    from nmc_dataset.particles.assemble import _children, particle_seed
-    from nmc_dataset.particles.commands import load_shell_model
-    from nmc_dataset.particles.voxelize import check_memory, shell_grid
+    from nmc_dataset.particles._assemble import _children, particle_seed
+    from nmc_dataset.pipeline._generate import load_shell_model
+    from nmc_dataset.particles._voxelize import check_memory, shell_grid
 
     shell, _ = load_shell_model(shell_model_path)
     h = float(config.get("voxel_size_um", 0.05))

@@ -1,6 +1,6 @@
 """Publish a build folder to the Hugging Face Hub or to Zenodo.
 
-Both targets first run :func:`~nmc_dataset.dataset.manifest.verify_manifest` and refuse a folder
+Both targets first run :func:`~nmc_dataset.pipeline._manifest.verify_manifest` and refuse a folder
 whose files no longer match ``manifest.json``. The uploaded set is the manifest's files plus
 ``manifest.json``; hidden local state (``.build/``, ``.publish/``) is never uploaded.
 
@@ -37,8 +37,8 @@ from typing import Callable
 from nmc_dataset import __version__
 from nmc_dataset._util import human_bytes, log, write_json_atomic
 from nmc_dataset.errors import PublishError
-from nmc_dataset.dataset.build import sha256_file
-from nmc_dataset.dataset.manifest import MANIFEST, verify_manifest
+from nmc_dataset.pipeline._build import sha256_file
+from nmc_dataset.pipeline._manifest import MANIFEST, verify_manifest
 
 SANDBOX_API = "https://sandbox.zenodo.org/api"
 PRODUCTION_API = "https://zenodo.org/api"

@@ -30,7 +30,7 @@ _MODEL_CACHE: dict = {}
 
 def release_metadata(config: dict) -> dict:
     """The release block of the manifest from a dataset section (defaults applied, ``hub_id`` added)."""
-    from nmc_dataset.dataset.card import release_defaults
+    from nmc_dataset.pipeline._card import release_defaults
 
     d = {k: config[k] for k in RELEASE_KEYS if k in config}
     d.setdefault("name", "nmc811-virtual-particles")
@@ -43,7 +43,7 @@ def release_metadata(config: dict) -> dict:
 
 
 def _load_shell_model(path: str):
-    from nmc_dataset.shells.model import ShellModel
+    from nmc_dataset.shells._model import ShellModel
 
     if path not in _MODEL_CACHE:
         _MODEL_CACHE[path] = ShellModel.load(path)
@@ -59,7 +59,7 @@ def shell_shard(shard_index: int, items: list[int], *, model_path: str, seed: in
     """
     import pyarrow as pa
 
-    from nmc_dataset.shells.descriptors import shell_descriptors
+    from nmc_dataset.shells._descriptors import shell_descriptors
 
     model = _load_shell_model(model_path)
     vs = float(model.voxel_size_um)
@@ -77,7 +77,7 @@ def shell_shard(shard_index: int, items: list[int], *, model_path: str, seed: in
         "aspect_ratio": pa.array(desc["aspect_ratio"]),
         "sphericity": pa.array(desc["sphericity"]),
     }
-    meta = {"voxel_size_um": str(vs), "sh_convention": "see nmc_dataset.shells.model.SH_CONVENTION"}
+    meta = {"voxel_size_um": str(vs), "sh_convention": "see nmc_dataset.shells._model.SH_CONVENTION"}
     return {"shells": pa.table(cols).replace_schema_metadata(meta)}
 
 
@@ -103,7 +103,7 @@ def _shell_model_path(ctx) -> Path | None:
 
 
 def _file_entry(path: Path) -> dict:
-    from nmc_dataset.dataset.build import sha256_file
+    from nmc_dataset.pipeline._build import sha256_file
 
     return {"name": path.name, "sha256": sha256_file(path)}
 
@@ -134,7 +134,7 @@ def input_provenance(ctx) -> dict:
         out["sections"] = {"kind": "phantom", "text": "synthetic EBSD scans of a known radial teacher architecture "
                            "written by the tool's own instrument model, not a measurement"}
     elif "scans" in sections:
-        from nmc_dataset.grains.commands_ebsd import expand_scans
+        from nmc_dataset.pipeline._ebsd_import import expand_scans
 
         scans = expand_scans(sections["scans"], base=ctx.recipe_path.parent)
         out["sections"] = {"kind": "measured", "files": [_file_entry(Path(s)) for s in scans],
@@ -152,11 +152,11 @@ def check_section(config: dict, ctx) -> None:
 
 def run_section(config: dict, ctx) -> None:
     """Build the release files of ``ctx.out``: shells config (optional), figures, card, manifest."""
-    from nmc_dataset.recipes import recipe_hash
-    from nmc_dataset.dataset.build import build_dataset, check_build_folder
-    from nmc_dataset.dataset.card import write_card
-    from nmc_dataset.dataset.figures import card_figures
-    from nmc_dataset.dataset.manifest import write_manifest
+    from nmc_dataset.pipeline._recipe import recipe_hash
+    from nmc_dataset.pipeline._build import build_dataset, check_build_folder
+    from nmc_dataset.pipeline._card import write_card
+    from nmc_dataset.pipeline._card_figures import card_figures
+    from nmc_dataset.pipeline._manifest import write_manifest
 
     out = Path(ctx.out)
     rhash = recipe_hash(ctx.recipe)

@@ -137,7 +137,7 @@ def coarsen_surface(surface, h_um: float, min_elements_per_grain: int | None = N
         With ``stats`` attribute: triangles before/after, vertices restored by repairs, grain
         pairs before/after.
     """
-    from nmc_dataset.export.meshes import GrainSurface
+    from nmc_dataset.export._meshes import GrainSurface
 
     if not (h_um and h_um > 0):
         raise InputError(f"the mesh size must be > 0 µm, got {h_um}", "--mesh-size-um")
@@ -222,7 +222,7 @@ def tet_mesh_coarsened(surface, h_um: float, min_elements_per_grain: int | None 
 
     Returns ``(TetMesh, coarse surface)``; raises ``RuntimeError`` when the retries run out.
     """
-    from nmc_dataset.export.meshes import tet_mesh
+    from nmc_dataset.export._meshes import tet_mesh
 
     keep = np.zeros((0, 3))
     for _ in range(max_retries + 1):

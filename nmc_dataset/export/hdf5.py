@@ -100,7 +100,7 @@ class VoxelsWriter:
         return self
 
     def add(self, volume, n_grains: int | None = None, orientations_wxyz=None) -> str:
-        """Append one :class:`~nmc_dataset.particles.voxelize.VoxelVolume`; returns its dataset path.
+        """Append one :class:`~nmc_dataset.particles._voxelize.VoxelVolume`; returns its dataset path.
 
         ``orientations_wxyz`` (n, 4) (default: the volume's own ``orientations_wxyz``) adds the
         per-label table ``grains/<id>``.
@@ -123,7 +123,7 @@ class VoxelsWriter:
                          "n_grains": n, "format": VOXELS_FORMAT, "format_version": VOXELS_FORMAT_VERSION})
         quat = getattr(volume, "orientations_wxyz", None) if orientations_wxyz is None else orientations_wxyz
         if quat is not None:
-            from nmc_dataset.grains.orientation_model import orientation_columns
+            from nmc_dataset.ebsd._orientation_model import orientation_columns
 
             quat = np.asarray(quat, dtype=np.float64).reshape(-1, 4)
             if len(quat) != n:
@@ -215,8 +215,8 @@ def list_volumes(path) -> list[int]:
 
 
 def read_volume(path, particle_id: int):
-    """Read one particle's :class:`~nmc_dataset.particles.voxelize.VoxelVolume` back."""
-    from nmc_dataset.particles.voxelize import Grid
+    """Read one particle's :class:`~nmc_dataset.particles._voxelize.VoxelVolume` back."""
+    from nmc_dataset.particles._voxelize import Grid
 
     with _open(path) as f:
         name = dataset_name(particle_id)
@@ -226,7 +226,7 @@ def read_volume(path, particle_id: int):
         labels = ds[...]
         h = float(ds.attrs["voxel_size_um"])
         origin = np.asarray(ds.attrs["origin_um"], dtype=np.float64)
-    from nmc_dataset.particles.voxelize import VoxelVolume
+    from nmc_dataset.particles._voxelize import VoxelVolume
 
     grid = Grid(shape=labels.shape, index_lo=np.rint(origin / h).astype(np.int64), voxel_size_um=h)
     return VoxelVolume(labels, grid, int(particle_id), read_orientations(path, particle_id))

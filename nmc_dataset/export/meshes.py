@@ -32,7 +32,7 @@ import numpy as np
 
 from nmc_dataset._util import atomic_path, log
 from nmc_dataset.errors import MissingExtraError
-from nmc_dataset.export.cleanup import clean_labels  # noqa: F401 - part of this module's API; the clean-up is its own module
+from nmc_dataset.export._cleanup import clean_labels
 
 
 # --------------------------------------------------------------------------- shell
@@ -48,7 +48,7 @@ def shell_surface_mesh(coeffs_um: np.ndarray, subdivisions: int = 6):
     """
     import trimesh
 
-    from nmc_dataset.shells.harmonics import icosphere, radius
+    from nmc_dataset.shells._harmonics import icosphere, radius
 
     dirs, faces = icosphere(subdivisions)
     r = np.asarray(radius(np.asarray(coeffs_um, dtype=np.float64), dirs))
@@ -510,7 +510,7 @@ def _cell_fields(grain: np.ndarray, orientations, quaternions: bool) -> dict:
     """Cell data: ``grain`` and, when orientations are given, ``orientation_matrix`` (9 components,
     row-major rotation crystal -> particle frame), ``c_axis`` (its third column) and, where the
     format allows 4 components (``quaternions``), ``orientation_wxyz``."""
-    from nmc_dataset.export.inp import quat_to_matrix
+    from nmc_dataset.export._inp import quat_to_matrix
 
     out = {"grain": grain.astype(np.int32)}
     if orientations is not None:
@@ -614,7 +614,7 @@ def write_tet_mesh(mesh: TetMesh, folder, stem: str, formats=TET_FORMATS, *, ord
     import meshio
 
     from nmc_dataset.errors import InputError
-    from nmc_dataset.export import inp as inp_mod
+    from nmc_dataset.export import _inp as inp_mod
 
     if order not in (1, 2):
         raise InputError(f"the element order must be 1 (linear tets) or 2 (quadratic tets), got {order!r}",

@@ -1,7 +1,7 @@
 """Hand-offs to crystal-plasticity / polycrystal simulators: DAMASK grids and Neper-style orientations.
 
 Two export formats of a particle drawn with crystal orientations
-(:attr:`~nmc_dataset.particles.assemble.Particle.orientations_wxyz`):
+(:attr:`~nmc_dataset.particles._assemble.Particle.orientations_wxyz`):
 
 ``damask`` (needs the optional extra ``pip install 'nmc-dataset[damask]'``, AGPL-3.0 licensed)
     ``simulators/particle_<id>.vti``: a DAMASK ``GeomGrid`` (VTK ImageData, written by the
@@ -78,7 +78,7 @@ def _stem(particle_id: int) -> str:
 
 def write_neper_orientations(particle, folder) -> Path:
     """Write ``particle_<id>.ori`` (Bunge degrees, passive, line k = label k) into ``folder``."""
-    from nmc_dataset.grains.orientation_model import orientation_columns
+    from nmc_dataset.ebsd._orientation_model import orientation_columns
 
     q = _orientations(particle, "neper")
     euler_deg = np.degrees(orientation_columns(q)["euler_bunge_rad"])
@@ -127,7 +127,7 @@ def write_damask(particle, volume, folder) -> tuple[Path, Path]:
         The grid and the material configuration.
     """
     from nmc_dataset import __version__
-    from nmc_dataset.grains.orientation_model import orientation_columns
+    from nmc_dataset.ebsd._orientation_model import orientation_columns
 
     damask = _damask()
     q = _orientations(particle, "damask")

@@ -38,7 +38,7 @@ Two tables (two parquet files in a ``generate`` output, two configs in a dataset
     ``particles`` gets ``orientation_model_id`` (empty string without one).
 
 Every float is stored as float64, so :func:`particle_from_rows` rebuilds the exact
-:class:`~nmc_dataset.particles.assemble.Particle` and its voxel volume bit for bit.
+:class:`~nmc_dataset.particles._assemble.Particle` and its voxel volume bit for bit.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def grains_schema():
 
 def shell_descriptor_row(coeffs_um: np.ndarray) -> dict:
     """Analytic shell descriptors (µm) of one shell, keyed by the particles-table columns."""
-    from nmc_dataset.shells.descriptors import shell_descriptors
+    from nmc_dataset.shells._descriptors import shell_descriptors
 
     d = shell_descriptors(np.asarray(coeffs_um, dtype=np.float64)[None, :])
     return {
@@ -136,7 +136,7 @@ def particle_records(particle, volume=None, stats=None, descriptors: dict | None
     descriptors : dict, optional
         :func:`shell_descriptor_row` (computed if omitted).
     """
-    from nmc_dataset.particles.voxelize import grain_statistics
+    from nmc_dataset.particles._voxelize import grain_statistics
 
     g = particle.grains
     n = g.n
@@ -165,12 +165,12 @@ def particle_records(particle, volume=None, stats=None, descriptors: dict | None
     prow["orientation_model_id"] = getattr(particle, "orientation_model_id", "") or ""
     quat = getattr(particle, "orientations_wxyz", None)
     if quat is not None:
-        from nmc_dataset.grains.orientation_model import orientation_columns
+        from nmc_dataset.ebsd._orientation_model import orientation_columns
 
         cols = orientation_columns(quat)
         grows.update({k: list(v) for k, v in cols.items()})
     if volume is not None:
-        from nmc_dataset.grains.gbpd import count_disconnected
+        from nmc_dataset.tessellation._connectivity import count_disconnected
 
         st = grain_statistics(volume.labels, volume.grid, n) if stats is None else stats
         h = volume.voxel_size_um
@@ -264,7 +264,7 @@ def read_params(folder):
 
 
 def particle_from_rows(particle_row: dict, grain_rows: dict):
-    """Rebuild a :class:`~nmc_dataset.particles.assemble.Particle` from its table rows.
+    """Rebuild a :class:`~nmc_dataset.particles._assemble.Particle` from its table rows.
 
     Parameters
     ----------
@@ -273,8 +273,8 @@ def particle_from_rows(particle_row: dict, grain_rows: dict):
     grain_rows : dict of arrays
         The grains-table columns of this particle, ordered by ``label``.
     """
-    from nmc_dataset.grains.gbpd import GBPD
-    from nmc_dataset.particles.assemble import Particle
+    from nmc_dataset.tessellation._gbpd import GBPD
+    from nmc_dataset.particles._assemble import Particle
 
     gr = {k: np.asarray(v) for k, v in grain_rows.items()}
     order = np.argsort(gr["label"], kind="stable")

@@ -1,6 +1,6 @@
 """The grain architecture (docs/method.md#grain-architecture): GBPD engine, EBSD sections, 2D fits, stereological GAN.
 
-Names are imported lazily (PEP 562) so that ``import nmc_dataset.grains.gbpd`` and the CLI do not
+Names are imported lazily (PEP 562) so that ``import nmc_dataset.tessellation._labels`` and the CLI do not
 pay for torch until a torch-backed name is used.
 """
 

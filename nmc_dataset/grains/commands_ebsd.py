@@ -93,12 +93,12 @@ def import_ebsd(scans, out, min_ci: float = 0.1, max_misorientation_deg: float =
         Output folder (built atomically; an existing folder is replaced only if it holds an
         earlier import, i.e. a ``selection.json``).
     min_ci, max_misorientation_deg, min_grain_px, dilate_px :
-        Grain reconstruction (:func:`nmc_dataset.grains.reconstruct.reconstruct_grains`):
+        Grain reconstruction (:func:`nmc_dataset.ebsd._reconstruct.reconstruct_grains`):
         ``dilate_px`` is the grain-dilation reach applied before the ``min_grain_px`` filter
         (0 = none; only with ``fill="none"``).
     fill : {"shape", "none"}
         ``"shape"`` (default): complete every grain across unindexed and low-CI pixels
-        (:mod:`nmc_dataset.grains.completion`), so that the morphology is measured on the
+        (:mod:`nmc_dataset.ebsd._completion`), so that the morphology is measured on the
         completed map; ``"none"``: labels keep only the confident pixels.
     center_px : (2,) sequence, optional
         ``(x, y)`` centre used for every scan (default: each particle mask's centroid).
@@ -106,7 +106,7 @@ def import_ebsd(scans, out, min_ci: float = 0.1, max_misorientation_deg: float =
         Which sections feed calibration: by the centrality score (``score >= threshold``), all,
         or the listed ones.
     threshold : float, optional
-        Centrality threshold (default :data:`nmc_dataset.grains.morphology.CENTRALITY_THRESHOLD`).
+        Centrality threshold (default :data:`nmc_dataset.ebsd._morphology.CENTRALITY_THRESHOLD`).
 
     Returns
     -------
@@ -115,10 +115,10 @@ def import_ebsd(scans, out, min_ci: float = 0.1, max_misorientation_deg: float =
     """
     from nmc_dataset._util import log, progress, write_json_atomic
     from nmc_dataset.outputs import check_out_name, claim_folder, output_folder
-    from nmc_dataset.io.ebsd import read_ebsd
-    from nmc_dataset.io.sections import Section, write_section
-    from nmc_dataset.grains.morphology import CENTRALITY_CALIBRATION, CENTRALITY_THRESHOLD, centrality_score, chord_arrow_table, grain_table, is_central
-    from nmc_dataset.grains.reconstruct import reconstruct_grains
+    from nmc_dataset.io._ebsd import read_ebsd
+    from nmc_dataset.io._sections import Section, write_section
+    from nmc_dataset.ebsd._morphology import CENTRALITY_CALIBRATION, CENTRALITY_THRESHOLD, centrality_score, chord_arrow_table, grain_table, is_central
+    from nmc_dataset.ebsd._reconstruct import reconstruct_grains
 
     if not (min_ci <= 1.0) or not np.isfinite(min_ci):
         raise RecipeError(f"--min-ci must be a number <= 1, got {min_ci}")

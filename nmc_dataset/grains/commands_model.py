@@ -68,9 +68,9 @@ def register(sub) -> None:
 # --------------------------------------------------------------------------- fit-grains
 def _cmd_fit(args) -> int:
     from nmc_dataset._util import log
-    from nmc_dataset.recipes import load_recipe
-    from nmc_dataset.grains.gan import TrainConfig, resolve_device, train, train_restarts
-    from nmc_dataset.grains.recipe import check_section, load_fits, recipe_restarts, warn_if_cutouts_leave_sections
+    from nmc_dataset.pipeline._recipe import load_recipe
+    from nmc_dataset.calibration._gan import TrainConfig, resolve_device, train, train_restarts
+    from nmc_dataset.pipeline._stage_grains import check_section, load_fits, recipe_restarts, warn_if_cutouts_leave_sections
 
     # everything the command line and the recipe decide is checked before the data is read
     device = resolve_device(args.device)
@@ -142,7 +142,7 @@ def sample_labels(model, size_px: int, seed: int, heights=None):
     """
     import numpy as np
 
-    from nmc_dataset.grains.gbpd import hard_labels, hard_labels_grid
+    from nmc_dataset.tessellation._labels import hard_labels, hard_labels_grid
 
     half = (size_px - 1) / 2.0
     rng = np.random.default_rng(seed)
@@ -173,8 +173,8 @@ def _cmd_sample(args) -> int:
     import numpy as np
 
     from nmc_dataset._util import atomic_path, log
-    from nmc_dataset.grains.gbpd import count_disconnected
-    from nmc_dataset.grains.model import GrainModel
+    from nmc_dataset.tessellation._connectivity import count_disconnected
+    from nmc_dataset.calibration._model import GrainModel
 
     if args.size_px < 1:
         raise InputError(f"--size-px must be >= 1, got {args.size_px}")
@@ -217,7 +217,7 @@ def _cmd_sample(args) -> int:
 
 # --------------------------------------------------------------------------- describe-grains
 def _cmd_describe(args) -> int:
-    from nmc_dataset.grains.descriptors import describe_grains
+    from nmc_dataset.calibration._descriptors import describe_grains
 
     result = describe_grains(args.model, args.against, args.out, samples=args.samples, radius_px=args.radius_px,
                              seed=args.seed, min_area_px=args.min_area_px, force=args.force)

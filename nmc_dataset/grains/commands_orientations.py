@@ -7,7 +7,7 @@
 
 Reads every central section written by ``import-ebsd`` (``grains.parquet``: mean orientation
 and centroid of each 2D grain; ``mask.tif``: the section's radius), computes each grain's radial
-direction in crystal coordinates and fits :class:`~nmc_dataset.grains.orientation_model.OrientationModel`
+direction in crystal coordinates and fits :class:`~nmc_dataset.ebsd._orientation_model.OrientationModel`
 by maximum likelihood. Its own stage (not part of ``fit-grains``): the texture is independent of
 the GAN's morphology, takes a second to fit, and can be added to an existing grain model.
 """
@@ -116,7 +116,7 @@ def fit_orientations(sections, out=None, *, min_radius_frac: float = 0.4, sample
         only the central ones).
     blur_correction : bool
         Correct for the angular error of the in-plane radial directions
-        (:func:`~nmc_dataset.grains.orientation_model.fit_texture_deblurred`); the uncorrected
+        (:func:`~nmc_dataset.ebsd._orientation_model.fit_texture_deblurred`); the uncorrected
         fit is kept in the model's ``fit.raw``.
 
     Returns
@@ -126,8 +126,8 @@ def fit_orientations(sections, out=None, *, min_radius_frac: float = 0.4, sample
     import pyarrow.parquet as pq
 
     from nmc_dataset._util import log, read_json
-    from nmc_dataset.io.sections import read_sections
-    from nmc_dataset.grains.orientation_model import ORIENTATION_MODEL_FILE, ORIENTATION_MODEL_FORMAT, OrientationModel, fit_texture, fit_texture_deblurred
+    from nmc_dataset.io._sections import read_sections
+    from nmc_dataset.ebsd._orientation_model import ORIENTATION_MODEL_FILE, ORIENTATION_MODEL_FORMAT, OrientationModel, fit_texture, fit_texture_deblurred
 
     if not (0.0 <= float(min_radius_frac) < 1.0):
         raise RecipeError(f"--min-radius-frac must be in [0, 1), got {min_radius_frac}")

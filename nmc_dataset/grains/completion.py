@@ -35,8 +35,8 @@ import itertools
 
 import numpy as np
 
-from nmc_dataset.grains.orientation import grain_mean_orientations, misorientation_angle
-from nmc_dataset.grains.reconstruct import dilate_grains, relabel_sequential
+from nmc_dataset.ebsd._orientation import grain_mean_orientations, misorientation_angle
+from nmc_dataset.ebsd._reconstruct import dilate_grains, relabel_sequential
 
 #: Default longest run of unassigned pixels a bridge between two fragments may cross.
 DEFAULT_GAP_PX = 3
@@ -123,7 +123,7 @@ def bridge_fragments(labels: np.ndarray, quat: np.ndarray, phase: np.ndarray, op
     ----------
     labels : (ny, nx) int array
         Regions of confident pixels (0 = unassigned), e.g. from
-        :func:`~nmc_dataset.grains.reconstruct.label_by_misorientation` with ``min_grain_px=1``.
+        :func:`~nmc_dataset.ebsd._reconstruct.label_by_misorientation` with ``min_grain_px=1``.
     quat : (ny, nx, 4) array
         Pixel orientations.
     phase : (ny, nx) int array

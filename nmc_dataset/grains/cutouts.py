@@ -34,9 +34,9 @@ import dataclasses
 import numpy as np
 import torch
 
-from nmc_dataset.grains.fit2d import augment
-from nmc_dataset.grains.gbpd import GBPD, power_distances, radial_frames
-from nmc_dataset.grains.generator import neighbour_inputs, poisson_seed_set, default_knn_margin
+from nmc_dataset.calibration._fit2d import augment
+from nmc_dataset.tessellation._gbpd import GBPD, power_distances, radial_frames
+from nmc_dataset.calibration._generator import neighbour_inputs, poisson_seed_set, default_knn_margin
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,7 +209,7 @@ def soft_images_reference(g: GBPD, points: np.ndarray, beta_eff: float, channels
     """Plain twin of :func:`soft_images` for one cutout: ``g`` in cutout coordinates.
 
     ``points`` are the grid points in the same coordinates (``(P, 2)``, or ``(P, 3)`` with z = 0).
-    Uses every seed (no pruning) and :func:`nmc_dataset.grains.gbpd.power_distances`.
+    Uses every seed (no pruning) and :func:`nmc_dataset.tessellation._labels.power_distances`.
     Returns ``(image (C, G, G), ng[, hard (C, G, G)])``.
     """
     pd = power_distances(g, points)  # (P, N)

@@ -11,9 +11,9 @@
 - ``radial_alignment``: ``|cos|`` of the angle between the major axis and the direction from the
   particle centre to the centroid (1 = pointing at the centre; a random direction averages 0.5).
 
-2D: :func:`section_descriptors` reuses :mod:`nmc_dataset.grains.morphology` (area, η, α, chord
+2D: :func:`section_descriptors` reuses :mod:`nmc_dataset.ebsd._morphology` (area, η, α, chord
 lengths) on labels of planar sections; :func:`model_sections` draws central (or off-centre)
-sections of a :class:`~nmc_dataset.grains.model.GrainModel` or of any 3D GBPD sampler.
+sections of a :class:`~nmc_dataset.calibration._model.GrainModel` or of any 3D GBPD sampler.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from nmc_dataset.grains.gbpd import GBPD
-from nmc_dataset.grains.radial_bins import compare_radial_bins, pooled_bins, radial_bin_descriptors
+from nmc_dataset.tessellation._gbpd import GBPD
+from nmc_dataset.calibration._radial_bins import compare_radial_bins, pooled_bins, radial_bin_descriptors
 
 #: the 2D descriptors compared by describe-grains and the closed loop, with units
 DESCRIPTORS_2D = {"area_px": "px²", "elongation": "", "alpha_rad": "rad", "chord_px": "px"}
@@ -135,9 +135,9 @@ def section_descriptors(labels: np.ndarray, center_px, min_area_px: int = 1) -> 
         below it were dropped from the measured sections).
 
     Returns ``{"area_px", "elongation", "alpha_rad", "chord_px"}`` (per grain, chords per chord),
-    computed by :mod:`nmc_dataset.grains.morphology`.
+    computed by :mod:`nmc_dataset.ebsd._morphology`.
     """
-    from nmc_dataset.grains.morphology import chord_table, grain_descriptors
+    from nmc_dataset.ebsd._morphology import chord_table, grain_descriptors
 
     d = grain_descriptors(np.asarray(labels), center_px)
     ch = chord_table(labels)
@@ -189,7 +189,7 @@ def gbpd_section_labels(g, radius_px: float, height_px: float = 0.0, size_px: in
     The disc has radius ``sqrt(radius_px^2 - height_px^2)`` (a section of the ball of radius
     ``radius_px``); the image is centred on the plane's centre. Returns ``(labels, center_px)``.
     """
-    from nmc_dataset.grains.gbpd import hard_labels
+    from nmc_dataset.tessellation._labels import hard_labels
 
     if size_px is None:
         size_px = 2 * int(np.ceil(radius_px)) + 3
@@ -236,7 +236,7 @@ def model_sections(sampler, rng, n: int, radius_px: float, height_px: float = 0.
 def teacher_sampler(radius_px: float, **teacher_kwargs):
     """A sampler ``(rng, lo, hi) -> GBPD`` drawing the synthetic radial teacher (``radial_teacher_gbpd``)
     in a ball covering the box (the closed loop's known truth)."""
-    from nmc_dataset.synthetic.ebsd import radial_teacher_gbpd
+    from nmc_dataset.synthetic._ebsd import radial_teacher_gbpd
 
     def draw(rng, lo, hi):
         r = float(np.max(np.abs(np.concatenate([np.ravel(lo), np.ravel(hi)])))) * np.sqrt(3) + 16.0
@@ -248,7 +248,7 @@ def teacher_sampler(radius_px: float, **teacher_kwargs):
 def laguerre_sampler(intensity: float, offset_range=(1.0, 10.0), margin_px: float = 16.0):
     """Isotropic Laguerre cells (``M_i = I``, ``r_i ~ U(offset_range)``) of a Poisson process: the
     baseline of earlier particle models, with the intensity given (match it to the data)."""
-    from nmc_dataset.grains.seeds import poisson_seeds
+    from nmc_dataset.tessellation._seeds import poisson_seeds
 
     def draw(rng, lo, hi):
         ss = poisson_seeds(rng, intensity, np.asarray(lo, float) - margin_px, np.asarray(hi, float) + margin_px)
@@ -263,7 +263,7 @@ def volume_labels(sampler, rng, size_px: int):
 
     Returns ``(labels, origin_px)``.
     """
-    from nmc_dataset.grains.gbpd import hard_labels_grid
+    from nmc_dataset.tessellation._labels import hard_labels_grid
 
     half = (size_px - 1) / 2.0
     draw = sampler.sample if hasattr(sampler, "sample") else sampler
@@ -285,7 +285,7 @@ def describe_grains(model_dir, tessellations, out, *, samples: int = 8, radius_p
     Writes ``comparison.md``, ``comparison.json`` and histograms (via
     :func:`nmc_dataset.compare.compare_descriptors`), ``cut_height.png`` (α distribution of model
     sections at ``heights`` × radius from the centre), ``cut_height.json`` and ``radial_bins.json``
-    (both sides per shell of normalised radius, :mod:`nmc_dataset.grains.radial_bins`).
+    (both sides per shell of normalised radius, :mod:`nmc_dataset.calibration._radial_bins`).
 
     Returns
     -------
@@ -296,8 +296,8 @@ def describe_grains(model_dir, tessellations, out, *, samples: int = 8, radius_p
     from nmc_dataset.compare import compare_descriptors
     from nmc_dataset.errors import InputError
     from nmc_dataset.outputs import check_out_name, claim_folder, output_folder
-    from nmc_dataset.grains.fit2d import read_tessellations
-    from nmc_dataset.grains.model import GrainModel
+    from nmc_dataset.calibration._fit2d import read_tessellations
+    from nmc_dataset.calibration._model import GrainModel
 
     claim_folder(check_out_name(out), "describe-grains", force=force, legacy=("cut_height.json",))
     model = GrainModel.load(model_dir)
@@ -331,7 +331,7 @@ def describe_grains(model_dir, tessellations, out, *, samples: int = 8, radius_p
 
 def cut_height_study(sampler, rng, radius_px: float, heights, n: int) -> dict:
     """α samples and their KDE at section heights ``h * radius_px`` (the cut-height study)."""
-    from nmc_dataset.grains.morphology import alpha_kde, centrality_score
+    from nmc_dataset.ebsd._morphology import alpha_kde, centrality_score
 
     res = {"radius_px": float(radius_px), "heights": []}
     for h in heights:

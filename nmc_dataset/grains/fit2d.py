@@ -3,7 +3,7 @@
 A section's label image is fitted by a 2D GBPD with the radial marker restriction
 (``M_i = Q_i^T D_i Q_i``, ``Q_i`` with first row ``s_i / |s_i|``) by gradient descent (Adam) on
 the soft form with an annealed temperature: the loss is the cross-entropy of each assigned
-pixel's grain under :func:`~nmc_dataset.grains.gbpd.soft_assign`, over a per-grain candidate
+pixel's grain under :func:`~nmc_dataset.tessellation._labels.soft_assign`, over a per-grain candidate
 set (the grain, its neighbours in the label image and any cell that took its pixels at the
 last check). Unassigned pixels (label 0) and pixels outside the particle mask are ignored.
 
@@ -37,7 +37,8 @@ import numpy as np
 from nmc_dataset._util import check_format, log, progress, read_json
 from nmc_dataset.errors import InputError
 from nmc_dataset.outputs import check_out_name, claim_folder, output_folder
-from nmc_dataset.grains.gbpd import DIAG_MIN, GBPD, hard_labels, hard_labels_grid
+from nmc_dataset.tessellation._gbpd import DIAG_MIN, GBPD
+from nmc_dataset.tessellation._labels import hard_labels, hard_labels_grid
 
 TESSELLATIONS_FORMAT = "nmc-dataset/tessellations"
 TESSELLATIONS_FORMAT_VERSION = 1
@@ -151,7 +152,7 @@ def fit_section(section, steps: int = 200, seed: int = 0, beta: tuple[float, flo
 
     Parameters
     ----------
-    section : nmc_dataset.io.sections.Section
+    section : nmc_dataset.io._sections.Section
         Labels (0 = unassigned), mask, centre and pixel size.
     steps : int
         Adam steps.
@@ -188,7 +189,7 @@ def fit_section(section, steps: int = 200, seed: int = 0, beta: tuple[float, flo
 def _fit_section(section, steps, seed, beta, lr, check_every) -> SectionFit:
     import torch
 
-    from nmc_dataset.grains.gbpd import soft_power_distances, torch_frames
+    from nmc_dataset.tessellation._soft import soft_power_distances, torch_frames
 
     labels = np.asarray(section.labels)
     mask = np.asarray(section.mask, dtype=bool)
@@ -207,7 +208,7 @@ def _fit_section(section, steps, seed, beta, lr, check_every) -> SectionFit:
     mean, cov, _count = _grain_stats(coords, target, n)
     rng = np.random.default_rng(seed)
     mean = mean + rng.normal(scale=1e-3, size=mean.shape)
-    from nmc_dataset.grains.gbpd import radial_frames
+    from nmc_dataset.tessellation._gbpd import radial_frames
 
     q = radial_frames(mean)
     local_var = np.einsum("nij,njk,nik->ni", q, cov, q)  # variance along radial / tangential
@@ -399,7 +400,7 @@ def fit_sections(root: str | Path, out: str | Path, steps: int = 200, seed: int 
     Parameters
     ----------
     root : path-like
-        A folder of sections written by ``import-ebsd`` (:mod:`nmc_dataset.io.sections`).
+        A folder of sections written by ``import-ebsd`` (:mod:`nmc_dataset.io._sections`).
     out : path-like
         The tessellations folder to write (replaced atomically).
     steps : int
@@ -410,7 +411,7 @@ def fit_sections(root: str | Path, out: str | Path, steps: int = 200, seed: int 
     -------
     list of SectionFit
     """
-    from nmc_dataset.io.sections import read_sections
+    from nmc_dataset.io._sections import read_sections
 
     claim_folder(check_out_name(out), "fit-sections", force=force, legacy=("sections.json",))
     sections = read_sections(root, selected_only=True)  # validates before anything is written
@@ -442,12 +443,12 @@ def section_from_gbpd(g: GBPD, size: int, radius_px: float, z: float = 0.0, junc
 
     Returns
     -------
-    nmc_dataset.io.sections.Section
+    nmc_dataset.io._sections.Section
         Centre at the middle of the ``size x size`` image.
     """
     from scipy import ndimage
 
-    from nmc_dataset.io.sections import Section
+    from nmc_dataset.io._sections import Section
 
     rng = np.random.default_rng(0) if rng is None else rng
     c = (size - 1) / 2.0

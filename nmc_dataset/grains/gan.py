@@ -41,11 +41,11 @@ import torch
 
 from nmc_dataset._util import atomic_path, log, progress, read_json, write_json_atomic, write_text_atomic
 from nmc_dataset.errors import InputError, TrainingError
-from nmc_dataset.grains.cutouts import CutoutSpec, t2d_batch, t3d_batch
-from nmc_dataset.grains.discriminator import Discriminator
-from nmc_dataset.grains.gbpd import DIAG_MIN, GBPD
-from nmc_dataset.grains.generator import GNet
-from nmc_dataset.grains.model import GrainModel
+from nmc_dataset.calibration._cutouts import CutoutSpec, t2d_batch, t3d_batch
+from nmc_dataset.calibration._discriminator import Discriminator
+from nmc_dataset.tessellation._gbpd import DIAG_MIN, GBPD
+from nmc_dataset.calibration._generator import GNet
+from nmc_dataset.calibration._model import GrainModel
 
 CHECKPOINT_FORMAT = "nmc-dataset/grain-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -84,7 +84,7 @@ class TrainConfig:
     ``select_sections`` (not in the paper; 0 = off, the paper keeps the last epoch) draws, after
     every epoch, that many central sections of the current generator (radius: the measured
     sections' mean) and scores them against the measured sections with
-    :func:`~nmc_dataset.grains.descriptors.section_score` (W1 / measured spread for area, η, α and
+    :func:`~nmc_dataset.calibration._descriptors.section_score` (W1 / measured spread for area, η, α and
     chords, grains of at least ``select_min_area_px`` on both sides; ``select_metric`` ``"max"``
     scores the worst of the four, ``"mean"`` their mean); the model
     keeps the generator and ``mu`` of the best-scoring epoch. An adversarial game does not
@@ -264,7 +264,7 @@ class _Trainer:
 
     def set_selection_reference(self, sections) -> None:
         """The measured sections (``fit2d.SectionFit``) that :meth:`select_check` scores against."""
-        from nmc_dataset.grains import descriptors as De
+        from nmc_dataset.calibration import _descriptors as De
 
         c = self.cfg
         if not c.select_sections:
@@ -445,7 +445,7 @@ class _Trainer:
         c = self.cfg
         if not c.select_sections:
             return {"select_score": None}
-        from nmc_dataset.grains import descriptors as De
+        from nmc_dataset.calibration import _descriptors as De
 
         rng = np.random.default_rng([self.seed, epoch, 0x5E1])  # its own stream: the run is unchanged
         model = self.current_model()

@@ -26,15 +26,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from nmc_dataset.grains.gbpd import DIAG_MIN, GBPD, radial_frames
-from nmc_dataset.grains.seeds import PoissonSeeds, poisson_seeds
+from nmc_dataset.tessellation._gbpd import DIAG_MIN, GBPD, radial_frames
+from nmc_dataset.tessellation._seeds import PoissonSeeds, poisson_seeds
 
 
 # --------------------------------------------------------------------------- seeds
 def poisson_seed_set(rng: np.random.Generator, intensity: float, lo, hi) -> PoissonSeeds:
     """Seeds, noise and roll of the marked Poisson process on the box ``[lo, hi]`` (3D).
 
-    A thin wrapper of :func:`nmc_dataset.grains.seeds.poisson_seeds` that insists on ``mu > 0``.
+    A thin wrapper of :func:`nmc_dataset.tessellation._seeds.poisson_seeds` that insists on ``mu > 0``.
     """
     if not intensity > 0:
         raise ValueError(f"intensity must be > 0, got {intensity}")
@@ -46,7 +46,7 @@ def neighbour_inputs(seeds: np.ndarray, noise: np.ndarray, roll: np.ndarray, whi
                      kappa: int = 12, input_scale_px: float = 10.0, group=None) -> np.ndarray:
     """The network inputs ``(v_i1, n_i1, ..., v_ikappa, n_ikappa)`` of the seeds ``which``.
 
-    Computed by the fused compiled kernel :func:`nmc_dataset.grains.knn.knn_inputs` (exact kNN on
+    Computed by the fused compiled kernel :func:`nmc_dataset.calibration._knn.knn_inputs` (exact kNN on
     a cell grid, radial frames, rotated displacements and gathered noise in one pass); its plain
     twin is :func:`neighbour_inputs_reference` (scipy cKDTree + numpy).
 
@@ -70,7 +70,7 @@ def neighbour_inputs(seeds: np.ndarray, noise: np.ndarray, roll: np.ndarray, whi
         Per neighbour ``j`` (nearest first; equal distances: lower index first):
         ``v_ij / input_scale_px`` (3 numbers) then ``n_ij`` (2).
     """
-    from nmc_dataset.grains.knn import knn_inputs
+    from nmc_dataset.calibration._knn import knn_inputs
 
     seeds = np.asarray(seeds, dtype=np.float64)
     if len(seeds) < kappa + 1:
@@ -284,7 +284,7 @@ def generate_gbpd(gnet, rng: np.random.Generator, intensity: float, lo, hi, *, k
     """Draw a 3D grain architecture covering the box ``[lo, hi]`` (analytic: seeds + markers).
 
     Seeds are drawn in the box extended by ``cell_margin_px + knn_margin_px``; markers are
-    computed (one fused kNN + input kernel call, :func:`nmc_dataset.grains.knn.knn_inputs`, then
+    computed (one fused kNN + input kernel call, :func:`nmc_dataset.calibration._knn.knn_inputs`, then
     one network pass) for the seeds within ``cell_margin_px`` of the box, which are the ones
     whose cells can reach into it. All of them get markers: they are part of the returned GBPD
     (about 43,500 for the box [-128, 128]^3 at mu = 0.0018, of which ~30,500 lie inside it).
@@ -309,7 +309,7 @@ def generate_gbpd(gnet, rng: np.random.Generator, intensity: float, lo, hi, *, k
     GBPD
         3D, pixels, with roll angles.
     """
-    from nmc_dataset.grains.knn import box_mask
+    from nmc_dataset.calibration._knn import box_mask
 
     lo = np.asarray(lo, dtype=np.float64).reshape(3)
     hi = np.asarray(hi, dtype=np.float64).reshape(3)

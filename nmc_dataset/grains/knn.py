@@ -1,8 +1,8 @@
 """Exact k-nearest-neighbour search on a uniform cell grid, fused with the generator's inputs.
 
-The generator ``G`` (docs/method.md#generator, :mod:`nmc_dataset.grains.generator`) needs, for every seed
+The generator ``G`` (docs/method.md#generator, :mod:`nmc_dataset.calibration._generator`) needs, for every seed
 ``s_i`` that gets markers, its ``kappa`` nearest neighbours ``s_ij`` (the seed itself excluded),
-the radial frame ``Q_i`` (:func:`nmc_dataset.grains.gbpd.radial_frames`) and the network input
+the radial frame ``Q_i`` (:func:`nmc_dataset.tessellation._labels.radial_frames`) and the network input
 row ``(Q_i (s_i1 - s_i) / scale, n_i1, ..., Q_i (s_ikappa - s_i) / scale, n_ikappa)``.
 :func:`knn_inputs` computes all of it in one compiled pass (numba, parallel over blocks of grid
 cells), writing the float32 rows directly.
@@ -35,7 +35,7 @@ Exactness: neighbours are ordered by squared Euclidean distance (float64, ``dx*d
 dz*dz``), ties broken by the lower seed index; the seed itself is never its own neighbour (an
 exact duplicate of it is, at distance 0). Cell gaps carry a small slack so that rounding can
 only make the search visit more points, never fewer. The slow twins are :func:`knn_reference`
-(all distances, stable sort) and :func:`nmc_dataset.grains.generator.neighbour_inputs_reference`
+(all distances, stable sort) and :func:`nmc_dataset.calibration._generator.neighbour_inputs_reference`
 (scipy's cKDTree) for the inputs.
 
 Groups: independent realisations stacked in one array (``group``) get one grid each; a seed
@@ -234,7 +234,7 @@ def _query_rows(idx: np.ndarray, n: int):
 
 def _check(points, which, group, kappa):
     if _nb is None:  # pragma: no cover
-        raise ImportError("nmc_dataset.grains.knn needs numba")
+        raise ImportError("nmc_dataset.calibration._knn needs numba")
     points = np.ascontiguousarray(points, dtype=np.float64)
     if points.ndim != 2 or points.shape[1] != 3:
         raise ValueError(f"points must be (N, 3), got {points.shape}")

@@ -8,7 +8,7 @@ On disk, a folder::
 ``model.json`` holds the architecture (hidden widths, kappa, marker bounds), the point-process
 intensity ``intensity_per_px3`` (the final ``mu``), the soft-assignment temperature ``beta``, the
 input scale, the pixel size in µm, and a summary of the training run. Loading rebuilds
-:class:`~nmc_dataset.grains.generator.GNet` from the JSON and fills it from the safetensors file.
+:class:`~nmc_dataset.calibration._generator.GNet` from the JSON and fills it from the safetensors file.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 
 from nmc_dataset._util import as_rng, atomic_path, check_format, read_json, write_json_atomic
 from nmc_dataset.errors import InputError
-from nmc_dataset.grains.gbpd import GBPD
+from nmc_dataset.tessellation._gbpd import GBPD
 
 GRAIN_MODEL_FORMAT = "nmc-dataset/grain-model"
 GRAIN_MODEL_FORMAT_VERSION = 1
@@ -97,7 +97,7 @@ class GrainModel:
             these seeds; farther seeds could own points of the box only through extreme marker
             ratios, which the marker bounds make rare).
         """
-        from nmc_dataset.grains.generator import generate_gbpd
+        from nmc_dataset.calibration._generator import generate_gbpd
 
         lo = np.broadcast_to(np.asarray(lo, dtype=np.float64), (3,))
         hi = np.broadcast_to(np.asarray(hi, dtype=np.float64), (3,))
@@ -158,7 +158,7 @@ class GrainModel:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        from nmc_dataset.grains.generator import GNet
+        from nmc_dataset.calibration._generator import GNet
 
         folder = Path(folder)
         if not folder.is_dir():

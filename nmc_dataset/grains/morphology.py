@@ -27,7 +27,7 @@ import numpy as np
 HALF_PI = 0.5 * np.pi
 
 #: Default threshold of :func:`centrality_score`: sections scoring at least this are central.
-#: Chosen on synthetic slices of :func:`nmc_dataset.synthetic.ebsd.radial_teacher_gbpd`
+#: Chosen on synthetic slices of :func:`nmc_dataset.synthetic._ebsd.radial_teacher_gbpd`
 #: (see :data:`CENTRALITY_CALIBRATION`).
 CENTRALITY_THRESHOLD = 0.65
 
@@ -130,7 +130,7 @@ def grain_table(labels: np.ndarray, center_px, pixel_size_um: float | None = Non
         Adds ``area_um2``, ``centroid_x_um``, ``centroid_y_um`` columns when given.
     mean_orientation : mapping label -> (4,) quaternion, or (max_label + 1, 4) array, optional
         Mean crystal orientation per grain (unit quaternion ``w, x, y, z``, Bunge passive
-        convention, see :mod:`nmc_dataset.grains.orientation`); adds ``q_w, q_x, q_y, q_z``
+        convention, see :mod:`nmc_dataset.ebsd._orientation`); adds ``q_w, q_x, q_y, q_z``
         and ``phi1_deg, Phi_deg, phi2_deg``.
 
     Returns
@@ -157,7 +157,7 @@ def grain_table(labels: np.ndarray, center_px, pixel_size_um: float | None = Non
         d["centroid_x_um"] = d["centroid_x_px"] * s
         d["centroid_y_um"] = d["centroid_y_px"] * s
     if mean_orientation is not None:
-        from nmc_dataset.grains.orientation import quat_to_euler
+        from nmc_dataset.ebsd._orientation import quat_to_euler
 
         q = np.full((len(d["label"]), 4), np.nan)
         if isinstance(mean_orientation, dict):

@@ -4,7 +4,7 @@ The model
 ---------
 A grain at position ``p`` (particle centre at the origin) has the radial direction
 ``e_r = p / |p|``. Its orientation ``g`` (passive: particle/sample coordinates → crystal
-coordinates, as in :mod:`nmc_dataset.grains.orientation`) is described relative to ``e_r`` by
+coordinates, as in :mod:`nmc_dataset.ebsd._orientation`) is described relative to ``e_r`` by
 the radial direction *expressed in crystal coordinates*, ``v = g e_r`` (a unit vector: the
 "inverse pole figure" of the radial direction), plus a rotation ``β`` about ``e_r``.
 A spherical particle has no preferred tangential direction, so ``β`` is uniform (fibre
@@ -321,7 +321,7 @@ class OrientationModel:
             v = getattr(self, name)
             if not np.isfinite(v) or abs(v) > 500:
                 raise ValueError(f"{name} must be finite and |{name}| <= 500, got {v}")
-        from nmc_dataset.grains.orientation import proper_group_name
+        from nmc_dataset.ebsd._orientation import proper_group_name
 
         if proper_group_name(self.point_group) != "32":
             raise ValueError(f"the radial texture model is written for -3m (NMC811), got {self.point_group!r}")
@@ -545,7 +545,7 @@ def orientation_columns(quat_wxyz: np.ndarray) -> dict:
     """
     from scipy.spatial.transform import Rotation
 
-    from nmc_dataset.grains.orientation import quat_to_euler
+    from nmc_dataset.ebsd._orientation import quat_to_euler
 
     q = np.asarray(quat_wxyz, dtype=np.float64).reshape(-1, 4)
     rot = Rotation.from_quat(q, scalar_first=True)

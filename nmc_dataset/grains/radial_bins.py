@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nmc_dataset.grains.morphology import chord_table, grain_descriptors
+from nmc_dataset.ebsd._morphology import chord_table, grain_descriptors
 
 #: The descriptors of every shell (those of ``descriptors.DESCRIPTORS_2D``).
 DESCRIPTORS_2D = ("area_px", "elongation", "alpha_rad", "chord_px")

@@ -29,13 +29,13 @@ def check_section(cfg: dict, ctx=None) -> None:
 def run_section(config: dict, ctx) -> None:
     """Run the ``sections:`` recipe section (see the module docstring)."""
     from nmc_dataset._util import item_seed, log
-    from nmc_dataset.grains.commands_ebsd import DEFAULT_DILATE_PX, DEFAULT_FILL, expand_scans, import_ebsd
+    from nmc_dataset.pipeline._ebsd_import import DEFAULT_DILATE_PX, DEFAULT_FILL, expand_scans, import_ebsd
 
     check_section(config, str(ctx.recipe_path))
     out = ctx.out
     imp = dict(config.get("import") or {})
     if "synthetic" in config:
-        from nmc_dataset.synthetic.ebsd import write_synthetic_sections
+        from nmc_dataset.synthetic._ebsd import write_synthetic_sections
 
         syn = dict(config["synthetic"])
         teacher = dict(syn.pop("teacher", {}) or {})
@@ -63,7 +63,7 @@ def run_section(config: dict, ctx) -> None:
     ctx.outputs["sections"] = sections_dir
     fit = dict(config.get("fit") or {})
     if fit.get("enabled", True):
-        from nmc_dataset.grains.fit2d import fit_sections
+        from nmc_dataset.calibration._fit2d import fit_sections
 
         tess_dir = out / config.get("tessellations", "tessellations")
         fit_sections(sections_dir, tess_dir, steps=int(fit.get("steps", 300)), seed=int(ctx.seed))

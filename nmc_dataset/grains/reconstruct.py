@@ -13,7 +13,7 @@ its junction pixels to low CI falls under ``min_grain_px`` and disappears: in th
 (synthetic scans of a known teacher, 50 % low-CI junction pixels) about 9 % of the grains of
 5 px and more were lost that way, 3.5 % with dilation.
 
-Map completion (``fill="shape"``, :mod:`nmc_dataset.grains.completion`): regions of confident
+Map completion (``fill="shape"``, :mod:`nmc_dataset.ebsd._completion`): regions of confident
 pixels that a short unindexed gap separates are merged when their mean orientations agree, and
 every unassigned pixel of the section takes a grain by each grain's own shape, so that grains are
 measured with their junction pixels (what ``import-ebsd`` does by default).
@@ -28,7 +28,7 @@ import dataclasses
 
 import numpy as np
 
-from nmc_dataset.grains.orientation import euler_to_quat, grain_mean_orientations, misorientation_angle, symmetry_ops
+from nmc_dataset.ebsd._orientation import euler_to_quat, grain_mean_orientations, misorientation_angle, symmetry_ops
 
 
 @dataclasses.dataclass
@@ -186,7 +186,7 @@ def dilate_grains(labels: np.ndarray, mask: np.ndarray, max_px: float) -> np.nda
 
 def reconstruct_grains(scan, min_ci: float = 0.1, max_misorientation_deg: float = 5.0, min_grain_px: int = 1,
                        center_px=None, dilate_px: float = 0.0, fill: str = "none") -> GrainMap:
-    """Reconstruct the grains of a scan (:class:`nmc_dataset.io.ebsd.EbsdScan`).
+    """Reconstruct the grains of a scan (:class:`nmc_dataset.io._ebsd.EbsdScan`).
 
     Parameters
     ----------
@@ -204,7 +204,7 @@ def reconstruct_grains(scan, min_ci: float = 0.1, max_misorientation_deg: float 
         :func:`dilate_grains`).
     fill : {"none", "shape"}
         ``"shape"``: complete the map across unassigned pixels
-        (:func:`nmc_dataset.grains.completion.complete_grains`: fragments bridged by
+        (:func:`nmc_dataset.ebsd._completion.complete_grains`: fragments bridged by
         orientation, shape-aware filling; ``min_grain_px`` counts the completed grain; every
         pixel of the mask gets a grain; ``dilate_px`` must be 0). ``"none"``: labels keep only
         the confident pixels.
@@ -228,7 +228,7 @@ def reconstruct_grains(scan, min_ci: float = 0.1, max_misorientation_deg: float 
     labels = label_by_misorientation(quat, scan.phase, valid, ops, np.radians(max_misorientation_deg),
                                      1 if (dilate_px > 0 or fill == "shape") else min_grain_px)
     if fill == "shape":
-        from nmc_dataset.grains.completion import complete_grains  # here: completion builds on this module's helpers
+        from nmc_dataset.ebsd._completion import complete_grains
 
         labels = complete_grains(labels, quat, scan.phase, mask, ops, np.radians(max_misorientation_deg),
                                  min_grain_px=int(min_grain_px))

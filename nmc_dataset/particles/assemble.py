@@ -20,7 +20,7 @@ its radius function) partitioned by a grain architecture (a 3D GBPD). Both are d
   (the space of removed cells goes to their kept neighbours), clipped by the shell.
 
 Everything needed to rebuild the particle is in :class:`Particle` (SH coefficients, the kept
-seeds and markers, the pixel size): :func:`nmc_dataset.particles.voxelize.voxelize` of a
+seeds and markers, the pixel size): :func:`nmc_dataset.particles._voxelize.voxelize` of a
 particle read back from the params table gives the same voxels, bit for bit. Alternatively the
 particle is re-drawn from its seed with the same models (:func:`make_particle`).
 """
@@ -31,8 +31,8 @@ import dataclasses
 
 import numpy as np
 
-from nmc_dataset.grains.gbpd import GBPD
-from nmc_dataset.particles.voxelize import gbpd_grid_labels, inside_shell, lattice_grid, shell_extent
+from nmc_dataset.tessellation._gbpd import GBPD
+from nmc_dataset.particles._voxelize import gbpd_grid_labels, inside_shell, lattice_grid, shell_extent
 
 #: Stream numbers of ``_util.item_seed`` for particles (shell and grains are spawned from it).
 PARTICLE_STREAM = 7
@@ -48,7 +48,7 @@ class Particle:
         Index of the particle in its run.
     coeffs_um : (K,) float array
         SH coefficients of the shell radius in µm (index ``l*l + l + m``, no Condon–Shortley
-        phase; see ``nmc_dataset.shells.harmonics``).
+        phase; see ``nmc_dataset.shells._harmonics``).
     grains : GBPD
         The kept grains (3D, grain-model pixels, particle centre at the origin).
     pixel_size_um : float
@@ -190,9 +190,9 @@ def make_particle(shell_model, grain_model, seed_seq, *, particle_id: int = 0, s
 
     Parameters
     ----------
-    shell_model : nmc_dataset.shells.model.ShellModel
+    shell_model : nmc_dataset.shells._model.ShellModel
         ``.sample_coefficients(1, rng)`` (voxel units) and ``.voxel_size_um``.
-    grain_model : nmc_dataset.grains.model.GrainModel
+    grain_model : nmc_dataset.calibration._model.GrainModel
         ``.sample(rng, lo, hi)`` (pixels) and ``.pixel_size_um``.
     seed_seq : numpy.random.SeedSequence or int
         The particle's seed; its two children drive the shell and the grains (so each scale
@@ -234,7 +234,7 @@ def make_particle(shell_model, grain_model, seed_seq, *, particle_id: int = 0, s
 def grain_radial_directions(particle: Particle) -> np.ndarray:
     """Unit radial direction of each grain (n, 3): towards its assembly centre of mass (its seed
     where that is missing or at the centre)."""
-    from nmc_dataset.grains.orientation_model import radial_directions
+    from nmc_dataset.ebsd._orientation_model import radial_directions
 
     com = particle.com_px if particle.com_px is not None else particle.grains.seeds
     return radial_directions(com, fallback=particle.grains.seeds)
@@ -246,7 +246,7 @@ def draw_orientations(particle: Particle, orientation_model, seed_seq) -> Partic
     Parameters
     ----------
     particle : Particle
-    orientation_model : nmc_dataset.grains.orientation_model.OrientationModel
+    orientation_model : nmc_dataset.ebsd._orientation_model.OrientationModel
         Texture relative to each grain's radial direction (:func:`grain_radial_directions`).
     seed_seq : numpy.random.SeedSequence or int
         The orientation stream (``make_particle`` uses the particle seed's third child).

@@ -41,7 +41,7 @@ def _sha256(paths) -> str:
 
 def load_shell_model(path):
     """Load a shell model; returns ``(model, model_id)``."""
-    from nmc_dataset.shells.model import FORMAT, ShellModel
+    from nmc_dataset.shells._model import FORMAT, ShellModel
 
     path = Path(path)
     m = ShellModel.load(path)
@@ -65,7 +65,7 @@ def load_grain_model(folder, orientations="auto"):
         ``model.orientation_model.model_id``, stored per particle).
     """
     from nmc_dataset._util import read_json
-    from nmc_dataset.grains.model import GRAIN_MODEL_FORMAT, MODEL_JSON, WEIGHTS, GrainModel
+    from nmc_dataset.calibration._model import GRAIN_MODEL_FORMAT, MODEL_JSON, WEIGHTS, GrainModel
     from nmc_dataset._util import check_format
 
     folder = Path(folder)
@@ -82,7 +82,7 @@ def load_grain_model(folder, orientations="auto"):
     m = GrainModel.load(folder)
     files = [folder / MODEL_JSON, folder / meta.get("weights", WEIGHTS)]
     if orientations is not False:
-        from nmc_dataset.grains.orientation_model import ORIENTATION_MODEL_FILE, OrientationModel
+        from nmc_dataset.ebsd._orientation_model import ORIENTATION_MODEL_FILE, OrientationModel
 
         given = orientations not in (True, "auto")
         opath = Path(orientations) if given else folder / ORIENTATION_MODEL_FILE
@@ -112,7 +112,7 @@ def parse_formats(text, where="--formats") -> tuple:
             importlib.import_module("gmsh")  # availability check only
         except ImportError:
             raise MissingExtraError("the 'volume-mesh' format (tet meshes)", "mesh", "gmsh") from None
-    from nmc_dataset.export.simulators import check_simulator_formats
+    from nmc_dataset.export._simulators import check_simulator_formats
 
     check_simulator_formats(items)  # the damask extra, before anything runs
     return tuple(dict.fromkeys(items))
@@ -180,11 +180,11 @@ def generate_particles(shell_model, grain_model, *, n: int, seed: int, voxel_siz
         The run record written to ``generate.json``.
     """
     from nmc_dataset._util import progress, write_json_atomic
-    from nmc_dataset.export import tables
+    from nmc_dataset.export import _tables as tables
     from nmc_dataset.outputs import check_out_name, claim_folder, output_folder
-    from nmc_dataset.particles.assemble import _children, particle_seed
-    from nmc_dataset.particles.pipeline import MESH_DIRS, export_particles
-    from nmc_dataset.particles.voxelize import check_memory, shell_grid
+    from nmc_dataset.particles._assemble import _children, particle_seed
+    from nmc_dataset.pipeline._particles import MESH_DIRS, export_particles
+    from nmc_dataset.particles._voxelize import check_memory, shell_grid
 
     formats = parse_formats(formats)
     n = int(n)
@@ -223,7 +223,7 @@ def generate_particles(shell_model, grain_model, *, n: int, seed: int, voxel_siz
             contextlib.ExitStack() as stack:
         voxels = None
         if "voxels" in formats:
-            from nmc_dataset.export.hdf5 import VoxelsWriter
+            from nmc_dataset.export._hdf5 import VoxelsWriter
 
             voxels = stack.enter_context(VoxelsWriter(tmp / "voxels.h5"))
         if "surface" in formats or "volume-mesh" in formats:
@@ -264,7 +264,7 @@ def write_particle_meshes(part, vol, folder: Path, formats, mesh_size_um, smooth
 
     The tet mesh is made from the same conforming surface as the surface files (no
     re-voxelising): with ``mesh_size_um`` that surface is first coarsened by constrained vertex
-    clustering (:func:`nmc_dataset.export.decimate.coarsen_surface`: same grains, same grain
+    clustering (:func:`nmc_dataset.export._decimate.coarsen_surface`: same grains, same grain
     pairs, grain volumes within a few % of the voxel volumes) and gmsh grades the interior from it.
 
     Parameters
@@ -303,7 +303,7 @@ def write_particle_meshes(part, vol, folder: Path, formats, mesh_size_um, smooth
     RecipeError
         For an element order other than 1 or 2, or a mesh size larger than the particle.
     """
-    from nmc_dataset.export import meshes
+    from nmc_dataset.export import _meshes as meshes
 
     if element_order not in (1, 2):
         raise RecipeError(f"must be 1 (linear tets) or 2 (quadratic tets), got {element_order!r}",
@@ -356,8 +356,8 @@ def _tet_with_fallback(surf, labels, vol, n, mesh_size_um, smoothing, min_elemen
     then the uncoarsened one.
 
     Returns ``(TetMesh, the surface meshed)``."""
-    from nmc_dataset.export import meshes
-    from nmc_dataset.export.decimate import tet_mesh_coarsened
+    from nmc_dataset.export import _meshes as meshes
+    from nmc_dataset.export._decimate import tet_mesh_coarsened
 
     def attempt(s):
         if mesh_size_um:

@@ -27,7 +27,7 @@ class ParticleResult:
     particle_id : int
     n_grains : int
     record : dict or None
-        :func:`nmc_dataset.export.tables.particle_records` of the particle (``None`` without params).
+        :func:`nmc_dataset.export._tables.particle_records` of the particle (``None`` without params).
     entry : dict
         Summary for run records: id, grain count, grid shape, mesh statistics.
     cubes : dict of int to ndarray
@@ -78,7 +78,7 @@ def export_particle(shell_model, grain_model, particle_id: int, seed: int, *, vo
     Parameters
     ----------
     shell_model, grain_model
-        Loaded models (:class:`~nmc_dataset.shells.model.ShellModel`, grain model).
+        Loaded models (:class:`~nmc_dataset.shells._model.ShellModel`, grain model).
     particle_id : int
         The particle's index; it draws from ``particle_seed(seed, particle_id)`` alone.
     seed : int
@@ -89,12 +89,12 @@ def export_particle(shell_model, grain_model, particle_id: int, seed: int, *, vo
         ``params``, ``voxels``, ``surface``, ``volume-mesh``.
     mesh_folder : pathlib.Path, optional
         Receives ``surfaces/`` and ``volume_meshes/`` (needed for mesh formats).
-    voxels : nmc_dataset.export.hdf5.VoxelsWriter, optional
+    voxels : nmc_dataset.export._hdf5.VoxelsWriter, optional
         An open writer; the volume is added last, once every other export succeeded.
     cubes : sequence of int
         Edge lengths of fixed-size label cubes to return.
     mesh_size_um, smoothing_iterations, max_memory_gib, element_order, min_elements_per_grain
-        Mesh options (see :func:`nmc_dataset.particles.commands.write_particle_meshes`).
+        Mesh options (see :func:`nmc_dataset.pipeline._generate.write_particle_meshes`).
     spacing_px, margin_px, shell_model_id, grain_model_id
         Assembly options and model ids stored with the particle.
 
@@ -102,9 +102,9 @@ def export_particle(shell_model, grain_model, particle_id: int, seed: int, *, vo
     -------
     ParticleResult
     """
-    from nmc_dataset.export import tables
-    from nmc_dataset.particles.assemble import make_particle, particle_seed
-    from nmc_dataset.particles.voxelize import voxelize
+    from nmc_dataset.export import _tables as tables
+    from nmc_dataset.particles._assemble import make_particle, particle_seed
+    from nmc_dataset.particles._voxelize import voxelize
 
     inject_fault("particle", particle_id)
     part = make_particle(shell_model, grain_model, particle_seed(seed, particle_id), particle_id=particle_id,
@@ -115,13 +115,13 @@ def export_particle(shell_model, grain_model, particle_id: int, seed: int, *, vo
     record = tables.particle_records(part, vol) if "params" in formats else None
     cube_vols = {}
     if cubes:
-        from nmc_dataset.dataset.particle_shards import voxelize_cube
+        from nmc_dataset.pipeline._particle_shards import voxelize_cube
 
         cube_vols = {int(n): voxelize_cube(part, int(n)) for n in cubes}
     files: list = []
     if "surface" in formats or "volume-mesh" in formats:
         from nmc_dataset import __version__
-        from nmc_dataset.particles.commands import write_particle_meshes
+        from nmc_dataset.pipeline._generate import write_particle_meshes
 
         provenance = {"tool": f"nmc-dataset {__version__}", "shell_model_id": shell_model_id,
                       "grain_model_id": grain_model_id, "orientation_model_id": part.orientation_model_id}
@@ -129,7 +129,7 @@ def export_particle(shell_model, grain_model, particle_id: int, seed: int, *, vo
                                            max_memory_gib, element_order=element_order,
                                            min_elements_per_grain=min_elements_per_grain, provenance=provenance))
     if "damask" in formats or "neper" in formats:
-        from nmc_dataset.export.simulators import write_simulator_files
+        from nmc_dataset.export._simulators import write_simulator_files
 
         entry.update(write_simulator_files(part, vol, mesh_folder, formats))
     if mesh_folder is not None:

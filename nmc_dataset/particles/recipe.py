@@ -7,7 +7,7 @@ Reads ``ctx.outputs["shell_model"]`` and ``ctx.outputs["grain_model"]`` (or the 
   ``nmc-dataset generate`` (one folder, one process) and records ``ctx.outputs["particles"]``
   (the folder).
 * With a ``dataset:`` section the particles are built through the sharded, resumable release
-  builder (:mod:`nmc_dataset.dataset.particle_shards`) straight into the release layout:
+  builder (:mod:`nmc_dataset.pipeline._particle_shards`) straight into the release layout:
   ``data/{particles,grains,voxels_<N>}/`` parquet configs, ``voxels/`` HDF5 volumes, ``meshes/``
   and ``models/``; ``--workers`` and ``--executor dask`` apply. ``ctx.outputs["particles"]`` is
   then the build folder.
@@ -35,7 +35,7 @@ def _model_path(config: dict, ctx, key: str) -> Path:
 
 def check_section(config: dict, ctx) -> None:
     """Pre-flight: formats (and their optional extras) and the model paths."""
-    from nmc_dataset.particles.commands import parse_formats
+    from nmc_dataset.pipeline._generate import parse_formats
 
     config = dict(config or {})
     parse_formats(config.get("formats", ["params", "voxels"]), f"{ctx.recipe_path}: particles.formats")
@@ -51,7 +51,7 @@ def check_section(config: dict, ctx) -> None:
 
 def run_section(config: dict, ctx) -> Path:
     """Run the section (see ``schemas/recipe/particles.schema.json`` for the keys)."""
-    from nmc_dataset.particles.commands import generate_particles, load_grain_model, load_shell_model, parse_formats
+    from nmc_dataset.pipeline._generate import generate_particles, load_grain_model, load_shell_model, parse_formats
 
     config = dict(config or {})
     formats = parse_formats(config.get("formats", ["params", "voxels"]), f"{ctx.recipe_path}: particles.formats")
@@ -60,7 +60,7 @@ def run_section(config: dict, ctx) -> Path:
     shell, sid = load_shell_model(shell_path)
     grain, gid = load_grain_model(grain_path)
     if "dataset" in ctx.recipe:
-        from nmc_dataset.dataset.particle_shards import build_particle_release
+        from nmc_dataset.pipeline._particle_shards import build_particle_release
 
         build_particle_release(config, ctx, shell_model_path=shell_path, grain_model_path=grain_path)
         ctx.outputs["particles"] = Path(ctx.out)

@@ -16,7 +16,7 @@ analytic spherical-harmonic radius function (the centre itself is inside). The f
 (:func:`shell_mask`) decides most voxels from rigorous per-direction-bin bounds of ``R`` and
 evaluates ``R`` exactly only for the few voxels near the surface; the slow twin
 :func:`voxelize_reference` evaluates it at every voxel. Both give identical masks. Grain labels come from the
-GBPD's exact hard labels (``nmc_dataset.grains.gbpd.hard_labels_grid``) restricted to the
+GBPD's exact hard labels (``nmc_dataset.tessellation._labels.hard_labels_grid``) restricted to the
 inside-shell mask.
 """
 
@@ -94,7 +94,7 @@ def shell_extent(coeffs_um: np.ndarray, subdivisions: int = 4):
     lo, hi : (3,) arrays
         Bounding box ``(x, y, z)`` of the sampled surface points.
     """
-    from nmc_dataset.shells.harmonics import icosphere, radius
+    from nmc_dataset.shells._harmonics import icosphere, radius
 
     dirs, _ = icosphere(subdivisions)
     r = np.asarray(radius(np.asarray(coeffs_um, dtype=np.float64), dirs))
@@ -163,10 +163,10 @@ def gbpd_grid_labels(g, grid: Grid, pixel_size_um: float, mask: np.ndarray | Non
     """Hard GBPD labels (seed index, int64) of the voxel centres of ``grid``; ``-1`` outside ``mask``.
 
     The GBPD is in pixels of size ``pixel_size_um``; voxel centres are converted to pixels.
-    Uses ``nmc_dataset.grains.gbpd.hard_labels_grid`` (exact, fast); falls back to the brute
+    Uses ``nmc_dataset.tessellation._labels.hard_labels_grid`` (exact, fast); falls back to the brute
     force kernel if that is not available.
     """
-    from nmc_dataset.grains import gbpd as gb
+    from nmc_dataset.tessellation import _labels as gb
 
     origin_px = grid.origin_um / float(pixel_size_um)
     spacing_px = grid.voxel_size_um / float(pixel_size_um)
@@ -189,7 +189,7 @@ def grid_points_px(grid: Grid, pixel_size_um: float, index=None) -> np.ndarray:
 
 def gbpd_grid_labels_reference(g, grid: Grid, pixel_size_um: float, mask=None) -> np.ndarray:
     """Slow twin of :func:`gbpd_grid_labels`: brute-force argmin over every seed."""
-    from nmc_dataset.grains.gbpd import hard_labels_bruteforce
+    from nmc_dataset.testing._tessellation import hard_labels_bruteforce
 
     out = np.full(grid.n_voxels, -1, dtype=np.int64)
     idx = np.arange(grid.n_voxels) if mask is None else np.flatnonzero(np.asarray(mask).ravel())
@@ -202,7 +202,7 @@ def gbpd_grid_labels_reference(g, grid: Grid, pixel_size_um: float, mask=None) -
 # --------------------------------------------------------------------------- inside the shell
 def inside_shell(coeffs_um: np.ndarray, points_um: np.ndarray) -> np.ndarray:
     """Whether points ``(x, y, z)`` (µm) lie in the star-shaped shell: ``|p| <= R(p/|p|)``."""
-    from nmc_dataset.shells.harmonics import radius
+    from nmc_dataset.shells._harmonics import radius
 
     p = np.asarray(points_um, dtype=np.float64).reshape(-1, 3)
     r = np.sqrt(np.einsum("ij,ij->i", p, p))
@@ -272,7 +272,7 @@ def shell_mask(coeffs_um: np.ndarray, grid: Grid, slab: int = 16, bins: int | No
     get the exact test of :func:`inside_shell` (so the result equals :func:`shell_mask_reference`
     exactly). The bin count balances bin evaluations against undecided voxels.
     """
-    from nmc_dataset.shells.harmonics import radius
+    from nmc_dataset.shells._harmonics import radius
 
     c = np.asarray(coeffs_um, dtype=np.float64)
     h = grid.voxel_size_um
@@ -345,7 +345,7 @@ class VoxelVolume:
     particle_id : int
     orientations_wxyz : (n, 4) float array or None
         The particle's per-grain crystal orientations (row ``k - 1`` for label ``k``; see
-        :class:`~nmc_dataset.particles.assemble.Particle`), carried along for the exports.
+        :class:`~nmc_dataset.particles._assemble.Particle`), carried along for the exports.
     """
 
     labels: np.ndarray
@@ -373,7 +373,7 @@ def voxelize(particle, voxel_size_um: float, *, pad: int = 2, max_memory_gib: fl
     Parameters
     ----------
     particle : Particle
-        From :func:`nmc_dataset.particles.assemble.make_particle` or read back from params.
+        From :func:`nmc_dataset.particles._assemble.make_particle` or read back from params.
     voxel_size_um : float
         Voxel edge length in µm.
     pad : int

@@ -7,15 +7,15 @@ radius, SH least squares; :func:`measure_particles` the nearest-voxel one) -> :f
 :func:`fit_shells`, :func:`sample_shells` and :func:`describe_shells` are the CLI's three steps.
 """
 
-from nmc_dataset.shells.descriptors import DESCRIPTORS, mesh_descriptors, shell_descriptors
-from nmc_dataset.shells.harmonics import coeff_index, fit_coefficients, icosphere, n_coeffs, radius, random_rotations, sh_basis, vertex_weights
-from nmc_dataset.shells.mixture import ScaleMixture
-from nmc_dataset.shells.model import DegreeLaw, ShellModel, coefficient_columns
-from nmc_dataset.shells.pipeline import FitResult, describe_shells, fit_shells, fit_volume, read_shells, sample_shells, write_shells
-from nmc_dataset.shells.radius import ParticleCoefficients, measure_particles, ray_radius, star_fraction
-from nmc_dataset.shells.segment import Segmentation, segment_volume
-from nmc_dataset.shells.selection import select_model
-from nmc_dataset.shells.subvoxel import measure_particles_subvoxel
+from nmc_dataset.shells._descriptors import DESCRIPTORS, mesh_descriptors, shell_descriptors
+from nmc_dataset.shells._harmonics import coeff_index, fit_coefficients, icosphere, n_coeffs, radius, random_rotations, sh_basis, vertex_weights
+from nmc_dataset.shells._mixture import ScaleMixture
+from nmc_dataset.shells._model import DegreeLaw, ShellModel, coefficient_columns
+from nmc_dataset.pipeline._shells import FitResult, describe_shells, fit_shells, fit_volume, read_shells, sample_shells, write_shells
+from nmc_dataset.shells._radius import ParticleCoefficients, measure_particles, ray_radius, star_fraction
+from nmc_dataset.shells._segment import Segmentation, segment_volume
+from nmc_dataset.shells._selection import select_model
+from nmc_dataset.shells._subvoxel import measure_particles_subvoxel
 
 __all__ = [
     "DESCRIPTORS", "mesh_descriptors", "shell_descriptors",

@@ -69,14 +69,14 @@ def register(sub) -> None:
 
 def _cmd_fit(args) -> int:
     from nmc_dataset._util import warn_if_implausible_voxel
-    from nmc_dataset.shells.pipeline import fit_shells
+    from nmc_dataset.pipeline._shells import fit_shells
 
     warn_if_implausible_voxel(args.voxel_size_um)
     res = fit_shells(args.volume, args.voxel_size_um, args.out, dataset=args.dataset, phase=args.phase,
                      shape=args.shape, dtype=args.dtype, degree=args.degree, seed=args.seed,
                      selection=args.selection, model=args.model, holdout=args.holdout, families=args.families,
                      measure=args.measure, measure_sigma=args.measure_sigma, correct_blur=args.correct_blur)
-    from nmc_dataset.shells.selection import format_table
+    from nmc_dataset.shells._selection import format_table
 
     print(res.segmentation.summary())
     print(res.model.summary())
@@ -95,7 +95,7 @@ def _cmd_fit(args) -> int:
 
 
 def _cmd_sample(args) -> int:
-    from nmc_dataset.shells.pipeline import sample_shells
+    from nmc_dataset.pipeline._shells import sample_shells
 
     coeffs, stats = sample_shells(args.model, args.n, args.seed, args.out)
     print(f"wrote {coeffs.shape[0]} shells to {args.out} ({stats['redrawn']} invalid draws redrawn)")
@@ -103,7 +103,7 @@ def _cmd_sample(args) -> int:
 
 
 def _cmd_describe(args) -> int:
-    from nmc_dataset.shells.pipeline import describe_shells
+    from nmc_dataset.pipeline._shells import describe_shells
 
     res = describe_shells(args.shells, args.out, against=args.against, subdivisions=args.subdivisions,
                           force=args.force)

@@ -26,7 +26,7 @@ import functools
 import numpy as np
 from scipy.spatial import ConvexHull
 
-from nmc_dataset.shells.harmonics import icosphere, n_coeffs, sh_basis
+from nmc_dataset.shells._harmonics import icosphere, n_coeffs, sh_basis
 
 __all__ = ["DESCRIPTORS", "DESCRIPTOR_UNITS", "shell_descriptors", "mesh_descriptors"]
 

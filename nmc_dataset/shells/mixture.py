@@ -81,7 +81,7 @@ _J3_CLIP = 0.999
 @functools.lru_cache(maxsize=1)
 def l2_tensor_basis() -> np.ndarray:
     """Traceless symmetric ``M_m`` (5, 3, 3), ``m = -2..2``, with ``Y_2m(u) = uᵀ M_m u`` (our SH convention)."""
-    from nmc_dataset.shells.harmonics import icosphere, sh_basis
+    from nmc_dataset.shells._harmonics import icosphere, sh_basis
 
     u, _ = icosphere(2)
     Y = sh_basis(2, u)[:, 4:9]
@@ -106,7 +106,7 @@ def _l2_shape(a2: np.ndarray) -> np.ndarray:
 
 def _l2_from_shape(j3: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Unit-norm l = 2 coefficient rows with shape ``J₃`` and a Haar-random orientation."""
-    from nmc_dataset.shells.harmonics import random_rotations
+    from nmc_dataset.shells._harmonics import random_rotations
 
     theta = np.arccos(np.clip(j3, -1, 1)) / 3
     lam = np.stack([np.cos(theta - 2 * np.pi * k / 3) for k in range(3)], axis=1)

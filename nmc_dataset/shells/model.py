@@ -7,7 +7,7 @@ Models (``ShellModel.kind``)
     share one law (isotropy).
 ``scale_mixture``
     A per-particle latent roughness per band of degrees drawn jointly with ``a_00``, the
-    pattern of the roughness uniformly at random (:mod:`nmc_dataset.shells.mixture`). The
+    pattern of the roughness uniformly at random (:mod:`nmc_dataset.shells._mixture`). The
     per-degree laws below are still fitted and stored (they describe the marginals), but
     sampling uses the mixture.
 
@@ -67,8 +67,8 @@ from scipy import optimize, special
 
 from nmc_dataset._util import atomic_path, check_format, read_json, write_json_atomic
 from nmc_dataset.errors import InputError
-from nmc_dataset.shells.harmonics import icosphere, n_coeffs, sh_basis, vertex_weights
-from nmc_dataset.shells.mixture import ScaleMixture
+from nmc_dataset.shells._harmonics import icosphere, n_coeffs, sh_basis, vertex_weights
+from nmc_dataset.shells._mixture import ScaleMixture
 
 __all__ = [
     "FORMAT",

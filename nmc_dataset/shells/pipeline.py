@@ -17,10 +17,10 @@ import numpy as np
 from nmc_dataset._util import log
 from nmc_dataset.errors import InputError
 from nmc_dataset.outputs import check_out_file, check_out_name, claim_folder, output_folder
-from nmc_dataset.shells.descriptors import DESCRIPTORS, DESCRIPTOR_UNITS, shell_descriptors
-from nmc_dataset.shells.model import COEFF_TABLE_FORMAT, ShellModel, read_coefficients_table, write_coefficients_table
-from nmc_dataset.shells.radius import ParticleCoefficients, measure_particles
-from nmc_dataset.shells.segment import Segmentation, segment_volume
+from nmc_dataset.shells._descriptors import DESCRIPTORS, DESCRIPTOR_UNITS, shell_descriptors
+from nmc_dataset.shells._model import COEFF_TABLE_FORMAT, ShellModel, read_coefficients_table, write_coefficients_table
+from nmc_dataset.shells._radius import ParticleCoefficients, measure_particles
+from nmc_dataset.shells._segment import Segmentation, segment_volume
 
 __all__ = ["SHELLS_FORMAT", "FitResult", "fit_volume", "fit_shells", "sample_shells", "write_shells",
            "read_shells", "describe_shells", "descriptors_um"]
@@ -75,23 +75,23 @@ def fit_volume(volume: np.ndarray, voxel_size_um: float, *, phase: int | None = 
     rng : numpy.random.Generator
         Draws the per-particle rotations.
     selection : {"aic", "loglik"}
-        Family selection (see :mod:`nmc_dataset.shells.model`).
+        Family selection (see :mod:`nmc_dataset.shells._model`).
     sigma : float
         Gaussian σ of the segmentation (grey input).
     where : str, optional
         The volume's file name for error messages.
     model : str
-        ``"auto"`` (hold-out selection among all candidates, :mod:`nmc_dataset.shells.selection`)
+        ``"auto"`` (hold-out selection among all candidates, :mod:`nmc_dataset.shells._selection`)
         or one candidate name (``independent``, ``scale_mixture``, ``scale_mixture_bands``):
         that model is fitted on all particles and still self-checked on a hold-out.
     holdout : float
         Fraction of particles held out for the self-check; 0 skips it.
     families : {"constrained", "paper"}
-        Per-degree family set (see :mod:`nmc_dataset.shells.model`).
+        Per-degree family set (see :mod:`nmc_dataset.shells._model`).
     measure : {"subvoxel", "voxel"}
         Radius measurement: the threshold crossing of the smoothed grey value along each ray
-        (:mod:`nmc_dataset.shells.subvoxel`, default) or the nearest-voxel ray walk on the labels
-        (:func:`~nmc_dataset.shells.radius.measure_particles`, the paper's).
+        (:mod:`nmc_dataset.shells._subvoxel`, default) or the nearest-voxel ray walk on the labels
+        (:func:`~nmc_dataset.shells._radius.measure_particles`, the paper's).
     measure_sigma : float
         Gaussian σ (voxels) of the sub-voxel measurement (default 1).
     correct_blur : bool
@@ -113,7 +113,7 @@ def fit_volume(volume: np.ndarray, voxel_size_um: float, *, phase: int | None = 
     if measure == "voxel":
         pc = measure_particles(seg.labels, degree, rng)
     else:
-        from nmc_dataset.shells.subvoxel import measure_particles_subvoxel
+        from nmc_dataset.shells._subvoxel import measure_particles_subvoxel
 
         pc, mi = measure_particles_subvoxel(seg.labels, volume if seg.input_kind == "grey" else None, degree, rng,
                                             sigma=float(measure_sigma), otsu_threshold=seg.threshold,
@@ -136,7 +136,7 @@ def fit_volume(volume: np.ndarray, voxel_size_um: float, *, phase: int | None = 
 
 
 def _check_fit_options(model, holdout, measure, measure_sigma, where):
-    from nmc_dataset.shells.selection import CANDIDATES
+    from nmc_dataset.shells._selection import CANDIDATES
 
     if model != "auto" and model not in CANDIDATES:
         raise InputError(f"unknown shell model {model!r} (choose from auto, {', '.join(CANDIDATES)})", where)
@@ -149,7 +149,7 @@ def _check_fit_options(model, holdout, measure, measure_sigma, where):
 
 
 def _fit_and_select(coeffs, vs, model, holdout, rng, fit_kw, where):
-    from nmc_dataset.shells.selection import CANDIDATES, fit_candidate, select_model
+    from nmc_dataset.shells._selection import CANDIDATES, fit_candidate, select_model
 
     if float(holdout) == 0:
         m = fit_candidate("independent" if model == "auto" else model, coeffs, vs, **fit_kw)
@@ -169,7 +169,7 @@ def fit_shells(volume_path, voxel_size_um: float, out, *, dataset: str | None = 
 
     All inputs are checked before anything is written; see :func:`fit_volume`.
     """
-    from nmc_dataset.io.ct import read_volume
+    from nmc_dataset.io._ct import read_volume
 
     volume_path = Path(volume_path)
     _check_voxel_size(voxel_size_um, volume_path)

@@ -20,7 +20,7 @@ import dataclasses
 import numpy as np
 from scipy import ndimage
 
-from nmc_dataset.shells.harmonics import icosphere, n_coeffs, random_rotations, sh_basis
+from nmc_dataset.shells._harmonics import icosphere, n_coeffs, random_rotations, sh_basis
 
 __all__ = [
     "ray_radius",

@@ -27,8 +27,8 @@ def _rng(ctx, stream):
 
 def run_section(config: dict, ctx) -> Path:
     """Run the ``shells:`` section (see the module docstring); returns the model path."""
-    from nmc_dataset.shells.model import ShellModel
-    from nmc_dataset.shells.pipeline import describe_shells, fit_volume, write_shells
+    from nmc_dataset.shells._model import ShellModel
+    from nmc_dataset.pipeline._shells import describe_shells, fit_volume, write_shells
 
     where = f"{ctx.recipe_path}: shells"
     sources = [k for k in ("volume", "phantom", "model") if k in config]
@@ -43,7 +43,7 @@ def run_section(config: dict, ctx) -> Path:
         model_path = ctx.resolve(config["model"])
         model = ShellModel.load(model_path)
     elif "volume" in config:
-        from nmc_dataset.io.ct import read_volume
+        from nmc_dataset.io._ct import read_volume
 
         v = config["volume"]
         path = ctx.resolve(v["path"])
@@ -53,7 +53,7 @@ def run_section(config: dict, ctx) -> Path:
         model = res.model
         model.write(model_path)
     else:
-        from nmc_dataset.synthetic.ct_phantom import make_ct_phantom, reference_shell_model
+        from nmc_dataset.synthetic._ct_phantom import make_ct_phantom, reference_shell_model
 
         p = config["phantom"]
         size = int(p.get("size", 128))

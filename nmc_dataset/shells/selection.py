@@ -26,8 +26,8 @@ import numpy as np
 
 from nmc_dataset._util import log
 from nmc_dataset.errors import InputError
-from nmc_dataset.shells.descriptors import DESCRIPTORS, shell_descriptors
-from nmc_dataset.shells.model import ShellModel
+from nmc_dataset.shells._descriptors import DESCRIPTORS, shell_descriptors
+from nmc_dataset.shells._model import ShellModel
 
 __all__ = [
     "CANDIDATES",

@@ -1,6 +1,6 @@
 """Sub-voxel radius functions: the threshold crossing of the smoothed grey value along each ray.
 
-The nearest-voxel radius of :func:`~nmc_dataset.shells.radius.ray_radius` is quantised to the
+The nearest-voxel radius of :func:`~nmc_dataset.shells._radius.ray_radius` is quantised to the
 voxel grid and, on grey data, inherits the segmentation's heavy smoothing (σ = 1.8) and the
 Otsu threshold (below mid-grey on blurred data: particles come out too large). On particles of
 ~10 voxels radius both bias the shape degrees. :func:`measure_particles_subvoxel` measures
@@ -47,8 +47,8 @@ import numpy as np
 from scipy import ndimage
 
 from nmc_dataset._util import log, progress
-from nmc_dataset.shells.harmonics import n_coeffs, random_rotations
-from nmc_dataset.shells.radius import ParticleCoefficients, _inside, fit_setup, ray_radius, star_fraction
+from nmc_dataset.shells._harmonics import n_coeffs, random_rotations
+from nmc_dataset.shells._radius import ParticleCoefficients, _inside, fit_setup, ray_radius, star_fraction
 
 __all__ = ["MAX_GAIN", "MeasurementInfo", "blur_gain", "measure_particles_subvoxel", "too_small"]
 
@@ -135,7 +135,7 @@ def measure_particles_subvoxel(labels: np.ndarray, grey: np.ndarray | None = Non
     degree : int
         SH degree L.
     rng : numpy.random.Generator
-        Draws the per-particle rotations (as :func:`~nmc_dataset.shells.radius.measure_particles`,
+        Draws the per-particle rotations (as :func:`~nmc_dataset.shells._radius.measure_particles`,
         so both measurements see the same directions for the same seed).
     sigma : float
         Gaussian σ (voxels) of the measurement smoothing (default 1: white noise drops ~7x while

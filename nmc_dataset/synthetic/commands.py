@@ -62,7 +62,7 @@ def _cmd_ct(args) -> int:
     import numpy as np
 
     from nmc_dataset._util import atomic_path
-    from nmc_dataset.synthetic.ct_phantom import make_ct_phantom, reference_shell_model
+    from nmc_dataset.synthetic._ct_phantom import make_ct_phantom, reference_shell_model
 
     out = check_out_file(args.out)
     suffix = out.suffix.lower()
@@ -107,7 +107,7 @@ def parse_texture(text):
         kappa, lam = (float(v) for v in text.split(","))
     except ValueError:
         raise RecipeError(f"--texture: use default, random or KAPPA,LAMBDA, got {text!r}") from None
-    from nmc_dataset.grains.orientation_model import OrientationModel
+    from nmc_dataset.ebsd._orientation_model import OrientationModel
 
     try:
         return OrientationModel(kappa=kappa, lam=lam)
@@ -119,7 +119,7 @@ def _cmd_ebsd(args) -> int:
     import numpy as np
 
     from nmc_dataset.outputs import claim_folder, output_folder
-    from nmc_dataset.synthetic.ebsd import write_synthetic_sections
+    from nmc_dataset.synthetic._ebsd import write_synthetic_sections
 
     formats = tuple(f.strip().lower() for f in args.formats.split(",") if f.strip())
     if not formats or any(f not in ("ang", "ctf") for f in formats):
@@ -128,7 +128,7 @@ def _cmd_ebsd(args) -> int:
         raise RecipeError("--n-central + --n-off-center must be >= 1 (and neither negative)")
     if args.radius_px <= 4 or args.step_um <= 0:
         raise RecipeError("need --radius-px > 4 and --step-um > 0")
-    from nmc_dataset.synthetic.ebsd import INSTRUMENTS
+    from nmc_dataset.synthetic._ebsd import INSTRUMENTS
 
     if args.instrument not in INSTRUMENTS:
         raise RecipeError(f"--instrument: unknown preset {args.instrument!r}; use one of {', '.join(INSTRUMENTS)}")

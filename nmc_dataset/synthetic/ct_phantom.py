@@ -1,6 +1,6 @@
 """Known-truth CT phantoms for the shell pipeline (docs/method.md#validation: closed-loop validation).
 
-Shells are drawn from a known :class:`~nmc_dataset.shells.model.ShellModel`, placed without
+Shells are drawn from a known :class:`~nmc_dataset.shells._model.ShellModel`, placed without
 overlap (and away from the border) in a volume, voxelised (a voxel belongs to a particle when
 its centre lies inside the shell) and rendered as a grey-value CT: particle and background
 levels, a Gaussian point-spread blur and additive Gaussian noise. The result carries the
@@ -9,7 +9,7 @@ true labels, centres and coefficients, so a fit of the volume can be compared wi
 Example
 -------
 >>> import numpy as np
->>> from nmc_dataset.synthetic.ct_phantom import make_ct_phantom, reference_shell_model
+>>> from nmc_dataset.synthetic._ct_phantom import make_ct_phantom, reference_shell_model
 >>> ph = make_ct_phantom(reference_shell_model(mean_radius_vox=6), shape=(48, 48, 48), n_particles=4,
 ...                      rng=np.random.default_rng(0))
 >>> ph.volume.shape, ph.volume.dtype, ph.n_particles
@@ -24,8 +24,8 @@ import numpy as np
 from scipy import ndimage
 
 from nmc_dataset._util import log
-from nmc_dataset.shells.harmonics import icosphere, radius, sh_basis
-from nmc_dataset.shells.model import DegreeLaw, ShellModel
+from nmc_dataset.shells._harmonics import icosphere, radius, sh_basis
+from nmc_dataset.shells._model import DegreeLaw, ShellModel
 
 __all__ = [
     "TRUTH_KINDS",
@@ -79,7 +79,7 @@ def truth_coefficients(kind: str, n: int, rng: np.random.Generator, *, degree: i
 
     Shells whose radius is not positive on 2562 directions are redrawn.
     """
-    from nmc_dataset.shells.harmonics import fit_coefficients, random_rotations
+    from nmc_dataset.shells._harmonics import fit_coefficients, random_rotations
 
     if kind not in TRUTH_KINDS:
         raise ValueError(f"kind must be one of {TRUTH_KINDS}")

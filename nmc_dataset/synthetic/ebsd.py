@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from nmc_dataset._util import as_rng
-from nmc_dataset.grains.gbpd import DIAG_MIN, GBPD, hard_labels
+from nmc_dataset.tessellation._gbpd import DIAG_MIN, GBPD
+from nmc_dataset.tessellation._labels import hard_labels
 
 #: Euler angles OIM writes for points it could not index (4π rad).
 ANG_UNINDEXED_EULER_RAD = 4.0 * np.pi
@@ -315,7 +316,7 @@ def synthetic_scan(labels: np.ndarray, mask: np.ndarray, rng, noise_deg: float =
     """
     from scipy import ndimage
 
-    from nmc_dataset.grains.orientation import perturb, quat_to_euler, random_quaternions
+    from nmc_dataset.ebsd._orientation import perturb, quat_to_euler, random_quaternions
 
     rng = as_rng(rng)
     labels = np.asarray(labels, dtype=np.int64)
@@ -333,7 +334,7 @@ def synthetic_scan(labels: np.ndarray, mask: np.ndarray, rng, noise_deg: float =
         grain_q = np.vstack([[1.0, 0, 0, 0], Rotation.from_matrix(g).as_quat(canonical=True, scalar_first=True)])
     measured_q, misindexed = grain_q, None
     if misindex_fraction > 0:
-        from nmc_dataset.grains.orientation import axis_angle_to_quat, qmul
+        from nmc_dataset.ebsd._orientation import axis_angle_to_quat, qmul
 
         misindexed = np.concatenate([[False], rng.uniform(size=n) < float(misindex_fraction)])
         axis, angle = PSEUDO_SYMMETRY_AXIS_ANGLE
@@ -365,7 +366,7 @@ def write_scan(path, scan: SyntheticScan, step_um: float, ctf_min_ci: float = 0.
     ``.ctf`` has no CI: pixels with CI < ``ctf_min_ci`` are written as not indexed (phase 0,
     Error 3), as Oxford software records zero solutions.
     """
-    from nmc_dataset.io.ebsd import write_ang, write_ctf
+    from nmc_dataset.io._ebsd import write_ang, write_ctf
 
     path = Path(path)
     if path.suffix.lower() == ".ang":
@@ -403,7 +404,7 @@ def write_synthetic_sections(out, rng, n_central: int = 2, n_off_center: int = 2
 
     ``texture`` sets the grains' crystal orientations relative to their radial direction (the
     direction of their seed from the particle centre): an
-    :class:`~nmc_dataset.grains.orientation_model.OrientationModel`, ``"default"`` (the
+    :class:`~nmc_dataset.ebsd._orientation_model.OrientationModel`, ``"default"`` (the
     realistic radial texture ``OrientationModel()``: c-axis perpendicular to the radial
     direction, κ = -8, λ = 0) or ``None`` / ``"random"`` (uniform on SO(3), as before textures
     existed). Recorded in ``truth.json``.
@@ -433,7 +434,7 @@ def write_synthetic_sections(out, rng, n_central: int = 2, n_off_center: int = 2
         if texture not in ("default", "random"):
             raise ValueError(f"texture must be an OrientationModel, 'default', 'random' or None, got {texture!r}")
         if texture == "default":
-            from nmc_dataset.grains.orientation_model import OrientationModel
+            from nmc_dataset.ebsd._orientation_model import OrientationModel
 
             texture = OrientationModel()
         else:
@@ -451,7 +452,7 @@ def write_synthetic_sections(out, rng, n_central: int = 2, n_off_center: int = 2
         truth = slice_labels(g, h, radius_px, size_px=size_px, normal=normal)
         radial = None
         if texture is not None:  # seed directions of the labels, in the section's sample frame (u, v, n)
-            from nmc_dataset.grains.orientation_model import radial_directions
+            from nmc_dataset.ebsd._orientation_model import radial_directions
 
             nlab = int(truth.labels.max())
             radial = radial_directions(g.seeds[:nlab] @ plane_basis(normal).T)

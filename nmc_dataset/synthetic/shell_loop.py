@@ -1,7 +1,7 @@
 """Closed loops of the shell scale on truths the paper's model does not contain, through the CLI.
 
 :func:`run_truth_loop` draws shells from one of the populations of
-:func:`~nmc_dataset.synthetic.ct_phantom.truth_coefficients` (the paper's independent laws,
+:func:`~nmc_dataset.synthetic._ct_phantom.truth_coefficients` (the paper's independent laws,
 heterogeneous roughness, roughness growing with size, ellipsoid-like bodies), renders them as a
 noisy, blurred grey CT with touching particles, and runs the user's path on it::
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nmc_dataset.synthetic.ct_phantom import TRUTH_KINDS, make_ct_phantom, truth_coefficients
+from nmc_dataset.synthetic._ct_phantom import TRUTH_KINDS, make_ct_phantom, truth_coefficients
 
 __all__ = ["format_loop_table", "run_truth_loop"]
 
@@ -39,7 +39,7 @@ def run_truth_loop(kind: str, workdir, *, n_particles: int = 1000, size: int | N
     Parameters
     ----------
     kind : str
-        One of :data:`~nmc_dataset.synthetic.ct_phantom.TRUTH_KINDS`.
+        One of :data:`~nmc_dataset.synthetic._ct_phantom.TRUTH_KINDS`.
     n_particles : int
         Shells to place; ``size`` defaults to a cube their bounding spheres fill to about 40 %.
     gap_vox : float
@@ -56,7 +56,7 @@ def run_truth_loop(kind: str, workdir, *, n_particles: int = 1000, size: int | N
     """
     import time
 
-    from nmc_dataset import cli
+    from nmc_dataset.cli import _main as cli
 
     if kind not in TRUTH_KINDS:
         raise ValueError(f"kind must be one of {TRUTH_KINDS}")
@@ -66,7 +66,7 @@ def run_truth_loop(kind: str, workdir, *, n_particles: int = 1000, size: int | N
     coeffs = truth_coefficients(kind, int(n_particles * 1.15) + 5, rng, degree=degree, r_median=r_median,
                                 r_range=r_range)
     if size is None:  # bounding spheres fill ~40 %: random sequential placement still finds room quickly
-        from nmc_dataset.shells.harmonics import icosphere, sh_basis
+        from nmc_dataset.shells._harmonics import icosphere, sh_basis
 
         v, _ = icosphere(3)
         rmax = (coeffs @ sh_basis(degree, v).T).max(axis=1) + 0.5
@@ -91,7 +91,7 @@ def run_truth_loop(kind: str, workdir, *, n_particles: int = 1000, size: int | N
     times["sample_describe"] = time.perf_counter() - t0
     comp = json.loads((work / "report" / "comparison.json").read_text())
     doc = json.loads(model.read_text())
-    from nmc_dataset.shells.model import ShellModel
+    from nmc_dataset.shells._model import ShellModel
 
     m = ShellModel.load(model)
     c_meas = m.load_coefficients()
@@ -119,7 +119,7 @@ def run_truth_loop(kind: str, workdir, *, n_particles: int = 1000, size: int | N
 
 def format_loop_table(rows: list[dict]) -> str:
     """One line per loop: KS per descriptor, chosen model, per-degree spread ratios."""
-    from nmc_dataset.shells.descriptors import DESCRIPTORS
+    from nmc_dataset.shells._descriptors import DESCRIPTORS
 
     short = {"d_max": "d_max", "compactness": "compact", "aspect_ratio": "aspect", "sphericity": "spher",
              "volume": "volume", "area": "area"}

@@ -1,6 +1,6 @@
 """Compiled kernels of the scores: the Euler number and the surface-distance ball search.
 
-(The exact distance transform the scores use is :func:`nmc_dataset.tomography.edt.distance_to`.)
+(The exact distance transform the scores use is :func:`nmc_dataset.tomography._edt.distance_to`.)
 
 ``euler_number_6(mask)``: the Euler characteristic of a 6-connected foreground (26-connected
 background), from the histogram of the 256 configurations of 2×2×2 voxel cubes weighted by

@@ -8,7 +8,7 @@
 3. Particles: distance-transform watershed of the NMC voxels, one marker per h-maximum (depth ``h``
    voxels) of the smoothed distance, per connected component; disconnected pieces become separate
    instances and pieces under ``min_volume`` voxels merge into the neighbour they share most faces
-   with (the steps of :mod:`nmc_dataset.shells.segment`, without its border removal: a volume's
+   with (the steps of :mod:`nmc_dataset.shells._segment`, without its border removal: a volume's
    segmentation keeps the particles the border cuts).
 """
 
@@ -49,7 +49,7 @@ def otsu_watershed(ct: np.ndarray, *, sigma: float = 1.0, classes: int = 3, h: f
     from skimage.filters import threshold_multiotsu, threshold_otsu
     from skimage.segmentation import relabel_sequential
 
-    from nmc_dataset.shells.segment import _merge_small, _split_disconnected, _watershed_components
+    from nmc_dataset.shells._segment import _merge_small, _split_disconnected, _watershed_components
 
     if classes not in (2, 3):
         raise ValueError("classes must be 2 or 3")

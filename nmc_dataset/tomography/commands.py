@@ -36,7 +36,7 @@ def check_output(path, force: bool, kind: str) -> Path:
 
 def parse_binder(text: str):
     """``MODE:FRACTION`` (e.g. ``bridge:0.08``) or ``none``."""
-    from nmc_dataset.tomography.pack import BINDER_MODES
+    from nmc_dataset.tomography._pack import BINDER_MODES
 
     if text in ("none", "0"):
         return None
@@ -52,9 +52,9 @@ def parse_binder(text: str):
 
 
 def _cmd_pack(args) -> int:
-    from nmc_dataset.particles.commands import load_grain_model, load_shell_model
-    from nmc_dataset.tomography.pack import pack_electrode
-    from nmc_dataset.tomography.volumes import write_volumes
+    from nmc_dataset.pipeline._generate import load_grain_model, load_shell_model
+    from nmc_dataset.tomography._pack import pack_electrode
+    from nmc_dataset.tomography._volumes import write_volumes
 
     out = check_output(args.out, args.force, _OWN["pack"])
     for p in (args.shell_model, args.grain_model):
@@ -82,8 +82,8 @@ def _cmd_pack(args) -> int:
 def _cmd_render(args) -> int:
     import numpy as np
 
-    from nmc_dataset.tomography.ctsim import render_ct, resample_labels, resolve_settings
-    from nmc_dataset.tomography.volumes import read_table, read_volumes, write_volumes
+    from nmc_dataset.tomography._ctsim import render_ct, resample_labels, resolve_settings
+    from nmc_dataset.tomography._volumes import read_table, read_volumes, write_volumes
 
     src = Path(args.electrode)
     if not src.exists():
@@ -135,7 +135,7 @@ def _cmd_render(args) -> int:
 
 def register(sub) -> None:
     """Register ``pack`` and ``render-ct``."""
-    from nmc_dataset.tomography.ctsim import PRESETS
+    from nmc_dataset.tomography._ctsim import PRESETS
 
     p = sub.add_parser("pack", help="pack particles into an electrode volume with binder (phase/particle/grain labels)",
                        description="Pack particles drawn from a shell and a grain model into a cubic box at a target "

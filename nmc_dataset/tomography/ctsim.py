@@ -4,7 +4,7 @@ Geometry and forward model
 --------------------------
 Parallel beam, rotation axis ``z`` (the volume's first axis), ``N_θ`` angles ``θ_a = π a / N_θ``.
 The sample is the labelled box in air. A slice ``μ(x, y)`` (1/µm, from the phase labels and
-:mod:`nmc_dataset.tomography.xray`) is projected on a detector line ``t = x cos θ + y sin θ``
+:mod:`nmc_dataset.tomography._xray`) is projected on a detector line ``t = x cos θ + y sin θ``
 (centred on the box) by the *strip-integral* projector: a square pixel of side ``h`` projects to a
 trapezoid (the convolution of boxes of widths ``h|cos θ|`` and ``h|sin θ|``) whose integral over
 each detector bin is the pixel's weight there, exact for piecewise-constant label images.
@@ -322,7 +322,7 @@ def render_ct(phase: np.ndarray, voxel_size_um: float, *, settings: dict, electr
 
     from scipy import ndimage
 
-    from nmc_dataset.tomography.xray import delta, phase_attenuation, phase_materials
+    from nmc_dataset.tomography._xray import delta, phase_attenuation, phase_materials
 
     t0 = time.perf_counter()
     h = float(voxel_size_um)

@@ -3,7 +3,7 @@
 Method
 ------
 1. **Particles.** Particle ``k`` is drawn from ``SeedSequence(seed, spawn_key=(PACK_STREAM, k))`` with
-   :func:`nmc_dataset.particles.assemble.make_particle` (shell from the shell model, grains from the
+   :func:`nmc_dataset.particles._assemble.make_particle` (shell from the shell model, grains from the
    grain model, each from its own child stream). Shells are drawn first (the same numbers
    ``make_particle`` draws) until their summed volume ``V_k = (4π/3)·mean_u R_k(u)³`` is closest to
    ``solid_fraction · L³``.
@@ -24,7 +24,7 @@ Method
 3. **Boundaries.** ``periodic=True``: the box tiles space (minimum-image contacts, labels wrap
    around). ``periodic=False``: hard walls, every particle lies entirely inside the box.
 4. **Voxels.** Each particle is voxelised on the box lattice (voxel centres ``(i + ½)·h``) by the
-   exact inside-shell test and the GBPD hard labels of :mod:`nmc_dataset.particles.voxelize`,
+   exact inside-shell test and the GBPD hard labels of :mod:`nmc_dataset.particles._voxelize`,
    evaluated at the particle's sub-voxel offset. Local grain ``g`` of particle ``k`` becomes the
    global grain id ``grain_offset[k] + g``.
 5. **Carbon-binder** (volume fraction ``f_b`` of the box, taken from the pore space):
@@ -46,7 +46,7 @@ import numpy as np
 
 from nmc_dataset._util import log
 from nmc_dataset.errors import InputError
-from nmc_dataset.particles.voxelize import Grid, _cubemap_bins, _cubemap_centres, gbpd_grid_labels, particle_grid, shell_mask
+from nmc_dataset.particles._voxelize import Grid, _cubemap_bins, _cubemap_centres, gbpd_grid_labels, particle_grid, shell_mask
 
 #: Stream number of ``_util.item_seed`` for the particles of a packed electrode.
 PACK_STREAM = 11
@@ -104,7 +104,7 @@ def draw_shells(shell_model, seed: int, target_volume_um3: float, max_particles:
 
     Returns ``(coeffs_um (N, K), volumes_um3 (N,))``; draws the same numbers as ``make_particle``.
     """
-    from nmc_dataset.shells.harmonics import icosphere, radius
+    from nmc_dataset.shells._harmonics import icosphere, radius
 
     dirs, _ = icosphere(3)
     coeffs, vols, total = [], [], 0.0
@@ -131,7 +131,7 @@ class _Shapes:
     """Radius functions of all particles on a cube-map table of directions (µm)."""
 
     def __init__(self, coeffs_um: np.ndarray):
-        from nmc_dataset.shells.harmonics import icosphere, sh_basis
+        from nmc_dataset.shells._harmonics import icosphere, sh_basis
 
         L = round(np.sqrt(coeffs_um.shape[1])) - 1
         centres = _cubemap_centres(_CUBE_BINS).reshape(-1, 3)
@@ -329,7 +329,7 @@ def pack_centres(coeffs_um: np.ndarray, box_um: float, *, periodic: bool, pad_um
 def _voxelize_particle(args):
     """Worker: draw particle ``k`` (shell + grains) and voxelise it at its sub-voxel offset."""
     shell_model, grain_model, seed, k, centre_um, h, spacing_px, ids = args
-    from nmc_dataset.particles.assemble import make_particle
+    from nmc_dataset.particles._assemble import make_particle
 
     p = make_particle(shell_model, grain_model, particle_seed(seed, k), particle_id=k + 1, spacing_px=spacing_px,
                       shell_model_id=ids[0], grain_model_id=ids[1])
@@ -362,7 +362,7 @@ def _box_indices(start, shape, n, periodic):
 
 def _normalised_radius(p, grid: Grid, kk, jj, ii):
     """``|x − c| / R(u)`` at local voxels ``(kk, jj, ii)`` of a particle."""
-    from nmc_dataset.shells.harmonics import radius
+    from nmc_dataset.shells._harmonics import radius
 
     pts = np.stack([grid.axis_coords_um("x")[ii], grid.axis_coords_um("y")[jj], grid.axis_coords_um("z")[kk]], 1)
     r = np.linalg.norm(pts, axis=1)
@@ -411,7 +411,7 @@ def _gap_update(d1, d2, table, lo, shape, offset, h, start, periodic, width, nb)
 
 def _gap_fields(parts, n, h, periodic, width_vox):
     """Radial gaps (voxels) to the nearest and second-nearest particle, ``inf`` beyond ``width_vox``."""
-    from nmc_dataset.shells.harmonics import sh_basis
+    from nmc_dataset.shells._harmonics import sh_basis
 
     d1 = np.full((n, n, n), np.inf, dtype=np.float32)
     d2 = np.full((n, n, n), np.inf, dtype=np.float32)
@@ -432,7 +432,7 @@ def _gap_fields(parts, n, h, periodic, width_vox):
 
 def place_binder(phase, mode, fraction, *, parts=None, h=None, periodic=True):
     """Turn the first ``round(fraction·N)`` pore voxels (in the order of ``mode``) into binder (2)."""
-    from nmc_dataset.tomography.edt import distance_to
+    from nmc_dataset.tomography._edt import distance_to
 
     n_target = round(fraction * phase.size)
     pore = phase == 0
@@ -475,8 +475,8 @@ def pack_electrode(shell_model, grain_model, *, box_um: float, solid_fraction: f
 
     Parameters
     ----------
-    shell_model : nmc_dataset.shells.model.ShellModel
-    grain_model : nmc_dataset.grains.model.GrainModel
+    shell_model : nmc_dataset.shells._model.ShellModel
+    grain_model : nmc_dataset.calibration._model.GrainModel
     box_um : float
         Edge of the cubic box (µm); rounded to whole voxels.
     solid_fraction : float

@@ -1,7 +1,7 @@
 """Small known-truth CT volumes for segmentation tests and training: touching particles, a binder
 phase at their contacts, and a simple imaging forward model.
 
-The particles come from :func:`nmc_dataset.synthetic.ct_phantom.make_ct_phantom` (star-shaped shells
+The particles come from :func:`nmc_dataset.synthetic._ct_phantom.make_ct_phantom` (star-shaped shells
 of the reference shell model) placed with *overlapping* bounding spheres, so that many touch: the
 contacts are flat faces where the first-placed shell wins, which is what watershed segmentation gets
 wrong. The carbon-binder phase fills the pore voxels within ``binder_reach_vox`` of two different
@@ -12,7 +12,7 @@ particles (a "bridge" at every contact). The grey volume is
 with per-phase levels μ (pore < binder < NMC), a per-particle brightness jitter δ, a Gaussian
 point-spread blur of σ voxels and additive Gaussian noise. Grains are a Voronoi partition of every
 particle by a few random seeds (unique ids over the volume). The output follows the ``ct`` kind of
-:mod:`nmc_dataset.tomography.volumes`; the real CT renderer writes the same layout, so everything
+:mod:`nmc_dataset.tomography._volumes`; the real CT renderer writes the same layout, so everything
 that reads these volumes reads real renders unchanged.
 """
 
@@ -23,7 +23,7 @@ import os
 import numpy as np
 from scipy import ndimage
 
-from nmc_dataset.tomography.volumes import write_volumes
+from nmc_dataset.tomography._volumes import write_volumes
 
 __all__ = ["phantom_ct_arrays", "write_phantom_ct"]
 
@@ -68,7 +68,7 @@ def phantom_ct_arrays(seed: int, *, size: int = 96, n_particles: int = 250, mean
     dict
         ``ct`` (float32), ``phase`` (uint8), ``particle`` (uint32), ``grain`` (uint32) arrays.
     """
-    from nmc_dataset.synthetic.ct_phantom import make_ct_phantom, reference_shell_model
+    from nmc_dataset.synthetic._ct_phantom import make_ct_phantom, reference_shell_model
 
     rng = np.random.default_rng(seed)
     model = reference_shell_model(mean_radius_vox=mean_radius_vox, voxel_size_um=voxel_size_um)

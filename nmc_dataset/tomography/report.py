@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nmc_dataset.tomography.volumes import PHASES
+from nmc_dataset.tomography._volumes import PHASES
 
 REPORT_FORMAT = "nmc-dataset/segmentation-score"
 REPORT_FORMAT_VERSION = 1

@@ -17,7 +17,7 @@ and ``hd95`` is the larger of the two directed 95th percentiles (the robust Haus
 Voxels on both surfaces have distance 0; the others are found exactly by a compiled search of the
 integer offsets of a small ball in order of length (the first hit is the nearest surface voxel) and,
 beyond the ball, by one exact distance transform of the other surface when many voxels are that far
-(:func:`nmc_dataset.tomography.edt.distance_to`), else a wider ball and a k-d tree of the surface voxels
+(:func:`nmc_dataset.tomography._edt.distance_to`), else a wider ball and a k-d tree of the surface voxels
 (:class:`scipy.spatial.cKDTree`) (see :func:`surface_distances`): several times faster
 than full-volume distance transforms, because segmentation errors are mostly near the surfaces.
 
@@ -43,7 +43,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from nmc_dataset.tomography.volumes import PHASES
+from nmc_dataset.tomography._volumes import PHASES
 
 __all__ = [
     "confusion",
@@ -141,7 +141,7 @@ def surface_distances(surf_truth: np.ndarray, surf_pred: np.ndarray, spacing: fl
             d[todo] = _search(src_idx[todo], dst_mask, band)
             todo = todo[d[todo] < 0]
         if todo.size > max_far:  # many far voxels: one distance transform
-            from nmc_dataset.tomography.edt import distance_to
+            from nmc_dataset.tomography._edt import distance_to
 
             d[todo] = distance_to(dst_mask).ravel()[src_idx[todo]]
             return d

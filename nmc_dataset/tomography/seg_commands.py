@@ -110,12 +110,12 @@ def segment_array(ct, method: str, *, device="auto", sigma=1.0, h=2.0, classes=3
     """Segment a grey volume by ``method``; returns ``phase, particle, info``."""
     kind, folder = parse_method(method)
     if kind == "otsu-watershed":
-        from nmc_dataset.tomography.classical import otsu_watershed
+        from nmc_dataset.tomography._classical import otsu_watershed
 
         phase, particle, info = otsu_watershed(ct, sigma=sigma, classes=classes, h=h)
         info.update({"sigma": sigma, "h": h, "classes": classes})
         return phase, particle, info
-    from nmc_dataset.tomography.segmenter import Segmenter, resolve_device
+    from nmc_dataset.tomography._segmenter import Segmenter, resolve_device
 
     dev = resolve_device(device)
     seg = model if model is not None else Segmenter.load(folder, dev)
@@ -127,7 +127,7 @@ def segment_array(ct, method: str, *, device="auto", sigma=1.0, h=2.0, classes=3
 # --------------------------------------------------------------------------- segment
 def _cmd_segment(args) -> int:
     from nmc_dataset._util import log
-    from nmc_dataset.tomography.volumes import read_volumes, write_volumes
+    from nmc_dataset.tomography._volumes import read_volumes, write_volumes
 
     out = Path(args.out)
     parse_method(args.method)
@@ -148,7 +148,7 @@ def _cmd_segment(args) -> int:
 # --------------------------------------------------------------------------- score-segmentation
 def load_pair(seg_path, truth_path):
     """Read a segmentation and its truth, checked: labels present, one grid."""
-    from nmc_dataset.tomography.volumes import read_volumes
+    from nmc_dataset.tomography._volumes import read_volumes
 
     seg, seg_meta = read_volumes(seg_path)
     if "phase" not in seg:
@@ -174,7 +174,7 @@ def load_pair(seg_path, truth_path):
 
 def score_files(seg_path, truth_path) -> tuple[dict, dict, dict]:
     """Score a segmentation file against a truth file; returns ``score, seg arrays, truth arrays``."""
-    from nmc_dataset.tomography.scoring import score_segmentation
+    from nmc_dataset.tomography._scoring import score_segmentation
 
     seg, seg_meta, truth, truth_meta = load_pair(seg_path, truth_path)
     score = score_segmentation(seg["phase"], truth["phase"], seg.get("particle"), truth["particle"],
@@ -187,7 +187,7 @@ def _cmd_score(args) -> int:
     import time
 
     from nmc_dataset._util import atomic_dir, log, write_json_atomic, write_text_atomic
-    from nmc_dataset.tomography.report import REPORT_FORMAT, REPORT_FORMAT_VERSION, markdown, particle_figure, phase_figure
+    from nmc_dataset.tomography._report import REPORT_FORMAT, REPORT_FORMAT_VERSION, markdown, particle_figure, phase_figure
 
     out = Path(args.out)
     check_output_folder(out, SCORE_FILE, REPORT_FORMAT)
@@ -215,7 +215,7 @@ def _cmd_score(args) -> int:
 
 # --------------------------------------------------------------------------- train-segmenter
 def _cmd_train(args) -> int:
-    from nmc_dataset.tomography.training import run_training
+    from nmc_dataset.tomography._training import run_training
 
     run_training(args.config, Path(args.out), device=args.device, seed=args.seed, epochs=args.epochs)
     return 0

@@ -169,7 +169,7 @@ class SegmenterConfig:
 
 def resolve_device(device: str | None) -> torch.device:
     """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when torch sees a GPU) as a checked torch device."""
-    from nmc_dataset.grains.gan import resolve_device as _resolve
+    from nmc_dataset.calibration._gan import resolve_device as _resolve
 
     return _resolve(device)
 
@@ -185,7 +185,7 @@ def normalise(ct: np.ndarray) -> np.ndarray:
 
 def core_distance(particle: np.ndarray, clip_vox: float) -> np.ndarray:
     """Training target ``min(d, D) / D``: distance to the nearest voxel outside the same particle."""
-    from nmc_dataset.tomography.scoring import inner_surfaces
+    from nmc_dataset.tomography._scoring import inner_surfaces
 
     inside = (particle > 0) & ~inner_surfaces(particle)
     d = ndimage.distance_transform_edt(inside).astype(np.float32)
@@ -330,7 +330,7 @@ def instances_from_maps(nmc: np.ndarray, dist: np.ndarray, cfg: SegmenterConfig)
     """Marker-controlled watershed of the predicted core distance inside the NMC mask."""
     from skimage.segmentation import relabel_sequential, watershed
 
-    from nmc_dataset.shells.segment import _merge_small, _split_disconnected
+    from nmc_dataset.shells._segment import _merge_small, _split_disconnected
 
     seeds = (dist > cfg.marker_threshold) & nmc
     markers, n = ndimage.label(seeds)
@@ -380,7 +380,7 @@ def train_segmenter(train: list, val: list, cfg: SegmenterConfig, *, device="cpu
 
 
 def _train(train, val, cfg, device, progress) -> Segmenter:
-    from nmc_dataset.tomography.scoring import confusion, instance_scores
+    from nmc_dataset.tomography._scoring import confusion, instance_scores
 
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)

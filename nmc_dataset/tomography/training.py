@@ -72,9 +72,9 @@ def _files(entries, base: Path, where) -> list[Path]:
 
 def load_samples(doc: dict, base: Path, cfg, where) -> dict:
     """The prepared volumes of each split (``train``, ``val``, ``test``) with their grey values."""
-    from nmc_dataset.tomography.phantom import PHANTOM_DEFAULTS, phantom_ct_arrays
-    from nmc_dataset.tomography.segmenter import prepare_sample
-    from nmc_dataset.tomography.volumes import read_volumes
+    from nmc_dataset.tomography._phantom import PHANTOM_DEFAULTS, phantom_ct_arrays
+    from nmc_dataset.tomography._segmenter import prepare_sample
+    from nmc_dataset.tomography._volumes import read_volumes
 
     out = {s: [] for s in SPLITS}
     if "data" in doc:
@@ -107,8 +107,8 @@ def load_samples(doc: dict, base: Path, cfg, where) -> dict:
 
 def evaluate(seg, test: list, device) -> dict:
     """Score the network and otsu-watershed on each test volume; aggregate and compare."""
-    from nmc_dataset.tomography.classical import otsu_watershed
-    from nmc_dataset.tomography.scoring import score_segmentation
+    from nmc_dataset.tomography._classical import otsu_watershed
+    from nmc_dataset.tomography._scoring import score_segmentation
 
     rows = []
     for sample, ct in test:
@@ -159,8 +159,8 @@ def run_training(config, out: Path, *, device="auto", seed=None, epochs=None):
     import io
 
     from nmc_dataset._util import atomic_dir, write_json_atomic, write_text_atomic
-    from nmc_dataset.tomography.seg_commands import check_output_folder
-    from nmc_dataset.tomography.segmenter import MODEL_FORMAT, SegmenterConfig, resolve_device, train_segmenter
+    from nmc_dataset.cli.segmentation import check_output_folder
+    from nmc_dataset.tomography._segmenter import MODEL_FORMAT, SegmenterConfig, resolve_device, train_segmenter
 
     check_output_folder(out, "config.json", MODEL_FORMAT)
     dev = resolve_device(device)

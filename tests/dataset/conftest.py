@@ -6,10 +6,10 @@ import shutil
 
 import pytest
 
-from nmc_dataset.dataset.build import build_dataset
-from nmc_dataset.dataset.card import write_card
-from nmc_dataset.dataset.figures import card_figures
-from nmc_dataset.dataset.manifest import write_manifest
+from nmc_dataset.pipeline._build import build_dataset
+from nmc_dataset.pipeline._card import write_card
+from nmc_dataset.pipeline._card_figures import card_figures
+from nmc_dataset.pipeline._manifest import write_manifest
 from tests.dataset import shardfns
 
 RELEASE = {

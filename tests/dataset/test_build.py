@@ -13,8 +13,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from nmc_dataset.dataset.build import build_dataset, shard_name
-from nmc_dataset.dataset.manifest import write_manifest
+from nmc_dataset.pipeline._build import build_dataset, shard_name
+from nmc_dataset.pipeline._manifest import write_manifest
 from nmc_dataset.errors import RecipeError
 from tests.dataset import shardfns
 
@@ -106,7 +106,7 @@ def test_array3d_column_fast_equals_slow(tmp_path, rng):
     import datasets
     import pyarrow as pa
 
-    from nmc_dataset.dataset.build import array3d_column, write_table_deterministic
+    from nmc_dataset.pipeline._build import array3d_column, write_table_deterministic
 
     for dtype, shape in (("uint8", (3, 4, 5, 6)), ("uint16", (2, 7, 3, 5)), ("float32", (1, 2, 2, 2))):
         v = (rng.random(shape) * 300).astype(dtype)
@@ -136,8 +136,8 @@ def test_bad_arguments(tmp_path):
 _SCRIPT = textwrap.dedent("""
     import sys
     from tests.dataset import shardfns
-    from nmc_dataset.dataset.build import build_dataset
-    from nmc_dataset.dataset.manifest import write_manifest
+    from nmc_dataset.pipeline._build import build_dataset
+    from nmc_dataset.pipeline._manifest import write_manifest
     out, workers = sys.argv[1], int(sys.argv[2])
     build_dataset(out, 24, 2, shardfns.make_shard_slow, ["particles", "voxels_16"], workers=workers,
                   recipe_hash="h1")

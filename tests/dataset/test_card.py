@@ -8,9 +8,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from nmc_dataset.cli import main
-from nmc_dataset.dataset.card import render_card, size_category, validate_card
-from nmc_dataset.dataset.manifest import verify_manifest
+from nmc_dataset.cli._main import main
+from nmc_dataset.pipeline._card import render_card, size_category, validate_card
+from nmc_dataset.pipeline._manifest import verify_manifest
 from nmc_dataset.errors import InputError
 from tests.dataset import shardfns
 from tests.dataset.conftest import RELEASE

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nmc_dataset.dataset.figures import descriptor_histograms, example_slices
+from nmc_dataset.pipeline._card_figures import descriptor_histograms, example_slices
 
 
 def _rgb(path):

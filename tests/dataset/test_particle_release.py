@@ -20,9 +20,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from nmc_dataset.cli import main
-from nmc_dataset.dataset.particle_shards import (cube_grid, grain_shape_descriptors, voxelize_cube,
-                                                 voxelize_cube_reference)
+from nmc_dataset.cli._main import main
+from nmc_dataset.pipeline._particle_shards import cube_grid, grain_shape_descriptors, voxelize_cube, voxelize_cube_reference
 from tests.particles.fixtures import write_models, teacher_particle
 
 REPO = Path(__file__).resolve().parents[2]
@@ -75,7 +74,7 @@ def built(recipe_path, tmp_path_factory):
 def test_cube_equals_voxelize_on_the_same_lattice():
     """Closed loop against the owner's voxelize: at the cube's voxel size both grids share voxel centres,
     so every labelled voxel must agree, and none may be lost to the cube's border."""
-    from nmc_dataset.particles.voxelize import voxelize
+    from nmc_dataset.particles._voxelize import voxelize
 
     part = teacher_particle(seed=3, radius_um=0.8)
     cube = voxelize_cube(part, 40)
@@ -130,9 +129,9 @@ def test_release_layout_and_load_dataset(built):
     import datasets
     import h5py
 
-    from nmc_dataset.dataset.manifest import verify_manifest
-    from nmc_dataset.export.tables import particle_from_rows
-    from nmc_dataset.particles.voxelize import grain_statistics, voxelize
+    from nmc_dataset.pipeline._manifest import verify_manifest
+    from nmc_dataset.export._tables import particle_from_rows
+    from nmc_dataset.particles._voxelize import grain_statistics, voxelize
 
     m = verify_manifest(built)
     assert set(m["counts"]) == set(CONFIGS) and m["counts"]["particles"] == N
@@ -190,7 +189,7 @@ def test_meshes_open_with_meshio_and_trimesh(built):
 
 
 def test_card_describes_the_configs(built):
-    from nmc_dataset.dataset.card import validate_card
+    from nmc_dataset.pipeline._card import validate_card
 
     text = (built / "README.md").read_text()
     data = validate_card(text)
@@ -226,7 +225,7 @@ def test_dask_local_cluster_byte_identical(built, recipe_path, tmp_path, process
 def test_kill9_then_resume_same_manifest(built, recipe_path, tmp_path):
     """kill -9 a CLI build when its third shard starts; the rerun finishes the rest, to the reference bytes."""
     out = tmp_path / "killed"
-    code = ("import sys; from nmc_dataset.cli import main; "
+    code = ("import sys; from nmc_dataset.cli._main import main; "
             f"sys.exit(main(['run', {str(recipe_path)!r}, '--out', {str(out)!r}]))")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

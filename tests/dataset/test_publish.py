@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from nmc_dataset.cli import main
-from nmc_dataset.dataset.publish import zenodo_key
+from nmc_dataset.cli._main import main
+from nmc_dataset.pipeline._publish import zenodo_key
 from tests.dataset.conftest import RELEASE, make_release
 from tests.dataset.hub_server import HubServer
 from tests.dataset.zenodo_server import ZenodoServer
@@ -87,7 +87,7 @@ def test_hf_new_version_replaces_stale_shards(tmp_path, hub, monkeypatch):
 
 def test_hf_interrupted_upload_resumes(release, hub, monkeypatch, capsys):
     """The Hub fails after the first commit: the rerun uploads only what is missing, then tags."""
-    from nmc_dataset.dataset.publish import publish_hf
+    from nmc_dataset.pipeline._publish import publish_hf
 
     token = hub.state.token
     hub.state.fail_commit_after = 2

@@ -10,11 +10,11 @@ import pytest
 import yaml
 
 from nmc_dataset._util import item_seed
-from nmc_dataset.cli import main
-from nmc_dataset.dataset.manifest import verify_manifest
-from nmc_dataset.dataset.recipe import SHELL_STREAM, run_section
+from nmc_dataset.cli._main import main
+from nmc_dataset.pipeline._manifest import verify_manifest
+from nmc_dataset.pipeline._stage_dataset import SHELL_STREAM, run_section
 from nmc_dataset.errors import RecipeError
-from nmc_dataset.recipes import RunContext, recipe_hash, validate_recipe
+from nmc_dataset.pipeline._recipe import RunContext, recipe_hash, validate_recipe
 
 RADIUS_VOX = 10.0
 VOXEL_UM = 0.128
@@ -26,7 +26,7 @@ def shell_model_path(tmp_path_factory):
 
     Built from known laws rather than fitted (fitting is tested with the shell scale and costs ~15 s here).
     """
-    from nmc_dataset.shells.model import DegreeLaw, ShellModel
+    from nmc_dataset.shells._model import DegreeLaw, ShellModel
 
     laws = [DegreeLaw(0, "lognormal", {"mu": float(np.log(RADIUS_VOX * np.sqrt(4 * np.pi))), "sigma": 0.03})]
     laws += [DegreeLaw(ell, "normal", {"scale": 0.15 / ell}) for ell in range(1, 10)]
@@ -74,7 +74,7 @@ def test_shells_release_from_a_shell_model(tmp_path, shell_model_path):
     t = pq.read_table(sorted((out / "data" / "shells").glob("*.parquet")))
     assert t.column("particle_id").to_pylist() == list(range(12))
     # item k's shell is the model's draw from item_seed(seed, k) alone
-    from nmc_dataset.shells.model import ShellModel
+    from nmc_dataset.shells._model import ShellModel
 
     model = ShellModel.load(shell_model_path)
     for k in (0, 7, 11):
@@ -129,7 +129,7 @@ def test_cli_run_dataset_only_and_bad_recipe(tmp_path, capsys):
 
 def test_picks_up_parquet_configs_of_earlier_sections(tmp_path):
     """Tables another section wrote under data/<config>/ become card configs and manifest counts."""
-    from nmc_dataset.dataset.build import write_table_deterministic
+    from nmc_dataset.pipeline._build import write_table_deterministic
     from tests.dataset import shardfns
 
     out = tmp_path / "out"

@@ -4,7 +4,7 @@ volumes on which the earlier rule-based clean-up cycled forever."""
 import numpy as np
 import pytest
 
-from nmc_dataset.export import cleanup
+from nmc_dataset.export import _cleanup as cleanup
 
 
 def _voronoi_noise(seed, n=24, noise=None):
@@ -54,7 +54,7 @@ def test_converges_where_rules_cycled(seed):
     'label clean-up did not converge'."""
     import trimesh  # noqa: F401  (grain meshes below)
 
-    from nmc_dataset.export.meshes import grain_surface_mesh
+    from nmc_dataset.export._meshes import grain_surface_mesh
 
     lab = _voronoi_noise(seed)
     out, changed = cleanup.clean_labels(lab)

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 
 from nmc_dataset.errors import InputError, RecipeError
-from nmc_dataset.export import decimate, meshes
+from nmc_dataset.export import _decimate as decimate, _meshes as meshes
 from tests.particles.fixtures import teacher_particle
 
 
 @pytest.fixture(scope="module")
 def fine():
-    from nmc_dataset.particles.voxelize import voxelize
+    from nmc_dataset.particles._voxelize import voxelize
 
     p = teacher_particle(seed=9, radius_um=1.0)
     vol = voxelize(p, 0.05)
@@ -60,7 +60,7 @@ def test_tets_fill_the_coarse_surface(fine):
 
 
 def test_bad_mesh_options(fine, tmp_path):
-    from nmc_dataset.particles.commands import write_particle_meshes
+    from nmc_dataset.pipeline._generate import write_particle_meshes
 
     p, vol, s, _ = fine
     with pytest.raises(InputError, match="mesh size"):
@@ -95,7 +95,7 @@ def test_signatures_match_slow_twin():
 def test_intersections_found_by_gmsh_are_kept_fine():
     """On this particle the plain coarse surface intersects itself (HXT: 'A segment and a facet
     intersect'); the retry keeps it fine there and gmsh meshes every grain."""
-    from nmc_dataset.particles.voxelize import voxelize
+    from nmc_dataset.particles._voxelize import voxelize
 
     p = teacher_particle(seed=9, radius_um=1.6)
     vol = voxelize(p, 0.05)

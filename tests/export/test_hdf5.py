@@ -8,7 +8,7 @@ import h5py
 import jsonschema
 import numpy as np
 
-from nmc_dataset.export.hdf5 import describe_layout, list_volumes, read_volume
+from nmc_dataset.export._hdf5 import describe_layout, list_volumes, read_volume
 from tests.particles.fixtures import N_GEN, VOXEL
 
 
@@ -64,7 +64,7 @@ def test_vtk_xdmf_reader_opens_the_sidecar(generated):
 def test_per_label_orientation_table(oriented_generated, generated):
     import pyarrow.parquet as pq
 
-    from nmc_dataset.export.hdf5 import read_orientations
+    from nmc_dataset.export._hdf5 import read_orientations
 
     schema = json.loads((resources.files("nmc_dataset") / "schemas" / "voxels-hdf5.schema.json").read_text())
     layout = describe_layout(oriented_generated / "voxels.h5")

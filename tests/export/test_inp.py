@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from nmc_dataset.errors import InputError
-from nmc_dataset.export import inp, meshes
+from nmc_dataset.export import _inp as inp, _meshes as meshes
 from tests.particles.fixtures import teacher_particle
 
 # orthotropic stiffness in the crystal frame (MPa), all nine constants distinct so that every
@@ -19,7 +19,7 @@ ORTHO = {"D1111": 260e3, "D1122": 100e3, "D2222": 230e3, "D1133": 90e3, "D2233":
 
 
 def _mesh(radius_um, voxel_um, mesh_size_um, seed=9):
-    from nmc_dataset.particles.voxelize import voxelize
+    from nmc_dataset.particles._voxelize import voxelize
 
     p = teacher_particle(seed=seed, radius_um=radius_um)
     vol = voxelize(p, voxel_um)

@@ -3,16 +3,16 @@
 import numpy as np
 import pytest
 
-from nmc_dataset.export import meshes
-from nmc_dataset.export.hdf5 import read_volume
-from nmc_dataset.export.tables import read_particles
-from nmc_dataset.grains.gbpd import count_disconnected
+from nmc_dataset.export import _meshes as meshes
+from nmc_dataset.export._hdf5 import read_volume
+from nmc_dataset.export._tables import read_particles
+from nmc_dataset.tessellation._connectivity import count_disconnected
 from tests.particles.fixtures import teacher_particle
 
 
 @pytest.fixture(scope="module")
 def cleaned():
-    from nmc_dataset.particles.voxelize import voxelize
+    from nmc_dataset.particles._voxelize import voxelize
 
     p = teacher_particle(seed=9, radius_um=0.7)
     vol = voxelize(p, 0.05)
@@ -27,7 +27,7 @@ def _edges_face_count(faces):
 
 
 def test_shell_surface_is_exact_and_watertight():
-    from nmc_dataset.shells.harmonics import radius, vertex_weights
+    from nmc_dataset.shells._harmonics import radius, vertex_weights
 
     p = teacher_particle(seed=1, radius_um=1.0)
     m = meshes.shell_surface_mesh(p.coeffs_um, subdivisions=6)

@@ -5,10 +5,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from nmc_dataset.errors import FormatVersionError, InputError
-from nmc_dataset.export.hdf5 import read_volume
-from nmc_dataset.export.tables import read_params, read_particles
-from nmc_dataset.particles.assemble import make_particle, particle_seed
-from nmc_dataset.particles.voxelize import grain_statistics, voxelize
+from nmc_dataset.export._hdf5 import read_volume
+from nmc_dataset.export._tables import read_params, read_particles
+from nmc_dataset.particles._assemble import make_particle, particle_seed
+from nmc_dataset.particles._voxelize import grain_statistics, voxelize
 from tests.particles.fixtures import N_GEN, SEED, VOXEL
 
 
@@ -78,7 +78,7 @@ def test_orientation_columns_in_the_particle_frame(oriented_generated, generated
     """Same seed with and without an orientation model: identical geometry, plus the new columns."""
     from scipy.spatial.transform import Rotation
 
-    from nmc_dataset.grains.orientation import euler_to_matrix
+    from nmc_dataset.ebsd._orientation import euler_to_matrix
     from tests.particles.fixtures import ORIENTED_KAPPA, ORIENTED_LAMBDA
 
     plain_p, plain_g = read_params(generated)

@@ -9,10 +9,10 @@ import pytest
 import torch
 import yaml
 
-from nmc_dataset.cli import main as cli
+from nmc_dataset.cli._main import main as cli
 from nmc_dataset.compare import distribution_distances
-from nmc_dataset.grains import descriptors as De
-from nmc_dataset.grains.model import GrainModel
+from nmc_dataset.calibration import _descriptors as De
+from nmc_dataset.calibration._model import GrainModel
 
 SMALL = {"generator": {"hidden": [64, 64]}, "discriminator": {"width": 8, "dense": 64}}
 
@@ -118,7 +118,7 @@ def test_measured_sections_against_the_teacher(tmp_path, instrument):
     scans = sorted(str(p) for p in (tmp_path / "scans").iterdir() if p.suffix == ".ang")
     assert cli(["import-ebsd", *scans, "--out", str(tmp_path / "sections"), "--central", "all"]) == 0
     assert cli(["fit-sections", str(tmp_path / "sections"), "--out", str(tmp_path / "tess"), "--steps", "150"]) == 0
-    from nmc_dataset.grains.fit2d import read_tessellations
+    from nmc_dataset.calibration._fit2d import read_tessellations
 
     data = De.fitted_descriptors(read_tessellations(tmp_path / "tess"), 5)
     rng = np.random.default_rng(99)

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 import tifffile
 
-from nmc_dataset.cli import main
-from nmc_dataset.grains.morphology import grain_descriptors
-from nmc_dataset.grains.reconstruct import adjusted_rand_index
-from nmc_dataset.io.ebsd import read_ebsd
-from nmc_dataset.io.sections import read_sections
-from nmc_dataset.synthetic.ebsd import write_synthetic_sections
+from nmc_dataset.cli._main import main
+from nmc_dataset.ebsd._morphology import grain_descriptors
+from nmc_dataset.ebsd._reconstruct import adjusted_rand_index
+from nmc_dataset.io._ebsd import read_ebsd
+from nmc_dataset.io._sections import read_sections
+from nmc_dataset.synthetic._ebsd import write_synthetic_sections
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def test_morphology_table_matches_truth_descriptors(synthetic, imported):
         assert np.median(d_centroid) < 1.0
         assert np.degrees(np.median(d_alpha)) < 5.0
         # chords: the population statistics agree with the truth's
-        from nmc_dataset.grains.morphology import chord_lengths
+        from nmc_dataset.ebsd._morphology import chord_lengths
 
         chords = pd.read_parquet(imported / r["id"] / "chords.parquet")
         t_ch = chord_lengths(truth)
@@ -218,7 +218,7 @@ def test_cli_errors_for_options_and_files(synthetic, tmp_path, capsys):
 
 
 def test_cli_error_for_scan_without_grains(tmp_path, capsys):
-    from nmc_dataset.io.ebsd import write_ang
+    from nmc_dataset.io._ebsd import write_ang
 
     e = np.zeros((6, 6, 3))
     ci = np.full((6, 6), 0.05)  # indexed, but every pixel below --min-ci
@@ -231,7 +231,7 @@ def test_cli_error_for_scan_without_grains(tmp_path, capsys):
 
 
 def test_cli_error_for_a_mostly_unindexed_section_and_fill_options(synthetic, tmp_path, capsys):
-    from nmc_dataset.io.ebsd import read_ebsd, write_ang
+    from nmc_dataset.io._ebsd import read_ebsd, write_ang
 
     folder, recs = synthetic
     scan = read_ebsd(folder / recs[0]["scan"])
@@ -254,7 +254,7 @@ def test_cli_error_for_a_mostly_unindexed_section_and_fill_options(synthetic, tm
 def test_recipe_section_import_only(synthetic, tmp_path):
     import yaml
 
-    from nmc_dataset.recipes import run_recipe
+    from nmc_dataset.pipeline._recipe import run_recipe
 
     folder, recs = synthetic
     recipe = {"format_version": 1, "seed": 1,
@@ -270,7 +270,7 @@ def test_recipe_section_import_only(synthetic, tmp_path):
 
 def test_recipe_section_validation(tmp_path):
     from nmc_dataset.errors import RecipeError
-    from nmc_dataset.recipes import validate_recipe
+    from nmc_dataset.pipeline._recipe import validate_recipe
 
     base = {"format_version": 1, "seed": 1}
     validate_recipe({**base, "sections": {"synthetic": {"n_central": 1}}})
@@ -280,7 +280,7 @@ def test_recipe_section_validation(tmp_path):
         validate_recipe({**base, "sections": {"scans": ["a.ang"], "bogus": 1}})
     with pytest.raises(RecipeError, match="min_ci|import"):
         validate_recipe({**base, "sections": {"scans": ["a.ang"], "import": {"min_ci": 5}}})
-    from nmc_dataset.grains.recipe_sections import check_section
+    from nmc_dataset.pipeline._stage_sections import check_section
 
     with pytest.raises(RecipeError, match="radial_diag"):
         check_section({"synthetic": {"teacher": {"radial_diag": [0.5, 0.1]}}})
@@ -305,7 +305,7 @@ def test_recipe_section_synthetic_with_fits(tmp_path):
     """Synthetic scans -> import -> fit-sections -> pixel agreement >= 95 %."""
     import yaml
 
-    from nmc_dataset.recipes import run_recipe
+    from nmc_dataset.pipeline._recipe import run_recipe
 
     recipe = {"format_version": 1, "seed": 5,
               "sections": {"synthetic": {"n_central": 2, "n_off_center": 1, "radius_px": 40, "formats": ["ang", "ctf"]},
@@ -313,7 +313,7 @@ def test_recipe_section_synthetic_with_fits(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(recipe))
     ctx = run_recipe(path, tmp_path / "run")
-    from nmc_dataset.grains.fit2d import read_tessellations
+    from nmc_dataset.calibration._fit2d import read_tessellations
 
     fits = read_tessellations(ctx.outputs["tessellations"])
     assert len(fits) == 2

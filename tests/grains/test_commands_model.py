@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import yaml
 
-from nmc_dataset import cli
-from nmc_dataset.grains.fit2d import SectionFit, write_tessellations
-from nmc_dataset.grains.gbpd import GBPD
-from nmc_dataset.grains.model import GrainModel
+from nmc_dataset.cli import _main as cli
+from nmc_dataset.calibration._fit2d import SectionFit, write_tessellations
+from nmc_dataset.tessellation._gbpd import GBPD
+from nmc_dataset.calibration._model import GrainModel
 
 TINY = {"intensity_init_per_px3": 0.0018, "kappa": 12,
         "generator": {"hidden": [16]},
@@ -215,7 +215,7 @@ def test_empty_and_mixed_pixel_sizes_and_non_central(tmp_path, capsys):
 def test_sample_refuses_other_model_versions_and_bad_options(tess, tmp_path, capsys):
     import torch
 
-    from nmc_dataset.grains.generator import GNet
+    from nmc_dataset.calibration._generator import GNet
 
     torch.manual_seed(0)
     m = GrainModel(GNet(hidden=(8,)), 0.002, 0.05)
@@ -243,7 +243,7 @@ def test_sample_refuses_other_model_versions_and_bad_options(tess, tmp_path, cap
 
 
 def test_recipe_section_runs_and_reuses_a_finished_model(tess, tmp_path):
-    from nmc_dataset.recipes import run_recipe
+    from nmc_dataset.pipeline._recipe import run_recipe
 
     grains = dict(TINY, tessellations=str(tess))
     recipe = _recipe(tmp_path, grains, name="run.yaml")
@@ -259,8 +259,8 @@ def test_recipe_section_runs_and_reuses_a_finished_model(tess, tmp_path):
 def test_cutouts_reaching_outside_the_sections_are_warned_about(tess, caplog):
     import logging
 
-    from nmc_dataset.grains.gan import TrainConfig
-    from nmc_dataset.grains.recipe import load_fits, warn_if_cutouts_leave_sections
+    from nmc_dataset.calibration._gan import TrainConfig
+    from nmc_dataset.pipeline._stage_grains import load_fits, warn_if_cutouts_leave_sections
 
     _, _, source = load_fits(tess)
     assert 57 < source["min_radius_px"] < 59  # the fixture's discs have radius 58 px

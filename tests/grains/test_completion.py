@@ -1,4 +1,4 @@
-"""Tests of nmc_dataset.grains.completion: bridging fragments across unindexed gaps, shape-aware filling,
+"""Tests of nmc_dataset.ebsd._completion: bridging fragments across unindexed gaps, shape-aware filling,
 and the completed map against the truth of synthetic scans."""
 
 import itertools
@@ -6,12 +6,11 @@ import itertools
 import numpy as np
 import pytest
 
-from nmc_dataset.grains.completion import bridge_fragments, bridge_pairs, complete_grains, shape_fill
-from nmc_dataset.grains.morphology import grain_descriptors
-from nmc_dataset.grains.orientation import euler_to_quat, qmul, random_quaternions, rotvec_to_quat, symmetry_ops
-from nmc_dataset.grains.reconstruct import (adjusted_rand_index, dilate_grains, label_by_misorientation,
-                                            reconstruct_grains)
-from nmc_dataset.synthetic.ebsd import INSTRUMENTS, slice_labels, synthetic_scan, radial_teacher_gbpd
+from nmc_dataset.ebsd._completion import bridge_fragments, bridge_pairs, complete_grains, shape_fill
+from nmc_dataset.ebsd._morphology import grain_descriptors
+from nmc_dataset.ebsd._orientation import euler_to_quat, qmul, random_quaternions, rotvec_to_quat, symmetry_ops
+from nmc_dataset.ebsd._reconstruct import adjusted_rand_index, dilate_grains, label_by_misorientation, reconstruct_grains
+from nmc_dataset.synthetic._ebsd import INSTRUMENTS, slice_labels, synthetic_scan, radial_teacher_gbpd
 
 
 def _slow_bridge_pairs(labels, gap_px):
@@ -182,7 +181,7 @@ def test_completed_map_is_closer_to_the_truth_than_nearest_filling(instrument):
 
 
 def test_reconstruct_grains_fill_options(tmp_path):
-    from nmc_dataset.io.ebsd import read_ebsd, write_ang
+    from nmc_dataset.io._ebsd import read_ebsd, write_ang
 
     truth, scan = _teacher_scan(7, "default", radius=24.0)
     p = write_ang(tmp_path / "s.ang", scan.euler_rad, scan.ci, scan.iq, scan.phase, 0.05)

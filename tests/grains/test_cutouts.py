@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from nmc_dataset.grains import cutouts as C
-from nmc_dataset.grains.gbpd import GBPD, soft_assign, torch_frames
-from nmc_dataset.grains.generator import GNet
+from nmc_dataset.calibration import _cutouts as C
+from nmc_dataset.tessellation._gbpd import GBPD
+from nmc_dataset.tessellation._soft import soft_assign, torch_frames
+from nmc_dataset.calibration._generator import GNet
 
 SPEC = C.CutoutSpec(grid=32, channels=12, p_max_px=80, margin_px=12, beta=0.5)
 

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from nmc_dataset.grains import descriptors as De
-from nmc_dataset.grains.gbpd import GBPD, hard_labels_grid
+from nmc_dataset.calibration import _descriptors as De
+from nmc_dataset.tessellation._gbpd import GBPD
+from nmc_dataset.tessellation._labels import hard_labels_grid
 
 
 def _ellipsoid(shape, centre_xyz, axes, semi):

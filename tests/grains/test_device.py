@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from nmc_dataset.cli import main as cli
+from nmc_dataset.cli._main import main as cli
 from nmc_dataset.errors import InputError
-from nmc_dataset.grains import cutouts as C
-from nmc_dataset.grains.gan import _Trainer, resolve_device, train
-from nmc_dataset.grains.generator import GNet
-from nmc_dataset.grains.model import GrainModel
+from nmc_dataset.calibration import _cutouts as C
+from nmc_dataset.calibration._gan import _Trainer, resolve_device, train
+from nmc_dataset.calibration._generator import GNet
+from nmc_dataset.calibration._model import GrainModel
 
 from tests.grains.test_gan import TINY, _equal, _fits, _weights
 

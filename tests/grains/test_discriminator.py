@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from nmc_dataset.grains import cutouts as C
-from nmc_dataset.grains.discriminator import Discriminator
-from nmc_dataset.grains.gbpd import GBPD
+from nmc_dataset.calibration import _cutouts as C
+from nmc_dataset.calibration._discriminator import Discriminator
+from nmc_dataset.tessellation._gbpd import GBPD
 
 
 def test_shapes_and_config():

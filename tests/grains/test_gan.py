@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from nmc_dataset.errors import InputError, TrainingError
-from nmc_dataset.grains import gan
-from nmc_dataset.grains.gan import TrainConfig, train
-from nmc_dataset.grains.gbpd import GBPD
-from nmc_dataset.grains.model import GrainModel
+from nmc_dataset.calibration import _gan as gan
+from nmc_dataset.calibration._gan import TrainConfig, train
+from nmc_dataset.tessellation._gbpd import GBPD
+from nmc_dataset.calibration._model import GrainModel
 
 TINY = TrainConfig(hidden=(16,), d_width=4, d_blocks=2, d_dense=8, grid=16, channels=6, p_max_px=40, margin_px=8,
                    epochs=3, steps_per_epoch=2, batch_g=6, batch_d=6, ng_gt_cutouts=12, lr=1e-3)
@@ -202,7 +202,7 @@ def test_config_from_recipe_section():
 
 def _sections(fits, radius=60.0):
     """SectionFits of 2D GBPDs on a disc (the measured sections that selection scores against)."""
-    from nmc_dataset.grains.fit2d import SectionFit
+    from nmc_dataset.calibration._fit2d import SectionFit
 
     size = 2 * int(radius) + 3
     c = (size - 1) / 2
@@ -221,7 +221,7 @@ def test_selection_keeps_the_best_scoring_epoch_of_an_unchanged_run(tmp_path):
 
     from scipy.stats import wasserstein_distance
 
-    from nmc_dataset.grains import descriptors as De
+    from nmc_dataset.calibration import _descriptors as De
 
     cfg = dataclasses.replace(TINY, epochs=4, select_sections=2, select_min_area_px=3)
     fits = _fits()

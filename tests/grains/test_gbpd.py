@@ -3,10 +3,12 @@
 import numpy as np
 import pytest
 
-from nmc_dataset.grains import gbpd as G
-from nmc_dataset.grains.gbpd import (GBPD, count_disconnected, grid_points, hard_labels, hard_labels_bruteforce,
-                                     hard_labels_grid, near_candidates, power_distances, radial_frames, soft_assign,
-                                     torch_frames)
+from nmc_dataset.tessellation import _labels as G
+from nmc_dataset.tessellation._gbpd import GBPD, grid_points, power_distances, radial_frames
+from nmc_dataset.tessellation._connectivity import count_disconnected
+from nmc_dataset.tessellation._labels import hard_labels, hard_labels_grid, near_candidates
+from nmc_dataset.testing._tessellation import hard_labels_bruteforce
+from nmc_dataset.tessellation._soft import soft_assign, torch_frames
 
 import torch
 

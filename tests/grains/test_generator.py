@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from nmc_dataset.grains.gbpd import DIAG_MIN, radial_frames
-from nmc_dataset.grains.generator import (GNet, default_knn_margin, fused_layers, generate_gbpd, markers,
-                                          neighbour_inputs, poisson_seed_set)
+from nmc_dataset.tessellation._gbpd import DIAG_MIN, radial_frames
+from nmc_dataset.calibration._generator import GNet, default_knn_margin, fused_layers, generate_gbpd, markers, neighbour_inputs, poisson_seed_set
 
 needs_fused = pytest.mark.skipif(fused_layers(GNet()) is None, reason="torch without oneDNN's fused linear")
 
@@ -150,7 +149,7 @@ def test_generate_gbpd_equals_the_reference_path():
     """The fused kernel + chunked network pass reproduce the plain path (np.all mask, cKDTree
     inputs, one unchunked no_grad network call) on the same random stream: same seeds, markers
     equal to float32 rounding of the network outputs (rtol 1e-6)."""
-    from nmc_dataset.grains.generator import neighbour_inputs_reference
+    from nmc_dataset.calibration._generator import neighbour_inputs_reference
 
     torch.manual_seed(2)
     net = GNet(hidden=(32, 16))

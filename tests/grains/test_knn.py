@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from nmc_dataset.grains.gbpd import radial_frames
-from nmc_dataset.grains.generator import neighbour_inputs, neighbour_inputs_reference, poisson_seed_set
-from nmc_dataset.grains.knn import box_mask, knn, knn_inputs, knn_reference
+from nmc_dataset.tessellation._gbpd import radial_frames
+from nmc_dataset.calibration._generator import neighbour_inputs, neighbour_inputs_reference, poisson_seed_set
+from nmc_dataset.calibration._knn import box_mask, knn, knn_inputs, knn_reference
 
 
 def _poisson(rng, mu, half):
@@ -146,7 +146,7 @@ def test_box_mask_equals_numpy(rng):
 def test_gather_box_equals_brute_force(rng, cell_fraction):
     """The kernel's gather step (every point within r of a box) against all distances: it must
     return each point within r exactly once and nothing beyond r + its rounding slack."""
-    from nmc_dataset.grains import knn as K
+    from nmc_dataset.calibration import _knn as K
 
     pts = rng.uniform(-40, 40, (3000, 3))
     gid = np.zeros(len(pts), dtype=np.int64)

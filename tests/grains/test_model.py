@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from nmc_dataset.errors import FormatVersionError, InputError
-from nmc_dataset.grains.gbpd import GBPD
-from nmc_dataset.grains.generator import GNet
-from nmc_dataset.grains.model import GrainModel
+from nmc_dataset.tessellation._gbpd import GBPD
+from nmc_dataset.calibration._generator import GNet
+from nmc_dataset.calibration._model import GrainModel
 
 
 @pytest.fixture
@@ -98,8 +98,8 @@ def test_written_model_bytes_do_not_depend_on_the_process(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys, torch; from nmc_dataset.grains.generator import GNet; "
-            "from nmc_dataset.grains.model import GrainModel; torch.manual_seed(0); "
+    code = ("import sys, torch; from nmc_dataset.calibration._generator import GNet; "
+            "from nmc_dataset.calibration._model import GrainModel; torch.manual_seed(0); "
             "GrainModel(gnet=GNet(hidden=(8, 8)), intensity_per_px3=0.0018, pixel_size_um=0.05).write(sys.argv[1])")
     for name in ("a", "b", "c"):
         subprocess.run([sys.executable, "-c", code, str(tmp_path / name)], check=True)

@@ -1,4 +1,4 @@
-"""Tests of nmc_dataset.grains.morphology: descriptors, chords, alpha density, centrality.
+"""Tests of nmc_dataset.ebsd._morphology: descriptors, chords, alpha density, centrality.
 
 The formulas are those of docs/method.md#section-morphology.
 """
@@ -6,9 +6,7 @@ The formulas are those of docs/method.md#section-morphology.
 import numpy as np
 import pytest
 
-from nmc_dataset.grains.morphology import (CENTRALITY_THRESHOLD, alpha_kde, centrality_score, chord_arrow_table,
-                                           chord_lengths, chord_table, grain_descriptors, grain_table,
-                                           is_central, section_centrality)
+from nmc_dataset.ebsd._morphology import CENTRALITY_THRESHOLD, alpha_kde, centrality_score, chord_arrow_table, chord_lengths, chord_table, grain_descriptors, grain_table, is_central, section_centrality
 
 
 def _descriptors_slow(labels, center):
@@ -83,7 +81,7 @@ def test_alpha_radial_and_tangential_grains():
 
 
 def test_grain_table_columns_units_and_orientation():
-    from nmc_dataset.grains.orientation import euler_to_quat
+    from nmc_dataset.ebsd._orientation import euler_to_quat
 
     lab = np.zeros((5, 9), int)
     lab[2, 5:8] = 3
@@ -155,7 +153,7 @@ def test_centrality_score_limits(rng):
 
 
 def _slice_scores(rng, n_particles, radius, fracs):
-    from nmc_dataset.synthetic.ebsd import radial_teacher_gbpd, slice_labels
+    from nmc_dataset.synthetic._ebsd import radial_teacher_gbpd, slice_labels
 
     scores = {f: [] for f in fracs}
     for _ in range(n_particles):

@@ -6,15 +6,8 @@ import numpy as np
 import pytest
 
 from nmc_dataset.errors import FormatVersionError, InputError
-from nmc_dataset.grains.orientation import euler_to_matrix, quat_to_matrix, symmetry_ops
-from nmc_dataset.grains.orientation_model import (
-    OrientationModel,
-    crystal_to_frame_quat,
-    fit_texture,
-    log_partition,
-    orientation_columns,
-    texture_statistics,
-)
+from nmc_dataset.ebsd._orientation import euler_to_matrix, quat_to_matrix, symmetry_ops
+from nmc_dataset.ebsd._orientation_model import OrientationModel, crystal_to_frame_quat, fit_texture, log_partition, orientation_columns, texture_statistics
 
 
 def _unit(rng, n):
@@ -78,7 +71,7 @@ def test_fit_recovers_parameters_within_its_standard_errors(kappa, lam):
 
 
 def test_fit_of_uniform_orientations_says_no_texture():
-    from nmc_dataset.grains.orientation import random_quaternions
+    from nmc_dataset.ebsd._orientation import random_quaternions
 
     # truth outside the model's textured members: orientations uniform on SO(3), any radial direction
     rng = np.random.default_rng(4)
@@ -173,7 +166,7 @@ def test_blur_correction_recovers_the_texture_behind_noisy_radial_directions():
     """Radial directions with an angular error of variance D/rho² (as in-plane directions have)."""
     from scipy.spatial.transform import Rotation
 
-    from nmc_dataset.grains.orientation_model import fit_texture_deblurred
+    from nmc_dataset.ebsd._orientation_model import fit_texture_deblurred
 
     rng = np.random.default_rng(6)
     m = OrientationModel(-12.0, 3.0)

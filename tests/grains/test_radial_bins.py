@@ -1,14 +1,13 @@
-"""Tests of nmc_dataset.grains.radial_bins: descriptors per shell of normalised radius, and a depth trend
+"""Tests of nmc_dataset.calibration._radial_bins: descriptors per shell of normalised radius, and a depth trend
 they detect where the pooled descriptors of the section hide it."""
 
 import numpy as np
 import pytest
 
 from nmc_dataset.compare import distribution_distances
-from nmc_dataset.grains import descriptors as De
-from nmc_dataset.grains.radial_bins import (pooled_bins, radial_bin_descriptors, radial_bin_edges,
-                                            radial_bin_summary)
-from nmc_dataset.synthetic.ebsd import depth_teacher_gbpd, radial_teacher_gbpd
+from nmc_dataset.calibration import _descriptors as De
+from nmc_dataset.calibration._radial_bins import pooled_bins, radial_bin_descriptors, radial_bin_edges, radial_bin_summary
+from nmc_dataset.synthetic._ebsd import depth_teacher_gbpd, radial_teacher_gbpd
 
 
 def test_grains_go_to_the_shell_of_their_centroid():

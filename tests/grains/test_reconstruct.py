@@ -1,14 +1,12 @@
-"""Tests of nmc_dataset.grains.reconstruct: misorientation graph labelling, masks, ARI."""
+"""Tests of nmc_dataset.ebsd._reconstruct: misorientation graph labelling, masks, ARI."""
 
 from collections import deque
 
 import numpy as np
 import pytest
 
-from nmc_dataset.grains.orientation import (misorientation_angle_bruteforce, perturb, qmul, random_quaternions,
-                                            symmetry_ops)
-from nmc_dataset.grains.reconstruct import (adjusted_rand_index, contingency, dilate_grains, label_by_misorientation,
-                                            particle_mask, reconstruct_grains, relabel_sequential)
+from nmc_dataset.ebsd._orientation import misorientation_angle_bruteforce, perturb, qmul, random_quaternions, symmetry_ops
+from nmc_dataset.ebsd._reconstruct import adjusted_rand_index, contingency, dilate_grains, label_by_misorientation, particle_mask, reconstruct_grains, relabel_sequential
 
 
 def test_ari_hand_computed_case():
@@ -102,8 +100,8 @@ def test_particle_mask_fills_holes_and_keeps_largest():
 
 
 def test_reconstruct_synthetic_scan_in_memory(rng):
-    from nmc_dataset.io.ebsd import NMC811, EbsdScan
-    from nmc_dataset.synthetic.ebsd import radial_teacher_gbpd, slice_labels, synthetic_scan
+    from nmc_dataset.io._ebsd import NMC811, EbsdScan
+    from nmc_dataset.synthetic._ebsd import radial_teacher_gbpd, slice_labels, synthetic_scan
 
     g = radial_teacher_gbpd(rng, radius_px=40.0)
     s = slice_labels(g, 0.0, 40.0)
@@ -117,7 +115,7 @@ def test_reconstruct_synthetic_scan_in_memory(rng):
     assert np.array_equal(gm.mask, s.mask)
     np.testing.assert_allclose(gm.center_px, s.center_px, atol=0.5)
     # mean orientations match the true grain orientations (0.5 deg pixel noise)
-    from nmc_dataset.grains.orientation import misorientation_angle
+    from nmc_dataset.ebsd._orientation import misorientation_angle
 
     for lab in range(1, gm.n_grains + 1, 7):
         true_lab = np.bincount(s.labels[gm.labels == lab]).argmax()
@@ -151,7 +149,7 @@ def test_dilation_matches_plain_nearest_pixel_twin(rng, reach):
 
 
 def test_dilation_keeps_small_grains_that_lost_junction_pixels():
-    from nmc_dataset.io.ebsd import NMC811, EbsdScan
+    from nmc_dataset.io._ebsd import NMC811, EbsdScan
 
     # a 2x3 grain (6 px) inside a large one; two of its pixels have a low CI
     euler = np.zeros((12, 12, 3))

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from nmc_dataset.grains.gbpd import GBPD, hard_labels
-from nmc_dataset.grains.seeds import PoissonSeeds, poisson_seeds, poisson_seeds_near, roi_window
+from nmc_dataset.tessellation._gbpd import GBPD
+from nmc_dataset.tessellation._labels import hard_labels
+from nmc_dataset.tessellation._seeds import PoissonSeeds, poisson_seeds, poisson_seeds_near, roi_window
 
 
 def test_counts_are_poisson():

@@ -6,7 +6,7 @@ import pytest
 import tifffile
 
 from nmc_dataset.errors import InputError
-from nmc_dataset.io.ct import parse_shape, read_volume
+from nmc_dataset.io._ct import parse_shape, read_volume
 
 
 @pytest.fixture

@@ -1,10 +1,10 @@
-"""Tests of nmc_dataset.io.ebsd: .ang / .ctf readers and writers, and every malformed-file error."""
+"""Tests of nmc_dataset.io._ebsd: .ang / .ctf readers and writers, and every malformed-file error."""
 
 import numpy as np
 import pytest
 
 from nmc_dataset.errors import InputError
-from nmc_dataset.io.ebsd import NMC811, EbsdPhase, read_ang, read_ebsd, write_ang, write_ctf
+from nmc_dataset.io._ebsd import NMC811, EbsdPhase, read_ang, read_ebsd, write_ang, write_ctf
 
 
 def _maps(rng, ny=12, nx=17):

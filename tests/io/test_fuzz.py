@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nmc_dataset.errors import NmcError
-from nmc_dataset.io.ebsd import read_ebsd, write_ang, write_ctf
-from nmc_dataset.recipes import load_recipe
+from nmc_dataset.io._ebsd import read_ebsd, write_ang, write_ctf
+from nmc_dataset.pipeline._recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

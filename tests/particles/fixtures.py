@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nmc_dataset import cli
+from nmc_dataset.cli import _main as cli
 
 N_GEN = 2
 SEED = 5
@@ -22,9 +22,9 @@ MESH = 0.1
 def write_models(folder):
     import torch
 
-    from nmc_dataset.grains.generator import GNet
-    from nmc_dataset.grains.model import GrainModel
-    from nmc_dataset.synthetic.ct_phantom import reference_shell_model
+    from nmc_dataset.calibration._generator import GNet
+    from nmc_dataset.calibration._model import GrainModel
+    from nmc_dataset.synthetic._ct_phantom import reference_shell_model
 
     folder.mkdir(parents=True, exist_ok=True)
     shell = reference_shell_model(mean_radius_vox=7.0, voxel_size_um=0.128)
@@ -43,7 +43,7 @@ def model_paths(tmp_path_factory):
 @pytest.fixture(scope="session")
 def models(model_paths):
     """The loaded ``(ShellModel, GrainModel)``."""
-    from nmc_dataset.particles.commands import load_grain_model, load_shell_model
+    from nmc_dataset.pipeline._generate import load_grain_model, load_shell_model
 
     return load_shell_model(model_paths[0])[0], load_grain_model(model_paths[1])[0]
 
@@ -69,7 +69,7 @@ def oriented_model_paths(model_paths, tmp_path_factory):
     """``(shell_model.json, grain_model/)`` where the grain model has an ``orientation_model.json``."""
     import shutil
 
-    from nmc_dataset.grains.orientation_model import OrientationModel
+    from nmc_dataset.ebsd._orientation_model import OrientationModel
 
     grain = tmp_path_factory.mktemp("oriented") / "grain"
     shutil.copytree(model_paths[1], grain)
@@ -90,8 +90,8 @@ def oriented_generated(oriented_model_paths, tmp_path_factory):
 
 def teacher_particle(seed=1, radius_um=1.0, l_scale=0.03, voxel_pixel_um=0.05):
     """A particle assembled from a chosen SH shell and the radially elongated teacher GBPD."""
-    from nmc_dataset.particles.assemble import assemble
-    from nmc_dataset.synthetic.ebsd import radial_teacher_gbpd
+    from nmc_dataset.particles._assemble import assemble
+    from nmc_dataset.synthetic._ebsd import radial_teacher_gbpd
 
     rng = np.random.default_rng(seed)
     c = np.zeros(100)

@@ -6,23 +6,13 @@ See docs/method.md#particle-assembly.
 import numpy as np
 import pytest
 
-from nmc_dataset.particles.assemble import (
-    assemble,
-    cell_centres_of_mass,
-    make_particle,
-    particle_seed,
-)
-from nmc_dataset.particles.voxelize import (
-    gbpd_grid_labels_reference,
-    inside_shell,
-    lattice_grid,
-    shell_extent,
-)
+from nmc_dataset.particles._assemble import assemble, cell_centres_of_mass, make_particle, particle_seed
+from nmc_dataset.particles._voxelize import gbpd_grid_labels_reference, inside_shell, lattice_grid, shell_extent
 from tests.particles.fixtures import teacher_particle
 
 
 def test_selection_is_centre_of_mass_inside_shell():
-    from nmc_dataset.synthetic.ebsd import radial_teacher_gbpd
+    from nmc_dataset.synthetic._ebsd import radial_teacher_gbpd
 
     rng = np.random.default_rng(4)
     c = np.zeros(100)
@@ -45,7 +35,7 @@ def test_selection_is_centre_of_mass_inside_shell():
 
 def test_centres_of_mass_match_the_brute_force_lattice():
     """The fast labelling kernel and the brute-force twin give the same centres of mass."""
-    from nmc_dataset.synthetic.ebsd import radial_teacher_gbpd
+    from nmc_dataset.synthetic._ebsd import radial_teacher_gbpd
 
     rng = np.random.default_rng(7)
     c = np.zeros(16)
@@ -65,7 +55,7 @@ def test_centres_of_mass_match_the_brute_force_lattice():
 
 def test_lattice_centre_of_mass_error_is_small():
     """Halving the lattice spacing moves cells' centres of mass by ~0.1 px (a grain is ~10 px across)."""
-    from nmc_dataset.synthetic.ebsd import radial_teacher_gbpd
+    from nmc_dataset.synthetic._ebsd import radial_teacher_gbpd
 
     rng = np.random.default_rng(8)
     c = np.zeros(4)
@@ -94,7 +84,7 @@ def test_make_particle_is_deterministic_and_scales_independent(models):
     expect = shell.sample_coefficients(1, np.random.default_rng(ss))[0] * shell.voxel_size_um
     np.testing.assert_array_equal(a.coeffs_um, expect)
     # grains at the paper's intensity: count ~ mu * shell volume in px^3 (Poisson, 4 sd + boundary)
-    from nmc_dataset.shells.descriptors import shell_descriptors
+    from nmc_dataset.shells._descriptors import shell_descriptors
 
     vol_px = shell_descriptors(a.coeffs_um[None])["volume"][0] / 0.05 ** 3
     expected = 0.0018 * vol_px
@@ -110,10 +100,7 @@ def test_teacher_particle_has_plausible_grains():
 
 
 def test_orientations_come_from_their_own_stream_and_leave_the_geometry_unchanged(models):
-    from nmc_dataset.grains.orientation_model import (
-        OrientationModel,
-        texture_statistics,
-    )
+    from nmc_dataset.ebsd._orientation_model import OrientationModel, texture_statistics
 
     shell, grain = models
     assert getattr(grain, "orientation_model", None) is None
@@ -134,10 +121,7 @@ def test_orientations_come_from_their_own_stream_and_leave_the_geometry_unchange
     assert a.orientation_model_id == om.model_id
     # the orientation stream is the particle seed's third child
     ss = particle_seed(3, 1)
-    from nmc_dataset.particles.assemble import (
-        draw_orientations,
-        grain_radial_directions,
-    )
+    from nmc_dataset.particles._assemble import draw_orientations, grain_radial_directions
 
     again = draw_orientations(plain, om, np.random.SeedSequence(ss.entropy, spawn_key=ss.spawn_key + (2,)))
     np.testing.assert_array_equal(again.orientations_wxyz, q)
@@ -155,7 +139,7 @@ def test_orientations_come_from_their_own_stream_and_leave_the_geometry_unchange
 
 def test_grain_model_loader_attaches_the_orientation_model(model_paths, oriented_model_paths, tmp_path):
     from nmc_dataset.errors import InputError
-    from nmc_dataset.particles.commands import load_grain_model
+    from nmc_dataset.pipeline._generate import load_grain_model
 
     plain, pid = load_grain_model(model_paths[1])
     assert plain.orientation_model is None

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from nmc_dataset import cli
+from nmc_dataset.cli import _main as cli
 
 
 def _run(capsys, model_paths, out, *extra, shell=None, grain=None):

@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from nmc_dataset.errors import RecipeError
-from nmc_dataset.recipes import run_recipe, validate_recipe
+from nmc_dataset.pipeline._recipe import run_recipe, validate_recipe
 
 
 def test_particles_section_runs(tmp_path, model_paths):

@@ -4,9 +4,7 @@ import numpy as np
 import pytest
 
 from nmc_dataset.errors import ResourceError
-from nmc_dataset.particles.voxelize import (Grid, check_memory, grain_statistics, inside_shell, label_dtype,
-                                            shell_grid, shell_mask, shell_mask_reference, voxelize,
-                                            voxelize_reference)
+from nmc_dataset.particles._voxelize import Grid, check_memory, grain_statistics, inside_shell, label_dtype, shell_grid, shell_mask, shell_mask_reference, voxelize, voxelize_reference
 from tests.particles.fixtures import teacher_particle
 
 
@@ -41,7 +39,7 @@ def test_shell_voxel_volume_matches_analytic_within_2_percent():
     The voxel-centre sampling error of a ~1 µm shell at 0.05 µm voxels is well below 1 %; the
     tolerance is 2 %.
     """
-    from nmc_dataset.shells.harmonics import icosphere, radius, vertex_weights
+    from nmc_dataset.shells._harmonics import icosphere, radius, vertex_weights
 
     dirs, _ = icosphere(6)
     w = vertex_weights(6)
@@ -62,7 +60,7 @@ def test_grain_voxel_volumes_match_monte_carlo():
     N = 400k points; the voxel boundary error of a ~500-voxel grain is a few %. So the median
     relative difference must be < 6 % and the total < 1 %.
     """
-    from nmc_dataset.grains.gbpd import hard_labels_bruteforce
+    from nmc_dataset.testing._tessellation import hard_labels_bruteforce
 
     p = teacher_particle(seed=5, radius_um=0.7)
     vol = voxelize(p, 0.05)
@@ -131,11 +129,11 @@ def test_label_dtype():
 def test_full_size_particle_fast_equals_reference():
     """A ~10 µm particle at 0.05 µm (~200³ voxels, ~7,500 grains): exact shell mask at every
     voxel and exact labels on 100,000 random voxels agree with the slow twins."""
-    from nmc_dataset.grains.gbpd import hard_labels_bruteforce
-    from nmc_dataset.particles.assemble import assemble
-    from nmc_dataset.particles.voxelize import grid_points_px, particle_grid
-    from nmc_dataset.synthetic.ct_phantom import reference_shell_model
-    from nmc_dataset.synthetic.ebsd import radial_teacher_gbpd
+    from nmc_dataset.testing._tessellation import hard_labels_bruteforce
+    from nmc_dataset.particles._assemble import assemble
+    from nmc_dataset.particles._voxelize import grid_points_px, particle_grid
+    from nmc_dataset.synthetic._ct_phantom import reference_shell_model
+    from nmc_dataset.synthetic._ebsd import radial_teacher_gbpd
 
     rng = np.random.default_rng(0)
     shell = reference_shell_model(mean_radius_vox=5 / 0.128, voxel_size_um=0.128)

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 
 from nmc_dataset.compare import distribution_distances
-from nmc_dataset.shells.descriptors import shell_descriptors
-from nmc_dataset.shells.pipeline import fit_volume
-from nmc_dataset.synthetic.ct_phantom import make_ct_phantom, reference_shell_model
+from nmc_dataset.shells._descriptors import shell_descriptors
+from nmc_dataset.pipeline._shells import fit_volume
+from nmc_dataset.synthetic._ct_phantom import make_ct_phantom, reference_shell_model
 
 
 def _rms(c, l):
@@ -84,8 +84,8 @@ def test_grey_route_counts_and_recovers_within_the_stated_bias(phantom, tmp_path
 @pytest.mark.slow
 def test_full_size_phantom_via_cli(tmp_path):
     """256³ with ~300 particles (radius ~10), through `nmc-dataset fit-shells` and `sample-shells`."""
-    from nmc_dataset import cli
-    from nmc_dataset.shells.model import ShellModel
+    from nmc_dataset.cli import _main as cli
+    from nmc_dataset.shells._model import ShellModel
 
     truth = reference_shell_model(mean_radius_vox=10.0)
     ph = make_ct_phantom(truth, shape=(256, 256, 256), n_particles=300, rng=np.random.default_rng(7),

@@ -8,8 +8,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from nmc_dataset import cli
-from nmc_dataset.synthetic.ct_phantom import make_ct_phantom, reference_shell_model
+from nmc_dataset.cli import _main as cli
+from nmc_dataset.synthetic._ct_phantom import make_ct_phantom, reference_shell_model
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,9 @@ import numpy as np
 import pytest
 import trimesh
 
-from nmc_dataset.shells.descriptors import (DESCRIPTORS, _diameter, _pairwise_max_all, mesh_descriptors,
-                                            shell_descriptors)
-from nmc_dataset.shells.harmonics import fit_coefficients, icosphere, sh_basis
-from nmc_dataset.synthetic.ct_phantom import reference_shell_model
+from nmc_dataset.shells._descriptors import DESCRIPTORS, _diameter, _pairwise_max_all, mesh_descriptors, shell_descriptors
+from nmc_dataset.shells._harmonics import fit_coefficients, icosphere, sh_basis
+from nmc_dataset.synthetic._ct_phantom import reference_shell_model
 
 
 def _ellipsoid_coeffs(axes, L=9):

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 from scipy.special import sph_harm_y
 
-from nmc_dataset.shells.harmonics import (coeff_index, degree_of_index, fit_coefficients, icosphere, n_coeffs,
-                                          radius, random_rotations, sh_basis, vertex_weights)
+from nmc_dataset.shells._harmonics import coeff_index, degree_of_index, fit_coefficients, icosphere, n_coeffs, radius, random_rotations, sh_basis, vertex_weights
 
 
 def _unit(rng, n):
@@ -113,7 +112,7 @@ def test_radius_broadcasts(rng):
 
 def test_fused_radius_kernel_equals_basis_product():
     """The numba fast path of ``radius`` (one shell, many directions) vs ``c @ sh_basis(L, d).T``."""
-    from nmc_dataset.shells import harmonics
+    from nmc_dataset.shells import _harmonics as harmonics
 
     if harmonics._radius_fused is None:
         pytest.skip("numba not installed")

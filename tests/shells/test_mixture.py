@@ -6,14 +6,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from nmc_dataset.shells.mixture import (
-    ScaleMixture,
-    default_bands,
-    loo_bandwidth,
-    loo_bandwidths,
-)
-from nmc_dataset.shells.model import ShellModel
-from nmc_dataset.synthetic.ct_phantom import truth_coefficients
+from nmc_dataset.shells._mixture import ScaleMixture, default_bands, loo_bandwidth, loo_bandwidths
+from nmc_dataset.shells._model import ShellModel
+from nmc_dataset.synthetic._ct_phantom import truth_coefficients
 
 
 def _reference_draw(mix: ScaleMixture, n: int, rng) -> np.ndarray:
@@ -124,8 +119,8 @@ def test_sampling_speed_is_vectorised():
 
 
 def test_l2_shape_invariant_and_oriented_draws():
-    from nmc_dataset.shells.harmonics import fit_coefficients, icosphere
-    from nmc_dataset.shells.mixture import _l2_from_shape, _l2_shape
+    from nmc_dataset.shells._harmonics import fit_coefficients, icosphere
+    from nmc_dataset.shells._mixture import _l2_from_shape, _l2_shape
 
     rng = np.random.default_rng(7)
     # the Weyl volume element: J3 of a uniform direction in the 5 coefficients is uniform on [-1, 1]
@@ -148,7 +143,7 @@ def test_l2_shape_invariant_and_oriented_draws():
 def test_ellipsoids_keep_their_shape():
     rng = np.random.default_rng(8)
     c = truth_coefficients("ellipsoid", 400, rng, degree=4)
-    from nmc_dataset.shells.mixture import _l2_shape
+    from nmc_dataset.shells._mixture import _l2_shape
 
     with_shape = ScaleMixture.fit(c).draw_raw(3000, rng)
     uniform = ScaleMixture.fit(c, l2_shape=False).draw_raw(3000, rng)

@@ -9,7 +9,7 @@ import pytest
 from scipy import integrate
 
 from nmc_dataset.errors import FormatVersionError, InputError
-from nmc_dataset.shells.model import DegreeLaw, ShellModel, logpdf, read_coefficients_table
+from nmc_dataset.shells._model import DegreeLaw, ShellModel, logpdf, read_coefficients_table
 
 
 def _truth(sigma0=0.3, df=4.0, scale2=1.5, family_l="t"):

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from nmc_dataset.shells.harmonics import icosphere, radius
-from nmc_dataset.shells.radius import measure_particles, ray_radius, ray_radius_reference, star_fraction
-from nmc_dataset.synthetic.ct_phantom import render_shells
+from nmc_dataset.shells._harmonics import icosphere, radius
+from nmc_dataset.shells._radius import measure_particles, ray_radius, ray_radius_reference, star_fraction
+from nmc_dataset.synthetic._ct_phantom import render_shells
 
 
 def _blob(rng, n=22):

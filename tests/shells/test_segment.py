@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from nmc_dataset.errors import InputError
-from nmc_dataset.shells.segment import classify_volume, segment_volume, voxel_sphericity
-from nmc_dataset.synthetic.ct_phantom import make_ct_phantom, reference_shell_model
+from nmc_dataset.shells._segment import classify_volume, segment_volume, voxel_sphericity
+from nmc_dataset.synthetic._ct_phantom import make_ct_phantom, reference_shell_model
 
 
 def _ball(shape, c, r):
@@ -39,7 +39,7 @@ def test_small_pieces_merge_or_drop_and_border_is_removed():
 
 
 def test_merge_into_largest_shared_boundary():
-    from nmc_dataset.shells import segment as S
+    from nmc_dataset.shells import _segment as S
 
     labels = np.zeros((20, 20, 20), np.int32)
     labels[2:12, 2:12, 2:10] = 1

@@ -4,9 +4,9 @@ import logging
 
 import numpy as np
 
-from nmc_dataset.shells.descriptors import DESCRIPTORS
-from nmc_dataset.shells.selection import format_table, needed_particles, select_model
-from nmc_dataset.synthetic.ct_phantom import truth_coefficients
+from nmc_dataset.shells._descriptors import DESCRIPTORS
+from nmc_dataset.shells._selection import format_table, needed_particles, select_model
+from nmc_dataset.synthetic._ct_phantom import truth_coefficients
 
 
 def test_selection_prefers_the_mixture_on_heterogeneous_roughness():

@@ -7,17 +7,11 @@ import pytest
 from scipy import ndimage
 from scipy.interpolate import RegularGridInterpolator
 
-from nmc_dataset.shells.harmonics import icosphere
-from nmc_dataset.shells.radius import measure_particles
-from nmc_dataset.shells.segment import segment_volume
-from nmc_dataset.shells.subvoxel import (
-    _crossing,
-    _profiles,
-    blur_gain,
-    measure_particles_subvoxel,
-    too_small,
-)
-from nmc_dataset.synthetic.ct_phantom import make_ct_phantom, reference_shell_model
+from nmc_dataset.shells._harmonics import icosphere
+from nmc_dataset.shells._radius import measure_particles
+from nmc_dataset.shells._segment import segment_volume
+from nmc_dataset.shells._subvoxel import _crossing, _profiles, blur_gain, measure_particles_subvoxel, too_small
+from nmc_dataset.synthetic._ct_phantom import make_ct_phantom, reference_shell_model
 
 
 def _rms(c, l):

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from nmc_dataset.cli import main
-from nmc_dataset.io.ct import read_volume
-from nmc_dataset.io.ebsd import read_ebsd
+from nmc_dataset.cli._main import main
+from nmc_dataset.io._ct import read_volume
+from nmc_dataset.io._ebsd import read_ebsd
 
 
 def test_phantom_ct_writes_a_readable_volume_and_its_truth(tmp_path, capsys):

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from nmc_dataset.shells.descriptors import shell_descriptors
-from nmc_dataset.synthetic.ct_phantom import make_ct_phantom, reference_shell_model, render_shells
+from nmc_dataset.shells._descriptors import shell_descriptors
+from nmc_dataset.synthetic._ct_phantom import make_ct_phantom, reference_shell_model, render_shells
 
 
 def test_reference_model_is_plausible(rng):

@@ -1,13 +1,13 @@
-"""Tests of nmc_dataset.synthetic.ebsd: the radial teacher GBPD, exact slicing, instrument-like scans."""
+"""Tests of nmc_dataset.synthetic._ebsd: the radial teacher GBPD, exact slicing, instrument-like scans."""
 
 import json
 
 import numpy as np
 import pytest
 
-from nmc_dataset.grains.gbpd import hard_labels, hard_labels_bruteforce
-from nmc_dataset.synthetic.ebsd import (boundary_counts, plane_basis, radial_teacher_gbpd,
-                                        slice_labels, synthetic_scan, write_synthetic_sections)
+from nmc_dataset.tessellation._labels import hard_labels
+from nmc_dataset.testing._tessellation import hard_labels_bruteforce
+from nmc_dataset.synthetic._ebsd import boundary_counts, plane_basis, radial_teacher_gbpd, slice_labels, synthetic_scan, write_synthetic_sections
 
 
 def test_teacher_parameters(rng):
@@ -88,7 +88,7 @@ def test_boundary_counts():
 
 
 def test_synthetic_scan_channels(rng):
-    from nmc_dataset.grains.orientation import euler_to_quat, misorientation_angle
+    from nmc_dataset.ebsd._orientation import euler_to_quat, misorientation_angle
 
     g = radial_teacher_gbpd(rng, radius_px=40.0)
     s = slice_labels(g, 0.0, 40.0)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from nmc_dataset.synthetic.ct_phantom import TRUTH_KINDS, truth_coefficients
-from nmc_dataset.synthetic.shell_loop import format_loop_table, run_truth_loop
+from nmc_dataset.synthetic._ct_phantom import TRUTH_KINDS, truth_coefficients
+from nmc_dataset.testing._shell_loop import format_loop_table, run_truth_loop
 
 
 @pytest.mark.parametrize("kind", TRUTH_KINDS)

@@ -3,7 +3,7 @@
 import numpy as np
 from scipy import ndimage
 
-from nmc_dataset.tomography.classical import otsu_watershed
+from nmc_dataset.tomography._classical import otsu_watershed
 
 
 def _balls(shape, centres, r):

@@ -6,9 +6,9 @@ particle with the one the packer placed (matched by centre). Rotation-invariant 
 import numpy as np
 import pytest
 
-from nmc_dataset.shells.pipeline import fit_volume
-from nmc_dataset.synthetic.ct_phantom import reference_shell_model
-from nmc_dataset.tomography import ctsim, pack
+from nmc_dataset.pipeline._shells import fit_volume
+from nmc_dataset.synthetic._ct_phantom import reference_shell_model
+from nmc_dataset.tomography import _ctsim as ctsim, _pack as pack
 
 
 def _norm(c, l):

@@ -4,8 +4,8 @@ import h5py
 import numpy as np
 import pytest
 
-from nmc_dataset import cli
-from nmc_dataset.tomography.volumes import read_table, read_volumes
+from nmc_dataset.cli import _main as cli
+from nmc_dataset.tomography._volumes import read_table, read_volumes
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from scipy import ndimage, special
 from skimage.transform import iradon, radon
 
 from nmc_dataset.errors import InputError
-from nmc_dataset.tomography import ctsim
+from nmc_dataset.tomography import _ctsim as ctsim
 
 
 def _smooth_disc_image(n, seed):

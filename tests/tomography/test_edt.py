@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from nmc_dataset.tomography.edt import distance_to
+from nmc_dataset.tomography._edt import distance_to
 
 
 @pytest.mark.parametrize("shape,p", [((7, 9, 11), 0.1), ((20, 30, 25), 0.02), ((33, 17, 40), 0.001),

@@ -6,8 +6,8 @@ import pytest
 from scipy import ndimage
 
 from nmc_dataset.errors import InputError
-from nmc_dataset.particles.voxelize import inside_shell
-from nmc_dataset.tomography import pack
+from nmc_dataset.particles._voxelize import inside_shell
+from nmc_dataset.tomography import _pack as pack
 
 H = 0.1
 BOX = 5.0
@@ -79,7 +79,7 @@ def test_binder_hits_its_fraction_and_bridges_contacts(electrode, models):
 
     assert near_two(e.phase) > near_two(coat) + 0.2  # bridges sit between particles, coatings everywhere
     # coating: a layer, every binder voxel closer to NMC than any remaining pore voxel
-    from nmc_dataset.tomography.edt import distance_to
+    from nmc_dataset.tomography._edt import distance_to
 
     m = 16
     d = distance_to(np.pad(e.particle > 0, m, mode="wrap"))[m:-m, m:-m, m:-m]
@@ -91,7 +91,7 @@ def test_walls_keep_particles_inside_and_necks_overlap_a_little(models):
     e = pack.pack_electrode(shell, grain, box_um=5.0, solid_fraction=0.4, voxel_size_um=H, binder=None,
                             periodic=False, neck_um=0.15, seed=1)
     assert abs(e.info["solid_fraction"] - 0.4) <= 0.02
-    from nmc_dataset.shells.harmonics import icosphere, radius
+    from nmc_dataset.shells._harmonics import icosphere, radius
 
     dirs = np.asarray(icosphere(3)[0])
     for cen, coef in zip(e.table["center_um"], e.table["coeffs_um"]):

@@ -3,8 +3,8 @@
 import numpy as np
 from scipy import ndimage
 
-from nmc_dataset.tomography.phantom import phantom_ct_arrays, write_phantom_ct
-from nmc_dataset.tomography.volumes import read_volumes
+from nmc_dataset.tomography._phantom import phantom_ct_arrays, write_phantom_ct
+from nmc_dataset.tomography._volumes import read_volumes
 
 
 def test_labels_are_consistent_and_binder_sits_at_contacts():

@@ -5,15 +5,7 @@ import pytest
 from scipy import ndimage
 from scipy.spatial.distance import cdist
 
-from nmc_dataset.tomography.scoring import (
-    _dense_ids,
-    confusion,
-    inner_surfaces,
-    instance_scores,
-    phase_topology,
-    score_segmentation,
-    surface_distances,
-)
+from nmc_dataset.tomography._scoring import _dense_ids, confusion, inner_surfaces, instance_scores, phase_topology, score_segmentation, surface_distances
 
 
 def _ball(shape, centre, r):
@@ -207,7 +199,7 @@ def test_dense_ids_paths_agree(rng):
 
 
 def test_a_perfect_segmentation_scores_perfectly():
-    from nmc_dataset.tomography.phantom import phantom_ct_arrays
+    from nmc_dataset.tomography._phantom import phantom_ct_arrays
 
     a = phantom_ct_arrays(3, size=40, n_particles=30, mean_radius_vox=5)
     s = score_segmentation(a["phase"], a["phase"], a["particle"], a["particle"])

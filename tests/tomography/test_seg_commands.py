@@ -6,9 +6,9 @@ import h5py
 import numpy as np
 import pytest
 
-from nmc_dataset.cli import main
-from nmc_dataset.tomography.phantom import write_phantom_ct
-from nmc_dataset.tomography.volumes import read_volumes, write_volumes
+from nmc_dataset.cli._main import main
+from nmc_dataset.tomography._phantom import write_phantom_ct
+from nmc_dataset.tomography._volumes import read_volumes, write_volumes
 
 SMALL = {"size": 40, "n_particles": 60, "mean_radius_vox": 5}
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from nmc_dataset.tomography.training import run_training
+from nmc_dataset.tomography._training import run_training
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "segmenter.yaml"
 

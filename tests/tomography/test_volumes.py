@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from nmc_dataset.errors import FormatVersionError, InputError
-from nmc_dataset.tomography.volumes import read_table, read_volumes, write_volumes
+from nmc_dataset.tomography._volumes import read_table, read_volumes, write_volumes
 
 
 def test_round_trip_keeps_dtypes_attrs_and_tables(tmp_path):

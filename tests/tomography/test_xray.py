@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from nmc_dataset.errors import InputError
-from nmc_dataset.tomography import xray
+from nmc_dataset.tomography import _xray as xray
 
 
 def test_attenuation_orders_and_falls_with_energy():

@@ -70,11 +70,12 @@ def user_path(work: Path, args) -> tuple[GrainModel | None, dict]:
     (no model with ``--data-only``, which stops after fit-sections)."""
     t = {}
     t0 = time.perf_counter()
-    instrument = ["--low-ci", "0,0,0"] if args.instrument == "ideal" else []
+    instrument = ["--instrument", "default" if args.instrument == "realistic" else args.instrument]
     run(["phantom-ebsd", "--out", str(work / "scans"), "--n-central", str(args.particles), "--n-off-center", "1",
          "--radius-px", str(args.radius), "--formats", "ang,ctf", "--seed", str(args.seed), *instrument])
     scans = sorted(str(p) for p in (work / "scans").iterdir() if p.suffix in (".ang", ".ctf"))
-    run(["import-ebsd", *scans, "--out", str(work / "sections"), "--dilate-px", str(args.dilate_px)])
+    run(["import-ebsd", *scans, "--out", str(work / "sections"), "--dilate-px", str(args.dilate_px),
+         "--fill", args.fill])
     t["import"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     run(["fit-sections", str(work / "sections"), "--out", str(work / "tessellations"), "--steps", str(args.fit_steps),
@@ -186,8 +187,9 @@ def print_table(table: dict) -> None:
 
 
 def print_data_table(rows: dict, args, n_sections: int, n_grains: int) -> None:
-    print(f"training sections ({args.instrument} instrument, import --dilate-px {args.dilate_px:g}): {n_sections} "
-          f"central sections of R = {args.radius:g} px, {n_grains} grains of >= {MIN_AREA_PX} px")
+    print(f"training sections ({args.instrument} instrument, import --fill {args.fill} "
+          f"--dilate-px {args.dilate_px:g}): {n_sections} central sections of R = {args.radius:g} px, "
+          f"{n_grains} grains of >= {MIN_AREA_PX} px")
     print(f"{'2D descriptor (mean W1 to teacher)':36s} {'noise':>9s} {'data':>9s} {'data/noise':>10s}")
     for k, r in rows.items():
         print(f"{k:36s} {r['noise']:9.4f} {r['data']:9.4f} {r['data'] / max(r['noise'], 1e-12):10.2f}")
@@ -292,10 +294,11 @@ def main() -> None:
                     help="teacher particles (one central section each; with 4, the sections alone miss 1.5x the "
                          "noise in 2 of 12 seeds)")
     ap.add_argument("--radius", type=float, default=60.0, help="particle radius in px")
-    ap.add_argument("--instrument", choices=("realistic", "ideal"), default="realistic",
-                    help="synthetic EBSD: phantom-ebsd's default low-CI pixels, "
-                         "or every pixel indexed (--low-ci 0,0,0)")
-    ap.add_argument("--dilate-px", type=float, default=0.0, help="import-ebsd --dilate-px")
+    ap.add_argument("--instrument", choices=("realistic", "ideal", "default", "harsh"), default="realistic",
+                    help="synthetic EBSD: phantom-ebsd --instrument (realistic = default: half the junction pixels "
+                         "low-CI; ideal: every pixel indexed; harsh: every junction pixel and 1 %% of the others)")
+    ap.add_argument("--dilate-px", type=float, default=0.0, help="import-ebsd --dilate-px (needs --fill none)")
+    ap.add_argument("--fill", choices=("shape", "none"), default="shape", help="import-ebsd --fill")
     ap.add_argument("--fit-steps", type=int, default=150)
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--steps", type=int, default=100)

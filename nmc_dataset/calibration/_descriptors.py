@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from nmc_dataset.calibration._radial_bins import compare_radial_bins, pooled_bins, radial_bin_descriptors
+
 
 #: the 2D descriptors compared by describe-grains and the closed loop, with units
 DESCRIPTORS_2D = {"area_px": "px²", "elongation": "", "alpha_rad": "rad", "chord_px": "px"}
@@ -260,7 +262,8 @@ def describe_grains(model_dir, tessellations, out, *, samples: int = 8, radius_p
 
     Writes ``comparison.md``, ``comparison.json`` and histograms (via
     :func:`nmc_dataset.compare.compare_descriptors`), ``cut_height.png`` (α distribution of model
-    sections at ``heights`` × radius from the centre) and ``cut_height.json``.
+    sections at ``heights`` × radius from the centre), ``cut_height.json`` and ``radial_bins.json``
+    (both sides per shell of normalised radius, :mod:`nmc_dataset.calibration._radial_bins`).
 
     Parameters
     ----------
@@ -310,10 +313,17 @@ def describe_grains(model_dir, tessellations, out, *, samples: int = 8, radius_p
     sims = model_sections(model, rng, samples, r)
     simulated = pooled(section_descriptors(lab, c, min_area_px) for lab, c in sims)
     study = cut_height_study(model, rng, r, heights, max(2, samples // 2))
+    shells = compare_radial_bins(
+        pooled_bins(radial_bin_descriptors(f.label_image(), f.center_px, f.radius_px, min_area_px=min_area_px)
+                    for f in fits),
+        pooled_bins(radial_bin_descriptors(lab, c, r, min_area_px=min_area_px) for lab, c in sims))
     with output_folder(out, "describe-grains", force=force, legacy=("cut_height.json",)) as tmp:
         result = compare_descriptors(measured, simulated, tmp, title="Grain sections: fitted tessellations vs model",
                                      units=DESCRIPTORS_2D, labels=("measured", "model"))
         write_json_atomic(tmp / "cut_height.json", study)
+        write_json_atomic(tmp / "radial_bins.json", {"bins": "equal-width shells of the grain centroid's distance "
+                                                             "from the section centre / the section radius",
+                                                     "shells": shells})
         plot_cut_height(study, tmp / "cut_height.png")
     return result
 

@@ -40,10 +40,16 @@ def register(sub) -> None:
     p.add_argument("--formats", default="ang",
                    help="comma-separated: ang, ctf (default ang); with both, scans alternate between the "
                         "formats (scan 0 .ang, scan 1 .ctf, ...)")
+    p.add_argument("--instrument", default="default", metavar="ideal|default|harsh",
+                   help="instrument preset: ideal (every pixel indexed), default (half the junction pixels, 2 %% "
+                        "of boundary and 0.3 %% of other pixels low-CI, 0.5° noise) or harsh (every junction "
+                        "pixel and 1 %% of the others low-CI, 1° noise, 2 %% of the grains misindexed by the 60° "
+                        "pseudo-symmetry about c); --low-ci and --noise-deg override its values")
     p.add_argument("--low-ci", default=None, metavar="J,B,R",
                    help="probabilities of a low-CI pixel at grain junctions, on boundaries and elsewhere "
-                        "(default 0.5,0.02,0.003; 0,0,0 = an ideal instrument)")
-    p.add_argument("--noise-deg", type=float, default=0.5, help="orientation noise per pixel in degrees (default 0.5)")
+                        "(default: the preset's, 0.5,0.02,0.003 for default; 0,0,0 = every pixel indexed)")
+    p.add_argument("--noise-deg", type=float, default=None,
+                   help="orientation noise per pixel in degrees (default: the preset's, 0.5 for default)")
     p.add_argument("--texture", default="default", metavar="default|random|KAPPA,LAMBDA",
                    help="grain orientations relative to their radial direction: default (c-axis perpendicular "
                         "to it, kappa=-8, lambda=0), random (uniform), or the model's two parameters")
@@ -122,7 +128,13 @@ def _cmd_ebsd(args) -> int:
         raise RecipeError("--n-central + --n-off-center must be >= 1 (and neither negative)")
     if args.radius_px <= 4 or args.step_um <= 0:
         raise RecipeError("need --radius-px > 4 and --step-um > 0")
-    low_ci = None
+    from nmc_dataset.synthetic._ebsd import INSTRUMENTS
+
+    if args.instrument not in INSTRUMENTS:
+        raise RecipeError(f"--instrument: unknown preset {args.instrument!r}; use one of {', '.join(INSTRUMENTS)}")
+    preset = INSTRUMENTS[args.instrument]
+    low_ci = preset["low_ci"]
+    noise_deg = preset["noise_deg"] if args.noise_deg is None else args.noise_deg
     if args.low_ci is not None:
         try:
             low_ci = tuple(float(v) for v in args.low_ci.split(","))
@@ -130,8 +142,8 @@ def _cmd_ebsd(args) -> int:
             low_ci = ()
         if len(low_ci) != 3 or not all(0.0 <= v <= 1.0 for v in low_ci):
             raise RecipeError(f"--low-ci: give three probabilities J,B,R in [0, 1], got {args.low_ci!r}")
-    if not (0.0 <= args.noise_deg < 180.0):
-        raise RecipeError(f"--noise-deg must be in [0, 180), got {args.noise_deg}")
+    if not (0.0 <= noise_deg < 180.0):
+        raise RecipeError(f"--noise-deg must be in [0, 180), got {noise_deg}")
     texture = parse_texture(args.texture)
     out = Path(args.out)
     claim_folder(out, "phantom-ebsd", force=args.force)
@@ -139,9 +151,10 @@ def _cmd_ebsd(args) -> int:
         records = write_synthetic_sections(tmp, np.random.default_rng(args.seed), n_central=args.n_central,
                                            n_off_center=args.n_off_center, radius_px=args.radius_px,
                                            step_um=args.step_um, formats=formats, low_ci=low_ci,
-                                           noise_deg=args.noise_deg, texture=texture)
+                                           noise_deg=noise_deg, texture=texture,
+                                           misindex_fraction=preset["misindex_fraction"])
     for r in records:
         kind = "central" if r["central"] else "off-centre"
         print(f"{Path(r['scan']).name}: {kind} section, height {r['height_px']:.1f} px")
-    print(f"wrote {len(records)} scan(s) and their true labels to {out}")
+    print(f"wrote {len(records)} scan(s) ({args.instrument} instrument) and their true labels to {out}")
     return 0

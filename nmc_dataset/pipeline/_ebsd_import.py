@@ -3,7 +3,8 @@
 ::
 
     nmc-dataset import-ebsd SCAN.ang [SCAN2.ctf ...] --out sections/ [--min-ci 0.1]
-        [--max-misorientation-deg 5] [--min-grain-px 5] [--center X,Y] [--central auto|all|LIST]
+        [--max-misorientation-deg 5] [--min-grain-px 5] [--fill shape|none] [--center X,Y]
+        [--central auto|all|LIST]
 
 Every scan is parsed, reconstructed and checked before anything is written; the output folder
 is built in a temporary folder and renamed into place (an existing ``--out`` is replaced only if
@@ -23,6 +24,10 @@ from nmc_dataset.outputs import add_force_option
 SELECTION_FORMAT = "nmc-dataset/section-selection"
 #: Grain-dilation reach of import-ebsd (pixels; reconstruct.dilate_grains).
 DEFAULT_DILATE_PX = 0.0
+#: How import-ebsd completes the map across unassigned pixels (reconstruct_grains(fill=...)).
+DEFAULT_FILL = "shape"
+#: Fewest confident pixels (indexed, CI >= min_ci) a particle section must have, as a fraction.
+MIN_CONFIDENT_FRACTION = 0.5
 
 
 def _parse_center(text):
@@ -95,7 +100,7 @@ def expand_scans(patterns, base: Path | None = None) -> list[Path]:
 
 def import_ebsd(scans, out, min_ci: float = 0.1, max_misorientation_deg: float = 5.0, min_grain_px: int = 5,
                 center_px=None, central="auto", threshold: float | None = None,
-                dilate_px: float = DEFAULT_DILATE_PX, force: bool = False) -> dict:
+                dilate_px: float = DEFAULT_DILATE_PX, force: bool = False, fill: str = DEFAULT_FILL) -> dict:
     """Import EBSD scans into a folder of sections (the API behind ``import-ebsd``).
 
     Parameters
@@ -120,9 +125,14 @@ def import_ebsd(scans, out, min_ci: float = 0.1, max_misorientation_deg: float =
     threshold : float, optional
         Centrality threshold (default :data:`nmc_dataset.ebsd._morphology.CENTRALITY_THRESHOLD`).
     dilate_px : float, default DEFAULT_DILATE_PX
-        Grain-dilation reach in pixels applied before the ``min_grain_px`` filter (0 = none).
+        Grain-dilation reach in pixels applied before the ``min_grain_px`` filter (0 = none; only
+        with ``fill="none"``).
     force : bool, default False
         Write into a folder that holds files the tool did not write (they are left alone).
+    fill : {"shape", "none"}, default "shape"
+        ``"shape"``: complete every grain across unindexed and low-CI pixels
+        (:mod:`nmc_dataset.ebsd._completion`), so that the morphology is measured on the
+        completed map; ``"none"``: labels keep only the confident pixels.
 
     Returns
     -------
@@ -144,6 +154,10 @@ def import_ebsd(scans, out, min_ci: float = 0.1, max_misorientation_deg: float =
         raise RecipeError(f"--min-grain-px must be >= 1, got {min_grain_px}")
     if not (np.isfinite(dilate_px) and dilate_px >= 0):
         raise RecipeError(f"--dilate-px must be a number >= 0, got {dilate_px}")
+    if fill not in ("shape", "none"):
+        raise RecipeError(f"--fill must be 'shape' or 'none', got {fill!r}")
+    if fill == "shape" and dilate_px > 0:
+        raise RecipeError("--dilate-px needs --fill none (--fill shape already assigns every unindexed pixel)")
     threshold = CENTRALITY_THRESHOLD if threshold is None else float(threshold)
     scans = [Path(s) for s in scans]
     if not scans:
@@ -168,10 +182,17 @@ def import_ebsd(scans, out, min_ci: float = 0.1, max_misorientation_deg: float =
         if not scan.indexed.any():
             raise InputError("no indexed pixel in the scan (nothing to reconstruct)", path)
         gm = reconstruct_grains(scan, min_ci=min_ci, max_misorientation_deg=max_misorientation_deg,
-                                min_grain_px=int(min_grain_px), center_px=center, dilate_px=float(dilate_px))
+                                min_grain_px=int(min_grain_px), center_px=center, dilate_px=float(dilate_px),
+                                fill=fill)
         if gm.n_grains == 0:
             raise InputError(f"no grain found (no {min_grain_px}+ pixel region with CI >= {min_ci} and "
                              f"misorientation < {max_misorientation_deg}°); lower --min-ci / --min-grain-px", path)
+        confident = (scan.indexed & (scan.ci >= min_ci))[gm.mask].mean() if gm.mask.any() else 0.0
+        if confident < MIN_CONFIDENT_FRACTION:
+            raise InputError(f"only {100 * confident:.0f} % of the particle section's pixels are indexed with CI >= "
+                             f"{min_ci:g} (need {100 * MIN_CONFIDENT_FRACTION:.0f} %): the grain map would be mostly "
+                             "guessed; check the step size and the phase, lower --min-ci if the CI scale differs, "
+                             "or re-index / clean up the scan in the instrument's software", path)
         gt = grain_table(gm.labels, gm.center_px, pixel_size_um=sx, mean_orientation=gm.mean_orientation)
         chords = chord_arrow_table(gm.labels, pixel_size_um=sx)
         score = centrality_score(gt.column("alpha_rad").to_numpy(), gt.column("area_px").to_numpy(),
@@ -195,7 +216,7 @@ def import_ebsd(scans, out, min_ci: float = 0.1, max_misorientation_deg: float =
         "criterion": "centrality_score: area*elongation-weighted mean of cos(2 alpha); central if >= threshold",
         "calibration": CENTRALITY_CALIBRATION, "threshold": threshold, "sections": sections_meta,
         "options": {"min_ci": float(min_ci), "max_misorientation_deg": float(max_misorientation_deg),
-                    "min_grain_px": int(min_grain_px), "dilate_px": float(dilate_px),
+                    "min_grain_px": int(min_grain_px), "dilate_px": float(dilate_px), "fill": fill,
                     "center_px": None if center is None else [float(v) for v in center]},
     }
 
@@ -219,6 +240,8 @@ def import_ebsd(scans, out, min_ci: float = 0.1, max_misorientation_deg: float =
                                     float((gm.labels[gm.mask] > 0).mean()) if gm.mask.any() else 0.0,
                                 "min_ci": float(min_ci), "max_misorientation_deg": float(max_misorientation_deg),
                                 "min_grain_px": int(min_grain_px), "dilate_px": float(dilate_px),
+                                "fill": fill, "confident_fraction_of_mask": float(
+                                    (scan.indexed & (scan.ci >= min_ci))[gm.mask].mean()) if gm.mask.any() else 0.0,
                                 "units": {"pixel_size_um": "micrometre"}})
             write_section(sec, tmp, tables={"grains": gt, "chords": chords})
         write_json_atomic(Path(tmp) / "selection.json", selection)
@@ -243,6 +266,10 @@ def register(sub) -> None:
     p.add_argument("--dilate-px", type=float, default=DEFAULT_DILATE_PX,
                    help="grain dilation before the size filter: unassigned pixels within this distance take "
                         f"their nearest grain (default {DEFAULT_DILATE_PX:g}; 0 = off)")
+    p.add_argument("--fill", default=DEFAULT_FILL, choices=("shape", "none"),
+                   help="shape (default): complete the grains across unindexed and low-CI pixels (fragments "
+                        "bridged by orientation, gaps filled by each grain's own shape) before measuring them; "
+                        "none: keep only the confident pixels")
     p.add_argument("--center", metavar="X,Y", help="particle-section centre in pixels (default: mask centroid)")
     p.add_argument("--central", default="auto", metavar="auto|all|LIST",
                    help="sections used for calibration: auto (centrality score), all, or comma-separated ids "
@@ -258,5 +285,5 @@ def _cmd_import(args) -> int:
     scans = expand_scans(args.scans)
     import_ebsd(scans, args.out, min_ci=args.min_ci, max_misorientation_deg=args.max_misorientation_deg,
                 min_grain_px=args.min_grain_px, center_px=center, central=args.central, threshold=args.threshold,
-                dilate_px=args.dilate_px, force=args.force)
+                dilate_px=args.dilate_px, force=args.force, fill=args.fill)
     return 0

@@ -113,6 +113,7 @@ def voxelize_cube(particle, n: int, pad: int = CUBE_PAD):
     from nmc_dataset.particles._voxelize import VoxelVolume, label_dtype
     from nmc_dataset.particles._voxelize import VoxelVolume, label_dtype
     from nmc_dataset.particles._voxelize import VoxelVolume, label_dtype
+    from nmc_dataset.particles._voxelize import VoxelVolume, label_dtype
 # --------------------------------------------------------------------------- grain shape descriptors
 def grain_shape_descriptors(principal_axes: np.ndarray, principal_sd_um: np.ndarray,
                             centroid_um: np.ndarray) -> dict:

@@ -30,6 +30,7 @@ def run_section(config: dict, ctx) -> None:
     """Run the ``sections:`` recipe section (see the module docstring)."""
     from nmc_dataset._util import item_seed, log
     from nmc_dataset.pipeline._ebsd_import import DEFAULT_DILATE_PX, expand_scans, import_ebsd
+    from nmc_dataset.pipeline._ebsd_import import DEFAULT_FILL
 
     check_section(config, str(ctx.recipe_path))
     out = ctx.out
@@ -59,7 +60,7 @@ def run_section(config: dict, ctx) -> None:
                 max_misorientation_deg=imp.get("max_misorientation_deg", 5.0),
                 min_grain_px=imp.get("min_grain_px", 5), center_px=imp.get("center_px"),
                 central=config.get("central", "auto"), threshold=config.get("threshold"),
-                dilate_px=imp.get("dilate_px", DEFAULT_DILATE_PX))
+                dilate_px=imp.get("dilate_px", DEFAULT_DILATE_PX), fill=imp.get("fill", DEFAULT_FILL))
     ctx.outputs["sections"] = sections_dir
     fit = dict(config.get("fit") or {})
     if fit.get("enabled", True):

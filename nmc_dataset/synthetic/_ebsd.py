@@ -42,6 +42,21 @@ SECTION_TEACHER_MARGIN_PX = 24.0
 #: (:func:`synthetic_scan`'s defaults).
 LOW_CI_DEFAULT = (0.5, 0.02, 0.003)
 
+#: Instrument presets of ``phantom-ebsd --instrument``: low-CI probabilities (junction, boundary,
+#: random), orientation noise per pixel (degrees) and the fraction of grains indexed as their
+#: pseudo-symmetric variant (:data:`PSEUDO_SYMMETRY_AXIS_ANGLE`). ``ideal`` indexes every pixel;
+#: ``default`` is a good scan (half the junction pixels lost); ``harsh`` loses every junction
+#: pixel and 1 % of the others, doubles the noise and misindexes 2 % of the grains.
+INSTRUMENTS = {
+    "ideal": {"low_ci": (0.0, 0.0, 0.0), "noise_deg": 0.5, "misindex_fraction": 0.0},
+    "default": {"low_ci": LOW_CI_DEFAULT, "noise_deg": 0.5, "misindex_fraction": 0.0},
+    "harsh": {"low_ci": (1.0, 0.01, 0.01), "noise_deg": 1.0, "misindex_fraction": 0.02},
+}
+
+#: The pseudo-symmetry of layered R-3m oxides: a 60° rotation about the crystal c-axis (it maps
+#: the trigonal lattice onto itself up to the stacking, so EBSD indexing confuses the two).
+PSEUDO_SYMMETRY_AXIS_ANGLE = ((0.0, 0.0, 1.0), np.pi / 3.0)
+
 #: Defaults of :func:`radial_teacher_gbpd` (documented there).
 TEACHER_DEFAULTS = {
     "radius_px": 100.0,
@@ -113,6 +128,26 @@ def radial_teacher_gbpd(rng, radius_px: float = 100.0, intensity: float = 0.0018
     offsets = rng.uniform(*offset_range, size=n)
     roll = rng.uniform(0.0, np.pi, size=n)
     return GBPD(seeds, diag, offsets, roll)
+
+
+def depth_teacher_gbpd(rng, radius_px: float = 100.0, core_diag=(0.8, 1.25), **teacher) -> GBPD:
+    """A radial teacher whose grains change with depth: equiaxed at the centre, radial at the rim.
+
+    Draws :func:`radial_teacher_gbpd` (``radius_px`` and ``teacher`` keywords) and then blends
+    each seed's radial marker with an equiaxed one by its normalised distance from the centre,
+    ``ρ_i = min(|s_i| / radius_px, 1)``: ``D_i[0] ← (1 - ρ_i) c_i + ρ_i D_i[0]`` with
+    ``c_i ~ U(core_diag)`` (the tangential range by default, so the core grains are about as
+    long radially as across). The truth for models that see depth.
+    """
+    rng = as_rng(rng)
+    g = radial_teacher_gbpd(rng, radius_px=radius_px, **teacher)
+    lo, hi = core_diag
+    if not DIAG_MIN <= lo <= hi:
+        raise ValueError(f"core_diag must satisfy {DIAG_MIN} <= low <= high, got {core_diag}")
+    rho = np.minimum(np.linalg.norm(g.seeds, axis=1) / float(radius_px), 1.0)
+    diag = g.diag.copy()
+    diag[:, 0] = (1.0 - rho) * rng.uniform(lo, hi, size=g.n) + rho * diag[:, 0]
+    return GBPD(g.seeds, diag, g.offsets, g.roll)
 
 
 # --------------------------------------------------------------------------- slicing
@@ -227,6 +262,8 @@ class SyntheticScan:
         The true orientation of each label (row 0 unused).
     low_ci : (ny, nx) bool
         Pixels given a low CI (and a random orientation): junctions and random points.
+    misindexed : (n + 1,) bool, optional
+        Labels recorded as their pseudo-symmetric variant (row 0 unused).
     """
 
     euler_rad: np.ndarray
@@ -235,12 +272,13 @@ class SyntheticScan:
     phase: np.ndarray
     grain_quat: np.ndarray
     low_ci: np.ndarray
+    misindexed: np.ndarray | None = None
 
 
 def synthetic_scan(labels: np.ndarray, mask: np.ndarray, rng, noise_deg: float = 0.5,
                    junction_low_ci: float = LOW_CI_DEFAULT[0], boundary_low_ci: float = LOW_CI_DEFAULT[1],
                    random_low_ci: float = LOW_CI_DEFAULT[2], low_ci_max: float = 0.05,
-                   texture=None, radial=None) -> SyntheticScan:
+                   texture=None, radial=None, misindex_fraction: float = 0.0) -> SyntheticScan:
     """Turn a true label image into EBSD channels as an instrument records them.
 
     Parameters
@@ -269,6 +307,11 @@ def synthetic_scan(labels: np.ndarray, mask: np.ndarray, rng, noise_deg: float =
         the labels, noise and CI of a scan do not depend on the texture.
     radial : (n, 3) array, optional
         Radial direction of grain ``k`` (row ``k - 1``) in the sample frame; needed with ``texture``.
+    misindex_fraction : float
+        Each grain is, with this probability, recorded as its pseudo-symmetric variant
+        ``P ⊗ q`` (:data:`PSEUDO_SYMMETRY_AXIS_ANGLE`) over all its pixels, as indexing that
+        confuses the two solutions does; ``grain_quat`` keeps the true orientation. With 0 no
+        random number is drawn for it.
 
     Returns
     -------
@@ -293,7 +336,15 @@ def synthetic_scan(labels: np.ndarray, mask: np.ndarray, rng, noise_deg: float =
             raise ValueError(f"a texture needs the radial direction of each of the {n} grains, shape ({n}, 3)")
         g = texture.orientations(np.asarray(radial, dtype=np.float64), rng.uniform(size=(3, n)))
         grain_q = np.vstack([[1.0, 0, 0, 0], Rotation.from_matrix(g).as_quat(canonical=True, scalar_first=True)])
-    q = perturb(grain_q[labels], rng, np.radians(noise_deg))
+    measured_q, misindexed = grain_q, None
+    if misindex_fraction > 0:
+        from nmc_dataset.ebsd._orientation import axis_angle_to_quat, qmul
+
+        misindexed = np.concatenate([[False], rng.uniform(size=n) < float(misindex_fraction)])
+        axis, angle = PSEUDO_SYMMETRY_AXIS_ANGLE
+        measured_q = grain_q.copy()
+        measured_q[misindexed] = qmul(axis_angle_to_quat(np.array(axis), angle), grain_q[misindexed])
+    q = perturb(measured_q[labels], rng, np.radians(noise_deg))
     nb = boundary_counts(labels)
     p_low = np.where(nb >= 3, junction_low_ci, np.where(nb == 2, boundary_low_ci, random_low_ci))
     low = mask & (rng.uniform(size=(ny, nx)) < p_low)
@@ -309,7 +360,7 @@ def synthetic_scan(labels: np.ndarray, mask: np.ndarray, rng, noise_deg: float =
     iq[low] *= 0.5
     iq[~mask] = rng.uniform(20.0, 80.0, size=int((~mask).sum()))
     phase = mask.astype(np.int64)
-    return SyntheticScan(euler, ci, np.maximum(iq, 0.0), phase, grain_q, low)
+    return SyntheticScan(euler, ci, np.maximum(iq, 0.0), phase, grain_q, low, misindexed)
 
 
 
@@ -351,7 +402,7 @@ def write_synthetic_sections(out, rng, n_central: int = 2, n_off_center: int = 2
                              step_um: float = 0.05, formats=("ang",), central_max_frac: float = 0.05,
                              off_center_frac=(0.5, 0.75), size_px: int | None = None,
                              noise_deg: float = 0.5, teacher: dict | None = None,
-                             low_ci=None, texture="default") -> list[dict]:
+                             low_ci=None, texture="default", misindex_fraction: float = 0.0) -> list[dict]:
     """Slice fresh teacher particles and write their scans with the true labels beside them.
 
     Section ``k`` is cut from its own particle (:func:`radial_teacher_gbpd` with ``teacher``
@@ -367,7 +418,9 @@ def write_synthetic_sections(out, rng, n_central: int = 2, n_off_center: int = 2
     (uint32 true labels) and ``<out>/truth/truth.json`` (heights, normals, centres, central
     flags). ``noise_deg`` and ``low_ci`` = ``(junction, boundary, random)`` probabilities of a
     low-CI pixel set the instrument (:func:`synthetic_scan`; default ``LOW_CI_DEFAULT``;
-    ``(0, 0, 0)`` is an ideal instrument that indexes every pixel).
+    ``(0, 0, 0)`` is an ideal instrument that indexes every pixel); ``misindex_fraction`` of
+    the grains are recorded as their pseudo-symmetric variant (:func:`synthetic_scan`).
+    :data:`INSTRUMENTS` holds the three presets of these settings.
 
     ``texture`` sets the grains' crystal orientations relative to their radial direction (the
     direction of their seed from the particle centre): an
@@ -420,6 +473,8 @@ def write_synthetic_sections(out, rng, n_central: int = 2, n_off_center: int = 2
     low_ci = LOW_CI_DEFAULT if low_ci is None else tuple(float(v) for v in low_ci)
     if len(low_ci) != 3 or not all(0.0 <= v <= 1.0 for v in low_ci):
         raise ValueError(f"low_ci must be three probabilities (junction, boundary, random), got {low_ci}")
+    if not 0.0 <= misindex_fraction <= 1.0:
+        raise ValueError(f"misindex_fraction must be in [0, 1], got {misindex_fraction}")
     out = Path(out)
     (out / "truth").mkdir(parents=True, exist_ok=True)
     teacher = dict(teacher or {})
@@ -453,7 +508,8 @@ def write_synthetic_sections(out, rng, n_central: int = 2, n_off_center: int = 2
             nlab = int(truth.labels.max())
             radial = radial_directions(g.seeds[:nlab] @ plane_basis(normal).T)
         scan = synthetic_scan(truth.labels, truth.mask, rng, noise_deg=noise_deg, junction_low_ci=low_ci[0],
-                              boundary_low_ci=low_ci[1], random_low_ci=low_ci[2], texture=texture, radial=radial)
+                              boundary_low_ci=low_ci[1], random_low_ci=low_ci[2], texture=texture, radial=radial,
+                              misindex_fraction=misindex_fraction)
         fmt = formats[k % len(formats)]
         sid = f"synthetic_{k:02d}"
         scan_path = write_scan(out / f"{sid}.{fmt}", scan, step_um)
@@ -465,11 +521,14 @@ def write_synthetic_sections(out, rng, n_central: int = 2, n_off_center: int = 2
                         "radius_px": radius_px, "step_um": float(step_um), "n_cells": int(g.n)})
     tex = None if texture is None else {"model": "radial-ipf-exponential", "kappa": float(texture.kappa),
                                          "lambda": float(texture.lam), "radial_direction": "seed direction"}
+    instrument = {"low_ci": list(low_ci), "noise_deg": float(noise_deg), "misindex_fraction": float(misindex_fraction)}
     write_json_atomic(out / "truth" / "truth.json", {"format": "nmc-dataset/synthetic-ebsd-truth",
-                                                     "format_version": 1, "texture": tex, "sections": records})
+                                                     "format_version": 1, "texture": tex, "instrument": instrument,
+                                                     "sections": records})
     return records
 
 
-__all__ = ["LOW_CI_DEFAULT", "TEACHER_DEFAULTS", "radial_teacher_gbpd", "plane_basis", "SliceTruth",
+__all__ = ["LOW_CI_DEFAULT", "INSTRUMENTS", "PSEUDO_SYMMETRY_AXIS_ANGLE",
+           "TEACHER_DEFAULTS", "depth_teacher_gbpd", "radial_teacher_gbpd", "plane_basis", "SliceTruth",
            "slice_labels", "boundary_counts", "SyntheticScan", "synthetic_scan", "write_scan",
            "write_synthetic_sections"]

@@ -107,10 +107,11 @@ def test_measured_sections_against_the_teacher(tmp_path, instrument):
     """The data a model is trained on, before any training: phantom-ebsd -> import-ebsd ->
     fit-sections, and the fitted sections' descriptors against fresh teacher sections. With an
     ideal instrument (every pixel indexed) they are as close to the teacher as a second teacher
-    sample (observed W1/noise 0.7-1.3 on R = 60, 4 sections); with the default instrument half the
-    junction pixels get a low CI, small grains fall under the 5 px import limit and about 8 % of the
-    grains are lost (observed 784 of ~850), so the measured sections sit 2-4x the noise away on
-    area, elongation and chords: the ceiling of any model trained on them."""
+    sample (observed W1/noise 0.7-1.3 on R = 60, 4 sections). With the default instrument half the
+    junction pixels get a low CI; measured on the confident pixels alone (``--fill none``) about 8 %
+    of the grains were lost (784 of ~850) and the sections sat 2-4x the noise away on area,
+    elongation and chords. The completed map (``--fill shape``, the default) keeps the grains
+    (observed 849) and brings every descriptor within 1.4x (observed 0.71 / 1.39 / 1.21 / 1.27)."""
     radius, n = 60.0, 4
     extra = ["--low-ci", "0,0,0"] if instrument == "ideal" else []
     assert cli(["phantom-ebsd", "--out", str(tmp_path / "scans"), "--n-central", str(n), "--n-off-center", "0",
@@ -133,5 +134,5 @@ def test_measured_sections_against_the_teacher(tmp_path, instrument):
         assert max(ratio.values()) < 2.0, ratio
         assert 0.95 < count < 1.05, count
     else:
-        assert count < 0.95, count
-        assert ratio["area_px"] > 1.5 and ratio["chord_px"] > 1.5, ratio
+        assert 0.95 < count < 1.05, count
+        assert max(ratio.values()) < 2.2, ratio

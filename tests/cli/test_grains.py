@@ -86,6 +86,9 @@ def test_fit_sample_describe(tess, tmp_path, capsys):
     assert (rep / "comparison.md").is_file() and (rep / "cut_height.png").stat().st_size > 1000
     study = json.loads((rep / "cut_height.json").read_text())
     assert [h["relative_height"] for h in study["heights"]] == [0.0, 0.25, 0.5, 0.75]
+    shells = json.loads((rep / "radial_bins.json").read_text())["shells"]
+    assert [round(sh["rho_high"], 3) for sh in shells] == [0.333, 0.667, 1.0]
+    assert sum(sh["measured"]["n_grains"] for sh in shells) == comp["area_px"]["n_measured"]
 
 
 def test_fit_grains_keeps_the_best_scoring_epoch(tess, tmp_path):

@@ -10,5 +10,7 @@ _EXPORTS = {
     '_decimate': ['coarsen_surface', 'tet_mesh_coarsened'],
     '_simulators': ['check_simulator_formats', 'write_simulator_files'],
     '_tables': ['params_tables', 'particle_from_rows', 'read_params', 'read_particles', 'write_params'],
+    '_preview': ['c_axis_colours', 'orientation_rendering', 'preview_glb'],
+    '_glb': ['grains_glb_bytes'],
 }
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -23,5 +23,6 @@ _EXPORTS = {
     '_card': ['render_card', 'validate_card', 'write_card'],
     '_card_figures': ['card_figures'],
     '_publish': ['parse_target', 'publish_hf', 'publish_zenodo'],
+    '_stage_tomography': ['volume_draws'],
 }
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

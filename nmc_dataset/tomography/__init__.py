@@ -17,5 +17,7 @@ _EXPORTS = {
     '_training': ['run_training'],
     '_phantom': ['phantom_ct_arrays', 'write_phantom_ct'],
     '_report': ['REPORT_FORMAT', 'markdown', 'particle_figure', 'phase_figure'],
+    '_evolve': ['Sequence', 'load_protocol', 'validate_protocol', 'lattice_strain'],
+    '_dvc': ['measure', 'compare', 'true_increment'],
 }
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

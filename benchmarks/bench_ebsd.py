@@ -95,7 +95,8 @@ def main(argv=None) -> int:
           f"peak RSS {peak_mb:.0f} MB, score {sel['sections'][0]['score']:.3f}")
 
     # --- naive baseline on the same file
-    from nmc_dataset.ebsd._orientation import euler_to_quat, misorientation_angle, misorientation_angle_bruteforce
+    from nmc_dataset.ebsd._orientation import euler_to_quat, misorientation_angle
+    from nmc_dataset.testing import misorientation_angle_bruteforce
 
     if args.format == "ang":
         t = time.perf_counter()

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from nmc_dataset.calibration._fit2d import augment
-from nmc_dataset.tessellation._gbpd import GBPD, power_distances, radial_frames
+from nmc_dataset.tessellation._gbpd import GBPD, radial_frames
 from nmc_dataset.calibration._generator import neighbour_inputs, poisson_seed_set, default_knn_margin
 
 
@@ -204,32 +204,6 @@ def harden(images: torch.Tensor) -> torch.Tensor:
     return (images.detach() > 0.5).to(images.dtype)
 
 
-def soft_images_reference(g: GBPD, points: np.ndarray, beta_eff: float, channels: int, grid: int,
-                          with_hard: bool = False, ng_min_px: int = 1):
-    """Plain twin of :func:`soft_images` for one cutout: ``g`` in cutout coordinates.
-
-    ``points`` are the grid points in the same coordinates (``(P, 2)``, or ``(P, 3)`` with z = 0).
-    Uses every seed (no pruning) and :func:`nmc_dataset.tessellation._labels.power_distances`.
-    Returns ``(image (C, G, G), ng[, hard (C, G, G)])``.
-    """
-    pd = power_distances(g, points)  # (P, N)
-    z = -(pd - pd.min(1, keepdims=True)) / beta_eff
-    soft = np.exp(z)
-    soft /= soft.sum(1, keepdims=True)
-    sums = soft.sum(0)
-    order = np.lexsort((np.arange(len(sums)), -sums))[:channels]
-    img = np.zeros((channels, len(points)))
-    img[:len(order)] = soft[:, order].T
-    labels = pd.argmin(1)
-    ng = sum(int((labels == lab).sum()) >= ng_min_px for lab in set(labels.tolist())) / len(points)
-    if not with_hard:
-        return img.reshape(channels, grid, grid), ng
-    hard = np.zeros((channels, len(points)))
-    for c, seed in enumerate(order):
-        hard[c] = labels == seed
-    return img.reshape(channels, grid, grid), ng, hard.reshape(channels, grid, grid)
-
-
 # --------------------------------------------------------------------------- T3D (generated side)
 @dataclasses.dataclass
 class T3DSeeds:
@@ -331,24 +305,6 @@ def t3d_batch(gnet, rng: np.random.Generator, intensity: float, batch: int, spec
     return t3d_batch_from_markers(ts, diag, off, spec, with_hard=with_hard)
 
 
-def t3d_reference(ts: T3DSeeds, diag: np.ndarray, offsets: np.ndarray, spec: CutoutSpec):
-    """Plain twin of :func:`t3d_batch_from_markers`: one cutout at a time, all inner seeds."""
-    seeds = ts.seeds[ts.inner]
-    group = ts.group[ts.inner]
-    roll = ts.roll[ts.inner]
-    pts2 = cutout_grid_points(spec.grid)
-    out, ngs = [], []
-    for b, p in enumerate(ts.p):
-        sel = group == b
-        g = GBPD(seeds[sel], diag[sel], offsets[sel], roll[sel])
-        pts = np.column_stack([pts2[:, 0] + p, pts2[:, 1], np.zeros(len(pts2))])
-        img, ng = soft_images_reference(g, pts, spec.beta * diag[sel].mean(), spec.channels, spec.grid,
-                                        ng_min_px=spec.ng_min_px)
-        out.append(img)
-        ngs.append(ng)
-    return np.stack(out), np.array(ngs)
-
-
 # --------------------------------------------------------------------------- T2D (measured side)
 def _rot2(beta: float) -> np.ndarray:
     c, s = np.cos(beta), np.sin(beta)
@@ -426,8 +382,3 @@ def t2d_batch(fits, rng: np.random.Generator, batch: int, spec: CutoutSpec, *, a
     return (*res, draws) if return_draws else res
 
 
-def t2d_reference(sub: GBPD, p: float, beta: float, spec: CutoutSpec, with_hard: bool = False):
-    """Plain twin of one :func:`t2d_batch` cutout: rotate the grid into the section instead."""
-    pts = (cutout_grid_points(spec.grid) + np.array([p, 0.0])) @ _rot2(beta).T  # R (p + u, v)
-    return soft_images_reference(sub, pts, spec.beta * sub.diag.mean(), spec.channels, spec.grid, with_hard,
-                                 ng_min_px=spec.ng_min_px)

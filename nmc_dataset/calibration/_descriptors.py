@@ -102,24 +102,6 @@ _KEYS3 = ("label", "volume_px", "centroid_x_px", "centroid_y_px", "centroid_z_px
           "eig3_px2", "elongation", "aspect", "radial_alignment")
 
 
-def grain_stats_3d_reference(labels: np.ndarray, origin_px=(0.0, 0.0, 0.0)) -> dict:
-    """Plain twin of :func:`grain_stats_3d` (one grain at a time, ``numpy.cov``; no border filter)."""
-    lab = np.asarray(labels)
-    out = {k: [] for k in ("label", "volume_px", "eig1_px2", "eig3_px2", "radial_alignment")}
-    for g in np.unique(lab[lab > 0]):
-        zz, yy, xx = np.nonzero(lab == g)
-        pts = np.stack([xx + origin_px[0], yy + origin_px[1], zz + origin_px[2]], 1).astype(float)
-        cov = np.cov(pts.T, bias=True) + np.eye(3) / 12.0
-        w, v = np.linalg.eigh(cov)
-        c = pts.mean(0)
-        out["label"].append(g)
-        out["volume_px"].append(len(pts))
-        out["eig1_px2"].append(w[2])
-        out["eig3_px2"].append(w[0])
-        out["radial_alignment"].append(abs(v[:, 2] @ c) / np.linalg.norm(c))
-    return {k: np.asarray(v) for k, v in out.items()}
-
-
 # --------------------------------------------------------------------------- 2D
 def section_descriptors(labels: np.ndarray, center_px, min_area_px: int = 1) -> dict:
     """Grain descriptors (area, elongation, orientation, chords) of one section's label image (0 = none).

@@ -70,37 +70,6 @@ _CELLS_PER_TASK = 64
 
 
 # --------------------------------------------------------------------------- plain twin
-def knn_reference(points: np.ndarray, kappa: int, which=None, group=None):
-    """Plain twin of :func:`knn`: all distances per query, stable sort, self excluded.
-
-    O(n N) time; for tests. Same ordering and tie rule as :func:`knn`.
-
-    Parameters
-    ----------
-    points : (N, 3) array
-    kappa : int
-    which : index array or boolean mask, optional
-    group : (N,) array, optional
-
-    Returns
-    -------
-    nb : (n, kappa) int64 array
-    d2 : (n, kappa) float64 array
-    """
-    points = np.asarray(points, dtype=np.float64)
-    idx = _as_index(which, len(points))
-    gid = np.zeros(len(points), dtype=np.int64) if group is None else np.asarray(group).reshape(-1)
-    nb = np.empty((len(idx), kappa), dtype=np.int64)
-    d2 = np.empty((len(idx), kappa))
-    for r, i in enumerate(idx):
-        diff = points - points[i]
-        dd = diff[:, 0] * diff[:, 0] + diff[:, 1] * diff[:, 1] + diff[:, 2] * diff[:, 2]
-        dd[i] = np.inf
-        dd[gid != gid[i]] = np.inf
-        order = np.argsort(dd, kind="stable")[:kappa]
-        nb[r] = order
-        d2[r] = dd[order]
-    return nb, d2
 
 
 # --------------------------------------------------------------------------- public API

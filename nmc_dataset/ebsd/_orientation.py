@@ -242,22 +242,6 @@ def misorientation_angle(qa: np.ndarray, qb: np.ndarray, ops: np.ndarray | str =
     return 2.0 * np.arccos(np.clip(w, 0.0, 1.0))
 
 
-def misorientation_angle_bruteforce(qa: np.ndarray, qb: np.ndarray, ops) -> np.ndarray:
-    """Slow twin of :func:`misorientation_angle`: min over all operator *pairs*, with matrices."""
-    if isinstance(ops, str):
-        ops = symmetry_ops(ops)
-    ga = quat_to_matrix(np.atleast_2d(qa))
-    gb = quat_to_matrix(np.atleast_2d(qb))
-    sm = quat_to_matrix(ops)
-    best = np.full(np.broadcast_shapes(ga.shape[:-2], gb.shape[:-2]), np.inf)
-    for si in sm:
-        for sj in sm:
-            dm = (si @ gb) @ np.swapaxes(sj @ ga, -1, -2)
-            cosang = np.clip((np.trace(dm, axis1=-2, axis2=-1) - 1.0) / 2.0, -1.0, 1.0)
-            best = np.minimum(best, np.arccos(cosang))
-    return best
-
-
 # --------------------------------------------------------------------------- random orientations
 def random_quaternions(rng, n: int) -> np.ndarray:
     """``n`` orientations uniform on SO(3) (Shoemake's method), w >= 0.

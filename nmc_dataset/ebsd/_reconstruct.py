@@ -262,45 +262,5 @@ def reconstruct_grains(scan, min_ci: float = 0.1, max_misorientation_deg: float 
 
 
 # --------------------------------------------------------------------------- comparing labellings
-def contingency(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Contingency table of two labellings of the same items (dense, rows = labels of ``a``)."""
-    a = np.asarray(a).ravel()
-    b = np.asarray(b).ravel()
-    _, ia = np.unique(a, return_inverse=True)
-    _, ib = np.unique(b, return_inverse=True)
-    from scipy.sparse import coo_matrix
-
-    return coo_matrix((np.ones(len(a), dtype=np.int64), (ia, ib))).toarray()
 
 
-def adjusted_rand_index(a: np.ndarray, b: np.ndarray) -> float:
-    """Adjusted Rand index of two labellings (Hubert & Arabie 1985), from the contingency table.
-
-    ``ARI = (Σ_ij C(n_ij, 2) - E) / (½ (Σ_i C(a_i, 2) + Σ_j C(b_j, 2)) - E)`` with
-    ``E = Σ_i C(a_i, 2) Σ_j C(b_j, 2) / C(n, 2)``. 1 for identical partitions (up to renaming),
-    about 0 for independent ones. Sparse-safe: only non-zero cells are summed.
-    """
-    a = np.asarray(a).ravel()
-    b = np.asarray(b).ravel()
-    n = len(a)
-    if n != len(b):
-        raise ValueError("labellings must have the same length")
-    if n < 2:
-        return 1.0
-    _, ia = np.unique(a, return_inverse=True)
-    _, ib = np.unique(b, return_inverse=True)
-    pair = ia.astype(np.int64) * (ib.max() + 1) + ib
-    _, nij = np.unique(pair, return_counts=True)
-
-    def c2(x):
-        x = np.asarray(x, dtype=np.float64)
-        return x * (x - 1) / 2.0
-
-    s_ij = c2(nij).sum()
-    s_a = c2(np.bincount(ia)).sum()
-    s_b = c2(np.bincount(ib)).sum()
-    expected = s_a * s_b / c2(n)
-    max_index = 0.5 * (s_a + s_b)
-    if max_index == expected:
-        return 1.0
-    return float((s_ij - expected) / (max_index - expected))

@@ -69,15 +69,4 @@ def grains_glb_bytes(grain_ids, positions, starts_v, indices, starts_f) -> bytes
                      struct.pack("<I4s", len(blob), b"BIN\0"), blob])
 
 
-def write_grains_glb_trimesh(path, grain_meshes) -> None:
-    """Slow twin: ``(k, trimesh.Trimesh)`` pairs as a trimesh scene exported to GLB."""
-    import trimesh
-
-    scene = trimesh.Scene()
-    for k, m in grain_meshes:
-        scene.add_geometry(m, node_name=f"grain_{k}", geom_name=f"grain_{k}")
-    with open(path, "wb") as fh:
-        fh.write(scene.export(file_type="glb"))
-
-
-__all__ = ["grains_glb_bytes", "write_grains_glb_trimesh"]
+__all__ = ["grains_glb_bytes"]

@@ -57,10 +57,4 @@ def int_rows(rows, sep: str = " ") -> str:
     return out[:n].tobytes().decode("ascii")
 
 
-def int_rows_reference(rows, sep: str = " ") -> str:
-    """Slow twin of :func:`int_rows`."""
-    a = np.asarray(rows, dtype=np.int64)
-    return "".join(sep.join(map(str, r)) + "\n" for r in a.tolist())
-
-
-__all__ = ["int_rows", "int_rows_reference"]
+__all__ = ["int_rows"]

@@ -24,7 +24,6 @@ from nmc_dataset.shells._harmonics import icosphere, n_coeffs, random_rotations,
 
 __all__ = [
     "ray_radius",
-    "ray_radius_reference",
     "star_fraction",
     "ParticleCoefficients",
     "measure_particles",
@@ -102,20 +101,6 @@ def _rays(mask, c, u, limit):
     for a in range(0, u.shape[0], _CHUNK):
         out[a:a + _CHUNK] = _ray_radius_chunk(mask, c, u[a:a + _CHUNK], limit[a:a + _CHUNK])
     return out
-
-
-def ray_radius_reference(mask: np.ndarray, center, directions, step: float = 1e-3) -> np.ndarray:
-    """Slow twin of :func:`ray_radius`: march each ray in small steps (error <= ``step``)."""
-    mask = np.asarray(mask, dtype=bool)
-    c = np.asarray(center, dtype=np.float64).reshape(3)
-    out = []
-    for u in np.asarray(directions, dtype=np.float64).reshape(-1, 3):
-        u = u / np.linalg.norm(u)
-        s = 0.0
-        while _inside(mask, c + s * u):
-            s += step
-        out.append(max(s - step / 2, 0.0) if s > 0 else 0.0)
-    return np.asarray(out)
 
 
 def star_fraction(mask: np.ndarray, center) -> float:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from nmc_dataset.calibration._knn import _as_index
 from nmc_dataset.tessellation._gbpd import GBPD, power_distances
 
 
@@ -115,3 +116,56 @@ def t3d_cutout_reference(seeds: np.ndarray, diag: np.ndarray, offsets: np.ndarra
     window = np.all(np.abs(g.seeds - np.array([p, 0.0, 0.0])) <= reach, axis=1)
     beta_eff = spec.beta * g.diag[window].mean()
     return _images(power_distances(g, pts), beta_eff, spec.channels, spec.grid, spec.ng_min_px, with_hard)
+
+
+
+def knn_reference(points: np.ndarray, kappa: int, which=None, group=None):
+    """Plain twin of :func:`knn`: all distances per query, stable sort, self excluded.
+
+    O(n N) time; for tests. Same ordering and tie rule as :func:`knn`.
+
+    Parameters
+    ----------
+    points : (N, 3) array
+    kappa : int
+    which : index array or boolean mask, optional
+    group : (N,) array, optional
+
+    Returns
+    -------
+    nb : (n, kappa) int64 array
+    d2 : (n, kappa) float64 array
+    """
+    points = np.asarray(points, dtype=np.float64)
+    idx = _as_index(which, len(points))
+    gid = np.zeros(len(points), dtype=np.int64) if group is None else np.asarray(group).reshape(-1)
+    nb = np.empty((len(idx), kappa), dtype=np.int64)
+    d2 = np.empty((len(idx), kappa))
+    for r, i in enumerate(idx):
+        diff = points - points[i]
+        dd = diff[:, 0] * diff[:, 0] + diff[:, 1] * diff[:, 1] + diff[:, 2] * diff[:, 2]
+        dd[i] = np.inf
+        dd[gid != gid[i]] = np.inf
+        order = np.argsort(dd, kind="stable")[:kappa]
+        nb[r] = order
+        d2[r] = dd[order]
+    return nb, d2
+
+
+
+def grain_stats_3d_reference(labels: np.ndarray, origin_px=(0.0, 0.0, 0.0)) -> dict:
+    """Plain twin of :func:`grain_stats_3d` (one grain at a time, ``numpy.cov``; no border filter)."""
+    lab = np.asarray(labels)
+    out = {k: [] for k in ("label", "volume_px", "eig1_px2", "eig3_px2", "radial_alignment")}
+    for g in np.unique(lab[lab > 0]):
+        zz, yy, xx = np.nonzero(lab == g)
+        pts = np.stack([xx + origin_px[0], yy + origin_px[1], zz + origin_px[2]], 1).astype(float)
+        cov = np.cov(pts.T, bias=True) + np.eye(3) / 12.0
+        w, v = np.linalg.eigh(cov)
+        c = pts.mean(0)
+        out["label"].append(g)
+        out["volume_px"].append(len(pts))
+        out["eig1_px2"].append(w[2])
+        out["eig3_px2"].append(w[0])
+        out["radial_alignment"].append(abs(v[:, 2] @ c) / np.linalg.norm(c))
+    return {k: np.asarray(v) for k, v in out.items()}

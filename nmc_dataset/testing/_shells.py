@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from nmc_dataset.shells._radius import _inside
+
 
 def pairwise_max_distance(points: np.ndarray) -> np.ndarray:
     """Largest distance between two vertices of each body, over all pairs of vertices.
@@ -23,3 +25,18 @@ def pairwise_max_distance(points: np.ndarray) -> np.ndarray:
         d2 = ((p[:, None, :] - p[None, :, :]) ** 2).sum(-1)
         out.append(np.sqrt(d2.max()))
     return np.array(out)
+
+
+
+def ray_radius_reference(mask: np.ndarray, center, directions, step: float = 1e-3) -> np.ndarray:
+    """Slow twin of :func:`ray_radius`: march each ray in small steps (error <= ``step``)."""
+    mask = np.asarray(mask, dtype=bool)
+    c = np.asarray(center, dtype=np.float64).reshape(3)
+    out = []
+    for u in np.asarray(directions, dtype=np.float64).reshape(-1, 3):
+        u = u / np.linalg.norm(u)
+        s = 0.0
+        while _inside(mask, c + s * u):
+            s += step
+        out.append(max(s - step / 2, 0.0) if s > 0 else 0.0)
+    return np.asarray(out)

@@ -141,22 +141,6 @@ def project(volume: np.ndarray, thetas: np.ndarray, n_det: int | None = None, pi
     return np.ascontiguousarray(np.transpose(out, (0, 2, 1))) * np.float32(pixel_um)
 
 
-def project_reference(image: np.ndarray, thetas: np.ndarray, n_det: int) -> np.ndarray:
-    """Slow twin of :func:`project` for one 2D slice (pixel units), ``(n_ang, n_det)``."""
-    ny, nx = image.shape
-    out = np.zeros((len(thetas), n_det))
-    yy, xx = np.meshgrid(np.arange(ny) - 0.5 * (ny - 1), np.arange(nx) - 0.5 * (nx - 1), indexing="ij")
-    for a, th in enumerate(thetas):
-        c, s = math.cos(th), math.sin(th)
-        a1, a2 = max(abs(c), abs(s)), min(abs(c), abs(s))
-        t = xx * c + yy * s + 0.5 * (n_det - 1)
-        for k in range(n_det):
-            hi = np.vectorize(_trapezoid_cdf.py_func)(k + 0.5 - t, a1, a2)
-            lo = np.vectorize(_trapezoid_cdf.py_func)(k - 0.5 - t, a1, a2)
-            out[a, k] = np.sum((hi - lo) * image)
-    return out
-
-
 # --------------------------------------------------------------------------- FBP
 def ramp_filter(n_det: int) -> np.ndarray:
     """Fourier response of the Ram-Lak filter (spatial kernel ``1/4, −1/(πk)²`` for odd ``k``), padded length."""
@@ -206,21 +190,6 @@ def fbp(sino: np.ndarray, thetas: np.ndarray, n: int, pixel_um: float = 1.0) -> 
     _backproject(qt, np.asarray(thetas, dtype=np.float64), int(n), out)
     out *= np.float32(np.pi / (len(thetas) * pixel_um))
     return np.ascontiguousarray(np.transpose(out, (2, 0, 1)))
-
-
-def backproject_reference(q: np.ndarray, thetas: np.ndarray, n: int) -> np.ndarray:
-    """Slow twin of the back-projection for one filtered sinogram ``(n_ang, n_det)``: ``(n, n)``."""
-    n_det = q.shape[1]
-    yy, xx = np.meshgrid(np.arange(n) - 0.5 * (n - 1), np.arange(n) - 0.5 * (n - 1), indexing="ij")
-    out = np.zeros((n, n))
-    for a, th in enumerate(thetas):
-        t = xx * math.cos(th) + yy * math.sin(th) + 0.5 * (n_det - 1)
-        k = np.floor(t).astype(int)
-        w = t - k
-        ok = (k >= 0) & (k + 1 < n_det)
-        kk = np.where(ok, k, 0)
-        out += np.where(ok, (1 - w) * q[a, kk] + w * q[a, np.minimum(kk + 1, n_det - 1)], 0.0)
-    return out
 
 
 # --------------------------------------------------------------------------- the instrument
@@ -429,12 +398,10 @@ def render_ct(phase: np.ndarray, voxel_size_um: float, *, settings: dict, electr
 
 __all__ = [
     "PRESETS",
-    "backproject_reference",
     "detector_size",
     "fbp",
     "filter_sinogram",
     "project",
-    "project_reference",
     "ramp_filter",
     "render_ct",
     "resample_labels",

@@ -318,22 +318,6 @@ def pull_back(v: np.ndarray, G: np.ndarray, centre, periodic: bool, n_iter: int 
     return out
 
 
-def pull_back_reference(v, G, centre, periodic, n_iter=5):
-    """Slow twin of :func:`pull_back` with ``scipy.ndimage.map_coordinates`` (order 1)."""
-    from scipy import ndimage
-
-    shape = v.shape[:3]
-    y = np.stack(np.meshgrid(*[np.arange(s, dtype=np.float64) for s in shape], indexing="ij")).reshape(3, -1)
-    c = np.asarray(centre, np.float64)[:, None]
-    X = y.copy()
-    mode = "grid-wrap" if periodic else "nearest"
-    for _ in range(n_iter):
-        vi = np.stack([ndimage.map_coordinates(v[..., a].astype(np.float64), X, order=1, mode=mode)
-                       for a in range(3)])
-        X = y - (np.asarray(G) @ (X - c) + vi)
-    return np.moveaxis(X.reshape((3,) + shape), 0, -1)
-
-
 def nearest_index(pos: np.ndarray, shape, periodic: bool) -> np.ndarray:
     """Flat index of the voxel nearest to each position (wrapped when periodic; −1 outside otherwise)."""
     r = np.floor(pos + 0.5).astype(np.int64)
@@ -803,7 +787,6 @@ __all__ = [
     "load_protocol",
     "plan_cracks",
     "pull_back",
-    "pull_back_reference",
     "nearest_index",
     "interpolate_at",
     "schedule",

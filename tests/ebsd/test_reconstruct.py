@@ -5,8 +5,10 @@ from collections import deque
 import numpy as np
 import pytest
 
-from nmc_dataset.ebsd._orientation import misorientation_angle_bruteforce, perturb, qmul, random_quaternions, symmetry_ops
-from nmc_dataset.ebsd._reconstruct import adjusted_rand_index, contingency, dilate_grains, label_by_misorientation, particle_mask, reconstruct_grains, relabel_sequential
+from nmc_dataset.ebsd._orientation import perturb, qmul, random_quaternions, symmetry_ops
+from nmc_dataset.testing import misorientation_angle_bruteforce
+from nmc_dataset.ebsd._reconstruct import dilate_grains, label_by_misorientation, particle_mask, reconstruct_grains, relabel_sequential
+from nmc_dataset.testing import adjusted_rand_index, contingency
 
 
 def test_ari_hand_computed_case():

@@ -242,7 +242,7 @@ def test_glb_writer_equals_trimesh_scene(cleaned, tmp_path):
     of the same grain meshes (slow twin): same node names, vertices and faces per grain."""
     import trimesh
 
-    from nmc_dataset.export._glb import write_grains_glb_trimesh
+    from nmc_dataset.testing import write_grains_glb_trimesh
 
     p, vol, lab, _ = cleaned
     s = meshes.grain_surface_mesh(lab, vol.origin_um, vol.voxel_size_um, p.n_grains, 8)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nmc_dataset.export._textrows import int_rows, int_rows_reference
+from nmc_dataset.export._textrows import int_rows
+from nmc_dataset.testing import int_rows_reference
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -1,0 +1,24 @@
+"""Slow twins of nmc_dataset.export."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def int_rows_reference(rows, sep: str = " ") -> str:
+    """Slow twin of :func:`int_rows`."""
+    a = np.asarray(rows, dtype=np.int64)
+    return "".join(sep.join(map(str, r)) + "\n" for r in a.tolist())
+
+
+
+
+def write_grains_glb_trimesh(path, grain_meshes) -> None:
+    """Slow twin: ``(k, trimesh.Trimesh)`` pairs as a trimesh scene exported to GLB."""
+    import trimesh
+
+    scene = trimesh.Scene()
+    for k, m in grain_meshes:
+        scene.add_geometry(m, node_name=f"grain_{k}", geom_name=f"grain_{k}")
+    with open(path, "wb") as fh:
+        fh.write(scene.export(file_type="glb"))

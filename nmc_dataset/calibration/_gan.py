@@ -238,8 +238,8 @@ class TrainConfig:
     ``d = min(ema_decay, (1 + t) / (10 + t))``; the saved model then holds the averaged weights,
     which fluctuate far less than the last iterate of an adversarial game.
 
-    Parameters
-    ----------
+    The flat names of the stored form (:meth:`from_flat`, :meth:`to_dict`) and their defaults:
+
     kappa : int, default 12
         Nearest neighbours per seed that ``G_net`` sees.
     hidden : tuple of int, default (128, 128, 64)

@@ -87,7 +87,24 @@ def pooled_bins(per_section) -> list[dict]:
 
 
 def compare_radial_bins(measured: list[dict], simulated: list[dict]) -> list[dict]:
-    """Per shell: the summary of both sides and W1 / KS of every descriptor (``None`` where a side is empty)."""
+    """Per shell: the summary of both sides and W1 / KS of every descriptor (``None`` where a side is empty).
+
+    Parameters
+    ----------
+    measured : list of dict
+        Measured descriptors per shell, inner first, as from :func:`pooled_bins` or
+        :func:`radial_bin_descriptors` (arrays ``area_px``, ``elongation``, ``alpha_rad``, ``chord_px``;
+        pixels and radians).
+    simulated : list of dict
+        The model's descriptors per shell, same form and the same number of shells.
+
+    Returns
+    -------
+    list of dict
+        One per shell: ``rho_low``, ``rho_high``, ``measured`` and ``model`` (the rows of
+        :func:`radial_bin_summary`) and, per descriptor of :data:`DESCRIPTORS_2D`, the
+        :func:`~nmc_dataset.compare.distribution_distances` of the two samples or ``None``.
+    """
     from nmc_dataset.compare import distribution_distances
 
     rows = []

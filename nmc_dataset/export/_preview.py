@@ -153,8 +153,18 @@ def orientation_rendering(labels: np.ndarray, colours_rgb: np.ndarray, path: str
         Row ``k - 1`` = grain ``k``.
     path : path-like
         PNG to write (atomically).
-    voxel_size_um : float
-        Axis scale.
+    voxel_size_um : float, default 1.0
+        Voxel edge (µm): scale of the plotted surface.
+    title : str, optional
+        Title above the view (none when empty or ``None``).
+    smoothing_iterations : int, default 8
+        Constrained smoothing passes of the grain surfaces (:func:`grain_surface_mesh`; 0 = voxel
+        staircase).
+
+    Returns
+    -------
+    pathlib.Path
+        The PNG written.
     """
     import matplotlib
 

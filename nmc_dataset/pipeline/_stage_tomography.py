@@ -73,7 +73,26 @@ def ct_features(n: int):
 
 
 def volume_draws(seed: int, split: str, index: int, solid_fraction) -> dict:
-    """Fraction and seeds of volume ``index`` of ``split`` (from the recipe seed and the index alone)."""
+    """Fraction and seeds of volume ``index`` of ``split`` (from the recipe seed and the index alone).
+
+    Parameters
+    ----------
+    seed : int
+        The recipe seed.
+    split : {"train", "validation", "test"}
+        The split; each has its own random stream (:data:`SPLIT_STREAMS`).
+    index : int
+        Volume index within the split.
+    solid_fraction : float or tuple of 2 floats
+        Solid volume fraction of the packed electrode, or a range ``(lo, hi)`` from which it is drawn
+        uniformly per volume.
+
+    Returns
+    -------
+    dict
+        ``solid_fraction`` (float), ``pack_seed`` and ``ct_seed`` (int in ``[0, 2**31)``) for packing
+        and CT rendering.
+    """
     rng = np.random.default_rng(item_seed(seed, index, SPLIT_STREAMS[split]))
     lo, hi = (solid_fraction, solid_fraction) if np.isscalar(solid_fraction) else solid_fraction
     frac = float(lo) if hi == lo else float(rng.uniform(lo, hi))

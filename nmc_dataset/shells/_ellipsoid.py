@@ -134,6 +134,9 @@ def ellipsoid_coefficients(A6: np.ndarray, L: int, n_theta: int = _N_THETA) -> n
         Entries ``(xx, yy, zz, xy, xz, yz)`` of positive definite ``A`` (1/voxel²).
     L : int
         Degree.
+    n_theta : int, default 16
+        Gauss-Legendre nodes in ``cos θ`` of the projection quadrature (:func:`quadrature`; ``2 n_theta``
+        azimuths); use the value the ellipsoids were fitted with so that ``a = e(A) + d`` holds exactly.
 
     Returns
     -------
@@ -157,14 +160,21 @@ def fit_ellipsoids(coeffs: np.ndarray, n_theta: int = _N_THETA, max_iter: int = 
     ----------
     coeffs : ndarray (n, (L+1)**2), L >= 2
         Measured coefficients (voxels).
+    n_theta : int, default 16
+        Gauss-Legendre nodes in ``cos θ`` of the projection quadrature (:func:`quadrature`).
+    max_iter : int, default 30
+        Most damped Newton steps (each with up to 12 step halvings that keep ``A`` positive definite).
+    tol : float, default 1e-9
+        Convergence tolerance relative to ``a_00``: iteration stops once the largest error of the six
+        degree-0 and degree-2 coefficients is at most ``tol · a_00``.
 
     Returns
     -------
     A6 : ndarray (n, 6)
         The ellipsoids' matrices (entries ``xx, yy, zz, xy, xz, yz``).
     converged : ndarray of bool (n,)
-        Whether ``|P_{l<=2} r_E − a_{l<=2}|`` fell below ``tol · a_00``; otherwise the closest
-        ellipsoid found is returned.
+        Whether ``|P_{l<=2} r_E − a_{l<=2}|`` fell below ``max(tol, 1e-6) · a_00``; otherwise the
+        closest ellipsoid found is returned.
     """
     c = np.atleast_2d(np.asarray(coeffs, dtype=np.float64))
     L = round(np.sqrt(c.shape[1])) - 1
@@ -238,7 +248,7 @@ def _from_axes(e: np.ndarray, Q: np.ndarray) -> np.ndarray:
 class EllipsoidMixture:
     """Base ellipsoid drawn jointly with the residual roughness (see the module docstring).
 
-    Attributes
+    Parameters
     ----------
     degree : int
         SH degree L (>= 2).
@@ -249,8 +259,8 @@ class EllipsoidMixture:
     points : ndarray (n, 3 + B)
         Measured ``(log ē, log(e1/e2), log(e2/e3), log s_b ...)``.
     kernel_cov : ndarray (d, d)
-        Covariance of the Gaussian kernel (diagonal).
-    converged_fraction : float
+        Covariance of the Gaussian kernel (diagonal), ``d = 3 + B`` as the columns of ``points``.
+    converged_fraction : float, default 1.0
         Share of particles whose ellipsoid matched degrees 0 and 2 to the tolerance.
     """
 

@@ -459,6 +459,9 @@ def write_synthetic_sections(out, rng, n_central: int = 2, n_off_center: int = 2
         ``(junction, boundary, random)`` probabilities of a low-CI pixel (default ``LOW_CI_DEFAULT``).
     texture : OrientationModel or {"default", "random"} or None, default "default"
         Crystal orientations of the grains relative to their radial direction.
+    misindex_fraction : float, default 0.0
+        Probability in [0, 1] that a grain is recorded as its pseudo-symmetric variant over all its
+        pixels (:func:`synthetic_scan`); the truth keeps the true orientation.
 
     Returns
     -------

@@ -61,6 +61,40 @@ def measure(f: np.ndarray, g: np.ndarray, nodes: np.ndarray, half: int, *, engin
 
     Quality: phase-correlation error (``local``) or the final rms grey residual normalised by the
     subset's grey std (``spam``); larger is worse. Returns ``(displacement, quality, seconds)``.
+
+    Parameters
+    ----------
+    f : ndarray (nz, ny, nx)
+        Reference volume (grey values; cast to float32).
+    g : ndarray (nz, ny, nx)
+        Deformed volume, same shape as ``f``.
+    nodes : ndarray of int (K, 3)
+        Subset centres ``p`` (voxel indices z, y, x), e.g. from :func:`grid_nodes`; each subset
+        ``p ± half`` must lie inside the volume.
+    half : int
+        Subset half-width (voxels): a subset is the ``(2 half)³`` block ``p − half .. p + half − 1``.
+    engine : {"local", "spam"}, default "local"
+        Registration engine (see the module docstring); ``spam`` needs the optional package spam.
+    prefilter_sigma : float, default 0.0
+        Standard deviation (voxels) of the Gaussian applied to both volumes first (0 = none).
+    affine : bool, default False
+        ``local`` engine only: fit the 12-parameter first-order shape function instead of a pure
+        translation (``spam`` always fits a full affine ``Φ``).
+
+    Returns
+    -------
+    displacement : ndarray (K, 3)
+        Displacement from ``f`` to ``g`` (voxels, z y x); NaN rows where a subset is flat or the
+        registration failed.
+    quality : ndarray (K,)
+        Normalised rms residual per node (larger is worse; NaN where it failed).
+    seconds : float
+        Wall time of the registration.
+
+    Raises
+    ------
+    InputError
+        Unknown ``engine``, or ``spam`` requested but not installed.
     """
     from skimage.registration import phase_cross_correlation
 
@@ -164,7 +198,29 @@ def refine_translation(f, g, p, half: int, d0, n_iter: int = 100, tol: float = 1
 
 
 def true_increment(u_prev: np.ndarray, u_next: np.ndarray, points: np.ndarray, n_iter: int = 8) -> np.ndarray:
-    """Truth ``u_t(X) − u_{t−1}(X)`` at points ``p`` of state ``t−1`` (``X + u_{t−1}(X) = p``); NaN in cracks."""
+    """Truth ``u_t(X) − u_{t−1}(X)`` at points ``p`` of state ``t−1`` (``X + u_{t−1}(X) = p``); NaN in cracks.
+
+    ``X`` is found by the fixed point ``X <- p − u_{t−1}(X)``; fields are interpolated trilinearly
+    (edge values beyond the grid).
+
+    Parameters
+    ----------
+    u_prev : ndarray (nz, ny, nx, 3)
+        Displacement ``u_{t−1}`` of state ``t−1`` on the reference grid (voxels, components z y x);
+        NaN in cracks.
+    u_next : ndarray (nz, ny, nx, 3)
+        Displacement ``u_t`` of state ``t`` on the same grid (voxels, z y x); NaN in cracks.
+    points : ndarray (K, 3)
+        Points ``p`` in state ``t−1`` (voxel coordinates z, y, x), e.g. DVC nodes.
+    n_iter : int, default 8
+        Fixed-point iterations for ``X``.
+
+    Returns
+    -------
+    ndarray (K, 3)
+        The displacement increment at each point (voxels, z y x); NaN where the interpolation touches
+        a crack voxel of either state.
+    """
     p = np.asarray(points, np.float64).T
     nan_prev = ~np.all(np.isfinite(u_prev), axis=-1)
     nan_next = ~np.all(np.isfinite(u_next), axis=-1)
@@ -184,7 +240,29 @@ def true_increment(u_prev: np.ndarray, u_next: np.ndarray, points: np.ndarray, n
 
 
 def compare(measured: np.ndarray, truth: np.ndarray, quality: np.ndarray, crack_node: np.ndarray) -> dict:
-    """RMS error and bias (voxels) of ``measured − truth`` on crack-free nodes, and how failures meet cracks."""
+    """RMS error and bias (voxels) of ``measured − truth`` on crack-free nodes, and how failures meet cracks.
+
+    Parameters
+    ----------
+    measured : ndarray (K, 3)
+        Measured displacements (voxels, z y x; NaN rows = failed nodes), as from :func:`measure`.
+    truth : ndarray (K, 3)
+        True displacements at the same nodes (voxels), as from :func:`true_increment`.
+    quality : ndarray (K,)
+        Quality per node from :func:`measure` (larger is worse; NaN = failed).
+    crack_node : ndarray of bool (K,)
+        Whether a node's subset holds a crack (:func:`crack_nodes`); these nodes are left out of the
+        clean-node statistics.
+
+    Returns
+    -------
+    dict
+        ``nodes``, ``crack_nodes``, ``failed_nodes``; on clean nodes ``rms_error_vox`` (rms of the
+        error's norm), ``rms_error_per_axis_vox``, ``bias_vox`` (mean error, z y x), ``truth_rms_vox``
+        and ``quality_median_clean``; with crack nodes also ``quality_median_crack``,
+        ``rms_error_crack_vox``, ``crack_share_of_worst_decile`` (share of crack nodes among the 10 %
+        worst quality) and ``crack_share_of_nodes``.
+    """
     err = measured - truth
     ok = np.all(np.isfinite(err), axis=1)
     clean = ok & ~crack_node

@@ -124,6 +124,20 @@ def _num(value, where, *, lo=None, hi=None, lo_open=False):
 def validate_protocol(raw: dict | None, where: str = "protocol") -> dict:
     """A complete, checked protocol: ``raw``'s values over :data:`DEFAULT_PROTOCOL`.
 
+    Parameters
+    ----------
+    raw : dict or None
+        The protocol as read (sections ``cycles``, ``soc``, ``lattice``, ``cracks``, ``compaction``,
+        ``rigid`` and an optional ``format``); missing keys take the defaults, ``None`` = all defaults.
+    where : str, default "protocol"
+        Where the protocol came from (a file name), named in error messages.
+
+    Returns
+    -------
+    dict
+        A new protocol with every key of :data:`DEFAULT_PROTOCOL`, numbers as float, ``lattice.table``
+        as a mapping ``{x, a, c}`` of lists and ``compaction.strain`` with all six components.
+
     Raises
     ------
     InputError
@@ -201,7 +215,23 @@ def validate_protocol(raw: dict | None, where: str = "protocol") -> dict:
 
 
 def load_protocol(path) -> dict:
-    """Read and validate a protocol YAML file (see :func:`validate_protocol`)."""
+    """Read and validate a protocol YAML file (see :func:`validate_protocol`).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The YAML file.
+
+    Returns
+    -------
+    dict
+        The complete, checked protocol.
+
+    Raises
+    ------
+    InputError
+        The file does not exist, is not valid YAML, or its protocol is invalid.
+    """
     import yaml
 
     from pathlib import Path
@@ -217,7 +247,24 @@ def load_protocol(path) -> dict:
 
 
 def lattice_strain(lattice: dict, x, x_ref: float):
-    """``(a(x)/a(x_ref) − 1, c(x)/c(x_ref) − 1)`` times ``lattice.scale`` (piecewise-linear table)."""
+    """``(a(x)/a(x_ref) − 1, c(x)/c(x_ref) − 1)`` times ``lattice.scale`` (piecewise-linear table).
+
+    Parameters
+    ----------
+    lattice : dict
+        A validated protocol's ``lattice`` section: ``table`` (mapping ``{x, a, c}`` of lists, lattice
+        parameters in Å against delithiation ``x``) and ``scale``; values beyond the table are held
+        at its ends.
+    x : float or array_like
+        Delithiation ``x`` (``Li₁₋ₓ``) at which to evaluate.
+    x_ref : float
+        Reference delithiation (zero strain).
+
+    Returns
+    -------
+    strain_a, strain_c : float or ndarray
+        Relative change of the ``a`` and ``c`` lattice parameters, shaped as ``x``.
+    """
     t = lattice["table"]
     a = np.interp(x, t["x"], t["a"]) / np.interp(x_ref, t["x"], t["a"]) - 1.0
     c = np.interp(x, t["x"], t["c"]) / np.interp(x_ref, t["x"], t["c"]) - 1.0

@@ -752,34 +752,18 @@ if _nb is not None:
 
 
 def box_mask(points: np.ndarray, lo, hi) -> np.ndarray:
-    """``lo <= p <= hi`` on every axis, per point of an (N, 3) array: an (N,) bool mask.
-
-    Same result as ``np.all((points >= lo) & (points <= hi), axis=1)`` without its temporaries.
+    """``lo <= p <= hi`` on every axis, per point.
 
     Parameters
     ----------
     points : (N, 3) float array
-        Points ``(x, y, z)``.
+        Points.
     lo, hi : (3,) array-like
-        Box corners (inclusive).
+        Box corners.
 
     Returns
     -------
     (N,) bool array
-        Points inside the box.
     """
-    points = np.ascontiguousarray(points, dtype=np.float64)
-    lo = np.asarray(lo, dtype=np.float64).reshape(3)
-    hi = np.asarray(hi, dtype=np.float64).reshape(3)
-    if _nb is None or points.ndim != 2 or points.shape[1] != 3:  # pragma: no cover
-        return np.all((points >= lo) & (points <= hi), axis=1)
-    return _nb_box_mask(points, lo, hi)
-
-
-if _nb is not None:
-    @_nb.njit(cache=True)
-    def _nb_box_mask(P, lo, hi):  # pragma: no cover - compiled
-        out = np.empty(P.shape[0], dtype=np.bool_)
-        for i in range(P.shape[0]):
-            out[i] = (lo[0] <= P[i, 0] <= hi[0]) and (lo[1] <= P[i, 1] <= hi[1]) and (lo[2] <= P[i, 2] <= hi[2])
-        return out
+    points = np.asarray(points, dtype=np.float64)
+    return np.all((points >= np.asarray(lo, dtype=np.float64)) & (points <= np.asarray(hi, dtype=np.float64)), axis=1)

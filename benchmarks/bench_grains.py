@@ -109,16 +109,23 @@ def generation_breakdown(model: GrainModel, rng, lo, hi, old: bool = False, keep
 
 
 def mlp_paths(model: GrainModel, x: np.ndarray, repeats: int) -> dict:
-    """Median time of the network pass on one window's input rows ``x`` (the module's forward, chunked)."""
-    from nmc_dataset.calibration._generator import markers
+    """Median time of the network pass on one window's input rows ``x``: oneDNN's fused layers
+    (the default where available) and the module's own forward (torch's default CPU matmul), both
+    chunked."""
+    from nmc_dataset.calibration._generator import fused_layers, markers
 
-    markers(model.gnet, x)
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        markers(model.gnet, x)
-        ts.append(time.perf_counter() - t0)
-    return {"plain": float(np.median(ts))}
+    out = {}
+    for name, fused in (("fused", True), ("plain", False)):
+        if fused and fused_layers(model.gnet) is None:
+            continue
+        markers(model.gnet, x, fused=fused)
+        ts = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            markers(model.gnet, x, fused=fused)
+            ts.append(time.perf_counter() - t0)
+        out[name] = float(np.median(ts))
+    return out
 
 
 def part1(args, cfg) -> None:
@@ -147,7 +154,11 @@ def part1(args, cfg) -> None:
     for name, r in (("fused kNN kernel (now)", new), ("cKDTree path (before)", old)):
         print(f"  {name:23s} seeds {1e3 * r['seeds']:6.1f} ms | kNN+inputs {1e3 * r['knn']:6.1f} ms | "
               f"MLP {1e3 * r['mlp']:6.1f} ms | GBPD {1e3 * r['gbpd']:4.1f} ms | total {1e3 * r['total']:6.1f} ms")
-    print(f"  MLP on one window's inputs: {1e3 * mlp['plain']:.1f} ms (module forward, torch's CPU matmul)")
+    if "fused" in mlp:
+        print(f"  MLP on one window's inputs: oneDNN fused layers {1e3 * mlp['fused']:.1f} ms, module forward "
+              f"(torch's default CPU matmul) {1e3 * mlp['plain']:.1f} ms ({mlp['plain'] / mlp['fused']:.1f}x)")
+    else:
+        print(f"  MLP on one window's inputs: module forward {1e3 * mlp['plain']:.1f} ms (no oneDNN fused path here)")
     t = float(np.median(sample_times))
     us_kept = 1e6 * t / new["kept"]
     us_in = 1e6 * t / new["inside"]

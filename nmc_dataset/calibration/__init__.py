@@ -9,7 +9,7 @@ from nmc_dataset._util import lazy_exports
 
 _EXPORTS = {
     '_fit2d': ['SectionFit', 'augment', 'fit_section', 'fit_sections', 'read_tessellations', 'section_from_gbpd', 'write_tessellations'],
-    '_generator': ['GNet', 'default_knn_margin', 'generate_gbpd', 'markers', 'neighbour_inputs', 'poisson_seed_set'],
+    '_generator': ['GNet', 'default_knn_margin', 'fused_layers', 'generate_gbpd', 'markers', 'neighbour_inputs', 'poisson_seed_set'],
     '_knn': ['box_mask', 'knn', 'knn_inputs'],
     '_cutouts': ['CutoutSpec', 't2d_batch', 't3d_batch'],
     '_discriminator': ['Discriminator'],

@@ -125,9 +125,9 @@ def bench_particles(args) -> int:
     from nmc_dataset.pipeline._build import build_dataset
     from nmc_dataset.pipeline._card import write_card
     from nmc_dataset.pipeline._card_figures import card_figures
+    from nmc_dataset.pipeline._generate import generate_particles, load_grain_model, load_shell_model
     from nmc_dataset.pipeline._manifest import write_manifest
     from nmc_dataset.pipeline._particle_shards import particle_shard, release_configs
-    from nmc_dataset.pipeline._generate import generate_particles, load_grain_model, load_shell_model
 
     torch.set_num_threads(1)
     tmp = Path(tempfile.mkdtemp(prefix="bench_build_particles_"))

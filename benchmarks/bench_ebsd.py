@@ -30,8 +30,8 @@ import numpy as np
 
 
 def make_scan(folder: Path, size: int, fmt: str, seed: int = 0) -> Path:
-    from nmc_dataset.tessellation._gbpd import GBPD
     from nmc_dataset.synthetic._ebsd import slice_labels, synthetic_scan, write_scan
+    from nmc_dataset.tessellation._gbpd import GBPD
 
     rng = np.random.default_rng(seed)
     radius = size / 2 - 5

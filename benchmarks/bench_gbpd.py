@@ -35,9 +35,9 @@ def main() -> None:
 
     from nmc_dataset.calibration._fit2d import fit_section, section_from_gbpd
     from nmc_dataset.tessellation._gbpd import DIAG_MIN, GBPD, grid_points
-    from nmc_dataset.testing._tessellation import hard_labels_bruteforce
     from nmc_dataset.tessellation._labels import hard_labels_grid
     from nmc_dataset.tessellation._seeds import poisson_seeds
+    from nmc_dataset.testing._tessellation import hard_labels_bruteforce
 
     if args.threads:
         numba.set_num_threads(args.threads)

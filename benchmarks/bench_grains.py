@@ -26,8 +26,8 @@ Usage: python benchmarks/bench_grains.py [--threads N] [--repeats R] [--generati
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import cProfile
+import dataclasses
 import io
 import pstats
 import time
@@ -36,9 +36,9 @@ import numpy as np
 import torch
 
 from nmc_dataset.calibration._gan import TrainConfig, Trainer
-from nmc_dataset.tessellation._gbpd import GBPD, radial_frames
 from nmc_dataset.calibration._generator import GNet
 from nmc_dataset.calibration._model import GrainModel
+from nmc_dataset.tessellation._gbpd import GBPD, radial_frames
 
 PAPER_US_PER_GRAIN = 7.06
 TARGET_US_PER_GRAIN = 1.0
@@ -72,7 +72,13 @@ def generation_breakdown(model: GrainModel, rng, lo, hi, old: bool = False, keep
     """One generation of the window, step by step as ``generate_gbpd`` does it (``old``: the
     previous path: np.all mask, cKDTree + numpy inputs, one unchunked no_grad network pass;
     ``keep_inputs``: also return the network's input rows under ``"inputs"``)."""
-    from nmc_dataset.calibration._generator import default_knn_margin, markers, neighbour_inputs, neighbour_inputs_reference, poisson_seed_set
+    from nmc_dataset.calibration._generator import (
+        default_knn_margin,
+        markers,
+        neighbour_inputs,
+        neighbour_inputs_reference,
+        poisson_seed_set,
+    )
     from nmc_dataset.calibration._knn import box_mask
 
     lo = np.asarray(lo, dtype=np.float64)

@@ -58,11 +58,11 @@ def main(argv=None):
     os.environ.setdefault("NUMBA_NUM_THREADS", str(args.threads))
 
     from nmc_dataset.export import _meshes as meshes
-    from nmc_dataset.testing._tessellation import hard_labels_bruteforce
     from nmc_dataset.particles._assemble import assemble
     from nmc_dataset.particles._voxelize import grid_points_px, inside_shell, particle_grid, voxelize
     from nmc_dataset.synthetic._ct_phantom import reference_shell_model
     from nmc_dataset.synthetic._ebsd import radial_teacher_gbpd
+    from nmc_dataset.testing._tessellation import hard_labels_bruteforce
 
     rng = np.random.default_rng(args.seed)
     shell = reference_shell_model(mean_radius_vox=args.radius_um / 0.128, voxel_size_um=0.128)

@@ -18,17 +18,17 @@ Usage: python benchmarks/closed_loop_ebsd_import.py [--particles 4 --repeats 4] 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from pathlib import Path
-import tempfile
 
 import numpy as np
 import tifffile
 
-from nmc_dataset.cli._main import main as cli
-from nmc_dataset.compare import distribution_distances
 from nmc_dataset.calibration import _descriptors as De
 from nmc_dataset.calibration._fit2d import read_tessellations
+from nmc_dataset.cli._main import main as cli
+from nmc_dataset.compare import distribution_distances
 from nmc_dataset.io._sections import read_sections
 
 MIN_AREA_PX = 5  # import-ebsd's --min-grain-px default

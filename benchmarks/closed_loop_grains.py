@@ -49,12 +49,12 @@ import numpy as np
 import torch
 import yaml
 
-from nmc_dataset.cli._main import main as cli
-from nmc_dataset.compare import distribution_distances
 from nmc_dataset.calibration import _descriptors as De
-from nmc_dataset.synthetic import _yardsticks as Y
 from nmc_dataset.calibration._fit2d import read_tessellations
 from nmc_dataset.calibration._model import GrainModel
+from nmc_dataset.cli._main import main as cli
+from nmc_dataset.compare import distribution_distances
+from nmc_dataset.synthetic import _yardsticks as Y
 
 TEACHER_INTENSITY = 0.0018  # radial_teacher_gbpd's default, the paper's mu_1
 MIN_AREA_PX = 5  # import-ebsd's --min-grain-px default: smaller grains never reach the training data

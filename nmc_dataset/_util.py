@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import importlib
 import json
 import logging
+import math
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from nmc_dataset.errors import FormatVersionError, InputError
 
@@ -50,7 +55,6 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; it replaces ``path`` only on success."""
-    import shutil
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -150,7 +154,6 @@ def human_bytes(n: float) -> str:
 # --------------------------------------------------------------------------- progress & logging
 def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "", unit: str = "it"):
     """A tqdm bar on an interactive terminal, silent otherwise (CI logs, pipes)."""
-    from tqdm.auto import tqdm
 
     disable = not sys.stderr.isatty() or os.environ.get("CI") == "true"
     return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, dynamic_ncols=True)
@@ -205,8 +208,6 @@ PLAUSIBLE_LENGTH_UM = (0.001, 10.0)
 
 def length_um(text: str) -> float:
     """argparse type of a length in µm: a finite number > 0 (``inf``, ``nan``, ``0`` are refused)."""
-    import argparse
-    import math
 
     try:
         value = float(text)
@@ -267,7 +268,6 @@ def lazy_exports(package: str, exports: dict[str, list[str]]):
         To assign in the subpackage's ``__init__``: ``import nmc_dataset.x`` stays cheap, and a
         name's module (with its heavy dependencies, e.g. torch) loads when the name is used.
     """
-    import importlib
 
     where = {name: module for module, names in exports.items() for name in names}
 

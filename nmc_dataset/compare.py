@@ -19,8 +19,9 @@ import os
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import ks_2samp, wasserstein_distance
 
-from nmc_dataset._util import write_json_atomic, write_text_atomic, atomic_path
+from nmc_dataset._util import atomic_path, write_json_atomic, write_text_atomic
 
 __all__ = ["compare_descriptors", "distribution_distances", "plot_histograms"]
 
@@ -38,7 +39,6 @@ def distribution_distances(measured, simulated) -> dict:
     dict
         ``wasserstein1``, ``ks`` (None when a sample is empty), ``n_measured``, ``n_simulated``.
     """
-    from scipy.stats import ks_2samp, wasserstein_distance
 
     a, b = _clean(measured), _clean(simulated)
     if a.size == 0 or b.size == 0:

@@ -7,7 +7,7 @@ import pytest
 
 from nmc_dataset.cli import _main as cli
 from nmc_dataset.errors import InputError
-from nmc_dataset.pipeline._recipe import load_recipe, validate_recipe, RecipeError
+from nmc_dataset.pipeline._recipe import RecipeError, load_recipe, validate_recipe
 
 
 def test_help_lists_commands(capsys):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from nmc_dataset._util import atomic_path, check_format, item_seed, write_json_atomic, read_json
+from nmc_dataset._util import atomic_path, check_format, item_seed, read_json, write_json_atomic
 from nmc_dataset.errors import FormatVersionError, InputError
 
 

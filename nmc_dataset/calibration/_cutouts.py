@@ -35,8 +35,8 @@ import numpy as np
 import torch
 
 from nmc_dataset.calibration._fit2d import augment
+from nmc_dataset.calibration._generator import default_knn_margin, neighbour_inputs, poisson_seed_set
 from nmc_dataset.tessellation._gbpd import GBPD, radial_frames
-from nmc_dataset.calibration._generator import neighbour_inputs, poisson_seed_set, default_knn_margin
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,11 +18,17 @@ sections of a :class:`~nmc_dataset.calibration._model.GrainModel` or of any 3D G
 
 from __future__ import annotations
 
-
 import numpy as np
 
+from nmc_dataset._util import atomic_path, write_json_atomic
+from nmc_dataset.calibration._fit2d import read_tessellations
+from nmc_dataset.calibration._model import GrainModel
 from nmc_dataset.calibration._radial_bins import compare_radial_bins, pooled_bins, radial_bin_descriptors
-
+from nmc_dataset.compare import compare_descriptors, distribution_distances
+from nmc_dataset.ebsd._morphology import alpha_kde, centrality_score, chord_table, grain_descriptors
+from nmc_dataset.errors import InputError
+from nmc_dataset.outputs import check_out_name, claim_folder, output_folder
+from nmc_dataset.tessellation._labels import hard_labels, hard_labels_grid
 
 #: the 2D descriptors compared by describe-grains and the closed loop, with units
 DESCRIPTORS_2D = {"area_px": "px²", "elongation": "", "alpha_rad": "rad", "chord_px": "px"}
@@ -123,7 +129,6 @@ def section_descriptors(labels: np.ndarray, center_px, min_area_px: int = 1) -> 
         ``{"area_px", "elongation", "alpha_rad", "chord_px"}`` (per grain, chords per chord),
         computed by :mod:`nmc_dataset.ebsd._morphology`.
     """
-    from nmc_dataset.ebsd._morphology import chord_table, grain_descriptors
 
     d = grain_descriptors(np.asarray(labels), center_px)
     ch = chord_table(labels)
@@ -156,7 +161,6 @@ def section_score(measured: dict, simulated: dict, reduce: str = "mean") -> floa
     """
     if reduce not in ("mean", "max"):
         raise ValueError(f"reduce must be 'mean' or 'max', got {reduce!r}")
-    from nmc_dataset.compare import distribution_distances
 
     terms = []
     for k in DESCRIPTORS_2D:
@@ -175,7 +179,6 @@ def gbpd_section_labels(g, radius_px: float, height_px: float = 0.0, size_px: in
     The disc has radius ``sqrt(radius_px^2 - height_px^2)`` (a section of the ball of radius
     ``radius_px``); the image is centred on the plane's centre. Returns ``(labels, center_px)``.
     """
-    from nmc_dataset.tessellation._labels import hard_labels
 
     if size_px is None:
         size_px = 2 * int(np.ceil(radius_px)) + 3
@@ -223,7 +226,6 @@ def volume_labels(sampler, rng, size_px: int):
 
     Returns ``(labels, origin_px)``.
     """
-    from nmc_dataset.tessellation._labels import hard_labels_grid
 
     half = (size_px - 1) / 2.0
     draw = sampler.sample if hasattr(sampler, "sample") else sampler
@@ -273,12 +275,6 @@ def describe_grains(model_dir, tessellations, out, *, samples: int = 8, radius_p
     dict
         The comparison (``{descriptor: {wasserstein1, ks, n_measured, n_simulated}}``).
     """
-    from nmc_dataset._util import write_json_atomic
-    from nmc_dataset.compare import compare_descriptors
-    from nmc_dataset.errors import InputError
-    from nmc_dataset.outputs import check_out_name, claim_folder, output_folder
-    from nmc_dataset.calibration._fit2d import read_tessellations
-    from nmc_dataset.calibration._model import GrainModel
 
     claim_folder(check_out_name(out), "describe-grains", force=force, legacy=("cut_height.json",))
     model = GrainModel.load(model_dir)
@@ -332,7 +328,6 @@ def cut_height_study(sampler, rng, radius_px: float, heights, n: int) -> dict:
         ``radius_px`` and per height ``relative_height``, ``height_px``, ``n_grains``, ``centrality_score``,
         ``alpha_grid`` and ``alpha_density`` (the KDE of α).
     """
-    from nmc_dataset.ebsd._morphology import alpha_kde, centrality_score
 
     res = {"radius_px": float(radius_px), "heights": []}
     for h in heights:
@@ -353,7 +348,6 @@ def plot_cut_height(study: dict, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from nmc_dataset._util import atomic_path
 
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for h in study["heights"]:

@@ -33,12 +33,17 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from scipy import ndimage
 
 from nmc_dataset._util import check_format, log, progress, read_json
 from nmc_dataset.errors import InputError
+from nmc_dataset.io._sections import Section, read_sections
 from nmc_dataset.outputs import check_out_name, claim_folder, output_folder
-from nmc_dataset.tessellation._gbpd import DIAG_MIN, GBPD
+from nmc_dataset.tessellation._gbpd import DIAG_MIN, GBPD, radial_frames
 from nmc_dataset.tessellation._labels import hard_labels, hard_labels_grid
+from nmc_dataset.tessellation._soft import soft_power_distances, torch_frames
 
 TESSELLATIONS_FORMAT = "nmc-dataset/tessellations"
 TESSELLATIONS_FORMAT_VERSION = 1
@@ -192,7 +197,6 @@ def fit_section(section, steps: int = 200, seed: int = 0, beta: tuple[float, flo
 def _fit_section(section, steps, seed, beta, lr, check_every) -> SectionFit:
     import torch
 
-    from nmc_dataset.tessellation._soft import soft_power_distances, torch_frames
 
     labels = np.asarray(section.labels)
     mask = np.asarray(section.mask, dtype=bool)
@@ -211,7 +215,6 @@ def _fit_section(section, steps, seed, beta, lr, check_every) -> SectionFit:
     mean, cov, _count = _grain_stats(coords, target, n)
     rng = np.random.default_rng(seed)
     mean = mean + rng.normal(scale=1e-3, size=mean.shape)
-    from nmc_dataset.tessellation._gbpd import radial_frames
 
     q = radial_frames(mean)
     local_var = np.einsum("nij,njk,nik->ni", q, cov, q)  # variance along radial / tangential
@@ -312,8 +315,6 @@ def write_tessellations(fits: list[SectionFit], folder: str | Path, *, force: bo
     Path
         ``folder``.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     folder = Path(folder)
     ids = [f.section_id for f in fits]
@@ -369,7 +370,6 @@ def read_tessellations(folder: str | Path) -> list[SectionFit]:
     InputError, FormatVersionError
         Missing or malformed files, or a newer format version.
     """
-    import pyarrow.parquet as pq
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -445,7 +445,6 @@ def fit_sections(root: str | Path, out: str | Path, steps: int = 200, seed: int 
     list of SectionFit
         One per selected section, in section order.
     """
-    from nmc_dataset.io._sections import read_sections
 
     claim_folder(check_out_name(out), "fit-sections", force=force, legacy=("sections.json",))
     sections = read_sections(root, selected_only=True)  # validates before anything is written
@@ -499,9 +498,7 @@ def section_from_gbpd(g: GBPD, size: int, radius_px: float, z: float = 0.0, junc
     nmc_dataset.io._sections.Section
         Centre at the middle of the ``size x size`` image.
     """
-    from scipy import ndimage
 
-    from nmc_dataset.io._sections import Section
 
     rng = np.random.default_rng(0) if rng is None else rng
     c = (size - 1) / 2.0

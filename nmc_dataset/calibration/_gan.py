@@ -39,13 +39,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nmc_dataset._util import atomic_path, log, progress, read_json, write_json_atomic, write_text_atomic
-from nmc_dataset.errors import InputError, TrainingError
+from nmc_dataset._util import atomic_path, check_format, log, progress, read_json, write_json_atomic, write_text_atomic
+from nmc_dataset.calibration import _descriptors as De
 from nmc_dataset.calibration._cutouts import CutoutSpec, t2d_batch, t3d_batch
 from nmc_dataset.calibration._discriminator import Discriminator
-from nmc_dataset.tessellation._gbpd import DIAG_MIN, GBPD
 from nmc_dataset.calibration._generator import GNet
 from nmc_dataset.calibration._model import GrainModel
+from nmc_dataset.errors import InputError, TrainingError
+from nmc_dataset.tessellation._gbpd import DIAG_MIN, GBPD
 
 CHECKPOINT_FORMAT = "nmc-dataset/grain-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -516,7 +517,6 @@ class Trainer:
 
     def set_selection_reference(self, sections) -> None:
         """The measured sections (``fit2d.SectionFit``) that :meth:`select_check` scores against."""
-        from nmc_dataset.calibration import _descriptors as De
 
         c = self.cfg
         if not c.training.select_sections:
@@ -562,7 +562,6 @@ class Trainer:
     def load(self, folder: Path) -> None:
         from safetensors.torch import load_file
 
-        from nmc_dataset._util import check_format
 
         meta = read_json(folder / "checkpoint.json")
         check_format(meta, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, folder / "checkpoint.json")
@@ -697,7 +696,6 @@ class Trainer:
         c = self.cfg
         if not c.training.select_sections:
             return {"select_score": None}
-        from nmc_dataset.calibration import _descriptors as De
 
         rng = np.random.default_rng([self.seed, epoch, 0x5E1])  # its own stream: the run is unchanged
         model = self.current_model()

@@ -24,8 +24,10 @@ import functools
 
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
 from torch import nn
 
+from nmc_dataset.calibration._knn import box_mask, knn_inputs
 from nmc_dataset.tessellation._gbpd import DIAG_MIN, GBPD, radial_frames
 from nmc_dataset.tessellation._seeds import PoissonSeeds, poisson_seeds
 
@@ -84,7 +86,6 @@ def neighbour_inputs(seeds: np.ndarray, noise: np.ndarray, roll: np.ndarray, whi
         Per neighbour ``j`` (nearest first; equal distances: lower index first):
         ``v_ij / input_scale_px`` (3 numbers) then ``n_ij`` (2).
     """
-    from nmc_dataset.calibration._knn import knn_inputs
 
     seeds = np.asarray(seeds, dtype=np.float64)
     if len(seeds) < kappa + 1:
@@ -101,7 +102,6 @@ def neighbour_inputs_reference(seeds: np.ndarray, noise: np.ndarray, roll: np.nd
     is built if omitted. Neighbours at exactly equal distances may come in another order than
     in :func:`neighbour_inputs` (cKDTree's order).
     """
-    from scipy.spatial import cKDTree
 
     seeds = np.asarray(seeds, dtype=np.float64)
     idx = np.arange(len(seeds)) if which is None else np.arange(len(seeds))[which]
@@ -359,7 +359,6 @@ def generate_gbpd(gnet, rng: np.random.Generator, intensity: float, lo, hi, *, k
     GBPD
         3D, pixels, with roll angles.
     """
-    from nmc_dataset.calibration._knn import box_mask
 
     lo = np.asarray(lo, dtype=np.float64).reshape(3)
     hi = np.asarray(hi, dtype=np.float64).reshape(3)

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from importlib import resources
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 
 from nmc_dataset._util import as_rng, atomic_path, check_format, read_json, write_json_atomic
@@ -215,8 +217,6 @@ class GrainModel:
 
 def _validate_meta(meta: dict, where) -> None:
     """Validate model.json against schemas/grain-model.schema.json (one-line InputError)."""
-    import jsonschema
-    from importlib import resources
 
     schema = json.loads((resources.files("nmc_dataset") / "schemas" / "grain-model.schema.json").read_text())
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(meta), key=lambda e: len(list(e.absolute_path)))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from nmc_dataset.compare import distribution_distances
 from nmc_dataset.ebsd._morphology import chord_table, grain_descriptors
 
 #: The descriptors of every shell (those of ``descriptors.DESCRIPTORS_2D``).
@@ -105,7 +106,6 @@ def compare_radial_bins(measured: list[dict], simulated: list[dict]) -> list[dic
         :func:`radial_bin_summary`) and, per descriptor of :data:`DESCRIPTORS_2D`, the
         :func:`~nmc_dataset.compare.distribution_distances` of the two samples or ``None``.
     """
-    from nmc_dataset.compare import distribution_distances
 
     rows = []
     for m, s, sm, ss in zip(measured, simulated, radial_bin_summary(measured), radial_bin_summary(simulated)):

@@ -24,7 +24,7 @@ from nmc_dataset.errors import NmcError
 COMMAND_MODULES = (
     "nmc_dataset.cli.phantoms",
     "nmc_dataset.cli.shells",
-    "nmc_dataset.pipeline._ebsd_import",
+    "nmc_dataset.cli.ebsd",
     "nmc_dataset.cli.sections",
     "nmc_dataset.cli.grains",
     "nmc_dataset.cli.orientations",

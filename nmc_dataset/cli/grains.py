@@ -68,9 +68,14 @@ def register(sub) -> None:
 # --------------------------------------------------------------------------- fit-grains
 def _cmd_fit(args) -> int:
     from nmc_dataset._util import log
-    from nmc_dataset.pipeline._recipe import load_recipe
     from nmc_dataset.calibration._gan import TrainConfig, resolve_device, train, train_restarts
-    from nmc_dataset.pipeline._stage_grains import check_section, load_fits, recipe_restarts, warn_if_cutouts_leave_sections
+    from nmc_dataset.pipeline._recipe import load_recipe
+    from nmc_dataset.pipeline._stage_grains import (
+        check_section,
+        load_fits,
+        recipe_restarts,
+        warn_if_cutouts_leave_sections,
+    )
 
     # everything the command line and the recipe decide is checked before the data is read
     device = resolve_device(args.device)
@@ -173,8 +178,8 @@ def _cmd_sample(args) -> int:
     import numpy as np
 
     from nmc_dataset._util import atomic_path, log
-    from nmc_dataset.tessellation._connectivity import count_disconnected
     from nmc_dataset.calibration._model import GrainModel
+    from nmc_dataset.tessellation._connectivity import count_disconnected
 
     if args.size_px < 1:
         raise InputError(f"--size-px must be >= 1, got {args.size_px}")

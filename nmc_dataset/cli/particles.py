@@ -5,7 +5,13 @@ from __future__ import annotations
 from nmc_dataset._util import length_um, log
 from nmc_dataset.errors import RecipeError
 from nmc_dataset.outputs import add_force_option
-from nmc_dataset.pipeline._generate import FORMATS, generate_particles, load_grain_model, load_shell_model, parse_formats
+from nmc_dataset.pipeline._generate import (
+    FORMATS,
+    generate_particles,
+    load_grain_model,
+    load_shell_model,
+    parse_formats,
+)
 
 
 def register(sub) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from nmc_dataset._util import log
 from nmc_dataset.pipeline._recipe import run_recipe
 
+
 def register(sub) -> None:
     """Register ``nmc-dataset run``."""
     p = sub.add_parser("run", help="run a recipe end to end (fit, generate, export, card)",

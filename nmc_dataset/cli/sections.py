@@ -24,8 +24,8 @@ def register(sub) -> None:
 
 
 def _run(args) -> int:
-    from nmc_dataset.errors import RecipeError
     from nmc_dataset.calibration._fit2d import fit_sections
+    from nmc_dataset.errors import RecipeError
 
     if args.steps < 1:
         raise RecipeError(f"--steps must be >= 1, got {args.steps}")

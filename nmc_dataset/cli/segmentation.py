@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from nmc_dataset.outputs import check_output_folder
 from nmc_dataset.errors import InputError
+from nmc_dataset.outputs import check_output_folder
 
 SCORE_FILE = "score.json"
 EVAL_FORMAT = "nmc-dataset/segmenter-evaluation"
@@ -169,7 +169,13 @@ def _cmd_score(args) -> int:
     import time
 
     from nmc_dataset._util import atomic_dir, log, write_json_atomic, write_text_atomic
-    from nmc_dataset.tomography._report import REPORT_FORMAT, REPORT_FORMAT_VERSION, markdown, particle_figure, phase_figure
+    from nmc_dataset.tomography._report import (
+        REPORT_FORMAT,
+        REPORT_FORMAT_VERSION,
+        markdown,
+        particle_figure,
+        phase_figure,
+    )
 
     out = Path(args.out)
     check_output_folder(out, SCORE_FILE, REPORT_FORMAT)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from nmc_dataset._util import length_um
-
 from nmc_dataset.outputs import add_force_option
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from nmc_dataset._util import log
 from nmc_dataset.errors import InputError
-from nmc_dataset.cli.sequences import render_sequence
+from nmc_dataset.pipeline._sequences import render_sequence
 
 #: kinds of volume files each command may replace with ``--force``
 _OWN = {"pack": "nmc-dataset/electrode", "render-ct": "nmc-dataset/ct"}

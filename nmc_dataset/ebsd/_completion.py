@@ -34,6 +34,8 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from nmc_dataset.ebsd._orientation import grain_mean_orientations, misorientation_angle
 from nmc_dataset.ebsd._reconstruct import dilate_grains, relabel_sequential
@@ -140,8 +142,6 @@ def bridge_fragments(labels: np.ndarray, quat: np.ndarray, phase: np.ndarray, op
     (ny, nx) uint32
         Relabelled 1..n in raster order of first appearance.
     """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
 
     lab = np.asarray(labels, dtype=np.int64)
     n = int(lab.max()) + 1 if lab.size else 1

@@ -23,6 +23,7 @@ Definitions
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 
 HALF_PI = 0.5 * np.pi
 
@@ -148,7 +149,6 @@ def grain_table(labels: np.ndarray, center_px, pixel_size_um: float | None = Non
     >>> round(t.column("elongation")[0].as_py(), 3), t.column("alpha_rad")[0].as_py()
     (0.667, 0.0)
     """
-    import pyarrow as pa
 
     d = grain_descriptors(labels, center_px)
     if pixel_size_um is not None:
@@ -275,7 +275,6 @@ def chord_arrow_table(labels: np.ndarray, drop_border: bool = False, pixel_size_
     pyarrow.Table
         Columns ``label``, ``direction`` (0 = along x, 1 = along y), ``length_px`` [, ``length_um``].
     """
-    import pyarrow as pa
 
     d = chord_table(labels, drop_border=drop_border)
     cols = {"label": pa.array(d["label"]), "direction": pa.array(d["direction"]),

@@ -52,8 +52,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.spatial.transform import Rotation
+from scipy.special import i0e
+from scipy.stats import chi2
 
-from nmc_dataset._util import check_format, read_json, write_json_atomic
+from nmc_dataset._util import as_rng, check_format, read_json, write_json_atomic
+from nmc_dataset.ebsd._orientation import proper_group_name, quat_to_euler
 from nmc_dataset.errors import InputError
 
 ORIENTATION_MODEL_FORMAT = "nmc-dataset/orientation-model"
@@ -164,7 +169,6 @@ def fit_texture(v: np.ndarray) -> dict:
         ``lr_statistic`` (2 × that), ``p_value_no_texture`` (χ²₂), ``textured``
         (p < :data:`TEXTURE_TEST_ALPHA`), ``mean_statistics`` (the measured ``E[T]``).
     """
-    from scipy.stats import chi2
 
     t = texture_statistics(v)
     t = t[np.isfinite(t).all(axis=1)]
@@ -189,7 +193,6 @@ def fit_texture(v: np.ndarray) -> dict:
 
 def _blur_fit(t: np.ndarray, x: np.ndarray):
     """Least-squares ``(D, a1, a2)`` of ``T1 − 1/3 ≈ a1 exp(−1.5 D x)``, ``T2 ≈ a2 exp(−10.5 D x)``."""
-    from scipy.optimize import minimize_scalar
 
     y1, y2 = t[:, 0] - 1.0 / 3.0, t[:, 1]
     w1, w2 = 1.0 / max(y1.var(), 1e-12), 1.0 / max(y2.var(), 1e-12)
@@ -336,7 +339,6 @@ class OrientationModel:
             v = getattr(self, name)
             if not np.isfinite(v) or abs(v) > 500:
                 raise ValueError(f"{name} must be finite and |{name}| <= 500, got {v}")
-        from nmc_dataset.ebsd._orientation import proper_group_name
 
         if proper_group_name(self.point_group) != "32":
             raise ValueError(f"the radial texture model is written for -3m (NMC811), got {self.point_group!r}")
@@ -385,7 +387,6 @@ class OrientationModel:
         return np.degrees(np.arccos(zq))
 
     def _z_pdf(self, z: np.ndarray) -> np.ndarray:
-        from scipy.special import i0e
 
         a = self.lam * (1.0 - z * z) ** 3  # ψ-average of exp(λ sin⁶θ cos 6ψ) is I0(a)
         e = self.kappa * z * z + np.abs(a)
@@ -503,7 +504,6 @@ class OrientationModel:
             Unit quaternions ``(w, x, y, z)``, ``w >= 0``, of the active rotation taking crystal
             axes to the frame of ``radial`` (the transpose of ``g``; see :func:`crystal_to_frame_quat`).
         """
-        from nmc_dataset._util import as_rng
 
         rng = as_rng(rng)
         radial = np.asarray(radial, dtype=np.float64).reshape(-1, 3)
@@ -593,7 +593,6 @@ def crystal_to_frame_quat(g: np.ndarray) -> np.ndarray:
     direction to the frame, i.e. it is the active rotation carrying the frame's axes onto the
     crystal axes.
     """
-    from scipy.spatial.transform import Rotation
 
     return Rotation.from_matrix(np.swapaxes(np.asarray(g, dtype=np.float64), -1, -2)).as_quat(
         canonical=True, scalar_first=True)
@@ -614,9 +613,7 @@ def orientation_columns(quat_wxyz: np.ndarray) -> dict:
         (Bunge ``φ1, Φ, φ2`` of the passive orientation ``g``: frame → crystal), ``c_axis_xyz``
         (n, 3) (the crystal c-axis as a unit vector of the frame).
     """
-    from scipy.spatial.transform import Rotation
 
-    from nmc_dataset.ebsd._orientation import quat_to_euler
 
     q = np.asarray(quat_wxyz, dtype=np.float64).reshape(-1, 4)
     rot = Rotation.from_quat(q, scalar_first=True)

@@ -27,6 +27,9 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from scipy import ndimage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from nmc_dataset.ebsd._orientation import euler_to_quat, grain_mean_orientations, misorientation_angle, symmetry_ops
 
@@ -100,8 +103,6 @@ def label_by_misorientation(quat: np.ndarray, phase: np.ndarray, valid: np.ndarr
     -------
     (ny, nx) uint32
     """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
 
     ny, nx = phase.shape
     idx = np.arange(ny * nx).reshape(ny, nx)
@@ -134,7 +135,6 @@ def label_by_misorientation(quat: np.ndarray, phase: np.ndarray, valid: np.ndarr
 
 def particle_mask(indexed: np.ndarray) -> np.ndarray:
     """Particle section: indexed pixels, holes filled, largest 4-connected component."""
-    from scipy import ndimage
 
     m = ndimage.binary_fill_holes(np.asarray(indexed, bool))
     lab, n = ndimage.label(m)
@@ -171,7 +171,6 @@ def dilate_grains(labels: np.ndarray, mask: np.ndarray, max_px: float) -> np.nda
         Ties between equally near pixels go the way ``scipy.ndimage.distance_transform_edt``
         resolves them (deterministic).
     """
-    from scipy import ndimage
 
     labels = np.asarray(labels)
     free = labels == 0

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import numba as nb
 import numpy as np
+from scipy import ndimage
 
 
 def _connected_table() -> np.ndarray:
@@ -502,7 +503,6 @@ def _fill_cubes(lab: np.ndarray, bad: np.ndarray, h: int) -> int:
 
 def defects(labels: np.ndarray) -> dict:
     """Independent check (numpy/scipy): counts of fragments, edge-only and vertex-only contacts."""
-    from scipy import ndimage
 
     lab = np.asarray(labels)
     frag = 0

@@ -26,10 +26,13 @@ them at least about that many tets.
 
 from __future__ import annotations
 
+import time
+
 import numba
 import numpy as np
 
 from nmc_dataset.errors import InputError
+from nmc_dataset.export._meshes import GrainSurface, tet_mesh
 
 
 def grain_volumes(vertices: np.ndarray, faces: np.ndarray, pairs: np.ndarray, n_grains: int) -> np.ndarray:
@@ -212,7 +215,6 @@ def coarsen_surface(surface, h_um: float, min_elements_per_grain: int | None = N
         With ``stats`` attribute: triangles before/after, vertices restored by repairs, grain
         pairs before/after.
     """
-    from nmc_dataset.export._meshes import GrainSurface
 
     if not (h_um and h_um > 0):
         raise InputError(f"the mesh size must be > 0 µm, got {h_um}", "--mesh-size-um")
@@ -339,9 +341,7 @@ def tet_mesh_coarsened(surface, h_um: float, min_elements_per_grain: int | None 
     coarse : GrainSurface
         The coarsened surface it fills.
     """
-    import time
 
-    from nmc_dataset.export._meshes import tet_mesh
 
     keep = np.zeros((0, 3))
     spent = {"coarsen_s": 0.0, "gmsh_s": 0.0, "coarsen_cpu_s": 0.0, "gmsh_cpu_s": 0.0}

@@ -23,14 +23,15 @@ Layout (``schemas/voxels-hdf5.schema.json`` describes the attributes)::
 
 from __future__ import annotations
 
-
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from nmc_dataset._util import atomic_path, check_format, write_text_atomic
 from nmc_dataset.errors import InputError
+from nmc_dataset.particles._voxelize import Grid, VoxelVolume
 
 VOXELS_FORMAT = "nmc-dataset/voxels"
 VOXELS_FORMAT_VERSION = 1
@@ -89,7 +90,6 @@ class VoxelsWriter:
         self._grids: list[dict] = []
 
     def __enter__(self):
-        import h5py
 
         self._ctx = atomic_path(self.path)
         self._tmp = self._ctx.__enter__()
@@ -219,7 +219,6 @@ def write_voxels(path, volumes, n_grains=None, compression: str | None = "gzip")
 
 
 def _open(path):
-    import h5py
 
     path = Path(path)
     if not path.is_file():
@@ -276,7 +275,6 @@ def read_label_volume(path, particle_id: int):
     InputError
         If the file has no volume for ``particle_id``.
     """
-    from nmc_dataset.particles._voxelize import Grid
 
     with _open(path) as f:
         name = dataset_name(particle_id)
@@ -286,7 +284,6 @@ def read_label_volume(path, particle_id: int):
         labels = ds[...]
         h = float(ds.attrs["voxel_size_um"])
         origin = np.asarray(ds.attrs["origin_um"], dtype=np.float64)
-    from nmc_dataset.particles._voxelize import VoxelVolume
 
     grid = Grid(shape=labels.shape, index_lo=np.rint(origin / h).astype(np.int64), voxel_size_um=h)
     return VoxelVolume(labels, grid, int(particle_id), read_orientations(path, particle_id))

@@ -16,11 +16,13 @@ nodes 1-4): S1 = (1, 2, 3), S2 = (1, 4, 2), S3 = (2, 4, 3), S4 = (3, 4, 1).
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
 
 from nmc_dataset._util import atomic_path
+from nmc_dataset.errors import InputError
 from nmc_dataset.export._textrows import int_rows
 
 # faces opposite corner 0..3 (oriented away from that corner for a positive tet) and their Abaqus
@@ -45,7 +47,6 @@ def quat_to_matrix(q) -> np.ndarray:
 
 def check_orientations(orientations, n_grains: int):
     """``None`` or a float64 (n_grains, 4) array of unit quaternions (row ``k - 1`` = grain ``k``)."""
-    from nmc_dataset.errors import InputError
 
     if orientations is None:
         return None
@@ -243,7 +244,6 @@ def _tri_nodes(tets: np.ndarray, elem_corner: np.ndarray) -> np.ndarray:
 
 
 def _num_lines(rows: np.ndarray, fmt: str) -> str:
-    import io
 
     buf = io.StringIO()
     np.savetxt(buf, rows, fmt=fmt)

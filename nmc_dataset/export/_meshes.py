@@ -24,16 +24,27 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
+import os
 import re
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 
+import meshio
 import numba
 import numpy as np
+import trimesh
 
+from nmc_dataset import __version__
 from nmc_dataset._util import atomic_path, log
-from nmc_dataset.errors import MissingExtraError
+from nmc_dataset.errors import InputError, MissingExtraError
+from nmc_dataset.export import _inp as inp_mod
 from nmc_dataset.export._cleanup import clean_labels
 from nmc_dataset.export._glb import grains_glb_bytes
+from nmc_dataset.export._inp import quat_to_matrix
+from nmc_dataset.shells._harmonics import icosphere, radius
 
 
 # --------------------------------------------------------------------------- shell
@@ -52,9 +63,7 @@ def shell_surface_mesh(coeffs_um: np.ndarray, subdivisions: int = 6):
     trimesh.Trimesh
         Vertices in µm, relative to the particle centre.
     """
-    import trimesh
 
-    from nmc_dataset.shells._harmonics import icosphere, radius
 
     dirs, faces = icosphere(subdivisions)
     r = np.asarray(radius(np.asarray(coeffs_um, dtype=np.float64), dirs))
@@ -117,7 +126,6 @@ class GrainSurface:
         trimesh.Trimesh
             The closed surface (µm).
         """
-        import trimesh
 
         f = self.grain_faces(k)
         used, inv = np.unique(f, return_inverse=True)
@@ -125,7 +133,6 @@ class GrainSurface:
 
     def outer_mesh(self):
         """The particle's outer surface (triangles facing the outside), ``trimesh.Trimesh``."""
-        import trimesh
 
         sel = (self.pairs == 0).any(axis=1)
         f = self.faces[sel].copy()
@@ -136,7 +143,6 @@ class GrainSurface:
 
     def to_trimesh(self):
         """The whole conforming mesh with face attributes ``label_a``, ``label_b``."""
-        import trimesh
 
         return trimesh.Trimesh(self.vertices, self.faces, process=False,
                                face_attributes={"label_a": self.pairs[:, 0].astype(np.int32),
@@ -255,7 +261,6 @@ def write_surfaces(folder, stem: str, surface: GrainSurface | None = None, shell
 def _grain_meshes(surface: GrainSurface):
     """``(k, trimesh.Trimesh)`` of every grain's closed surface (outwards), grouping the faces
     by grain once (``grain_mesh`` per grain scans all faces)."""
-    import trimesh
 
     ks, local, verts_of, vstart, starts, ends = _grain_blocks(surface)
     for i, k in enumerate(ks.tolist()):
@@ -376,7 +381,6 @@ class TetMesh:
 
     def to_meshio(self):
         """A ``meshio.Mesh`` with tetra (+ outer triangle) cells and cell data ``grain``."""
-        import meshio
 
         return meshio.Mesh(self.points, [("tetra", self.tets)], cell_data={"grain": [self.grain.astype(np.int32)]})
 
@@ -384,9 +388,6 @@ class TetMesh:
 @contextlib.contextmanager
 def _captured_stdout():
     """Capture what C code writes to file descriptor 1 (gmsh's HXT prints its errors there)."""
-    import os
-    import sys
-    import tempfile
 
     box = {}
     sys.stdout.flush()
@@ -649,7 +650,6 @@ def _cell_fields(grain: np.ndarray, orientations, quaternions: bool) -> dict:
     """Cell data: ``grain`` and, when orientations are given, ``orientation_matrix`` (9 components,
     row-major rotation crystal -> particle frame), ``c_axis`` (its third column) and, where the
     format allows 4 components (``quaternions``), ``orientation_wxyz``."""
-    from nmc_dataset.export._inp import quat_to_matrix
 
     out = {"grain": grain.astype(np.int32)}
     if orientations is not None:
@@ -663,7 +663,6 @@ def _cell_fields(grain: np.ndarray, orientations, quaternions: bool) -> dict:
 
 
 def _write_vtu(path, points, tets, fields: dict, provenance: dict) -> None:
-    import json
 
     from vtkmodules.util.numpy_support import numpy_to_vtk, numpy_to_vtkIdTypeArray
     from vtkmodules.vtkCommonCore import vtkPoints
@@ -753,14 +752,8 @@ def write_tet_mesh(mesh: TetMesh, folder, stem: str, formats=TET_FORMATS, *, ord
     InputError
         For an element order other than 1 or 2, or malformed orientations.
     """
-    import json
-    import shutil
-    import tempfile
 
-    import meshio
 
-    from nmc_dataset.errors import InputError
-    from nmc_dataset.export import _inp as inp_mod
 
     if order not in (1, 2):
         raise InputError(f"the element order must be 1 (linear tets) or 2 (quadratic tets), got {order!r}",
@@ -771,7 +764,6 @@ def write_tet_mesh(mesh: TetMesh, folder, stem: str, formats=TET_FORMATS, *, ord
         raise ValueError(f"unknown tet mesh format {bad[0]!r} (known: {', '.join(TET_FORMATS)})")
     grain = mesh.grain.astype(np.int64)
     q = inp_mod.check_orientations(orientations, int(grain.max()) if len(grain) else 0)
-    from nmc_dataset import __version__
 
     prov = {"units": "um", "element_order": int(order), "tool": f"nmc-dataset {__version__}",
             **(provenance or {})}

@@ -19,9 +19,13 @@ from __future__ import annotations
 
 import io
 import os
+from pathlib import Path
 
 import numpy as np
+import trimesh
+from trimesh.exchange.gltf import export_glb
 
+from nmc_dataset._util import atomic_path
 from nmc_dataset.export._cleanup import clean_labels
 from nmc_dataset.export._decimate import coarsen_surface
 from nmc_dataset.export._meshes import GrainSurface, grain_surface_mesh
@@ -123,8 +127,6 @@ def preview_glb(surface: GrainSurface, colours_rgb: np.ndarray, extras: dict | N
     extras : dict, optional
         JSON-serialisable metadata stored in the glTF ``extras`` (e.g. particle id, colour key).
     """
-    import trimesh
-    from trimesh.exchange.gltf import export_glb
 
     verts, faces, vg = _outer_patches(surface)
     col = np.asarray(colours_rgb, dtype=np.uint8).reshape(-1, 3)
@@ -173,7 +175,6 @@ def orientation_rendering(labels: np.ndarray, colours_rgb: np.ndarray, path: str
     from matplotlib.patches import Patch
     from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 
-    from nmc_dataset._util import atomic_path
 
     lab = np.array(labels, dtype=np.int32, copy=True)
     if lab.ndim != 3:
@@ -212,7 +213,6 @@ def orientation_rendering(labels: np.ndarray, colours_rgb: np.ndarray, path: str
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=130, metadata={"Software": None})
     plt.close(fig)
-    from pathlib import Path
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

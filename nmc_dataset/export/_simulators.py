@@ -39,7 +39,9 @@ from pathlib import Path
 
 import numpy as np
 
+from nmc_dataset import __version__
 from nmc_dataset._util import atomic_path, write_text_atomic
+from nmc_dataset.ebsd._orientation_model import orientation_columns
 from nmc_dataset.errors import InputError, MissingExtraError
 
 SIMULATOR_FORMATS = ("damask", "neper")
@@ -89,7 +91,6 @@ def _stem(particle_id: int) -> str:
 
 def write_neper_orientations(particle, folder) -> Path:
     """Write ``particle_<id>.ori`` (Bunge degrees, passive, line k = label k) into ``folder``."""
-    from nmc_dataset.ebsd._orientation_model import orientation_columns
 
     q = _orientations(particle, "neper")
     euler_deg = np.degrees(orientation_columns(q)["euler_bunge_rad"])
@@ -137,8 +138,6 @@ def write_damask(particle, volume, folder) -> tuple[Path, Path]:
     (Path, Path)
         The grid and the material configuration.
     """
-    from nmc_dataset import __version__
-    from nmc_dataset.ebsd._orientation_model import orientation_columns
 
     damask = _damask()
     q = _orientations(particle, "damask")

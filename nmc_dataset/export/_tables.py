@@ -47,9 +47,15 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from nmc_dataset._util import atomic_path, check_format
 from nmc_dataset.errors import InputError
+from nmc_dataset.particles._assemble import Particle
+from nmc_dataset.particles._voxelize import grain_statistics
+from nmc_dataset.shells._descriptors import shell_descriptors
+from nmc_dataset.tessellation._gbpd import GBPD
 
 PARAMS_FORMAT = "nmc-dataset/particle-params"
 PARAMS_FORMAT_VERSION = 1
@@ -65,7 +71,6 @@ _UNITS = {
 
 
 def _schemas():
-    import pyarrow as pa
 
     f64 = pa.float64()
     particles = pa.schema([
@@ -110,7 +115,6 @@ def grains_schema():
 
 def shell_descriptor_row(coeffs_um: np.ndarray) -> dict:
     """Analytic shell descriptors (µm) of one shell, keyed by the particles-table columns."""
-    from nmc_dataset.shells._descriptors import shell_descriptors
 
     d = shell_descriptors(np.asarray(coeffs_um, dtype=np.float64)[None, :])
     return {
@@ -136,7 +140,6 @@ def particle_records(particle, volume=None, stats=None, descriptors: dict | None
     descriptors : dict, optional
         :func:`shell_descriptor_row` (computed if omitted).
     """
-    from nmc_dataset.particles._voxelize import grain_statistics
 
     g = particle.grains
     n = g.n
@@ -208,7 +211,6 @@ def params_tables(records):
     particles, grains : pyarrow.Table
         The two tables with the package's schemas.
     """
-    import pyarrow as pa
 
     pschema, gschema = particles_schema(), grains_schema()
     particles = pa.Table.from_pylist([r[0] for r in records], schema=pschema)
@@ -244,7 +246,6 @@ def write_params(folder, particles_table, grains_table) -> tuple[Path, Path]:
     tuple of 2 Path
         The two files written.
     """
-    import pyarrow.parquet as pq
 
     folder = Path(folder)
     out = []
@@ -285,8 +286,6 @@ def read_params(folder):
     InputError
         If a table is missing, unreadable or of another format.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     folder = Path(folder)
     tables = []
@@ -318,8 +317,6 @@ def particle_from_rows(particle_row: dict, grain_rows: dict):
     Particle
         The particle as it was drawn (shell in µm, kept grains in pixels).
     """
-    from nmc_dataset.tessellation._gbpd import GBPD
-    from nmc_dataset.particles._assemble import Particle
 
     gr = {k: np.asarray(v) for k, v in grain_rows.items()}
     order = np.argsort(gr["label"], kind="stable")

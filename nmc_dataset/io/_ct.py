@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from nmc_dataset.errors import InputError
@@ -61,7 +62,6 @@ def _check(arr: np.ndarray, path: Path) -> np.ndarray:
 
 
 def _h5_datasets(f) -> list[str]:
-    import h5py
 
     names = []
     f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)

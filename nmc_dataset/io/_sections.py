@@ -20,6 +20,8 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
+import tifffile
 
 from nmc_dataset._util import atomic_path, check_format, read_json, write_json_atomic
 from nmc_dataset.errors import InputError
@@ -85,8 +87,6 @@ def write_section(section: Section, root: str | Path, tables: dict | None = None
     Path
         The section's folder.
     """
-    import pyarrow.parquet as pq
-    import tifffile
 
     folder = Path(root) / section.section_id
     folder.mkdir(parents=True, exist_ok=True)
@@ -127,7 +127,6 @@ def read_section(folder: str | Path) -> Section:
     InputError
         If a file is missing, the format version is unknown, or the image shapes disagree with ``section.json``.
     """
-    import tifffile
 
     folder = Path(folder)
     meta = read_json(folder / "section.json")

@@ -31,8 +31,10 @@ import dataclasses
 
 import numpy as np
 
-from nmc_dataset.tessellation._gbpd import GBPD
+from nmc_dataset._util import item_seed
+from nmc_dataset.ebsd._orientation_model import radial_directions
 from nmc_dataset.particles._voxelize import gbpd_grid_labels, inside_shell, lattice_grid, shell_extent
+from nmc_dataset.tessellation._gbpd import GBPD
 
 #: Stream numbers of ``_util.item_seed`` for particles (shell and grains are spawned from it).
 PARTICLE_STREAM = 7
@@ -213,7 +215,6 @@ def particle_seed(recipe_seed: int, index: int) -> np.random.SeedSequence:
     numpy.random.SeedSequence
         Depends on the seed and the index alone (spawn key ``(particle stream, index)``), not on worker count or order.
     """
-    from nmc_dataset._util import item_seed
 
     return item_seed(recipe_seed, index, PARTICLE_STREAM)
 
@@ -271,7 +272,6 @@ def make_particle(shell_model, grain_model, seed_seq, *, particle_id: int = 0, s
 def grain_radial_directions(particle: Particle) -> np.ndarray:
     """Unit radial direction of each grain (n, 3): towards its assembly centre of mass (its seed
     where that is missing or at the centre)."""
-    from nmc_dataset.ebsd._orientation_model import radial_directions
 
     com = particle.com_px if particle.com_px is not None else particle.grains.seeds
     return radial_directions(com, fallback=particle.grains.seeds)

@@ -28,6 +28,8 @@ import os
 import numpy as np
 
 from nmc_dataset.errors import ResourceError
+from nmc_dataset.shells._harmonics import icosphere, radius
+from nmc_dataset.tessellation._labels import hard_labels_grid
 
 #: Bytes per voxel at peak during :func:`voxelize` (int64 labels from the GBPD kernel, the
 #: inside mask, the final uint16/uint32 volume, slab temporaries).
@@ -112,7 +114,6 @@ def shell_extent(coeffs_um: np.ndarray, subdivisions: int = 4):
     lo, hi : (3,) arrays
         Bounding box ``(x, y, z)`` of the sampled surface points.
     """
-    from nmc_dataset.shells._harmonics import icosphere, radius
 
     dirs, _ = icosphere(subdivisions)
     r = np.asarray(radius(np.asarray(coeffs_um, dtype=np.float64), dirs))
@@ -218,7 +219,6 @@ def gbpd_grid_labels(g, grid: Grid, pixel_size_um: float, mask: np.ndarray | Non
     (Z, Y, X) int64 array
         Seed index per voxel.
     """
-    from nmc_dataset.tessellation._labels import hard_labels_grid
 
     origin_px = grid.origin_um / float(pixel_size_um)
     spacing_px = grid.voxel_size_um / float(pixel_size_um)
@@ -252,7 +252,6 @@ def inside_shell(coeffs_um: np.ndarray, points_um: np.ndarray) -> np.ndarray:
     (n,) bool array
         True inside or on the shell (the centre itself is inside).
     """
-    from nmc_dataset.shells._harmonics import radius
 
     p = np.asarray(points_um, dtype=np.float64).reshape(-1, 3)
     r = np.sqrt(np.einsum("ij,ij->i", p, p))
@@ -338,7 +337,6 @@ def shell_mask(coeffs_um: np.ndarray, grid: Grid, slab: int = 16, bins: int | No
     (Z, Y, X) bool array
         Voxels whose centre lies inside the shell.
     """
-    from nmc_dataset.shells._harmonics import radius
 
     c = np.asarray(coeffs_um, dtype=np.float64)
     h = grid.voxel_size_um
@@ -483,6 +481,59 @@ def _to_labels(lab: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
     out = np.zeros(lab.shape, dtype=label_dtype(n))
     out[mask] = (lab[mask] + 1).astype(out.dtype)
     return out
+
+
+# --------------------------------------------------------------------------- fixed-size cubes
+#: empty voxels around the shell in the N³ cubes
+CUBE_PAD = 1
+
+
+def cube_grid(coeffs_um: np.ndarray, n: int, pad: int = CUBE_PAD):
+    """The N³ lattice (centred on the particle centre) that holds a shell with ``pad`` empty voxels.
+
+    Parameters
+    ----------
+    coeffs_um : (K,) array
+        Shell SH coefficients in µm.
+    n : int
+        Edge length in voxels (>= 2 * pad + 4).
+    pad : int
+        Empty voxels between the shell's bounding box (enlarged by 2 %) and the cube's faces.
+
+    Returns
+    -------
+    Grid
+        Shape ``(n, n, n)``, lattice indices ``-(n // 2) .. n - 1 - n // 2`` on every axis.
+    """
+
+    n = int(n)
+    if n < 2 * pad + 4:
+        raise ValueError(f"cube edge {n} too small for pad {pad}")
+    _, rmax, lo, hi = shell_extent(coeffs_um)
+    half = float(max(np.max(np.abs(lo)), np.max(np.abs(hi)))) + 0.02 * rmax
+    lo_idx = -(n // 2)
+    hi_idx = n - 1 + lo_idx  # the smaller side (odd n: equal)
+    h = half / (min(-lo_idx, hi_idx) - pad)
+    return Grid(shape=(n, n, n), index_lo=(lo_idx,) * 3, voxel_size_um=h)
+
+
+def voxelize_cube(particle, n: int, pad: int = CUBE_PAD):
+    """Label volume of ``particle`` on its fixed-shape ``n³`` cube (:func:`cube_grid`).
+
+    Same labels as :func:`voxelize` (0 outside, ``k`` = grain
+    ``k``), ``uint16`` (``uint32`` for 65535 grains or more).
+
+    Returns
+    -------
+    VoxelVolume
+    """
+
+    grid = cube_grid(particle.coeffs_um, n, pad)
+    mask = shell_mask(particle.coeffs_um, grid)
+    lab = gbpd_grid_labels(particle.grains, grid, particle.pixel_size_um, mask)
+    out = np.zeros(grid.shape, dtype=label_dtype(particle.grains.n))
+    out[mask] = (lab[mask] + 1).astype(out.dtype)
+    return VoxelVolume(out, grid, particle.particle_id)
 
 
 # --------------------------------------------------------------------------- grain statistics

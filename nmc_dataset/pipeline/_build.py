@@ -19,10 +19,12 @@ unless ``force=True``.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import dataclasses
 import hashlib
 import json
 import math
+import multiprocessing as mp
 import os
 import shutil
 import time
@@ -30,9 +32,12 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from nmc_dataset._util import atomic_path, inject_fault, log, progress, write_json_atomic
 from nmc_dataset.errors import InputError, RecipeError
+from nmc_dataset.outputs import check_out_name
 
 #: parquet writer options fixed for reproducible bytes (no timestamps are written by arrow).
 PARQUET_OPTIONS: dict[str, Any] = dict(
@@ -94,7 +99,6 @@ def write_table_deterministic(table, path: str | os.PathLike, *, config: str | N
     The schema metadata gets ``format = nmc-dataset/shard`` and ``format_version = 1`` (and the
     config name); existing metadata (e.g. the ``huggingface`` features entry) is kept.
     """
-    import pyarrow.parquet as pq
 
     meta = dict(table.schema.metadata or {})
     meta[b"format"] = SHARD_KIND.encode()
@@ -131,7 +135,6 @@ def array3d_column(volumes, dtype: str | None = None):
         carries the ``huggingface`` metadata and ``load_dataset`` restores the shape).
     """
     import datasets
-    import pyarrow as pa
 
     v = np.ascontiguousarray(volumes if dtype is None else np.asarray(volumes).astype(dtype))
     if v.ndim != 4:
@@ -320,7 +323,6 @@ def claim_build_folder(out: str | os.PathLike, roots: Sequence[str], *, force: b
     RecipeError
         As described.
     """
-    from nmc_dataset.outputs import check_out_name
 
     out = check_out_name(out)
     if out.exists() and not out.is_dir():
@@ -545,8 +547,6 @@ class _single_threaded_children:
 
 
 def _run_pool(make_shard, out, n_shards, tasks, configs, workers, desc, build_id, split="train") -> dict:
-    import concurrent.futures as cf
-    import multiprocessing as mp
 
     results = {}
     ctx = mp.get_context("spawn")

@@ -25,8 +25,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
 
+from nmc_dataset import __version__
 from nmc_dataset._util import human_bytes, write_text_atomic
 from nmc_dataset.errors import InputError
 from nmc_dataset.pipeline._manifest import content_files
@@ -141,7 +146,6 @@ def grain_summary(folder: str | os.PathLike) -> dict | None:
     Returns ``{"rows": [...], "n_grains": {...}, "n": grains, "n_particles": particles}``: per
     descriptor mean, SD and quantiles (``touches_shell``: the fraction), and the grains per particle.
     """
-    import pyarrow.parquet as pq
 
     files = sorted((Path(folder) / "data" / "grains").glob("*.parquet"))
     if not files:
@@ -174,8 +178,6 @@ def grain_summary(folder: str | os.PathLike) -> dict | None:
 # --------------------------------------------------------------------------- statistics from the parquet configs
 def config_summaries(folder: str | os.PathLike) -> list[dict]:
     """Per parquet config under ``data/``: name, rows, files, size, scalar and array columns."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     folder = Path(folder)
     out = []
@@ -203,7 +205,6 @@ def config_summaries(folder: str | os.PathLike) -> list[dict]:
 
 def descriptor_statistics(files: list, columns: list[str]) -> list[dict]:
     """Mean, SD, min, 5/25/50/75/95 % quantiles and max of numeric columns over parquet files."""
-    import pyarrow.parquet as pq
 
     rows = []
     cols = [c for c in columns if not (c.endswith("_id") or c in ("id", "index", "seed", "item"))]
@@ -296,7 +297,6 @@ def _load_recipe(folder: Path) -> dict | None:
     p = folder / "recipe.yaml"
     if not p.is_file():
         return None
-    import yaml
 
     try:
         doc = yaml.safe_load(p.read_text(encoding="utf-8"))
@@ -383,8 +383,6 @@ def card_metadata(d: dict, configs: list[dict]) -> "Any":
 def card_context(folder: str | os.PathLike, release: dict, *, recipe_hash: str | None = None,
                  figures: list | None = None) -> dict:
     """Everything the template needs, computed from the folder's files and the release metadata."""
-    from nmc_dataset import __version__
-    import yaml
 
     folder = Path(folder)
     d = release_defaults(release)
@@ -469,7 +467,6 @@ def render_card(folder: str | os.PathLike, release: dict, *, recipe_hash: str | 
     str
         The card text.
     """
-    import jinja2
 
     src = (resources.files("nmc_dataset") / "cards" / TEMPLATE).read_text(encoding="utf-8")
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)

@@ -6,14 +6,18 @@ keeps the same manifest.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from nmc_dataset._util import atomic_path, write_json_atomic
+from nmc_dataset.export._meshes import grain_surface_mesh
+from nmc_dataset.pipeline._card import config_summaries, unit_of
 
 _PNG_META = {"Software": None}
 
@@ -154,9 +158,7 @@ def card_figures(folder: str | os.PathLike, *, measured: Mapping[str, Mapping[st
     list of dict
         ``[{"path": "figures/...png", "caption": ...}]``.
     """
-    import pyarrow.parquet as pq
 
-    from nmc_dataset.pipeline._card import config_summaries, unit_of
 
     folder = Path(folder)
     figdir = folder / "figures"
@@ -209,7 +211,6 @@ def card_figures(folder: str | os.PathLike, *, measured: Mapping[str, Mapping[st
 def _remove_stale_generated(folder: Path, keep: set) -> None:
     """Delete PNGs that an earlier :func:`card_figures` call generated (``"generated": true`` in the
     old ``figures/index.json``) and this call did not make again."""
-    import json
 
     index = folder / "figures" / "index.json"
     try:
@@ -242,7 +243,6 @@ def particle_rendering(labels: np.ndarray, path: str | os.PathLike, *, voxel_siz
     """
     from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 
-    from nmc_dataset.export._meshes import grain_surface_mesh
 
     plt = _pyplot()
     lab = np.array(labels, dtype=np.int32, copy=True)

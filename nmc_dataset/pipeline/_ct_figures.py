@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from nmc_dataset.pipeline._card_figures import _pyplot, _save
 
@@ -30,7 +31,6 @@ def read_ct_row(path: str | os.PathLike, row: int = 0) -> dict:
         ``ct``, ``phase``, ``particle``, ``grain`` as ``(n, n, n)`` arrays (``z, y, x``) and the
         other columns as Python values.
     """
-    import pyarrow.parquet as pq
 
     f = pq.ParquetFile(path)
     t = f.read().slice(row, 1)

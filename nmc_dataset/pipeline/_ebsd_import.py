@@ -18,8 +18,20 @@ from pathlib import Path
 
 import numpy as np
 
+from nmc_dataset._util import log, progress, write_json_atomic
+from nmc_dataset.ebsd._morphology import (
+    CENTRALITY_CALIBRATION,
+    CENTRALITY_THRESHOLD,
+    centrality_score,
+    chord_arrow_table,
+    grain_table,
+    is_central,
+)
+from nmc_dataset.ebsd._reconstruct import reconstruct_grains
 from nmc_dataset.errors import InputError, RecipeError
-from nmc_dataset.outputs import add_force_option
+from nmc_dataset.io._ebsd import read_ebsd
+from nmc_dataset.io._sections import Section, write_section
+from nmc_dataset.outputs import check_out_name, claim_folder, output_folder
 
 SELECTION_FORMAT = "nmc-dataset/section-selection"
 #: Grain-dilation reach of import-ebsd (pixels; reconstruct.dilate_grains).
@@ -28,34 +40,6 @@ DEFAULT_DILATE_PX = 0.0
 DEFAULT_FILL = "shape"
 #: Fewest confident pixels (indexed, CI >= min_ci) a particle section must have, as a fraction.
 MIN_CONFIDENT_FRACTION = 0.5
-
-
-def _parse_center(text):
-    if text is None:
-        return None
-    try:
-        x, y = (float(v) for v in str(text).split(","))
-    except ValueError:
-        raise RecipeError(f"--center must be 'X,Y' in pixels, got {text!r}") from None
-    if not (np.isfinite(x) and np.isfinite(y)):
-        raise RecipeError(f"--center must be finite, got {text!r}")
-    return np.array([x, y])
-
-
-def _parse_central(value, ids):
-    """'auto' | 'all' | list of section ids (comma-separated string or list)."""
-    if value is None or value == "auto":
-        return "auto", None
-    if value == "all":
-        return "all", None
-    items = value if isinstance(value, (list, tuple)) else [v.strip() for v in str(value).split(",") if v.strip()]
-    if not items:
-        raise RecipeError("--central LIST is empty (use auto, all or comma-separated section ids)")
-    unknown = [v for v in items if v not in ids]
-    if unknown:
-        raise RecipeError(f"--central names unknown section(s) {unknown}; section ids are the scan file "
-                          f"stems: {sorted(ids)}")
-    return "list", set(items)
 
 
 def expand_scans(patterns, base: Path | None = None) -> list[Path]:
@@ -139,12 +123,6 @@ def import_ebsd(scans, out, min_ci: float = 0.1, max_misorientation_deg: float =
     dict
         The content of ``selection.json``.
     """
-    from nmc_dataset._util import log, progress, write_json_atomic
-    from nmc_dataset.outputs import check_out_name, claim_folder, output_folder
-    from nmc_dataset.io._ebsd import read_ebsd
-    from nmc_dataset.io._sections import Section, write_section
-    from nmc_dataset.ebsd._morphology import CENTRALITY_CALIBRATION, CENTRALITY_THRESHOLD, centrality_score, chord_arrow_table, grain_table, is_central
-    from nmc_dataset.ebsd._reconstruct import reconstruct_grains
 
     if not (min_ci <= 1.0) or not np.isfinite(min_ci):
         raise RecipeError(f"--min-ci must be a number <= 1, got {min_ci}")
@@ -250,40 +228,17 @@ def import_ebsd(scans, out, min_ci: float = 0.1, max_misorientation_deg: float =
     return selection
 
 
-def register(sub) -> None:
-    """Register ``nmc-dataset import-ebsd``."""
-    p = sub.add_parser(
-        "import-ebsd", help="EBSD scans (.ang/.ctf) -> grain label images, morphology, central selection",
-        description="Reconstruct grains from EBSD scans (TSL .ang / Oxford .ctf, square grids), measure their "
-                    "2D morphology and decide which sections are central. Writes one folder per scan "
-                    "(labels.tif, mask.tif, section.json, grains.parquet, chords.parquet) and selection.json.")
-    p.add_argument("scans", nargs="+", metavar="SCAN", help=".ang or .ctf files (globs allowed)")
-    p.add_argument("--out", required=True, help="output folder of sections")
-    p.add_argument("--min-ci", type=float, default=0.1, help="pixels with a lower CI stay unassigned (default 0.1)")
-    p.add_argument("--max-misorientation-deg", type=float, default=5.0,
-                   help="neighbours join below this misorientation (default 5)")
-    p.add_argument("--min-grain-px", type=int, default=5, help="smaller grains become unassigned (default 5)")
-    p.add_argument("--dilate-px", type=float, default=DEFAULT_DILATE_PX,
-                   help="grain dilation before the size filter: unassigned pixels within this distance take "
-                        f"their nearest grain (default {DEFAULT_DILATE_PX:g}; 0 = off)")
-    p.add_argument("--fill", default=DEFAULT_FILL, choices=("shape", "none"),
-                   help="shape (default): complete the grains across unindexed and low-CI pixels (fragments "
-                        "bridged by orientation, gaps filled by each grain's own shape) before measuring them; "
-                        "none: keep only the confident pixels")
-    p.add_argument("--center", metavar="X,Y", help="particle-section centre in pixels (default: mask centroid)")
-    p.add_argument("--central", default="auto", metavar="auto|all|LIST",
-                   help="sections used for calibration: auto (centrality score), all, or comma-separated ids "
-                        "(scan file stems)")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="centrality threshold for --central auto (default: the calibrated 0.65)")
-    add_force_option(p)
-    p.set_defaults(func=_cmd_import)
-
-
-def _cmd_import(args) -> int:
-    center = _parse_center(args.center)
-    scans = expand_scans(args.scans)
-    import_ebsd(scans, args.out, min_ci=args.min_ci, max_misorientation_deg=args.max_misorientation_deg,
-                min_grain_px=args.min_grain_px, center_px=center, central=args.central, threshold=args.threshold,
-                dilate_px=args.dilate_px, force=args.force, fill=args.fill)
-    return 0
+def _parse_central(value, ids):
+    """'auto' | 'all' | list of section ids (comma-separated string or list)."""
+    if value is None or value == "auto":
+        return "auto", None
+    if value == "all":
+        return "all", None
+    items = value if isinstance(value, (list, tuple)) else [v.strip() for v in str(value).split(",") if v.strip()]
+    if not items:
+        raise RecipeError("--central LIST is empty (use auto, all or comma-separated section ids)")
+    unknown = [v for v in items if v not in ids]
+    if unknown:
+        raise RecipeError(f"--central names unknown section(s) {unknown}; section ids are the scan file "
+                          f"stems: {sorted(ids)}")
+    return "list", set(items)

@@ -23,8 +23,18 @@ from pathlib import Path
 
 import numpy as np
 
-from nmc_dataset._util import log
+from nmc_dataset._util import check_format, log, progress, read_json, write_json_atomic
+from nmc_dataset.calibration._model import GRAIN_MODEL_FORMAT, MODEL_JSON, WEIGHTS, GrainModel
 from nmc_dataset.errors import ExportError, InputError, MissingExtraError, RecipeError
+from nmc_dataset.export import _meshes as meshes
+from nmc_dataset.export import _tables as tables
+from nmc_dataset.export._decimate import tet_mesh_coarsened
+from nmc_dataset.export._simulators import check_simulator_formats
+from nmc_dataset.outputs import check_out_name, claim_folder, output_folder
+from nmc_dataset.particles._assemble import _children, particle_seed
+from nmc_dataset.particles._voxelize import check_memory, shell_grid
+from nmc_dataset.pipeline._particles import MESH_DIRS, export_particles
+from nmc_dataset.shells._model import FORMAT, ShellModel
 
 FORMATS = ("params", "voxels", "surface", "volume-mesh", "damask", "neper")
 RUN_FORMAT = "nmc-dataset/particles-run"
@@ -53,7 +63,6 @@ def load_shell_model(path):
     model_id : str
         ``<format>@v<version>:sha256:<16 hex digits>`` of the model file.
     """
-    from nmc_dataset.shells._model import FORMAT, ShellModel
 
     path = Path(path)
     m = ShellModel.load(path)
@@ -83,9 +92,6 @@ def load_grain_model(folder, orientations="auto"):
     model_id : str
         ``<format>@v<version>:sha256:<16 hex digits>`` of the grain model's files.
     """
-    from nmc_dataset._util import read_json
-    from nmc_dataset.calibration._model import GRAIN_MODEL_FORMAT, MODEL_JSON, WEIGHTS, GrainModel
-    from nmc_dataset._util import check_format
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -151,7 +157,6 @@ def parse_formats(text, where="--formats") -> tuple:
             importlib.import_module("gmsh")  # availability check only
         except ImportError:
             raise MissingExtraError("the 'volume-mesh' format (tet meshes)", "mesh", "gmsh") from None
-    from nmc_dataset.export._simulators import check_simulator_formats
 
     check_simulator_formats(items)  # the damask extra, before anything runs
     return tuple(dict.fromkeys(items))
@@ -230,12 +235,6 @@ def generate_particles(shell_model, grain_model, *, n: int, seed: int, voxel_siz
     dict
         The run record written to ``generate.json``.
     """
-    from nmc_dataset._util import progress, write_json_atomic
-    from nmc_dataset.export import _tables as tables
-    from nmc_dataset.outputs import check_out_name, claim_folder, output_folder
-    from nmc_dataset.particles._assemble import _children, particle_seed
-    from nmc_dataset.pipeline._particles import MESH_DIRS, export_particles
-    from nmc_dataset.particles._voxelize import check_memory, shell_grid
 
     formats = parse_formats(formats)
     n = int(n)
@@ -354,7 +353,6 @@ def write_particle_meshes(part, vol, folder: Path, formats, mesh_size_um, smooth
     RecipeError
         For an element order other than 1 or 2, or a mesh size larger than the particle.
     """
-    from nmc_dataset.export import _meshes as meshes
 
     if element_order not in (1, 2):
         raise RecipeError(f"must be 1 (linear tets) or 2 (quadratic tets), got {element_order!r}",
@@ -407,8 +405,6 @@ def _tet_with_fallback(surf, labels, vol, n, mesh_size_um, smoothing, min_elemen
     then the uncoarsened one.
 
     Returns ``(TetMesh, the surface meshed)``."""
-    from nmc_dataset.export import _meshes as meshes
-    from nmc_dataset.export._decimate import tet_mesh_coarsened
 
     def attempt(s):
         if mesh_size_um:

@@ -20,13 +20,16 @@ gives identical bytes.
 from __future__ import annotations
 
 import os
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Iterable
+
+import pyarrow.parquet as pq
 
 from nmc_dataset import __version__
 from nmc_dataset._util import check_format, read_json, write_json_atomic
 from nmc_dataset.errors import InputError, PublishError
-from nmc_dataset.pipeline._build import sha256_file
+from nmc_dataset.pipeline._build import foreign_files, sha256_file
 
 MANIFEST = "manifest.json"
 KIND = "nmc-dataset/manifest"
@@ -34,7 +37,6 @@ VERSION = 1
 
 
 def _excluded(rel: str, exclude) -> bool:
-    from fnmatch import fnmatchcase
 
     return any(fnmatchcase(rel, pat) or fnmatchcase(rel, pat.rstrip("/") + "/*") for pat in exclude)
 
@@ -46,7 +48,6 @@ def content_files(folder: str | os.PathLike, exclude: Iterable[str] = ()) -> lis
     claimed it (``.build/foreign.json``) and paths matching an ``exclude`` glob
     (``grain_model/checkpoints/*``; a folder pattern ``sections/`` excludes its whole tree) are left out.
     """
-    from nmc_dataset.pipeline._build import foreign_files
 
     folder = Path(folder)
     exclude = list(exclude)
@@ -65,7 +66,6 @@ def content_files(folder: str | os.PathLike, exclude: Iterable[str] = ()) -> lis
 
 def parquet_counts(folder: str | os.PathLike) -> dict[str, int]:
     """Rows per config: the sum of ``num_rows`` of ``data/<config>/*.parquet`` footers."""
-    import pyarrow.parquet as pq
 
     folder = Path(folder)
     counts: dict[str, int] = {}

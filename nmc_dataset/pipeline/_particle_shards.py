@@ -41,16 +41,27 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from nmc_dataset._util import atomic_path, log
+from nmc_dataset._util import atomic_path, log, read_json
+from nmc_dataset.calibration._model import MODEL_JSON, WEIGHTS
+from nmc_dataset.ebsd._orientation_model import ORIENTATION_MODEL_FILE
+from nmc_dataset.export import _tables as ptables
+from nmc_dataset.particles._assemble import _children, particle_seed
+from nmc_dataset.particles._voxelize import (
+    check_memory,
+    cube_grid,
+    shell_grid,
+    voxelize_cube,
+)
+from nmc_dataset.pipeline._build import ShardResult, array3d_column, build_dataset, check_build_folder
+from nmc_dataset.pipeline._card_figures import particle_rendering
+from nmc_dataset.pipeline._generate import load_shell_model, parse_formats
+from nmc_dataset.pipeline._particles import export_particles
 from nmc_dataset.pipeline._previews import render_first_particle_orientations, with_previews
+from nmc_dataset.pipeline._recipe import recipe_hash
 
-#: the dataset section's default particles per shard (a 64³ uint16 volume is 0.5 MiB in memory)
-DEFAULT_SHARD_SIZE = 25
-#: default edge lengths of the voxels_<N> configs
-DEFAULT_CUBES = (64,)
-#: empty voxels around the shell in the N³ cubes
-CUBE_PAD = 1
 #: HDF5 file of a shard under voxels/
 VOXELS_DIR = "voxels"
 MESHES_DIR = "meshes"
@@ -58,62 +69,13 @@ MODELS_DIR = "models"
 
 _MODELS: dict = {}
 
+#: the dataset section's default particles per shard (a 64³ uint16 volume is 0.5 MiB in memory)
+DEFAULT_SHARD_SIZE = 25
+#: default edge lengths of the voxels_<N> configs
+DEFAULT_CUBES = (64,)
+
 
 # --------------------------------------------------------------------------- fixed-shape cubes
-def cube_grid(coeffs_um: np.ndarray, n: int, pad: int = CUBE_PAD):
-    """The N³ lattice (centred on the particle centre) that holds a shell with ``pad`` empty voxels.
-
-    Parameters
-    ----------
-    coeffs_um : (K,) array
-        Shell SH coefficients in µm.
-    n : int
-        Edge length in voxels (>= 2 * pad + 4).
-    pad : int
-        Empty voxels between the shell's bounding box (enlarged by 2 %) and the cube's faces.
-
-    Returns
-    -------
-    nmc_dataset.particles._voxelize.Grid
-        Shape ``(n, n, n)``, lattice indices ``-(n // 2) .. n - 1 - n // 2`` on every axis.
-    """
-    from nmc_dataset.particles._voxelize import Grid, shell_extent
-
-    n = int(n)
-    if n < 2 * pad + 4:
-        raise ValueError(f"cube edge {n} too small for pad {pad}")
-    _, rmax, lo, hi = shell_extent(coeffs_um)
-    half = float(max(np.max(np.abs(lo)), np.max(np.abs(hi)))) + 0.02 * rmax
-    lo_idx = -(n // 2)
-    hi_idx = n - 1 + lo_idx  # the smaller side (odd n: equal)
-    h = half / (min(-lo_idx, hi_idx) - pad)
-    return Grid(shape=(n, n, n), index_lo=(lo_idx,) * 3, voxel_size_um=h)
-
-
-def voxelize_cube(particle, n: int, pad: int = CUBE_PAD):
-    """Label volume of ``particle`` on its fixed-shape ``n³`` cube (:func:`cube_grid`).
-
-    Same labels as :func:`nmc_dataset.particles._voxelize.voxelize` (0 outside, ``k`` = grain
-    ``k``), ``uint16`` (``uint32`` for 65535 grains or more).
-
-    Returns
-    -------
-    nmc_dataset.particles._voxelize.VoxelVolume
-    """
-    from nmc_dataset.particles._voxelize import VoxelVolume, gbpd_grid_labels, label_dtype, shell_mask
-
-    grid = cube_grid(particle.coeffs_um, n, pad)
-    mask = shell_mask(particle.coeffs_um, grid)
-    lab = gbpd_grid_labels(particle.grains, grid, particle.pixel_size_um, mask)
-    out = np.zeros(grid.shape, dtype=label_dtype(particle.grains.n))
-    out[mask] = (lab[mask] + 1).astype(out.dtype)
-    return VoxelVolume(out, grid, particle.particle_id)
-
-
-    from nmc_dataset.particles._voxelize import VoxelVolume, label_dtype
-    from nmc_dataset.particles._voxelize import VoxelVolume, label_dtype
-    from nmc_dataset.particles._voxelize import VoxelVolume, label_dtype
-    from nmc_dataset.particles._voxelize import VoxelVolume, label_dtype
 # --------------------------------------------------------------------------- grain shape descriptors
 def grain_shape_descriptors(principal_axes: np.ndarray, principal_sd_um: np.ndarray,
                             centroid_um: np.ndarray) -> dict:
@@ -163,9 +125,7 @@ def voxels_features(n: int):
 
 def voxels_table(volumes: list, n_grains: list, n: int):
     """The ``voxels_<n>`` Arrow table of a shard's cube volumes (``VoxelVolume`` list, uint16)."""
-    import pyarrow as pa
 
-    from nmc_dataset.pipeline._build import array3d_column
 
     feats = voxels_features(n)
     stack = np.stack([np.asarray(v.labels) for v in volumes]) if volumes else np.zeros((0, n, n, n), np.uint16)
@@ -187,7 +147,6 @@ def voxels_table(volumes: list, n_grains: list, n: int):
 
 def _with_grain_shapes(grains):
     """Append ``elongation`` and ``radial_alignment`` columns to a params grains table."""
-    import pyarrow as pa
 
     n = grains.num_rows
     if n:
@@ -289,9 +248,6 @@ def particle_shard(shard_index: int, items: Sequence[int], *, out: str, n_shards
     nmc_dataset.pipeline._build.ShardResult
         Tables of the configs ``particles``, ``grains`` and ``voxels_<N>``, and the extra files.
     """
-    from nmc_dataset.export import _tables as ptables
-    from nmc_dataset.pipeline._particles import export_particles
-    from nmc_dataset.pipeline._build import ShardResult
 
     out_p = Path(out)
     shell, sid, grain, gid = _models(shell_model_path, grain_model_path)
@@ -352,8 +308,6 @@ def _copy_file(src: Path, dst: Path) -> None:
 
 def copy_models(out: Path, shell_model_path: Path, grain_model_path: Path) -> list[str]:
     """Copy the shell model JSON and the grain model folder (model.json + weights) into ``models/``."""
-    from nmc_dataset._util import read_json
-    from nmc_dataset.calibration._model import MODEL_JSON, WEIGHTS
 
     out = Path(out)
     written = []
@@ -366,7 +320,6 @@ def copy_models(out: Path, shell_model_path: Path, grain_model_path: Path) -> li
         written.append(f"{MODELS_DIR}/{coeffs.name}")
     meta = read_json(grain_model_path / MODEL_JSON)
     name = "grain_model"
-    from nmc_dataset.ebsd._orientation_model import ORIENTATION_MODEL_FILE
 
     extra = [ORIENTATION_MODEL_FILE] if (grain_model_path / ORIENTATION_MODEL_FILE).is_file() else []
     for f in (MODEL_JSON, meta.get("weights", WEIGHTS), *extra):
@@ -409,9 +362,6 @@ def build_particle_release(config: dict, ctx, *, shell_model_path: Path, grain_m
     BuildResult
         Of the configs ``particles``, ``grains`` and ``voxels_<N>``.
     """
-    from nmc_dataset.pipeline._generate import parse_formats
-    from nmc_dataset.pipeline._recipe import recipe_hash
-    from nmc_dataset.pipeline._build import build_dataset, check_build_folder
 
     dcfg = ctx.recipe.get("dataset") or {}
     formats = parse_formats(config.get("formats", ["params", "voxels"]), f"{ctx.recipe_path}: particles.formats")
@@ -459,9 +409,7 @@ def build_particle_release(config: dict, ctx, *, shell_model_path: Path, grain_m
 
 def render_first_particle(out: Path, n: int) -> Path | None:
     """``figures/rendered_particle_<id>_cut_open.png``: the first particle of ``voxels_<n>``, cut open."""
-    import pyarrow.parquet as pq
 
-    from nmc_dataset.pipeline._card_figures import particle_rendering
 
     files = sorted((Path(out) / "data" / f"voxels_{n}").glob("*.parquet"))
     if not files:
@@ -478,9 +426,6 @@ def render_first_particle(out: Path, n: int) -> Path | None:
 
 
 def _check_memory(config: dict, shell_model_path, n: int, ctx) -> None:
-    from nmc_dataset.particles._assemble import _children, particle_seed
-    from nmc_dataset.pipeline._generate import load_shell_model
-    from nmc_dataset.particles._voxelize import check_memory, shell_grid
 
     shell, _ = load_shell_model(shell_model_path)
     h = float(config.get("voxel_size_um", 0.05))

@@ -14,6 +14,9 @@ from typing import Callable, Iterable, Sequence
 
 from nmc_dataset._util import inject_fault, log
 from nmc_dataset.errors import NmcError
+from nmc_dataset.export import _tables as tables
+from nmc_dataset.particles._assemble import make_particle, particle_seed
+from nmc_dataset.particles._voxelize import voxelize
 
 MESH_DIRS = ("surfaces", "volume_meshes", "simulators")
 
@@ -125,9 +128,6 @@ def export_particle(shell_model, grain_model, particle_id: int, seed: int, *, vo
     ParticleResult
         Its table record, cubes and mesh files.
     """
-    from nmc_dataset.export import _tables as tables
-    from nmc_dataset.particles._assemble import make_particle, particle_seed
-    from nmc_dataset.particles._voxelize import voxelize
 
     inject_fault("particle", particle_id)
     part = make_particle(shell_model, grain_model, particle_seed(seed, particle_id), particle_id=particle_id,
@@ -138,7 +138,7 @@ def export_particle(shell_model, grain_model, particle_id: int, seed: int, *, vo
     record = tables.particle_records(part, vol) if "params" in formats else None
     cube_vols = {}
     if cubes:
-        from nmc_dataset.pipeline._particle_shards import voxelize_cube
+        from nmc_dataset.particles._voxelize import voxelize_cube
 
         cube_vols = {int(n): voxelize_cube(part, int(n)) for n in cubes}
     files: list = []

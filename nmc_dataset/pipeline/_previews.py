@@ -2,7 +2,7 @@
 
 * ``particles`` rows get ``preview_glb`` (a ``datasets.Mesh`` column: ``{"bytes", "path"}`` with
   the GLB bytes and ``particle_<id>.glb``): the outer surface of the particle's coarsened
-  conforming grain surface on a :data:`PREVIEW_CUBE`³ lattice (:func:`.particle_shards.cube_grid`),
+  conforming grain surface on a :data:`PREVIEW_CUBE`³ lattice (:func:`nmc_dataset.particles.cube_grid`),
   every grain coloured by its crystal c-axis in its radial frame
   (:func:`nmc_dataset.export._preview.c_axis_colours`). The Hugging Face viewer shows Mesh columns
   as interactive 3D previews; ``load_dataset`` decodes them to ``trimesh.Scene`` objects.
@@ -15,8 +15,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from nmc_dataset.export._preview import COLOUR_KEY, c_axis_colours, coarse_grain_surface, orientation_rendering, preview_glb
+from nmc_dataset.export._preview import (
+    COLOUR_KEY,
+    c_axis_colours,
+    coarse_grain_surface,
+    orientation_rendering,
+    preview_glb,
+)
+from nmc_dataset.export._tables import particle_from_rows
+from nmc_dataset.particles._voxelize import voxelize_cube
 
 #: edge (voxels) of the lattice the previews are meshed on
 PREVIEW_CUBE = 64
@@ -26,7 +37,6 @@ PREVIEW_COLUMN = "preview_glb"
 
 def _grain_columns(grains, particle_id: int):
     """``(labels, c_axis or None, centroids)`` of one particle from a grains table."""
-    import pyarrow.compute as pc
 
     t = grains.filter(pc.equal(grains.column("particle_id"), int(particle_id)))
     lab = t.column("label").to_numpy(zero_copy_only=False).astype(np.int64)
@@ -76,10 +86,7 @@ def with_previews(particles, grains, results, cubes: dict | None = None):
         particle is re-voxelised on that lattice from its params rows.
     """
     import datasets
-    import pyarrow as pa
 
-    from nmc_dataset.export._tables import particle_from_rows
-    from nmc_dataset.pipeline._particle_shards import voxelize_cube
 
     values = []
     prow = particles.to_pylist()
@@ -103,10 +110,7 @@ def with_previews(particles, grains, results, cubes: dict | None = None):
 def render_first_particle_orientations(out, n: int = PREVIEW_CUBE) -> Path | None:
     """``figures/particle_<id>_grains_coloured_by_c_axis_orientation.png`` of the first particle
     of ``data/particles`` (its ``voxels_<n>`` cube when the release has one, else re-voxelised)."""
-    import pyarrow.parquet as pq
 
-    from nmc_dataset.export._tables import particle_from_rows
-    from nmc_dataset.pipeline._particle_shards import voxelize_cube
 
     out = Path(out)
     pfiles = sorted((out / "data" / "particles").glob("*.parquet"))
@@ -118,7 +122,6 @@ def render_first_particle_orientations(out, n: int = PREVIEW_CUBE) -> Path | Non
         return None
     pid = int(pt.column("particle_id")[0].as_py())
     grains = pq.read_table(gfiles[0])
-    import pyarrow.compute as pc
 
     g = grains.filter(pc.equal(grains.column("particle_id"), pid))
     cube = voxelize_cube(particle_from_rows(pt.drop_columns([c for c in pt.column_names if c == PREVIEW_COLUMN])

@@ -34,8 +34,10 @@ import re
 from pathlib import Path
 from typing import Callable
 
+import requests
+
 from nmc_dataset import __version__
-from nmc_dataset._util import human_bytes, log, write_json_atomic
+from nmc_dataset._util import human_bytes, log, progress, write_json_atomic
 from nmc_dataset.errors import PublishError
 from nmc_dataset.pipeline._build import sha256_file
 from nmc_dataset.pipeline._manifest import MANIFEST, verify_manifest
@@ -130,7 +132,6 @@ def check_revision(revision: str | None, version: str) -> str:
     dataset's own version, so that a tag never claims a version the files do not have; other
     names (``preview``) are accepted as given.
     """
-    import re
 
     if not revision:
         return _default_revision(version)
@@ -351,7 +352,6 @@ def zenodo_metadata(manifest: dict) -> dict:
 
 class _Zenodo:
     def __init__(self, base: str, token: str):
-        import requests
 
         self.base = base.rstrip("/")
         self.token = token
@@ -360,7 +360,6 @@ class _Zenodo:
         self.s.trust_env = False if base.startswith("http://127.0.0.1") else True
 
     def call(self, method: str, url: str, ok=(200, 201, 202, 204), **kw):
-        import requests
 
         if not url.startswith("http"):
             url = self.base + url
@@ -465,7 +464,6 @@ def publish_zenodo(folder: str | os.PathLike, *, production: bool = False, endpo
     for key in sorted(set(remote) - set(wanted)):  # carried over from the previous version
         z.call("DELETE", f"{bucket}/{key}")
         result["deleted"].append(key)
-    from nmc_dataset._util import progress
 
     for p, size in progress(files, total=len(files), desc="zenodo", unit="file"):
         key = zenodo_key(p)

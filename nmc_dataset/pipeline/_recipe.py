@@ -21,9 +21,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import yaml
 
 from nmc_dataset.errors import ExportError, InputError, RecipeError
+from nmc_dataset.pipeline._build import check_build_folder, claim_build_folder
 
 #: (section name, module with ``run_section``) in execution order.
 SECTIONS: tuple[tuple[str, str], ...] = (
@@ -131,7 +133,6 @@ def validate_recipe(recipe: Any, where: str | Path = "recipe") -> dict:
     RecipeError
         Naming the first offending key path, its value and what is allowed.
     """
-    import jsonschema
 
     schema = recipe_schema()
     validator = jsonschema.Draft202012Validator(schema)
@@ -233,7 +234,6 @@ def run_recipe(path: str | Path, out: str | Path, *, workers: int = 1, force: bo
         raise RecipeError("--workers must be >= 1")
     ctx = RunContext(recipe_path=path, recipe=recipe, out=Path(out), seed=int(recipe.get("seed", 0)),
                      workers=workers, force=force, options=dict(options or {}))
-    from nmc_dataset.pipeline._build import check_build_folder, claim_build_folder
 
     selected = [(name, importlib.import_module(module)) for name, module in SECTIONS
                 if name in recipe and (not only or name in only)]

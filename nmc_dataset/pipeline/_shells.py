@@ -9,18 +9,24 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from nmc_dataset._util import log
+from nmc_dataset._util import atomic_path, log, progress, write_json_atomic
+from nmc_dataset.compare import compare_descriptors
 from nmc_dataset.errors import InputError
+from nmc_dataset.io._ct import read_volume
 from nmc_dataset.outputs import check_out_file, check_out_name, claim_folder, output_folder
-from nmc_dataset.shells._descriptors import DESCRIPTORS, DESCRIPTOR_UNITS, shell_descriptors
+from nmc_dataset.shells._descriptors import DESCRIPTOR_UNITS, DESCRIPTORS, shell_descriptors
 from nmc_dataset.shells._model import COEFF_TABLE_FORMAT, ShellModel, read_coefficients_table, write_coefficients_table
 from nmc_dataset.shells._radius import ParticleCoefficients, measure_particles
 from nmc_dataset.shells._segment import Segmentation, segment_volume
+from nmc_dataset.shells._selection import CANDIDATES, fit_candidate, select_model
 from nmc_dataset.shells._sigma_rule import suggest_sigma
 
 __all__ = ["SHELLS_FORMAT", "FitResult", "fit_volume", "fit_shells", "sample_shells", "write_shells",
@@ -152,7 +158,6 @@ def fit_volume(volume: np.ndarray, voxel_size_um: float, *, phase: int | None = 
 
 
 def _check_fit_options(model, holdout, measure, measure_sigma, where):
-    from nmc_dataset.shells._selection import CANDIDATES
 
     if model != "auto" and model not in CANDIDATES:
         raise InputError(f"unknown shell model {model!r} (choose from auto, {', '.join(CANDIDATES)})", where)
@@ -165,7 +170,6 @@ def _check_fit_options(model, holdout, measure, measure_sigma, where):
 
 
 def _fit_and_select(coeffs, vs, model, holdout, rng, fit_kw, where):
-    from nmc_dataset.shells._selection import CANDIDATES, fit_candidate, select_model
 
     if float(holdout) == 0:
         m = fit_candidate("independent" if model == "auto" else model, coeffs, vs, **fit_kw)
@@ -225,7 +229,6 @@ def fit_shells(volume_path, voxel_size_um: float, out, *, dataset: str | None = 
     FitResult
         The model (written to ``out``), the segmentation and the per-particle fits.
     """
-    from nmc_dataset.io._ct import read_volume
 
     volume_path = Path(volume_path)
     _check_voxel_size(voxel_size_um, volume_path)
@@ -287,7 +290,6 @@ def read_shells(path) -> tuple[np.ndarray, dict]:
     meta : dict
         The table metadata (with a positive ``voxel_size_um``).
     """
-    import pyarrow.parquet as pq
 
     path = Path(path)
     if not path.is_file():
@@ -344,7 +346,6 @@ def descriptors_um(coeffs: np.ndarray, voxel_size_um: float, subdivisions: int =
 
     Computed in chunks of 200 shells, with a progress bar on a terminal when ``desc`` is given.
     """
-    from nmc_dataset._util import progress
 
     coeffs = np.atleast_2d(np.asarray(coeffs))
     starts = range(0, coeffs.shape[0], 200)
@@ -356,12 +357,8 @@ def descriptors_um(coeffs: np.ndarray, voxel_size_um: float, subdivisions: int =
 
 
 def _write_descriptor_table(path, desc: dict, meta: dict) -> None:
-    import json
 
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    from nmc_dataset._util import atomic_path
 
     table = pa.table({k: np.asarray(v) for k, v in desc.items()})
     md = {"nmc_dataset": json.dumps(meta), "format": meta["format"], "format_version": str(meta["format_version"])}
@@ -395,8 +392,6 @@ def describe_shells(shells_path, out, *, against=None, subdivisions: int = 4, fo
     dict
         ``{"summary": ..., "comparison": ... or None}``.
     """
-    from nmc_dataset._util import write_json_atomic
-    from nmc_dataset.compare import compare_descriptors
 
     shells_path = Path(shells_path)
     if not 1 <= int(subdivisions) <= 6:

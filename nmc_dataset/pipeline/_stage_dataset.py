@@ -11,13 +11,22 @@ Records ``ctx.outputs["dataset_card"]`` and ``ctx.outputs["manifest"]``.
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
-from nmc_dataset._util import item_seed, log
+from nmc_dataset._util import atomic_path, item_seed, log
 from nmc_dataset.errors import InputError
+from nmc_dataset.pipeline._build import build_dataset, check_build_folder, sha256_file
+from nmc_dataset.pipeline._card import release_defaults, write_card
+from nmc_dataset.pipeline._card_figures import card_figures
+from nmc_dataset.pipeline._manifest import write_manifest
+from nmc_dataset.pipeline._recipe import recipe_hash
+from nmc_dataset.shells._descriptors import shell_descriptors
+from nmc_dataset.shells._model import ShellModel
 
 #: keys of the dataset section that are release metadata (kept in the manifest's "dataset" block)
 RELEASE_KEYS = ("name", "pretty_name", "version", "license", "authors", "description", "citation", "tags",
@@ -30,7 +39,6 @@ _MODEL_CACHE: dict = {}
 
 def release_metadata(config: dict) -> dict:
     """The release block of the manifest from a dataset section (defaults applied, ``hub_id`` added)."""
-    from nmc_dataset.pipeline._card import release_defaults
 
     d = {k: config[k] for k in RELEASE_KEYS if k in config}
     d.setdefault("name", "nmc811-virtual-particles")
@@ -43,7 +51,6 @@ def release_metadata(config: dict) -> dict:
 
 
 def _load_shell_model(path: str):
-    from nmc_dataset.shells._model import ShellModel
 
     if path not in _MODEL_CACHE:
         _MODEL_CACHE[path] = ShellModel.load(path)
@@ -57,9 +64,7 @@ def shell_shard(shard_index: int, items: list[int], *, model_path: str, seed: in
     descriptors ``d_max_um``, ``volume_um3``, ``area_um2``, ``compactness``, ``aspect_ratio``,
     ``sphericity``.
     """
-    import pyarrow as pa
 
-    from nmc_dataset.shells._descriptors import shell_descriptors
 
     model = _load_shell_model(model_path)
     vs = float(model.voxel_size_um)
@@ -83,9 +88,7 @@ def shell_shard(shard_index: int, items: list[int], *, model_path: str, seed: in
 
 def _copy(src: Path, dst: Path) -> None:
     """Copy a file atomically (mode 0644), unless it is already the destination."""
-    import os
 
-    from nmc_dataset._util import atomic_path
 
     if not src.is_file() or (dst.exists() and src.resolve() == dst.resolve()):
         return
@@ -103,7 +106,6 @@ def _shell_model_path(ctx) -> Path | None:
 
 
 def _file_entry(path: Path) -> dict:
-    from nmc_dataset.pipeline._build import sha256_file
 
     return {"name": path.name, "sha256": sha256_file(path)}
 
@@ -152,11 +154,6 @@ def check_section(config: dict, ctx) -> None:
 
 def run_section(config: dict, ctx) -> None:
     """Build the release files of ``ctx.out``: shells config (optional), figures, card, manifest."""
-    from nmc_dataset.pipeline._recipe import recipe_hash
-    from nmc_dataset.pipeline._build import build_dataset, check_build_folder
-    from nmc_dataset.pipeline._card import write_card
-    from nmc_dataset.pipeline._card_figures import card_figures
-    from nmc_dataset.pipeline._manifest import write_manifest
 
     out = Path(ctx.out)
     rhash = recipe_hash(ctx.recipe)

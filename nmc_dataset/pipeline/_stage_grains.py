@@ -12,7 +12,13 @@ from pathlib import Path
 import numpy as np
 
 from nmc_dataset._util import log
-from nmc_dataset.ebsd._morphology import CENTRALITY_THRESHOLD  # a fitted section below it is not central
+from nmc_dataset.calibration._descriptors import describe_grains
+from nmc_dataset.calibration._fit2d import read_tessellations
+from nmc_dataset.calibration._model import GrainModel
+from nmc_dataset.ebsd._morphology import (
+    CENTRALITY_THRESHOLD,  # a fitted section below it is not central
+    section_centrality,
+)
 from nmc_dataset.errors import InputError, RecipeError
 
 #: relative tolerance for "the same pixel size" across sections
@@ -64,7 +70,6 @@ def load_fits(folder, with_sections: bool = False) -> tuple:
     InputError
         Missing folder, no (central) tessellation, or sections with different pixel sizes.
     """
-    from nmc_dataset.calibration._fit2d import read_tessellations
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -120,7 +125,6 @@ def warn_if_cutouts_leave_sections(cfg, source: dict) -> None:
 
 def centrality_scores(fits) -> list[float]:
     """Centrality score (``morphology.section_centrality``) of each fitted tessellation's labels."""
-    from nmc_dataset.ebsd._morphology import section_centrality
 
     return [section_centrality(f.label_image(), f.center_px) for f in fits]
 
@@ -128,7 +132,6 @@ def centrality_scores(fits) -> list[float]:
 def run_section(config: dict, ctx) -> None:
     """Run the ``grains:`` section (see the module docstring)."""
     from nmc_dataset.calibration._gan import TrainConfig, train, train_restarts
-    from nmc_dataset.calibration._model import GrainModel
 
     check_section(config, str(ctx.recipe_path))
     if "tessellations" in config:
@@ -160,7 +163,6 @@ def run_section(config: dict, ctx) -> None:
         GrainModel.load(out)  # check what was written reads back
     ctx.outputs["grain_model"] = out
     # the validation a release card shows beside the shells': model sections vs the fitted ones
-    from nmc_dataset.calibration._descriptors import describe_grains
 
     report = out / "report"
     describe_grains(out, tess, report, samples=int(config.get("describe_samples", 4)), seed=ctx.seed)
@@ -173,7 +175,6 @@ def recipe_restarts(config: dict) -> int:
 
 
 def _finished_model(out: Path, cfg, seed: int, restarts: int = 1):
-    from nmc_dataset.calibration._model import GrainModel
 
     if not (out / "model.json").is_file():
         return None

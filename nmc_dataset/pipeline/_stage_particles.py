@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nmc_dataset.errors import InputError, RecipeError
+from nmc_dataset.pipeline._generate import generate_particles, load_grain_model, load_shell_model, parse_formats
 
 #: sections of a recipe that produce each model
 _PRODUCERS = {"shell_model": "shells", "grain_model": "grains"}
@@ -35,7 +36,6 @@ def _model_path(config: dict, ctx, key: str) -> Path:
 
 def check_section(config: dict, ctx) -> None:
     """Pre-flight: formats (and their optional extras) and the model paths."""
-    from nmc_dataset.pipeline._generate import parse_formats
 
     config = dict(config or {})
     parse_formats(config.get("formats", ["params", "voxels"]), f"{ctx.recipe_path}: particles.formats")
@@ -51,7 +51,6 @@ def check_section(config: dict, ctx) -> None:
 
 def run_section(config: dict, ctx) -> Path:
     """Run the section (see ``schemas/recipe/particles.schema.json`` for the keys)."""
-    from nmc_dataset.pipeline._generate import generate_particles, load_grain_model, load_shell_model, parse_formats
 
     config = dict(config or {})
     formats = parse_formats(config.get("formats", ["params", "voxels"]), f"{ctx.recipe_path}: particles.formats")

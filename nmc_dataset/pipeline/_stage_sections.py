@@ -8,8 +8,9 @@ scans and their true labels are written to ``<out>/synthetic_scans/`` first and
 
 from __future__ import annotations
 
-
+from nmc_dataset._util import item_seed, log
 from nmc_dataset.errors import RecipeError
+from nmc_dataset.pipeline._ebsd_import import DEFAULT_DILATE_PX, DEFAULT_FILL, expand_scans, import_ebsd
 
 
 def check_section(cfg: dict, ctx=None) -> None:
@@ -28,9 +29,6 @@ def check_section(cfg: dict, ctx=None) -> None:
 
 def run_section(config: dict, ctx) -> None:
     """Run the ``sections:`` recipe section (see the module docstring)."""
-    from nmc_dataset._util import item_seed, log
-    from nmc_dataset.pipeline._ebsd_import import DEFAULT_DILATE_PX, expand_scans, import_ebsd
-    from nmc_dataset.pipeline._ebsd_import import DEFAULT_FILL
 
     check_section(config, str(ctx.recipe_path))
     out = ctx.out

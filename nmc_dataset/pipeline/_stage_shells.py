@@ -17,6 +17,8 @@ import numpy as np
 
 from nmc_dataset._util import item_seed, log
 from nmc_dataset.errors import RecipeError
+from nmc_dataset.pipeline._shells import describe_shells, fit_volume, write_shells
+from nmc_dataset.shells._model import ShellModel
 
 STREAM_PHANTOM, STREAM_FIT, STREAM_SAMPLE = 101, 102, 103
 
@@ -27,8 +29,6 @@ def _rng(ctx, stream):
 
 def run_section(config: dict, ctx) -> Path:
     """Run the ``shells:`` section (see the module docstring); returns the model path."""
-    from nmc_dataset.shells._model import ShellModel
-    from nmc_dataset.pipeline._shells import describe_shells, fit_volume, write_shells
 
     where = f"{ctx.recipe_path}: shells"
     sources = [k for k in ("volume", "phantom", "model") if k in config]

@@ -39,9 +39,17 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from nmc_dataset._util import item_seed, log
 from nmc_dataset.errors import InputError, RecipeError
+from nmc_dataset.pipeline._build import array3d_column, build_dataset, check_build_folder
+from nmc_dataset.pipeline._ct_figures import ct_card_figure
+from nmc_dataset.pipeline._generate import load_shell_model
+from nmc_dataset.pipeline._particle_shards import copy_models
+from nmc_dataset.pipeline._recipe import recipe_hash
+from nmc_dataset.tomography._ctsim import render_ct, resample_labels, resolve_settings
+from nmc_dataset.tomography._pack import pack_electrode
 
 CONFIG = "ct"
 SPLITS = ("train", "validation", "test")
@@ -126,8 +134,6 @@ def render_volume(shell_model, grain_model, *, split: str, index: int, seed: int
                   voxel_size_um: float, solid_fraction, binder, electrolyte: str, periodic: bool, neck_um: float,
                   spacing_px: float, model_ids=("", "")) -> dict:
     """Pack, render and label one volume of the release (see module docs); returns one row as a dict."""
-    from nmc_dataset.tomography._ctsim import render_ct, resample_labels
-    from nmc_dataset.tomography._pack import pack_electrode
 
     d = volume_draws(seed, split, index, solid_fraction)
     s = int(settings["binning"])
@@ -155,9 +161,7 @@ def render_volume(shell_model, grain_model, *, split: str, index: int, seed: int
 
 def ct_table(rows: list[dict], n: int):
     """The ``ct`` Arrow table of a shard's rows (schema of :func:`ct_features`)."""
-    import pyarrow as pa
 
-    from nmc_dataset.pipeline._build import array3d_column
 
     feats = ct_features(n)
     schema = feats.arrow_schema
@@ -198,7 +202,6 @@ def _model_path(config: dict, ctx, key: str) -> Path:
 
 
 def _settings(config: dict, ctx) -> dict:
-    from nmc_dataset.tomography._ctsim import resolve_settings
 
     ct = dict(config.get("ct") or {})
     where = f"{ctx.recipe_path}: tomography.ct"
@@ -245,7 +248,6 @@ def check_section(config: dict, ctx) -> None:
 
 def _check_ct_voxel(shell_path: Path, config: dict, settings: dict, where: str) -> None:
     """The CT voxel (label voxel x binning) must be at most half the mean particle radius (as ``render-ct``)."""
-    from nmc_dataset.pipeline._generate import load_shell_model
 
     shell, _ = load_shell_model(shell_path)
     r_mean = abs(shell.laws[0].mean()) / np.sqrt(4 * np.pi) * shell.voxel_size_um
@@ -266,10 +268,6 @@ def run_section(config: dict, ctx) -> dict:
 
     Records ``ctx.outputs["ct_release"]`` (``{split: rows}``). Returns the build results by split.
     """
-    from nmc_dataset.pipeline._recipe import recipe_hash
-    from nmc_dataset.pipeline._build import build_dataset, check_build_folder
-    from nmc_dataset.pipeline._ct_figures import ct_card_figure
-    from nmc_dataset.pipeline._particle_shards import copy_models
 
     out = Path(ctx.out)
     shell_path = _model_path(config, ctx, "shell_model")

@@ -71,6 +71,9 @@ import functools
 
 import numpy as np
 from scipy import special
+from scipy.special import logsumexp
+
+from nmc_dataset.shells._harmonics import icosphere, random_rotations, sh_basis
 
 __all__ = ["ScaleMixture", "default_bands", "l2_tensor_basis", "loo_bandwidth", "loo_bandwidths"]
 
@@ -81,7 +84,6 @@ _J3_CLIP = 0.999
 @functools.lru_cache(maxsize=1)
 def l2_tensor_basis() -> np.ndarray:
     """Traceless symmetric ``M_m`` (5, 3, 3), ``m = -2..2``, with ``Y_2m(u) = uᵀ M_m u`` (our SH convention)."""
-    from nmc_dataset.shells._harmonics import icosphere, sh_basis
 
     u, _ = icosphere(2)
     Y = sh_basis(2, u)[:, 4:9]
@@ -106,7 +108,6 @@ def _l2_shape(a2: np.ndarray) -> np.ndarray:
 
 def _l2_from_shape(j3: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Unit-norm l = 2 coefficient rows with shape ``J₃`` and a Haar-random orientation."""
-    from nmc_dataset.shells._harmonics import random_rotations
 
     theta = np.arccos(np.clip(j3, -1, 1)) / 3
     lam = np.stack([np.cos(theta - 2 * np.pi * k / 3) for k in range(3)], axis=1)
@@ -131,7 +132,6 @@ def loo_bandwidth(points: np.ndarray, cov: np.ndarray, max_points: int = 1000) -
     Searched on 16 geometric steps from 0.05 to 1.5 times Scott's factor; at most ``max_points``
     points (a fixed stride through them) enter the search.
     """
-    from scipy.special import logsumexp
 
     x = np.asarray(points, dtype=np.float64)
     n, d = x.shape
@@ -354,7 +354,6 @@ class ScaleMixture:
         (n,) float array
             Log density of each vector.
         """
-        from scipy.special import logsumexp
 
         c = np.atleast_2d(np.asarray(coeffs, dtype=np.float64))
         x = self.summaries(c, self.bands, self.spread, self.l2_shape)

@@ -67,12 +67,14 @@ import os
 from pathlib import Path
 
 import numpy as np
-from scipy import optimize, special
+import pyarrow as pa
+import pyarrow.parquet as pq
+from scipy import optimize, special, stats
 
 from nmc_dataset._util import atomic_path, check_format, read_json, write_json_atomic
 from nmc_dataset.errors import InputError
-from nmc_dataset.shells._harmonics import icosphere, n_coeffs, sh_basis, vertex_weights
 from nmc_dataset.shells._ellipsoid import EllipsoidMixture
+from nmc_dataset.shells._harmonics import icosphere, n_coeffs, sh_basis, vertex_weights
 from nmc_dataset.shells._mixture import ScaleMixture
 
 __all__ = [
@@ -178,7 +180,6 @@ def _fit_gamma(x: np.ndarray) -> dict | None:
     """MLE of the gamma law (location 0) of positive values."""
     if not np.all(x > 0) or np.ptp(x) <= 0:
         return None
-    from scipy import stats
 
     k, _, th = stats.gamma.fit(x, floc=0.0)
     return {"shape": float(k), "scale": float(th)}
@@ -843,8 +844,6 @@ def write_coefficients_table(path, coeffs: np.ndarray, *, extra: dict | None = N
     meta : dict
         JSON-serialisable metadata with at least ``format`` and ``format_version``.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     c = np.asarray(coeffs, dtype=np.float64)
     L = int(round(np.sqrt(c.shape[1]))) - 1
@@ -885,7 +884,6 @@ def read_coefficients_table(path, kind: str) -> tuple[np.ndarray, dict, dict]:
     InputError
         If the file is missing or unreadable, has another format, or lacks a complete set of ``a_l<l>_m<m>`` columns.
     """
-    import pyarrow.parquet as pq
 
     path = Path(path)
     if not path.is_file():

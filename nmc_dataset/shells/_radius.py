@@ -20,6 +20,7 @@ import dataclasses
 import numpy as np
 from scipy import ndimage
 
+from nmc_dataset._util import progress
 from nmc_dataset.shells._harmonics import icosphere, n_coeffs, random_rotations, sh_basis
 
 __all__ = [
@@ -218,7 +219,6 @@ def measure_particles(labels: np.ndarray, degree: int = 9, rng: np.random.Genera
     ParticleCoefficients
         One row per labelled particle; coefficients in voxels.
     """
-    from nmc_dataset._util import progress
 
     rng = np.random.default_rng() if rng is None else rng
     u, B, pinv, objs, ids = fit_setup(labels, degree, subdivisions)

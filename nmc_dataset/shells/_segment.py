@@ -21,6 +21,10 @@ import dataclasses
 
 import numpy as np
 from scipy import ndimage
+from skimage.filters import threshold_otsu
+from skimage.measure import marching_cubes, mesh_surface_area
+from skimage.morphology import h_maxima
+from skimage.segmentation import relabel_sequential, watershed
 
 from nmc_dataset.errors import InputError
 
@@ -130,7 +134,6 @@ def _outside_fov_removed(labels: np.ndarray, outside: np.ndarray) -> int:
 
 def voxel_sphericity(mask: np.ndarray) -> float:
     """Sphericity Ψ = π^{1/3} (6V)^{2/3} / A of a voxel set (V voxel count, A marching-cubes area)."""
-    from skimage.measure import marching_cubes, mesh_surface_area
 
     m = np.pad(np.asarray(mask, dtype=np.float32), 1)
     V = float(mask.sum())
@@ -147,8 +150,6 @@ def _pad_slice(sl, shape, pad=1):
 
 def _watershed_components(mask: np.ndarray, h: float) -> tuple[np.ndarray, int]:
     """Distance-transform watershed per connected component; returns labels and the split count."""
-    from skimage.morphology import h_maxima
-    from skimage.segmentation import watershed
 
     cc, n = ndimage.label(mask)
     cc = cc.astype(np.int32, copy=False)
@@ -273,8 +274,6 @@ def segment_volume(volume: np.ndarray, *, phase: int | None = None, sigma: float
     InputError
         If ``phase`` is absent from the volume or no particle remains.
     """
-    from skimage.filters import threshold_otsu
-    from skimage.segmentation import relabel_sequential
 
     if volume.ndim != 3:
         raise InputError(f"expected a 3D volume, got shape {volume.shape}", where)

@@ -23,6 +23,7 @@ particles it needs, and a warning is logged.
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import ks_2samp, wasserstein_distance
 
 from nmc_dataset._util import log
 from nmc_dataset.errors import InputError
@@ -90,7 +91,6 @@ def fit_candidate(name: str, coeffs, voxel_size_um: float, **kw) -> ShellModel:
 
 
 def _score(desc_hold: dict, desc_sim: dict) -> dict:
-    from scipy.stats import ks_2samp, wasserstein_distance
 
     out = {}
     for k in DESCRIPTORS:

@@ -24,7 +24,7 @@ import numpy as np
 from scipy import ndimage
 
 from nmc_dataset._util import log
-from nmc_dataset.shells._harmonics import icosphere, radius, sh_basis
+from nmc_dataset.shells._harmonics import fit_coefficients, icosphere, radius, random_rotations, sh_basis
 from nmc_dataset.shells._model import DegreeLaw, ShellModel
 
 __all__ = [
@@ -99,7 +99,6 @@ def truth_coefficients(kind: str, n: int, rng: np.random.Generator, *, degree: i
     (n, (L+1)**2) float array
         Coefficients in voxels.
     """
-    from nmc_dataset.shells._harmonics import fit_coefficients, random_rotations
 
     if kind not in TRUTH_KINDS:
         raise ValueError(f"kind must be one of {TRUTH_KINDS}")

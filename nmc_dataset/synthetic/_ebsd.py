@@ -26,8 +26,12 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import tifffile
+from scipy import ndimage
 
-from nmc_dataset._util import as_rng
+from nmc_dataset._util import as_rng, write_json_atomic
+from nmc_dataset.ebsd._orientation import perturb, quat_to_euler, random_quaternions
+from nmc_dataset.io._ebsd import write_ang, write_ctf
 from nmc_dataset.tessellation._gbpd import DIAG_MIN, GBPD
 from nmc_dataset.tessellation._labels import hard_labels
 
@@ -318,9 +322,7 @@ def synthetic_scan(labels: np.ndarray, mask: np.ndarray, rng, noise_deg: float =
     SyntheticScan
         The EBSD channels of the section.
     """
-    from scipy import ndimage
 
-    from nmc_dataset.ebsd._orientation import perturb, quat_to_euler, random_quaternions
 
     rng = as_rng(rng)
     labels = np.asarray(labels, dtype=np.int64)
@@ -386,7 +388,6 @@ def write_scan(path, scan: SyntheticScan, step_um: float, ctf_min_ci: float = 0.
     Path
         The file written.
     """
-    from nmc_dataset.io._ebsd import write_ang, write_ctf
 
     path = Path(path)
     if path.suffix.lower() == ".ang":
@@ -468,9 +469,7 @@ def write_synthetic_sections(out, rng, n_central: int = 2, n_off_center: int = 2
     list of dict
         One record per section: ``id, scan, truth, height_px, normal, center_px, central``.
     """
-    import tifffile
 
-    from nmc_dataset._util import write_json_atomic
 
     rng = as_rng(rng)
     low_ci = LOW_CI_DEFAULT if low_ci is None else tuple(float(v) for v in low_ci)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.sparse import coo_matrix
 
 from nmc_dataset.ebsd._orientation import quat_to_matrix, symmetry_ops
 
@@ -63,6 +64,5 @@ def contingency(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     b = np.asarray(b).ravel()
     _, ia = np.unique(a, return_inverse=True)
     _, ib = np.unique(b, return_inverse=True)
-    from scipy.sparse import coo_matrix
 
     return coo_matrix((np.ones(len(a), dtype=np.int64), (ia, ib))).toarray()

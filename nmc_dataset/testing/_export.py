@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import trimesh
 
 
 def int_rows_reference(rows, sep: str = " ") -> str:
@@ -15,7 +16,6 @@ def int_rows_reference(rows, sep: str = " ") -> str:
 
 def write_grains_glb_trimesh(path, grain_meshes) -> None:
     """Slow twin: ``(k, trimesh.Trimesh)`` pairs as a trimesh scene exported to GLB."""
-    import trimesh
 
     scene = trimesh.Scene()
     for k, m in grain_meshes:

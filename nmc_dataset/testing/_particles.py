@@ -5,15 +5,16 @@ from __future__ import annotations
 import numpy as np
 
 from nmc_dataset.particles._voxelize import (
+    CUBE_PAD,
     Grid,
     VoxelVolume,
     _to_labels,
+    cube_grid,
     grid_points_px,
     inside_shell,
     label_dtype,
     particle_grid,
 )
-from nmc_dataset.pipeline._particle_shards import CUBE_PAD, cube_grid
 from nmc_dataset.testing._tessellation import hard_labels_bruteforce
 
 

@@ -18,10 +18,16 @@ degree, rotation invariant) against the truth's, for particles of true mean radi
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
+from scipy.spatial import cKDTree
 
+from nmc_dataset.cli import _main as cli
+from nmc_dataset.shells._descriptors import DESCRIPTORS
+from nmc_dataset.shells._model import ShellModel
 from nmc_dataset.synthetic._ct_phantom import TRUTH_KINDS, make_ct_phantom, truth_coefficients
 
 __all__ = ["format_loop_table", "run_truth_loop"]
@@ -70,9 +76,7 @@ def run_truth_loop(kind: str, workdir, *, n_particles: int = 1000, size: int | N
         ``ks`` / ``w1`` per descriptor, ``spread_ratio`` per degree 2..min(L, 6) (measured / true,
         matched particles of true radius >= 10), ``a00_ratio``, ``times`` (s).
     """
-    import time
 
-    from nmc_dataset.cli import _main as cli
 
     if kind not in TRUTH_KINDS:
         raise ValueError(f"kind must be one of {TRUTH_KINDS}")
@@ -107,15 +111,12 @@ def run_truth_loop(kind: str, workdir, *, n_particles: int = 1000, size: int | N
     times["sample_describe"] = time.perf_counter() - t0
     comp = json.loads((work / "report" / "comparison.json").read_text())
     doc = json.loads(model.read_text())
-    from nmc_dataset.shells._model import ShellModel
 
     m = ShellModel.load(model)
     c_meas = m.load_coefficients()
-    import pyarrow.parquet as pq
 
     tab = pq.read_table(work / "model.coefficients.parquet").to_pandas()
     cen = tab[["centroid_x_vox", "centroid_y_vox", "centroid_z_vox"]].to_numpy()
-    from scipy.spatial import cKDTree
 
     d, j = cKDTree(ph.centers_xyz).query(cen)
     ok = d < 3.0
@@ -146,7 +147,6 @@ def format_loop_table(rows: list[dict]) -> str:
     str
         A header line plus one line per row.
     """
-    from nmc_dataset.shells._descriptors import DESCRIPTORS
 
     short = {"d_max": "d_max", "compactness": "compact", "aspect_ratio": "aspect", "sphericity": "spher",
              "volume": "volume", "area": "area"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy import ndimage
 
 from nmc_dataset.tomography._ctsim import _trapezoid_cdf
 
@@ -43,7 +44,6 @@ def backproject_reference(q: np.ndarray, thetas: np.ndarray, n: int) -> np.ndarr
 
 def pull_back_reference(v, G, centre, periodic, n_iter=5):
     """Slow twin of :func:`pull_back` with ``scipy.ndimage.map_coordinates`` (order 1)."""
-    from scipy import ndimage
 
     shape = v.shape[:3]
     y = np.stack(np.meshgrid(*[np.arange(s, dtype=np.float64) for s in shape], indexing="ij")).reshape(3, -1)

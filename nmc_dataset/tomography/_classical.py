@@ -16,6 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
+from skimage.filters import threshold_multiotsu, threshold_otsu
+from skimage.segmentation import relabel_sequential
+
+from nmc_dataset.shells._segment import _merge_small, _split_disconnected, _watershed_components
 
 __all__ = ["otsu_watershed"]
 
@@ -46,10 +50,7 @@ def otsu_watershed(ct: np.ndarray, *, sigma: float = 1.0, classes: int = 3, h: f
     info : dict
         ``thresholds`` and ``n_particles``.
     """
-    from skimage.filters import threshold_multiotsu, threshold_otsu
-    from skimage.segmentation import relabel_sequential
 
-    from nmc_dataset.shells._segment import _merge_small, _split_disconnected, _watershed_components
 
     if classes not in (2, 3):
         raise ValueError("classes must be 2 or 3")

@@ -37,11 +37,14 @@ the energy of the Ram-Lak kernel and ``κ ≈ 2/3`` the variance kept by linear 
 from __future__ import annotations
 
 import math
+import time
 
 import numba
 import numpy as np
+from scipy import ndimage
 
 from nmc_dataset.errors import InputError
+from nmc_dataset.tomography._xray import delta, phase_attenuation, phase_materials
 
 #: Acquisition presets; every value can be overridden by an explicit option.
 PRESETS = {
@@ -327,11 +330,8 @@ def render_ct(phase: np.ndarray, voxel_size_um: float, *, settings: dict, electr
     imaging : dict
         Every imaging parameter (materials, μ and δ per phase, geometry, seeds).
     """
-    import time
 
-    from scipy import ndimage
 
-    from nmc_dataset.tomography._xray import delta, phase_attenuation, phase_materials
 
     t0 = time.perf_counter()
     h = float(voxel_size_um)

@@ -30,6 +30,7 @@ import time
 
 import numpy as np
 from scipy import ndimage
+from skimage.registration import phase_cross_correlation
 
 from nmc_dataset.errors import InputError
 
@@ -96,7 +97,6 @@ def measure(f: np.ndarray, g: np.ndarray, nodes: np.ndarray, half: int, *, engin
     InputError
         Unknown ``engine``, or ``spam`` requested but not installed.
     """
-    from skimage.registration import phase_cross_correlation
 
     if engine not in ENGINES:
         raise InputError(f"unknown engine {engine!r} (one of {', '.join(ENGINES)})", "--engine")

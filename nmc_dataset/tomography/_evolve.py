@@ -77,9 +77,13 @@ from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
 
 import numba
 import numpy as np
+import yaml
+from scipy import ndimage
+from scipy.spatial.transform import Rotation
 
 from nmc_dataset.errors import InputError
 
@@ -232,9 +236,7 @@ def load_protocol(path) -> dict:
     InputError
         The file does not exist, is not valid YAML, or its protocol is invalid.
     """
-    import yaml
 
-    from pathlib import Path
 
     path = Path(path)
     if not path.is_file():
@@ -289,7 +291,6 @@ def soc_at(protocol: dict, c):
 def quat_matrices_zyx(q_wxyz: np.ndarray) -> np.ndarray:
     """Crystal → box rotation matrices in ``(z, y, x)`` box coordinates (rows) from ``(w, x, y, z)`` quaternions;
     columns stay the crystal axes (a1, a2⊥, c)."""
-    from scipy.spatial.transform import Rotation
 
     R = Rotation.from_quat(np.asarray(q_wxyz, dtype=np.float64).reshape(-1, 4), scalar_first=True).as_matrix()
     return R[:, ::-1, :]  # box rows x, y, z -> z, y, x
@@ -381,7 +382,6 @@ def nearest_index(pos: np.ndarray, shape, periodic: bool) -> np.ndarray:
 
 def interpolate_at(values: np.ndarray, pos: np.ndarray, periodic: bool) -> np.ndarray:
     """Trilinear interpolation of a 3D float volume at positions (…, 3); 0 outside a non-periodic box."""
-    from scipy import ndimage
 
     coords = np.moveaxis(pos, -1, 0).reshape(3, -1)
     out = ndimage.map_coordinates(values, coords, order=1, mode="grid-wrap" if periodic else "constant", cval=0.0)
@@ -516,7 +516,6 @@ def crack_volume(inter: Interfaces, grain: np.ndarray, cracks: list[dict], proto
     n = np.array(shape)
     out = np.zeros(shape, dtype=np.uint32) if previous is None else previous.astype(np.uint32, copy=True)
     summary = []
-    from scipy import ndimage
 
     for c in cracks:
         age = cycle - c["cycle"]
@@ -580,7 +579,6 @@ class Sequence:
     """
 
     def __init__(self, arrays, particles, grains, *, voxel_size_um, periodic, protocol, steps, seed):
-        from scipy import ndimage
 
         self.phase = arrays["phase"]
         self.particle = arrays["particle"]
@@ -684,7 +682,6 @@ class Sequence:
         return Fg, Fk, float(ea), float(ec)
 
     def rotations(self, t: int) -> np.ndarray:
-        from scipy.spatial.transform import Rotation
 
         s = self.progress(t)
         return Rotation.from_rotvec(self.w_k * s).as_matrix()  # rotation vectors in (z, y, x) components
@@ -695,7 +692,6 @@ class Sequence:
 
     def periodic_part(self, t: int) -> np.ndarray:
         """``v = u − G_t (x − x_c)`` (Z, Y, X, 3) float32 at state ``t`` (finite everywhere)."""
-        from scipy import ndimage
 
         s = self.progress(t)
         Fg, Fk, _, _ = self.stretches(t)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numba as nb
 import numpy as np
+from skimage.measure._regionprops_utils import EULER_COEFS3D_26
+
 
 @nb.njit(cache=True)
 def _cube_histogram(m):
@@ -32,7 +34,6 @@ def _cube_histogram(m):
 
 def euler_number_6(mask: np.ndarray) -> int:
     """Euler characteristic of a 6-connected 3D foreground (= ``skimage.measure.euler_number(mask, 1)``)."""
-    from skimage.measure._regionprops_utils import EULER_COEFS3D_26
 
     m = np.pad(np.asarray(mask, dtype=bool), 2).view(np.uint8)
     h = _cube_histogram(m)

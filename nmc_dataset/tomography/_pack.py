@@ -43,10 +43,21 @@ import time
 
 import numba
 import numpy as np
+from scipy.spatial import cKDTree
 
-from nmc_dataset._util import log
+from nmc_dataset._util import item_seed, log
 from nmc_dataset.errors import InputError
-from nmc_dataset.particles._voxelize import Grid, _cubemap_bins, _cubemap_centres, gbpd_grid_labels, particle_grid, shell_mask
+from nmc_dataset.particles._assemble import make_particle
+from nmc_dataset.particles._voxelize import (
+    Grid,
+    _cubemap_bins,
+    _cubemap_centres,
+    gbpd_grid_labels,
+    particle_grid,
+    shell_mask,
+)
+from nmc_dataset.shells._harmonics import icosphere, radius, sh_basis
+from nmc_dataset.tomography._edt import distance_to
 from nmc_dataset.tomography._fast import label_sizes
 
 #: Stream number of ``_util.item_seed`` for the particles of a packed electrode.
@@ -98,7 +109,6 @@ def _shell_children(ss: np.random.SeedSequence):
 
 def particle_seed(seed: int, k: int) -> np.random.SeedSequence:
     """SeedSequence of particle ``k`` of an electrode packed with ``seed``."""
-    from nmc_dataset._util import item_seed
 
     return item_seed(seed, k, PACK_STREAM)
 
@@ -108,7 +118,6 @@ def draw_shells(shell_model, seed: int, target_volume_um3: float, max_particles:
 
     Returns ``(coeffs_um (N, K), volumes_um3 (N,))``; draws the same numbers as ``make_particle``.
     """
-    from nmc_dataset.shells._harmonics import icosphere, radius
 
     dirs, _ = icosphere(3)
     coeffs, vols, total = [], [], 0.0
@@ -135,7 +144,6 @@ class _Shapes:
     """Radius functions of all particles on a cube-map table of directions (µm)."""
 
     def __init__(self, coeffs_um: np.ndarray):
-        from nmc_dataset.shells._harmonics import icosphere, sh_basis
 
         L = round(np.sqrt(coeffs_um.shape[1])) - 1
         centres = _cubemap_centres(_CUBE_BINS).reshape(-1, 3)
@@ -238,7 +246,6 @@ def _penetration_reference(sh: _Shapes, s: float, pad: float, i, j, d):
 
 def _relax(x, sh, s, L, periodic, pad, max_iter, rng, tol=0.0, fine=False):
     """Push overlapping pairs apart until no depth exceeds ``tol``; returns (converged, iterations, max depth)."""
-    from scipy.spatial import cKDTree
 
     n = len(x)
     depth_max = np.inf
@@ -337,7 +344,6 @@ def pack_centres(coeffs_um: np.ndarray, box_um: float, *, periodic: bool, pad_um
 def _voxelize_particle(args):
     """Worker: draw particle ``k`` (shell + grains) and voxelise it at its sub-voxel offset."""
     shell_model, grain_model, seed, k, centre_um, h, spacing_px, ids = args
-    from nmc_dataset.particles._assemble import make_particle
 
     p = make_particle(shell_model, grain_model, particle_seed(seed, k), particle_id=k + 1, spacing_px=spacing_px,
                       shell_model_id=ids[0], grain_model_id=ids[1])
@@ -370,7 +376,6 @@ def _box_indices(start, shape, n, periodic):
 
 def _normalised_radius(p, grid: Grid, kk, jj, ii):
     """``|x − c| / R(u)`` at local voxels ``(kk, jj, ii)`` of a particle."""
-    from nmc_dataset.shells._harmonics import radius
 
     pts = np.stack([grid.axis_coords_um("x")[ii], grid.axis_coords_um("y")[jj], grid.axis_coords_um("z")[kk]], 1)
     r = np.linalg.norm(pts, axis=1)
@@ -419,7 +424,6 @@ def _gap_update(d1, d2, table, lo, shape, offset, h, start, periodic, width, nb)
 
 def _gap_fields(parts, n, h, periodic, width_vox):
     """Radial gaps (voxels) to the nearest and second-nearest particle, ``inf`` beyond ``width_vox``."""
-    from nmc_dataset.shells._harmonics import sh_basis
 
     d1 = np.full((n, n, n), np.inf, dtype=np.float32)
     d2 = np.full((n, n, n), np.inf, dtype=np.float32)
@@ -451,7 +455,6 @@ def _gap_fields(parts, n, h, periodic, width_vox):
 
 def place_binder(phase, mode, fraction, *, parts=None, h=None, periodic=True):
     """Turn the first ``round(fraction·N)`` pore voxels (in the order of ``mode``) into binder (2)."""
-    from nmc_dataset.tomography._edt import distance_to
 
     n_target = round(fraction * phase.size)
     pore = phase == 0

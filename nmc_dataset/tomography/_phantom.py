@@ -22,7 +22,9 @@ import os
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
+from nmc_dataset.synthetic._ct_phantom import make_ct_phantom, reference_shell_model
 from nmc_dataset.tomography._volumes import write_volumes
 
 __all__ = ["phantom_ct_arrays", "write_phantom_ct"]
@@ -68,7 +70,6 @@ def phantom_ct_arrays(seed: int, *, size: int = 96, n_particles: int = 250, mean
     dict
         ``ct`` (float32), ``phase`` (uint8), ``particle`` (uint32), ``grain`` (uint32) arrays.
     """
-    from nmc_dataset.synthetic._ct_phantom import make_ct_phantom, reference_shell_model
 
     rng = np.random.default_rng(seed)
     model = reference_shell_model(mean_radius_vox=mean_radius_vox, voxel_size_um=voxel_size_um)
@@ -101,7 +102,6 @@ def phantom_ct_arrays(seed: int, *, size: int = 96, n_particles: int = 250, mean
 
 def _voronoi_grains(particle: np.ndarray, rng: np.random.Generator, mean_radius_vox: float) -> np.ndarray:
     """Partition each particle by nearest random seed (about 8 grains per mean particle)."""
-    from scipy.spatial import cKDTree
 
     idx = np.flatnonzero(particle)
     grain = np.zeros(particle.shape, dtype=np.uint32)

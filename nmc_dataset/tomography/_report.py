@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from nmc_dataset.tomography._volumes import PHASES
 
@@ -107,7 +108,6 @@ def particle_figure(path: Path, true_particle, pred_particle, split_ids, merge_i
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from scipy import ndimage
 
     z = true_particle.shape[0] // 2
     t, p = true_particle[z].astype(np.int64), pred_particle[z].astype(np.int64)

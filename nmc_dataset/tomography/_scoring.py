@@ -42,8 +42,9 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
-from nmc_dataset.tomography._fast import label_sizes
+from nmc_dataset.tomography._fast import band_search, euler_number_6, label_sizes
 from nmc_dataset.tomography._volumes import PHASES
 
 __all__ = [
@@ -98,7 +99,6 @@ def _offsets(radius: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _search(src_idx, dst_mask, radius):
     """Compiled ball search: distance to the nearest ``dst_mask`` voxel within ``radius``, else -1."""
-    from nmc_dataset.tomography._fast import band_search
 
     offs, lens = _offsets(radius)
     pshape = np.array(dst_mask.shape) + 2 * radius
@@ -128,7 +128,6 @@ def surface_distances(surf_truth: np.ndarray, surf_pred: np.ndarray, spacing: fl
         For every voxel of ``surf_pred``, the distance to the nearest ``surf_truth`` voxel.
     Both are empty when either surface is empty.
     """
-    from scipy.spatial import cKDTree
 
     t_idx = np.flatnonzero(surf_truth)
     p_idx = np.flatnonzero(surf_pred)
@@ -183,7 +182,6 @@ def percolation(components: np.ndarray) -> tuple[dict, dict]:
 
 def phase_topology(mask: np.ndarray) -> dict:
     """Components, Euler characteristic and percolation of one phase (boolean volume), 6-connected."""
-    from nmc_dataset.tomography._fast import euler_number_6
 
     mask = np.asarray(mask, dtype=bool)
     comps, n = ndimage.label(mask)

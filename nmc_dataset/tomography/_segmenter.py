@@ -32,6 +32,7 @@ seeded, deterministic algorithms) on one device and thread count.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import time
@@ -40,11 +41,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy import ndimage
+from skimage.segmentation import relabel_sequential, watershed
 from torch import nn
 from torch.nn import functional as F
 
-from nmc_dataset._util import log
+from nmc_dataset._util import check_format, log, read_json, write_bytes_atomic, write_json_atomic
 from nmc_dataset.errors import InputError
+from nmc_dataset.shells._segment import _merge_small, _split_disconnected
+from nmc_dataset.tomography._scoring import confusion, inner_surfaces, instance_scores
 
 MODEL_FORMAT = "nmc-dataset/segmenter"
 MODEL_FORMAT_VERSION = 1
@@ -239,7 +243,6 @@ def normalise(ct: np.ndarray) -> np.ndarray:
 
 def core_distance(particle: np.ndarray, clip_vox: float) -> np.ndarray:
     """Training target ``min(d, D) / D``: distance to the nearest voxel outside the same particle."""
-    from nmc_dataset.tomography._scoring import inner_surfaces
 
     inside = (particle > 0) & ~inner_surfaces(particle)
     d = ndimage.distance_transform_edt(inside).astype(np.float32)
@@ -313,7 +316,6 @@ class Segmenter:
         """
         from safetensors.torch import save
 
-        from nmc_dataset._util import write_bytes_atomic, write_json_atomic
 
         folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
@@ -345,7 +347,6 @@ class Segmenter:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        from nmc_dataset._util import check_format, read_json
 
         folder = Path(folder)
         if not folder.is_dir():
@@ -445,9 +446,7 @@ class Segmenter:
 
 def instances_from_maps(nmc: np.ndarray, dist: np.ndarray, cfg: SegmenterConfig) -> np.ndarray:
     """Marker-controlled watershed of the predicted core distance inside the NMC mask."""
-    from skimage.segmentation import relabel_sequential, watershed
 
-    from nmc_dataset.shells._segment import _merge_small, _split_disconnected
 
     seeds = (dist > cfg.marker_threshold) & nmc
     markers, n = ndimage.label(seeds)
@@ -497,7 +496,6 @@ def train_segmenter(train: list, val: list, cfg: SegmenterConfig, *, device="cpu
 
 
 def _train(train, val, cfg, device, progress) -> Segmenter:
-    from nmc_dataset.tomography._scoring import confusion, instance_scores
 
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -567,6 +565,5 @@ def _train(train, val, cfg, device, progress) -> Segmenter:
 
 def config_hash(obj) -> str:
     """Short SHA-256 of a JSON-able object (records which settings a model was trained with)."""
-    import hashlib
 
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]

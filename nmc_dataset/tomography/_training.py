@@ -17,20 +17,27 @@ volume, and whether the network beats the classical baseline on mean Dice and on
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 from pathlib import Path
 
 import numpy as np
+import yaml
 
-from nmc_dataset._util import log
+from nmc_dataset._util import atomic_dir, log, write_json_atomic, write_text_atomic
 from nmc_dataset.errors import InputError
+from nmc_dataset.outputs import check_output_folder
+from nmc_dataset.tomography._classical import otsu_watershed
+from nmc_dataset.tomography._phantom import PHANTOM_DEFAULTS, phantom_ct_arrays
+from nmc_dataset.tomography._scoring import score_segmentation
+from nmc_dataset.tomography._volumes import read_volumes
 
 SPLITS = ("train", "val", "test")
 
 
 def load_config(path: str | os.PathLike) -> tuple[dict, Path]:
     """Read a training config (or a recipe's ``segmenter:`` section); returns it and its folder."""
-    import yaml
 
     path = Path(path)
     try:
@@ -72,9 +79,7 @@ def _files(entries, base: Path, where) -> list[Path]:
 
 def load_samples(doc: dict, base: Path, cfg, where) -> dict:
     """The prepared volumes of each split (``train``, ``val``, ``test``) with their grey values."""
-    from nmc_dataset.tomography._phantom import PHANTOM_DEFAULTS, phantom_ct_arrays
     from nmc_dataset.tomography._segmenter import prepare_sample
-    from nmc_dataset.tomography._volumes import read_volumes
 
     out = {s: [] for s in SPLITS}
     if "data" in doc:
@@ -107,8 +112,6 @@ def load_samples(doc: dict, base: Path, cfg, where) -> dict:
 
 def evaluate(seg, test: list, device) -> dict:
     """Score the network and otsu-watershed on each test volume; aggregate and compare."""
-    from nmc_dataset.tomography._classical import otsu_watershed
-    from nmc_dataset.tomography._scoring import score_segmentation
 
     rows = []
     for sample, ct in test:
@@ -174,11 +177,7 @@ def run_training(config, out: Path, *, device="auto", seed=None, epochs=None):
     dict or None
         The test-split evaluation, None when the config has no test volumes.
     """
-    import csv
-    import io
 
-    from nmc_dataset._util import atomic_dir, write_json_atomic, write_text_atomic
-    from nmc_dataset.outputs import check_output_folder
     from nmc_dataset.tomography._segmenter import MODEL_FORMAT, SegmenterConfig, resolve_device, train_segmenter
 
     check_output_folder(out, "config.json", MODEL_FORMAT)

@@ -9,11 +9,11 @@ import pytest
 import torch
 import yaml
 
+from nmc_dataset.calibration import _descriptors as De
+from nmc_dataset.calibration._model import GrainModel
 from nmc_dataset.cli._main import main as cli
 from nmc_dataset.compare import distribution_distances
-from nmc_dataset.calibration import _descriptors as De
 from nmc_dataset.synthetic import _yardsticks as Y
-from nmc_dataset.calibration._model import GrainModel
 
 SMALL = {"generator": {"hidden": [64, 64]}, "discriminator": {"width": 8, "dense": 64}}
 

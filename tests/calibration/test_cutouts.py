@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from nmc_dataset.calibration import _cutouts as C
+from nmc_dataset.calibration._generator import GNet, neighbour_inputs
 from nmc_dataset.tessellation._gbpd import GBPD
 from nmc_dataset.tessellation._soft import soft_assign, torch_frames
-from nmc_dataset.calibration._generator import GNet, neighbour_inputs
 from nmc_dataset.testing import t2d_cutout_reference, t3d_cutout_reference
 
 SPEC = C.CutoutSpec(grid=32, channels=12, p_max_px=80, margin_px=12, beta=0.5)

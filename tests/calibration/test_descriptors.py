@@ -1,10 +1,9 @@
 """3D grain statistics (fast vs plain twin, known ellipsoids) and 2D section helpers."""
 
 import numpy as np
-
-from nmc_dataset import testing
 import pytest
 
+from nmc_dataset import testing
 from nmc_dataset.calibration import _descriptors as De
 from nmc_dataset.tessellation._gbpd import GBPD
 from nmc_dataset.tessellation._labels import hard_labels_grid

@@ -6,13 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from nmc_dataset.cli._main import main as cli
-from nmc_dataset.errors import InputError
 from nmc_dataset.calibration import _cutouts as C
 from nmc_dataset.calibration._gan import Trainer, resolve_device, train
 from nmc_dataset.calibration._generator import GNet
 from nmc_dataset.calibration._model import GrainModel
-
+from nmc_dataset.cli._main import main as cli
+from nmc_dataset.errors import InputError
 from tests.calibration.test_gan import TINY, _equal, _fits, _weights
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")

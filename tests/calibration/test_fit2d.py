@@ -5,12 +5,20 @@ import json
 import numpy as np
 import pytest
 
+from nmc_dataset.calibration._fit2d import (
+    SectionFit,
+    augment,
+    fit_section,
+    fit_sections,
+    read_tessellations,
+    section_from_gbpd,
+    write_tessellations,
+)
 from nmc_dataset.cli import _main as cli
 from nmc_dataset.errors import FormatVersionError, InputError
-from nmc_dataset.calibration._fit2d import SectionFit, augment, fit_section, fit_sections, read_tessellations, section_from_gbpd, write_tessellations
+from nmc_dataset.io._sections import read_sections, write_section
 from nmc_dataset.tessellation._gbpd import GBPD
 from nmc_dataset.tessellation._seeds import poisson_seeds
-from nmc_dataset.io._sections import read_sections, write_section
 
 
 def _truth_2d(rng, grains, radius):

@@ -1,18 +1,17 @@
 """GAN loop: determinism, checkpoint/resume equality, NaN handling, logs, intensity adaptation."""
 
 import csv
-
 import dataclasses
 
 import numpy as np
 import pytest
 import torch
 
-from nmc_dataset.errors import InputError, TrainingError
 from nmc_dataset.calibration import _gan as gan
 from nmc_dataset.calibration._gan import TrainConfig, train
-from nmc_dataset.tessellation._gbpd import GBPD
 from nmc_dataset.calibration._model import GrainModel
+from nmc_dataset.errors import InputError, TrainingError
+from nmc_dataset.tessellation._gbpd import GBPD
 
 TINY = TrainConfig.from_flat(hidden=(16,), d_width=4, d_blocks=2, d_dense=8, grid=16, channels=6, p_max_px=40, margin_px=8,
                    epochs=3, steps_per_epoch=2, batch_g=6, batch_d=6, ng_gt_cutouts=12, lr=1e-3)

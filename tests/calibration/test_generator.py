@@ -4,8 +4,16 @@ import numpy as np
 import pytest
 import torch
 
+from nmc_dataset.calibration._generator import (
+    GNet,
+    default_knn_margin,
+    fused_layers,
+    generate_gbpd,
+    markers,
+    neighbour_inputs,
+    poisson_seed_set,
+)
 from nmc_dataset.tessellation._gbpd import DIAG_MIN, radial_frames
-from nmc_dataset.calibration._generator import GNet, default_knn_margin, fused_layers, generate_gbpd, markers, neighbour_inputs, poisson_seed_set
 
 needs_fused = pytest.mark.skipif(fused_layers(GNet()) is None, reason="torch without oneDNN's fused linear")
 

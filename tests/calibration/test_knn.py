@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from nmc_dataset.tessellation._gbpd import radial_frames
 from nmc_dataset.calibration._generator import neighbour_inputs, neighbour_inputs_reference, poisson_seed_set
 from nmc_dataset.calibration._knn import box_mask, knn, knn_inputs
+from nmc_dataset.tessellation._gbpd import radial_frames
 from nmc_dataset.testing import knn_reference
 
 

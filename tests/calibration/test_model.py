@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from nmc_dataset.errors import FormatVersionError, InputError
-from nmc_dataset.tessellation._gbpd import GBPD
 from nmc_dataset.calibration._generator import GNet
 from nmc_dataset.calibration._model import GrainModel
+from nmc_dataset.errors import FormatVersionError, InputError
+from nmc_dataset.tessellation._gbpd import GBPD
 
 
 @pytest.fixture

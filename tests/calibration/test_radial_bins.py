@@ -4,9 +4,14 @@ they detect where the pooled descriptors of the section hide it."""
 import numpy as np
 import pytest
 
-from nmc_dataset.compare import distribution_distances
 from nmc_dataset.calibration import _descriptors as De
-from nmc_dataset.calibration._radial_bins import pooled_bins, radial_bin_descriptors, radial_bin_edges, radial_bin_summary
+from nmc_dataset.calibration._radial_bins import (
+    pooled_bins,
+    radial_bin_descriptors,
+    radial_bin_edges,
+    radial_bin_summary,
+)
+from nmc_dataset.compare import distribution_distances
 from nmc_dataset.synthetic._ebsd import depth_teacher_gbpd, radial_teacher_gbpd
 
 

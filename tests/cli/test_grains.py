@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import yaml
 
-from nmc_dataset.cli import _main as cli
 from nmc_dataset.calibration._fit2d import SectionFit, write_tessellations
-from nmc_dataset.tessellation._gbpd import GBPD
 from nmc_dataset.calibration._model import GrainModel
+from nmc_dataset.cli import _main as cli
+from nmc_dataset.tessellation._gbpd import GBPD
 
 TINY = {"intensity_init_per_px3": 0.0018, "kappa": 12,
         "generator": {"hidden": [16]},

@@ -8,7 +8,7 @@ import pytest
 
 from nmc_dataset.cli import _main as cli
 from nmc_dataset.errors import InputError
-from nmc_dataset.cli.orientations import fibre_symmetry_check, fit_orientations, section_radial_vectors
+from nmc_dataset.pipeline._orientations import fibre_symmetry_check, fit_orientations, section_radial_vectors
 
 
 def _loop(tmp_path, texture, n_central=3, radius_px=45, seed=1, extra=()):

@@ -10,8 +10,8 @@ from nmc_dataset.ebsd._completion import bridge_fragments, bridge_pairs, complet
 from nmc_dataset.ebsd._morphology import grain_descriptors
 from nmc_dataset.ebsd._orientation import euler_to_quat, qmul, random_quaternions, rotvec_to_quat, symmetry_ops
 from nmc_dataset.ebsd._reconstruct import dilate_grains, label_by_misorientation, reconstruct_grains
+from nmc_dataset.synthetic._ebsd import INSTRUMENTS, radial_teacher_gbpd, slice_labels, synthetic_scan
 from nmc_dataset.testing import adjusted_rand_index
-from nmc_dataset.synthetic._ebsd import INSTRUMENTS, slice_labels, synthetic_scan, radial_teacher_gbpd
 
 
 def _slow_bridge_pairs(labels, gap_px):

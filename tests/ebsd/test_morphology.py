@@ -6,7 +6,18 @@ The formulas are those of docs/method.md#section-morphology.
 import numpy as np
 import pytest
 
-from nmc_dataset.ebsd._morphology import CENTRALITY_THRESHOLD, alpha_kde, centrality_score, chord_arrow_table, chord_lengths, chord_table, grain_descriptors, grain_table, is_central, section_centrality
+from nmc_dataset.ebsd._morphology import (
+    CENTRALITY_THRESHOLD,
+    alpha_kde,
+    centrality_score,
+    chord_arrow_table,
+    chord_lengths,
+    chord_table,
+    grain_descriptors,
+    grain_table,
+    is_central,
+    section_centrality,
+)
 
 
 def _descriptors_slow(labels, center):

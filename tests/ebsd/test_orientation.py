@@ -3,7 +3,23 @@
 import numpy as np
 import pytest
 
-from nmc_dataset.ebsd._orientation import axis_angle_to_quat, euler_to_matrix, euler_to_quat, grain_mean_orientations, matrix_to_quat, mean_orientation, misorientation_angle, perturb, qconj, qmul, quat_to_euler, quat_to_matrix, random_quaternions, rotation_angle, symmetry_ops
+from nmc_dataset.ebsd._orientation import (
+    axis_angle_to_quat,
+    euler_to_matrix,
+    euler_to_quat,
+    grain_mean_orientations,
+    matrix_to_quat,
+    mean_orientation,
+    misorientation_angle,
+    perturb,
+    qconj,
+    qmul,
+    quat_to_euler,
+    quat_to_matrix,
+    random_quaternions,
+    rotation_angle,
+    symmetry_ops,
+)
 from nmc_dataset.testing import misorientation_angle_bruteforce
 
 GROUPS = {"-1": 1, "2/m": 2, "mmm": 4, "4/m": 4, "4/mmm": 8, "-3": 3, "-3m": 6, "6/m": 6, "6/mmm": 12,

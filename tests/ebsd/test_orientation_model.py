@@ -5,9 +5,16 @@ import json
 import numpy as np
 import pytest
 
-from nmc_dataset.errors import FormatVersionError, InputError
 from nmc_dataset.ebsd._orientation import euler_to_matrix, quat_to_matrix, symmetry_ops
-from nmc_dataset.ebsd._orientation_model import OrientationModel, crystal_to_frame_quat, fit_texture, log_partition, orientation_columns, texture_statistics
+from nmc_dataset.ebsd._orientation_model import (
+    OrientationModel,
+    crystal_to_frame_quat,
+    fit_texture,
+    log_partition,
+    orientation_columns,
+    texture_statistics,
+)
+from nmc_dataset.errors import FormatVersionError, InputError
 
 
 def _unit(rng, n):

@@ -6,9 +6,14 @@ import numpy as np
 import pytest
 
 from nmc_dataset.ebsd._orientation import perturb, qmul, random_quaternions, symmetry_ops
-from nmc_dataset.testing import misorientation_angle_bruteforce
-from nmc_dataset.ebsd._reconstruct import dilate_grains, label_by_misorientation, particle_mask, reconstruct_grains, relabel_sequential
-from nmc_dataset.testing import adjusted_rand_index, contingency
+from nmc_dataset.ebsd._reconstruct import (
+    dilate_grains,
+    label_by_misorientation,
+    particle_mask,
+    reconstruct_grains,
+    relabel_sequential,
+)
+from nmc_dataset.testing import adjusted_rand_index, contingency, misorientation_angle_bruteforce
 
 
 def test_ari_hand_computed_case():

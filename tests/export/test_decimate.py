@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from nmc_dataset.errors import InputError, RecipeError
-from nmc_dataset.export import _decimate as decimate, _meshes as meshes
+from nmc_dataset.export import _decimate as decimate
+from nmc_dataset.export import _meshes as meshes
 from tests.particles.fixtures import teacher_particle
 
 

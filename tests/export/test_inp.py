@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from nmc_dataset.errors import InputError
-from nmc_dataset.export import _inp as inp, _meshes as meshes
+from nmc_dataset.export import _inp as inp
+from nmc_dataset.export import _meshes as meshes
 from tests.particles.fixtures import teacher_particle
 
 # orthotropic stiffness in the crystal frame (MPa), all nine constants distinct so that every

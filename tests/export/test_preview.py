@@ -8,7 +8,14 @@ import io
 import numpy as np
 import pytest
 
-from nmc_dataset.export._preview import NO_ORIENTATION_RGB, c_axis_colours, coarse_grain_surface, orientation_rendering, preview_glb, radial_frames
+from nmc_dataset.export._preview import (
+    NO_ORIENTATION_RGB,
+    c_axis_colours,
+    coarse_grain_surface,
+    orientation_rendering,
+    preview_glb,
+    radial_frames,
+)
 
 
 def _frames_spherical(x):

@@ -5,11 +5,11 @@ import sys
 import numpy as np
 import pytest
 
+from nmc_dataset.ebsd._orientation import euler_to_matrix
+from nmc_dataset.ebsd._orientation_model import orientation_columns
 from nmc_dataset.errors import InputError, MissingExtraError
 from nmc_dataset.export._simulators import check_simulator_formats, write_neper_orientations, write_simulator_files
 from nmc_dataset.export._tables import read_particles
-from nmc_dataset.ebsd._orientation import euler_to_matrix
-from nmc_dataset.ebsd._orientation_model import orientation_columns
 from nmc_dataset.particles._voxelize import voxelize
 from tests.particles.fixtures import VOXEL
 

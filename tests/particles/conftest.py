@@ -1,2 +1,1 @@
-from tests.particles.fixtures import (  # noqa: F401
-    generated, model_paths, models, oriented_generated, oriented_model_paths)
+from tests.particles.fixtures import generated, model_paths, models, oriented_generated, oriented_model_paths  # noqa: F401

@@ -6,9 +6,9 @@ See docs/method.md#particle-assembly.
 import numpy as np
 import pytest
 
-from nmc_dataset.testing import gbpd_grid_labels_reference
 from nmc_dataset.particles._assemble import assemble, cell_centres_of_mass, make_particle, particle_seed
 from nmc_dataset.particles._voxelize import inside_shell, lattice_grid, shell_extent
+from nmc_dataset.testing import gbpd_grid_labels_reference
 from tests.particles.fixtures import teacher_particle
 
 

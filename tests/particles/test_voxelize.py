@@ -3,9 +3,18 @@
 import numpy as np
 import pytest
 
-from nmc_dataset.testing import shell_mask_reference, voxelize_reference
 from nmc_dataset.errors import ResourceError
-from nmc_dataset.particles._voxelize import Grid, check_memory, grain_statistics, inside_shell, label_dtype, shell_grid, shell_mask, voxelize
+from nmc_dataset.particles._voxelize import (
+    Grid,
+    check_memory,
+    grain_statistics,
+    inside_shell,
+    label_dtype,
+    shell_grid,
+    shell_mask,
+    voxelize,
+)
+from nmc_dataset.testing import shell_mask_reference, voxelize_reference
 from tests.particles.fixtures import teacher_particle
 
 
@@ -130,11 +139,11 @@ def test_label_dtype():
 def test_full_size_particle_fast_equals_reference():
     """A ~10 µm particle at 0.05 µm (~200³ voxels, ~7,500 grains): exact shell mask at every
     voxel and exact labels on 100,000 random voxels agree with the slow twins."""
-    from nmc_dataset.testing._tessellation import hard_labels_bruteforce
     from nmc_dataset.particles._assemble import assemble
     from nmc_dataset.particles._voxelize import grid_points_px, particle_grid
     from nmc_dataset.synthetic._ct_phantom import reference_shell_model
     from nmc_dataset.synthetic._ebsd import radial_teacher_gbpd
+    from nmc_dataset.testing._tessellation import hard_labels_bruteforce
 
     rng = np.random.default_rng(0)
     shell = reference_shell_model(mean_radius_vox=5 / 0.128, voxel_size_um=0.128)

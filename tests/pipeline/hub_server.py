@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
 
-
 LFS_EXTENSIONS = (".parquet", ".arrow", ".png", ".h5", ".hdf5", ".npy", ".npz", ".safetensors", ".vtu", ".msh",
                   ".stl", ".tif", ".tiff", ".zip", ".gz")
 

@@ -13,9 +13,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from nmc_dataset.errors import RecipeError
 from nmc_dataset.pipeline._build import build_dataset, shard_name
 from nmc_dataset.pipeline._manifest import write_manifest
-from nmc_dataset.errors import RecipeError
 from tests.pipeline import shardfns
 
 CONFIGS = ["particles", "voxels_16"]

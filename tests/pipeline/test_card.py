@@ -9,9 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from nmc_dataset.cli._main import main
+from nmc_dataset.errors import InputError
 from nmc_dataset.pipeline._card import render_card, size_category, validate_card
 from nmc_dataset.pipeline._manifest import verify_manifest
-from nmc_dataset.errors import InputError
 from tests.pipeline import shardfns
 from tests.pipeline.conftest import RELEASE
 

@@ -13,10 +13,10 @@ import tifffile
 
 from nmc_dataset.cli._main import main
 from nmc_dataset.ebsd._morphology import grain_descriptors
-from nmc_dataset.testing import adjusted_rand_index
+from nmc_dataset.io._ebsd import read_ebsd
 from nmc_dataset.io._sections import read_sections
 from nmc_dataset.synthetic._ebsd import write_synthetic_sections
-from nmc_dataset.io._ebsd import read_ebsd
+from nmc_dataset.testing import adjusted_rand_index
 
 
 @pytest.fixture(scope="module")

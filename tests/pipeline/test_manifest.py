@@ -8,8 +8,15 @@ import os
 
 import pytest
 
-from nmc_dataset.pipeline._manifest import compute_manifest, content_files, read_manifest, update_manifest_entries, verify_manifest, write_manifest
 from nmc_dataset.errors import FormatVersionError, InputError, PublishError
+from nmc_dataset.pipeline._manifest import (
+    compute_manifest,
+    content_files,
+    read_manifest,
+    update_manifest_entries,
+    verify_manifest,
+    write_manifest,
+)
 
 
 def _folder(root, files):

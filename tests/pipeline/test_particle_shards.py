@@ -20,10 +20,11 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from nmc_dataset.testing import voxelize_cube_reference
 from nmc_dataset.cli._main import main
-from nmc_dataset.pipeline._particle_shards import cube_grid, grain_shape_descriptors, voxelize_cube
-from tests.particles.fixtures import write_models, teacher_particle
+from nmc_dataset.particles._voxelize import cube_grid, voxelize_cube
+from nmc_dataset.pipeline._particle_shards import grain_shape_descriptors
+from nmc_dataset.testing import voxelize_cube_reference
+from tests.particles.fixtures import teacher_particle, write_models
 
 REPO = Path(__file__).resolve().parents[2]
 N = 4
@@ -130,9 +131,9 @@ def test_release_layout_and_load_dataset(built):
     import datasets
     import h5py
 
-    from nmc_dataset.pipeline._manifest import verify_manifest
     from nmc_dataset.export._tables import particle_from_rows
     from nmc_dataset.particles._voxelize import grain_statistics, voxelize
+    from nmc_dataset.pipeline._manifest import verify_manifest
 
     m = verify_manifest(built)
     assert set(m["counts"]) == set(CONFIGS) and m["counts"]["particles"] == N
@@ -294,8 +295,8 @@ def test_particles_carry_a_glb_preview_and_the_card_an_orientation_figure(built)
     import datasets
     import trimesh
 
-    from nmc_dataset.pipeline._previews import PREVIEW_COLUMN
     from nmc_dataset.export._preview import NO_ORIENTATION_RGB
+    from nmc_dataset.pipeline._previews import PREVIEW_COLUMN
 
     ps = datasets.load_dataset(str(built), "particles", split="train")
     assert isinstance(ps.features[PREVIEW_COLUMN], datasets.Mesh)

@@ -11,10 +11,10 @@ import yaml
 
 from nmc_dataset._util import item_seed
 from nmc_dataset.cli._main import main
-from nmc_dataset.pipeline._manifest import verify_manifest
-from nmc_dataset.pipeline._stage_dataset import SHELL_STREAM, run_section
 from nmc_dataset.errors import RecipeError
+from nmc_dataset.pipeline._manifest import verify_manifest
 from nmc_dataset.pipeline._recipe import RunContext, recipe_hash, validate_recipe
+from nmc_dataset.pipeline._stage_dataset import SHELL_STREAM, run_section
 
 RADIUS_VOX = 10.0
 VOXEL_UM = 0.128

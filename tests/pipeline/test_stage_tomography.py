@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from nmc_dataset.cli._main import main
-from nmc_dataset.pipeline._stage_tomography import volume_draws
 from nmc_dataset.errors import RecipeError
 from nmc_dataset.pipeline._recipe import run_recipe
+from nmc_dataset.pipeline._stage_tomography import volume_draws
 from tests.particles.fixtures import write_models
 
 SIZE = 20

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 from nmc_dataset.compare import distribution_distances
-from nmc_dataset.shells._descriptors import shell_descriptors
 from nmc_dataset.pipeline._shells import fit_volume
+from nmc_dataset.shells._descriptors import shell_descriptors
 from nmc_dataset.synthetic._ct_phantom import make_ct_phantom, reference_shell_model
 
 

@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from nmc_dataset.cli import _main as cli
-from nmc_dataset.synthetic._ct_phantom import make_ct_phantom, reference_shell_model
 from nmc_dataset.shells._sigma_rule import SIGMA_RANGE
+from nmc_dataset.synthetic._ct_phantom import make_ct_phantom, reference_shell_model
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ import pytest
 import trimesh
 
 from nmc_dataset.shells._descriptors import DESCRIPTORS, mesh_descriptors, shell_descriptors
-from nmc_dataset.testing import pairwise_max_distance
 from nmc_dataset.shells._harmonics import fit_coefficients, icosphere, sh_basis
 from nmc_dataset.synthetic._ct_phantom import reference_shell_model
+from nmc_dataset.testing import pairwise_max_distance
 
 
 def _ellipsoid_coeffs(axes, L=9):

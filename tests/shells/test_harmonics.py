@@ -4,7 +4,17 @@ import numpy as np
 import pytest
 from scipy.special import sph_harm_y
 
-from nmc_dataset.shells._harmonics import coeff_index, degree_of_index, fit_coefficients, icosphere, n_coeffs, radius, random_rotations, sh_basis, vertex_weights
+from nmc_dataset.shells._harmonics import (
+    coeff_index,
+    degree_of_index,
+    fit_coefficients,
+    icosphere,
+    n_coeffs,
+    radius,
+    random_rotations,
+    sh_basis,
+    vertex_weights,
+)
 
 
 def _unit(rng, n):

@@ -5,8 +5,8 @@ import pytest
 
 from nmc_dataset.shells._harmonics import icosphere, radius
 from nmc_dataset.shells._radius import measure_particles, ray_radius, star_fraction
-from nmc_dataset.testing import ray_radius_reference
 from nmc_dataset.synthetic._ct_phantom import render_shells
+from nmc_dataset.testing import ray_radius_reference
 
 
 def _blob(rng, n=22):

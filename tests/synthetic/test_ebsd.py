@@ -5,9 +5,16 @@ import json
 import numpy as np
 import pytest
 
+from nmc_dataset.synthetic._ebsd import (
+    boundary_counts,
+    plane_basis,
+    radial_teacher_gbpd,
+    slice_labels,
+    synthetic_scan,
+    write_synthetic_sections,
+)
 from nmc_dataset.tessellation._labels import hard_labels
 from nmc_dataset.testing._tessellation import hard_labels_bruteforce
-from nmc_dataset.synthetic._ebsd import boundary_counts, plane_basis, radial_teacher_gbpd, slice_labels, synthetic_scan, write_synthetic_sections
 
 
 def test_teacher_parameters(rng):

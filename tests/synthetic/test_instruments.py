@@ -7,7 +7,14 @@ import pytest
 
 from nmc_dataset.cli._main import main
 from nmc_dataset.ebsd._orientation import euler_to_quat, misorientation_angle, symmetry_ops
-from nmc_dataset.synthetic._ebsd import INSTRUMENTS, LOW_CI_DEFAULT, boundary_counts, radial_teacher_gbpd, slice_labels, synthetic_scan
+from nmc_dataset.synthetic._ebsd import (
+    INSTRUMENTS,
+    LOW_CI_DEFAULT,
+    boundary_counts,
+    radial_teacher_gbpd,
+    slice_labels,
+    synthetic_scan,
+)
 
 
 def _section(seed=0, radius=30.0):

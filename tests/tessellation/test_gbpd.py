@@ -2,15 +2,14 @@
 
 import numpy as np
 import pytest
+import torch
 
 from nmc_dataset import tessellation as G
-from nmc_dataset.tessellation._gbpd import GBPD, grid_points, power_distances, radial_frames
 from nmc_dataset.tessellation._connectivity import count_disconnected
+from nmc_dataset.tessellation._gbpd import GBPD, grid_points, power_distances, radial_frames
 from nmc_dataset.tessellation._labels import hard_labels, hard_labels_grid, near_candidates
-from nmc_dataset.testing import count_disconnected_reference, hard_labels_bruteforce
 from nmc_dataset.tessellation._soft import soft_assign, torch_frames
-
-import torch
+from nmc_dataset.testing import count_disconnected_reference, hard_labels_bruteforce
 
 
 def _random_gbpd(rng, n, d, kind, extent=40.0):

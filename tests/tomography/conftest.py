@@ -1,6 +1,6 @@
-from tests.particles.fixtures import model_paths, models, oriented_model_paths  # noqa: F401
-
 import pytest  # noqa: E402
+
+from tests.particles.fixtures import model_paths, models, oriented_model_paths  # noqa: F401
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,8 @@ import pytest
 
 from nmc_dataset.pipeline._shells import fit_volume
 from nmc_dataset.synthetic._ct_phantom import reference_shell_model
-from nmc_dataset.tomography import _ctsim as ctsim, _pack as pack
+from nmc_dataset.tomography import _ctsim as ctsim
+from nmc_dataset.tomography import _pack as pack
 
 
 def _norm(c, l):

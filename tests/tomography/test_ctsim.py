@@ -4,12 +4,11 @@ statistics (noise, blur, rings) measured on rendered volumes against the request
 import math
 
 import numpy as np
-
-from nmc_dataset import testing
 import pytest
 from scipy import ndimage, special
 from skimage.transform import iradon, radon
 
+from nmc_dataset import testing
 from nmc_dataset.errors import InputError
 from nmc_dataset.tomography import _ctsim as ctsim
 

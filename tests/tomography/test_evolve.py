@@ -5,12 +5,11 @@ import json
 
 import h5py
 import numpy as np
-
-from nmc_dataset import testing
 import pytest
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
+from nmc_dataset import testing
 from nmc_dataset.cli import _main as cli
 from nmc_dataset.errors import InputError
 from nmc_dataset.tomography import _evolve as ev

@@ -5,7 +5,15 @@ import pytest
 from scipy import ndimage
 from scipy.spatial.distance import cdist
 
-from nmc_dataset.tomography._scoring import _dense_ids, confusion, inner_surfaces, instance_scores, phase_topology, score_segmentation, surface_distances
+from nmc_dataset.tomography._scoring import (
+    _dense_ids,
+    confusion,
+    inner_surfaces,
+    instance_scores,
+    phase_topology,
+    score_segmentation,
+    surface_distances,
+)
 
 
 def _ball(shape, centre, r):

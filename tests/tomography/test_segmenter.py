@@ -9,7 +9,15 @@ import torch
 from nmc_dataset.errors import InputError
 from nmc_dataset.tomography._phantom import phantom_ct_arrays
 from nmc_dataset.tomography._scoring import instance_scores
-from nmc_dataset.tomography._segmenter import Segmenter, SegmenterConfig, SegNet3D, core_distance, instances_from_maps, prepare_sample, train_segmenter
+from nmc_dataset.tomography._segmenter import (
+    Segmenter,
+    SegmenterConfig,
+    SegNet3D,
+    core_distance,
+    instances_from_maps,
+    prepare_sample,
+    train_segmenter,
+)
 
 TINY = {"channels": [4, 8], "crop": 16, "batch": 2, "epochs": 2, "steps_per_epoch": 2, "tile": 16, "overlap": 4,
         "threads": 1}

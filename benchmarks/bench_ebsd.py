@@ -85,7 +85,7 @@ def main(argv=None) -> int:
 
     # --- the whole command in a child process: wall time and peak RSS
     out = folder / "sections"
-    cmd = [sys.executable, "-m", "nmc_dataset.cli._main", "-q", "import-ebsd", str(path), "--out", str(out)]
+    cmd = [sys.executable, "-m", "nmc_dataset.cli", "-q", "import-ebsd", str(path), "--out", str(out)]
     t = time.perf_counter()
     subprocess.run(cmd, check=True)
     t_cli = time.perf_counter() - t

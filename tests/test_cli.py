@@ -22,7 +22,7 @@ def test_usage_error_is_one_line_starting_with_error(capsys):
 
 
 def test_console_script_runs():
-    r = subprocess.run([sys.executable, "-m", "nmc_dataset.cli._main", "--version"], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "nmc_dataset.cli", "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and "nmc-dataset" in r.stdout
 
 

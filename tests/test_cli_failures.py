@@ -23,7 +23,7 @@ ENV = {**os.environ, "CI": "true", "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": 
 
 def cli(*args, cwd=None, env=None):
     """Run ``nmc-dataset ARGS`` in a subprocess; return (exit code, stdout, stderr)."""
-    r = subprocess.run([sys.executable, "-m", "nmc_dataset.cli._main", *map(str, args)], capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "nmc_dataset.cli", *map(str, args)], capture_output=True,
                        text=True, cwd=cwd, env={**ENV, **(env or {})}, timeout=600)
     return r.returncode, r.stdout, r.stderr
 

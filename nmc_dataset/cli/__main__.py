@@ -1,4 +1,4 @@
-"""``python -m nmc_dataset.cli._main``: the console script."""
+"""``python -m nmc_dataset.cli``: the console script."""
 
 import sys
 

@@ -38,7 +38,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from nmc_dataset.ebsd._orientation import grain_mean_orientations, misorientation_angle
-from nmc_dataset.ebsd._reconstruct import dilate_grains, relabel_sequential
+from nmc_dataset.ebsd._reconstruct import dilate_grains, relabel_by_first_appearance
 
 #: Default longest run of unassigned pixels a bridge between two fragments may cross.
 DEFAULT_GAP_PX = 3
@@ -147,7 +147,7 @@ def bridge_fragments(labels: np.ndarray, quat: np.ndarray, phase: np.ndarray, op
     n = int(lab.max()) + 1 if lab.size else 1
     pairs = bridge_pairs(lab, gap_px)
     if len(pairs) == 0:
-        return relabel_sequential(lab)
+        return relabel_by_first_appearance(lab)
     flat = lab.ravel()
     sel = np.flatnonzero(flat)
     region_phase = np.zeros(n, dtype=np.int64)
@@ -165,7 +165,7 @@ def bridge_fragments(labels: np.ndarray, quat: np.ndarray, phase: np.ndarray, op
     pairs = pairs[join]
     graph = coo_matrix((np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
     _, comp = connected_components(graph, directed=False)
-    return relabel_sequential(np.where(lab > 0, comp[lab] + 1, 0))
+    return relabel_by_first_appearance(np.where(lab > 0, comp[lab] + 1, 0))
 
 
 def _label_moments(labels: np.ndarray, n: int):
@@ -274,8 +274,8 @@ def complete_grains(regions: np.ndarray, quat: np.ndarray, phase: np.ndarray, ma
         size = np.bincount(shape_fill(own, mask, reach_px, iterations).ravel(), minlength=int(own.max()) + 1)
         survive = size >= int(min_grain_px)
         survive[0] = False
-        own = relabel_sequential(np.where(survive[own], own, 0))
-    return relabel_sequential(shape_fill(own, mask, reach_px, iterations))
+        own = relabel_by_first_appearance(np.where(survive[own], own, 0))
+    return relabel_by_first_appearance(shape_fill(own, mask, reach_px, iterations))
 
 
 __all__ = ["DEFAULT_GAP_PX", "DEFAULT_REACH_PX", "DEFAULT_FILL_ITERATIONS", "bridge_pairs", "bridge_fragments",

@@ -64,7 +64,7 @@ class GrainMap:
         return int(self.labels.max()) if self.labels.size else 0
 
 
-def relabel_sequential(labels: np.ndarray, min_size: int = 1) -> np.ndarray:
+def relabel_by_first_appearance(labels: np.ndarray, min_size: int = 1) -> np.ndarray:
     """Relabel to 1..n in raster order of first appearance; labels with < ``min_size`` pixels → 0."""
     flat = np.asarray(labels).ravel()
     out = np.zeros(flat.shape, dtype=np.uint32)
@@ -130,7 +130,7 @@ def label_by_misorientation(quat: np.ndarray, phase: np.ndarray, valid: np.ndarr
     graph = coo_matrix((np.ones(len(r), dtype=np.int8), (r, c)), shape=(ny * nx, ny * nx)).tocsr()
     _, comp = connected_components(graph, directed=False)
     lab = np.where(valid.ravel(), comp + 1, 0)
-    return relabel_sequential(lab.reshape(ny, nx), min_size=min_grain_px)
+    return relabel_by_first_appearance(lab.reshape(ny, nx), min_size=min_grain_px)
 
 
 def particle_mask(indexed: np.ndarray) -> np.ndarray:
@@ -239,7 +239,7 @@ def reconstruct_grains(scan, min_ci: float = 0.1, max_misorientation_deg: float 
         size = np.bincount(dilate_grains(labels, mask, float(dilate_px)).ravel(), minlength=int(labels.max()) + 1)
         survive = size >= max(int(min_grain_px), 1)
         survive[0] = False
-        labels = relabel_sequential(np.where(survive[labels], labels, 0))
+        labels = relabel_by_first_appearance(np.where(survive[labels], labels, 0))
     center = mask_centroid(mask) if center_px is None else np.asarray(center_px, dtype=np.float64).reshape(2)
     n = int(labels.max())
     mean = np.full((n + 1, 4), np.nan)

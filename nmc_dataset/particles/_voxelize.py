@@ -523,6 +523,15 @@ def voxelize_cube(particle, n: int, pad: int = CUBE_PAD):
     Same labels as :func:`voxelize` (0 outside, ``k`` = grain
     ``k``), ``uint16`` (``uint32`` for 65535 grains or more).
 
+    Parameters
+    ----------
+    particle : Particle
+        The particle (shell coefficients in µm, grains in pixels).
+    n : int
+        Cube edge in voxels.
+    pad : int, default CUBE_PAD
+        Empty voxels between the shell's bounding box and the cube's faces.
+
     Returns
     -------
     VoxelVolume

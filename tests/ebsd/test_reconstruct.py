@@ -11,7 +11,7 @@ from nmc_dataset.ebsd._reconstruct import (
     label_by_misorientation,
     particle_mask,
     reconstruct_grains,
-    relabel_sequential,
+    relabel_by_first_appearance,
 )
 from nmc_dataset.testing import adjusted_rand_index, contingency, misorientation_angle_bruteforce
 
@@ -55,7 +55,7 @@ def _slow_labels(quat, phase, valid, ops, thr, min_px):
                         if ang < thr:
                             lab[v, u] = nxt
                             todo.append((v, u))
-    return relabel_sequential(lab, min_px)
+    return relabel_by_first_appearance(lab, min_px)
 
 
 def _blocky_map(rng, shape=(24, 28), n=8, noise_deg=1.5, group="-3m"):
@@ -93,7 +93,7 @@ def test_labelling_recovers_voronoi_grains(rng):
 
 def test_relabel_sequential_and_small_grains():
     lab = np.array([[5, 5, 0, 9], [2, 5, 9, 9], [2, 0, 0, 7]])
-    out = relabel_sequential(lab, min_size=2)
+    out = relabel_by_first_appearance(lab, min_size=2)
     assert out.tolist() == [[1, 1, 0, 2], [3, 1, 2, 2], [3, 0, 0, 0]]
 
 

@@ -14,3 +14,17 @@ import pytest  # noqa: E402
 def rng():
     """A fixed-seed generator so failures reproduce."""
     return np.random.default_rng(12345)
+
+
+@pytest.fixture(autouse=True)
+def _restore_the_package_logger():
+    """``cli.main`` gives the ``nmc_dataset`` logger its own handler and stops propagation; undo it
+    after each test so that ``caplog`` sees warnings whatever ran before."""
+    import logging
+
+    log = logging.getLogger("nmc_dataset")
+    handlers, propagate, level = list(log.handlers), log.propagate, log.level
+    yield
+    log.handlers[:] = handlers
+    log.propagate = propagate
+    log.setLevel(level)

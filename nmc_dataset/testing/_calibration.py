@@ -126,15 +126,21 @@ def knn_reference(points: np.ndarray, kappa: int, which=None, group=None):
 
     Parameters
     ----------
-    points : (N, 3) array
+    points : (N, 3) float array
+        Seed positions.
     kappa : int
-    which : index array or boolean mask, optional
-    group : (N,) array, optional
+        Neighbours per query (the point itself excluded).
+    which : index array or bool mask, optional
+        Queries (default: all points).
+    group : (N,) int array, optional
+        Realisations stacked in one array: neighbours only within a group.
 
     Returns
     -------
     nb : (n, kappa) int64 array
+        Neighbour indices, nearest first (ties: lower index).
     d2 : (n, kappa) float64 array
+        Their squared distances.
     """
     points = np.asarray(points, dtype=np.float64)
     idx = _as_index(which, len(points))
@@ -154,7 +160,20 @@ def knn_reference(points: np.ndarray, kappa: int, which=None, group=None):
 
 
 def grain_stats_3d_reference(labels: np.ndarray, origin_px=(0.0, 0.0, 0.0)) -> dict:
-    """Plain twin of :func:`grain_stats_3d` (one grain at a time, ``numpy.cov``; no border filter)."""
+    """Plain twin of :func:`grain_stats_3d` (one grain at a time, ``numpy.cov``; no border filter).
+
+    Parameters
+    ----------
+    labels : (Z, Y, X) int array
+        Grain labels (> 0), 0 outside.
+    origin_px : (3,) array-like, default (0, 0, 0)
+        Position (x, y, z) of voxel ``[0, 0, 0]`` in pixels.
+
+    Returns
+    -------
+    dict
+        As :func:`nmc_dataset.calibration.grain_stats_3d`.
+    """
     lab = np.asarray(labels)
     out = {k: [] for k in ("label", "volume_px", "eig1_px2", "eig3_px2", "radial_alignment")}
     for g in np.unique(lab[lab > 0]):

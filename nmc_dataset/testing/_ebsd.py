@@ -9,7 +9,20 @@ from nmc_dataset.ebsd._orientation import quat_to_matrix, symmetry_ops
 
 
 def misorientation_angle_bruteforce(qa: np.ndarray, qb: np.ndarray, ops) -> np.ndarray:
-    """Slow twin of :func:`misorientation_angle`: min over all operator *pairs*, with matrices."""
+    """Slow twin of :func:`misorientation_angle`: min over all operator *pairs*, with matrices.
+
+    Parameters
+    ----------
+    qa, qb : (..., 4) float arrays
+        Unit quaternions (w, x, y, z) of the two orientations of each pair.
+    ops : (K, 4) float array
+        Proper rotations of the point group (:func:`nmc_dataset.ebsd.symmetry_ops`).
+
+    Returns
+    -------
+    (...) float array
+        Misorientation angles in radians.
+    """
     if isinstance(ops, str):
         ops = symmetry_ops(ops)
     ga = quat_to_matrix(np.atleast_2d(qa))
@@ -31,6 +44,16 @@ def adjusted_rand_index(a: np.ndarray, b: np.ndarray) -> float:
     ``ARI = (Σ_ij C(n_ij, 2) - E) / (½ (Σ_i C(a_i, 2) + Σ_j C(b_j, 2)) - E)`` with
     ``E = Σ_i C(a_i, 2) Σ_j C(b_j, 2) / C(n, 2)``. 1 for identical partitions (up to renaming),
     about 0 for independent ones. Sparse-safe: only non-zero cells are summed.
+
+    Parameters
+    ----------
+    a, b : int arrays of one shape
+        Two labellings of the same items.
+
+    Returns
+    -------
+    float
+        1 for identical partitions, about 0 for independent ones.
     """
     a = np.asarray(a).ravel()
     b = np.asarray(b).ravel()
@@ -59,7 +82,18 @@ def adjusted_rand_index(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def contingency(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Contingency table of two labellings of the same items (dense, rows = labels of ``a``)."""
+    """Contingency table of two labellings of the same items (dense, rows = labels of ``a``).
+
+    Parameters
+    ----------
+    a, b : int arrays of one shape
+        Two labellings of the same items.
+
+    Returns
+    -------
+    (n_a, n_b) int64 array
+        Counts of items per pair of labels.
+    """
     a = np.asarray(a).ravel()
     b = np.asarray(b).ravel()
     _, ia = np.unique(a, return_inverse=True)

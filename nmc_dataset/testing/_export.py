@@ -7,7 +7,20 @@ import trimesh
 
 
 def int_rows_reference(rows, sep: str = " ") -> str:
-    """Slow twin of :func:`int_rows`."""
+    """Slow twin of :func:`int_rows`.
+
+    Parameters
+    ----------
+    rows : (n, m) int array
+        Rows to write.
+    sep : str, default " "
+        Separator between entries.
+
+    Returns
+    -------
+    str
+        One line per row, each ending in a newline.
+    """
     a = np.asarray(rows, dtype=np.int64)
     return "".join(sep.join(map(str, r)) + "\n" for r in a.tolist())
 
@@ -15,7 +28,15 @@ def int_rows_reference(rows, sep: str = " ") -> str:
 
 
 def write_grains_glb_trimesh(path, grain_meshes) -> None:
-    """Slow twin: ``(k, trimesh.Trimesh)`` pairs as a trimesh scene exported to GLB."""
+    """Slow twin: ``(k, trimesh.Trimesh)`` pairs as a trimesh scene exported to GLB.
+
+    Parameters
+    ----------
+    path : path-like
+        GLB file to write.
+    grain_meshes : iterable of (int, trimesh.Trimesh)
+        Grain label and its surface.
+    """
 
     scene = trimesh.Scene()
     for k, m in grain_meshes:

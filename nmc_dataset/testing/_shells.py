@@ -29,7 +29,24 @@ def pairwise_max_distance(points: np.ndarray) -> np.ndarray:
 
 
 def ray_radius_reference(mask: np.ndarray, center, directions, step: float = 1e-3) -> np.ndarray:
-    """Slow twin of :func:`ray_radius`: march each ray in small steps (error <= ``step``)."""
+    """Slow twin of :func:`ray_radius`: march each ray in small steps (error <= ``step``).
+
+    Parameters
+    ----------
+    mask : (Z, Y, X) bool array
+        The particle.
+    center : (3,) array-like
+        Star point (x, y, z) in voxels.
+    directions : (n, 3) float array
+        Unit ray directions (x, y, z).
+    step : float, default 1e-3
+        Marching step in voxels.
+
+    Returns
+    -------
+    (n,) float array
+        Radius along each ray (voxels).
+    """
     mask = np.asarray(mask, dtype=bool)
     c = np.asarray(center, dtype=np.float64).reshape(3)
     out = []

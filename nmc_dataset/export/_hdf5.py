@@ -23,6 +23,7 @@ Layout (``schemas/voxels-hdf5.schema.json`` describes the attributes)::
 
 from __future__ import annotations
 
+import contextlib
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -90,10 +91,10 @@ class VoxelsWriter:
         self._grids: list[dict] = []
 
     def __enter__(self):
-
-        self._ctx = atomic_path(self.path)
-        self._tmp = self._ctx.__enter__()
-        self._h5 = h5py.File(self._tmp, "w", track_order=True)
+        # the temporary file (renamed into place on success) and the open HDF5 handle, closed first
+        self._stack = contextlib.ExitStack()
+        self._tmp = self._stack.enter_context(atomic_path(self.path))
+        self._h5 = self._stack.enter_context(h5py.File(self._tmp, "w", track_order=True))
         self._h5.attrs.update({"format": VOXELS_FORMAT, "format_version": VOXELS_FORMAT_VERSION, "units": "um",
                                "axes": "z,y,x", "label_meaning": LABEL_MEANING})
         self._h5.create_group("particles", track_order=True)
@@ -155,14 +156,9 @@ class VoxelsWriter:
         return name
 
     def __exit__(self, exc_type, exc, tb):
-        try:
-            self._h5.close()
-        finally:
-            if exc_type is None:
-                self._ctx.__exit__(None, None, None)
-                write_text_atomic(self.xdmf_path, xdmf_text(self.path.name, self._grids))
-            else:
-                self._ctx.__exit__(exc_type, exc, tb)
+        self._stack.__exit__(exc_type, exc, tb)  # close the file, then rename it (or discard it)
+        if exc_type is None:
+            write_text_atomic(self.xdmf_path, xdmf_text(self.path.name, self._grids))
         return False
 
 

@@ -70,10 +70,13 @@ def test_doc_imports_resolve():
         text = path.read_text()
         for block in _blocks(text, "python"):
             for mod, names in re.findall(r"^from (nmc_dataset[\w.]*) import ([^\n]+)$", block, flags=re.M):
+                # the documented Python API uses public names only: no private module, no private name
+                assert not any(part.startswith("_") for part in mod.split(".")), f"{path.name}: private {mod}"
                 module = importlib.import_module(mod)
                 for name in (n.strip() for n in names.split("#", 1)[0].strip("() ").split(",")):
                     if name:
                         assert hasattr(module, name), f"{path.name}: {mod} has no {name}"
+                        assert not name.startswith("_"), f"{path.name}: private name {name}"
 
 
 def _slug(heading: str) -> str:

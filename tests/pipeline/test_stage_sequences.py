@@ -237,3 +237,15 @@ def test_the_shipped_sequences_quick_recipe_validates():
     r = load_recipe(Path(__file__).resolve().parents[2] / "recipes" / "sequences-quick.yaml")
     assert r["sequences"]["steps"] >= 2 and "sections" in r
     validate_protocol(r["sequences"]["protocol"])
+
+
+@pytest.mark.slow  # ~30 s: a dask LocalCluster; the builder's own dask test runs by default
+def test_dask_local_cluster_gives_the_same_bytes(built, tmp_path):
+    from distributed import LocalCluster
+
+    recipe, (ref, _) = built
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        out = tmp_path / "dask"
+        assert main(["run", str(recipe), "--out", str(out), "--executor", "dask",
+                     "--scheduler", cluster.scheduler_address]) == 0
+    assert _tree_bytes(out) == _tree_bytes(ref)

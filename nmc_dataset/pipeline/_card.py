@@ -124,6 +124,14 @@ CONFIG_DOCS = {
            "2 carbon-binder), `particle` (instance id) and `grain` (global grain id); with the CT "
            "`voxel_size_um`, the packing figures reached (`solid_fraction`, `binder_fraction`, "
            "`n_particles`, ...) and every imaging parameter (`imaging`, JSON)."),
+    "sequences": ("one row per state of a virtual cycling sequence (an electrode evolved through a charge / "
+                  "discharge protocol, scanned at every state), in train / validation / test splits: `sequence`, "
+                  "`step`, the CT `ct` and the CT of the sequence's reference state `ct_reference` (float32, 1/µm), "
+                  "the exact labels `phase`, `particle`, `grain` and `crack` (crack id; N×N×N `datasets.Array3D`, "
+                  "[z, y, x]) and the exact displacement from the reference state `displacement` "
+                  "(N×N×N×3 `datasets.Array4D`, CT voxels, components z, y, x, NaN in crack voxels); with the "
+                  "cycle, state of charge `soc`, lattice strains, crack counts and areas, the full protocol "
+                  "(`protocol`, JSON) and the state's summary (`summary`, JSON)."),
 }
 
 

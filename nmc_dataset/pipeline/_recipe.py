@@ -34,6 +34,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("grains", "nmc_dataset.pipeline._stage_grains"),
     ("particles", "nmc_dataset.pipeline._stage_particles"),
     ("tomography", "nmc_dataset.pipeline._stage_tomography"),
+    ("sequences", "nmc_dataset.pipeline._stage_sequences"),
     ("dataset", "nmc_dataset.pipeline._stage_dataset"),
 )
 
@@ -267,7 +268,7 @@ def run_roots(recipe: dict) -> list[str]:
         roots.append(f"{(recipe.get('grains') or {}).get('out', 'grain_model')}/")
     if "particles" in recipe and "dataset" not in recipe:
         roots.append("particles/")
-    if "tomography" in recipe and "dataset" not in recipe:
+    if ("tomography" in recipe or "sequences" in recipe) and "dataset" not in recipe:
         roots += ["data/", "figures/"]
     if "dataset" in recipe:
         roots += ["README.md", "manifest.json", "recipe.yaml", "data/", "voxels/", "meshes/", "models/", "figures/"]

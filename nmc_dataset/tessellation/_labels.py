@@ -715,7 +715,9 @@ def hard_labels_grid(g: GBPD, shape, origin=None, spacing: float = 1.0, mask=Non
     coarse : int
         Edge (in grid points) of the coarse blocks whose candidates are found first.
     sub : int
-        Edge of the sub-blocks of a block that refine its candidate list (compiled kernel only).
+        Edge of the sub-boxes of a block (at most ``block``): each gets its own upper bound (the
+        block's bound is the largest of its sub-boxes') and, in the compiled kernel, its own
+        candidate list, refined further per plane and per row.
     use_numba : bool, optional
         Use the compiled kernel (default: when numba is installed); ``False`` runs the numpy twin.
 

@@ -38,7 +38,16 @@ def _resolve_numba(use_numba: bool | None) -> bool:
 # the same way on sub-boxes, and per point the cells are visited in increasing LB and the scan
 # stops once the LB exceeds the best power distance found (ties: lowest index, as the brute
 # force). All comparisons carry a relative slack of 1e-9 so that rounding can only keep cells.
+# Rows: on a grid every row segment {x in [xa, xb], y, z fixed} of a sub-box gets its own list.
+# With M = Q^T D Q, u = x - s_x, dy = y - s_y, dz = z - s_z and beta = M_xy dy + M_xz dz,
+#     f_i = M_xx (u + beta / M_xx)^2 + q_S(dy, dz) - r_i,
+# q_S the quadratic form of the Schur complement S = M_yz,yz - m m^T / M_xx (m = (M_xy, M_xz)):
+# a parabola in x, whose exact minimum (at x* = s_x - beta / M_xx clamped to the segment) and
+# maximum (at an end) over the segment are a lower bound and, over the cells, an upper bound of
+# the winner there. Rounding of both forms is below a few 1e-16 of D_max |x - s|^2 + |r|, so the
+# row bounds are widened by 1e-9 of that; the scan of a point stops as above.
 _SLACK = 1e-9
+_ROW_SLACK = 1e-9
 
 
 def _box_bounds_py(lo, hi, s, q, d, r):
@@ -175,10 +184,10 @@ def _argmin_sorted(x0, x1, x2, ids, lbs, S, Q, D, R, guess):  # pragma: no cover
     return besti
 
 @_nb.njit(cache=True, inline="always")
-def _pack(ids, S, Q, D, R):  # pragma: no cover - compiled
-    """Copy the cells ``ids`` into one small contiguous (k, 16) array (s, Q row-major, D, r)."""
+def _pack(ids, S, Q, D, R, RC):  # pragma: no cover - compiled
+    """Copy the cells ``ids`` into one small contiguous (k, 23) array (s, Q row-major, D, r, row data)."""
     k = ids.shape[0]
-    loc = np.empty((k, 16))
+    loc = np.empty((k, 23))
     for t in range(k):
         i = ids[t]
         for j in range(3):
@@ -187,6 +196,8 @@ def _pack(ids, S, Q, D, R):  # pragma: no cover - compiled
             for m in range(3):
                 loc[t, 3 + 3 * j + m] = Q[i, j, m]
         loc[t, 15] = R[i]
+        for j in range(7):
+            loc[t, 16 + j] = RC[i, j]
     return loc
 
 @_nb.njit(cache=True, inline="always")
@@ -200,16 +211,58 @@ def _power_loc(x0, x1, x2, loc, t):  # pragma: no cover - compiled
     return l0 * l0 * loc[t, 12] + l1 * l1 * loc[t, 13] + l2 * l2 * loc[t, 14] - loc[t, 15]
 
 @_nb.njit(cache=True, inline="always")
-def _argmin_local(x0, x1, x2, ids, lbs, loc, gp):  # pragma: no cover - compiled
-    """Position (in ``ids``) of the minimiser; ``gp`` is a first guess (or -1)."""
+def _row_list(xa, xb, y, z, loc, cand, m, tmp, rt, rlb):  # pragma: no cover - compiled
+    """Cells of a sub-block list (positions ``0..m-1`` in ``loc``) that may win on the row segment
+    ``{(x, y, z) : xa <= x <= xb}``, written to ``rt`` sorted by their lower bound ``rlb``; returns
+    their count. Along the row f_t is the parabola ``M00 (x - x*)^2 + q_S(dy, dz) - r`` (the
+    row-note above ``_box_bounds_py``), so its exact minimum and maximum over the segment are known.
+    The candidates are ``cand[:m]`` (positions in ``loc``)."""
+    U = np.inf
+    for u in range(m):
+        t = cand[u]
+        sx = loc[t, 0]
+        dy = y - loc[t, 1]
+        dz = z - loc[t, 2]
+        m00 = loc[t, 16]
+        xs = sx - (loc[t, 17] * dy + loc[t, 18] * dz) / m00
+        xc = min(max(xs, xa), xb)
+        qs = loc[t, 19] * dy * dy + 2.0 * loc[t, 20] * dy * dz + loc[t, 21] * dz * dz - loc[t, 15]
+        ea = xa - xs
+        eb = xb - xs
+        ec = xc - xs
+        da = max(abs(xa - sx), abs(xb - sx))
+        sl = _ROW_SLACK * (loc[t, 22] * (da * da + dy * dy + dz * dz) + abs(loc[t, 15]) + 1.0)
+        tmp[u] = m00 * ec * ec + qs - sl
+        hi = m00 * max(ea * ea, eb * eb) + qs + sl
+        if hi < U:
+            U = hi
+    k = 0
+    for u in range(m):
+        t = cand[u]
+        lb = tmp[u]
+        if lb <= U:
+            j = k
+            while j > 0 and rlb[j - 1] > lb:
+                rlb[j] = rlb[j - 1]
+                rt[j] = rt[j - 1]
+                j -= 1
+            rlb[j] = lb
+            rt[j] = t
+            k += 1
+    return k
+
+@_nb.njit(cache=True, inline="always")
+def _argmin_row(x0, x1, x2, ids, loc, rt, rlb, nr, gp):  # pragma: no cover - compiled
+    """Position (in ``ids``) of the minimiser among a row list; ``gp`` is a first guess (or -1)."""
     bp = gp
     best = np.inf
     if gp >= 0:
         best = _power_loc(x0, x1, x2, loc, gp)
-    for t in range(ids.shape[0]):
-        if lbs[t] > best:
+    for u in range(nr):
+        if rlb[u] > best:
             break
-        if t == gp:
+        t = rt[u]
+        if t == bp:
             continue
         f = _power_loc(x0, x1, x2, loc, t)
         if f < best or (f == best and ids[t] < ids[bp]):
@@ -239,9 +292,35 @@ def _sub_list(lo0, lo1, lo2, hi0, hi1, hi2, ids, U, S, Q, D, R):  # pragma: no c
     order = np.argsort(lbs[:k])
     return out[:k][order], lbs[:k][order]
 
+@_nb.njit(cache=True, inline="always")
+def _bounds_loc(lo0, lo1, lo2, hi0, hi1, hi2, loc, t):  # pragma: no cover - compiled
+    """Lower bound of cell ``t`` of a packed list over a box (``_bounds_one``'s LB, widened by the slack)."""
+    m0 = 0.5 * (lo0 + hi0) - loc[t, 0]
+    m1 = 0.5 * (lo1 + hi1) - loc[t, 1]
+    m2 = 0.5 * (lo2 + hi2) - loc[t, 2]
+    w0 = 0.5 * (hi0 - lo0)
+    w1 = 0.5 * (hi1 - lo1)
+    w2 = 0.5 * (hi2 - lo2)
+    lb = 0.0
+    for k in range(3):
+        q0 = loc[t, 3 + 3 * k]
+        q1 = loc[t, 4 + 3 * k]
+        q2 = loc[t, 5 + 3 * k]
+        c = q0 * m0 + q1 * m1 + q2 * m2
+        h = abs(q0) * w0 + abs(q1) * w1 + abs(q2) * w2
+        if c - h > 0.0:
+            lb += loc[t, 12 + k] * (c - h) * (c - h)
+        elif c + h < 0.0:
+            lb += loc[t, 12 + k] * (c + h) * (c + h)
+    lb -= loc[t, 15]
+    return lb - _SLACK * (abs(lb) + 1.0)
+
 @_nb.njit(cache=True, parallel=True)
-def _nb_label_grid(out, mask, use_mask, bs, sub, nbx, nby, nbz, ox, oy, oz, sp,
-                   blo, bhi, bU, bcoarse, cstart, cidx, S, Q, D, R):  # pragma: no cover - compiled
+def _nb_label_grid(out, mask, use_mask, bs, sub, nsb, nbx, nby, nbz, ox, oy, oz, sp, fU,
+                   blo, bhi, bU, bcoarse, cstart, cidx, S, Q, D, R, RC):  # pragma: no cover - compiled
+    """Per block: its list (packed); per sub-box of the block: the cells whose box bound is within
+    the sub-box's U; per z-plane of the sub-box: the same on the plane; per row: ``_row_list``;
+    per point: the scan of ``_argmin_row`` (starting from the previous point's winner)."""
     nz, ny, nx = out.shape
     nbox = nbx * nby * nbz
     for b in _nb.prange(nbox):
@@ -250,41 +329,58 @@ def _nb_label_grid(out, mask, use_mask, bs, sub, nbx, nby, nbz, ox, oy, oz, sp,
         bz = b // (nbx * nby)
         by = (b // nbx) % nby
         bx = b % nbx
-        ids_b, _ = _fine_list(b, blo, bhi, bU, bcoarse, cstart, cidx, S, Q, D, R)
-        guess = -1
+        ids, _ = _fine_list(b, blo, bhi, bU, bcoarse, cstart, cidx, S, Q, D, R)
+        mb = ids.shape[0]
+        loc = _pack(ids, S, Q, D, R, RC)
+        sc = np.empty(mb, dtype=np.int64)
+        pc = np.empty(mb, dtype=np.int64)
+        tmp = np.empty(mb)
+        rt = np.empty(mb, dtype=np.int64)
+        rlb = np.empty(mb)
+        gp = -1
         for sz in range(bz * bs, min(nz, (bz + 1) * bs), sub):
             ez = min(nz, (bz + 1) * bs, sz + sub)
             for sy in range(by * bs, min(ny, (by + 1) * bs), sub):
                 ey = min(ny, (by + 1) * bs, sy + sub)
                 for sx in range(bx * bs, min(nx, (bx + 1) * bs), sub):
                     ex = min(nx, (bx + 1) * bs, sx + sub)
-                    if use_mask:
-                        anyin = False
-                        for iz in range(sz, ez):
-                            for iy in range(sy, ey):
-                                for ix in range(sx, ex):
-                                    if mask[iz, iy, ix]:
-                                        anyin = True
-                        if not anyin:
-                            continue
-                    ids, lbs = _sub_list(ox + sp * sx, oy + sp * sy, oz + sp * sz, ox + sp * (ex - 1),
-                                         oy + sp * (ey - 1), oz + sp * (ez - 1), ids_b, bU[b], S, Q, D, R)
-                    loc = _pack(ids, S, Q, D, R)
-                    gp = -1
-                    for t in range(ids.shape[0]):
-                        if ids[t] == guess:
-                            gp = t
+                    U = fU[bz * nsb + (sz - bz * bs) // sub, by * nsb + (sy - by * bs) // sub,
+                           bx * nsb + (sx - bx * bs) // sub]
+                    if not np.isfinite(U):  # masked out
+                        continue
+                    x0 = ox + sp * sx
+                    y0 = oy + sp * sy
+                    x1 = ox + sp * (ex - 1)
+                    y1 = oy + sp * (ey - 1)
+                    ns = 0
+                    for t in range(mb):
+                        if _bounds_loc(x0, y0, oz + sp * sz, x1, y1, oz + sp * (ez - 1), loc, t) <= U:
+                            sc[ns] = t
+                            ns += 1
                     for iz in range(sz, ez):
                         z = oz + sp * iz
+                        npl = 0
+                        for u in range(ns):  # the cells that may win on this plane of the sub-box
+                            if _bounds_loc(x0, y0, z, x1, y1, z, loc, sc[u]) <= U:
+                                pc[npl] = sc[u]
+                                npl += 1
                         for iy in range(sy, ey):
                             y = oy + sp * iy
-                            for ix in range(sx, ex):
+                            a = sx
+                            e = ex - 1
+                            if use_mask:
+                                while a <= e and not mask[iz, iy, a]:
+                                    a += 1
+                                while e >= a and not mask[iz, iy, e]:
+                                    e -= 1
+                                if a > e:
+                                    continue
+                            nr = _row_list(ox + sp * a, ox + sp * e, y, z, loc, pc, npl, tmp, rt, rlb)
+                            for ix in range(a, e + 1):
                                 if use_mask and not mask[iz, iy, ix]:
                                     continue
-                                gp = _argmin_local(ox + sp * ix, y, z, ids, lbs, loc, gp)
+                                gp = _argmin_row(ox + sp * ix, y, z, ids, loc, rt, rlb, nr, gp)
                                 out[iz, iy, ix] = ids[gp]
-                    if gp >= 0:
-                        guess = ids[gp]
 
 @_nb.njit(cache=True, parallel=True)
 def _nb_label_points(out, pts, bstart, blo, bhi, bU, bcoarse, cstart, cidx, S, Q, D, R):  # pragma: no cover
@@ -333,6 +429,55 @@ def _as3d(g: GBPD):
     d = np.ones((n, 3))
     d[:, :2] = g.diag
     return s, q3, d, g.offsets
+
+
+def _row_data(q, d):
+    """Per cell ``(M_xx, M_xy, M_xz, S_yy, S_yz, S_zz, D_max)``: the row parabolas of the note above
+    ``_box_bounds_py`` (M = Q^T D Q, S its Schur complement on (y, z))."""
+    m = np.einsum("nki,nk,nkj->nij", q, d, q)
+    mxx = m[:, 0, 0]
+    out = np.empty((len(q), 7))
+    out[:, 0] = mxx
+    out[:, 1] = m[:, 0, 1]
+    out[:, 2] = m[:, 0, 2]
+    out[:, 3] = m[:, 1, 1] - m[:, 0, 1] * m[:, 0, 1] / mxx
+    out[:, 4] = m[:, 1, 2] - m[:, 0, 1] * m[:, 0, 2] / mxx
+    out[:, 5] = m[:, 2, 2] - m[:, 0, 2] * m[:, 0, 2] / mxx
+    out[:, 6] = d.max(axis=1)
+    return out
+
+
+def _sub_box_upper(shape3, mask3, bs, sb, org3, spacing, s, q, d, r):
+    """U of every sub-box of a grid (blocks of ``bs`` points split into sub-boxes of ``sb``), NaN
+    where a sub-box is empty or masked out; shape ``(nbz * nsb, nby * nsb, nbx * nsb)``.
+
+    Bounds from small boxes are tight (a cell's largest power distance over a box grows with the
+    box), so the blocks take the largest U of their sub-boxes rather than bounds of their own."""
+    nsb = -(-bs // sb)
+    starts, ends, valid = [], [], []
+    for n in shape3[::-1]:  # x, y, z
+        nb = -(-n // bs)
+        st = (np.arange(nb)[:, None] * bs + np.arange(nsb)[None, :] * sb).ravel()
+        en = np.minimum(st + sb, np.repeat(np.minimum((np.arange(nb) + 1) * bs, n), nsb))
+        starts.append(st)
+        ends.append(en)
+        valid.append(np.flatnonzero(st < en))
+    fU = np.full((len(starts[2]), len(starts[1]), len(starts[0])), np.nan)
+    vx, vy, vz = valid
+    if mask3 is not None:  # the valid sub-boxes tile each axis in order
+        m = np.logical_or.reduceat(mask3, starts[2][vz], axis=0)
+        m = np.logical_or.reduceat(m, starts[1][vy], axis=1)
+        live = np.logical_or.reduceat(m, starts[0][vx], axis=2)
+    else:
+        live = np.ones((len(vz), len(vy), len(vx)), dtype=bool)
+    kz, ky, kx = np.nonzero(live)
+    if len(kz) == 0:
+        return fU
+    iz, iy, ix = vz[kz], vy[ky], vx[kx]
+    lo = org3 + spacing * np.stack([starts[0][ix], starts[1][iy], starts[2][iz]], 1)
+    hi = org3 + spacing * (np.stack([ends[0][ix], ends[1][iy], ends[2][iz]], 1) - 1)
+    fU[iz, iy, ix] = _upper_bounds(lo, hi, s, q, d, r)
+    return fU
 
 
 def _upper_bounds(blo, bhi, s, q, d, r, k=8):
@@ -570,7 +715,9 @@ def hard_labels_grid(g: GBPD, shape, origin=None, spacing: float = 1.0, mask=Non
     coarse : int
         Edge (in grid points) of the coarse blocks whose candidates are found first.
     sub : int
-        Edge of the sub-blocks of a block that refine its candidate list (compiled kernel only).
+        Edge of the sub-boxes of a block (at most ``block``): each gets its own upper bound (the
+        block's bound is the largest of its sub-boxes') and, in the compiled kernel, its own
+        candidate list, refined further per plane and per row.
     use_numba : bool, optional
         Use the compiled kernel (default: when numba is installed); ``False`` runs the numpy twin.
 
@@ -610,21 +757,21 @@ def hard_labels_grid(g: GBPD, shape, origin=None, spacing: float = 1.0, mask=Non
     mask3 = None if mask is None else mask.reshape(shape3)
     nz, ny, nx = shape3
     bs = int(block)
+    sb = max(1, min(int(sub), bs))
+    nsb = -(-bs // sb)
     nbx, nby, nbz = -(-nx // bs), -(-ny // bs), -(-nz // bs)
     bz, by, bx = np.meshgrid(np.arange(nbz), np.arange(nby), np.arange(nbx), indexing="ij")
     bidx = np.stack([bx.ravel(), by.ravel(), bz.ravel()], 1)
     n3 = np.array([nx, ny, nz])
     blo = org3 + spacing * (bidx * bs)
     bhi = org3 + spacing * (np.minimum(n3, (bidx + 1) * bs) - 1)
-    if mask3 is not None:
-        pad = [(0, nbz * bs - nz), (0, nby * bs - ny), (0, nbx * bs - nx)]
-        live = np.pad(mask3, pad).reshape(nbz, bs, nby, bs, nbx, bs).any(axis=(1, 3, 5)).ravel()
-    else:
-        live = np.ones(len(bidx), dtype=bool)
     npts = out.size if mask is None else int(mask.sum())
     with _numba_threads(npts):
-        bU = np.full(len(bidx), np.nan)
-        bU[live] = _upper_bounds(blo[live], bhi[live], s, q, d, r)
+        fU = _sub_box_upper(shape3, mask3, bs, sb, org3, float(spacing), s, q, d, r)
+        fin = np.where(np.isfinite(fU), fU, -np.inf)
+        bU = fin.reshape(nbz, nsb, nby, nsb, nbx, nsb).max(axis=(1, 3, 5)).ravel()
+        live = np.isfinite(bU)
+        bU[~live] = np.nan
         grp = max(1, int(round(coarse / bs)))
         ncx, ncy = -(-nbx // grp), -(-nby // grp)
         bcoarse = (bidx[:, 2] // grp) * (ncx * ncy) + (bidx[:, 1] // grp) * ncx + bidx[:, 0] // grp
@@ -632,9 +779,9 @@ def hard_labels_grid(g: GBPD, shape, origin=None, spacing: float = 1.0, mask=Non
         cstart, cidx = _coarse_candidates(clo, chi, cU, s, q, d, r)
         if use_numba:
             m = mask3 if mask3 is not None else np.zeros((1, 1, 1), dtype=bool)
-            _nb_label_grid(out3, m, mask3 is not None, bs, max(1, int(sub)), nbx, nby, nbz, float(org3[0]),
-                           float(org3[1]), float(org3[2]), float(spacing), blo, bhi, bU, bcoarse, cstart, cidx,
-                           s, q, d, r)
+            _nb_label_grid(out3, m, mask3 is not None, bs, sb, nsb, nbx, nby, nbz, float(org3[0]),
+                           float(org3[1]), float(org3[2]), float(spacing), fU, blo, bhi, bU, bcoarse, cstart, cidx,
+                           s, q, d, r, _row_data(q, d))
             return out
     for b in np.flatnonzero(live):
         x0, y0, z0 = bidx[b] * bs

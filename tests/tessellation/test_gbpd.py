@@ -49,6 +49,45 @@ def test_fast_labels_equal_bruteforce(d, kind, k):
         np.testing.assert_array_equal(hard_labels(g, pts2, use_numba=use_numba), ref2)
 
 
+@pytest.mark.parametrize("kind", ["mild", "spec", "aniso"])
+@pytest.mark.parametrize("block,sub", [(8, 4), (16, 8), (12, 5), (6, 1)])
+def test_grid_rows_and_sub_boxes_equal_bruteforce(kind, block, sub):
+    """Sub-boxes smaller than the blocks (uneven splits too), their planes and rows, with a mask
+    and many small cells (~40 grid points each, as the assembly lattice): equal to the brute force."""
+    rng = np.random.default_rng(block * 100 + sub * 10 + len(kind))
+    shape = (23, 26, 29)
+    spacing = float(rng.uniform(0.8, 2.5))
+    ext = 0.5 * spacing * np.array(shape[::-1])
+    n = int(np.prod(shape) / 40)
+    g = GBPD(rng.uniform(-ext, ext, (n, 3)), _random_gbpd(rng, n, 3, kind).diag, _random_gbpd(rng, n, 3, kind).offsets,
+             rng.uniform(0, np.pi, n))
+    pts = grid_points(shape, None, spacing)
+    mask = (pts ** 2).sum(-1) < (0.45 * spacing * shape[0]) ** 2
+    mask |= rng.random(shape) < 0.05
+    ref = hard_labels_bruteforce(g, pts.reshape(-1, 3)).reshape(shape)
+    full = hard_labels_grid(g, shape, spacing=spacing, block=block, sub=sub)
+    np.testing.assert_array_equal(full, ref)
+    masked = hard_labels_grid(g, shape, spacing=spacing, mask=mask, block=block, sub=sub)
+    np.testing.assert_array_equal(masked[mask], ref[mask])
+    assert (masked[~mask] == -1).all()
+    # 2D (one plane of rows)
+    g2 = GBPD(g.seeds[:, :2], g.diag[:, :2], g.offsets)
+    lab2 = hard_labels_grid(g2, shape[1:], spacing=spacing, block=block, sub=sub)
+    pts2 = grid_points(shape[1:], None, spacing).reshape(-1, 2)
+    np.testing.assert_array_equal(lab2.ravel(), hard_labels_bruteforce(g2, pts2))
+
+
+def test_grid_ties_on_rows_go_to_lowest_index():
+    """Duplicated seeds tie everywhere on their cells: the lowest index wins on every row."""
+    rng = np.random.default_rng(3)
+    base = rng.uniform(-12, 12, (60, 3))
+    seeds = np.concatenate([base, base])
+    g = GBPD(seeds, np.ones((120, 3)), np.zeros(120))
+    out = hard_labels_grid(g, (14, 15, 16), block=8, sub=4)
+    assert out.max() < 60
+    np.testing.assert_array_equal(out.ravel(), hard_labels_bruteforce(g, grid_points((14, 15, 16)).reshape(-1, 3)))
+
+
 def test_masked_grid_and_default_origin(rng):
     g = _random_gbpd(rng, 300, 3, "spec")
     shape = (20, 24, 28)

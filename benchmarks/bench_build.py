@@ -71,8 +71,7 @@ def make_shard(shard_index, items, *, model_path: str, seed: int, voxel_um: floa
     coeffs = np.asarray(tables["shells"].column("sh_coefficients_um").to_pylist())
     col, feature = array3d_column(np.stack([_voxels(c, voxel_um) for c in coeffs]))
     feats = datasets.Features({"particle_id": datasets.Value("int64"), "voxels": feature})
-    tables["voxels_64"] = pa.Table.from_arrays([pa.array(np.asarray(items, np.int64)), col],
-                                               schema=feats.arrow_schema)
+    tables["voxels_64"] = pa.Table.from_arrays([pa.array(np.asarray(items, np.int64)), col], schema=feats.arrow_schema)
     return tables
 
 
@@ -134,15 +133,25 @@ def bench_particles(args) -> int:
     try:
         shell_path, grain_path = particle_models(tmp / "models", args.radius_um)
         n, ss = args.items, args.shard_size
-        print(f"# bench_build --mode particles: {n} particles (shell radius ~{args.radius_um} µm, grains at "
-              f"0.0018 px^-3, 0.05 µm px), full-resolution voxels {args.voxel_size_um} µm, + {VOX}^3 cubes; "
-              f"shards of {ss}; {os.cpu_count()} CPUs")
+        print(
+            f"# bench_build --mode particles: {n} particles (shell radius ~{args.radius_um} µm, grains at "
+            f"0.0018 px^-3, 0.05 µm px), full-resolution voxels {args.voxel_size_um} µm, + {VOX}^3 cubes; "
+            f"shards of {ss}; {os.cpu_count()} CPUs"
+        )
         shell, sid = load_shell_model(shell_path)
         grain, gid = load_grain_model(grain_path)
         t0 = time.perf_counter()
-        rec = generate_particles(shell, grain, n=n, seed=1, voxel_size_um=args.voxel_size_um,
-                                 formats=("params", "voxels"), out=tmp / "naive", shell_model_id=sid,
-                                 grain_model_id=gid)
+        rec = generate_particles(
+            shell,
+            grain,
+            n=n,
+            seed=1,
+            voxel_size_um=args.voxel_size_um,
+            formats=("params", "voxels"),
+            out=tmp / "naive",
+            shell_model_id=sid,
+            grain_model_id=gid,
+        )
         t_naive = time.perf_counter() - t0
         rate_naive = n / t_naive
         grains = sum(p["n_grains"] for p in rec["particles"])
@@ -153,23 +162,36 @@ def bench_particles(args) -> int:
         rates, peaks, cpu, steady, startup = {}, {}, {}, {}, {}
         for workers in (1, 2):
             out = tmp / f"w{workers}"
-            fn = functools.partial(particle_shard, out=str(out), n_shards=-(-n // ss), shell_model_path=str(shell_path),
-                                   grain_model_path=str(grain_path), seed=1, voxel_size_um=args.voxel_size_um,
-                                   cubes=(VOX,), formats=("params", "voxels"))
+            fn = functools.partial(
+                particle_shard,
+                out=str(out),
+                n_shards=-(-n // ss),
+                shell_model_path=str(shell_path),
+                grain_model_path=str(grain_path),
+                seed=1,
+                voxel_size_um=args.voxel_size_um,
+                cubes=(VOX,),
+                formats=("params", "voxels"),
+            )
             t0 = time.perf_counter()
             r = build_dataset(out, n, ss, fn, release_configs([VOX]), workers=workers)
             dt = time.perf_counter() - t0
             rates[workers], peaks[workers], cpu[workers] = n / dt, r.peak_rss_mib, r.cpu_seconds
             steady[workers], startup[workers] = _shard_cpu(out)
-            print(f"builder, {workers} worker(s): {dt:7.2f} s  {rates[workers]:6.2f} particles/s   peak RSS per "
-                  f"worker: " + ", ".join(f"{v:.0f} MiB" for v in sorted(peaks[workers].values())))
+            print(
+                f"builder, {workers} worker(s): {dt:7.2f} s  {rates[workers]:6.2f} particles/s   peak RSS per "
+                f"worker: " + ", ".join(f"{v:.0f} MiB" for v in sorted(peaks[workers].values()))
+            )
         t0 = time.perf_counter()
         figs = card_figures(tmp / "w2")
         write_card(tmp / "w2", {"name": "bench", "version": "0.0.1"}, figures=figs)
         write_manifest(tmp / "w2", dataset={"name": "bench", "version": "0.0.1"})
         t_card = time.perf_counter() - t0
-        rels = [f.relative_to(tmp / "w1") for f in (tmp / "w1").rglob("*")
-                if f.is_file() and ".build" not in f.parts and f.parent.name != "figures"]
+        rels = [
+            f.relative_to(tmp / "w1")
+            for f in (tmp / "w1").rglob("*")
+            if f.is_file() and ".build" not in f.parts and f.parent.name != "figures"
+        ]
         same = all((tmp / "w1" / p).read_bytes() == (tmp / "w2" / p).read_bytes() for p in rels)
         speedup = rates[2] / rates[1]
         total2 = n / (n / rates[2] + t_card)
@@ -178,17 +200,23 @@ def bench_particles(args) -> int:
         print(f"speed-up 2 workers / 1 worker: {speedup:.2f}x   (target >= 1.7x)")
         per = steady[1] / ss
         up = startup[2]
-        print(f"CPU per particle in steady state (median shard / shard size): {per:.3f} s (1 worker), "
-              f"{steady[2] / ss:.3f} s (2 workers); worker start-up (imports + model load, CPU of a worker's first "
-              f"shard beyond the median): {up:.1f} s")
-        print(f"CPU seconds per particle in workers incl. start-up: 1 worker {cpu[1] / n:.2f} s, 2 workers "
-              f"{cpu[2] / n:.2f} s")
+        print(
+            f"CPU per particle in steady state (median shard / shard size): {per:.3f} s (1 worker), "
+            f"{steady[2] / ss:.3f} s (2 workers); worker start-up (imports + model load, CPU of a worker's first "
+            f"shard beyond the median): {up:.1f} s"
+        )
+        print(
+            f"CPU seconds per particle in workers incl. start-up: 1 worker {cpu[1] / n:.2f} s, 2 workers "
+            f"{cpu[2] / n:.2f} s"
+        )
         for m in (n, 1000):
             bound = (m * per) / (m * per / 2 + up)
             print(f"  -> 2-worker speed-up bound on 2 idle cores for {m} particles: {bound:.2f}x")
         print(f"builder (1 worker) / naive generate loop: {rates[1] / rate_naive:.2f}x")
-        print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs "
-              "(wall-clock speed-up is only meaningful on an idle machine)")
+        print(
+            f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs "
+            "(wall-clock speed-up is only meaningful on an idle machine)"
+        )
         print(f"end to end with card, 2 workers: {total2:.2f} particles/s = {total2:.2f}x the 1 particle/s target")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -202,8 +230,9 @@ def main(argv=None) -> int:
     ap.add_argument("--shard-size", type=int, default=None, help="default: 4 particles / 8 shells")
     ap.add_argument("--model", help="shells mode: a fitted shell_model.json (default: paper-sized synthetic model)")
     ap.add_argument("--radius-um", type=float, default=2.0, help="particles mode: mean shell radius (default 2 µm)")
-    ap.add_argument("--voxel-size-um", type=float, default=0.1,
-                    help="particles mode: full-resolution voxel size (default 0.1 µm)")
+    ap.add_argument(
+        "--voxel-size-um", type=float, default=0.1, help="particles mode: full-resolution voxel size (default 0.1 µm)"
+    )
     args = ap.parse_args(argv)
     if args.mode == "particles":
         args.items = args.items or 24
@@ -223,8 +252,10 @@ def main(argv=None) -> int:
         voxel_um = 12.0 / (VOX - 4)  # a 12 µm box: paper-sized particles fit in 64^3
         fn = functools.partial(make_shard, model_path=str(model.resolve()), seed=1, voxel_um=voxel_um)
         items = list(range(args.items))
-        print(f"# bench_build: {args.items} shell-only items (coefficients + descriptors + {VOX}^3 voxels), "
-              f"shards of {args.shard_size}, {os.cpu_count()} CPUs")
+        print(
+            f"# bench_build: {args.items} shell-only items (coefficients + descriptors + {VOX}^3 voxels), "
+            f"shards of {args.shard_size}, {os.cpu_count()} CPUs"
+        )
 
         t0 = time.perf_counter()
         (tmp / "naive").mkdir()
@@ -242,30 +273,40 @@ def main(argv=None) -> int:
             rates[workers] = args.items / dt
             peaks[workers] = r.peak_rss_mib
             cpu[workers] = r.cpu_seconds
-            print(f"builder, {workers} worker(s)      : {dt:7.2f} s  {rates[workers]:7.2f} items/s   "
-                  f"peak RSS per worker: " + ", ".join(f"{v:.0f} MiB" for v in sorted(peaks[workers].values())))
+            print(
+                f"builder, {workers} worker(s)      : {dt:7.2f} s  {rates[workers]:7.2f} items/s   "
+                f"peak RSS per worker: " + ", ".join(f"{v:.0f} MiB" for v in sorted(peaks[workers].values()))
+            )
         t0 = time.perf_counter()
         figs = card_figures(tmp / "w2")
         write_card(tmp / "w2", {"name": "bench", "version": "0.0.1"}, figures=figs)
         write_manifest(tmp / "w2", dataset={"name": "bench", "version": "0.0.1"})
         t_card = time.perf_counter() - t0
-        same = all((tmp / "w1" / p).read_bytes() == (tmp / "w2" / p).read_bytes()
-                   for p in [str(f.relative_to(tmp / "w1")) for f in (tmp / "w1" / "data").rglob("*.parquet")])
+        same = all(
+            (tmp / "w1" / p).read_bytes() == (tmp / "w2" / p).read_bytes()
+            for p in [str(f.relative_to(tmp / "w1")) for f in (tmp / "w1" / "data").rglob("*.parquet")]
+        )
         speedup = rates[2] / rates[1]
         print(f"figures + card + manifest: {t_card:7.2f} s (once per build)")
         print(f"1 vs 2 workers byte-identical shards: {same}")
         print(f"speed-up 2 workers / 1 worker: {speedup:.2f}x   (target >= 1.7x)")
         print(f"builder (1 worker) / naive loop: {rates[1] / rate_naive:.2f}x")
-        print(f"CPU seconds per item in workers: 1 worker {cpu[1] / args.items * 1000:.0f} ms, "
-              f"2 workers {cpu[2] / args.items * 1000:.0f} ms  -> speed-up bound on 2 idle cores "
-              f"(excl. worker start-up): {2 * cpu[1] / cpu[2]:.2f}x")
-        print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs "
-              "(wall-clock speed-up is only meaningful on an idle machine)")
+        print(
+            f"CPU seconds per item in workers: 1 worker {cpu[1] / args.items * 1000:.0f} ms, "
+            f"2 workers {cpu[2] / args.items * 1000:.0f} ms  -> speed-up bound on 2 idle cores "
+            f"(excl. worker start-up): {2 * cpu[1] / cpu[2]:.2f}x"
+        )
+        print(
+            f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs "
+            "(wall-clock speed-up is only meaningful on an idle machine)"
+        )
         print(f"throughput vs target 1 item/s: {rates[2]:.2f} items/s = {rates[2] / 1.0:.1f}x target")
         paper = 1000.0 / PAPER_MS_PER_SHELL
-        print(f"paper: {PAPER_MS_PER_SHELL} ms per shell (analytic only) = {paper:.0f} shells/s; "
-              f"ours incl. descriptors + 64^3 voxels + parquet: {rates[1]:.1f}/s on 1 worker "
-              f"(ratio {rates[1] / paper:.3f})")
+        print(
+            f"paper: {PAPER_MS_PER_SHELL} ms per shell (analytic only) = {paper:.0f} shells/s; "
+            f"ours incl. descriptors + 64^3 voxels + parquet: {rates[1]:.1f}/s on 1 worker "
+            f"(ratio {rates[1] / paper:.3f})"
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

@@ -37,7 +37,7 @@ def make_scan(folder: Path, size: int, fmt: str, seed: int = 0) -> Path:
     radius = size / 2 - 5
     # radial_teacher_gbpd's defaults, drawn only in a slab around the plane z = 0
     slab = 40.0
-    vol = np.pi * radius ** 2 * 2 * slab
+    vol = np.pi * radius**2 * 2 * slab
     n = rng.poisson(0.0018 * vol)
     xy = rng.uniform(-radius, radius, size=(n, 2))
     z = rng.uniform(-slab, slab, size=n)
@@ -62,8 +62,10 @@ def main(argv=None) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     path = make_scan(folder, args.size, args.format)
-    print(f"phantom: {args.size}x{args.size} .{args.format} scan, {path.stat().st_size / 1e6:.1f} MB "
-          f"(made in {time.perf_counter() - t0:.1f} s)")
+    print(
+        f"phantom: {args.size}x{args.size} .{args.format} scan, {path.stat().st_size / 1e6:.1f} MB "
+        f"(made in {time.perf_counter() - t0:.1f} s)"
+    )
 
     # --- ours, stage by stage, in this process
     from nmc_dataset.ebsd._morphology import chord_arrow_table, grain_table
@@ -80,8 +82,10 @@ def main(argv=None) -> int:
     grain_table(gm.labels, gm.center_px, 0.05, gm.mean_orientation)
     chord_arrow_table(gm.labels)
     t_morph = time.perf_counter() - t
-    print(f"ours  : read {t_read:.2f} s | reconstruct (misorientation graph + components + means) {t_rec:.2f} s"
-          f" | morphology {t_morph:.2f} s | {gm.n_grains} grains")
+    print(
+        f"ours  : read {t_read:.2f} s | reconstruct (misorientation graph + components + means) {t_rec:.2f} s"
+        f" | morphology {t_morph:.2f} s | {gm.n_grains} grains"
+    )
 
     # --- the whole command in a child process: wall time and peak RSS
     out = folder / "sections"
@@ -91,8 +95,10 @@ def main(argv=None) -> int:
     t_cli = time.perf_counter() - t
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     sel = json.loads((out / "selection.json").read_text())
-    print(f"import-ebsd (child process, incl. interpreter start + writing): {t_cli:.2f} s, "
-          f"peak RSS {peak_mb:.0f} MB, score {sel['sections'][0]['score']:.3f}")
+    print(
+        f"import-ebsd (child process, incl. interpreter start + writing): {t_cli:.2f} s, "
+        f"peak RSS {peak_mb:.0f} MB, score {sel['sections'][0]['score']:.3f}"
+    )
 
     # --- naive baseline on the same file
     from nmc_dataset.ebsd._orientation import euler_to_quat, misorientation_angle
@@ -102,7 +108,7 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         data = np.loadtxt(path, comments="#")
         t_loadtxt = time.perf_counter() - t
-        assert data.shape[0] == args.size ** 2
+        assert data.shape[0] == args.size**2
     else:
         t_loadtxt = float("nan")
     q = euler_to_quat(scan.euler_rad).reshape(-1, 4)
@@ -114,9 +120,11 @@ def main(argv=None) -> int:
     t = time.perf_counter()
     misorientation_angle(q[a], q[a + 1], "-3m")
     t_fast = (time.perf_counter() - t) * (2 * args.size * (args.size - 1)) / len(a)
-    print(f"naive : bare np.loadtxt, no validation {t_loadtxt:.2f} s (our validated reader {t_read:.2f} s) | "
-          f"all-pairs misorientation of all {2 * args.size * (args.size - 1):,} neighbour pairs ~{t_brute:.1f} s "
-          f"(ours {t_fast:.2f} s, x{t_brute / t_fast:.0f})")
+    print(
+        f"naive : bare np.loadtxt, no validation {t_loadtxt:.2f} s (our validated reader {t_read:.2f} s) | "
+        f"all-pairs misorientation of all {2 * args.size * (args.size - 1):,} neighbour pairs ~{t_brute:.1f} s "
+        f"(ours {t_fast:.2f} s, x{t_brute / t_fast:.0f})"
+    )
     print("paper : no figure (EBSD processed in OIM); target: a 1000x1000 scan imports in well under a minute")
     if not args.keep:
         import shutil

@@ -59,8 +59,8 @@ def naive_per_seed(model: GrainModel, rng, lo, hi, limit: int):
         for i in range(min(limit, len(ss))):
             s = ss.positions[i]
             _, nb = tree.query(s, k=model.kappa + 1)
-            nb = [j for j in nb if j != i][:model.kappa]
-            q = radial_frames(s[None], ss.roll[i:i + 1])[0]
+            nb = [j for j in nb if j != i][: model.kappa]
+            q = radial_frames(s[None], ss.roll[i : i + 1])[0]
             v = (ss.positions[nb] - s) @ q.T / model.input_scale_px
             x = np.concatenate([v, ss.noise[nb]], 1).reshape(1, -1).astype(np.float32)
             d, r = model.gnet(torch.from_numpy(x))
@@ -91,8 +91,9 @@ def generation_breakdown(model: GrainModel, rng, lo, hi, old: bool = False, keep
     t1 = time.perf_counter()
     if old:
         keep = np.all((pos >= lo - cm) & (pos <= hi + cm), axis=1)
-        x = neighbour_inputs_reference(pos, ss.noise, ss.roll, keep, kappa=model.kappa,
-                                       input_scale_px=model.input_scale_px)
+        x = neighbour_inputs_reference(
+            pos, ss.noise, ss.roll, keep, kappa=model.kappa, input_scale_px=model.input_scale_px
+        )
     else:
         keep = box_mask(pos, lo - cm, hi + cm)
         x = neighbour_inputs(pos, ss.noise, ss.roll, keep, kappa=model.kappa, input_scale_px=model.input_scale_px)
@@ -107,8 +108,16 @@ def generation_breakdown(model: GrainModel, rng, lo, hi, old: bool = False, keep
     g = GBPD(pos[keep], diag, off, ss.roll[keep])
     t4 = time.perf_counter()
     inside = int(box_mask(g.seeds, lo, hi).sum())
-    out = {"seeds": t1 - t0, "knn": t2 - t1, "mlp": t3 - t2, "gbpd": t4 - t3, "total": t4 - t0,
-           "drawn": len(pos), "kept": g.n, "inside": inside}
+    out = {
+        "seeds": t1 - t0,
+        "knn": t2 - t1,
+        "mlp": t3 - t2,
+        "gbpd": t4 - t3,
+        "total": t4 - t0,
+        "drawn": len(pos),
+        "kept": g.n,
+        "inside": inside,
+    }
     if keep_inputs:
         out["inputs"] = x
     return out
@@ -153,30 +162,44 @@ def part1(args, cfg) -> None:
     mlp = mlp_paths(model, window_inputs, 2 * args.repeats)
     naive = 1e6 * naive_per_seed(model, rng, lo, hi, 2000)
     new, old = med["new"], med["old"]
-    print("== analytic generation ([-128,128]^3, mu = 0.0018, paper-sized G_net "
-          f"{list(cfg.generator.hidden)}, kappa {cfg.kappa}; median of {args.repeats})")
-    print(f"  seeds: {new['drawn']:.0f} drawn, {new['kept']:.0f} kept (window + {model.cell_margin_px:g} px cell "
-          f"margin, get markers), {new['inside']:.0f} inside the window")
+    print(
+        "== analytic generation ([-128,128]^3, mu = 0.0018, paper-sized G_net "
+        f"{list(cfg.generator.hidden)}, kappa {cfg.kappa}; median of {args.repeats})"
+    )
+    print(
+        f"  seeds: {new['drawn']:.0f} drawn, {new['kept']:.0f} kept (window + {model.cell_margin_px:g} px cell "
+        f"margin, get markers), {new['inside']:.0f} inside the window"
+    )
     for name, r in (("fused kNN kernel (now)", new), ("cKDTree path (before)", old)):
-        print(f"  {name:23s} seeds {1e3 * r['seeds']:6.1f} ms | kNN+inputs {1e3 * r['knn']:6.1f} ms | "
-              f"MLP {1e3 * r['mlp']:6.1f} ms | GBPD {1e3 * r['gbpd']:4.1f} ms | total {1e3 * r['total']:6.1f} ms")
+        print(
+            f"  {name:23s} seeds {1e3 * r['seeds']:6.1f} ms | kNN+inputs {1e3 * r['knn']:6.1f} ms | "
+            f"MLP {1e3 * r['mlp']:6.1f} ms | GBPD {1e3 * r['gbpd']:4.1f} ms | total {1e3 * r['total']:6.1f} ms"
+        )
     if "fused" in mlp:
-        print(f"  MLP on one window's inputs: oneDNN fused layers {1e3 * mlp['fused']:.1f} ms, module forward "
-              f"(torch's default CPU matmul) {1e3 * mlp['plain']:.1f} ms ({mlp['plain'] / mlp['fused']:.1f}x)")
+        print(
+            f"  MLP on one window's inputs: oneDNN fused layers {1e3 * mlp['fused']:.1f} ms, module forward "
+            f"(torch's default CPU matmul) {1e3 * mlp['plain']:.1f} ms ({mlp['plain'] / mlp['fused']:.1f}x)"
+        )
     else:
         print(f"  MLP on one window's inputs: module forward {1e3 * mlp['plain']:.1f} ms (no oneDNN fused path here)")
     t = float(np.median(sample_times))
     us_kept = 1e6 * t / new["kept"]
     us_in = 1e6 * t / new["inside"]
     old_kept = 1e6 * old["total"] / old["kept"]
-    print(f"  GrainModel.sample end to end: {1e3 * t:.1f} ms = {us_kept:.2f} us per kept seed, "
-          f"{us_in:.2f} us per seed inside the window (old path: {old_kept:.2f} us per kept seed, "
-          f"{old['total'] / t:.1f}x slower)")
-    print(f"  paper {PAPER_US_PER_GRAIN} us/grain: {PAPER_US_PER_GRAIN / us_in:.1f}x faster per seed inside the "
-          f"window ({PAPER_US_PER_GRAIN / us_kept:.1f}x per kept seed)")
+    print(
+        f"  GrainModel.sample end to end: {1e3 * t:.1f} ms = {us_kept:.2f} us per kept seed, "
+        f"{us_in:.2f} us per seed inside the window (old path: {old_kept:.2f} us per kept seed, "
+        f"{old['total'] / t:.1f}x slower)"
+    )
+    print(
+        f"  paper {PAPER_US_PER_GRAIN} us/grain: {PAPER_US_PER_GRAIN / us_in:.1f}x faster per seed inside the "
+        f"window ({PAPER_US_PER_GRAIN / us_kept:.1f}x per kept seed)"
+    )
     verdict = lambda us: "met" if us <= TARGET_US_PER_GRAIN else "NOT met"  # noqa: E731
-    print(f"  target {TARGET_US_PER_GRAIN} us/grain: per seed inside the window {verdict(us_in)}, "
-          f"per kept seed {verdict(us_kept)}")
+    print(
+        f"  target {TARGET_US_PER_GRAIN} us/grain: per seed inside the window {verdict(us_in)}, "
+        f"per kept seed {verdict(us_kept)}"
+    )
     print(f"  naive per-seed loop: {naive:.1f} us/grain (batched is {naive / us_kept:.0f}x faster)")
 
 
@@ -229,8 +252,10 @@ def main() -> None:
         _, _, real_g = tr.real(c.batch_g)
         x = hard_g.float() + imgs.float() - imgs.float().detach()
         out = tr.disc(torch.cat([real_g.float(), x]))
-        loss = ((out[c.batch_g:] - 1) ** 2).mean()
-        tr.opt_g.zero_grad(); loss.backward(); tr.opt_g.step()
+        loss = ((out[c.batch_g :] - 1) ** 2).mean()
+        tr.opt_g.zero_grad()
+        loss.backward()
+        tr.opt_g.step()
         sync()
         t2 = time.perf_counter()
         with torch.no_grad():
@@ -239,14 +264,22 @@ def main() -> None:
         sync()
         t3 = time.perf_counter()
         out = tr.disc(torch.cat([real.float(), fake.float()]))
-        loss_d = ((out[:c.batch_d] - 1) ** 2).mean() + (out[c.batch_d:] ** 2).mean()
-        tr.opt_d.zero_grad(); loss_d.backward(); tr.opt_d.step()
+        loss_d = ((out[: c.batch_d] - 1) ** 2).mean() + (out[c.batch_d :] ** 2).mean()
+        tr.opt_d.zero_grad()
+        loss_d.backward()
+        tr.opt_d.step()
         sync()
         t4 = time.perf_counter()
-        tg.append(t2 - t0); tf.append(t1 - t0); td.append(t4 - t2); tt.append(t3 - t2)
+        tg.append(t2 - t0)
+        tf.append(t1 - t0)
+        td.append(t4 - t2)
+        tt.append(t3 - t2)
     g_step, d_step = float(np.median(tg)), float(np.median(td))
-    print(f"== GAN steps (paper architecture: G {list(cfg.generator.hidden)}, D width {cfg.discriminator.width} x {cfg.discriminator.blocks} blocks; "
-          f"batch G {cfg.training.batch_g}, D {cfg.training.batch_d}+{cfg.training.batch_d})")
+    print(
+        f"== GAN steps (paper architecture: G {list(cfg.generator.hidden)}, "
+        f"D width {cfg.discriminator.width} x {cfg.discriminator.blocks} blocks; "
+        f"batch G {cfg.training.batch_g}, D {cfg.training.batch_d}+{cfg.training.batch_d})"
+    )
     print(f"  G step {g_step:.2f} s (of which T3D cutouts {np.median(tf):.2f} s)")
     print(f"  D step {d_step:.2f} s (of which cutouts {np.median(tt):.2f} s)")
     total = (g_step + d_step) * 200 * 100

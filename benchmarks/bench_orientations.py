@@ -23,12 +23,12 @@ def _exact_inverse_vonmises(u, a, m=512):
     xg = np.linspace(-np.pi, np.pi, m + 1)
     out = np.empty_like(u)
     for start in range(0, len(u), 4096):
-        aa, uu = a[start:start + 4096], u[start:start + 4096]
+        aa, uu = a[start : start + 4096], u[start : start + 4096]
         e = aa[:, None] * np.cos(xg)[None, :]
         cdf = np.cumsum(np.exp(e - e.max(axis=1, keepdims=True)), axis=1)
         cdf /= cdf[:, -1:]
         j = np.clip((cdf < uu[:, None]).sum(axis=1), 0, m)
-        out[start:start + 4096] = xg[j]
+        out[start : start + 4096] = xg[j]
     return out
 
 
@@ -56,16 +56,22 @@ def main(argv=None):
     a = 3.0 * rng.uniform(size=args.grains) ** 2
     t_tab = _best(lambda: OrientationModel._inverse_vonmises(u, a), args.repeats)
     t_exact = _best(lambda: _exact_inverse_vonmises(u, a), args.repeats)
-    print(f"orientations for {args.grains} grains (kappa -12, lambda 3): {t_draw * 1e3:.1f} ms "
-          f"(lambda 0: {t_flat * 1e3:.1f} ms)")
-    print(f"  von Mises inverse: tabulated {t_tab * 1e3:.1f} ms, per-grain tables {t_exact * 1e3:.1f} ms "
-          f"({t_exact / t_tab:.1f}x)")
+    print(
+        f"orientations for {args.grains} grains (kappa -12, lambda 3): {t_draw * 1e3:.1f} ms "
+        f"(lambda 0: {t_flat * 1e3:.1f} ms)"
+    )
+    print(
+        f"  von Mises inverse: tabulated {t_tab * 1e3:.1f} ms, per-grain tables {t_exact * 1e3:.1f} ms "
+        f"({t_exact / t_tab:.1f}x)"
+    )
     v, _ = m.sample_crystal_directions(rng.uniform(size=(3, 1400)))
     rho = rng.uniform(24.0, 60.0, 1400)
     t_fit = _best(lambda: fit_texture(v), args.repeats)
     t_deblur = _best(lambda: fit_texture_deblurred(v, rho), max(1, args.repeats // 2))
-    print(f"texture fit on 1400 grains: plain {t_fit * 1e3:.1f} ms, blur-corrected with 200 bootstrap "
-          f"resamples {t_deblur:.2f} s")
+    print(
+        f"texture fit on 1400 grains: plain {t_fit * 1e3:.1f} ms, blur-corrected with 200 bootstrap "
+        f"resamples {t_deblur:.2f} s"
+    )
 
 
 if __name__ == "__main__":

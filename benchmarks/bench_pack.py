@@ -47,22 +47,38 @@ def main():
     shell = reference_shell_model(mean_radius_vox=a.radius_vox, voxel_size_um=0.128)
     t = time.perf_counter()
     cpu0 = _cpu()
-    e = pack_electrode(shell, grain, box_um=a.box_um, solid_fraction=a.fraction, voxel_size_um=a.voxel_um,
-                       binder=(a.binder, 0.08), seed=4, workers=a.workers)
+    e = pack_electrode(
+        shell,
+        grain,
+        box_um=a.box_um,
+        solid_fraction=a.fraction,
+        voxel_size_um=a.voxel_um,
+        binder=(a.binder, 0.08),
+        seed=4,
+        workers=a.workers,
+    )
     total = time.perf_counter() - t
     cpu = _cpu() - cpu0
     info = e.info
-    print(f"pack {info['box_voxels']}^3: {info['n_particles']} particles, {info['n_grains']} grains; fraction "
-          f"{info['solid_fraction']:.4f} (target {a.fraction}); binder {info['binder']['fraction']:.4f}; "
-          f"overlap voxels {info['overlap_voxels']}")
+    print(
+        f"pack {info['box_voxels']}^3: {info['n_particles']} particles, {info['n_grains']} grains; fraction "
+        f"{info['solid_fraction']:.4f} (target {a.fraction}); binder {info['binder']['fraction']:.4f}; "
+        f"overlap voxels {info['overlap_voxels']}"
+    )
     s = info["seconds"]
-    print(f"  packing {s['pack']:.1f} s, particles {s['particles']:.1f} s, binder+labels "
-          f"{s['total'] - s['pack'] - s['particles']:.1f} s; total {total:.1f} s (target 60 s: x{total / 60:.2f})")
-    print(f"  CPU time {cpu:.1f} s (this process + worker processes; wall / CPU = {total / cpu:.2f} with "
-          f"--workers {a.workers}: a host shared with other jobs shows here)")
+    print(
+        f"  packing {s['pack']:.1f} s, particles {s['particles']:.1f} s, binder+labels "
+        f"{s['total'] - s['pack'] - s['particles']:.1f} s; total {total:.1f} s (target 60 s: x{total / 60:.2f})"
+    )
+    print(
+        f"  CPU time {cpu:.1f} s (this process + worker processes; wall / CPU = {total / cpu:.2f} with "
+        f"--workers {a.workers}: a host shared with other jobs shows here)"
+    )
     print(f"  relaxation iterations {info['relax_iterations']}, growth steps {info['growth_steps']}")
-    print(f"  peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (main process), "
-          f"{resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20:.2f} GiB (largest worker)")
+    print(
+        f"  peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (main process), "
+        f"{resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20:.2f} GiB (largest worker)"
+    )
     if not a.skip_baseline:
         from scipy import ndimage
 

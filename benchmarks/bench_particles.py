@@ -51,8 +51,9 @@ def main(argv=None):
     ap.add_argument("--mesh-sizes", default="0.15")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-tets", action="store_true")
-    ap.add_argument("--coarsen-only", action="store_true",
-                    help="time the surface coarsening at the first mesh size without gmsh")
+    ap.add_argument(
+        "--coarsen-only", action="store_true", help="time the surface coarsening at the first mesh size without gmsh"
+    )
     ap.add_argument("--threads", type=int, default=1, help="numba/gmsh threads")
     args = ap.parse_args(argv)
     os.environ.setdefault("NUMBA_NUM_THREADS", str(args.threads))
@@ -70,8 +71,10 @@ def main(argv=None):
     px = 0.05
     rmax_px = float(np.abs(coeffs_um[0]) / np.sqrt(4 * np.pi)) / px * 1.5
     g, t_draw = _timed(radial_teacher_gbpd, rng, radius_px=rmax_px, margin_px=10.0)
-    print(f"shell: mean radius {coeffs_um[0] / np.sqrt(4 * np.pi):.2f} µm; teacher GBPD: {g.n} seeds "
-          f"drawn in {t_draw:.2f} s")
+    print(
+        f"shell: mean radius {coeffs_um[0] / np.sqrt(4 * np.pi):.2f} µm; teacher GBPD: {g.n} seeds "
+        f"drawn in {t_draw:.2f} s"
+    )
 
     part, t_asm = _timed(assemble, coeffs_um, g, px)
     print(f"assembly (centres of mass on a 1 px lattice): {t_asm} -> {part.n_grains} grains kept")
@@ -83,9 +86,11 @@ def main(argv=None):
     tracemalloc.stop()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     nvox = vol.labels.size
-    print(f"voxelise {vol.labels.shape} = {nvox / 1e6:.1f} M voxels at {args.voxel_size_um} µm: "
-          f"{t_vox} (target <= 2 s, ratio wall {t_vox / 2:.2f}, CPU {t_vox.cpu / 2:.2f}); peak traced memory "
-          f"{peak / 2**30:.3f} GiB (target <= 1 GiB); process max RSS {rss:.2f} GiB")
+    print(
+        f"voxelise {vol.labels.shape} = {nvox / 1e6:.1f} M voxels at {args.voxel_size_um} µm: "
+        f"{t_vox} (target <= 2 s, ratio wall {t_vox / 2:.2f}, CPU {t_vox.cpu / 2:.2f}); peak traced memory "
+        f"{peak / 2**30:.3f} GiB (target <= 1 GiB); process max RSS {rss:.2f} GiB"
+    )
 
     # naive baseline: brute-force labels + SH radius at every voxel, on a random subset
     grid = particle_grid(part, args.voxel_size_um)
@@ -97,16 +102,21 @@ def main(argv=None):
     t_naive_sub = time.process_time() - t0
     frac_in = float((vol.labels > 0).mean())
     t_naive = t_naive_sub / len(sub) * nvox * max(frac_in / max(ins.mean(), 1e-9), 1.0)
-    print(f"naive baseline (brute force over {part.n_grains} seeds; CPU time on {len(sub)} voxels, "
-          f"extrapolated): {t_naive:.0f} s CPU -> speed-up {t_naive / max(t_vox.cpu, 1e-9):.0f}x (CPU)")
+    print(
+        f"naive baseline (brute force over {part.n_grains} seeds; CPU time on {len(sub)} voxels, "
+        f"extrapolated): {t_naive:.0f} s CPU -> speed-up {t_naive / max(t_vox.cpu, 1e-9):.0f}x (CPU)"
+    )
 
     (lab, changed), t_clean = _timed(meshes.clean_labels, vol.labels)
     surf, t_surf = _timed(meshes.grain_surface_mesh, lab, vol.origin_um, vol.voxel_size_um, part.n_grains)
     r_surf = (t_clean + t_surf) / t_vox
     r_surf_cpu = (t_clean.cpu + t_surf.cpu) / max(t_vox.cpu, 1e-9)
-    print(f"conforming surface: clean-up {t_clean} ({changed} voxels changed) + surface nets {t_surf} "
-          f"-> {len(surf.faces)} triangles, {len(surf.vertices)} vertices; ratio to voxelising: wall "
-          f"{r_surf:.2f}, CPU {r_surf_cpu:.2f} (target <= 1; the earlier rule-based clean-up: ~7)", flush=True)
+    print(
+        f"conforming surface: clean-up {t_clean} ({changed} voxels changed) + surface nets {t_surf} "
+        f"-> {len(surf.faces)} triangles, {len(surf.vertices)} vertices; ratio to voxelising: wall "
+        f"{r_surf:.2f}, CPU {r_surf_cpu:.2f} (target <= 1; the earlier rule-based clean-up: ~7)",
+        flush=True,
+    )
 
     import tempfile
     from pathlib import Path
@@ -125,8 +135,11 @@ def main(argv=None):
         _, t_sfiles = _timed(meshes.write_surfaces, td, "p", surf, shell)
         print(f"exports: voxels HDF5 {t_h5}; surface files (stl, ply, glb, vtp) {t_sfiles}", flush=True)
         total, total_cpu = t_clean + t_surf + t_h5 + t_sfiles, t_clean.cpu + t_surf.cpu + t_h5.cpu + t_sfiles.cpu
-        print(f"exports without the tet mesh: {total:.2f} s wall, {total_cpu:.2f} s CPU; ratio to voxelising: "
-              f"wall {total / t_vox:.2f}, CPU {total_cpu / max(t_vox.cpu, 1e-9):.2f}", flush=True)
+        print(
+            f"exports without the tet mesh: {total:.2f} s wall, {total_cpu:.2f} s CPU; ratio to voxelising: "
+            f"wall {total / t_vox:.2f}, CPU {total_cpu / max(t_vox.cpu, 1e-9):.2f}",
+            flush=True,
+        )
         tet_first = None
         if args.coarsen_only:
             from nmc_dataset.export._decimate import coarsen_surface
@@ -134,9 +147,12 @@ def main(argv=None):
             h = float(args.mesh_sizes.split(",")[0])
             cs, t_c = _timed(coarsen_surface, surf, h)
             st = cs.stats
-            print(f"coarsening alone at {h} µm: {t_c} ({st['triangles_before']} -> {st['triangles_after']} triangles, "
-                  f"grain pairs {st['pairs_before']} -> {st['pairs_after']}, {st['restored_vertices']} vertices "
-                  f"restored); CPU ratio to voxelising {t_c.cpu / max(t_vox.cpu, 1e-9):.2f}", flush=True)
+            print(
+                f"coarsening alone at {h} µm: {t_c} ({st['triangles_before']} -> {st['triangles_after']} triangles, "
+                f"grain pairs {st['pairs_before']} -> {st['pairs_after']}, {st['restored_vertices']} vertices "
+                f"restored); CPU ratio to voxelising {t_c.cpu / max(t_vox.cpu, 1e-9):.2f}",
+                flush=True,
+            )
             args.skip_tets = True
         if not args.skip_tets:
             from nmc_dataset.export._decimate import tet_mesh_coarsened
@@ -150,38 +166,46 @@ def main(argv=None):
                 t_tet = _T(0.0)
                 t_tet.cpu = 0.0
                 _, t_w = _timed(meshes.write_tet_mesh, tm, td, f"p{h}")
-                vox = np.bincount(vol.labels.ravel(), minlength=part.n_grains + 1)[1:] * args.voxel_size_um ** 3
+                vox = np.bincount(vol.labels.ravel(), minlength=part.n_grains + 1)[1:] * args.voxel_size_um**3
                 present = vox > 0
                 rel = np.abs(tm.grain_volumes(part.n_grains)[present] / vox[present] - 1)
                 st = cs.stats
-                print(f"tet mesh at {h} µm (no re-voxelising): coarsen + gmsh {t_dec} (coarsening "
-                      f"{st['coarsen_s']:.2f} s wall / {st['coarsen_cpu_s']:.2f} s CPU, "
-                      f"gmsh {st['gmsh_s']:.2f} s wall / {st['gmsh_cpu_s']:.2f} s CPU, {st['attempts']} attempt(s); "
-                      f"{st['triangles_before']} -> "
-                      f"{st['triangles_after']} triangles, grain pairs {st['pairs_before']} -> {st['pairs_after']}) + "
-                      f"files {t_w} -> {len(tm.tets)} tets, {len(np.unique(tm.grain))} grains, "
-                      f"grain volume error vs voxels median {np.median(rel):.3f} max {rel.max():.3f}, "
-                      f"min tets per grain {np.bincount(tm.grain)[1:][present].min()}")
+                print(
+                    f"tet mesh at {h} µm (no re-voxelising): coarsen + gmsh {t_dec} (coarsening "
+                    f"{st['coarsen_s']:.2f} s wall / {st['coarsen_cpu_s']:.2f} s CPU, "
+                    f"gmsh {st['gmsh_s']:.2f} s wall / {st['gmsh_cpu_s']:.2f} s CPU, {st['attempts']} attempt(s); "
+                    f"{st['triangles_before']} -> "
+                    f"{st['triangles_after']} triangles, grain pairs {st['pairs_before']} -> {st['pairs_after']}) + "
+                    f"files {t_w} -> {len(tm.tets)} tets, {len(np.unique(tm.grain))} grains, "
+                    f"grain volume error vs voxels median {np.median(rel):.3f} max {rel.max():.3f}, "
+                    f"min tets per grain {np.bincount(tm.grain)[1:][present].min()}"
+                )
                 if h == float(args.mesh_sizes.split(",")[0]):
                     total += t_dec + t_tet + t_w
                     total_cpu += t_dec.cpu + t_tet.cpu + t_w.cpu
                     tet_first = (t_dec + t_w, t_dec.cpu + t_w.cpu)
         if tet_first is None and not args.skip_tets:
             print("  (no tet mesh: the all-exports figure below lacks it)")
-        print(f"all exports (clean-up, surface nets, voxels, surface files{'' if args.skip_tets else ', tet mesh'}): "
-              f"{total:.2f} s wall, {total_cpu:.2f} s CPU; ratio to voxelising: wall {total / t_vox:.2f}, "
-              f"CPU {total_cpu / max(t_vox.cpu, 1e-9):.2f} (target <= 3; earlier ~14-20 with tets)")
+        print(
+            f"all exports (clean-up, surface nets, voxels, surface files{'' if args.skip_tets else ', tet mesh'}): "
+            f"{total:.2f} s wall, {total_cpu:.2f} s CPU; ratio to voxelising: wall {total / t_vox:.2f}, "
+            f"CPU {total_cpu / max(t_vox.cpu, 1e-9):.2f} (target <= 3; earlier ~14-20 with tets)"
+        )
     vc = max(t_vox.cpu, 1e-9)
-    rows = [("voxelise (baseline)", t_vox, t_vox.cpu, None),
-            ("conforming surface (clean-up + surface nets)", t_clean + t_surf, t_clean.cpu + t_surf.cpu, 1.0)]
+    rows = [
+        ("voxelise (baseline)", t_vox, t_vox.cpu, None),
+        ("conforming surface (clean-up + surface nets)", t_clean + t_surf, t_clean.cpu + t_surf.cpu, 1.0),
+    ]
     if tet_first is not None:
         rows.append((f"tet mesh at {args.mesh_sizes.split(',')[0]} µm (coarsen + gmsh + files)", *tet_first, None))
     rows.append(("all exports" + ("" if tet_first is not None else " (without tets)"), total, total_cpu, 3.0))
     print("\nsummary (seconds measured in this run; ratios to the voxelising time)")
     print(f"{'step':<58} {'wall s':>8} {'CPU s':>8} {'wall x':>7} {'CPU x':>7}  target")
     for name, w, c, target in rows:
-        print(f"{name:<58} {float(w):8.2f} {c:8.2f} {float(w) / float(t_vox):7.2f} {c / vc:7.2f}  "
-              f"{'' if target is None else f'<= {target:g} ' + ('met' if c / vc <= target else 'NOT met') + ' (CPU)'}")
+        print(
+            f"{name:<58} {float(w):8.2f} {c:8.2f} {float(w) / float(t_vox):7.2f} {c / vc:7.2f}  "
+            f"{'' if target is None else f'<= {target:g} ' + ('met' if c / vc <= target else 'NOT met') + ' (CPU)'}"
+        )
 
 
 if __name__ == "__main__":

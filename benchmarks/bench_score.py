@@ -55,8 +55,10 @@ def main() -> None:
     tp, tq = tile(a["phase"], 2, False).astype(np.uint8), tile(a["particle"], 2, True)
     pp, pq = tile(phase, 2, False).astype(np.uint8), tile(particle, 2, True)
     del a
-    print(f"volume {tp.shape}, {int(tq.max())} true and {int(pq.max())} predicted particles; "
-          f"peak RSS before scoring {rss_mib():.0f} MiB")
+    print(
+        f"volume {tp.shape}, {int(tq.max())} true and {int(pq.max())} predicted particles; "
+        f"peak RSS before scoring {rss_mib():.0f} MiB"
+    )
 
     t0 = time.perf_counter()
     st, sp = scoring.inner_surfaces(tp), scoring.inner_surfaces(pp)
@@ -70,8 +72,10 @@ def main() -> None:
     t3 = time.perf_counter()
     scoring.instance_scores(tq, pq)
     t4 = time.perf_counter()
-    print(f"stages: surfaces {t1 - t0:.2f} s, surface distances {t2 - t1:.2f} s, topology {t3 - t2:.2f} s, "
-          f"instances {t4 - t3:.2f} s")
+    print(
+        f"stages: surfaces {t1 - t0:.2f} s, surface distances {t2 - t1:.2f} s, topology {t3 - t2:.2f} s, "
+        f"instances {t4 - t3:.2f} s"
+    )
 
     t0 = time.perf_counter()
     s = scoring.score_segmentation(pp, tp, pq, tq, voxel_size_um=0.1)
@@ -79,10 +83,14 @@ def main() -> None:
     t0 = time.perf_counter()
     ndimage.distance_transform_edt(~(st & (tp == 1)))
     edt = time.perf_counter() - t0
-    print(f"score_segmentation {args.size}^3: {total:.2f} s (target <= 10 s: {total / 10:.2f} of the budget); "
-          f"peak RSS {rss_mib():.0f} MiB")
-    print(f"baseline: one full-volume distance transform {edt:.2f} s; distance-transform surface distances "
-          f"(2 per phase) would take ~{6 * edt:.1f} s, {6 * edt / total:.1f}x the whole score")
+    print(
+        f"score_segmentation {args.size}^3: {total:.2f} s (target <= 10 s: {total / 10:.2f} of the budget); "
+        f"peak RSS {rss_mib():.0f} MiB"
+    )
+    print(
+        f"baseline: one full-volume distance transform {edt:.2f} s; distance-transform surface distances "
+        f"(2 per phase) would take ~{6 * edt:.1f} s, {6 * edt / total:.1f}x the whole score"
+    )
     print(f"mean Dice {s['mean_dice']:.4f}, particle F1 {s['particles']['f1']:.3f}")
 
 

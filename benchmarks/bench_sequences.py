@@ -34,8 +34,29 @@ def _electrode(tmp: Path):
     shell, grain = write_models(tmp / "models")
     OrientationModel(-8.0, 2.0).save(grain / "orientation_model.json")
     out = tmp / "e.h5"
-    assert cli.main(["-q", "pack", "--shell-model", str(shell), "--grain-model", str(grain), "--box-um", "3.2",
-                     "--voxel-size-um", "0.05", "--solid-fraction", "0.45", "--seed", "2", "--out", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "-q",
+                "pack",
+                "--shell-model",
+                str(shell),
+                "--grain-model",
+                str(grain),
+                "--box-um",
+                "3.2",
+                "--voxel-size-um",
+                "0.05",
+                "--solid-fraction",
+                "0.45",
+                "--seed",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     arrays, _ = read_volumes(out, ("phase", "particle", "grain"))
     return arrays, read_table(out, "particles"), read_table(out, "grains")
 
@@ -58,8 +79,11 @@ def _tile(arrays, particles, grains, k: int):
                 q.append(grains["orientation_wxyz"])
                 gp.append(grains["particle"] + t * N)
                 t += 1
-    return out, {"center_um": np.concatenate(centres)}, {"orientation_wxyz": np.concatenate(q),
-                                                       "particle": np.concatenate(gp)}
+    return (
+        out,
+        {"center_um": np.concatenate(centres)},
+        {"orientation_wxyz": np.concatenate(q), "particle": np.concatenate(gp)},
+    )
 
 
 def _dvc(f0, f1, u0, u1, half=8, step=6, engine="local"):
@@ -92,15 +116,18 @@ def main():
         t_state = time.perf_counter() - t0
         t0 = time.perf_counter()
         settings = resolve_settings("lab-nanoct")
-        ct, _ = render_ct(st["phase"], 0.05, settings=settings, seed=5,
-                          fractions=(st["nmc_fraction"], st["binder_fraction"]))
+        ct, _ = render_ct(
+            st["phase"], 0.05, settings=settings, seed=5, fractions=(st["nmc_fraction"], st["binder_fraction"])
+        )
         t_render = time.perf_counter() - t0
         total = t_init + t_state + t_render
         s = st["summary"]
-        print(f"one {big['phase'].shape[0]}³ state ({seq.N} particles, {len(bg['particle'])} grains, "
-              f"{len(seq.interfaces)} interfaces, {s['cracks']} cracks): model set-up {t_init:.1f} s, state "
-              f"{t_state:.1f} s, render (lab-nanoct, CT {'x'.join(map(str, ct.shape))}) {t_render:.1f} s; "
-              f"total {total:.1f} s = {total / 120:.2f} x the 120 s target")
+        print(
+            f"one {big['phase'].shape[0]}³ state ({seq.N} particles, {len(bg['particle'])} grains, "
+            f"{len(seq.interfaces)} interfaces, {s['cracks']} cracks): model set-up {t_init:.1f} s, state "
+            f"{t_state:.1f} s, render (lab-nanoct, CT {'x'.join(map(str, ct.shape))}) {t_render:.1f} s; "
+            f"total {total:.1f} s = {total / 120:.2f} x the 120 s target"
+        )
         del big, seq, st, ct
         if args.no_dvc:
             return
@@ -112,43 +139,77 @@ def main():
             engines.append("spam")
         except ImportError:
             print("spam not installed: only the local engine")
-        print("\nDVC on 64³ CT pairs (binning 1, 0.05 µm voxels, subsets 16³, nodes every 6 voxels, prefilter σ=1;"
-              " error = |measured − true| per node, voxels)")
-        print("| engine | photons | rings | compaction zz | truth RMS | RMS error | median error | bias z, y, x |"
-              " engine s | nodes |")
+        print(
+            "\nDVC on 64³ CT pairs (binning 1, 0.05 µm voxels, subsets 16³, nodes every 6 voxels, prefilter σ=1;"
+            " error = |measured − true| per node, voxels)"
+        )
+        print(
+            "| engine | photons | rings | compaction zz | truth RMS | RMS error | median error | bias z, y, x |"
+            " engine s | nodes |"
+        )
         print("|---|---|---|---|---|---|---|---|---|---|")
-        rows = [(2e3, 0.01, -0.02), (2e4, 0.01, -0.02), (2e4, 0.0, -0.02), (1e7, 0.0, -0.02),
-                (1e7, 0.0, -0.005), (1e7, 0.0, -0.05)]
+        rows = [
+            (2e3, 0.01, -0.02),
+            (2e4, 0.01, -0.02),
+            (2e4, 0.0, -0.02),
+            (1e7, 0.0, -0.02),
+            (1e7, 0.0, -0.005),
+            (1e7, 0.0, -0.05),
+        ]
         if args.quick:
             rows = rows[1:4]
         cache = {}
         for photons, rings, ezz in rows:
             if ezz not in cache:
-                p = ev.validate_protocol({"soc": {"min": 0.0, "max": 0.0}, "cracks": {"nuclei_per_cycle": 0},
-                                          "compaction": {"strain": {"zz": ezz}, "random_vox": 0.2,
-                                                         "random_length_um": 0.8},
-                                          "rigid": {"translation_vox": 0.0, "rotation_deg": 0.0}})
-                sq = ev.Sequence(arrays, particles, grains, voxel_size_um=0.05, periodic=True, protocol=p, steps=2,
-                                 seed=1)
+                p = ev.validate_protocol(
+                    {
+                        "soc": {"min": 0.0, "max": 0.0},
+                        "cracks": {"nuclei_per_cycle": 0},
+                        "compaction": {"strain": {"zz": ezz}, "random_vox": 0.2, "random_length_um": 0.8},
+                        "rigid": {"translation_vox": 0.0, "rotation_deg": 0.0},
+                    }
+                )
+                sq = ev.Sequence(
+                    arrays, particles, grains, voxel_size_um=0.05, periodic=True, protocol=p, steps=2, seed=1
+                )
                 cache[ezz] = (sq.state(0), sq.state(1))
             s0, s1 = cache[ezz]
             st_ = dict(resolve_settings("lab-nanoct", photons=photons, rings=rings, binning=1))
-            c0, _ = render_ct(s0["phase"], 0.05, settings=st_, seed=11, gain_seed=3,
-                              fractions=(s0["nmc_fraction"], s0["binder_fraction"]))
-            c1, _ = render_ct(s1["phase"], 0.05, settings=st_, seed=12, gain_seed=3,
-                              fractions=(s1["nmc_fraction"], s1["binder_fraction"]))
+            c0, _ = render_ct(
+                s0["phase"],
+                0.05,
+                settings=st_,
+                seed=11,
+                gain_seed=3,
+                fractions=(s0["nmc_fraction"], s0["binder_fraction"]),
+            )
+            c1, _ = render_ct(
+                s1["phase"],
+                0.05,
+                settings=st_,
+                seed=12,
+                gain_seed=3,
+                fractions=(s1["nmc_fraction"], s1["binder_fraction"]),
+            )
             for engine in engines:
                 r, med, sec, nn = _dvc(c0, c1, s0["displacement"], s1["displacement"], engine=engine)
                 bias = ", ".join(f"{b:+.3f}" for b in r["bias_vox"])
-                print(f"| {engine} | {photons:.0e} | {rings} | {ezz} | {r['truth_rms_vox']:.3f} | "
-                      f"{r['rms_error_vox']:.3f} | {med:.3f} | {bias} | {sec:.1f} | {nn} |")
+                print(
+                    f"| {engine} | {photons:.0e} | {rings} | {ezz} | {r['truth_rms_vox']:.3f} | "
+                    f"{r['rms_error_vox']:.3f} | {med:.3f} | {bias} | {sec:.1f} | {nn} |"
+                )
         # the same pair without the CT: partial-volume images, the model's own limit (subset shape function)
         s0, s1 = cache[-0.02]
-        r, med, sec, nn = _dvc(s0["nmc_fraction"] + 0.2 * s0["binder_fraction"],
-                               s1["nmc_fraction"] + 0.2 * s1["binder_fraction"], s0["displacement"],
-                               s1["displacement"])
-        print(f"| local | no CT (partial volumes) | - | -0.02 | {r['truth_rms_vox']:.3f} | {r['rms_error_vox']:.3f} |"
-              f" {med:.3f} | - | {sec:.1f} | {nn} |")
+        r, med, sec, nn = _dvc(
+            s0["nmc_fraction"] + 0.2 * s0["binder_fraction"],
+            s1["nmc_fraction"] + 0.2 * s1["binder_fraction"],
+            s0["displacement"],
+            s1["displacement"],
+        )
+        print(
+            f"| local | no CT (partial volumes) | - | -0.02 | {r['truth_rms_vox']:.3f} | {r['rms_error_vox']:.3f} |"
+            f" {med:.3f} | - | {sec:.1f} | {nn} |"
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

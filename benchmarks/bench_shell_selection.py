@@ -31,8 +31,11 @@ def main():
     ap.add_argument("--n", type=int, default=1600)
     ap.add_argument("--truth", default="heterogeneous")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--no-baseline", action="store_true",
-                    help="skip the same-run baseline (4 h sampled shells, descriptors on one thread)")
+    ap.add_argument(
+        "--no-baseline",
+        action="store_true",
+        help="skip the same-run baseline (4 h sampled shells, descriptors on one thread)",
+    )
     args = ap.parse_args()
     import dcor  # noqa: F401  (numba compilation on first import, once per process: not counted)
 
@@ -77,21 +80,31 @@ def main():
         m.sample_coefficients(n_draw, np.random.default_rng(3))
         us[kind] = (time.perf_counter() - t) / n_draw * 1e6
     print(format_table(table))
-    print(f"[fit+select] {args.n} particles ({args.truth}), {len(CANDIDATES)} candidates, "
-          f"{table['n_holdout']} held out, {table['n_sample']} shells sampled per candidate: {t_sel:.1f} s "
-          f"= {t_sel / TARGET_S:.2f} x the {TARGET_S:.0f} s target ({'met' if t_sel < TARGET_S else 'NOT met'})")
+    print(
+        f"[fit+select] {args.n} particles ({args.truth}), {len(CANDIDATES)} candidates, "
+        f"{table['n_holdout']} held out, {table['n_sample']} shells sampled per candidate: {t_sel:.1f} s "
+        f"= {t_sel / TARGET_S:.2f} x the {TARGET_S:.0f} s target ({'met' if t_sel < TARGET_S else 'NOT met'})"
+    )
     if t_base is not None:
-        print(f"             same run with the earlier settings ({4 * table['n_holdout']} shells per candidate, "
-              f"descriptors on one thread): {t_base:.1f} s -> now {t_base / t_sel:.2f} x faster")
-    print(f"             fit of the independent model alone (same particles, same run): {t_ind:.1f} s -> "
-          f"fit+select = {t_sel / t_ind:.1f} x that")
-    print(f"             of which descriptors of {n_desc} shells (icosphere {table['descriptor_subdivisions']}, "
-          f"qhull per shell), timed separately: {t_desc:.1f} s (~{t_desc / t_sel:.0%})")
+        print(
+            f"             same run with the earlier settings ({4 * table['n_holdout']} shells per candidate, "
+            f"descriptors on one thread): {t_base:.1f} s -> now {t_base / t_sel:.2f} x faster"
+        )
+    print(
+        f"             fit of the independent model alone (same particles, same run): {t_ind:.1f} s -> "
+        f"fit+select = {t_sel / t_ind:.1f} x that"
+    )
+    print(
+        f"             of which descriptors of {n_desc} shells (icosphere {table['descriptor_subdivisions']}, "
+        f"qhull per shell), timed separately: {t_desc:.1f} s (~{t_desc / t_sel:.0%})"
+    )
     for kind, v in us.items():
         x = PAPER_MS_PER_SHELL * 1000 / v
-        print(f"[sampling] {kind} ({args.truth}, {n_draw} shells, validity check + redraw): {v:.1f} µs/shell -> "
-              f"{x:.0f}x faster than the paper's {PAPER_MS_PER_SHELL} ms (target >= 100x: "
-              f"{'met' if x >= 100 else 'NOT met'})")
+        print(
+            f"[sampling] {kind} ({args.truth}, {n_draw} shells, validity check + redraw): {v:.1f} µs/shell -> "
+            f"{x:.0f}x faster than the paper's {PAPER_MS_PER_SHELL} ms (target >= 100x: "
+            f"{'met' if x >= 100 else 'NOT met'})"
+        )
     ratio = us["ellipsoid_mixture"] / us["scale_mixture"]
     print(f"           ellipsoid mixture / scale mixture, same run: {ratio:.2f}")
 

@@ -42,8 +42,9 @@ def naive_sample(model, n, rng):
     w = vertex_weights(model.check_subdivisions)
     out = []
     while len(out) < n:
-        c = np.concatenate([_draw(law.family, law.params, 2 * law.degree + 1, law.degree > 0, rng)
-                            for law in model.laws])
+        c = np.concatenate(
+            [_draw(law.family, law.params, 2 * law.degree + 1, law.degree > 0, rng) for law in model.laws]
+        )
         r = B @ c
         if r.min() > 0 and (w * r**3).sum() / 3 >= model.min_volume_voxels:
             out.append(c)
@@ -74,14 +75,20 @@ def main():
     t = time.perf_counter()
     naive_sample(model, n_naive, rng)
     us_naive = (time.perf_counter() - t) / n_naive * 1e6
-    print(f"[sampling] {n} shells (L={model.degree}, check on 2562 directions): {dt:.2f} s = {us:.2f} µs/shell "
-          f"({stats['redrawn']} redrawn)")
-    print(f"           paper: {PAPER_MS_PER_SHELL * 1000:.0f} µs/shell -> "
-          f"{PAPER_MS_PER_SHELL * 1000 / us:.0f}x faster; "
-          f"target <= 20 µs: {'met' if us <= 20 else 'NOT met'}")
+    print(
+        f"[sampling] {n} shells (L={model.degree}, check on 2562 directions): {dt:.2f} s = {us:.2f} µs/shell "
+        f"({stats['redrawn']} redrawn)"
+    )
+    print(
+        f"           paper: {PAPER_MS_PER_SHELL * 1000:.0f} µs/shell -> "
+        f"{PAPER_MS_PER_SHELL * 1000 / us:.0f}x faster; "
+        f"target <= 20 µs: {'met' if us <= 20 else 'NOT met'}"
+    )
     print(f"           vectorised without the exact-bound shortcut (grid check of every shell): {us_grid:.2f} µs/shell")
-    print(f"           naive per-shell loop ({n_naive} shells): {us_naive:.1f} µs/shell -> vectorised is "
-          f"{us_naive / us:.0f}x faster")
+    print(
+        f"           naive per-shell loop ({n_naive} shells): {us_naive:.1f} µs/shell -> vectorised is "
+        f"{us_naive / us:.0f}x faster"
+    )
 
     from nmc_dataset.synthetic._ct_phantom import truth_coefficients
 
@@ -91,29 +98,36 @@ def main():
     t = time.perf_counter()
     _, mstats = mix.sample_coefficients(n, rng, return_stats=True)
     us_mix = (time.perf_counter() - t) / n * 1e6
-    print(f"[sampling] scale mixture (5 bands, kernel density of 1600 particles): {us_mix:.2f} µs/shell "
-          f"({mstats['redrawn']} redrawn) -> {PAPER_MS_PER_SHELL * 1000 / us_mix:.0f}x faster than the paper "
-          f"(target >= 100x: {'met' if PAPER_MS_PER_SHELL * 1000 / us_mix >= 100 else 'NOT met'})")
+    print(
+        f"[sampling] scale mixture (5 bands, kernel density of 1600 particles): {us_mix:.2f} µs/shell "
+        f"({mstats['redrawn']} redrawn) -> {PAPER_MS_PER_SHELL * 1000 / us_mix:.0f}x faster than the paper "
+        f"(target >= 100x: {'met' if PAPER_MS_PER_SHELL * 1000 / us_mix >= 100 else 'NOT met'})"
+    )
 
     t = time.perf_counter()
     import dcor  # noqa: F401  (numba compilation on first import)
+
     t_imp = time.perf_counter() - t
     coeffs = model.draw_raw(1600, rng)
     ShellModel.fit(coeffs[:50], 0.128)  # warm dcor's compiled kernels
     t = time.perf_counter()
     m = ShellModel.fit(coeffs, 0.128)
     t_fit = time.perf_counter() - t
-    print(f"[fit] 1600 particles x 100 coefficients: {t_fit:.2f} s (target < 5 s; paper < 1 min); "
-          f"one-time dcor import {t_imp:.1f} s; families: {[law.family for law in m.laws]}")
+    print(
+        f"[fit] 1600 particles x 100 coefficients: {t_fit:.2f} s (target < 5 s; paper < 1 min); "
+        f"one-time dcor import {t_imp:.1f} s; families: {[law.family for law in m.laws]}"
+    )
 
     from nmc_dataset.shells._selection import format_table, select_model
 
     t = time.perf_counter()
     _, table = select_model(het, 0.128, rng=np.random.default_rng(4))
     t_sel = time.perf_counter() - t
-    print(f"[fit+select] 1600 particles (heterogeneous roughness), 3 candidate models, 25 % hold-out, "
-          f"descriptor self-check: {t_sel:.1f} s (target < 30 s: {'met' if t_sel < 30 else 'NOT met'}); "
-          f"chosen {table['chosen']}")
+    print(
+        f"[fit+select] 1600 particles (heterogeneous roughness), 3 candidate models, 25 % hold-out, "
+        f"descriptor self-check: {t_sel:.1f} s (target < 30 s: {'met' if t_sel < 30 else 'NOT met'}); "
+        f"chosen {table['chosen']}"
+    )
     print("           " + format_table(table).replace("\n", "\n           "))
 
     nd = 500 if args.quick else 2000
@@ -134,9 +148,11 @@ def main():
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"[segment+fit] {size}³ uint16 phantom, {ph.n_particles} particles placed, "
-          f"{res.segmentation.n_particles} found: {t_seg:.1f} s; peak traced allocations {peak / 2**20:.0f} MiB "
-          f"(volume itself {vol.nbytes / 2**20:.0f} MiB); process max RSS {rss1:.0f} MiB (before: {rss0:.0f} MiB)")
+    print(
+        f"[segment+fit] {size}³ uint16 phantom, {ph.n_particles} particles placed, "
+        f"{res.segmentation.n_particles} found: {t_seg:.1f} s; peak traced allocations {peak / 2**20:.0f} MiB "
+        f"(volume itself {vol.nbytes / 2**20:.0f} MiB); process max RSS {rss1:.0f} MiB (before: {rss0:.0f} MiB)"
+    )
     print(f"              star-shaped volume fraction mean {res.model.star_volume_fraction['mean']:.3f}")
     from nmc_dataset.shells._radius import measure_particles
     from nmc_dataset.shells._segment import segment_volume
@@ -151,11 +167,13 @@ def main():
     t = time.perf_counter()
     _, info = measure_particles_subvoxel(seg.labels, vol, 9, np.random.default_rng(2), otsu_threshold=seg.threshold)
     t_sv = time.perf_counter() - t
-    print(f"[measurement] same volume, {seg.n_particles} particles: segmentation {t_s:.1f} s; nearest-voxel radius+SH "
-          f"{t_v:.1f} s (old: segmentation + this = {t_s + t_v:.1f} s, 8.2 s earlier on a quiet host); "
-          f"sub-voxel radius+SH "
-          f"{t_sv:.1f} s (new: {t_s + t_sv:.1f} s, {(t_s + t_sv) / (t_s + t_v):.2f}x the old); "
-          f"measured blur {info.blur_sigma_vox:.2f} voxel")
+    print(
+        f"[measurement] same volume, {seg.n_particles} particles: segmentation {t_s:.1f} s; nearest-voxel radius+SH "
+        f"{t_v:.1f} s (old: segmentation + this = {t_s + t_v:.1f} s, 8.2 s earlier on a quiet host); "
+        f"sub-voxel radius+SH "
+        f"{t_sv:.1f} s (new: {t_s + t_sv:.1f} s, {(t_s + t_sv) / (t_s + t_v):.2f}x the old); "
+        f"measured blur {info.blur_sigma_vox:.2f} voxel"
+    )
 
 
 if __name__ == "__main__":

@@ -50,21 +50,42 @@ def teacher_reference(radius: float, n_sections: int, repeats: int, seed: int):
     teacher = De.teacher_sampler(radius)
 
     def sample():
-        return De.pooled(De.section_descriptors(lab, c, MIN_AREA_PX)
-                         for lab, c in De.model_sections(teacher, rng, n_sections, radius))
+        return De.pooled(
+            De.section_descriptors(lab, c, MIN_AREA_PX)
+            for lab, c in De.model_sections(teacher, rng, n_sections, radius)
+        )
 
     ref = [sample() for _ in range(repeats)]
     other = [sample() for _ in range(repeats)]
-    noise = {k: float(np.mean([distribution_distances(a[k], b[k])["wasserstein1"] for a, b in zip(ref, other)]))
-             for k in De.DESCRIPTORS_2D}
+    noise = {
+        k: float(np.mean([distribution_distances(a[k], b[k])["wasserstein1"] for a, b in zip(ref, other)]))
+        for k in De.DESCRIPTORS_2D
+    }
     return ref, noise
 
 
 def one(work: Path, instrument: str, seed: int, args) -> dict:
     """phantom-ebsd -> import-ebsd (both fills) -> fit-sections; descriptors of every stage."""
     scans_dir = work / f"{instrument}-{seed}" / "scans"
-    run(["phantom-ebsd", "--out", str(scans_dir), "--n-central", str(args.particles), "--n-off-center", "0",
-         "--radius-px", str(args.radius), "--formats", "ang", "--seed", str(seed), "--instrument", instrument])
+    run(
+        [
+            "phantom-ebsd",
+            "--out",
+            str(scans_dir),
+            "--n-central",
+            str(args.particles),
+            "--n-off-center",
+            "0",
+            "--radius-px",
+            str(args.radius),
+            "--formats",
+            "ang",
+            "--seed",
+            str(seed),
+            "--instrument",
+            instrument,
+        ]
+    )
     scans = sorted(str(p) for p in scans_dir.iterdir() if p.suffix == ".ang")
     out = {"truth": []}
     for p in scans:
@@ -82,8 +103,18 @@ def one(work: Path, instrument: str, seed: int, args) -> dict:
         secs = read_sections(sec_dir)
         out[f"import_{fill}"] = De.pooled(De.section_descriptors(s.labels, s.center_px, MIN_AREA_PX) for s in secs)
         t0 = time.perf_counter()
-        run(["fit-sections", str(sec_dir), "--out", str(sec_dir.with_name(f"fits-{fill}")), "--steps",
-             str(args.fit_steps), "--seed", str(seed)])
+        run(
+            [
+                "fit-sections",
+                str(sec_dir),
+                "--out",
+                str(sec_dir.with_name(f"fits-{fill}")),
+                "--steps",
+                str(args.fit_steps),
+                "--seed",
+                str(seed),
+            ]
+        )
         seconds[f"fit_{fill}"] = time.perf_counter() - t0
         fits = read_tessellations(sec_dir.with_name(f"fits-{fill}"))
         out[f"fit_{fill}"] = De.fitted_descriptors(fits, MIN_AREA_PX)
@@ -106,13 +137,18 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     t0 = time.perf_counter()
     ref, noise = teacher_reference(args.radius, args.particles, args.repeats, 1000)
-    print(f"sampling noise (mean W1 of {args.repeats} teacher pairs of {args.particles} sections, R = "
-          f"{args.radius:g} px, {time.perf_counter() - t0:.0f} s): "
-          + ", ".join(f"{k} {v:.4f}" for k, v in noise.items()))
+    print(
+        f"sampling noise (mean W1 of {args.repeats} teacher pairs of {args.particles} sections, R = "
+        f"{args.radius:g} px, {time.perf_counter() - t0:.0f} s): " + ", ".join(f"{k} {v:.4f}" for k, v in noise.items())
+    )
     stages = ("truth", "import_none", "fit_none", "import_shape", "fit_shape")
-    label = {"truth": "true sections", "import_none": "import --fill none (before)",
-             "fit_none": "  fitted (before)", "import_shape": "import --fill shape (after)",
-             "fit_shape": "  fitted (after)"}
+    label = {
+        "truth": "true sections",
+        "import_none": "import --fill none (before)",
+        "fit_none": "  fitted (before)",
+        "import_shape": "import --fill shape (after)",
+        "fit_shape": "  fitted (after)",
+    }
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
         verdict = {}
@@ -127,8 +163,10 @@ def main() -> None:
                     for k in De.DESCRIPTORS_2D:
                         ratios[s][k].append(mean_w1(ref, r[s], k) / noise[k])
                 extra.append(r)
-            print(f"\n{instrument} instrument ({len(seeds)} seed(s) x {args.particles} central sections): "
-                  f"W1 to the teacher / sampling noise, grains >= {MIN_AREA_PX} px")
+            print(
+                f"\n{instrument} instrument ({len(seeds)} seed(s) x {args.particles} central sections): "
+                f"W1 to the teacher / sampling noise, grains >= {MIN_AREA_PX} px"
+            )
             print(f"{'':30s} " + " ".join(f"{k:>10s}" for k in De.DESCRIPTORS_2D) + f" {'grains':>7s} {'worst':>6s}")
             for s in stages:
                 row = [float(np.mean(ratios[s][k])) for k in De.DESCRIPTORS_2D]
@@ -137,11 +175,16 @@ def main() -> None:
                     verdict[instrument] = max(row)
             sec = {k: float(np.sum([e["seconds"][k] for e in extra])) for k in extra[0]["seconds"]}
             agree = [np.mean([e[f"agreement_{f}"] for e in extra]) for f in ("none", "shape")]
-            print(f"fit agreement before / after: {agree[0]:.4f} / {agree[1]:.4f}"
-                  "; seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in sec.items())
-                  + f" (import after / before: {sec['import_shape'] / max(sec['import_none'], 1e-9):.2f})")
-    print(f"\nfitted sections after completion, worst descriptor / noise (target <= {TARGET}): "
-          + ", ".join(f"{k} {v:.2f} ({'met' if v <= TARGET else 'NOT met'})" for k, v in verdict.items()))
+            print(
+                f"fit agreement before / after: {agree[0]:.4f} / {agree[1]:.4f}"
+                "; seconds: "
+                + ", ".join(f"{k} {v:.1f}" for k, v in sec.items())
+                + f" (import after / before: {sec['import_shape'] / max(sec['import_none'], 1e-9):.2f})"
+            )
+    print(
+        f"\nfitted sections after completion, worst descriptor / noise (target <= {TARGET}): "
+        + ", ".join(f"{k} {v:.2f} ({'met' if v <= TARGET else 'NOT met'})" for k, v in verdict.items())
+    )
 
 
 if __name__ == "__main__":

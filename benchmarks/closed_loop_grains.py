@@ -71,41 +71,106 @@ def user_path(work: Path, args) -> tuple[GrainModel | None, dict]:
     t = {}
     t0 = time.perf_counter()
     instrument = ["--instrument", "default" if args.instrument == "realistic" else args.instrument]
-    run(["phantom-ebsd", "--out", str(work / "scans"), "--n-central", str(args.particles), "--n-off-center", "1",
-         "--radius-px", str(args.radius), "--formats", "ang,ctf", "--seed", str(args.seed), *instrument])
+    run(
+        [
+            "phantom-ebsd",
+            "--out",
+            str(work / "scans"),
+            "--n-central",
+            str(args.particles),
+            "--n-off-center",
+            "1",
+            "--radius-px",
+            str(args.radius),
+            "--formats",
+            "ang,ctf",
+            "--seed",
+            str(args.seed),
+            *instrument,
+        ]
+    )
     scans = sorted(str(p) for p in (work / "scans").iterdir() if p.suffix in (".ang", ".ctf"))
-    run(["import-ebsd", *scans, "--out", str(work / "sections"), "--dilate-px", str(args.dilate_px),
-         "--fill", args.fill])
+    run(
+        [
+            "import-ebsd",
+            *scans,
+            "--out",
+            str(work / "sections"),
+            "--dilate-px",
+            str(args.dilate_px),
+            "--fill",
+            args.fill,
+        ]
+    )
     t["import"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    run(["fit-sections", str(work / "sections"), "--out", str(work / "tessellations"), "--steps", str(args.fit_steps),
-         "--seed", str(args.seed)])
+    run(
+        [
+            "fit-sections",
+            str(work / "sections"),
+            "--out",
+            str(work / "tessellations"),
+            "--steps",
+            str(args.fit_steps),
+            "--seed",
+            str(args.seed),
+        ]
+    )
     t["fit_sections"] = time.perf_counter() - t0
     if args.data_only:
         return None, t
     arch = {} if args.paper_arch else {"generator": {"hidden": [64, 64]}, "discriminator": {"width": 8, "dense": 64}}
-    recipe = {"format_version": 1, "name": "closed-loop", "seed": args.seed,
-              "grains": {**arch, "cutouts": {"p_max_px": args.radius - 24, "ng_min_px": 5},
-                         "training": {"epochs": args.epochs, "steps_per_epoch": args.steps, "batch_g": args.batch_g,
-                                      "batch_d": args.batch_d, "lr": args.lr, "lr_schedule": args.lr_schedule,
-                                      "d_skip_below": args.d_skip_below, "d_r1": args.d_r1,
-                                      "holdout_sections": args.holdout_sections,
-                                      "select_sections": args.select_sections, "select_metric": args.select_metric,
-                                      "ema_decay": args.ema,
-                                      "ng_gt_cutouts": 256}}}
+    recipe = {
+        "format_version": 1,
+        "name": "closed-loop",
+        "seed": args.seed,
+        "grains": {
+            **arch,
+            "cutouts": {"p_max_px": args.radius - 24, "ng_min_px": 5},
+            "training": {
+                "epochs": args.epochs,
+                "steps_per_epoch": args.steps,
+                "batch_g": args.batch_g,
+                "batch_d": args.batch_d,
+                "lr": args.lr,
+                "lr_schedule": args.lr_schedule,
+                "d_skip_below": args.d_skip_below,
+                "d_r1": args.d_r1,
+                "holdout_sections": args.holdout_sections,
+                "select_sections": args.select_sections,
+                "select_metric": args.select_metric,
+                "ema_decay": args.ema,
+                "ng_gt_cutouts": 256,
+            },
+        },
+    }
     (work / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
     t0 = time.perf_counter()
-    run(["fit-grains", str(work / "tessellations"), "--recipe", str(work / "recipe.yaml"), "--out", str(work / "model"),
-         "--device", args.device, "--seed", str(args.seed if args.train_seed is None else args.train_seed),
-         "--restarts", str(args.restarts)])
+    run(
+        [
+            "fit-grains",
+            str(work / "tessellations"),
+            "--recipe",
+            str(work / "recipe.yaml"),
+            "--out",
+            str(work / "model"),
+            "--device",
+            args.device,
+            "--seed",
+            str(args.seed if args.train_seed is None else args.train_seed),
+            "--restarts",
+            str(args.restarts),
+        ]
+    )
     t["fit_grains"] = time.perf_counter() - t0
     return GrainModel.load(work / "model"), t
 
 
 def sample_2d(sampler, rng, n, radius):
     """Descriptors of ``n`` central sections at import-ebsd's detection limit (grains >= 5 px)."""
-    return De.pooled(De.section_descriptors(lab, c, MIN_AREA_PX)
-                     for lab, c in De.model_sections(sampler, rng, n, radius))
+    return De.pooled(
+        De.section_descriptors(lab, c, MIN_AREA_PX) for lab, c in De.model_sections(sampler, rng, n, radius)
+    )
 
 
 def sample_3d(sampler, rng, cube, n_cubes=2):
@@ -125,12 +190,15 @@ def data_ceiling(data: dict, radius: float, n_sections: int, repeats: int, seed:
     rng = np.random.default_rng(seed)
     teacher = Y.teacher_sampler(radius)
     ref = [sample_2d(teacher, rng, n_sections, radius) for _ in range(2 * repeats)]
-    return {k: {"noise": mean_w1(ref[:repeats], ref[repeats:], k), "data": mean_w1(ref[:repeats], data, k)}
-            for k in De.DESCRIPTORS_2D}
+    return {
+        k: {"noise": mean_w1(ref[:repeats], ref[repeats:], k), "data": mean_w1(ref[:repeats], data, k)}
+        for k in De.DESCRIPTORS_2D
+    }
 
 
-def evaluate(model, radius: float, n_sections: int, repeats: int, cube: int, seed: int, data=None,
-             n_cubes: int = 4) -> dict:
+def evaluate(
+    model, radius: float, n_sections: int, repeats: int, cube: int, seed: int, data=None, n_cubes: int = 4
+) -> dict:
     """Mean W1 over ``repeats`` pairs (teacher sample i vs a sample of each model) + 3D statistics
     of ``n_cubes`` cubes per model.
 
@@ -148,9 +216,11 @@ def evaluate(model, radius: float, n_sections: int, repeats: int, cube: int, see
             table[k]["data"] = mean_w1(ref, data, k)
     d3 = {name: sample_3d(s, rng, cube, n_cubes=n_cubes) for name, s in samplers.items()}
     d3["teacher_b"] = sample_3d(teacher, rng, cube, n_cubes=n_cubes)
-    for k, f in (("median_volume_px", lambda d: float(np.median(d["volume_px"]))),
-                 ("mean_radial_alignment", lambda d: float(np.nanmean(d["radial_alignment"]))),
-                 ("mean_elongation_3d", lambda d: float(np.nanmean(d["elongation"])))):
+    for k, f in (
+        ("median_volume_px", lambda d: float(np.median(d["volume_px"]))),
+        ("mean_radial_alignment", lambda d: float(np.nanmean(d["radial_alignment"]))),
+        ("mean_elongation_3d", lambda d: float(np.nanmean(d["elongation"]))),
+    ):
         table[k] = {name: f(d) for name, d in d3.items()}
     return table
 
@@ -161,10 +231,12 @@ def verdicts(table: dict) -> dict:
     for k in De.DESCRIPTORS_2D:
         r = table[k]
         out[k] = bool(r["fitted"] <= 1.5 * r["noise"] and r["fitted"] < r["laguerre"])
-    out["median_volume_px"] = bool(abs(table["median_volume_px"]["fitted"]
-                                       / table["median_volume_px"]["teacher"] - 1) <= 0.2)
-    out["mean_radial_alignment"] = bool(abs(table["mean_radial_alignment"]["fitted"]
-                                            - table["mean_radial_alignment"]["teacher"]) <= 0.05)
+    out["median_volume_px"] = bool(
+        abs(table["median_volume_px"]["fitted"] / table["median_volume_px"]["teacher"] - 1) <= 0.2
+    )
+    out["mean_radial_alignment"] = bool(
+        abs(table["mean_radial_alignment"]["fitted"] - table["mean_radial_alignment"]["teacher"]) <= 0.05
+    )
     out["mean_elongation_3d"] = None
     return out
 
@@ -172,24 +244,32 @@ def verdicts(table: dict) -> dict:
 def print_table(table: dict) -> None:
     ok = verdicts(table)
     word = {True: "met", False: "NOT met", None: ""}
-    print(f"{'2D descriptor (mean W1 to teacher)':36s} {'noise':>9s} {'fitted':>9s} {'Laguerre':>9s} {'data':>9s} "
-          f"{'fit/noise':>9s} {'data/noise':>10s}  target fit/noise <= 1.5")
+    print(
+        f"{'2D descriptor (mean W1 to teacher)':36s} {'noise':>9s} {'fitted':>9s} {'Laguerre':>9s} {'data':>9s} "
+        f"{'fit/noise':>9s} {'data/noise':>10s}  target fit/noise <= 1.5"
+    )
     for k in De.DESCRIPTORS_2D:
         r = table[k]
         data = r.get("data", float("nan"))
-        print(f"{k:36s} {r['noise']:9.4f} {r['fitted']:9.4f} {r['laguerre']:9.4f} {data:9.4f} "
-              f"{r['fitted'] / max(r['noise'], 1e-12):9.2f} {data / max(r['noise'], 1e-12):10.2f}  {word[ok[k]]}")
+        print(
+            f"{k:36s} {r['noise']:9.4f} {r['fitted']:9.4f} {r['laguerre']:9.4f} {data:9.4f} "
+            f"{r['fitted'] / max(r['noise'], 1e-12):9.2f} {data / max(r['noise'], 1e-12):10.2f}  {word[ok[k]]}"
+        )
     print(f"{'3D statistic':36s} {'teacher':>9s} {'teacher2':>9s} {'fitted':>9s} {'Laguerre':>9s}  target")
     for k, tol in (("median_volume_px", "rel 0.2"), ("mean_radial_alignment", "abs 0.05"), ("mean_elongation_3d", "-")):
         r = table[k]
-        print(f"{k:36s} {r['teacher']:9.3f} {r['teacher_b']:9.3f} {r['fitted']:9.3f} {r['laguerre']:9.3f}  "
-              f"{word[ok[k]]} ({tol})")
+        print(
+            f"{k:36s} {r['teacher']:9.3f} {r['teacher_b']:9.3f} {r['fitted']:9.3f} {r['laguerre']:9.3f}  "
+            f"{word[ok[k]]} ({tol})"
+        )
 
 
 def print_data_table(rows: dict, args, n_sections: int, n_grains: int) -> None:
-    print(f"training sections ({args.instrument} instrument, import --fill {args.fill} "
-          f"--dilate-px {args.dilate_px:g}): {n_sections} central sections of R = {args.radius:g} px, "
-          f"{n_grains} grains of >= {MIN_AREA_PX} px")
+    print(
+        f"training sections ({args.instrument} instrument, import --fill {args.fill} "
+        f"--dilate-px {args.dilate_px:g}): {n_sections} central sections of R = {args.radius:g} px, "
+        f"{n_grains} grains of >= {MIN_AREA_PX} px"
+    )
     print(f"{'2D descriptor (mean W1 to teacher)':36s} {'noise':>9s} {'data':>9s} {'data/noise':>10s}")
     for k, r in rows.items():
         print(f"{k:36s} {r['noise']:9.4f} {r['data']:9.4f} {r['data'] / max(r['noise'], 1e-12):10.2f}")
@@ -222,6 +302,7 @@ def spread(args) -> None:
         if not a.startswith(("--seeds=", "--jobs=", "--json=", "--work=", "--seed=")):
             argv.append(a)
     with tempfile.TemporaryDirectory() as tmp:
+
         def one(seed):
             out = Path(tmp) / f"seed{seed}.json"
             cmd = [sys.executable, __file__, *argv, "--seed", str(seed), "--json", str(out)]
@@ -238,8 +319,10 @@ def spread(args) -> None:
     if args.data_only:
         print_data_spread(runs, seeds, keys, args.json)
         return
-    print(f"{'seed':>4s} " + " ".join(f"{k:>10s}" for k in keys) + f" {'volume':>13s} {'alignment':>13s} "
-          f"{'kept':>5s} {'all met':>7s}   data/noise")
+    print(
+        f"{'seed':>4s} " + " ".join(f"{k:>10s}" for k in keys) + f" {'volume':>13s} {'alignment':>13s} "
+        f"{'kept':>5s} {'all met':>7s}   data/noise"
+    )
     n_all, rows = 0, {}
     for seed in seeds:
         r = runs.get(seed)
@@ -250,15 +333,25 @@ def spread(args) -> None:
         n_all += ok
         ratio = [t[k]["fitted"] / t[k]["noise"] for k in keys]
         data = [t[k]["data"] / t[k]["noise"] for k in keys]
-        rows[seed] = {"fit_over_noise": ratio, "data_over_noise": data, "all_met": ok, "met": met,
-                      "selected_epoch": r.get("selected_epoch"), "seconds": r["seconds"]}
+        rows[seed] = {
+            "fit_over_noise": ratio,
+            "data_over_noise": data,
+            "all_met": ok,
+            "met": met,
+            "selected_epoch": r.get("selected_epoch"),
+            "seconds": r["seconds"],
+        }
         v, a = t["median_volume_px"], t["mean_radial_alignment"]
-        print(f"{seed:4d} " + " ".join(f"{x:10.2f}" for x in ratio) + f" {v['fitted']:6.0f} ({v['teacher']:4.0f})"
-              f" {a['fitted']:6.3f} ({a['teacher']:.3f}) {str(r.get('selected_epoch') or '-'):>5s}"
-              f" {'yes' if ok else 'no':>7s}"
-              "   " + " ".join(f"{x:.2f}" for x in data))
-    print(f"every target met in {n_all} of {len(rows)} runs; "
-          + _worst_summary([max(row["fit_over_noise"]) for row in rows.values()]))
+        print(
+            f"{seed:4d} " + " ".join(f"{x:10.2f}" for x in ratio) + f" {v['fitted']:6.0f} ({v['teacher']:4.0f})"
+            f" {a['fitted']:6.3f} ({a['teacher']:.3f}) {str(r.get('selected_epoch') or '-'):>5s}"
+            f" {'yes' if ok else 'no':>7s}"
+            "   " + " ".join(f"{x:.2f}" for x in data)
+        )
+    print(
+        f"every target met in {n_all} of {len(rows)} runs; "
+        + _worst_summary([max(row["fit_over_noise"]) for row in rows.values()])
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "runs": rows, "all_met": n_all}, f, indent=2)
@@ -281,8 +374,10 @@ def print_data_spread(runs: dict, seeds: list, keys: list, json_path) -> None:
             rows[seed] = [r["table"][k]["data"] / r["table"][k]["noise"] for k in keys]
             print(f"{seed:4d} " + " ".join(f"{x:10.2f}" for x in rows[seed]))
     worst = [max(v) for v in rows.values()]
-    print(f"training sections within 1.5 x noise on every descriptor in {sum(w <= 1.5 for w in worst)} of "
-          f"{len(rows)} samples; " + _worst_summary(worst))
+    print(
+        f"training sections within 1.5 x noise on every descriptor in {sum(w <= 1.5 for w in worst)} of "
+        f"{len(rows)} samples; " + _worst_summary(worst)
+    )
     if json_path:
         with open(json_path, "w") as f:
             json.dump({"runs": rows}, f, indent=2)
@@ -290,13 +385,21 @@ def print_data_spread(runs: dict, seeds: list, keys: list, json_path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--particles", type=int, default=8,
-                    help="teacher particles (one central section each; with 4, the sections alone miss 1.5x the "
-                         "noise in 2 of 12 seeds)")
+    ap.add_argument(
+        "--particles",
+        type=int,
+        default=8,
+        help="teacher particles (one central section each; with 4, the sections alone miss 1.5x the "
+        "noise in 2 of 12 seeds)",
+    )
     ap.add_argument("--radius", type=float, default=60.0, help="particle radius in px")
-    ap.add_argument("--instrument", choices=("realistic", "ideal", "default", "harsh"), default="realistic",
-                    help="synthetic EBSD: phantom-ebsd --instrument (realistic = default: half the junction pixels "
-                         "low-CI; ideal: every pixel indexed; harsh: every junction pixel and 1 %% of the others)")
+    ap.add_argument(
+        "--instrument",
+        choices=("realistic", "ideal", "default", "harsh"),
+        default="realistic",
+        help="synthetic EBSD: phantom-ebsd --instrument (realistic = default: half the junction pixels "
+        "low-CI; ideal: every pixel indexed; harsh: every junction pixel and 1 %% of the others)",
+    )
     ap.add_argument("--dilate-px", type=float, default=0.0, help="import-ebsd --dilate-px (needs --fill none)")
     ap.add_argument("--fill", choices=("shape", "none"), default="shape", help="import-ebsd --fill")
     ap.add_argument("--fit-steps", type=int, default=150)
@@ -306,37 +409,60 @@ def main() -> None:
     ap.add_argument("--batch-d", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--lr-schedule", choices=("constant", "cosine"), default="cosine")
-    ap.add_argument("--d-skip-below", type=float, default=0.32,
-                    help="skip D updates while its loss is at or below this (paper: 0.32 in the text, 0.09 in "
-                         "the algorithm; with 0.09 the paper-sized D wins and freezes the game)")
+    ap.add_argument(
+        "--d-skip-below",
+        type=float,
+        default=0.32,
+        help="skip D updates while its loss is at or below this (paper: 0.32 in the text, 0.09 in "
+        "the algorithm; with 0.09 the paper-sized D wins and freezes the game)",
+    )
     ap.add_argument("--ema", type=float, default=0.99, help="generator weight averaging (0: off)")
     ap.add_argument("--d-r1", type=float, default=0.0, help="R1 penalty weight on D (training.d_r1; 0: off)")
-    ap.add_argument("--holdout-sections", type=int, default=0,
-                    help="sections kept out of training for the discriminator memorisation check "
-                         "(training.holdout_sections)")
-    ap.add_argument("--select-sections", type=int, default=0,
-                    help="keep the epoch whose generated sections best match the measured ones "
-                         "(training.select_sections)")
+    ap.add_argument(
+        "--holdout-sections",
+        type=int,
+        default=0,
+        help="sections kept out of training for the discriminator memorisation check (training.holdout_sections)",
+    )
+    ap.add_argument(
+        "--select-sections",
+        type=int,
+        default=0,
+        help="keep the epoch whose generated sections best match the measured ones (training.select_sections)",
+    )
     ap.add_argument("--select-metric", choices=("max", "mean"), default="max", help="training.select_metric")
     ap.add_argument("--paper-arch", action="store_true", help="recipes/paper.yaml's G and D architecture")
     ap.add_argument("--eval-sections", type=int, default=4, help="sections per evaluation sample")
-    ap.add_argument("--repeats", type=int, default=16,
-                    help="independent 2D sample pairs averaged per distance (4 left the noise yardstick itself "
-                         "~20%% uncertain)")
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=16,
+        help="independent 2D sample pairs averaged per distance (4 left the noise yardstick itself ~20%% uncertain)",
+    )
     ap.add_argument("--cubes", type=int, default=4, help="3D cubes per model for the 3D statistics")
     ap.add_argument("--cube", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--restarts", type=int, default=1,
-                    help="fit-grains --restarts (needs --select-sections); every run is evaluated, the kept one first")
+    ap.add_argument(
+        "--restarts",
+        type=int,
+        default=1,
+        help="fit-grains --restarts (needs --select-sections); every run is evaluated, the kept one first",
+    )
     ap.add_argument("--train-seed", type=int, help="fit-grains --seed (default: --seed, which also draws the data)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="fit-grains --device (cpu, cuda, auto)")
     ap.add_argument("--work", help="keep the user-path folders here (default: a temporary folder)")
     ap.add_argument("--json", help="write the table here")
-    ap.add_argument("--data-only", action="store_true",
-                    help="stop after fit-sections and compare only the training sections with the teacher")
-    ap.add_argument("--seeds", help="run the loop once per seed (comma-separated or a range a-b), --jobs at a time, "
-                                    "each in its own process, and print the run-to-run spread")
+    ap.add_argument(
+        "--data-only",
+        action="store_true",
+        help="stop after fit-sections and compare only the training sections with the teacher",
+    )
+    ap.add_argument(
+        "--seeds",
+        help="run the loop once per seed (comma-separated or a range a-b), --jobs at a time, "
+        "each in its own process, and print the run-to-run spread",
+    )
     ap.add_argument("--jobs", type=int, default=1, help="parallel runs with --seeds")
     args = ap.parse_args()
     if args.seeds:
@@ -356,38 +482,69 @@ def main() -> None:
                     json.dump({"args": vars(args), "table": rows, "seconds": t}, f, indent=2)
             return
         t0 = time.perf_counter()
-        table = evaluate(model, args.radius, args.eval_sections, args.repeats, args.cube, args.seed + 1000,
-                         data=data, n_cubes=args.cubes)
+        table = evaluate(
+            model,
+            args.radius,
+            args.eval_sections,
+            args.repeats,
+            args.cube,
+            args.seed + 1000,
+            data=data,
+            n_cubes=args.cubes,
+        )
         t["eval"] = time.perf_counter() - t0
         others = {}  # with --restarts: the runs that were not kept, evaluated the same way
         for run in model.training.get("restarts") or []:
             if run["seed"] != model.training["seed"]:
                 other = GrainModel.load(work / "model" / "restarts" / f"seed-{run['seed']}")
-                t2 = evaluate(other, args.radius, args.eval_sections, args.repeats, args.cube, args.seed + 1000,
-                              data=data, n_cubes=args.cubes)
+                t2 = evaluate(
+                    other,
+                    args.radius,
+                    args.eval_sections,
+                    args.repeats,
+                    args.cube,
+                    args.seed + 1000,
+                    data=data,
+                    n_cubes=args.cubes,
+                )
                 others[run["seed"]] = {"select_score": run["select_score"], "table": t2, "met": verdicts(t2)}
-    print(f"closed loop ({args.instrument} instrument) through phantom-ebsd -> import-ebsd -> fit-sections -> "
-          f"fit-grains: {len(fits)} central "
-          f"sections of R = {args.radius:g} px (mean fit agreement {np.mean([f.agreement for f in fits]):.4f}), "
-          f"{args.epochs} x {args.steps} steps, batch {args.batch_g}/{args.batch_d}, lr {args.lr} "
-          f"({args.lr_schedule}), EMA {args.ema}, "
-          f"D-skip {args.d_skip_below}, R1 {args.d_r1}, "
-          f"selection {f'{args.select_sections} sections ({args.select_metric})' if args.select_sections else 'off'}, "
-          f"{'paper' if args.paper_arch else 'small'} architecture, {args.threads} threads, device {args.device}")
+    print(
+        f"closed loop ({args.instrument} instrument) through phantom-ebsd -> import-ebsd -> fit-sections -> "
+        f"fit-grains: {len(fits)} central "
+        f"sections of R = {args.radius:g} px (mean fit agreement {np.mean([f.agreement for f in fits]):.4f}), "
+        f"{args.epochs} x {args.steps} steps, batch {args.batch_g}/{args.batch_d}, lr {args.lr} "
+        f"({args.lr_schedule}), EMA {args.ema}, "
+        f"D-skip {args.d_skip_below}, R1 {args.d_r1}, "
+        f"selection {f'{args.select_sections} sections ({args.select_metric})' if args.select_sections else 'off'}, "
+        f"{'paper' if args.paper_arch else 'small'} architecture, {args.threads} threads, device {args.device}"
+    )
     sel = model.training.get("selected_epoch")
-    print("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in t.items())
-          + f"; final mu {model.intensity_per_px3:.5f} (teacher {TEACHER_INTENSITY})"
-          + (f"; kept epoch {sel} of {args.epochs}" if sel else ""))
+    print(
+        "time: "
+        + ", ".join(f"{k} {v:.0f} s" for k, v in t.items())
+        + f"; final mu {model.intensity_per_px3:.5f} (teacher {TEACHER_INTENSITY})"
+        + (f"; kept epoch {sel} of {args.epochs}" if sel else "")
+    )
     print_table(table)
     for seed, other in others.items():
         print(f"-- restart seed {seed} (score {other['select_score']:.4f}, not kept):")
         print_table(other["table"])
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "table": table, "met": verdicts(table), "seconds": t,
-                       "selected_epoch": model.training.get("selected_epoch"),
-                       "select_score": model.training.get("select_score"),
-                       "restarts": model.training.get("restarts"), "other_restarts": others}, f, indent=2)
+            json.dump(
+                {
+                    "args": vars(args),
+                    "table": table,
+                    "met": verdicts(table),
+                    "seconds": t,
+                    "selected_epoch": model.training.get("selected_epoch"),
+                    "select_score": model.training.get("select_score"),
+                    "restarts": model.training.get("restarts"),
+                    "other_restarts": others,
+                },
+                f,
+                indent=2,
+            )
 
 
 if __name__ == "__main__":

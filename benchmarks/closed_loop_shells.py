@@ -40,10 +40,13 @@ def main():
         with tempfile.TemporaryDirectory() as d:
             r = run_truth_loop(kind, d, n_particles=n, r_median=args.r_median, r_range=r_range, seed=args.seed)
         rows.append(r)
-        print(f"[{kind}] {r['n_true']} shells in {r['size']}³, {r['n_measured']} measured: "
-              f"{time.perf_counter() - t:.0f} s "
-              f"(render {r['times']['render']:.0f}, fit-shells {r['times']['fit_shells']:.0f}, sample+describe "
-              f"{r['times']['sample_describe']:.0f}); blur {r['measurement']['blur_sigma_vox']:.2f} voxel", flush=True)
+        print(
+            f"[{kind}] {r['n_true']} shells in {r['size']}³, {r['n_measured']} measured: "
+            f"{time.perf_counter() - t:.0f} s "
+            f"(render {r['times']['render']:.0f}, fit-shells {r['times']['fit_shells']:.0f}, sample+describe "
+            f"{r['times']['sample_describe']:.0f}); blur {r['measurement']['blur_sigma_vox']:.2f} voxel",
+            flush=True,
+        )
     print(format_loop_table(rows))
     worst = max(max(r["ks"].values()) for r in rows)
     sp = [v for r in rows for v in r["spread_ratio"].values() if v is not None]

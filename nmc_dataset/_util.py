@@ -222,8 +222,13 @@ def warn_if_implausible_voxel(value_um: float, what: str = "--voxel-size-um") ->
     """Warn when a voxel size lies outside 0.001-10 µm (nm typed as µm?); the value is used as given."""
     lo, hi = PLAUSIBLE_LENGTH_UM
     if not lo <= float(value_um) <= hi:
-        log.warning("warning: %s %g µm is outside the usual %g-%g µm of CT voxels (nm given as µm?); "
-                    "using it as given", what, value_um, lo, hi)
+        log.warning(
+            "warning: %s %g µm is outside the usual %g-%g µm of CT voxels (nm given as µm?); using it as given",
+            what,
+            value_um,
+            lo,
+            hi,
+        )
 
 
 # --------------------------------------------------------------------------- fault injection

@@ -43,8 +43,12 @@ def distribution_distances(measured, simulated) -> dict:
     a, b = _clean(measured), _clean(simulated)
     if a.size == 0 or b.size == 0:
         return {"wasserstein1": None, "ks": None, "n_measured": int(a.size), "n_simulated": int(b.size)}
-    return {"wasserstein1": float(wasserstein_distance(a, b)), "ks": float(ks_2samp(a, b).statistic),
-            "n_measured": int(a.size), "n_simulated": int(b.size)}
+    return {
+        "wasserstein1": float(wasserstein_distance(a, b)),
+        "ks": float(ks_2samp(a, b).statistic),
+        "n_measured": int(a.size),
+        "n_simulated": int(b.size),
+    }
 
 
 def _label(name: str, units: dict | None) -> str:
@@ -59,18 +63,33 @@ def _hist_axes(ax, name, a, b, units, labels):
         lo, hi = float(both.min()) - 0.5, float(both.max()) + 0.5
     bins = np.linspace(lo, hi, 31)
     if a.size:
-        ax.hist(np.clip(a, lo, hi), bins=bins, density=True, alpha=0.55, label=f"{labels[0]} (n={a.size})",
-                color="tab:blue")
+        ax.hist(
+            np.clip(a, lo, hi), bins=bins, density=True, alpha=0.55, label=f"{labels[0]} (n={a.size})", color="tab:blue"
+        )
     if b.size:
-        ax.hist(np.clip(b, lo, hi), bins=bins, density=True, histtype="step", lw=2,
-                label=f"{labels[1]} (n={b.size})", color="tab:orange")
+        ax.hist(
+            np.clip(b, lo, hi),
+            bins=bins,
+            density=True,
+            histtype="step",
+            lw=2,
+            label=f"{labels[1]} (n={b.size})",
+            color="tab:orange",
+        )
     ax.set_xlabel(_label(name, units))
     ax.set_ylabel("density")
     ax.legend(fontsize=7)
 
 
-def plot_histograms(measured: dict, simulated: dict, out_dir, *, title: str = "", units: dict | None = None,
-                    labels=("measured", "simulated")) -> list[Path]:
+def plot_histograms(
+    measured: dict,
+    simulated: dict,
+    out_dir,
+    *,
+    title: str = "",
+    units: dict | None = None,
+    labels=("measured", "simulated"),
+) -> list[Path]:
     """Write one PNG per descriptor plus ``histograms.png`` with all of them; returns the paths."""
     import matplotlib
 
@@ -99,7 +118,7 @@ def plot_histograms(measured: dict, simulated: dict, out_dir, *, title: str = ""
         fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.2 * nrow), dpi=110, squeeze=False)
         for ax, name in zip(axes.ravel(), names):
             _hist_axes(ax, name, _clean(measured.get(name, [])), _clean(simulated.get(name, [])), units, labels)
-        for ax in axes.ravel()[len(names):]:
+        for ax in axes.ravel()[len(names) :]:
             ax.axis("off")
         if title:
             fig.suptitle(title)
@@ -112,8 +131,15 @@ def plot_histograms(measured: dict, simulated: dict, out_dir, *, title: str = ""
     return paths
 
 
-def compare_descriptors(measured: dict, simulated: dict, out_dir: str | os.PathLike, *, title: str = "",
-                        units: dict | None = None, labels=("measured", "simulated")) -> dict:
+def compare_descriptors(
+    measured: dict,
+    simulated: dict,
+    out_dir: str | os.PathLike,
+    *,
+    title: str = "",
+    units: dict | None = None,
+    labels=("measured", "simulated"),
+) -> dict:
     """Compare named descriptor samples; write histograms, ``comparison.md`` and ``comparison.json``.
 
     Parameters
@@ -139,22 +165,34 @@ def compare_descriptors(measured: dict, simulated: dict, out_dir: str | os.PathL
     out_dir.mkdir(parents=True, exist_ok=True)
     names = [k for k in measured if k in simulated]
     result = {name: distribution_distances(measured[name], simulated[name]) for name in names}
-    plot_histograms({k: measured[k] for k in names}, {k: simulated[k] for k in names}, out_dir,
-                    title=title, units=units, labels=labels)
-    lines = [f"# {title or 'Descriptor comparison'}", "",
-             f"{labels[0]} vs {labels[1]}: Wasserstein-1 distance (in the descriptor's unit) and two-sample "
-             "Kolmogorov-Smirnov statistic.", "",
-             f"| descriptor | unit | Wasserstein-1 | KS | n {labels[0]} | n {labels[1]} | "
-             f"mean {labels[0]} | mean {labels[1]} |",
-             "|---|---|---|---|---|---|---|---|"]
+    plot_histograms(
+        {k: measured[k] for k in names},
+        {k: simulated[k] for k in names},
+        out_dir,
+        title=title,
+        units=units,
+        labels=labels,
+    )
+    lines = [
+        f"# {title or 'Descriptor comparison'}",
+        "",
+        f"{labels[0]} vs {labels[1]}: Wasserstein-1 distance (in the descriptor's unit) and two-sample "
+        "Kolmogorov-Smirnov statistic.",
+        "",
+        f"| descriptor | unit | Wasserstein-1 | KS | n {labels[0]} | n {labels[1]} | "
+        f"mean {labels[0]} | mean {labels[1]} |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name in names:
         r = result[name]
         a, b = _clean(measured[name]), _clean(simulated[name])
         fmt = lambda v: "n/a" if v is None else f"{v:.4g}"  # noqa: E731
         ma = fmt(float(a.mean())) if a.size else "n/a"
         mb = fmt(float(b.mean())) if b.size else "n/a"
-        lines.append(f"| {name} | {(units or {}).get(name, '') or '-'} | {fmt(r['wasserstein1'])} | {fmt(r['ks'])} "
-                     f"| {r['n_measured']} | {r['n_simulated']} | {ma} | {mb} |")
+        lines.append(
+            f"| {name} | {(units or {}).get(name, '') or '-'} | {fmt(r['wasserstein1'])} | {fmt(r['ks'])} "
+            f"| {r['n_measured']} | {r['n_simulated']} | {ma} | {mb} |"
+        )
     lines += ["", "![histograms](histograms.png)", ""]
     write_text_atomic(out_dir / "comparison.md", "\n".join(lines))
     write_json_atomic(out_dir / "comparison.json", result)

@@ -47,7 +47,7 @@ class MissingExtraError(NmcError):
     def __init__(self, feature: str, extra: str, module: str):
         super().__init__(
             f"{feature} needs the optional package '{module}': pip install {module} "
-            f"(or, in a clone of nmc-dataset, pip install -e \".[{extra}]\")"
+            f'(or, in a clone of nmc-dataset, pip install -e ".[{extra}]")'
         )
 
 

@@ -37,8 +37,12 @@ def check_out_name(path: str | os.PathLike, what: str = "--out") -> Path:
     """Refuse output paths that cannot name a folder or file of their own (``""``, ``.``, ``/``)."""
     text = os.fspath(path)
     p = Path(text)
-    if not text.strip() or p.resolve() == Path(p.resolve().anchor) or p.resolve() == Path.cwd().resolve() \
-            or p.name in ("", ".", ".."):
+    if (
+        not text.strip()
+        or p.resolve() == Path(p.resolve().anchor)
+        or p.resolve() == Path.cwd().resolve()
+        or p.name in ("", ".", "..")
+    ):
         raise InputError(f"{what} {text!r} does not name a new folder or file; give a path such as report/")
     return p
 
@@ -104,8 +108,9 @@ def _is_state(rel: str) -> bool:
     return first.startswith(_STATE_PREFIXES) and first != MARKER
 
 
-def claim_folder(out: str | os.PathLike, command: str, *, force: bool = False,
-                 legacy: tuple[str, ...] = ()) -> list[str]:
+def claim_folder(
+    out: str | os.PathLike, command: str, *, force: bool = False, legacy: tuple[str, ...] = ()
+) -> list[str]:
     """Check that ``command`` may write into ``out``; return the files it must leave alone.
 
     Raises
@@ -122,22 +127,34 @@ def claim_folder(out: str | os.PathLike, command: str, *, force: bool = False,
         other = read_marker(out).get("command")
         raise InputError(f"the folder holds the output of `{other}`; choose another --out", out)
     if foreign and not force:
-        raise InputError(f"the folder holds files nmc-dataset did not write ({_preview(foreign)}); choose a new "
-                         "or empty --out, or --force to write beside them (they are never changed)", out)
+        raise InputError(
+            f"the folder holds files nmc-dataset did not write ({_preview(foreign)}); choose a new "
+            "or empty --out, or --force to write beside them (they are never changed)",
+            out,
+        )
     return foreign
 
 
-def write_marker(folder: str | os.PathLike, command: str, *, files: list[str] | None = None,
-                 foreign: list[str] = ()) -> None:
+def write_marker(
+    folder: str | os.PathLike, command: str, *, files: list[str] | None = None, foreign: list[str] = ()
+) -> None:
     """Record that ``command`` owns ``files`` in ``folder`` (``None``: all but ``foreign``)."""
-    write_json_atomic(Path(folder) / MARKER, {
-        "format": MARKER_FORMAT, "format_version": 1, "command": command,
-        "files": None if files is None else sorted(files), "foreign": sorted(foreign)})
+    write_json_atomic(
+        Path(folder) / MARKER,
+        {
+            "format": MARKER_FORMAT,
+            "format_version": 1,
+            "command": command,
+            "files": None if files is None else sorted(files),
+            "foreign": sorted(foreign),
+        },
+    )
 
 
 @contextlib.contextmanager
-def output_folder(out: str | os.PathLike, command: str, *, force: bool = False,
-                  legacy: tuple[str, ...] = ()) -> Iterator[Path]:
+def output_folder(
+    out: str | os.PathLike, command: str, *, force: bool = False, legacy: tuple[str, ...] = ()
+) -> Iterator[Path]:
     """Yield a temporary folder; on success its files become ``out``'s.
 
     ``out`` is checked *before* any work (:func:`claim_folder`). On success:
@@ -159,8 +176,10 @@ def output_folder(out: str | os.PathLike, command: str, *, force: bool = False,
         new = [f for f in _all_files(tmp) if f != MARKER]
         clash = sorted(set(new) & set(foreign))
         if clash:
-            raise InputError(f"would overwrite {_preview(clash)}, which nmc-dataset did not write; "
-                             "move it or choose another --out", out)
+            raise InputError(
+                f"would overwrite {_preview(clash)}, which nmc-dataset did not write; move it or choose another --out",
+                out,
+            )
         write_marker(tmp, command, files=new, foreign=foreign)
         if not out.exists() or not any(out.iterdir()):
             if out.exists():
@@ -230,16 +249,22 @@ def check_out_file(path: str | os.PathLike, what: str = "--out") -> Path:
     if path.is_dir():
         raise InputError(f"{what} is a folder; give a file name", path)
     if path.exists() and not written_by_tool(path):
-        raise InputError("exists and was not written by nmc-dataset; choose another name "
-                         "(nmc-dataset never overwrites a file it did not write)", path)
+        raise InputError(
+            "exists and was not written by nmc-dataset; choose another name "
+            "(nmc-dataset never overwrites a file it did not write)",
+            path,
+        )
     return path
 
 
 def add_force_option(parser) -> None:
     """The ``--force`` flag of a folder-writing command (same words everywhere)."""
-    parser.add_argument("--force", action="store_true",
-                        help="write into a non-empty folder that holds other files: they are left untouched "
-                             "(never deleted, overwritten or listed); without it such a folder is refused")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="write into a non-empty folder that holds other files: they are left untouched "
+        "(never deleted, overwritten or listed); without it such a folder is refused",
+    )
 
 
 def check_output_folder(path: Path, marker: str, fmt: str) -> None:
@@ -255,5 +280,6 @@ def check_output_folder(path: Path, marker: str, fmt: str) -> None:
     except (OSError, ValueError, AttributeError):
         ok = False
     if not ok:
-        raise InputError(f"folder is not empty and was not written by this command (no {marker}); "
-                         "choose another --out", path)
+        raise InputError(
+            f"folder is not empty and was not written by this command (no {marker}); choose another --out", path
+        )

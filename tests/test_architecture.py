@@ -12,8 +12,20 @@ from importlinter.cli import lint_imports
 from numpydoc.validate import validate
 
 ROOT = Path(__file__).resolve().parents[1]
-SUBPACKAGES = ["io", "shells", "ebsd", "tessellation", "calibration", "particles", "export", "tomography",
-               "synthetic", "pipeline", "cli", "testing"]
+SUBPACKAGES = [
+    "io",
+    "shells",
+    "ebsd",
+    "tessellation",
+    "calibration",
+    "particles",
+    "export",
+    "tomography",
+    "synthetic",
+    "pipeline",
+    "cli",
+    "testing",
+]
 #: numpydoc checks every public function and class passes: a docstring (GL08), every parameter
 #: documented (PR01), no unknown parameter documented (PR02)
 DOC_RULES = {"GL08", "PR01", "PR02"}
@@ -31,8 +43,9 @@ def test_no_import_cycle_between_subpackages():
         parts = module.split(".")
         return parts[1] if len(parts) > 1 else ""
 
-    edges = {(pkg(a), pkg(b)) for a in graph.modules for b in graph.find_modules_directly_imported_by(a)
-             if pkg(a) != pkg(b)}
+    edges = {
+        (pkg(a), pkg(b)) for a in graph.modules for b in graph.find_modules_directly_imported_by(a) if pkg(a) != pkg(b)
+    }
     cycles = sorted((a, b) for a, b in edges if (b, a) in edges and a < b)
     assert not cycles, f"subpackages importing each other: {cycles}"
 

@@ -23,8 +23,14 @@ ENV = {**os.environ, "CI": "true", "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": 
 
 def cli(*args, cwd=None, env=None):
     """Run ``nmc-dataset ARGS`` in a subprocess; return (exit code, stdout, stderr)."""
-    r = subprocess.run([sys.executable, "-m", "nmc_dataset.cli", *map(str, args)], capture_output=True,
-                       text=True, cwd=cwd, env={**ENV, **(env or {})}, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "nmc_dataset.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**ENV, **(env or {})},
+        timeout=600,
+    )
     return r.returncode, r.stdout, r.stderr
 
 
@@ -64,13 +70,36 @@ def inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("inputs")
     shell, grain = write_models(root / "models")
     assert cli("sample-shells", shell, "-n", "20", "--seed", "1", "--out", root / "shells.parquet")[0] == 0
-    assert cli("phantom-ebsd", "--out", root / "scans", "--n-central", "1", "--n-off-center", "0",
-               "--radius-px", "24", "--seed", "1")[0] == 0
-    assert cli("import-ebsd", *sorted((root / "scans").glob("*.ang")), "--out", root / "sections",
-               "--central", "all")[0] == 0
+    assert (
+        cli(
+            "phantom-ebsd",
+            "--out",
+            root / "scans",
+            "--n-central",
+            "1",
+            "--n-off-center",
+            "0",
+            "--radius-px",
+            "24",
+            "--seed",
+            "1",
+        )[0]
+        == 0
+    )
+    assert (
+        cli("import-ebsd", *sorted((root / "scans").glob("*.ang")), "--out", root / "sections", "--central", "all")[0]
+        == 0
+    )
     assert cli("fit-sections", root / "sections", "--out", root / "tess", "--steps", "5")[0] == 0
-    return {"root": root, "shell": shell, "grain": grain, "shells": root / "shells.parquet",
-            "sections": root / "sections", "tess": root / "tess", "scans": sorted((root / "scans").glob("*.ang"))}
+    return {
+        "root": root,
+        "shell": shell,
+        "grain": grain,
+        "shells": root / "shells.parquet",
+        "sections": root / "sections",
+        "tess": root / "tess",
+        "scans": sorted((root / "scans").glob("*.ang")),
+    }
 
 
 MINE = {"README.md": "my own notes\n", "notes.txt": "private\n", "figures/my_plot.png": "not a png\n"}
@@ -84,15 +113,34 @@ def _folder_cases(inputs):
         "fit-sections": ["fit-sections", i["sections"], "--steps", "3", "--out"],
         "import-ebsd": ["import-ebsd", *i["scans"], "--central", "all", "--out"],
         "phantom-ebsd": ["phantom-ebsd", "--n-central", "1", "--n-off-center", "0", "--radius-px", "12", "--out"],
-        "generate": ["generate", "--shell-model", i["shell"], "--grain-model", i["grain"], "-n", "1",
-                     "--voxel-size-um", "0.1", "--formats", "params", "--out"],
+        "generate": [
+            "generate",
+            "--shell-model",
+            i["shell"],
+            "--grain-model",
+            i["grain"],
+            "-n",
+            "1",
+            "--voxel-size-um",
+            "0.1",
+            "--formats",
+            "params",
+            "--out",
+        ],
         "fit-grains": ["fit-grains", i["tess"], "--recipe", ROOT / "recipes" / "quick.yaml", "--out"],
     }
 
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDER_COMMANDS = ["describe-shells", "describe-grains", "fit-sections", "import-ebsd", "phantom-ebsd", "generate",
-                   "fit-grains"]
+FOLDER_COMMANDS = [
+    "describe-shells",
+    "describe-grains",
+    "fit-sections",
+    "import-ebsd",
+    "phantom-ebsd",
+    "generate",
+    "fit-grains",
+]
 
 
 @pytest.mark.parametrize("command", FOLDER_COMMANDS)
@@ -129,8 +177,7 @@ def test_a_report_folder_of_one_command_is_refused_to_another(inputs, tmp_path):
     rep = tmp_path / "report"
     assert cli("describe-shells", inputs["shells"], "--out", rep)[0] == 0
     before = snapshot(rep)
-    code, _, err = cli("describe-grains", inputs["grain"], "--against", inputs["tess"], "--samples", "1",
-                       "--out", rep)
+    code, _, err = cli("describe-grains", inputs["grain"], "--against", inputs["tess"], "--samples", "1", "--out", rep)
     assert_one_line_error(code, err, "describe-shells")
     assert snapshot(rep) == before
 
@@ -149,9 +196,11 @@ def test_file_outputs_never_overwrite_a_user_file(inputs, tmp_path, command):
     suffix = {"sample-shells": ".parquet", "phantom-ct": ".tif", "sample-grains": ".h5"}[command]
     target = tmp_path / f"mine{suffix}"
     target.write_bytes(b"my own data")
-    args = {"sample-shells": ["sample-shells", inputs["shell"], "-n", "3", "--seed", "1"],
-            "phantom-ct": ["phantom-ct", "--size", "16", "--n-particles", "1"],
-            "sample-grains": ["sample-grains", inputs["grain"], "--size-px", "8"]}[command]
+    args = {
+        "sample-shells": ["sample-shells", inputs["shell"], "-n", "3", "--seed", "1"],
+        "phantom-ct": ["phantom-ct", "--size", "16", "--n-particles", "1"],
+        "sample-grains": ["sample-grains", inputs["grain"], "--size-px", "8"],
+    }[command]
     code, _, err = cli(*args, "--out", target)
     assert_one_line_error(code, err, "not written by nmc-dataset")
     assert target.read_bytes() == b"my own data"
@@ -164,7 +213,8 @@ def _tiny_recipe(tmp_path, inputs) -> Path:
     recipe.write_text(
         "format_version: 1\nname: tiny\nseed: 3\n"
         f"shells: {{model: {inputs['shell']}, n_samples: 20, describe: false}}\n"
-        "dataset: {name: tiny, version: 0.1.0, shells: 20, shard_size: 10, figures: false}\n")
+        "dataset: {name: tiny, version: 0.1.0, shells: 20, shard_size: 10, figures: false}\n"
+    )
     return recipe
 
 
@@ -198,9 +248,24 @@ def test_run_force_builds_beside_user_files_and_keeps_them_out_of_the_manifest(i
 # --------------------------------------------------------------------------- per-item failures
 def test_generate_isolates_a_failing_particle(inputs, tmp_path):
     out = tmp_path / "gen"
-    code, _, err = cli("generate", "--shell-model", inputs["shell"], "--grain-model", inputs["grain"], "-n", "3",
-                       "--voxel-size-um", "0.1", "--formats", "params,voxels,surface", "--seed", "2", "--out", out,
-                       env={"NMC_DATASET_FAULTS": "particle:1"})
+    code, _, err = cli(
+        "generate",
+        "--shell-model",
+        inputs["shell"],
+        "--grain-model",
+        inputs["grain"],
+        "-n",
+        "3",
+        "--voxel-size-um",
+        "0.1",
+        "--formats",
+        "params,voxels,surface",
+        "--seed",
+        "2",
+        "--out",
+        out,
+        env={"NMC_DATASET_FAULTS": "particle:1"},
+    )
     lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert "1 of 3 particles" in lines[0] and "id 1" in lines[0]
@@ -217,8 +282,21 @@ def test_generate_isolates_a_failing_particle(inputs, tmp_path):
 
 
 def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(inputs, tmp_path):
-    args = ["generate", "--shell-model", inputs["shell"], "--grain-model", inputs["grain"], "-n", "1",
-            "--voxel-size-um", "0.1", "--formats", "params", "--out", tmp_path / "g"]
+    args = [
+        "generate",
+        "--shell-model",
+        inputs["shell"],
+        "--grain-model",
+        inputs["grain"],
+        "-n",
+        "1",
+        "--voxel-size-um",
+        "0.1",
+        "--formats",
+        "params",
+        "--out",
+        tmp_path / "g",
+    ]
     code, _, err = cli(*args, env={"NMC_DATASET_FAULTS": "particle:0"})
     assert code == 2 and "Traceback" not in err
     code, _, err = cli("--debug", *args[:-1], tmp_path / "g2", env={"NMC_DATASET_FAULTS": "particle:0"})
@@ -229,8 +307,9 @@ def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(inputs, tm
 def test_fit_shells_takes_nan_as_outside_the_field_of_view(tmp_path):
     from nmc_dataset.synthetic._ct_phantom import make_ct_phantom, reference_shell_model
 
-    ph = make_ct_phantom(reference_shell_model(mean_radius_vox=6.0), shape=(64,) * 3, n_particles=20,
-                         rng=np.random.default_rng(3))
+    ph = make_ct_phantom(
+        reference_shell_model(mean_radius_vox=6.0), shape=(64,) * 3, n_particles=20, rng=np.random.default_rng(3)
+    )
     vol = ph.volume.astype(np.float32)
     vol[:, :, :12] = np.nan  # a reconstruction's empty corner
     np.save(tmp_path / "nan.npy", vol)
@@ -242,12 +321,14 @@ def test_fit_shells_takes_nan_as_outside_the_field_of_view(tmp_path):
 def test_fit_shells_uses_instance_labels_as_given(tmp_path):
     from nmc_dataset.synthetic._ct_phantom import make_ct_phantom, reference_shell_model
 
-    ph = make_ct_phantom(reference_shell_model(mean_radius_vox=6.0), shape=(64,) * 3, n_particles=20,
-                         rng=np.random.default_rng(4))
+    ph = make_ct_phantom(
+        reference_shell_model(mean_radius_vox=6.0), shape=(64,) * 3, n_particles=20, rng=np.random.default_rng(4)
+    )
     np.save(tmp_path / "labels.npy", ph.labels.astype(np.uint16))
     inner = [k for k in np.unique(ph.labels) if k]  # every particle the phantom placed
-    code, out, err = cli("fit-shells", tmp_path / "labels.npy", "--voxel-size-um", "0.128",
-                         "--out", tmp_path / "m.json")
+    code, out, err = cli(
+        "fit-shells", tmp_path / "labels.npy", "--voxel-size-um", "0.128", "--out", tmp_path / "m.json"
+    )
     assert code == 0, err
     assert "labels input" in out and "instance labels used as given" in out
     model = json.loads((tmp_path / "m.json").read_text())
@@ -264,7 +345,7 @@ def test_phase_label_volume_without_phase_names_the_option(tmp_path):
     v = np.full((32, 32, 32), 2, np.uint8)  # 2: pore, 1: particles (many regions), 0: outside
     for z in (3, 13, 23):
         for y in (3, 13, 23):
-            v[z:z + 6, y:y + 6, 4:10] = 1
+            v[z : z + 6, y : y + 6, 4:10] = 1
     v[:, :, 28:] = 0
     np.save(tmp_path / "phases.npy", v)
     code, _, err = cli("fit-shells", tmp_path / "phases.npy", "--voxel-size-um", "0.1", "--out", tmp_path / "m.json")
@@ -298,8 +379,15 @@ def tiny_build(inputs, tmp_path_factory):
 def test_publish_without_network_is_one_line_and_never_prints_the_token(tiny_build):
     token = "hf_SECRETtoken1234567890"
     before = snapshot(tiny_build)
-    code, out, err = cli("publish", tiny_build, "--to", "hf:org/tiny", "--endpoint", "http://127.0.0.1:9",
-                         env={"HF_TOKEN": token, "HF_HUB_DISABLE_XET": "1", "HF_HUB_ETAG_TIMEOUT": "2"})
+    code, out, err = cli(
+        "publish",
+        tiny_build,
+        "--to",
+        "hf:org/tiny",
+        "--endpoint",
+        "http://127.0.0.1:9",
+        env={"HF_TOKEN": token, "HF_HUB_DISABLE_XET": "1", "HF_HUB_ETAG_TIMEOUT": "2"},
+    )
     assert_one_line_error(code, err, "Hugging Face Hub")
     assert token not in err and token not in out
     visible = {k: v for k, v in snapshot(tiny_build).items() if not k.startswith(".")}
@@ -317,10 +405,21 @@ def test_card_states_that_inputs_were_phantoms(tmp_path):
     from nmc_dataset.pipeline._card import render_card
 
     (tmp_path / "data").mkdir()
-    text = render_card(tmp_path, {"name": "x", "version": "0.1.0", "inputs": {
-        "shells": {"kind": "phantom", "text": "a synthetic grey-value CT phantom of a known shell model"},
-        "sections": {"kind": "measured", "text": "2 EBSD scan(s) (a.ang, b.ctf)",
-                     "files": [{"name": "a.ang", "sha256": "ab" * 32}, {"name": "b.ctf", "sha256": "cd" * 32}]}}})
+    text = render_card(
+        tmp_path,
+        {
+            "name": "x",
+            "version": "0.1.0",
+            "inputs": {
+                "shells": {"kind": "phantom", "text": "a synthetic grey-value CT phantom of a known shell model"},
+                "sections": {
+                    "kind": "measured",
+                    "text": "2 EBSD scan(s) (a.ang, b.ctf)",
+                    "files": [{"name": "a.ang", "sha256": "ab" * 32}, {"name": "b.ctf", "sha256": "cd" * 32}],
+                },
+            },
+        },
+    )
     assert "segmented from a synthetic grey-value CT phantom" in text
     assert "nano-CT" not in text and "as in the measured particles" not in text
     assert "a known-truth phantom" in text and "`a.ang` sha256 `abababababababab" in text

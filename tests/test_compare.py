@@ -11,8 +11,7 @@ from nmc_dataset.compare import compare_descriptors, distribution_distances
 
 def test_distances_known_values(rng):
     a = rng.normal(0, 1, 20000)
-    assert distribution_distances(a, a) == {"wasserstein1": 0.0, "ks": 0.0, "n_measured": 20000,
-                                            "n_simulated": 20000}
+    assert distribution_distances(a, a) == {"wasserstein1": 0.0, "ks": 0.0, "n_measured": 20000, "n_simulated": 20000}
     b = rng.normal(0.5, 1, 20000)
     d = distribution_distances(a, b)
     # W1 of two normals differing by a shift is the shift; KS is 2*Phi(0.25)-1 = 0.197

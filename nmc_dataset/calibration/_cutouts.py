@@ -103,8 +103,10 @@ def quad_coefs(seeds_local, metrics, offsets):
     """
     ms = torch.einsum("nij,nj->ni", metrics, seeds_local)
     const = (seeds_local * ms).sum(1) - offsets
-    return torch.stack([const, -2 * ms[:, 0], -2 * ms[:, 1], metrics[:, 0, 0],
-                        metrics[:, 0, 1] + metrics[:, 1, 0], metrics[:, 1, 1]], dim=1)
+    return torch.stack(
+        [const, -2 * ms[:, 0], -2 * ms[:, 1], metrics[:, 0, 0], metrics[:, 0, 1] + metrics[:, 1, 0], metrics[:, 1, 1]],
+        dim=1,
+    )
 
 
 def metric_tensors(frames, diag):
@@ -221,8 +223,9 @@ class T3DSeeds:
     p: np.ndarray
 
 
-def draw_t3d_seeds(rng: np.random.Generator, intensity: float, batch: int, spec: CutoutSpec,
-                   kappa: int = 12) -> T3DSeeds:
+def draw_t3d_seeds(
+    rng: np.random.Generator, intensity: float, batch: int, spec: CutoutSpec, kappa: int = 12
+) -> T3DSeeds:
     """Poisson seeds in a box around each of ``batch`` cutouts at ``p ~ U(0, p_max]``."""
     half = (spec.grid - 1) / 2.0 + 0.5
     km = default_knn_margin(intensity, kappa)
@@ -235,14 +238,21 @@ def draw_t3d_seeds(rng: np.random.Generator, intensity: float, batch: int, spec:
         inner = np.all((ss.positions >= lo_in) & (ss.positions <= hi_in), axis=1)
         parts.append((ss, inner, np.full(len(ss), b)))
     cat = lambda f: np.concatenate([f(x) for x in parts])  # noqa: E731
-    return T3DSeeds(seeds=cat(lambda x: x[0].positions), noise=cat(lambda x: x[0].noise), roll=cat(lambda x: x[0].roll),
-                    group=cat(lambda x: x[2]), inner=cat(lambda x: x[1]), p=ps)
+    return T3DSeeds(
+        seeds=cat(lambda x: x[0].positions),
+        noise=cat(lambda x: x[0].noise),
+        roll=cat(lambda x: x[0].roll),
+        group=cat(lambda x: x[2]),
+        inner=cat(lambda x: x[1]),
+        p=ps,
+    )
 
 
 def t3d_markers(gnet, ts: T3DSeeds, *, kappa: int, input_scale_px: float):
     """Markers of the inner seeds (with gradient): ``(diag (n, 3), offsets (n,))`` tensors."""
-    x = neighbour_inputs(ts.seeds, ts.noise, ts.roll, ts.inner, kappa=kappa, input_scale_px=input_scale_px,
-                         group=ts.group)
+    x = neighbour_inputs(
+        ts.seeds, ts.noise, ts.roll, ts.inner, kappa=kappa, input_scale_px=input_scale_px, group=ts.group
+    )
     device = next(gnet.parameters()).device
     return gnet(torch.from_numpy(x).to(device))
 
@@ -263,12 +273,21 @@ def t3d_batch_from_markers(ts: T3DSeeds, diag, offsets, spec: CutoutSpec, *, wit
     counts = np.bincount(group, minlength=len(ts.p))
     coef_list = list(torch.split(coefs, counts.tolist()))
     bounds = np.concatenate([[0], np.cumsum(counts)])
-    scales = [diag_np[bounds[b]:bounds[b + 1]].mean() if counts[b] else 1.0 for b in range(len(ts.p))]
+    scales = [diag_np[bounds[b] : bounds[b + 1]].mean() if counts[b] else 1.0 for b in range(len(ts.p))]
     return soft_images(pad_coefs(coef_list, scales), spec, with_labels=with_labels, with_hard=with_hard)
 
 
-def t3d_batch(gnet, rng: np.random.Generator, intensity: float, batch: int, spec: CutoutSpec, *,
-              kappa: int = 12, input_scale_px: float = 10.0, with_hard: bool = False):
+def t3d_batch(
+    gnet,
+    rng: np.random.Generator,
+    intensity: float,
+    batch: int,
+    spec: CutoutSpec,
+    *,
+    kappa: int = 12,
+    input_scale_px: float = 10.0,
+    with_hard: bool = False,
+):
     """Draw ``batch`` generated cutouts: ``(images (B, C, G, G) with gradient, ng (B,)[, hard])``,
     on the device of ``gnet``'s weights.
 
@@ -320,8 +339,18 @@ def t2d_local(g: GBPD, p: float, beta: float, spec: CutoutSpec) -> GBPD:
     return g.subset(sel)
 
 
-def t2d_batch(fits, rng: np.random.Generator, batch: int, spec: CutoutSpec, *, augment_rel: float = 0.2,
-              with_labels: bool = False, with_hard: bool = False, return_draws: bool = False, device=None):
+def t2d_batch(
+    fits,
+    rng: np.random.Generator,
+    batch: int,
+    spec: CutoutSpec,
+    *,
+    augment_rel: float = 0.2,
+    with_labels: bool = False,
+    with_hard: bool = False,
+    return_draws: bool = False,
+    device=None,
+):
     """Draw ``batch`` measured cutouts from a list of fitted 2D GBPDs (pixels, centre origin).
 
     Each cutout picks a section uniformly, augments its markers (``fit2d.augment`` with
@@ -380,5 +409,3 @@ def t2d_batch(fits, rng: np.random.Generator, batch: int, spec: CutoutSpec, *, a
     with torch.no_grad():
         res = soft_images(pad_coefs(coef_list, scales, device), spec, with_labels=with_labels, with_hard=with_hard)
     return (*res, draws) if return_draws else res
-
-

@@ -35,8 +35,13 @@ DESCRIPTORS_2D = {"area_px": "px²", "elongation": "", "alpha_rad": "rad", "chor
 
 
 # --------------------------------------------------------------------------- 3D
-def grain_stats_3d(labels: np.ndarray, origin_px=(0.0, 0.0, 0.0), spacing: float = 1.0,
-                   exclude_border: bool = True, min_voxels: int = 4) -> dict:
+def grain_stats_3d(
+    labels: np.ndarray,
+    origin_px=(0.0, 0.0, 0.0),
+    spacing: float = 1.0,
+    exclude_border: bool = True,
+    min_voxels: int = 4,
+) -> dict:
     """Per-grain 3D statistics of a label volume (see the module docstring).
 
     Parameters
@@ -79,7 +84,7 @@ def grain_stats_3d(labels: np.ndarray, origin_px=(0.0, 0.0, 0.0), spacing: float
     for i in range(3):
         for j in range(i, 3):
             cov[:, i, j] = cov[:, j, i] = np.bincount(inv, d[i] * d[j], n) / vol
-    cov[:, [0, 1, 2], [0, 1, 2]] += spacing ** 2 / 12.0
+    cov[:, [0, 1, 2], [0, 1, 2]] += spacing**2 / 12.0
     w, v = np.linalg.eigh(cov)  # ascending
     w = w[:, ::-1]
     major = v[:, :, -1]
@@ -90,22 +95,44 @@ def grain_stats_3d(labels: np.ndarray, origin_px=(0.0, 0.0, 0.0), spacing: float
         align = np.where(cn > 1e-9, align, np.nan)
         elong = 1.0 - np.sqrt(np.maximum(w[:, 2], 0) / w[:, 0])
         aspect = np.sqrt(w[:, 0] / np.maximum(w[:, 2], 1e-12))
-    keep = vol * spacing ** 3 >= min_voxels * spacing ** 3
+    keep = vol * spacing**3 >= min_voxels * spacing**3
     if exclude_border:
         border = np.zeros(n, bool)
         for axis in range(3):
             for face in (0, lab.shape[axis] - 1):
-                border[np.searchsorted(ids, np.unique(np.take(lab, face, axis=axis)
-                                                      [np.take(lab, face, axis=axis) > 0]))] = True
+                border[
+                    np.searchsorted(ids, np.unique(np.take(lab, face, axis=axis)[np.take(lab, face, axis=axis) > 0]))
+                ] = True
         keep &= ~border
-    out = {"label": ids, "volume_px": vol * spacing ** 3, "centroid_x_px": cen[:, 0], "centroid_y_px": cen[:, 1],
-           "centroid_z_px": cen[:, 2], "eig1_px2": w[:, 0], "eig2_px2": w[:, 1], "eig3_px2": w[:, 2],
-           "elongation": elong, "aspect": aspect, "radial_alignment": align}
+    out = {
+        "label": ids,
+        "volume_px": vol * spacing**3,
+        "centroid_x_px": cen[:, 0],
+        "centroid_y_px": cen[:, 1],
+        "centroid_z_px": cen[:, 2],
+        "eig1_px2": w[:, 0],
+        "eig2_px2": w[:, 1],
+        "eig3_px2": w[:, 2],
+        "elongation": elong,
+        "aspect": aspect,
+        "radial_alignment": align,
+    }
     return {k: a[keep] for k, a in out.items()}
 
 
-_KEYS3 = ("label", "volume_px", "centroid_x_px", "centroid_y_px", "centroid_z_px", "eig1_px2", "eig2_px2",
-          "eig3_px2", "elongation", "aspect", "radial_alignment")
+_KEYS3 = (
+    "label",
+    "volume_px",
+    "centroid_x_px",
+    "centroid_y_px",
+    "centroid_z_px",
+    "eig1_px2",
+    "eig2_px2",
+    "eig3_px2",
+    "elongation",
+    "aspect",
+    "radial_alignment",
+)
 
 
 # --------------------------------------------------------------------------- 2D
@@ -135,9 +162,12 @@ def section_descriptors(labels: np.ndarray, center_px, min_area_px: int = 1) -> 
     area = np.asarray(d["area_px"], float)
     keep = area >= min_area_px
     chord_keep = np.isin(ch["label"], np.asarray(d["label"])[keep])
-    return {"area_px": area[keep], "elongation": np.asarray(d["elongation"], float)[keep],
-            "alpha_rad": np.asarray(d["alpha_rad"], float)[keep],
-            "chord_px": np.asarray(ch["length_px"], float)[chord_keep]}
+    return {
+        "area_px": area[keep],
+        "elongation": np.asarray(d["elongation"], float)[keep],
+        "alpha_rad": np.asarray(d["alpha_rad"], float)[keep],
+        "chord_px": np.asarray(ch["length_px"], float)[chord_keep],
+    }
 
 
 def pooled(dicts) -> dict:
@@ -184,7 +214,7 @@ def gbpd_section_labels(g, radius_px: float, height_px: float = 0.0, size_px: in
         size_px = 2 * int(np.ceil(radius_px)) + 3
     c = (size_px - 1) / 2.0
     yy, xx = np.mgrid[0:size_px, 0:size_px].astype(np.float64)
-    rr = max(radius_px ** 2 - height_px ** 2, 0.0)
+    rr = max(radius_px**2 - height_px**2, 0.0)
     mask = (xx - c) ** 2 + (yy - c) ** 2 <= rr
     lab = np.zeros((size_px, size_px), np.int64)
     if mask.any():
@@ -235,9 +265,18 @@ def volume_labels(sampler, rng, size_px: int):
 
 
 # --------------------------------------------------------------------------- describe-grains
-def describe_grains(model_dir, tessellations, out, *, samples: int = 8, radius_px: float | None = None,
-                    seed: int = 0, heights=(0.0, 0.25, 0.5, 0.75), min_area_px: int = 5,
-                    force: bool = False) -> dict:
+def describe_grains(
+    model_dir,
+    tessellations,
+    out,
+    *,
+    samples: int = 8,
+    radius_px: float | None = None,
+    seed: int = 0,
+    heights=(0.0, 0.25, 0.5, 0.75),
+    min_area_px: int = 5,
+    force: bool = False,
+) -> dict:
     """Compare central sections of a model with fitted tessellations; write a report folder.
 
     Both sides are described at the detection limit ``min_area_px`` (import-ebsd's
@@ -292,16 +331,29 @@ def describe_grains(model_dir, tessellations, out, *, samples: int = 8, radius_p
     simulated = pooled(section_descriptors(lab, c, min_area_px) for lab, c in sims)
     study = cut_height_study(model, rng, r, heights, max(2, samples // 2))
     shells = compare_radial_bins(
-        pooled_bins(radial_bin_descriptors(f.label_image(), f.center_px, f.radius_px, min_area_px=min_area_px)
-                    for f in fits),
-        pooled_bins(radial_bin_descriptors(lab, c, r, min_area_px=min_area_px) for lab, c in sims))
+        pooled_bins(
+            radial_bin_descriptors(f.label_image(), f.center_px, f.radius_px, min_area_px=min_area_px) for f in fits
+        ),
+        pooled_bins(radial_bin_descriptors(lab, c, r, min_area_px=min_area_px) for lab, c in sims),
+    )
     with output_folder(out, "describe-grains", force=force, legacy=("cut_height.json",)) as tmp:
-        result = compare_descriptors(measured, simulated, tmp, title="Grain sections: fitted tessellations vs model",
-                                     units=DESCRIPTORS_2D, labels=("measured", "model"))
+        result = compare_descriptors(
+            measured,
+            simulated,
+            tmp,
+            title="Grain sections: fitted tessellations vs model",
+            units=DESCRIPTORS_2D,
+            labels=("measured", "model"),
+        )
         write_json_atomic(tmp / "cut_height.json", study)
-        write_json_atomic(tmp / "radial_bins.json", {"bins": "equal-width shells of the grain centroid's distance "
-                                                             "from the section centre / the section radius",
-                                                     "shells": shells})
+        write_json_atomic(
+            tmp / "radial_bins.json",
+            {
+                "bins": "equal-width shells of the grain centroid's distance "
+                "from the section centre / the section radius",
+                "shells": shells,
+            },
+        )
         plot_cut_height(study, tmp / "cut_height.png")
     return result
 
@@ -334,10 +386,16 @@ def cut_height_study(sampler, rng, radius_px: float, heights, n: int) -> dict:
         secs = model_sections(sampler, rng, n, radius_px, h * radius_px)
         d = pooled(section_descriptors(lab, c) for lab, c in secs)
         grid, dens = alpha_kde(d["alpha_rad"])
-        res["heights"].append({"relative_height": float(h), "height_px": float(h * radius_px),
-                               "n_grains": int(np.isfinite(d["alpha_rad"]).sum()),
-                               "centrality_score": centrality_score(d["alpha_rad"], d["area_px"], d["elongation"]),
-                               "alpha_grid": np.asarray(grid).tolist(), "alpha_density": np.asarray(dens).tolist()})
+        res["heights"].append(
+            {
+                "relative_height": float(h),
+                "height_px": float(h * radius_px),
+                "n_grains": int(np.isfinite(d["alpha_rad"]).sum()),
+                "centrality_score": centrality_score(d["alpha_rad"], d["area_px"], d["elongation"]),
+                "alpha_grid": np.asarray(grid).tolist(),
+                "alpha_density": np.asarray(dens).tolist(),
+            }
+        )
     return res
 
 
@@ -348,11 +406,13 @@ def plot_cut_height(study: dict, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for h in study["heights"]:
-        ax.plot(h["alpha_grid"], h["alpha_density"],
-                label=f"z = {h['relative_height']:.2f} R (score {h['centrality_score']:.2f})")
+        ax.plot(
+            h["alpha_grid"],
+            h["alpha_density"],
+            label=f"z = {h['relative_height']:.2f} R (score {h['centrality_score']:.2f})",
+        )
     ax.set_xlabel("α (rad)")
     ax.set_ylabel("density")
     ax.set_xlim(0, np.pi / 2)

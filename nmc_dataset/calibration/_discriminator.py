@@ -29,23 +29,31 @@ class Discriminator(nn.Module):
         Units of the hidden dense layer.
     """
 
-    def __init__(self, channels: int = 12, grid: int = 32, width: int = 32, blocks: int = 3,
-                 convs_per_block: int = 2, dense: int = 128):
+    def __init__(
+        self,
+        channels: int = 12,
+        grid: int = 32,
+        width: int = 32,
+        blocks: int = 3,
+        convs_per_block: int = 2,
+        dense: int = 128,
+    ):
         super().__init__()
-        if grid % (2 ** blocks):
-            raise ValueError(f"grid {grid} must be divisible by 2**blocks = {2 ** blocks}")
-        self._config = dict(channels=channels, grid=grid, width=width, blocks=blocks,
-                            convs_per_block=convs_per_block, dense=dense)
+        if grid % (2**blocks):
+            raise ValueError(f"grid {grid} must be divisible by 2**blocks = {2**blocks}")
+        self._config = dict(
+            channels=channels, grid=grid, width=width, blocks=blocks, convs_per_block=convs_per_block, dense=dense
+        )
         layers = []
         cin = channels
         for b in range(blocks):
-            cout = width * 2 ** b
+            cout = width * 2**b
             for _ in range(convs_per_block):
                 layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
                 cin = cout
             layers.append(nn.MaxPool2d(2))
         self.features = nn.Sequential(*layers)
-        side = grid // 2 ** blocks
+        side = grid // 2**blocks
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(cin * side * side, dense), nn.ReLU(), nn.Linear(dense, 1))
 
     def forward(self, x):

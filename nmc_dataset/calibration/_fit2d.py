@@ -129,8 +129,8 @@ def _adjacency(cells_img: np.ndarray, n: int, reach: int = 2) -> list[set]:
         for dx in range(-reach, reach + 1):
             if dy == 0 and dx <= 0:
                 continue
-            a = cells_img[0:ny - dy, max(0, -dx):nx - max(0, dx)]
-            b = cells_img[dy:ny, max(0, dx):nx + min(0, dx)]
+            a = cells_img[0 : ny - dy, max(0, -dx) : nx - max(0, dx)]
+            b = cells_img[dy:ny, max(0, dx) : nx + min(0, dx)]
             sel = (a >= 0) & (b >= 0) & (a != b)
             if not sel.any():
                 continue
@@ -148,13 +148,19 @@ def _candidate_table(neighbours: list[set]) -> np.ndarray:
     table = np.full((n, k), -1, dtype=np.int64)
     for i, s in enumerate(neighbours):
         row = [i] + sorted(s - {i})
-        table[i, :len(row)] = row
+        table[i, : len(row)] = row
     return table
 
 
 # --------------------------------------------------------------------------- the fit
-def fit_section(section, steps: int = 200, seed: int = 0, beta: tuple[float, float] = (2.0, 0.05),
-                lr: float = 0.05, check_every: int = 20) -> SectionFit:
+def fit_section(
+    section,
+    steps: int = 200,
+    seed: int = 0,
+    beta: tuple[float, float] = (2.0, 0.05),
+    lr: float = 0.05,
+    check_every: int = 20,
+) -> SectionFit:
     """Fit a 2D restricted GBPD to a section's label image.
 
     Parameters
@@ -197,13 +203,14 @@ def fit_section(section, steps: int = 200, seed: int = 0, beta: tuple[float, flo
 def _fit_section(section, steps, seed, beta, lr, check_every) -> SectionFit:
     import torch
 
-
     labels = np.asarray(section.labels)
     mask = np.asarray(section.mask, dtype=bool)
     use = mask & (labels > 0)
     if not use.any():
-        raise InputError("section has no assigned pixel inside its particle mask (nothing to fit)",
-                         getattr(section, "section_id", None))
+        raise InputError(
+            "section has no assigned pixel inside its particle mask (nothing to fit)",
+            getattr(section, "section_id", None),
+        )
     label_ids = np.unique(labels[use]).astype(np.int64)
     n = len(label_ids)
     cells_img = np.full(labels.shape, -1, dtype=np.int64)
@@ -224,9 +231,9 @@ def _fit_section(section, steps, seed, beta, lr, check_every) -> SectionFit:
     t_seeds = torch.tensor(mean, dtype=torch.float64, requires_grad=True)
     t_logd = torch.tensor(np.log(diag0), dtype=torch.float64, requires_grad=True)
     t_r = torch.zeros(n, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.Adam([{"params": [t_seeds], "lr": lr},
-                            {"params": [t_logd], "lr": lr * 0.4},
-                            {"params": [t_r], "lr": lr * 2.0}])
+    opt = torch.optim.Adam(
+        [{"params": [t_seeds], "lr": lr}, {"params": [t_logd], "lr": lr * 0.4}, {"params": [t_r], "lr": lr * 2.0}]
+    )
     t_points = torch.tensor(coords, dtype=torch.float64)
 
     def current() -> GBPD:
@@ -267,9 +274,15 @@ def _fit_section(section, steps, seed, beta, lr, check_every) -> SectionFit:
                 best, best_g = agree, g
             if best >= 1.0:  # every assigned pixel is right: nothing left to improve
                 break
-    return SectionFit(section_id=str(section.section_id), gbpd=best_g, pixel_size_um=float(section.pixel_size_um),
-                      agreement=float(best), mask=mask.copy(), center_px=np.asarray(section.center_px, float).copy(),
-                      label_ids=label_ids)
+    return SectionFit(
+        section_id=str(section.section_id),
+        gbpd=best_g,
+        pixel_size_um=float(section.pixel_size_um),
+        agreement=float(best),
+        mask=mask.copy(),
+        center_px=np.asarray(section.center_px, float).copy(),
+        label_ids=label_ids,
+    )
 
 
 def augment(g: GBPD, rng: np.random.Generator, max_rel: float = 0.2) -> GBPD:
@@ -332,15 +345,26 @@ def write_tessellations(fits: list[SectionFit], folder: str | Path, *, force: bo
         cols["d_tangential"].append(g.diag[:, 1])
         cols["r"].append(g.offsets)
         cols["label"].append(np.asarray(f.label_ids, dtype=np.int64))
-        sections.append({"id": f.section_id, "pixel_size_um": float(f.pixel_size_um),
-                         "center_px": [float(c) for c in f.center_px], "shape": [int(s) for s in f.shape],
-                         "agreement": float(f.agreement), "n_cells": int(g.n), "mask": f"masks/{f.section_id}.npz"})
+        sections.append(
+            {
+                "id": f.section_id,
+                "pixel_size_um": float(f.pixel_size_um),
+                "center_px": [float(c) for c in f.center_px],
+                "shape": [int(s) for s in f.shape],
+                "agreement": float(f.agreement),
+                "n_cells": int(g.n),
+                "mask": f"masks/{f.section_id}.npz",
+            }
+        )
     arrays = {"section_id": pa.array(cols["section_id"], pa.string())}
     for k in ("cell", "seed_x_px", "seed_y_px", "d_radial", "d_tangential", "r", "label"):
         kind = pa.int64() if k in ("cell", "label") else pa.float64()
         arrays[k] = pa.array(np.concatenate(cols[k]) if fits else np.zeros(0), kind)
-    meta = {"format": TESSELLATIONS_FORMAT, "format_version": str(TESSELLATIONS_FORMAT_VERSION),
-            "units": "pixels relative to the section centre (x = col - center_x, y = row - center_y)"}
+    meta = {
+        "format": TESSELLATIONS_FORMAT,
+        "format_version": str(TESSELLATIONS_FORMAT_VERSION),
+        "units": "pixels relative to the section centre (x = col - center_x, y = row - center_y)",
+    }
     table = pa.table(arrays).replace_schema_metadata(meta)
     doc = {"format": TESSELLATIONS_FORMAT, "format_version": TESSELLATIONS_FORMAT_VERSION, "sections": sections}
     with output_folder(folder, "fit-sections", force=force, legacy=("sections.json",)) as tmp:
@@ -402,8 +426,11 @@ def read_tessellations(folder: str | Path) -> list[SectionFit]:
             col = {c: df[c][sel][order] for c in need}
             if len(col["cell"]) == 0:
                 raise InputError(f"section {sid!r} has no cells in cells.parquet", path)
-            g = GBPD(np.stack([col["seed_x_px"], col["seed_y_px"]], 1),
-                     np.stack([col["d_radial"], col["d_tangential"]], 1), col["r"])
+            g = GBPD(
+                np.stack([col["seed_x_px"], col["seed_y_px"]], 1),
+                np.stack([col["d_radial"], col["d_tangential"]], 1),
+                col["r"],
+            )
             mpath = folder / s.get("mask", f"masks/{sid}.npz")
             try:
                 with np.load(mpath) as z:
@@ -412,10 +439,17 @@ def read_tessellations(folder: str | Path) -> list[SectionFit]:
                 raise InputError(f"cannot read mask: {e}", mpath) from None
             if list(mask.shape) != list(s["shape"]):
                 raise InputError(f"mask shape {mask.shape} disagrees with sections.json", mpath)
-            fits.append(SectionFit(section_id=sid, gbpd=g, pixel_size_um=float(s["pixel_size_um"]),
-                                   agreement=float(s["agreement"]), mask=mask,
-                                   center_px=np.asarray(s["center_px"], dtype=np.float64),
-                                   label_ids=col["label"].astype(np.int64)))
+            fits.append(
+                SectionFit(
+                    section_id=sid,
+                    gbpd=g,
+                    pixel_size_um=float(s["pixel_size_um"]),
+                    agreement=float(s["agreement"]),
+                    mask=mask,
+                    center_px=np.asarray(s["center_px"], dtype=np.float64),
+                    label_ids=col["label"].astype(np.int64),
+                )
+            )
         except (KeyError, TypeError) as e:
             raise InputError(f"malformed section entry ({e})", folder / "sections.json") from None
         except ValueError as e:
@@ -423,8 +457,9 @@ def read_tessellations(folder: str | Path) -> list[SectionFit]:
     return fits
 
 
-def fit_sections(root: str | Path, out: str | Path, steps: int = 200, seed: int = 0, *,
-                 force: bool = False) -> list[SectionFit]:
+def fit_sections(
+    root: str | Path, out: str | Path, steps: int = 200, seed: int = 0, *, force: bool = False
+) -> list[SectionFit]:
     """Fit every selected (central) section under ``root`` and write the tessellations to ``out``.
 
     Parameters
@@ -450,23 +485,36 @@ def fit_sections(root: str | Path, out: str | Path, steps: int = 200, seed: int 
     sections = read_sections(root, selected_only=True)  # validates before anything is written
     for s in sections:
         if not (np.asarray(s.mask, bool) & (np.asarray(s.labels) > 0)).any():
-            raise InputError("section has no assigned pixel inside its particle mask (nothing to fit)",
-                             Path(root) / s.section_id)
+            raise InputError(
+                "section has no assigned pixel inside its particle mask (nothing to fit)", Path(root) / s.section_id
+            )
     fits = []
     for i, s in enumerate(progress(sections, total=len(sections), desc="fit-sections", unit="section")):
         t0 = time.perf_counter()
         fit = fit_section(s, steps=steps, seed=seed + i)
-        log.info("%s: %d cells, agreement %.2f %% (%.1f s)", s.section_id, fit.gbpd.n, 100 * fit.agreement,
-                 time.perf_counter() - t0)
+        log.info(
+            "%s: %d cells, agreement %.2f %% (%.1f s)",
+            s.section_id,
+            fit.gbpd.n,
+            100 * fit.agreement,
+            time.perf_counter() - t0,
+        )
         fits.append(fit)
     write_tessellations(fits, out, force=force)
     return fits
 
 
 # --------------------------------------------------------------------------- known truth
-def section_from_gbpd(g: GBPD, size: int, radius_px: float, z: float = 0.0, junction_fraction: float = 0.5,
-                      rng: np.random.Generator | None = None, section_id: str = "synthetic",
-                      pixel_size_um: float = 0.05):
+def section_from_gbpd(
+    g: GBPD,
+    size: int,
+    radius_px: float,
+    z: float = 0.0,
+    junction_fraction: float = 0.5,
+    rng: np.random.Generator | None = None,
+    section_id: str = "synthetic",
+    pixel_size_um: float = 0.05,
+):
     """A known-truth section: the hard labels of a 2D GBPD, or of a 3D GBPD's plane ``z``, inside
     a disc of radius ``radius_px`` (for tests and benchmarks).
 
@@ -499,11 +547,10 @@ def section_from_gbpd(g: GBPD, size: int, radius_px: float, z: float = 0.0, junc
         Centre at the middle of the ``size x size`` image.
     """
 
-
     rng = np.random.default_rng(0) if rng is None else rng
     c = (size - 1) / 2.0
     yy, xx = np.mgrid[0:size, 0:size]
-    mask = (xx - c) ** 2 + (yy - c) ** 2 <= radius_px ** 2
+    mask = (xx - c) ** 2 + (yy - c) ** 2 <= radius_px**2
     origin = np.array([-c, -c] if g.dim == 2 else [-c, -c, z])
     if g.dim == 2:
         cells = hard_labels_grid(g, (size, size), origin=origin, mask=mask)
@@ -519,12 +566,21 @@ def section_from_gbpd(g: GBPD, size: int, radius_px: float, z: float = 0.0, junc
         nxt += k
     padded = np.pad(labels.astype(np.int64), 1, constant_values=0)
     distinct = np.zeros(labels.shape, dtype=np.int64)
-    windows = np.stack([padded[1 + dy:1 + dy + size, 1 + dx:1 + dx + size]
-                        for dy in (-1, 0, 1) for dx in (-1, 0, 1)], 0)
+    windows = np.stack(
+        [padded[1 + dy : 1 + dy + size, 1 + dx : 1 + dx + size] for dy in (-1, 0, 1) for dx in (-1, 0, 1)], 0
+    )
     windows = np.sort(windows, axis=0)
     distinct = (np.diff(windows, axis=0) != 0).sum(0) + 1 - (windows[0] == 0)
     junction = (distinct >= 3) & mask & (rng.random(labels.shape) < junction_fraction)
     labels[junction] = 0
     labels[~mask] = 0
-    return Section(section_id=section_id, labels=labels, mask=mask, pixel_size_um=pixel_size_um,
-                   center_px=np.array([c, c]), central=True, centrality_score=1.0, meta={"source": "synthetic"})
+    return Section(
+        section_id=section_id,
+        labels=labels,
+        mask=mask,
+        pixel_size_um=pixel_size_um,
+        center_px=np.array([c, c]),
+        central=True,
+        centrality_score=1.0,
+        meta={"source": "synthetic"},
+    )

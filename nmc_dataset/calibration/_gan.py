@@ -50,8 +50,21 @@ from nmc_dataset.tessellation._gbpd import DIAG_MIN, GBPD
 
 CHECKPOINT_FORMAT = "nmc-dataset/grain-checkpoint"
 CHECKPOINT_VERSION = 1
-LOG_COLUMNS = ["epoch", "steps", "loss_g", "loss_d", "d_updates", "intensity_per_px3", "ng_gen", "ng_gt", "seconds",
-               "d_real_train", "d_real_holdout", "d_fake", "select_score"]
+LOG_COLUMNS = [
+    "epoch",
+    "steps",
+    "loss_g",
+    "loss_d",
+    "d_updates",
+    "intensity_per_px3",
+    "ng_gen",
+    "ng_gt",
+    "seconds",
+    "d_real_train",
+    "d_real_holdout",
+    "d_fake",
+    "select_score",
+]
 #: Cutouts per side in the held-out discriminator check (``TrainConfig.holdout_sections``).
 HOLDOUT_CUTOUTS = 128
 
@@ -167,10 +180,43 @@ class ScheduleConfig:
 
 
 #: flat names of the stored configuration (model.json / checkpoints) -> (group, field)
-_FLAT = {**{n: ("generator", n) for n in ['hidden', 'r_bounds', 'diag_bounds', 'input_scale_px']},
-         **{k: ("discriminator", v) for k, v in {'d_width': 'width', 'd_blocks': 'blocks', 'd_convs_per_block': 'convs_per_block', 'd_dense': 'dense'}.items()},
-         **{n: ("cutouts", n) for n in ['grid', 'channels', 'p_max_px', 'margin_px', 'beta', 'ng_min_px']},
-         **{n: ("training", n) for n in ['epochs', 'steps_per_epoch', 'batch_g', 'batch_d', 'lr', 'lr_schedule', 'adam_betas', 'grad_clip', 'd_skip_below', 'augment', 'intensity_update', 'g_input', 'ng_gt_cutouts', 'ema_decay', 'd_r1', 'holdout_sections', 'select_sections', 'select_min_area_px', 'select_metric']}}
+_FLAT = {
+    **{n: ("generator", n) for n in ["hidden", "r_bounds", "diag_bounds", "input_scale_px"]},
+    **{
+        k: ("discriminator", v)
+        for k, v in {
+            "d_width": "width",
+            "d_blocks": "blocks",
+            "d_convs_per_block": "convs_per_block",
+            "d_dense": "dense",
+        }.items()
+    },
+    **{n: ("cutouts", n) for n in ["grid", "channels", "p_max_px", "margin_px", "beta", "ng_min_px"]},
+    **{
+        n: ("training", n)
+        for n in [
+            "epochs",
+            "steps_per_epoch",
+            "batch_g",
+            "batch_d",
+            "lr",
+            "lr_schedule",
+            "adam_betas",
+            "grad_clip",
+            "d_skip_below",
+            "augment",
+            "intensity_update",
+            "g_input",
+            "ng_gt_cutouts",
+            "ema_decay",
+            "d_r1",
+            "holdout_sections",
+            "select_sections",
+            "select_min_area_px",
+            "select_metric",
+        ]
+    },
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -333,14 +379,19 @@ class TrainConfig:
         -------
         TrainConfig
         """
+
         def part(kind, key, drop=()):
             values = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.get(key, {}).items() if k not in drop}
             return kind(**values)
 
         kw = {k: cfg[k] for k in ("kappa", "intensity_init_per_px3") if k in cfg}
-        return cls(**kw, generator=part(GeneratorConfig, "generator"),
-                   discriminator=part(DiscriminatorConfig, "discriminator"), cutouts=part(CutoutSpec, "cutouts"),
-                   training=part(ScheduleConfig, "training", drop=("restarts",)))
+        return cls(
+            **kw,
+            generator=part(GeneratorConfig, "generator"),
+            discriminator=part(DiscriminatorConfig, "discriminator"),
+            cutouts=part(CutoutSpec, "cutouts"),
+            training=part(ScheduleConfig, "training", drop=("restarts",)),
+        )
 
     @classmethod
     def from_flat(cls, **flat) -> "TrainConfig":
@@ -363,9 +414,13 @@ class TrainConfig:
                 groups[_FLAT[k][0]][_FLAT[k][1]] = v
             else:
                 top[k] = v
-        return cls(**top, generator=GeneratorConfig(**groups["generator"]),
-                   discriminator=DiscriminatorConfig(**groups["discriminator"]),
-                   cutouts=CutoutSpec(**groups["cutouts"]), training=ScheduleConfig(**groups["training"]))
+        return cls(
+            **top,
+            generator=GeneratorConfig(**groups["generator"]),
+            discriminator=DiscriminatorConfig(**groups["discriminator"]),
+            cutouts=CutoutSpec(**groups["cutouts"]),
+            training=ScheduleConfig(**groups["training"]),
+        )
 
     def replace(self, **flat) -> "TrainConfig":
         """A copy with some fields changed, named as in :meth:`to_dict`.
@@ -468,36 +523,59 @@ class Trainer:
     def __init__(self, fits, pixel_size_um, cfg: TrainConfig, seed: int, device="cpu"):
         k = int(cfg.training.holdout_sections)
         if k < 0 or (k and k >= len(fits)):
-            raise InputError(f"grains.training.holdout_sections must be >= 0 and leave at least one of the "
-                             f"{len(fits)} section(s) to train on, got {cfg.training.holdout_sections}")
+            raise InputError(
+                f"grains.training.holdout_sections must be >= 0 and leave at least one of the "
+                f"{len(fits)} section(s) to train on, got {cfg.training.holdout_sections}"
+            )
         fits = list(fits)
-        self.holdout = fits[len(fits) - k:] if k else []
-        fits = fits[:len(fits) - k]
+        self.holdout = fits[len(fits) - k :] if k else []
+        fits = fits[: len(fits) - k]
         self.fits = fits
         self.pixel_size_um = float(pixel_size_um)
         self.cfg = cfg
         self.seed = int(seed)
         if cfg.training.lr_schedule not in ("constant", "cosine"):
-            raise InputError(f"grains.training.lr_schedule must be 'constant' or 'cosine', got {cfg.training.lr_schedule!r}")
+            raise InputError(
+                f"grains.training.lr_schedule must be 'constant' or 'cosine', got {cfg.training.lr_schedule!r}"
+            )
         if not 0 <= cfg.training.ema_decay < 1:
             raise InputError(f"grains.training.ema_decay must be in [0, 1), got {cfg.training.ema_decay}")
         if not (np.isfinite(cfg.training.d_r1) and cfg.training.d_r1 >= 0):
             raise InputError(f"grains.training.d_r1 must be a number >= 0, got {cfg.training.d_r1}")
         if cfg.training.select_sections < 0 or cfg.training.select_min_area_px < 1:
-            raise InputError("grains.training.select_sections must be >= 0 and select_min_area_px >= 1, got "
-                             f"{cfg.training.select_sections} and {cfg.training.select_min_area_px}")
+            raise InputError(
+                "grains.training.select_sections must be >= 0 and select_min_area_px >= 1, got "
+                f"{cfg.training.select_sections} and {cfg.training.select_min_area_px}"
+            )
         if cfg.training.select_metric not in ("mean", "max"):
-            raise InputError(f"grains.training.select_metric must be 'mean' or 'max', got {cfg.training.select_metric!r}")
+            raise InputError(
+                f"grains.training.select_metric must be 'mean' or 'max', got {cfg.training.select_metric!r}"
+            )
         self.device = resolve_device(device)
         # the weights are drawn on the CPU (same initial weights on every device), then moved
         torch.manual_seed(self.seed)
-        self.gnet = GNet(kappa=cfg.kappa, hidden=cfg.generator.hidden, r_bounds=cfg.generator.r_bounds, diag_bounds=cfg.generator.diag_bounds)
-        self.disc = Discriminator(channels=cfg.cutouts.channels, grid=cfg.cutouts.grid, width=cfg.discriminator.width, blocks=cfg.discriminator.blocks,
-                                  convs_per_block=cfg.discriminator.convs_per_block, dense=cfg.discriminator.dense)
+        self.gnet = GNet(
+            kappa=cfg.kappa,
+            hidden=cfg.generator.hidden,
+            r_bounds=cfg.generator.r_bounds,
+            diag_bounds=cfg.generator.diag_bounds,
+        )
+        self.disc = Discriminator(
+            channels=cfg.cutouts.channels,
+            grid=cfg.cutouts.grid,
+            width=cfg.discriminator.width,
+            blocks=cfg.discriminator.blocks,
+            convs_per_block=cfg.discriminator.convs_per_block,
+            dense=cfg.discriminator.dense,
+        )
         self.gnet_ema = None
         if cfg.training.ema_decay > 0:
-            self.gnet_ema = GNet(kappa=cfg.kappa, hidden=cfg.generator.hidden, r_bounds=cfg.generator.r_bounds,
-                                 diag_bounds=cfg.generator.diag_bounds)
+            self.gnet_ema = GNet(
+                kappa=cfg.kappa,
+                hidden=cfg.generator.hidden,
+                r_bounds=cfg.generator.r_bounds,
+                diag_bounds=cfg.generator.diag_bounds,
+            )
             self.gnet_ema.load_state_dict(self.gnet.state_dict())
             self.gnet_ema.requires_grad_(False)
         for net in (self.gnet, self.disc, self.gnet_ema):
@@ -544,11 +622,21 @@ class Trainer:
         # CPU copies: a checkpoint written on a GPU resumes on the CPU and the other way round
         tensors = {k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}
         tensors["torch_rng"] = torch.get_rng_state()
-        meta = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "epoch": self.epoch,
-                "intensity_per_px3": self.mu, "ng_gt": self.ng_gt, "seed": self.seed, "seconds": self.seconds,
-                "numpy_rng": self.rng.bit_generator.state, "opt_g": mg, "opt_d": md, "history": self.history,
-                "config": self.cfg.to_dict(),
-                "best": None if self.best is None else {k: self.best[k] for k in ("epoch", "score", "mu")}}
+        meta = {
+            "format": CHECKPOINT_FORMAT,
+            "format_version": CHECKPOINT_VERSION,
+            "epoch": self.epoch,
+            "intensity_per_px3": self.mu,
+            "ng_gt": self.ng_gt,
+            "seed": self.seed,
+            "seconds": self.seconds,
+            "numpy_rng": self.rng.bit_generator.state,
+            "opt_g": mg,
+            "opt_d": md,
+            "history": self.history,
+            "config": self.cfg.to_dict(),
+            "best": None if self.best is None else {k: self.best[k] for k in ("epoch", "score", "mu")},
+        }
         # the weights go to a new file named by the epoch, then checkpoint.json (atomic) points at
         # it, then older weight files are removed: a crash at any moment leaves a consistent pair.
         with atomic_path(folder / f"checkpoint-{self.epoch:05d}.safetensors") as tmp:
@@ -562,15 +650,17 @@ class Trainer:
     def load(self, folder: Path) -> None:
         from safetensors.torch import load_file
 
-
         meta = read_json(folder / "checkpoint.json")
         check_format(meta, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, folder / "checkpoint.json")
         if meta["config"] != self.cfg.to_dict():
-            raise InputError("the checkpoint was made with other hyper-parameters; start again without --resume",
-                             folder / "checkpoint.json")
+            raise InputError(
+                "the checkpoint was made with other hyper-parameters; start again without --resume",
+                folder / "checkpoint.json",
+            )
         if meta["seed"] != self.seed:
-            raise InputError(f"the checkpoint was made with seed {meta['seed']}, not {self.seed}",
-                             folder / "checkpoint.json")
+            raise InputError(
+                f"the checkpoint was made with seed {meta['seed']}, not {self.seed}", folder / "checkpoint.json"
+            )
         tensors = load_file(str(folder / meta["weights"]))  # CPU tensors; load_state_dict copies them over
         self.gnet.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("gnet.")})
         self.disc.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("disc.")})
@@ -591,12 +681,22 @@ class Trainer:
     # ---------------------------------------------------------------- steps
     def fake(self, batch: int):
         c = self.cfg
-        return t3d_batch(self.gnet, self.rng, self.mu, batch, c.cutouts, kappa=c.kappa, input_scale_px=c.generator.input_scale_px,
-                         with_hard=True)
+        return t3d_batch(
+            self.gnet,
+            self.rng,
+            self.mu,
+            batch,
+            c.cutouts,
+            kappa=c.kappa,
+            input_scale_px=c.generator.input_scale_px,
+            with_hard=True,
+        )
 
     def real(self, batch: int):
         c = self.cfg
-        return t2d_batch(self.fits, self.rng, batch, c.cutouts, augment_rel=c.training.augment, with_hard=True, device=self.device)
+        return t2d_batch(
+            self.fits, self.rng, batch, c.cutouts, augment_rel=c.training.augment, with_hard=True, device=self.device
+        )
 
     def measure_ng_gt(self) -> float:
         ngs = []
@@ -636,7 +736,7 @@ class Trainer:
         x = hard_g.float() + imgs - imgs.detach() if c.training.g_input == "straight-through" else imgs
         _, _, real_g = self.real(c.training.batch_g)
         out_g = self.disc(torch.cat([real_g.float(), x]))
-        loss_g = ((out_g[c.training.batch_g:] - 1.0) ** 2).mean()
+        loss_g = ((out_g[c.training.batch_g :] - 1.0) ** 2).mean()
         self._check(loss_g, "generator", epoch, step)
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
@@ -651,13 +751,13 @@ class Trainer:
         _, _, real = self.real(c.training.batch_d)
         real = real.float().requires_grad_(c.training.d_r1 > 0)
         out = self.disc(torch.cat([real, fake.float()]))
-        loss_d = ((out[:c.training.batch_d] - 1.0) ** 2).mean() + (out[c.training.batch_d:] ** 2).mean()
+        loss_d = ((out[: c.training.batch_d] - 1.0) ** 2).mean() + (out[c.training.batch_d :] ** 2).mean()
         self._check(loss_d, "discriminator", epoch, step)
         updated = False
         if loss_d.item() > c.training.d_skip_below:
             total = loss_d
             if c.training.d_r1 > 0:
-                total = loss_d + 0.5 * c.training.d_r1 * r1_penalty(out[:c.training.batch_d], real)
+                total = loss_d + 0.5 * c.training.d_r1 * r1_penalty(out[: c.training.batch_d], real)
             self.opt_d.zero_grad(set_to_none=True)
             total.backward()
             torch.nn.utils.clip_grad_norm_(self.disc.parameters(), c.training.grad_clip)
@@ -679,14 +779,38 @@ class Trainer:
         self.disc.eval()
         try:
             with torch.no_grad():
-                _, _, tr = t2d_batch(self.fits, rng, HOLDOUT_CUTOUTS, c.cutouts, augment_rel=c.training.augment, with_hard=True,
-                                     device=self.device)
-                _, _, ho = t2d_batch(self.holdout, rng, HOLDOUT_CUTOUTS, c.cutouts, augment_rel=c.training.augment, with_hard=True,
-                                     device=self.device)
-                _, _, fk = t3d_batch(self.final_gnet(), rng, self.mu, HOLDOUT_CUTOUTS, c.cutouts, kappa=c.kappa,
-                                     input_scale_px=c.generator.input_scale_px, with_hard=True)
-                out = {name: float(self.disc(x.float()).mean())
-                       for name, x in (("d_real_train", tr), ("d_real_holdout", ho), ("d_fake", fk))}
+                _, _, tr = t2d_batch(
+                    self.fits,
+                    rng,
+                    HOLDOUT_CUTOUTS,
+                    c.cutouts,
+                    augment_rel=c.training.augment,
+                    with_hard=True,
+                    device=self.device,
+                )
+                _, _, ho = t2d_batch(
+                    self.holdout,
+                    rng,
+                    HOLDOUT_CUTOUTS,
+                    c.cutouts,
+                    augment_rel=c.training.augment,
+                    with_hard=True,
+                    device=self.device,
+                )
+                _, _, fk = t3d_batch(
+                    self.final_gnet(),
+                    rng,
+                    self.mu,
+                    HOLDOUT_CUTOUTS,
+                    c.cutouts,
+                    kappa=c.kappa,
+                    input_scale_px=c.generator.input_scale_px,
+                    with_hard=True,
+                )
+                out = {
+                    name: float(self.disc(x.float()).mean())
+                    for name, x in (("d_real_train", tr), ("d_real_holdout", ho), ("d_fake", fk))
+                }
         finally:
             self.disc.train()
         return out
@@ -703,8 +827,12 @@ class Trainer:
         simulated = De.pooled(De.section_descriptors(lab, ctr, c.training.select_min_area_px) for lab, ctr in sims)
         score = De.section_score(self.select_measured, simulated, c.training.select_metric)
         if self.best is None or score < self.best["score"]:
-            self.best = {"epoch": epoch, "score": score, "mu": self.mu,
-                         "state": {k: v.detach().cpu().clone() for k, v in model.gnet.state_dict().items()}}
+            self.best = {
+                "epoch": epoch,
+                "score": score,
+                "mu": self.mu,
+                "state": {k: v.detach().cpu().clone() for k, v in model.gnet.state_dict().items()},
+            }
         self.gnet.train()
         return {"select_score": score}
 
@@ -726,7 +854,12 @@ class Trainer:
         c = self.cfg
         mu = self.mu
         if best and self.best is not None:
-            gnet = GNet(kappa=c.kappa, hidden=c.generator.hidden, r_bounds=c.generator.r_bounds, diag_bounds=c.generator.diag_bounds)
+            gnet = GNet(
+                kappa=c.kappa,
+                hidden=c.generator.hidden,
+                r_bounds=c.generator.r_bounds,
+                diag_bounds=c.generator.diag_bounds,
+            )
             gnet.load_state_dict(self.best["state"])
             gnet.eval()
             mu = float(self.best["mu"])
@@ -734,9 +867,15 @@ class Trainer:
             gnet = self.final_gnet().eval()
             if gnet.out_lo.device.type != "cpu":  # models live on the CPU (sampling feeds numpy inputs)
                 gnet = copy.deepcopy(gnet).cpu()
-        return GrainModel(gnet=gnet, intensity_per_px3=mu, pixel_size_um=self.pixel_size_um,
-                          beta=c.cutouts.beta, input_scale_px=c.generator.input_scale_px, cell_margin_px=c.cutouts.margin_px,
-                          training=summary(self, c, source))
+        return GrainModel(
+            gnet=gnet,
+            intensity_per_px3=mu,
+            pixel_size_um=self.pixel_size_um,
+            beta=c.cutouts.beta,
+            input_scale_px=c.generator.input_scale_px,
+            cell_margin_px=c.cutouts.margin_px,
+            training=summary(self, c, source),
+        )
 
     def adapt(self, ng_gen: float) -> None:
         if ng_gen > 0:
@@ -745,15 +884,18 @@ class Trainer:
     @staticmethod
     def _check(loss, what, epoch, step):
         if not torch.isfinite(loss):
-            raise TrainingError(f"{what} loss is {loss.item()} at epoch {epoch} step {step}; the last good "
-                                "checkpoint is kept (lower the learning rate or the temperature and resume)")
+            raise TrainingError(
+                f"{what} loss is {loss.item()} at epoch {epoch} step {step}; the last good "
+                "checkpoint is kept (lower the learning rate or the temperature and resume)"
+            )
 
     @staticmethod
     def _check_params(net, what, epoch, step):
         for p in net.parameters():
             if not torch.isfinite(p).all():
-                raise TrainingError(f"{what} weights became NaN/inf at epoch {epoch} step {step}; the last good "
-                                    "checkpoint is kept")
+                raise TrainingError(
+                    f"{what} weights became NaN/inf at epoch {epoch} step {step}; the last good checkpoint is kept"
+                )
 
 
 def r1_penalty(out_real: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
@@ -763,9 +905,20 @@ def r1_penalty(out_real: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     return grad.pow(2).flatten(1).sum(1).mean()
 
 
-def train(fits, pixel_size_um: float, cfg: TrainConfig | None = None, *, seed: int = 0, out=None,
-          resume: bool = False, stop_after: int | None = None, source: dict | None = None,
-          on_epoch=None, device: str = "cpu", sections=None) -> GrainModel:
+def train(
+    fits,
+    pixel_size_um: float,
+    cfg: TrainConfig | None = None,
+    *,
+    seed: int = 0,
+    out=None,
+    resume: bool = False,
+    stop_after: int | None = None,
+    source: dict | None = None,
+    on_epoch=None,
+    device: str = "cpu",
+    sections=None,
+) -> GrainModel:
     """Calibrate a :class:`GrainModel` on fitted 2D tessellations.
 
     Parameters
@@ -842,12 +995,21 @@ def train(fits, pixel_size_um: float, cfg: TrainConfig | None = None, *, seed: i
             dt = time.perf_counter() - t0
             tr.seconds += dt
             tr.epoch = e
-            tr.history.append({"epoch": e, "steps": cfg.training.steps_per_epoch,
-                               "loss_g": float(np.mean([r["loss_g"] for r in rows])),
-                               "loss_d": float(np.mean([r["loss_d"] for r in rows])),
-                               "d_updates": int(sum(r["d_update"] for r in rows)),
-                               "intensity_per_px3": tr.mu, "ng_gen": ng_gen, "ng_gt": tr.ng_gt, "seconds": dt,
-                               **tr.holdout_check(e), **tr.select_check(e)})
+            tr.history.append(
+                {
+                    "epoch": e,
+                    "steps": cfg.training.steps_per_epoch,
+                    "loss_g": float(np.mean([r["loss_g"] for r in rows])),
+                    "loss_d": float(np.mean([r["loss_d"] for r in rows])),
+                    "d_updates": int(sum(r["d_update"] for r in rows)),
+                    "intensity_per_px3": tr.mu,
+                    "ng_gen": ng_gen,
+                    "ng_gt": tr.ng_gt,
+                    "seconds": dt,
+                    **tr.holdout_check(e),
+                    **tr.select_check(e),
+                }
+            )
             if ckdir is not None:
                 tr.save(ckdir)
                 write_log(ckdir, tr.history)
@@ -863,8 +1025,18 @@ def train(fits, pixel_size_um: float, cfg: TrainConfig | None = None, *, seed: i
     return model
 
 
-def train_restarts(fits, pixel_size_um: float, cfg: TrainConfig, *, seeds, out, resume: bool = False,
-                   source: dict | None = None, device: str = "cpu", sections=None) -> GrainModel:
+def train_restarts(
+    fits,
+    pixel_size_um: float,
+    cfg: TrainConfig,
+    *,
+    seeds,
+    out,
+    resume: bool = False,
+    source: dict | None = None,
+    device: str = "cpu",
+    sections=None,
+) -> GrainModel:
     """Train once per seed and keep the run whose selected epoch scored best.
 
     Each run is a full :func:`train` into ``out/restarts/seed-<seed>/`` (its own checkpoints,
@@ -911,19 +1083,32 @@ def train_restarts(fits, pixel_size_um: float, cfg: TrainConfig, *, seeds, out, 
         if resume and (sub / "model.json").is_file():
             model = GrainModel.load(sub)
             if model.training.get("config") != cfg.to_dict() or model.training.get("seed") != s:
-                raise InputError("this restart was made with other hyper-parameters; start again without --resume",
-                                 sub / "model.json")
+                raise InputError(
+                    "this restart was made with other hyper-parameters; start again without --resume",
+                    sub / "model.json",
+                )
             log.info("restart seed %d: finished earlier (score %.4f)", s, model.training["select_score"])
         else:
             ck = resume and (sub / "training" / "checkpoint.json").is_file()
-            model = train(fits, pixel_size_um, cfg, seed=s, out=sub, resume=ck, source=source, device=device,
-                          sections=sections)
-            log.info("restart seed %d: score %.4f (epoch %s)", s, model.training["select_score"],
-                     model.training["selected_epoch"])
+            model = train(
+                fits, pixel_size_um, cfg, seed=s, out=sub, resume=ck, source=source, device=device, sections=sections
+            )
+            log.info(
+                "restart seed %d: score %.4f (epoch %s)",
+                s,
+                model.training["select_score"],
+                model.training["selected_epoch"],
+            )
         runs.append(model)
     best = min(runs, key=lambda m: (m.training["select_score"], m.training["seed"]))
-    best.training["restarts"] = [{"seed": m.training["seed"], "select_score": m.training["select_score"],
-                                  "selected_epoch": m.training["selected_epoch"]} for m in runs]
+    best.training["restarts"] = [
+        {
+            "seed": m.training["seed"],
+            "select_score": m.training["select_score"],
+            "selected_epoch": m.training["selected_epoch"],
+        }
+        for m in runs
+    ]
     best.write(out)
     return best
 
@@ -936,11 +1121,19 @@ def summary(tr: Trainer, cfg: TrainConfig, source: dict | None) -> dict:
     src = dict(source or {})
     if src.get("tessellations"):
         src["tessellations"] = Path(str(src["tessellations"])).name
-    return {"seed": tr.seed, "epochs_done": tr.epoch, "config": cfg.to_dict(), "ng_gt": tr.ng_gt,
-            "final": last, "sections": len(tr.fits), "holdout_sections": len(tr.holdout), "source": src,
-            "selected_epoch": None if tr.best is None else int(tr.best["epoch"]),
-            "select_score": None if tr.best is None else float(tr.best["score"]),
-            "discriminator": tr.disc.config()}
+    return {
+        "seed": tr.seed,
+        "epochs_done": tr.epoch,
+        "config": cfg.to_dict(),
+        "ng_gt": tr.ng_gt,
+        "final": last,
+        "sections": len(tr.fits),
+        "holdout_sections": len(tr.holdout),
+        "source": src,
+        "selected_epoch": None if tr.best is None else int(tr.best["epoch"]),
+        "select_score": None if tr.best is None else float(tr.best["score"]),
+        "discriminator": tr.disc.config(),
+    }
 
 
 def write_log(folder: Path, history: list[dict]) -> None:
@@ -971,18 +1164,27 @@ def plot_history(history: list[dict], path) -> None:
     fig, ax = plt.subplots(1, n, figsize=(4 * n, 3.2))
     ax[0].plot(ep, [h["loss_g"] for h in history], label="G")
     ax[0].plot(ep, [h["loss_d"] for h in history], label="D")
-    ax[0].set_xlabel("epoch"); ax[0].set_ylabel("LSGAN loss"); ax[0].legend()
+    ax[0].set_xlabel("epoch")
+    ax[0].set_ylabel("LSGAN loss")
+    ax[0].legend()
     ax[1].plot(ep, [h["intensity_per_px3"] for h in history])
-    ax[1].set_xlabel("epoch"); ax[1].set_ylabel("μ (seeds / px³)")
+    ax[1].set_xlabel("epoch")
+    ax[1].set_ylabel("μ (seeds / px³)")
     ax[2].plot(ep, [h["ng_gen"] for h in history], label="generated")
     ax[2].plot(ep, [h["ng_gt"] for h in history], "--", label="measured")
-    ax[2].set_xlabel("epoch"); ax[2].set_ylabel("visible grains / px²"); ax[2].legend()
+    ax[2].set_xlabel("epoch")
+    ax[2].set_ylabel("visible grains / px²")
+    ax[2].legend()
     if held:
-        for key, label, style in (("d_real_train", "training sections", "-"),
-                                  ("d_real_holdout", "held-out sections", "-"),
-                                  ("d_fake", "generated", "--")):
+        for key, label, style in (
+            ("d_real_train", "training sections", "-"),
+            ("d_real_holdout", "held-out sections", "-"),
+            ("d_fake", "generated", "--"),
+        ):
             ax[3].plot(ep, [np.nan if h.get(key) is None else h[key] for h in history], style, label=label)
-        ax[3].set_xlabel("epoch"); ax[3].set_ylabel("mean D output (eval)"); ax[3].legend()
+        ax[3].set_xlabel("epoch")
+        ax[3].set_ylabel("mean D output (eval)")
+        ax[3].legend()
     if scored:
         sc = np.array([np.nan if h.get("select_score") is None else h["select_score"] for h in history])
         ax[-1].plot(ep, sc, "o-", ms=3)
@@ -992,7 +1194,8 @@ def plot_history(history: list[dict], path) -> None:
             ax[-1].legend()
         if np.nanmin(sc) > 0 and np.isfinite(sc).all():
             ax[-1].set_yscale("log")  # the first epochs score 10x worse than the rest
-        ax[-1].set_xlabel("epoch"); ax[-1].set_ylabel("section score (W1 / spread)")
+        ax[-1].set_xlabel("epoch")
+        ax[-1].set_ylabel("section score (W1 / spread)")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")

@@ -58,8 +58,16 @@ def poisson_seed_set(rng: np.random.Generator, intensity: float, lo, hi) -> Pois
 
 
 # --------------------------------------------------------------------------- network inputs
-def neighbour_inputs(seeds: np.ndarray, noise: np.ndarray, roll: np.ndarray, which=None, *,
-                     kappa: int = 12, input_scale_px: float = 10.0, group=None) -> np.ndarray:
+def neighbour_inputs(
+    seeds: np.ndarray,
+    noise: np.ndarray,
+    roll: np.ndarray,
+    which=None,
+    *,
+    kappa: int = 12,
+    input_scale_px: float = 10.0,
+    group=None,
+) -> np.ndarray:
     """The network inputs ``(v_i1, n_i1, ..., v_ikappa, n_ikappa)`` of the seeds ``which``.
 
     Computed by the fused compiled kernel :func:`nmc_dataset.calibration._knn.knn_inputs` (exact kNN on
@@ -93,9 +101,17 @@ def neighbour_inputs(seeds: np.ndarray, noise: np.ndarray, roll: np.ndarray, whi
     return knn_inputs(seeds, noise, roll, which, kappa=kappa, input_scale_px=input_scale_px, group=group)
 
 
-def neighbour_inputs_reference(seeds: np.ndarray, noise: np.ndarray, roll: np.ndarray, which=None, *,
-                               kappa: int = 12, input_scale_px: float = 10.0, tree=None,
-                               group=None) -> np.ndarray:
+def neighbour_inputs_reference(
+    seeds: np.ndarray,
+    noise: np.ndarray,
+    roll: np.ndarray,
+    which=None,
+    *,
+    kappa: int = 12,
+    input_scale_px: float = 10.0,
+    tree=None,
+    group=None,
+) -> np.ndarray:
     """Plain twin of :func:`neighbour_inputs`: scipy's cKDTree query, ``radial_frames``, einsum.
 
     Same parameters; ``tree`` (a cKDTree over the seeds, group-shifted when ``group`` is given)
@@ -155,8 +171,7 @@ class GNet(nn.Module):
         Range of each diagonal entry of ``D_i`` (paper: [0, 50]; ``a > 0`` here).
     """
 
-    def __init__(self, kappa: int = 12, hidden=(128, 128, 64), r_bounds=(1.0, 10.0),
-                 diag_bounds=(DIAG_MIN, 50.0)):
+    def __init__(self, kappa: int = 12, hidden=(128, 128, 64), r_bounds=(1.0, 10.0), diag_bounds=(DIAG_MIN, 50.0)):
         super().__init__()
         if int(kappa) < 1:
             raise ValueError("kappa must be >= 1")
@@ -198,8 +213,12 @@ class GNet(nn.Module):
 
     def config(self) -> dict:
         """The architecture as a JSON-able dict (``GNet(**config)`` rebuilds it)."""
-        return {"kappa": self.kappa, "hidden": list(self.hidden), "r_bounds": list(self.r_bounds),
-                "diag_bounds": list(self.diag_bounds)}
+        return {
+            "kappa": self.kappa,
+            "hidden": list(self.hidden),
+            "r_bounds": list(self.r_bounds),
+            "diag_bounds": list(self.diag_bounds),
+        }
 
 
 # --------------------------------------------------------------------------- G: seeds -> GBPD
@@ -245,13 +264,13 @@ def markers(gnet, inputs: np.ndarray, *, chunk: int | None = None, fused: bool |
     chunk = max(int(chunk), 1)
     with torch.inference_mode():
         for start in range(0, n, chunk):
-            xb = x[start:start + chunk]
+            xb = x[start : start + chunk]
             if layers is None:
                 d, r = gnet(xb.to(dtype))
             else:
                 d, r = _fused_forward(gnet, layers, xb)
-            diag[start:start + len(d)] = d.numpy()
-            off[start:start + len(r)] = r.numpy()
+            diag[start : start + len(d)] = d.numpy()
+            off[start : start + len(r)] = r.numpy()
     return diag, off
 
 
@@ -306,8 +325,10 @@ def _fused_op_available() -> bool:
             relu = torch.ops.mkldnn._linear_pointwise(x, w, b, "relu", [None], "")
             sig = torch.ops.mkldnn._linear_pointwise(x, w, b, "sigmoid", [None], "")
             lin = torch.nn.functional.linear(x, w, b)
-        return bool(torch.allclose(relu, torch.relu(lin), rtol=1e-5, atol=1e-6)
-                    and torch.allclose(sig, torch.sigmoid(lin), rtol=1e-5, atol=1e-6))
+        return bool(
+            torch.allclose(relu, torch.relu(lin), rtol=1e-5, atol=1e-6)
+            and torch.allclose(sig, torch.sigmoid(lin), rtol=1e-5, atol=1e-6)
+        )
     except (AttributeError, RuntimeError, TypeError):  # pragma: no cover - torch builds without it
         return False
 
@@ -324,9 +345,18 @@ def _fused_forward(gnet, layers, xb):
     return out[:, 1:], out[:, 0]
 
 
-def generate_gbpd(gnet, rng: np.random.Generator, intensity: float, lo, hi, *, kappa: int = 12,
-                  input_scale_px: float = 10.0, cell_margin_px: float = 16.0,
-                  knn_margin_px: float | None = None) -> GBPD:
+def generate_gbpd(
+    gnet,
+    rng: np.random.Generator,
+    intensity: float,
+    lo,
+    hi,
+    *,
+    kappa: int = 12,
+    input_scale_px: float = 10.0,
+    cell_margin_px: float = 16.0,
+    knn_margin_px: float | None = None,
+) -> GBPD:
     """Draw a 3D grain architecture covering the box ``[lo, hi]`` (analytic: seeds + markers).
 
     Seeds are drawn in the box extended by ``cell_margin_px + knn_margin_px``; markers are

@@ -64,7 +64,7 @@ RADIUS_FACTOR = 1.2
 _RANK_MAX = 512
 #: A point's neighbours are sought within the first of these fractions of the gather radius that
 #: holds enough points (squared; the last is the gather radius itself).
-_LADDER = (0.80 ** 2, 0.86 ** 2, 0.92 ** 2, 1.0)
+_LADDER = (0.80**2, 0.86**2, 0.92**2, 1.0)
 #: Grid cells per parallel task.
 _CELLS_PER_TASK = 64
 
@@ -73,8 +73,15 @@ _CELLS_PER_TASK = 64
 
 
 # --------------------------------------------------------------------------- public API
-def knn(points: np.ndarray, kappa: int, which=None, group=None, *, cell_fraction: float = CELL_FRACTION,
-        radius_factor: float = RADIUS_FACTOR):
+def knn(
+    points: np.ndarray,
+    kappa: int,
+    which=None,
+    group=None,
+    *,
+    cell_fraction: float = CELL_FRACTION,
+    radius_factor: float = RADIUS_FACTOR,
+):
     """Exact ``kappa`` nearest neighbours (self excluded) of the points ``which``.
 
     Parameters
@@ -113,14 +120,44 @@ def knn(points: np.ndarray, kappa: int, which=None, group=None, *, cell_fraction
     d2 = np.empty((nq, kappa))
     if nq:
         gr = _build_grid(points, gid, kappa, cell_fraction)
-        _nb_batched(gr.spos, gr.snoise, gr.sroll, gr.sidx, gid, qrow, gr.gorg, gr.gh, gr.gdk, gr.gdim, gr.gbase,
-                    gr.cstart, kappa, float(radius_factor), 1.0, False, _NO_OUT, nb, d2, False)
+        _nb_batched(
+            gr.spos,
+            gr.snoise,
+            gr.sroll,
+            gr.sidx,
+            gid,
+            qrow,
+            gr.gorg,
+            gr.gh,
+            gr.gdk,
+            gr.gdim,
+            gr.gbase,
+            gr.cstart,
+            kappa,
+            float(radius_factor),
+            1.0,
+            False,
+            _NO_OUT,
+            nb,
+            d2,
+            False,
+        )
     return (nb, d2) if inv is None else (nb[inv], d2[inv])
 
 
-def knn_inputs(seeds: np.ndarray, noise: np.ndarray, roll: np.ndarray, which=None, *, kappa: int = 12,
-               input_scale_px: float = 10.0, group=None, cell_fraction: float = CELL_FRACTION,
-               radius_factor: float = RADIUS_FACTOR, return_neighbours: bool = False):
+def knn_inputs(
+    seeds: np.ndarray,
+    noise: np.ndarray,
+    roll: np.ndarray,
+    which=None,
+    *,
+    kappa: int = 12,
+    input_scale_px: float = 10.0,
+    group=None,
+    cell_fraction: float = CELL_FRACTION,
+    radius_factor: float = RADIUS_FACTOR,
+    return_neighbours: bool = False,
+):
     """The generator's network inputs of the seeds ``which``, from an exact kNN (see module doc).
 
     Parameters
@@ -168,9 +205,28 @@ def knn_inputs(seeds: np.ndarray, noise: np.ndarray, roll: np.ndarray, which=Non
     nbo = np.empty((nq if return_neighbours else 0, kappa), dtype=np.int64)
     if nq:
         gr = _build_grid(seeds, gid, kappa, cell_fraction, noise, roll)
-        _nb_batched(gr.spos, gr.snoise, gr.sroll, gr.sidx, gid, qrow, gr.gorg, gr.gh, gr.gdk, gr.gdim, gr.gbase,
-                    gr.cstart, kappa, float(radius_factor), float(input_scale_px), True, out, nbo, _NO_D2,
-                    bool(return_neighbours))
+        _nb_batched(
+            gr.spos,
+            gr.snoise,
+            gr.sroll,
+            gr.sidx,
+            gid,
+            qrow,
+            gr.gorg,
+            gr.gh,
+            gr.gdk,
+            gr.gdim,
+            gr.gbase,
+            gr.cstart,
+            kappa,
+            float(radius_factor),
+            float(input_scale_px),
+            True,
+            out,
+            nbo,
+            _NO_D2,
+            bool(return_neighbours),
+        )
     if inv is not None:
         out = out[inv]
         nbo = nbo[inv] if return_neighbours else nbo
@@ -270,6 +326,7 @@ def _build_grid(points, gid, kappa, cell_fraction, noise=None, roll=None):
 
 
 if _nb is not None:
+
     @_nb.njit(cache=True)
     def _nb_grid_shape(P, gid, G, kappa, frac):  # pragma: no cover - compiled
         """Per group: origin, cell edge, cell counts per axis and the first cell's global id."""
@@ -451,8 +508,14 @@ if _nb is not None:
                             _scan(cstart[row + cx + R], cstart[row + cx + R + 1], i, px, py, pz, sidx, spos, bd, bt, k)
             if bd[k - 1] < np.inf:
                 break
-            if (cx - R <= 0 and cy - R <= 0 and cz - R <= 0
-                    and cx + R >= nx - 1 and cy + R >= ny - 1 and cz + R >= nz - 1):
+            if (
+                cx - R <= 0
+                and cy - R <= 0
+                and cz - R <= 0
+                and cx + R >= nx - 1
+                and cy + R >= ny - 1
+                and cz + R >= nz - 1
+            ):
                 return  # the whole group was scanned
         # 2. every other cell within the current k-th distance (which only shrinks)
         ex = 1e-9 * h + 1e-15 * (abs(ox) + abs(px))
@@ -481,11 +544,33 @@ if _nb is not None:
                 row = base + (z * ny + y) * nx
                 if inz and abs(y - cy) <= R:  # skip the cells of step 1
                     if xa <= cx - R - 1:
-                        _scan(cstart[row + xa], cstart[row + min(xb, cx - R - 1) + 1], i, px, py, pz, sidx, spos,
-                              bd, bt, k)
+                        _scan(
+                            cstart[row + xa],
+                            cstart[row + min(xb, cx - R - 1) + 1],
+                            i,
+                            px,
+                            py,
+                            pz,
+                            sidx,
+                            spos,
+                            bd,
+                            bt,
+                            k,
+                        )
                     if xb >= cx + R + 1:
-                        _scan(cstart[row + max(xa, cx + R + 1)], cstart[row + xb + 1], i, px, py, pz, sidx, spos,
-                              bd, bt, k)
+                        _scan(
+                            cstart[row + max(xa, cx + R + 1)],
+                            cstart[row + xb + 1],
+                            i,
+                            px,
+                            py,
+                            pz,
+                            sidx,
+                            spos,
+                            bd,
+                            bt,
+                            k,
+                        )
                 else:
                     _scan(cstart[row + xa], cstart[row + xb + 1], i, px, py, pz, sidx, spos, bd, bt, k)
 
@@ -493,12 +578,14 @@ if _nb is not None:
     def _slack(g, gorg, gh, gdim):  # pragma: no cover - compiled
         """Rounding slack of group g's grid: a point's cell index may be off at a cell face."""
         h = gh[g]
-        return 1e-7 * h + 1e-12 * (abs(gorg[g, 0]) + abs(gorg[g, 1]) + abs(gorg[g, 2])
-                                   + h * (gdim[g, 0] + gdim[g, 1] + gdim[g, 2]))
+        return 1e-7 * h + 1e-12 * (
+            abs(gorg[g, 0]) + abs(gorg[g, 1]) + abs(gorg[g, 2]) + h * (gdim[g, 0] + gdim[g, 1] + gdim[g, 2])
+        )
 
     @_nb.njit(cache=True)
-    def _gather_box(lx, ly, lz, hx, hy, hz, r, g, spos, gorg, gh, gdim, gbase, cstart, bx, by, bz,
-                    bt):  # pragma: no cover - compiled
+    def _gather_box(
+        lx, ly, lz, hx, hy, hz, r, g, spos, gorg, gh, gdim, gbase, cstart, bx, by, bz, bt
+    ):  # pragma: no cover - compiled
         """Copy (SoA) every point of group g within r (+ slack) of the box [l, h] into bx, by, bz
         (slots bt). Returns the count, or -(an upper bound of it) when the buffers are too small."""
         h = gh[g]
@@ -559,12 +646,31 @@ if _nb is not None:
         lx = gorg[g, 0] + (cc % nx) * h - eps  # the cell box, grown by the slack
         ly = gorg[g, 1] + ((cc // nx) % ny) * h - eps
         lz = gorg[g, 2] + (cc // (nx * ny)) * h - eps
-        return _gather_box(lx, ly, lz, lx + h + 2 * eps, ly + h + 2 * eps, lz + h + 2 * eps, r0, g, spos, gorg, gh,
-                           gdim, gbase, cstart, bx, by, bz, bt)
+        return _gather_box(
+            lx,
+            ly,
+            lz,
+            lx + h + 2 * eps,
+            ly + h + 2 * eps,
+            lz + h + 2 * eps,
+            r0,
+            g,
+            spos,
+            gorg,
+            gh,
+            gdim,
+            gbase,
+            cstart,
+            bx,
+            by,
+            bz,
+            bt,
+        )
 
     @_nb.njit(cache=True)
-    def _select(t0, px, py, pz, r02, m, bx, by, bz, bt, dd, cd, ct, rk, eqc, sidx, k, bd,
-                bkt):  # pragma: no cover - compiled
+    def _select(
+        t0, px, py, pz, r02, m, bx, by, bz, bt, dd, cd, ct, rk, eqc, sidx, k, bd, bkt
+    ):  # pragma: no cover - compiled
         """The k best (squared distance, index) among the m gathered points (slot t0 excluded).
 
         Tries the radii of the ladder (_LADDER x the squared gather radius r02) that hold enough
@@ -684,8 +790,29 @@ if _nb is not None:
                 nbo[q, m] = sidx[s]
 
     @_nb.njit(cache=True)
-    def _block(blk, spos, snoise, sroll, sidx, gid, qrow, gorg, gh, gdk, gdim, gbase, cstart, k, rfac, scale,
-               inputs, out, nbo, d2o, want_nb):  # pragma: no cover - compiled
+    def _block(
+        blk,
+        spos,
+        snoise,
+        sroll,
+        sidx,
+        gid,
+        qrow,
+        gorg,
+        gh,
+        gdk,
+        gdim,
+        gbase,
+        cstart,
+        k,
+        rfac,
+        scale,
+        inputs,
+        out,
+        nbo,
+        d2o,
+        want_nb,
+    ):  # pragma: no cover - compiled
         """The cells of one parallel task: gather the points within r0 = rfac * d_k of each cell
         once, then per queried point of the cell select its k nearest among them (exact when >= k
         lie within r0, else the incremental search) and write the input row (inputs) or (nbo, d2o).
@@ -721,8 +848,7 @@ if _nb is not None:
                     x0 = spos[t0, 0]
                     y0 = spos[t0, 1]
                     z0 = spos[t0, 2]
-                    status = _select(t0, x0, y0, z0, r0 * r0, m, bx, by, bz, bt, dd, cd, ct, rk, eqc, sidx, k, bd,
-                                     bkt)
+                    status = _select(t0, x0, y0, z0, r0 * r0, m, bx, by, bz, bt, dd, cd, ct, rk, eqc, sidx, k, bd, bkt)
                 if status != 1:  # the incremental search (~2 % of a Poisson pattern's seeds; more in sparse,
                     # clustered or degenerate ones). Gathering again around the seed with a larger radius
                     # timed slower, and so did any inlined retry code here (numba codegen of the hot loop).
@@ -737,18 +863,67 @@ if _nb is not None:
     @_nb.njit(cache=True)
     def _buffers(cap):  # pragma: no cover - compiled
         """Gather buffers (bx, by, bz, bt) of size cap and selection buffers of size cap + 1."""
-        return (np.empty(cap), np.empty(cap), np.empty(cap), np.empty(cap, dtype=np.int64), np.empty(cap + 1),
-                np.empty(cap + 1), np.empty(cap + 1, dtype=np.int64), np.empty(cap + 1, dtype=np.int64),
-                np.empty(cap + 1, dtype=np.int64))
+        return (
+            np.empty(cap),
+            np.empty(cap),
+            np.empty(cap),
+            np.empty(cap, dtype=np.int64),
+            np.empty(cap + 1),
+            np.empty(cap + 1),
+            np.empty(cap + 1, dtype=np.int64),
+            np.empty(cap + 1, dtype=np.int64),
+            np.empty(cap + 1, dtype=np.int64),
+        )
 
     @_nb.njit(cache=True, parallel=True)
-    def _nb_batched(spos, snoise, sroll, sidx, gid, qrow, gorg, gh, gdk, gdim, gbase, cstart, k, rfac, scale,
-                    inputs, out, nbo, d2o, want_nb):  # pragma: no cover - compiled
+    def _nb_batched(
+        spos,
+        snoise,
+        sroll,
+        sidx,
+        gid,
+        qrow,
+        gorg,
+        gh,
+        gdk,
+        gdim,
+        gbase,
+        cstart,
+        k,
+        rfac,
+        scale,
+        inputs,
+        out,
+        nbo,
+        d2o,
+        want_nb,
+    ):  # pragma: no cover - compiled
         """All queried points, in parallel over blocks of ``_CELLS_PER_TASK`` grid cells (see _block)."""
         nblock = (cstart.shape[0] - 1 + _CELLS_PER_TASK - 1) // _CELLS_PER_TASK
         for blk in _nb.prange(nblock):
-            _block(blk, spos, snoise, sroll, sidx, gid, qrow, gorg, gh, gdk, gdim, gbase, cstart, k, rfac, scale,
-                   inputs, out, nbo, d2o, want_nb)
+            _block(
+                blk,
+                spos,
+                snoise,
+                sroll,
+                sidx,
+                gid,
+                qrow,
+                gorg,
+                gh,
+                gdk,
+                gdim,
+                gbase,
+                cstart,
+                k,
+                rfac,
+                scale,
+                inputs,
+                out,
+                nbo,
+                d2o,
+                want_nb,
+            )
 
 
 def box_mask(points: np.ndarray, lo, hi) -> np.ndarray:

@@ -103,8 +103,16 @@ class GrainModel:
 
         lo = np.broadcast_to(np.asarray(lo, dtype=np.float64), (3,))
         hi = np.broadcast_to(np.asarray(hi, dtype=np.float64), (3,))
-        return generate_gbpd(self.gnet, as_rng(rng), self.intensity_per_px3, lo, hi, kappa=self.kappa,
-                             input_scale_px=self.input_scale_px, cell_margin_px=self.cell_margin_px)
+        return generate_gbpd(
+            self.gnet,
+            as_rng(rng),
+            self.intensity_per_px3,
+            lo,
+            hi,
+            kappa=self.kappa,
+            input_scale_px=self.input_scale_px,
+            cell_margin_px=self.cell_margin_px,
+        )
 
     # ------------------------------------------------------------------ I/O
     def metadata(self) -> dict:
@@ -112,9 +120,12 @@ class GrainModel:
         return {
             "format": GRAIN_MODEL_FORMAT,
             "format_version": GRAIN_MODEL_FORMAT_VERSION,
-            "architecture": {"type": "mlp-relu-scaled-sigmoid", **self.gnet.config(),
-                             "inputs": 5 * self.kappa,
-                             "outputs": ["r", "d_radial", "d_tangential_1", "d_tangential_2"]},
+            "architecture": {
+                "type": "mlp-relu-scaled-sigmoid",
+                **self.gnet.config(),
+                "inputs": 5 * self.kappa,
+                "outputs": ["r", "d_radial", "d_tangential_1", "d_tangential_2"],
+            },
             "marker_bounds": {"r": list(self.r_bounds), "diag": list(self.diag_bounds)},
             "kappa": self.kappa,
             "intensity_per_px3": float(self.intensity_per_px3),
@@ -190,8 +201,12 @@ class GrainModel:
         _validate_meta(meta, folder / MODEL_JSON)
         arch = meta["architecture"]
         try:
-            gnet = GNet(kappa=int(meta["kappa"]), hidden=tuple(arch["hidden"]),
-                        r_bounds=tuple(meta["marker_bounds"]["r"]), diag_bounds=tuple(meta["marker_bounds"]["diag"]))
+            gnet = GNet(
+                kappa=int(meta["kappa"]),
+                hidden=tuple(arch["hidden"]),
+                r_bounds=tuple(meta["marker_bounds"]["r"]),
+                diag_bounds=tuple(meta["marker_bounds"]["diag"]),
+            )
         except (ValueError, TypeError, KeyError) as e:
             raise InputError(f"invalid architecture: {e}", folder / MODEL_JSON) from None
         wpath = folder / meta.get("weights", WEIGHTS)
@@ -206,13 +221,17 @@ class GrainModel:
         except RuntimeError as e:
             first = str(e).strip().splitlines()
             detail = first[1].strip() if len(first) > 1 else first[0]
-            raise InputError(f"weights do not match the architecture in model.json ({detail})",
-                             wpath) from None
+            raise InputError(f"weights do not match the architecture in model.json ({detail})", wpath) from None
         gnet.eval()
-        return cls(gnet=gnet, intensity_per_px3=float(meta["intensity_per_px3"]),
-                   pixel_size_um=float(meta["pixel_size_um"]), beta=float(meta.get("beta", 2.0)),
-                   input_scale_px=float(meta.get("input_scale_px", 10.0)),
-                   cell_margin_px=float(meta.get("cell_margin_px", 16.0)), training=dict(meta.get("training", {})))
+        return cls(
+            gnet=gnet,
+            intensity_per_px3=float(meta["intensity_per_px3"]),
+            pixel_size_um=float(meta["pixel_size_um"]),
+            beta=float(meta.get("beta", 2.0)),
+            input_scale_px=float(meta.get("input_scale_px", 10.0)),
+            cell_margin_px=float(meta.get("cell_margin_px", 16.0)),
+            training=dict(meta.get("training", {})),
+        )
 
 
 def _validate_meta(meta: dict, where) -> None:

@@ -35,8 +35,9 @@ def radial_bin_edges(bins: int = DEFAULT_RADIAL_BINS) -> np.ndarray:
     return np.linspace(0.0, 1.0, int(bins) + 1)
 
 
-def radial_bin_descriptors(labels: np.ndarray, center_px, radius_px: float, bins: int = DEFAULT_RADIAL_BINS,
-                           min_area_px: int = 1) -> list[dict]:
+def radial_bin_descriptors(
+    labels: np.ndarray, center_px, radius_px: float, bins: int = DEFAULT_RADIAL_BINS, min_area_px: int = 1
+) -> list[dict]:
     """Descriptors of one section's grains split by the shell of their centroid.
 
     Parameters
@@ -73,8 +74,14 @@ def radial_bin_descriptors(labels: np.ndarray, center_px, radius_px: float, bins
     out = []
     for b in range(len(edges) - 1):
         s = keep & (shell == b)
-        out.append({"area_px": area[s], "elongation": np.asarray(d["elongation"], float)[s],
-                    "alpha_rad": np.asarray(d["alpha_rad"], float)[s], "chord_px": chord_len[chord_shell == b]})
+        out.append(
+            {
+                "area_px": area[s],
+                "elongation": np.asarray(d["elongation"], float)[s],
+                "alpha_rad": np.asarray(d["alpha_rad"], float)[s],
+                "chord_px": chord_len[chord_shell == b],
+            }
+        )
     return out
 
 
@@ -132,5 +139,12 @@ def radial_bin_summary(bins_desc: list[dict]) -> list[dict]:
     return rows
 
 
-__all__ = ["DESCRIPTORS_2D", "DEFAULT_RADIAL_BINS", "compare_radial_bins", "radial_bin_edges", "radial_bin_descriptors",
-           "pooled_bins", "radial_bin_summary"]
+__all__ = [
+    "DESCRIPTORS_2D",
+    "DEFAULT_RADIAL_BINS",
+    "compare_radial_bins",
+    "radial_bin_edges",
+    "radial_bin_descriptors",
+    "pooled_bins",
+    "radial_bin_summary",
+]

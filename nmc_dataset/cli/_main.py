@@ -46,13 +46,17 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with every registered subcommand."""
-    parser = _Parser(prog="nmc-dataset", description="Fit, generate and publish virtual NMC811 cathode "
-                     "particles with radial grain architectures (one subcommand per stage).")
+    parser = _Parser(
+        prog="nmc-dataset",
+        description="Fit, generate and publish virtual NMC811 cathode "
+        "particles with radial grain architectures (one subcommand per stage).",
+    )
     parser.add_argument("--version", action="version", version=f"nmc-dataset {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
-    parser.add_argument("--debug", action="store_true",
-                        help="show the traceback of an unexpected error (also NMC_DATASET_DEBUG=1)")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an unexpected error (also NMC_DATASET_DEBUG=1)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMAND_MODULES:
         try:
@@ -96,14 +100,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {_one_line(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print("interrupted (finished work is kept; re-run the same command to resume where it resumes)",
-              file=sys.stderr)
+        print(
+            "interrupted (finished work is kept; re-run the same command to resume where it resumes)", file=sys.stderr
+        )
         return 130
     except Exception as e:  # noqa: BLE001 - an unexpected error still gets one line
         if debug:
             raise
-        print(f"error: unexpected {type(e).__name__}: {_one_line(str(e)) or 'no message'} (a bug or an "
-              f"unhandled input; --debug shows the traceback)", file=sys.stderr)
+        print(
+            f"error: unexpected {type(e).__name__}: {_one_line(str(e)) or 'no message'} (a bug or an "
+            f"unhandled input; --debug shows the traceback)",
+            file=sys.stderr,
+        )
         return 2
     return int(result or 0)
 

@@ -18,48 +18,71 @@ MAX_SIZE_PX = 1024
 
 def register(sub) -> None:
     """Register the grain-model subcommands."""
-    p = sub.add_parser("fit-grains", help="calibrate the 3D grain model on fitted 2D tessellations (stereological GAN)",
-                       description="Train G_net so that planar sections of the 3D model match the fitted 2D "
-                                   "tessellations of central EBSD sections.")
+    p = sub.add_parser(
+        "fit-grains",
+        help="calibrate the 3D grain model on fitted 2D tessellations (stereological GAN)",
+        description="Train G_net so that planar sections of the 3D model match the fitted 2D "
+        "tessellations of central EBSD sections.",
+    )
     p.add_argument("tessellations", help="folder written by fit-sections")
     p.add_argument("--recipe", required=True, help="recipe YAML; its grains: section gives the hyper-parameters")
     p.add_argument("--out", required=True, help="model folder (checkpoints go to OUT/training/)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUT")
     p.add_argument("--seed", type=int, help="root seed (default: the recipe's seed)")
-    p.add_argument("--restarts", type=int, default=None,
-                   help="override the recipe's grains.training.restarts (default 1): "
-                        "train this many runs (seeds SEED, SEED+1, ...) into OUT/restarts/ and keep the one whose "
-                        "sections score best against the measured ones (needs training.select_sections; default 1)")
-    p.add_argument("--device", default="cpu",
-                   help="where the networks and cutout images live: cpu (default), cuda, cuda:N or auto; "
-                        "no GPU is needed, and only CPU runs are bit-for-bit reproducible")
+    p.add_argument(
+        "--restarts",
+        type=int,
+        default=None,
+        help="override the recipe's grains.training.restarts (default 1): "
+        "train this many runs (seeds SEED, SEED+1, ...) into OUT/restarts/ and keep the one whose "
+        "sections score best against the measured ones (needs training.select_sections; default 1)",
+    )
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="where the networks and cutout images live: cpu (default), cuda, cuda:N or auto; "
+        "no GPU is needed, and only CPU runs are bit-for-bit reproducible",
+    )
     add_force_option(p)
     p.set_defaults(func=_cmd_fit)
 
-    p = sub.add_parser("sample-grains", help="draw a 3D grain architecture and write its labels (HDF5)",
-                       description="Write hard grain labels of a cube (or of planar sections) around the particle "
-                                   "centre: HDF5 dataset 'labels' (uint32, axes z,y,x), attrs voxel_size_um, "
-                                   "origin_px.")
+    p = sub.add_parser(
+        "sample-grains",
+        help="draw a 3D grain architecture and write its labels (HDF5)",
+        description="Write hard grain labels of a cube (or of planar sections) around the particle "
+        "centre: HDF5 dataset 'labels' (uint32, axes z,y,x), attrs voxel_size_um, "
+        "origin_px.",
+    )
     p.add_argument("model", help="grain model folder (fit-grains output)")
     p.add_argument("--size-px", type=int, default=128, help="cube edge in model pixels (default 128)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--out", required=True, help="output .h5 file")
-    p.add_argument("--sections", help="comma-separated heights z (pixels from the centre): write these planes only "
-                   "(negative first value: --sections=-10,0,10)")
+    p.add_argument(
+        "--sections",
+        help="comma-separated heights z (pixels from the centre): write these planes only "
+        "(negative first value: --sections=-10,0,10)",
+    )
     p.set_defaults(func=_cmd_sample)
 
-    p = sub.add_parser("describe-grains", help="compare the model's central sections with the measured tessellations",
-                       description="Histograms, Wasserstein-1 and KS distances of area, elongation, orientation and "
-                                   "chord lengths of central sections of the model vs the 2D fits, and "
-                                   "the cut-height study.")
+    p = sub.add_parser(
+        "describe-grains",
+        help="compare the model's central sections with the measured tessellations",
+        description="Histograms, Wasserstein-1 and KS distances of area, elongation, orientation and "
+        "chord lengths of central sections of the model vs the 2D fits, and "
+        "the cut-height study.",
+    )
     p.add_argument("model", help="grain model folder")
     p.add_argument("--against", required=True, help="tessellations folder (fit-sections output)")
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument("--samples", type=int, default=8, help="model sections to draw (default 8)")
     p.add_argument("--radius-px", type=float, help="radius of the model's sections (default: the measured ones')")
-    p.add_argument("--min-area-px", type=int, default=5,
-                   help="detection limit: grains smaller than this are left out on both sides (default 5, "
-                        "import-ebsd's --min-grain-px default)")
+    p.add_argument(
+        "--min-area-px",
+        type=int,
+        default=5,
+        help="detection limit: grains smaller than this are left out on both sides (default 5, "
+        "import-ebsd's --min-grain-px default)",
+    )
     p.add_argument("--seed", type=int, default=0)
     add_force_option(p)
     p.set_defaults(func=_cmd_describe)
@@ -90,15 +113,20 @@ def _cmd_fit(args) -> int:
     if args.restarts is None:
         args.restarts = recipe_restarts(section)
     if args.restarts > 1 and not cfg.training.select_sections:
-        raise InputError("--restarts needs grains.training.select_sections > 0 (the section score picks the run)",
-                         args.recipe)
+        raise InputError(
+            "--restarts needs grains.training.select_sections > 0 (the section score picks the run)", args.recipe
+        )
     out = Path(args.out)
     if args.resume and args.restarts == 1 and not (out / "training" / "checkpoint.json").is_file():
         raise InputError("--resume: no checkpoint here (training/checkpoint.json); run without --resume", out)
     if args.resume and args.restarts > 1 and not (out / "restarts").is_dir():
         raise InputError("--resume: no restarts/ folder here; run without --resume", out)
-    foreign = claim_folder(check_out_name(out), "fit-grains", force=args.force,
-                           legacy=("model.json", "training/checkpoint.json", "restarts"))
+    foreign = claim_folder(
+        check_out_name(out),
+        "fit-grains",
+        force=args.force,
+        legacy=("model.json", "training/checkpoint.json", "restarts"),
+    )
     fits, px, source, sections = load_fits(args.tessellations, with_sections=True)
     out.mkdir(parents=True, exist_ok=True)
     write_marker(out, "fit-grains", foreign=foreign)  # an incremental writer: all but the user's files
@@ -106,21 +134,43 @@ def _cmd_fit(args) -> int:
     seed = int(recipe.get("seed", 0)) if args.seed is None else int(args.seed)
     run_dir = out
     if args.restarts > 1:
-        model = train_restarts(fits, px, cfg, seeds=range(seed, seed + args.restarts), out=out, resume=args.resume,
-                               source=source, device=device, sections=sections)
-        log.info("restarts: kept seed %d of %s", model.training["seed"],
-                 ", ".join(f"{r['seed']} ({r['select_score']:.4f})" for r in model.training["restarts"]))
+        model = train_restarts(
+            fits,
+            px,
+            cfg,
+            seeds=range(seed, seed + args.restarts),
+            out=out,
+            resume=args.resume,
+            source=source,
+            device=device,
+            sections=sections,
+        )
+        log.info(
+            "restarts: kept seed %d of %s",
+            model.training["seed"],
+            ", ".join(f"{r['seed']} ({r['select_score']:.4f})" for r in model.training["restarts"]),
+        )
         run_dir = out / "restarts" / f"seed-{model.training['seed']}"
     else:
-        model = train(fits, px, cfg, seed=seed, out=out, resume=args.resume, source=source, device=device,
-                      sections=sections)
+        model = train(
+            fits, px, cfg, seed=seed, out=out, resume=args.resume, source=source, device=device, sections=sections
+        )
     f = model.training.get("final", {})
     if model.training.get("selected_epoch"):
-        log.info("kept epoch %d of %d: its sections scored %.4f against the measured ones (log.csv: select_score)",
-                 model.training["selected_epoch"], model.training["epochs_done"], model.training["select_score"])
-    log.info("grain model written to %s: mu = %.5g seeds/px^3, NG gen %.4g vs measured %.4g per px^2 "
-             "(epoch times in %s)", out, model.intensity_per_px3, f.get("ng_gen", float("nan")),
-             model.training.get("ng_gt") or float("nan"), run_dir / "training" / "log.csv")
+        log.info(
+            "kept epoch %d of %d: its sections scored %.4f against the measured ones (log.csv: select_score)",
+            model.training["selected_epoch"],
+            model.training["epochs_done"],
+            model.training["select_score"],
+        )
+    log.info(
+        "grain model written to %s: mu = %.5g seeds/px^3, NG gen %.4g vs measured %.4g per px^2 (epoch times in %s)",
+        out,
+        model.intensity_per_px3,
+        f.get("ng_gen", float("nan")),
+        model.training.get("ng_gt") or float("nan"),
+        run_dir / "training" / "log.csv",
+    )
     return 0
 
 
@@ -184,8 +234,9 @@ def _cmd_sample(args) -> int:
     if args.size_px < 1:
         raise InputError(f"--size-px must be >= 1, got {args.size_px}")
     if args.size_px > MAX_SIZE_PX:
-        raise ResourceError(f"--size-px {args.size_px} would need {4 * args.size_px ** 3 / 2 ** 30:.1f} GiB; "
-                            f"the limit is {MAX_SIZE_PX}")
+        raise ResourceError(
+            f"--size-px {args.size_px} would need {4 * args.size_px**3 / 2**30:.1f} GiB; the limit is {MAX_SIZE_PX}"
+        )
     heights = _parse_heights(args.sections)
     out = check_out_file(args.out)
     model = GrainModel.load(args.model)
@@ -195,8 +246,13 @@ def _cmd_sample(args) -> int:
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = LABELS_FORMAT
             f.attrs["format_version"] = LABELS_FORMAT_VERSION
-            d = f.create_dataset("labels", data=labels, compression="gzip", compression_opts=4,
-                                 chunks=tuple(min(s, 64) for s in labels.shape))
+            d = f.create_dataset(
+                "labels",
+                data=labels,
+                compression="gzip",
+                compression_opts=4,
+                chunks=tuple(min(s, 64) for s in labels.shape),
+            )
             d.attrs["axes"] = "z,y,x"
             d.attrs["voxel_size_um"] = float(model.pixel_size_um)
             d.attrs["origin_px"] = origin
@@ -215,8 +271,13 @@ def _cmd_sample(args) -> int:
             grp.attrs["units"] = "pixels, particle centre at the origin"
             for name, arr in (("seeds_px", g.seeds), ("diag", g.diag), ("offsets", g.offsets), ("roll", g.roll)):
                 grp.create_dataset(name, data=arr)
-    log.info("%s: %s labels, %d seeds%s", out, "x".join(map(str, labels.shape)), g.n,
-             "" if n_disc is None else f", {n_disc} disconnected cells")
+    log.info(
+        "%s: %s labels, %d seeds%s",
+        out,
+        "x".join(map(str, labels.shape)),
+        g.n,
+        "" if n_disc is None else f", {n_disc} disconnected cells",
+    )
     return 0
 
 
@@ -224,10 +285,20 @@ def _cmd_sample(args) -> int:
 def _cmd_describe(args) -> int:
     from nmc_dataset.calibration._descriptors import describe_grains
 
-    result = describe_grains(args.model, args.against, args.out, samples=args.samples, radius_px=args.radius_px,
-                             seed=args.seed, min_area_px=args.min_area_px, force=args.force)
+    result = describe_grains(
+        args.model,
+        args.against,
+        args.out,
+        samples=args.samples,
+        radius_px=args.radius_px,
+        seed=args.seed,
+        min_area_px=args.min_area_px,
+        force=args.force,
+    )
     for k, v in result.items():
-        print(f"{k:>11}: W1 {v['wasserstein1']:.4g}  KS {v['ks']:.3f}  "
-              f"(n measured {v['n_measured']}, model {v['n_simulated']})")
+        print(
+            f"{k:>11}: W1 {v['wasserstein1']:.4g}  KS {v['ks']:.3f}  "
+            f"(n measured {v['n_measured']}, model {v['n_simulated']})"
+        )
     print(f"wrote {args.out} (comparison.md, comparison.json, histograms, cut_height.png)")
     return 0

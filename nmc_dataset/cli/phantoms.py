@@ -16,10 +16,13 @@ from nmc_dataset.outputs import add_force_option, check_out_file
 
 def register(sub) -> None:
     """Register the phantom subcommands."""
-    p = sub.add_parser("phantom-ct", help="write a grey-value CT phantom of known shells (for fit-shells)",
-                       description="Draw shells from the reference shell model, place them without overlap in "
-                                   "a cube and render a blurred, noisy grey-value CT volume (.tif, .npy or .h5). "
-                                   "The true labels go to <stem>.labels.tif beside it.")
+    p = sub.add_parser(
+        "phantom-ct",
+        help="write a grey-value CT phantom of known shells (for fit-shells)",
+        description="Draw shells from the reference shell model, place them without overlap in "
+        "a cube and render a blurred, noisy grey-value CT volume (.tif, .npy or .h5). "
+        "The true labels go to <stem>.labels.tif beside it.",
+    )
     p.add_argument("--out", required=True, help="volume to write (.tif, .tiff, .npy, .h5)")
     p.add_argument("--size", type=int, default=128, help="edge length in voxels (default 128)")
     p.add_argument("--n-particles", type=int, default=60, help="number of particles (default 60)")
@@ -28,31 +31,53 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_ct)
 
-    p = sub.add_parser("phantom-ebsd", help="write synthetic EBSD scans (.ang/.ctf) of a known 3D grain model",
-                       description="Slice radially elongated teacher particles (a known 3D GBPD) through central "
-                                   "and off-centre planes and write the scans as an EDAX/TSL or Oxford instrument "
-                                   "would, with the true label images in <out>/truth/.")
+    p = sub.add_parser(
+        "phantom-ebsd",
+        help="write synthetic EBSD scans (.ang/.ctf) of a known 3D grain model",
+        description="Slice radially elongated teacher particles (a known 3D GBPD) through central "
+        "and off-centre planes and write the scans as an EDAX/TSL or Oxford instrument "
+        "would, with the true label images in <out>/truth/.",
+    )
     p.add_argument("--out", required=True, help="folder to write the scans into")
     p.add_argument("--n-central", type=int, default=2)
     p.add_argument("--n-off-center", type=int, default=1)
     p.add_argument("--radius-px", type=float, default=60.0, help="particle radius in EBSD pixels (default 60)")
     p.add_argument("--step-um", type=length_um, default=0.05, help="EBSD step in µm (default 0.05)")
-    p.add_argument("--formats", default="ang",
-                   help="comma-separated: ang, ctf (default ang); with both, scans alternate between the "
-                        "formats (scan 0 .ang, scan 1 .ctf, ...)")
-    p.add_argument("--instrument", default="default", metavar="ideal|default|harsh",
-                   help="instrument preset: ideal (every pixel indexed), default (half the junction pixels, 2 %% "
-                        "of boundary and 0.3 %% of other pixels low-CI, 0.5° noise) or harsh (every junction "
-                        "pixel and 1 %% of the others low-CI, 1° noise, 2 %% of the grains misindexed by the 60° "
-                        "pseudo-symmetry about c); --low-ci and --noise-deg override its values")
-    p.add_argument("--low-ci", default=None, metavar="J,B,R",
-                   help="probabilities of a low-CI pixel at grain junctions, on boundaries and elsewhere "
-                        "(default: the preset's, 0.5,0.02,0.003 for default; 0,0,0 = every pixel indexed)")
-    p.add_argument("--noise-deg", type=float, default=None,
-                   help="orientation noise per pixel in degrees (default: the preset's, 0.5 for default)")
-    p.add_argument("--texture", default="default", metavar="default|random|KAPPA,LAMBDA",
-                   help="grain orientations relative to their radial direction: default (c-axis perpendicular "
-                        "to it, kappa=-8, lambda=0), random (uniform), or the model's two parameters")
+    p.add_argument(
+        "--formats",
+        default="ang",
+        help="comma-separated: ang, ctf (default ang); with both, scans alternate between the "
+        "formats (scan 0 .ang, scan 1 .ctf, ...)",
+    )
+    p.add_argument(
+        "--instrument",
+        default="default",
+        metavar="ideal|default|harsh",
+        help="instrument preset: ideal (every pixel indexed), default (half the junction pixels, 2 %% "
+        "of boundary and 0.3 %% of other pixels low-CI, 0.5° noise) or harsh (every junction "
+        "pixel and 1 %% of the others low-CI, 1° noise, 2 %% of the grains misindexed by the 60° "
+        "pseudo-symmetry about c); --low-ci and --noise-deg override its values",
+    )
+    p.add_argument(
+        "--low-ci",
+        default=None,
+        metavar="J,B,R",
+        help="probabilities of a low-CI pixel at grain junctions, on boundaries and elsewhere "
+        "(default: the preset's, 0.5,0.02,0.003 for default; 0,0,0 = every pixel indexed)",
+    )
+    p.add_argument(
+        "--noise-deg",
+        type=float,
+        default=None,
+        help="orientation noise per pixel in degrees (default: the preset's, 0.5 for default)",
+    )
+    p.add_argument(
+        "--texture",
+        default="default",
+        metavar="default|random|KAPPA,LAMBDA",
+        help="grain orientations relative to their radial direction: default (c-axis perpendicular "
+        "to it, kappa=-8, lambda=0), random (uniform), or the model's two parameters",
+    )
     p.add_argument("--seed", type=int, default=0)
     add_force_option(p)
     p.set_defaults(func=_cmd_ebsd)
@@ -72,8 +97,13 @@ def _cmd_ct(args) -> int:
         raise RecipeError("need --size >= 16, --n-particles >= 1, --mean-radius-vox > 0, --voxel-size-um > 0")
     labels_path = check_out_file(out.with_name(out.stem + ".labels.tif"), "the labels file")
     model = reference_shell_model(mean_radius_vox=args.mean_radius_vox, voxel_size_um=args.voxel_size_um)
-    ph = make_ct_phantom(model, shape=(args.size,) * 3, n_particles=args.n_particles,
-                         rng=np.random.default_rng(args.seed), dtype="uint16")
+    ph = make_ct_phantom(
+        model,
+        shape=(args.size,) * 3,
+        n_particles=args.n_particles,
+        rng=np.random.default_rng(args.seed),
+        dtype="uint16",
+    )
     import tifffile
 
     tiff_meta = {"axes": "ZYX", "format": "nmc-dataset/ct-phantom", "voxel_size_um": args.voxel_size_um}
@@ -93,8 +123,10 @@ def _cmd_ct(args) -> int:
                 d = f.create_dataset("volume", data=ph.volume, chunks=True, compression="gzip")
                 d.attrs["voxel_size_um"] = args.voxel_size_um
                 f.attrs["format"] = "nmc-dataset/ct-phantom"
-    print(f"wrote {out} ({args.size}^3, {ph.n_particles} particles, voxel {args.voxel_size_um} µm) "
-          f"and true labels {labels_path}")
+    print(
+        f"wrote {out} ({args.size}^3, {ph.n_particles} particles, voxel {args.voxel_size_um} µm) "
+        f"and true labels {labels_path}"
+    )
     return 0
 
 
@@ -148,11 +180,19 @@ def _cmd_ebsd(args) -> int:
     out = Path(args.out)
     claim_folder(out, "phantom-ebsd", force=args.force)
     with output_folder(out, "phantom-ebsd", force=args.force) as tmp:
-        records = write_synthetic_sections(tmp, np.random.default_rng(args.seed), n_central=args.n_central,
-                                           n_off_center=args.n_off_center, radius_px=args.radius_px,
-                                           step_um=args.step_um, formats=formats, low_ci=low_ci,
-                                           noise_deg=noise_deg, texture=texture,
-                                           misindex_fraction=preset["misindex_fraction"])
+        records = write_synthetic_sections(
+            tmp,
+            np.random.default_rng(args.seed),
+            n_central=args.n_central,
+            n_off_center=args.n_off_center,
+            radius_px=args.radius_px,
+            step_um=args.step_um,
+            formats=formats,
+            low_ci=low_ci,
+            noise_deg=noise_deg,
+            texture=texture,
+            misindex_fraction=preset["misindex_fraction"],
+        )
     for r in records:
         kind = "central" if r["central"] else "off-centre"
         print(f"{Path(r['scan']).name}: {kind} section, height {r['height_px']:.1f} px")

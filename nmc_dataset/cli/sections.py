@@ -11,12 +11,16 @@ def register(sub) -> None:
         "fit-sections",
         help="fit a 2D GBPD to every selected section (the training ground truth)",
         description="Fit a 2D restricted GBPD to the label image of every section selected as central "
-                    "(import-ebsd's selection.json) by gradient descent on the soft form, and write the "
-                    "tessellations (cells.parquet, sections.json, masks/) atomically.",
+        "(import-ebsd's selection.json) by gradient descent on the soft form, and write the "
+        "tessellations (cells.parquet, sections.json, masks/) atomically.",
     )
     p.add_argument("sections", metavar="SECTIONS_DIR", help="folder written by import-ebsd")
-    p.add_argument("--out", required=True, metavar="TESSELLATIONS_DIR",
-                   help="output folder (a new or empty one, or an earlier fit-sections output: replaced atomically)")
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="TESSELLATIONS_DIR",
+        help="output folder (a new or empty one, or an earlier fit-sections output: replaced atomically)",
+    )
     p.add_argument("--steps", type=int, default=200, help="Adam steps per section (default 200)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     add_force_option(p)

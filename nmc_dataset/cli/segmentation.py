@@ -17,36 +17,57 @@ EVAL_FORMAT = "nmc-dataset/segmenter-evaluation"
 
 def register(sub) -> None:
     """Register the segmentation subcommands."""
-    p = sub.add_parser("segment", help="segment a CT volume into phases and particle instances",
-                       description="Label a CT render (nmc-dataset ct volume file) with phases (0 pore, 1 NMC, "
-                                   "2 binder) and particle instances; writes an nmc-dataset segmentation file.")
+    p = sub.add_parser(
+        "segment",
+        help="segment a CT volume into phases and particle instances",
+        description="Label a CT render (nmc-dataset ct volume file) with phases (0 pore, 1 NMC, "
+        "2 binder) and particle instances; writes an nmc-dataset segmentation file.",
+    )
     p.add_argument("ct", help="CT volume file (.h5, kind ct)")
-    p.add_argument("--method", required=True,
-                   help="otsu-watershed (multi-Otsu phases + distance-transform watershed) or net:FOLDER "
-                        "(a train-segmenter model folder)")
+    p.add_argument(
+        "--method",
+        required=True,
+        help="otsu-watershed (multi-Otsu phases + distance-transform watershed) or net:FOLDER "
+        "(a train-segmenter model folder)",
+    )
     p.add_argument("--out", required=True, help="segmentation file to write (.h5)")
     p.add_argument("--device", default="auto", help="net: auto (default: CUDA when torch sees one), cpu, cuda")
     p.add_argument("--sigma", type=float, default=1.0, help="otsu-watershed: Gaussian σ in voxels (default 1)")
-    p.add_argument("--h", type=float, default=2.0,
-                   help="otsu-watershed: depth (voxels) of a distance maximum that seeds a particle (default 2)")
-    p.add_argument("--classes", type=int, default=3, choices=(2, 3),
-                   help="otsu-watershed: 3 = pore/binder/NMC (default), 2 = pore/NMC")
+    p.add_argument(
+        "--h",
+        type=float,
+        default=2.0,
+        help="otsu-watershed: depth (voxels) of a distance maximum that seeds a particle (default 2)",
+    )
+    p.add_argument(
+        "--classes",
+        type=int,
+        default=3,
+        choices=(2, 3),
+        help="otsu-watershed: 3 = pore/binder/NMC (default), 2 = pore/NMC",
+    )
     p.set_defaults(func=_cmd_segment)
 
-    p = sub.add_parser("score-segmentation", help="score a segmentation against exact labels (accuracy + topology)",
-                       description="Dice/IoU and surface distances per phase, components, Euler characteristic and "
-                                   "percolation per phase, particle matches, splits and merges; writes score.json, "
-                                   "score.md and slice figures.")
+    p = sub.add_parser(
+        "score-segmentation",
+        help="score a segmentation against exact labels (accuracy + topology)",
+        description="Dice/IoU and surface distances per phase, components, Euler characteristic and "
+        "percolation per phase, particle matches, splits and merges; writes score.json, "
+        "score.md and slice figures.",
+    )
     p.add_argument("seg", help="segmentation file (segment output, or any nmc-dataset volume file with phase)")
     p.add_argument("--truth", required=True, help="volume file with the true labels (ct render or electrode)")
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument("--no-figures", action="store_true", help="write score.json and score.md only")
     p.set_defaults(func=_cmd_score)
 
-    p = sub.add_parser("train-segmenter", help="train the baseline 3D segmentation network",
-                       description="Train the lightweight 3D network on random crops of labelled CT volumes "
-                                   "listed in a YAML config (train/val/test files or folders, or a phantom: "
-                                   "section), then score it and otsu-watershed on the test split.")
+    p = sub.add_parser(
+        "train-segmenter",
+        help="train the baseline 3D segmentation network",
+        description="Train the lightweight 3D network on random crops of labelled CT volumes "
+        "listed in a YAML config (train/val/test files or folders, or a phantom: "
+        "section), then score it and otsu-watershed on the test split.",
+    )
     p.add_argument("config", help="training config YAML (or a recipe with a segmenter: section)")
     p.add_argument("--out", required=True, help="model folder")
     p.add_argument("--device", default="auto", help="auto (default: CUDA when torch sees one), cpu, cuda")
@@ -72,8 +93,7 @@ def check_output_file(path: Path, kind: str) -> None:
     if isinstance(fmt, bytes):
         fmt = fmt.decode()
     if fmt != f"nmc-dataset/{kind}":
-        raise InputError(f"exists and was not written by nmc-dataset (not a {kind} file); choose another --out",
-                         path)
+        raise InputError(f"exists and was not written by nmc-dataset (not a {kind} file); choose another --out", path)
 
 
 def parse_method(method: str) -> tuple[str, Path | None]:
@@ -117,13 +137,24 @@ def _cmd_segment(args) -> int:
     if Path(args.ct).resolve() == out.resolve():
         raise InputError("--out is the input file", out)
     arrays, meta = read_volumes(args.ct, ["ct"], kinds=("ct",))
-    phase, particle, info = segment_array(arrays["ct"], args.method, device=args.device, sigma=args.sigma,
-                                          h=args.h, classes=args.classes)
-    write_volumes(out, "segmentation", {"phase": phase, "particle": particle},
-                  voxel_size_um=meta["voxel_size_um"], origin_um=meta.get("origin_um", (0.0, 0.0, 0.0)),
-                  attrs={"method": args.method, "method_info": info, "source": Path(args.ct).name})
-    log.info("%s: %s -> %d particles, phase fractions %s", out, args.method, info["n_particles"],
-             " ".join(f"{(phase == k).mean():.3f}" for k in range(3)))
+    phase, particle, info = segment_array(
+        arrays["ct"], args.method, device=args.device, sigma=args.sigma, h=args.h, classes=args.classes
+    )
+    write_volumes(
+        out,
+        "segmentation",
+        {"phase": phase, "particle": particle},
+        voxel_size_um=meta["voxel_size_um"],
+        origin_um=meta.get("origin_um", (0.0, 0.0, 0.0)),
+        attrs={"method": args.method, "method_info": info, "source": Path(args.ct).name},
+    )
+    log.info(
+        "%s: %s -> %d particles, phase fractions %s",
+        out,
+        args.method,
+        info["n_particles"],
+        " ".join(f"{(phase == k).mean():.3f}" for k in range(3)),
+    )
     return 0
 
 
@@ -138,12 +169,18 @@ def load_pair(seg_path, truth_path):
     truth, truth_meta = read_volumes(truth_path)
     missing = [n for n in ("phase", "particle") if n not in truth]
     if missing:
-        raise InputError(f"a volume without labels given as truth: it has no {' and '.join(missing)} volume "
-                         f"(it holds {', '.join(sorted(truth)) or 'nothing'}); pass the ct render or electrode "
-                         "file with the exact labels", truth_path)
+        raise InputError(
+            f"a volume without labels given as truth: it has no {' and '.join(missing)} volume "
+            f"(it holds {', '.join(sorted(truth)) or 'nothing'}); pass the ct render or electrode "
+            "file with the exact labels",
+            truth_path,
+        )
     if seg["phase"].shape != truth["phase"].shape:
-        raise InputError(f"shape {seg['phase'].shape} differs from the truth's {truth['phase'].shape} "
-                         f"({truth_path}); score on the same grid", seg_path)
+        raise InputError(
+            f"shape {seg['phase'].shape} differs from the truth's {truth['phase'].shape} "
+            f"({truth_path}); score on the same grid",
+            seg_path,
+        )
     for arrays, where in ((seg, seg_path), (truth, truth_path)):
         top = int(arrays["phase"].max()) if arrays["phase"].size else 0
         if top > 2:
@@ -159,8 +196,13 @@ def score_files(seg_path, truth_path) -> tuple[dict, dict, dict]:
     from nmc_dataset.tomography._scoring import score_segmentation
 
     seg, seg_meta, truth, truth_meta = load_pair(seg_path, truth_path)
-    score = score_segmentation(seg["phase"], truth["phase"], seg.get("particle"), truth["particle"],
-                               voxel_size_um=float(truth_meta["voxel_size_um"]))
+    score = score_segmentation(
+        seg["phase"],
+        truth["phase"],
+        seg.get("particle"),
+        truth["particle"],
+        voxel_size_um=float(truth_meta["voxel_size_um"]),
+    )
     score["method"] = seg_meta.get("method", seg_meta["kind"])
     return score, seg, truth
 
@@ -182,8 +224,13 @@ def _cmd_score(args) -> int:
     t0 = time.perf_counter()
     score, seg, truth = score_files(args.seg, args.truth)
     seconds = time.perf_counter() - t0
-    doc = {"format": REPORT_FORMAT, "format_version": REPORT_FORMAT_VERSION, "segmentation": os.fspath(args.seg),
-           "truth": os.fspath(args.truth), "score": score}
+    doc = {
+        "format": REPORT_FORMAT,
+        "format_version": REPORT_FORMAT_VERSION,
+        "segmentation": os.fspath(args.seg),
+        "truth": os.fspath(args.truth),
+        "score": score,
+    }
     with atomic_dir(out) as tmp:
         write_json_atomic(tmp / SCORE_FILE, doc)
         write_text_atomic(tmp / "score.md", markdown(score, Path(args.seg).name, Path(args.truth).name))
@@ -191,8 +238,9 @@ def _cmd_score(args) -> int:
             phase_figure(tmp / "phases.png", truth["phase"], seg["phase"], truth.get("ct"))
             if "particles" in score:
                 q = score["particles"]
-                particle_figure(tmp / "particles.png", truth["particle"], seg["particle"], q["split_ids"],
-                                q["merge_ids"])
+                particle_figure(
+                    tmp / "particles.png", truth["particle"], seg["particle"], q["split_ids"], q["merge_ids"]
+                )
     msg = f"{out}: mean Dice {score['mean_dice']:.4f}"
     if "particles" in score:
         q = score["particles"]

@@ -35,13 +35,24 @@ def _cmd_evolve(args) -> int:
     with h5py.File(src, "r") as f:
         has = "grains" in f and "orientation_wxyz" in f["grains"]
     if not has:
-        raise InputError("has no grain orientations (grains table); re-pack it with `nmc-dataset pack ... "
-                         "--orientation-model auto|PATH` (a grain model with orientation_model.json from "
-                         "`nmc-dataset fit-orientations`)", src)
+        raise InputError(
+            "has no grain orientations (grains table); re-pack it with `nmc-dataset pack ... "
+            "--orientation-model auto|PATH` (a grain model with orientation_model.json from "
+            "`nmc-dataset fit-orientations`)",
+            src,
+        )
     grains = read_table(src, "grains")
     packing = meta.get("packing") or {}
-    seq = Sequence(arrays, particles, grains, voxel_size_um=float(meta["voxel_size_um"]),
-                   periodic=bool(packing.get("periodic", True)), protocol=protocol, steps=args.steps, seed=args.seed)
+    seq = Sequence(
+        arrays,
+        particles,
+        grains,
+        voxel_size_um=float(meta["voxel_size_um"]),
+        periodic=bool(packing.get("periodic", True)),
+        protocol=protocol,
+        steps=args.steps,
+        seed=args.seed,
+    )
     electrode_id = _sha256(src)
     tables = {"particles": particles, "grains": grains}
     states = []
@@ -50,19 +61,39 @@ def _cmd_evolve(args) -> int:
             st = seq.state(t)
             summary = st.pop("summary")
             name = f"state_{t:03d}.h5"
-            info = {"index": t, "steps": seq.steps, "electrode_sha256": electrode_id, "cycle": summary["cycle"],
-                    "soc": summary["soc"]}
-            write_state(tmp / name, st, voxel_size_um=float(meta["voxel_size_um"]), meta=meta, tables=tables,
-                        info=info)
+            info = {
+                "index": t,
+                "steps": seq.steps,
+                "electrode_sha256": electrode_id,
+                "cycle": summary["cycle"],
+                "soc": summary["soc"],
+            }
+            write_state(tmp / name, st, voxel_size_um=float(meta["voxel_size_um"]), meta=meta, tables=tables, info=info)
             states.append({"file": name, **summary})
-            log.info("state %d/%d: cycle %.2f, x = %.3f, %d cracks (%d voxels), NMC volume %+.4f, |u| <= %.3g vox",
-                     t + 1, seq.steps, summary["cycle"], summary["soc"], summary["cracks"], summary["crack_voxels"],
-                     summary["nmc_volume_change"], summary["max_displacement_vox"])
-        write_json_atomic(tmp / MANIFEST, {
-            "format": SEQUENCE_FORMAT, "format_version": 1, "electrode": {"file": src.name, "sha256": electrode_id,
-                                                                          "packing": packing},
-            "protocol": protocol, "steps": seq.steps, "seed": int(args.seed),
-            "voxel_size_um": float(meta["voxel_size_um"]), "states": states})
+            log.info(
+                "state %d/%d: cycle %.2f, x = %.3f, %d cracks (%d voxels), NMC volume %+.4f, |u| <= %.3g vox",
+                t + 1,
+                seq.steps,
+                summary["cycle"],
+                summary["soc"],
+                summary["cracks"],
+                summary["crack_voxels"],
+                summary["nmc_volume_change"],
+                summary["max_displacement_vox"],
+            )
+        write_json_atomic(
+            tmp / MANIFEST,
+            {
+                "format": SEQUENCE_FORMAT,
+                "format_version": 1,
+                "electrode": {"file": src.name, "sha256": electrode_id, "packing": packing},
+                "protocol": protocol,
+                "steps": seq.steps,
+                "seed": int(args.seed),
+                "voxel_size_um": float(meta["voxel_size_um"]),
+                "states": states,
+            },
+        )
     return 0
 
 
@@ -79,8 +110,11 @@ def _cmd_check_dvc(args) -> int:
         raise InputError(f"must be >= 0, got {args.prefilter_sigma}", "--prefilter-sigma")
     if args.step < 1:
         raise InputError(f"must be >= 1, got {args.step}", "--step")
-    pairs = [(i - 1, i) for i in range(1, len(files))] if args.pairs == "consecutive" else \
-        [(0, i) for i in range(1, len(files))]
+    pairs = (
+        [(i - 1, i) for i in range(1, len(files))]
+        if args.pairs == "consecutive"
+        else [(0, i) for i in range(1, len(files))]
+    )
     cache = {}
 
     def load(i):
@@ -96,28 +130,62 @@ def _cmd_check_dvc(args) -> int:
             fb, ub, cb = load(b)
             nodes = grid_nodes(fa.shape, half, args.step, margin=args.margin)
             truth = true_increment(ua, ub, nodes)
-            meas, quality, sec = measure(fa, fb, nodes, half, engine=args.engine, prefilter_sigma=args.prefilter_sigma,
-                                         affine=args.shape == "affine")
+            meas, quality, sec = measure(
+                fa,
+                fb,
+                nodes,
+                half,
+                engine=args.engine,
+                prefilter_sigma=args.prefilter_sigma,
+                affine=args.shape == "affine",
+            )
             crack = crack_nodes(ca, cb, nodes, half) | ~np.all(np.isfinite(truth), axis=1)
             res = compare(meas, truth, quality, crack)
-            res.update(pair=[a, b], engine=args.engine, seconds=round(sec, 3), subset=args.subset, step=args.step,
-                       prefilter_sigma=args.prefilter_sigma, shape=args.shape)
+            res.update(
+                pair=[a, b],
+                engine=args.engine,
+                seconds=round(sec, 3),
+                subset=args.subset,
+                step=args.step,
+                prefilter_sigma=args.prefilter_sigma,
+                shape=args.shape,
+            )
             rows.append(res)
-            np.savez_compressed(tmp / f"nodes_{a:03d}_{b:03d}.npz", nodes=nodes, measured=meas, truth=truth,
-                                quality=quality, crack=crack)
-            log.info("pair %d -> %d: rms error %.4f vox (truth rms %.3f), bias %s, %d crack nodes; %.1f s",
-                     a, b, res.get("rms_error_vox", float("nan")), res.get("truth_rms_vox", float("nan")),
-                     np.round(res.get("bias_vox", [np.nan] * 3), 4).tolist(), res["crack_nodes"], sec)
-        write_json_atomic(tmp / "dvc_report.json", {"format": "nmc-dataset/dvc-report", "format_version": 1,
-                                                    "sequence": str(args.sequence), "pairs": rows})
-        lines = ["| pair | nodes | RMS error (vox) | bias z, y, x (vox) | truth RMS (vox) | crack nodes | "
-                 "crack share of worst 10 % | engine s |", "|---|---|---|---|---|---|---|---|"]
+            np.savez_compressed(
+                tmp / f"nodes_{a:03d}_{b:03d}.npz",
+                nodes=nodes,
+                measured=meas,
+                truth=truth,
+                quality=quality,
+                crack=crack,
+            )
+            log.info(
+                "pair %d -> %d: rms error %.4f vox (truth rms %.3f), bias %s, %d crack nodes; %.1f s",
+                a,
+                b,
+                res.get("rms_error_vox", float("nan")),
+                res.get("truth_rms_vox", float("nan")),
+                np.round(res.get("bias_vox", [np.nan] * 3), 4).tolist(),
+                res["crack_nodes"],
+                sec,
+            )
+        write_json_atomic(
+            tmp / "dvc_report.json",
+            {"format": "nmc-dataset/dvc-report", "format_version": 1, "sequence": str(args.sequence), "pairs": rows},
+        )
+        lines = [
+            "| pair | nodes | RMS error (vox) | bias z, y, x (vox) | truth RMS (vox) | crack nodes | "
+            "crack share of worst 10 % | engine s |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for r in rows:
             bias = ", ".join(f"{x:+.3f}" for x in r.get("bias_vox", [np.nan] * 3))
-            lines.append(f"| {r['pair'][0]}→{r['pair'][1]} | {r['nodes']} | {r.get('rms_error_vox', np.nan):.4f} | "
-                         f"{bias} | {r.get('truth_rms_vox', np.nan):.3f} | {r['crack_nodes']} | "
-                         f"{r.get('crack_share_of_worst_decile', np.nan):.2f} (base "
-                         f"{r.get('crack_share_of_nodes', np.nan):.2f}) | {r['seconds']:.1f} |")
+            lines.append(
+                f"| {r['pair'][0]}→{r['pair'][1]} | {r['nodes']} | {r.get('rms_error_vox', np.nan):.4f} | "
+                f"{bias} | {r.get('truth_rms_vox', np.nan):.3f} | {r['crack_nodes']} | "
+                f"{r.get('crack_share_of_worst_decile', np.nan):.2f} (base "
+                f"{r.get('crack_share_of_nodes', np.nan):.2f}) | {r['seconds']:.1f} |"
+            )
         (tmp / "dvc_report.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
@@ -125,10 +193,13 @@ def _cmd_check_dvc(args) -> int:
 
 def register(sub) -> None:
     """Register ``evolve`` and ``check-dvc``."""
-    e = sub.add_parser("evolve", help="cycling sequence of an electrode: lattice strain, grain-boundary cracks, "
-                                      "compaction, with the exact displacement per state",
-                       description="Evolve a packed electrode (with grain orientations) through a cycling protocol: "
-                                   "one state file per step with labels, crack ids, displacement and strain.")
+    e = sub.add_parser(
+        "evolve",
+        help="cycling sequence of an electrode: lattice strain, grain-boundary cracks, "
+        "compaction, with the exact displacement per state",
+        description="Evolve a packed electrode (with grain orientations) through a cycling protocol: "
+        "one state file per step with labels, crack ids, displacement and strain.",
+    )
     e.add_argument("electrode", help="electrode .h5 (pack --orientation-model)")
     e.add_argument("--protocol", help="protocol YAML (default: the built-in one; see docs/sequences.md)")
     e.add_argument("--steps", type=int, default=5, help="number of states including the reference (default 5)")
@@ -137,20 +208,35 @@ def register(sub) -> None:
     add_force_option(e)
     e.set_defaults(func=_cmd_evolve)
 
-    d = sub.add_parser("check-dvc", help="digital volume correlation on a rendered sequence vs the true displacement",
-                       description="Correlate consecutive CT states of a sequence (render-ct SEQ/) and compare the "
-                                   "measured displacement with the truth: RMS error, bias, failures at cracks.")
+    d = sub.add_parser(
+        "check-dvc",
+        help="digital volume correlation on a rendered sequence vs the true displacement",
+        description="Correlate consecutive CT states of a sequence (render-ct SEQ/) and compare the "
+        "measured displacement with the truth: RMS error, bias, failures at cracks.",
+    )
     d.add_argument("sequence", help="CT sequence folder (render-ct on an evolve folder)")
     d.add_argument("--engine", default="local", help="local (phase correlation, skimage) or spam (optional, GPL)")
     d.add_argument("--subset", type=int, default=16, help="subset edge in CT voxels (even, default 16)")
     d.add_argument("--step", type=int, default=8, help="node spacing in CT voxels (default 8)")
     d.add_argument("--margin", type=int, default=4, help="node margin from the volume faces (default 4)")
-    d.add_argument("--prefilter-sigma", type=float, default=1.0,
-                   help="Gaussian smoothing of both CTs before correlation, CT voxels (default 1; 0 = off)")
-    d.add_argument("--shape", choices=("translation", "affine"), default="translation",
-                   help="subset shape function of the local engine (default translation)")
-    d.add_argument("--pairs", choices=("consecutive", "reference"), default="consecutive",
-                   help="correlate t-1 -> t (default) or 0 -> t")
+    d.add_argument(
+        "--prefilter-sigma",
+        type=float,
+        default=1.0,
+        help="Gaussian smoothing of both CTs before correlation, CT voxels (default 1; 0 = off)",
+    )
+    d.add_argument(
+        "--shape",
+        choices=("translation", "affine"),
+        default="translation",
+        help="subset shape function of the local engine (default translation)",
+    )
+    d.add_argument(
+        "--pairs",
+        choices=("consecutive", "reference"),
+        default="consecutive",
+        help="correlate t-1 -> t (default) or 0 -> t",
+    )
     d.add_argument("--out", required=True, help="output folder (dvc_report.json/.md, nodes_*.npz)")
     add_force_option(d)
     d.set_defaults(func=_cmd_check_dvc)

@@ -8,10 +8,38 @@ orientations of the grains -> :class:`OrientationModel` (radial texture, sampled
 from nmc_dataset._util import lazy_exports
 
 _EXPORTS = {
-    '_orientation': ['euler_to_quat', 'quat_to_euler', 'misorientation_angle', 'mean_orientation', 'symmetry_ops', 'random_quaternions', 'perturb'],
-    '_reconstruct': ['reconstruct_grains'],
-    '_morphology': ['CENTRALITY_CALIBRATION', 'CENTRALITY_THRESHOLD', 'alpha_kde', 'centrality_score', 'chord_arrow_table', 'chord_lengths', 'chord_table', 'grain_descriptors', 'grain_table', 'is_central', 'section_centrality'],
-    '_orientation_model': ['ORIENTATION_MODEL_FILE', 'ORIENTATION_MODEL_FORMAT', 'OrientationModel', 'fit_texture', 'fit_texture_deblurred', 'orientation_columns', 'radial_directions'],
-    '_completion': ['complete_grains'],
+    "_orientation": [
+        "euler_to_quat",
+        "quat_to_euler",
+        "misorientation_angle",
+        "mean_orientation",
+        "symmetry_ops",
+        "random_quaternions",
+        "perturb",
+    ],
+    "_reconstruct": ["reconstruct_grains"],
+    "_morphology": [
+        "CENTRALITY_CALIBRATION",
+        "CENTRALITY_THRESHOLD",
+        "alpha_kde",
+        "centrality_score",
+        "chord_arrow_table",
+        "chord_lengths",
+        "chord_table",
+        "grain_descriptors",
+        "grain_table",
+        "is_central",
+        "section_centrality",
+    ],
+    "_orientation_model": [
+        "ORIENTATION_MODEL_FILE",
+        "ORIENTATION_MODEL_FORMAT",
+        "OrientationModel",
+        "fit_texture",
+        "fit_texture_deblurred",
+        "orientation_columns",
+        "radial_directions",
+    ],
+    "_completion": ["complete_grains"],
 }
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -54,8 +54,9 @@ def _shifted(a: np.ndarray, dy: int, dx: int, fill) -> np.ndarray:
     out = np.full_like(a, fill)
     if abs(dy) >= ny or abs(dx) >= nx:
         return out
-    out[max(0, -dy):ny - max(0, dy), max(0, -dx):nx - max(0, dx)] = \
-        a[max(0, dy):ny - max(0, -dy), max(0, dx):nx - max(0, -dx)]
+    out[max(0, -dy) : ny - max(0, dy), max(0, -dx) : nx - max(0, dx)] = a[
+        max(0, dy) : ny - max(0, -dy), max(0, dx) : nx - max(0, -dx)
+    ]
     return out
 
 
@@ -116,8 +117,14 @@ def bridge_pairs(labels: np.ndarray, gap_px: int = DEFAULT_GAP_PX) -> np.ndarray
     return np.unique(np.concatenate(out), axis=0)
 
 
-def bridge_fragments(labels: np.ndarray, quat: np.ndarray, phase: np.ndarray, ops_by_phase: dict,
-                     max_misorientation_rad: float, gap_px: int = DEFAULT_GAP_PX) -> np.ndarray:
+def bridge_fragments(
+    labels: np.ndarray,
+    quat: np.ndarray,
+    phase: np.ndarray,
+    ops_by_phase: dict,
+    max_misorientation_rad: float,
+    gap_px: int = DEFAULT_GAP_PX,
+) -> np.ndarray:
     """Merge regions of confident pixels that a short unindexed gap separates and whose mean
     orientations agree (step 1 of the module docstring).
 
@@ -184,13 +191,18 @@ def _label_moments(labels: np.ndarray, n: int):
     cyy = np.bincount(flat, dy * dy, n) / w + 1.0 / 12.0
     cxy = np.bincount(flat, dx * dy, n) / w
     tr = 0.5 * (cxx + cyy)
-    d = np.sqrt((0.5 * (cxx - cyy)) ** 2 + cxy ** 2)
+    d = np.sqrt((0.5 * (cxx - cyy)) ** 2 + cxy**2)
     theta = 0.5 * np.arctan2(2.0 * cxy, cxx - cyy)
     return mx, my, np.cos(theta), np.sin(theta), tr + d, np.maximum(tr - d, 1.0 / 12.0)
 
 
-def shape_fill(labels: np.ndarray, mask: np.ndarray, reach_px: int = DEFAULT_REACH_PX,
-               iterations: int = DEFAULT_FILL_ITERATIONS, chunk: int = 1 << 15) -> np.ndarray:
+def shape_fill(
+    labels: np.ndarray,
+    mask: np.ndarray,
+    reach_px: int = DEFAULT_REACH_PX,
+    iterations: int = DEFAULT_FILL_ITERATIONS,
+    chunk: int = 1 << 15,
+) -> np.ndarray:
     """Give every unassigned pixel of ``mask`` a grain by each grain's own shape (step 2 of the
     module docstring).
 
@@ -227,9 +239,10 @@ def shape_fill(labels: np.ndarray, mask: np.ndarray, reach_px: int = DEFAULT_REA
         mx, my, ax, ay, l1, l2 = _label_moments(out.astype(np.int64), n)
         new = out[ys, xs].copy()
         for start in range(0, len(ys), chunk):
-            py, px = ys[start:start + chunk], xs[start:start + chunk]
-            cand = np.stack([lab[np.clip(py + dy, 0, ny - 1), np.clip(px + dx, 0, nx - 1)]
-                             for dy, dx in offsets], axis=1).astype(np.int64)
+            py, px = ys[start : start + chunk], xs[start : start + chunk]
+            cand = np.stack(
+                [lab[np.clip(py + dy, 0, ny - 1), np.clip(px + dx, 0, nx - 1)] for dy, dx in offsets], axis=1
+            ).astype(np.int64)
             u0 = px[:, None] - mx[cand]
             v0 = py[:, None] - my[cand]
             u = u0 * ax[cand] + v0 * ay[cand]
@@ -239,15 +252,23 @@ def shape_fill(labels: np.ndarray, mask: np.ndarray, reach_px: int = DEFAULT_REA
             k = np.argmin(dist, axis=1)
             best = cand[np.arange(len(py)), k]
             found = np.isfinite(dist[np.arange(len(py)), k])
-            new[start:start + chunk] = np.where(found, best, new[start:start + chunk])
+            new[start : start + chunk] = np.where(found, best, new[start : start + chunk])
         out[ys, xs] = new
     return out
 
 
-def complete_grains(regions: np.ndarray, quat: np.ndarray, phase: np.ndarray, mask: np.ndarray,
-                    ops_by_phase: dict, max_misorientation_rad: float, min_grain_px: int = 1,
-                    gap_px: int = DEFAULT_GAP_PX, reach_px: int = DEFAULT_REACH_PX,
-                    iterations: int = DEFAULT_FILL_ITERATIONS) -> np.ndarray:
+def complete_grains(
+    regions: np.ndarray,
+    quat: np.ndarray,
+    phase: np.ndarray,
+    mask: np.ndarray,
+    ops_by_phase: dict,
+    max_misorientation_rad: float,
+    min_grain_px: int = 1,
+    gap_px: int = DEFAULT_GAP_PX,
+    reach_px: int = DEFAULT_REACH_PX,
+    iterations: int = DEFAULT_FILL_ITERATIONS,
+) -> np.ndarray:
     """Bridge fragments, drop grains whose completed area is under ``min_grain_px``, fill.
 
     Parameters
@@ -278,5 +299,12 @@ def complete_grains(regions: np.ndarray, quat: np.ndarray, phase: np.ndarray, ma
     return relabel_by_first_appearance(shape_fill(own, mask, reach_px, iterations))
 
 
-__all__ = ["DEFAULT_GAP_PX", "DEFAULT_REACH_PX", "DEFAULT_FILL_ITERATIONS", "bridge_pairs", "bridge_fragments",
-           "shape_fill", "complete_grains"]
+__all__ = [
+    "DEFAULT_GAP_PX",
+    "DEFAULT_REACH_PX",
+    "DEFAULT_FILL_ITERATIONS",
+    "bridge_pairs",
+    "bridge_fragments",
+    "shape_fill",
+    "complete_grains",
+]

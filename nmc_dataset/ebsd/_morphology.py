@@ -70,7 +70,7 @@ def _moments(labels: np.ndarray):
 def _eig2(cxx, cyy, cxy):
     """Eigen-decomposition of symmetric 2×2 matrices [[cxx, cxy], [cxy, cyy]] (vectorised)."""
     tr = 0.5 * (cxx + cyy)
-    d = np.sqrt((0.5 * (cxx - cyy)) ** 2 + cxy ** 2)
+    d = np.sqrt((0.5 * (cxx - cyy)) ** 2 + cxy**2)
     e1 = tr + d
     e2 = np.maximum(tr - d, 0.0)
     theta = 0.5 * np.arctan2(2.0 * cxy, cxx - cyy)  # angle of the major axis
@@ -110,15 +110,22 @@ def grain_descriptors(labels: np.ndarray, center_px) -> dict:
         elong = np.where(e1 > 0, 1.0 - np.sqrt(e2 / np.where(e1 > 0, e1, 1.0)), 0.0)
     v2 = np.stack([-v1[:, 1], v1[:, 0]], axis=-1)
     return {
-        "label": ids, "area_px": area,
-        "centroid_x_px": c[:, 0], "centroid_y_px": c[:, 1],
-        "axis1_x": v1[:, 0], "axis1_y": v1[:, 1], "axis2_x": v2[:, 0], "axis2_y": v2[:, 1],
-        "eig1_px2": e1, "eig2_px2": e2, "elongation": elong, "alpha_rad": alpha,
+        "label": ids,
+        "area_px": area,
+        "centroid_x_px": c[:, 0],
+        "centroid_y_px": c[:, 1],
+        "axis1_x": v1[:, 0],
+        "axis1_y": v1[:, 1],
+        "axis2_x": v2[:, 0],
+        "axis2_y": v2[:, 1],
+        "eig1_px2": e1,
+        "eig2_px2": e2,
+        "elongation": elong,
+        "alpha_rad": alpha,
     }
 
 
-def grain_table(labels: np.ndarray, center_px, pixel_size_um: float | None = None,
-                mean_orientation=None):
+def grain_table(labels: np.ndarray, center_px, pixel_size_um: float | None = None, mean_orientation=None):
     """The per-grain morphology table of one section (docs/method.md#section-morphology).
 
     Parameters
@@ -174,8 +181,11 @@ def grain_table(labels: np.ndarray, center_px, pixel_size_um: float | None = Non
             d[f"q_{name}"] = q[:, k]
         d["phi1_deg"], d["Phi_deg"], d["phi2_deg"] = e[:, 0], e[:, 1], e[:, 2]
     table = pa.table({k: pa.array(np.asarray(v)) for k, v in d.items()})
-    meta = {b"format": b"nmc-dataset/grain-table", b"format_version": b"1",
-            b"center_px": f"{float(center_px[0])},{float(center_px[1])}".encode()}
+    meta = {
+        b"format": b"nmc-dataset/grain-table",
+        b"format_version": b"1",
+        b"center_px": f"{float(center_px[0])},{float(center_px[1])}".encode(),
+    }
     if pixel_size_um is not None:
         meta[b"pixel_size_um"] = repr(float(pixel_size_um)).encode()
     return table.replace_schema_metadata(meta)
@@ -277,11 +287,13 @@ def chord_arrow_table(labels: np.ndarray, drop_border: bool = False, pixel_size_
     """
 
     d = chord_table(labels, drop_border=drop_border)
-    cols = {"label": pa.array(d["label"]), "direction": pa.array(d["direction"]),
-            "length_px": pa.array(d["length_px"])}
-    meta = {b"format": b"nmc-dataset/chord-table", b"format_version": b"1",
-            b"direction": b"0 = along rows (x), 1 = along columns (y)",
-            b"border_chords": b"dropped" if drop_border else b"kept"}
+    cols = {"label": pa.array(d["label"]), "direction": pa.array(d["direction"]), "length_px": pa.array(d["length_px"])}
+    meta = {
+        b"format": b"nmc-dataset/chord-table",
+        b"format_version": b"1",
+        b"direction": b"0 = along rows (x), 1 = along columns (y)",
+        b"border_chords": b"dropped" if drop_border else b"kept",
+    }
     if pixel_size_um is not None:
         cols["length_um"] = pa.array(d["length_px"] * float(pixel_size_um))
         meta[b"pixel_size_um"] = repr(float(pixel_size_um)).encode()

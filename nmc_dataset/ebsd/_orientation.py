@@ -40,12 +40,15 @@ def qmul(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     q = np.asarray(q, dtype=np.float64)
     pw, px, py, pz = np.moveaxis(p, -1, 0)
     qw, qx, qy, qz = np.moveaxis(q, -1, 0)
-    return np.stack([
-        pw * qw - px * qx - py * qy - pz * qz,
-        pw * qx + px * qw + py * qz - pz * qy,
-        pw * qy - px * qz + py * qw + pz * qx,
-        pw * qz + px * qy - py * qx + pz * qw,
-    ], axis=-1)
+    return np.stack(
+        [
+            pw * qw - px * qx - py * qy - pz * qz,
+            pw * qx + px * qw + py * qz - pz * qy,
+            pw * qy - px * qz + py * qw + pz * qx,
+            pw * qz + px * qy - py * qx + pz * qw,
+        ],
+        axis=-1,
+    )
 
 
 def qconj(q: np.ndarray) -> np.ndarray:
@@ -153,24 +156,63 @@ def quat_to_euler(q: np.ndarray) -> np.ndarray:
 #: proper point group → scipy's group name and principal axis (the crystal frame of the module
 #: docstring: c along z, the 2-fold axes of 32 and 622 in the basal plane from x, monoclinic 2 along y)
 _GROUPS = {
-    "1": ("C1", "Z"), "2": ("C2", "Y"), "222": ("D2", "Z"), "4": ("C4", "Z"), "422": ("D4", "Z"),
-    "3": ("C3", "Z"), "32": ("D3", "Z"), "6": ("C6", "Z"), "622": ("D6", "Z"), "23": ("T", None),
+    "1": ("C1", "Z"),
+    "2": ("C2", "Y"),
+    "222": ("D2", "Z"),
+    "4": ("C4", "Z"),
+    "422": ("D4", "Z"),
+    "3": ("C3", "Z"),
+    "32": ("D3", "Z"),
+    "6": ("C6", "Z"),
+    "622": ("D6", "Z"),
+    "23": ("T", None),
     "432": ("O", None),
 }
 
 #: Accepted names → proper point group (the rotations that matter for orientations).
 POINT_GROUP_ALIASES = {
-    "1": "1", "-1": "1", "triclinic": "1",
-    "2": "2", "2/m": "2", "m": "2", "monoclinic": "2",
-    "222": "222", "mmm": "222", "mm2": "222", "orthorhombic": "222",
-    "4": "4", "4/m": "4", "-4": "4",
-    "422": "422", "4/mmm": "422", "4mm": "422", "-42m": "422", "tetragonal": "422",
-    "3": "3", "-3": "3",
-    "32": "32", "-3m": "32", "-3m1": "32", "3m": "32", "d3d": "32", "trigonal": "32",
-    "6": "6", "6/m": "6", "-6": "6",
-    "622": "622", "6/mmm": "622", "6mm": "622", "-6m2": "622", "hexagonal": "622",
-    "23": "23", "m-3": "23",
-    "432": "432", "m-3m": "432", "-43m": "432", "m3m": "432", "cubic": "432",
+    "1": "1",
+    "-1": "1",
+    "triclinic": "1",
+    "2": "2",
+    "2/m": "2",
+    "m": "2",
+    "monoclinic": "2",
+    "222": "222",
+    "mmm": "222",
+    "mm2": "222",
+    "orthorhombic": "222",
+    "4": "4",
+    "4/m": "4",
+    "-4": "4",
+    "422": "422",
+    "4/mmm": "422",
+    "4mm": "422",
+    "-42m": "422",
+    "tetragonal": "422",
+    "3": "3",
+    "-3": "3",
+    "32": "32",
+    "-3m": "32",
+    "-3m1": "32",
+    "3m": "32",
+    "d3d": "32",
+    "trigonal": "32",
+    "6": "6",
+    "6/m": "6",
+    "-6": "6",
+    "622": "622",
+    "6/mmm": "622",
+    "6mm": "622",
+    "-6m2": "622",
+    "hexagonal": "622",
+    "23": "23",
+    "m-3": "23",
+    "432": "432",
+    "m-3m": "432",
+    "-43m": "432",
+    "m3m": "432",
+    "cubic": "432",
 }
 
 
@@ -188,7 +230,7 @@ def _symmetry_ops_cached(name: str) -> np.ndarray:
     g = Rotation.create_group(group, axis=axis) if axis else Rotation.create_group(group)
     ops = qnormalize(g.as_quat(scalar_first=True))
     first = int(np.argmax(ops[:, 0]))  # the identity first
-    out = np.concatenate([ops[first:first + 1], np.delete(ops, first, axis=0)])
+    out = np.concatenate([ops[first : first + 1], np.delete(ops, first, axis=0)])
     out.setflags(write=False)
     return out
 
@@ -261,8 +303,15 @@ def random_quaternions(rng, n: int) -> np.ndarray:
     rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
     u1, u2, u3 = rng.uniform(size=(3, n))
     a, b = np.sqrt(1 - u1), np.sqrt(u1)
-    q = np.stack([a * np.sin(2 * np.pi * u2), a * np.cos(2 * np.pi * u2),
-                  b * np.sin(2 * np.pi * u3), b * np.cos(2 * np.pi * u3)], axis=1)
+    q = np.stack(
+        [
+            a * np.sin(2 * np.pi * u2),
+            a * np.cos(2 * np.pi * u2),
+            b * np.sin(2 * np.pi * u3),
+            b * np.cos(2 * np.pi * u3),
+        ],
+        axis=1,
+    )
     return qnormalize(q)
 
 
@@ -371,8 +420,8 @@ def grain_mean_orientations(q: np.ndarray, labels: np.ndarray, ops="1", iteratio
     for _ in range(max(iterations, 1)):
         sums = np.zeros((n, 4))
         for start in range(0, len(sel), chunk):
-            ls = lab_s[start:start + chunk]
-            red = reduce_to_reference(q_s[start:start + chunk], ref[ls], ops)
+            ls = lab_s[start : start + chunk]
+            red = reduce_to_reference(q_s[start : start + chunk], ref[ls], ops)
             sums += np.stack([np.bincount(ls, weights=red[:, k], minlength=n) for k in range(4)], 1)
         norm = np.linalg.norm(sums, axis=1)
         ok = norm > 0

@@ -186,9 +186,18 @@ def fit_texture(v: np.ndarray) -> dict:
     ll = -n * f  # log Z(0, 0) = 0: relative to the uniform density
     lr = max(2.0 * ll, 0.0)
     p = float(chi2.sf(lr, 2))
-    return {"kappa": float(eta[0]), "lambda": float(eta[1]), "kappa_se": float(se[0]), "lambda_se": float(se[1]),
-            "n": int(n), "log_likelihood": float(ll), "lr_statistic": float(lr), "p_value_no_texture": p,
-            "textured": bool(p < TEXTURE_TEST_ALPHA), "mean_statistics": [float(x) for x in tbar]}
+    return {
+        "kappa": float(eta[0]),
+        "lambda": float(eta[1]),
+        "kappa_se": float(se[0]),
+        "lambda_se": float(se[1]),
+        "n": int(n),
+        "log_likelihood": float(ll),
+        "lr_statistic": float(lr),
+        "p_value_no_texture": p,
+        "textured": bool(p < TEXTURE_TEST_ALPHA),
+        "mean_statistics": [float(x) for x in tbar],
+    }
 
 
 def _blur_fit(t: np.ndarray, x: np.ndarray):
@@ -205,7 +214,7 @@ def _blur_fit(t: np.ndarray, x: np.ndarray):
         a1, a2, e1, e2 = amplitudes(d)
         return w1 * np.sum((y1 - a1 * e1) ** 2) + w2 * np.sum((y2 - a2 * e2) ** 2)
 
-    d_max = BLUR_MAX_RAD ** 2 / max(float(np.mean(x)), 1e-12)  # rms blur at the grains' mean 1/rho² <= 20°
+    d_max = BLUR_MAX_RAD**2 / max(float(np.mean(x)), 1e-12)  # rms blur at the grains' mean 1/rho² <= 20°
     res = minimize_scalar(cost, bounds=(0.0, d_max), method="bounded", options={"xatol": 1e-6 * d_max})
     d = float(res.x) if cost(res.x) < cost(0.0) else 0.0
     a1, a2, _, _ = amplitudes(d)
@@ -256,9 +265,14 @@ def fit_texture_deblurred(v: np.ndarray, rho: np.ndarray, n_boot: int = 200, see
     t, rho = t[ok], rho[ok]
     raw = fit_texture(v[ok])
     if not raw["textured"]:
-        return dict(raw, blur_corrected=False, blur_D=None, blur_rms_deg=None,
-                    raw={k: raw[k] for k in ("kappa", "lambda", "kappa_se", "lambda_se")})
-    x = 1.0 / rho ** 2
+        return dict(
+            raw,
+            blur_corrected=False,
+            blur_D=None,
+            blur_rms_deg=None,
+            raw={k: raw[k] for k in ("kappa", "lambda", "kappa_se", "lambda_se")},
+        )
+    x = 1.0 / rho**2
     d, a1, a2 = _blur_fit(t, x)
     eta = solve_moments([1.0 / 3.0 + a1, a2])
     rng = np.random.default_rng(seed)
@@ -270,10 +284,19 @@ def fit_texture_deblurred(v: np.ndarray, rho: np.ndarray, n_boot: int = 200, see
     boot = np.array(boot).reshape(-1, 2)
     se = boot.std(axis=0, ddof=1) if len(boot) > 1 else np.full(2, np.nan)
     out = dict(raw)
-    out.update({"kappa": float(eta[0]), "lambda": float(eta[1]), "kappa_se": float(se[0]),
-                "lambda_se": float(se[1]), "blur_corrected": True, "blur_D": d,
-                "blur_rms_deg": float(np.degrees(np.sqrt(d * np.mean(x)))), "bootstrap_resamples": int(n_boot),
-                "raw": {k: raw[k] for k in ("kappa", "lambda", "kappa_se", "lambda_se")}})
+    out.update(
+        {
+            "kappa": float(eta[0]),
+            "lambda": float(eta[1]),
+            "kappa_se": float(se[0]),
+            "lambda_se": float(se[1]),
+            "blur_corrected": True,
+            "blur_D": d,
+            "blur_rms_deg": float(np.degrees(np.sqrt(d * np.mean(x)))),
+            "bootstrap_resamples": int(n_boot),
+            "raw": {k: raw[k] for k in ("kappa", "lambda", "kappa_se", "lambda_se")},
+        }
+    )
     return out
 
 
@@ -419,7 +442,7 @@ class OrientationModel:
         s = 2.0 * u[0] - 1.0  # sign and magnitude of z from one uniform
         z = np.sign(s) * np.interp(np.abs(s), cdf, zg)
         sin_t = np.sqrt(np.maximum(1.0 - z * z, 0.0))
-        x6 = self._inverse_vonmises(u[1], self.lam * sin_t ** 6)  # 6ψ mod 2π in [-π, π)
+        x6 = self._inverse_vonmises(u[1], self.lam * sin_t**6)  # 6ψ mod 2π in [-π, π)
         six_u = 6.0 * u[2]
         sector = np.minimum(np.floor(six_u), 5.0)
         beta = 2.0 * np.pi * (six_u - sector)
@@ -458,8 +481,9 @@ class OrientationModel:
         fu = t * (n_x - 1)
         ku = np.minimum(fu.astype(np.int64), n_x - 2)
         wu = fu - ku
-        x = ((1 - wa) * ((1 - wu) * inv[ja, ku] + wu * inv[ja, ku + 1])
-             + wa * ((1 - wu) * inv[ja + 1, ku] + wu * inv[ja + 1, ku + 1]))
+        x = (1 - wa) * ((1 - wu) * inv[ja, ku] + wu * inv[ja, ku + 1]) + wa * (
+            (1 - wu) * inv[ja + 1, ku] + wu * inv[ja + 1, ku + 1]
+        )
         return np.where(a < 0, np.mod(x + 2.0 * np.pi, 2.0 * np.pi) - np.pi, x)
 
     def orientations(self, radial: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -516,17 +540,24 @@ class OrientationModel:
         mean, _ = self.moments()
         q = self.c_axis_angle_quantiles()
         return {
-            "format": ORIENTATION_MODEL_FORMAT, "format_version": ORIENTATION_MODEL_FORMAT_VERSION,
+            "format": ORIENTATION_MODEL_FORMAT,
+            "format_version": ORIENTATION_MODEL_FORMAT_VERSION,
             "model": "radial-ipf-exponential",
-            "description": ("density of the radial direction in crystal coordinates v = g e_r: "
-                            "p(v) = exp(kappa cos^2 theta + lambda sin^6 theta cos 6 psi) / Z, theta = angle "
-                            "(c-axis, radial), psi = azimuth of the radial basal projection from a1; uniform "
-                            "rotation about the radial direction"),
-            "point_group": self.point_group, "kappa": float(self.kappa), "lambda": float(self.lam),
-            "summary": {"c_axis_radial_angle_deg_quartiles": [round(float(x), 3) for x in q],
-                        "mean_cos2_theta": float(mean[0]), "mean_sin6_cos6psi": float(mean[1]),
-                        "uniform_reference": {"mean_cos2_theta": 1.0 / 3.0,
-                                              "c_axis_radial_angle_deg_median": 60.0}},
+            "description": (
+                "density of the radial direction in crystal coordinates v = g e_r: "
+                "p(v) = exp(kappa cos^2 theta + lambda sin^6 theta cos 6 psi) / Z, theta = angle "
+                "(c-axis, radial), psi = azimuth of the radial basal projection from a1; uniform "
+                "rotation about the radial direction"
+            ),
+            "point_group": self.point_group,
+            "kappa": float(self.kappa),
+            "lambda": float(self.lam),
+            "summary": {
+                "c_axis_radial_angle_deg_quartiles": [round(float(x), 3) for x in q],
+                "mean_cos2_theta": float(mean[0]),
+                "mean_sin6_cos6psi": float(mean[1]),
+                "uniform_reference": {"mean_cos2_theta": 1.0 / 3.0, "c_axis_radial_angle_deg_median": 60.0},
+            },
             "conventions": {
                 "orientation": "g: passive rotation, frame coordinates -> crystal coordinates (Bunge)",
                 "crystal_frame": "x || a1 (a 2-fold axis), z || c (hexagonal setting of R-3m)",
@@ -538,8 +569,9 @@ class OrientationModel:
     @property
     def model_id(self) -> str:
         """``"<format>@v<version>:sha256:<hash of the parameters>"``."""
-        key = json.dumps({"kappa": float(self.kappa), "lambda": float(self.lam), "point_group": self.point_group},
-                         sort_keys=True).encode()
+        key = json.dumps(
+            {"kappa": float(self.kappa), "lambda": float(self.lam), "point_group": self.point_group}, sort_keys=True
+        ).encode()
         digest = hashlib.sha256(key).hexdigest()[:16]
         return f"{ORIENTATION_MODEL_FORMAT}@v{ORIENTATION_MODEL_FORMAT_VERSION}:sha256:{digest}"
 
@@ -580,8 +612,12 @@ class OrientationModel:
         meta = read_json(path)
         check_format(meta, ORIENTATION_MODEL_FORMAT, ORIENTATION_MODEL_FORMAT_VERSION, path)
         try:
-            return cls(kappa=float(meta["kappa"]), lam=float(meta["lambda"]),
-                       point_group=str(meta.get("point_group", "-3m")), fit=dict(meta.get("fit") or {}))
+            return cls(
+                kappa=float(meta["kappa"]),
+                lam=float(meta["lambda"]),
+                point_group=str(meta.get("point_group", "-3m")),
+                fit=dict(meta.get("fit") or {}),
+            )
         except (KeyError, TypeError, ValueError) as e:
             raise InputError(f"not a valid orientation model: {e}", path) from None
 
@@ -595,7 +631,8 @@ def crystal_to_frame_quat(g: np.ndarray) -> np.ndarray:
     """
 
     return Rotation.from_matrix(np.swapaxes(np.asarray(g, dtype=np.float64), -1, -2)).as_quat(
-        canonical=True, scalar_first=True)
+        canonical=True, scalar_first=True
+    )
 
 
 def orientation_columns(quat_wxyz: np.ndarray) -> dict:
@@ -613,7 +650,6 @@ def orientation_columns(quat_wxyz: np.ndarray) -> dict:
         (Bunge ``φ1, Φ, φ2`` of the passive orientation ``g``: frame → crystal), ``c_axis_xyz``
         (n, 3) (the crystal c-axis as a unit vector of the frame).
     """
-
 
     q = np.asarray(quat_wxyz, dtype=np.float64).reshape(-1, 4)
     rot = Rotation.from_quat(q, scalar_first=True)

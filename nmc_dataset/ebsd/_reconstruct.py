@@ -80,8 +80,14 @@ def relabel_by_first_appearance(labels: np.ndarray, min_size: int = 1) -> np.nda
     return out.reshape(np.shape(labels))
 
 
-def label_by_misorientation(quat: np.ndarray, phase: np.ndarray, valid: np.ndarray, ops_by_phase: dict,
-                            max_misorientation_rad: float, min_grain_px: int = 1) -> np.ndarray:
+def label_by_misorientation(
+    quat: np.ndarray,
+    phase: np.ndarray,
+    valid: np.ndarray,
+    ops_by_phase: dict,
+    max_misorientation_rad: float,
+    min_grain_px: int = 1,
+) -> np.ndarray:
     """Connected components of the 4-neighbour graph of close orientations (arrays in, labels out).
 
     Parameters
@@ -183,8 +189,15 @@ def dilate_grains(labels: np.ndarray, mask: np.ndarray, max_px: float) -> np.nda
     return out
 
 
-def reconstruct_grains(scan, min_ci: float = 0.1, max_misorientation_deg: float = 5.0, min_grain_px: int = 1,
-                       center_px=None, dilate_px: float = 0.0, fill: str = "none") -> GrainMap:
+def reconstruct_grains(
+    scan,
+    min_ci: float = 0.1,
+    max_misorientation_deg: float = 5.0,
+    min_grain_px: int = 1,
+    center_px=None,
+    dilate_px: float = 0.0,
+    fill: str = "none",
+) -> GrainMap:
     """Reconstruct the grains of a scan (:class:`nmc_dataset.io._ebsd.EbsdScan`).
 
     Parameters
@@ -217,7 +230,7 @@ def reconstruct_grains(scan, min_ci: float = 0.1, max_misorientation_deg: float 
     e = scan.euler_rad.reshape(-1, 3)
     quat = np.empty((len(e), 4))
     for start in range(0, len(e), 1 << 17):  # chunks keep the temporaries small on big maps
-        quat[start:start + (1 << 17)] = euler_to_quat(e[start:start + (1 << 17)])
+        quat[start : start + (1 << 17)] = euler_to_quat(e[start : start + (1 << 17)])
     quat = quat.reshape(scan.euler_rad.shape[:-1] + (4,))
     valid = scan.indexed & (scan.ci >= min_ci)
     ops = {pid: symmetry_ops(p.laue_group) for pid, p in scan.phases.items()}
@@ -226,13 +239,20 @@ def reconstruct_grains(scan, min_ci: float = 0.1, max_misorientation_deg: float 
         raise ValueError(f"fill must be 'none' or 'shape', got {fill!r}")
     if fill == "shape" and dilate_px > 0:
         raise ValueError("dilate_px applies only with fill='none' (the completed map has no unassigned pixel)")
-    labels = label_by_misorientation(quat, scan.phase, valid, ops, np.radians(max_misorientation_deg),
-                                     1 if (dilate_px > 0 or fill == "shape") else min_grain_px)
+    labels = label_by_misorientation(
+        quat,
+        scan.phase,
+        valid,
+        ops,
+        np.radians(max_misorientation_deg),
+        1 if (dilate_px > 0 or fill == "shape") else min_grain_px,
+    )
     if fill == "shape":
         from nmc_dataset.ebsd._completion import complete_grains
 
-        labels = complete_grains(labels, quat, scan.phase, mask, ops, np.radians(max_misorientation_deg),
-                                 min_grain_px=int(min_grain_px))
+        labels = complete_grains(
+            labels, quat, scan.phase, mask, ops, np.radians(max_misorientation_deg), min_grain_px=int(min_grain_px)
+        )
     if dilate_px > 0:
         # the size filter counts the dilated grain; the labels keep only the grain's own pixels
         # (the 2D fit fills the gaps with smooth cell boundaries, which nearest-pixel filling is not)
@@ -261,5 +281,3 @@ def reconstruct_grains(scan, min_ci: float = 0.1, max_misorientation_deg: float 
 
 
 # --------------------------------------------------------------------------- comparing labellings
-
-

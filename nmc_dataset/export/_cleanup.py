@@ -62,10 +62,25 @@ CONNECTED = _connected_table()
 @nb.njit(cache=True)
 def _block_bad(lab, z, y, x, table):
     """Block with lowest corner (z, y, x) has a vertex-only contact."""
-    c = (lab[z, y, x], lab[z, y, x + 1], lab[z, y + 1, x], lab[z, y + 1, x + 1],
-         lab[z + 1, y, x], lab[z + 1, y, x + 1], lab[z + 1, y + 1, x], lab[z + 1, y + 1, x + 1])
-    if c[0] == c[1] and c[0] == c[2] and c[0] == c[3] and c[0] == c[4] and c[0] == c[5] and c[0] == c[6] \
-            and c[0] == c[7]:
+    c = (
+        lab[z, y, x],
+        lab[z, y, x + 1],
+        lab[z, y + 1, x],
+        lab[z, y + 1, x + 1],
+        lab[z + 1, y, x],
+        lab[z + 1, y, x + 1],
+        lab[z + 1, y + 1, x],
+        lab[z + 1, y + 1, x + 1],
+    )
+    if (
+        c[0] == c[1]
+        and c[0] == c[2]
+        and c[0] == c[3]
+        and c[0] == c[4]
+        and c[0] == c[5]
+        and c[0] == c[6]
+        and c[0] == c[7]
+    ):
         return False
     for n in range(8):
         mask = 0
@@ -102,18 +117,33 @@ def _local_phi(lab, z, y, x, table):
     # squares in the planes through the voxel: normal z, y, x
     for u in range(y - 1, y + 1):
         for w in range(x - 1, x + 1):
-            if u >= 0 and w >= 0 and u + 1 < ny and w + 1 < nx and _square_bad(
-                    lab[z, u, w], lab[z, u, w + 1], lab[z, u + 1, w], lab[z, u + 1, w + 1]):
+            if (
+                u >= 0
+                and w >= 0
+                and u + 1 < ny
+                and w + 1 < nx
+                and _square_bad(lab[z, u, w], lab[z, u, w + 1], lab[z, u + 1, w], lab[z, u + 1, w + 1])
+            ):
                 phi += 1
     for u in range(z - 1, z + 1):
         for w in range(x - 1, x + 1):
-            if u >= 0 and w >= 0 and u + 1 < nz and w + 1 < nx and _square_bad(
-                    lab[u, y, w], lab[u, y, w + 1], lab[u + 1, y, w], lab[u + 1, y, w + 1]):
+            if (
+                u >= 0
+                and w >= 0
+                and u + 1 < nz
+                and w + 1 < nx
+                and _square_bad(lab[u, y, w], lab[u, y, w + 1], lab[u + 1, y, w], lab[u + 1, y, w + 1])
+            ):
                 phi += 1
     for u in range(z - 1, z + 1):
         for w in range(y - 1, y + 1):
-            if u >= 0 and w >= 0 and u + 1 < nz and w + 1 < ny and _square_bad(
-                    lab[u, w, x], lab[u, w + 1, x], lab[u + 1, w, x], lab[u + 1, w + 1, x]):
+            if (
+                u >= 0
+                and w >= 0
+                and u + 1 < nz
+                and w + 1 < ny
+                and _square_bad(lab[u, w, x], lab[u, w + 1, x], lab[u + 1, w, x], lab[u + 1, w + 1, x])
+            ):
                 phi += 1
     return phi
 
@@ -179,18 +209,18 @@ def _region_phi(lab, z, y, x, table):
 def _fill_block(lab, z, y, x, table):
     """Give the whole block (lowest corner z, y, x) the label of its own that minimises the
     potential of the region it touches; returns the change of that potential."""
-    saved = lab[z:z + 2, y:y + 2, x:x + 2].copy()
+    saved = lab[z : z + 2, y : y + 2, x : x + 2].copy()
     before = _region_phi(lab, z, y, x, table)
     best_p, best_l = 1 << 30, saved[0, 0, 0]
     for o in range(8):
         cand = saved[o >> 2, (o >> 1) & 1, o & 1]
-        lab[z:z + 2, y:y + 2, x:x + 2] = cand
+        lab[z : z + 2, y : y + 2, x : x + 2] = cand
         p = _region_phi(lab, z, y, x, table)
         if p < best_p:
             best_p, best_l = p, cand
-        lab[z:z + 2, y:y + 2, x:x + 2] = saved
+        lab[z : z + 2, y : y + 2, x : x + 2] = saved
     if best_p < before:
-        lab[z:z + 2, y:y + 2, x:x + 2] = best_l
+        lab[z : z + 2, y : y + 2, x : x + 2] = best_l
     return best_p - before
 
 
@@ -201,14 +231,23 @@ def _bad_at(lab, z, y, x, table):
     nz, ny, nx = lab.shape
     if z + 1 < nz and y + 1 < ny and x + 1 < nx and _block_bad(lab, z, y, x, table):
         return True
-    if y + 1 < ny and x + 1 < nx and _square_bad(lab[z, y, x], lab[z, y, x + 1], lab[z, y + 1, x],
-                                                 lab[z, y + 1, x + 1]):
+    if (
+        y + 1 < ny
+        and x + 1 < nx
+        and _square_bad(lab[z, y, x], lab[z, y, x + 1], lab[z, y + 1, x], lab[z, y + 1, x + 1])
+    ):
         return True
-    if z + 1 < nz and x + 1 < nx and _square_bad(lab[z, y, x], lab[z, y, x + 1], lab[z + 1, y, x],
-                                                 lab[z + 1, y, x + 1]):
+    if (
+        z + 1 < nz
+        and x + 1 < nx
+        and _square_bad(lab[z, y, x], lab[z, y, x + 1], lab[z + 1, y, x], lab[z + 1, y, x + 1])
+    ):
         return True
-    return z + 1 < nz and y + 1 < ny and _square_bad(lab[z, y, x], lab[z, y + 1, x], lab[z + 1, y, x],
-                                                     lab[z + 1, y + 1, x])
+    return (
+        z + 1 < nz
+        and y + 1 < ny
+        and _square_bad(lab[z, y, x], lab[z, y + 1, x], lab[z + 1, y, x], lab[z + 1, y + 1, x])
+    )
 
 
 @nb.njit(cache=True)
@@ -221,9 +260,15 @@ def _bad_blocks(lab, table):
             for x in range(nx):
                 if z + 1 < nz and y + 1 < ny and x + 1 < nx:
                     a = lab[z, y, x]  # uniform blocks (almost all) hold no bad block or square
-                    if (a == lab[z, y, x + 1] and a == lab[z, y + 1, x] and a == lab[z, y + 1, x + 1]
-                            and a == lab[z + 1, y, x] and a == lab[z + 1, y, x + 1] and a == lab[z + 1, y + 1, x]
-                            and a == lab[z + 1, y + 1, x + 1]):
+                    if (
+                        a == lab[z, y, x + 1]
+                        and a == lab[z, y + 1, x]
+                        and a == lab[z, y + 1, x + 1]
+                        and a == lab[z + 1, y, x]
+                        and a == lab[z + 1, y, x + 1]
+                        and a == lab[z + 1, y + 1, x]
+                        and a == lab[z + 1, y + 1, x + 1]
+                    ):
                         continue
                 if _bad_at(lab, z, y, x, table):
                     out.append((z, y, x))
@@ -371,8 +416,14 @@ def _fragment_neighbours(lab, comp, is_small):
         x = i % nx
         y = (i // nx) % ny
         z = i // (nx * ny)
-        for j, ok in ((i + 1, x + 1 < nx), (i - 1, x > 0), (i + nx, y + 1 < ny), (i - nx, y > 0),
-                      (i + nx * ny, z + 1 < nz), (i - nx * ny, z > 0)):
+        for j, ok in (
+            (i + 1, x + 1 < nx),
+            (i - 1, x > 0),
+            (i + nx, y + 1 < ny),
+            (i - nx, y > 0),
+            (i + nx * ny, z + 1 < nz),
+            (i - nx * ny, z > 0),
+        ):
             if ok and flat[j] != 0 and flat[j] != flat[i]:
                 out.append((c, np.int64(flat[j])))
     res = np.empty((len(out), 2), dtype=np.int64)
@@ -397,6 +448,7 @@ def _assign(lab, comp, is_small, target):
 def _fragments(lab: np.ndarray, compiled: bool = True) -> np.ndarray:
     """Give every non-largest face-connected piece of a grain to its most common grain neighbour
     (to the outside if it touches no grain). Returns the flat indices of the changed voxels."""
+
     def k(f):
         return f if compiled else f.py_func
 
@@ -421,8 +473,9 @@ def _fragments(lab: np.ndarray, compiled: bool = True) -> np.ndarray:
     return k(_assign)(lab, comp, is_small, target)
 
 
-def clean_labels(labels: np.ndarray, max_rounds: int = 12, seed: int = 0, compiled: bool = True
-                 ) -> tuple[np.ndarray, int]:
+def clean_labels(
+    labels: np.ndarray, max_rounds: int = 12, seed: int = 0, compiled: bool = True
+) -> tuple[np.ndarray, int]:
     """A mesh-ready copy of a label volume (see the module notes).
 
     Parameters
@@ -514,8 +567,12 @@ def defects(labels: np.ndarray) -> dict:
         x = np.moveaxis(lab, ax, 0)
         a, b, c, d = x[:, :-1, :-1], x[:, :-1, 1:], x[:, 1:, :-1], x[:, 1:, 1:]
         edge += int((((a == d) & (b != a) & (c != a)) | ((b == c) & (a != b) & (d != b))).sum())
-    corners = [lab[i:lab.shape[0] - 1 + i, j:lab.shape[1] - 1 + j, k:lab.shape[2] - 1 + k]
-               for i in (0, 1) for j in (0, 1) for k in (0, 1)]
+    corners = [
+        lab[i : lab.shape[0] - 1 + i, j : lab.shape[1] - 1 + j, k : lab.shape[2] - 1 + k]
+        for i in (0, 1)
+        for j in (0, 1)
+        for k in (0, 1)
+    ]
     bad = np.zeros(corners[0].shape, dtype=bool)
     for n in range(8):
         mask = np.zeros(corners[0].shape, dtype=np.int64)

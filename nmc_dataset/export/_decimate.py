@@ -40,7 +40,7 @@ def grain_volumes(vertices: np.ndarray, faces: np.ndarray, pairs: np.ndarray, n_
     p = vertices[faces]
     v6 = np.einsum("ij,ij->i", p[:, 0], np.cross(p[:, 1], p[:, 2]))  # 6 x signed tet volume to origin
     out = np.zeros(n_grains + 1)
-    np.add.at(out, pairs[:, 0], v6)   # the normal points out of pairs[:, 0]
+    np.add.at(out, pairs[:, 0], v6)  # the normal points out of pairs[:, 0]
     np.add.at(out, pairs[:, 1], -v6)
     return out[1:] / 6.0
 
@@ -159,13 +159,19 @@ def _bad_vertices(vert, faces0, faces, pairs, keep_face, n_patches, patch, norma
     p = vert[f]
     n = np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
     cosang = np.einsum("ij,ij->i", n, normal0[keep_face]) / (
-        np.linalg.norm(n, axis=1) * np.linalg.norm(normal0[keep_face], axis=1) + 1e-300)
+        np.linalg.norm(n, axis=1) * np.linalg.norm(normal0[keep_face], axis=1) + 1e-300
+    )
     bad.append(f0[cosang < 0.2].ravel())
     # every grain's surface closed and consistently oriented: per grain, each undirected edge is
     # used by exactly two of its (outward) faces, once in each direction
     if compiled:
-        bad.append(f0[_open_edge_faces(np.ascontiguousarray(f, dtype=np.int64),
-                                       np.ascontiguousarray(pr, dtype=np.int64), grains)].ravel())
+        bad.append(
+            f0[
+                _open_edge_faces(
+                    np.ascontiguousarray(f, dtype=np.int64), np.ascontiguousarray(pr, dtype=np.int64), grains
+                )
+            ].ravel()
+        )
         bad.append(lost)  # every patch keeps a triangle
         return np.unique(np.concatenate(bad))
     nvx = np.int64(len(vert))
@@ -188,8 +194,9 @@ def _bad_vertices(vert, faces0, faces, pairs, keep_face, n_patches, patch, norma
     return np.unique(np.concatenate(bad))
 
 
-def coarsen_surface(surface, h_um: float, min_elements_per_grain: int | None = None, max_repairs: int = 30,
-                    keep_near=None, resume=None):
+def coarsen_surface(
+    surface, h_um: float, min_elements_per_grain: int | None = None, max_repairs: int = 30, keep_near=None, resume=None
+):
     """A coarser conforming surface (same grains, same grain pairs); see the module notes.
 
     Parameters
@@ -223,13 +230,15 @@ def coarsen_surface(surface, h_um: float, min_elements_per_grain: int | None = N
     if len(faces) == 0:
         return surface
     plan = getattr(resume, "plan", None)
-    if plan is not None and (plan["surface"] is not surface or plan["h_um"] != h_um
-                             or plan["min_elements_per_grain"] != min_elements_per_grain):
+    if plan is not None and (
+        plan["surface"] is not surface
+        or plan["h_um"] != h_um
+        or plan["min_elements_per_grain"] != min_elements_per_grain
+    ):
         raise ValueError("resume: a coarsening of another surface or with other options")
     if plan is None:
         plan = _coarsen_plan(surface, h_um, min_elements_per_grain)
-    patch, n_patches, fixed, cluster, normal0 = (plan[k] for k in ("patch", "n_patches", "fixed", "cluster",
-                                                                   "normal0"))
+    patch, n_patches, fixed, cluster, normal0 = (plan[k] for k in ("patch", "n_patches", "fixed", "cluster", "normal0"))
     restored = plan["restored"].copy()
     if keep_near is not None and len(keep_near):
         from scipy.spatial import cKDTree
@@ -265,15 +274,24 @@ def coarsen_surface(surface, h_um: float, min_elements_per_grain: int | None = N
         check = grains
     else:  # pragma: no cover - repairs did not finish: keep the original surface
         out = GrainSurface(verts, faces, pairs, ng)
-        out.stats = {"triangles_before": len(faces), "triangles_after": len(faces), "restored_vertices": nv,
-                     "pairs_before": n_patches, "pairs_after": n_patches}
+        out.stats = {
+            "triangles_before": len(faces),
+            "triangles_after": len(faces),
+            "restored_vertices": nv,
+            "pairs_before": n_patches,
+            "pairs_after": n_patches,
+        }
         return out
     f = fr[keep]
     used, inv = np.unique(f, return_inverse=True)
     out = GrainSurface(pos[used], inv.reshape(-1, 3), pairs[keep], ng)
-    out.stats = {"triangles_before": len(faces), "triangles_after": int(keep.sum()),
-                 "restored_vertices": int(restored.sum()), "pairs_before": int(n_patches),
-                 "pairs_after": len(np.unique(patch[keep]))}
+    out.stats = {
+        "triangles_before": len(faces),
+        "triangles_after": int(keep.sum()),
+        "restored_vertices": int(restored.sum()),
+        "pairs_before": int(n_patches),
+        "pairs_after": len(np.unique(patch[keep])),
+    }
     out.plan = {**plan, "restored": restored}
     return out
 
@@ -292,11 +310,13 @@ def _coarsen_plan(surface, h_um, min_elements_per_grain):
         vol = np.abs(grain_volumes(verts, faces, pairs, ng))
         hk = np.cbrt(6 * np.sqrt(2) * vol / float(min_elements_per_grain))
         hg = np.minimum(hk, h_um)
-        hf = np.minimum(np.where(pairs[:, 0] > 0, hg[np.maximum(pairs[:, 0], 1) - 1], h_um),
-                        np.where(pairs[:, 1] > 0, hg[np.maximum(pairs[:, 1], 1) - 1], h_um))
+        hf = np.minimum(
+            np.where(pairs[:, 0] > 0, hg[np.maximum(pairs[:, 0], 1) - 1], h_um),
+            np.where(pairs[:, 1] > 0, hg[np.maximum(pairs[:, 1], 1) - 1], h_um),
+        )
         np.minimum.at(hv, faces.ravel(), np.repeat(hf, 3))
     level = np.ceil(np.log2(h_um / np.maximum(hv, 1e-12))).astype(np.int64)  # h / 2**level <= hv
-    cell_h = h_um / 2.0 ** level
+    cell_h = h_um / 2.0**level
     lo = verts.min(axis=0)
     cell = np.floor((verts - lo) / cell_h[:, None]).astype(np.int64)
     fixed = count >= 4  # junctions of curves stay
@@ -306,13 +326,22 @@ def _coarsen_plan(surface, h_um, min_elements_per_grain):
     key[fixed] = -1 - np.arange(int(fixed.sum()))  # a cluster of their own
     cluster = np.unique(key, return_inverse=True)[1].ravel()
     normal0 = np.cross(verts[faces[:, 1]] - verts[faces[:, 0]], verts[faces[:, 2]] - verts[faces[:, 0]])
-    return {"surface": surface, "h_um": h_um, "min_elements_per_grain": min_elements_per_grain, "patch": patch,
-            "n_patches": n_patches, "fixed": fixed, "cluster": cluster, "normal0": normal0,
-            "restored": np.zeros(nv, dtype=bool)}
+    return {
+        "surface": surface,
+        "h_um": h_um,
+        "min_elements_per_grain": min_elements_per_grain,
+        "patch": patch,
+        "n_patches": n_patches,
+        "fixed": fixed,
+        "cluster": cluster,
+        "normal0": normal0,
+        "restored": np.zeros(nv, dtype=bool),
+    }
 
 
-def tet_mesh_coarsened(surface, h_um: float, min_elements_per_grain: int | None = None, max_retries: int = 12,
-                       threads: int = 1):
+def tet_mesh_coarsened(
+    surface, h_um: float, min_elements_per_grain: int | None = None, max_retries: int = 12, threads: int = 1
+):
     """Coarsen ``surface`` and tet-mesh it with gmsh; where gmsh reports the coarse boundary
     intersecting itself, keep the surface fine around the reported points and retry.
 
@@ -341,7 +370,6 @@ def tet_mesh_coarsened(surface, h_um: float, min_elements_per_grain: int | None 
     coarse : GrainSurface
         The coarsened surface it fills.
     """
-
 
     keep = np.zeros((0, 3))
     spent = {"coarsen_s": 0.0, "gmsh_s": 0.0, "coarsen_cpu_s": 0.0, "gmsh_cpu_s": 0.0}

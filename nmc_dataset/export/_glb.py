@@ -46,27 +46,56 @@ def grains_glb_bytes(grain_ids, positions, starts_v, indices, starts_f) -> bytes
     pos_bytes = pos.nbytes
     accessors, views, meshes, nodes = [], [], [], []
     for i, k in enumerate(np.asarray(grain_ids).tolist()):
-        views.append({"buffer": 0, "byteOffset": int(sv[i]) * 12, "byteLength": int(nv[i]) * 12,
-                      "target": _ARRAY_BUFFER})
-        views.append({"buffer": 0, "byteOffset": pos_bytes + int(sf[i]) * 12, "byteLength": int(nf[i]) * 12,
-                      "target": _ELEMENT_ARRAY_BUFFER})
-        accessors.append({"bufferView": 2 * i, "componentType": _FLOAT, "count": int(nv[i]), "type": "VEC3",
-                          "min": lo[i].tolist(), "max": hi[i].tolist()})
-        accessors.append({"bufferView": 2 * i + 1, "componentType": _UINT, "count": 3 * int(nf[i]),
-                          "type": "SCALAR"})
-        meshes.append({"name": f"grain_{k}", "primitives": [{"attributes": {"POSITION": 2 * i}, "indices": 2 * i + 1,
-                                                             "mode": 4}]})
+        views.append(
+            {"buffer": 0, "byteOffset": int(sv[i]) * 12, "byteLength": int(nv[i]) * 12, "target": _ARRAY_BUFFER}
+        )
+        views.append(
+            {
+                "buffer": 0,
+                "byteOffset": pos_bytes + int(sf[i]) * 12,
+                "byteLength": int(nf[i]) * 12,
+                "target": _ELEMENT_ARRAY_BUFFER,
+            }
+        )
+        accessors.append(
+            {
+                "bufferView": 2 * i,
+                "componentType": _FLOAT,
+                "count": int(nv[i]),
+                "type": "VEC3",
+                "min": lo[i].tolist(),
+                "max": hi[i].tolist(),
+            }
+        )
+        accessors.append({"bufferView": 2 * i + 1, "componentType": _UINT, "count": 3 * int(nf[i]), "type": "SCALAR"})
+        meshes.append(
+            {"name": f"grain_{k}", "primitives": [{"attributes": {"POSITION": 2 * i}, "indices": 2 * i + 1, "mode": 4}]}
+        )
         nodes.append({"name": f"grain_{k}", "mesh": i})
     blob = pos.tobytes() + idx.tobytes()
-    tree = {"asset": {"version": "2.0", "generator": "nmc-dataset"}, "scene": 0,
-            "scenes": [{"nodes": list(range(g))}], "nodes": nodes, "meshes": meshes, "accessors": accessors,
-            "bufferViews": views, "buffers": [{"byteLength": len(blob)}]}
+    tree = {
+        "asset": {"version": "2.0", "generator": "nmc-dataset"},
+        "scene": 0,
+        "scenes": [{"nodes": list(range(g))}],
+        "nodes": nodes,
+        "meshes": meshes,
+        "accessors": accessors,
+        "bufferViews": views,
+        "buffers": [{"byteLength": len(blob)}],
+    }
     js = json.dumps(tree, separators=(",", ":")).encode()
     js += b" " * (-len(js) % 4)
     blob += b"\0" * (-len(blob) % 4)
     total = 12 + 8 + len(js) + 8 + len(blob)
-    return b"".join([struct.pack("<4sII", b"glTF", 2, total), struct.pack("<I4s", len(js), b"JSON"), js,
-                     struct.pack("<I4s", len(blob), b"BIN\0"), blob])
+    return b"".join(
+        [
+            struct.pack("<4sII", b"glTF", 2, total),
+            struct.pack("<I4s", len(js), b"JSON"),
+            js,
+            struct.pack("<I4s", len(blob), b"BIN\0"),
+            blob,
+        ]
+    )
 
 
 __all__ = ["grains_glb_bytes"]

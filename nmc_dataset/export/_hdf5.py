@@ -53,7 +53,7 @@ def grain_table_name(particle_id: int) -> str:
 ORIENTATION_TABLE_ATTRS = {
     "frame": "particle frame: x, y, z in um, particle centre at the origin (the voxels' frame)",
     "orientation_quat_wxyz": "unit quaternion (w, x, y, z), w >= 0, of the active rotation taking crystal axes "
-                             "to the particle frame",
+    "to the particle frame",
     "euler_bunge_rad": "Bunge (phi1, Phi, phi2) of the passive rotation particle frame -> crystal frame",
     "c_axis_xyz": "crystal c-axis as a unit vector of the particle frame",
     "crystal_frame": "x || a1, z || c (hexagonal setting of R-3m, point group -3m)",
@@ -95,8 +95,15 @@ class VoxelsWriter:
         self._stack = contextlib.ExitStack()
         self._tmp = self._stack.enter_context(atomic_path(self.path))
         self._h5 = self._stack.enter_context(h5py.File(self._tmp, "w", track_order=True))
-        self._h5.attrs.update({"format": VOXELS_FORMAT, "format_version": VOXELS_FORMAT_VERSION, "units": "um",
-                               "axes": "z,y,x", "label_meaning": LABEL_MEANING})
+        self._h5.attrs.update(
+            {
+                "format": VOXELS_FORMAT,
+                "format_version": VOXELS_FORMAT_VERSION,
+                "units": "um",
+                "axes": "z,y,x",
+                "label_meaning": LABEL_MEANING,
+            }
+        )
         self._h5.create_group("particles", track_order=True)
         return self
 
@@ -132,10 +139,18 @@ class VoxelsWriter:
             opts = {"compression": "lzf", "shuffle": True}
         ds = self._h5.create_dataset(name, data=labels, chunks=chunks, **opts)
         n = int(labels.max()) if n_grains is None else int(n_grains)
-        ds.attrs.update({"voxel_size_um": float(volume.voxel_size_um),
-                         "origin_um": np.asarray(volume.origin_um, dtype=np.float64),
-                         "units": "um", "axes": "z,y,x", "particle_id": int(volume.particle_id),
-                         "n_grains": n, "format": VOXELS_FORMAT, "format_version": VOXELS_FORMAT_VERSION})
+        ds.attrs.update(
+            {
+                "voxel_size_um": float(volume.voxel_size_um),
+                "origin_um": np.asarray(volume.origin_um, dtype=np.float64),
+                "units": "um",
+                "axes": "z,y,x",
+                "particle_id": int(volume.particle_id),
+                "n_grains": n,
+                "format": VOXELS_FORMAT,
+                "format_version": VOXELS_FORMAT_VERSION,
+            }
+        )
         quat = getattr(volume, "orientations_wxyz", None) if orientations_wxyz is None else orientations_wxyz
         if quat is not None:
             from nmc_dataset.ebsd._orientation_model import orientation_columns
@@ -150,9 +165,15 @@ class VoxelsWriter:
             for key, val in orientation_columns(quat).items():
                 grp.create_dataset(key, data=np.asarray(val, dtype=np.float64))
             ds.attrs["grain_table"] = grain_table_name(volume.particle_id)
-        self._grids.append({"name": name, "shape": labels.shape, "dtype": labels.dtype,
-                            "origin_um": np.asarray(volume.origin_um, dtype=np.float64),
-                            "h": float(volume.voxel_size_um)})
+        self._grids.append(
+            {
+                "name": name,
+                "shape": labels.shape,
+                "dtype": labels.dtype,
+                "origin_um": np.asarray(volume.origin_um, dtype=np.float64),
+                "h": float(volume.voxel_size_um),
+            }
+        )
         return name
 
     def __exit__(self, exc_type, exc, tb):
@@ -180,8 +201,14 @@ def xdmf_text(h5_name: str, grids: list[dict]) -> str:
         d = ET.SubElement(geo, "DataItem", Format="XML", NumberType="Float", Precision="8", Dimensions="3")
         d.text = " ".join([repr(float(h))] * 3)
         att = ET.SubElement(grid, "Attribute", Name="grain", AttributeType="Scalar", Center="Cell")
-        item = ET.SubElement(att, "DataItem", Format="HDF", NumberType="UInt",
-                             Precision=str(np.dtype(g["dtype"]).itemsize), Dimensions=f"{nz} {ny} {nx}")
+        item = ET.SubElement(
+            att,
+            "DataItem",
+            Format="HDF",
+            NumberType="UInt",
+            Precision=str(np.dtype(g["dtype"]).itemsize),
+            Dimensions=f"{nz} {ny} {nx}",
+        )
         item.text = f"{h5_name}:/{g['name']}"
     ET.indent(root)
     header = '<?xml version="1.0" ?>\n<!DOCTYPE Xdmf SYSTEM "Xdmf.dtd" []>\n'
@@ -323,19 +350,33 @@ def describe_layout(path) -> dict:
     with _open(path) as f:
         out = {"attrs": {k: plain(v) for k, v in f.attrs.items()}, "datasets": {}}
         for key, ds in f["particles"].items():
-            out["datasets"][f"particles/{key}"] = {"shape": list(ds.shape), "dtype": str(ds.dtype),
-                                                   "attrs": {k: plain(v) for k, v in ds.attrs.items()}}
+            out["datasets"][f"particles/{key}"] = {
+                "shape": list(ds.shape),
+                "dtype": str(ds.dtype),
+                "attrs": {k: plain(v) for k, v in ds.attrs.items()},
+            }
         if "grains" in f:
             out["grain_tables"] = {
-                f"grains/{key}": {"attrs": {k: plain(v) for k, v in grp.attrs.items()},
-                                  "columns": {c: list(grp[c].shape) for c in grp}}
-                for key, grp in f["grains"].items()}
+                f"grains/{key}": {
+                    "attrs": {k: plain(v) for k, v in grp.attrs.items()},
+                    "columns": {c: list(grp[c].shape) for c in grp},
+                }
+                for key, grp in f["grains"].items()
+            }
     return out
 
 
-__all__ = ["describe_layout", "VOXELS_FORMAT", "VOXELS_FORMAT_VERSION", "VoxelsWriter", "write_voxels", "read_label_volume",
-           "list_volumes",
-           "read_orientations", "grain_table_name", "ORIENTATION_TABLE_ATTRS",
-           "xdmf_text", "dataset_name"]
-
-
+__all__ = [
+    "describe_layout",
+    "VOXELS_FORMAT",
+    "VOXELS_FORMAT_VERSION",
+    "VoxelsWriter",
+    "write_voxels",
+    "read_label_volume",
+    "list_volumes",
+    "read_orientations",
+    "grain_table_name",
+    "ORIENTATION_TABLE_ATTRS",
+    "xdmf_text",
+    "dataset_name",
+]

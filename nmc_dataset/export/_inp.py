@@ -38,11 +38,14 @@ def quat_to_matrix(q) -> np.ndarray:
     q = np.asarray(q, dtype=np.float64).reshape(-1, 4)
     q = q / np.linalg.norm(q, axis=1, keepdims=True)
     w, x, y, z = q.T
-    return np.stack([
-        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], axis=1),
-        np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], axis=1),
-        np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], axis=1),
-    ], axis=1)
+    return np.stack(
+        [
+            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], axis=1),
+            np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], axis=1),
+            np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], axis=1),
+        ],
+        axis=1,
+    )
 
 
 def check_orientations(orientations, n_grains: int):
@@ -52,8 +55,10 @@ def check_orientations(orientations, n_grains: int):
         return None
     q = np.asarray(orientations, dtype=np.float64)
     if q.ndim != 2 or q.shape[1] != 4 or q.shape[0] < n_grains:
-        raise InputError(f"orientations must be an (n_grains, 4) array of quaternions (w, x, y, z) with "
-                         f"n_grains >= {n_grains}, got shape {q.shape}")
+        raise InputError(
+            f"orientations must be an (n_grains, 4) array of quaternions (w, x, y, z) with "
+            f"n_grains >= {n_grains}, got shape {q.shape}"
+        )
     norm = np.linalg.norm(q, axis=1)
     if not np.all(np.isfinite(q)) or np.any(np.abs(norm - 1) > 1e-6):
         raise InputError("orientations must be finite unit quaternions (w, x, y, z)")
@@ -92,7 +97,7 @@ def mesh_faces(tets: np.ndarray, grain: np.ndarray):
     elem = np.repeat(np.arange(nt), 4)
     corner = np.tile(np.arange(4), nt)
     nn = int(f.max()) + 1 if len(f) else 1
-    if nn < 2 ** 21:  # one int64 key per face: one sort instead of a 3-key lexsort (same order)
+    if nn < 2**21:  # one int64 key per face: one sort instead of a 3-key lexsort (same order)
         order = np.argsort((f[:, 0] * nn + f[:, 1]) * nn + f[:, 2], kind="stable")
     else:
         order = np.lexsort((f[:, 2], f[:, 1], f[:, 0]))
@@ -136,19 +141,34 @@ def _surface_lines(elem_corner) -> str:
 def provenance_lines(provenance: dict | None) -> list[str]:
     """Human-readable ``key: value`` lines (units first) for file headers."""
     prov = dict(provenance or {})
-    lines = ["nmc-dataset tetrahedral mesh of a virtual NMC811 particle",
-             ("units: coordinates in um (micrometres); a consistent set is um, uN, MPa "
-             "(forces in uN, stresses and moduli in MPa)"),
-             ("frame: particle frame, origin at the particle centre; crystal orientations are the active "
-             "rotation crystal -> particle frame")]
+    lines = [
+        "nmc-dataset tetrahedral mesh of a virtual NMC811 particle",
+        (
+            "units: coordinates in um (micrometres); a consistent set is um, uN, MPa "
+            "(forces in uN, stresses and moduli in MPa)"
+        ),
+        (
+            "frame: particle frame, origin at the particle centre; crystal orientations are the active "
+            "rotation crystal -> particle frame"
+        ),
+    ]
     lines += [f"{k}: {v}" for k, v in prov.items()]
     lines.append("provenance_json: " + json.dumps(prov, sort_keys=True))
     return lines
 
 
-def write_inp(path, points: np.ndarray, tets: np.ndarray, grain: np.ndarray, *, orientations=None,
-              provenance: dict | None = None, material: str = "NMC811", sections: bool = True,
-              faces=None) -> None:
+def write_inp(
+    path,
+    points: np.ndarray,
+    tets: np.ndarray,
+    grain: np.ndarray,
+    *,
+    orientations=None,
+    provenance: dict | None = None,
+    material: str = "NMC811",
+    sections: bool = True,
+    faces=None,
+) -> None:
     """Write an Abaqus / CalculiX input deck (atomically).
 
     Parameters
@@ -191,8 +211,12 @@ def write_inp(path, points: np.ndarray, tets: np.ndarray, grain: np.ndarray, *, 
     parts = ["".join(f"** {line}\n" for line in provenance_lines(provenance))]
     node_ids = np.arange(1, len(points) + 1)
     parts.append("*NODE, NSET=NALL\n")
-    parts.append("".join(f"{i}, {x:.12e}, {y:.12e}, {z:.12e}\n"
-                         for i, (x, y, z) in zip(node_ids.tolist(), np.asarray(points, float).tolist())))
+    parts.append(
+        "".join(
+            f"{i}, {x:.12e}, {y:.12e}, {z:.12e}\n"
+            for i, (x, y, z) in zip(node_ids.tolist(), np.asarray(points, float).tolist())
+        )
+    )
     parts.append(f"*ELEMENT, TYPE={etype}, ELSET=EALL\n")
     conn = tets + 1
     # C3D10: 11 entries on one line (Abaqus and CalculiX read up to 16)
@@ -218,8 +242,9 @@ def write_inp(path, points: np.ndarray, tets: np.ndarray, grain: np.ndarray, *, 
         R = quat_to_matrix(q[ks - 1])
         for k, r in zip(ks.tolist(), R):
             pa, pb = r[:, 0], r[:, 1]  # crystal x (a) and y axes in the particle frame
-            parts.append(f"*ORIENTATION, NAME=OR_{k}, SYSTEM=RECTANGULAR\n"
-                         + ", ".join(f"{v:.12e}" for v in (*pa, *pb)) + "\n")
+            parts.append(
+                f"*ORIENTATION, NAME=OR_{k}, SYSTEM=RECTANGULAR\n" + ", ".join(f"{v:.12e}" for v in (*pa, *pb)) + "\n"
+            )
     if sections:
         parts.append(f"** solid sections: define *MATERIAL, NAME={material} before including this file\n")
         for k in ks.tolist():
@@ -250,8 +275,16 @@ def _num_lines(rows: np.ndarray, fmt: str) -> str:
     return buf.getvalue()
 
 
-def write_msh(path, points: np.ndarray, tets: np.ndarray, grain: np.ndarray, *, orientations=None,
-              provenance: dict | None = None, faces=None) -> None:
+def write_msh(
+    path,
+    points: np.ndarray,
+    tets: np.ndarray,
+    grain: np.ndarray,
+    *,
+    orientations=None,
+    provenance: dict | None = None,
+    faces=None,
+) -> None:
     """Write a Gmsh MSH 2.2 (ASCII) file (atomically).
 
     Physical groups: volume ``k`` named ``grain_k`` (its tets; elementary tag ``k``); surface 1
@@ -280,9 +313,11 @@ def write_msh(path, points: np.ndarray, tets: np.ndarray, grain: np.ndarray, *, 
     tet_nodes = tets[:, [0, 1, 2, 3, 4, 5, 6, 7, 9, 8]] if order else tets  # gmsh swaps the last two
     nt, ns = len(tets), len(tris)
     prov = {"units": "um", **(provenance or {})}
-    out = ["$MeshFormat\n2.2 0 8\n$EndMeshFormat\n",
-           "$NmcProvenance\n" + json.dumps(prov, sort_keys=True) + "\n$EndNmcProvenance\n",
-           f"$PhysicalNames\n{len(names) + len(ks)}\n"]
+    out = [
+        "$MeshFormat\n2.2 0 8\n$EndMeshFormat\n",
+        "$NmcProvenance\n" + json.dumps(prov, sort_keys=True) + "\n$EndNmcProvenance\n",
+        f"$PhysicalNames\n{len(names) + len(ks)}\n",
+    ]
     out += [f'2 {i + 1} "{n}"\n' for i, n in enumerate(names)]
     out += [f'3 {k} "grain_{k}"\n' for k in ks.tolist()]
     out.append("$EndPhysicalNames\n$Nodes\n" + f"{len(points)}\n")
@@ -291,8 +326,9 @@ def write_msh(path, points: np.ndarray, tets: np.ndarray, grain: np.ndarray, *, 
     et, st = (11, 9) if order else (4, 2)
     tet_rows = np.column_stack([np.arange(1, nt + 1), np.full(nt, et), np.full(nt, 2), grain, grain, tet_nodes + 1])
     out.append(int_rows(tet_rows, " "))
-    tri_rows = np.column_stack([np.arange(nt + 1, nt + ns + 1), np.full(ns, st), np.full(ns, 2), tphys, tphys,
-                                tris + 1])
+    tri_rows = np.column_stack(
+        [np.arange(nt + 1, nt + ns + 1), np.full(ns, st), np.full(ns, 2), tphys, tphys, tris + 1]
+    )
     if ns:
         out.append(int_rows(tri_rows, " "))
     out.append("$EndElements\n")

@@ -64,7 +64,6 @@ def shell_surface_mesh(coeffs_um: np.ndarray, subdivisions: int = 6):
         Vertices in µm, relative to the particle centre.
     """
 
-
     dirs, faces = icosphere(subdivisions)
     r = np.asarray(radius(np.asarray(coeffs_um, dtype=np.float64), dirs))
     if np.any(r <= 0):
@@ -144,13 +143,25 @@ class GrainSurface:
     def to_trimesh(self):
         """The whole conforming mesh with face attributes ``label_a``, ``label_b``."""
 
-        return trimesh.Trimesh(self.vertices, self.faces, process=False,
-                               face_attributes={"label_a": self.pairs[:, 0].astype(np.int32),
-                                                "label_b": self.pairs[:, 1].astype(np.int32)})
+        return trimesh.Trimesh(
+            self.vertices,
+            self.faces,
+            process=False,
+            face_attributes={
+                "label_a": self.pairs[:, 0].astype(np.int32),
+                "label_b": self.pairs[:, 1].astype(np.int32),
+            },
+        )
 
 
-def grain_surface_mesh(labels: np.ndarray, origin_um, voxel_size_um: float, n_grains: int | None = None,
-                       smoothing_iterations: int = 8, constraint_scale: float = 0.25) -> GrainSurface:
+def grain_surface_mesh(
+    labels: np.ndarray,
+    origin_um,
+    voxel_size_um: float,
+    n_grains: int | None = None,
+    smoothing_iterations: int = 8,
+    constraint_scale: float = 0.25,
+) -> GrainSurface:
     """Conforming surface mesh of a label volume with ``vtkSurfaceNets3D``.
 
     Parameters
@@ -248,8 +259,9 @@ def write_surfaces(folder, stem: str, surface: GrainSurface | None = None, shell
         ks, local, verts_of, vstart, starts, _ = _grain_blocks(surface)
         p = folder / f"{stem}_grains.glb"
         with atomic_path(p) as tmp:  # numpy-written GLB (a trimesh scene of every grain: the slow twin)
-            tmp.write_bytes(grains_glb_bytes(ks, surface.vertices[verts_of], vstart, local,
-                                             np.append(starts, len(local))))
+            tmp.write_bytes(
+                grains_glb_bytes(ks, surface.vertices[verts_of], vstart, local, np.append(starts, len(local)))
+            )
         written.append(p)
         p = folder / f"{stem}_grains.vtp"
         with atomic_path(p) as tmp:
@@ -265,7 +277,7 @@ def _grain_meshes(surface: GrainSurface):
     ks, local, verts_of, vstart, starts, ends = _grain_blocks(surface)
     for i, k in enumerate(ks.tolist()):
         a, b = starts[i], ends[i]
-        yield k, trimesh.Trimesh(surface.vertices[verts_of[vstart[i]:vstart[i + 1]]], local[a:b], process=False)
+        yield k, trimesh.Trimesh(surface.vertices[verts_of[vstart[i] : vstart[i + 1]]], local[a:b], process=False)
 
 
 def _grain_blocks(surface: GrainSurface):
@@ -319,8 +331,10 @@ def _write_vtp(path, surface: GrainSurface) -> None:
     pts.SetData(numpy_to_vtk(np.ascontiguousarray(surface.vertices), deep=True))
     cells = vtkCellArray()
     offsets = np.arange(0, 3 * len(surface.faces) + 1, 3, dtype=np.int64)
-    cells.SetData(numpy_to_vtkIdTypeArray(offsets, deep=True),
-                  numpy_to_vtkIdTypeArray(np.ascontiguousarray(surface.faces.ravel(), dtype=np.int64), deep=True))
+    cells.SetData(
+        numpy_to_vtkIdTypeArray(offsets, deep=True),
+        numpy_to_vtkIdTypeArray(np.ascontiguousarray(surface.faces.ravel(), dtype=np.int64), deep=True),
+    )
     pd = vtkPolyData()
     pd.SetPoints(pts)
     pd.SetPolys(cells)
@@ -377,7 +391,7 @@ class TetMesh:
         (n_grains,) float array
             Volumes in µm³.
         """
-        return np.bincount(self.grain, weights=self.signed_volumes(), minlength=n_grains + 1)[1:n_grains + 1]
+        return np.bincount(self.grain, weights=self.signed_volumes(), minlength=n_grains + 1)[1 : n_grains + 1]
 
     def to_meshio(self):
         """A ``meshio.Mesh`` with tetra (+ outer triangle) cells and cell data ``grain``."""
@@ -411,8 +425,14 @@ def _require_gmsh():
     return gmsh
 
 
-def tet_mesh(surface: GrainSurface, mesh_size_um: float | None = None, algorithm: str = "hxt",
-             optimize: bool = True, threads: int = 1, optimize_threshold: float = 0.1) -> TetMesh:
+def tet_mesh(
+    surface: GrainSurface,
+    mesh_size_um: float | None = None,
+    algorithm: str = "hxt",
+    optimize: bool = True,
+    threads: int = 1,
+    optimize_threshold: float = 0.1,
+) -> TetMesh:
     """Tetrahedralise every grain of a conforming surface mesh with gmsh.
 
     The surface triangles are kept as they are (one discrete gmsh surface per grain pair, shared
@@ -501,8 +521,12 @@ def tet_mesh(surface: GrainSurface, mesh_size_um: float | None = None, algorithm
             err = RuntimeError(f"gmsh could not mesh the grains: {e}")
             # HXT prints where the boundary intersects itself ("... intersect at point (x,y,z)")
             num = r"([-+0-9.eE]+)"
-            err.points = np.array([[float(v) for v in m] for m in re.findall(
-                rf"intersect at point \({num},{num},{num}\)", out.get("text", ""))]).reshape(-1, 3)
+            err.points = np.array(
+                [
+                    [float(v) for v in m]
+                    for m in re.findall(rf"intersect at point \({num},{num},{num}\)", out.get("text", ""))
+                ]
+            ).reshape(-1, 3)
             raise err from None
         node_tags, coords, _ = gmsh.model.mesh.getNodes()
         index = np.zeros(int(node_tags.max()) + 1, dtype=np.int64)
@@ -565,7 +589,7 @@ def _write_surface_msh(path, verts, faces, order, bounds) -> None:
     n_nodes = len(node_order)
     out.append(f"{ns} {n_nodes} 1 {len(verts)}\n")
     for s in range(ns):
-        nd = node_order[node_bounds[s]:node_bounds[s + 1]]
+        nd = node_order[node_bounds[s] : node_bounds[s + 1]]
         out.append(f"2 {s + 1} 0 {len(nd)}\n")
         if len(nd):
             out.append("\n".join(map(str, nd + 1)) + "\n")
@@ -612,13 +636,19 @@ def _write_surface_msh_binary(path, verts, faces, order, bounds) -> None:
     ent = np.zeros(ns, dtype=[("tag", i4), ("box", f8, 6), ("nphys", u8), ("nbound", u8)])
     ent["tag"] = np.arange(1, ns + 1)
     ent["box"] = np.concatenate([lo, hi], axis=1)
-    parts = [b"$MeshFormat\n4.1 1 8\n", np.array([1], i4).tobytes(), b"\n$EndMeshFormat\n$Entities\n",
-             np.array([0, 0, ns, 0], u8).tobytes(), ent.tobytes(), b"\n$EndEntities\n$Nodes\n",
-             np.array([ns, len(node_order), 1, len(verts)], u8).tobytes()]
+    parts = [
+        b"$MeshFormat\n4.1 1 8\n",
+        np.array([1], i4).tobytes(),
+        b"\n$EndMeshFormat\n$Entities\n",
+        np.array([0, 0, ns, 0], u8).tobytes(),
+        ent.tobytes(),
+        b"\n$EndEntities\n$Nodes\n",
+        np.array([ns, len(node_order), 1, len(verts)], u8).tobytes(),
+    ]
     head = np.dtype([("dim", i4), ("tag", i4), ("param", i4), ("n", u8)])
     xyz = np.ascontiguousarray(verts, dtype=f8)
     for s in range(ns):
-        nd = node_order[node_bounds[s]:node_bounds[s + 1]]
+        nd = node_order[node_bounds[s] : node_bounds[s + 1]]
         parts.append(np.array([(2, s + 1, 0, len(nd))], head).tobytes())
         parts.append((nd + 1).astype(u8).tobytes())
         parts.append(xyz[nd].tobytes())
@@ -676,8 +706,10 @@ def _write_vtu(path, points, tets, fields: dict, provenance: dict) -> None:
     grid.SetPoints(pts)
     cells = vtkCellArray()
     offsets = np.arange(0, npc * len(tets) + 1, npc, dtype=np.int64)
-    cells.SetData(numpy_to_vtkIdTypeArray(offsets, deep=True),
-                  numpy_to_vtkIdTypeArray(np.ascontiguousarray(tets.ravel(), dtype=np.int64), deep=True))
+    cells.SetData(
+        numpy_to_vtkIdTypeArray(offsets, deep=True),
+        numpy_to_vtkIdTypeArray(np.ascontiguousarray(tets.ravel(), dtype=np.int64), deep=True),
+    )
     grid.SetCells(10 if npc == 4 else 24, cells)  # VTK_TETRA / VTK_QUADRATIC_TETRA (meshio's node order)
     for name, data in fields.items():
         arr = numpy_to_vtk(np.ascontiguousarray(data), deep=True)
@@ -709,8 +741,17 @@ def _xml_comment(text: str) -> str:
     return "<!-- " + text.replace("--", "- -") + " -->"
 
 
-def write_tet_mesh(mesh: TetMesh, folder, stem: str, formats=TET_FORMATS, *, order: int = 1, orientations=None,
-                   provenance: dict | None = None, material: str = "NMC811") -> list[Path]:
+def write_tet_mesh(
+    mesh: TetMesh,
+    folder,
+    stem: str,
+    formats=TET_FORMATS,
+    *,
+    order: int = 1,
+    orientations=None,
+    provenance: dict | None = None,
+    material: str = "NMC811",
+) -> list[Path]:
     """Write a tet mesh in solver formats.
 
     Parameters
@@ -753,11 +794,10 @@ def write_tet_mesh(mesh: TetMesh, folder, stem: str, formats=TET_FORMATS, *, ord
         For an element order other than 1 or 2, or malformed orientations.
     """
 
-
-
     if order not in (1, 2):
-        raise InputError(f"the element order must be 1 (linear tets) or 2 (quadratic tets), got {order!r}",
-                         "--element-order")
+        raise InputError(
+            f"the element order must be 1 (linear tets) or 2 (quadratic tets), got {order!r}", "--element-order"
+        )
     formats = tuple(formats)
     bad = [f for f in formats if f not in TET_FORMATS]
     if bad:
@@ -765,8 +805,7 @@ def write_tet_mesh(mesh: TetMesh, folder, stem: str, formats=TET_FORMATS, *, ord
     grain = mesh.grain.astype(np.int64)
     q = inp_mod.check_orientations(orientations, int(grain.max()) if len(grain) else 0)
 
-    prov = {"units": "um", "element_order": int(order), "tool": f"nmc-dataset {__version__}",
-            **(provenance or {})}
+    prov = {"units": "um", "element_order": int(order), "tool": f"nmc-dataset {__version__}", **(provenance or {})}
     points, tets = (mesh.points, mesh.tets) if order == 1 else inp_mod.second_order(mesh.points, mesh.tets)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -778,8 +817,9 @@ def write_tet_mesh(mesh: TetMesh, folder, stem: str, formats=TET_FORMATS, *, ord
         if fmt == "msh":
             inp_mod.write_msh(path, points, tets, grain, orientations=q, provenance=prov, faces=faces)
         elif fmt == "inp":
-            inp_mod.write_inp(path, points, tets, grain, orientations=q, provenance=prov, material=material,
-                              faces=faces)
+            inp_mod.write_inp(
+                path, points, tets, grain, orientations=q, provenance=prov, material=material, faces=faces
+            )
         elif fmt == "vtu":
             with atomic_path(path) as tmp:
                 _write_vtu(tmp, points, tets, _cell_fields(grain, q, True), prov)
@@ -800,8 +840,13 @@ def write_tet_mesh(mesh: TetMesh, folder, stem: str, formats=TET_FORMATS, *, ord
                             f.attrs[key] = val
                 text = x.read_text()
                 head, sep, rest = text.partition("?>")
-                x.write_text(head + sep + "\n" + _xml_comment("nmc-dataset provenance (units um): "
-                                                               + json.dumps(prov, sort_keys=True)) + rest)
+                x.write_text(
+                    head
+                    + sep
+                    + "\n"
+                    + _xml_comment("nmc-dataset provenance (units um): " + json.dumps(prov, sort_keys=True))
+                    + rest
+                )
                 shutil.move(str(h), folder / f"{stem}.h5")
                 shutil.move(str(x), path)
             written.append(folder / f"{stem}.h5")

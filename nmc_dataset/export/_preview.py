@@ -33,8 +33,10 @@ from nmc_dataset.export._meshes import GrainSurface, grain_surface_mesh
 #: colour of grains without an orientation
 NO_ORIENTATION_RGB = (150, 150, 150)
 #: the colour key, for legends and dataset cards
-COLOUR_KEY = ("red: crystal c-axis radial; green: c-axis tangential along the meridian; blue: c-axis "
-              "tangential along the parallel (IPF-like, in each grain's radial frame)")
+COLOUR_KEY = (
+    "red: crystal c-axis radial; green: c-axis tangential along the meridian; blue: c-axis "
+    "tangential along the parallel (IPF-like, in each grain's radial frame)"
+)
 
 
 def radial_frames(centroids: np.ndarray) -> np.ndarray:
@@ -77,8 +79,14 @@ def c_axis_colours(c_axis: np.ndarray | None, centroids: np.ndarray) -> np.ndarr
     return out
 
 
-def coarse_grain_surface(labels: np.ndarray, origin_um, voxel_size_um: float, n_grains: int | None = None,
-                         coarsen_voxels: float = 2.0, smoothing_iterations: int = 8) -> GrainSurface:
+def coarse_grain_surface(
+    labels: np.ndarray,
+    origin_um,
+    voxel_size_um: float,
+    n_grains: int | None = None,
+    coarsen_voxels: float = 2.0,
+    smoothing_iterations: int = 8,
+) -> GrainSurface:
     """The conforming grain surface of a (small) label volume, cleaned and coarsened.
 
     Parameters
@@ -95,8 +103,9 @@ def coarse_grain_surface(labels: np.ndarray, origin_um, voxel_size_um: float, n_
     """
     lab, _ = clean_labels(np.asarray(labels))
     n = int(lab.max()) if n_grains is None else int(n_grains)
-    surf = grain_surface_mesh(lab, np.asarray(origin_um, dtype=np.float64), float(voxel_size_um), n,
-                              smoothing_iterations)
+    surf = grain_surface_mesh(
+        lab, np.asarray(origin_um, dtype=np.float64), float(voxel_size_um), n, smoothing_iterations
+    )
     if coarsen_voxels and len(surf.faces):
         surf = coarsen_surface(surf, float(coarsen_voxels) * float(voxel_size_um))
     return surf
@@ -141,9 +150,15 @@ def preview_glb(surface: GrainSurface, colours_rgb: np.ndarray, extras: dict | N
     return export_glb(scene)
 
 
-def orientation_rendering(labels: np.ndarray, colours_rgb: np.ndarray, path: str | os.PathLike, *,
-                          voxel_size_um: float = 1.0, title: str | None = None,
-                          smoothing_iterations: int = 8):
+def orientation_rendering(
+    labels: np.ndarray,
+    colours_rgb: np.ndarray,
+    path: str | os.PathLike,
+    *,
+    voxel_size_um: float = 1.0,
+    title: str | None = None,
+    smoothing_iterations: int = 8,
+):
     """A shaded 3D view of a particle cut open (``y`` above the centre removed), every grain in
     its orientation colour (:func:`c_axis_colours`), with the colour key. Deterministic bytes.
 
@@ -175,11 +190,10 @@ def orientation_rendering(labels: np.ndarray, colours_rgb: np.ndarray, path: str
     from matplotlib.patches import Patch
     from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 
-
     lab = np.array(labels, dtype=np.int32, copy=True)
     if lab.ndim != 3:
         raise ValueError(f"expected a 3D volume indexed [z, y, x], got shape {lab.shape}")
-    lab[:, lab.shape[1] // 2 + 1:, :] = 0  # cut open
+    lab[:, lab.shape[1] // 2 + 1 :, :] = 0  # cut open
     col = np.asarray(colours_rgb, dtype=np.float64).reshape(-1, 3) / 255.0
     fig = plt.figure(figsize=(5.2, 4.8))
     ax = fig.add_subplot(projection="3d")
@@ -193,8 +207,9 @@ def orientation_rendering(labels: np.ndarray, colours_rgb: np.ndarray, path: str
         light /= np.linalg.norm(light)
         shade = 0.35 + 0.65 * np.clip(normal @ light, 0, 1)
         colours = np.clip(col[vg[faces[:, 0]] - 1] * shade[:, None], 0, 1)
-        ax.add_collection3d(Poly3DCollection(tri, facecolors=colours, edgecolors="none", linewidths=0,
-                                             antialiased=False))
+        ax.add_collection3d(
+            Poly3DCollection(tri, facecolors=colours, edgecolors="none", linewidths=0, antialiased=False)
+        )
         lo, hi = verts.min(axis=0), verts.max(axis=0)
         c, r = (lo + hi) / 2, (hi - lo).max() / 2
         ax.set_xlim(c[0] - r, c[0] + r)
@@ -205,11 +220,18 @@ def orientation_rendering(labels: np.ndarray, colours_rgb: np.ndarray, path: str
     ax.set_box_aspect((1, 1, 1), zoom=1.45)
     if title:
         ax.set_title(title, fontsize=9)
-    fig.legend(handles=[Patch(color=(1, 0, 0), label="c-axis radial"),
-                        Patch(color=(0, 1, 0), label="c-axis tangential (meridian)"),
-                        Patch(color=(0, 0, 1), label="c-axis tangential (parallel)"),
-                        Patch(color=np.asarray(NO_ORIENTATION_RGB) / 255, label="no orientation")],
-               loc="lower center", ncol=2, fontsize=7, frameon=False)
+    fig.legend(
+        handles=[
+            Patch(color=(1, 0, 0), label="c-axis radial"),
+            Patch(color=(0, 1, 0), label="c-axis tangential (meridian)"),
+            Patch(color=(0, 0, 1), label="c-axis tangential (parallel)"),
+            Patch(color=np.asarray(NO_ORIENTATION_RGB) / 255, label="no orientation"),
+        ],
+        loc="lower center",
+        ncol=2,
+        fontsize=7,
+        frameon=False,
+    )
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=130, metadata={"Software": None})
     plt.close(fig)
@@ -221,5 +243,12 @@ def orientation_rendering(labels: np.ndarray, colours_rgb: np.ndarray, path: str
     return path
 
 
-__all__ = ["COLOUR_KEY", "NO_ORIENTATION_RGB", "c_axis_colours", "coarse_grain_surface", "orientation_rendering",
-           "preview_glb", "radial_frames"]
+__all__ = [
+    "COLOUR_KEY",
+    "NO_ORIENTATION_RGB",
+    "c_axis_colours",
+    "coarse_grain_surface",
+    "orientation_rendering",
+    "preview_glb",
+    "radial_frames",
+]

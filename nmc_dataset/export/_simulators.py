@@ -79,9 +79,11 @@ def _damask():
 def _orientations(particle, what: str) -> np.ndarray:
     q = getattr(particle, "orientations_wxyz", None)
     if q is None:
-        raise InputError(f"the {what} format needs crystal orientations, and particle {particle.particle_id} has "
-                         "none: fit them with `nmc-dataset fit-orientations SECTIONS --out GRAIN_MODEL/` (the "
-                         "grain model folder) and generate again")
+        raise InputError(
+            f"the {what} format needs crystal orientations, and particle {particle.particle_id} has "
+            "none: fit them with `nmc-dataset fit-orientations SECTIONS --out GRAIN_MODEL/` (the "
+            "grain model folder) and generate again"
+        )
     return np.asarray(q, dtype=np.float64).reshape(-1, 4)
 
 
@@ -100,8 +102,9 @@ def write_neper_orientations(particle, folder) -> Path:
     return path
 
 
-def damask_material_config(euler_bunge_rad: np.ndarray, *, nmc_phase: dict | None = None,
-                           void_phase: dict | None = None):
+def damask_material_config(
+    euler_bunge_rad: np.ndarray, *, nmc_phase: dict | None = None, void_phase: dict | None = None
+):
     """DAMASK ``ConfigMaterial``: material 0 = the medium around the particle, material k = grain k.
 
     Parameters
@@ -114,11 +117,16 @@ def damask_material_config(euler_bunge_rad: np.ndarray, *, nmc_phase: dict | Non
     damask = _damask()
     n = len(euler_bunge_rad)
     rot = damask.Rotation.from_Euler_angles(np.asarray(euler_bunge_rad, dtype=np.float64).reshape(n, 3))
-    nmc = nmc_phase or {"lattice": "hP", "c/a": float(NMC811_C_OVER_A),
-                        "mechanical": {"output": ["F", "P"], "elastic": {"type": "Hooke"}}}
+    nmc = nmc_phase or {
+        "lattice": "hP",
+        "c/a": float(NMC811_C_OVER_A),
+        "mechanical": {"output": ["F", "P"], "elastic": {"type": "Hooke"}},
+    }
     void = void_phase or {"lattice": "cF", "mechanical": {"output": ["F", "P"], "elastic": {"type": "Hooke"}}}
-    cm = damask.ConfigMaterial(homogenization={"SX": {"N_constituents": 1, "mechanical": {"type": "pass"}}},
-                               phase={"Void": void, "NMC811": nmc})
+    cm = damask.ConfigMaterial(
+        homogenization={"SX": {"N_constituents": 1, "mechanical": {"type": "pass"}}},
+        phase={"Void": void, "NMC811": nmc},
+    )
     o = np.vstack([[1.0, 0.0, 0.0, 0.0], rot.as_quaternion().reshape(n, 4)])
     return cm.material_add(phase=["Void"] + ["NMC811"] * n, O=o, homogenization="SX")
 
@@ -147,12 +155,22 @@ def write_damask(particle, volume, folder) -> tuple[Path, Path]:
     h = float(volume.voxel_size_um)
     cells = np.array(labels.shape[::-1])  # (nx, ny, nz)
     corner_um = np.asarray(volume.origin_um, dtype=np.float64) - 0.5 * h
-    comments = [(f"nmc-dataset {__version__}: particle {particle.particle_id}, {particle.n_grains} grains, "
-                 f"voxel {h:g} um; material 0 = outside the particle, material k = grain k (grains.parquet label k)"),
-                (f"shell model {particle.shell_model_id}; grain model {particle.grain_model_id}; "
-                 f"orientation model {getattr(particle, 'orientation_model_id', '')}")]
-    grid = damask.GeomGrid(material=np.ascontiguousarray(labels.transpose(2, 1, 0)).astype(np.int64),
-                           size=cells * h * 1e-6, origin=corner_um * 1e-6, comments=comments)
+    comments = [
+        (
+            f"nmc-dataset {__version__}: particle {particle.particle_id}, {particle.n_grains} grains, "
+            f"voxel {h:g} um; material 0 = outside the particle, material k = grain k (grains.parquet label k)"
+        ),
+        (
+            f"shell model {particle.shell_model_id}; grain model {particle.grain_model_id}; "
+            f"orientation model {getattr(particle, 'orientation_model_id', '')}"
+        ),
+    ]
+    grid = damask.GeomGrid(
+        material=np.ascontiguousarray(labels.transpose(2, 1, 0)).astype(np.int64),
+        size=cells * h * 1e-6,
+        origin=corner_um * 1e-6,
+        comments=comments,
+    )
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     stem = _stem(particle.particle_id)
@@ -165,12 +183,14 @@ def write_damask(particle, volume, folder) -> tuple[Path, Path]:
         shutil.rmtree(tmpdir, ignore_errors=True)
     cm = damask_material_config(orientation_columns(q)["euler_bunge_rad"])
     yaml_path = folder / f"{stem}_material.yaml"
-    header = ("# DAMASK material configuration written by nmc-dataset " + __version__ + "\n"
-              f"# particle {particle.particle_id}: material 0 = medium around the particle (phase Void), "
-              "material k = grain k (phase NMC811)\n"
-              "# O: DAMASK quaternion (passive, particle frame -> crystal frame, x || a1, z || c)\n"
-              "# Set the elastic constants of phase/NMC811/mechanical/elastic and phase/Void/mechanical/elastic "
-              "(and any plasticity) before running DAMASK: nmc-dataset does not choose them.\n")
+    header = (
+        "# DAMASK material configuration written by nmc-dataset " + __version__ + "\n"
+        f"# particle {particle.particle_id}: material 0 = medium around the particle (phase Void), "
+        "material k = grain k (phase NMC811)\n"
+        "# O: DAMASK quaternion (passive, particle frame -> crystal frame, x || a1, z || c)\n"
+        "# Set the elastic constants of phase/NMC811/mechanical/elastic and phase/Void/mechanical/elastic "
+        "(and any plasticity) before running DAMASK: nmc-dataset does not choose them.\n"
+    )
     with atomic_path(yaml_path) as tmp:
         cm.save(tmp)
         tmp.write_text(header + tmp.read_text())
@@ -210,5 +230,12 @@ def write_simulator_files(particle, volume, folder, formats) -> dict:
     return out
 
 
-__all__ = ["NMC811_C_OVER_A", "SIMULATOR_FORMATS", "check_simulator_formats", "damask_material_config",
-           "write_damask", "write_neper_orientations", "write_simulator_files"]
+__all__ = [
+    "NMC811_C_OVER_A",
+    "SIMULATOR_FORMATS",
+    "check_simulator_formats",
+    "damask_material_config",
+    "write_damask",
+    "write_neper_orientations",
+    "write_simulator_files",
+]

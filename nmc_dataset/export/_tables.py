@@ -73,34 +73,74 @@ _UNITS = {
 def _schemas():
 
     f64 = pa.float64()
-    particles = pa.schema([
-        ("particle_id", pa.int64()), ("seed_entropy", pa.string()), ("seed_spawn_key", pa.list_(pa.int64())),
-        ("shell_model_id", pa.string()), ("grain_model_id", pa.string()),
-        ("pixel_size_um", f64), ("sh_degree", pa.int32()), ("sh_coeffs_um", pa.list_(f64)),
-        ("n_drawn", pa.int64()), ("n_grains", pa.int64()),
-        ("assembly_spacing_px", f64), ("assembly_margin_px", f64),
-        ("shell_volume_um3", f64), ("shell_area_um2", f64), ("shell_d_max_um", f64),
-        ("shell_compactness", f64), ("shell_aspect_ratio", f64), ("shell_sphericity", f64),
-        ("voxel_size_um", f64), ("grid_shape_zyx", pa.list_(pa.int64())), ("grid_origin_um_xyz", pa.list_(f64)),
-        ("voxel_volume_um3", f64), ("n_disconnected", pa.int64()), ("n_empty_grains", pa.int64()),
-        ("orientation_model_id", pa.string()),
-    ])
-    grains = pa.schema([
-        ("particle_id", pa.int64()), ("label", pa.int64()), ("drawn_index", pa.int64()),
-        ("seed_x_px", f64), ("seed_y_px", f64), ("seed_z_px", f64),
-        ("d_radial", f64), ("d_tangential_1", f64), ("d_tangential_2", f64), ("r_px2", f64), ("roll_rad", f64),
-        ("com_x_px", f64), ("com_y_px", f64), ("com_z_px", f64),
-        ("voxels", pa.int64()), ("volume_um3", f64),
-        ("centroid_x_um", f64), ("centroid_y_um", f64), ("centroid_z_um", f64),
-        ("principal_axes", pa.list_(f64)), ("principal_sd_um", pa.list_(f64)), ("touches_shell", pa.bool_()),
-        ("orientation_quat_wxyz", pa.list_(f64)), ("euler_bunge_rad", pa.list_(f64)), ("c_axis_xyz", pa.list_(f64)),
-    ])
+    particles = pa.schema(
+        [
+            ("particle_id", pa.int64()),
+            ("seed_entropy", pa.string()),
+            ("seed_spawn_key", pa.list_(pa.int64())),
+            ("shell_model_id", pa.string()),
+            ("grain_model_id", pa.string()),
+            ("pixel_size_um", f64),
+            ("sh_degree", pa.int32()),
+            ("sh_coeffs_um", pa.list_(f64)),
+            ("n_drawn", pa.int64()),
+            ("n_grains", pa.int64()),
+            ("assembly_spacing_px", f64),
+            ("assembly_margin_px", f64),
+            ("shell_volume_um3", f64),
+            ("shell_area_um2", f64),
+            ("shell_d_max_um", f64),
+            ("shell_compactness", f64),
+            ("shell_aspect_ratio", f64),
+            ("shell_sphericity", f64),
+            ("voxel_size_um", f64),
+            ("grid_shape_zyx", pa.list_(pa.int64())),
+            ("grid_origin_um_xyz", pa.list_(f64)),
+            ("voxel_volume_um3", f64),
+            ("n_disconnected", pa.int64()),
+            ("n_empty_grains", pa.int64()),
+            ("orientation_model_id", pa.string()),
+        ]
+    )
+    grains = pa.schema(
+        [
+            ("particle_id", pa.int64()),
+            ("label", pa.int64()),
+            ("drawn_index", pa.int64()),
+            ("seed_x_px", f64),
+            ("seed_y_px", f64),
+            ("seed_z_px", f64),
+            ("d_radial", f64),
+            ("d_tangential_1", f64),
+            ("d_tangential_2", f64),
+            ("r_px2", f64),
+            ("roll_rad", f64),
+            ("com_x_px", f64),
+            ("com_y_px", f64),
+            ("com_z_px", f64),
+            ("voxels", pa.int64()),
+            ("volume_um3", f64),
+            ("centroid_x_um", f64),
+            ("centroid_y_um", f64),
+            ("centroid_z_um", f64),
+            ("principal_axes", pa.list_(f64)),
+            ("principal_sd_um", pa.list_(f64)),
+            ("touches_shell", pa.bool_()),
+            ("orientation_quat_wxyz", pa.list_(f64)),
+            ("euler_bunge_rad", pa.list_(f64)),
+            ("c_axis_xyz", pa.list_(f64)),
+        ]
+    )
     return particles, grains
 
 
 def _meta(table: str) -> dict:
-    return {b"format": PARAMS_FORMAT.encode(), b"format_version": str(PARAMS_FORMAT_VERSION).encode(),
-            b"table": table.encode(), b"units": json.dumps(_UNITS, ensure_ascii=False).encode()}
+    return {
+        b"format": PARAMS_FORMAT.encode(),
+        b"format_version": str(PARAMS_FORMAT_VERSION).encode(),
+        b"table": table.encode(),
+        b"units": json.dumps(_UNITS, ensure_ascii=False).encode(),
+    }
 
 
 def particles_schema():
@@ -148,11 +188,15 @@ def particle_records(particle, volume=None, stats=None, descriptors: dict | None
         "particle_id": int(particle.particle_id),
         "seed_entropy": None if particle.seed_entropy is None else str(int(particle.seed_entropy)),
         "seed_spawn_key": [int(k) for k in particle.seed_spawn_key],
-        "shell_model_id": particle.shell_model_id, "grain_model_id": particle.grain_model_id,
-        "pixel_size_um": float(particle.pixel_size_um), "sh_degree": int(particle.degree),
+        "shell_model_id": particle.shell_model_id,
+        "grain_model_id": particle.grain_model_id,
+        "pixel_size_um": float(particle.pixel_size_um),
+        "sh_degree": int(particle.degree),
         "sh_coeffs_um": np.asarray(particle.coeffs_um, dtype=np.float64).tolist(),
-        "n_drawn": int(particle.n_drawn), "n_grains": int(n),
-        "assembly_spacing_px": float(particle.spacing_px), "assembly_margin_px": float(particle.margin_px),
+        "n_drawn": int(particle.n_drawn),
+        "n_grains": int(n),
+        "assembly_spacing_px": float(particle.spacing_px),
+        "assembly_margin_px": float(particle.margin_px),
         **desc,
     }
     com = particle.com_px if particle.com_px is not None else np.full((n, 3), np.nan)
@@ -160,10 +204,17 @@ def particle_records(particle, volume=None, stats=None, descriptors: dict | None
         "particle_id": np.full(n, int(particle.particle_id), dtype=np.int64),
         "label": np.arange(1, n + 1, dtype=np.int64),
         "drawn_index": np.asarray(particle.kept_index, dtype=np.int64),
-        "seed_x_px": g.seeds[:, 0], "seed_y_px": g.seeds[:, 1], "seed_z_px": g.seeds[:, 2],
-        "d_radial": g.diag[:, 0], "d_tangential_1": g.diag[:, 1], "d_tangential_2": g.diag[:, 2],
-        "r_px2": g.offsets, "roll_rad": g.roll,
-        "com_x_px": com[:, 0], "com_y_px": com[:, 1], "com_z_px": com[:, 2],
+        "seed_x_px": g.seeds[:, 0],
+        "seed_y_px": g.seeds[:, 1],
+        "seed_z_px": g.seeds[:, 2],
+        "d_radial": g.diag[:, 0],
+        "d_tangential_1": g.diag[:, 1],
+        "d_tangential_2": g.diag[:, 2],
+        "r_px2": g.offsets,
+        "roll_rad": g.roll,
+        "com_x_px": com[:, 0],
+        "com_y_px": com[:, 1],
+        "com_z_px": com[:, 2],
     }
     prow["orientation_model_id"] = getattr(particle, "orientation_model_id", "") or ""
     quat = getattr(particle, "orientations_wxyz", None)
@@ -177,24 +228,39 @@ def particle_records(particle, volume=None, stats=None, descriptors: dict | None
 
         st = grain_statistics(volume.labels, volume.grid, n) if stats is None else stats
         h = volume.voxel_size_um
-        prow.update({
-            "voxel_size_um": float(h), "grid_shape_zyx": [int(s) for s in volume.grid.shape],
-            "grid_origin_um_xyz": volume.origin_um.tolist(),
-            "voxel_volume_um3": float(st["voxels"].sum() * h ** 3),
-            "n_disconnected": int(count_disconnected(volume.labels.astype(np.int64) - 1)),
-            "n_empty_grains": int((st["voxels"] == 0).sum()),
-        })
-        grows.update({
-            "voxels": st["voxels"], "volume_um3": st["volume_um3"],
-            "centroid_x_um": st["centroid_um"][:, 0], "centroid_y_um": st["centroid_um"][:, 1],
-            "centroid_z_um": st["centroid_um"][:, 2],
-            "principal_axes": list(st["principal_axes"].reshape(n, 9)),
-            "principal_sd_um": list(st["principal_sd_um"]),
-            "touches_shell": st["touches_shell"],
-        })
+        prow.update(
+            {
+                "voxel_size_um": float(h),
+                "grid_shape_zyx": [int(s) for s in volume.grid.shape],
+                "grid_origin_um_xyz": volume.origin_um.tolist(),
+                "voxel_volume_um3": float(st["voxels"].sum() * h**3),
+                "n_disconnected": int(count_disconnected(volume.labels.astype(np.int64) - 1)),
+                "n_empty_grains": int((st["voxels"] == 0).sum()),
+            }
+        )
+        grows.update(
+            {
+                "voxels": st["voxels"],
+                "volume_um3": st["volume_um3"],
+                "centroid_x_um": st["centroid_um"][:, 0],
+                "centroid_y_um": st["centroid_um"][:, 1],
+                "centroid_z_um": st["centroid_um"][:, 2],
+                "principal_axes": list(st["principal_axes"].reshape(n, 9)),
+                "principal_sd_um": list(st["principal_sd_um"]),
+                "touches_shell": st["touches_shell"],
+            }
+        )
     else:
-        prow.update({"voxel_size_um": None, "grid_shape_zyx": None, "grid_origin_um_xyz": None,
-                     "voxel_volume_um3": None, "n_disconnected": None, "n_empty_grains": None})
+        prow.update(
+            {
+                "voxel_size_um": None,
+                "grid_shape_zyx": None,
+                "grid_origin_um_xyz": None,
+                "voxel_volume_um3": None,
+                "n_disconnected": None,
+                "n_empty_grains": None,
+            }
+        )
     return prow, grows
 
 
@@ -321,9 +387,12 @@ def particle_from_rows(particle_row: dict, grain_rows: dict):
     gr = {k: np.asarray(v) for k, v in grain_rows.items()}
     order = np.argsort(gr["label"], kind="stable")
     gr = {k: v[order] for k, v in gr.items()}
-    g = GBPD(np.stack([gr["seed_x_px"], gr["seed_y_px"], gr["seed_z_px"]], axis=1).astype(np.float64),
-             np.stack([gr["d_radial"], gr["d_tangential_1"], gr["d_tangential_2"]], axis=1).astype(np.float64),
-             gr["r_px2"].astype(np.float64), gr["roll_rad"].astype(np.float64))
+    g = GBPD(
+        np.stack([gr["seed_x_px"], gr["seed_y_px"], gr["seed_z_px"]], axis=1).astype(np.float64),
+        np.stack([gr["d_radial"], gr["d_tangential_1"], gr["d_tangential_2"]], axis=1).astype(np.float64),
+        gr["r_px2"].astype(np.float64),
+        gr["roll_rad"].astype(np.float64),
+    )
     ent = particle_row.get("seed_entropy")
     quat = None
     if "orientation_quat_wxyz" in gr and not any(v is None for v in gr["orientation_quat_wxyz"]):
@@ -331,15 +400,19 @@ def particle_from_rows(particle_row: dict, grain_rows: dict):
     return Particle(
         particle_id=int(particle_row["particle_id"]),
         coeffs_um=np.asarray(particle_row["sh_coeffs_um"], dtype=np.float64),
-        grains=g, pixel_size_um=float(particle_row["pixel_size_um"]),
-        kept_index=gr["drawn_index"].astype(np.int64), n_drawn=int(particle_row["n_drawn"]),
+        grains=g,
+        pixel_size_um=float(particle_row["pixel_size_um"]),
+        kept_index=gr["drawn_index"].astype(np.int64),
+        n_drawn=int(particle_row["n_drawn"]),
         seed_entropy=None if ent is None else int(ent),
         seed_spawn_key=tuple(int(k) for k in (particle_row.get("seed_spawn_key") or ())),
         shell_model_id=particle_row.get("shell_model_id") or "",
         grain_model_id=particle_row.get("grain_model_id") or "",
-        spacing_px=float(particle_row["assembly_spacing_px"]), margin_px=float(particle_row["assembly_margin_px"]),
+        spacing_px=float(particle_row["assembly_spacing_px"]),
+        margin_px=float(particle_row["assembly_margin_px"]),
         com_px=np.stack([gr["com_x_px"], gr["com_y_px"], gr["com_z_px"]], axis=1).astype(np.float64),
-        orientations_wxyz=quat, orientation_model_id=particle_row.get("orientation_model_id") or "",
+        orientations_wxyz=quat,
+        orientation_model_id=particle_row.get("orientation_model_id") or "",
     )
 
 
@@ -365,9 +438,22 @@ def read_particles(folder):
         Rebuilt from the tables (shell coefficients, kept grains, orientations when stored).
     """
     ptab, gtab = read_params(folder)
-    names = ["particle_id", "label", "drawn_index", "seed_x_px", "seed_y_px", "seed_z_px",
-             "d_radial", "d_tangential_1", "d_tangential_2", "r_px2", "roll_rad",
-             "com_x_px", "com_y_px", "com_z_px"]
+    names = [
+        "particle_id",
+        "label",
+        "drawn_index",
+        "seed_x_px",
+        "seed_y_px",
+        "seed_z_px",
+        "d_radial",
+        "d_tangential_1",
+        "d_tangential_2",
+        "r_px2",
+        "roll_rad",
+        "com_x_px",
+        "com_y_px",
+        "com_z_px",
+    ]
     if "orientation_quat_wxyz" in gtab.column_names:  # tables written before orientations existed lack it
         names.append("orientation_quat_wxyz")
     gcols = gtab.select(names).to_pydict()
@@ -379,6 +465,16 @@ def read_particles(folder):
     return out
 
 
-__all__ = ["PARAMS_FORMAT", "PARAMS_FORMAT_VERSION", "particles_schema", "grains_schema", "particle_records",
-           "params_tables", "write_params", "read_params", "particle_from_rows", "read_particles",
-           "shell_descriptor_row"]
+__all__ = [
+    "PARAMS_FORMAT",
+    "PARAMS_FORMAT_VERSION",
+    "particles_schema",
+    "grains_schema",
+    "particle_records",
+    "params_tables",
+    "write_params",
+    "read_params",
+    "particle_from_rows",
+    "read_particles",
+    "shell_descriptor_row",
+]

@@ -68,8 +68,15 @@ def _h5_datasets(f) -> list[str]:
     return names
 
 
-def read_volume(path: str | os.PathLike, *, dataset: str | None = None, shape=None, dtype=None,
-                offset: int = 0, byteorder: str = "<") -> np.ndarray:
+def read_volume(
+    path: str | os.PathLike,
+    *,
+    dataset: str | None = None,
+    shape=None,
+    dtype=None,
+    offset: int = 0,
+    byteorder: str = "<",
+) -> np.ndarray:
     """Read a 3D volume.
 
     Parameters
@@ -147,12 +154,12 @@ def read_volume(path: str | os.PathLike, *, dataset: str | None = None, shape=No
             if dataset is None:
                 three = [n for n in names if f[n].ndim == 3]
                 if len(three) != 1:
-                    raise InputError(f"name the volume with --dataset; datasets in the file: "
-                                     f"{', '.join(names) or '(none)'}", path)
+                    raise InputError(
+                        f"name the volume with --dataset; datasets in the file: {', '.join(names) or '(none)'}", path
+                    )
                 dataset = three[0]
             if dataset not in f or not isinstance(f[dataset], h5py.Dataset):
-                raise InputError(f"no dataset {dataset!r}; datasets in the file: {', '.join(names) or '(none)'}",
-                                 path)
+                raise InputError(f"no dataset {dataset!r}; datasets in the file: {', '.join(names) or '(none)'}", path)
             ds = f[dataset]
             if ds.ndim != 3:
                 raise InputError(f"dataset {dataset!r} has shape {ds.shape}, expected a 3D volume", path)
@@ -164,5 +171,8 @@ def read_volume(path: str | os.PathLike, *, dataset: str | None = None, shape=No
         except (ValueError, OSError, EOFError) as e:
             raise InputError(f"cannot read .npy: {e}", path) from None
         return _check(arr, path)
-    raise InputError(f"unknown volume format {suffix or '(no suffix)'!r}: use {', '.join(SUPPORTED)} "
-                     "(raw files need --shape and --dtype)", path)
+    raise InputError(
+        f"unknown volume format {suffix or '(no suffix)'!r}: use {', '.join(SUPPORTED)} "
+        "(raw files need --shape and --dtype)",
+        path,
+    )

@@ -39,13 +39,48 @@ from nmc_dataset._util import atomic_path
 from nmc_dataset.errors import InputError
 
 #: TSL/EDAX ``# Symmetry`` codes → Laue group.
-TSL_SYMMETRY = {1: "-1", 2: "2/m", 20: "2/m", 21: "2/m", 22: "mmm", 4: "4/m", 42: "4/mmm", 3: "-3",
-                32: "-3m", 6: "6/m", 62: "6/mmm", 23: "m-3", 43: "m-3m"}
+TSL_SYMMETRY = {
+    1: "-1",
+    2: "2/m",
+    20: "2/m",
+    21: "2/m",
+    22: "mmm",
+    4: "4/m",
+    42: "4/mmm",
+    3: "-3",
+    32: "-3m",
+    6: "6/m",
+    62: "6/mmm",
+    23: "m-3",
+    43: "m-3m",
+}
 #: Oxford ``.ctf`` Laue group numbers → Laue group.
-CTF_LAUE = {1: "-1", 2: "2/m", 3: "mmm", 4: "4/m", 5: "4/mmm", 6: "-3", 7: "-3m", 8: "6/m", 9: "6/mmm",
-            10: "m-3", 11: "m-3m"}
-_TSL_CODE = {"-1": 1, "2/m": 2, "mmm": 22, "4/m": 4, "4/mmm": 42, "-3": 3, "-3m": 32, "6/m": 6,
-             "6/mmm": 62, "m-3": 23, "m-3m": 43}
+CTF_LAUE = {
+    1: "-1",
+    2: "2/m",
+    3: "mmm",
+    4: "4/m",
+    5: "4/mmm",
+    6: "-3",
+    7: "-3m",
+    8: "6/m",
+    9: "6/mmm",
+    10: "m-3",
+    11: "m-3m",
+}
+_TSL_CODE = {
+    "-1": 1,
+    "2/m": 2,
+    "mmm": 22,
+    "4/m": 4,
+    "4/mmm": 42,
+    "-3": 3,
+    "-3m": 32,
+    "6/m": 6,
+    "6/mmm": 62,
+    "m-3": 23,
+    "m-3m": 43,
+}
 _CTF_CODE = {v: k for k, v in CTF_LAUE.items()}
 
 ANG_REQUIRED = ("phi1", "PHI", "phi2", "x", "y", "IQ", "CI", "Phase index")
@@ -175,8 +210,9 @@ def _numeric_block(path: Path, body: bytes, first: int, ncols: int | None, sep_d
             arr = np.loadtxt(io.BytesIO(body), dtype=np.float64, comments=None, ndmin=2)
     except ValueError:
         arr = None
-    expected = ncols if ncols is not None else (arr.shape[1] if arr is not None else
-                                                len(body[:body.find(b"\n")].split()))
+    expected = (
+        ncols if ncols is not None else (arr.shape[1] if arr is not None else len(body[: body.find(b"\n")].split()))
+    )
     if arr is None or arr.shape != (n_lines, expected) or not np.isfinite(arr).all():
         _diagnose(path, body.decode("latin-1").splitlines(), first, expected, sep_desc)
         raise InputError("could not parse the data rows", path)  # pragma: no cover - _diagnose raises
@@ -192,8 +228,7 @@ def _diagnose(path: Path, body: list[str], first: int, expected: int, sep_desc: 
         if len(tokens) != expected:
             last = k == len(body) - 1
             hint = " (truncated file?)" if last and len(tokens) < expected else ""
-            raise InputError(f"expected {expected} {sep_desc} columns, found {len(tokens)}{hint}",
-                             f"{path}:{lineno}")
+            raise InputError(f"expected {expected} {sep_desc} columns, found {len(tokens)}{hint}", f"{path}:{lineno}")
         for t in tokens:
             try:
                 v = float(t)
@@ -216,12 +251,12 @@ def _check_grid(path, xs, ys, nx, ny, sx, sy, first_line):
         raise InputError(
             f"x, y = {xs[k]:g}, {ys[k]:g} does not match the {nx}×{ny} grid with steps {sx:g}, {sy:g} "
             f"(expected {xs[0] + col[k] * sx:g}, {ys[0] + row[k] * sy:g}; rows must run x fastest)",
-            f"{path}:{first_line + k + 1}")
+            f"{path}:{first_line + k + 1}",
+        )
 
 
 # --------------------------------------------------------------------------- .ang
 _ANG_KEY = re.compile(r"^#\s*([A-Za-z_\-]+)\s*:?\s*(.*)$")
-
 
 
 def _positive_header_number(keys: dict, name: str, path, kind, spelled: str):
@@ -236,6 +271,7 @@ def _positive_header_number(keys: dict, name: str, path, kind, spelled: str):
     if v <= 0:
         raise InputError(f"{name} must be > 0, got {value!r}", f"{path}:{ln}")
     return v
+
 
 def read_ang(path) -> EbsdScan:
     """Read a TSL/EDAX OIM ``.ang`` file (square grid).
@@ -286,8 +322,11 @@ def read_ang(path) -> EbsdScan:
         raise InputError("no '# GRID:' line in the header (not an OIM .ang file?)", path)
     grid, gline = keys["GRID"]
     if grid.strip().lower().startswith("hex"):
-        raise InputError("hexagonal grid (HexGrid) is not supported: re-export the scan on a square grid "
-                         "(OIM: 'Convert scan data' to SqrGrid)", f"{path}:{gline}")
+        raise InputError(
+            "hexagonal grid (HexGrid) is not supported: re-export the scan on a square grid "
+            "(OIM: 'Convert scan data' to SqrGrid)",
+            f"{path}:{gline}",
+        )
     if not grid.strip().lower().startswith("sqrgrid"):  # ASTAR writes 'SqrGrid#
         raise InputError(f"unknown grid type {grid!r} (expected SqrGrid)", f"{path}:{gline}")
 
@@ -297,12 +336,16 @@ def read_ang(path) -> EbsdScan:
     sx, sy = num("XSTEP"), num("YSTEP")
     nx_odd, nx_even, ny = num("NCOLS_ODD", int), num("NCOLS_EVEN", int), num("NROWS", int)
     if nx_odd != nx_even:
-        raise InputError(f"NCOLS_ODD ({nx_odd}) != NCOLS_EVEN ({nx_even}) on a square grid",
-                         f"{path}:{keys['NCOLS_EVEN'][1]}")
+        raise InputError(
+            f"NCOLS_ODD ({nx_odd}) != NCOLS_EVEN ({nx_even}) on a square grid", f"{path}:{keys['NCOLS_EVEN'][1]}"
+        )
     nx = nx_odd
     if not phases:
-        raise InputError("no phase in the header ('# Phase' / '# MaterialName' / '# Symmetry' lines): "
-                         "the crystal symmetry of the data is unknown", path)
+        raise InputError(
+            "no phase in the header ('# Phase' / '# MaterialName' / '# Symmetry' lines): "
+            "the crystal symmetry of the data is unknown",
+            path,
+        )
     phase_objs = {}
     for pid, p in sorted(phases.items()):
         if "SYMMETRY" not in p:
@@ -339,14 +382,14 @@ def read_ang(path) -> EbsdScan:
             if req.lower() not in lower:
                 raise InputError(f"COLUMN_HEADERS lacks the required column {req!r}", f"{path}:{hln}")
         if ncols is not None and ncols != len(names):
-            raise InputError(f"COLUMN_COUNT is {ncols} but COLUMN_HEADERS names {len(names)} columns",
-                             f"{path}:{hln}")
+            raise InputError(f"COLUMN_COUNT is {ncols} but COLUMN_HEADERS names {len(names)} columns", f"{path}:{hln}")
         ncols = len(names)
     data = _numeric_block(path, body, first, ncols, ".ang")
     ncols = data.shape[1]
     if ncols < 8:
-        raise InputError(f"{ncols} data columns; an .ang row needs at least 8 "
-                         "(phi1 PHI phi2 x y IQ CI phase)", f"{path}:{first + 1}")
+        raise InputError(
+            f"{ncols} data columns; an .ang row needs at least 8 (phi1 PHI phi2 x y IQ CI phase)", f"{path}:{first + 1}"
+        )
     if len(names) < ncols:  # no COLUMN_HEADERS: the usual OIM extra columns, then numbered ones
         names = names + list(ANG_DEFAULT_EXTRA) + [f"col{k + 1}" for k in range(10, ncols)]
         names = names[:ncols]
@@ -355,8 +398,9 @@ def read_ang(path) -> EbsdScan:
     if len(data) != npts:
         where = f"{path}:{first + len(data)}"
         if len(data) < npts:
-            raise InputError(f"header says {nx}×{ny} = {npts} points but the file has {len(data)} data rows "
-                             "(truncated file?)", where)
+            raise InputError(
+                f"header says {nx}×{ny} = {npts} points but the file has {len(data)} data rows (truncated file?)", where
+            )
         raise InputError(f"header says {nx}×{ny} = {npts} points but the file has {len(data)} data rows", where)
     xs, ys = data[:, col["x"]], data[:, col["y"]]
     _check_grid(path, xs, ys, nx, ny, sx, sy, first)
@@ -373,16 +417,29 @@ def read_ang(path) -> EbsdScan:
     known = np.isin(ph, list(phase_objs)) | (ph == 0)
     if not known.all():
         k = int(np.flatnonzero(~known)[0])
-        raise InputError(f"phase id {ph[k]} is not declared in the header (declared: {sorted(phase_objs)})",
-                         f"{path}:{first + k + 1}")
+        raise InputError(
+            f"phase id {ph[k]} is not declared in the header (declared: {sorted(phase_objs)})",
+            f"{path}:{first + k + 1}",
+        )
     sentinel = np.all(np.abs(euler - ANG_UNINDEXED_EULER) < 1e-3, axis=1)
     indexed = (ph > 0) & (ci >= 0) & ~sentinel
     ph = np.where(indexed, ph, 0)
-    extra = {n: data[:, k].reshape(ny, nx) for k, n in enumerate(names)
-             if n.lower() not in {r.lower() for r in ANG_REQUIRED}}
-    return EbsdScan(path=path, format="ang", euler_rad=euler.reshape(ny, nx, 3), phase=ph.reshape(ny, nx),
-                    ci=ci.reshape(ny, nx), iq=iq.reshape(ny, nx), indexed=indexed.reshape(ny, nx),
-                    step_um=(sx, sy), phases=phase_objs, extra=extra, header=header)
+    extra = {
+        n: data[:, k].reshape(ny, nx) for k, n in enumerate(names) if n.lower() not in {r.lower() for r in ANG_REQUIRED}
+    }
+    return EbsdScan(
+        path=path,
+        format="ang",
+        euler_rad=euler.reshape(ny, nx, 3),
+        phase=ph.reshape(ny, nx),
+        ci=ci.reshape(ny, nx),
+        iq=iq.reshape(ny, nx),
+        indexed=indexed.reshape(ny, nx),
+        step_um=(sx, sy),
+        phases=phase_objs,
+        extra=extra,
+        header=header,
+    )
 
 
 # --------------------------------------------------------------------------- .ctf
@@ -405,6 +462,7 @@ def read_ctf(path) -> EbsdScan:
         Naming the file and line, as :func:`read_ang`.
     """
     path = Path(path)
+
     def after_column_row(line, prev):
         if prev is None:
             return False
@@ -438,9 +496,11 @@ def read_ctf(path) -> EbsdScan:
                     lat = tuple(float(v) for v in f[0].split(";")) + tuple(float(v) for v in f[1].split(";"))
                     laue = int(f[3])
                 except (IndexError, ValueError):
-                    raise InputError(f"cannot parse phase line {lines[ln]!r} (expected "
-                                     "'a;b;c<TAB>alpha;beta;gamma<TAB>name<TAB>laue group...')",
-                                     f"{path}:{ln + 1}") from None
+                    raise InputError(
+                        f"cannot parse phase line {lines[ln]!r} (expected "
+                        "'a;b;c<TAB>alpha;beta;gamma<TAB>name<TAB>laue group...')",
+                        f"{path}:{ln + 1}",
+                    ) from None
                 if laue not in CTF_LAUE:
                     raise InputError(f"unknown Laue group number {laue} (1..11)", f"{path}:{ln + 1}")
                 phases[k + 1] = EbsdPhase(k + 1, f[2].strip() or f"phase{k + 1}", CTF_LAUE[laue], lat)
@@ -453,8 +513,7 @@ def read_ctf(path) -> EbsdScan:
         raise InputError("no column header row ('Phase<TAB>X<TAB>Y...'): truncated file?", path)
     job, job_line = keys.get("JobMode", ("Grid", 0))
     if not job or job.split()[0].lower() != "grid":
-        raise InputError(f"JobMode {job!r} is not supported (square grids only: 'JobMode Grid')",
-                         f"{path}:{job_line}")
+        raise InputError(f"JobMode {job!r} is not supported (square grids only: 'JobMode Grid')", f"{path}:{job_line}")
 
     def num(name, kind=float):
         return _positive_header_number(keys, name, path, kind, f"'{name}'")
@@ -472,8 +531,10 @@ def read_ctf(path) -> EbsdScan:
     npts = nx * ny
     if len(data) != npts:
         more = " (truncated file?)" if len(data) < npts else ""
-        raise InputError(f"header says {nx}×{ny} = {npts} points but the file has {len(data)} data rows{more}",
-                         f"{path}:{first + len(data)}")
+        raise InputError(
+            f"header says {nx}×{ny} = {npts} points but the file has {len(data)} data rows{more}",
+            f"{path}:{first + len(data)}",
+        )
     col = {n: k for k, n in enumerate(names)}
     _check_grid(path, data[:, col["X"]], data[:, col["Y"]], nx, ny, sx, sy, first)
     ph_raw = data[:, col["Phase"]]
@@ -481,19 +542,34 @@ def read_ctf(path) -> EbsdScan:
     known = np.isin(ph, list(phases)) | (ph == 0)
     if not known.all() or np.any(ph_raw != ph):
         k = int(np.flatnonzero(~known | (ph_raw != ph))[0])
-        raise InputError(f"phase id {ph_raw[k]:g} is not declared in the header (declared: {sorted(phases)})",
-                         f"{path}:{first + k + 1}")
+        raise InputError(
+            f"phase id {ph_raw[k]:g} is not declared in the header (declared: {sorted(phases)})",
+            f"{path}:{first + k + 1}",
+        )
     err = data[:, col["Error"]]
     indexed = (ph > 0) & (err == 0)
     ph = np.where(indexed, ph, 0)
     euler = np.radians(data[:, [col["Euler1"], col["Euler2"], col["Euler3"]]])
     ci = np.where(indexed, 1.0, -1.0)
     iq = data[:, col["BC"]] if "BC" in col else np.zeros(len(data))
-    extra = {n: data[:, k].reshape(ny, nx) for n, k in col.items()
-             if n not in ("Phase", "X", "Y", "Euler1", "Euler2", "Euler3")}
-    return EbsdScan(path=path, format="ctf", euler_rad=euler.reshape(ny, nx, 3), phase=ph.reshape(ny, nx),
-                    ci=ci.reshape(ny, nx), iq=iq.reshape(ny, nx), indexed=indexed.reshape(ny, nx),
-                    step_um=(sx, sy), phases=phases, extra=extra, header=lines[:first])
+    extra = {
+        n: data[:, k].reshape(ny, nx)
+        for n, k in col.items()
+        if n not in ("Phase", "X", "Y", "Euler1", "Euler2", "Euler3")
+    }
+    return EbsdScan(
+        path=path,
+        format="ctf",
+        euler_rad=euler.reshape(ny, nx, 3),
+        phase=ph.reshape(ny, nx),
+        ci=ci.reshape(ny, nx),
+        iq=iq.reshape(ny, nx),
+        indexed=indexed.reshape(ny, nx),
+        step_um=(sx, sy),
+        phases=phases,
+        extra=extra,
+        header=lines[:first],
+    )
 
 
 def read_ebsd(path) -> EbsdScan:
@@ -537,9 +613,21 @@ def _as_grid(euler_rad, *arrays):
     return e, out
 
 
-def write_ang(path, euler_rad, ci, iq, phase, step_um: float, phases=(NMC811,), sem=None, fit=None,
-              pattern_center=(0.5012, 0.6947, 0.6452), working_distance_mm: float = 15.0,
-              operator: str = "nmc-dataset", scan_id: str = "") -> Path:
+def write_ang(
+    path,
+    euler_rad,
+    ci,
+    iq,
+    phase,
+    step_um: float,
+    phases=(NMC811,),
+    sem=None,
+    fit=None,
+    pattern_center=(0.5012, 0.6947, 0.6452),
+    working_distance_mm: float = 15.0,
+    operator: str = "nmc-dataset",
+    scan_id: str = "",
+) -> Path:
     """Write a TSL/EDAX OIM ``.ang`` file (square grid, OIM 8-style header, 10 columns).
 
     Parameters
@@ -576,59 +664,88 @@ def write_ang(path, euler_rad, ci, iq, phase, step_um: float, phases=(NMC811,), 
     ny, nx = phase.shape
     sem = np.zeros((ny, nx)) if sem is None else np.asarray(sem, float)
     fit = np.where(phase > 0, 1.0, 0.0) if fit is None else np.asarray(fit, float)
-    h = ["# TEM_PIXperUM          1.000000",
-         f"# x-star                {pattern_center[0]:.6f}",
-         f"# y-star                {pattern_center[1]:.6f}",
-         f"# z-star                {pattern_center[2]:.6f}",
-         f"# WorkingDistance       {working_distance_mm:.6f}",
-         "# SampleTiltAngle       70.000000",
-         "# CameraElevationAngle  10.000000",
-         "# CameraAzimuthalAngle  0.000000",
-         "#"]
+    h = [
+        "# TEM_PIXperUM          1.000000",
+        f"# x-star                {pattern_center[0]:.6f}",
+        f"# y-star                {pattern_center[1]:.6f}",
+        f"# z-star                {pattern_center[2]:.6f}",
+        f"# WorkingDistance       {working_distance_mm:.6f}",
+        "# SampleTiltAngle       70.000000",
+        "# CameraElevationAngle  10.000000",
+        "# CameraAzimuthalAngle  0.000000",
+        "#",
+    ]
     for p in phases:
         lat = p.lattice
-        h += [f"# Phase {p.id}",
-              f"# MaterialName  \t{p.name}",
-              f"# Formula     \t{'LiNi0.8Mn0.1Co0.1O2' if p.name.upper().startswith('NMC') else ''}",
-              "# Info \t\t",
-              f"# Symmetry              {_TSL_CODE[p.laue_group]}",
-              "# PointGroupID          0",
-              "# LatticeConstants      " + " ".join(f"{v:.3f}" for v in lat[:3]) + "  "
-              + " ".join(f"{v:.3f}" for v in lat[3:]),
-              "# NumberFamilies        4",
-              "# hklFamilies   \t 0  0  3 1 0.000000 1",
-              "# hklFamilies   \t 1  0  1 1 0.000000 1",
-              "# hklFamilies   \t 0  1  2 1 0.000000 1",
-              "# hklFamilies   \t 1  0  4 1 0.000000 1",
-              "# Categories0 0 0 0 0 ",
-              "#"]
-    h += ["# GRID: SqrGrid",
-          f"# XSTEP: {step_um:.6f}",
-          f"# YSTEP: {step_um:.6f}",
-          f"# NCOLS_ODD: {nx}",
-          f"# NCOLS_EVEN: {nx}",
-          f"# NROWS: {ny}",
-          "#",
-          f"# OPERATOR: \t{operator}",
-          "#",
-          "# SAMPLEID: \t",
-          "#",
-          f"# SCANID: \t{scan_id}",
-          "#",
-          "# VERSION 8",
-          "# COLUMN_COUNT: 10",
-          "# COLUMN_HEADERS: phi1, PHI, phi2, x, y, IQ, CI, Phase index, SEM, Fit",
-          "# COLUMN_UNITS: radians, radians, radians, microns, microns, , , , , degrees",
-          "#"]
+        h += [
+            f"# Phase {p.id}",
+            f"# MaterialName  \t{p.name}",
+            f"# Formula     \t{'LiNi0.8Mn0.1Co0.1O2' if p.name.upper().startswith('NMC') else ''}",
+            "# Info \t\t",
+            f"# Symmetry              {_TSL_CODE[p.laue_group]}",
+            "# PointGroupID          0",
+            "# LatticeConstants      "
+            + " ".join(f"{v:.3f}" for v in lat[:3])
+            + "  "
+            + " ".join(f"{v:.3f}" for v in lat[3:]),
+            "# NumberFamilies        4",
+            "# hklFamilies   \t 0  0  3 1 0.000000 1",
+            "# hklFamilies   \t 1  0  1 1 0.000000 1",
+            "# hklFamilies   \t 0  1  2 1 0.000000 1",
+            "# hklFamilies   \t 1  0  4 1 0.000000 1",
+            "# Categories0 0 0 0 0 ",
+            "#",
+        ]
+    h += [
+        "# GRID: SqrGrid",
+        f"# XSTEP: {step_um:.6f}",
+        f"# YSTEP: {step_um:.6f}",
+        f"# NCOLS_ODD: {nx}",
+        f"# NCOLS_EVEN: {nx}",
+        f"# NROWS: {ny}",
+        "#",
+        f"# OPERATOR: \t{operator}",
+        "#",
+        "# SAMPLEID: \t",
+        "#",
+        f"# SCANID: \t{scan_id}",
+        "#",
+        "# VERSION 8",
+        "# COLUMN_COUNT: 10",
+        "# COLUMN_HEADERS: phi1, PHI, phi2, x, y, IQ, CI, Phase index, SEM, Fit",
+        "# COLUMN_UNITS: radians, radians, radians, microns, microns, , , , , degrees",
+        "#",
+    ]
     yy, xx = np.mgrid[0:ny, 0:nx]
-    cols = np.column_stack([e.reshape(-1, 3), (xx * step_um).ravel(), (yy * step_um).ravel(),
-                            iq.ravel(), ci.ravel(), phase.ravel(), sem.ravel(), fit.ravel()])
+    cols = np.column_stack(
+        [
+            e.reshape(-1, 3),
+            (xx * step_um).ravel(),
+            (yy * step_um).ravel(),
+            iq.ravel(),
+            ci.ravel(),
+            phase.ravel(),
+            sem.ravel(),
+            fit.ravel(),
+        ]
+    )
     fmt = "%9.5f %9.5f %9.5f %12.5f %12.5f %8.1f %6.3f %2d %6d %6.3f"
     return _write_table(path, "\n".join(h) + "\n", cols, fmt)
 
 
-def write_ctf(path, euler_rad, phase, step_um: float, phases=(NMC811,), bands=None, error=None, mad=None,
-              bc=None, bs=None, project: str = "nmc-dataset synthetic scan") -> Path:
+def write_ctf(
+    path,
+    euler_rad,
+    phase,
+    step_um: float,
+    phases=(NMC811,),
+    bands=None,
+    error=None,
+    mad=None,
+    bc=None,
+    bs=None,
+    project: str = "nmc-dataset synthetic scan",
+) -> Path:
     """Write an Oxford ``.ctf`` file (HKL Channel 5 layout, Euler angles in degrees).
 
     Parameters
@@ -662,29 +779,46 @@ def write_ctf(path, euler_rad, phase, step_um: float, phases=(NMC811,), bands=No
     bc = np.where(ind, 150, 0) if bc is None else np.asarray(bc)
     bs = np.where(ind, 160, 0) if bs is None else np.asarray(bs)
     deg = np.where(ind[..., None], np.degrees(e), 0.0)
-    h = ["Channel Text File",
-         f"Prj\t{project}",
-         "Author\t[Unknown]",
-         "JobMode\tGrid",
-         f"XCells\t{nx}",
-         f"YCells\t{ny}",
-         f"XStep\t{step_um:.4f}",
-         f"YStep\t{step_um:.4f}",
-         "AcqE1\t0.0000",
-         "AcqE2\t0.0000",
-         "AcqE3\t0.0000",
-         "Euler angles refer to Sample Coordinate system (CS0)!\tMag\t5000.0000\tCoverage\t100\tDevice\t0"
-         "\tKV\t20.0000\tTiltAngle\t70.0000\tTiltAxis\t0\tDetectorOrientationE1\t0.0000"
-         "\tDetectorOrientationE2\t0.0000\tDetectorOrientationE3\t0.0000",
-         f"Phases\t{len(phases)}"]
+    h = [
+        "Channel Text File",
+        f"Prj\t{project}",
+        "Author\t[Unknown]",
+        "JobMode\tGrid",
+        f"XCells\t{nx}",
+        f"YCells\t{ny}",
+        f"XStep\t{step_um:.4f}",
+        f"YStep\t{step_um:.4f}",
+        "AcqE1\t0.0000",
+        "AcqE2\t0.0000",
+        "AcqE3\t0.0000",
+        "Euler angles refer to Sample Coordinate system (CS0)!\tMag\t5000.0000\tCoverage\t100\tDevice\t0"
+        "\tKV\t20.0000\tTiltAngle\t70.0000\tTiltAxis\t0\tDetectorOrientationE1\t0.0000"
+        "\tDetectorOrientationE2\t0.0000\tDetectorOrientationE3\t0.0000",
+        f"Phases\t{len(phases)}",
+    ]
     for p in phases:
         lat = p.lattice
-        h.append(";".join(f"{v:.3f}" for v in lat[:3]) + "\t" + ";".join(f"{v:.3f}" for v in lat[3:])
-                 + f"\t{p.name}\t{_CTF_CODE[p.laue_group]}\t{166 if p.laue_group == '-3m' else 0}\t\t\t")
+        h.append(
+            ";".join(f"{v:.3f}" for v in lat[:3])
+            + "\t"
+            + ";".join(f"{v:.3f}" for v in lat[3:])
+            + f"\t{p.name}\t{_CTF_CODE[p.laue_group]}\t{166 if p.laue_group == '-3m' else 0}\t\t\t"
+        )
     h.append("\t".join(CTF_COLUMNS))
     yy, xx = np.mgrid[0:ny, 0:nx]
-    cols = np.column_stack([phase.ravel(), (xx * step_um).ravel(), (yy * step_um).ravel(), bands.ravel(),
-                            error.ravel(), deg.reshape(-1, 3), mad.ravel(), bc.ravel(), bs.ravel()])
+    cols = np.column_stack(
+        [
+            phase.ravel(),
+            (xx * step_um).ravel(),
+            (yy * step_um).ravel(),
+            bands.ravel(),
+            error.ravel(),
+            deg.reshape(-1, 3),
+            mad.ravel(),
+            bc.ravel(),
+            bs.ravel(),
+        ]
+    )
     fmt = "\t".join(["%d", "%.4f", "%.4f", "%d", "%d", "%.4f", "%.4f", "%.4f", "%.4f", "%d", "%d"])
     return _write_table(path, "\n".join(h) + "\n", cols, fmt)
 

@@ -94,17 +94,28 @@ def write_section(section: Section, root: str | Path, tables: dict | None = None
     imagej = {"unit": "micron", "spacing": section.pixel_size_um}
     for name, arr in (("labels", section.labels.astype(np.uint32)), ("mask", section.mask.astype(np.uint8))):
         with atomic_path(folder / f"{name}.tif") as tmp:
-            tifffile.imwrite(tmp, arr, resolution=(res, res), resolutionunit="CENTIMETER",
-                             metadata={"axes": "YX", **imagej}, imagej=arr.dtype != np.uint32)
+            tifffile.imwrite(
+                tmp,
+                arr,
+                resolution=(res, res),
+                resolutionunit="CENTIMETER",
+                metadata={"axes": "YX", **imagej},
+                imagej=arr.dtype != np.uint32,
+            )
     for name, table in (tables or {}).items():
         with atomic_path(folder / f"{name}.parquet") as tmp:
             pq.write_table(table, tmp)
     meta = dict(section.meta)
-    meta.update(format=SECTION_FORMAT, format_version=SECTION_FORMAT_VERSION, section_id=section.section_id,
-                pixel_size_um=float(section.pixel_size_um),
-                center_px=[float(c) for c in section.center_px], shape=list(section.labels.shape),
-                central=bool(section.central),
-                centrality_score=None if not np.isfinite(section.centrality_score) else float(section.centrality_score))
+    meta.update(
+        format=SECTION_FORMAT,
+        format_version=SECTION_FORMAT_VERSION,
+        section_id=section.section_id,
+        pixel_size_um=float(section.pixel_size_um),
+        center_px=[float(c) for c in section.center_px],
+        shape=list(section.labels.shape),
+        central=bool(section.central),
+        centrality_score=None if not np.isfinite(section.centrality_score) else float(section.centrality_score),
+    )
     write_json_atomic(folder / "section.json", meta)
     return folder
 
@@ -139,10 +150,16 @@ def read_section(folder: str | Path) -> Section:
     if labels.shape != tuple(meta["shape"]) or mask.shape != labels.shape:
         raise InputError("labels.tif / mask.tif shape disagrees with section.json", folder)
     score = meta.get("centrality_score")
-    return Section(section_id=meta["section_id"], labels=labels.astype(np.uint32), mask=mask,
-                   pixel_size_um=float(meta["pixel_size_um"]), center_px=np.asarray(meta["center_px"], float),
-                   central=bool(meta.get("central", True)),
-                   centrality_score=float("nan") if score is None else float(score), meta=meta)
+    return Section(
+        section_id=meta["section_id"],
+        labels=labels.astype(np.uint32),
+        mask=mask,
+        pixel_size_um=float(meta["pixel_size_um"]),
+        center_px=np.asarray(meta["center_px"], float),
+        central=bool(meta.get("central", True)),
+        centrality_score=float("nan") if score is None else float(score),
+        meta=meta,
+    )
 
 
 def read_sections(root: str | Path, selected_only: bool = True) -> list[Section]:

@@ -113,8 +113,9 @@ def grain_window_px(coeffs_um: np.ndarray, pixel_size_um: float, margin_px: floa
     return (lo - slack) / pixel_size_um, (hi + slack) / pixel_size_um
 
 
-def cell_centres_of_mass(g: GBPD, coeffs_um: np.ndarray, pixel_size_um: float, spacing_px: float = 1.0,
-                         margin_px: float = 8.0):
+def cell_centres_of_mass(
+    g: GBPD, coeffs_um: np.ndarray, pixel_size_um: float, spacing_px: float = 1.0, margin_px: float = 8.0
+):
     """Lattice centres of mass of all GBPD cells in the shell's enlarged bounding box.
 
     Parameters
@@ -157,9 +158,19 @@ def cell_centres_of_mass(g: GBPD, coeffs_um: np.ndarray, pixel_size_um: float, s
     return com, count
 
 
-def assemble(coeffs_um, g: GBPD, pixel_size_um: float, *, particle_id: int = 0, spacing_px: float = 1.0,
-             margin_px: float = 8.0, seed_entropy=None, seed_spawn_key=(), shell_model_id: str = "",
-             grain_model_id: str = "") -> Particle:
+def assemble(
+    coeffs_um,
+    g: GBPD,
+    pixel_size_um: float,
+    *,
+    particle_id: int = 0,
+    spacing_px: float = 1.0,
+    margin_px: float = 8.0,
+    seed_entropy=None,
+    seed_spawn_key=(),
+    shell_model_id: str = "",
+    grain_model_id: str = "",
+) -> Particle:
     """Put a shell and a grain architecture together (docs/method.md#particle-assembly).
 
     Parameters
@@ -193,11 +204,21 @@ def assemble(coeffs_um, g: GBPD, pixel_size_um: float, *, particle_id: int = 0, 
     keep = count > 0
     keep[keep] = inside_shell(coeffs_um, com[keep] * pixel_size_um)
     kept = np.flatnonzero(keep)
-    return Particle(particle_id=int(particle_id), coeffs_um=coeffs_um, grains=g.subset(kept),
-                    pixel_size_um=float(pixel_size_um), kept_index=kept, n_drawn=g.n,
-                    seed_entropy=seed_entropy, seed_spawn_key=tuple(int(k) for k in seed_spawn_key),
-                    shell_model_id=shell_model_id, grain_model_id=grain_model_id,
-                    spacing_px=float(spacing_px), margin_px=float(margin_px), com_px=com[kept])
+    return Particle(
+        particle_id=int(particle_id),
+        coeffs_um=coeffs_um,
+        grains=g.subset(kept),
+        pixel_size_um=float(pixel_size_um),
+        kept_index=kept,
+        n_drawn=g.n,
+        seed_entropy=seed_entropy,
+        seed_spawn_key=tuple(int(k) for k in seed_spawn_key),
+        shell_model_id=shell_model_id,
+        grain_model_id=grain_model_id,
+        spacing_px=float(spacing_px),
+        margin_px=float(margin_px),
+        com_px=com[kept],
+    )
 
 
 def particle_seed(recipe_seed: int, index: int) -> np.random.SeedSequence:
@@ -219,9 +240,18 @@ def particle_seed(recipe_seed: int, index: int) -> np.random.SeedSequence:
     return item_seed(recipe_seed, index, PARTICLE_STREAM)
 
 
-def make_particle(shell_model, grain_model, seed_seq, *, particle_id: int = 0, spacing_px: float = 1.0,
-                  margin_px: float = 8.0, shell_model_id: str = "", grain_model_id: str = "",
-                  orientation_model=None) -> Particle:
+def make_particle(
+    shell_model,
+    grain_model,
+    seed_seq,
+    *,
+    particle_id: int = 0,
+    spacing_px: float = 1.0,
+    margin_px: float = 8.0,
+    shell_model_id: str = "",
+    grain_model_id: str = "",
+    orientation_model=None,
+) -> Particle:
     """Draw a shell and a grain architecture independently and assemble them.
 
     Parameters
@@ -261,9 +291,18 @@ def make_particle(shell_model, grain_model, seed_seq, *, particle_id: int = 0, s
     p = float(grain_model.pixel_size_um)
     lo, hi = grain_window_px(coeffs_um, p, margin_px)
     g = grain_model.sample(np.random.default_rng(grain_ss), lo, hi)
-    part = assemble(coeffs_um, g, p, particle_id=particle_id, spacing_px=spacing_px, margin_px=margin_px,
-                    seed_entropy=seed_seq.entropy, seed_spawn_key=seed_seq.spawn_key,
-                    shell_model_id=shell_model_id, grain_model_id=grain_model_id)
+    part = assemble(
+        coeffs_um,
+        g,
+        p,
+        particle_id=particle_id,
+        spacing_px=spacing_px,
+        margin_px=margin_px,
+        seed_entropy=seed_seq.entropy,
+        seed_spawn_key=seed_seq.spawn_key,
+        shell_model_id=shell_model_id,
+        grain_model_id=grain_model_id,
+    )
     if orientation_model:
         part = draw_orientations(part, orientation_model, _children(seed_seq, 3)[2])
     return part
@@ -295,17 +334,25 @@ def draw_orientations(particle: Particle, orientation_model, seed_seq) -> Partic
     """
     rng = np.random.default_rng(seed_seq)
     q = orientation_model.sample(rng, grain_radial_directions(particle))
-    return dataclasses.replace(particle, orientations_wxyz=q,
-                               orientation_model_id=getattr(orientation_model, "model_id", ""))
+    return dataclasses.replace(
+        particle, orientations_wxyz=q, orientation_model_id=getattr(orientation_model, "model_id", "")
+    )
 
 
 def _children(ss: np.random.SeedSequence, n: int = 2):
     """The first ``n`` children of ``ss`` (as ``ss.spawn(n)`` would give on a fresh sequence,
     but without mutating ``ss``): 0 = shell, 1 = grains, 2 = crystal orientations."""
-    return [np.random.SeedSequence(ss.entropy, spawn_key=ss.spawn_key + (i,), pool_size=ss.pool_size)
-            for i in range(n)]
+    return [np.random.SeedSequence(ss.entropy, spawn_key=ss.spawn_key + (i,), pool_size=ss.pool_size) for i in range(n)]
 
 
-__all__ = ["Particle", "assemble", "make_particle", "particle_seed", "grain_window_px", "cell_centres_of_mass",
-           "draw_orientations", "grain_radial_directions",
-           "PARTICLE_STREAM"]
+__all__ = [
+    "Particle",
+    "assemble",
+    "make_particle",
+    "particle_seed",
+    "grain_window_px",
+    "cell_centres_of_mass",
+    "draw_orientations",
+    "grain_radial_directions",
+    "PARTICLE_STREAM",
+]

@@ -148,8 +148,7 @@ def shell_grid(coeffs_um: np.ndarray, voxel_size_um: float, pad: int = 2) -> Gri
 # --------------------------------------------------------------------------- memory
 def estimate_bytes(shape, n_grains: int = 0) -> int:
     """Peak memory estimate of :func:`voxelize` for a grid of ``shape`` and ``n_grains`` seeds."""
-    return int(np.prod([int(s) for s in shape], dtype=np.float64) * BYTES_PER_VOXEL
-               + BASE_BYTES + 200 * int(n_grains))
+    return int(np.prod([int(s) for s in shape], dtype=np.float64) * BYTES_PER_VOXEL + BASE_BYTES + 200 * int(n_grains))
 
 
 def available_bytes() -> int:
@@ -192,7 +191,9 @@ def check_memory(shape, n_grains: int = 0, max_memory_gib: float | None = None, 
         shp = "x".join(str(int(s)) for s in shape)
         raise ResourceError(
             f"a {shp}-voxel volume needs about {need / 2**30:.3g} GiB but only {limit / 2**30:.3g} GiB "
-            f"is allowed; use a larger voxel size (or raise the memory limit)", where)
+            f"is allowed; use a larger voxel size (or raise the memory limit)",
+            where,
+        )
     return need
 
 
@@ -271,8 +272,12 @@ def radius_lipschitz(coeffs_um: np.ndarray) -> float:
     """
     c = np.asarray(coeffs_um, dtype=np.float64)
     L = int(round(np.sqrt(len(c)))) - 1
-    return float(sum(np.linalg.norm(c[l * l:(l + 1) ** 2]) * np.sqrt(l * (l + 1) * (2 * l + 1) / (4 * np.pi))
-                     for l in range(1, L + 1)))
+    return float(
+        sum(
+            np.linalg.norm(c[l * l : (l + 1) ** 2]) * np.sqrt(l * (l + 1) * (2 * l + 1) / (4 * np.pi))
+            for l in range(1, L + 1)
+        )
+    )
 
 
 def _cubemap_centres(n: int) -> np.ndarray:
@@ -343,8 +348,8 @@ def shell_mask(coeffs_um: np.ndarray, grid: Grid, slab: int = 16, bins: int | No
     G = radius_lipschitz(c)
     r_mean = abs(c[0]) / np.sqrt(4 * np.pi)
     if bins is None:
-        area = 4 * np.pi * r_mean ** 2
-        bins = int(np.clip(round((area * max(G, 1e-12) * 2.86 / (12 * h ** 3)) ** (1 / 3)), 8, 384))
+        area = 4 * np.pi * r_mean**2
+        bins = int(np.clip(round((area * max(G, 1e-12) * 2.86 / (12 * h**3)) ** (1 / 3)), 8, 384))
     n = int(bins)
     rc = np.asarray(radius(c, _cubemap_centres(n).reshape(-1, 3)))
     # angle between a direction of a bin and its centre <= chord <= planar half-diagonal sqrt(2)/n
@@ -353,7 +358,7 @@ def shell_mask(coeffs_um: np.ndarray, grid: Grid, slab: int = 16, bins: int | No
     r_lo = rc - delta
     r_hi = rc + delta
     lo2 = np.where(r_lo > 0, r_lo, 0.0) ** 2
-    hi2 = r_hi ** 2
+    hi2 = r_hi**2
     band_lo2 = float(lo2.min())
     band_hi2 = float(hi2.max())
     x = grid.axis_coords_um("x")
@@ -362,7 +367,7 @@ def shell_mask(coeffs_um: np.ndarray, grid: Grid, slab: int = 16, bins: int | No
     xy2 = (y * y)[:, None] + (x * x)[None, :]
     out = np.empty(grid.shape, dtype=bool)
     for k0 in range(0, grid.shape[0], slab):
-        zz = z[k0:k0 + slab]
+        zz = z[k0 : k0 + slab]
         r2 = (zz * zz)[:, None, None] + xy2[None]
         m = r2 < band_lo2
         band = (~m) & (r2 <= band_hi2)
@@ -376,7 +381,7 @@ def shell_mask(coeffs_um: np.ndarray, grid: Grid, slab: int = 16, bins: int | No
             if undecided.any():
                 res[undecided] = inside_shell(c, pts[undecided])
             m[kk, jj, ii] = res
-        out[k0:k0 + slab] = m
+        out[k0 : k0 + slab] = m
     return out
 
 
@@ -473,8 +478,12 @@ def voxelize(particle, voxel_size_um: float, *, pad: int = 2, max_memory_gib: fl
     check_memory(grid.shape, particle.grains.n, max_memory_gib, where="voxel_size_um")
     mask = shell_mask(particle.coeffs_um, grid)
     lab = gbpd_grid_labels(particle.grains, grid, particle.pixel_size_um, mask)
-    return VoxelVolume(_to_labels(lab, mask, particle.grains.n), grid, particle.particle_id,
-                       getattr(particle, "orientations_wxyz", None))
+    return VoxelVolume(
+        _to_labels(lab, mask, particle.grains.n),
+        grid,
+        particle.particle_id,
+        getattr(particle, "orientations_wxyz", None),
+    )
 
 
 def _to_labels(lab: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
@@ -569,7 +578,7 @@ def grain_statistics(labels: np.ndarray, grid: Grid, n_grains: int) -> dict:
     """
     n = int(n_grains)
     flat = labels.ravel().astype(np.int64)
-    cnt = np.bincount(flat, minlength=n + 1)[1:n + 1]
+    cnt = np.bincount(flat, minlength=n + 1)[1 : n + 1]
     h = grid.voxel_size_um
     x = grid.axis_coords_um("x")
     y = grid.axis_coords_um("y")
@@ -583,7 +592,7 @@ def grain_statistics(labels: np.ndarray, grid: Grid, n_grains: int) -> dict:
     sums = {}
     with np.errstate(invalid="ignore", divide="ignore"):
         for a in "xyz":
-            sums[a] = np.bincount(flat, weights=coords[a].ravel(), minlength=n + 1)[1:n + 1]
+            sums[a] = np.bincount(flat, weights=coords[a].ravel(), minlength=n + 1)[1 : n + 1]
         c = np.stack([sums[a] / cnt for a in "xyz"], axis=1)
         cov = np.zeros((n, 3, 3))
         for p, a in enumerate("xyz"):
@@ -591,7 +600,7 @@ def grain_statistics(labels: np.ndarray, grid: Grid, n_grains: int) -> dict:
                 if q < p:
                     continue
                 w = (coords[a] * coords[b]).ravel()
-                s = np.bincount(flat, weights=w, minlength=n + 1)[1:n + 1]
+                s = np.bincount(flat, weights=w, minlength=n + 1)[1 : n + 1]
                 cov[:, p, q] = cov[:, q, p] = s / cnt - c[:, p] * c[:, q]
     # a voxel's own second moment (h^2/12 per axis) makes single voxels non-degenerate
     cov += np.eye(3)[None] * (h * h / 12.0)
@@ -612,11 +621,11 @@ def grain_statistics(labels: np.ndarray, grid: Grid, n_grains: int) -> dict:
         touches[np.unique(a[-1])] = True
     return {
         "voxels": cnt.astype(np.int64),
-        "volume_um3": cnt * h ** 3,
+        "volume_um3": cnt * h**3,
         "centroid_um": c,
         "principal_axes": axes,
         "principal_sd_um": np.sqrt(np.clip(evals, 0, None)),
-        "touches_shell": touches[1:n + 1],
+        "touches_shell": touches[1 : n + 1],
     }
 
 
@@ -626,9 +635,19 @@ def estimate_voxels(coeffs_um: np.ndarray, voxel_size_um: float, pad: int = 2) -
 
 
 __all__ = [
-    "Grid", "VoxelVolume", "lattice_grid", "shell_grid", "shell_extent", "estimate_bytes",
-    "check_memory", "gbpd_grid_labels", "inside_shell",
-    "shell_mask", "voxelize", "grain_statistics",
-    "label_dtype", "particle_grid", "estimate_voxels",
+    "Grid",
+    "VoxelVolume",
+    "lattice_grid",
+    "shell_grid",
+    "shell_extent",
+    "estimate_bytes",
+    "check_memory",
+    "gbpd_grid_labels",
+    "inside_shell",
+    "shell_mask",
+    "voxelize",
+    "grain_statistics",
+    "label_dtype",
+    "particle_grid",
+    "estimate_voxels",
 ]
-

@@ -92,8 +92,9 @@ def peak_rss_mib() -> float:
         return float("nan")
 
 
-def write_table_deterministic(table, path: str | os.PathLike, *, config: str | None = None,
-                              row_group_size: int | None = None) -> None:
+def write_table_deterministic(
+    table, path: str | os.PathLike, *, config: str | None = None, row_group_size: int | None = None
+) -> None:
     """Write a ``pyarrow.Table`` as parquet with :data:`PARQUET_OPTIONS`, atomically.
 
     The schema metadata gets ``format = nmc-dataset/shard`` and ``format_version = 1`` (and the
@@ -180,8 +181,16 @@ def _done_path(out: Path, shard_index: int, build_id: str) -> Path:
     return out / STATE_DIR / build_id / "done" / f"shard-{shard_index:05d}.json"
 
 
-def run_shard(make_shard: Callable, out: str, shard_index: int, n_shards: int, item_indices: Sequence[int],
-              configs: Sequence[str], build_id: str = "shards", split: str = "train") -> dict:
+def run_shard(
+    make_shard: Callable,
+    out: str,
+    shard_index: int,
+    n_shards: int,
+    item_indices: Sequence[int],
+    configs: Sequence[str],
+    build_id: str = "shards",
+    split: str = "train",
+) -> dict:
     """Build one shard: call ``make_shard``, write its tables, then its ``.done`` sidecar.
 
     Top-level so that process pools and dask can pickle it. Returns the sidecar's content.
@@ -204,24 +213,32 @@ def run_shard(make_shard: Callable, out: str, shard_index: int, n_shards: int, i
         rel = f"data/{config}/{shard_name(shard_index, n_shards, split)}"
         path = out / rel
         write_table_deterministic(table, path, config=config)
-        files[config] = {"path": rel, "size": path.stat().st_size, "sha256": sha256_file(path),
-                         "rows": int(table.num_rows)}
+        files[config] = {
+            "path": rel,
+            "size": path.stat().st_size,
+            "sha256": sha256_file(path),
+            "rows": int(table.num_rows),
+        }
     record = {
-        "format": "nmc-dataset/shard-done", "format_version": 1, "shard": shard_index, "n_shards": n_shards,
+        "format": "nmc-dataset/shard-done",
+        "format_version": 1,
+        "shard": shard_index,
+        "n_shards": n_shards,
         "items": [int(item_indices[0]), int(item_indices[-1]) + 1] if len(item_indices) else [0, 0],
         "files": files,
         "extra": {str(rel): _file_record(out, str(rel)) for rel in sorted(extra_files)},
         "failed": list(failed),
         # measurements (not content): kept out of the manifest
-        "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0, "pid": os.getpid(),
+        "seconds": time.perf_counter() - t0,
+        "cpu_seconds": time.process_time() - c0,
+        "pid": os.getpid(),
         "peak_rss_mib": peak_rss_mib(),
     }
     write_json_atomic(_done_path(out, shard_index, build_id), record)
     return record
 
 
-def _shard_complete(out: Path, shard_index: int, n_shards: int, configs: Sequence[str],
-                    build_id: str) -> dict | None:
+def _shard_complete(out: Path, shard_index: int, n_shards: int, configs: Sequence[str], build_id: str) -> dict | None:
     """The sidecar of a finished shard whose files are intact, else ``None``."""
     p = _done_path(out, shard_index, build_id)
     try:
@@ -243,8 +260,9 @@ def _shard_complete(out: Path, shard_index: int, n_shards: int, configs: Sequenc
 
 
 # --------------------------------------------------------------------------- build state / recipe hash
-def check_build_folder(out: str | os.PathLike, recipe_hash: str | None, *, force: bool = False,
-                       adopt_existing: bool = False) -> bool:
+def check_build_folder(
+    out: str | os.PathLike, recipe_hash: str | None, *, force: bool = False, adopt_existing: bool = False
+) -> bool:
     """Refuse a folder that holds another recipe's build; record ``recipe_hash`` in it.
 
     Call it before writing anything into a build folder (``nmc-dataset run`` does, and
@@ -334,17 +352,25 @@ def claim_build_folder(out: str | os.PathLike, roots: Sequence[str], *, force: b
         return set()
     sample = ", ".join(files[:3]) + (f", ... ({len(files)} files)" if len(files) > 3 else "")
     if not force:
-        raise RecipeError(f"the folder holds files nmc-dataset did not write ({sample}); choose a new or empty "
-                          "--out, or --force to build beside them (they are never changed, listed or published)", out)
+        raise RecipeError(
+            f"the folder holds files nmc-dataset did not write ({sample}); choose a new or empty "
+            "--out, or --force to build beside them (they are never changed, listed or published)",
+            out,
+        )
     clash = [f for f in files if any(f == r.rstrip("/") or f.startswith(r.rstrip("/") + "/") for r in roots)]
     if clash:
-        raise RecipeError(f"{clash[0]} is not nmc-dataset's and lies where the build writes "
-                          f"({', '.join(sorted(r for r in roots if clash[0].startswith(r.rstrip('/'))))}); "
-                          "move it or choose another --out", out)
-    write_json_atomic(out / STATE_DIR / FOREIGN_FILE, {"format": "nmc-dataset/foreign-files", "format_version": 1,
-                                                       "files": files})
-    log.info("--force: building beside %d file(s) that are not nmc-dataset's; they are left out of the manifest",
-             len(files))
+        raise RecipeError(
+            f"{clash[0]} is not nmc-dataset's and lies where the build writes "
+            f"({', '.join(sorted(r for r in roots if clash[0].startswith(r.rstrip('/'))))}); "
+            "move it or choose another --out",
+            out,
+        )
+    write_json_atomic(
+        out / STATE_DIR / FOREIGN_FILE, {"format": "nmc-dataset/foreign-files", "format_version": 1, "files": files}
+    )
+    log.info(
+        "--force: building beside %d file(s) that are not nmc-dataset's; they are left out of the manifest", len(files)
+    )
     return set(files)
 
 
@@ -358,8 +384,11 @@ def _check_settings(out: Path, build_id: str, settings: dict, force: bool) -> No
             old = {}
         if old != settings:
             if not force:
-                raise RecipeError(f"the folder holds shards built with other settings ({old}); "
-                                  "use another --out, or --force to rebuild", out)
+                raise RecipeError(
+                    f"the folder holds shards built with other settings ({old}); "
+                    "use another --out, or --force to rebuild",
+                    out,
+                )
             for config in old.get("configs", []) or []:
                 shutil.rmtree(out / "data" / str(config), ignore_errors=True)
             for rec_path in sorted((out / STATE_DIR / build_id / "done").glob("shard-*.json")):
@@ -408,10 +437,21 @@ class BuildResult:
     failed: list = dataclasses.field(default_factory=list)
 
 
-def build_dataset(out: str | os.PathLike, n_items: int, shard_size: int, make_shard: Callable,
-                  configs: Sequence[str], workers: int = 1, executor: str = "local", scheduler: Any = None,
-                  *, recipe_hash: str | None = None, force: bool = False, desc: str = "shards",
-                  split: str = "train") -> BuildResult:
+def build_dataset(
+    out: str | os.PathLike,
+    n_items: int,
+    shard_size: int,
+    make_shard: Callable,
+    configs: Sequence[str],
+    workers: int = 1,
+    executor: str = "local",
+    scheduler: Any = None,
+    *,
+    recipe_hash: str | None = None,
+    force: bool = False,
+    desc: str = "shards",
+    split: str = "train",
+) -> BuildResult:
     """Build (or finish) the parquet shards of a dataset.
 
     Parameters
@@ -470,8 +510,7 @@ def build_dataset(out: str | os.PathLike, n_items: int, shard_size: int, make_sh
         raise RecipeError(f"invalid split name {split!r}")
     build_id = "shards-" + "+".join(configs) + ("" if split == "train" else f"-{split}")
     check_build_folder(out, recipe_hash, force=force)
-    _check_settings(out, build_id, {"n_items": int(n_items), "shard_size": int(shard_size), "configs": configs},
-                    force)
+    _check_settings(out, build_id, {"n_items": int(n_items), "shard_size": int(shard_size), "configs": configs}, force)
 
     t0 = time.perf_counter()
     done: dict[int, dict] = {}
@@ -504,13 +543,23 @@ def build_dataset(out: str | os.PathLike, n_items: int, shard_size: int, make_sh
     for rec in new.values():
         peaks[rec["pid"]] = max(peaks.get(rec["pid"], 0.0), rec["peak_rss_mib"])
     if new:
-        log.info("built %d shard(s) of %s; peak memory per worker: %s", len(new), "+".join(configs),
-                 ", ".join(f"{v:.0f} MiB" for v in sorted(peaks.values())))
-    return BuildResult(files=files, counts=counts, built=sorted(new), skipped=skipped,
-                       seconds=time.perf_counter() - t0, peak_rss_mib=peaks,
-                       cpu_seconds=float(sum(rec.get("cpu_seconds", 0.0) for rec in new.values())),
-                       extra_files=sorted(rel for i in range(n_shards) for rel in (done[i].get("extra") or {})),
-                       failed=[f for i in range(n_shards) for f in (done[i].get("failed") or [])])
+        log.info(
+            "built %d shard(s) of %s; peak memory per worker: %s",
+            len(new),
+            "+".join(configs),
+            ", ".join(f"{v:.0f} MiB" for v in sorted(peaks.values())),
+        )
+    return BuildResult(
+        files=files,
+        counts=counts,
+        built=sorted(new),
+        skipped=skipped,
+        seconds=time.perf_counter() - t0,
+        peak_rss_mib=peaks,
+        cpu_seconds=float(sum(rec.get("cpu_seconds", 0.0) for rec in new.values())),
+        extra_files=sorted(rel for i in range(n_shards) for rel in (done[i].get("extra") or {})),
+        failed=[f for i in range(n_shards) for f in (done[i].get("failed") or [])],
+    )
 
 
 def _remove_stale_shards(out: Path, configs: Sequence[str], n_shards: int, split: str = "train") -> None:
@@ -550,10 +599,14 @@ def _run_pool(make_shard, out, n_shards, tasks, configs, workers, desc, build_id
 
     results = {}
     ctx = mp.get_context("spawn")
-    with _single_threaded_children(), cf.ProcessPoolExecutor(max_workers=min(workers, len(tasks)),
-                                                             mp_context=ctx) as ex:
-        futs = {ex.submit(run_shard, make_shard, str(out), i, n_shards, items, configs, build_id, split): i
-                for i, items in tasks}
+    with (
+        _single_threaded_children(),
+        cf.ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as ex,
+    ):
+        futs = {
+            ex.submit(run_shard, make_shard, str(out), i, n_shards, items, configs, build_id, split): i
+            for i, items in tasks
+        }
         try:
             for fut in progress(cf.as_completed(futs), total=len(futs), desc=desc, unit="shard"):
                 rec = fut.result()
@@ -574,8 +627,7 @@ def _run_dask(make_shard, out, n_shards, tasks, configs, workers, scheduler, des
         raise MissingExtraError("--executor dask", "dask", "distributed") from None
     own_cluster = None
     if scheduler is None:
-        own_cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=None)
+        own_cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
         client = Client(own_cluster)
     elif isinstance(scheduler, Client):
         client = scheduler
@@ -587,9 +639,22 @@ def _run_dask(make_shard, out, n_shards, tasks, configs, workers, scheduler, des
             raise InputError(f"cannot reach the dask scheduler: {e}", str(address)) from None
     results = {}
     try:
-        futs = [client.submit(run_shard, make_shard, str(out), i, n_shards, items, configs, build_id, split, pure=False,
-                              key=f"nmc-shard-{i}-{os.getpid()}-{time.time_ns()}")
-                for i, items in tasks]
+        futs = [
+            client.submit(
+                run_shard,
+                make_shard,
+                str(out),
+                i,
+                n_shards,
+                items,
+                configs,
+                build_id,
+                split,
+                pure=False,
+                key=f"nmc-shard-{i}-{os.getpid()}-{time.time_ns()}",
+            )
+            for i, items in tasks
+        ]
         for fut in progress(as_completed(futs), total=len(futs), desc=desc, unit="shard"):
             rec = fut.result()
             results[rec["shard"]] = rec

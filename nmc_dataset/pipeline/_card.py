@@ -51,10 +51,18 @@ METHOD_BIBTEX = """@misc{fuchs2024multiscale,
 }"""
 
 #: the Hub's ``size_categories`` values, by upper bound of the row count
-SIZE_CATEGORIES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
-                   (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"),
-                   (10_000_000_000, "1B<n<10B"), (100_000_000_000, "10B<n<100B"),
-                   (1_000_000_000_000, "100B<n<1T")]
+SIZE_CATEGORIES = [
+    (1_000, "n<1K"),
+    (10_000, "1K<n<10K"),
+    (100_000, "10K<n<100K"),
+    (1_000_000, "100K<n<1M"),
+    (10_000_000, "1M<n<10M"),
+    (100_000_000, "10M<n<100M"),
+    (1_000_000_000, "100M<n<1B"),
+    (10_000_000_000, "1B<n<10B"),
+    (100_000_000_000, "10B<n<100B"),
+    (1_000_000_000_000, "100B<n<1T"),
+]
 LICENSE_URLS = {
     "cc-by-4.0": "https://creativecommons.org/licenses/by/4.0/",
     "cc-by-sa-4.0": "https://creativecommons.org/licenses/by-sa/4.0/",
@@ -64,13 +72,27 @@ LICENSE_URLS = {
     "mit": "https://opensource.org/licenses/MIT",
     "bsd-3-clause": "https://opensource.org/licenses/BSD-3-Clause",
 }
-UNIT_SUFFIXES = [("_um3", "µm³"), ("_um2", "µm²"), ("_um", "µm"), ("_nm", "nm"), ("_px2", "px²"), ("_px", "px"),
-                 ("_vox3", "voxel³"), ("_vox", "voxel"), ("_voxels", "voxels"), ("_deg", "°"), ("_rad", "rad"),
-                 ("_s", "s"), ("_ms", "ms")]
-DEFAULT_DESCRIPTION = ("Virtual NMC811 (LiNi0.8Mn0.1Co0.1O2) cathode particles with radial grain architectures, "
-                       "generated with the multi-scale stochastic model of Fuchs et al. (arXiv:2407.05333): "
-                       "spherical-harmonic outer shells fitted on CT volumes and grain architectures (generalized "
-                       "balanced power diagrams) calibrated on 2D EBSD sections by a stereological GAN.")
+UNIT_SUFFIXES = [
+    ("_um3", "µm³"),
+    ("_um2", "µm²"),
+    ("_um", "µm"),
+    ("_nm", "nm"),
+    ("_px2", "px²"),
+    ("_px", "px"),
+    ("_vox3", "voxel³"),
+    ("_vox", "voxel"),
+    ("_voxels", "voxels"),
+    ("_deg", "°"),
+    ("_rad", "rad"),
+    ("_s", "s"),
+    ("_ms", "ms"),
+]
+DEFAULT_DESCRIPTION = (
+    "Virtual NMC811 (LiNi0.8Mn0.1Co0.1O2) cathode particles with radial grain architectures, "
+    "generated with the multi-scale stochastic model of Fuchs et al. (arXiv:2407.05333): "
+    "spherical-harmonic outer shells fitted on CT volumes and grain architectures (generalized "
+    "balanced power diagrams) calibrated on 2D EBSD sections by a stereological GAN."
+)
 
 
 def size_category(n: int) -> str:
@@ -89,8 +111,6 @@ def unit_of(column: str) -> str:
     return "1"
 
 
-
-
 def _fmt(v: float) -> str:
     if v is None or not np.isfinite(v):
         return "–"
@@ -99,39 +119,48 @@ def _fmt(v: float) -> str:
 
 #: what each known config holds (the card's "Configs" section); ``voxels_<N>`` matches any N
 CONFIG_DOCS = {
-    "particles": ("one row per particle: `particle_id`, its seed (`seed_entropy`, `seed_spawn_key`), the model "
-                  "ids, the shell's spherical-harmonic coefficients `sh_coeffs_um` (µm; index l·l+l+m), the "
-                  "analytic shell descriptors (`shell_volume_um3`, `shell_area_um2`, `shell_d_max_um`, "
-                  "`shell_compactness`, `shell_aspect_ratio`, `shell_sphericity`), `n_grains` and the "
-                  "full-resolution voxel grid (`voxel_size_um`, `grid_shape_zyx`, `grid_origin_um_xyz`). With the "
-                  "`grains` rows of the same `particle_id` it is enough to rebuild the particle exactly "
-                  "(`nmc_dataset.export._tables.particle_from_rows`)."),
-    "grains": ("one row per grain: `particle_id`, `label` (its value in the voxel volumes), the GBPD marker "
-               "(seed `seed_*_px`, matrix diagonal `d_radial`, `d_tangential_1`, `d_tangential_2`, offset "
-               "`r_px2`, roll angle `roll_rad` = γ; grain-model pixels), and from the full-resolution voxels: "
-               "`volume_um3`, centroid `centroid_*_um`, `principal_axes` (3 unit rows, largest first), "
-               "`principal_sd_um`, `touches_shell`, `elongation` (largest / smallest principal SD) and "
-               "`radial_alignment` (|cos| between the major axis and the radial direction; 1 = radial)."),
-    "voxels": ("one row per particle: a fixed-shape N×N×N `uint16` label volume `labels` (`datasets.Array3D`, "
-               "indexed [z, y, x]; 0 = outside, k = grain `label` k) centred on the particle, with the particle's "
-               "own `voxel_size_um` (the shell fits with one empty voxel on each side) and `origin_um` "
-               "(x, y, z centre of voxel [0, 0, 0])."),
-    "shells": ("one row per shell drawn from the shell model: `sh_coefficients_um` and the shell descriptors "
-               "in µm."),
-    "ct": ("one row per virtual electrode scan, in train / validation / test splits: the reconstructed CT "
-           "volume `ct` (float32 attenuation, 1/µm) and the exact labels it was rendered from, on the same "
-           "N×N×N grid (`datasets.Array3D`, indexed [z, y, x]): `phase` (0 pore / electrolyte, 1 NMC, "
-           "2 carbon-binder), `particle` (instance id) and `grain` (global grain id); with the CT "
-           "`voxel_size_um`, the packing figures reached (`solid_fraction`, `binder_fraction`, "
-           "`n_particles`, ...) and every imaging parameter (`imaging`, JSON)."),
-    "sequences": ("one row per state of a virtual cycling sequence (an electrode evolved through a charge / "
-                  "discharge protocol, scanned at every state), in train / validation / test splits: `sequence`, "
-                  "`step`, the CT `ct` and the CT of the sequence's reference state `ct_reference` (float32, 1/µm), "
-                  "the exact labels `phase`, `particle`, `grain` and `crack` (crack id; N×N×N `datasets.Array3D`, "
-                  "[z, y, x]) and the exact displacement from the reference state `displacement` "
-                  "(N×N×N×3 `datasets.Array4D`, CT voxels, components z, y, x, NaN in crack voxels); with the "
-                  "cycle, state of charge `soc`, lattice strains, crack counts and areas, the full protocol "
-                  "(`protocol`, JSON) and the state's summary (`summary`, JSON)."),
+    "particles": (
+        "one row per particle: `particle_id`, its seed (`seed_entropy`, `seed_spawn_key`), the model "
+        "ids, the shell's spherical-harmonic coefficients `sh_coeffs_um` (µm; index l·l+l+m), the "
+        "analytic shell descriptors (`shell_volume_um3`, `shell_area_um2`, `shell_d_max_um`, "
+        "`shell_compactness`, `shell_aspect_ratio`, `shell_sphericity`), `n_grains` and the "
+        "full-resolution voxel grid (`voxel_size_um`, `grid_shape_zyx`, `grid_origin_um_xyz`). With the "
+        "`grains` rows of the same `particle_id` it is enough to rebuild the particle exactly "
+        "(`nmc_dataset.export._tables.particle_from_rows`)."
+    ),
+    "grains": (
+        "one row per grain: `particle_id`, `label` (its value in the voxel volumes), the GBPD marker "
+        "(seed `seed_*_px`, matrix diagonal `d_radial`, `d_tangential_1`, `d_tangential_2`, offset "
+        "`r_px2`, roll angle `roll_rad` = γ; grain-model pixels), and from the full-resolution voxels: "
+        "`volume_um3`, centroid `centroid_*_um`, `principal_axes` (3 unit rows, largest first), "
+        "`principal_sd_um`, `touches_shell`, `elongation` (largest / smallest principal SD) and "
+        "`radial_alignment` (|cos| between the major axis and the radial direction; 1 = radial)."
+    ),
+    "voxels": (
+        "one row per particle: a fixed-shape N×N×N `uint16` label volume `labels` (`datasets.Array3D`, "
+        "indexed [z, y, x]; 0 = outside, k = grain `label` k) centred on the particle, with the particle's "
+        "own `voxel_size_um` (the shell fits with one empty voxel on each side) and `origin_um` "
+        "(x, y, z centre of voxel [0, 0, 0])."
+    ),
+    "shells": ("one row per shell drawn from the shell model: `sh_coefficients_um` and the shell descriptors in µm."),
+    "ct": (
+        "one row per virtual electrode scan, in train / validation / test splits: the reconstructed CT "
+        "volume `ct` (float32 attenuation, 1/µm) and the exact labels it was rendered from, on the same "
+        "N×N×N grid (`datasets.Array3D`, indexed [z, y, x]): `phase` (0 pore / electrolyte, 1 NMC, "
+        "2 carbon-binder), `particle` (instance id) and `grain` (global grain id); with the CT "
+        "`voxel_size_um`, the packing figures reached (`solid_fraction`, `binder_fraction`, "
+        "`n_particles`, ...) and every imaging parameter (`imaging`, JSON)."
+    ),
+    "sequences": (
+        "one row per state of a virtual cycling sequence (an electrode evolved through a charge / "
+        "discharge protocol, scanned at every state), in train / validation / test splits: `sequence`, "
+        "`step`, the CT `ct` and the CT of the sequence's reference state `ct_reference` (float32, 1/µm), "
+        "the exact labels `phase`, `particle`, `grain` and `crack` (crack id; N×N×N `datasets.Array3D`, "
+        "[z, y, x]) and the exact displacement from the reference state `displacement` "
+        "(N×N×N×3 `datasets.Array4D`, CT voxels, components z, y, x, NaN in crack voxels); with the "
+        "cycle, state of charge `soc`, lattice strains, crack counts and areas, the full protocol "
+        "(`protocol`, JSON) and the state's summary (`summary`, JSON)."
+    ),
 }
 
 
@@ -143,9 +172,12 @@ def config_doc(name: str) -> str:
 
 
 #: grain descriptors summarised in the card's "Grain descriptors" table
-GRAIN_DESCRIPTORS = (("volume_um3", "grain volume"), ("elongation", "elongation (largest / smallest principal SD)"),
-                     ("radial_alignment", "radial alignment (cosine of major axis to radial direction, absolute)"),
-                     ("touches_shell", "fraction of grains touching the shell"))
+GRAIN_DESCRIPTORS = (
+    ("volume_um3", "grain volume"),
+    ("elongation", "elongation (largest / smallest principal SD)"),
+    ("radial_alignment", "radial alignment (cosine of major axis to radial direction, absolute)"),
+    ("touches_shell", "fraction of grains touching the shell"),
+)
 
 
 def grain_summary(folder: str | os.PathLike) -> dict | None:
@@ -170,17 +202,40 @@ def grain_summary(folder: str | os.PathLike) -> dict | None:
         if not x.size:
             continue
         if c == "touches_shell":  # a fraction: no spread or quantiles
-            rows.append({"name": c, "label": label, "unit": "1", "mean": _fmt(x.mean()), "sd": "–", "q05": "–",
-                         "q50": "–", "q95": "–"})
+            rows.append(
+                {
+                    "name": c,
+                    "label": label,
+                    "unit": "1",
+                    "mean": _fmt(x.mean()),
+                    "sd": "–",
+                    "q05": "–",
+                    "q50": "–",
+                    "q95": "–",
+                }
+            )
             continue
         q = np.quantile(x, [0.05, 0.5, 0.95])
-        rows.append({"name": c, "label": label, "unit": unit_of(c), "mean": _fmt(x.mean()),
-                     "sd": _fmt(x.std(ddof=1) if x.size > 1 else 0.0),
-                     "q05": _fmt(q[0]), "q50": _fmt(q[1]), "q95": _fmt(q[2])})
+        rows.append(
+            {
+                "name": c,
+                "label": label,
+                "unit": unit_of(c),
+                "mean": _fmt(x.mean()),
+                "sd": _fmt(x.std(ddof=1) if x.size > 1 else 0.0),
+                "q05": _fmt(q[0]),
+                "q50": _fmt(q[1]),
+                "q95": _fmt(q[2]),
+            }
+        )
     pid = t.column("particle_id").to_numpy()
     counts = np.unique(pid, return_counts=True)[1] if pid.size else np.zeros(1)
-    return {"rows": rows, "n": int(t.num_rows), "n_particles": int(len(counts)),
-            "per_particle": {"mean": _fmt(counts.mean()), "min": int(counts.min()), "max": int(counts.max())}}
+    return {
+        "rows": rows,
+        "n": int(t.num_rows),
+        "n_particles": int(len(counts)),
+        "per_particle": {"mean": _fmt(counts.mean()), "min": int(counts.min()), "max": int(counts.max())},
+    }
 
 
 # --------------------------------------------------------------------------- statistics from the parquet configs
@@ -205,9 +260,17 @@ def config_summaries(folder: str | os.PathLike) -> list[dict]:
             elif not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_boolean(t)):
                 arrays.append(f.name)
         rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-        out.append({"name": cdir.name, "rows": int(rows), "n_files": len(files),
-                    "size": human_bytes(sum(f.stat().st_size for f in files)), "scalar_columns": scalar,
-                    "array_columns": arrays, "files": files})
+        out.append(
+            {
+                "name": cdir.name,
+                "rows": int(rows),
+                "n_files": len(files),
+                "size": human_bytes(sum(f.stat().st_size for f in files)),
+                "scalar_columns": scalar,
+                "array_columns": arrays,
+                "files": files,
+            }
+        )
     return out
 
 
@@ -225,10 +288,21 @@ def descriptor_statistics(files: list, columns: list[str]) -> list[dict]:
         if x.size == 0:
             continue
         q = np.quantile(x, [0.05, 0.25, 0.5, 0.75, 0.95])
-        rows.append({"name": c, "unit": unit_of(c), "mean": _fmt(x.mean()),
-                     "sd": _fmt(x.std(ddof=1) if x.size > 1 else 0.0), "min": _fmt(x.min()),
-                     "q05": _fmt(q[0]), "q25": _fmt(q[1]), "q50": _fmt(q[2]), "q75": _fmt(q[3]),
-                     "q95": _fmt(q[4]), "max": _fmt(x.max())})
+        rows.append(
+            {
+                "name": c,
+                "unit": unit_of(c),
+                "mean": _fmt(x.mean()),
+                "sd": _fmt(x.std(ddof=1) if x.size > 1 else 0.0),
+                "min": _fmt(x.min()),
+                "q05": _fmt(q[0]),
+                "q25": _fmt(q[1]),
+                "q50": _fmt(q[2]),
+                "q75": _fmt(q[3]),
+                "q95": _fmt(q[4]),
+                "max": _fmt(x.max()),
+            }
+        )
     return rows
 
 
@@ -254,12 +328,25 @@ def read_comparisons(folder: str | os.PathLike, exclude=()) -> list[dict]:
             missing = [k for k in ("wasserstein1", "ks", "n_measured", "n_simulated") if k not in v]
             if missing:
                 raise InputError(f"{name}: missing {', '.join(missing)}", path)
-            rows.append({"name": name, "w1": _fmt(float(v["wasserstein1"])), "ks": _fmt(float(v["ks"])),
-                         "n_measured": int(v["n_measured"]), "n_simulated": int(v["n_simulated"])})
+            rows.append(
+                {
+                    "name": name,
+                    "w1": _fmt(float(v["wasserstein1"])),
+                    "ks": _fmt(float(v["ks"])),
+                    "n_measured": int(v["n_measured"]),
+                    "n_simulated": int(v["n_simulated"]),
+                }
+            )
         parent = Path(rel).parent.as_posix()
         fig = Path(rel).parent / "histograms.png"  # written beside it by nmc_dataset.compare
-        out.append({"title": f"`{parent}`" if parent != "." else "comparison", "rows": rows, "path": rel,
-                    "figure": fig.as_posix() if (folder / fig).is_file() else None})
+        out.append(
+            {
+                "title": f"`{parent}`" if parent != "." else "comparison",
+                "rows": rows,
+                "path": rel,
+                "figure": fig.as_posix() if (folder / fig).is_file() else None,
+            }
+        )
     return out
 
 
@@ -291,8 +378,11 @@ def _layout(folder: Path, files: list[str]) -> str:
             key = "/".join(parts[:2]) + "/" if parts[0] == "data" and len(parts) > 2 else parts[0] + "/"
             groups.setdefault(key, []).append(size)
     lines = []
-    notes = {"README.md": "this card", "manifest.json": "sizes and SHA-256 of every file",
-             "recipe.yaml": "the exact recipe of this build"}
+    notes = {
+        "README.md": "this card",
+        "manifest.json": "sizes and SHA-256 of every file",
+        "recipe.yaml": "the exact recipe of this build",
+    }
     for name, size in sorted(top_files):
         lines.append(f"{name:<34} {notes.get(name, human_bytes(size))}")
     for key in sorted(groups):
@@ -322,8 +412,11 @@ def _figures(folder: Path, figures: list | None, exclude=()) -> list[dict]:
             return json.loads(index.read_text())
         except ValueError:
             pass
-    return [{"path": rel, "caption": Path(rel).stem.replace("_", " ")}
-            for rel in content_files(folder, exclude) if rel.startswith("figures/") and rel.endswith(".png")]
+    return [
+        {"path": rel, "caption": Path(rel).stem.replace("_", " ")}
+        for rel in content_files(folder, exclude)
+        if rel.startswith("figures/") and rel.endswith(".png")
+    ]
 
 
 # --------------------------------------------------------------------------- context, render, validate
@@ -346,8 +439,12 @@ def dataset_bibtex(d: dict) -> str:
     """BibTeX entry of the dataset release."""
     key = "".join(ch for ch in d["name"] if ch.isalnum()).lower() + d["version"].replace(".", "")
     authors = " and ".join((a if isinstance(a, str) else a["name"]) for a in d.get("authors") or []) or "{nmc-dataset}"
-    lines = [f"@misc{{{key},", f"  title     = {{{{{d['pretty_name']}}}}},", f"  author    = {{{authors}}},",
-             f"  version   = {{{d['version']}}},"]
+    lines = [
+        f"@misc{{{key},",
+        f"  title     = {{{{{d['pretty_name']}}}}},",
+        f"  author    = {{{authors}}},",
+        f"  version   = {{{d['version']}}},",
+    ]
     date = d.get("date") or (d.get("history") or [{}])[-1].get("date")
     if date and str(date)[:4].isdigit():
         lines.append(f"  year      = {{{str(date)[:4]}}},")
@@ -383,13 +480,19 @@ def card_metadata(d: dict, configs: list[dict]) -> "Any":
         for c in cfgs:
             if c["config_name"] == first:
                 c["default"] = True
-    return DatasetCardData(license=d["license"], pretty_name=d["pretty_name"], tags=list(d["tags"]),
-                           task_categories=list(d["task_categories"]), size_categories=[size_category(max_rows)],
-                           configs=cfgs)
+    return DatasetCardData(
+        license=d["license"],
+        pretty_name=d["pretty_name"],
+        tags=list(d["tags"]),
+        task_categories=list(d["task_categories"]),
+        size_categories=[size_category(max_rows)],
+        configs=cfgs,
+    )
 
 
-def card_context(folder: str | os.PathLike, release: dict, *, recipe_hash: str | None = None,
-                 figures: list | None = None) -> dict:
+def card_context(
+    folder: str | os.PathLike, release: dict, *, recipe_hash: str | None = None, figures: list | None = None
+) -> dict:
     """Everything the template needs, computed from the folder's files and the release metadata."""
 
     folder = Path(folder)
@@ -430,18 +533,28 @@ def card_context(folder: str | os.PathLike, release: dict, *, recipe_hash: str |
     meta = card_metadata(d, configs)
     extra_bib = d.get("citation")
     return {
-        "d": d, "yaml_header": meta.to_yaml().strip(), "tool_version": __version__, "recipe_hash": recipe_hash,
-        "configs": [{**{k: v for k, v in c.items() if k != "files"}, "doc": config_doc(c["name"])}
-                    for c in configs],
+        "d": d,
+        "yaml_header": meta.to_yaml().strip(),
+        "tool_version": __version__,
+        "recipe_hash": recipe_hash,
+        "configs": [{**{k: v for k, v in c.items() if k != "files"}, "doc": config_doc(c["name"])} for c in configs],
         "grain_summary": grain_summary(folder),
-        "models": models, "parameters": parameters, "voxel_sizes": sizes, "stats": stats,
-        "comparisons": read_comparisons(folder, exclude), "figures": _figures(folder, figures, exclude),
+        "models": models,
+        "parameters": parameters,
+        "voxel_sizes": sizes,
+        "stats": stats,
+        "comparisons": read_comparisons(folder, exclude),
+        "figures": _figures(folder, figures, exclude),
         "layout": _layout(folder, files + ([CARD] if CARD not in files else [])),
-        "load_id": d.get("hub_id") or "path/to/this/folder", "has_hdf5": hdf5, "has_meshes": meshes,
+        "load_id": d.get("hub_id") or "path/to/this/folder",
+        "has_hdf5": hdf5,
+        "has_meshes": meshes,
         "method_bibtex": METHOD_BIBTEX,
         "dataset_bibtex": dataset_bibtex(d) + (f"\n\n{extra_bib.strip()}" if extra_bib else ""),
         "license_url": LICENSE_URLS.get(str(d["license"]).lower()),
-        "history": d["history"], "shell_voxel": shell_voxel, "ebsd_pixel": ebsd_pixel,
+        "history": d["history"],
+        "shell_voxel": shell_voxel,
+        "ebsd_pixel": ebsd_pixel,
         "inputs": d.get("inputs") or {},
         "shell_source": _source_text(d, "shells", "3D nano-CT"),
         "grain_source": _source_text(d, "sections", "the measured particles"),
@@ -455,8 +568,9 @@ def _source_text(d: dict, key: str, default: str) -> str:
     return info["text"]
 
 
-def render_card(folder: str | os.PathLike, release: dict, *, recipe_hash: str | None = None,
-                figures: list | None = None) -> str:
+def render_card(
+    folder: str | os.PathLike, release: dict, *, recipe_hash: str | None = None, figures: list | None = None
+) -> str:
     """Render the card's Markdown (with YAML header) for a build folder.
 
     Parameters
@@ -530,8 +644,9 @@ def validate_card(text: str, where: str | os.PathLike = CARD) -> Any:
     return data
 
 
-def write_card(folder: str | os.PathLike, release: dict, *, recipe_hash: str | None = None,
-               figures: list | None = None) -> Path:
+def write_card(
+    folder: str | os.PathLike, release: dict, *, recipe_hash: str | None = None, figures: list | None = None
+) -> Path:
     """Render, validate and atomically write ``folder/README.md``; returns its path.
 
     Parameters

@@ -45,9 +45,16 @@ def _save(fig, path: str | os.PathLike) -> Path:
     return path
 
 
-def descriptor_histograms(values: Mapping[str, np.ndarray], path: str | os.PathLike, *,
-                          measured: Mapping[str, np.ndarray] | None = None, title: str | None = None,
-                          units: Mapping[str, str] | None = None, bins: int | None = None, ncols: int = 3) -> Path:
+def descriptor_histograms(
+    values: Mapping[str, np.ndarray],
+    path: str | os.PathLike,
+    *,
+    measured: Mapping[str, np.ndarray] | None = None,
+    title: str | None = None,
+    units: Mapping[str, str] | None = None,
+    bins: int | None = None,
+    ncols: int = 3,
+) -> Path:
     """A grid of histograms, one per descriptor; measured data overlaid when given.
 
     Parameters
@@ -79,21 +86,29 @@ def descriptor_histograms(values: Mapping[str, np.ndarray], path: str | os.PathL
         edges = np.linspace(lo, hi if hi > lo else lo + 1, nb + 1)
         ax.hist(x, bins=edges, density=True, color="#4C72B0", alpha=0.75, label=f"generated (n={x.size})")
         if m is not None:
-            ax.hist(m[np.isfinite(m)], bins=edges, density=True, histtype="step", color="#C44E52", lw=1.8,
-                    label=f"measured (n={np.isfinite(m).sum()})")
+            ax.hist(
+                m[np.isfinite(m)],
+                bins=edges,
+                density=True,
+                histtype="step",
+                color="#C44E52",
+                lw=1.8,
+                label=f"measured (n={np.isfinite(m).sum()})",
+            )
         unit = (units or {}).get(name)
         ax.set_xlabel(f"{name} [{unit}]" if unit and unit != "1" else name)
         ax.set_ylabel("density")
         ax.legend(fontsize=7, frameon=False)
-    for ax in list(axes.flat)[len(names):]:
+    for ax in list(axes.flat)[len(names) :]:
         ax.set_visible(False)
     if title:
         fig.suptitle(title)
     return _save(fig, path)
 
 
-def example_slices(volume: np.ndarray, path: str | os.PathLike, *, title: str | None = None,
-                   voxel_size_um: float | None = None) -> Path:
+def example_slices(
+    volume: np.ndarray, path: str | os.PathLike, *, title: str | None = None, voxel_size_um: float | None = None
+) -> Path:
     """Three central orthogonal slices (xy, xz, yz) of a label volume indexed ``[z, y, x]``.
 
     Labels are shown with a qualitative colormap (0 = background, white).
@@ -105,19 +120,30 @@ def example_slices(volume: np.ndarray, path: str | os.PathLike, *, title: str | 
     if vol.ndim != 3:
         raise ValueError(f"expected a 3D volume indexed [z, y, x], got shape {vol.shape}")
     nz, ny, nx = vol.shape
-    slices = [("xy (z = %d)" % (nz // 2), vol[nz // 2]), ("xz (y = %d)" % (ny // 2), vol[:, ny // 2, :]),
-              ("yz (x = %d)" % (nx // 2), vol[:, :, nx // 2])]
+    slices = [
+        ("xy (z = %d)" % (nz // 2), vol[nz // 2]),
+        ("xz (y = %d)" % (ny // 2), vol[:, ny // 2, :]),
+        ("yz (x = %d)" % (nx // 2), vol[:, :, nx // 2]),
+    ]
     n_labels = int(vol.max()) + 1
     rng = np.random.default_rng(0)  # fixed colours: deterministic figure
-    colours = np.vstack([[1, 1, 1, 1],
-                         np.c_[rng.uniform(0.15, 0.95, (max(n_labels - 1, 1), 3)), np.ones(max(n_labels - 1, 1))]])
-    cmap = ListedColormap(colours[:max(n_labels, 2)])
+    colours = np.vstack(
+        [[1, 1, 1, 1], np.c_[rng.uniform(0.15, 0.95, (max(n_labels - 1, 1), 3)), np.ones(max(n_labels - 1, 1))]]
+    )
+    cmap = ListedColormap(colours[: max(n_labels, 2)])
     fig, axes = plt.subplots(1, 3, figsize=(9.6, 3.4))
     extent_unit = "µm" if voxel_size_um else "voxels"
     s = voxel_size_um or 1.0
     for ax, (name, img) in zip(axes, slices):
-        ax.imshow(img, cmap=cmap, vmin=0, vmax=max(n_labels - 1, 1), interpolation="nearest", origin="lower",
-                  extent=(0, img.shape[1] * s, 0, img.shape[0] * s))
+        ax.imshow(
+            img,
+            cmap=cmap,
+            vmin=0,
+            vmax=max(n_labels - 1, 1),
+            interpolation="nearest",
+            origin="lower",
+            extent=(0, img.shape[1] * s, 0, img.shape[0] * s),
+        )
         ax.set_title(name, fontsize=9)
         ax.set_xlabel(extent_unit)
     if title:
@@ -134,8 +160,9 @@ def _constant(values) -> bool:
     return len({str(v) for v in x.tolist()}) <= 1
 
 
-def card_figures(folder: str | os.PathLike, *, measured: Mapping[str, Mapping[str, np.ndarray]] | None = None,
-                 max_items: int = 20000) -> list[dict]:
+def card_figures(
+    folder: str | os.PathLike, *, measured: Mapping[str, Mapping[str, np.ndarray]] | None = None, max_items: int = 20000
+) -> list[dict]:
     """Make the card's figures for every parquet config of a build folder.
 
     Writes ``figures/<config>_descriptors.png`` (histograms of the scalar columns, at most
@@ -159,7 +186,6 @@ def card_figures(folder: str | os.PathLike, *, measured: Mapping[str, Mapping[st
         ``[{"path": "figures/...png", "caption": ...}]``.
     """
 
-
     folder = Path(folder)
     figdir = folder / "figures"
     made: list[dict] = []
@@ -173,27 +199,37 @@ def card_figures(folder: str | os.PathLike, *, measured: Mapping[str, Mapping[st
                 n += t.num_rows
                 if n >= max_items:
                     break
-            values = {k: np.concatenate([p.column(k).to_numpy(zero_copy_only=False) for p in parts])[:max_items]
-                      for k in cols}
+            values = {
+                k: np.concatenate([p.column(k).to_numpy(zero_copy_only=False) for p in parts])[:max_items] for k in cols
+            }
             constant = sorted(k for k, v in values.items() if _constant(v))
             values = {k: v for k, v in values.items() if k not in constant}
             if not values:
                 continue
             rel = f"figures/{c['name']}_descriptors.png"
-            descriptor_histograms(values, folder / rel, measured=(measured or {}).get(c["name"]),
-                                  title=f"{c['name']}: descriptor distributions",
-                                  units={k: unit_of(k) for k in cols})
-            fixed = (f" Constant in this release, not drawn: {', '.join(constant)}." if constant else "")
-            made.append({"path": rel, "caption": f"Distributions of the {c['name']} descriptors "
-                                                 f"({min(n, max_items)} items).{fixed}"})
+            descriptor_histograms(
+                values,
+                folder / rel,
+                measured=(measured or {}).get(c["name"]),
+                title=f"{c['name']}: descriptor distributions",
+                units={k: unit_of(k) for k in cols},
+            )
+            fixed = f" Constant in this release, not drawn: {', '.join(constant)}." if constant else ""
+            made.append(
+                {
+                    "path": rel,
+                    "caption": f"Distributions of the {c['name']} descriptors ({min(n, max_items)} items).{fixed}",
+                }
+            )
         for col in c["array_columns"]:
             first = pq.ParquetFile(c["files"][0]).read_row_group(0, columns=[col]).column(col)[0].as_py()
             arr = np.asarray(first) if first is not None else None
             if arr is not None and arr.ndim == 3 and arr.dtype.kind in "iub":  # label volumes (not grey values)
                 rel = f"figures/{c['name']}_{col}_slices.png"
                 example_slices(arr, folder / rel, title=f"{c['name']}: item 0, central slices of '{col}'")
-                made.append({"path": rel, "caption": f"Central slices through the first item's '{col}' "
-                                                     f"volume ({c['name']})."})
+                made.append(
+                    {"path": rel, "caption": f"Central slices through the first item's '{col}' volume ({c['name']})."}
+                )
                 break
     known = {m["path"] for m in made}
     _remove_stale_generated(folder, known)
@@ -223,8 +259,14 @@ def _remove_stale_generated(folder: Path, keep: set) -> None:
             (folder / rel).unlink(missing_ok=True)
 
 
-def particle_rendering(labels: np.ndarray, path: str | os.PathLike, *, voxel_size_um: float = 1.0,
-                       title: str | None = None, smoothing_iterations: int = 8) -> Path:
+def particle_rendering(
+    labels: np.ndarray,
+    path: str | os.PathLike,
+    *,
+    voxel_size_um: float = 1.0,
+    title: str | None = None,
+    smoothing_iterations: int = 8,
+) -> Path:
     """A shaded 3D view of a particle cut open: the half with ``y`` above the centre is removed, so
     the grains show on the cut plane and on the outer surface.
 
@@ -243,12 +285,11 @@ def particle_rendering(labels: np.ndarray, path: str | os.PathLike, *, voxel_siz
     """
     from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 
-
     plt = _pyplot()
     lab = np.array(labels, dtype=np.int32, copy=True)
     if lab.ndim != 3:
         raise ValueError(f"expected a 3D volume indexed [z, y, x], got shape {lab.shape}")
-    lab[:, lab.shape[1] // 2 + 1:, :] = 0  # cut open
+    lab[:, lab.shape[1] // 2 + 1 :, :] = 0  # cut open
     n = int(lab.max())
     fig = plt.figure(figsize=(4.6, 4.4))
     ax = fig.add_subplot(projection="3d")
@@ -267,8 +308,9 @@ def particle_rendering(labels: np.ndarray, path: str | os.PathLike, *, voxel_siz
         rng = np.random.default_rng(0)  # fixed colours: deterministic figure
         palette = rng.uniform(0.2, 0.95, (n + 1, 3))
         colours = np.clip(palette[grain] * shade[:, None], 0, 1)
-        ax.add_collection3d(Poly3DCollection(tri, facecolors=colours, edgecolors="none", linewidths=0,
-                                             antialiased=False))
+        ax.add_collection3d(
+            Poly3DCollection(tri, facecolors=colours, edgecolors="none", linewidths=0, antialiased=False)
+        )
         lo, hi = surf.vertices.min(axis=0), surf.vertices.max(axis=0)
         c, r = (lo + hi) / 2, (hi - lo).max() / 2
         ax.set_xlim(c[0] - r, c[0] + r)

@@ -89,12 +89,20 @@ def ct_label_slices(rows: list[tuple[str, dict]], path: str | os.PathLike, *, ti
         lo, hi = np.percentile(ct, [1, 99])
         panels = [
             ("CT (reconstructed, 1/µm)", dict(X=ct, cmap="gray", vmin=lo, vmax=hi)),
-            ("phase", dict(X=item["phase"][z], cmap=ListedColormap(PHASE_COLOURS), vmin=-0.5, vmax=2.5,
-                           interpolation="nearest")),
-            (f"particles ({len(np.unique(item['particle'])) - 1} in the volume)",
-             dict(X=_label_colours(item["particle"][z], 1), interpolation="nearest")),
-            (f"grains ({len(np.unique(item['grain'])) - 1} in the volume)",
-             dict(X=_label_colours(item["grain"][z], 2), interpolation="nearest")),
+            (
+                "phase",
+                dict(
+                    X=item["phase"][z], cmap=ListedColormap(PHASE_COLOURS), vmin=-0.5, vmax=2.5, interpolation="nearest"
+                ),
+            ),
+            (
+                f"particles ({len(np.unique(item['particle'])) - 1} in the volume)",
+                dict(X=_label_colours(item["particle"][z], 1), interpolation="nearest"),
+            ),
+            (
+                f"grains ({len(np.unique(item['grain'])) - 1} in the volume)",
+                dict(X=_label_colours(item["grain"][z], 2), interpolation="nearest"),
+            ),
         ]
         for c, (label, kw) in enumerate(panels):
             ax = axes[r, c]
@@ -105,8 +113,12 @@ def ct_label_slices(rows: list[tuple[str, dict]], path: str | os.PathLike, *, ti
             if c == 0:
                 ax.set_ylabel(f"{name}\ny (µm), slice z = {z}", fontsize=8)
                 fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03).ax.tick_params(labelsize=7)
-    axes[0, 1].legend(handles=[Patch(color=PHASE_COLOURS[k], label=lab) for k, lab in
-                               enumerate(("pore", "NMC", "binder"))], loc="upper right", fontsize=7, framealpha=0.8)
+    axes[0, 1].legend(
+        handles=[Patch(color=PHASE_COLOURS[k], label=lab) for k, lab in enumerate(("pore", "NMC", "binder"))],
+        loc="upper right",
+        fontsize=7,
+        framealpha=0.8,
+    )
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -134,9 +146,12 @@ def ct_card_figure(folder: str | os.PathLike, config: str = "ct") -> Path | None
         rows.append((label, item))
     item = rows[0][1]
     shape = "×".join(map(str, item["ct"].shape))
-    return ct_label_slices(rows, folder / "figures" / "ct_slices_beside_phase_particle_grain_labels.png",
-                           title=f"Virtual CT ({shape} voxels of {item.get('voxel_size_um', 0):.3g} µm) "
-                                 "beside the labels it was rendered from")
+    return ct_label_slices(
+        rows,
+        folder / "figures" / "ct_slices_beside_phase_particle_grain_labels.png",
+        title=f"Virtual CT ({shape} voxels of {item.get('voxel_size_um', 0):.3g} µm) "
+        "beside the labels it was rendered from",
+    )
 
 
 __all__ = ["ct_card_figure", "ct_label_slices", "read_ct_row"]

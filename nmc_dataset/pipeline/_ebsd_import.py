@@ -82,9 +82,19 @@ def expand_scans(patterns, base: Path | None = None) -> list[Path]:
     return uniq
 
 
-def import_ebsd(scans, out, min_ci: float = 0.1, max_misorientation_deg: float = 5.0, min_grain_px: int = 5,
-                center_px=None, central="auto", threshold: float | None = None,
-                dilate_px: float = DEFAULT_DILATE_PX, force: bool = False, fill: str = DEFAULT_FILL) -> dict:
+def import_ebsd(
+    scans,
+    out,
+    min_ci: float = 0.1,
+    max_misorientation_deg: float = 5.0,
+    min_grain_px: int = 5,
+    center_px=None,
+    central="auto",
+    threshold: float | None = None,
+    dilate_px: float = DEFAULT_DILATE_PX,
+    force: bool = False,
+    fill: str = DEFAULT_FILL,
+) -> dict:
     """Import EBSD scans into a folder of sections (the API behind ``import-ebsd``).
 
     Parameters
@@ -144,8 +154,10 @@ def import_ebsd(scans, out, min_ci: float = 0.1, max_misorientation_deg: float =
     ids = [s.stem for s in scans]
     dup = sorted({i for i in ids if ids.count(i) > 1})
     if dup:
-        raise InputError(f"two scans share the file stem {dup[0]!r} (section ids must be unique)",
-                         [s for s in scans if s.stem == dup[0]][1])
+        raise InputError(
+            f"two scans share the file stem {dup[0]!r} (section ids must be unique)",
+            [s for s in scans if s.stem == dup[0]][1],
+        )
     mode, listed = _parse_central(central, set(ids))
     claim_folder(check_out_name(out), "import-ebsd", force=force, legacy=("selection.json",))
     center = None if center_px is None else np.asarray(center_px, dtype=np.float64).reshape(2)
@@ -159,22 +171,35 @@ def import_ebsd(scans, out, min_ci: float = 0.1, max_misorientation_deg: float =
             raise InputError(f"x and y steps differ ({sx:g} vs {sy:g} µm): non-square pixels are not supported", path)
         if not scan.indexed.any():
             raise InputError("no indexed pixel in the scan (nothing to reconstruct)", path)
-        gm = reconstruct_grains(scan, min_ci=min_ci, max_misorientation_deg=max_misorientation_deg,
-                                min_grain_px=int(min_grain_px), center_px=center, dilate_px=float(dilate_px),
-                                fill=fill)
+        gm = reconstruct_grains(
+            scan,
+            min_ci=min_ci,
+            max_misorientation_deg=max_misorientation_deg,
+            min_grain_px=int(min_grain_px),
+            center_px=center,
+            dilate_px=float(dilate_px),
+            fill=fill,
+        )
         if gm.n_grains == 0:
-            raise InputError(f"no grain found (no {min_grain_px}+ pixel region with CI >= {min_ci} and "
-                             f"misorientation < {max_misorientation_deg}°); lower --min-ci / --min-grain-px", path)
+            raise InputError(
+                f"no grain found (no {min_grain_px}+ pixel region with CI >= {min_ci} and "
+                f"misorientation < {max_misorientation_deg}°); lower --min-ci / --min-grain-px",
+                path,
+            )
         confident = (scan.indexed & (scan.ci >= min_ci))[gm.mask].mean() if gm.mask.any() else 0.0
         if confident < MIN_CONFIDENT_FRACTION:
-            raise InputError(f"only {100 * confident:.0f} % of the particle section's pixels are indexed with CI >= "
-                             f"{min_ci:g} (need {100 * MIN_CONFIDENT_FRACTION:.0f} %): the grain map would be mostly "
-                             "guessed; check the step size and the phase, lower --min-ci if the CI scale differs, "
-                             "or re-index / clean up the scan in the instrument's software", path)
+            raise InputError(
+                f"only {100 * confident:.0f} % of the particle section's pixels are indexed with CI >= "
+                f"{min_ci:g} (need {100 * MIN_CONFIDENT_FRACTION:.0f} %): the grain map would be mostly "
+                "guessed; check the step size and the phase, lower --min-ci if the CI scale differs, "
+                "or re-index / clean up the scan in the instrument's software",
+                path,
+            )
         gt = grain_table(gm.labels, gm.center_px, pixel_size_um=sx, mean_orientation=gm.mean_orientation)
         chords = chord_arrow_table(gm.labels, pixel_size_um=sx)
-        score = centrality_score(gt.column("alpha_rad").to_numpy(), gt.column("area_px").to_numpy(),
-                                 gt.column("elongation").to_numpy())
+        score = centrality_score(
+            gt.column("alpha_rad").to_numpy(), gt.column("area_px").to_numpy(), gt.column("elongation").to_numpy()
+        )
         prepared.append((path, scan, gm, gt, chords, score))
         log.debug("%s: %d grains, centrality %.3f", path.name, gm.n_grains, score)
 
@@ -187,15 +212,31 @@ def import_ebsd(scans, out, min_ci: float = 0.1, max_misorientation_deg: float =
             decision = True
         else:
             decision = path.stem in listed
-        sections_meta.append({"id": path.stem, "source": path.name, "score": None if not np.isfinite(score) else score,
-                              "central": bool(decision), "n_grains": gm.n_grains})
+        sections_meta.append(
+            {
+                "id": path.stem,
+                "source": path.name,
+                "score": None if not np.isfinite(score) else score,
+                "central": bool(decision),
+                "n_grains": gm.n_grains,
+            }
+        )
     selection = {
-        "format": SELECTION_FORMAT, "format_version": 1, "mode": mode,
+        "format": SELECTION_FORMAT,
+        "format_version": 1,
+        "mode": mode,
         "criterion": "centrality_score: area*elongation-weighted mean of cos(2 alpha); central if >= threshold",
-        "calibration": CENTRALITY_CALIBRATION, "threshold": threshold, "sections": sections_meta,
-        "options": {"min_ci": float(min_ci), "max_misorientation_deg": float(max_misorientation_deg),
-                    "min_grain_px": int(min_grain_px), "dilate_px": float(dilate_px), "fill": fill,
-                    "center_px": None if center is None else [float(v) for v in center]},
+        "calibration": CENTRALITY_CALIBRATION,
+        "threshold": threshold,
+        "sections": sections_meta,
+        "options": {
+            "min_ci": float(min_ci),
+            "max_misorientation_deg": float(max_misorientation_deg),
+            "min_grain_px": int(min_grain_px),
+            "dilate_px": float(dilate_px),
+            "fill": fill,
+            "center_px": None if center is None else [float(v) for v in center],
+        },
     }
 
     # 3. write atomically
@@ -203,24 +244,39 @@ def import_ebsd(scans, out, min_ci: float = 0.1, max_misorientation_deg: float =
         for (path, scan, gm, gt, chords, score), meta in zip(prepared, sections_meta):
             counts = np.bincount(gm.grain_phase[1:], minlength=max(scan.phases) + 1)
             phase = scan.phases.get(int(np.argmax(counts)))  # the phase most grains belong to
-            sec = Section(section_id=path.stem, labels=gm.labels, mask=gm.mask, pixel_size_um=float(scan.step_um[0]),
-                          center_px=gm.center_px, central=meta["central"],
-                          centrality_score=float(score) if np.isfinite(score) else float("nan"),
-                          meta={"source": path.name, "source_format": scan.format,
-                                "phase": None if phase is None else {"name": phase.name, "laue_group": phase.laue_group,
-                                                                     "lattice": list(phase.lattice)},
-                                "phases": [{"id": p.id, "name": p.name, "laue_group": p.laue_group,
-                                            "lattice": list(p.lattice)} for p in scan.phases.values()],
-                                "center_source": "given" if center is not None else "mask centroid",
-                                "n_grains": gm.n_grains,
-                                "indexed_fraction": float(scan.indexed.mean()),
-                                "assigned_fraction_of_mask":
-                                    float((gm.labels[gm.mask] > 0).mean()) if gm.mask.any() else 0.0,
-                                "min_ci": float(min_ci), "max_misorientation_deg": float(max_misorientation_deg),
-                                "min_grain_px": int(min_grain_px), "dilate_px": float(dilate_px),
-                                "fill": fill, "confident_fraction_of_mask": float(
-                                    (scan.indexed & (scan.ci >= min_ci))[gm.mask].mean()) if gm.mask.any() else 0.0,
-                                "units": {"pixel_size_um": "micrometre"}})
+            sec = Section(
+                section_id=path.stem,
+                labels=gm.labels,
+                mask=gm.mask,
+                pixel_size_um=float(scan.step_um[0]),
+                center_px=gm.center_px,
+                central=meta["central"],
+                centrality_score=float(score) if np.isfinite(score) else float("nan"),
+                meta={
+                    "source": path.name,
+                    "source_format": scan.format,
+                    "phase": None
+                    if phase is None
+                    else {"name": phase.name, "laue_group": phase.laue_group, "lattice": list(phase.lattice)},
+                    "phases": [
+                        {"id": p.id, "name": p.name, "laue_group": p.laue_group, "lattice": list(p.lattice)}
+                        for p in scan.phases.values()
+                    ],
+                    "center_source": "given" if center is not None else "mask centroid",
+                    "n_grains": gm.n_grains,
+                    "indexed_fraction": float(scan.indexed.mean()),
+                    "assigned_fraction_of_mask": float((gm.labels[gm.mask] > 0).mean()) if gm.mask.any() else 0.0,
+                    "min_ci": float(min_ci),
+                    "max_misorientation_deg": float(max_misorientation_deg),
+                    "min_grain_px": int(min_grain_px),
+                    "dilate_px": float(dilate_px),
+                    "fill": fill,
+                    "confident_fraction_of_mask": float((scan.indexed & (scan.ci >= min_ci))[gm.mask].mean())
+                    if gm.mask.any()
+                    else 0.0,
+                    "units": {"pixel_size_um": "micrometre"},
+                },
+            )
             write_section(sec, tmp, tables={"grains": gt, "chords": chords})
         write_json_atomic(Path(tmp) / "selection.json", selection)
     n_central = sum(m["central"] for m in sections_meta)
@@ -239,6 +295,7 @@ def _parse_central(value, ids):
         raise RecipeError("--central LIST is empty (use auto, all or comma-separated section ids)")
     unknown = [v for v in items if v not in ids]
     if unknown:
-        raise RecipeError(f"--central names unknown section(s) {unknown}; section ids are the scan file "
-                          f"stems: {sorted(ids)}")
+        raise RecipeError(
+            f"--central names unknown section(s) {unknown}; section ids are the scan file stems: {sorted(ids)}"
+        )
     return "list", set(items)

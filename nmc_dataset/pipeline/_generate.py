@@ -100,8 +100,11 @@ def load_grain_model(folder, orientations="auto"):
     version = check_format(meta, GRAIN_MODEL_FORMAT, 1, folder / MODEL_JSON)
     px = meta.get("pixel_size_um") if isinstance(meta, dict) else None
     if px is None:
-        raise InputError("the grain model has no 'pixel_size_um': its length unit is unknown, so it cannot "
-                         "be placed in a shell in µm; re-fit it with the EBSD pixel size", folder / MODEL_JSON)
+        raise InputError(
+            "the grain model has no 'pixel_size_um': its length unit is unknown, so it cannot "
+            "be placed in a shell in µm; re-fit it with the EBSD pixel size",
+            folder / MODEL_JSON,
+        )
     if not isinstance(px, (int, float)) or not np.isfinite(px) or px <= 0:
         raise InputError(f"'pixel_size_um' must be a positive number, got {px!r}", folder / MODEL_JSON)
     m = GrainModel.load(folder)
@@ -113,14 +116,23 @@ def load_grain_model(folder, orientations="auto"):
         opath = Path(orientations) if given else folder / ORIENTATION_MODEL_FILE
         if opath.is_file():
             m.orientation_model = OrientationModel.load(opath)
-            log.debug("grain orientations: %s (kappa %.2f, lambda %.2f)", opath, m.orientation_model.kappa,
-                     m.orientation_model.lam)
+            log.debug(
+                "grain orientations: %s (kappa %.2f, lambda %.2f)",
+                opath,
+                m.orientation_model.kappa,
+                m.orientation_model.lam,
+            )
         elif given or orientations is True:
-            raise InputError("no orientation model: fit one with `nmc-dataset fit-orientations SECTIONS --out "
-                             f"{folder / ORIENTATION_MODEL_FILE}`, or export without orientations", opath)
+            raise InputError(
+                "no orientation model: fit one with `nmc-dataset fit-orientations SECTIONS --out "
+                f"{folder / ORIENTATION_MODEL_FILE}`, or export without orientations",
+                opath,
+            )
         else:
-            log.debug("no %s beside the grain model: particles are exported without crystal orientations",
-                     ORIENTATION_MODEL_FILE)
+            log.debug(
+                "no %s beside the grain model: particles are exported without crystal orientations",
+                ORIENTATION_MODEL_FILE,
+            )
     return m, f"{GRAIN_MODEL_FORMAT}@v{version}:sha256:{_sha256(files)[:16]}"
 
 
@@ -162,12 +174,14 @@ def parse_formats(text, where="--formats") -> tuple:
     return tuple(dict.fromkeys(items))
 
 
-def check_mesh_options(formats, *, element_order: int = 1, min_elements_per_grain: int | None = None,
-                       where: str = "") -> None:
+def check_mesh_options(
+    formats, *, element_order: int = 1, min_elements_per_grain: int | None = None, where: str = ""
+) -> None:
     """Mesh options users give: element order 1 or 2, at least one element per grain."""
     if element_order not in (1, 2):
-        raise RecipeError(f"element order must be 1 (C3D4) or 2 (C3D10), got {element_order}",
-                          where or "--element-order")
+        raise RecipeError(
+            f"element order must be 1 (C3D4) or 2 (C3D10), got {element_order}", where or "--element-order"
+        )
     if min_elements_per_grain is not None and int(min_elements_per_grain) < 1:
         raise RecipeError(f"must be >= 1, got {min_elements_per_grain}", where or "--min-elements-per-grain")
 
@@ -176,18 +190,36 @@ def check_orientations_for(formats, grain_model, where="--formats") -> None:
     """Simulator hand-offs need a crystal orientation per grain: an orientation model beside the grain model."""
     wanted = [f for f in formats if f in ("damask", "neper")]
     if wanted and getattr(grain_model, "orientation_model", None) is None:
-        raise InputError(f"the {', '.join(wanted)} format needs crystal orientations, and the grain model has no "
-                         "orientation model: fit one with `nmc-dataset fit-orientations SECTIONS --out "
-                         "GRAIN_MODEL/orientation_model.json`", where)
+        raise InputError(
+            f"the {', '.join(wanted)} format needs crystal orientations, and the grain model has no "
+            "orientation model: fit one with `nmc-dataset fit-orientations SECTIONS --out "
+            "GRAIN_MODEL/orientation_model.json`",
+            where,
+        )
 
 
 # --------------------------------------------------------------------------- the run
-def generate_particles(shell_model, grain_model, *, n: int, seed: int, voxel_size_um: float, formats, out,
-                       mesh_size_um: float | None = None, max_memory_gib: float | None = None,
-                       shell_model_id: str = "", grain_model_id: str = "", smoothing_iterations: int = 8,
-                       spacing_px: float = 1.0, margin_px: float = 8.0, first_index: int = 0,
-                       force: bool = False, element_order: int = 1,
-                       min_elements_per_grain: int | None = None) -> dict:
+def generate_particles(
+    shell_model,
+    grain_model,
+    *,
+    n: int,
+    seed: int,
+    voxel_size_um: float,
+    formats,
+    out,
+    mesh_size_um: float | None = None,
+    max_memory_gib: float | None = None,
+    shell_model_id: str = "",
+    grain_model_id: str = "",
+    smoothing_iterations: int = 8,
+    spacing_px: float = 1.0,
+    margin_px: float = 8.0,
+    first_index: int = 0,
+    force: bool = False,
+    element_order: int = 1,
+    min_elements_per_grain: int | None = None,
+) -> dict:
     """Generate ``n`` particles and write the requested exports into ``out`` (atomically).
 
     A particle that cannot be exported is left out (its files removed) and listed under
@@ -256,21 +288,33 @@ def generate_particles(shell_model, grain_model, *, n: int, seed: int, voxel_siz
         est.append(check_memory(shape, 0, max_memory_gib, where="--voxel-size-um"))
         mean_radius_um = float(c[0]) * 0.28209479177387814  # a_00 Y_00: the mean radius
         if mesh_size_um and "volume-mesh" in formats and mesh_size_um > 2 * mean_radius_um:
-            raise RecipeError(f"the mesh size {mesh_size_um:g} µm is larger than particle {first_index + i} "
-                              f"({2 * mean_radius_um:.3g} µm mean diameter); choose a smaller --mesh-size-um",
-                              "--mesh-size-um")
+            raise RecipeError(
+                f"the mesh size {mesh_size_um:g} µm is larger than particle {first_index + i} "
+                f"({2 * mean_radius_um:.3g} µm mean diameter); choose a smaller --mesh-size-um",
+                "--mesh-size-um",
+            )
     out = check_out_name(out)
     claim_folder(out, "generate", force=force, legacy=("generate.json",))
     record = {
-        "format": RUN_FORMAT, "format_version": 1, "n": n, "seed": int(seed), "first_index": int(first_index),
-        "voxel_size_um": float(voxel_size_um), "mesh_size_um": None if mesh_size_um is None else float(mesh_size_um),
-        "formats": list(formats), "shell_model_id": shell_model_id, "grain_model_id": grain_model_id,
-        "grain_pixel_size_um": float(grain_model.pixel_size_um), "assembly_spacing_px": float(spacing_px),
-        "assembly_margin_px": float(margin_px), "smoothing_iterations": int(smoothing_iterations),
-        "peak_volume_estimate_gib": max(est) / 2**30, "element_order": int(element_order), "particles": [],
+        "format": RUN_FORMAT,
+        "format_version": 1,
+        "n": n,
+        "seed": int(seed),
+        "first_index": int(first_index),
+        "voxel_size_um": float(voxel_size_um),
+        "mesh_size_um": None if mesh_size_um is None else float(mesh_size_um),
+        "formats": list(formats),
+        "shell_model_id": shell_model_id,
+        "grain_model_id": grain_model_id,
+        "grain_pixel_size_um": float(grain_model.pixel_size_um),
+        "assembly_spacing_px": float(spacing_px),
+        "assembly_margin_px": float(margin_px),
+        "smoothing_iterations": int(smoothing_iterations),
+        "peak_volume_estimate_gib": max(est) / 2**30,
+        "element_order": int(element_order),
+        "particles": [],
     }
-    with output_folder(out, "generate", force=force, legacy=("generate.json",)) as tmp, \
-            contextlib.ExitStack() as stack:
+    with output_folder(out, "generate", force=force, legacy=("generate.json",)) as tmp, contextlib.ExitStack() as stack:
         voxels = None
         if "voxels" in formats:
             from nmc_dataset.export._hdf5 import VoxelsWriter
@@ -280,13 +324,25 @@ def generate_particles(shell_model, grain_model, *, n: int, seed: int, voxel_siz
             for sub in MESH_DIRS:
                 (tmp / sub).mkdir()
         results, failures = export_particles(
-            range(first_index, first_index + n), mesh_folder=tmp,
+            range(first_index, first_index + n),
+            mesh_folder=tmp,
             progress=lambda ids: progress(ids, total=n, desc="particles", unit="particle"),
-            shell_model=shell_model, grain_model=grain_model, seed=seed, voxel_size_um=voxel_size_um,
-            formats=formats, voxels=voxels, mesh_size_um=mesh_size_um, smoothing_iterations=smoothing_iterations,
-            spacing_px=spacing_px, margin_px=margin_px, max_memory_gib=max_memory_gib,
-            shell_model_id=shell_model_id, grain_model_id=grain_model_id, element_order=element_order,
-            min_elements_per_grain=min_elements_per_grain)
+            shell_model=shell_model,
+            grain_model=grain_model,
+            seed=seed,
+            voxel_size_um=voxel_size_um,
+            formats=formats,
+            voxels=voxels,
+            mesh_size_um=mesh_size_um,
+            smoothing_iterations=smoothing_iterations,
+            spacing_px=spacing_px,
+            margin_px=margin_px,
+            max_memory_gib=max_memory_gib,
+            shell_model_id=shell_model_id,
+            grain_model_id=grain_model_id,
+            element_order=element_order,
+            min_elements_per_grain=min_elements_per_grain,
+        )
         stack.close()  # the HDF5 file (and its XDMF) are complete before the folder is renamed
         for sub in MESH_DIRS:
             if (tmp / sub).is_dir() and not any((tmp / sub).iterdir()):
@@ -301,15 +357,28 @@ def generate_particles(shell_model, grain_model, *, n: int, seed: int, voxel_siz
         write_json_atomic(tmp / "generate.json", record)
     if failures:
         ids = ", ".join(str(f.particle_id) for f in failures[:5]) + (", ..." if len(failures) > 5 else "")
-        raise ExportError(f"{len(failures)} of {n} particles could not be exported (id {ids}: "
-                          f"{failures[0].error}); the other {n - len(failures)} are written and "
-                          "generate.json lists the failures", out)
+        raise ExportError(
+            f"{len(failures)} of {n} particles could not be exported (id {ids}: "
+            f"{failures[0].error}); the other {n - len(failures)} are written and "
+            "generate.json lists the failures",
+            out,
+        )
     return record
 
 
-def write_particle_meshes(part, vol, folder: Path, formats, mesh_size_um, smoothing, max_memory_gib=None, *,
-                          element_order: int = 1, min_elements_per_grain: int | None = None,
-                          provenance: dict | None = None) -> dict:
+def write_particle_meshes(
+    part,
+    vol,
+    folder: Path,
+    formats,
+    mesh_size_um,
+    smoothing,
+    max_memory_gib=None,
+    *,
+    element_order: int = 1,
+    min_elements_per_grain: int | None = None,
+    provenance: dict | None = None,
+) -> dict:
     """Write a particle's surface meshes (``"surface"`` in formats) and tet meshes (``"volume-mesh"``).
 
     The tet mesh is made from the same conforming surface as the surface files (no
@@ -355,8 +424,7 @@ def write_particle_meshes(part, vol, folder: Path, formats, mesh_size_um, smooth
     """
 
     if element_order not in (1, 2):
-        raise RecipeError(f"must be 1 (linear tets) or 2 (quadratic tets), got {element_order!r}",
-                          "--element-order")
+        raise RecipeError(f"must be 1 (linear tets) or 2 (quadratic tets), got {element_order!r}", "--element-order")
     stem = f"particle_{part.particle_id:06d}"
     info = {}
     lab, changed = meshes.clean_labels(vol.labels)
@@ -365,23 +433,32 @@ def write_particle_meshes(part, vol, folder: Path, formats, mesh_size_um, smooth
         inside = np.argwhere(lab > 0)
         extent = float((inside.max(axis=0) - inside.min(axis=0) + 1).max() * vol.voxel_size_um) if len(inside) else 0.0
         if mesh_size_um > extent:
-            raise RecipeError(f"the mesh size {mesh_size_um} µm is larger than particle {part.particle_id} "
-                              f"({extent:.3g} µm across)", "--mesh-size-um")
+            raise RecipeError(
+                f"the mesh size {mesh_size_um} µm is larger than particle {part.particle_id} ({extent:.3g} µm across)",
+                "--mesh-size-um",
+            )
     surf = meshes.grain_surface_mesh(lab, vol.origin_um, vol.voxel_size_um, part.n_grains, smoothing)
     if "surface" in formats:
         (folder / "surfaces").mkdir(exist_ok=True)
         shell = meshes.shell_surface_mesh(part.coeffs_um)
         meshes.write_surfaces(folder / "surfaces", stem, surf, shell)
     if "volume-mesh" in formats:
-        tm, tsurf = _tet_with_fallback(surf, lab, vol, part.n_grains, mesh_size_um, smoothing,
-                                       min_elements_per_grain=min_elements_per_grain)
-        prov = {"particle_id": int(part.particle_id), "shell_model_id": getattr(part, "shell_model_id", ""),
-                "grain_model_id": getattr(part, "grain_model_id", ""), "voxel_size_um": float(vol.voxel_size_um),
-                "mesh_size_um": None if mesh_size_um is None else float(mesh_size_um), **(provenance or {})}
+        tm, tsurf = _tet_with_fallback(
+            surf, lab, vol, part.n_grains, mesh_size_um, smoothing, min_elements_per_grain=min_elements_per_grain
+        )
+        prov = {
+            "particle_id": int(part.particle_id),
+            "shell_model_id": getattr(part, "shell_model_id", ""),
+            "grain_model_id": getattr(part, "grain_model_id", ""),
+            "voxel_size_um": float(vol.voxel_size_um),
+            "mesh_size_um": None if mesh_size_um is None else float(mesh_size_um),
+            **(provenance or {}),
+        }
         orientations = getattr(part, "orientations_wxyz", None)
-        meshes.write_tet_mesh(tm, folder / "volume_meshes", stem, order=element_order, orientations=orientations,
-                              provenance=prov)
-        vox = np.bincount(vol.labels.ravel(), minlength=part.n_grains + 1)[1:part.n_grains + 1] * vol.voxel_size_um ** 3
+        meshes.write_tet_mesh(
+            tm, folder / "volume_meshes", stem, order=element_order, orientations=orientations, provenance=prov
+        )
+        vox = np.bincount(vol.labels.ravel(), minlength=part.n_grains + 1)[1 : part.n_grains + 1] * vol.voxel_size_um**3
         tv = tm.grain_volumes(part.n_grains)
         present = vox > 0
         rel = np.abs(tv[present] / vox[present] - 1) if present.any() else np.zeros(1)
@@ -393,8 +470,9 @@ def write_particle_meshes(part, vol, folder: Path, formats, mesh_size_um, smooth
         info["grain_pairs_fine_surface"] = int(stats.get("pairs_before", info["grain_pairs"]))
         info["tet_volume_error_max"] = float(rel.max())
         info["tet_volume_error_median"] = float(np.median(rel))
-        info["min_tets_per_grain"] = int(np.bincount(tm.grain, minlength=part.n_grains + 1)[1:][present].min()) \
-            if present.any() else 0
+        info["min_tets_per_grain"] = (
+            int(np.bincount(tm.grain, minlength=part.n_grains + 1)[1:][present].min()) if present.any() else 0
+        )
         info["orientations"] = orientations is not None
     return info
 
@@ -430,5 +508,3 @@ def _tet_with_fallback(surf, labels, vol, n, mesh_size_um, smoothing, min_elemen
 
 
 __all__ = ["generate_particles", "load_shell_model", "load_grain_model", "parse_formats", "FORMATS"]
-
-

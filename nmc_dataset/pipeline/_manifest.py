@@ -90,8 +90,15 @@ def file_entry(folder: Path, rel: str) -> dict:
     return {"path": rel, "size": p.stat().st_size, "sha256": sha256_file(p)}
 
 
-def compute_manifest(folder: str | os.PathLike, *, dataset: dict | None = None, recipe_hash: str | None = None,
-                     counts: dict | None = None, exclude: Iterable[str] = (), failed: Iterable[dict] = ()) -> dict:
+def compute_manifest(
+    folder: str | os.PathLike,
+    *,
+    dataset: dict | None = None,
+    recipe_hash: str | None = None,
+    counts: dict | None = None,
+    exclude: Iterable[str] = (),
+    failed: Iterable[dict] = (),
+) -> dict:
     """The manifest of ``folder`` as a dict (nothing written).
 
     Parameters
@@ -173,8 +180,7 @@ def read_manifest(folder: str | os.PathLike) -> dict:
     """
     path = Path(folder) / MANIFEST
     if not path.is_file():
-        raise PublishError("no manifest.json: is this a build folder? (run `nmc-dataset run RECIPE --out ...`)",
-                           folder)
+        raise PublishError("no manifest.json: is this a build folder? (run `nmc-dataset run RECIPE --out ...`)", folder)
     m = read_json(path)
     check_format(m, KIND, VERSION, path)
     if not isinstance(m.get("files"), list):
@@ -218,8 +224,9 @@ def verify_manifest(folder: str | os.PathLike, *, skip: Iterable[str] = ()) -> d
             raise PublishError("listed in manifest.json but missing; rebuild or restore it", p)
         size = p.stat().st_size
         if size != entry.get("size"):
-            raise PublishError(f"size {size} differs from manifest.json ({entry.get('size')}); "
-                               "the file changed after the build", p)
+            raise PublishError(
+                f"size {size} differs from manifest.json ({entry.get('size')}); the file changed after the build", p
+            )
         if sha256_file(p) != entry.get("sha256"):
             raise PublishError("sha256 differs from manifest.json; the file changed after the build", p)
     for rel in content_files(folder, m.get("exclude") or []):

@@ -25,8 +25,13 @@ from nmc_dataset.errors import InputError, RecipeError
 SAMPLE_FRAMES = ("image", "y-up")
 
 
-def section_radial_vectors(grains_table, radius_px: float, min_radius_frac: float = 0.4,
-                           sample_frame: str = "image", frame_rotation_deg: float = 0.0):
+def section_radial_vectors(
+    grains_table,
+    radius_px: float,
+    min_radius_frac: float = 0.4,
+    sample_frame: str = "image",
+    frame_rotation_deg: float = 0.0,
+):
     """Radial directions in crystal coordinates of one section's grains.
 
     Parameters
@@ -97,8 +102,16 @@ def fibre_symmetry_check(c_sample: np.ndarray, e_r: np.ndarray) -> dict:
     return {"mean_ct2_minus_cn2": m, "se": se, "z": m / se if se > 0 else float("nan")}
 
 
-def fit_orientations(sections, out=None, *, min_radius_frac: float = 0.4, sample_frame: str = "image",
-                     frame_rotation_deg: float = 0.0, all_sections: bool = False, blur_correction: bool = True):
+def fit_orientations(
+    sections,
+    out=None,
+    *,
+    min_radius_frac: float = 0.4,
+    sample_frame: str = "image",
+    frame_rotation_deg: float = 0.0,
+    all_sections: bool = False,
+    blur_correction: bool = True,
+):
     """Fit the radial orientation texture on imported sections (the API behind ``fit-orientations``).
 
     Parameters
@@ -175,33 +188,55 @@ def fit_orientations(sections, out=None, *, min_radius_frac: float = 0.4, sample
         cs.append(c)
         ers.append(e)
         rhos.append(rho)
-        used.append({"id": s.section_id, "grains_used": len(v), "grains": int(table.num_rows),
-                     "radius_px": radius})
+        used.append({"id": s.section_id, "grains_used": len(v), "grains": int(table.num_rows), "radius_px": radius})
     bad = sorted(p for p in phases if p not in ("-3m", "-3m1", "3m", "32"))
     if bad:
-        raise InputError(f"the sections' phase has Laue group {bad[0]}; the radial texture model is for "
-                         "-3m (NMC811)", root)
+        raise InputError(
+            f"the sections' phase has Laue group {bad[0]}; the radial texture model is for -3m (NMC811)", root
+        )
     v, c, e, rho = np.concatenate(vs), np.concatenate(cs), np.concatenate(ers), np.concatenate(rhos)
     if len(v) < 10:
-        raise InputError(f"only {len(v)} grains lie outside --min-radius-frac {min_radius_frac} of the central "
-                         "sections: too few to fit a texture (import more sections, or lower it)", root)
+        raise InputError(
+            f"only {len(v)} grains lie outside --min-radius-frac {min_radius_frac} of the central "
+            "sections: too few to fit a texture (import more sections, or lower it)",
+            root,
+        )
     fit = fit_texture_deblurred(v, rho) if blur_correction else fit_texture(v)
-    fit.update({
-        "sections": used, "n_sections": len(used), "fibre_symmetry_check": fibre_symmetry_check(c, e),
-        "options": {"min_radius_frac": float(min_radius_frac), "sample_frame": sample_frame,
-                    "frame_rotation_deg": float(frame_rotation_deg), "all_sections": bool(all_sections),
-                    "blur_correction": bool(blur_correction)},
-        "source": str(root),
-    })
+    fit.update(
+        {
+            "sections": used,
+            "n_sections": len(used),
+            "fibre_symmetry_check": fibre_symmetry_check(c, e),
+            "options": {
+                "min_radius_frac": float(min_radius_frac),
+                "sample_frame": sample_frame,
+                "frame_rotation_deg": float(frame_rotation_deg),
+                "all_sections": bool(all_sections),
+                "blur_correction": bool(blur_correction),
+            },
+            "source": str(root),
+        }
+    )
     model = OrientationModel(kappa=fit["kappa"], lam=fit["lambda"], fit=fit)
     fz = fit["fibre_symmetry_check"]["z"]
     if np.isfinite(fz) and abs(fz) > 4:
-        log.warning("the c-axes are not symmetric about the radial direction in these sections (z = %.1f): the "
-                    "fibre-symmetric model averages over it; check --sample-frame / --frame-rotation-deg", fz)
-    log.info("orientation texture from %d grains in %d sections: kappa = %.2f ± %.2f, lambda = %.2f ± %.2f; %s",
-             fit["n"], len(used), fit["kappa"], fit["kappa_se"], fit["lambda"], fit["lambda_se"],
-             f"textured (p = {fit['p_value_no_texture']:.2g})" if fit["textured"]
-             else f"no texture detected (p = {fit['p_value_no_texture']:.2g})")
+        log.warning(
+            "the c-axes are not symmetric about the radial direction in these sections (z = %.1f): the "
+            "fibre-symmetric model averages over it; check --sample-frame / --frame-rotation-deg",
+            fz,
+        )
+    log.info(
+        "orientation texture from %d grains in %d sections: kappa = %.2f ± %.2f, lambda = %.2f ± %.2f; %s",
+        fit["n"],
+        len(used),
+        fit["kappa"],
+        fit["kappa_se"],
+        fit["lambda"],
+        fit["lambda_se"],
+        f"textured (p = {fit['p_value_no_texture']:.2g})"
+        if fit["textured"]
+        else f"no texture detected (p = {fit['p_value_no_texture']:.2g})",
+    )
     if out_path is not None:
         model.save(out_path)
     return model

@@ -77,8 +77,7 @@ DEFAULT_CUBES = (64,)
 
 # --------------------------------------------------------------------------- fixed-shape cubes
 # --------------------------------------------------------------------------- grain shape descriptors
-def grain_shape_descriptors(principal_axes: np.ndarray, principal_sd_um: np.ndarray,
-                            centroid_um: np.ndarray) -> dict:
+def grain_shape_descriptors(principal_axes: np.ndarray, principal_sd_um: np.ndarray, centroid_um: np.ndarray) -> dict:
     """Elongation and radial alignment of grains from their voxel second moments.
 
     Parameters
@@ -114,18 +113,19 @@ def voxels_features(n: int):
     """``datasets.Features`` of a ``voxels_<n>`` config."""
     import datasets
 
-    return datasets.Features({
-        "particle_id": datasets.Value("int64"),
-        "voxel_size_um": datasets.Value("float64"),
-        "origin_um": datasets.Sequence(datasets.Value("float64"), length=3),
-        "n_grains": datasets.Value("int64"),
-        "labels": datasets.Array3D(shape=(n, n, n), dtype="uint16"),
-    })
+    return datasets.Features(
+        {
+            "particle_id": datasets.Value("int64"),
+            "voxel_size_um": datasets.Value("float64"),
+            "origin_um": datasets.Sequence(datasets.Value("float64"), length=3),
+            "n_grains": datasets.Value("int64"),
+            "labels": datasets.Array3D(shape=(n, n, n), dtype="uint16"),
+        }
+    )
 
 
 def voxels_table(volumes: list, n_grains: list, n: int):
     """The ``voxels_<n>`` Arrow table of a shard's cube volumes (``VoxelVolume`` list, uint16)."""
-
 
     feats = voxels_features(n)
     stack = np.stack([np.asarray(v.labels) for v in volumes]) if volumes else np.zeros((0, n, n, n), np.uint16)
@@ -194,12 +194,27 @@ def voxels_file(shard_index: int, n_shards: int) -> str:
     return f"{VOXELS_DIR}/voxels-{shard_index:05d}-of-{n_shards:05d}.h5"
 
 
-def particle_shard(shard_index: int, items: Sequence[int], *, out: str, n_shards: int, shell_model_path: str,
-                   grain_model_path: str, seed: int, voxel_size_um: float = 0.05, cubes: Sequence[int] = DEFAULT_CUBES,
-                   formats: Sequence[str] = ("params", "voxels"), first_index: int = 0,
-                   mesh_size_um: float | None = None, smoothing_iterations: int = 8, spacing_px: float = 1.0,
-                   margin_px: float = 8.0, max_memory_gib: float | None = None, element_order: int = 1,
-                   min_elements_per_grain: int | None = None):
+def particle_shard(
+    shard_index: int,
+    items: Sequence[int],
+    *,
+    out: str,
+    n_shards: int,
+    shell_model_path: str,
+    grain_model_path: str,
+    seed: int,
+    voxel_size_um: float = 0.05,
+    cubes: Sequence[int] = DEFAULT_CUBES,
+    formats: Sequence[str] = ("params", "voxels"),
+    first_index: int = 0,
+    mesh_size_um: float | None = None,
+    smoothing_iterations: int = 8,
+    spacing_px: float = 1.0,
+    margin_px: float = 8.0,
+    max_memory_gib: float | None = None,
+    element_order: int = 1,
+    min_elements_per_grain: int | None = None,
+):
     """``make_shard`` of the particle release: params tables, N³ cubes, HDF5 volumes and meshes.
 
     Top-level and picklable (bind the keywords with ``functools.partial``). Item ``k`` is
@@ -265,11 +280,25 @@ def particle_shard(shard_index: int, items: Sequence[int], *, out: str, n_shards
             rel = voxels_file(shard_index, n_shards)
             writer = stack.enter_context(VoxelsWriter(out_p / rel))
         results, failures = export_particles(
-            [int(first_index) + int(k) for k in items], mesh_folder=mesh_folder, shell_model=shell,
-            grain_model=grain, seed=seed, voxel_size_um=voxel_size_um, formats=("params",) + formats,
-            voxels=writer, cubes=cubes, mesh_size_um=mesh_size_um, smoothing_iterations=smoothing_iterations,
-            spacing_px=spacing_px, margin_px=margin_px, max_memory_gib=max_memory_gib, shell_model_id=sid,
-            grain_model_id=gid, element_order=element_order, min_elements_per_grain=min_elements_per_grain)
+            [int(first_index) + int(k) for k in items],
+            mesh_folder=mesh_folder,
+            shell_model=shell,
+            grain_model=grain,
+            seed=seed,
+            voxel_size_um=voxel_size_um,
+            formats=("params",) + formats,
+            voxels=writer,
+            cubes=cubes,
+            mesh_size_um=mesh_size_um,
+            smoothing_iterations=smoothing_iterations,
+            spacing_px=spacing_px,
+            margin_px=margin_px,
+            max_memory_gib=max_memory_gib,
+            shell_model_id=sid,
+            grain_model_id=gid,
+            element_order=element_order,
+            min_elements_per_grain=min_elements_per_grain,
+        )
     if writer is not None:
         extra += [rel, str(Path(rel).with_suffix(".xdmf").as_posix())]
     extra += [p.relative_to(out_p).as_posix() for r in results for p in r.files]
@@ -381,20 +410,39 @@ def build_particle_release(config: dict, ctx, *, shell_model_path: Path, grain_m
     shard_size = int(dcfg.get("particles_shard_size", DEFAULT_SHARD_SIZE))
     n_shards = -(-n // shard_size)
     fn = functools.partial(
-        particle_shard, out=str(out.resolve()), n_shards=n_shards,
+        particle_shard,
+        out=str(out.resolve()),
+        n_shards=n_shards,
         shell_model_path=str(Path(shell_model_path).resolve()),
-        grain_model_path=str(Path(grain_model_path).resolve()), seed=int(ctx.seed),
-        voxel_size_um=float(config.get("voxel_size_um", 0.05)), cubes=tuple(cubes), formats=formats,
-        first_index=int(config.get("first_index", 0)), mesh_size_um=mesh.get("size_um"),
+        grain_model_path=str(Path(grain_model_path).resolve()),
+        seed=int(ctx.seed),
+        voxel_size_um=float(config.get("voxel_size_um", 0.05)),
+        cubes=tuple(cubes),
+        formats=formats,
+        first_index=int(config.get("first_index", 0)),
+        mesh_size_um=mesh.get("size_um"),
         smoothing_iterations=int(mesh.get("smoothing_iterations", 8)),
-        element_order=int(mesh.get("element_order", 1)), min_elements_per_grain=mesh.get("min_elements_per_grain"),
-        spacing_px=float(assembly.get("spacing_px", 1.0)), margin_px=float(assembly.get("margin_px", 8.0)),
-        max_memory_gib=config.get("max_memory_gib"))
+        element_order=int(mesh.get("element_order", 1)),
+        min_elements_per_grain=mesh.get("min_elements_per_grain"),
+        spacing_px=float(assembly.get("spacing_px", 1.0)),
+        margin_px=float(assembly.get("margin_px", 8.0)),
+        max_memory_gib=config.get("max_memory_gib"),
+    )
     check_build_folder(out, rhash, force=ctx.force, adopt_existing=True)  # before writing anything
     copy_models(out, shell_model_path, grain_model_path)
-    r = build_dataset(out, n, shard_size, fn, release_configs(cubes), workers=ctx.workers,
-                      executor=opts.get("executor") or "local", scheduler=opts.get("scheduler"),
-                      recipe_hash=rhash, force=ctx.force, desc="particles")
+    r = build_dataset(
+        out,
+        n,
+        shard_size,
+        fn,
+        release_configs(cubes),
+        workers=ctx.workers,
+        executor=opts.get("executor") or "local",
+        scheduler=opts.get("scheduler"),
+        recipe_hash=rhash,
+        force=ctx.force,
+        desc="particles",
+    )
     if cubes:
         render_first_particle(out, max(cubes))
     render_first_particle_orientations(out)
@@ -402,14 +450,19 @@ def build_particle_release(config: dict, ctx, *, shell_model_path: Path, grain_m
     removed = _sweep(out, set(r.extra_files))
     if removed:
         log.info("removed %d file(s) of an earlier build from voxels/ and meshes/", removed)
-    log.info("particles: %d particles, %d grains in %d shard(s) (%d built now, %.1f s)", r.counts["particles"],
-             r.counts["grains"], len(r.files["particles"]), len(r.built), r.seconds)
+    log.info(
+        "particles: %d particles, %d grains in %d shard(s) (%d built now, %.1f s)",
+        r.counts["particles"],
+        r.counts["grains"],
+        len(r.files["particles"]),
+        len(r.built),
+        r.seconds,
+    )
     return r
 
 
 def render_first_particle(out: Path, n: int) -> Path | None:
     """``figures/rendered_particle_<id>_cut_open.png``: the first particle of ``voxels_<n>``, cut open."""
-
 
     files = sorted((Path(out) / "data" / f"voxels_{n}").glob("*.parquet"))
     if not files:
@@ -421,8 +474,12 @@ def render_first_particle(out: Path, n: int) -> Path | None:
     labels = arr.flatten().flatten().flatten().to_numpy()
     labels = labels.reshape(n, n, n)
     path = Path(out) / "figures" / f"rendered_particle_{pid:06d}_cut_open.png"
-    return particle_rendering(labels, path, voxel_size_um=float(t.column("voxel_size_um")[0].as_py()),
-                              title=f"particle {pid}, cut open ({n}³ voxels)")
+    return particle_rendering(
+        labels,
+        path,
+        voxel_size_um=float(t.column("voxel_size_um")[0].as_py()),
+        title=f"particle {pid}, cut open ({n}³ voxels)",
+    )
 
 
 def _check_memory(config: dict, shell_model_path, n: int, ctx) -> None:
@@ -440,6 +497,17 @@ def _check_memory(config: dict, shell_model_path, n: int, ctx) -> None:
     check_memory(worst, 0, config.get("max_memory_gib"), where=f"{ctx.recipe_path}: particles.voxel_size_um")
 
 
-__all__ = ["cube_grid", "voxelize_cube", "grain_shape_descriptors", "voxels_features",
-           "voxels_table", "particle_shard", "release_configs", "copy_models", "build_particle_release",
-           "voxels_file", "DEFAULT_SHARD_SIZE", "DEFAULT_CUBES"]
+__all__ = [
+    "cube_grid",
+    "voxelize_cube",
+    "grain_shape_descriptors",
+    "voxels_features",
+    "voxels_table",
+    "particle_shard",
+    "release_configs",
+    "copy_models",
+    "build_particle_release",
+    "voxels_file",
+    "DEFAULT_SHARD_SIZE",
+    "DEFAULT_CUBES",
+]

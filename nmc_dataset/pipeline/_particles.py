@@ -75,17 +75,37 @@ def _mesh_files(folder: Path, particle_id: int) -> set[Path]:
     for sub in MESH_DIRS:
         d = folder / sub
         if d.is_dir():
-            found |= {p for p in d.iterdir() if p.is_file() and not p.name.startswith(".")
-                      and (p.name.startswith(stem + "_") or p.name.startswith(stem + "."))}
+            found |= {
+                p
+                for p in d.iterdir()
+                if p.is_file()
+                and not p.name.startswith(".")
+                and (p.name.startswith(stem + "_") or p.name.startswith(stem + "."))
+            }
     return found
 
 
-def export_particle(shell_model, grain_model, particle_id: int, seed: int, *, voxel_size_um: float, formats,
-                    mesh_folder: Path | None = None, voxels=None, cubes: Sequence[int] = (),
-                    mesh_size_um: float | None = None, smoothing_iterations: int = 8, spacing_px: float = 1.0,
-                    margin_px: float = 8.0, max_memory_gib: float | None = None, shell_model_id: str = "",
-                    grain_model_id: str = "", element_order: int = 1,
-                    min_elements_per_grain: int | None = None) -> ParticleResult:
+def export_particle(
+    shell_model,
+    grain_model,
+    particle_id: int,
+    seed: int,
+    *,
+    voxel_size_um: float,
+    formats,
+    mesh_folder: Path | None = None,
+    voxels=None,
+    cubes: Sequence[int] = (),
+    mesh_size_um: float | None = None,
+    smoothing_iterations: int = 8,
+    spacing_px: float = 1.0,
+    margin_px: float = 8.0,
+    max_memory_gib: float | None = None,
+    shell_model_id: str = "",
+    grain_model_id: str = "",
+    element_order: int = 1,
+    min_elements_per_grain: int | None = None,
+) -> ParticleResult:
     """Draw particle ``particle_id`` of a run seeded ``seed`` and write its exports.
 
     Parameters
@@ -130,9 +150,16 @@ def export_particle(shell_model, grain_model, particle_id: int, seed: int, *, vo
     """
 
     inject_fault("particle", particle_id)
-    part = make_particle(shell_model, grain_model, particle_seed(seed, particle_id), particle_id=particle_id,
-                         spacing_px=spacing_px, margin_px=margin_px, shell_model_id=shell_model_id,
-                         grain_model_id=grain_model_id)
+    part = make_particle(
+        shell_model,
+        grain_model,
+        particle_seed(seed, particle_id),
+        particle_id=particle_id,
+        spacing_px=spacing_px,
+        margin_px=margin_px,
+        shell_model_id=shell_model_id,
+        grain_model_id=grain_model_id,
+    )
     vol = voxelize(part, voxel_size_um, max_memory_gib=max_memory_gib)
     entry = {"particle_id": particle_id, "n_grains": part.n_grains, "grid_shape_zyx": list(vol.grid.shape)}
     record = tables.particle_records(part, vol) if "params" in formats else None
@@ -146,11 +173,26 @@ def export_particle(shell_model, grain_model, particle_id: int, seed: int, *, vo
         from nmc_dataset import __version__
         from nmc_dataset.pipeline._generate import write_particle_meshes
 
-        provenance = {"tool": f"nmc-dataset {__version__}", "shell_model_id": shell_model_id,
-                      "grain_model_id": grain_model_id, "orientation_model_id": part.orientation_model_id}
-        entry.update(write_particle_meshes(part, vol, mesh_folder, formats, mesh_size_um, smoothing_iterations,
-                                           max_memory_gib, element_order=element_order,
-                                           min_elements_per_grain=min_elements_per_grain, provenance=provenance))
+        provenance = {
+            "tool": f"nmc-dataset {__version__}",
+            "shell_model_id": shell_model_id,
+            "grain_model_id": grain_model_id,
+            "orientation_model_id": part.orientation_model_id,
+        }
+        entry.update(
+            write_particle_meshes(
+                part,
+                vol,
+                mesh_folder,
+                formats,
+                mesh_size_um,
+                smoothing_iterations,
+                max_memory_gib,
+                element_order=element_order,
+                min_elements_per_grain=min_elements_per_grain,
+                provenance=provenance,
+            )
+        )
     if "damask" in formats or "neper" in formats:
         from nmc_dataset.export._simulators import write_simulator_files
 
@@ -160,12 +202,14 @@ def export_particle(shell_model, grain_model, particle_id: int, seed: int, *, vo
     if voxels is not None:
         voxels.add(vol, part.n_grains)
     log.debug("particle %d: %d grains, %s voxels", particle_id, part.n_grains, vol.grid.shape)
-    return ParticleResult(particle_id=particle_id, n_grains=part.n_grains, record=record, entry=entry,
-                          cubes=cube_vols, files=files)
+    return ParticleResult(
+        particle_id=particle_id, n_grains=part.n_grains, record=record, entry=entry, cubes=cube_vols, files=files
+    )
 
 
-def export_particles(particle_ids: Iterable[int], *, mesh_folder: Path | None = None,
-                     progress: Callable | None = None, **kwargs) -> tuple[list, list]:
+def export_particles(
+    particle_ids: Iterable[int], *, mesh_folder: Path | None = None, progress: Callable | None = None, **kwargs
+) -> tuple[list, list]:
     """Run :func:`export_particle` for each id, isolating failures.
 
     A particle whose export raises (anything but an interrupt) is logged on one line, its mesh
@@ -191,7 +235,7 @@ def export_particles(particle_ids: Iterable[int], *, mesh_folder: Path | None = 
     """
     ids = list(particle_ids)
     results, failures = [], []
-    for pid in (progress(ids) if progress else ids):
+    for pid in progress(ids) if progress else ids:
         before = _mesh_files(mesh_folder, pid) if mesh_folder is not None else set()
         try:
             results.append(export_particle(particle_id=int(pid), mesh_folder=mesh_folder, **kwargs))

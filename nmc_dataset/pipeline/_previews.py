@@ -87,7 +87,6 @@ def with_previews(particles, grains, results, cubes: dict | None = None):
     """
     import datasets
 
-
     values = []
     prow = particles.to_pylist()
     for i, r in enumerate(results):
@@ -111,7 +110,6 @@ def render_first_particle_orientations(out, n: int = PREVIEW_CUBE) -> Path | Non
     """``figures/particle_<id>_grains_coloured_by_c_axis_orientation.png`` of the first particle
     of ``data/particles`` (its ``voxels_<n>`` cube when the release has one, else re-voxelised)."""
 
-
     out = Path(out)
     pfiles = sorted((out / "data" / "particles").glob("*.parquet"))
     gfiles = sorted((out / "data" / "grains").glob("*.parquet"))
@@ -124,16 +122,30 @@ def render_first_particle_orientations(out, n: int = PREVIEW_CUBE) -> Path | Non
     grains = pq.read_table(gfiles[0])
 
     g = grains.filter(pc.equal(grains.column("particle_id"), pid))
-    cube = voxelize_cube(particle_from_rows(pt.drop_columns([c for c in pt.column_names if c == PREVIEW_COLUMN])
-                                            .to_pylist()[0], g.to_pydict()), int(n))
+    cube = voxelize_cube(
+        particle_from_rows(
+            pt.drop_columns([c for c in pt.column_names if c == PREVIEW_COLUMN]).to_pylist()[0], g.to_pydict()
+        ),
+        int(n),
+    )
     n_grains = int(g.num_rows)
     has = "c_axis_xyz" in g.column_names and not any(v is None for v in g.column("c_axis_xyz").to_pylist())
-    title = (f"particle {pid}: grains coloured by crystal c-axis" if has
-             else f"particle {pid}: no orientation model (grains grey)")
+    title = (
+        f"particle {pid}: grains coloured by crystal c-axis"
+        if has
+        else f"particle {pid}: no orientation model (grains grey)"
+    )
     path = out / "figures" / f"particle_{pid:06d}_grains_coloured_by_c_axis_orientation.png"
-    return orientation_rendering(cube.labels, grain_colours(grains, pid, n_grains), path,
-                                 voxel_size_um=cube.voxel_size_um, title=title)
+    return orientation_rendering(
+        cube.labels, grain_colours(grains, pid, n_grains), path, voxel_size_um=cube.voxel_size_um, title=title
+    )
 
 
-__all__ = ["PREVIEW_COLUMN", "PREVIEW_CUBE", "grain_colours", "particle_preview", "render_first_particle_orientations",
-           "with_previews"]
+__all__ = [
+    "PREVIEW_COLUMN",
+    "PREVIEW_CUBE",
+    "grain_colours",
+    "particle_preview",
+    "render_first_particle_orientations",
+    "with_previews",
+]

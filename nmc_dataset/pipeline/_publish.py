@@ -71,8 +71,6 @@ class UploadPlan:
         return "\n".join(lines)
 
 
-
-
 def _scrub(text: str, *secrets: str | None) -> str:
     for s in secrets:
         if s:
@@ -137,15 +135,18 @@ def check_revision(revision: str | None, version: str) -> str:
         return _default_revision(version)
     m = re.match(r"^v?(\d+(?:\.\d+)*)(?:[-+].*)?$", revision)
     if m and m.group(1) != version.lstrip("v"):
-        raise PublishError(f"--revision {revision} names version {m.group(1)} but the dataset is version {version} "
-                           f"(manifest.json); set dataset.version in the recipe and re-run, or use --revision "
-                           f"{_default_revision(version)}")
+        raise PublishError(
+            f"--revision {revision} names version {m.group(1)} but the dataset is version {version} "
+            f"(manifest.json); set dataset.version in the recipe and re-run, or use --revision "
+            f"{_default_revision(version)}"
+        )
     return revision
 
 
 # --------------------------------------------------------------------------- Hugging Face Hub
 def hf_token(token: str | None = None) -> str | None:
-    """The Hugging Face token: ``token``, else :func:`huggingface_hub.get_token` (``HF_TOKEN``, then the login cache)."""
+    """The Hugging Face token: ``token``, else :func:`huggingface_hub.get_token` (``HF_TOKEN``, then
+    the login cache)."""
     from huggingface_hub import get_token
 
     return token or get_token()
@@ -173,9 +174,19 @@ def _batches(files: list[tuple[str, int]], max_files: int, max_bytes: int) -> li
     return out
 
 
-def publish_hf(folder: str | os.PathLike, repo_id: str, *, revision: str | None = None, endpoint: str | None = None,
-               token: str | None = None, private: bool = False, dry_run: bool = False,
-               batch_files: int = 200, batch_bytes: int = 2 << 30, echo: Callable[[str], None] = print) -> dict:
+def publish_hf(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    revision: str | None = None,
+    endpoint: str | None = None,
+    token: str | None = None,
+    private: bool = False,
+    dry_run: bool = False,
+    batch_files: int = 200,
+    batch_bytes: int = 2 << 30,
+    echo: Callable[[str], None] = print,
+) -> dict:
     """Upload a build folder to a Hugging Face dataset repository and tag the version.
 
     Parameters
@@ -208,8 +219,9 @@ def publish_hf(folder: str | os.PathLike, repo_id: str, *, revision: str | None 
     m, files = upload_files(folder)
     version = str(m["dataset"].get("version"))
     revision = check_revision(revision, version)
-    plan = UploadPlan(f"huggingface hub dataset {repo_id} at {endpoint or 'https://huggingface.co'}",
-                      version, revision, files)
+    plan = UploadPlan(
+        f"huggingface hub dataset {repo_id} at {endpoint or 'https://huggingface.co'}", version, revision, files
+    )
     token = hf_token(token)
     if dry_run:
         echo(plan.describe())
@@ -229,13 +241,18 @@ def publish_hf(folder: str | os.PathLike, repo_id: str, *, revision: str | None 
         try:
             refs = api.list_repo_refs(repo_id, repo_type="dataset")
             if any(t.name == revision for t in refs.tags):
-                raise PublishError(f"tag {revision} already exists in {repo_id}; publish a new version "
-                                   "(dataset.version in the recipe) or pass another --revision")
+                raise PublishError(
+                    f"tag {revision} already exists in {repo_id}; publish a new version "
+                    "(dataset.version in the recipe) or pass another --revision"
+                )
         except (RepositoryNotFoundError, RevisionNotFoundError):
             pass
         try:
-            remote = {e.path: e for e in api.list_repo_tree(repo_id, repo_type="dataset", recursive=True)
-                      if hasattr(e, "blob_id")}
+            remote = {
+                e.path: e
+                for e in api.list_repo_tree(repo_id, repo_type="dataset", recursive=True)
+                if hasattr(e, "blob_id")
+            }
         except (RepositoryNotFoundError, RevisionNotFoundError):
             remote = {}
         sha = {e["path"]: e["sha256"] for e in m["files"]}
@@ -267,10 +284,13 @@ def publish_hf(folder: str | os.PathLike, repo_id: str, *, revision: str | None 
                 ops += [CommitOperationDelete(path_in_repo=p) for p in stale]
             if not ops:
                 continue
-            info = api.create_commit(repo_id, operations=ops, repo_type="dataset",
-                                     commit_message=f"nmc-dataset {version}: upload part {k}/{n}",
-                                     commit_description=f"Files of dataset version {version} "
-                                                        f"(recipe {str(m.get('recipe_hash'))[:12]}).")
+            info = api.create_commit(
+                repo_id,
+                operations=ops,
+                repo_type="dataset",
+                commit_message=f"nmc-dataset {version}: upload part {k}/{n}",
+                commit_description=f"Files of dataset version {version} (recipe {str(m.get('recipe_hash'))[:12]}).",
+            )
             result["commits"].append(info.oid)
             result["uploaded"] += [p for p, _ in batch]
             log.info("committed part %d/%d (%d files)", k, n, len(batch))
@@ -288,11 +308,15 @@ def publish_hf(folder: str | os.PathLike, repo_id: str, *, revision: str | None 
         text = " ".join(_scrub(str(e), token).split()) or type(e).__name__
         cause = " ".join(_scrub(str(e.__cause__), token).split()) if e.__cause__ else ""
         cause = f" ({cause})" if cause and cause != text else ""
-        raise PublishError(f"upload to the Hugging Face Hub failed ({type(e).__name__}: {text}{cause}); nothing "
-                           "was tagged, and re-running the same command uploads only what is missing",
-                           repo_id) from None
-    echo(f"published {repo_id} {revision}: {len(result['uploaded'])} files uploaded, "
-         f"{len(result['skipped'])} unchanged, {len(result['deleted'])} stale removed")
+        raise PublishError(
+            f"upload to the Hugging Face Hub failed ({type(e).__name__}: {text}{cause}); nothing "
+            "was tagged, and re-running the same command uploads only what is missing",
+            repo_id,
+        ) from None
+    echo(
+        f"published {repo_id} {revision}: {len(result['uploaded'])} files uploaded, "
+        f"{len(result['skipped'])} unchanged, {len(result['deleted'])} stale removed"
+    )
     return result
 
 
@@ -315,11 +339,13 @@ def zenodo_metadata(manifest: dict) -> dict:
     d = manifest.get("dataset", {})
     title = d.get("pretty_name") or d.get("name")
     authors = d.get("authors") or []
-    missing = [k for k, v in (("name/pretty_name", title), ("authors", authors), ("license", d.get("license")))
-               if not v]
+    missing = [
+        k for k, v in (("name/pretty_name", title), ("authors", authors), ("license", d.get("license"))) if not v
+    ]
     if missing:
-        raise PublishError(f"Zenodo needs {', '.join(missing)} in the dataset section of the recipe "
-                           "(manifest.json 'dataset' block)")
+        raise PublishError(
+            f"Zenodo needs {', '.join(missing)} in the dataset section of the recipe (manifest.json 'dataset' block)"
+        )
     creators = []
     for a in authors:
         a = {"name": a} if isinstance(a, str) else dict(a)
@@ -340,10 +366,16 @@ def zenodo_metadata(manifest: dict) -> dict:
         "license": str(d["license"]).lower(),
         "version": str(d.get("version")),
         "keywords": list(d.get("tags") or []),
-        "related_identifiers": [{"identifier": f"arXiv:{METHOD_PAPER_ARXIV}", "relation": "isDerivedFrom",
-                                 "scheme": "arxiv", "resource_type": "publication-preprint"}],
+        "related_identifiers": [
+            {
+                "identifier": f"arXiv:{METHOD_PAPER_ARXIV}",
+                "relation": "isDerivedFrom",
+                "scheme": "arxiv",
+                "resource_type": "publication-preprint",
+            }
+        ],
         "notes": f"Built with nmc-dataset {manifest.get('tool', {}).get('version')}; recipe sha256 "
-                 f"{manifest.get('recipe_hash')}. File keys are paths with '/' replaced by '__'.",
+        f"{manifest.get('recipe_hash')}. File keys are paths with '/' replaced by '__'.",
     }
     if d.get("access_right"):
         md["access_right"] = d["access_right"]
@@ -377,14 +409,23 @@ class _Zenodo:
                 detail = r.text[:200]
             if r.status_code in (401, 403) and "publish" not in url:
                 detail = detail or "the token was refused; check ZENODO_TOKEN (scopes deposit:write, deposit:actions)"
-            raise PublishError(f"Zenodo {method} {url.split('?')[0]} -> {r.status_code}: "
-                               f"{_scrub(detail.strip(), self.token)}")
+            raise PublishError(
+                f"Zenodo {method} {url.split('?')[0]} -> {r.status_code}: {_scrub(detail.strip(), self.token)}"
+            )
         return r.json() if r.content else {}
 
 
-def publish_zenodo(folder: str | os.PathLike, *, production: bool = False, endpoint: str | None = None,
-                   token: str | None = None, new_version_of: int | None = None, dry_run: bool = False,
-                   publish: bool = True, echo: Callable[[str], None] = print) -> dict:
+def publish_zenodo(
+    folder: str | os.PathLike,
+    *,
+    production: bool = False,
+    endpoint: str | None = None,
+    token: str | None = None,
+    new_version_of: int | None = None,
+    dry_run: bool = False,
+    publish: bool = True,
+    echo: Callable[[str], None] = print,
+) -> dict:
     """Upload a build folder to a Zenodo deposition and publish it.
 
     Parameters
@@ -417,9 +458,12 @@ def publish_zenodo(folder: str | os.PathLike, *, production: bool = False, endpo
     base = (endpoint or (PRODUCTION_API if production else SANDBOX_API)).rstrip("/")
     version = str(m["dataset"].get("version"))
     token = token or os.environ.get("ZENODO_TOKEN")
-    plan = UploadPlan(f"zenodo deposition at {base}"
-                      + (f" (new version of {new_version_of})" if new_version_of else ""),
-                      version, None, files)
+    plan = UploadPlan(
+        f"zenodo deposition at {base}" + (f" (new version of {new_version_of})" if new_version_of else ""),
+        version,
+        None,
+        files,
+    )
     if dry_run:
         echo(plan.describe())
         echo("credentials: " + ("found" if token else "MISSING (set ZENODO_TOKEN)"))
@@ -442,8 +486,14 @@ def publish_zenodo(folder: str | os.PathLike, *, production: bool = False, endpo
         dep = z.call("GET", f"/deposit/depositions/{state['deposition_id']}", ok=(200, 404, 410))
         if dep.get("submitted"):
             echo(f"already published: {dep.get('doi_url') or dep.get('links', {}).get('html')}")
-            return {"deposition_id": dep["id"], "uploaded": [], "skipped": [p for p, _ in files], "deleted": [],
-                    "doi": dep.get("doi"), "url": dep.get("links", {}).get("html")}
+            return {
+                "deposition_id": dep["id"],
+                "uploaded": [],
+                "skipped": [p for p, _ in files],
+                "deleted": [],
+                "doi": dep.get("doi"),
+                "url": dep.get("links", {}).get("html"),
+            }
         if "id" not in dep:
             dep = None
         else:
@@ -480,10 +530,14 @@ def publish_zenodo(folder: str | os.PathLike, *, production: bool = False, endpo
         done = z.call("POST", f"/deposit/depositions/{dep['id']}/actions/publish")
         result["doi"] = done.get("doi")
         result["url"] = done.get("links", {}).get("record_html") or done.get("links", {}).get("html")
-        write_json_atomic(state_path, {"deposition_id": dep["id"], "version": version, "base": base,
-                                       "published": True, "doi": result["doi"]})
-        echo(f"published on Zenodo: {result['url']} (doi {result['doi']}); {len(result['uploaded'])} files "
-             f"uploaded, {len(result['skipped'])} already there")
+        write_json_atomic(
+            state_path,
+            {"deposition_id": dep["id"], "version": version, "base": base, "published": True, "doi": result["doi"]},
+        )
+        echo(
+            f"published on Zenodo: {result['url']} (doi {result['doi']}); {len(result['uploaded'])} files "
+            f"uploaded, {len(result['skipped'])} already there"
+        )
     else:
         result["doi"] = None
         result["url"] = dep.get("links", {}).get("html")

@@ -205,8 +205,15 @@ def recipe_hash(recipe: dict) -> str:
     return hashlib.sha256(json.dumps(recipe, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def run_recipe(path: str | Path, out: str | Path, *, workers: int = 1, force: bool = False,
-               only: list[str] | None = None, options: dict | None = None) -> RunContext:
+def run_recipe(
+    path: str | Path,
+    out: str | Path,
+    *,
+    workers: int = 1,
+    force: bool = False,
+    only: list[str] | None = None,
+    options: dict | None = None,
+) -> RunContext:
     """Run every section of a recipe, in order, into ``out``.
 
     Parameters
@@ -233,11 +240,21 @@ def run_recipe(path: str | Path, out: str | Path, *, workers: int = 1, force: bo
     recipe = load_recipe(path)
     if workers < 1:
         raise RecipeError("--workers must be >= 1")
-    ctx = RunContext(recipe_path=path, recipe=recipe, out=Path(out), seed=int(recipe.get("seed", 0)),
-                     workers=workers, force=force, options=dict(options or {}))
+    ctx = RunContext(
+        recipe_path=path,
+        recipe=recipe,
+        out=Path(out),
+        seed=int(recipe.get("seed", 0)),
+        workers=workers,
+        force=force,
+        options=dict(options or {}),
+    )
 
-    selected = [(name, importlib.import_module(module)) for name, module in SECTIONS
-                if name in recipe and (not only or name in only)]
+    selected = [
+        (name, importlib.import_module(module))
+        for name, module in SECTIONS
+        if name in recipe and (not only or name in only)
+    ]
     # Pre-flight: every section checks what the schema cannot express before anything is written.
     for name, module in selected:
         check = getattr(module, "check_section", None)
@@ -251,8 +268,11 @@ def run_recipe(path: str | Path, out: str | Path, *, workers: int = 1, force: bo
     failed = ctx.outputs.get("failed_particles") or []
     if failed:
         ids = ", ".join(str(f["particle_id"]) for f in failed[:5]) + (", ..." if len(failed) > 5 else "")
-        raise ExportError(f"{len(failed)} particle(s) could not be exported (id {ids}: {failed[0]['error']}); "
-                          "everything else is built, and manifest.json lists them under 'failed'", ctx.out)
+        raise ExportError(
+            f"{len(failed)} particle(s) could not be exported (id {ids}: {failed[0]['error']}); "
+            "everything else is built, and manifest.json lists them under 'failed'",
+            ctx.out,
+        )
     return ctx
 
 

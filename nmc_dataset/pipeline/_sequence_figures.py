@@ -95,8 +95,10 @@ def sequence_slices(rows: list[dict], path: str | os.PathLike, *, title: str | N
         im0 = axes[0, c].imshow(r["ct"][z], cmap="gray", vmin=lo, vmax=hi, extent=ext)
         axes[1, c].imshow(lab, cmap=lab_cmap, vmin=-0.5, vmax=3.5, interpolation="nearest", extent=ext)
         im2 = axes[2, c].imshow(np.ma.masked_invalid(mag), cmap=ucmap, vmin=0, vmax=umax, extent=ext)
-        axes[0, c].set_title(f"step {r['step']}: cycle {r['cycle']:.2f}\n"
-                             f"Li(1-x), x = {r['soc']:.2f}; {r['n_cracks']} crack(s)", fontsize=8)
+        axes[0, c].set_title(
+            f"step {r['step']}: cycle {r['cycle']:.2f}\nLi(1-x), x = {r['soc']:.2f}; {r['n_cracks']} crack(s)",
+            fontsize=8,
+        )
         for k in range(3):
             axes[k, c].tick_params(labelsize=6)
             axes[k, c].set_xlabel("x (µm)", fontsize=7)
@@ -133,10 +135,13 @@ def sequence_card_figure(folder: str | os.PathLike, config: str = "sequences") -
     first = min(files, key=lambda f: (order.get(f.name.split("-", 1)[0], 3), f.name))
     rows = read_sequence_rows(first)
     n = rows[0]["ct"].shape[0]
-    return sequence_slices(rows, folder / FIGURE,
-                           title=f"{first.name.split('-', 1)[0]} sequence {rows[0]['sequence']}: {n}³ CT voxels of "
-                                 f"{rows[0]['voxel_size_um']:.3g} µm over {len(rows)} states, with the exact "
-                                 "displacement from the reference state")
+    return sequence_slices(
+        rows,
+        folder / FIGURE,
+        title=f"{first.name.split('-', 1)[0]} sequence {rows[0]['sequence']}: {n}³ CT voxels of "
+        f"{rows[0]['voxel_size_um']:.3g} µm over {len(rows)} states, with the exact "
+        "displacement from the reference state",
+    )
 
 
 __all__ = ["read_sequence_rows", "sequence_card_figure", "sequence_slices"]

@@ -53,12 +53,24 @@ def write_state(path, state: dict, *, voxel_size_um: float, meta: dict, tables: 
             f.create_dataset(name, data=a, chunks=tuple(min(64, s) for s in a.shape), compression="gzip")
         for name in ("nmc_fraction", "binder_fraction"):
             a = np.asarray(state[name], dtype=np.float32)
-            f.create_dataset(name, data=a, chunks=tuple(min(64, s) for s in a.shape), compression="gzip",
-                             compression_opts=1, shuffle=True)
+            f.create_dataset(
+                name,
+                data=a,
+                chunks=tuple(min(64, s) for s in a.shape),
+                compression="gzip",
+                compression_opts=1,
+                shuffle=True,
+            )
         for name in ("displacement", "strain"):
             a = np.asarray(state[name], dtype=np.float32)
-            f.create_dataset(name, data=a, chunks=tuple(min(32, s) for s in a.shape[:3]) + a.shape[3:],
-                             compression="gzip", compression_opts=1, shuffle=True)
+            f.create_dataset(
+                name,
+                data=a,
+                chunks=tuple(min(32, s) for s in a.shape[:3]) + a.shape[3:],
+                compression="gzip",
+                compression_opts=1,
+                shuffle=True,
+            )
         for group, columns in tables.items():
             g = f.create_group(group)
             for col, values in columns.items():
@@ -89,14 +101,18 @@ def read_sequence(folder, fmt: str = SEQUENCE_FORMAT) -> tuple[dict, list[Path]]
         with h5py.File(p, "r") as f:
             info = json.loads(f.attrs.get("sequence", "{}"))
         if info.get("electrode_sha256") != eid:
-            raise InputError(f"{st['file']} comes from another electrode than {MANIFEST} (a mixed sequence "
-                             "folder); evolve each electrode into its own folder", folder)
+            raise InputError(
+                f"{st['file']} comes from another electrode than {MANIFEST} (a mixed sequence "
+                "folder); evolve each electrode into its own folder",
+                folder,
+            )
         files.append(p)
     pattern = "state_*.h5" if fmt == SEQUENCE_FORMAT else "ct_*.h5"
     extra = sorted({p.name for p in folder.glob(pattern)} - {p.name for p in files})
     if extra:
-        raise InputError(f"holds state files not in {MANIFEST} ({', '.join(extra[:3])}): a mixed sequence folder",
-                         folder)
+        raise InputError(
+            f"holds state files not in {MANIFEST} ({', '.join(extra[:3])}): a mixed sequence folder", folder
+        )
     return man, files
 
 
@@ -139,16 +155,41 @@ def render_sequence(args, render_one) -> int:
             with h5py.File(a.out, "r+") as f:
                 s = int(json.loads(f.attrs["imaging"])["binning"])
                 ub, cb = _bin_truth(u, crack, s, f["ct"].shape)
-                f.create_dataset("displacement", data=ub, chunks=tuple(min(32, x) for x in ub.shape[:3]) + (3,),
-                                 compression="gzip", compression_opts=1, shuffle=True)
+                f.create_dataset(
+                    "displacement",
+                    data=ub,
+                    chunks=tuple(min(32, x) for x in ub.shape[:3]) + (3,),
+                    compression="gzip",
+                    compression_opts=1,
+                    shuffle=True,
+                )
                 f.create_dataset("crack", data=cb, chunks=tuple(min(64, x) for x in cb.shape), compression="gzip")
-                f.attrs["sequence"] = json.dumps({"index": t, "electrode_sha256": man["electrode"]["sha256"],
-                                                  "noise_seed": a.seed, "binning": s}, sort_keys=True)
-            states.append({"file": Path(a.out).name, "index": t, "cycle": st["cycle"], "soc": st["soc"],
-                           "noise_seed": a.seed, "source": st["file"]})
-        write_json_atomic(tmp / MANIFEST, {"format": CT_SEQUENCE_FORMAT, "format_version": 1,
-                                           "electrode": man["electrode"], "protocol": man["protocol"],
-                                           "preset": args.preset, "seed": int(args.seed), "states": states})
+                f.attrs["sequence"] = json.dumps(
+                    {"index": t, "electrode_sha256": man["electrode"]["sha256"], "noise_seed": a.seed, "binning": s},
+                    sort_keys=True,
+                )
+            states.append(
+                {
+                    "file": Path(a.out).name,
+                    "index": t,
+                    "cycle": st["cycle"],
+                    "soc": st["soc"],
+                    "noise_seed": a.seed,
+                    "source": st["file"],
+                }
+            )
+        write_json_atomic(
+            tmp / MANIFEST,
+            {
+                "format": CT_SEQUENCE_FORMAT,
+                "format_version": 1,
+                "electrode": man["electrode"],
+                "protocol": man["protocol"],
+                "preset": args.preset,
+                "seed": int(args.seed),
+                "states": states,
+            },
+        )
     return 0
 
 

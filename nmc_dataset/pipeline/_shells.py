@@ -29,8 +29,17 @@ from nmc_dataset.shells._segment import Segmentation, segment_volume
 from nmc_dataset.shells._selection import CANDIDATES, fit_candidate, select_model
 from nmc_dataset.shells._sigma_rule import suggest_sigma
 
-__all__ = ["SHELLS_FORMAT", "FitResult", "fit_volume", "fit_shells", "sample_shells", "write_shells",
-           "read_shells", "describe_shells", "descriptors_um"]
+__all__ = [
+    "SHELLS_FORMAT",
+    "FitResult",
+    "fit_volume",
+    "fit_shells",
+    "sample_shells",
+    "write_shells",
+    "read_shells",
+    "describe_shells",
+    "descriptors_um",
+]
 
 #: format of sampled-shell parquet tables.
 SHELLS_FORMAT = "nmc-dataset/shells"
@@ -73,10 +82,23 @@ def _check_degree(degree, where):
     return d
 
 
-def fit_volume(volume: np.ndarray, voxel_size_um: float, *, phase: int | None = None, degree: int = 9,
-               rng: np.random.Generator | None = None, selection: str = "aic", sigma: float = 1.8,
-               where=None, model: str = "auto", holdout: float = 0.25, families: str = "constrained",
-               measure: str = "subvoxel", measure_sigma: float = 1.0, correct_blur: bool = True) -> FitResult:
+def fit_volume(
+    volume: np.ndarray,
+    voxel_size_um: float,
+    *,
+    phase: int | None = None,
+    degree: int = 9,
+    rng: np.random.Generator | None = None,
+    selection: str = "aic",
+    sigma: float = 1.8,
+    where=None,
+    model: str = "auto",
+    holdout: float = 0.25,
+    families: str = "constrained",
+    measure: str = "subvoxel",
+    measure_sigma: float = 1.0,
+    correct_blur: bool = True,
+) -> FitResult:
     """Segment a CT volume, measure every particle's radius function and fit the shell model.
 
     Parameters
@@ -134,25 +156,51 @@ def fit_volume(volume: np.ndarray, voxel_size_um: float, *, phase: int | None = 
     else:
         from nmc_dataset.shells._subvoxel import measure_particles_subvoxel
 
-        pc, mi = measure_particles_subvoxel(seg.labels, volume if seg.input_kind == "grey" else None, degree, rng,
-                                            sigma=float(measure_sigma), otsu_threshold=seg.threshold,
-                                            correct_blur=correct_blur)
+        pc, mi = measure_particles_subvoxel(
+            seg.labels,
+            volume if seg.input_kind == "grey" else None,
+            degree,
+            rng,
+            sigma=float(measure_sigma),
+            otsu_threshold=seg.threshold,
+            correct_blur=correct_blur,
+        )
         minfo = mi.to_json()
         if seg.input_kind == "grey" and pc.coeffs.shape[0]:
-            minfo["sigma_rule"] = suggest_sigma(mi.blur_sigma_vox, float(measure_sigma),
-                                                pc.coeffs[:, 0] / np.sqrt(4 * np.pi), degree)
-    table = {"particle_label": pc.label, "centroid_x_vox": pc.centroid_xyz[:, 0],
-             "centroid_y_vox": pc.centroid_xyz[:, 1], "centroid_z_vox": pc.centroid_xyz[:, 2],
-             "volume_vox": pc.volume_voxels, "star_volume_fraction": pc.star_volume_fraction,
-             "fit_rms_vox": pc.fit_rms}
+            minfo["sigma_rule"] = suggest_sigma(
+                mi.blur_sigma_vox, float(measure_sigma), pc.coeffs[:, 0] / np.sqrt(4 * np.pi), degree
+            )
+    table = {
+        "particle_label": pc.label,
+        "centroid_x_vox": pc.centroid_xyz[:, 0],
+        "centroid_y_vox": pc.centroid_xyz[:, 1],
+        "centroid_z_vox": pc.centroid_xyz[:, 2],
+        "volume_vox": pc.volume_voxels,
+        "star_volume_fraction": pc.star_volume_fraction,
+        "fit_rms_vox": pc.fit_rms,
+    }
     # the input's name only: an absolute path would make the model depend on where it was built
-    source = {"input": Path(os.fspath(where)).name if where is not None else None, "input_kind": seg.input_kind,
-              "volume_shape": list(volume.shape), "segmentation": seg.summary(), "counts": seg.counts,
-              "otsu_threshold": seg.threshold, "skipped_steps": seg.skipped, "gaussian_sigma_vox": sigma,
-              "fit_points": 642, "rotation": "uniform random per particle",
-              "mean_fit_rms_vox": float(pc.fit_rms.mean()), "measurement": minfo}
-    fit_kw = {"selection": selection, "star_volume_fraction": pc.star_volume_fraction, "particle_table": table,
-              "source": source, "families": families}
+    source = {
+        "input": Path(os.fspath(where)).name if where is not None else None,
+        "input_kind": seg.input_kind,
+        "volume_shape": list(volume.shape),
+        "segmentation": seg.summary(),
+        "counts": seg.counts,
+        "otsu_threshold": seg.threshold,
+        "skipped_steps": seg.skipped,
+        "gaussian_sigma_vox": sigma,
+        "fit_points": 642,
+        "rotation": "uniform random per particle",
+        "mean_fit_rms_vox": float(pc.fit_rms.mean()),
+        "measurement": minfo,
+    }
+    fit_kw = {
+        "selection": selection,
+        "star_volume_fraction": pc.star_volume_fraction,
+        "particle_table": table,
+        "source": source,
+        "families": families,
+    }
     shell_model = _fit_and_select(pc.coeffs, vs, model, holdout, rng, fit_kw, where)
     return FitResult(model=shell_model, segmentation=seg, particles=pc)
 
@@ -181,10 +229,25 @@ def _fit_and_select(coeffs, vs, model, holdout, rng, fit_kw, where):
     return m
 
 
-def fit_shells(volume_path, voxel_size_um: float, out, *, dataset: str | None = None, phase: int | None = None,
-               shape=None, dtype=None, degree: int = 9, seed: int = 0, selection: str = "aic",
-               model: str = "auto", holdout: float = 0.25, families: str = "constrained",
-               measure: str = "subvoxel", measure_sigma: float = 1.0, correct_blur: bool = True) -> FitResult:
+def fit_shells(
+    volume_path,
+    voxel_size_um: float,
+    out,
+    *,
+    dataset: str | None = None,
+    phase: int | None = None,
+    shape=None,
+    dtype=None,
+    degree: int = 9,
+    seed: int = 0,
+    selection: str = "aic",
+    model: str = "auto",
+    holdout: float = 0.25,
+    families: str = "constrained",
+    measure: str = "subvoxel",
+    measure_sigma: float = 1.0,
+    correct_blur: bool = True,
+) -> FitResult:
     """Fit a shell model to a volume file and write ``out`` (JSON) plus ``<stem>.coefficients.parquet``.
 
     All inputs are checked before anything is written; see :func:`fit_volume`.
@@ -237,9 +300,21 @@ def fit_shells(volume_path, voxel_size_um: float, out, *, dataset: str | None = 
     out = check_out_file(out)
     check_out_file(out.with_name(out.stem + ".coefficients.parquet"), "the coefficients file")
     vol = read_volume(volume_path, dataset=dataset, shape=shape, dtype=dtype)
-    res = fit_volume(vol, voxel_size_um, phase=phase, degree=degree, rng=np.random.default_rng(seed),
-                     selection=selection, where=volume_path, model=model, holdout=holdout, families=families,
-                     measure=measure, measure_sigma=measure_sigma, correct_blur=correct_blur)
+    res = fit_volume(
+        vol,
+        voxel_size_um,
+        phase=phase,
+        degree=degree,
+        rng=np.random.default_rng(seed),
+        selection=selection,
+        where=volume_path,
+        model=model,
+        holdout=holdout,
+        families=families,
+        measure=measure,
+        measure_sigma=measure_sigma,
+        correct_blur=correct_blur,
+    )
     res.model.source["seed"] = int(seed)
     if dataset:
         res.model.source["dataset"] = dataset
@@ -266,13 +341,19 @@ def write_shells(path, coeffs: np.ndarray, model: ShellModel, *, seed, redrawn: 
     redrawn : int, default 0
         Invalid draws replaced, recorded.
     """
-    meta = {"format": SHELLS_FORMAT, "format_version": 1, "units": "voxel",
-            "voxel_size_um": model.voxel_size_um, "degree": model.degree, "n": int(coeffs.shape[0]),
-            "seed": seed, "redrawn": int(redrawn),
-            "model_file": Path(os.fspath(model.path)).name if model.path else None,
-            "model_format_version": model.format_version}
-    write_coefficients_table(path, coeffs, extra={"shell_id": np.arange(coeffs.shape[0], dtype=np.int64)},
-                             meta=meta)
+    meta = {
+        "format": SHELLS_FORMAT,
+        "format_version": 1,
+        "units": "voxel",
+        "voxel_size_um": model.voxel_size_um,
+        "degree": model.degree,
+        "n": int(coeffs.shape[0]),
+        "seed": seed,
+        "redrawn": int(redrawn),
+        "model_file": Path(os.fspath(model.path)).name if model.path else None,
+        "model_format_version": model.format_version,
+    }
+    write_coefficients_table(path, coeffs, extra={"shell_id": np.arange(coeffs.shape[0], dtype=np.int64)}, meta=meta)
 
 
 def read_shells(path) -> tuple[np.ndarray, dict]:
@@ -350,15 +431,16 @@ def descriptors_um(coeffs: np.ndarray, voxel_size_um: float, subdivisions: int =
     coeffs = np.atleast_2d(np.asarray(coeffs))
     starts = range(0, coeffs.shape[0], 200)
     it = progress(starts, total=len(starts), desc=desc, unit="x200 shells") if desc else starts
-    parts = [shell_descriptors(coeffs[i:i + 200], subdivisions=subdivisions) for i in it]
-    d = {k: np.concatenate([np.atleast_1d(p[k]) for p in parts]) for k in DESCRIPTORS} if parts else \
-        shell_descriptors(coeffs, subdivisions=subdivisions)
+    parts = [shell_descriptors(coeffs[i : i + 200], subdivisions=subdivisions) for i in it]
+    d = (
+        {k: np.concatenate([np.atleast_1d(p[k]) for p in parts]) for k in DESCRIPTORS}
+        if parts
+        else shell_descriptors(coeffs, subdivisions=subdivisions)
+    )
     return {k: d[k] * voxel_size_um ** DESCRIPTOR_UNITS[k] for k in DESCRIPTORS}
 
 
 def _write_descriptor_table(path, desc: dict, meta: dict) -> None:
-
-
 
     table = pa.table({k: np.asarray(v) for k, v in desc.items()})
     md = {"nmc_dataset": json.dumps(meta), "format": meta["format"], "format_version": str(meta["format_version"])}
@@ -404,26 +486,45 @@ def describe_shells(shells_path, out, *, against=None, subdivisions: int = 4, fo
         model = ShellModel.load(against)
         measured = model.load_coefficients()
         if measured.shape[1] != coeffs.shape[1]:
-            raise InputError(f"the model has degree {model.degree} but the shells have "
-                             f"{coeffs.shape[1]} coefficients", against)
+            raise InputError(
+                f"the model has degree {model.degree} but the shells have {coeffs.shape[1]} coefficients", against
+            )
         if abs(model.voxel_size_um - vs) > 1e-9 * max(vs, 1):
             log.info("note: model voxel size %g µm differs from the shells' %g µm", model.voxel_size_um, vs)
     sim = descriptors_um(coeffs, vs, subdivisions, desc="descriptors")
     units = {k: _UNIT_NAMES[DESCRIPTOR_UNITS[k]] for k in DESCRIPTORS}
-    summary = {"format": "nmc-dataset/shell-descriptors-summary", "format_version": 1,
-               "shells_file": Path(os.fspath(shells_path)).name, "n_shells": int(coeffs.shape[0]), "units": units,
-               "descriptors": {k: {"mean": float(np.nanmean(v)), "std": float(np.nanstd(v)),
-                                   "median": float(np.nanmedian(v)), "min": float(np.nanmin(v)),
-                                   "max": float(np.nanmax(v))} for k, v in sim.items()}}
+    summary = {
+        "format": "nmc-dataset/shell-descriptors-summary",
+        "format_version": 1,
+        "shells_file": Path(os.fspath(shells_path)).name,
+        "n_shells": int(coeffs.shape[0]),
+        "units": units,
+        "descriptors": {
+            k: {
+                "mean": float(np.nanmean(v)),
+                "std": float(np.nanstd(v)),
+                "median": float(np.nanmedian(v)),
+                "min": float(np.nanmin(v)),
+                "max": float(np.nanmax(v)),
+            }
+            for k, v in sim.items()
+        },
+    }
     comparison = None
     with output_folder(out, "describe-shells", force=force, legacy=("summary.json",)) as tmp:
-        dmeta = {"format": "nmc-dataset/shell-descriptors", "format_version": 1, "units": units,
-                 "voxel_size_um": vs, "source": Path(os.fspath(shells_path)).name}
+        dmeta = {
+            "format": "nmc-dataset/shell-descriptors",
+            "format_version": 1,
+            "units": units,
+            "voxel_size_um": vs,
+            "source": Path(os.fspath(shells_path)).name,
+        }
         _write_descriptor_table(tmp / "descriptors.parquet", sim, dmeta)
         if model is not None:
             mes = descriptors_um(measured, model.voxel_size_um, subdivisions, desc="measured descriptors")
-            _write_descriptor_table(tmp / "measured_descriptors.parquet", mes,
-                                    dict(dmeta, source=Path(os.fspath(against)).name))
+            _write_descriptor_table(
+                tmp / "measured_descriptors.parquet", mes, dict(dmeta, source=Path(os.fspath(against)).name)
+            )
             comparison = compare_descriptors(mes, sim, tmp, title="Shells: measured vs simulated", units=units)
             summary["against"] = Path(os.fspath(against)).name
         write_json_atomic(tmp / "summary.json", summary)

@@ -29,8 +29,21 @@ from nmc_dataset.shells._descriptors import shell_descriptors
 from nmc_dataset.shells._model import ShellModel
 
 #: keys of the dataset section that are release metadata (kept in the manifest's "dataset" block)
-RELEASE_KEYS = ("name", "pretty_name", "version", "license", "authors", "description", "citation", "tags",
-                "task_categories", "date", "doi", "history", "publish")
+RELEASE_KEYS = (
+    "name",
+    "pretty_name",
+    "version",
+    "license",
+    "authors",
+    "description",
+    "citation",
+    "tags",
+    "task_categories",
+    "date",
+    "doi",
+    "history",
+    "publish",
+)
 #: random stream of shell sampling in the dataset section (item_seed(seed, k, SHELL_STREAM))
 SHELL_STREAM = 11
 
@@ -65,19 +78,19 @@ def shell_shard(shard_index: int, items: list[int], *, model_path: str, seed: in
     ``sphericity``.
     """
 
-
     model = _load_shell_model(model_path)
     vs = float(model.voxel_size_um)
-    coeffs = np.stack([model.sample_coefficients(1, np.random.default_rng(item_seed(seed, k, SHELL_STREAM)))[0]
-                       for k in items])
+    coeffs = np.stack(
+        [model.sample_coefficients(1, np.random.default_rng(item_seed(seed, k, SHELL_STREAM)))[0] for k in items]
+    )
     desc = shell_descriptors(coeffs)
     k = coeffs.shape[1]
     cols = {
         "particle_id": pa.array(np.asarray(items, dtype=np.int64)),
         "sh_coefficients_um": pa.FixedSizeListArray.from_arrays(pa.array((coeffs * vs).ravel()), k),
         "d_max_um": pa.array(desc["d_max"] * vs),
-        "volume_um3": pa.array(desc["volume"] * vs ** 3),
-        "area_um2": pa.array(desc["area"] * vs ** 2),
+        "volume_um3": pa.array(desc["volume"] * vs**3),
+        "area_um2": pa.array(desc["area"] * vs**2),
         "compactness": pa.array(desc["compactness"]),
         "aspect_ratio": pa.array(desc["aspect_ratio"]),
         "sphericity": pa.array(desc["sphericity"]),
@@ -88,7 +101,6 @@ def shell_shard(shard_index: int, items: list[int], *, model_path: str, seed: in
 
 def _copy(src: Path, dst: Path) -> None:
     """Copy a file atomically (mode 0644), unless it is already the destination."""
-
 
     if not src.is_file() or (dst.exists() and src.resolve() == dst.resolve()):
         return
@@ -122,34 +134,43 @@ def input_provenance(ctx) -> dict:
     shells = recipe.get("shells") or {}
     if "phantom" in shells:
         ph = shells["phantom"] or {}
-        out["shells"] = {"kind": "phantom", "text": "a synthetic grey-value CT phantom of a known shell model "
-                         f"({ph.get('size', 128)}³ voxels, {ph.get('n_particles', 60)} particles), not a measurement"}
+        out["shells"] = {
+            "kind": "phantom",
+            "text": "a synthetic grey-value CT phantom of a known shell model "
+            f"({ph.get('size', 128)}³ voxels, {ph.get('n_particles', 60)} particles), not a measurement",
+        }
     elif "volume" in shells:
         path = ctx.resolve(shells["volume"]["path"])
-        out["shells"] = {"kind": "measured", "files": [_file_entry(path)],
-                         "text": f"the CT volume `{path.name}`"}
+        out["shells"] = {"kind": "measured", "files": [_file_entry(path)], "text": f"the CT volume `{path.name}`"}
     elif "model" in shells:
         path = ctx.resolve(shells["model"])
         out["shells"] = {"kind": "model", "files": [_file_entry(path)], "text": f"the given shell model `{path.name}`"}
     sections = recipe.get("sections") or {}
     if "synthetic" in sections:
-        out["sections"] = {"kind": "phantom", "text": "synthetic EBSD scans of a known radial teacher architecture "
-                           "written by the tool's own instrument model, not a measurement"}
+        out["sections"] = {
+            "kind": "phantom",
+            "text": "synthetic EBSD scans of a known radial teacher architecture "
+            "written by the tool's own instrument model, not a measurement",
+        }
     elif "scans" in sections:
         from nmc_dataset.pipeline._ebsd_import import expand_scans
 
         scans = expand_scans(sections["scans"], base=ctx.recipe_path.parent)
-        out["sections"] = {"kind": "measured", "files": [_file_entry(Path(s)) for s in scans],
-                           "text": f"{len(scans)} EBSD scan(s) ({', '.join(Path(s).name for s in scans[:4])}"
-                                   f"{', ...' if len(scans) > 4 else ''})"}
+        out["sections"] = {
+            "kind": "measured",
+            "files": [_file_entry(Path(s)) for s in scans],
+            "text": f"{len(scans)} EBSD scan(s) ({', '.join(Path(s).name for s in scans[:4])}"
+            f"{', ...' if len(scans) > 4 else ''})",
+        }
     return out
 
 
 def check_section(config: dict, ctx) -> None:
     """Pre-flight: a shells config needs a shell model from this run or an earlier one."""
     if int(config.get("shells", 0)) > 0 and "shells" not in ctx.recipe and _shell_model_path(ctx) is None:
-        raise InputError("dataset.shells > 0 needs a shell model: add a 'shells' section to the recipe",
-                         ctx.recipe_path)
+        raise InputError(
+            "dataset.shells > 0 needs a shell model: add a 'shells' section to the recipe", ctx.recipe_path
+        )
 
 
 def run_section(config: dict, ctx) -> None:
@@ -161,8 +182,9 @@ def run_section(config: dict, ctx) -> None:
     model_path = _shell_model_path(ctx)
     n_shells = int(config.get("shells", 0))
     if n_shells > 0 and model_path is None:
-        raise InputError("dataset.shells > 0 needs a shell model: add a 'shells' section to the recipe",
-                         ctx.recipe_path)
+        raise InputError(
+            "dataset.shells > 0 needs a shell model: add a 'shells' section to the recipe", ctx.recipe_path
+        )
     check_build_folder(out, rhash, force=ctx.force, adopt_existing=True)
     release = release_metadata(config)
     release["inputs"] = input_provenance(ctx)
@@ -178,17 +200,28 @@ def run_section(config: dict, ctx) -> None:
     if n_shells > 0:
         fn = functools.partial(shell_shard, model_path=str(model_path.resolve()), seed=int(ctx.seed))
         opts = ctx.options or {}
-        r = build_dataset(out, n_shells, int(config.get("shard_size", 1000)), fn, ["shells"],
-                          workers=ctx.workers, executor=opts.get("executor") or "local",
-                          scheduler=opts.get("scheduler"), recipe_hash=rhash, force=ctx.force, desc="shells")
-        log.info("shells: %d items in %d shards (%d built now)", r.counts["shells"], len(r.files["shells"]),
-                 len(r.built))
+        r = build_dataset(
+            out,
+            n_shells,
+            int(config.get("shard_size", 1000)),
+            fn,
+            ["shells"],
+            workers=ctx.workers,
+            executor=opts.get("executor") or "local",
+            scheduler=opts.get("scheduler"),
+            recipe_hash=rhash,
+            force=ctx.force,
+            desc="shells",
+        )
+        log.info(
+            "shells: %d items in %d shards (%d built now)", r.counts["shells"], len(r.files["shells"]), len(r.built)
+        )
 
     figures = card_figures(out) if config.get("figures", True) else None
     card = write_card(out, {**release, "exclude": exclude}, recipe_hash=rhash, figures=figures)
-    m = write_manifest(out, dataset=release, recipe_hash=rhash, exclude=exclude,
-                       failed=ctx.outputs.get("failed_particles") or [])
+    m = write_manifest(
+        out, dataset=release, recipe_hash=rhash, exclude=exclude, failed=ctx.outputs.get("failed_particles") or []
+    )
     ctx.outputs["dataset_card"] = card
     ctx.outputs["manifest"] = out / "manifest.json"
-    log.info("dataset %s %s: %d files, counts %s", release["name"], release["version"], len(m["files"]),
-             m["counts"])
+    log.info("dataset %s %s: %d files, counts %s", release["name"], release["version"], len(m["files"]), m["counts"])

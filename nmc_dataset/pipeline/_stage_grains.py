@@ -44,9 +44,10 @@ def check_section(cfg: dict, where="grains") -> None:
                 raise RecipeError(f"grains.generator.{key}: bounds need a < b, got [{a}, {b}]", where)
     grid = cfg.get("cutouts", {}).get("grid", 32)
     blocks = cfg.get("discriminator", {}).get("blocks", 3)
-    if grid % (2 ** blocks):
-        raise RecipeError(f"grains.cutouts.grid: {grid} must be divisible by 2**discriminator.blocks = {2 ** blocks}",
-                          where)
+    if grid % (2**blocks):
+        raise RecipeError(
+            f"grains.cutouts.grid: {grid} must be divisible by 2**discriminator.blocks = {2**blocks}", where
+        )
     channels = cfg.get("cutouts", {}).get("channels", 12)
     if channels < 1:
         raise RecipeError("grains.cutouts.channels must be >= 1", where)
@@ -77,13 +78,19 @@ def load_fits(folder, with_sections: bool = False) -> tuple:
     fits = list(read_tessellations(folder))
     fits = [f for f in fits if getattr(f, "central", True)]
     if not fits:
-        raise InputError("no central section's tessellation found; calibration needs sections through the "
-                         "particle centre (import-ebsd --central ...)", folder)
+        raise InputError(
+            "no central section's tessellation found; calibration needs sections through the "
+            "particle centre (import-ebsd --central ...)",
+            folder,
+        )
     sizes = np.array([float(f.pixel_size_um) for f in fits])
     if np.any(np.abs(sizes - sizes[0]) > PIXEL_SIZE_RTOL * sizes[0]):
         detail = ", ".join(f"{f.section_id}: {f.pixel_size_um:g} µm" for f in fits[:6])
-        raise InputError(f"tessellations have different pixel sizes ({detail}); resample them to one pixel "
-                         "size or calibrate them separately", folder)
+        raise InputError(
+            f"tessellations have different pixel sizes ({detail}); resample them to one pixel "
+            "size or calibrate them separately",
+            folder,
+        )
     gbpds = []
     for f in fits:
         g = f.gbpd
@@ -94,16 +101,27 @@ def load_fits(folder, with_sections: bool = False) -> tuple:
     central = [bool(np.isfinite(s) and s >= CENTRALITY_THRESHOLD) for s in scores]
     if not any(central):
         detail = ", ".join(f"{f.section_id}: {s:.2f}" for f, s in list(zip(fits, scores))[:6])
-        raise InputError(f"none of the {len(fits)} tessellations looks like a section through the particle centre "
-                         f"(centrality scores {detail}; central sections score >= {CENTRALITY_THRESHOLD}); the "
-                         "calibration needs central sections", folder)
+        raise InputError(
+            f"none of the {len(fits)} tessellations looks like a section through the particle centre "
+            f"(centrality scores {detail}; central sections score >= {CENTRALITY_THRESHOLD}); the "
+            "calibration needs central sections",
+            folder,
+        )
     for f, s, c in zip(fits, scores, central):
         if not c:
-            log.warning("%s: section %s scores %.2f (< %.2f): it may not pass through the particle centre",
-                        folder, f.section_id, s, CENTRALITY_THRESHOLD)
-    source = {"tessellations": str(folder), "sections": [str(f.section_id) for f in fits],
-              "centrality_scores": [None if not np.isfinite(s) else float(s) for s in scores],
-              "min_radius_px": min(f.radius_px for f in fits)}
+            log.warning(
+                "%s: section %s scores %.2f (< %.2f): it may not pass through the particle centre",
+                folder,
+                f.section_id,
+                s,
+                CENTRALITY_THRESHOLD,
+            )
+    source = {
+        "tessellations": str(folder),
+        "sections": [str(f.section_id) for f in fits],
+        "centrality_scores": [None if not np.isfinite(s) else float(s) for s in scores],
+        "min_radius_px": min(f.radius_px for f in fits),
+    }
     if with_sections:
         return gbpds, float(sizes[0]), source, fits
     return gbpds, float(sizes[0]), source
@@ -119,8 +137,13 @@ def warn_if_cutouts_leave_sections(cfg, source: dict) -> None:
     r = source.get("min_radius_px")
     reach = float(cfg.cutouts.p_max_px) + (cfg.cutouts.grid - 1) / np.sqrt(2.0)
     if r is not None and reach > r:
-        log.warning("cutouts reach %.0f px from the centre but the smallest section has a radius of %.0f px: "
-                    "lower grains.cutouts.p_max_px to %.0f or less", reach, r, r - (cfg.cutouts.grid - 1) / np.sqrt(2.0))
+        log.warning(
+            "cutouts reach %.0f px from the centre but the smallest section has a radius of %.0f px: "
+            "lower grains.cutouts.p_max_px to %.0f or less",
+            reach,
+            r,
+            r - (cfg.cutouts.grid - 1) / np.sqrt(2.0),
+        )
 
 
 def centrality_scores(fits) -> list[float]:
@@ -139,23 +162,25 @@ def run_section(config: dict, ctx) -> None:
     elif "tessellations" in ctx.outputs:
         tess = Path(ctx.outputs["tessellations"])
     else:
-        raise RecipeError("grains.tessellations: no tessellation folder given and no 'sections' section ran before",
-                          ctx.recipe_path)
+        raise RecipeError(
+            "grains.tessellations: no tessellation folder given and no 'sections' section ran before", ctx.recipe_path
+        )
     fits, px, source = load_fits(tess)
     cfg = TrainConfig.from_section(config)
     warn_if_cutouts_leave_sections(cfg, source)
     out = ctx.out / config.get("out", "grain_model")
     restarts = recipe_restarts(config)
     if restarts > 1 and not cfg.training.select_sections:
-        raise RecipeError("grains.training.restarts > 1 needs grains.training.select_sections > 0 (the section "
-                          "score picks the run)", ctx.recipe_path)
+        raise RecipeError(
+            "grains.training.restarts > 1 needs grains.training.select_sections > 0 (the section score picks the run)",
+            ctx.recipe_path,
+        )
     done = _finished_model(out, cfg, ctx.seed, restarts)
     if done is not None:
         log.info("grains: model in %s is complete, reusing it", out)
     elif restarts > 1:
         resume = bool(config.get("resume", True)) and (out / "restarts").is_dir()
-        train_restarts(fits, px, cfg, seeds=range(ctx.seed, ctx.seed + restarts), out=out, resume=resume,
-                       source=source)
+        train_restarts(fits, px, cfg, seeds=range(ctx.seed, ctx.seed + restarts), out=out, resume=resume, source=source)
         GrainModel.load(out)
     else:
         resume = bool(config.get("resume", True)) and (out / "training" / "checkpoint.json").is_file()

@@ -30,8 +30,10 @@ def _model_path(config: dict, ctx, key: str) -> Path:
     if key in ctx.outputs and ctx.outputs[key]:
         v = ctx.outputs[key]
         return Path(getattr(v, "path", v))
-    raise RecipeError(f"no {key.replace('_', ' ')}: give particles.{key} or run the section that fits it",
-                      f"{ctx.recipe_path}: particles")
+    raise RecipeError(
+        f"no {key.replace('_', ' ')}: give particles.{key} or run the section that fits it",
+        f"{ctx.recipe_path}: particles",
+    )
 
 
 def check_section(config: dict, ctx) -> None:
@@ -45,8 +47,10 @@ def check_section(config: dict, ctx) -> None:
             if not p.exists():
                 raise InputError(f"particles.{key}: not found", p)
         elif not ctx.outputs.get(key) and section not in ctx.recipe:
-            raise RecipeError(f"no {key.replace('_', ' ')}: give particles.{key} or add a '{section}' section",
-                              f"{ctx.recipe_path}: particles")
+            raise RecipeError(
+                f"no {key.replace('_', ' ')}: give particles.{key} or add a '{section}' section",
+                f"{ctx.recipe_path}: particles",
+            )
 
 
 def run_section(config: dict, ctx) -> Path:
@@ -67,15 +71,24 @@ def run_section(config: dict, ctx) -> Path:
     mesh = config.get("mesh", {}) or {}
     assembly = config.get("assembly", {}) or {}
     out = ctx.out / "particles"
-    generate_particles(shell, grain, n=int(config.get("n", 20)), seed=ctx.seed,
-                       first_index=int(config.get("first_index", 0)),
-                       voxel_size_um=float(config.get("voxel_size_um", 0.05)), formats=formats, out=out,
-                       mesh_size_um=mesh.get("size_um"), max_memory_gib=config.get("max_memory_gib"),
-                       shell_model_id=sid, grain_model_id=gid,
-                       smoothing_iterations=int(mesh.get("smoothing_iterations", 8)),
-                       element_order=int(mesh.get("element_order", 1)),
-                       min_elements_per_grain=mesh.get("min_elements_per_grain"),
-                       spacing_px=float(assembly.get("spacing_px", 1.0)),
-                       margin_px=float(assembly.get("margin_px", 8.0)))
+    generate_particles(
+        shell,
+        grain,
+        n=int(config.get("n", 20)),
+        seed=ctx.seed,
+        first_index=int(config.get("first_index", 0)),
+        voxel_size_um=float(config.get("voxel_size_um", 0.05)),
+        formats=formats,
+        out=out,
+        mesh_size_um=mesh.get("size_um"),
+        max_memory_gib=config.get("max_memory_gib"),
+        shell_model_id=sid,
+        grain_model_id=gid,
+        smoothing_iterations=int(mesh.get("smoothing_iterations", 8)),
+        element_order=int(mesh.get("element_order", 1)),
+        min_elements_per_grain=mesh.get("min_elements_per_grain"),
+        spacing_px=float(assembly.get("spacing_px", 1.0)),
+        margin_px=float(assembly.get("margin_px", 8.0)),
+    )
     ctx.outputs["particles"] = out
     return out

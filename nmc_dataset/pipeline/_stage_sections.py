@@ -47,18 +47,26 @@ def run_section(config: dict, ctx) -> None:
         import numpy as np
 
         rng = np.random.default_rng(item_seed(ctx.seed, 0, stream=31))
-        records = write_synthetic_sections(syn_dir, rng, teacher=teacher, formats=tuple(syn.pop("formats", ["ang"])),
-                                           **syn)
+        records = write_synthetic_sections(
+            syn_dir, rng, teacher=teacher, formats=tuple(syn.pop("formats", ["ang"])), **syn
+        )
         scans = [syn_dir / r["scan"] for r in records]
         ctx.outputs["synthetic_scans"] = syn_dir
     else:
         scans = expand_scans(config["scans"], base=ctx.recipe_path.parent)
     sections_dir = out / config.get("out", "sections")
-    import_ebsd(scans, sections_dir, min_ci=imp.get("min_ci", 0.1),
-                max_misorientation_deg=imp.get("max_misorientation_deg", 5.0),
-                min_grain_px=imp.get("min_grain_px", 5), center_px=imp.get("center_px"),
-                central=config.get("central", "auto"), threshold=config.get("threshold"),
-                dilate_px=imp.get("dilate_px", DEFAULT_DILATE_PX), fill=imp.get("fill", DEFAULT_FILL))
+    import_ebsd(
+        scans,
+        sections_dir,
+        min_ci=imp.get("min_ci", 0.1),
+        max_misorientation_deg=imp.get("max_misorientation_deg", 5.0),
+        min_grain_px=imp.get("min_grain_px", 5),
+        center_px=imp.get("center_px"),
+        central=config.get("central", "auto"),
+        threshold=config.get("threshold"),
+        dilate_px=imp.get("dilate_px", DEFAULT_DILATE_PX),
+        fill=imp.get("fill", DEFAULT_FILL),
+    )
     ctx.outputs["sections"] = sections_dir
     fit = dict(config.get("fit") or {})
     if fit.get("enabled", True):

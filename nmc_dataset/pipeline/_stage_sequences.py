@@ -60,14 +60,51 @@ CONFIG = "sequences"
 SPLITS = ("train", "validation", "test")
 #: random stream of split ``s`` (``item_seed(seed, j, SPLIT_STREAMS[s])``)
 SPLIT_STREAMS = {"train": 41, "validation": 42, "test": 43}
-DEFAULTS = {"size": 32, "steps": 4, "voxel_size_um": 0.1, "solid_fraction": 0.45, "periodic": True,
-            "neck_um": 0.0, "electrolyte": "none", "spacing_px": 2.0, "sequences_per_shard": 1}
-VOLUMES = {"ct": "float32", "ct_reference": "float32", "phase": "uint8", "particle": "uint32", "grain": "uint32",
-           "crack": "uint32"}
-FLOATS = ("voxel_size_um", "label_voxel_size_um", "target_solid_fraction", "solid_fraction", "cycle", "soc",
-          "lattice_strain_a", "lattice_strain_c", "crack_area_um2", "nmc_volume_change", "max_displacement_vox")
-INTS = ("sequence", "step", "steps", "n_particles", "n_grains", "n_cracks", "crack_voxels", "pack_seed",
-        "evolve_seed", "ct_seed", "noise_seed")
+DEFAULTS = {
+    "size": 32,
+    "steps": 4,
+    "voxel_size_um": 0.1,
+    "solid_fraction": 0.45,
+    "periodic": True,
+    "neck_um": 0.0,
+    "electrolyte": "none",
+    "spacing_px": 2.0,
+    "sequences_per_shard": 1,
+}
+VOLUMES = {
+    "ct": "float32",
+    "ct_reference": "float32",
+    "phase": "uint8",
+    "particle": "uint32",
+    "grain": "uint32",
+    "crack": "uint32",
+}
+FLOATS = (
+    "voxel_size_um",
+    "label_voxel_size_um",
+    "target_solid_fraction",
+    "solid_fraction",
+    "cycle",
+    "soc",
+    "lattice_strain_a",
+    "lattice_strain_c",
+    "crack_area_um2",
+    "nmc_volume_change",
+    "max_displacement_vox",
+)
+INTS = (
+    "sequence",
+    "step",
+    "steps",
+    "n_particles",
+    "n_grains",
+    "n_cracks",
+    "crack_voxels",
+    "pack_seed",
+    "evolve_seed",
+    "ct_seed",
+    "noise_seed",
+)
 JSONS = ("protocol", "summary", "imaging", "packing")
 _MODELS: dict = {}
 
@@ -150,8 +187,12 @@ def sequence_draws(seed: int, split: str, index: int, solid_fraction) -> dict:
     rng = np.random.default_rng(item_seed(seed, index, SPLIT_STREAMS[split]))
     lo, hi = (solid_fraction, solid_fraction) if np.isscalar(solid_fraction) else solid_fraction
     frac = float(lo) if hi == lo else float(rng.uniform(lo, hi))
-    return {"solid_fraction": frac, "pack_seed": int(rng.integers(2**31)), "evolve_seed": int(rng.integers(2**31)),
-            "ct_seed": int(rng.integers(2**31))}
+    return {
+        "solid_fraction": frac,
+        "pack_seed": int(rng.integers(2**31)),
+        "evolve_seed": int(rng.integers(2**31)),
+        "ct_seed": int(rng.integers(2**31)),
+    }
 
 
 def noise_seed(ct_seed: int, step: int) -> int:
@@ -176,21 +217,58 @@ def _load_models(shell_model_path: str, grain_model_path: str, orientation_model
     return _MODELS[key]
 
 
-def render_sequence_states(shell_model, grain_model, *, split: str, sequence: int, steps_wanted, seed: int,
-                           size: int, steps: int, settings: dict, voxel_size_um: float, solid_fraction, binder,
-                           electrolyte: str, periodic: bool, neck_um: float, spacing_px: float, protocol: dict,
-                           model_ids=("", "")) -> list[dict]:
+def render_sequence_states(
+    shell_model,
+    grain_model,
+    *,
+    split: str,
+    sequence: int,
+    steps_wanted,
+    seed: int,
+    size: int,
+    steps: int,
+    settings: dict,
+    voxel_size_um: float,
+    solid_fraction,
+    binder,
+    electrolyte: str,
+    periodic: bool,
+    neck_um: float,
+    spacing_px: float,
+    protocol: dict,
+    model_ids=("", ""),
+) -> list[dict]:
     """Pack, evolve and scan one sequence; the rows of the states ``steps_wanted`` (see module docs)."""
     d = sequence_draws(seed, split, sequence, solid_fraction)
     s = int(settings["binning"])
     h = float(voxel_size_um)
-    e = pack_electrode(shell_model, grain_model, box_um=size * s * h, solid_fraction=d["solid_fraction"],
-                       voxel_size_um=h, binder=binder, electrolyte=electrolyte, periodic=periodic, neck_um=neck_um,
-                       seed=d["pack_seed"], workers=1, spacing_px=spacing_px, model_ids=model_ids)
+    e = pack_electrode(
+        shell_model,
+        grain_model,
+        box_um=size * s * h,
+        solid_fraction=d["solid_fraction"],
+        voxel_size_um=h,
+        binder=binder,
+        electrolyte=electrolyte,
+        periodic=periodic,
+        neck_um=neck_um,
+        seed=d["pack_seed"],
+        workers=1,
+        spacing_px=spacing_px,
+        model_ids=model_ids,
+    )
     if e.grains is None:  # pragma: no cover - the section checks the orientation model first
         raise RecipeError("the grain model gives no crystal orientations (needed for the lattice strain)")
-    seq = Sequence({"phase": e.phase, "particle": e.particle, "grain": e.grain}, e.table, e.grains,
-                   voxel_size_um=h, periodic=periodic, protocol=protocol, steps=steps, seed=d["evolve_seed"])
+    seq = Sequence(
+        {"phase": e.phase, "particle": e.particle, "grain": e.grain},
+        e.table,
+        e.grains,
+        voxel_size_um=h,
+        periodic=periodic,
+        protocol=protocol,
+        steps=steps,
+        seed=d["evolve_seed"],
+    )
     packing = {k: v for k, v in e.info.items() if k != "seconds"}
     packing.update(shell_model_id=model_ids[0], grain_model_id=model_ids[1])
     protocol_json = json.dumps(protocol, sort_keys=True)
@@ -202,8 +280,15 @@ def render_sequence_states(shell_model, grain_model, *, split: str, sequence: in
         st = seq.state(t)
         summary = st.pop("summary")
         ns = noise_seed(d["ct_seed"], t)
-        ct, imaging = render_ct(st["phase"], h, settings=settings, electrolyte=electrolyte, seed=ns,
-                                fractions=(st["nmc_fraction"], st["binder_fraction"]), gain_seed=d["ct_seed"])
+        ct, imaging = render_ct(
+            st["phase"],
+            h,
+            settings=settings,
+            electrolyte=electrolyte,
+            seed=ns,
+            fractions=(st["nmc_fraction"], st["binder_fraction"]),
+            gain_seed=d["ct_seed"],
+        )
         if ct.shape != (size,) * 3:
             raise RuntimeError(f"CT grid {ct.shape} is not the requested {size}³")
         if t == 0:
@@ -214,22 +299,44 @@ def render_sequence_states(shell_model, grain_model, *, split: str, sequence: in
         u, crack = _bin_truth(st["displacement"], st["crack"], s, ct.shape)
         imaging.pop("seconds", None)
         finite = np.isfinite(u)
-        rows.append({
-            "split": split, "sequence": int(sequence), "step": t, "steps": int(steps),
-            "ct": ct, "ct_reference": ref_ct, "phase": phase, "particle": particle, "grain": grain,
-            "crack": crack.astype(np.uint32), "displacement": u.astype(np.float32),
-            "voxel_size_um": float(imaging["voxel_size_um"]), "label_voxel_size_um": h,
-            "target_solid_fraction": d["solid_fraction"], "solid_fraction": float(e.info["solid_fraction"]),
-            "cycle": summary["cycle"], "soc": summary["soc"], "lattice_strain_a": summary["lattice_strain_a"],
-            "lattice_strain_c": summary["lattice_strain_c"], "crack_area_um2": summary["crack_area_um2"],
-            "nmc_volume_change": summary["nmc_volume_change"],
-            "max_displacement_vox": float(np.abs(u[finite]).max()) if finite.any() else 0.0,
-            "n_particles": int(e.info["n_particles"]), "n_grains": int(e.info["n_grains"]),
-            "n_cracks": int(summary["cracks"]), "crack_voxels": int(summary["crack_voxels"]),
-            "pack_seed": d["pack_seed"], "evolve_seed": d["evolve_seed"], "ct_seed": d["ct_seed"], "noise_seed": ns,
-            "protocol": protocol_json, "summary": json.dumps(summary, sort_keys=True),
-            "imaging": json.dumps(imaging, sort_keys=True), "packing": json.dumps(packing, sort_keys=True),
-        })
+        rows.append(
+            {
+                "split": split,
+                "sequence": int(sequence),
+                "step": t,
+                "steps": int(steps),
+                "ct": ct,
+                "ct_reference": ref_ct,
+                "phase": phase,
+                "particle": particle,
+                "grain": grain,
+                "crack": crack.astype(np.uint32),
+                "displacement": u.astype(np.float32),
+                "voxel_size_um": float(imaging["voxel_size_um"]),
+                "label_voxel_size_um": h,
+                "target_solid_fraction": d["solid_fraction"],
+                "solid_fraction": float(e.info["solid_fraction"]),
+                "cycle": summary["cycle"],
+                "soc": summary["soc"],
+                "lattice_strain_a": summary["lattice_strain_a"],
+                "lattice_strain_c": summary["lattice_strain_c"],
+                "crack_area_um2": summary["crack_area_um2"],
+                "nmc_volume_change": summary["nmc_volume_change"],
+                "max_displacement_vox": float(np.abs(u[finite]).max()) if finite.any() else 0.0,
+                "n_particles": int(e.info["n_particles"]),
+                "n_grains": int(e.info["n_grains"]),
+                "n_cracks": int(summary["cracks"]),
+                "crack_voxels": int(summary["crack_voxels"]),
+                "pack_seed": d["pack_seed"],
+                "evolve_seed": d["evolve_seed"],
+                "ct_seed": d["ct_seed"],
+                "noise_seed": ns,
+                "protocol": protocol_json,
+                "summary": json.dumps(summary, sort_keys=True),
+                "imaging": json.dumps(imaging, sort_keys=True),
+                "packing": json.dumps(packing, sort_keys=True),
+            }
+        )
     return rows
 
 
@@ -261,10 +368,27 @@ def sequence_table(rows: list[dict], n: int) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=feats.arrow_schema)
 
 
-def sequence_shard(shard_index: int, items, *, split: str, shell_model_path: str, grain_model_path: str,
-                   orientation_model_path: str, seed: int, size: int, steps: int, settings: dict,
-                   voxel_size_um: float, solid_fraction, binder, electrolyte: str, periodic: bool, neck_um: float,
-                   spacing_px: float, protocol: dict) -> dict:
+def sequence_shard(
+    shard_index: int,
+    items,
+    *,
+    split: str,
+    shell_model_path: str,
+    grain_model_path: str,
+    orientation_model_path: str,
+    seed: int,
+    size: int,
+    steps: int,
+    settings: dict,
+    voxel_size_um: float,
+    solid_fraction,
+    binder,
+    electrolyte: str,
+    periodic: bool,
+    neck_um: float,
+    spacing_px: float,
+    protocol: dict,
+) -> dict:
     """``make_shard`` of the ``sequences`` config: items are states ``sequence · steps + step``.
 
     Parameters
@@ -288,11 +412,26 @@ voxel_size_um, solid_fraction, binder, electrolyte, periodic, neck_um, spacing_p
         by_seq.setdefault(int(k) // steps, []).append(int(k) % steps)
     rows = []
     for j, ts in by_seq.items():
-        rows += render_sequence_states(shell, grain, split=split, sequence=j, steps_wanted=ts, seed=seed, size=size,
-                                       steps=steps, settings=settings, voxel_size_um=voxel_size_um,
-                                       solid_fraction=solid_fraction, binder=binder, electrolyte=electrolyte,
-                                       periodic=periodic, neck_um=neck_um, spacing_px=spacing_px, protocol=protocol,
-                                       model_ids=(sid, gid))
+        rows += render_sequence_states(
+            shell,
+            grain,
+            split=split,
+            sequence=j,
+            steps_wanted=ts,
+            seed=seed,
+            size=size,
+            steps=steps,
+            settings=settings,
+            voxel_size_um=voxel_size_um,
+            solid_fraction=solid_fraction,
+            binder=binder,
+            electrolyte=electrolyte,
+            periodic=periodic,
+            neck_um=neck_um,
+            spacing_px=spacing_px,
+            protocol=protocol,
+            model_ids=(sid, gid),
+        )
     for r in rows:
         r["index"] = r["sequence"] * steps + r["step"]
     return {CONFIG: sequence_table(rows, int(size))}
@@ -353,9 +492,11 @@ def _ensure_orientation_model(config: dict, ctx, grain_path: Path) -> Path:
         log.info("sequences: fitting the orientation texture on %s (fit-orientations)", ctx.outputs["sections"])
         fit_orientations(ctx.outputs["sections"], target)
         return target
-    raise RecipeError("the grain model has no orientation_model.json: give sequences.orientation_model or run "
-                      "`nmc-dataset fit-orientations SECTIONS/ --out GRAIN_MODEL/orientation_model.json`",
-                      _where(ctx))
+    raise RecipeError(
+        "the grain model has no orientation_model.json: give sequences.orientation_model or run "
+        "`nmc-dataset fit-orientations SECTIONS/ --out GRAIN_MODEL/orientation_model.json`",
+        _where(ctx),
+    )
 
 
 def check_section(config: dict, ctx) -> None:
@@ -383,12 +524,22 @@ def check_section(config: dict, ctx) -> None:
     if "orientation_model" in config and not ctx.resolve(config["orientation_model"]).is_file():
         raise InputError("sequences.orientation_model: not found", ctx.resolve(config["orientation_model"]))
     if "grain_model" in config and _orientation_path(config, ctx, ctx.resolve(config["grain_model"])) is None:
-        raise RecipeError("the grain model has no orientation_model.json: give sequences.orientation_model or run "
-                          "`nmc-dataset fit-orientations SECTIONS/ --out GRAIN_MODEL/orientation_model.json`", where)
-    if "grain_model" not in config and "grains" in ctx.recipe and "sections" not in ctx.recipe \
-            and "orientation_model" not in config:
-        raise RecipeError("no orientation model: give sequences.orientation_model or add a 'sections' section "
-                          "(its imported scans are fitted by fit-orientations)", where)
+        raise RecipeError(
+            "the grain model has no orientation_model.json: give sequences.orientation_model or run "
+            "`nmc-dataset fit-orientations SECTIONS/ --out GRAIN_MODEL/orientation_model.json`",
+            where,
+        )
+    if (
+        "grain_model" not in config
+        and "grains" in ctx.recipe
+        and "sections" not in ctx.recipe
+        and "orientation_model" not in config
+    ):
+        raise RecipeError(
+            "no orientation model: give sequences.orientation_model or add a 'sections' section "
+            "(its imported scans are fitted by fit-orientations)",
+            where,
+        )
     _protocol(config, ctx)
     settings = _settings(config, ctx)
     lo, hi = (lambda f: (f, f) if np.isscalar(f) else f)(_fraction(config))
@@ -451,18 +602,48 @@ def run_section(config: dict, ctx) -> dict:
     results = {}
     for split, n in split_sizes(config).items():
         fn = functools.partial(
-            sequence_shard, split=split, shell_model_path=str(shell_path.resolve()),
-            grain_model_path=str(grain_path.resolve()), orientation_model_path=str(Path(orient).resolve()),
-            seed=int(ctx.seed), size=int(cfg["size"]), steps=steps, settings=settings,
-            voxel_size_um=float(cfg["voxel_size_um"]), solid_fraction=_fraction(config), binder=_binder(config),
-            electrolyte=str(cfg["electrolyte"]), periodic=bool(cfg["periodic"]), neck_um=float(cfg["neck_um"]),
-            spacing_px=float(cfg["spacing_px"]), protocol=protocol)
-        r = build_dataset(out, n * steps, int(cfg["sequences_per_shard"]) * steps, fn, [CONFIG], workers=ctx.workers,
-                          executor=opts.get("executor") or "local", scheduler=opts.get("scheduler"),
-                          recipe_hash=rhash, force=ctx.force, desc=f"sequences {split}", split=split)
+            sequence_shard,
+            split=split,
+            shell_model_path=str(shell_path.resolve()),
+            grain_model_path=str(grain_path.resolve()),
+            orientation_model_path=str(Path(orient).resolve()),
+            seed=int(ctx.seed),
+            size=int(cfg["size"]),
+            steps=steps,
+            settings=settings,
+            voxel_size_um=float(cfg["voxel_size_um"]),
+            solid_fraction=_fraction(config),
+            binder=_binder(config),
+            electrolyte=str(cfg["electrolyte"]),
+            periodic=bool(cfg["periodic"]),
+            neck_um=float(cfg["neck_um"]),
+            spacing_px=float(cfg["spacing_px"]),
+            protocol=protocol,
+        )
+        r = build_dataset(
+            out,
+            n * steps,
+            int(cfg["sequences_per_shard"]) * steps,
+            fn,
+            [CONFIG],
+            workers=ctx.workers,
+            executor=opts.get("executor") or "local",
+            scheduler=opts.get("scheduler"),
+            recipe_hash=rhash,
+            force=ctx.force,
+            desc=f"sequences {split}",
+            split=split,
+        )
         results[split] = r
-        log.info("sequences %s: %d states of %d sequences in %d shard(s) (%d built now, %.1f s)", split,
-                 r.counts[CONFIG], n, len(r.files[CONFIG]), len(r.built), r.seconds)
+        log.info(
+            "sequences %s: %d states of %d sequences in %d shard(s) (%d built now, %.1f s)",
+            split,
+            r.counts[CONFIG],
+            n,
+            len(r.files[CONFIG]),
+            len(r.built),
+            r.seconds,
+        )
     for f in sorted((out / "data" / CONFIG).glob("*.parquet")):  # splits an earlier build had
         if f.name.split("-", 1)[0] not in results:
             f.unlink()
@@ -471,5 +652,17 @@ def run_section(config: dict, ctx) -> dict:
     return results
 
 
-__all__ = ["CONFIG", "SPLITS", "array_column", "check_section", "noise_seed", "render_sequence_states",
-           "run_section", "sequence_draws", "sequence_features", "sequence_shard", "sequence_table", "split_sizes"]
+__all__ = [
+    "CONFIG",
+    "SPLITS",
+    "array_column",
+    "check_section",
+    "noise_seed",
+    "render_sequence_states",
+    "run_section",
+    "sequence_draws",
+    "sequence_features",
+    "sequence_shard",
+    "sequence_table",
+    "split_sizes",
+]

@@ -33,8 +33,7 @@ def run_section(config: dict, ctx) -> Path:
     where = f"{ctx.recipe_path}: shells"
     sources = [k for k in ("volume", "phantom", "model") if k in config]
     if len(sources) != 1:
-        raise RecipeError(f"give exactly one of volume, phantom or model (got {', '.join(sources) or 'none'})",
-                          where)
+        raise RecipeError(f"give exactly one of volume, phantom or model (got {', '.join(sources) or 'none'})", where)
     out = ctx.out / "shells"
     degree = int(config.get("degree", 9))
     selection = config.get("selection", "aic")
@@ -48,8 +47,15 @@ def run_section(config: dict, ctx) -> Path:
         v = config["volume"]
         path = ctx.resolve(v["path"])
         vol = read_volume(path, dataset=v.get("dataset"), shape=v.get("shape"), dtype=v.get("dtype"))
-        res = fit_volume(vol, v["voxel_size_um"], phase=v.get("phase"), degree=degree, rng=_rng(ctx, STREAM_FIT),
-                         selection=selection, where=path)
+        res = fit_volume(
+            vol,
+            v["voxel_size_um"],
+            phase=v.get("phase"),
+            degree=degree,
+            rng=_rng(ctx, STREAM_FIT),
+            selection=selection,
+            where=path,
+        )
         model = res.model
         model.write(model_path)
     else:
@@ -57,17 +63,32 @@ def run_section(config: dict, ctx) -> Path:
 
         p = config["phantom"]
         size = int(p.get("size", 128))
-        truth = reference_shell_model(float(p.get("mean_radius_vox", 10.0)),
-                                      voxel_size_um=float(p.get("voxel_size_um", 0.128)), degree=degree)
-        ph = make_ct_phantom(truth, shape=(size, size, size), n_particles=int(p.get("n_particles", 60)),
-                             rng=_rng(ctx, STREAM_PHANTOM), noise_sigma=float(p.get("noise_sigma", 0.08)),
-                             blur_sigma=float(p.get("blur_sigma", 1.0)))
+        truth = reference_shell_model(
+            float(p.get("mean_radius_vox", 10.0)), voxel_size_um=float(p.get("voxel_size_um", 0.128)), degree=degree
+        )
+        ph = make_ct_phantom(
+            truth,
+            shape=(size, size, size),
+            n_particles=int(p.get("n_particles", 60)),
+            rng=_rng(ctx, STREAM_PHANTOM),
+            noise_sigma=float(p.get("noise_sigma", 0.08)),
+            blur_sigma=float(p.get("blur_sigma", 1.0)),
+        )
         log.info("shells: phantom %d³ with %d shells", size, ph.n_particles)
-        res = fit_volume(ph.volume, truth.voxel_size_um, degree=degree, rng=_rng(ctx, STREAM_FIT),
-                         selection=selection, where=f"{where}.phantom")
+        res = fit_volume(
+            ph.volume,
+            truth.voxel_size_um,
+            degree=degree,
+            rng=_rng(ctx, STREAM_FIT),
+            selection=selection,
+            where=f"{where}.phantom",
+        )
         model = res.model
-        model.source["phantom"] = {"size": size, "n_particles_placed": ph.n_particles,
-                                   "truth": truth.to_json()["degrees"]}
+        model.source["phantom"] = {
+            "size": size,
+            "n_particles_placed": ph.n_particles,
+            "truth": truth.to_json()["degrees"],
+        }
         if p.get("save_volume", False):
             from nmc_dataset._util import atomic_path
 
@@ -88,7 +109,11 @@ def run_section(config: dict, ctx) -> Path:
         if config.get("describe", True):
             has_measured = model.coefficients is not None or bool(model.coefficients_file)
             report = out / "report"
-            describe_shells(shells, report, against=model_path if has_measured else None,
-                            subdivisions=int(config.get("subdivisions", 4)))
+            describe_shells(
+                shells,
+                report,
+                against=model_path if has_measured else None,
+                subdivisions=int(config.get("subdivisions", 4)),
+            )
             ctx.outputs["shell_report"] = report
     return model_path

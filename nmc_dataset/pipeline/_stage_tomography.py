@@ -57,8 +57,16 @@ SPLITS = ("train", "validation", "test")
 SPLIT_STREAMS = {"train": 31, "validation": 32, "test": 33}
 #: imaging keys of the section's ``ct`` block passed to :func:`~nmc_dataset.tomography._ctsim.resolve_settings`
 CT_KEYS = ("energy_kev", "photons", "psf_um", "rings", "phase_contrast", "binning", "projections")
-DEFAULTS = {"size": 64, "voxel_size_um": 0.1, "solid_fraction": 0.5, "periodic": True, "neck_um": 0.0,
-            "electrolyte": "none", "spacing_px": 2.0, "shard_size": 8}
+DEFAULTS = {
+    "size": 64,
+    "voxel_size_um": 0.1,
+    "solid_fraction": 0.5,
+    "periodic": True,
+    "neck_um": 0.0,
+    "electrolyte": "none",
+    "spacing_px": 2.0,
+    "shard_size": 8,
+}
 _MODELS: dict = {}
 
 
@@ -70,8 +78,14 @@ def ct_features(n: int):
     feats = {"split": datasets.Value("string"), "index": datasets.Value("int64")}
     for name, dt in (("ct", "float32"), ("phase", "uint8"), ("particle", "uint32"), ("grain", "uint32")):
         feats[name] = datasets.Array3D(shape=(n, n, n), dtype=dt)
-    for name in ("voxel_size_um", "label_voxel_size_um", "target_solid_fraction", "solid_fraction",
-                 "binder_fraction", "pore_fraction"):
+    for name in (
+        "voxel_size_um",
+        "label_voxel_size_um",
+        "target_solid_fraction",
+        "solid_fraction",
+        "binder_fraction",
+        "pore_fraction",
+    ):
         feats[name] = datasets.Value("float64")
     for name in ("n_particles", "n_grains", "overlap_voxels", "pack_seed", "ct_seed"):
         feats[name] = datasets.Value("int64")
@@ -130,17 +144,44 @@ def _load_models(shell_model_path: str, grain_model_path: str):
     return _MODELS[key]
 
 
-def render_volume(shell_model, grain_model, *, split: str, index: int, seed: int, size: int, settings: dict,
-                  voxel_size_um: float, solid_fraction, binder, electrolyte: str, periodic: bool, neck_um: float,
-                  spacing_px: float, model_ids=("", "")) -> dict:
+def render_volume(
+    shell_model,
+    grain_model,
+    *,
+    split: str,
+    index: int,
+    seed: int,
+    size: int,
+    settings: dict,
+    voxel_size_um: float,
+    solid_fraction,
+    binder,
+    electrolyte: str,
+    periodic: bool,
+    neck_um: float,
+    spacing_px: float,
+    model_ids=("", ""),
+) -> dict:
     """Pack, render and label one volume of the release (see module docs); returns one row as a dict."""
 
     d = volume_draws(seed, split, index, solid_fraction)
     s = int(settings["binning"])
     h = float(voxel_size_um)
-    e = pack_electrode(shell_model, grain_model, box_um=size * s * h, solid_fraction=d["solid_fraction"],
-                       voxel_size_um=h, binder=binder, electrolyte=electrolyte, periodic=periodic, neck_um=neck_um,
-                       seed=d["pack_seed"], workers=1, spacing_px=spacing_px, model_ids=model_ids)
+    e = pack_electrode(
+        shell_model,
+        grain_model,
+        box_um=size * s * h,
+        solid_fraction=d["solid_fraction"],
+        voxel_size_um=h,
+        binder=binder,
+        electrolyte=electrolyte,
+        periodic=periodic,
+        neck_um=neck_um,
+        seed=d["pack_seed"],
+        workers=1,
+        spacing_px=spacing_px,
+        model_ids=model_ids,
+    )
     ct, imaging = render_ct(e.phase, h, settings=settings, electrolyte=electrolyte, seed=d["ct_seed"])
     phase, particle, grain = resample_labels(e.phase, e.particle, e.grain, s)
     if ct.shape != (size,) * 3 or phase.shape != ct.shape:
@@ -149,19 +190,30 @@ def render_volume(shell_model, grain_model, *, split: str, index: int, seed: int
     packing = {k: v for k, v in e.info.items() if k != "seconds"}
     packing.update(shell_model_id=model_ids[0], grain_model_id=model_ids[1])
     return {
-        "split": split, "index": int(index), "ct": ct, "phase": phase, "particle": particle, "grain": grain,
-        "voxel_size_um": float(imaging["voxel_size_um"]), "label_voxel_size_um": h,
-        "target_solid_fraction": d["solid_fraction"], "solid_fraction": float(e.info["solid_fraction"]),
-        "binder_fraction": float(e.info["binder"]["fraction"]), "pore_fraction": float(e.info["pore_fraction"]),
-        "n_particles": int(e.info["n_particles"]), "n_grains": int(e.info["n_grains"]),
-        "overlap_voxels": int(e.info["overlap_voxels"]), "pack_seed": d["pack_seed"], "ct_seed": d["ct_seed"],
-        "imaging": json.dumps(imaging, sort_keys=True), "packing": json.dumps(packing, sort_keys=True),
+        "split": split,
+        "index": int(index),
+        "ct": ct,
+        "phase": phase,
+        "particle": particle,
+        "grain": grain,
+        "voxel_size_um": float(imaging["voxel_size_um"]),
+        "label_voxel_size_um": h,
+        "target_solid_fraction": d["solid_fraction"],
+        "solid_fraction": float(e.info["solid_fraction"]),
+        "binder_fraction": float(e.info["binder"]["fraction"]),
+        "pore_fraction": float(e.info["pore_fraction"]),
+        "n_particles": int(e.info["n_particles"]),
+        "n_grains": int(e.info["n_grains"]),
+        "overlap_voxels": int(e.info["overlap_voxels"]),
+        "pack_seed": d["pack_seed"],
+        "ct_seed": d["ct_seed"],
+        "imaging": json.dumps(imaging, sort_keys=True),
+        "packing": json.dumps(packing, sort_keys=True),
     }
 
 
 def ct_table(rows: list[dict], n: int):
     """The ``ct`` Arrow table of a shard's rows (schema of :func:`ct_features`)."""
-
 
     feats = ct_features(n)
     schema = feats.arrow_schema
@@ -177,16 +229,46 @@ def ct_table(rows: list[dict], n: int):
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def ct_shard(shard_index: int, items, *, split: str, shell_model_path: str, grain_model_path: str, seed: int,
-             size: int, settings: dict, voxel_size_um: float, solid_fraction, binder, electrolyte: str,
-             periodic: bool, neck_um: float, spacing_px: float) -> dict:
+def ct_shard(
+    shard_index: int,
+    items,
+    *,
+    split: str,
+    shell_model_path: str,
+    grain_model_path: str,
+    seed: int,
+    size: int,
+    settings: dict,
+    voxel_size_um: float,
+    solid_fraction,
+    binder,
+    electrolyte: str,
+    periodic: bool,
+    neck_um: float,
+    spacing_px: float,
+) -> dict:
     """``make_shard`` of the ``ct`` config (top-level and picklable; bind keywords with ``functools.partial``)."""
     shell, sid, grain, gid = _load_models(shell_model_path, grain_model_path)
-    rows = [render_volume(shell, grain, split=split, index=int(k), seed=seed, size=size, settings=settings,
-                          voxel_size_um=voxel_size_um, solid_fraction=solid_fraction, binder=binder,
-                          electrolyte=electrolyte, periodic=periodic, neck_um=neck_um, spacing_px=spacing_px,
-                          model_ids=(sid, gid))
-            for k in items]
+    rows = [
+        render_volume(
+            shell,
+            grain,
+            split=split,
+            index=int(k),
+            seed=seed,
+            size=size,
+            settings=settings,
+            voxel_size_um=voxel_size_um,
+            solid_fraction=solid_fraction,
+            binder=binder,
+            electrolyte=electrolyte,
+            periodic=periodic,
+            neck_um=neck_um,
+            spacing_px=spacing_px,
+            model_ids=(sid, gid),
+        )
+        for k in items
+    ]
     return {CONFIG: ct_table(rows, int(size))}
 
 
@@ -197,8 +279,10 @@ def _model_path(config: dict, ctx, key: str) -> Path:
     v = ctx.outputs.get(key)
     if v:
         return Path(getattr(v, "path", v))
-    raise RecipeError(f"no {key.replace('_', ' ')}: give tomography.{key} or run the section that fits it",
-                      f"{ctx.recipe_path}: tomography")
+    raise RecipeError(
+        f"no {key.replace('_', ' ')}: give tomography.{key} or run the section that fits it",
+        f"{ctx.recipe_path}: tomography",
+    )
 
 
 def _settings(config: dict, ctx) -> dict:
@@ -253,8 +337,11 @@ def _check_ct_voxel(shell_path: Path, config: dict, settings: dict, where: str) 
     r_mean = abs(shell.laws[0].mean()) / np.sqrt(4 * np.pi) * shell.voxel_size_um
     d = float(config.get("voxel_size_um", DEFAULTS["voxel_size_um"])) * settings["binning"]
     if d > r_mean / 2:
-        raise RecipeError(f"tomography: the CT voxel ({d:.3g} µm = voxel_size_um x binning) is too coarse for "
-                          f"particles of mean radius {r_mean:.3g} µm (at most {r_mean / 2:.3g} µm)", where)
+        raise RecipeError(
+            f"tomography: the CT voxel ({d:.3g} µm = voxel_size_um x binning) is too coarse for "
+            f"particles of mean radius {r_mean:.3g} µm (at most {r_mean / 2:.3g} µm)",
+            where,
+        )
 
 
 def split_sizes(config: dict) -> dict:
@@ -283,17 +370,44 @@ def run_section(config: dict, ctx) -> dict:
     results = {}
     for split, n in split_sizes(config).items():
         fn = functools.partial(
-            ct_shard, split=split, shell_model_path=str(shell_path.resolve()),
-            grain_model_path=str(grain_path.resolve()), seed=int(ctx.seed), size=int(cfg["size"]), settings=settings,
-            voxel_size_um=float(cfg["voxel_size_um"]), solid_fraction=_fraction(config), binder=_binder(config),
-            electrolyte=str(cfg["electrolyte"]), periodic=bool(cfg["periodic"]), neck_um=float(cfg["neck_um"]),
-            spacing_px=float(cfg["spacing_px"]))
-        r = build_dataset(out, n, int(cfg["shard_size"]), fn, [CONFIG], workers=ctx.workers,
-                          executor=opts.get("executor") or "local", scheduler=opts.get("scheduler"),
-                          recipe_hash=rhash, force=ctx.force, desc=f"ct {split}", split=split)
+            ct_shard,
+            split=split,
+            shell_model_path=str(shell_path.resolve()),
+            grain_model_path=str(grain_path.resolve()),
+            seed=int(ctx.seed),
+            size=int(cfg["size"]),
+            settings=settings,
+            voxel_size_um=float(cfg["voxel_size_um"]),
+            solid_fraction=_fraction(config),
+            binder=_binder(config),
+            electrolyte=str(cfg["electrolyte"]),
+            periodic=bool(cfg["periodic"]),
+            neck_um=float(cfg["neck_um"]),
+            spacing_px=float(cfg["spacing_px"]),
+        )
+        r = build_dataset(
+            out,
+            n,
+            int(cfg["shard_size"]),
+            fn,
+            [CONFIG],
+            workers=ctx.workers,
+            executor=opts.get("executor") or "local",
+            scheduler=opts.get("scheduler"),
+            recipe_hash=rhash,
+            force=ctx.force,
+            desc=f"ct {split}",
+            split=split,
+        )
         results[split] = r
-        log.info("ct %s: %d volumes in %d shard(s) (%d built now, %.1f s)", split, r.counts[CONFIG],
-                 len(r.files[CONFIG]), len(r.built), r.seconds)
+        log.info(
+            "ct %s: %d volumes in %d shard(s) (%d built now, %.1f s)",
+            split,
+            r.counts[CONFIG],
+            len(r.files[CONFIG]),
+            len(r.built),
+            r.seconds,
+        )
     _remove_other_splits(out, set(results))
     ct_card_figure(out)
     ctx.outputs["ct_release"] = {s: r.counts[CONFIG] for s, r in results.items()}
@@ -307,5 +421,15 @@ def _remove_other_splits(out: Path, keep: set) -> None:
             f.unlink()
 
 
-__all__ = ["CONFIG", "SPLITS", "ct_features", "ct_shard", "ct_table", "render_volume", "run_section",
-           "check_section", "split_sizes", "volume_draws"]
+__all__ = [
+    "CONFIG",
+    "SPLITS",
+    "ct_features",
+    "ct_shard",
+    "ct_table",
+    "render_volume",
+    "run_section",
+    "check_section",
+    "split_sizes",
+    "volume_draws",
+]

@@ -109,8 +109,9 @@ def hull_volumes(pts: np.ndarray, threads: int | None = None) -> np.ndarray:
     return hull_volumes_and_diameters(pts, threads)[0]
 
 
-def mesh_descriptors(points: np.ndarray, faces: np.ndarray, hull: bool = True,
-                     threads: int | None = None) -> dict[str, np.ndarray]:
+def mesh_descriptors(
+    points: np.ndarray, faces: np.ndarray, hull: bool = True, threads: int | None = None
+) -> dict[str, np.ndarray]:
     """Descriptors of star-shaped triangulated bodies sharing one face list.
 
     Parameters
@@ -168,8 +169,9 @@ def mesh_descriptors(points: np.ndarray, faces: np.ndarray, hull: bool = True,
     return {k: out[k] for k in DESCRIPTORS if k in out}
 
 
-def shell_descriptors(coeffs, subdivisions: int = 4, batch: int = 256,
-                      threads: int | None = None) -> dict[str, np.ndarray]:
+def shell_descriptors(
+    coeffs, subdivisions: int = 4, batch: int = 256, threads: int | None = None
+) -> dict[str, np.ndarray]:
     """shell descriptors of shells given by SH coefficients.
 
     Parameters
@@ -210,7 +212,7 @@ def shell_descriptors(coeffs, subdivisions: int = 4, batch: int = 256,
         batch = max(16, min(int(batch), -(-c.shape[0] // (4 * k))))
 
     def one(a):
-        r = np.maximum(c[a:a + batch] @ BT, 0.0)
+        r = np.maximum(c[a : a + batch] @ BT, 0.0)
         return mesh_descriptors(r[:, :, None] * v[None], f, threads=1 if k > 1 else None)
 
     starts = range(0, c.shape[0], batch)

@@ -100,8 +100,14 @@ def _quad_forms(u: np.ndarray) -> np.ndarray:
 def _sym(A6: np.ndarray) -> np.ndarray:
     """``(n, 3, 3)`` symmetric matrices from the six entries ``(xx, yy, zz, xy, xz, yz)``."""
     a = np.asarray(A6)
-    return np.stack([np.stack([a[:, 0], a[:, 3], a[:, 4]], -1), np.stack([a[:, 3], a[:, 1], a[:, 5]], -1),
-                     np.stack([a[:, 4], a[:, 5], a[:, 2]], -1)], 1)
+    return np.stack(
+        [
+            np.stack([a[:, 0], a[:, 3], a[:, 4]], -1),
+            np.stack([a[:, 3], a[:, 1], a[:, 5]], -1),
+            np.stack([a[:, 4], a[:, 5], a[:, 2]], -1),
+        ],
+        1,
+    )
 
 
 def _six(M: np.ndarray) -> np.ndarray:
@@ -118,8 +124,17 @@ def _tables(L: int, n_theta: int = _N_THETA):
     up = u[:, 2] > 0  # r_E is even: integrate over the upper half with double weight
     proj_even = (2 * w[up])[:, None] * B[np.ix_(up, even)]  # (P/2, K_even): r_E(u_up) @ proj -> e_even
     low = np.array([0, 4, 5, 6, 7, 8]) if L >= 2 else np.array([0])
-    t = {"u": u, "w": w, "B": B, "phi": phi, "phi_up": phi[up], "even": even, "proj_even": proj_even,
-         "low": low, "proj_low": w[:, None] * B[:, low]}
+    t = {
+        "u": u,
+        "w": w,
+        "B": B,
+        "phi": phi,
+        "phi_up": phi[up],
+        "even": even,
+        "proj_even": proj_even,
+        "low": low,
+        "proj_low": w[:, None] * B[:, low],
+    }
     for v in t.values():
         v.setflags(write=False)
     return t
@@ -148,8 +163,8 @@ def ellipsoid_coefficients(A6: np.ndarray, L: int, n_theta: int = _N_THETA) -> n
     out = np.zeros((A6.shape[0], (L + 1) ** 2))
     step = 8192
     for a in range(0, A6.shape[0], step):
-        q = A6[a:a + step] @ t["phi_up"].T
-        out[a:a + step, t["even"]] = (1.0 / np.sqrt(np.maximum(q, 1e-300))) @ t["proj_even"]
+        q = A6[a : a + step] @ t["phi_up"].T
+        out[a : a + step, t["even"]] = (1.0 / np.sqrt(np.maximum(q, 1e-300))) @ t["proj_even"]
     return out
 
 
@@ -326,13 +341,19 @@ class EllipsoidMixture:
         spread = np.zeros(L + 1)
         for l in range(1, L + 1):
             if l != 2:
-                spread[l] = max(float(np.sqrt(np.mean(d[:, l * l:(l + 1) ** 2] ** 2))), _TINY)
+                spread[l] = max(float(np.sqrt(np.mean(d[:, l * l : (l + 1) ** 2] ** 2))), _TINY)
         pts = cls._summaries(A6, d, bands, spread)
         k = pts.shape[1]
         cov = np.atleast_2d(np.cov(pts, rowvar=False))
         cov = cov + np.eye(k) * 1e-12 * max(1.0, float(np.trace(cov)))
-        return cls(degree=L, bands=bands, spread=spread, points=pts, kernel_cov=loo_bandwidths(pts, cov),
-                   converged_fraction=float(conv.mean()))
+        return cls(
+            degree=L,
+            bands=bands,
+            spread=spread,
+            points=pts,
+            kernel_cov=loo_bandwidths(pts, cov),
+            converged_fraction=float(conv.mean()),
+        )
 
     def draw_raw(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``n`` coefficient vectors (vectorised; no validity check)."""
@@ -352,24 +373,28 @@ class EllipsoidMixture:
         return out
 
     def to_json(self) -> dict:
-        return {"kind": "ellipsoid_mixture", "version": self.VERSION,
-                "bands": [list(map(int, b)) for b in self.bands],
-                "spread": [float(v) for v in self.spread],
-                "variables": ["log_mean_semi_axis", "log_e1_over_e2", "log_e2_over_e3"]
-                + [f"log_s_band{b}" for b in range(len(self.bands))],
-                "ellipsoid": "degrees 0 and 2 of (u^T A u)^-1/2 equal the particle's; A = Q diag(e^-2) Q^T, "
-                             "Q Haar-random when sampled",
-                "quadrature_n_theta": _N_THETA,
-                "converged_fraction": float(self.converged_fraction),
-                "kernel": "gaussian, diagonal covariance h_j^2 var_j, h_j by leave-one-out likelihood",
-                "kernel_cov": [[float(v) for v in row] for row in self.kernel_cov],
-                "points": [[float(v) for v in row] for row in self.points]}
+        return {
+            "kind": "ellipsoid_mixture",
+            "version": self.VERSION,
+            "bands": [list(map(int, b)) for b in self.bands],
+            "spread": [float(v) for v in self.spread],
+            "variables": ["log_mean_semi_axis", "log_e1_over_e2", "log_e2_over_e3"]
+            + [f"log_s_band{b}" for b in range(len(self.bands))],
+            "ellipsoid": "degrees 0 and 2 of (u^T A u)^-1/2 equal the particle's; A = Q diag(e^-2) Q^T, "
+            "Q Haar-random when sampled",
+            "quadrature_n_theta": _N_THETA,
+            "converged_fraction": float(self.converged_fraction),
+            "kernel": "gaussian, diagonal covariance h_j^2 var_j, h_j by leave-one-out likelihood",
+            "kernel_cov": [[float(v) for v in row] for row in self.kernel_cov],
+            "points": [[float(v) for v in row] for row in self.points],
+        }
 
     @classmethod
     def from_json(cls, d: dict, degree: int) -> EllipsoidMixture:
         if int(d.get("version", 1)) > cls.VERSION:
-            raise ValueError(f"ellipsoid_mixture block version {d['version']} is newer than this reader "
-                             f"({cls.VERSION})")
+            raise ValueError(
+                f"ellipsoid_mixture block version {d['version']} is newer than this reader ({cls.VERSION})"
+            )
         if degree < 2:
             raise ValueError("an ellipsoid mixture needs degree >= 2")
         bands = [list(map(int, b)) for b in d["bands"]]
@@ -384,5 +409,11 @@ class EllipsoidMixture:
         if spread.shape != (degree + 1,) or any(spread[l] <= 0 for l in flat):
             raise ValueError("spread must list degree 0..L with positive values for the residual degrees")
         np.linalg.cholesky(cov)
-        return cls(degree=int(degree), bands=bands, spread=spread, points=pts, kernel_cov=cov,
-                   converged_fraction=float(d.get("converged_fraction", 1.0)))
+        return cls(
+            degree=int(degree),
+            bands=bands,
+            spread=spread,
+            points=pts,
+            kernel_cov=cov,
+            converged_fraction=float(d.get("converged_fraction", 1.0)),
+        )

@@ -268,15 +268,40 @@ _radius_fused = _make_radius_fused()
 def _icosphere_cached(subdivisions: int):
     t = (1.0 + np.sqrt(5.0)) / 2.0
     verts = [
-        (-1, t, 0), (1, t, 0), (-1, -t, 0), (1, -t, 0),
-        (0, -1, t), (0, 1, t), (0, -1, -t), (0, 1, -t),
-        (t, 0, -1), (t, 0, 1), (-t, 0, -1), (-t, 0, 1),
+        (-1, t, 0),
+        (1, t, 0),
+        (-1, -t, 0),
+        (1, -t, 0),
+        (0, -1, t),
+        (0, 1, t),
+        (0, -1, -t),
+        (0, 1, -t),
+        (t, 0, -1),
+        (t, 0, 1),
+        (-t, 0, -1),
+        (-t, 0, 1),
     ]
     faces = [
-        (0, 11, 5), (0, 5, 1), (0, 1, 7), (0, 7, 10), (0, 10, 11),
-        (1, 5, 9), (5, 11, 4), (11, 10, 2), (10, 7, 6), (7, 1, 8),
-        (3, 9, 4), (3, 4, 2), (3, 2, 6), (3, 6, 8), (3, 8, 9),
-        (4, 9, 5), (2, 4, 11), (6, 2, 10), (8, 6, 7), (9, 8, 1),
+        (0, 11, 5),
+        (0, 5, 1),
+        (0, 1, 7),
+        (0, 7, 10),
+        (0, 10, 11),
+        (1, 5, 9),
+        (5, 11, 4),
+        (11, 10, 2),
+        (10, 7, 6),
+        (7, 1, 8),
+        (3, 9, 4),
+        (3, 4, 2),
+        (3, 2, 6),
+        (3, 6, 8),
+        (3, 8, 9),
+        (4, 9, 5),
+        (2, 4, 11),
+        (6, 2, 10),
+        (8, 6, 7),
+        (9, 8, 1),
     ]
     v = np.asarray(verts, dtype=np.float64)
     v /= np.linalg.norm(v, axis=1, keepdims=True)
@@ -291,13 +316,17 @@ def _icosphere_cached(subdivisions: int):
         mid /= np.linalg.norm(mid, axis=1, keepdims=True)
         nf = f.shape[0]
         m01 = inv[:nf] + v.shape[0]
-        m12 = inv[nf:2 * nf] + v.shape[0]
-        m20 = inv[2 * nf:] + v.shape[0]
+        m12 = inv[nf : 2 * nf] + v.shape[0]
+        m20 = inv[2 * nf :] + v.shape[0]
         a, b, c = f[:, 0], f[:, 1], f[:, 2]
-        f = np.concatenate([
-            np.stack([a, m01, m20], 1), np.stack([b, m12, m01], 1),
-            np.stack([c, m20, m12], 1), np.stack([m01, m12, m20], 1),
-        ])
+        f = np.concatenate(
+            [
+                np.stack([a, m01, m20], 1),
+                np.stack([b, m12, m01], 1),
+                np.stack([c, m20, m12], 1),
+                np.stack([m01, m12, m20], 1),
+            ]
+        )
         v = np.concatenate([v, mid])
     v.setflags(write=False)
     f.setflags(write=False)

@@ -297,7 +297,7 @@ class ScaleMixture:
             raise ValueError("a_00 must be positive for every particle")
         spread = np.zeros(L + 1)
         for l in range(1, L + 1):
-            spread[l] = max(float(np.sqrt(np.mean(c[:, l * l:(l + 1) ** 2] ** 2))), _TINY)
+            spread[l] = max(float(np.sqrt(np.mean(c[:, l * l : (l + 1) ** 2] ** 2))), _TINY)
         bands = default_bands(L, n_bands)
         l2_shape = bool(l2_shape and [2] in bands)
         pts = cls.summaries(c, bands, spread, l2_shape)
@@ -305,8 +305,9 @@ class ScaleMixture:
         cov = np.atleast_2d(np.cov(pts, rowvar=False))
         # a degenerate direction (e.g. all particles of one size) gets a tiny kernel instead of none
         cov = cov + np.eye(d) * 1e-12 * max(1.0, float(np.trace(cov)))
-        return cls(degree=L, bands=bands, spread=spread, points=pts, kernel_cov=loo_bandwidths(pts, cov),
-                   l2_shape=l2_shape)
+        return cls(
+            degree=L, bands=bands, spread=spread, points=pts, kernel_cov=loo_bandwidths(pts, cov), l2_shape=l2_shape
+        )
 
     # ------------------------------------------------------------------ sampling
     def draw_raw(self, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -362,11 +363,12 @@ class ScaleMixture:
         logdet = 2 * np.sum(np.log(np.diag(chol)))
         out = np.empty(c.shape[0])
         for a in range(0, c.shape[0], 256):
-            diff = x[a:a + 256, None, :] - self.points[None]  # (m, n, d)
+            diff = x[a : a + 256, None, :] - self.points[None]  # (m, n, d)
             z = np.linalg.solve(chol, diff.reshape(-1, d).T).T.reshape(diff.shape)
             q = -0.5 * np.sum(z * z, axis=-1)
-            out[a:a + 256] = (logsumexp(q, axis=1) - np.log(self.points.shape[0])
-                              - 0.5 * d * np.log(2 * np.pi) - 0.5 * logdet)
+            out[a : a + 256] = (
+                logsumexp(q, axis=1) - np.log(self.points.shape[0]) - 0.5 * d * np.log(2 * np.pi) - 0.5 * logdet
+            )
         out -= x[:, 0]
         for b, (cidx, sig) in enumerate(self._band_index()):
             nb = cidx.size
@@ -375,19 +377,24 @@ class ScaleMixture:
             log_area = np.log(2.0) + 0.5 * nb * np.log(np.pi) - special.gammaln(nb / 2)
             out -= log_s + 0.5 * np.log(nb) + log_area + (nb - 1) * log_rho + np.sum(np.log(sig))
             if self.l2_shape and self.bands[b] == [2]:
-                out += np.log(2.0) - np.log1p(-np.tanh(x[:, -1]) ** 2)
+                out += np.log(2.0) - np.log1p(-(np.tanh(x[:, -1]) ** 2))
         return out
 
     # ------------------------------------------------------------------ IO
     def to_json(self) -> dict:
         """The mixture as a JSON-able dict (the model file's ``dependence`` block)."""
-        return {"kind": "scale_mixture", "bands": [list(map(int, b)) for b in self.bands],
-                "spread": [float(v) for v in self.spread],
-                "variables": ["log_a00"] + [f"log_s_band{b}" for b in range(len(self.bands))]
-                + (["artanh_J3_l2"] if self.l2_shape else []), "l2_shape": bool(self.l2_shape),
-                "kernel": "gaussian, diagonal covariance h_j^2 var_j, h_j by leave-one-out likelihood",
-                "kernel_cov": [[float(v) for v in row] for row in self.kernel_cov],
-                "points": [[float(v) for v in row] for row in self.points]}
+        return {
+            "kind": "scale_mixture",
+            "bands": [list(map(int, b)) for b in self.bands],
+            "spread": [float(v) for v in self.spread],
+            "variables": ["log_a00"]
+            + [f"log_s_band{b}" for b in range(len(self.bands))]
+            + (["artanh_J3_l2"] if self.l2_shape else []),
+            "l2_shape": bool(self.l2_shape),
+            "kernel": "gaussian, diagonal covariance h_j^2 var_j, h_j by leave-one-out likelihood",
+            "kernel_cov": [[float(v) for v in row] for row in self.kernel_cov],
+            "points": [[float(v) for v in row] for row in self.points],
+        }
 
     @classmethod
     def from_json(cls, d: dict, degree: int) -> ScaleMixture:

@@ -91,8 +91,10 @@ __all__ = [
 FORMAT = "nmc-dataset/shell-model"
 FORMAT_VERSION = 2
 COEFF_TABLE_FORMAT = "nmc-dataset/shell-coefficients"
-SH_CONVENTION = ("real orthonormal SH, no Condon-Shortley phase, index l*l+l+m, "
-                 "theta polar from +z, phi azimuth from +x; coefficients in voxels")
+SH_CONVENTION = (
+    "real orthonormal SH, no Condon-Shortley phase, index l*l+l+m, "
+    "theta polar from +z, phi azimuth from +x; coefficients in voxels"
+)
 FAMILIES = ("normal", "lognormal", "t", "gamma")
 MODEL_KINDS = ("independent", "scale_mixture", "ellipsoid_mixture")
 FAMILY_SETS = ("constrained", "paper")
@@ -123,8 +125,13 @@ def logpdf(family: str, params: dict, x: np.ndarray, signed: bool) -> np.ndarray
         df, s = params["df"], params["scale"]
         loc = 0.0 if signed else params["loc"]
         z = (x - loc) / s
-        return (special.gammaln((df + 1) / 2) - special.gammaln(df / 2) - 0.5 * np.log(df * np.pi)
-                - np.log(s) - (df + 1) / 2 * np.log1p(z * z / df))
+        return (
+            special.gammaln((df + 1) / 2)
+            - special.gammaln(df / 2)
+            - 0.5 * np.log(df * np.pi)
+            - np.log(s)
+            - (df + 1) / 2 * np.log1p(z * z / df)
+        )
     if family == "gamma":
         k, th = params["shape"], params["scale"]
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -218,16 +225,28 @@ def _fit_candidates(x: np.ndarray, signed: bool, families: str = "constrained") 
     out = {}
     for fam, p in cands.items():
         if p is None or any(not np.isfinite(v) or (k in ("scale", "sigma") and v <= 0) for k, v in p.items()):
-            out[fam] = {"applicable": False, "params": None, "loglik": None, "aic": None, "n_params": None,
-                        "reason": "non-positive values" if fam in ("lognormal", "gamma") else "degenerate data",
-                        "eligible": False}
+            out[fam] = {
+                "applicable": False,
+                "params": None,
+                "loglik": None,
+                "aic": None,
+                "n_params": None,
+                "reason": "non-positive values" if fam in ("lognormal", "gamma") else "degenerate data",
+                "eligible": False,
+            }
             continue
         ll = float(np.sum(logpdf(fam, p, x, signed)))
         k = len(p)
         ok, why = _eligible(fam, signed, families)
-        out[fam] = {"applicable": bool(np.isfinite(ll)), "params": p, "loglik": ll if np.isfinite(ll) else None,
-                    "aic": float(2 * k - 2 * ll) if np.isfinite(ll) else None, "n_params": k, "n": int(n),
-                    "eligible": bool(ok and np.isfinite(ll))}
+        out[fam] = {
+            "applicable": bool(np.isfinite(ll)),
+            "params": p,
+            "loglik": ll if np.isfinite(ll) else None,
+            "aic": float(2 * k - 2 * ll) if np.isfinite(ll) else None,
+            "n_params": k,
+            "n": int(n),
+            "eligible": bool(ok and np.isfinite(ll)),
+        }
         if why:
             out[fam]["reason"] = why
         if fam == "t" and p["df"] <= _T_MIN_DF[families] * 1.0001:
@@ -307,8 +326,14 @@ class DegreeLaw:
 
     def to_json(self) -> dict:
         """The law as a JSON-able dict (the model file's ``degrees`` entry)."""
-        return {"degree": self.degree, "family": self.family, "params": self.params,
-                "edcc": self.edcc, "edcc_per_order": self.edcc_per_order, "candidates": self.candidates}
+        return {
+            "degree": self.degree,
+            "family": self.family,
+            "params": self.params,
+            "edcc": self.edcc,
+            "edcc_per_order": self.edcc_per_order,
+            "candidates": self.candidates,
+        }
 
     @classmethod
     def from_json(cls, d: dict) -> "DegreeLaw":
@@ -324,9 +349,14 @@ class DegreeLaw:
         DegreeLaw
             The law.
         """
-        return cls(degree=int(d["degree"]), family=d["family"], params=dict(d["params"]),
-                   candidates=d.get("candidates", {}), edcc=d.get("edcc"),
-                   edcc_per_order=d.get("edcc_per_order"))
+        return cls(
+            degree=int(d["degree"]),
+            family=d["family"],
+            params=dict(d["params"]),
+            candidates=d.get("candidates", {}),
+            edcc=d.get("edcc"),
+            edcc_per_order=d.get("edcc_per_order"),
+        )
 
 
 @dataclasses.dataclass
@@ -396,11 +426,23 @@ class ShellModel:
 
     # ------------------------------------------------------------------ fitting
     @classmethod
-    def fit(cls, coeffs, voxel_size_um: float, *, selection: str = "aic",
-            star_volume_fraction=None, particle_table: dict | None = None, source: dict | None = None,
-            min_volume_voxels: float = 10.0, check_subdivisions: int = 4, kind: str = "independent",
-            n_bands: int = 1, families: str = "constrained", edcc: bool = True,
-            laws: list | None = None) -> "ShellModel":
+    def fit(
+        cls,
+        coeffs,
+        voxel_size_um: float,
+        *,
+        selection: str = "aic",
+        star_volume_fraction=None,
+        particle_table: dict | None = None,
+        source: dict | None = None,
+        min_volume_voxels: float = 10.0,
+        check_subdivisions: int = 4,
+        kind: str = "independent",
+        n_bands: int = 1,
+        families: str = "constrained",
+        edcc: bool = True,
+        laws: list | None = None,
+    ) -> "ShellModel":
         """Fit per-degree laws (and, for the mixtures, the dependence model).
 
         Parameters
@@ -458,7 +500,7 @@ class ShellModel:
         if given is not None and [law.degree for law in given] != list(range(L + 1)):
             raise ValueError(f"laws must list degrees 0..{L}")
         for l in range(L + 1) if given is None else ():
-            block = c[:, l * l: (l + 1) ** 2]
+            block = c[:, l * l : (l + 1) ** 2]
             cands = _fit_candidates(block.ravel(), signed=l > 0, families=families)
             ok = {f: v for f, v in cands.items() if v.get("eligible", v["applicable"])}
             if not ok:
@@ -468,11 +510,16 @@ class ShellModel:
             e = per = None
             if l > 0 and edcc:
                 # the O(n log n) AVL algorithm (same value as the naive O(n²) one to ~1e-13)
-                per = [float(dcor.distance_correlation(a00, np.ascontiguousarray(block[:, j]), method="avl"))
-                       for j in range(block.shape[1])]
+                per = [
+                    float(dcor.distance_correlation(a00, np.ascontiguousarray(block[:, j]), method="avl"))
+                    for j in range(block.shape[1])
+                ]
                 e = float(np.mean(per))
-            laws.append(DegreeLaw(degree=l, family=fam, params=dict(ok[fam]["params"]), candidates=cands,
-                                  edcc=e, edcc_per_order=per))
+            laws.append(
+                DegreeLaw(
+                    degree=l, family=fam, params=dict(ok[fam]["params"]), candidates=cands, edcc=e, edcc_per_order=per
+                )
+            )
         if given is not None:
             laws = list(given)
         mixture = None
@@ -487,12 +534,29 @@ class ShellModel:
         svf = {}
         if star_volume_fraction is not None:
             s = np.asarray(star_volume_fraction, dtype=np.float64)
-            svf = {"mean": float(s.mean()), "std": float(s.std()), "min": float(s.min()),
-                   "median": float(np.median(s)), "max": float(s.max())}
-        return cls(degree=L, voxel_size_um=float(voxel_size_um), laws=laws, n_particles=int(c.shape[0]),
-                   star_volume_fraction=svf, selection=selection, min_volume_voxels=float(min_volume_voxels),
-                   check_subdivisions=int(check_subdivisions), coefficients=c, particle_table=particle_table,
-                   source=dict(source or {}), kind=kind, mixture=mixture, families=families)
+            svf = {
+                "mean": float(s.mean()),
+                "std": float(s.std()),
+                "min": float(s.min()),
+                "median": float(np.median(s)),
+                "max": float(s.max()),
+            }
+        return cls(
+            degree=L,
+            voxel_size_um=float(voxel_size_um),
+            laws=laws,
+            n_particles=int(c.shape[0]),
+            star_volume_fraction=svf,
+            selection=selection,
+            min_volume_voxels=float(min_volume_voxels),
+            check_subdivisions=int(check_subdivisions),
+            coefficients=c,
+            particle_table=particle_table,
+            source=dict(source or {}),
+            kind=kind,
+            mixture=mixture,
+            families=families,
+        )
 
     # ------------------------------------------------------------------ sampling
     def _check_basis(self):
@@ -518,7 +582,7 @@ class ShellModel:
         out = np.empty((int(n), n_coeffs(self.degree)))
         for law in self.laws:
             l = law.degree
-            out[:, l * l:(l + 1) ** 2] = _draw(law.family, law.params, (int(n), 2 * l + 1), l > 0, rng)
+            out[:, l * l : (l + 1) ** 2] = _draw(law.family, law.params, (int(n), 2 * l + 1), l > 0, rng)
         return out
 
     def log_density(self, coeffs) -> np.ndarray:
@@ -546,7 +610,7 @@ class ShellModel:
         out = np.zeros(c.shape[0])
         for law in self.laws:
             l = law.degree
-            out += logpdf(law.family, law.params, c[:, l * l:(l + 1) ** 2], l > 0).sum(axis=1)
+            out += logpdf(law.family, law.params, c[:, l * l : (l + 1) ** 2], l > 0).sum(axis=1)
         return out
 
     def valid(self, coeffs: np.ndarray, _basis=None) -> np.ndarray:
@@ -574,7 +638,7 @@ class ShellModel:
         L = self.degree
         b = c[:, 0] / np.sqrt(4 * np.pi)
         for l in range(1, L + 1):
-            b = b - np.linalg.norm(c[:, l * l:(l + 1) ** 2], axis=1) * np.sqrt((2 * l + 1) / (4 * np.pi))
+            b = b - np.linalg.norm(c[:, l * l : (l + 1) ** 2], axis=1) * np.sqrt((2 * l + 1) / (4 * np.pi))
         ok = (b > 0) & (4 * np.pi / 3 * np.maximum(b, 0) ** 3 >= self.min_volume_voxels)
         rest = np.flatnonzero(~ok)
         if rest.size:
@@ -601,13 +665,14 @@ class ShellModel:
         ok = np.empty(c.shape[0], dtype=bool)
         step = 4096
         for a in range(0, c.shape[0], step):
-            r = c[a:a + step].astype(np.float32) @ BT
+            r = c[a : a + step].astype(np.float32) @ BT
             vol = (np.maximum(r, 0) ** 3) @ w3
-            ok[a:a + step] = (r.min(axis=1) > 0) & (vol >= self.min_volume_voxels)
+            ok[a : a + step] = (r.min(axis=1) > 0) & (vol >= self.min_volume_voxels)
         return ok
 
-    def sample_coefficients(self, n: int, rng: np.random.Generator, *, return_stats: bool = False,
-                            max_rounds: int = 200):
+    def sample_coefficients(
+        self, n: int, rng: np.random.Generator, *, return_stats: bool = False, max_rounds: int = 200
+    ):
         """Draw ``n`` valid shells (vectorised; invalid draws are redrawn, see module docs).
 
         Parameters
@@ -637,8 +702,11 @@ class ShellModel:
         while bad.size:
             rounds += 1
             if rounds > max_rounds:
-                raise InputError(f"the model draws almost only invalid shells ({bad.size} of {n} still invalid "
-                                 f"after {max_rounds} redraws)", self.path)
+                raise InputError(
+                    f"the model draws almost only invalid shells ({bad.size} of {n} still invalid "
+                    f"after {max_rounds} redraws)",
+                    self.path,
+                )
             redrawn += bad.size
             new = self.draw_raw(bad.size, rng)
             out[bad] = new
@@ -667,9 +735,11 @@ class ShellModel:
             "degrees": [law.to_json() for law in self.laws],
             "edcc": {str(law.degree): law.edcc for law in self.laws if law.degree > 0},
             "star_volume_fraction": self.star_volume_fraction,
-            "sampling": {"min_volume_voxels": self.min_volume_voxels,
-                         "positivity_check_subdivisions": self.check_subdivisions,
-                         "invalid_shells": "redrawn"},
+            "sampling": {
+                "min_volume_voxels": self.min_volume_voxels,
+                "positivity_check_subdivisions": self.check_subdivisions,
+                "invalid_shells": "redrawn",
+            },
             "coefficients_file": self.coefficients_file,
             "source": self.source,
         }
@@ -692,10 +762,19 @@ class ShellModel:
         path = Path(path)
         if self.coefficients is not None:
             cpath = path.with_name(path.stem + ".coefficients.parquet")
-            write_coefficients_table(cpath, self.coefficients, extra=self.particle_table,
-                                     meta={"format": COEFF_TABLE_FORMAT, "format_version": 1,
-                                           "voxel_size_um": self.voxel_size_um, "degree": self.degree,
-                                           "units": "voxel", "model_file": path.name})
+            write_coefficients_table(
+                cpath,
+                self.coefficients,
+                extra=self.particle_table,
+                meta={
+                    "format": COEFF_TABLE_FORMAT,
+                    "format_version": 1,
+                    "voxel_size_um": self.voxel_size_um,
+                    "degree": self.degree,
+                    "units": "voxel",
+                    "model_file": path.name,
+                },
+            )
             self.coefficients_file = cpath.name
         write_json_atomic(path, self.to_json())
         self.path = path
@@ -726,20 +805,27 @@ class ShellModel:
         version = check_format(doc, FORMAT, FORMAT_VERSION, where)
         try:
             laws = [DegreeLaw.from_json(d) for d in doc["degrees"]]
-            m = cls(degree=int(doc["degree"]), voxel_size_um=float(doc["voxel_size_um"]), laws=laws,
-                    n_particles=int(doc.get("n_particles", 0)),
-                    star_volume_fraction=doc.get("star_volume_fraction") or {},
-                    selection=doc.get("selection_criterion", "aic"),
-                    min_volume_voxels=float(doc.get("sampling", {}).get("min_volume_voxels", 10.0)),
-                    check_subdivisions=int(doc.get("sampling", {}).get("positivity_check_subdivisions", 4)),
-                    source=doc.get("source") or {}, path=Path(path) if path else None,
-                    format_version=int(doc["format_version"]), coefficients_file=doc.get("coefficients_file"),
-                    kind=doc.get("model", "independent") if version >= 2 else "independent",
-                    families=doc.get("families", "paper") if version >= 2 else "paper",
-                    selection_table=doc.get("model_selection"))
+            m = cls(
+                degree=int(doc["degree"]),
+                voxel_size_um=float(doc["voxel_size_um"]),
+                laws=laws,
+                n_particles=int(doc.get("n_particles", 0)),
+                star_volume_fraction=doc.get("star_volume_fraction") or {},
+                selection=doc.get("selection_criterion", "aic"),
+                min_volume_voxels=float(doc.get("sampling", {}).get("min_volume_voxels", 10.0)),
+                check_subdivisions=int(doc.get("sampling", {}).get("positivity_check_subdivisions", 4)),
+                source=doc.get("source") or {},
+                path=Path(path) if path else None,
+                format_version=int(doc["format_version"]),
+                coefficients_file=doc.get("coefficients_file"),
+                kind=doc.get("model", "independent") if version >= 2 else "independent",
+                families=doc.get("families", "paper") if version >= 2 else "paper",
+                selection_table=doc.get("model_selection"),
+            )
             if m.kind not in MODEL_KINDS:
-                raise InputError(f"unknown shell model {m.kind!r} (this nmc-dataset reads "
-                                 f"{', '.join(MODEL_KINDS)})", where)
+                raise InputError(
+                    f"unknown shell model {m.kind!r} (this nmc-dataset reads {', '.join(MODEL_KINDS)})", where
+                )
             if m.kind == "scale_mixture":
                 if not isinstance(doc.get("dependence"), dict):
                     raise InputError("a scale_mixture model needs its 'dependence' block", where)
@@ -783,24 +869,32 @@ class ShellModel:
             raise InputError("the model has no measured coefficients file", self.path)
         c, _, _ = read_coefficients_table(self.path.parent / self.coefficients_file, COEFF_TABLE_FORMAT)
         if c.shape[1] != n_coeffs(self.degree):
-            raise InputError(f"coefficient table has {c.shape[1]} coefficients, model degree {self.degree} "
-                             f"needs {n_coeffs(self.degree)}", self.path.parent / self.coefficients_file)
+            raise InputError(
+                f"coefficient table has {c.shape[1]} coefficients, model degree {self.degree} "
+                f"needs {n_coeffs(self.degree)}",
+                self.path.parent / self.coefficients_file,
+            )
         self.coefficients = c
         return c
 
     def summary(self) -> str:
         """A short text table of the laws."""
-        head = (f"shell model ({self.kind}): L={self.degree}, {self.n_particles} particles, "
-                f"voxel {self.voxel_size_um} µm")
+        head = (
+            f"shell model ({self.kind}): L={self.degree}, {self.n_particles} particles, voxel {self.voxel_size_um} µm"
+        )
         lines = [head]
         if isinstance(self.mixture, EllipsoidMixture):
             bands = ", ".join(f"{b[0]}" if len(b) == 1 else f"{b[0]}-{b[-1]}" for b in self.mixture.bands)
-            lines.append(f"  base ellipsoid (semi-axes) and residual roughness per band ({bands}) drawn jointly "
-                         f"(kernel density of {self.mixture.points.shape[0]} particles), random orientation")
+            lines.append(
+                f"  base ellipsoid (semi-axes) and residual roughness per band ({bands}) drawn jointly "
+                f"(kernel density of {self.mixture.points.shape[0]} particles), random orientation"
+            )
         elif self.mixture is not None:
             bands = ", ".join(f"{b[0]}" if len(b) == 1 else f"{b[0]}-{b[-1]}" for b in self.mixture.bands)
-            lines.append(f"  latent roughness per band of degrees ({bands}) drawn jointly with a_00 "
-                         f"(kernel density of {self.mixture.points.shape[0]} particles)")
+            lines.append(
+                f"  latent roughness per band of degrees ({bands}) drawn jointly with a_00 "
+                f"(kernel density of {self.mixture.points.shape[0]} particles)"
+            )
         for law in self.laws:
             p = ", ".join(f"{k}={v:.4g}" for k, v in law.params.items())
             e = "" if law.edcc is None else f"  EDCC={law.edcc:.3f}"

@@ -52,7 +52,7 @@ def _ray_radius_chunk(mask: np.ndarray, c: np.ndarray, u: np.ndarray, limit: np.
     base = np.floor(c + 0.5)  # index of the voxel containing c
     with np.errstate(divide="ignore", invalid="ignore"):
         for i in range(3):
-            ui = u[:, i:i + 1]
+            ui = u[:, i : i + 1]
             pos = (base[i] + 0.5 + j - c[i]) / ui
             neg = (base[i] - 0.5 - j - c[i]) / ui
             s = np.where(ui > 0, pos, np.where(ui < 0, neg, np.inf))
@@ -91,8 +91,14 @@ def ray_radius(mask: np.ndarray, center, directions) -> np.ndarray:
     c = np.asarray(center, dtype=np.float64).reshape(3)
     u = np.asarray(directions, dtype=np.float64).reshape(-1, 3)
     u = u / np.linalg.norm(u, axis=1, keepdims=True)
-    corners = np.array([[x, y, z] for x in (-0.5, mask.shape[2] - 0.5)
-                        for y in (-0.5, mask.shape[1] - 0.5) for z in (-0.5, mask.shape[0] - 0.5)])
+    corners = np.array(
+        [
+            [x, y, z]
+            for x in (-0.5, mask.shape[2] - 0.5)
+            for y in (-0.5, mask.shape[1] - 0.5)
+            for z in (-0.5, mask.shape[0] - 0.5)
+        ]
+    )
     s_max = float(np.linalg.norm(corners - c, axis=1).max()) + 1.0
     return _rays(mask, c, u, np.full(u.shape[0], s_max))
 
@@ -100,7 +106,7 @@ def ray_radius(mask: np.ndarray, center, directions) -> np.ndarray:
 def _rays(mask, c, u, limit):
     out = np.empty(u.shape[0])
     for a in range(0, u.shape[0], _CHUNK):
-        out[a:a + _CHUNK] = _ray_radius_chunk(mask, c, u[a:a + _CHUNK], limit[a:a + _CHUNK])
+        out[a : a + _CHUNK] = _ray_radius_chunk(mask, c, u[a : a + _CHUNK], limit[a : a + _CHUNK])
     return out
 
 
@@ -191,8 +197,13 @@ def fit_setup(labels: np.ndarray, degree: int, subdivisions: int):
     return u, B, np.linalg.pinv(B), objs, ids
 
 
-def measure_particles(labels: np.ndarray, degree: int = 9, rng: np.random.Generator | None = None,
-                      subdivisions: int = 3, progress_desc: str = "radius+SH") -> ParticleCoefficients:
+def measure_particles(
+    labels: np.ndarray,
+    degree: int = 9,
+    rng: np.random.Generator | None = None,
+    subdivisions: int = 3,
+    progress_desc: str = "radius+SH",
+) -> ParticleCoefficients:
     """Star-shaped radius functions and SH least-squares coefficients of every labelled particle.
 
     For each particle a rotation ``R`` is drawn uniformly from SO(3); the radius is measured
@@ -244,6 +255,12 @@ def measure_particles(labels: np.ndarray, degree: int = 9, rng: np.random.Genera
         cent[k] = c + np.array([sl[2].start, sl[1].start, sl[0].start])
         vol[k] = zz.size
         star[k] = star_fraction(crop, c)
-    return ParticleCoefficients(label=np.asarray(ids, dtype=np.int64), coeffs=coeffs, centroid_xyz=cent,
-                                volume_voxels=vol, star_volume_fraction=star, fit_rms=rms,
-                                degree=int(degree))
+    return ParticleCoefficients(
+        label=np.asarray(ids, dtype=np.int64),
+        coeffs=coeffs,
+        centroid_xyz=cent,
+        volume_voxels=vol,
+        star_volume_fraction=star,
+        fit_rms=rms,
+        degree=int(degree),
+    )

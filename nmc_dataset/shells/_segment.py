@@ -61,12 +61,17 @@ class Segmentation:
     def summary(self) -> str:
         """One paragraph for logs."""
         c = self.counts
-        s = (f"{self.input_kind} input: {c.get('components', 0)} components after watershed "
-             f"({c.get('split', 0)} split off), {c.get('merged', 0)} small/non-spherical merged, "
-             f"{c.get('dropped', 0)} dropped, {c.get('border_removed', 0)} touching the border removed"
-             + (f", {c['outside_fov_removed']} touching the NaN voxels outside the field of view removed"
-                if c.get("outside_fov_removed") else "")
-             + f" -> {self.n_particles} particles")
+        s = (
+            f"{self.input_kind} input: {c.get('components', 0)} components after watershed "
+            f"({c.get('split', 0)} split off), {c.get('merged', 0)} small/non-spherical merged, "
+            f"{c.get('dropped', 0)} dropped, {c.get('border_removed', 0)} touching the border removed"
+            + (
+                f", {c['outside_fov_removed']} touching the NaN voxels outside the field of view removed"
+                if c.get("outside_fov_removed")
+                else ""
+            )
+            + f" -> {self.n_particles} particles"
+        )
         if self.threshold is not None:
             s += f"; Otsu threshold {self.threshold:.6g}"
         if self.skipped:
@@ -244,9 +249,16 @@ def _remove_border(labels: np.ndarray) -> int:
     return int(touching.size)
 
 
-def segment_volume(volume: np.ndarray, *, phase: int | None = None, sigma: float = 1.8,
-                   min_volume: int = 10, min_sphericity: float = 0.5, h: float = 2.0,
-                   where=None) -> Segmentation:
+def segment_volume(
+    volume: np.ndarray,
+    *,
+    phase: int | None = None,
+    sigma: float = 1.8,
+    min_volume: int = 10,
+    min_sphericity: float = 0.5,
+    h: float = 2.0,
+    where=None,
+) -> Segmentation:
     """Segment a 3D CT volume into particles (docs/method.md#ct-segmentation).
 
     Parameters
@@ -290,16 +302,20 @@ def segment_volume(volume: np.ndarray, *, phase: int | None = None, sigma: float
     threshold = None
     if kind == "phase-like":
         values = np.unique(volume[:: max(1, volume.shape[0] // 16)])
-        raise InputError(f"this looks like a phase-label volume (values {', '.join(str(v) for v in values[:8])}, "
-                         "many regions per value): give the particle phase with --phase K", where)
+        raise InputError(
+            f"this looks like a phase-label volume (values {', '.join(str(v) for v in values[:8])}, "
+            "many regions per value): give the particle phase with --phase K",
+            where,
+        )
     if kind == "grey":
         if outside is None:
             smooth = ndimage.gaussian_filter(volume, sigma, output=np.float32, mode="nearest")
             sample = smooth if smooth.size <= 2**26 else smooth[::2, ::2, ::2]
         else:  # normalised convolution: voxels outside the field of view carry no weight
             w = ndimage.gaussian_filter((~outside).astype(np.float32), sigma, mode="nearest")
-            smooth = ndimage.gaussian_filter(np.where(outside, 0, volume).astype(np.float32), sigma,
-                                             mode="nearest") / np.maximum(w, 1e-6)
+            smooth = ndimage.gaussian_filter(
+                np.where(outside, 0, volume).astype(np.float32), sigma, mode="nearest"
+            ) / np.maximum(w, 1e-6)
             sample = smooth[~outside]
             sample = sample if sample.size <= 2**26 else sample[::8]
         threshold = float(threshold_otsu(sample))
@@ -321,8 +337,10 @@ def segment_volume(volume: np.ndarray, *, phase: int | None = None, sigma: float
         mask = volume == phase
         if not mask.any():
             present = np.unique(volume[:: max(1, volume.shape[0] // 32)])[:20]
-            raise InputError(f"phase {phase} does not occur in the volume (values include "
-                             f"{', '.join(str(v) for v in present)})", where)
+            raise InputError(
+                f"phase {phase} does not occur in the volume (values include {', '.join(str(v) for v in present)})",
+                where,
+            )
         skipped = ["gaussian smoothing", "Otsu threshold"]
     if mask is not None and outside is not None:
         mask &= ~outside
@@ -343,7 +361,19 @@ def segment_volume(volume: np.ndarray, *, phase: int | None = None, sigma: float
     n = int(labels.max())
     if n == 0:
         raise InputError("segmentation is empty: every component was dropped or touched the border", where)
-    return Segmentation(labels=labels, n_particles=n, input_kind=kind, threshold=threshold, skipped=skipped,
-                        counts={"components": n_comp, "watershed_split": n_split_ws, "split": n_split,
-                                "merged": merged, "dropped": dropped, "border_removed": border,
-                                "outside_fov_removed": fov_removed})
+    return Segmentation(
+        labels=labels,
+        n_particles=n,
+        input_kind=kind,
+        threshold=threshold,
+        skipped=skipped,
+        counts={
+            "components": n_comp,
+            "watershed_split": n_split_ws,
+            "split": n_split,
+            "merged": merged,
+            "dropped": dropped,
+            "border_removed": border,
+            "outside_fov_removed": fov_removed,
+        },
+    )

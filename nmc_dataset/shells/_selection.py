@@ -101,9 +101,18 @@ def _score(desc_hold: dict, desc_sim: dict) -> dict:
     return out
 
 
-def select_model(coeffs, voxel_size_um: float, *, rng: np.random.Generator, holdout: float = 0.25,
-                 candidates=tuple(CANDIDATES), n_sample: int | None = None, subdivisions: int = 3,
-                 fallback: str = "independent", **fit_kw) -> tuple[ShellModel, dict]:
+def select_model(
+    coeffs,
+    voxel_size_um: float,
+    *,
+    rng: np.random.Generator,
+    holdout: float = 0.25,
+    candidates=tuple(CANDIDATES),
+    n_sample: int | None = None,
+    subdivisions: int = 3,
+    fallback: str = "independent",
+    **fit_kw,
+) -> tuple[ShellModel, dict]:
     """Fit every candidate on part of the particles, score it on the rest, refit the best on all.
 
     Parameters
@@ -146,9 +155,11 @@ def select_model(coeffs, voxel_size_um: float, *, rng: np.random.Generator, hold
     n_h = round(holdout * n)
     need = needed_particles(holdout)
     if n_h < MIN_HOLDOUT or n - n_h < MIN_TRAIN:
-        msg = (f"{n} particles are too few for a hold-out model selection (a {holdout:.0%} hold-out needs "
-               f"at least {need} particles: {MIN_HOLDOUT} held out and {MIN_TRAIN} to fit); "
-               f"fitted the {fallback} model on all particles without a self-check")
+        msg = (
+            f"{n} particles are too few for a hold-out model selection (a {holdout:.0%} hold-out needs "
+            f"at least {need} particles: {MIN_HOLDOUT} held out and {MIN_TRAIN} to fit); "
+            f"fitted the {fallback} model on all particles without a self-check"
+        )
         log.warning("warning: %s", msg)
         model = fit_candidate(fallback, c, voxel_size_um, **fit_kw)
         table = {"chosen": fallback, "skipped": msg, "particles_needed": need, "n_particles": n, "warnings": [msg]}
@@ -160,8 +171,9 @@ def select_model(coeffs, voxel_size_um: float, *, rng: np.random.Generator, hold
     n_sample = int(n_sample or max(1000, round(2.5 * n_h)))
     d_hold = shell_descriptors(c[hold], subdivisions=subdivisions)
     rows = {}
-    train_kw = {k: v for k, v in fit_kw.items()
-                if k not in ("star_volume_fraction", "particle_table", "source", "edcc")}
+    train_kw = {
+        k: v for k, v in fit_kw.items() if k not in ("star_volume_fraction", "particle_table", "source", "edcc")
+    }
     laws = None  # the per-degree laws of the training part are the same for every candidate: fit once
     for name in candidates:
         m = fit_candidate(name, c[train], voxel_size_um, edcc=False, laws=laws, **train_kw)
@@ -174,10 +186,16 @@ def select_model(coeffs, voxel_size_um: float, *, rng: np.random.Generator, hold
         if m.kind == "independent":
             k = sum(len(law.params) for law in m.laws)
             aic = float(2 * k - 2 * m.log_density(c[train]).sum())
-        rows[name] = {"model": m.kind, "descriptors": sc, "max_ks": float(max(ks)), "mean_ks": float(np.mean(ks)),
-                      "holdout_loglik_per_particle": float(np.mean(ll)) if np.all(np.isfinite(ll)) else None,
-                      "aic": aic, "aic_note": None if aic is not None else "nonparametric (kernel density): no AIC",
-                      "redrawn_fraction": stats["redrawn"] / (n_sample + stats["redrawn"])}
+        rows[name] = {
+            "model": m.kind,
+            "descriptors": sc,
+            "max_ks": float(max(ks)),
+            "mean_ks": float(np.mean(ks)),
+            "holdout_loglik_per_particle": float(np.mean(ll)) if np.all(np.isfinite(ll)) else None,
+            "aic": aic,
+            "aic_note": None if aic is not None else "nonparametric (kernel density): no AIC",
+            "redrawn_fraction": stats["redrawn"] / (n_sample + stats["redrawn"]),
+        }
         if "n_bands" in CANDIDATES[name]:
             rows[name]["bands"] = m.mixture.bands
     chosen = min(rows, key=lambda r: (round(rows[r]["max_ks"], 6), rows[r]["mean_ks"]))
@@ -186,14 +204,25 @@ def select_model(coeffs, voxel_size_um: float, *, rng: np.random.Generator, hold
     warnings = []
     for k, v in rows[chosen]["descriptors"].items():
         if v["ks"] > KS_WARN:
-            warnings.append(f"the chosen model ({chosen}) misses the held-out {k}: KS {v['ks']:.3f} > {KS_WARN} "
-                            f"(noise level {noise:.3f} for {n_h} held-out particles)")
+            warnings.append(
+                f"the chosen model ({chosen}) misses the held-out {k}: KS {v['ks']:.3f} > {KS_WARN} "
+                f"(noise level {noise:.3f} for {n_h} held-out particles)"
+            )
     for w in warnings:
         log.warning("warning: %s", w)
-    table = {"chosen": chosen, "criterion": "smallest max KS over the six descriptors (ties: mean KS)",
-             "n_particles": n, "n_train": int(train.size), "n_holdout": int(n_h), "n_sample": n_sample,
-             "holdout_fraction": float(holdout), "descriptor_subdivisions": int(subdivisions),
-             "ks_noise_95": noise, "candidates": rows, "warnings": warnings}
+    table = {
+        "chosen": chosen,
+        "criterion": "smallest max KS over the six descriptors (ties: mean KS)",
+        "n_particles": n,
+        "n_train": int(train.size),
+        "n_holdout": int(n_h),
+        "n_sample": n_sample,
+        "holdout_fraction": float(holdout),
+        "descriptor_subdivisions": int(subdivisions),
+        "ks_noise_95": noise,
+        "candidates": rows,
+        "warnings": warnings,
+    }
     model.selection_table = table
     return model, table
 
@@ -214,17 +243,32 @@ def format_table(table: dict) -> str:
     """
     if "candidates" not in table:
         return f"model selection skipped: {table.get('skipped', '')}"
-    head = (f"model self-check: {table['n_train']} particles fitted, {table['n_holdout']} held out, "
-            f"{table['n_sample']} shells sampled per model (KS noise ~{table['ks_noise_95']:.3f})")
-    short = {"d_max": "d_max", "compactness": "compact", "aspect_ratio": "aspect", "sphericity": "spher",
-             "volume": "volume", "area": "area"}
-    lines = [head, f"  {'model':<20}" + "".join(f"{short[k]:>9}" for k in DESCRIPTORS)
-             + f"{'max KS':>9}{'loglik/p':>10}{'AIC':>11}"]
+    head = (
+        f"model self-check: {table['n_train']} particles fitted, {table['n_holdout']} held out, "
+        f"{table['n_sample']} shells sampled per model (KS noise ~{table['ks_noise_95']:.3f})"
+    )
+    short = {
+        "d_max": "d_max",
+        "compactness": "compact",
+        "aspect_ratio": "aspect",
+        "sphericity": "spher",
+        "volume": "volume",
+        "area": "area",
+    }
+    lines = [
+        head,
+        f"  {'model':<20}"
+        + "".join(f"{short[k]:>9}" for k in DESCRIPTORS)
+        + f"{'max KS':>9}{'loglik/p':>10}{'AIC':>11}",
+    ]
     for name, r in table["candidates"].items():
         ll = r["holdout_loglik_per_particle"]
-        lines.append(f"{'*' if name == table['chosen'] else ' '} {name:<20}"
-                     + "".join(f"{r['descriptors'][k]['ks']:>9.3f}" for k in DESCRIPTORS)
-                     + f"{r['max_ks']:>9.3f}" + (f"{ll:>10.1f}" if ll is not None else f"{'-':>10}")
-                     + (f"{r['aic']:>11.0f}" if r["aic"] is not None else f"{'-':>11}"))
+        lines.append(
+            f"{'*' if name == table['chosen'] else ' '} {name:<20}"
+            + "".join(f"{r['descriptors'][k]['ks']:>9.3f}" for k in DESCRIPTORS)
+            + f"{r['max_ks']:>9.3f}"
+            + (f"{ll:>10.1f}" if ll is not None else f"{'-':>10}")
+            + (f"{r['aic']:>11.0f}" if r["aic"] is not None else f"{'-':>11}")
+        )
     lines.append(f"  chosen: {table['chosen']} ({table['criterion']})")
     return "\n".join(lines)

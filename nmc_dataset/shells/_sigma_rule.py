@@ -87,5 +87,10 @@ def suggest_sigma(blur_sigma: float, sigma_used: float, radii, degree: int) -> d
     e = sigma_error(grid, psf, r, degree)
     best = float(grid[int(np.argmin(e))])
     ratio = float(e.min() / sigma_error(float(sigma_used), psf, r, degree)[0])
-    return {"suggested_sigma_vox": best, "psf_sigma_vox": psf, "median_radius_vox": r, "error_ratio": ratio,
-            "rule": "minimises noise(sigma) * sigma_t * exp(sigma_t^2 (L(L+1)-2) / (2 R_median^2))"}
+    return {
+        "suggested_sigma_vox": best,
+        "psf_sigma_vox": psf,
+        "median_radius_vox": r,
+        "error_ratio": ratio,
+        "rule": "minimises noise(sigma) * sigma_t * exp(sigma_t^2 (L(L+1)-2) / (2 R_median^2))",
+    }

@@ -118,11 +118,18 @@ def _crossing(s, g, level, r0):
     return r, slope
 
 
-def measure_particles_subvoxel(labels: np.ndarray, grey: np.ndarray | None = None, degree: int = 9,
-                               rng: np.random.Generator | None = None, *, sigma: float = 1.0,
-                               otsu_threshold: float | None = None, correct_blur: bool = True,
-                               subdivisions: int = 3, progress_desc: str = "sub-voxel radius+SH"
-                               ) -> tuple[ParticleCoefficients, MeasurementInfo]:
+def measure_particles_subvoxel(
+    labels: np.ndarray,
+    grey: np.ndarray | None = None,
+    degree: int = 9,
+    rng: np.random.Generator | None = None,
+    *,
+    sigma: float = 1.0,
+    otsu_threshold: float | None = None,
+    correct_blur: bool = True,
+    subdivisions: int = 3,
+    progress_desc: str = "sub-voxel radius+SH",
+) -> tuple[ParticleCoefficients, MeasurementInfo]:
     """Sub-voxel radius functions and SH coefficients of every labelled particle.
 
     Parameters
@@ -171,8 +178,9 @@ def measure_particles_subvoxel(labels: np.ndarray, grey: np.ndarray | None = Non
     margin = int(np.ceil(w + 3 * sigma)) + 2
     slopes_rel, n_ind, n_none, cnr = [], 0, 0, []
     for k, lab in enumerate(progress(ids, total=n, desc=progress_desc, unit="particle")):
-        sl = tuple(slice(max(s.start - margin, 0), min(s.stop + margin, dim))
-                   for s, dim in zip(objs[lab - 1], labels.shape))
+        sl = tuple(
+            slice(max(s.start - margin, 0), min(s.stop + margin, dim)) for s, dim in zip(objs[lab - 1], labels.shape)
+        )
         lab_crop = labels[sl]
         own = lab_crop == lab
         zz, yy, xx = np.nonzero(own)
@@ -198,8 +206,13 @@ def measure_particles_subvoxel(labels: np.ndarray, grey: np.ndarray | None = Non
             p_level = float(np.nanmedian(raw[core])) if np.any(core) else float(np.nanmedian(raw[own]))
             bg = g < thr
             sel = ndimage.binary_erosion(bg, iterations=2, border_value=1)
-            b_level = float(np.nanmedian(raw[sel])) if np.any(sel) else float(np.nanmedian(raw[bg])) if np.any(bg) \
+            b_level = (
+                float(np.nanmedian(raw[sel]))
+                if np.any(sel)
+                else float(np.nanmedian(raw[bg]))
+                if np.any(bg)
                 else float(np.nanmin(raw))
+            )
             C = p_level - b_level
             if C > 0:
                 if np.sum(sel) > 20:
@@ -232,18 +245,39 @@ def measure_particles_subvoxel(labels: np.ndarray, grey: np.ndarray | None = Non
         coeffs[:, 1:] *= blur_gain(degree, R, sigma_t)[:, 1:]
         coeffs[:, 0] = np.sqrt(4 * np.pi) * np.sqrt(R**2 + 2 * sigma_t**2)
     small = too_small(degree, R, sigma_t) if n else np.zeros(0, dtype=bool)
-    r_small = float(max(sigma_t * np.sqrt(max(degree * (degree + 1) - 2, 0) / (2 * np.log(2.0))),
-                        4.0 * max(degree, 1) / (2 * np.pi)))
+    r_small = float(
+        max(
+            sigma_t * np.sqrt(max(degree * (degree + 1) - 2, 0) / (2 * np.log(2.0))), 4.0 * max(degree, 1) / (2 * np.pi)
+        )
+    )
     n_rays = max(n * u.shape[0], 1)
-    info = MeasurementInfo(method="subvoxel", sigma_vox=float(sigma), blur_sigma_vox=sigma_t,
-                           corrected=bool(correct_blur), indicator_ray_fraction=n_ind / n_rays,
-                           no_crossing_fraction=n_none / n_rays,
-                           too_small_fraction=float(small.mean()) if n else 0.0, too_small_radius_vox=r_small,
-                           contrast_to_noise=float(np.median(cnr)) if cnr else None)
+    info = MeasurementInfo(
+        method="subvoxel",
+        sigma_vox=float(sigma),
+        blur_sigma_vox=sigma_t,
+        corrected=bool(correct_blur),
+        indicator_ray_fraction=n_ind / n_rays,
+        no_crossing_fraction=n_none / n_rays,
+        too_small_fraction=float(small.mean()) if n else 0.0,
+        too_small_radius_vox=r_small,
+        contrast_to_noise=float(np.median(cnr)) if cnr else None,
+    )
     if n and info.too_small_fraction > 0.1:
-        log.warning("warning: %.0f %% of the particles (mean radius < %.1f voxels) are too small to resolve "
-                    "degree %d at a blur of %.2f voxels; their high degrees are unreliable (fit a lower --degree)",
-                    100 * info.too_small_fraction, r_small, degree, sigma_t)
-    pc = ParticleCoefficients(label=np.asarray(ids, dtype=np.int64), coeffs=coeffs, centroid_xyz=cent,
-                              volume_voxels=vol, star_volume_fraction=star, fit_rms=rms, degree=int(degree))
+        log.warning(
+            "warning: %.0f %% of the particles (mean radius < %.1f voxels) are too small to resolve "
+            "degree %d at a blur of %.2f voxels; their high degrees are unreliable (fit a lower --degree)",
+            100 * info.too_small_fraction,
+            r_small,
+            degree,
+            sigma_t,
+        )
+    pc = ParticleCoefficients(
+        label=np.asarray(ids, dtype=np.int64),
+        coeffs=coeffs,
+        centroid_xyz=cent,
+        volume_voxels=vol,
+        star_volume_fraction=star,
+        fit_rms=rms,
+        degree=int(degree),
+    )
     return pc, info

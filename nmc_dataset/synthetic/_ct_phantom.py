@@ -55,12 +55,13 @@ def _relative_roughness(R, eps, degree, rng):
     c[:, 0] = R * np.sqrt(4 * np.pi)
     for l in range(1, degree + 1):
         amp = R * eps * ((l / 2.0) ** -2 if l >= 2 else 0.2)
-        c[:, l * l:(l + 1) ** 2] = amp[:, None] * rng.standard_normal((n, 2 * l + 1))
+        c[:, l * l : (l + 1) ** 2] = amp[:, None] * rng.standard_normal((n, 2 * l + 1))
     return c
 
 
-def truth_coefficients(kind: str, n: int, rng: np.random.Generator, *, degree: int = 9, r_median: float = 12.0,
-                       r_range=(6.0, 40.0)) -> np.ndarray:
+def truth_coefficients(
+    kind: str, n: int, rng: np.random.Generator, *, degree: int = 9, r_median: float = 12.0, r_range=(6.0, 40.0)
+) -> np.ndarray:
     """SH coefficients (voxels) of ``n`` star-shaped shells from a known population.
 
     ``kind`` is one of :data:`TRUTH_KINDS`; mean radii ``R`` are log-normal (median ``r_median``,
@@ -136,8 +137,14 @@ def truth_coefficients(kind: str, n: int, rng: np.random.Generator, *, degree: i
     return out[:n]
 
 
-def reference_shell_model(mean_radius_vox: float = 10.0, voxel_size_um: float = 0.128, degree: int = 9,
-                          sigma0: float = 0.08, df: float = 5.0, shape_scale: float = 0.10) -> ShellModel:
+def reference_shell_model(
+    mean_radius_vox: float = 10.0,
+    voxel_size_um: float = 0.128,
+    degree: int = 9,
+    sigma0: float = 0.08,
+    df: float = 5.0,
+    shape_scale: float = 0.10,
+) -> ShellModel:
     """A plausible shell model with known per-degree laws (the paper's families).
 
     * ``a_00`` log-normal: ``mu = log(mean_radius_vox · √(4π)) − sigma0²/2`` (mean radius
@@ -173,8 +180,12 @@ def reference_shell_model(mean_radius_vox: float = 10.0, voxel_size_um: float = 
     for l in range(1, degree + 1):
         scale = 0.03 * mean_radius_vox if l == 1 else shape_scale * mean_radius_vox * (l / 2.0) ** -2
         laws.append(DegreeLaw(l, "t", {"df": float(df), "scale": float(scale)}))
-    return ShellModel(degree=degree, voxel_size_um=voxel_size_um, laws=laws,
-                      source={"kind": "reference_shell_model", "mean_radius_vox": mean_radius_vox})
+    return ShellModel(
+        degree=degree,
+        voxel_size_um=voxel_size_um,
+        laws=laws,
+        source={"kind": "reference_shell_model", "mean_radius_vox": mean_radius_vox},
+    )
 
 
 @dataclasses.dataclass
@@ -238,23 +249,34 @@ def render_shells(shape, coefficients: np.ndarray, centers_xyz: np.ndarray) -> n
         hi = np.minimum(np.ceil(ctr + rmax[i]).astype(int) + 1, np.array(shape)[::-1])
         if np.any(hi <= lo):
             continue
-        zz, yy, xx = np.mgrid[lo[2]:hi[2], lo[1]:hi[1], lo[0]:hi[0]]
+        zz, yy, xx = np.mgrid[lo[2] : hi[2], lo[1] : hi[1], lo[0] : hi[0]]
         rel = np.stack([xx - ctr[0], yy - ctr[1], zz - ctr[2]], axis=-1).reshape(-1, 3)
         d = np.linalg.norm(rel, axis=1)
         safe = np.where(d > 0, d, 1.0)
         dirs = np.where(d[:, None] > 0, rel / safe[:, None], np.array([0.0, 0.0, 1.0]))
         r = radius(a, dirs)  # one shell, many directions: the fused kernel (no (P, K) basis)
         inside = (d <= r).reshape(zz.shape)
-        view = labels[lo[2]:hi[2], lo[1]:hi[1], lo[0]:hi[0]]
+        view = labels[lo[2] : hi[2], lo[1] : hi[1], lo[0] : hi[0]]
         view[inside & (view == 0)] = i + 1
     return labels
 
 
-def make_ct_phantom(model: ShellModel | None = None, *, coefficients: np.ndarray | None = None,
-                    shape=(256, 256, 256), n_particles: int = 300,
-                    rng: np.random.Generator | None = None, gap_vox: float = 4.0, border_vox: float = 4.0,
-                    background: float = 0.2, particle: float = 0.8, blur_sigma: float = 1.0,
-                    noise_sigma: float = 0.08, dtype: str = "float32", max_tries: int = 5000) -> CTPhantom:
+def make_ct_phantom(
+    model: ShellModel | None = None,
+    *,
+    coefficients: np.ndarray | None = None,
+    shape=(256, 256, 256),
+    n_particles: int = 300,
+    rng: np.random.Generator | None = None,
+    gap_vox: float = 4.0,
+    border_vox: float = 4.0,
+    background: float = 0.2,
+    particle: float = 0.8,
+    blur_sigma: float = 1.0,
+    noise_sigma: float = 0.08,
+    dtype: str = "float32",
+    max_tries: int = 5000,
+) -> CTPhantom:
     """Draw shells from ``model``, place them without overlap and render a noisy grey CT volume.
 
     Parameters
@@ -338,5 +360,11 @@ def make_ct_phantom(model: ShellModel | None = None, *, coefficients: np.ndarray
         vol = np.rint(np.clip(vol, 0, 1) * 65535).astype(np.uint16)
     elif dtype != "float32":
         raise ValueError("dtype must be 'float32' or 'uint16'")
-    return CTPhantom(volume=vol, labels=labels, coefficients=coeffs, centers_xyz=centers, model=model,
-                     voxel_size_um=model.voxel_size_um)
+    return CTPhantom(
+        volume=vol,
+        labels=labels,
+        coefficients=coeffs,
+        centers_xyz=centers,
+        model=model,
+        voxel_size_um=model.voxel_size_um,
+    )

@@ -72,9 +72,15 @@ TEACHER_DEFAULTS = {
 }
 
 
-def radial_teacher_gbpd(rng, radius_px: float = 100.0, intensity: float = 0.0018,
-                        radial_diag=(0.15, 0.35), tangential_diag=(0.8, 1.25),
-                        offset_range=(1.0, 10.0), margin_px: float = 0.0) -> GBPD:
+def radial_teacher_gbpd(
+    rng,
+    radius_px: float = 100.0,
+    intensity: float = 0.0018,
+    radial_diag=(0.15, 0.35),
+    tangential_diag=(0.8, 1.25),
+    offset_range=(1.0, 10.0),
+    margin_px: float = 0.0,
+) -> GBPD:
     """A plausible radially elongated 3D GBPD in a ball: the synthetic "truth" grain model.
 
     Seeds are a homogeneous Poisson process of ``intensity`` points per px³ in the ball of
@@ -122,7 +128,7 @@ def radial_teacher_gbpd(rng, radius_px: float = 100.0, intensity: float = 0.0018
     if radius_px <= 0 or intensity <= 0:
         raise ValueError("radius_px and intensity must be > 0")
     r_ball = float(radius_px) + float(margin_px)
-    n = max(int(rng.poisson(intensity * 4.0 / 3.0 * np.pi * r_ball ** 3)), 2)
+    n = max(int(rng.poisson(intensity * 4.0 / 3.0 * np.pi * r_ball**3)), 2)
     direction = rng.normal(size=(n, 3))
     direction /= np.linalg.norm(direction, axis=1, keepdims=True)
     seeds = direction * (r_ball * rng.uniform(size=(n, 1)) ** (1.0 / 3.0))
@@ -197,8 +203,9 @@ class SliceTruth:
     normal: np.ndarray
 
 
-def slice_labels(g: GBPD, height_px: float, radius_px: float, size_px: int | None = None,
-                 normal=(0.0, 0.0, 1.0), mask_fn=None) -> SliceTruth:
+def slice_labels(
+    g: GBPD, height_px: float, radius_px: float, size_px: int | None = None, normal=(0.0, 0.0, 1.0), mask_fn=None
+) -> SliceTruth:
     """Cut the 3D GBPD ``g`` with the plane ``{p : p·n = height_px}`` inside a particle.
 
     Parameters
@@ -227,15 +234,13 @@ def slice_labels(g: GBPD, height_px: float, radius_px: float, size_px: int | Non
     basis = plane_basis(normal)
     c = (size_px - 1) / 2.0
     yy, xx = np.mgrid[0:size_px, 0:size_px].astype(np.float64)
-    pts = ((xx - c)[..., None] * basis[0] + (yy - c)[..., None] * basis[1]
-           + float(height_px) * basis[2]).reshape(-1, 3)
+    pts = ((xx - c)[..., None] * basis[0] + (yy - c)[..., None] * basis[1] + float(height_px) * basis[2]).reshape(-1, 3)
     mask = (np.linalg.norm(pts, axis=1) <= radius_px) if mask_fn is None else np.asarray(mask_fn(pts), bool)
     labels = np.zeros(len(pts), dtype=np.int64)
     if mask.any():
         labels[mask] = hard_labels(g, pts[mask]) + 1
     shape = (size_px, size_px)
-    return SliceTruth(labels.reshape(shape), mask.reshape(shape), np.array([c, c]), float(height_px),
-                      basis[2].copy())
+    return SliceTruth(labels.reshape(shape), mask.reshape(shape), np.array([c, c]), float(height_px), basis[2].copy())
 
 
 # --------------------------------------------------------------------------- scans
@@ -244,7 +249,7 @@ def boundary_counts(labels: np.ndarray) -> np.ndarray:
     lab = np.asarray(labels, dtype=np.int64)
     ny, nx = lab.shape
     pad = np.pad(lab, 1, mode="constant")
-    stack = np.stack([pad[1 + dy:1 + dy + ny, 1 + dx:1 + dx + nx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
+    stack = np.stack([pad[1 + dy : 1 + dy + ny, 1 + dx : 1 + dx + nx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
     stack = np.sort(stack, axis=0)
     distinct = (stack[0] > 0).astype(np.int64) + np.sum((stack[1:] != stack[:-1]) & (stack[1:] > 0), axis=0)
     return distinct
@@ -279,10 +284,19 @@ class SyntheticScan:
     misindexed: np.ndarray | None = None
 
 
-def synthetic_scan(labels: np.ndarray, mask: np.ndarray, rng, noise_deg: float = 0.5,
-                   junction_low_ci: float = LOW_CI_DEFAULT[0], boundary_low_ci: float = LOW_CI_DEFAULT[1],
-                   random_low_ci: float = LOW_CI_DEFAULT[2], low_ci_max: float = 0.05,
-                   texture=None, radial=None, misindex_fraction: float = 0.0) -> SyntheticScan:
+def synthetic_scan(
+    labels: np.ndarray,
+    mask: np.ndarray,
+    rng,
+    noise_deg: float = 0.5,
+    junction_low_ci: float = LOW_CI_DEFAULT[0],
+    boundary_low_ci: float = LOW_CI_DEFAULT[1],
+    random_low_ci: float = LOW_CI_DEFAULT[2],
+    low_ci_max: float = 0.05,
+    texture=None,
+    radial=None,
+    misindex_fraction: float = 0.0,
+) -> SyntheticScan:
     """Turn a true label image into EBSD channels as an instrument records them.
 
     Parameters
@@ -322,7 +336,6 @@ def synthetic_scan(labels: np.ndarray, mask: np.ndarray, rng, noise_deg: float =
     SyntheticScan
         The EBSD channels of the section.
     """
-
 
     rng = as_rng(rng)
     labels = np.asarray(labels, dtype=np.int64)
@@ -365,7 +378,6 @@ def synthetic_scan(labels: np.ndarray, mask: np.ndarray, rng, noise_deg: float =
     return SyntheticScan(euler, ci, np.maximum(iq, 0.0), phase, grain_q, low, misindexed)
 
 
-
 def write_scan(path, scan: SyntheticScan, step_um: float, ctf_min_ci: float = 0.1) -> Path:
     """Write a :class:`SyntheticScan` as ``.ang`` or ``.ctf`` (by suffix).
 
@@ -399,11 +411,23 @@ def write_scan(path, scan: SyntheticScan, step_um: float, ctf_min_ci: float = 0.
     raise ValueError(f"unknown scan suffix {path.suffix!r} (.ang or .ctf)")
 
 
-def write_synthetic_sections(out, rng, n_central: int = 2, n_off_center: int = 2, radius_px: float = 100.0,
-                             step_um: float = 0.05, formats=("ang",), central_max_frac: float = 0.05,
-                             off_center_frac=(0.5, 0.75), size_px: int | None = None,
-                             noise_deg: float = 0.5, teacher: dict | None = None,
-                             low_ci=None, texture="default", misindex_fraction: float = 0.0) -> list[dict]:
+def write_synthetic_sections(
+    out,
+    rng,
+    n_central: int = 2,
+    n_off_center: int = 2,
+    radius_px: float = 100.0,
+    step_um: float = 0.05,
+    formats=("ang",),
+    central_max_frac: float = 0.05,
+    off_center_frac=(0.5, 0.75),
+    size_px: int | None = None,
+    noise_deg: float = 0.5,
+    teacher: dict | None = None,
+    low_ci=None,
+    texture="default",
+    misindex_fraction: float = 0.0,
+) -> list[dict]:
     """Slice fresh teacher particles and write their scans with the true labels beside them.
 
     Section ``k`` is cut from its own particle (:func:`radial_teacher_gbpd` with ``teacher``
@@ -470,7 +494,6 @@ def write_synthetic_sections(out, rng, n_central: int = 2, n_off_center: int = 2
         One record per section: ``id, scan, truth, height_px, normal, center_px, central``.
     """
 
-
     rng = as_rng(rng)
     low_ci = LOW_CI_DEFAULT if low_ci is None else tuple(float(v) for v in low_ci)
     if len(low_ci) != 3 or not all(0.0 <= v <= 1.0 for v in low_ci):
@@ -509,28 +532,74 @@ def write_synthetic_sections(out, rng, n_central: int = 2, n_off_center: int = 2
 
             nlab = int(truth.labels.max())
             radial = radial_directions(g.seeds[:nlab] @ plane_basis(normal).T)
-        scan = synthetic_scan(truth.labels, truth.mask, rng, noise_deg=noise_deg, junction_low_ci=low_ci[0],
-                              boundary_low_ci=low_ci[1], random_low_ci=low_ci[2], texture=texture, radial=radial,
-                              misindex_fraction=misindex_fraction)
+        scan = synthetic_scan(
+            truth.labels,
+            truth.mask,
+            rng,
+            noise_deg=noise_deg,
+            junction_low_ci=low_ci[0],
+            boundary_low_ci=low_ci[1],
+            random_low_ci=low_ci[2],
+            texture=texture,
+            radial=radial,
+            misindex_fraction=misindex_fraction,
+        )
         fmt = formats[k % len(formats)]
         sid = f"synthetic_{k:02d}"
         scan_path = write_scan(out / f"{sid}.{fmt}", scan, step_um)
         truth_path = out / "truth" / f"{sid}.tif"
         tifffile.imwrite(truth_path, truth.labels.astype(np.uint32))
-        records.append({"id": sid, "scan": scan_path.name, "truth": f"truth/{truth_path.name}",
-                        "height_px": float(h), "normal": [float(v) for v in normal],
-                        "center_px": [float(v) for v in truth.center_px], "central": bool(central),
-                        "radius_px": radius_px, "step_um": float(step_um), "n_cells": int(g.n)})
-    tex = None if texture is None else {"model": "radial-ipf-exponential", "kappa": float(texture.kappa),
-                                         "lambda": float(texture.lam), "radial_direction": "seed direction"}
+        records.append(
+            {
+                "id": sid,
+                "scan": scan_path.name,
+                "truth": f"truth/{truth_path.name}",
+                "height_px": float(h),
+                "normal": [float(v) for v in normal],
+                "center_px": [float(v) for v in truth.center_px],
+                "central": bool(central),
+                "radius_px": radius_px,
+                "step_um": float(step_um),
+                "n_cells": int(g.n),
+            }
+        )
+    tex = (
+        None
+        if texture is None
+        else {
+            "model": "radial-ipf-exponential",
+            "kappa": float(texture.kappa),
+            "lambda": float(texture.lam),
+            "radial_direction": "seed direction",
+        }
+    )
     instrument = {"low_ci": list(low_ci), "noise_deg": float(noise_deg), "misindex_fraction": float(misindex_fraction)}
-    write_json_atomic(out / "truth" / "truth.json", {"format": "nmc-dataset/synthetic-ebsd-truth",
-                                                     "format_version": 1, "texture": tex, "instrument": instrument,
-                                                     "sections": records})
+    write_json_atomic(
+        out / "truth" / "truth.json",
+        {
+            "format": "nmc-dataset/synthetic-ebsd-truth",
+            "format_version": 1,
+            "texture": tex,
+            "instrument": instrument,
+            "sections": records,
+        },
+    )
     return records
 
 
-__all__ = ["LOW_CI_DEFAULT", "INSTRUMENTS", "PSEUDO_SYMMETRY_AXIS_ANGLE",
-           "TEACHER_DEFAULTS", "depth_teacher_gbpd", "radial_teacher_gbpd", "plane_basis", "SliceTruth",
-           "slice_labels", "boundary_counts", "SyntheticScan", "synthetic_scan", "write_scan",
-           "write_synthetic_sections"]
+__all__ = [
+    "LOW_CI_DEFAULT",
+    "INSTRUMENTS",
+    "PSEUDO_SYMMETRY_AXIS_ANGLE",
+    "TEACHER_DEFAULTS",
+    "depth_teacher_gbpd",
+    "radial_teacher_gbpd",
+    "plane_basis",
+    "SliceTruth",
+    "slice_labels",
+    "boundary_counts",
+    "SyntheticScan",
+    "synthetic_scan",
+    "write_scan",
+    "write_synthetic_sections",
+]

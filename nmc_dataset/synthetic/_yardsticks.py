@@ -29,6 +29,7 @@ def teacher_sampler(radius_px: float, **teacher_kwargs):
     callable
         ``draw(rng, lo, hi) -> GBPD``.
     """
+
     def draw(rng, lo, hi):
         r = float(np.max(np.abs(np.concatenate([np.ravel(lo), np.ravel(hi)])))) * np.sqrt(3) + 16.0
         return radial_teacher_gbpd(rng, radius_px=max(r, radius_px), **teacher_kwargs)
@@ -54,6 +55,7 @@ def laguerre_sampler(intensity: float, offset_range=(1.0, 10.0), margin_px: floa
     callable
         ``draw(rng, lo, hi) -> GBPD``.
     """
+
     def draw(rng, lo, hi):
         ss = poisson_seeds(rng, intensity, np.asarray(lo, float) - margin_px, np.asarray(hi, float) + margin_px)
         n = len(ss)

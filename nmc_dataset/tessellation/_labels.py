@@ -88,6 +88,7 @@ def _bounds_one(lo0, lo1, lo2, hi0, hi1, hi2, S, Q, D, R, i):  # pragma: no cove
         ub += D[i, k] * mx * mx
     return lb - R[i], ub - R[i]
 
+
 @_nb.njit(cache=True, inline="always")
 def _power(x0, x1, x2, S, Q, D, R, i):  # pragma: no cover - compiled
     d0 = x0 - S[i, 0]
@@ -97,6 +98,7 @@ def _power(x0, x1, x2, S, Q, D, R, i):  # pragma: no cover - compiled
     l1 = Q[i, 1, 0] * d0 + Q[i, 1, 1] * d1 + Q[i, 1, 2] * d2
     l2 = Q[i, 2, 0] * d0 + Q[i, 2, 1] * d1 + Q[i, 2, 2] * d2
     return l0 * l0 * D[i, 0] + l1 * l1 * D[i, 1] + l2 * l2 * D[i, 2] - R[i]
+
 
 @_nb.njit(cache=True, inline="always")
 def _box_max(lo0, lo1, lo2, hi0, hi1, hi2, S, Q, D, R, i):  # pragma: no cover - compiled
@@ -110,6 +112,7 @@ def _box_max(lo0, lo1, lo2, hi0, hi1, hi2, S, Q, D, R, i):  # pragma: no cover -
         if f > best:
             best = f
     return best
+
 
 @_nb.njit(cache=True)
 def _nb_box_upper(blo, bhi, knn, S, Q, D, R):  # pragma: no cover - compiled
@@ -148,6 +151,7 @@ def _nb_box_upper(blo, bhi, knn, S, Q, D, R):  # pragma: no cover - compiled
         out[b] = worst + _SLACK * (abs(worst) + 1.0)
     return out
 
+
 @_nb.njit(cache=True, inline="always")
 def _fine_list(b, blo, bhi, bU, bcoarse, cstart, cidx, S, Q, D, R):  # pragma: no cover - compiled
     c = bcoarse[b]
@@ -164,6 +168,7 @@ def _fine_list(b, blo, bhi, bU, bcoarse, cstart, cidx, S, Q, D, R):  # pragma: n
             k += 1
     order = np.argsort(lbs[:k])
     return ids[:k][order], lbs[:k][order]
+
 
 @_nb.njit(cache=True, inline="always")
 def _argmin_sorted(x0, x1, x2, ids, lbs, S, Q, D, R, guess):  # pragma: no cover - compiled
@@ -183,6 +188,7 @@ def _argmin_sorted(x0, x1, x2, ids, lbs, S, Q, D, R, guess):  # pragma: no cover
             besti = i
     return besti
 
+
 @_nb.njit(cache=True, inline="always")
 def _pack(ids, S, Q, D, R, RC):  # pragma: no cover - compiled
     """Copy the cells ``ids`` into one small contiguous (k, 23) array (s, Q row-major, D, r, row data)."""
@@ -200,6 +206,7 @@ def _pack(ids, S, Q, D, R, RC):  # pragma: no cover - compiled
             loc[t, 16 + j] = RC[i, j]
     return loc
 
+
 @_nb.njit(cache=True, inline="always")
 def _power_loc(x0, x1, x2, loc, t):  # pragma: no cover - compiled
     d0 = x0 - loc[t, 0]
@@ -209,6 +216,7 @@ def _power_loc(x0, x1, x2, loc, t):  # pragma: no cover - compiled
     l1 = loc[t, 6] * d0 + loc[t, 7] * d1 + loc[t, 8] * d2
     l2 = loc[t, 9] * d0 + loc[t, 10] * d1 + loc[t, 11] * d2
     return l0 * l0 * loc[t, 12] + l1 * l1 * loc[t, 13] + l2 * l2 * loc[t, 14] - loc[t, 15]
+
 
 @_nb.njit(cache=True, inline="always")
 def _row_list(xa, xb, y, z, loc, cand, m, tmp, rt, rlb):  # pragma: no cover - compiled
@@ -251,6 +259,7 @@ def _row_list(xa, xb, y, z, loc, cand, m, tmp, rt, rlb):  # pragma: no cover - c
             k += 1
     return k
 
+
 @_nb.njit(cache=True, inline="always")
 def _argmin_row(x0, x1, x2, ids, loc, rt, rlb, nr, gp):  # pragma: no cover - compiled
     """Position (in ``ids``) of the minimiser among a row list; ``gp`` is a first guess (or -1)."""
@@ -269,6 +278,7 @@ def _argmin_row(x0, x1, x2, ids, loc, rt, rlb, nr, gp):  # pragma: no cover - co
             best = f
             bp = t
     return bp
+
 
 @_nb.njit(cache=True, inline="always")
 def _sub_list(lo0, lo1, lo2, hi0, hi1, hi2, ids, U, S, Q, D, R):  # pragma: no cover - compiled
@@ -291,6 +301,7 @@ def _sub_list(lo0, lo1, lo2, hi0, hi1, hi2, ids, U, S, Q, D, R):  # pragma: no c
             k += 1
     order = np.argsort(lbs[:k])
     return out[:k][order], lbs[:k][order]
+
 
 @_nb.njit(cache=True, inline="always")
 def _bounds_loc(lo0, lo1, lo2, hi0, hi1, hi2, loc, t):  # pragma: no cover - compiled
@@ -315,9 +326,35 @@ def _bounds_loc(lo0, lo1, lo2, hi0, hi1, hi2, loc, t):  # pragma: no cover - com
     lb -= loc[t, 15]
     return lb - _SLACK * (abs(lb) + 1.0)
 
+
 @_nb.njit(cache=True, parallel=True)
-def _nb_label_grid(out, mask, use_mask, bs, sub, nsb, nbx, nby, nbz, ox, oy, oz, sp, fU,
-                   blo, bhi, bU, bcoarse, cstart, cidx, S, Q, D, R, RC):  # pragma: no cover - compiled
+def _nb_label_grid(
+    out,
+    mask,
+    use_mask,
+    bs,
+    sub,
+    nsb,
+    nbx,
+    nby,
+    nbz,
+    ox,
+    oy,
+    oz,
+    sp,
+    fU,
+    blo,
+    bhi,
+    bU,
+    bcoarse,
+    cstart,
+    cidx,
+    S,
+    Q,
+    D,
+    R,
+    RC,
+):  # pragma: no cover - compiled
     """Per block: its list (packed); per sub-box of the block: the cells whose box bound is within
     the sub-box's U; per z-plane of the sub-box: the same on the plane; per row: ``_row_list``;
     per point: the scan of ``_argmin_row`` (starting from the previous point's winner)."""
@@ -344,8 +381,11 @@ def _nb_label_grid(out, mask, use_mask, bs, sub, nsb, nbx, nby, nbz, ox, oy, oz,
                 ey = min(ny, (by + 1) * bs, sy + sub)
                 for sx in range(bx * bs, min(nx, (bx + 1) * bs), sub):
                     ex = min(nx, (bx + 1) * bs, sx + sub)
-                    U = fU[bz * nsb + (sz - bz * bs) // sub, by * nsb + (sy - by * bs) // sub,
-                           bx * nsb + (sx - bx * bs) // sub]
+                    U = fU[
+                        bz * nsb + (sz - bz * bs) // sub,
+                        by * nsb + (sy - by * bs) // sub,
+                        bx * nsb + (sx - bx * bs) // sub,
+                    ]
                     if not np.isfinite(U):  # masked out
                         continue
                     x0 = ox + sp * sx
@@ -381,6 +421,7 @@ def _nb_label_grid(out, mask, use_mask, bs, sub, nsb, nbx, nby, nbz, ox, oy, oz,
                                     continue
                                 gp = _argmin_row(ox + sp * ix, y, z, ids, loc, rt, rlb, nr, gp)
                                 out[iz, iy, ix] = ids[gp]
+
 
 @_nb.njit(cache=True, parallel=True)
 def _nb_label_points(out, pts, bstart, blo, bhi, bU, bcoarse, cstart, cidx, S, Q, D, R):  # pragma: no cover
@@ -513,7 +554,7 @@ def _coarse_prefilter(clo, chi, cU, s, d, r, reach: float = 48.0, classes: int =
     if len(live_idx) == 0:
         return np.zeros(nc + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
     u95 = float(np.percentile(cU[live_idx], 95)) + float(r.max())
-    tau = max(u95, 1e-12) / reach ** 2
+    tau = max(u95, 1e-12) / reach**2
     extra = np.flatnonzero(dmin < tau)
     good = np.flatnonzero(dmin >= tau)
     boxes, cells = [], []
@@ -551,12 +592,10 @@ def _nb_filter_candidates(clo, chi, cU, pstart, pidx, extra, S, Q, D, R):  # pra
         if not np.isfinite(cU[c]):
             continue
         for t in range(pstart[c], pstart[c + 1]):
-            lb, _ = _bounds_one(clo[c, 0], clo[c, 1], clo[c, 2], chi[c, 0], chi[c, 1], chi[c, 2],
-                                S, Q, D, R, pidx[t])
+            lb, _ = _bounds_one(clo[c, 0], clo[c, 1], clo[c, 2], chi[c, 0], chi[c, 1], chi[c, 2], S, Q, D, R, pidx[t])
             keep[t] = lb - _SLACK * (abs(lb) + 1.0) <= cU[c]
         for t in range(extra.shape[0]):
-            lb, _ = _bounds_one(clo[c, 0], clo[c, 1], clo[c, 2], chi[c, 0], chi[c, 1], chi[c, 2],
-                                S, Q, D, R, extra[t])
+            lb, _ = _bounds_one(clo[c, 0], clo[c, 1], clo[c, 2], chi[c, 0], chi[c, 1], chi[c, 2], S, Q, D, R, extra[t])
             keep_extra[c, t] = lb - _SLACK * (abs(lb) + 1.0) <= cU[c]
     return keep, keep_extra
 
@@ -579,8 +618,8 @@ def _coarse_candidates(clo, chi, cU, s, q, d, r):
 def _label_box_numpy(pts, b, blo, bhi, bU, bcoarse, cstart, cidx, s, q, d, r):
     """Plain twin of the compiled per-box kernel: exact argmin over the box's surviving cells."""
     c = bcoarse[b]
-    cand = cidx[cstart[c]:cstart[c + 1]]
-    lb, _ = _box_bounds_py(blo[b:b + 1], bhi[b:b + 1], s[cand], q[cand], d[cand], r[cand])
+    cand = cidx[cstart[c] : cstart[c + 1]]
+    lb, _ = _box_bounds_py(blo[b : b + 1], bhi[b : b + 1], s[cand], q[cand], d[cand], r[cand])
     cand = np.sort(cand[lb[0] - _SLACK * (np.abs(lb[0]) + 1.0) <= bU[b]])
     diff = pts[:, None, :] - s[cand][None]
     local = np.einsum("nij,pnj->pni", q[cand], diff)
@@ -636,8 +675,9 @@ def _bucket_points(p3: np.ndarray, dim: int, nseeds: int, box_size: float | None
     return order, bstart, keys, ps, blo, bhi
 
 
-def hard_labels(g: GBPD, points: np.ndarray, box_size: float | None = None,
-                use_numba: bool | None = None) -> np.ndarray:
+def hard_labels(
+    g: GBPD, points: np.ndarray, box_size: float | None = None, use_numba: bool | None = None
+) -> np.ndarray:
     """Exact hard labels (index of the seed minimising the power distance) of arbitrary points.
 
     Points are bucketed into boxes; per box, cells that provably cannot win anywhere in it are
@@ -670,12 +710,13 @@ def hard_labels(g: GBPD, points: np.ndarray, box_size: float | None = None,
         return np.zeros(0, dtype=np.int64)
     if g.n <= 8 or npts <= 64:
         # tiny: every seed, no pruning (chunks bound the memory)
-        return np.concatenate([np.argmin(power_distances(g, points[a:a + 65536]), axis=1)
-                               for a in range(0, npts, 65536)])
+        return np.concatenate(
+            [np.argmin(power_distances(g, points[a : a + 65536]), axis=1) for a in range(0, npts, 65536)]
+        )
     use_numba = _resolve_numba(use_numba)
     s, q, d, r = _as3d(g)
     p3 = np.zeros((npts, 3))
-    p3[:, :g.dim] = points
+    p3[:, : g.dim] = points
     order, bstart, keys, ps, blo, bhi = _bucket_points(p3, g.dim, g.n, box_size)
     out_sorted = np.empty(npts, dtype=np.int64)
     with _numba_threads(npts):
@@ -694,8 +735,17 @@ def hard_labels(g: GBPD, points: np.ndarray, box_size: float | None = None,
     return out
 
 
-def hard_labels_grid(g: GBPD, shape, origin=None, spacing: float = 1.0, mask=None, block: int = 16,
-                     coarse: int = 32, sub: int = 8, use_numba: bool | None = None) -> np.ndarray:
+def hard_labels_grid(
+    g: GBPD,
+    shape,
+    origin=None,
+    spacing: float = 1.0,
+    mask=None,
+    block: int = 16,
+    coarse: int = 32,
+    sub: int = 8,
+    use_numba: bool | None = None,
+) -> np.ndarray:
     """Exact hard labels of a regular grid.
 
     Parameters
@@ -752,7 +802,7 @@ def hard_labels_grid(g: GBPD, shape, origin=None, spacing: float = 1.0, mask=Non
     s, q, d, r = _as3d(g)
     shape3 = shape if g.dim == 3 else (1,) + shape
     org3 = np.zeros(3)
-    org3[:g.dim] = org
+    org3[: g.dim] = org
     out3 = out.reshape(shape3)
     mask3 = None if mask is None else mask.reshape(shape3)
     nz, ny, nx = shape3
@@ -779,9 +829,33 @@ def hard_labels_grid(g: GBPD, shape, origin=None, spacing: float = 1.0, mask=Non
         cstart, cidx = _coarse_candidates(clo, chi, cU, s, q, d, r)
         if use_numba:
             m = mask3 if mask3 is not None else np.zeros((1, 1, 1), dtype=bool)
-            _nb_label_grid(out3, m, mask3 is not None, bs, sb, nsb, nbx, nby, nbz, float(org3[0]),
-                           float(org3[1]), float(org3[2]), float(spacing), fU, blo, bhi, bU, bcoarse, cstart, cidx,
-                           s, q, d, r, _row_data(q, d))
+            _nb_label_grid(
+                out3,
+                m,
+                mask3 is not None,
+                bs,
+                sb,
+                nsb,
+                nbx,
+                nby,
+                nbz,
+                float(org3[0]),
+                float(org3[1]),
+                float(org3[2]),
+                float(spacing),
+                fU,
+                blo,
+                bhi,
+                bU,
+                bcoarse,
+                cstart,
+                cidx,
+                s,
+                q,
+                d,
+                r,
+                _row_data(q, d),
+            )
             return out
     for b in np.flatnonzero(live):
         x0, y0, z0 = bidx[b] * bs
@@ -831,7 +905,7 @@ def near_candidates(g: GBPD, points: np.ndarray, margin: float, box_size: float 
         raise ValueError("a GBPD without seeds has no labels")
     s, q, d, r = _as3d(g)
     p3 = np.zeros((npts, 3))
-    p3[:, :g.dim] = points
+    p3[:, : g.dim] = points
     order, bstart, keys, ps, blo, bhi = _bucket_points(p3, g.dim, g.n, box_size)
     with _numba_threads(npts):
         bU = _upper_bounds(blo, bhi, s, q, d, r) + float(margin) * (1 + _SLACK)
@@ -842,10 +916,10 @@ def near_candidates(g: GBPD, points: np.ndarray, margin: float, box_size: float 
     kmax = 1
     for b in range(len(keys)):
         c = bcoarse[b]
-        cand = cidx[cstart[c]:cstart[c + 1]]
-        lb, _ = _box_bounds_py(blo[b:b + 1], bhi[b:b + 1], s[cand], q[cand], d[cand], r[cand])
+        cand = cidx[cstart[c] : cstart[c + 1]]
+        lb, _ = _box_bounds_py(blo[b : b + 1], bhi[b : b + 1], s[cand], q[cand], d[cand], r[cand])
         cand = np.sort(cand[lb[0] - _SLACK * (np.abs(lb[0]) + 1.0) <= bU[b]])
-        pts = ps[bstart[b]:bstart[b + 1]]
+        pts = ps[bstart[b] : bstart[b + 1]]
         diff = pts[:, None, :] - s[cand][None]
         local = np.einsum("nij,pnj->pni", q[cand], diff)
         f = np.einsum("pni,ni->pn", local * local, d[cand]) - r[cand][None, :]
@@ -858,7 +932,7 @@ def near_candidates(g: GBPD, points: np.ndarray, margin: float, box_size: float 
     out_sorted = np.full((npts, kmax), -1, dtype=np.int64)
     for b, ids in enumerate(rows):
         k = min(kmax, ids.shape[1])
-        out_sorted[bstart[b]:bstart[b + 1], :k] = ids[:, :k]
+        out_sorted[bstart[b] : bstart[b + 1], :k] = ids[:, :k]
     out = np.empty_like(out_sorted)
     out[order] = out_sorted
     return out

@@ -139,8 +139,9 @@ def roi_window(roi_points, margin: float, lo=None, hi=None) -> tuple[np.ndarray,
     return wlo, whi
 
 
-def poisson_seeds_near(rng: np.random.Generator, intensity: float, roi_points, margin: float,
-                       lo=None, hi=None) -> PoissonSeeds:
+def poisson_seeds_near(
+    rng: np.random.Generator, intensity: float, roi_points, margin: float, lo=None, hi=None
+) -> PoissonSeeds:
     """Poisson seeds in the neighbourhood of a region of interest (see :func:`roi_window`).
 
     Parameters

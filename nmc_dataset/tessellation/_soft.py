@@ -46,9 +46,9 @@ def torch_frames(seeds, roll=None):
     g = torch.zeros(n, dtype=seeds.dtype, device=seeds.device) if roll is None else roll.to(seeds.dtype)
     cg, sg = torch.cos(g), torch.sin(g)
     one, zero = torch.ones_like(cg), torch.zeros_like(cg)
-    rot = torch.stack([torch.stack([one, zero, zero], -1),
-                       torch.stack([zero, cg, -sg], -1),
-                       torch.stack([zero, sg, cg], -1)], 1)
+    rot = torch.stack(
+        [torch.stack([one, zero, zero], -1), torch.stack([zero, cg, -sg], -1), torch.stack([zero, sg, cg], -1)], 1
+    )
     return rot @ flip
 
 

@@ -8,13 +8,24 @@ package imports this module.
 from nmc_dataset._util import lazy_exports
 
 _EXPORTS = {
-    '_tessellation': ['count_disconnected_reference', 'hard_labels_bruteforce'],
-    '_particles': ['gbpd_grid_labels_reference', 'shell_mask_reference', 'voxelize_cube_reference', 'voxelize_reference'],
-    '_shells': ['pairwise_max_distance', 'ray_radius_reference'],
-    '_calibration': ['cutout_grid', 'grain_stats_3d_reference', 'knn_reference', 't2d_cutout_reference', 't3d_cutout_reference'],
-    '_shell_loop': ['format_loop_table', 'run_truth_loop'],
-    '_ebsd': ['misorientation_angle_bruteforce', 'adjusted_rand_index', 'contingency'],
-    '_tomography': ['project_reference', 'backproject_reference', 'pull_back_reference'],
-    '_export': ['int_rows_reference', 'write_grains_glb_trimesh'],
+    "_tessellation": ["count_disconnected_reference", "hard_labels_bruteforce"],
+    "_particles": [
+        "gbpd_grid_labels_reference",
+        "shell_mask_reference",
+        "voxelize_cube_reference",
+        "voxelize_reference",
+    ],
+    "_shells": ["pairwise_max_distance", "ray_radius_reference"],
+    "_calibration": [
+        "cutout_grid",
+        "grain_stats_3d_reference",
+        "knn_reference",
+        "t2d_cutout_reference",
+        "t3d_cutout_reference",
+    ],
+    "_shell_loop": ["format_loop_table", "run_truth_loop"],
+    "_ebsd": ["misorientation_angle_bruteforce", "adjusted_rand_index", "contingency"],
+    "_tomography": ["project_reference", "backproject_reference", "pull_back_reference"],
+    "_export": ["int_rows_reference", "write_grains_glb_trimesh"],
 }
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -39,14 +39,17 @@ def _images(pd: np.ndarray, beta_eff: float, channels: int, grid: int, ng_min_px
     sums = soft.sum(0)
     order = np.lexsort((np.arange(len(sums)), -sums))[:channels]  # most soft mass first, ties by index
     img = np.zeros((channels, pd.shape[0]))
-    img[:len(order)] = soft[:, order].T
+    img[: len(order)] = soft[:, order].T
     labels = pd.argmin(1)
     ids, counts = np.unique(labels, return_counts=True)
     ng = int((counts >= ng_min_px).sum()) / pd.shape[0]
     out = [img.reshape(channels, grid, grid), ng]
     if with_hard:
-        out.append(np.stack([labels == s for s in order] + [np.zeros(pd.shape[0], bool)] * (channels - len(order)))
-                   .astype(np.float64).reshape(channels, grid, grid))
+        out.append(
+            np.stack([labels == s for s in order] + [np.zeros(pd.shape[0], bool)] * (channels - len(order)))
+            .astype(np.float64)
+            .reshape(channels, grid, grid)
+        )
     return tuple(out)
 
 
@@ -82,8 +85,9 @@ def t2d_cutout_reference(g: GBPD, p: float, beta: float, spec, with_hard: bool =
     return _images(power_distances(g, pts), beta_eff, spec.channels, spec.grid, spec.ng_min_px, with_hard)
 
 
-def t3d_cutout_reference(seeds: np.ndarray, diag: np.ndarray, offsets: np.ndarray, roll: np.ndarray, p: float,
-                         spec, with_hard: bool = False):
+def t3d_cutout_reference(
+    seeds: np.ndarray, diag: np.ndarray, offsets: np.ndarray, roll: np.ndarray, p: float, spec, with_hard: bool = False
+):
     """One T3D cutout (the plane ``z = 0`` around ``(p, 0, 0)``) of a 3D tessellation, every seed.
 
     Parameters
@@ -116,7 +120,6 @@ def t3d_cutout_reference(seeds: np.ndarray, diag: np.ndarray, offsets: np.ndarra
     window = np.all(np.abs(g.seeds - np.array([p, 0.0, 0.0])) <= reach, axis=1)
     beta_eff = spec.beta * g.diag[window].mean()
     return _images(power_distances(g, pts), beta_eff, spec.channels, spec.grid, spec.ng_min_px, with_hard)
-
 
 
 def knn_reference(points: np.ndarray, kappa: int, which=None, group=None):
@@ -156,7 +159,6 @@ def knn_reference(points: np.ndarray, kappa: int, which=None, group=None):
         nb[r] = order
         d2[r] = dd[order]
     return nb, d2
-
 
 
 def grain_stats_3d_reference(labels: np.ndarray, origin_px=(0.0, 0.0, 0.0)) -> dict:

@@ -37,7 +37,6 @@ def misorientation_angle_bruteforce(qa: np.ndarray, qb: np.ndarray, ops) -> np.n
     return best
 
 
-
 def adjusted_rand_index(a: np.ndarray, b: np.ndarray) -> float:
     """Adjusted Rand index of two labellings (Hubert & Arabie 1985), from the contingency table.
 

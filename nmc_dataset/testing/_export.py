@@ -25,8 +25,6 @@ def int_rows_reference(rows, sep: str = " ") -> str:
     return "".join(sep.join(map(str, r)) + "\n" for r in a.tolist())
 
 
-
-
 def write_grains_glb_trimesh(path, grain_meshes) -> None:
     """Slow twin: ``(k, trimesh.Trimesh)`` pairs as a trimesh scene exported to GLB.
 

@@ -40,7 +40,7 @@ def gbpd_grid_labels_reference(g, grid: Grid, pixel_size_um: float, mask=None) -
     out = np.full(grid.n_voxels, -1, dtype=np.int64)
     idx = np.arange(grid.n_voxels) if mask is None else np.flatnonzero(np.asarray(mask).ravel())
     for start in range(0, len(idx), 1 << 16):
-        sel = idx[start:start + (1 << 16)]
+        sel = idx[start : start + (1 << 16)]
         out[sel] = hard_labels_bruteforce(g, grid_points_px(grid, pixel_size_um, sel))
     return out.reshape(grid.shape)
 
@@ -88,8 +88,12 @@ def voxelize_reference(particle, voxel_size_um: float, *, pad: int = 2) -> Voxel
     grid = particle_grid(particle, voxel_size_um, pad)
     mask = shell_mask_reference(particle.coeffs_um, grid)
     lab = gbpd_grid_labels_reference(particle.grains, grid, particle.pixel_size_um, mask)
-    return VoxelVolume(_to_labels(lab, mask, particle.grains.n), grid, particle.particle_id,
-                       getattr(particle, "orientations_wxyz", None))
+    return VoxelVolume(
+        _to_labels(lab, mask, particle.grains.n),
+        grid,
+        particle.particle_id,
+        getattr(particle, "orientations_wxyz", None),
+    )
 
 
 def voxelize_cube_reference(particle, n: int, pad: int = CUBE_PAD):

@@ -34,12 +34,24 @@ __all__ = ["format_loop_table", "run_truth_loop"]
 
 
 def _spread(c, l):
-    return float(np.sqrt(np.mean(c[:, l * l:(l + 1) ** 2] ** 2)))
+    return float(np.sqrt(np.mean(c[:, l * l : (l + 1) ** 2] ** 2)))
 
 
-def run_truth_loop(kind: str, workdir, *, n_particles: int = 1000, size: int | None = None, degree: int = 9,
-                   r_median: float = 10.0, r_range=(6.0, 40.0), seed: int = 0, n_sample: int = 3000,
-                   gap_vox: float = -1.0, subdivisions: int = 3, extra_args=()) -> dict:
+def run_truth_loop(
+    kind: str,
+    workdir,
+    *,
+    n_particles: int = 1000,
+    size: int | None = None,
+    degree: int = 9,
+    r_median: float = 10.0,
+    r_range=(6.0, 40.0),
+    seed: int = 0,
+    n_sample: int = 3000,
+    gap_vox: float = -1.0,
+    subdivisions: int = 3,
+    extra_args=(),
+) -> dict:
     """Run one closed loop through the CLI in ``workdir`` (must be empty or absent).
 
     Parameters
@@ -77,14 +89,14 @@ def run_truth_loop(kind: str, workdir, *, n_particles: int = 1000, size: int | N
         matched particles of true radius >= 10), ``a00_ratio``, ``times`` (s).
     """
 
-
     if kind not in TRUTH_KINDS:
         raise ValueError(f"kind must be one of {TRUTH_KINDS}")
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    coeffs = truth_coefficients(kind, int(n_particles * 1.15) + 5, rng, degree=degree, r_median=r_median,
-                                r_range=r_range)
+    coeffs = truth_coefficients(
+        kind, int(n_particles * 1.15) + 5, rng, degree=degree, r_median=r_median, r_range=r_range
+    )
     if size is None:  # bounding spheres fill ~40 %: random sequential placement still finds room quickly
         from nmc_dataset.shells._harmonics import icosphere, sh_basis
 
@@ -92,22 +104,62 @@ def run_truth_loop(kind: str, workdir, *, n_particles: int = 1000, size: int | N
         rmax = (coeffs @ sh_basis(degree, v).T).max(axis=1) + 0.5
         size = int(np.ceil((n_particles * np.mean(4 / 3 * np.pi * rmax**3) / 0.40) ** (1 / 3)))
     t0 = time.perf_counter()
-    ph = make_ct_phantom(coefficients=coeffs, shape=(size,) * 3, n_particles=n_particles, rng=rng,
-                         gap_vox=gap_vox, dtype="uint16")
+    ph = make_ct_phantom(
+        coefficients=coeffs, shape=(size,) * 3, n_particles=n_particles, rng=rng, gap_vox=gap_vox, dtype="uint16"
+    )
     np.save(work / "ct.npy", ph.volume)
     times = {"render": time.perf_counter() - t0}
     model = work / "model.json"
     t0 = time.perf_counter()
-    code = cli.main(["fit-shells", str(work / "ct.npy"), "--voxel-size-um", "0.128", "--out", str(model),
-                     "--degree", str(degree), "--seed", str(seed), *extra_args])
+    code = cli.main(
+        [
+            "fit-shells",
+            str(work / "ct.npy"),
+            "--voxel-size-um",
+            "0.128",
+            "--out",
+            str(model),
+            "--degree",
+            str(degree),
+            "--seed",
+            str(seed),
+            *extra_args,
+        ]
+    )
     times["fit_shells"] = time.perf_counter() - t0
     if code != 0:
         raise RuntimeError(f"fit-shells failed with exit code {code}")
     t0 = time.perf_counter()
-    assert cli.main(["sample-shells", str(model), "-n", str(n_sample), "--seed", str(seed + 1),
-                     "--out", str(work / "shells.parquet")]) == 0
-    assert cli.main(["describe-shells", str(work / "shells.parquet"), "--against", str(model), "--subdivisions",
-                     str(subdivisions), "--out", str(work / "report")]) == 0
+    assert (
+        cli.main(
+            [
+                "sample-shells",
+                str(model),
+                "-n",
+                str(n_sample),
+                "--seed",
+                str(seed + 1),
+                "--out",
+                str(work / "shells.parquet"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        cli.main(
+            [
+                "describe-shells",
+                str(work / "shells.parquet"),
+                "--against",
+                str(model),
+                "--subdivisions",
+                str(subdivisions),
+                "--out",
+                str(work / "report"),
+            ]
+        )
+        == 0
+    )
     times["sample_describe"] = time.perf_counter() - t0
     comp = json.loads((work / "report" / "comparison.json").read_text())
     doc = json.loads(model.read_text())
@@ -122,16 +174,27 @@ def run_truth_loop(kind: str, workdir, *, n_particles: int = 1000, size: int | N
     ok = d < 3.0
     ct, cm = ph.coefficients[j[ok]], c_meas[ok]
     big = ct[:, 0] / np.sqrt(4 * np.pi) >= 10.0
-    spread = {l: (_spread(cm[big], l) / _spread(ct[big], l)) if big.sum() > 5 else None
-              for l in range(2, min(degree, 6) + 1)}
+    spread = {
+        l: (_spread(cm[big], l) / _spread(ct[big], l)) if big.sum() > 5 else None for l in range(2, min(degree, 6) + 1)
+    }
     sel = doc.get("model_selection") or {}
     row = sel.get("candidates", {}).get(sel.get("chosen"), {})
-    return {"kind": kind, "size": size, "n_true": ph.n_particles, "n_measured": int(c_meas.shape[0]),
-            "n_matched": int(ok.sum()), "n_matched_r10": int(big.sum()), "chosen": sel.get("chosen", doc.get("model")),
-            "selfcheck_max_ks": row.get("max_ks"), "ks": {k: v["ks"] for k, v in comp.items()},
-            "w1": {k: v["wasserstein1"] for k, v in comp.items()}, "spread_ratio": spread,
-            "a00_ratio": float(cm[:, 0].mean() / ct[:, 0].mean()) if ok.any() else None,
-            "measurement": doc["source"].get("measurement"), "times": times}
+    return {
+        "kind": kind,
+        "size": size,
+        "n_true": ph.n_particles,
+        "n_measured": int(c_meas.shape[0]),
+        "n_matched": int(ok.sum()),
+        "n_matched_r10": int(big.sum()),
+        "chosen": sel.get("chosen", doc.get("model")),
+        "selfcheck_max_ks": row.get("max_ks"),
+        "ks": {k: v["ks"] for k, v in comp.items()},
+        "w1": {k: v["wasserstein1"] for k, v in comp.items()},
+        "spread_ratio": spread,
+        "a00_ratio": float(cm[:, 0].mean() / ct[:, 0].mean()) if ok.any() else None,
+        "measurement": doc["source"].get("measurement"),
+        "times": times,
+    }
 
 
 def format_loop_table(rows: list[dict]) -> str:
@@ -148,12 +211,24 @@ def format_loop_table(rows: list[dict]) -> str:
         A header line plus one line per row.
     """
 
-    short = {"d_max": "d_max", "compactness": "compact", "aspect_ratio": "aspect", "sphericity": "spher",
-             "volume": "volume", "area": "area"}
-    lines = [f"{'truth':<15}{'n meas':>7}" + "".join(f"{short[k]:>8}" for k in DESCRIPTORS)
-             + f"  {'chosen':<20}  spread ratio l=2..6 (R>=10)      a00"]
+    short = {
+        "d_max": "d_max",
+        "compactness": "compact",
+        "aspect_ratio": "aspect",
+        "sphericity": "spher",
+        "volume": "volume",
+        "area": "area",
+    }
+    lines = [
+        f"{'truth':<15}{'n meas':>7}"
+        + "".join(f"{short[k]:>8}" for k in DESCRIPTORS)
+        + f"  {'chosen':<20}  spread ratio l=2..6 (R>=10)      a00"
+    ]
     for r in rows:
         sp = " ".join("  -  " if v is None else f"{v:5.2f}" for v in r["spread_ratio"].values())
-        lines.append(f"{r['kind']:<15}{r['n_measured']:>7}" + "".join(f"{r['ks'][k]:>8.3f}" for k in DESCRIPTORS)
-                     + f"  {r['chosen']!s:<20}  {sp:<32} {r['a00_ratio']:.3f}")
+        lines.append(
+            f"{r['kind']:<15}{r['n_measured']:>7}"
+            + "".join(f"{r['ks'][k]:>8.3f}" for k in DESCRIPTORS)
+            + f"  {r['chosen']!s:<20}  {sp:<32} {r['a00_ratio']:.3f}"
+        )
     return "\n".join(lines)

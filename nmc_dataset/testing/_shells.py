@@ -27,7 +27,6 @@ def pairwise_max_distance(points: np.ndarray) -> np.ndarray:
     return np.array(out)
 
 
-
 def ray_radius_reference(mask: np.ndarray, center, directions, step: float = 1e-3) -> np.ndarray:
     """Slow twin of :func:`ray_radius`: march each ray in small steps (error <= ``step``).
 

@@ -31,7 +31,7 @@ def hard_labels_bruteforce(g: GBPD, points: np.ndarray, chunk: int = 4096) -> np
     points = np.asarray(points, dtype=np.float64).reshape(-1, g.dim)
     out = np.empty(len(points), dtype=np.int64)
     for start in range(0, len(points), chunk):
-        out[start:start + chunk] = np.argmin(power_distances(g, points[start:start + chunk]), axis=1)
+        out[start : start + chunk] = np.argmin(power_distances(g, points[start : start + chunk]), axis=1)
     return out
 
 

@@ -70,7 +70,6 @@ def backproject_reference(q: np.ndarray, thetas: np.ndarray, n: int) -> np.ndarr
     return out
 
 
-
 def pull_back_reference(v, G, centre, periodic, n_iter=5):
     """Slow twin of :func:`pull_back` with ``scipy.ndimage.map_coordinates`` (order 1).
 
@@ -99,7 +98,6 @@ def pull_back_reference(v, G, centre, periodic, n_iter=5):
     X = y.copy()
     mode = "grid-wrap" if periodic else "nearest"
     for _ in range(n_iter):
-        vi = np.stack([ndimage.map_coordinates(v[..., a].astype(np.float64), X, order=1, mode=mode)
-                       for a in range(3)])
+        vi = np.stack([ndimage.map_coordinates(v[..., a].astype(np.float64), X, order=1, mode=mode) for a in range(3)])
         X = y - (np.asarray(G) @ (X - c) + vi)
     return np.moveaxis(X.reshape((3,) + shape), 0, -1)

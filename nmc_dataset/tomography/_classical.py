@@ -24,8 +24,9 @@ from nmc_dataset.shells._segment import _merge_small, _split_disconnected, _wate
 __all__ = ["otsu_watershed"]
 
 
-def otsu_watershed(ct: np.ndarray, *, sigma: float = 1.0, classes: int = 3, h: float = 2.0,
-                   min_volume: int = 10) -> tuple[np.ndarray, np.ndarray, dict]:
+def otsu_watershed(
+    ct: np.ndarray, *, sigma: float = 1.0, classes: int = 3, h: float = 2.0, min_volume: int = 10
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """Segment a grey CT volume into phases and particle instances.
 
     Parameters
@@ -50,7 +51,6 @@ def otsu_watershed(ct: np.ndarray, *, sigma: float = 1.0, classes: int = 3, h: f
     info : dict
         ``thresholds`` and ``n_particles``.
     """
-
 
     if classes not in (2, 3):
         raise ValueError("classes must be 2 or 3")

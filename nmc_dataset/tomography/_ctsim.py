@@ -50,14 +50,22 @@ from nmc_dataset.tomography._xray import delta, phase_attenuation, phase_materia
 PRESETS = {
     "lab-nanoct": {
         "description": "lab nano-CT (Zeiss Xradia Ultra-like): quasi-monochromatic Cr Kα 5.4 keV, absorption "
-                       "contrast, photon-starved, ~2-3 detector pixels of blur",
-        "energy_kev": 5.4, "photons": 2000.0, "psf_um": 0.15, "rings": 0.01, "phase_contrast": 0.0,
+        "contrast, photon-starved, ~2-3 detector pixels of blur",
+        "energy_kev": 5.4,
+        "photons": 2000.0,
+        "psf_um": 0.15,
+        "rings": 0.01,
+        "phase_contrast": 0.0,
         "binning": 2,
     },
     "synchrotron": {
         "description": "synchrotron micro-CT (TOMCAT/ID19-like): monochromatic 20 keV, bright, propagation "
-                       "phase contrast at a short distance, weak rings",
-        "energy_kev": 20.0, "photons": 20000.0, "psf_um": 0.6, "rings": 0.003, "phase_contrast": 0.3,
+        "phase contrast at a short distance, weak rings",
+        "energy_kev": 20.0,
+        "photons": 20000.0,
+        "psf_um": 0.6,
+        "rings": 0.003,
+        "phase_contrast": 0.3,
         "binning": 4,
     },
 }
@@ -298,8 +306,17 @@ def resample_labels(phase, particle, grain, s: int):
     return out_phase, res[0], res[1]
 
 
-def render_ct(phase: np.ndarray, voxel_size_um: float, *, settings: dict, electrolyte: str = "none",
-              seed: int = 0, return_gains: bool = False, fractions=None, gain_seed: int | None = None):
+def render_ct(
+    phase: np.ndarray,
+    voxel_size_um: float,
+    *,
+    settings: dict,
+    electrolyte: str = "none",
+    seed: int = 0,
+    return_gains: bool = False,
+    fractions=None,
+    gain_seed: int | None = None,
+):
     """Render the CT of a phase-label volume (see module docs).
 
     Parameters
@@ -330,8 +347,6 @@ def render_ct(phase: np.ndarray, voxel_size_um: float, *, settings: dict, electr
     imaging : dict
         Every imaging parameter (materials, μ and δ per phase, geometry, seeds).
     """
-
-
 
     t0 = time.perf_counter()
     h = float(voxel_size_um)
@@ -380,16 +395,28 @@ def render_ct(phase: np.ndarray, voxel_size_um: float, *, settings: dict, electr
     t_all = time.perf_counter() - t0
     d_out = h * s
     imaging = {
-        "preset": settings.get("preset"), "energy_kev": float(settings["energy_kev"]),
-        "photons": n0, "psf_fwhm_um": float(settings["psf_um"]), "rings": float(settings["rings"]),
-        "phase_contrast": gamma, "binning": s, "voxel_size_um": d_out, "label_voxel_size_um": h,
-        "projections": n_ang, "angles": "uniform over [0, pi)", "geometry": "parallel beam, rotation axis z",
-        "detector_pixels": n_det_out, "projector": "strip-integral (numba)", "reconstruction": "FBP, Ram-Lak",
-        "electrolyte": electrolyte, "seed": int(seed), "units": "1/um",
+        "preset": settings.get("preset"),
+        "energy_kev": float(settings["energy_kev"]),
+        "photons": n0,
+        "psf_fwhm_um": float(settings["psf_um"]),
+        "rings": float(settings["rings"]),
+        "phase_contrast": gamma,
+        "binning": s,
+        "voxel_size_um": d_out,
+        "label_voxel_size_um": h,
+        "projections": n_ang,
+        "angles": "uniform over [0, pi)",
+        "geometry": "parallel beam, rotation axis z",
+        "detector_pixels": n_det_out,
+        "projector": "strip-integral (numba)",
+        "reconstruction": "FBP, Ram-Lak",
+        "electrolyte": electrolyte,
+        "seed": int(seed),
+        "units": "1/um",
         "attenuation_per_um": {str(k): float(mu[k]) for k in range(3)},
         "delta": {str(k): float(deltas[k]) for k in range(3)},
         "materials": {str(k): mats[k].to_json() for k in range(3)},
-        "paganin_distance_mm": (gamma * d_out ** 2 * mu[1] / deltas[1] * 1e-3) if gamma > 0 else 0.0,
+        "paganin_distance_mm": (gamma * d_out**2 * mu[1] / deltas[1] * 1e-3) if gamma > 0 else 0.0,
         "seconds": {"projection": round(t_proj, 3), "total": round(t_all, 3)},
         "database": "xraydb",
     }

@@ -43,18 +43,29 @@ def grid_nodes(shape, half: int, step: int, margin: int = 0) -> np.ndarray:
     for n in shape:
         lo, hi = half + margin, n - half - margin - 1
         if hi < lo:
-            raise InputError(f"the volume ({'x'.join(map(str, shape))}) is too small for subsets of half-width "
-                             f"{half} and a margin of {margin}", "--subset")
+            raise InputError(
+                f"the volume ({'x'.join(map(str, shape))}) is too small for subsets of half-width "
+                f"{half} and a margin of {margin}",
+                "--subset",
+            )
         axes.append(np.arange(lo, hi + 1, step))
     return np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
 
 
 def _window(a, p, half):
-    return a[p[0] - half:p[0] + half, p[1] - half:p[1] + half, p[2] - half:p[2] + half]
+    return a[p[0] - half : p[0] + half, p[1] - half : p[1] + half, p[2] - half : p[2] + half]
 
 
-def measure(f: np.ndarray, g: np.ndarray, nodes: np.ndarray, half: int, *, engine: str = "local",
-            prefilter_sigma: float = 0.0, affine: bool = False):
+def measure(
+    f: np.ndarray,
+    g: np.ndarray,
+    nodes: np.ndarray,
+    half: int,
+    *,
+    engine: str = "local",
+    prefilter_sigma: float = 0.0,
+    affine: bool = False,
+):
     """Displacement (K, 3) from ``f`` to ``g`` at ``nodes`` (voxels, z y x) and a quality per node (K,).
 
     ``prefilter_sigma``: Gaussian smoothing (voxels) of both volumes first; ``affine``: first-order
@@ -104,8 +115,10 @@ def measure(f: np.ndarray, g: np.ndarray, nodes: np.ndarray, half: int, *, engin
         try:
             import spam.DIC as sdic
         except ImportError:
-            raise InputError("the spam engine needs the optional package spam (GPL): pip install spam; or use "
-                             "--engine local", "--engine") from None
+            raise InputError(
+                "the spam engine needs the optional package spam (GPL): pip install spam; or use --engine local",
+                "--engine",
+            ) from None
     t0 = time.perf_counter()
     f = np.asarray(f, np.float32)
     g = np.asarray(g, np.float32)
@@ -127,12 +140,13 @@ def measure(f: np.ndarray, g: np.ndarray, nodes: np.ndarray, half: int, *, engin
         hi = p + half + m
         if np.any(lo < 0) or np.any(hi > np.array(f.shape)):
             continue
-        im1 = f[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
-        im2 = g[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+        im1 = f[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+        im2 = g[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
         phi0 = np.eye(4)
         phi0[:3, 3] = -shift
-        r = sdic.register(im1, im2, margin=m, PhiInit=phi0, maxIterations=50, deltaPhiMin=1e-4, verbose=False,
-                          interpolationOrder=1)
+        r = sdic.register(
+            im1, im2, margin=m, PhiInit=phi0, maxIterations=50, deltaPhiMin=1e-4, verbose=False, interpolationOrder=1
+        )
         if r.get("returnStatus", 0) < -1:
             continue
         d[i] = np.asarray(r["Phi"])[:3, 3]
@@ -162,7 +176,7 @@ def refine_translation(f, g, p, half: int, d0, n_iter: int = 100, tol: float = 1
     hi = np.asarray(p) + half + m
     shape = np.array(g.shape)
     clo, chi = np.maximum(lo, 0), np.minimum(hi, shape)
-    block = g[clo[0]:chi[0], clo[1]:chi[1], clo[2]:chi[2]].astype(np.float64)
+    block = g[clo[0] : chi[0], clo[1] : chi[1], clo[2] : chi[2]].astype(np.float64)
     if np.any(clo != lo) or np.any(chi != hi):  # near a face: edge values beyond the volume
         block = np.pad(block, [(int(clo[a] - lo[a]), int(hi[a] - chi[a])) for a in range(3)], mode="edge")
     block = ndimage.spline_filter(block, order=3)
@@ -191,7 +205,7 @@ def refine_translation(f, g, p, half: int, d0, n_iter: int = 100, tol: float = 1
         d += step[:3]
         if affine:
             L += step[3:].reshape(3, 3).T  # step[3 + 3 j + i] is L_ij
-        res = float(np.sqrt(np.mean(r ** 2))) / max(sa, 1e-30)
+        res = float(np.sqrt(np.mean(r**2))) / max(sa, 1e-30)
         if np.abs(step[:3]).max() < tol and np.abs(step[3:]).max(initial=0.0) < tol / half:
             break
     return d, res
@@ -266,21 +280,26 @@ def compare(measured: np.ndarray, truth: np.ndarray, quality: np.ndarray, crack_
     err = measured - truth
     ok = np.all(np.isfinite(err), axis=1)
     clean = ok & ~crack_node
-    res = {"nodes": int(len(truth)), "crack_nodes": int(crack_node.sum()), "failed_nodes": int((~np.isfinite(
-        measured).all(axis=1)).sum())}
+    res = {
+        "nodes": int(len(truth)),
+        "crack_nodes": int(crack_node.sum()),
+        "failed_nodes": int((~np.isfinite(measured).all(axis=1)).sum()),
+    }
     if clean.any():
         e = err[clean]
-        res.update(rms_error_vox=float(np.sqrt(np.mean(np.sum(e ** 2, axis=1)))),
-                   rms_error_per_axis_vox=np.sqrt(np.mean(e ** 2, axis=0)).tolist(),
-                   bias_vox=e.mean(axis=0).tolist(),
-                   truth_rms_vox=float(np.sqrt(np.mean(np.sum(truth[clean] ** 2, axis=1)))),
-                   quality_median_clean=float(np.nanmedian(quality[clean])))
+        res.update(
+            rms_error_vox=float(np.sqrt(np.mean(np.sum(e**2, axis=1)))),
+            rms_error_per_axis_vox=np.sqrt(np.mean(e**2, axis=0)).tolist(),
+            bias_vox=e.mean(axis=0).tolist(),
+            truth_rms_vox=float(np.sqrt(np.mean(np.sum(truth[clean] ** 2, axis=1)))),
+            quality_median_clean=float(np.nanmedian(quality[clean])),
+        )
     cq = crack_node & np.isfinite(quality)
     if cq.any():
         res["quality_median_crack"] = float(np.nanmedian(quality[cq]))
         ce = err[crack_node & ok]
         if len(ce):
-            res["rms_error_crack_vox"] = float(np.sqrt(np.mean(np.sum(ce ** 2, axis=1))))
+            res["rms_error_crack_vox"] = float(np.sqrt(np.mean(np.sum(ce**2, axis=1))))
         fin = np.isfinite(quality)
         thr = np.nanpercentile(quality[fin], 90)
         worst = fin & (quality >= thr)

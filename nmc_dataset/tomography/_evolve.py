@@ -105,8 +105,15 @@ DEFAULT_PROTOCOL = {
     "cycles": 1.0,
     "soc": {"min": 0.0, "max": 0.8},
     "lattice": {"table": "nmc811", "scale": 1.0, "junction_vox": 1.0},
-    "cracks": {"nuclei_per_cycle": 1.0, "onset_cycle": 0.1, "misfit_threshold": 0.005, "growth_per_cycle": 3.0,
-               "growth_misfit": 0.002, "width_vox": 2.0, "opening_cycles": 0.5},
+    "cracks": {
+        "nuclei_per_cycle": 1.0,
+        "onset_cycle": 0.1,
+        "misfit_threshold": 0.005,
+        "growth_per_cycle": 3.0,
+        "growth_misfit": 0.002,
+        "width_vox": 2.0,
+        "opening_cycles": 0.5,
+    },
     "compaction": {"strain": {"zz": -0.01}, "random_vox": 0.2, "random_length_um": 1.0},
     "rigid": {"translation_vox": 0.2, "rotation_deg": 0.2},
 }
@@ -181,8 +188,14 @@ def validate_protocol(raw: dict | None, where: str = "protocol") -> dict:
     if not (isinstance(table, dict) and set(table) == {"x", "a", "c"}):
         raise InputError("lattice.table must be nmc811 or a mapping {x: [...], a: [...], c: [...]} (Å)", where)
     arr = {k: np.asarray(table[k], dtype=np.float64) for k in "xac"}
-    if not (arr["x"].ndim == 1 and len(arr["x"]) >= 2 and all(arr[k].shape == arr["x"].shape for k in "ac")
-            and np.all(np.diff(arr["x"]) > 0) and np.all(arr["a"] > 0) and np.all(arr["c"] > 0)):
+    if not (
+        arr["x"].ndim == 1
+        and len(arr["x"]) >= 2
+        and all(arr[k].shape == arr["x"].shape for k in "ac")
+        and np.all(np.diff(arr["x"]) > 0)
+        and np.all(arr["a"] > 0)
+        and np.all(arr["c"] > 0)
+    ):
         raise InputError("lattice.table needs >= 2 increasing x values and positive a, c of the same length", where)
     lat["table"] = {k: arr[k].tolist() for k in "xac"}
     lat["scale"] = _num(lat["scale"], w("lattice.scale"), lo=0)
@@ -210,8 +223,9 @@ def validate_protocol(raw: dict | None, where: str = "protocol") -> dict:
         strain[k] = v
     comp["strain"] = {k: float(strain.get(k, 0.0)) for k in _STRAIN_KEYS}
     comp["random_vox"] = _num(comp["random_vox"], w("compaction.random_vox"), lo=0)
-    comp["random_length_um"] = _num(comp["random_length_um"], w("compaction.random_length_um"), lo=0,
-                                    lo_open=comp["random_vox"] > 0)
+    comp["random_length_um"] = _num(
+        comp["random_length_um"], w("compaction.random_length_um"), lo=0, lo_open=comp["random_vox"] > 0
+    )
     r = p["rigid"]
     r["translation_vox"] = _num(r["translation_vox"], w("rigid.translation_vox"), lo=0)
     r["rotation_deg"] = _num(r["rotation_deg"], w("rigid.rotation_deg"), lo=0, hi=10)
@@ -236,7 +250,6 @@ def load_protocol(path) -> dict:
     InputError
         The file does not exist, is not valid YAML, or its protocol is invalid.
     """
-
 
     path = Path(path)
     if not path.is_file():
@@ -361,8 +374,14 @@ def pull_back(v: np.ndarray, G: np.ndarray, centre, periodic: bool, n_iter: int 
     ``periodic``, clamped otherwise); ``X`` is not wrapped.
     """
     out = np.empty(v.shape[:3] + (3,), dtype=np.float64)
-    _pull_back_nb(np.ascontiguousarray(v, dtype=np.float32), np.asarray(G, np.float64),
-                  np.asarray(centre, np.float64), bool(periodic), int(n_iter), out)
+    _pull_back_nb(
+        np.ascontiguousarray(v, dtype=np.float32),
+        np.asarray(G, np.float64),
+        np.asarray(centre, np.float64),
+        bool(periodic),
+        int(n_iter),
+        out,
+    )
     return out
 
 
@@ -421,8 +440,9 @@ class Interfaces:
         uniq, inv, counts = np.unique(keys, return_inverse=True, return_counts=True)
         self.pairs = np.stack([uniq // (M + 1), uniq % (M + 1)], 1)  # (P, 2) global grain ids, lo < hi
         self.area = counts  # voxel faces
-        nsum = np.stack([np.bincount(inv, weights=np.concatenate(normals)[:, a], minlength=len(uniq))
-                         for a in range(3)], 1)
+        nsum = np.stack(
+            [np.bincount(inv, weights=np.concatenate(normals)[:, a], minlength=len(uniq)) for a in range(3)], 1
+        )
         self.normal = nsum / np.maximum(np.linalg.norm(nsum, axis=1), 1e-12)[:, None]
         order = np.argsort(inv, kind="stable")
         self._fa = np.concatenate(flat_a)[order]
@@ -504,8 +524,14 @@ def plan_cracks(inter: Interfaces, mhat: np.ndarray, protocol: dict, cycle_end: 
     return cracks
 
 
-def crack_volume(inter: Interfaces, grain: np.ndarray, cracks: list[dict], protocol: dict, cycle: float,
-                 previous: np.ndarray | None = None):
+def crack_volume(
+    inter: Interfaces,
+    grain: np.ndarray,
+    cracks: list[dict],
+    protocol: dict,
+    cycle: float,
+    previous: np.ndarray | None = None,
+):
     """Crack labels (uint32, reference grid) at ``cycle`` and per-crack summaries.
 
     ``previous``: the labels of an earlier state; its crack voxels keep their ids (a voxel belongs to
@@ -548,9 +574,17 @@ def crack_volume(inter: Interfaces, grain: np.ndarray, cracks: list[dict], proto
                     flat = np.ravel_multi_index((axes[0][kk], axes[1][jj], axes[2][ii]), shape)
                     new = out.ravel()[flat] == 0
                     out.ravel()[flat[new]] = c["id"]
-        summary.append({"id": c["id"], "particle": c["particle"], "nucleation_cycle": c["cycle"],
-                        "interfaces": len(ifs), "interface_area_vox": area, "width_vox": float(width),
-                        "grains": sorted({int(g) for i in ifs for g in inter.pairs[i]})})
+        summary.append(
+            {
+                "id": c["id"],
+                "particle": c["particle"],
+                "nucleation_cycle": c["cycle"],
+                "interfaces": len(ifs),
+                "interface_area_vox": area,
+                "width_vox": float(width),
+                "grains": sorted({int(g) for i in ifs for g in inter.pairs[i]}),
+            }
+        )
     counts = np.bincount(out.ravel(), minlength=len(cracks) + 1)
     for c in summary:
         c["voxels"] = int(counts[c["id"]])
@@ -612,8 +646,10 @@ class Sequence:
         self.gk = gk
         cnt = np.bincount(gk, minlength=M).astype(np.float64)
         self.grain_voxels = cnt
-        self.r_g = np.stack([np.bincount(gk, weights=self.r[:, a], minlength=M) for a in range(3)], 1) / \
-            np.maximum(cnt, 1)[:, None]
+        self.r_g = (
+            np.stack([np.bincount(gk, weights=self.r[:, a], minlength=M) for a in range(3)], 1)
+            / np.maximum(cnt, 1)[:, None]
+        )
         # nearest particle voxel of every voxel within a band around the particles (pores, binder)
         band = 4
         solid = self.particle > 0
@@ -649,10 +685,13 @@ class Sequence:
             frng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(_STREAM_FIELD,)))
             sigma = comp["random_length_um"] / self.h
             # Gaussian filter as a product in Fourier space (periodic over the box; O(N log N) for any σ)
-            k2 = sum(np.square(2 * np.pi * fq).reshape([-1 if i == a else 1 for i in range(3)])
-                     for a, fq in enumerate((np.fft.fftfreq(self.shape[0]), np.fft.fftfreq(self.shape[1]),
-                                             np.fft.rfftfreq(self.shape[2]))))
-            transfer = np.exp(-0.5 * sigma ** 2 * k2).astype(np.float32)
+            k2 = sum(
+                np.square(2 * np.pi * fq).reshape([-1 if i == a else 1 for i in range(3)])
+                for a, fq in enumerate(
+                    (np.fft.fftfreq(self.shape[0]), np.fft.fftfreq(self.shape[1]), np.fft.rfftfreq(self.shape[2]))
+                )
+            )
+            transfer = np.exp(-0.5 * sigma**2 * k2).astype(np.float32)
             f = np.empty(self.shape + (3,), dtype=np.float32)
             for a in range(3):
                 spec = fft.rfftn(frng.standard_normal(self.shape).astype(np.float32), workers=-1) * transfer
@@ -672,8 +711,12 @@ class Sequence:
         ea, ec = lattice_strain(self.protocol["lattice"], float(self.soc[t]), self.protocol["soc"]["min"])
         Fg = grain_stretches(self.Q, float(ea), float(ec))
         if ea == 0 and ec == 0:  # exactly the identity (no rounding noise in a zero protocol)
-            return np.broadcast_to(np.eye(3), Fg.shape).copy(), np.broadcast_to(np.eye(3), (self.N, 3, 3)).copy(), \
-                0.0, 0.0
+            return (
+                np.broadcast_to(np.eye(3), Fg.shape).copy(),
+                np.broadcast_to(np.eye(3), (self.N, 3, 3)).copy(),
+                0.0,
+                0.0,
+            )
         w = self.grain_voxels
         Fk = np.zeros((self.N, 3, 3))
         np.add.at(Fk, self.grain_particle - 1, Fg * w[:, None, None])
@@ -735,8 +778,9 @@ class Sequence:
             self._crack_cache = (-1, None, [])
         k, prev, summary = self._crack_cache
         for i in range(k + 1, t + 1):
-            prev, summary = crack_volume(self.interfaces, self.grain, self.cracks, self.protocol,
-                                         float(self.cycles[i]), previous=prev)
+            prev, summary = crack_volume(
+                self.interfaces, self.grain, self.cracks, self.protocol, float(self.cycles[i]), previous=prev
+            )
         self._crack_cache = (t, prev, summary)
         return prev.copy(), summary
 
@@ -785,14 +829,22 @@ class Sequence:
         misfit = self._misfit_rms(out["strain"], Fg)
         n0 = int((self.phase == 1).sum())
         out["summary"] = {
-            "index": int(t), "cycle": float(self.cycles[t]), "soc": float(self.soc[t]), "progress": s,
-            "lattice_strain_a": ea, "lattice_strain_c": ec,
+            "index": int(t),
+            "cycle": float(self.cycles[t]),
+            "soc": float(self.soc[t]),
+            "progress": s,
+            "lattice_strain_a": ea,
+            "lattice_strain_c": ec,
             "mean_grain_volume_change": float(np.average(np.linalg.det(Fg) - 1.0, weights=self.grain_voxels))
-            if self.grain_voxels.sum() else 0.0,
-            "nmc_voxels": int((phase == 1).sum()), "nmc_volume_change": float((phase == 1).sum() / max(n0, 1) - 1.0),
-            "cracks": len(summary), "crack_voxels": int((crack > 0).sum()),
-            "crack_area_um2": float(sum(c["interface_area_vox"] for c in summary) * self.h ** 2),
-            "crack_list": summary, "strain_minus_lattice_rms": misfit,
+            if self.grain_voxels.sum()
+            else 0.0,
+            "nmc_voxels": int((phase == 1).sum()),
+            "nmc_volume_change": float((phase == 1).sum() / max(n0, 1) - 1.0),
+            "cracks": len(summary),
+            "crack_voxels": int((crack > 0).sum()),
+            "crack_area_um2": float(sum(c["interface_area_vox"] for c in summary) * self.h**2),
+            "crack_list": summary,
+            "strain_minus_lattice_rms": misfit,
             "max_displacement_vox": float(np.nanmax(np.abs(u))) if u.size else 0.0,
         }
         return out
@@ -806,7 +858,7 @@ class Sequence:
         Eg = E[self.gk]
         want = np.stack([Eg[:, 0, 0], Eg[:, 1, 1], Eg[:, 2, 2], Eg[:, 0, 1], Eg[:, 0, 2], Eg[:, 1, 2]], 1)
         diff = (e - want)[ok]
-        return float(np.sqrt(np.mean(diff ** 2))) if len(diff) else 0.0
+        return float(np.sqrt(np.mean(diff**2))) if len(diff) else 0.0
 
 
 def small_strain(u: np.ndarray) -> np.ndarray:

@@ -25,9 +25,16 @@ def _cube_histogram(m):
         for j in range(n1):
             for k in range(n2):
                 # the cube ending at (i, j, k): image[(i, j, k) - off], off in {0, 1}^3
-                code = (m[i + 1, j + 1, k + 1] + 4 * m[i + 1, j + 1, k] + 2 * m[i + 1, j, k + 1]
-                        + 8 * m[i + 1, j, k] + 16 * m[i, j + 1, k + 1] + 64 * m[i, j + 1, k]
-                        + 32 * m[i, j, k + 1] + 128 * m[i, j, k])
+                code = (
+                    m[i + 1, j + 1, k + 1]
+                    + 4 * m[i + 1, j + 1, k]
+                    + 2 * m[i + 1, j, k + 1]
+                    + 8 * m[i + 1, j, k]
+                    + 16 * m[i, j + 1, k + 1]
+                    + 64 * m[i, j + 1, k]
+                    + 32 * m[i, j, k + 1]
+                    + 128 * m[i, j, k]
+                )
                 h[code] += 1
     return h
 

@@ -103,8 +103,7 @@ class Electrode:
 
 # --------------------------------------------------------------------------- shapes
 def _shell_children(ss: np.random.SeedSequence):
-    return [np.random.SeedSequence(ss.entropy, spawn_key=ss.spawn_key + (i,), pool_size=ss.pool_size)
-            for i in range(2)]
+    return [np.random.SeedSequence(ss.entropy, spawn_key=ss.spawn_key + (i,), pool_size=ss.pool_size) for i in range(2)]
 
 
 def particle_seed(seed: int, k: int) -> np.random.SeedSequence:
@@ -124,8 +123,9 @@ def draw_shells(shell_model, seed: int, target_volume_um3: float, max_particles:
     k = 0
     while total < target_volume_um3:
         if k >= max_particles:
-            raise InputError(f"the box needs more than {max_particles} particles; use a smaller box or larger "
-                             "particles", "--box-um")
+            raise InputError(
+                f"the box needs more than {max_particles} particles; use a smaller box or larger particles", "--box-um"
+            )
         shell_ss, _ = _shell_children(particle_seed(seed, k))
         c = np.asarray(shell_model.sample_coefficients(1, np.random.default_rng(shell_ss)), np.float64).reshape(-1)
         c = c * float(shell_model.voxel_size_um)
@@ -190,8 +190,7 @@ def _penetration_nb(table, cap_dirs, cap_r, s, pad, ii, jj, d, n, gate, tmax):
     for p in numba.prange(P):  # pairs are independent: the same result for any thread count
         dist = np.sqrt(d[p, 0] ** 2 + d[p, 1] ** 2 + d[p, 2] ** 2)
         ux, uy, uz = d[p, 0] / dist, d[p, 1] / dist, d[p, 2] / dist
-        depth = (s * table[ii[p], _bin(ux, uy, uz, n)] + s * table[jj[p], _bin(-ux, -uy, -uz, n)]
-                 + 2 * pad - dist)
+        depth = s * table[ii[p], _bin(ux, uy, uz, n)] + s * table[jj[p], _bin(-ux, -uy, -uz, n)] + 2 * pad - dist
         if depth < -gate * dist:  # far from contact along the centre line: no cap can reach
             out[p] = depth
             continue
@@ -220,9 +219,19 @@ def _penetration(sh: _Shapes, s: float, pad: float, i, j, d, fine: bool = False)
     the other body (642 directions with ``fine``).
     """
     cap_dirs, cap_r = sh.caps[int(fine)]
-    depth = _penetration_nb(sh.table, cap_dirs, cap_r, float(s), float(pad), i.astype(np.int64),
-                            j.astype(np.int64), np.ascontiguousarray(d, dtype=np.float64), _CUBE_BINS, _GATE,
-                            sh.tmax)
+    depth = _penetration_nb(
+        sh.table,
+        cap_dirs,
+        cap_r,
+        float(s),
+        float(pad),
+        i.astype(np.int64),
+        j.astype(np.int64),
+        np.ascontiguousarray(d, dtype=np.float64),
+        _CUBE_BINS,
+        _GATE,
+        sh.tmax,
+    )
     u = d / np.maximum(np.linalg.norm(d, axis=1), 1e-12)[:, None]
     return depth, u
 
@@ -294,8 +303,17 @@ def _relax(x, sh, s, L, periodic, pad, max_iter, rng, tol=0.0, fine=False):
     return False, max_iter, depth_max
 
 
-def pack_centres(coeffs_um: np.ndarray, box_um: float, *, periodic: bool, pad_um: float, rng,
-                 grow_iter: int = 100, final_iter: int = 3000, growth: float = 0.005):
+def pack_centres(
+    coeffs_um: np.ndarray,
+    box_um: float,
+    *,
+    periodic: bool,
+    pad_um: float,
+    rng,
+    grow_iter: int = 100,
+    final_iter: int = 3000,
+    growth: float = 0.005,
+):
     """Positions (µm, ``x, y, z``) of particles packed without overlap (see module docs).
 
     Growth steps of ``growth`` (relative size) each relax for at most ``grow_iter`` iterations down
@@ -306,16 +324,18 @@ def pack_centres(coeffs_um: np.ndarray, box_um: float, *, periodic: bool, pad_um
     sh = _Shapes(coeffs_um)
     n = len(coeffs_um)
     L = float(box_um)
-    vols = 4 * np.pi / 3 * np.mean(sh.table ** 3, axis=1)
-    phi = vols.sum() / L ** 3
+    vols = 4 * np.pi / 3 * np.mean(sh.table**3, axis=1)
+    phi = vols.sum() / L**3
     s = min(1.0, (0.25 / phi) ** (1 / 3))
     x = rng.uniform(0, L, (n, 3))
     if not periodic:
         x = np.clip(x, -s * sh.lo.min(axis=0) + pad_um, L - s * sh.hi.max(axis=0) - pad_um)
     ok, its, _ = _relax(x, sh, s, L, periodic, pad_um, final_iter, rng)
     if not ok:
-        raise InputError(f"could not place the particles even at fraction {phi * s ** 3:.3f}; the box is too "
-                         "small for them", "--box-um")
+        raise InputError(
+            f"could not place the particles even at fraction {phi * s**3:.3f}; the box is too small for them",
+            "--box-um",
+        )
     total_its, steps = its, 0
     s_clean = s
     rmean = float(sh.rmax.mean())
@@ -334,10 +354,16 @@ def pack_centres(coeffs_um: np.ndarray, box_um: float, *, periodic: bool, pad_um
             ok, _, _ = _relax(x.copy(), sh, mid, L, periodic, pad_um, final_iter // 4, rng)
             lo, hi = (mid, hi) if ok else (lo, mid)
         s = lo
-        raise InputError(f"the requested active fraction {phi:.3f} is not reachable: the packing jammed, the "
-                         f"maximum reached without overlap is {phi * s ** 3:.3f}", "--solid-fraction")
-    return x % L if periodic else x, {"relax_iterations": int(total_its), "growth_steps": int(steps),
-                                      "analytic_fraction": float(phi)}
+        raise InputError(
+            f"the requested active fraction {phi:.3f} is not reachable: the packing jammed, the "
+            f"maximum reached without overlap is {phi * s**3:.3f}",
+            "--solid-fraction",
+        )
+    return x % L if periodic else x, {
+        "relax_iterations": int(total_its),
+        "growth_steps": int(steps),
+        "analytic_fraction": float(phi),
+    }
 
 
 # --------------------------------------------------------------------------- voxels
@@ -345,8 +371,15 @@ def _voxelize_particle(args):
     """Worker: draw particle ``k`` (shell + grains) and voxelise it at its sub-voxel offset."""
     shell_model, grain_model, seed, k, centre_um, h, spacing_px, ids = args
 
-    p = make_particle(shell_model, grain_model, particle_seed(seed, k), particle_id=k + 1, spacing_px=spacing_px,
-                      shell_model_id=ids[0], grain_model_id=ids[1])
+    p = make_particle(
+        shell_model,
+        grain_model,
+        particle_seed(seed, k),
+        particle_id=k + 1,
+        spacing_px=spacing_px,
+        shell_model_id=ids[0],
+        grain_model_id=ids[1],
+    )
     g0 = particle_grid(p, h, pad=3)
     c_idx = np.floor(centre_um / h - 0.5 + 0.5).astype(np.int64)  # nearest box voxel (x, y, z)
     offset = (c_idx + 0.5) * h - centre_um
@@ -448,8 +481,9 @@ def _gap_fields(parts, n, h, periodic, width_vox):
             lo_k, start_k = lo.copy(), start.copy()
             lo_k[2] += k0
             start_k[2] += k0
-            _gap_update(d1, d2, table, lo_k, sub, offset, float(h), start_k, bool(periodic), float(width_vox),
-                        _CUBE_BINS)
+            _gap_update(
+                d1, d2, table, lo_k, sub, offset, float(h), start_k, bool(periodic), float(width_vox), _CUBE_BINS
+            )
     return d1, d2
 
 
@@ -489,10 +523,22 @@ def place_binder(phase, mode, fraction, *, parts=None, h=None, periodic=True):
 
 
 # --------------------------------------------------------------------------- the whole electrode
-def pack_electrode(shell_model, grain_model, *, box_um: float, solid_fraction: float, voxel_size_um: float,
-                   binder: tuple | None = ("bridge", 0.08), electrolyte: str = "none", periodic: bool = True,
-                   neck_um: float = 0.0, seed: int = 0, workers: int = 1, spacing_px: float = 2.0,
-                   model_ids=("", "")) -> Electrode:
+def pack_electrode(
+    shell_model,
+    grain_model,
+    *,
+    box_um: float,
+    solid_fraction: float,
+    voxel_size_um: float,
+    binder: tuple | None = ("bridge", 0.08),
+    electrolyte: str = "none",
+    periodic: bool = True,
+    neck_um: float = 0.0,
+    seed: int = 0,
+    workers: int = 1,
+    spacing_px: float = 2.0,
+    model_ids=("", ""),
+) -> Electrode:
     """Pack particles of the two models into a cubic box and label every voxel.
 
     Parameters
@@ -554,15 +600,20 @@ def pack_electrode(shell_model, grain_model, *, box_um: float, solid_fraction: f
     # mean particle radius vs voxel size, before drawing the whole population
     r_mean = abs(shell_model.laws[0].mean()) / np.sqrt(4 * np.pi) * shell_model.voxel_size_um
     if r_mean < 3 * h:
-        raise InputError(f"voxel size {h} µm is too coarse for particles of mean radius {r_mean:.3g} µm (need "
-                         f"at least 3 voxels per radius: <= {r_mean / 3:.3g} µm)", "--voxel-size-um")
-    coeffs, vols = draw_shells(shell_model, seed, solid_fraction * L ** 3)
+        raise InputError(
+            f"voxel size {h} µm is too coarse for particles of mean radius {r_mean:.3g} µm (need "
+            f"at least 3 voxels per radius: <= {r_mean / 3:.3g} µm)",
+            "--voxel-size-um",
+        )
+    coeffs, vols = draw_shells(shell_model, seed, solid_fraction * L**3)
     dmax = 2 * _Shapes(coeffs).rmax.max()
     if dmax + 8 * h >= L:
-        raise InputError(f"the box ({L:.3g} µm) is too small for the largest particle ({dmax:.3g} µm + 8 voxels)",
-                         "--box-um")
-    log.info("pack: %d particles (analytic fraction %.4f) in a %d³ box of %.3g µm", len(coeffs),
-             vols.sum() / L ** 3, n, L)
+        raise InputError(
+            f"the box ({L:.3g} µm) is too small for the largest particle ({dmax:.3g} µm + 8 voxels)", "--box-um"
+        )
+    log.info(
+        "pack: %d particles (analytic fraction %.4f) in a %d³ box of %.3g µm", len(coeffs), vols.sum() / L**3, n, L
+    )
     rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(POSITION_STREAM,)))
     pad = 0.25 * h - 0.5 * neck_um
     centres, stats = pack_centres(coeffs, L, periodic=periodic, pad_um=pad, rng=rng)
@@ -609,8 +660,9 @@ def pack_electrode(shell_model, grain_model, *, box_um: float, solid_fraction: f
                 bz = idx[0][kk[m]]
                 by = idx[1][jj[m]]
                 bx = idx[2][ii[m]]
-                lk, lj, li = ((b - ostart[a]) % n if periodic else b - ostart[a]
-                              for b, a in ((bz, 2), (by, 1), (bx, 0)))
+                lk, lj, li = (
+                    (b - ostart[a]) % n if periodic else b - ostart[a] for b, a in ((bz, 2), (by, 1), (bx, 0))
+                )
                 other[m] = _normalised_radius(op, og, lk, lj, li)
             lose = np.zeros(clash.shape, dtype=bool)
             lose[kk, jj, ii] = own >= other
@@ -623,15 +675,30 @@ def pack_electrode(shell_model, grain_model, *, box_um: float, solid_fraction: f
         particles.append(p)
     phase = (particle > 0).astype(np.uint8)
     active = float(phase.mean())
-    info = {"n_particles": len(results), "n_grains": int(nxt), "box_voxels": n, "box_um": L,
-            "target_solid_fraction": float(solid_fraction), "solid_fraction": active,
-            "periodic": bool(periodic), "neck_um": float(neck_um), "overlap_voxels": int(overlap_voxels),
-            "electrolyte": electrolyte, "seed": int(seed), "spacing_px": float(spacing_px), **stats}
+    info = {
+        "n_particles": len(results),
+        "n_grains": int(nxt),
+        "box_voxels": n,
+        "box_um": L,
+        "target_solid_fraction": float(solid_fraction),
+        "solid_fraction": active,
+        "periodic": bool(periodic),
+        "neck_um": float(neck_um),
+        "overlap_voxels": int(overlap_voxels),
+        "electrolyte": electrolyte,
+        "seed": int(seed),
+        "spacing_px": float(spacing_px),
+        **stats,
+    }
     binder_info = {}
     if binder is not None and binder[1] > 0:
         phase, binder_info = place_binder(phase, binder[0], binder[1], parts=parts, h=h, periodic=periodic)
-        info["binder"] = {"mode": binder[0], "target_fraction": float(binder[1]),
-                          "fraction": float((phase == 2).mean()), **binder_info}
+        info["binder"] = {
+            "mode": binder[0],
+            "target_fraction": float(binder[1]),
+            "fraction": float((phase == 2).mean()),
+            **binder_info,
+        }
     else:
         info["binder"] = {"mode": "none", "target_fraction": 0.0, "fraction": 0.0}
     info["pore_fraction"] = float((phase == 0).mean())
@@ -652,12 +719,15 @@ def pack_electrode(shell_model, grain_model, *, box_um: float, solid_fraction: f
     }
     grains = None
     if particles and all(p.orientations_wxyz is not None for p in particles):
-        grains = {"id": np.arange(1, nxt + 1, dtype=np.int64),
-                  "particle": np.repeat(table["id"], n_grains),
-                  "orientation_wxyz": np.concatenate([p.orientations_wxyz for p in particles]).astype(np.float64)}
+        grains = {
+            "id": np.arange(1, nxt + 1, dtype=np.int64),
+            "particle": np.repeat(table["id"], n_grains),
+            "orientation_wxyz": np.concatenate([p.orientations_wxyz for p in particles]).astype(np.float64),
+        }
         info["orientation_model_id"] = particles[0].orientation_model_id
-    return Electrode(phase=phase, particle=particle, grain=grain, table=table, voxel_size_um=h, info=info,
-                     grains=grains)
+    return Electrode(
+        phase=phase, particle=particle, grain=grain, table=table, voxel_size_um=h, info=info, grains=grains
+    )
 
 
 __all__ = [

@@ -31,15 +31,33 @@ __all__ = ["phantom_ct_arrays", "write_phantom_ct"]
 
 #: keyword defaults of :func:`phantom_ct_arrays` (the training-config ``phantom:`` section accepts these keys)
 PHANTOM_DEFAULTS = {
-    "size": 96, "n_particles": 250, "mean_radius_vox": 7.0, "overlap_vox": 5.0, "binder_reach_vox": 3.0,
-    "levels": [0.1, 0.8, 0.35], "jitter": 0.05, "blur_sigma": 1.0, "noise_sigma": 0.07, "voxel_size_um": 0.1,
+    "size": 96,
+    "n_particles": 250,
+    "mean_radius_vox": 7.0,
+    "overlap_vox": 5.0,
+    "binder_reach_vox": 3.0,
+    "levels": [0.1, 0.8, 0.35],
+    "jitter": 0.05,
+    "blur_sigma": 1.0,
+    "noise_sigma": 0.07,
+    "voxel_size_um": 0.1,
 }
 
 
-def phantom_ct_arrays(seed: int, *, size: int = 96, n_particles: int = 250, mean_radius_vox: float = 7.0,
-                      overlap_vox: float = 5.0, binder_reach_vox: float = 3.0, levels=(0.1, 0.8, 0.35),
-                      jitter: float = 0.05, blur_sigma: float = 1.0, noise_sigma: float = 0.07,
-                      voxel_size_um: float = 0.1) -> dict:
+def phantom_ct_arrays(
+    seed: int,
+    *,
+    size: int = 96,
+    n_particles: int = 250,
+    mean_radius_vox: float = 7.0,
+    overlap_vox: float = 5.0,
+    binder_reach_vox: float = 3.0,
+    levels=(0.1, 0.8, 0.35),
+    jitter: float = 0.05,
+    blur_sigma: float = 1.0,
+    noise_sigma: float = 0.07,
+    voxel_size_um: float = 0.1,
+) -> dict:
     """Draw one known-truth CT volume.
 
     Parameters
@@ -73,14 +91,23 @@ def phantom_ct_arrays(seed: int, *, size: int = 96, n_particles: int = 250, mean
 
     rng = np.random.default_rng(seed)
     model = reference_shell_model(mean_radius_vox=mean_radius_vox, voxel_size_um=voxel_size_um)
-    ph = make_ct_phantom(model, shape=(size,) * 3, n_particles=n_particles, rng=rng, gap_vox=-overlap_vox,
-                         border_vox=-0.5 * mean_radius_vox, blur_sigma=0, noise_sigma=0, max_tries=60)
+    ph = make_ct_phantom(
+        model,
+        shape=(size,) * 3,
+        n_particles=n_particles,
+        rng=rng,
+        gap_vox=-overlap_vox,
+        border_vox=-0.5 * mean_radius_vox,
+        blur_sigma=0,
+        noise_sigma=0,
+        max_tries=60,
+    )
     particle = ph.labels.astype(np.uint32)
     solid = particle > 0
     phase = solid.astype(np.uint8)
     if binder_reach_vox > 0:
         r = int(np.ceil(binder_reach_vox))
-        zz, yy, xx = np.mgrid[-r:r + 1, -r:r + 1, -r:r + 1]
+        zz, yy, xx = np.mgrid[-r : r + 1, -r : r + 1, -r : r + 1]
         ball = zz**2 + yy**2 + xx**2 <= binder_reach_vox**2
         big = np.uint32(np.iinfo(np.uint32).max)
         hi = ndimage.maximum_filter(particle, footprint=ball, mode="nearest")
@@ -143,7 +170,9 @@ def write_phantom_ct(path: str | os.PathLike, seed: int, **kwargs) -> os.PathLik
     """
     params = {**PHANTOM_DEFAULTS, **kwargs}
     arrays = phantom_ct_arrays(seed, **params)
-    imaging = {"model": "phantom (gaussian blur + gaussian noise)", "seed": int(seed),
-               **{k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()}}
-    return write_volumes(path, "ct", arrays, voxel_size_um=float(params["voxel_size_um"]),
-                         attrs={"imaging": imaging})
+    imaging = {
+        "model": "phantom (gaussian blur + gaussian noise)",
+        "seed": int(seed),
+        **{k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()},
+    }
+    return write_volumes(path, "ct", arrays, voxel_size_um=float(params["voxel_size_um"]), attrs={"imaging": imaging})

@@ -74,8 +74,9 @@ def phase_figure(path: Path, true_phase, pred_phase, ct=None) -> None:
             if c == 0:
                 ax.set_ylabel(f"{name} = {idx}")
         axes[r, -1].set_xlabel(f"{wrong.mean():.1%} wrong")
-    handles = [Patch(color=_PHASE_RGB[k], label=v) for k, v in PHASES.items()] + \
-        [Patch(color=(0.9, 0.1, 0.1), label="wrong phase")]
+    handles = [Patch(color=_PHASE_RGB[k], label=v) for k, v in PHASES.items()] + [
+        Patch(color=(0.9, 0.1, 0.1), label="wrong phase")
+    ]
     fig.legend(handles=handles, loc="lower center", ncol=4, frameon=False)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.savefig(path, dpi=110)
@@ -127,8 +128,9 @@ def particle_figure(path: Path, true_particle, pred_particle, split_ids, merge_i
     p_rgb[p == 0] = 0.05
     fig, axes = plt.subplots(1, 2, figsize=(10, 5.2))
     for ax, lab, img, title, ids, colour in (
-            (axes[0], t, t_rgb, "truth (orange outline: split)", split_ids, (1.0, 0.55, 0.0)),
-            (axes[1], p, p_rgb, "prediction (magenta outline: merge)", merge_ids, (1.0, 0.0, 1.0))):
+        (axes[0], t, t_rgb, "truth (orange outline: split)", split_ids, (1.0, 0.55, 0.0)),
+        (axes[1], p, p_rgb, "prediction (magenta outline: merge)", merge_ids, (1.0, 0.0, 1.0)),
+    ):
         bad = np.isin(lab, np.asarray(ids, dtype=lab.dtype)) & (lab > 0)
         edge = bad & ~ndimage.binary_erosion(bad, iterations=1)
         img[edge] = colour
@@ -158,24 +160,37 @@ def markdown(score: dict, seg_name: str, truth_name: str) -> str:
     str
         Markdown text linking ``phases.png`` (and ``particles.png`` when instances were scored).
     """
-    lines = [f"# Segmentation score: `{seg_name}` against `{truth_name}`", "",
-             (f"Method: `{score.get('method', '?')}`; grid {' × '.join(map(str, score['shape']))} voxels of "
-             f"{score['voxel_size_um']:g} µm; voxel accuracy {score['voxel_accuracy']:.4f}, mean Dice "
-             f"{score['mean_dice']:.4f}."), "",
-             "## Accuracy and boundaries", "",
-             "| phase | Dice | IoU | fraction truth | fraction pred | ASSD (µm) | HD95 (µm) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Segmentation score: `{seg_name}` against `{truth_name}`",
+        "",
+        (
+            f"Method: `{score.get('method', '?')}`; grid {' × '.join(map(str, score['shape']))} voxels of "
+            f"{score['voxel_size_um']:g} µm; voxel accuracy {score['voxel_accuracy']:.4f}, mean Dice "
+            f"{score['mean_dice']:.4f}."
+        ),
+        "",
+        "## Accuracy and boundaries",
+        "",
+        "| phase | Dice | IoU | fraction truth | fraction pred | ASSD (µm) | HD95 (µm) |",
+        "|---|---|---|---|---|---|---|",
+    ]
 
     def f(v, fmt=".4f"):
         return "–" if v is None else format(v, fmt)
 
     for name, s in score["phases"].items():
         b = s["boundary"]
-        lines.append(f"| {name} | {f(s['dice'])} | {f(s['iou'])} | {f(s['fraction_truth'])} | "
-                     f"{f(s['fraction_pred'])} | {f(b['assd_um'], '.4g')} | {f(b['hd95_um'], '.4g')} |")
-    lines += ["", "## Topology (6-connected phases)", "",
-              "| phase | components truth / pred | Euler χ truth / pred | percolates z y x: truth / pred |",
-              "|---|---|---|---|"]
+        lines.append(
+            f"| {name} | {f(s['dice'])} | {f(s['iou'])} | {f(s['fraction_truth'])} | "
+            f"{f(s['fraction_pred'])} | {f(b['assd_um'], '.4g')} | {f(b['hd95_um'], '.4g')} |"
+        )
+    lines += [
+        "",
+        "## Topology (6-connected phases)",
+        "",
+        "| phase | components truth / pred | Euler χ truth / pred | percolates z y x: truth / pred |",
+        "|---|---|---|---|",
+    ]
     for name, s in score["phases"].items():
         t, p = s["topology"]["truth"], s["topology"]["pred"]
 
@@ -183,20 +198,35 @@ def markdown(score: dict, seg_name: str, truth_name: str) -> str:
             return " ".join("✓" if d["percolates"][a] else "✗" for a in ("z", "y", "x"))
 
         flag = "" if t["percolates"] == p["percolates"] else " **(differs)**"
-        lines.append(f"| {name} | {t['components']} / {p['components']} | {t['euler']} / {p['euler']} | "
-                     f"{perc(t)} / {perc(p)}{flag} |")
+        lines.append(
+            f"| {name} | {t['components']} / {p['components']} | {t['euler']} / {p['euler']} | "
+            f"{perc(t)} / {perc(p)}{flag} |"
+        )
     if "particles" in score:
         q = score["particles"]
-        lines += ["", "## Particle instances (matched at IoU > 0.5)", "",
-                  ("| truth | predicted | matched | missed | false | precision | recall | F1 | mean IoU | "
-                  "split (pieces) | merges (true absorbed) |"),
-                  "|---|---|---|---|---|---|---|---|---|---|---|",
-                  (f"| {q['n_truth']} | {q['n_pred']} | {q['matched']} | {q['missed']} | {q['false']} | "
-                  f"{q['precision']:.3f} | {q['recall']:.3f} | {q['f1']:.3f} | {q['mean_matched_iou']:.3f} | "
-                  f"{q['split_truth']} ({q['split_pieces']}) | {q['merged_pred']} ({q['merged_truth']}) |")]
+        lines += [
+            "",
+            "## Particle instances (matched at IoU > 0.5)",
+            "",
+            (
+                "| truth | predicted | matched | missed | false | precision | recall | F1 | mean IoU | "
+                "split (pieces) | merges (true absorbed) |"
+            ),
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+            (
+                f"| {q['n_truth']} | {q['n_pred']} | {q['matched']} | {q['missed']} | {q['false']} | "
+                f"{q['precision']:.3f} | {q['recall']:.3f} | {q['f1']:.3f} | {q['mean_matched_iou']:.3f} | "
+                f"{q['split_truth']} ({q['split_pieces']}) | {q['merged_pred']} ({q['merged_truth']}) |"
+            ),
+        ]
     lines += ["", "![phases](phases.png)", ""]
     if "particles" in score:
         lines += ["![particles](particles.png)", ""]
-    lines += [("Definitions: docs/segmentation.md of nmc-dataset (Dice, ASSD, HD95, Euler characteristic, "
-              "percolation, split/merge)."), ""]
+    lines += [
+        (
+            "Definitions: docs/segmentation.md of nmc-dataset (Dice, ASSD, HD95, Euler characteristic, "
+            "percolation, split/merge)."
+        ),
+        "",
+    ]
     return "\n".join(lines)

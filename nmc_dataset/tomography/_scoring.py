@@ -89,7 +89,7 @@ def inner_surfaces(labels: np.ndarray) -> np.ndarray:
 def _offsets(radius: int) -> tuple[np.ndarray, np.ndarray]:
     """Integer offsets within ``radius`` (origin excluded), sorted by length, and their lengths."""
     r = int(radius)
-    g = np.mgrid[-r:r + 1, -r:r + 1, -r:r + 1].reshape(3, -1).T
+    g = np.mgrid[-r : r + 1, -r : r + 1, -r : r + 1].reshape(3, -1).T
     d2 = (g**2).sum(axis=1)
     keep = (d2 > 0) & (d2 <= r * r)
     g, d2 = g[keep], d2[keep]
@@ -110,8 +110,15 @@ def _search(src_idx, dst_mask, radius):
     return found
 
 
-def surface_distances(surf_truth: np.ndarray, surf_pred: np.ndarray, spacing: float = 1.0, *, band: int = 3,
-                      far_band: int = 10, max_far: int = 20000):
+def surface_distances(
+    surf_truth: np.ndarray,
+    surf_pred: np.ndarray,
+    spacing: float = 1.0,
+    *,
+    band: int = 3,
+    far_band: int = 10,
+    max_far: int = 20000,
+):
     """Directed distances (in units of ``spacing``) of two surfaces (boolean volumes).
 
     Exact Euclidean distances: a voxel on both surfaces has distance 0; the others look for the
@@ -186,8 +193,12 @@ def phase_topology(mask: np.ndarray) -> dict:
     mask = np.asarray(mask, dtype=bool)
     comps, n = ndimage.label(mask)
     perc, frac = percolation(comps)
-    return {"components": int(n), "euler": euler_number_6(mask) if mask.any() else 0,
-            "percolates": perc, "percolating_fraction": frac}
+    return {
+        "components": int(n),
+        "euler": euler_number_6(mask) if mask.any() else 0,
+        "percolates": perc,
+        "percolating_fraction": frac,
+    }
 
 
 def instance_scores(truth: np.ndarray, pred: np.ndarray, *, match_iou: float = 0.5) -> dict:
@@ -215,8 +226,8 @@ def instance_scores(truth: np.ndarray, pred: np.ndarray, *, match_iou: float = 0
     ti, pi = pairs // len(p_ids), pairs % len(p_ids)
     iou = overlap / (t_size[ti] + p_size[pi] - overlap)
     m = iou > match_iou
-    p_to_t = overlap > 0.5 * p_size[pi]   # predicted instance pi lies mostly in ti
-    t_to_p = overlap > 0.5 * t_size[ti]   # true instance ti lies mostly in pi
+    p_to_t = overlap > 0.5 * p_size[pi]  # predicted instance pi lies mostly in ti
+    t_to_p = overlap > 0.5 * t_size[ti]  # true instance ti lies mostly in pi
     n_t = int(np.count_nonzero(t_ids))
     n_p = int(np.count_nonzero(p_ids))
     pieces = np.bincount(ti[p_to_t], minlength=len(t_ids))
@@ -226,12 +237,23 @@ def instance_scores(truth: np.ndarray, pred: np.ndarray, *, match_iou: float = 0
     matched = int(m.sum())
     prec = matched / n_p if n_p else 0.0
     rec = matched / n_t if n_t else 0.0
-    return {"n_truth": n_t, "n_pred": n_p, "matched": matched, "missed": n_t - matched, "false": n_p - matched,
-            "precision": prec, "recall": rec, "f1": 2 * prec * rec / (prec + rec) if prec + rec else 0.0,
-            "mean_matched_iou": float(iou[m].mean()) if matched else 0.0,
-            "split_truth": int(split.size), "split_pieces": int(pieces[split].sum()),
-            "merged_pred": int(merge.size), "merged_truth": int(absorbed[merge].sum()),
-            "split_ids": [int(v) for v in t_ids[split]], "merge_ids": [int(v) for v in p_ids[merge]]}
+    return {
+        "n_truth": n_t,
+        "n_pred": n_p,
+        "matched": matched,
+        "missed": n_t - matched,
+        "false": n_p - matched,
+        "precision": prec,
+        "recall": rec,
+        "f1": 2 * prec * rec / (prec + rec) if prec + rec else 0.0,
+        "mean_matched_iou": float(iou[m].mean()) if matched else 0.0,
+        "split_truth": int(split.size),
+        "split_pieces": int(pieces[split].sum()),
+        "merged_pred": int(merge.size),
+        "merged_truth": int(absorbed[merge].sum()),
+        "split_ids": [int(v) for v in t_ids[split]],
+        "merge_ids": [int(v) for v in p_ids[merge]],
+    }
 
 
 def _dense_ids(labels: np.ndarray):
@@ -250,9 +272,15 @@ def _dense_ids(labels: np.ndarray):
     return ids, inv, np.bincount(inv, minlength=ids.size)
 
 
-def score_segmentation(pred_phase: np.ndarray, true_phase: np.ndarray, pred_particle: np.ndarray | None = None,
-                       true_particle: np.ndarray | None = None, *, voxel_size_um: float = 1.0,
-                       phases: dict | None = None) -> dict:
+def score_segmentation(
+    pred_phase: np.ndarray,
+    true_phase: np.ndarray,
+    pred_particle: np.ndarray | None = None,
+    true_particle: np.ndarray | None = None,
+    *,
+    voxel_size_um: float = 1.0,
+    phases: dict | None = None,
+) -> dict:
     """Every score of a predicted segmentation against the truth.
 
     Parameters
@@ -281,8 +309,12 @@ def score_segmentation(pred_phase: np.ndarray, true_phase: np.ndarray, pred_part
     n = cm.sum()
     s_t = inner_surfaces(true_phase)
     s_p = inner_surfaces(pred_phase)
-    out = {"shape": list(true_phase.shape), "voxel_size_um": float(voxel_size_um),
-           "voxel_accuracy": float(np.trace(cm) / n), "phases": {}}
+    out = {
+        "shape": list(true_phase.shape),
+        "voxel_size_um": float(voxel_size_um),
+        "voxel_accuracy": float(np.trace(cm) / n),
+        "phases": {},
+    }
     dices = []
     for value, name in phases.items():
         tp = int(cm[value, value])
@@ -295,14 +327,21 @@ def score_segmentation(pred_phase: np.ndarray, true_phase: np.ndarray, pred_part
         mp = pred_phase == value
         d_tp, d_pt = surface_distances(s_t & mt, s_p & mp, voxel_size_um)
         if d_tp.size:
-            boundary = {"assd_um": float((d_tp.sum() + d_pt.sum()) / (d_tp.size + d_pt.size)),
-                        "hd95_um": float(max(np.percentile(d_tp, 95), np.percentile(d_pt, 95))),
-                        "max_um": float(max(d_tp.max(), d_pt.max()))}
+            boundary = {
+                "assd_um": float((d_tp.sum() + d_pt.sum()) / (d_tp.size + d_pt.size)),
+                "hd95_um": float(max(np.percentile(d_tp, 95), np.percentile(d_pt, 95))),
+                "max_um": float(max(d_tp.max(), d_pt.max())),
+            }
         else:
             boundary = {"assd_um": None, "hd95_um": None, "max_um": None}
-        out["phases"][name] = {"dice": float(dice), "iou": float(tp / union) if union else 1.0,
-                               "fraction_truth": nt / n, "fraction_pred": npred / n, "boundary": boundary,
-                               "topology": {"truth": phase_topology(mt), "pred": phase_topology(mp)}}
+        out["phases"][name] = {
+            "dice": float(dice),
+            "iou": float(tp / union) if union else 1.0,
+            "fraction_truth": nt / n,
+            "fraction_pred": npred / n,
+            "boundary": boundary,
+            "topology": {"truth": phase_topology(mt), "pred": phase_topology(mp)},
+        }
     out["mean_dice"] = float(np.mean(dices)) if dices else 1.0
     if pred_particle is not None and true_particle is not None:
         if pred_particle.shape != true_particle.shape or pred_particle.shape != true_phase.shape:

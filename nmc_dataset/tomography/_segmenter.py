@@ -61,11 +61,14 @@ class _Conv(nn.Module):
     def __init__(self, cin: int, cout: int, block: str):
         super().__init__()
         if block == "separable":
-            self.conv = nn.Sequential(nn.Conv3d(cin, cin, 3, padding=1, groups=cin, bias=False),
-                                      nn.Conv3d(cin, cout, 1, bias=False))
+            self.conv = nn.Sequential(
+                nn.Conv3d(cin, cin, 3, padding=1, groups=cin, bias=False), nn.Conv3d(cin, cout, 1, bias=False)
+            )
         elif block == "factorised":
-            self.conv = nn.Sequential(nn.Conv3d(cin, cout, (1, 3, 3), padding=(0, 1, 1), bias=False),
-                                      nn.Conv3d(cout, cout, (3, 1, 1), padding=(1, 0, 0), bias=False))
+            self.conv = nn.Sequential(
+                nn.Conv3d(cin, cout, (1, 3, 3), padding=(0, 1, 1), bias=False),
+                nn.Conv3d(cout, cout, (3, 1, 1), padding=(1, 0, 0), bias=False),
+            )
         else:
             raise ValueError(f"unknown block {block!r}")
         self.bn = nn.BatchNorm3d(cout)
@@ -89,8 +92,9 @@ class SegNet3D(nn.Module):
     def __init__(self, channels=(16, 32, 64), block: str = "separable", n_out: int = 4):
         super().__init__()
         ch = [int(c) for c in channels]
-        self.stem = nn.Sequential(nn.Conv3d(1, ch[0], 3, padding=1, bias=False), nn.BatchNorm3d(ch[0]),
-                                  nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(
+            nn.Conv3d(1, ch[0], 3, padding=1, bias=False), nn.BatchNorm3d(ch[0]), nn.ReLU(inplace=True)
+        )
         self.down = nn.ModuleList()
         for i, c in enumerate(ch):
             cin = ch[0] if i == 0 else ch[i - 1]
@@ -198,8 +202,9 @@ class SegmenterConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
-            raise InputError(f"unknown segmenter setting(s) {', '.join(unknown)} (known: {', '.join(sorted(names))})",
-                             where)
+            raise InputError(
+                f"unknown segmenter setting(s) {', '.join(unknown)} (known: {', '.join(sorted(names))})", where
+            )
         cfg = cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
         levels = len(cfg.channels)
         m = 2 ** (levels - 1)
@@ -260,11 +265,15 @@ class Sample:
     particle: np.ndarray
 
 
-def prepare_sample(name: str, ct: np.ndarray, phase: np.ndarray, particle: np.ndarray,
-                   cfg: SegmenterConfig) -> Sample:
+def prepare_sample(name: str, ct: np.ndarray, phase: np.ndarray, particle: np.ndarray, cfg: SegmenterConfig) -> Sample:
     """Normalised grey values and the training targets of one labelled volume."""
-    return Sample(name, normalise(ct), phase.astype(np.int64), core_distance(particle, cfg.distance_clip_vox),
-                  np.asarray(particle))
+    return Sample(
+        name,
+        normalise(ct),
+        phase.astype(np.int64),
+        core_distance(particle, cfg.distance_clip_vox),
+        np.asarray(particle),
+    )
 
 
 def _random_crop(s: Sample, crop: int, rng: np.random.Generator):
@@ -316,7 +325,6 @@ class Segmenter:
         """
         from safetensors.torch import save
 
-
         folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
         write_bytes_atomic(folder / "model.safetensors", save(state, metadata={"format": MODEL_FORMAT}))
@@ -324,9 +332,16 @@ class Segmenter:
         record = {k: v for k, v in self.record.items() if k != "seconds"}
         if "history" in record:
             record["history"] = [{k: v for k, v in row.items() if k != "seconds"} for row in record["history"]]
-        write_json_atomic(folder / "config.json", {"format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION,
-                                                   "settings": self.cfg.to_dict(), "training": record,
-                                                   "normalisation": "(g - median) / (q99.5 - q0.5)"})
+        write_json_atomic(
+            folder / "config.json",
+            {
+                "format": MODEL_FORMAT,
+                "format_version": MODEL_FORMAT_VERSION,
+                "settings": self.cfg.to_dict(),
+                "training": record,
+                "normalisation": "(g - median) / (q99.5 - q0.5)",
+            },
+        )
 
     @classmethod
     def load(cls, folder: str | os.PathLike, device="cpu") -> Segmenter:
@@ -347,7 +362,6 @@ class Segmenter:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-
         folder = Path(folder)
         if not folder.is_dir():
             raise InputError("model folder not found (train one with train-segmenter)", folder)
@@ -361,8 +375,9 @@ class Segmenter:
             state = load_file(str(folder / "model.safetensors"))
             net.load_state_dict(state)
         except (SafetensorError, RuntimeError, OSError) as e:
-            raise InputError(f"cannot load the weights: {str(e).splitlines()[0]}", folder / "model.safetensors") \
-                from None
+            raise InputError(
+                f"cannot load the weights: {str(e).splitlines()[0]}", folder / "model.safetensors"
+            ) from None
         net.to(device).eval()
         return cls(net, cfg, meta.get("training", {}))
 
@@ -447,7 +462,6 @@ class Segmenter:
 def instances_from_maps(nmc: np.ndarray, dist: np.ndarray, cfg: SegmenterConfig) -> np.ndarray:
     """Marker-controlled watershed of the predicted core distance inside the NMC mask."""
 
-
     seeds = (dist > cfg.marker_threshold) & nmc
     markers, n = ndimage.label(seeds)
     if n:
@@ -511,8 +525,9 @@ def _train(train, val, cfg, device, progress) -> Segmenter:
         net.train()
         losses = []
         for _ in range(cfg.steps_per_epoch):
-            xs, ps, ds = zip(*(_random_crop(train[int(rng.integers(len(train)))], cfg.crop, rng)
-                               for _ in range(cfg.batch)))
+            xs, ps, ds = zip(
+                *(_random_crop(train[int(rng.integers(len(train)))], cfg.crop, rng) for _ in range(cfg.batch))
+            )
             x = torch.from_numpy(np.stack(xs))[:, None].to(device)
             p = torch.from_numpy(np.stack(ps)).to(device)
             d = torch.from_numpy(np.stack(ds)).to(device)
@@ -529,8 +544,12 @@ def _train(train, val, cfg, device, progress) -> Segmenter:
             opt.step()
             sched.step()
             losses.append((float(loss_p.detach()), float(loss_d.detach())))
-        row = {"epoch": epoch, "loss_phase": float(np.mean([a for a, _ in losses])),
-               "loss_distance": float(np.mean([b for _, b in losses])), "seconds": time.perf_counter() - t0}
+        row = {
+            "epoch": epoch,
+            "loss_phase": float(np.mean([a for a, _ in losses])),
+            "loss_distance": float(np.mean([b for _, b in losses])),
+            "seconds": time.perf_counter() - t0,
+        }
         if val:
             dices, f1s = [], []
             for s in val:
@@ -550,16 +569,29 @@ def _train(train, val, cfg, device, progress) -> Segmenter:
         if score > best:
             best, best_epoch = score, epoch
             best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-        log.info("epoch %d/%d: loss phase %.4f distance %.4f%s (%.0f s)", epoch, cfg.epochs, row["loss_phase"],
-                 row["loss_distance"], (f", val Dice {row['val_mean_dice']:.4f} instance F1 "
-                                        f"{row['val_instance_f1']:.4f}") if val else "", row["seconds"])
+        log.info(
+            "epoch %d/%d: loss phase %.4f distance %.4f%s (%.0f s)",
+            epoch,
+            cfg.epochs,
+            row["loss_phase"],
+            row["loss_distance"],
+            (f", val Dice {row['val_mean_dice']:.4f} instance F1 {row['val_instance_f1']:.4f}") if val else "",
+            row["seconds"],
+        )
         if progress:
             progress(row)
     net.load_state_dict(best_state)
     net.eval()
-    seg.record = {"history": history, "kept_epoch": int(best_epoch), "seconds": time.perf_counter() - t0,
-                  "device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
-                  "train": [s.name for s in train], "val": [s.name for s in val]}
+    seg.record = {
+        "history": history,
+        "kept_epoch": int(best_epoch),
+        "seconds": time.perf_counter() - t0,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "train": [s.name for s in train],
+        "val": [s.name for s in val],
+    }
     return seg
 
 

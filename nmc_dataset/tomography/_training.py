@@ -89,8 +89,9 @@ def load_samples(doc: dict, base: Path, cfg, where) -> dict:
         for split in SPLITS:
             for f in _files(data.get(split), base, where):
                 arrays, _ = read_volumes(f, ["ct", "phase", "particle"], kinds=("ct",))
-                out[split].append((prepare_sample(f.name, arrays["ct"], arrays["phase"], arrays["particle"], cfg),
-                                   arrays["ct"]))
+                out[split].append(
+                    (prepare_sample(f.name, arrays["ct"], arrays["phase"], arrays["particle"], cfg), arrays["ct"])
+                )
     else:
         ph = dict(doc["phantom"] or {})
         counts = {s: int(ph.pop(s, d)) for s, d in zip(SPLITS, (4, 1, 2))}
@@ -102,8 +103,9 @@ def load_samples(doc: dict, base: Path, cfg, where) -> dict:
         for split in SPLITS:
             for _ in range(counts[split]):
                 a = phantom_ct_arrays(seed + k, **{**PHANTOM_DEFAULTS, **ph})
-                out[split].append((prepare_sample(f"phantom-{seed + k}", a["ct"], a["phase"], a["particle"], cfg),
-                                   a["ct"]))
+                out[split].append(
+                    (prepare_sample(f"phantom-{seed + k}", a["ct"], a["phase"], a["particle"], cfg), a["ct"])
+                )
                 k += 1
     if not out["train"]:
         raise InputError("no training volumes (data: train: or phantom: train:)", where)
@@ -123,36 +125,60 @@ def evaluate(seg, test: list, device) -> dict:
                 phase, particle, _ = otsu_watershed(ct)
             s = score_segmentation(phase, truth_phase, particle, sample.particle)
             q = s["particles"]
-            rows.append({"volume": sample.name, "method": method, "mean_dice": s["mean_dice"],
-                         **{f"dice_{k}": v["dice"] for k, v in s["phases"].items()},
-                         "f1": q["f1"], "split_truth": q["split_truth"], "merged_pred": q["merged_pred"],
-                         "n_truth": q["n_truth"], "n_pred": q["n_pred"], "matched": q["matched"]})
+            rows.append(
+                {
+                    "volume": sample.name,
+                    "method": method,
+                    "mean_dice": s["mean_dice"],
+                    **{f"dice_{k}": v["dice"] for k, v in s["phases"].items()},
+                    "f1": q["f1"],
+                    "split_truth": q["split_truth"],
+                    "merged_pred": q["merged_pred"],
+                    "n_truth": q["n_truth"],
+                    "n_pred": q["n_pred"],
+                    "matched": q["matched"],
+                }
+            )
     summary = {}
     for method in ("net", "otsu-watershed"):
         r = [x for x in rows if x["method"] == method]
-        summary[method] = {"mean_dice": float(np.mean([x["mean_dice"] for x in r])),
-                           "f1": float(np.mean([x["f1"] for x in r])),
-                           "splits": int(sum(x["split_truth"] for x in r)),
-                           "merges": int(sum(x["merged_pred"] for x in r)),
-                           **{f"dice_{k}": float(np.mean([x[f"dice_{k}"] for x in r]))
-                              for k in ("pore", "nmc", "binder")}}
+        summary[method] = {
+            "mean_dice": float(np.mean([x["mean_dice"] for x in r])),
+            "f1": float(np.mean([x["f1"] for x in r])),
+            "splits": int(sum(x["split_truth"] for x in r)),
+            "merges": int(sum(x["merged_pred"] for x in r)),
+            **{f"dice_{k}": float(np.mean([x[f"dice_{k}"] for x in r])) for k in ("pore", "nmc", "binder")},
+        }
     n, c = summary["net"], summary["otsu-watershed"]
-    beats = {"mean_dice": n["mean_dice"] > c["mean_dice"],
-             "splits_plus_merges": n["splits"] + n["merges"] < c["splits"] + c["merges"]}
+    beats = {
+        "mean_dice": n["mean_dice"] > c["mean_dice"],
+        "splits_plus_merges": n["splits"] + n["merges"] < c["splits"] + c["merges"],
+    }
     return {"volumes": rows, "summary": summary, "net_beats_otsu_watershed": beats}
 
 
 def _evaluation_md(ev: dict) -> str:
     s = ev["summary"]
-    lines = ["# Test-split evaluation", "",
-             "| method | mean Dice | Dice pore | Dice NMC | Dice binder | instance F1 | splits | merges |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Test-split evaluation",
+        "",
+        "| method | mean Dice | Dice pore | Dice NMC | Dice binder | instance F1 | splits | merges |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for m, r in s.items():
-        lines.append(f"| {m} | {r['mean_dice']:.4f} | {r['dice_pore']:.4f} | {r['dice_nmc']:.4f} | "
-                     f"{r['dice_binder']:.4f} | {r['f1']:.3f} | {r['splits']} | {r['merges']} |")
+        lines.append(
+            f"| {m} | {r['mean_dice']:.4f} | {r['dice_pore']:.4f} | {r['dice_nmc']:.4f} | "
+            f"{r['dice_binder']:.4f} | {r['f1']:.3f} | {r['splits']} | {r['merges']} |"
+        )
     b = ev["net_beats_otsu_watershed"]
-    lines += ["", (f"The network beats otsu-watershed on mean Dice: **{'yes' if b['mean_dice'] else 'no'}**; "
-              f"on splits + merges: **{'yes' if b['splits_plus_merges'] else 'no'}**."), ""]
+    lines += [
+        "",
+        (
+            f"The network beats otsu-watershed on mean Dice: **{'yes' if b['mean_dice'] else 'no'}**; "
+            f"on splits + merges: **{'yes' if b['splits_plus_merges'] else 'no'}**."
+        ),
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -203,15 +229,28 @@ def run_training(config, out: Path, *, device="auto", seed=None, epochs=None):
         w.writerows(hist)
         write_text_atomic(tmp / "log.csv", buf.getvalue())
         if ev is not None:
-            write_json_atomic(tmp / "evaluation.json", {"format": "nmc-dataset/segmenter-evaluation",
-                                                        "format_version": 1, **ev})
+            write_json_atomic(
+                tmp / "evaluation.json", {"format": "nmc-dataset/segmenter-evaluation", "format_version": 1, **ev}
+            )
             write_text_atomic(tmp / "evaluation.md", _evaluation_md(ev))
     if ev is not None:
         s = ev["summary"]
-        log.info("test split: net mean Dice %.4f F1 %.3f (%d splits, %d merges) vs otsu-watershed %.4f F1 %.3f "
-                 "(%d splits, %d merges)", s["net"]["mean_dice"], s["net"]["f1"], s["net"]["splits"],
-                 s["net"]["merges"], s["otsu-watershed"]["mean_dice"], s["otsu-watershed"]["f1"],
-                 s["otsu-watershed"]["splits"], s["otsu-watershed"]["merges"])
-    log.info("segmenter written to %s (kept epoch %d, %.0f s of training)", out, seg.record["kept_epoch"],
-             seg.record["seconds"])
+        log.info(
+            "test split: net mean Dice %.4f F1 %.3f (%d splits, %d merges) vs otsu-watershed %.4f F1 %.3f "
+            "(%d splits, %d merges)",
+            s["net"]["mean_dice"],
+            s["net"]["f1"],
+            s["net"]["splits"],
+            s["net"]["merges"],
+            s["otsu-watershed"]["mean_dice"],
+            s["otsu-watershed"]["f1"],
+            s["otsu-watershed"]["splits"],
+            s["otsu-watershed"]["merges"],
+        )
+    log.info(
+        "segmenter written to %s (kept epoch %d, %.0f s of training)",
+        out,
+        seg.record["kept_epoch"],
+        seg.record["seconds"],
+    )
     return ev

@@ -49,9 +49,17 @@ PHASES = {0: "pore", 1: "nmc", 2: "binder"}
 _DTYPES = {"phase": np.uint8, "particle": np.uint32, "grain": np.uint32, "ct": np.float32}
 
 
-def write_volumes(path: str | os.PathLike, kind: str, arrays: dict, *, voxel_size_um: float,
-                  origin_um=(0.0, 0.0, 0.0), attrs: dict | None = None, tables: dict | None = None,
-                  compression: str | None = "gzip") -> Path:
+def write_volumes(
+    path: str | os.PathLike,
+    kind: str,
+    arrays: dict,
+    *,
+    voxel_size_um: float,
+    origin_um=(0.0, 0.0, 0.0),
+    attrs: dict | None = None,
+    tables: dict | None = None,
+    compression: str | None = "gzip",
+) -> Path:
     """Write one volume file atomically.
 
     Parameters
@@ -138,16 +146,16 @@ def read_volumes(path: str | os.PathLike, names=None, *, kinds=KINDS) -> tuple[d
         fmt = str(meta.get("format", ""))
         kind = fmt.split("/", 1)[1] if fmt.startswith("nmc-dataset/") else None
         if kind not in kinds:
-            raise InputError(f"expected an nmc-dataset {' or '.join(kinds)} volume file, found "
-                             f"format {fmt or 'none'!r}", path)
+            raise InputError(
+                f"expected an nmc-dataset {' or '.join(kinds)} volume file, found format {fmt or 'none'!r}", path
+            )
         check_format(meta, f"nmc-dataset/{kind}", FORMAT_VERSION, path)
         meta["kind"] = kind
         available = [k for k, v in f.items() if isinstance(v, h5py.Dataset) and v.ndim == 3]
         wanted = available if names is None else list(names)
         missing = [n for n in wanted if n not in available]
         if missing:
-            raise InputError(f"has no {', '.join(missing)} volume (it holds {', '.join(available) or 'none'})",
-                             path)
+            raise InputError(f"has no {', '.join(missing)} volume (it holds {', '.join(available) or 'none'})", path)
         arrays = {n: f[n][...] for n in wanted}
     return arrays, meta
 

@@ -37,8 +37,11 @@ class Material:
     density_g_cm3: float
 
     def to_json(self) -> dict:
-        return {"name": self.name, "components": [list(c) for c in self.components],
-                "density_g_cm3": self.density_g_cm3}
+        return {
+            "name": self.name,
+            "components": [list(c) for c in self.components],
+            "density_g_cm3": self.density_g_cm3,
+        }
 
 
 NMC811 = Material("NMC811", (("LiNi0.8Mn0.1Co0.1O2", 1.0),), 4.75)

@@ -20,20 +20,56 @@ SMALL = {"generator": {"hidden": [64, 64]}, "discriminator": {"width": 8, "dense
 
 def _user_path(tmp_path, n_sections, radius, fit_steps, training, cutouts=None):
     torch.set_num_threads(2)
-    assert cli(["phantom-ebsd", "--out", str(tmp_path / "scans"), "--n-central", str(n_sections),
-                "--n-off-center", "1", "--radius-px", str(radius), "--formats", "ang,ctf", "--seed", "3"]) == 0
+    assert (
+        cli(
+            [
+                "phantom-ebsd",
+                "--out",
+                str(tmp_path / "scans"),
+                "--n-central",
+                str(n_sections),
+                "--n-off-center",
+                "1",
+                "--radius-px",
+                str(radius),
+                "--formats",
+                "ang,ctf",
+                "--seed",
+                "3",
+            ]
+        )
+        == 0
+    )
     scans = sorted(str(p) for p in (tmp_path / "scans").iterdir() if p.suffix in (".ang", ".ctf"))
     assert len(scans) == n_sections + 1
     assert cli(["import-ebsd", *scans, "--out", str(tmp_path / "sections")]) == 0
-    assert cli(["fit-sections", str(tmp_path / "sections"), "--out", str(tmp_path / "tess"),
-                "--steps", str(fit_steps)]) == 0
-    recipe = {"format_version": 1, "seed": 0,
-              "grains": {**SMALL,
-                         "cutouts": {"p_max_px": radius - 24, "margin_px": 12, "ng_min_px": 5, **(cutouts or {})},
-                         "training": training}}
+    assert (
+        cli(["fit-sections", str(tmp_path / "sections"), "--out", str(tmp_path / "tess"), "--steps", str(fit_steps)])
+        == 0
+    )
+    recipe = {
+        "format_version": 1,
+        "seed": 0,
+        "grains": {
+            **SMALL,
+            "cutouts": {"p_max_px": radius - 24, "margin_px": 12, "ng_min_px": 5, **(cutouts or {})},
+            "training": training,
+        },
+    }
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
-    assert cli(["fit-grains", str(tmp_path / "tess"), "--recipe", str(tmp_path / "recipe.yaml"),
-                "--out", str(tmp_path / "model")]) == 0
+    assert (
+        cli(
+            [
+                "fit-grains",
+                str(tmp_path / "tess"),
+                "--recipe",
+                str(tmp_path / "recipe.yaml"),
+                "--out",
+                str(tmp_path / "model"),
+            ]
+        )
+        == 0
+    )
     model = GrainModel.load(tmp_path / "model")
     # the off-centre section was rejected by import-ebsd's centrality test: only central ones trained
     assert model.training["sections"] == n_sections
@@ -54,8 +90,10 @@ def _mean_w1(sampler, teacher, key, radius, n, repeats, rng):
 def _alpha_w1s(model, radius, n_eval, repeats):
     rng = np.random.default_rng(7)
     teacher = Y.teacher_sampler(radius)
-    return {name: _mean_w1(s, teacher, "alpha_rad", radius, n_eval, repeats, rng)
-            for name, s in (("fitted", model), ("noise", teacher), ("base", Y.laguerre_sampler(0.0018)))}
+    return {
+        name: _mean_w1(s, teacher, "alpha_rad", radius, n_eval, repeats, rng)
+        for name, s in (("fitted", model), ("noise", teacher), ("base", Y.laguerre_sampler(0.0018)))
+    }
 
 
 @pytest.mark.slow
@@ -68,8 +106,7 @@ def test_closed_loop_alpha_and_3d_statistics(tmp_path):
     one 48^3 cube per side gave a teacher median of 382 px^3 where the benchmark's larger sample
     gives 445-461, so the small-sample tolerance is wider)."""
     radius = 60.0
-    training = {"epochs": 20, "steps_per_epoch": 15, "lr": 1e-3, "batch_g": 16, "batch_d": 32,
-                "ng_gt_cutouts": 64}
+    training = {"epochs": 20, "steps_per_epoch": 15, "lr": 1e-3, "batch_g": 16, "batch_d": 32, "ng_gt_cutouts": 64}
     model = _user_path(tmp_path, 3, radius, 100, training)
     w = _alpha_w1s(model, radius, 4, 2)
     assert w["fitted"] < w["base"] / 3, w
@@ -94,8 +131,7 @@ def test_closed_loop_small_alpha_close_to_teacher(tmp_path):
     0.53. Tolerances: under 0.4x the isotropic Laguerre baseline and under 3x the noise + 0.02
     (mean W1 over 2 pairs)."""
     radius = 40.0
-    training = {"epochs": 15, "steps_per_epoch": 8, "lr": 1e-3, "batch_g": 16, "batch_d": 32,
-                "ng_gt_cutouts": 64}
+    training = {"epochs": 15, "steps_per_epoch": 8, "lr": 1e-3, "batch_g": 16, "batch_d": 32, "ng_gt_cutouts": 64}
     model = _user_path(tmp_path, 2, radius, 60, training)
     w = _alpha_w1s(model, radius, 3, 2)
     assert w["fitted"] < 0.4 * w["base"], w
@@ -114,8 +150,25 @@ def test_measured_sections_against_the_teacher(tmp_path, instrument):
     (observed 849) and brings every descriptor within 1.4x (observed 0.71 / 1.39 / 1.21 / 1.27)."""
     radius, n = 60.0, 4
     extra = ["--low-ci", "0,0,0"] if instrument == "ideal" else []
-    assert cli(["phantom-ebsd", "--out", str(tmp_path / "scans"), "--n-central", str(n), "--n-off-center", "0",
-                "--radius-px", str(radius), "--seed", "0", *extra]) == 0
+    assert (
+        cli(
+            [
+                "phantom-ebsd",
+                "--out",
+                str(tmp_path / "scans"),
+                "--n-central",
+                str(n),
+                "--n-off-center",
+                "0",
+                "--radius-px",
+                str(radius),
+                "--seed",
+                "0",
+                *extra,
+            ]
+        )
+        == 0
+    )
     scans = sorted(str(p) for p in (tmp_path / "scans").iterdir() if p.suffix == ".ang")
     assert cli(["import-ebsd", *scans, "--out", str(tmp_path / "sections"), "--central", "all"]) == 0
     assert cli(["fit-sections", str(tmp_path / "sections"), "--out", str(tmp_path / "tess"), "--steps", "150"]) == 0
@@ -124,11 +177,16 @@ def test_measured_sections_against_the_teacher(tmp_path, instrument):
     data = De.fitted_descriptors(read_tessellations(tmp_path / "tess"), 5)
     rng = np.random.default_rng(99)
     teacher = Y.teacher_sampler(radius)
-    samples = [De.pooled(De.section_descriptors(lab, c, 5) for lab, c in De.model_sections(teacher, rng, n, radius))
-               for _ in range(6)]
+    samples = [
+        De.pooled(De.section_descriptors(lab, c, 5) for lab, c in De.model_sections(teacher, rng, n, radius))
+        for _ in range(6)
+    ]
     w1 = lambda a, b: distribution_distances(a, b)["wasserstein1"]  # noqa: E731
-    ratio = {k: np.mean([w1(data[k], s[k]) for s in samples[:3]])
-             / np.mean([w1(samples[i][k], samples[i + 3][k]) for i in range(3)]) for k in De.DESCRIPTORS_2D}
+    ratio = {
+        k: np.mean([w1(data[k], s[k]) for s in samples[:3]])
+        / np.mean([w1(samples[i][k], samples[i + 3][k]) for i in range(3)])
+        for k in De.DESCRIPTORS_2D
+    }
     count = len(data["area_px"]) / np.mean([len(s["area_px"]) for s in samples])
     if instrument == "ideal":
         assert max(ratio.values()) < 2.0, ratio

@@ -70,8 +70,12 @@ def test_visible_grain_count_with_a_detection_limit_matches_twin():
     _, ng5 = C.t3d_batch_from_markers(ts, diag, off, spec5)
     d, o = diag.detach().double().numpy(), off.detach().double().numpy()
     inner = ts.seeds[ts.inner], ts.roll[ts.inner], ts.group[ts.inner]
-    ng5_ref = [t3d_cutout_reference(inner[0][inner[2] == b], d[inner[2] == b], o[inner[2] == b], inner[1][inner[2] == b],
-                                    p, spec5)[1] for b, p in enumerate(ts.p)]
+    ng5_ref = [
+        t3d_cutout_reference(
+            inner[0][inner[2] == b], d[inner[2] == b], o[inner[2] == b], inner[1][inner[2] == b], p, spec5
+        )[1]
+        for b, p in enumerate(ts.p)
+    ]
     np.testing.assert_array_equal(ng5, ng5_ref)
     counts = [np.unique(row, return_counts=True)[1] for row in lab.reshape(len(lab), -1)]
     np.testing.assert_array_equal(ng1 * 32 * 32, [len(c) for c in counts])
@@ -101,8 +105,12 @@ def test_margin_limit_for_extreme_elongation():
     for margin, exact in ((16.0, False), (32.0, True)):
         spec = C.CutoutSpec(grid=32, channels=12, p_max_px=80, margin_px=margin)
         imgs, _, draws = C.t2d_batch([g], np.random.default_rng(2), 10, spec, augment_rel=0.0, return_draws=True)
-        bad = np.mean([(np.abs(imgs[k].numpy() - t2d_cutout_reference(g, p, b, spec)[0]) > 1e-6).mean()
-                       for k, (_, p, b) in enumerate(draws)])
+        bad = np.mean(
+            [
+                (np.abs(imgs[k].numpy() - t2d_cutout_reference(g, p, b, spec)[0]) > 1e-6).mean()
+                for k, (_, p, b) in enumerate(draws)
+            ]
+        )
         assert (bad == 0) if exact else (0 < bad < 0.01), (margin, bad)
 
 

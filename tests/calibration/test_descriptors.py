@@ -45,8 +45,20 @@ def test_fast_matches_plain_twin_and_border_filter(rng):
     for k in ("volume_px", "eig1_px2", "eig3_px2", "radial_alignment"):
         np.testing.assert_allclose(fast[k], slow[k], rtol=1e-9, atol=1e-9)
     inner = De.grain_stats_3d(lab, origin_px=origin)
-    touching = set(np.unique(np.concatenate([lab[0].ravel(), lab[-1].ravel(), lab[:, 0].ravel(), lab[:, -1].ravel(),
-                                             lab[:, :, 0].ravel(), lab[:, :, -1].ravel()])))
+    touching = set(
+        np.unique(
+            np.concatenate(
+                [
+                    lab[0].ravel(),
+                    lab[-1].ravel(),
+                    lab[:, 0].ravel(),
+                    lab[:, -1].ravel(),
+                    lab[:, :, 0].ravel(),
+                    lab[:, :, -1].ravel(),
+                ]
+            )
+        )
+    )
     assert set(inner["label"]) == set(fast["label"]) - touching
 
 
@@ -67,9 +79,9 @@ def test_section_descriptors_and_sections_of_a_gbpd(rng):
 
 def test_detection_limit_drops_small_grains_and_their_chords():
     lab = np.zeros((12, 12), int)
-    lab[1:9, 1:9] = 1      # 64 px
-    lab[10, 1:4] = 2       # 3 px
-    lab[1:3, 10] = 3       # 2 px
+    lab[1:9, 1:9] = 1  # 64 px
+    lab[10, 1:4] = 2  # 3 px
+    lab[1:3, 10] = 3  # 2 px
     full = De.section_descriptors(lab, (6.0, 6.0))
     cut = De.section_descriptors(lab, (6.0, 6.0), min_area_px=5)
     assert sorted(full["area_px"]) == [2, 3, 64] and cut["area_px"].tolist() == [64]

@@ -29,8 +29,18 @@ def test_device_names():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_fit_grains_refuses_cuda_without_a_gpu(tmp_path, capsys):
-    rc = cli(["fit-grains", str(tmp_path), "--recipe", "recipes/quick.yaml", "--out", str(tmp_path / "m"),
-              "--device", "cuda"])
+    rc = cli(
+        [
+            "fit-grains",
+            str(tmp_path),
+            "--recipe",
+            "recipes/quick.yaml",
+            "--out",
+            str(tmp_path / "m"),
+            "--device",
+            "cuda",
+        ]
+    )
     assert rc == 2 and "no CUDA GPU" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
 

@@ -23,7 +23,7 @@ from nmc_dataset.tessellation._seeds import poisson_seeds
 
 def _truth_2d(rng, grains, radius):
     """A 2D radial GBPD (radially elongated cells) with about ``grains`` cells in a disc."""
-    mu = grains / (np.pi * radius ** 2)
+    mu = grains / (np.pi * radius**2)
     s = poisson_seeds(rng, mu, [-radius - 15] * 2, [radius + 15] * 2)
     n = len(s)
     diag = np.stack([rng.uniform(0.2, 0.5, n), rng.uniform(1.0, 3.0, n)], 1)
@@ -117,8 +117,15 @@ def test_augment_bounds_and_spread(rng):
 
 def test_write_read_roundtrip(tmp_path, small_section):
     fit = fit_section(small_section, steps=10)
-    fit2 = SectionFit("other", augment(fit.gbpd, np.random.default_rng(0)), 0.05, 0.5,
-                      np.ones((7, 9), bool), np.array([4.0, 3.0]), fit.label_ids + 100)
+    fit2 = SectionFit(
+        "other",
+        augment(fit.gbpd, np.random.default_rng(0)),
+        0.05,
+        0.5,
+        np.ones((7, 9), bool),
+        np.array([4.0, 3.0]),
+        fit.label_ids + 100,
+    )
     out = write_tessellations([fit, fit2], tmp_path / "tess")
     back = read_tessellations(out)
     assert [b.section_id for b in back] == ["small", "other"]
@@ -135,8 +142,7 @@ def test_write_read_roundtrip(tmp_path, small_section):
 
     t = pq.read_table(out / "cells.parquet")
     assert t.schema.metadata[b"format"] == b"nmc-dataset/tessellations"
-    assert t.column_names == ["section_id", "cell", "seed_x_px", "seed_y_px", "d_radial", "d_tangential", "r",
-                              "label"]
+    assert t.column_names == ["section_id", "cell", "seed_x_px", "seed_y_px", "d_radial", "d_tangential", "r", "label"]
     # a newer format version is refused with a clear error
     doc = json.loads((out / "sections.json").read_text())
     doc["format_version"] = 2

@@ -13,8 +13,22 @@ from nmc_dataset.calibration._model import GrainModel
 from nmc_dataset.errors import InputError, TrainingError
 from nmc_dataset.tessellation._gbpd import GBPD
 
-TINY = TrainConfig.from_flat(hidden=(16,), d_width=4, d_blocks=2, d_dense=8, grid=16, channels=6, p_max_px=40, margin_px=8,
-                   epochs=3, steps_per_epoch=2, batch_g=6, batch_d=6, ng_gt_cutouts=12, lr=1e-3)
+TINY = TrainConfig.from_flat(
+    hidden=(16,),
+    d_width=4,
+    d_blocks=2,
+    d_dense=8,
+    grid=16,
+    channels=6,
+    p_max_px=40,
+    margin_px=8,
+    epochs=3,
+    steps_per_epoch=2,
+    batch_g=6,
+    batch_d=6,
+    ng_gt_cutouts=12,
+    lr=1e-3,
+)
 
 
 def _fits(seed=0, n=500, half=80.0):
@@ -22,8 +36,9 @@ def _fits(seed=0, n=500, half=80.0):
     out = []
     for _ in range(2):
         s = rng.uniform(-half, half, (n, 2))
-        out.append(GBPD(s, np.column_stack([rng.uniform(0.2, 0.4, n), rng.uniform(0.8, 1.2, n)]),
-                        rng.uniform(1, 10, n)))
+        out.append(
+            GBPD(s, np.column_stack([rng.uniform(0.2, 0.4, n), rng.uniform(0.8, 1.2, n)]), rng.uniform(1, 10, n))
+        )
     return out
 
 
@@ -65,8 +80,9 @@ def test_weight_average_is_kept_resumes_exactly_and_epochs_are_reported(tmp_path
     cfg = TINY.replace(ema_decay=0.9)
     fits = _fits()
     seen = []
-    full = train(fits, 0.05, cfg, seed=4, out=tmp_path / "a",
-                 on_epoch=lambda e, m: seen.append((e, m.intensity_per_px3)))
+    full = train(
+        fits, 0.05, cfg, seed=4, out=tmp_path / "a", on_epoch=lambda e, m: seen.append((e, m.intensity_per_px3))
+    )
     assert [e for e, _ in seen] == [1, 2, 3] and seen[-1][1] == full.intensity_per_px3
     last_iterate = train(fits, 0.05, TINY, seed=4)  # same seed, same draws, no averaging
     assert not _equal(_weights(full), _weights(last_iterate))
@@ -120,7 +136,7 @@ def test_r1_penalty_regularises_the_discriminator_step_and_resumes_exactly(tmp_p
     assert fast.requires_grad  # it is differentiated again in D's step
     slow = 0.0
     for i in range(5):
-        xi = x[i:i + 1].clone().requires_grad_(True)
+        xi = x[i : i + 1].clone().requires_grad_(True)
         (gi,) = torch.autograd.grad(disc(xi).sum(), xi)
         slow += float(gi.pow(2).sum()) / 5
     assert fast.detach().item() == pytest.approx(slow, rel=1e-5)
@@ -174,9 +190,23 @@ def test_intensity_adaptation_moves_towards_matching_ng():
     generated number of visible grains per area close to the measured one: start 4x too dense,
     end within 15 % (cutout noise with these batch sizes is ~5 %)."""
     fits = _fits(n=900, half=100.0)
-    cfg = TrainConfig.from_flat(hidden=(16,), d_width=4, d_blocks=2, d_dense=8, grid=16, channels=6, p_max_px=40, margin_px=8,
-                      epochs=1, steps_per_epoch=12, batch_g=16, batch_d=8, ng_gt_cutouts=64, lr=1e-12,
-                      intensity_init_per_px3=0.02)
+    cfg = TrainConfig.from_flat(
+        hidden=(16,),
+        d_width=4,
+        d_blocks=2,
+        d_dense=8,
+        grid=16,
+        channels=6,
+        p_max_px=40,
+        margin_px=8,
+        epochs=1,
+        steps_per_epoch=12,
+        batch_g=16,
+        batch_d=8,
+        ng_gt_cutouts=64,
+        lr=1e-12,
+        intensity_init_per_px3=0.02,
+    )
     m = train(fits, 0.05, cfg, seed=0)
     last = m.training["final"]
     tr = gan.Trainer(fits, 0.05, cfg, 0)
@@ -188,13 +218,34 @@ def test_intensity_adaptation_moves_towards_matching_ng():
 
 
 def test_config_from_recipe_section():
-    cfg = TrainConfig.from_section({"kappa": 8, "intensity_init_per_px3": 0.002,
-                                    "generator": {"hidden": [8, 8], "r_bounds": [1, 5]},
-                                    "discriminator": {"width": 4}, "cutouts": {"beta": 0.3},
-                                    "training": {"epochs": 2, "d_skip_below": 0.32, "adam_betas": [0.9, 0.99]}})
-    assert cfg.kappa == 8 and cfg.generator.hidden == (8, 8) and cfg.generator.r_bounds == (1, 5) and cfg.discriminator.width == 4
-    assert cfg.cutouts.beta == 0.3 and cfg.training.epochs == 2 and cfg.training.d_skip_below == 0.32 and cfg.training.adam_betas == (0.9, 0.99)
-    assert cfg.training.steps_per_epoch == 100 and cfg.training.batch_g == 64 and cfg.training.batch_d == 128 and cfg.training.lr == 1e-4
+    cfg = TrainConfig.from_section(
+        {
+            "kappa": 8,
+            "intensity_init_per_px3": 0.002,
+            "generator": {"hidden": [8, 8], "r_bounds": [1, 5]},
+            "discriminator": {"width": 4},
+            "cutouts": {"beta": 0.3},
+            "training": {"epochs": 2, "d_skip_below": 0.32, "adam_betas": [0.9, 0.99]},
+        }
+    )
+    assert (
+        cfg.kappa == 8
+        and cfg.generator.hidden == (8, 8)
+        and cfg.generator.r_bounds == (1, 5)
+        and cfg.discriminator.width == 4
+    )
+    assert (
+        cfg.cutouts.beta == 0.3
+        and cfg.training.epochs == 2
+        and cfg.training.d_skip_below == 0.32
+        and cfg.training.adam_betas == (0.9, 0.99)
+    )
+    assert (
+        cfg.training.steps_per_epoch == 100
+        and cfg.training.batch_g == 64
+        and cfg.training.batch_d == 128
+        and cfg.training.lr == 1e-4
+    )
 
 
 def _sections(fits, radius=60.0):
@@ -204,9 +255,10 @@ def _sections(fits, radius=60.0):
     size = 2 * int(radius) + 3
     c = (size - 1) / 2
     yy, xx = np.mgrid[0:size, 0:size]
-    mask = (xx - c) ** 2 + (yy - c) ** 2 <= radius ** 2
-    return [SectionFit(f"s{i}", g, 0.05, 1.0, mask, np.array([c, c]), np.arange(1, g.n + 1))
-            for i, g in enumerate(fits)]
+    mask = (xx - c) ** 2 + (yy - c) ** 2 <= radius**2
+    return [
+        SectionFit(f"s{i}", g, 0.05, 1.0, mask, np.array([c, c]), np.arange(1, g.n + 1)) for i, g in enumerate(fits)
+    ]
 
 
 def test_selection_keeps_the_best_scoring_epoch_of_an_unchanged_run(tmp_path):

@@ -23,7 +23,7 @@ def _inputs_slow(seeds, noise, roll, i, kappa, scale):
     d = np.linalg.norm(seeds - seeds[i], axis=1)
     d[i] = np.inf
     nb = np.argsort(d, kind="stable")[:kappa]
-    q = radial_frames(seeds[i:i + 1], roll[i:i + 1])[0]
+    q = radial_frames(seeds[i : i + 1], roll[i : i + 1])[0]
     rows = [np.concatenate([q @ (seeds[j] - seeds[i]) / scale, noise[j]]) for j in nb]
     return np.concatenate(rows)
 
@@ -58,8 +58,8 @@ def test_group_shift_keeps_groups_apart(rng):
     roll = np.concatenate([a.roll, b.roll])
     group = np.r_[np.zeros(len(a), int), np.ones(len(b), int)]
     joint = neighbour_inputs(pos, noise, roll, None, kappa=12, group=group)
-    np.testing.assert_allclose(joint[:len(a)], neighbour_inputs(a.positions, a.noise, a.roll, kappa=12), atol=1e-6)
-    np.testing.assert_allclose(joint[len(a):], neighbour_inputs(b.positions, b.noise, b.roll, kappa=12), atol=1e-6)
+    np.testing.assert_allclose(joint[: len(a)], neighbour_inputs(a.positions, a.noise, a.roll, kappa=12), atol=1e-6)
+    np.testing.assert_allclose(joint[len(a) :], neighbour_inputs(b.positions, b.noise, b.roll, kappa=12), atol=1e-6)
 
 
 def test_gnet_outputs_respect_bounds():
@@ -87,12 +87,13 @@ def test_generate_gbpd_covers_window_with_right_intensity():
     g = generate_gbpd(net, np.random.default_rng(3), mu, [-40] * 3, [40] * 3, cell_margin_px=8.0)
     assert g.dim == 3 and np.all(g.diag > 0)
     # the kept seeds are a Poisson process on the 96^3 box: count within 5 sigma
-    expected = mu * 96.0 ** 3
+    expected = mu * 96.0**3
     assert abs(g.n - expected) < 5 * np.sqrt(expected)
     assert np.all(np.abs(g.seeds) <= 48 + 1e-9)
     # markers depend on the true neighbours: recomputing with a larger kNN margin changes nothing
-    g1 = generate_gbpd(net, np.random.default_rng(3), mu, [-40] * 3, [40] * 3, cell_margin_px=8.0,
-                       knn_margin_px=default_knn_margin(mu))
+    g1 = generate_gbpd(
+        net, np.random.default_rng(3), mu, [-40] * 3, [40] * 3, cell_margin_px=8.0, knn_margin_px=default_knn_margin(mu)
+    )
     np.testing.assert_array_equal(g.diag, g1.diag)
 
 

@@ -106,8 +106,9 @@ def test_inputs_groups_equal_reference(rng):
 def test_frames_special_positions_match_radial_frames(rng):
     """Seeds at the origin (frame e1), on the negative x axis (the 180-degree flip about e2)
     and just off it: the kernel's frame is gbpd.radial_frames' (same sign conventions)."""
-    pts = np.concatenate([[[0.0, 0.0, 0.0], [-5.0, 0.0, 0.0], [-5.0, 1e-10, 0.0], [3.0, -4.0, 12.0]],
-                          rng.uniform(-10, 10, (60, 3))])
+    pts = np.concatenate(
+        [[[0.0, 0.0, 0.0], [-5.0, 0.0, 0.0], [-5.0, 1e-10, 0.0], [3.0, -4.0, 12.0]], rng.uniform(-10, 10, (60, 3))]
+    )
     noise = rng.random((len(pts), 2))
     roll = rng.uniform(0, np.pi, len(pts))
     x, nb = knn_inputs(pts, noise, roll, np.arange(4), kappa=6, input_scale_px=1.0, return_neighbours=True)

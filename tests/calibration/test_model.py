@@ -15,8 +15,15 @@ from nmc_dataset.tessellation._gbpd import GBPD
 @pytest.fixture
 def model():
     torch.manual_seed(7)
-    return GrainModel(GNet(kappa=12, hidden=(32, 16)), intensity_per_px3=0.0021, pixel_size_um=0.05, beta=0.4,
-                      input_scale_px=8.0, cell_margin_px=12.0, training={"epochs_done": 3, "ng_gt": np.float64(0.02)})
+    return GrainModel(
+        GNet(kappa=12, hidden=(32, 16)),
+        intensity_per_px3=0.0021,
+        pixel_size_um=0.05,
+        beta=0.4,
+        input_scale_px=8.0,
+        cell_margin_px=12.0,
+        training={"epochs_done": 3, "ng_gt": np.float64(0.02)},
+    )
 
 
 def test_round_trip_is_exact(model, tmp_path):
@@ -58,13 +65,20 @@ def test_newer_version_is_refused(model, tmp_path):
         GrainModel.load(tmp_path / "m")
 
 
-@pytest.mark.parametrize("breakage, match", [
-    (lambda d: (d / "gnet.safetensors").unlink(), "weights file not found"),
-    (lambda d: (d / "gnet.safetensors").write_bytes(b"\x80\x04 pickle? no"), "safetensors"),
-    (lambda d: (d / "model.json").write_text("{"), "not valid JSON"),
-    (lambda d: (d / "model.json").write_text(json.dumps({"format": "nmc-dataset/shell-model", "format_version": 1})),
-     "not a nmc-dataset/grain-model"),
-])
+@pytest.mark.parametrize(
+    "breakage, match",
+    [
+        (lambda d: (d / "gnet.safetensors").unlink(), "weights file not found"),
+        (lambda d: (d / "gnet.safetensors").write_bytes(b"\x80\x04 pickle? no"), "safetensors"),
+        (lambda d: (d / "model.json").write_text("{"), "not valid JSON"),
+        (
+            lambda d: (d / "model.json").write_text(
+                json.dumps({"format": "nmc-dataset/shell-model", "format_version": 1})
+            ),
+            "not a nmc-dataset/grain-model",
+        ),
+    ],
+)
 def test_broken_files_are_input_errors(model, tmp_path, breakage, match):
     model.write(tmp_path / "m")
     breakage(tmp_path / "m")
@@ -98,9 +112,11 @@ def test_written_model_bytes_do_not_depend_on_the_process(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys, torch; from nmc_dataset.calibration._generator import GNet; "
-            "from nmc_dataset.calibration._model import GrainModel; torch.manual_seed(0); "
-            "GrainModel(gnet=GNet(hidden=(8, 8)), intensity_per_px3=0.0018, pixel_size_um=0.05).write(sys.argv[1])")
+    code = (
+        "import sys, torch; from nmc_dataset.calibration._generator import GNet; "
+        "from nmc_dataset.calibration._model import GrainModel; torch.manual_seed(0); "
+        "GrainModel(gnet=GNet(hidden=(8, 8)), intensity_per_px3=0.0018, pixel_size_um=0.05).write(sys.argv[1])"
+    )
     for name in ("a", "b", "c"):
         subprocess.run([sys.executable, "-c", code, str(tmp_path / name)], check=True)
     for f in ("gnet.safetensors", "model.json"):

@@ -18,10 +18,10 @@ from nmc_dataset.synthetic._ebsd import depth_teacher_gbpd, radial_teacher_gbpd
 def test_grains_go_to_the_shell_of_their_centroid():
     lab = np.zeros((61, 61), np.int64)
     c = (30.0, 30.0)
-    lab[29:32, 29:32] = 1            # centre: rho 0
-    lab[30, 45:50] = 2               # centroid x = 47 -> rho 17 / 30 = 0.57
-    lab[10:12, 55:59] = 3            # rho ~ 0.99 (outer)
-    lab[0, 0:3] = 4                  # 3 px, below the detection limit
+    lab[29:32, 29:32] = 1  # centre: rho 0
+    lab[30, 45:50] = 2  # centroid x = 47 -> rho 17 / 30 = 0.57
+    lab[10:12, 55:59] = 3  # rho ~ 0.99 (outer)
+    lab[0, 0:3] = 4  # 3 px, below the detection limit
     bins = radial_bin_descriptors(lab, c, 30.0, bins=3, min_area_px=4)
     assert [len(b["area_px"]) for b in bins] == [1, 1, 1]
     assert bins[0]["area_px"].tolist() == [9.0] and bins[1]["area_px"].tolist() == [5.0]

@@ -12,11 +12,14 @@ from nmc_dataset.calibration._model import GrainModel
 from nmc_dataset.cli import _main as cli
 from nmc_dataset.tessellation._gbpd import GBPD
 
-TINY = {"intensity_init_per_px3": 0.0018, "kappa": 12,
-        "generator": {"hidden": [16]},
-        "discriminator": {"width": 4, "blocks": 2, "dense": 8},
-        "cutouts": {"grid": 16, "channels": 6, "p_max_px": 40, "margin_px": 8},
-        "training": {"epochs": 1, "steps_per_epoch": 2, "batch_g": 4, "batch_d": 4, "ng_gt_cutouts": 8}}
+TINY = {
+    "intensity_init_per_px3": 0.0018,
+    "kappa": 12,
+    "generator": {"hidden": [16]},
+    "discriminator": {"width": 4, "blocks": 2, "dense": 8},
+    "cutouts": {"grid": 16, "channels": 6, "p_max_px": 40, "margin_px": 8},
+    "training": {"epochs": 1, "steps_per_epoch": 2, "batch_g": 4, "batch_d": 4, "ng_gt_cutouts": 8},
+}
 
 
 def _section(sid, rng, d_rad=0.2, size=121, px=0.05):
@@ -27,8 +30,15 @@ def _section(sid, rng, d_rad=0.2, size=121, px=0.05):
     g = GBPD(s, np.column_stack([np.full(n, d_rad), np.full(n, 1.0)]), rng.uniform(1, 10, n))
     yy, xx = np.mgrid[0:size, 0:size]
     mask = (xx - c) ** 2 + (yy - c) ** 2 <= (c - 2) ** 2
-    return SectionFit(section_id=sid, gbpd=g, pixel_size_um=px, agreement=0.95, mask=mask,
-                      center_px=np.array([c, c]), label_ids=np.arange(1, n + 1))
+    return SectionFit(
+        section_id=sid,
+        gbpd=g,
+        pixel_size_um=px,
+        agreement=0.95,
+        mask=mask,
+        center_px=np.array([c, c]),
+        label_ids=np.arange(1, n + 1),
+    )
 
 
 @pytest.fixture
@@ -68,8 +78,12 @@ def test_fit_sample_describe(tess, tmp_path, capsys):
         assert lab.max() <= len(seeds)
     # planes: the plane at z equals the cube's slice at the same height (same seed)
     h5s = tmp_path / "s.h5"
-    assert cli.main(["sample-grains", str(out), "--size-px", "20", "--seed", "3", "--out", str(h5s),
-                     "--sections=-9.5,0.5"]) == 0
+    assert (
+        cli.main(
+            ["sample-grains", str(out), "--size-px", "20", "--seed", "3", "--out", str(h5s), "--sections=-9.5,0.5"]
+        )
+        == 0
+    )
     with h5py.File(h5s) as f:
         planes = f["labels"][...]
         np.testing.assert_allclose(f["labels"].attrs["z_px"], [-9.5, 0.5])
@@ -78,8 +92,23 @@ def test_fit_sample_describe(tess, tmp_path, capsys):
     np.testing.assert_array_equal(planes[1], lab[10])
     # describe-grains: report with W1 + KS per descriptor and the cut-height study
     rep = tmp_path / "report"
-    assert cli.main(["describe-grains", str(out), "--against", str(tess), "--out", str(rep), "--samples", "2",
-                     "--radius-px", "40"]) == 0
+    assert (
+        cli.main(
+            [
+                "describe-grains",
+                str(out),
+                "--against",
+                str(tess),
+                "--out",
+                str(rep),
+                "--samples",
+                "2",
+                "--radius-px",
+                "40",
+            ]
+        )
+        == 0
+    )
     comp = json.loads((rep / "comparison.json").read_text())
     assert set(comp) == {"area_px", "elongation", "alpha_rad", "chord_px"}
     assert all(0 <= v["ks"] <= 1 and v["wasserstein1"] >= 0 and v["n_simulated"] > 0 for v in comp.values())
@@ -125,25 +154,40 @@ def test_fit_grains_restarts_keep_the_best_scoring_run(tess, tmp_path, capsys):
     # resume: the finished runs are read back, not retrained, and the choice is the same bytes
     stamp = {s: (out / "restarts" / f"seed-{s}" / "model.json").stat().st_mtime_ns for s in (3, 4, 5)}
     (out / "model.json").unlink()
-    assert cli.main(["fit-grains", str(tess), "--recipe", str(recipe), "--out", str(out), "--restarts", "3",
-                     "--resume"]) == 0
+    assert (
+        cli.main(["fit-grains", str(tess), "--recipe", str(recipe), "--out", str(out), "--restarts", "3", "--resume"])
+        == 0
+    )
     assert stamp == {s: (out / "restarts" / f"seed-{s}" / "model.json").stat().st_mtime_ns for s in (3, 4, 5)}
     assert (out / "gnet.safetensors").read_bytes() == weights and GrainModel.load(out).training["seed"] == chosen
     capsys.readouterr()
     # resuming with other hyper-parameters names the finished run it cannot reuse; nothing is rewritten
     grains["training"].update(epochs=3)
-    code = cli.main(["fit-grains", str(tess), "--recipe", str(_recipe(tmp_path, grains, "r2.yaml")), "--out", str(out),
-                     "--restarts", "3", "--resume"])
+    code = cli.main(
+        [
+            "fit-grains",
+            str(tess),
+            "--recipe",
+            str(_recipe(tmp_path, grains, "r2.yaml")),
+            "--out",
+            str(out),
+            "--restarts",
+            "3",
+            "--resume",
+        ]
+    )
     err = _err(capsys)
     assert code == 2 and "other hyper-parameters" in err and "seed-3" in err, err
     assert (out / "gnet.safetensors").read_bytes() == weights
-    code = cli.main(["fit-grains", str(tess), "--recipe", str(recipe), "--out", str(tmp_path / "y"), "--restarts", "2",
-                     "--resume"])
+    code = cli.main(
+        ["fit-grains", str(tess), "--recipe", str(recipe), "--out", str(tmp_path / "y"), "--restarts", "2", "--resume"]
+    )
     assert code == 2 and "no restarts/ folder" in _err(capsys) and not (tmp_path / "y").exists()
     # bad input: no selection score to choose by, or fewer than one run
     for extra, msg in ((["--restarts", "2"], "select_sections"), (["--restarts", "0"], "--restarts")):
-        code = cli.main(["fit-grains", str(tess), "--recipe", str(_recipe(tmp_path)), "--out", str(tmp_path / "x"),
-                         *extra])
+        code = cli.main(
+            ["fit-grains", str(tess), "--recipe", str(_recipe(tmp_path)), "--out", str(tmp_path / "x"), *extra]
+        )
         assert code == 2 and msg in _err(capsys) and not (tmp_path / "x").exists()
 
 
@@ -155,13 +199,18 @@ def test_recipe_restarts_need_no_flag(tess, tmp_path, capsys):
     assert cli.main(["fit-grains", str(tess), "--recipe", str(_recipe(tmp_path, grains)), "--out", str(out)]) == 0
     assert [r["seed"] for r in GrainModel.load(out).training["restarts"]] == [3, 4]
     one = tmp_path / "one"
-    assert cli.main(["fit-grains", str(tess), "--recipe", str(_recipe(tmp_path, grains)), "--out", str(one),
-                     "--restarts", "1"]) == 0
+    assert (
+        cli.main(
+            ["fit-grains", str(tess), "--recipe", str(_recipe(tmp_path, grains)), "--out", str(one), "--restarts", "1"]
+        )
+        == 0
+    )
     assert not (one / "restarts").exists() and GrainModel.load(one).training["seed"] == 3
     grains["training"].update(select_sections=0)
     capsys.readouterr()
-    code = cli.main(["fit-grains", str(tess), "--recipe", str(_recipe(tmp_path, grains, "r3.yaml")), "--out",
-                     str(tmp_path / "x")])
+    code = cli.main(
+        ["fit-grains", str(tess), "--recipe", str(_recipe(tmp_path, grains, "r3.yaml")), "--out", str(tmp_path / "x")]
+    )
     assert code == 2 and "select_sections" in _err(capsys) and not (tmp_path / "x").exists()
 
 
@@ -171,20 +220,23 @@ def test_resume_without_checkpoint_is_an_error(tess, tmp_path, capsys):
     assert code == 2 and "no checkpoint" in _err(capsys) and not out.exists()
 
 
-@pytest.mark.parametrize("grains, key", [
-    ({"intensity_init_per_px3": -0.001}, "intensity_init_per_px3"),
-    ({"kappa": 0}, "kappa"),
-    ({"generator": {"r_bounds": [10, 1]}}, "r_bounds"),
-    ({"generator": {"diag_bounds": [5, 5]}}, "diag_bounds"),
-    ({"cutouts": {"grid": 30}}, "grid"),
-    ({"training": {"epochs": 0}}, "epochs"),
-    ({"bogus": 1}, "bogus"),
-    ({"training": {"ema_decay": 1.0}}, "ema_decay"),
-    ({"training": {"lr_schedule": "linear"}}, "lr_schedule"),
-    ({"cutouts": {"ng_min_px": 0}}, "ng_min_px"),
-    ({"training": {"select_metric": "median"}}, "select_metric"),
-    ({"training": {"select_sections": -1}}, "select_sections"),
-])
+@pytest.mark.parametrize(
+    "grains, key",
+    [
+        ({"intensity_init_per_px3": -0.001}, "intensity_init_per_px3"),
+        ({"kappa": 0}, "kappa"),
+        ({"generator": {"r_bounds": [10, 1]}}, "r_bounds"),
+        ({"generator": {"diag_bounds": [5, 5]}}, "diag_bounds"),
+        ({"cutouts": {"grid": 30}}, "grid"),
+        ({"training": {"epochs": 0}}, "epochs"),
+        ({"bogus": 1}, "bogus"),
+        ({"training": {"ema_decay": 1.0}}, "ema_decay"),
+        ({"training": {"lr_schedule": "linear"}}, "lr_schedule"),
+        ({"cutouts": {"ng_min_px": 0}}, "ng_min_px"),
+        ({"training": {"select_metric": "median"}}, "select_metric"),
+        ({"training": {"select_sections": -1}}, "select_sections"),
+    ],
+)
 def test_bad_recipe_values(tess, tmp_path, capsys, grains, key):
     out = tmp_path / "gm"
     code = cli.main(["fit-grains", str(tess), "--recipe", str(_recipe(tmp_path, grains)), "--out", str(out)])
@@ -237,8 +289,10 @@ def test_sample_refuses_other_model_versions_and_bad_options(tess, tmp_path, cap
     assert "GiB" in _err(capsys) and not h5.exists()
     rep = tmp_path / "report"
     for opt, value in (("--min-area-px", "0"), ("--samples", "0")):
-        assert cli.main(["describe-grains", str(tmp_path / "m"), "--against", str(tess), "--out", str(rep),
-                         opt, value]) == 2
+        assert (
+            cli.main(["describe-grains", str(tmp_path / "m"), "--against", str(tess), "--out", str(rep), opt, value])
+            == 2
+        )
         assert opt in _err(capsys) and not rep.exists()
 
 

@@ -13,11 +13,33 @@ from nmc_dataset.pipeline._orientations import fibre_symmetry_check, fit_orienta
 
 def _loop(tmp_path, texture, n_central=3, radius_px=45, seed=1, extra=()):
     scans, sections, model = tmp_path / "scans", tmp_path / "sections", tmp_path / "grain_model"
-    assert cli.main(["phantom-ebsd", "--out", str(scans), "--n-central", str(n_central), "--n-off-center", "0",
-                     "--radius-px", str(radius_px), "--low-ci", "0,0,0", f"--texture={texture}",
-                     "--seed", str(seed)]) == 0
-    assert cli.main(["import-ebsd", *sorted(str(p) for p in scans.glob("*.ang")), "--out", str(sections),
-                     "--central", "all"]) == 0
+    assert (
+        cli.main(
+            [
+                "phantom-ebsd",
+                "--out",
+                str(scans),
+                "--n-central",
+                str(n_central),
+                "--n-off-center",
+                "0",
+                "--radius-px",
+                str(radius_px),
+                "--low-ci",
+                "0,0,0",
+                f"--texture={texture}",
+                "--seed",
+                str(seed),
+            ]
+        )
+        == 0
+    )
+    assert (
+        cli.main(
+            ["import-ebsd", *sorted(str(p) for p in scans.glob("*.ang")), "--out", str(sections), "--central", "all"]
+        )
+        == 0
+    )
     assert cli.main(["fit-orientations", str(sections), "--out", str(model), *extra]) == 0
     truth = json.loads((scans / "truth" / "truth.json").read_text())
     return json.loads((model / "orientation_model.json").read_text()), truth
@@ -54,8 +76,16 @@ def test_closed_loop_full_size(tmp_path, texture, kappa, lam):
 
 def test_sample_frame_options_rotate_the_radial_directions():
     q = np.array([[1.0, 0.0, 0.0, 0.0]] * 2)
-    t = pa.table({"centroid_x_px": [10.0, 0.0], "centroid_y_px": [0.0, 10.0], "q_w": q[:, 0], "q_x": q[:, 1],
-                  "q_y": q[:, 2], "q_z": q[:, 3]})
+    t = pa.table(
+        {
+            "centroid_x_px": [10.0, 0.0],
+            "centroid_y_px": [0.0, 10.0],
+            "q_w": q[:, 0],
+            "q_x": q[:, 1],
+            "q_y": q[:, 2],
+            "q_z": q[:, 3],
+        }
+    )
     v, _, e, rho = section_radial_vectors(t, 20.0, 0.1)
     np.testing.assert_allclose(rho, [10.0, 10.0])
     np.testing.assert_allclose(e, [[1, 0, 0], [0, 1, 0]], atol=1e-12)
@@ -82,8 +112,10 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
     with pytest.raises(InputError, match="not an orientation model"):
         fit_orientations(tmp_path / "empty", not_model)
     assert json.loads(not_model.read_text()) == {"mine": 1}
-    assert cli.main(["fit-orientations", str(tmp_path), "--out", str(tmp_path / "o.json"),
-                     "--min-radius-frac", "1.5"]) == 2
+    assert (
+        cli.main(["fit-orientations", str(tmp_path), "--out", str(tmp_path / "o.json"), "--min-radius-frac", "1.5"])
+        == 2
+    )
     assert "--min-radius-frac" in capsys.readouterr().err
     assert cli.main(["phantom-ebsd", "--out", str(tmp_path / "s"), "--texture", "strong"]) == 2
     assert "--texture" in capsys.readouterr().err

@@ -94,8 +94,17 @@ def test_bridge_fragments_merges_only_agreeing_orientations():
 def _slow_shape_fill_step(lab, current, mask, reach):
     """Slow twin of one shape_fill iteration: per pixel, per candidate, the ellipse distance."""
     d = grain_descriptors(current, (0.0, 0.0))
-    mom = {int(k): (d["centroid_x_px"][i], d["centroid_y_px"][i], d["axis1_x"][i], d["axis1_y"][i],
-                    d["eig1_px2"][i], max(d["eig2_px2"][i], 1 / 12)) for i, k in enumerate(d["label"])}
+    mom = {
+        int(k): (
+            d["centroid_x_px"][i],
+            d["centroid_y_px"][i],
+            d["axis1_x"][i],
+            d["axis1_y"][i],
+            d["eig1_px2"][i],
+            max(d["eig2_px2"][i], 1 / 12),
+        )
+        for i, k in enumerate(d["label"])
+    }
     out = current.copy()
     ny, nx = lab.shape
     for y, x in zip(*np.nonzero(mask & (lab == 0))):
@@ -138,9 +147,16 @@ def _teacher_scan(seed, instrument, radius=36.0):
     g = radial_teacher_gbpd(rng, radius_px=radius, margin_px=16.0)
     truth = slice_labels(g, 0.0, radius, normal=rng.normal(size=3))
     p = INSTRUMENTS[instrument]
-    scan = synthetic_scan(truth.labels, truth.mask, rng, noise_deg=p["noise_deg"], junction_low_ci=p["low_ci"][0],
-                          boundary_low_ci=p["low_ci"][1], random_low_ci=p["low_ci"][2],
-                          misindex_fraction=p["misindex_fraction"])
+    scan = synthetic_scan(
+        truth.labels,
+        truth.mask,
+        rng,
+        noise_deg=p["noise_deg"],
+        junction_low_ci=p["low_ci"][0],
+        boundary_low_ci=p["low_ci"][1],
+        random_low_ci=p["low_ci"][2],
+        misindex_fraction=p["misindex_fraction"],
+    )
     return truth, scan
 
 

@@ -41,7 +41,7 @@ def _random_labels(rng, shape=(60, 70), n=25):
     from scipy.spatial import cKDTree
 
     seeds = rng.uniform(0, shape[1], size=(n, 2)) * [1, shape[0] / shape[1]]
-    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
     # anisotropic Voronoi-like cells plus unassigned holes
     _, lab = cKDTree(seeds * [1.0, 2.0]).query(np.stack([xx.ravel(), 2.0 * yy.ravel()], 1))
     lab = (lab + 1).reshape(shape)
@@ -70,7 +70,7 @@ def test_descriptors_match_plain_loop(rng):
 def test_rectangle_elongation_is_exact(a, b):
     # pixels as unit squares: an a x b rectangle has e1/e2 = a^2/b^2 exactly, so eta = 1 - b/a
     lab = np.zeros((40, 40), int)
-    lab[5:5 + b, 3:3 + a] = 1
+    lab[5 : 5 + b, 3 : 3 + a] = 1
     d = grain_descriptors(lab, (30.0, 30.0))
     np.testing.assert_allclose(d["elongation"][0], 1 - b / a, atol=1e-12)
 
@@ -86,9 +86,9 @@ def test_alpha_radial_and_tangential_grains():
         v = -(xx - px) * np.sin(ang) + (yy - py) * np.cos(ang)
         lab[(u / 12) ** 2 + (v / 4) ** 2 <= 1] = k
     d = grain_descriptors(lab, (c, c))
-    assert d["alpha_rad"][0] < np.radians(1)           # points at the centre
-    assert d["alpha_rad"][1] > np.radians(89)          # perpendicular to the radius
-    assert 0.55 < d["elongation"][0] < 0.75            # axes 12:4 -> 1 - 1/3, up to pixelisation
+    assert d["alpha_rad"][0] < np.radians(1)  # points at the centre
+    assert d["alpha_rad"][1] > np.radians(89)  # perpendicular to the radius
+    assert 0.55 < d["elongation"][0] < 0.75  # axes 12:4 -> 1 - 1/3, up to pixelisation
 
 
 def test_grain_table_columns_units_and_orientation():

@@ -22,8 +22,19 @@ from nmc_dataset.ebsd._orientation import (
 )
 from nmc_dataset.testing import misorientation_angle_bruteforce
 
-GROUPS = {"-1": 1, "2/m": 2, "mmm": 4, "4/m": 4, "4/mmm": 8, "-3": 3, "-3m": 6, "6/m": 6, "6/mmm": 12,
-          "m-3": 12, "m-3m": 24}
+GROUPS = {
+    "-1": 1,
+    "2/m": 2,
+    "mmm": 4,
+    "4/m": 4,
+    "4/mmm": 8,
+    "-3": 3,
+    "-3m": 6,
+    "6/m": 6,
+    "6/mmm": 12,
+    "m-3": 12,
+    "m-3m": 24,
+}
 
 
 def _random_euler(rng, n):
@@ -81,11 +92,11 @@ def test_known_rotations_about_c_and_a():
         return np.degrees(misorientation_angle(q0, qmul(r, q0), group))
 
     np.testing.assert_allclose(reduced([0, 0, 1], 30, "-3m"), 30, atol=1e-6)
-    np.testing.assert_allclose(reduced([0, 0, 1], 60, "-3m"), 60, atol=1e-6)   # not a symmetry of 32
+    np.testing.assert_allclose(reduced([0, 0, 1], 60, "-3m"), 60, atol=1e-6)  # not a symmetry of 32
     np.testing.assert_allclose(reduced([0, 0, 1], 60, "6/mmm"), 0, atol=1e-5)  # but of 622
-    np.testing.assert_allclose(reduced([0, 0, 1], 90, "-3m"), 30, atol=1e-6)   # 90 - 120
+    np.testing.assert_allclose(reduced([0, 0, 1], 90, "-3m"), 30, atol=1e-6)  # 90 - 120
     np.testing.assert_allclose(reduced([0, 0, 1], 120, "-3m"), 0, atol=1e-5)
-    np.testing.assert_allclose(reduced([1, 0, 0], 180, "-3m"), 0, atol=1e-5)   # 2-fold along a1
+    np.testing.assert_allclose(reduced([1, 0, 0], 180, "-3m"), 0, atol=1e-5)  # 2-fold along a1
     np.testing.assert_allclose(reduced([0.5, np.sqrt(3) / 2, 0], 180, "-3m"), 0, atol=1e-5)  # along a2 (60 deg)
     # 180 deg about y (perpendicular to a1, i.e. along a*) is not in 32: 2_y = 2_x * 2_z, and 2_z reduces to 60
     np.testing.assert_allclose(reduced([0, 1, 0], 180, "-3m"), 60, atol=1e-5)
@@ -98,8 +109,9 @@ def test_known_rotations_about_c_and_a():
 def test_fast_misorientation_matches_all_pairs_bruteforce(rng, group):
     qa = random_quaternions(rng, 300)
     qb = random_quaternions(rng, 300)
-    np.testing.assert_allclose(misorientation_angle(qa, qb, group),
-                               misorientation_angle_bruteforce(qa, qb, group), atol=1e-9)
+    np.testing.assert_allclose(
+        misorientation_angle(qa, qb, group), misorientation_angle_bruteforce(qa, qb, group), atol=1e-9
+    )
 
 
 @pytest.mark.parametrize("group,max_deg", [("-3m", 104.48), ("6/mmm", 93.84), ("m-3m", 62.80)])

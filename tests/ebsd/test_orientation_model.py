@@ -182,7 +182,7 @@ def test_blur_correction_recovers_the_texture_behind_noisy_radial_directions():
     rho = rng.uniform(20.0, 60.0, n)
     axis = np.cross(v, _unit(rng, n))  # a random direction perpendicular to v
     axis /= np.linalg.norm(axis, axis=1, keepdims=True)
-    eps = rng.normal(size=n) * np.sqrt(d_true / rho ** 2 / 2) * np.sqrt(2)  # E[eps²] = D/rho²
+    eps = rng.normal(size=n) * np.sqrt(d_true / rho**2 / 2) * np.sqrt(2)  # E[eps²] = D/rho²
     v_obs = Rotation.from_rotvec(axis * eps[:, None]).apply(v)
     f = fit_texture_deblurred(v_obs, rho, n_boot=40)
     raw = f["raw"]

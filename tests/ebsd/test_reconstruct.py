@@ -60,7 +60,7 @@ def _slow_labels(quat, phase, valid, ops, thr, min_px):
 
 def _blocky_map(rng, shape=(24, 28), n=8, noise_deg=1.5, group="-3m"):
     seeds = rng.uniform(0, 1, (n, 2)) * shape
-    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
     truth = np.argmin((yy[..., None] - seeds[:, 0]) ** 2 + (xx[..., None] - seeds[:, 1]) ** 2, -1) + 1
     gq = random_quaternions(rng, n + 1)
     ops = symmetry_ops(group)
@@ -113,8 +113,17 @@ def test_reconstruct_synthetic_scan_in_memory(rng):
     g = radial_teacher_gbpd(rng, radius_px=40.0)
     s = slice_labels(g, 0.0, 40.0)
     sc = synthetic_scan(s.labels, s.mask, rng)
-    scan = EbsdScan(path=None, format="ang", euler_rad=sc.euler_rad, phase=sc.phase, ci=sc.ci, iq=sc.iq,
-                    indexed=sc.phase > 0, step_um=(0.05, 0.05), phases={1: NMC811})
+    scan = EbsdScan(
+        path=None,
+        format="ang",
+        euler_rad=sc.euler_rad,
+        phase=sc.phase,
+        ci=sc.ci,
+        iq=sc.iq,
+        indexed=sc.phase > 0,
+        step_um=(0.05, 0.05),
+        phases={1: NMC811},
+    )
     gm = reconstruct_grains(scan, min_ci=0.1, min_grain_px=5)
     sel = (gm.labels > 0) & (s.labels > 0)
     assert adjusted_rand_index(gm.labels[sel], s.labels[sel]) >= 0.95
@@ -163,8 +172,17 @@ def test_dilation_keeps_small_grains_that_lost_junction_pixels():
     euler[4:6, 4:7] = [1.0, 0.6, 0.3]
     ci = np.full((12, 12), 0.9)
     ci[4, 4] = ci[5, 6] = 0.01
-    scan = EbsdScan(path=None, format="ang", euler_rad=euler, phase=np.ones((12, 12), np.int64), ci=ci,
-                    iq=np.ones((12, 12)), indexed=np.ones((12, 12), bool), step_um=(0.05, 0.05), phases={1: NMC811})
+    scan = EbsdScan(
+        path=None,
+        format="ang",
+        euler_rad=euler,
+        phase=np.ones((12, 12), np.int64),
+        ci=ci,
+        iq=np.ones((12, 12)),
+        indexed=np.ones((12, 12), bool),
+        step_um=(0.05, 0.05),
+        phases={1: NMC811},
+    )
     plain = reconstruct_grains(scan, min_grain_px=5)
     dilated = reconstruct_grains(scan, min_grain_px=5, dilate_px=2)
     assert plain.n_grains == 1  # 4 confident pixels < 5: dropped

@@ -17,7 +17,7 @@ def fine():
     vol = voxelize(p, 0.05)
     lab, _ = meshes.clean_labels(vol.labels)
     s = meshes.grain_surface_mesh(lab, vol.origin_um, vol.voxel_size_um, p.n_grains, 8)
-    vox = np.bincount(vol.labels.ravel(), minlength=p.n_grains + 1)[1:] * vol.voxel_size_um ** 3
+    vox = np.bincount(vol.labels.ravel(), minlength=p.n_grains + 1)[1:] * vol.voxel_size_um**3
     return p, vol, s, vox
 
 
@@ -50,8 +50,11 @@ def test_tets_fill_the_coarse_surface(fine):
     assert (tm.signed_volumes() > 0).all()
     present = vox > 0
     assert set(np.unique(tm.grain)) == set(np.flatnonzero(present) + 1)
-    np.testing.assert_allclose(tm.grain_volumes(p.n_grains)[present],
-                               decimate.grain_volumes(c.vertices, c.faces, c.pairs, p.n_grains)[present], rtol=1e-6)
+    np.testing.assert_allclose(
+        tm.grain_volumes(p.n_grains)[present],
+        decimate.grain_volumes(c.vertices, c.faces, c.pairs, p.n_grains)[present],
+        rtol=1e-6,
+    )
     # small grains are kept finer (their surfaces keep more triangles than without the option)
     assert np.bincount(tm.grain)[1:][present].min() >= 10
     plain = decimate.coarsen_surface(s, 0.2)
@@ -118,8 +121,9 @@ def test_compiled_edge_check_equals_numpy(fine, seed):
     s = fine[2]
     rng = np.random.default_rng(seed)
     patch = decimate._patch_ids(s.pairs)
-    n0 = np.cross(s.vertices[s.faces[:, 1]] - s.vertices[s.faces[:, 0]],
-                  s.vertices[s.faces[:, 2]] - s.vertices[s.faces[:, 0]])
+    n0 = np.cross(
+        s.vertices[s.faces[:, 1]] - s.vertices[s.faces[:, 0]], s.vertices[s.faces[:, 2]] - s.vertices[s.faces[:, 0]]
+    )
     h = rng.uniform(0.04, 0.3)
     cell = np.floor((s.vertices - s.vertices.min(0) + rng.uniform(0, h, 3)) / h).astype(np.int64)
     rep = np.unique((cell[:, 0] * 4096 + cell[:, 1]) * 4096 + cell[:, 2], return_inverse=True)[1].ravel()
@@ -149,9 +153,23 @@ def test_resumed_coarsening(fine):
     assert r.stats["pairs_after"] == r.stats["pairs_before"]
     d = np.linalg.norm(s.vertices - pt, axis=1) < 0.15  # fine vertices near the point are kept
     assert np.isin(np.round(s.vertices[d], 9), np.round(r.vertices, 9)).all(axis=1).all()
-    assert len(decimate._bad_vertices(r.vertices, r.faces, r.faces, r.pairs, np.ones(len(r.faces), bool),
-                                      int(decimate._patch_ids(r.pairs).max()) + 1, decimate._patch_ids(r.pairs),
-                                      np.cross(r.vertices[r.faces[:, 1]] - r.vertices[r.faces[:, 0]],
-                                               r.vertices[r.faces[:, 2]] - r.vertices[r.faces[:, 0]]))) == 0
+    assert (
+        len(
+            decimate._bad_vertices(
+                r.vertices,
+                r.faces,
+                r.faces,
+                r.pairs,
+                np.ones(len(r.faces), bool),
+                int(decimate._patch_ids(r.pairs).max()) + 1,
+                decimate._patch_ids(r.pairs),
+                np.cross(
+                    r.vertices[r.faces[:, 1]] - r.vertices[r.faces[:, 0]],
+                    r.vertices[r.faces[:, 2]] - r.vertices[r.faces[:, 0]],
+                ),
+            )
+        )
+        == 0
+    )
     with pytest.raises(ValueError, match="another surface"):
         decimate.coarsen_surface(c, 0.15, resume=c)

@@ -82,6 +82,7 @@ def test_per_label_orientation_table(oriented_generated, generated):
                 np.testing.assert_array_equal(t[col][...], np.array(g.column(col).to_pylist())[sel])
             assert "particle frame" in t.attrs["frame"]
             vol = read_label_volume(oriented_generated / "voxels.h5", pid)
-            np.testing.assert_array_equal(vol.orientations_wxyz,
-                                          read_orientations(oriented_generated / "voxels.h5", pid))
+            np.testing.assert_array_equal(
+                vol.orientations_wxyz, read_orientations(oriented_generated / "voxels.h5", pid)
+            )
     assert read_orientations(generated / "voxels.h5", 0) is None

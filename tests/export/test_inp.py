@@ -15,8 +15,17 @@ from tests.particles.fixtures import teacher_particle
 
 # orthotropic stiffness in the crystal frame (MPa), all nine constants distinct so that every
 # rotation of the crystal changes the response
-ORTHO = {"D1111": 260e3, "D1122": 100e3, "D2222": 230e3, "D1133": 90e3, "D2233": 80e3, "D3333": 180e3,
-             "D1212": 70e3, "D1313": 55e3, "D2323": 50e3}
+ORTHO = {
+    "D1111": 260e3,
+    "D1122": 100e3,
+    "D2222": 230e3,
+    "D1133": 90e3,
+    "D2233": 80e3,
+    "D3333": 180e3,
+    "D1212": 70e3,
+    "D1313": 55e3,
+    "D2323": 50e3,
+}
 
 
 def _mesh(radius_um, voxel_um, mesh_size_um, seed=9):
@@ -46,7 +55,7 @@ def _faces_slow(tets, grain):
     seen = {}
     for e, t in enumerate(tets.tolist()):
         for c in range(4):
-            key = tuple(sorted(t[:c] + t[c + 1:]))
+            key = tuple(sorted(t[:c] + t[c + 1 :]))
             seen.setdefault(key, []).append((e, c))
     outer, inter = set(), {}
     for users in seen.values():
@@ -103,8 +112,12 @@ def test_files_read_back_with_sets_orientations_provenance(small, tmp_path, orde
     import meshio
 
     _p, tm, q = small
-    prov = {"particle_id": 9, "shell_model_id": "shell@v1:sha256:abc", "grain_model_id": "grain@v1:sha256:def",
-            "voxel_size_um": 0.06}
+    prov = {
+        "particle_id": 9,
+        "shell_model_id": "shell@v1:sha256:abc",
+        "grain_model_id": "grain@v1:sha256:def",
+        "voxel_size_um": 0.06,
+    }
     files = meshes.write_tet_mesh(tm, tmp_path, "p", order=order, orientations=q, provenance=prov)
     ks = np.unique(tm.grain)
     outer, inter = inp.mesh_faces(tm.tets, tm.grain)
@@ -129,7 +142,7 @@ def test_files_read_back_with_sets_orientations_provenance(small, tmp_path, orde
     surf = dict(re.findall(r"\*SURFACE, NAME=(\S+), TYPE=ELEMENT\n((?:\d+, S\d\n)*)", text))
     assert len(surf) == 1 + 2 * len(inter)
     abaqus_face = {1: [0, 1, 2], 2: [0, 3, 1], 3: [1, 3, 2], 4: [2, 3, 0]}
-    for (a, b) in list(inter)[:10]:
+    for a, b in list(inter)[:10]:
         sides = []
         for name, g in ((f"S_GB_{a}_{b}", a), (f"S_GB_{b}_{a}", b)):
             rows = [tuple(map(int, re.findall(r"\d+", ln))) for ln in surf[name].splitlines()]
@@ -138,8 +151,9 @@ def test_files_read_back_with_sets_orientations_provenance(small, tmp_path, orde
             assert set(np.concatenate([list(f) for f in sides[-1]])) <= set(m.point_sets[f"N_GB_{a}_{b}"])
         assert sides[0] == sides[1]
     rows = [tuple(map(int, re.findall(r"\d+", ln))) for ln in surf["S_OUTER"].splitlines()]
-    assert {tuple(sorted(tm.tets[e - 1][abaqus_face[s]])) for e, s in rows} == \
-        {tuple(sorted(f)) for f in tm.outer.tolist()}
+    assert {tuple(sorted(tm.tets[e - 1][abaqus_face[s]])) for e, s in rows} == {
+        tuple(sorted(f)) for f in tm.outer.tolist()
+    }
     # one *ORIENTATION per grain: its points are the rotated crystal x and y axes
     ori = dict(re.findall(r"\*ORIENTATION, NAME=OR_(\d+), SYSTEM=RECTANGULAR\n(.*)\n", text))
     assert sorted(map(int, ori)) == ks.tolist()
@@ -182,8 +196,7 @@ def test_files_read_back_with_sets_orientations_provenance(small, tmp_path, orde
         m = meshio.read(tmp_path / f)
         assert len(m.points) == npts
         np.testing.assert_array_equal(m.cell_data["grain"][0], tm.grain)
-        np.testing.assert_allclose(m.cell_data["orientation_matrix"][0].reshape(-1, 3, 3), R[tm.grain - 1],
-                                   atol=1e-15)
+        np.testing.assert_allclose(m.cell_data["orientation_matrix"][0].reshape(-1, 3, 3), R[tm.grain - 1], atol=1e-15)
         np.testing.assert_allclose(m.cell_data["c_axis"][0], R[tm.grain - 1][:, :, 2], atol=1e-15)
     m = meshio.read(tmp_path / "p.vtu")
     np.testing.assert_allclose(m.cell_data["orientation_wxyz"][0], q[tm.grain - 1])
@@ -257,18 +270,29 @@ def _skfem_top_force(points, tets, grain, q, U, outer, top):
     x = basis.zeros()
     for d in range(3):
         x[dofs[d]] = U[:, d]
-    u = skfem.solve(*skfem.condense(K, basis.zeros(), x=x, D=dofs[:, outer].ravel()),
-                    solver=skfem.solver_iter_pcg(rtol=1e-13, maxiter=20000))
+    u = skfem.solve(
+        *skfem.condense(K, basis.zeros(), x=x, D=dofs[:, outer].ravel()),
+        solver=skfem.solver_iter_pcg(rtol=1e-13, maxiter=20000),
+    )
     f = K @ u
     return np.array([f[dofs[d, top]].sum() for d in range(3)])
 
 
 def _ccx_top_force(folder, points, outer, top, U):
     o = ORTHO
-    lines = ["** orthotropic NMC-like crystal, MPa", "*MATERIAL, NAME=NMC811", "*ELASTIC, TYPE=ORTHO",
-             (f"{o['D1111']}, {o['D1122']}, {o['D2222']}, {o['D1133']}, {o['D2233']}, {o['D3333']}, "
-             f"{o['D1212']}, {o['D1313']}"), f"{o['D2323']}, 0.", "*INCLUDE, INPUT=part.inp", "*NSET, NSET=TOP"]
-    lines += [", ".join(map(str, (top[i:i + 16] + 1).tolist())) for i in range(0, len(top), 16)]
+    lines = [
+        "** orthotropic NMC-like crystal, MPa",
+        "*MATERIAL, NAME=NMC811",
+        "*ELASTIC, TYPE=ORTHO",
+        (
+            f"{o['D1111']}, {o['D1122']}, {o['D2222']}, {o['D1133']}, {o['D2233']}, {o['D3333']}, "
+            f"{o['D1212']}, {o['D1313']}"
+        ),
+        f"{o['D2323']}, 0.",
+        "*INCLUDE, INPUT=part.inp",
+        "*NSET, NSET=TOP",
+    ]
+    lines += [", ".join(map(str, (top[i : i + 16] + 1).tolist())) for i in range(0, len(top), 16)]
     lines += ["*STEP", "*STATIC", "*BOUNDARY"]
     lines += [f"{n + 1}, {d + 1}, {d + 1}, {U[n, d]:.12e}" for n in outer.tolist() for d in range(3)]
     lines += ["*NODE PRINT, NSET=TOP, TOTALS=ONLY", "RF", "*END STEP"]
@@ -279,8 +303,10 @@ def _ccx_top_force(folder, points, outer, top, U):
     return np.array(dat.split("total force (fx,fy,fz) for set TOP")[1].split("\n")[2].split(), dtype=float)
 
 
-@pytest.mark.skipif(shutil.which("ccx") is None,
-                    reason="CalculiX (ccx) is not on PATH: apt-get install calculix-ccx to run the solver check")
+@pytest.mark.skipif(
+    shutil.which("ccx") is None,
+    reason="CalculiX (ccx) is not on PATH: apt-get install calculix-ccx to run the solver check",
+)
 @pytest.mark.parametrize("order", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_calculix_reaction_force_matches_scikit_fem(small, tmp_path, order):
     """CalculiX solves the exported deck unchanged (its ELSETs, *ORIENTATIONs and *SOLID SECTIONs,
@@ -295,8 +321,15 @@ def test_calculix_reaction_force_matches_scikit_fem(small, tmp_path, order):
     else:  # a coarser particle keeps the quadratic solve short
         p, tm = _mesh(0.5, 0.1, 0.25)
         q = _random_quats(p.n_grains, seed=1)
-    meshes.write_tet_mesh(tm, tmp_path, "part", formats=("inp",), order=order, orientations=q,
-                          provenance={"particle_id": int(p.particle_id)})
+    meshes.write_tet_mesh(
+        tm,
+        tmp_path,
+        "part",
+        formats=("inp",),
+        order=order,
+        orientations=q,
+        provenance={"particle_id": int(p.particle_id)},
+    )
     m = meshio.read(tmp_path / "part.inp")
     pts = m.points
     tets = m.cells_dict["tetra" if order == 1 else "tetra10"]

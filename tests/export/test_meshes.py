@@ -34,7 +34,7 @@ def test_shell_surface_is_exact_and_watertight():
     assert m.is_watertight and m.is_winding_consistent and m.volume > 0
     r = np.linalg.norm(m.vertices, axis=1)
     np.testing.assert_allclose(r, radius(p.coeffs_um, m.vertices / r[:, None]), rtol=1e-12)
-    exact = float(vertex_weights(6) @ r ** 3) / 3
+    exact = float(vertex_weights(6) @ r**3) / 3
     assert abs(m.volume / exact - 1) < 1e-3  # inscribed polyhedron: error ~ edge² ~ 1e-4
 
 
@@ -66,7 +66,7 @@ def test_grain_surfaces_conform(cleaned, smoothing):
     base = np.floor((c - vol.origin_um) / vol.voxel_size_um).astype(int)
     for f in range(0, len(c), 7):
         i, j, k = base[f]
-        block = lab[max(k - 1, 0):k + 3, max(j - 1, 0):j + 3, max(i - 1, 0):i + 3]
+        block = lab[max(k - 1, 0) : k + 3, max(j - 1, 0) : j + 3, max(i - 1, 0) : i + 3]
         assert s.pairs[f, 0] in block and s.pairs[f, 1] in block
 
 
@@ -74,7 +74,7 @@ def test_tet_mesh_volumes_orientation_and_files(cleaned, tmp_path):
     import meshio
 
     p, vol, lab, _ = cleaned
-    voxel_vol = np.bincount(lab.ravel(), minlength=p.n_grains + 1)[1:] * vol.voxel_size_um ** 3
+    voxel_vol = np.bincount(lab.ravel(), minlength=p.n_grains + 1)[1:] * vol.voxel_size_um**3
     present = voxel_vol > 0
     # unsmoothed dual surface: tets fill exactly the voxel volume of each grain (up to VTK's
     # float32 vertex coordinates: rtol 1e-6)
@@ -89,10 +89,12 @@ def test_tet_mesh_volumes_orientation_and_files(cleaned, tmp_path):
     assert abs(tv.sum() / voxel_vol.sum() - 1) < 0.015
     # the outer faces taken from the input surface equal the tets' boundary faces (slow twin), oriented
     for m_ in (tm0, tm):
+
         def canon(f):
             f = np.asarray(f)
             r = np.argmin(f, axis=1)[:, None]
             return {tuple(row) for row in np.take_along_axis(f, (r + np.arange(3)) % 3, axis=1).tolist()}
+
         assert canon(m_.outer) == canon(meshes._outer_faces(m_.tets))
     files = meshes.write_tet_mesh(tm, tmp_path, "p")
     for f in files:
@@ -114,8 +116,9 @@ def test_tet_mesh_volumes_orientation_and_files(cleaned, tmp_path):
         if f.suffix == ".msh":
             got = np.concatenate([d for c, d in zip(m.cells, m.cell_data["gmsh:physical"]) if c.type == "tetra"])
             np.testing.assert_array_equal(got, tm.grain)
-            assert sorted(k for k, v in m.field_data.items() if v[1] == 3) == \
-                sorted(f"grain_{k}" for k in np.unique(tm.grain))
+            assert sorted(k for k, v in m.field_data.items() if v[1] == 3) == sorted(
+                f"grain_{k}" for k in np.unique(tm.grain)
+            )
     text = (tmp_path / "p.inp").read_text()
     assert text.count("*ELSET") == len(np.unique(tm.grain))
 
@@ -140,7 +143,7 @@ def test_generated_meshes_reopen(generated):
         assert (tv > 0).all()
         # the tet mesh was coarsened (--mesh-size-um 0.1: re-voxelised at 0.1 µm); its volume
         # matches the 0.05 µm voxel volume within the coarse discretisation (~ area * h / 4)
-        total_vox = (vol.labels > 0).sum() * vol.voxel_size_um ** 3
+        total_vox = (vol.labels > 0).sum() * vol.voxel_size_um**3
         assert abs(tv.sum() / total_vox - 1) < 0.06
 
 
@@ -200,8 +203,9 @@ def test_grain_meshes_match_grain_mesh(cleaned):
     assert sorted(got) == sorted(np.unique(s.pairs[s.pairs > 0]).tolist())
     for k, m in got.items():
         r = s.grain_mesh(k)
-        np.testing.assert_array_equal(np.sort(m.vertices[m.faces].reshape(-1, 9), axis=0),
-                                      np.sort(r.vertices[r.faces].reshape(-1, 9), axis=0))
+        np.testing.assert_array_equal(
+            np.sort(m.vertices[m.faces].reshape(-1, 9), axis=0), np.sort(r.vertices[r.faces].reshape(-1, 9), axis=0)
+        )
         assert m.is_watertight and abs(m.volume - r.volume) < 1e-12
 
 

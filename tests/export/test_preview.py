@@ -24,9 +24,13 @@ def _frames_spherical(x):
     for p in x:
         r = np.linalg.norm(p)
         th, ph = np.arccos(p[2] / r), np.arctan2(p[1], p[0])
-        out.append([[np.sin(th) * np.cos(ph), np.sin(th) * np.sin(ph), np.cos(th)],
-                    [np.cos(th) * np.cos(ph), np.cos(th) * np.sin(ph), -np.sin(th)],
-                    [-np.sin(ph), np.cos(ph), 0.0]])
+        out.append(
+            [
+                [np.sin(th) * np.cos(ph), np.sin(th) * np.sin(ph), np.cos(th)],
+                [np.cos(th) * np.cos(ph), np.cos(th) * np.sin(ph), -np.sin(th)],
+                [-np.sin(ph), np.cos(ph), 0.0],
+            ]
+        )
     return np.asarray(out)
 
 
@@ -62,7 +66,7 @@ def test_colour_key():
 def two_grains():
     """A ball of radius 10 voxels split at x = 0: grain 1 (x < 0), grain 2 (x > 0)."""
     z, y, x = np.mgrid[-12:13, -12:13, -12:13]
-    lab = np.where(x ** 2 + y ** 2 + z ** 2 <= 100, np.where(x < 0, 1, 2), 0).astype(np.int32)
+    lab = np.where(x**2 + y**2 + z**2 <= 100, np.where(x < 0, 1, 2), 0).astype(np.int32)
     return lab, np.array([-12.0, -12.0, -12.0]) * 0.1, 0.1
 
 
@@ -84,7 +88,7 @@ def test_glb_reads_back_in_trimesh_with_grain_colours(two_grains):
     # faces point outwards: the enclosed volume of the outer surface is positive and near the ball's
     p = m.vertices[m.faces].astype(float)
     vol = np.einsum("ij,ij->i", p[:, 0], np.cross(p[:, 1], p[:, 2])).sum() / 6
-    assert vol == pytest.approx(4 / 3 * np.pi * 1.0 ** 3, rel=0.1)
+    assert vol == pytest.approx(4 / 3 * np.pi * 1.0**3, rel=0.1)
     assert len(data) < 200_000
 
 

@@ -47,8 +47,11 @@ def test_damask_reads_the_grid_and_material_back(oriented_particle, tmp_path):
     g_damask = damask.Rotation.from_quaternion(o).as_matrix()
     g_ours = Rotation.from_quat(p.orientations_wxyz, scalar_first=True).inv().as_matrix()
     np.testing.assert_allclose(g_damask, g_ours, atol=1e-9)
-    np.testing.assert_allclose(damask.Rotation.from_quaternion(o).as_Euler_angles(),
-                               orientation_columns(p.orientations_wxyz)["euler_bunge_rad"], atol=1e-6)
+    np.testing.assert_allclose(
+        damask.Rotation.from_quaternion(o).as_Euler_angles(),
+        orientation_columns(p.orientations_wxyz)["euler_bunge_rad"],
+        atol=1e-6,
+    )
     text = (tmp_path / files["damask"][1]).read_text()
     assert text.startswith("# DAMASK material configuration written by nmc-dataset")
 
@@ -61,13 +64,13 @@ def test_neper_orientation_file(oriented_particle, tmp_path):
     g = euler_to_matrix(np.radians(rows))  # line k = label k: Bunge, passive, degrees
     from scipy.spatial.transform import Rotation
 
-    np.testing.assert_allclose(g, Rotation.from_quat(p.orientations_wxyz, scalar_first=True).inv().as_matrix(),
-                               atol=1e-8)
+    np.testing.assert_allclose(
+        g, Rotation.from_quat(p.orientations_wxyz, scalar_first=True).inv().as_matrix(), atol=1e-8
+    )
     assert write_simulator_files(p, vol, tmp_path, ["neper"]) == {"neper": ["simulators/particle_000000.ori"]}
 
 
-def test_particles_without_orientations_and_missing_extra_are_clear_errors(oriented_particle, tmp_path,
-                                                                          monkeypatch):
+def test_particles_without_orientations_and_missing_extra_are_clear_errors(oriented_particle, tmp_path, monkeypatch):
     import dataclasses
 
     p = dataclasses.replace(oriented_particle[0], orientations_wxyz=None)  # drawn without an orientation model

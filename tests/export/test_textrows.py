@@ -13,7 +13,7 @@ from nmc_dataset.testing import int_rows_reference
 def test_int_rows_equals_python(seed):
     rng = np.random.default_rng(seed)
     shape = (int(rng.integers(0, 300)), int(rng.integers(1, 12)))
-    hi = [10, 1000, 2 ** 31, 2 ** 62][seed % 4]
+    hi = [10, 1000, 2**31, 2**62][seed % 4]
     rows = rng.integers(-hi if seed % 2 else 0, hi, size=shape)
     rows.flat[:1] = 0
     for sep in (" ", ", ", ", S"):

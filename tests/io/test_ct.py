@@ -21,8 +21,13 @@ def test_tiff_npy_h5_raw_roundtrip(tmp_path, vol):
         f["scan/volume"] = vol
         f["scan/pixel"] = np.ones(3)
     vol.astype("<u2").tofile(tmp_path / "v.raw")
-    for p, kw in (("v.tif", {}), ("v.npy", {}), ("v.h5", {"dataset": "scan/volume"}), ("v.h5", {}),
-                  ("v.raw", {"shape": "6,7,8", "dtype": "uint16"})):
+    for p, kw in (
+        ("v.tif", {}),
+        ("v.npy", {}),
+        ("v.h5", {"dataset": "scan/volume"}),
+        ("v.h5", {}),
+        ("v.raw", {"shape": "6,7,8", "dtype": "uint16"}),
+    ):
         got = read_volume(tmp_path / p, **kw)
         assert got.shape == (6, 7, 8) and got.dtype == np.uint16
         np.testing.assert_array_equal(got, vol)

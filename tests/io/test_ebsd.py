@@ -186,16 +186,24 @@ def test_ang_unknown_phase_id(tmp_path, rng):
 
 
 def test_ang_without_phase_block(tmp_path, rng):
-    p = _edit(_good_ang(tmp_path, rng), lambda ls: [x for x in ls if not x.startswith(
-        ("# Phase", "# Symmetry", "# MaterialName", "# LatticeConstants", "# Formula"))])
+    p = _edit(
+        _good_ang(tmp_path, rng),
+        lambda ls: [
+            x
+            for x in ls
+            if not x.startswith(("# Phase", "# Symmetry", "# MaterialName", "# LatticeConstants", "# Formula"))
+        ],
+    )
     _raises(p, "no phase in the header")
 
 
 def test_ang_astar_style_header_without_phase_line(tmp_path):
     # ASTAR exports: MaterialName/Symmetry without '# Phase 1', and 'SqrGrid#'
-    header = ("# File created from ACOM RES results\n# MaterialName      Nickel\n# Formula\n"
-              "# Symmetry          43\n# LatticeConstants  3.520  3.520  3.520  90.000  90.000  90.000\n"
-              "#\n# GRID: SqrGrid#\n# XSTEP: 0.5\n# YSTEP: 0.5\n# NCOLS_ODD: 3\n# NCOLS_EVEN: 3\n# NROWS: 2\n#\n")
+    header = (
+        "# File created from ACOM RES results\n# MaterialName      Nickel\n# Formula\n"
+        "# Symmetry          43\n# LatticeConstants  3.520  3.520  3.520  90.000  90.000  90.000\n"
+        "#\n# GRID: SqrGrid#\n# XSTEP: 0.5\n# YSTEP: 0.5\n# NCOLS_ODD: 3\n# NCOLS_EVEN: 3\n# NROWS: 2\n#\n"
+    )
     p = tmp_path / "astar.ang"
     p.write_text(header + _old_rows(10, phase=1))
     s = read_ang(p)
@@ -235,8 +243,11 @@ def test_ctf_errors(tmp_path, rng):
     bad = tmp_path / "b.ctf"
     bad.write_text(text.replace("JobMode\tGrid", "JobMode\tHexGrid"))
     _raises(bad, "JobMode", "not supported", ":4")
-    bad.write_text(text.replace("Phases\t1\n", "Phases\t0\n").replace(
-        "2.875;2.875;14.248\t90.000;90.000;120.000\tNMC811\t7\t166\t\t\t\n", ""))
+    bad.write_text(
+        text.replace("Phases\t1\n", "Phases\t0\n").replace(
+            "2.875;2.875;14.248\t90.000;90.000;120.000\tNMC811\t7\t166\t\t\t\n", ""
+        )
+    )
     _raises(bad, "no 'Phases' block")
     bad.write_text(text[:-30])
     _raises(bad, "truncated")

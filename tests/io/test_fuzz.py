@@ -94,8 +94,11 @@ def test_header_edits(tmp_path, suffix, data):
     header = [i for i, ln in enumerate(lines) if ln.startswith("#") or (suffix == ".ctf" and i < 15)]
     i = data.draw(st.sampled_from(header))
     words = lines[i].split()
-    value = data.draw(st.one_of(st.sampled_from(["", "0", "-1", "nan", "inf", "1e400", "abc", "3.5", "999999999"]),
-                                st.text(max_size=12)))
+    value = data.draw(
+        st.one_of(
+            st.sampled_from(["", "0", "-1", "nan", "inf", "1e400", "abc", "3.5", "999999999"]), st.text(max_size=12)
+        )
+    )
     if len(words) > 1 and data.draw(st.booleans()):
         words[data.draw(st.integers(1, len(words) - 1))] = value
         lines[i] = " ".join(words) + "\n"
@@ -131,7 +134,7 @@ def test_damaged_recipes(tmp_path, data):
     raw = bytearray(RECIPE)
     how = data.draw(st.sampled_from(["truncate", "flip", "edit"]))
     if how == "truncate":
-        raw = raw[:data.draw(st.integers(0, len(raw) - 1))]
+        raw = raw[: data.draw(st.integers(0, len(raw) - 1))]
     elif how == "flip":
         for _ in range(data.draw(st.integers(1, 6))):
             raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
@@ -140,8 +143,11 @@ def test_damaged_recipes(tmp_path, data):
         i = data.draw(st.integers(0, len(lines) - 1))
         if ":" in lines[i]:
             key = lines[i].split(":", 1)[0]
-            value = data.draw(st.sampled_from(["-1", "0", "1e400", "[]", "{}", "null", "abc", "[1, 2",
-                                               "!!python/object:os.system 'x'"]))
+            value = data.draw(
+                st.sampled_from(
+                    ["-1", "0", "1e400", "[]", "{}", "null", "abc", "[1, 2", "!!python/object:os.system 'x'"]
+                )
+            )
             lines[i] = f"{key}: {value}\n"
         raw = bytearray("".join(lines).encode())
     p = tmp_path / "r.yaml"

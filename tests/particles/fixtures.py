@@ -52,10 +52,27 @@ def models(model_paths):
 def generated(model_paths, tmp_path_factory):
     """An ``nmc-dataset generate`` run with every format (via the CLI), tet meshes coarsened to 0.1 µm."""
     out = tmp_path_factory.mktemp("gen") / "particles"
-    code = cli.main(["generate", "--shell-model", str(model_paths[0]), "--grain-model", str(model_paths[1]),
-                     "-n", str(N_GEN), "--seed", str(SEED), "--voxel-size-um", str(VOXEL),
-                     "--formats", "params,voxels,surface,volume-mesh", "--mesh-size-um", str(MESH),
-                     "--out", str(out)])
+    code = cli.main(
+        [
+            "generate",
+            "--shell-model",
+            str(model_paths[0]),
+            "--grain-model",
+            str(model_paths[1]),
+            "-n",
+            str(N_GEN),
+            "--seed",
+            str(SEED),
+            "--voxel-size-um",
+            str(VOXEL),
+            "--formats",
+            "params,voxels,surface,volume-mesh",
+            "--mesh-size-um",
+            str(MESH),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     return out
 
@@ -81,9 +98,25 @@ def oriented_model_paths(model_paths, tmp_path_factory):
 def oriented_generated(oriented_model_paths, tmp_path_factory):
     """``nmc-dataset generate`` (params, voxels) with the oriented grain model, same seed as ``generated``."""
     out = tmp_path_factory.mktemp("gen_oriented") / "particles"
-    code = cli.main(["generate", "--shell-model", str(oriented_model_paths[0]), "--grain-model",
-                     str(oriented_model_paths[1]), "-n", str(N_GEN), "--seed", str(SEED), "--voxel-size-um",
-                     str(VOXEL), "--formats", "params,voxels", "--out", str(out)])
+    code = cli.main(
+        [
+            "generate",
+            "--shell-model",
+            str(oriented_model_paths[0]),
+            "--grain-model",
+            str(oriented_model_paths[1]),
+            "-n",
+            str(N_GEN),
+            "--seed",
+            str(SEED),
+            "--voxel-size-um",
+            str(VOXEL),
+            "--formats",
+            "params,voxels",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     return out
 

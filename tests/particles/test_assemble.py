@@ -50,8 +50,9 @@ def test_centres_of_mass_match_the_brute_force_lattice():
     np.testing.assert_array_equal(np.bincount(lab, minlength=g.n), count)
     x = np.broadcast_to(grid.axis_coords_um("x")[None, None, :], grid.shape).ravel() / 0.05
     sel = count > 0
-    np.testing.assert_allclose(com[sel, 0], (np.bincount(lab, weights=x, minlength=g.n) / np.maximum(count, 1))[sel],
-                               rtol=0, atol=1e-9)
+    np.testing.assert_allclose(
+        com[sel, 0], (np.bincount(lab, weights=x, minlength=g.n) / np.maximum(count, 1))[sel], rtol=0, atol=1e-9
+    )
 
 
 def test_lattice_centre_of_mass_error_is_small():
@@ -87,7 +88,7 @@ def test_make_particle_is_deterministic_and_scales_independent(models):
     # grains at the paper's intensity: count ~ mu * shell volume in px^3 (Poisson, 4 sd + boundary)
     from nmc_dataset.shells._descriptors import shell_descriptors
 
-    vol_px = shell_descriptors(a.coeffs_um[None])["volume"][0] / 0.05 ** 3
+    vol_px = shell_descriptors(a.coeffs_um[None])["volume"][0] / 0.05**3
     expected = 0.0018 * vol_px
     assert abs(a.n_grains - expected) < 4 * np.sqrt(expected) + 0.1 * expected
 
@@ -96,7 +97,7 @@ def test_teacher_particle_has_plausible_grains():
     p = teacher_particle(seed=2, radius_um=0.8)
     r = np.linalg.norm(p.com_px * p.pixel_size_um, axis=1)
     assert r.max() < 0.8 * 1.2  # all kept centres of mass inside the (near-spherical) shell
-    expected = 0.0018 * 4 / 3 * np.pi * 16 ** 3  # mu * V in px^3 (Poisson: sd = sqrt)
+    expected = 0.0018 * 4 / 3 * np.pi * 16**3  # mu * V in px^3 (Poisson: sd = sqrt)
     assert abs(p.n_grains - expected) < 4 * np.sqrt(expected)
 
 
@@ -134,8 +135,10 @@ def test_orientations_come_from_their_own_stream_and_leave_the_geometry_unchange
     mean, cov = om.moments()
     t = texture_statistics(v)
     assert np.all(np.abs(t.mean(0) - mean) < 4.5 * np.sqrt(np.diag(cov) / len(t)))
-    assert not np.array_equal(make_particle(shell, grain, particle_seed(3, 2), particle_id=2,
-                                            orientation_model=om).orientations_wxyz[:3], q[:3])
+    assert not np.array_equal(
+        make_particle(shell, grain, particle_seed(3, 2), particle_id=2, orientation_model=om).orientations_wxyz[:3],
+        q[:3],
+    )
 
 
 def test_grain_model_loader_attaches_the_orientation_model(model_paths, oriented_model_paths, tmp_path):

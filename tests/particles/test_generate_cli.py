@@ -11,8 +11,20 @@ from nmc_dataset.cli import _main as cli
 
 
 def _run(capsys, model_paths, out, *extra, shell=None, grain=None):
-    argv = ["generate", "--shell-model", str(shell or model_paths[0]), "--grain-model", str(grain or model_paths[1]),
-            "-n", "1", "--seed", "1", "--out", str(out), *extra]
+    argv = [
+        "generate",
+        "--shell-model",
+        str(shell or model_paths[0]),
+        "--grain-model",
+        str(grain or model_paths[1]),
+        "-n",
+        "1",
+        "--seed",
+        "1",
+        "--out",
+        str(out),
+        *extra,
+    ]
     code = cli.main(argv)
     err = capsys.readouterr().err.strip()
     return code, err
@@ -72,9 +84,10 @@ def test_volume_mesh_without_gmsh_names_the_extra(tmp_path, capsys, model_paths,
     _assert_refused(code, err, tmp_path / "out", "pip install gmsh", ".[mesh]")
 
 
-@pytest.mark.parametrize("extra, needle", [(["--formats", "params,stl"], "'stl'"),
-                                           (["--voxel-size-um", "0"], "--voxel-size-um"),
-                                           (["-n", "0"], "-n")])
+@pytest.mark.parametrize(
+    "extra, needle",
+    [(["--formats", "params,stl"], "'stl'"), (["--voxel-size-um", "0"], "--voxel-size-um"), (["-n", "0"], "-n")],
+)
 def test_bad_options(tmp_path, capsys, model_paths, extra, needle):
     code, err = _run(capsys, model_paths, tmp_path / "out", *extra)
     _assert_refused(code, err, tmp_path / "out", needle)
@@ -111,12 +124,15 @@ def test_refuses_to_replace_an_unrelated_folder(tmp_path, capsys, model_paths):
     assert sorted(p.name for p in out.iterdir()) == ["thesis.tex"]
 
 
-@pytest.mark.parametrize("extra, needles", [
-    (["--formats", "params,volume-mesh", "--mesh-size-um", "5"], ("--mesh-size-um", "larger than particle 0")),
-    (["--formats", "params,volume-mesh", "--min-elements-per-grain", "0"], ("--min-elements-per-grain", ">= 1")),
-    (["--formats", "params,volume-mesh", "--element-order", "3"], ("--element-order",)),
-    (["--formats", "params,neper"], ("neper", "fit-orientations")),
-])
+@pytest.mark.parametrize(
+    "extra, needles",
+    [
+        (["--formats", "params,volume-mesh", "--mesh-size-um", "5"], ("--mesh-size-um", "larger than particle 0")),
+        (["--formats", "params,volume-mesh", "--min-elements-per-grain", "0"], ("--min-elements-per-grain", ">= 1")),
+        (["--formats", "params,volume-mesh", "--element-order", "3"], ("--element-order",)),
+        (["--formats", "params,neper"], ("neper", "fit-orientations")),
+    ],
+)
 def test_mesh_and_simulator_options_are_checked_before_anything_runs(tmp_path, capsys, model_paths, extra, needles):
     """A mesh size beyond the particle, no element per grain, an element order other than 1/2, a
     simulator hand-off without an orientation model: one line, nothing written."""

@@ -8,10 +8,19 @@ from nmc_dataset.pipeline._recipe import run_recipe, validate_recipe
 
 
 def test_particles_section_runs(tmp_path, model_paths):
-    recipe = {"format_version": 1, "seed": 3,
-              "particles": {"n": 1, "voxel_size_um": 0.06, "formats": ["params", "voxels"],
-                            "shell_model": str(model_paths[0]), "grain_model": str(model_paths[1]),
-                            "mesh": {"smoothing_iterations": 4}, "assembly": {"spacing_px": 1.0}}}
+    recipe = {
+        "format_version": 1,
+        "seed": 3,
+        "particles": {
+            "n": 1,
+            "voxel_size_um": 0.06,
+            "formats": ["params", "voxels"],
+            "shell_model": str(model_paths[0]),
+            "grain_model": str(model_paths[1]),
+            "mesh": {"smoothing_iterations": 4},
+            "assembly": {"spacing_px": 1.0},
+        },
+    }
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(recipe))
     ctx = run_recipe(path, tmp_path / "out", only=["particles"])

@@ -58,7 +58,7 @@ def test_shell_voxel_volume_matches_analytic_within_2_percent():
     for _ in range(3):
         c = _random_coeffs(rng, 1.0, rough=0.08)
         grid = shell_grid(c, 0.05)
-        vox = shell_mask(c, grid).sum() * 0.05 ** 3
+        vox = shell_mask(c, grid).sum() * 0.05**3
         exact = float(w @ radius(c, dirs) ** 3) / 3.0
         assert abs(vox / exact - 1) < 0.02
 
@@ -90,8 +90,8 @@ def test_grain_voxel_volumes_match_monte_carlo():
 
 def test_grain_statistics_on_known_boxes():
     lab = np.zeros((10, 12, 14), dtype=np.uint16)
-    lab[2:5, 3:9, 4:6] = 1      # z 3, y 6, x 2 voxels: longest axis y
-    lab[5:8, 3:9, 4:12] = 2     # touches grain 1, longest axis x
+    lab[2:5, 3:9, 4:6] = 1  # z 3, y 6, x 2 voxels: longest axis y
+    lab[5:8, 3:9, 4:12] = 2  # touches grain 1, longest axis x
     grid = Grid(shape=lab.shape, index_lo=np.array([-7, -6, -5]), voxel_size_um=0.5)
     st = grain_statistics(lab, grid, 3)
     np.testing.assert_array_equal(st["voxels"], [36, 144, 0])

@@ -13,9 +13,13 @@ from nmc_dataset.pipeline._manifest import write_manifest
 from tests.pipeline import shardfns
 
 RELEASE = {
-    "name": "nmc811-test", "pretty_name": "NMC811 test particles", "version": "1.0.0", "license": "cc-by-4.0",
+    "name": "nmc811-test",
+    "pretty_name": "NMC811 test particles",
+    "version": "1.0.0",
+    "license": "cc-by-4.0",
     "authors": [{"name": "Doe, Jane", "affiliation": "Test Lab", "orcid": "0000-0002-1825-0097"}],
-    "tags": ["batteries", "nmc811"], "hub_id": "org/nmc811-test",
+    "tags": ["batteries", "nmc811"],
+    "hub_id": "org/nmc811-test",
 }
 
 

@@ -21,8 +21,23 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
 
-LFS_EXTENSIONS = (".parquet", ".arrow", ".png", ".h5", ".hdf5", ".npy", ".npz", ".safetensors", ".vtu", ".msh",
-                  ".stl", ".tif", ".tiff", ".zip", ".gz")
+LFS_EXTENSIONS = (
+    ".parquet",
+    ".arrow",
+    ".png",
+    ".h5",
+    ".hdf5",
+    ".npy",
+    ".npz",
+    ".safetensors",
+    ".vtu",
+    ".msh",
+    ".stl",
+    ".tif",
+    ".tiff",
+    ".zip",
+    ".gz",
+)
 
 
 def git_blob_sha1(data: bytes) -> str:
@@ -179,8 +194,9 @@ class _Handler(BaseHTTPRequestHandler):
             oid = None
             if old is not None:
                 oid = hashlib.sha256(old).hexdigest() if lfs else git_blob_sha1(old)
-            files.append({"path": f["path"], "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False,
-                          "oid": oid})
+            files.append(
+                {"path": f["path"], "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": oid}
+            )
         self._send(200, {"files": files, "commitOid": repo.head})
 
     def lfs_batch(self, body, kind, repo_id):
@@ -191,9 +207,17 @@ class _Handler(BaseHTTPRequestHandler):
             if o["oid"] in self.state.lfs_store:
                 objs.append({"oid": o["oid"], "size": o["size"]})
             else:
-                objs.append({"oid": o["oid"], "size": o["size"], "authenticated": True, "actions": {
-                    "upload": {"href": f"{self.base}/lfs-upload/{o['oid']}?sig={self.state.presign}"},
-                    "verify": {"href": f"{self.base}/lfs-verify"}}})
+                objs.append(
+                    {
+                        "oid": o["oid"],
+                        "size": o["size"],
+                        "authenticated": True,
+                        "actions": {
+                            "upload": {"href": f"{self.base}/lfs-upload/{o['oid']}?sig={self.state.presign}"},
+                            "verify": {"href": f"{self.base}/lfs-verify"},
+                        },
+                    }
+                )
         self._send(200, {"transfer": "basic", "objects": objs})
 
     def lfs_upload(self, body, oid):
@@ -229,8 +253,9 @@ class _Handler(BaseHTTPRequestHandler):
                 lfs_paths.add(v["path"])
             elif item["key"] == "deletedFile":
                 if v["path"] not in repo.files:
-                    return self._send(404, {"error": "A file with this name doesn't exist"},
-                                      {"X-Error-Code": "EntryNotFound"})
+                    return self._send(
+                        404, {"error": "A file with this name doesn't exist"}, {"X-Error-Code": "EntryNotFound"}
+                    )
                 deleted.append(v["path"])
             else:
                 return self._send(400, {"error": f"unsupported operation {item['key']}"})
@@ -241,8 +266,9 @@ class _Handler(BaseHTTPRequestHandler):
         repo.lfs_paths |= lfs_paths
         oid = hashlib.sha1(f"{repo.head}{header['value']['summary']}{sorted(staged)}".encode()).hexdigest()
         repo.commits.append((oid, header["value"]["summary"], sorted(staged)))
-        self._send(200, {"commitUrl": f"{self.base}/datasets/{repo_id}/commit/{oid}", "commitOid": oid,
-                         "success": True})
+        self._send(
+            200, {"commitUrl": f"{self.base}/datasets/{repo_id}/commit/{oid}", "commitOid": oid, "success": True}
+        )
 
     def tag(self, body, kind, repo_id, rev):
         repo = self._repo(kind, repo_id)
@@ -258,10 +284,14 @@ class _Handler(BaseHTTPRequestHandler):
         repo = self._repo(kind, repo_id)
         if repo is None:
             return
-        self._send(200, {
-            "branches": [{"name": "main", "ref": "refs/heads/main", "targetCommit": repo.head}],
-            "tags": [{"name": t, "ref": f"refs/tags/{t}", "targetCommit": c} for t, c in repo.tags.items()],
-            "converts": []})
+        self._send(
+            200,
+            {
+                "branches": [{"name": "main", "ref": "refs/heads/main", "targetCommit": repo.head}],
+                "tags": [{"name": t, "ref": f"refs/tags/{t}", "targetCommit": c} for t, c in repo.tags.items()],
+                "converts": [],
+            },
+        )
 
     def tree(self, body, kind, repo_id, rev, sub):
         repo = self._repo(kind, repo_id)

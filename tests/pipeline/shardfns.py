@@ -20,16 +20,20 @@ def features():
     import datasets
 
     return {
-        "particles": datasets.Features({
-            "particle_id": datasets.Value("int64"),
-            "volume_um3": datasets.Value("float64"),
-            "sphericity": datasets.Value("float64"),
-            "n_grains": datasets.Value("int32"),
-        }),
-        f"voxels_{VOX}": datasets.Features({
-            "particle_id": datasets.Value("int64"),
-            "labels": datasets.Array3D(shape=(VOX, VOX, VOX), dtype="uint8"),
-        }),
+        "particles": datasets.Features(
+            {
+                "particle_id": datasets.Value("int64"),
+                "volume_um3": datasets.Value("float64"),
+                "sphericity": datasets.Value("float64"),
+                "n_grains": datasets.Value("int32"),
+            }
+        ),
+        f"voxels_{VOX}": datasets.Features(
+            {
+                "particle_id": datasets.Value("int64"),
+                "labels": datasets.Array3D(shape=(VOX, VOX, VOX), dtype="uint8"),
+            }
+        ),
     }
 
 
@@ -39,9 +43,13 @@ def item(seed: int, k: int) -> dict:
     z, y, x = np.mgrid[:VOX, :VOX, :VOX] - (VOX - 1) / 2
     body = (x / axes[0]) ** 2 + (y / axes[1]) ** 2 + (z / axes[2]) ** 2 <= 1
     labels = np.where(body, rng.integers(1, 6, size=body.shape), 0).astype(np.uint8)
-    return {"particle_id": k, "volume_um3": float(4 / 3 * np.pi * axes.prod() * 0.128 ** 3),
-            "sphericity": float(axes.min() / axes.max()), "n_grains": int(rng.integers(20, 200)),
-            "labels": labels}
+    return {
+        "particle_id": k,
+        "volume_um3": float(4 / 3 * np.pi * axes.prod() * 0.128**3),
+        "sphericity": float(axes.min() / axes.max()),
+        "n_grains": int(rng.integers(20, 200)),
+        "labels": labels,
+    }
 
 
 def make_shard(shard_index, items, seed=7, delay=0.0):

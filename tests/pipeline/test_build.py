@@ -23,8 +23,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _tree_bytes(folder: Path) -> dict:
-    return {p.relative_to(folder).as_posix(): p.read_bytes()
-            for p in sorted(folder.rglob("*")) if p.is_file() and ".build" not in p.parts}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and ".build" not in p.parts
+    }
 
 
 def _build(out, **kw):
@@ -146,8 +149,9 @@ _SCRIPT = textwrap.dedent("""
 
 
 def _run_script(out, workers, env):
-    return subprocess.Popen([sys.executable, "-c", _SCRIPT, str(out), str(workers)], cwd=REPO, env=env,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", _SCRIPT, str(out), str(workers)], cwd=REPO, env=env, start_new_session=True
+    )
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -163,8 +167,12 @@ def test_kill9_then_resume_same_manifest(tmp_path, workers):
     n_done = len(list(done_dir.glob("*.json")))
     assert 2 <= n_done < 12, "the kill must land mid-build"
     assert not (out / "manifest.json").exists()
-    subprocess.run([sys.executable, "-c", _SCRIPT, str(out), str(workers)], cwd=REPO,
-                   env=dict(env, NMC_TEST_SHARD_DELAY="0"), check=True)
+    subprocess.run(
+        [sys.executable, "-c", _SCRIPT, str(out), str(workers)],
+        cwd=REPO,
+        env=dict(env, NMC_TEST_SHARD_DELAY="0"),
+        check=True,
+    )
     assert (out / "manifest.json").read_bytes() == (ref / "manifest.json").read_bytes()
     assert _tree_bytes(out) == _tree_bytes(ref)
     assert not list(out.rglob("*.part"))

@@ -33,10 +33,19 @@ def test_card_validates_offline_with_huggingface_hub(release):
     assert set(configs) == {"particles", "voxels_16"}
     assert configs["particles"]["data_files"] == [{"split": "train", "path": "data/particles/*.parquet"}]
     assert configs["particles"].get("default") is True
-    for needle in ("arXiv:2407.05333", "eprint        = {2407.05333}", "@misc{nmc811test100",
-                   "Doe, Jane", 'load_dataset("org/nmc811-test", "voxels_16"', "![",
-                   "figures/particles_descriptors.png", "## Version history", "## Files", "data/voxels_16/",
-                   "creativecommons.org/licenses/by/4.0"):
+    for needle in (
+        "arXiv:2407.05333",
+        "eprint        = {2407.05333}",
+        "@misc{nmc811test100",
+        "Doe, Jane",
+        'load_dataset("org/nmc811-test", "voxels_16"',
+        "![",
+        "figures/particles_descriptors.png",
+        "## Version history",
+        "## Files",
+        "data/voxels_16/",
+        "creativecommons.org/licenses/by/4.0",
+    ):
         assert needle in text, needle
 
 
@@ -47,7 +56,7 @@ def test_validate_card_rejects_bad_headers():
         validate_card("---\nlicense: mit\npretty_name: x\nsize_categories: [tiny]\ntask_categories: [other]\n---\n")
     with pytest.raises(InputError, match="invalid dataset card metadata"):
         validate_card("---\nlicense: [unclosed\n---\n# x\n")
-    assert size_category(999) == "n<1K" and size_category(1000) == "1K<n<10K" and size_category(10 ** 6) == "1M<n<10M"
+    assert size_category(999) == "n<1K" and size_category(1000) == "1K<n<10K" and size_category(10**6) == "1M<n<10M"
 
 
 def test_statistics_tables_match_the_data(release):
@@ -69,9 +78,14 @@ def test_statistics_tables_match_the_data(release):
 def test_comparison_tables(release):
     d = release / "validation" / "shells"
     d.mkdir(parents=True)
-    (d / "comparison.json").write_text(json.dumps({
-        "d_max_um": {"wasserstein1": 0.4123456, "ks": 0.061, "n_measured": 1590, "n_simulated": 5000},
-        "sphericity": {"wasserstein1": 0.0123, "ks": 0.05, "n_measured": 1590, "n_simulated": 5000}}))
+    (d / "comparison.json").write_text(
+        json.dumps(
+            {
+                "d_max_um": {"wasserstein1": 0.4123456, "ks": 0.061, "n_measured": 1590, "n_simulated": 5000},
+                "sphericity": {"wasserstein1": 0.0123, "ks": 0.05, "n_measured": 1590, "n_simulated": 5000},
+            }
+        )
+    )
     text = render_card(release, RELEASE)
     assert "## Measured vs generated" in text and "### `validation/shells`" in text
     assert _table_row(text, "d_max_um") == ["`d_max_um`", "0.4123", "0.061", "1590", "5000"]

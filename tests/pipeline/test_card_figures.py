@@ -23,11 +23,11 @@ def test_histograms_deterministic_and_drawn(tmp_path, rng):
     img = _rgb(a)
     bar = 0.75 * np.array([0x4C, 0x72, 0xB0]) / 255 + 0.25  # generated bars: alpha 0.75 over white
     blue = np.abs(img - bar).sum(-1) < 0.05
-    red = (np.abs(img - np.array([0xC4, 0x4E, 0x52]) / 255).sum(-1) < 0.1)  # measured outline
+    red = np.abs(img - np.array([0xC4, 0x4E, 0x52]) / 255).sum(-1) < 0.1  # measured outline
     assert blue.sum() > 2000 and red.sum() > 100
     # both panels are used: bars on the left half and on the right half
     h, w = blue.shape
-    assert blue[:, : w // 2].sum() > 500 and blue[:, w // 2:].sum() > 500
+    assert blue[:, : w // 2].sum() > 500 and blue[:, w // 2 :].sum() > 500
     with pytest.raises(ValueError):
         descriptor_histograms({}, tmp_path / "c.png")
 

@@ -22,8 +22,9 @@ from nmc_dataset.testing import adjusted_rand_index
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
     folder = tmp_path_factory.mktemp("scans")
-    recs = write_synthetic_sections(folder, np.random.default_rng(11), n_central=2, n_off_center=2,
-                                    radius_px=50.0, formats=("ang", "ctf"))
+    recs = write_synthetic_sections(
+        folder, np.random.default_rng(11), n_central=2, n_off_center=2, radius_px=50.0, formats=("ang", "ctf")
+    )
     return folder, recs
 
 
@@ -78,8 +79,9 @@ def test_morphology_table_matches_truth_descriptors(synthetic, imported):
         d_centroid, d_alpha, ratio = [], [], []
         for row in big.itertuples():
             k = tpos[matches[row.label]]
-            d_centroid.append(np.hypot(row.centroid_x_px - td["centroid_x_px"][k],
-                                       row.centroid_y_px - td["centroid_y_px"][k]))
+            d_centroid.append(
+                np.hypot(row.centroid_x_px - td["centroid_x_px"][k], row.centroid_y_px - td["centroid_y_px"][k])
+            )
             if td["elongation"][k] > 0.3:
                 d_alpha.append(abs(row.alpha_rad - td["alpha_rad"][k]))
             ratio.append(row.area_px / td["area_px"][k])
@@ -157,9 +159,14 @@ def test_cli_errors_for_malformed_ang(synthetic, tmp_path, capsys):
         "rows": (lambda ls: ls[:-5], ["data rows", "truncated"]),
         "col": (lambda ls: ls[:-9] + [ls[-9] + " 1 2"] + ls[-8:], ["expected 10", "found 12"]),
         "nan": (lambda ls: ls[:-7] + [ls[-7].replace(" 0.", " x.", 1)] + ls[-6:], ["non-numeric"]),
-        "nophase": (lambda ls: [x for x in ls if not x.startswith(
-            ("# Phase", "# Symmetry", "# MaterialName", "# Formula", "# LatticeConstants"))],
-                    ["no phase in the header"]),
+        "nophase": (
+            lambda ls: [
+                x
+                for x in ls
+                if not x.startswith(("# Phase", "# Symmetry", "# MaterialName", "# Formula", "# LatticeConstants"))
+            ],
+            ["no phase in the header"],
+        ),
         "hdr": (lambda ls: [x.replace("# NROWS:", "# NROWS: x") for x in ls], ["NROWS must be a number"]),
     }
     for name, (fn, frags) in cases.items():
@@ -198,8 +205,12 @@ def test_cli_errors_for_options_and_files(synthetic, tmp_path, capsys):
     _bad(capsys, ["import-ebsd", str(tmp_path / "*.xyz"), "--out", str(out)], out, "matches no file")
     _bad(capsys, ["import-ebsd", str(good), "--out", str(out), "--center", "1;2"], out, "--center")
     _bad(capsys, ["import-ebsd", str(good), "--out", str(out), "--central", "nosuch"], out, "nosuch")
-    _bad(capsys, ["import-ebsd", str(good), "--out", str(out), "--max-misorientation-deg", "0"], out,
-         "--max-misorientation-deg")
+    _bad(
+        capsys,
+        ["import-ebsd", str(good), "--out", str(out), "--max-misorientation-deg", "0"],
+        out,
+        "--max-misorientation-deg",
+    )
     _bad(capsys, ["import-ebsd", str(good), "--out", str(out), "--min-grain-px", "0"], out, "--min-grain-px")
     _bad(capsys, ["import-ebsd", str(good), "--out", str(out), "--dilate-px", "-1"], out, "--dilate-px")
     _bad(capsys, ["import-ebsd", str(good), "--out", str(out), "--dilate-px", "nan"], out, "--dilate-px")
@@ -225,8 +236,14 @@ def test_cli_error_for_scan_without_grains(tmp_path, capsys):
     p = write_ang(tmp_path / "empty.ang", e, ci, np.ones((6, 6)), np.ones((6, 6), int), 0.05)
     out = tmp_path / "out"
     _bad(capsys, ["import-ebsd", str(p), "--out", str(out)], out, str(p), "no grain found")
-    q = write_ang(tmp_path / "none.ang", np.full((6, 6, 3), 4 * np.pi), np.full((6, 6), -1.0), np.ones((6, 6)),
-                  np.zeros((6, 6), int), 0.05)
+    q = write_ang(
+        tmp_path / "none.ang",
+        np.full((6, 6, 3), 4 * np.pi),
+        np.full((6, 6), -1.0),
+        np.ones((6, 6)),
+        np.zeros((6, 6), int),
+        0.05,
+    )
     _bad(capsys, ["import-ebsd", str(q), "--out", str(out)], out, "no indexed pixel")
 
 
@@ -240,8 +257,14 @@ def test_cli_error_for_a_mostly_unindexed_section_and_fill_options(synthetic, tm
     ci[scan.indexed & (rng.uniform(size=ci.shape) < 0.6)] = 0.02  # 60 % of the section below --min-ci
     p = write_ang(tmp_path / "poor.ang", scan.euler_rad, ci, scan.iq, scan.phase, 0.05)
     out = tmp_path / "out"
-    _bad(capsys, ["import-ebsd", str(p), "--out", str(out)], out, str(p), "only 36 % of the particle section",
-         "lower --min-ci")
+    _bad(
+        capsys,
+        ["import-ebsd", str(p), "--out", str(out)],
+        out,
+        str(p),
+        "only 36 % of the particle section",
+        "lower --min-ci",
+    )
     good = str(folder / recs[0]["scan"])
     _bad(capsys, ["import-ebsd", good, "--out", str(out), "--dilate-px", "2"], out, "--dilate-px needs --fill none")
     assert main(["import-ebsd", good, "--out", str(out), "--dilate-px", "2", "--fill", "none"]) == 0
@@ -257,9 +280,16 @@ def test_recipe_section_import_only(synthetic, tmp_path):
     from nmc_dataset.pipeline._recipe import run_recipe
 
     folder, recs = synthetic
-    recipe = {"format_version": 1, "seed": 1,
-              "sections": {"scans": [str(folder / "*.ang")], "central": "auto", "fit": {"enabled": False},
-                           "import": {"min_grain_px": 5}}}
+    recipe = {
+        "format_version": 1,
+        "seed": 1,
+        "sections": {
+            "scans": [str(folder / "*.ang")],
+            "central": "auto",
+            "fit": {"enabled": False},
+            "import": {"min_grain_px": 5},
+        },
+    }
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(recipe))
     ctx = run_recipe(path, tmp_path / "run")
@@ -292,8 +322,11 @@ def test_recipe_section_missing_scans_is_one_line_error(tmp_path, capsys):
     import yaml
 
     path = tmp_path / "r.yaml"
-    path.write_text(yaml.safe_dump({"format_version": 1, "seed": 1,
-                                    "sections": {"scans": ["nothing/*.ang"], "fit": {"enabled": False}}}))
+    path.write_text(
+        yaml.safe_dump(
+            {"format_version": 1, "seed": 1, "sections": {"scans": ["nothing/*.ang"], "fit": {"enabled": False}}}
+        )
+    )
     assert main(["run", str(path), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "matches no file" in err
@@ -307,9 +340,14 @@ def test_recipe_section_synthetic_with_fits(tmp_path):
 
     from nmc_dataset.pipeline._recipe import run_recipe
 
-    recipe = {"format_version": 1, "seed": 5,
-              "sections": {"synthetic": {"n_central": 2, "n_off_center": 1, "radius_px": 40, "formats": ["ang", "ctf"]},
-                           "fit": {"steps": 150}}}
+    recipe = {
+        "format_version": 1,
+        "seed": 5,
+        "sections": {
+            "synthetic": {"n_central": 2, "n_off_center": 1, "radius_px": 40, "formats": ["ang", "ctf"]},
+            "fit": {"steps": 150},
+        },
+    }
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(recipe))
     ctx = run_recipe(path, tmp_path / "run")
@@ -323,11 +361,19 @@ def test_recipe_section_synthetic_with_fits(tmp_path):
 @pytest.mark.slow
 def test_full_size_round_trip(tmp_path):
     """Paper-size sections (R = 100 px = 5 um at 50 nm): 4 central + 4 off-centre, ARI and decisions."""
-    recs = write_synthetic_sections(tmp_path / "scans", np.random.default_rng(99), n_central=4, n_off_center=4,
-                                    radius_px=100.0, formats=("ang", "ctf"))
+    recs = write_synthetic_sections(
+        tmp_path / "scans",
+        np.random.default_rng(99),
+        n_central=4,
+        n_off_center=4,
+        radius_px=100.0,
+        formats=("ang", "ctf"),
+    )
     out = tmp_path / "sections"
-    assert main(["import-ebsd", str(tmp_path / "scans" / "*.ang"), str(tmp_path / "scans" / "*.ctf"),
-                 "--out", str(out)]) == 0
+    assert (
+        main(["import-ebsd", str(tmp_path / "scans" / "*.ang"), str(tmp_path / "scans" / "*.ctf"), "--out", str(out)])
+        == 0
+    )
     sel = {s["id"]: s["central"] for s in json.loads((out / "selection.json").read_text())["sections"]}
     assert sel == {r["id"]: r["central"] for r in recs}
     for r in recs:

@@ -27,8 +27,12 @@ def _folder(root, files):
     return root
 
 
-FILES = {"README.md": b"# card\n", "data/particles/train-00000-of-00001.parquet": b"PAR1...",
-         "models/shell_model.json": b"{}", "figures/a.png": b"\x89PNG"}
+FILES = {
+    "README.md": b"# card\n",
+    "data/particles/train-00000-of-00001.parquet": b"PAR1...",
+    "models/shell_model.json": b"{}",
+    "figures/a.png": b"\x89PNG",
+}
 
 
 def test_identical_bytes_for_identical_content(tmp_path):
@@ -49,12 +53,15 @@ def test_identical_bytes_for_identical_content(tmp_path):
     assert verify_manifest(a)["recipe_hash"] == "abc"
 
 
-@pytest.mark.parametrize("damage, needle", [
-    (lambda f: (f / "models/shell_model.json").unlink(), "missing"),
-    (lambda f: (f / "figures/a.png").write_bytes(b"\x89PNG+"), "size"),
-    (lambda f: (f / "README.md").write_bytes(b"# card!"), "sha256"),
-    (lambda f: _folder(f, {"data/particles/extra.parquet": b"x"}), "not listed"),
-])
+@pytest.mark.parametrize(
+    "damage, needle",
+    [
+        (lambda f: (f / "models/shell_model.json").unlink(), "missing"),
+        (lambda f: (f / "figures/a.png").write_bytes(b"\x89PNG+"), "size"),
+        (lambda f: (f / "README.md").write_bytes(b"# card!"), "sha256"),
+        (lambda f: _folder(f, {"data/particles/extra.parquet": b"x"}), "not listed"),
+    ],
+)
 def test_verify_names_the_file(tmp_path, damage, needle):
     f = _folder(tmp_path / "f", FILES)
     write_manifest(f, dataset={"version": "1"}, counts={})

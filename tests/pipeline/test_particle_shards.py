@@ -35,18 +35,36 @@ CONFIGS = ["grains", "particles", f"voxels_{CUBE}"]
 
 
 def _tree_bytes(folder: Path) -> dict:
-    return {p.relative_to(folder).as_posix(): p.read_bytes()
-            for p in sorted(folder.rglob("*")) if p.is_file() and ".build" not in p.parts}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and ".build" not in p.parts
+    }
 
 
 def _recipe(models, **particles) -> dict:
     shell, grain = models
-    p = {"n": N, "voxel_size_um": VOXEL, "cubes": [CUBE], "formats": ["params", "voxels", "surface"],
-         "shell_model": str(shell), "grain_model": str(grain), "mesh": {"smoothing_iterations": 2}}
+    p = {
+        "n": N,
+        "voxel_size_um": VOXEL,
+        "cubes": [CUBE],
+        "formats": ["params", "voxels", "surface"],
+        "shell_model": str(shell),
+        "grain_model": str(grain),
+        "mesh": {"smoothing_iterations": 2},
+    }
     p.update(particles)
-    return {"format_version": 1, "seed": SEED, "particles": p,
-            "dataset": {"name": "nmc811-particles-test", "version": "1.0.0", "particles_shard_size": 1,
-                        "authors": [{"name": "Doe, Jane"}]}}
+    return {
+        "format_version": 1,
+        "seed": SEED,
+        "particles": p,
+        "dataset": {
+            "name": "nmc811-particles-test",
+            "version": "1.0.0",
+            "particles_shard_size": 1,
+            "authors": [{"name": "Doe, Jane"}],
+        },
+    }
 
 
 def _write(path: Path, recipe: dict) -> Path:
@@ -83,12 +101,14 @@ def test_cube_equals_voxelize_on_the_same_lattice():
     assert cube.labels.shape == (40, 40, 40) and cube.labels.dtype == np.uint16
     full = voxelize(part, cube.voxel_size_um)  # pad=2 and rounding: its grid may reach past the cube
     lo = np.maximum(full.grid.index_lo, cube.grid.index_lo)  # common lattice box (x, y, z)
-    hi = np.minimum(np.asarray(full.grid.index_lo) + full.labels.shape[::-1],
-                    np.asarray(cube.grid.index_lo) + cube.labels.shape[::-1])
+    hi = np.minimum(
+        np.asarray(full.grid.index_lo) + full.labels.shape[::-1],
+        np.asarray(cube.grid.index_lo) + cube.labels.shape[::-1],
+    )
 
     def window(v):
         a, b = lo - v.grid.index_lo, hi - v.grid.index_lo
-        return v.labels[a[2]:b[2], a[1]:b[1], a[0]:b[0]]
+        return v.labels[a[2] : b[2], a[1] : b[1], a[0] : b[0]]
 
     assert np.array_equal(window(cube), window(full))
     assert np.count_nonzero(window(full)) == np.count_nonzero(full.labels) == np.count_nonzero(cube.labels) > 1000
@@ -140,9 +160,14 @@ def test_release_layout_and_load_dataset(built):
     for c in CONFIGS:
         assert len(list((built / "data" / c).glob("train-*-of-00004.parquet"))) == 4
     files = {f["path"] for f in m["files"]}
-    assert {"models/grain_model/model.json", "models/grain_model/gnet.safetensors", "recipe.yaml",
-            "README.md", f"figures/voxels_{CUBE}_labels_slices.png",
-            "figures/rendered_particle_000000_cut_open.png"} <= files
+    assert {
+        "models/grain_model/model.json",
+        "models/grain_model/gnet.safetensors",
+        "recipe.yaml",
+        "README.md",
+        f"figures/voxels_{CUBE}_labels_slices.png",
+        "figures/rendered_particle_000000_cut_open.png",
+    } <= files
     assert {f"voxels/voxels-{i:05d}-of-00004.h5" for i in range(4)} <= files
 
     ps = datasets.load_dataset(str(built), "particles", split="train")
@@ -196,9 +221,15 @@ def test_card_describes_the_configs(built):
     text = (built / "README.md").read_text()
     data = validate_card(text)
     assert sorted(c["config_name"] for c in data.configs) == CONFIGS
-    for needle in ("## Grain descriptors", "`radial_alignment`", "`elongation`", "`volume_um3`",
-                   f'load_dataset("path/to/this/folder", "voxels_{CUBE}"', f"figures/voxels_{CUBE}_labels_slices.png",
-                   f"{CUBE}×{CUBE}×{CUBE} `uint16`"):
+    for needle in (
+        "## Grain descriptors",
+        "`radial_alignment`",
+        "`elongation`",
+        "`volume_um3`",
+        f'load_dataset("path/to/this/folder", "voxels_{CUBE}"',
+        f"figures/voxels_{CUBE}_labels_slices.png",
+        f"{CUBE}×{CUBE}×{CUBE} `uint16`",
+    ):
         assert needle in text, needle
 
 
@@ -219,19 +250,39 @@ def test_dask_local_cluster_byte_identical(built, recipe_path, tmp_path, process
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=processes, dashboard_address=None) as cluster:
         out = tmp_path / "dask"
-        assert main(["run", str(recipe_path), "--out", str(out), "--executor", "dask",
-                     "--scheduler", cluster.scheduler_address]) == 0
+        assert (
+            main(
+                [
+                    "run",
+                    str(recipe_path),
+                    "--out",
+                    str(out),
+                    "--executor",
+                    "dask",
+                    "--scheduler",
+                    cluster.scheduler_address,
+                ]
+            )
+            == 0
+        )
     assert _tree_bytes(out) == _tree_bytes(built)
 
 
 def test_kill9_then_resume_same_manifest(built, recipe_path, tmp_path):
     """kill -9 a CLI build when its third shard starts; the rerun finishes the rest, to the reference bytes."""
     out = tmp_path / "killed"
-    code = ("import sys; from nmc_dataset.cli._main import main; "
-            f"sys.exit(main(['run', {str(recipe_path)!r}, '--out', {str(out)!r}]))")
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=dict(os.environ, NMC_DATASET_FAULTS="kill-shard:2"))
+    code = (
+        "import sys; from nmc_dataset.cli._main import main; "
+        f"sys.exit(main(['run', {str(recipe_path)!r}, '--out', {str(out)!r}]))"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ, NMC_DATASET_FAULTS="kill-shard:2"),
+    )
     assert proc.wait(timeout=600) == -signal.SIGKILL
     done = out / ".build" / "shards-particles+grains+voxels_64" / "done"
     n_done = len(list(done.glob("*.json")))
@@ -264,8 +315,10 @@ def test_damaged_extra_file_rebuilt_and_changed_recipe_guarded(built, models, tm
     files = set(_tree_bytes(out))
     assert not any(f.startswith(("voxels/", "meshes/")) or "voxels_64" in f for f in files), files
     assert "figures/voxels_16_labels_slices.png" in files
-    assert {p.name for p in (out / "data" / "voxels_16").iterdir()} == {"train-00000-of-00002.parquet",
-                                                                        "train-00001-of-00002.parquet"}
+    assert {p.name for p in (out / "data" / "voxels_16").iterdir()} == {
+        "train-00000-of-00002.parquet",
+        "train-00001-of-00002.parquet",
+    }
     assert pq.read_table(out / "data" / "particles").num_rows == 2
 
 

@@ -181,7 +181,7 @@ def test_bad_target_and_folder(release, tmp_path, capsys):
 def test_zenodo_publish_every_file(release, zenodo, monkeypatch, capsys):
     monkeypatch.setenv("ZENODO_TOKEN", zenodo.state.token)
     assert main(["publish", str(release), "--to", "zenodo", "--endpoint", zenodo.api]) == 0
-    (dep_id, dep), = zenodo.state.depositions.items()
+    ((dep_id, dep),) = zenodo.state.depositions.items()
     assert dep["submitted"]
     expected = {zenodo_key(p): d for p, d in _expected_files(release).items()}
     assert zenodo.files(dep_id) == expected
@@ -200,7 +200,7 @@ def test_zenodo_interrupted_upload_resumes_without_duplicates(release, zenodo, m
     zenodo.state.fail_put_after = 5  # the 5th PUT fails: 4 files are in the bucket
     assert main(["publish", str(release), "--to", "zenodo", "--endpoint", zenodo.api]) == 2
     _one_line_error(capsys.readouterr().err, "503")
-    (dep_id, dep), = zenodo.state.depositions.items()
+    ((dep_id, dep),) = zenodo.state.depositions.items()
     assert not dep["submitted"] and len(zenodo.files(dep_id)) == 4
     zenodo.state.fail_put_after = None
     assert main(["publish", str(release), "--to", "zenodo", "--endpoint", zenodo.api]) == 0
@@ -218,8 +218,7 @@ def test_zenodo_new_version(tmp_path, zenodo, monkeypatch):
     make_release(v2, n_items=10, shard_size=5, release={**RELEASE, "version": "1.1.0"})
     assert main(["publish", str(v1), "--to", "zenodo", "--endpoint", zenodo.api]) == 0
     (first,) = zenodo.state.depositions
-    assert main(["publish", str(v2), "--to", "zenodo", "--endpoint", zenodo.api,
-                 "--new-version-of", str(first)]) == 0
+    assert main(["publish", str(v2), "--to", "zenodo", "--endpoint", zenodo.api, "--new-version-of", str(first)]) == 0
     deps = zenodo.state.depositions
     assert len(deps) == 2
     second = max(deps)
@@ -232,7 +231,7 @@ def test_zenodo_new_version(tmp_path, zenodo, monkeypatch):
 def test_zenodo_draft_then_publish(release, zenodo, monkeypatch, capsys):
     monkeypatch.setenv("ZENODO_TOKEN", zenodo.state.token)
     assert main(["publish", str(release), "--to", "zenodo", "--endpoint", zenodo.api, "--draft"]) == 0
-    (dep_id, dep), = zenodo.state.depositions.items()
+    ((dep_id, dep),) = zenodo.state.depositions.items()
     assert not dep["submitted"] and dep["metadata"]["title"] == "NMC811 test particles"
     assert "ready for review" in capsys.readouterr().out
     n_puts = len(zenodo.state.puts)

@@ -43,8 +43,15 @@ def _recipe(tmp_path, dataset: dict, seed: int = 5) -> tuple[Path, dict]:
     return path, recipe
 
 
-DATASET = {"name": "nmc811-shells", "version": "0.2.0", "license": "cc-by-4.0", "authors": [{"name": "Doe, Jane"}],
-           "shells": 12, "shard_size": 5, "publish": {"hf": {"repo_id": "org/nmc811-shells"}}}
+DATASET = {
+    "name": "nmc811-shells",
+    "version": "0.2.0",
+    "license": "cc-by-4.0",
+    "authors": [{"name": "Doe, Jane"}],
+    "shells": 12,
+    "shard_size": 5,
+    "publish": {"hf": {"repo_id": "org/nmc811-shells"}},
+}
 
 
 def test_schema_errors_name_the_key():
@@ -93,8 +100,10 @@ def test_shells_release_from_a_shell_model(tmp_path, shell_model_path):
 
     # the same recipe again: nothing rebuilt, identical manifest
     before = (out / "manifest.json").read_bytes()
-    run_section(recipe["dataset"], RunContext(recipe_path=path, recipe=recipe, out=out, seed=5,
-                                              outputs={"shell_model": shell_model_path}))
+    run_section(
+        recipe["dataset"],
+        RunContext(recipe_path=path, recipe=recipe, out=out, seed=5, outputs={"shell_model": shell_model_path}),
+    )
     assert (out / "manifest.json").read_bytes() == before
 
     # a changed recipe in the same folder is refused, and nothing is touched

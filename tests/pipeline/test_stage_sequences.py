@@ -31,20 +31,35 @@ STEPS = 3
 SPLITS = {"train": 2, "validation": 1}
 #: cracks on every interface from the first state on, so a 4 µm box surely has some
 PROTOCOL = {"cycles": 1.0, "cracks": {"onset_cycle": 0.0, "misfit_threshold": 0.0, "growth_misfit": 0.0}}
-ZERO = {"soc": {"min": 0.0, "max": 0.0}, "cracks": {"nuclei_per_cycle": 0},
-        "compaction": {"strain": {}, "random_vox": 0.0}, "rigid": {"translation_vox": 0, "rotation_deg": 0}}
+ZERO = {
+    "soc": {"min": 0.0, "max": 0.0},
+    "cracks": {"nuclei_per_cycle": 0},
+    "compaction": {"strain": {}, "random_vox": 0.0},
+    "rigid": {"translation_vox": 0, "rotation_deg": 0},
+}
 
 
 def _tree_bytes(folder: Path) -> dict:
-    return {p.relative_to(folder).as_posix(): p.read_bytes()
-            for p in sorted(folder.rglob("*")) if p.is_file() and ".build" not in p.parts}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and ".build" not in p.parts
+    }
 
 
 def _recipe(models, dataset=True, **seq) -> dict:
     shell, grain = models
-    s = {"splits": SPLITS, "steps": STEPS, "size": SIZE, "voxel_size_um": 0.1, "solid_fraction": 0.45,
-         "ct": {"preset": "lab-nanoct", "binning": 2}, "protocol": PROTOCOL, "shell_model": str(shell),
-         "grain_model": str(grain)}
+    s = {
+        "splits": SPLITS,
+        "steps": STEPS,
+        "size": SIZE,
+        "voxel_size_um": 0.1,
+        "solid_fraction": 0.45,
+        "ct": {"preset": "lab-nanoct", "binning": 2},
+        "protocol": PROTOCOL,
+        "shell_model": str(shell),
+        "grain_model": str(grain),
+    }
     s.update(seq)
     r = {"format_version": 1, "seed": 3, "sequences": s}
     if dataset:
@@ -63,8 +78,9 @@ def _rows(out: Path, split: str = "train") -> list[dict]:
     if (out / "README.md").is_file():  # a release: the card declares the config
         d = datasets.load_dataset(str(out), "sequences", split=split)
     else:  # the bare shards (their schema carries the features)
-        d = datasets.load_dataset("parquet", data_files={split: str(out / "data" / "sequences" / f"{split}-*.parquet")},
-                                  split=split)
+        d = datasets.load_dataset(
+            "parquet", data_files={split: str(out / "data" / "sequences" / f"{split}-*.parquet")}, split=split
+        )
     d = d.with_format("numpy")
     return [d[i] for i in range(d.num_rows)]
 
@@ -96,8 +112,11 @@ def test_one_and_two_workers_give_the_same_bytes(built):
     ta, tb = _tree_bytes(a), _tree_bytes(b)
     assert sorted(ta) == sorted(tb)
     names = sorted(k for k in ta if k.startswith("data/sequences/"))
-    assert names == ["data/sequences/train-00000-of-00002.parquet", "data/sequences/train-00001-of-00002.parquet",
-                     "data/sequences/validation-00000-of-00001.parquet"]
+    assert names == [
+        "data/sequences/train-00000-of-00002.parquet",
+        "data/sequences/train-00001-of-00002.parquet",
+        "data/sequences/validation-00000-of-00001.parquet",
+    ]
     assert all(ta[k] == tb[k] for k in ta), [k for k in ta if ta[k] != tb[k]]
 
 
@@ -109,8 +128,15 @@ def test_load_dataset_gives_one_row_per_state_with_fixed_shapes(built):
     assert {s: ds[s].num_rows for s in ds} == {s: n * STEPS for s, n in SPLITS.items()}
     feats = ds["train"].features
     assert isinstance(feats["displacement"], datasets.Array4D) and feats["displacement"].shape == (SIZE,) * 3 + (3,)
-    assert [feats[k].dtype for k in ("ct", "ct_reference", "phase", "particle", "grain", "crack", "displacement")] \
-        == ["float32", "float32", "uint8", "uint32", "uint32", "uint32", "float32"]
+    assert [feats[k].dtype for k in ("ct", "ct_reference", "phase", "particle", "grain", "crack", "displacement")] == [
+        "float32",
+        "float32",
+        "uint8",
+        "uint32",
+        "uint32",
+        "uint32",
+        "float32",
+    ]
     want_protocol = validate_protocol(PROTOCOL)
     for split in SPLITS:
         rows = _rows(out, split)
@@ -123,8 +149,11 @@ def test_load_dataset_gives_one_row_per_state_with_fixed_shapes(built):
             assert u.shape == (SIZE,) * 3 + (3,) and u.dtype == np.float32
             # seeds from (recipe seed, split, sequence) alone; new photon noise per state
             d = sequence_draws(3, split, j, 0.45)
-            assert (row["pack_seed"], row["evolve_seed"], row["ct_seed"]) == (d["pack_seed"], d["evolve_seed"],
-                                                                               d["ct_seed"])
+            assert (row["pack_seed"], row["evolve_seed"], row["ct_seed"]) == (
+                d["pack_seed"],
+                d["evolve_seed"],
+                d["ct_seed"],
+            )
             assert row["noise_seed"] == noise_seed(d["ct_seed"], t)
             # the reference CT of every state is the CT of step 0 of its sequence
             assert np.array_equal(row["ct_reference"], rows[j * STEPS]["ct"])
@@ -199,18 +228,21 @@ def test_pure_compaction_is_exactly_the_affine_map_on_the_ct_grid(models, tmp_pa
         assert np.abs(u[..., 2] - s * exy * y).max() < 1e-5
 
 
-@pytest.mark.parametrize("bad, error, words", [
-    ({"steps": 0}, RecipeError, "sequences.steps: 0 is less than the minimum of 1"),
-    ({"stepz": 3}, RecipeError, "'stepz' was unexpected"),
-    ({"protocol": {"crack": {}}}, RecipeError, "unknown key 'crack'"),
-    ({"protocol": {"cracks": {"width_vox": -1}}}, RecipeError, "cracks.width_vox: must be >= 0"),
-    ({"protocol": {"lattice": {"scale": 10}}}, RecipeError, "beyond ±15%"),
-    ({"protocol": {"compaction": {"strain": {"zz": -0.2}}}}, RecipeError, "beyond ±15%"),
-    ({"protocol": "missing.yaml"}, RecipeError, "not found"),
-    ({"solid_fraction": 0.95}, RecipeError, "no pore space"),
-    ({"ct": {"preset": "lab-nanoct", "binning": 8}}, RecipeError, "too coarse"),
-    ({"orientation_model": "nowhere.json"}, InputError, "not found"),
-])
+@pytest.mark.parametrize(
+    "bad, error, words",
+    [
+        ({"steps": 0}, RecipeError, "sequences.steps: 0 is less than the minimum of 1"),
+        ({"stepz": 3}, RecipeError, "'stepz' was unexpected"),
+        ({"protocol": {"crack": {}}}, RecipeError, "unknown key 'crack'"),
+        ({"protocol": {"cracks": {"width_vox": -1}}}, RecipeError, "cracks.width_vox: must be >= 0"),
+        ({"protocol": {"lattice": {"scale": 10}}}, RecipeError, "beyond ±15%"),
+        ({"protocol": {"compaction": {"strain": {"zz": -0.2}}}}, RecipeError, "beyond ±15%"),
+        ({"protocol": "missing.yaml"}, RecipeError, "not found"),
+        ({"solid_fraction": 0.95}, RecipeError, "no pore space"),
+        ({"ct": {"preset": "lab-nanoct", "binning": 8}}, RecipeError, "too coarse"),
+        ({"orientation_model": "nowhere.json"}, InputError, "not found"),
+    ],
+)
 def test_bad_sections_are_one_line_errors_before_writing(models, tmp_path, bad, error, words):
     out = tmp_path / "out"
     recipe = _write(tmp_path / "bad.yaml", _recipe(models, **bad))
@@ -246,6 +278,10 @@ def test_dask_local_cluster_gives_the_same_bytes(built, tmp_path):
     recipe, (ref, _) = built
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
         out = tmp_path / "dask"
-        assert main(["run", str(recipe), "--out", str(out), "--executor", "dask",
-                     "--scheduler", cluster.scheduler_address]) == 0
+        assert (
+            main(
+                ["run", str(recipe), "--out", str(out), "--executor", "dask", "--scheduler", cluster.scheduler_address]
+            )
+            == 0
+        )
     assert _tree_bytes(out) == _tree_bytes(ref)

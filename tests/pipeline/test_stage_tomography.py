@@ -26,18 +26,33 @@ SPLITS = {"train": 2, "validation": 1, "test": 1}
 
 
 def _tree_bytes(folder: Path) -> dict:
-    return {p.relative_to(folder).as_posix(): p.read_bytes()
-            for p in sorted(folder.rglob("*")) if p.is_file() and ".build" not in p.parts}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and ".build" not in p.parts
+    }
 
 
 def _recipe(models, **tomo) -> dict:
     shell, grain = models
-    t = {"splits": SPLITS, "size": SIZE, "voxel_size_um": 0.1, "solid_fraction": [0.4, 0.5],
-         "binder": {"mode": "bridge", "fraction": 0.08}, "ct": {"preset": "lab-nanoct", "binning": 2},
-         "shard_size": 1, "shell_model": str(shell), "grain_model": str(grain)}
+    t = {
+        "splits": SPLITS,
+        "size": SIZE,
+        "voxel_size_um": 0.1,
+        "solid_fraction": [0.4, 0.5],
+        "binder": {"mode": "bridge", "fraction": 0.08},
+        "ct": {"preset": "lab-nanoct", "binning": 2},
+        "shard_size": 1,
+        "shell_model": str(shell),
+        "grain_model": str(grain),
+    }
     t.update(tomo)
-    return {"format_version": 1, "seed": 3, "tomography": t,
-            "dataset": {"name": "nmc811-ct-test", "version": "1.0.0", "authors": [{"name": "Doe, Jane"}]}}
+    return {
+        "format_version": 1,
+        "seed": 3,
+        "tomography": t,
+        "dataset": {"name": "nmc811-ct-test", "version": "1.0.0", "authors": [{"name": "Doe, Jane"}]},
+    }
 
 
 def _write(path: Path, recipe: dict) -> Path:
@@ -68,8 +83,12 @@ def test_one_and_two_workers_give_the_same_bytes(built):
     ta, tb = _tree_bytes(a), _tree_bytes(b)
     assert sorted(ta) == sorted(tb)
     names = sorted(k for k in ta if k.startswith("data/ct/"))
-    assert names == ["data/ct/test-00000-of-00001.parquet", "data/ct/train-00000-of-00002.parquet",
-                     "data/ct/train-00001-of-00002.parquet", "data/ct/validation-00000-of-00001.parquet"]
+    assert names == [
+        "data/ct/test-00000-of-00001.parquet",
+        "data/ct/train-00000-of-00002.parquet",
+        "data/ct/train-00001-of-00002.parquet",
+        "data/ct/validation-00000-of-00001.parquet",
+    ]
     assert all(ta[k] == tb[k] for k in ta), [k for k in ta if ta[k] != tb[k]]
 
 
@@ -82,8 +101,12 @@ def test_load_dataset_gives_the_splits_and_consistent_volumes(built):
     seen = set()
     for split in SPLITS:
         feats = ds[split].features
-        assert [feats[k].dtype for k in ("ct", "phase", "particle", "grain")] == ["float32", "uint8", "uint32",
-                                                                                 "uint32"]
+        assert [feats[k].dtype for k in ("ct", "phase", "particle", "grain")] == [
+            "float32",
+            "uint8",
+            "uint32",
+            "uint32",
+        ]
         d = ds[split].with_format("numpy")
         for i in range(d.num_rows):
             row = d[i]
@@ -144,10 +167,12 @@ def test_resume_rebuilds_only_a_lost_shard(built, tmp_path):
 
 def test_bad_sections_are_refused_before_writing(models, tmp_path):
     out = tmp_path / "out"
-    cases = [({"solid_fraction": [0.5, 0.4]}, "not an interval"),
-             ({"solid_fraction": 0.95}, "no pore space"),
-             ({"ct": {"preset": "lab-nanoct", "binning": 8}}, "too coarse"),
-             ({"grain_model": str(tmp_path / "missing")}, "not found")]
+    cases = [
+        ({"solid_fraction": [0.5, 0.4]}, "not an interval"),
+        ({"solid_fraction": 0.95}, "no pore space"),
+        ({"ct": {"preset": "lab-nanoct", "binning": 8}}, "too coarse"),
+        ({"grain_model": str(tmp_path / "missing")}, "not found"),
+    ]
     for i, (bad, msg) in enumerate(cases):
         recipe = _write(tmp_path / f"bad{i}.yaml", _recipe(models, **bad))
         with pytest.raises(Exception, match=msg):
@@ -171,6 +196,10 @@ def test_dask_local_cluster_gives_the_same_bytes(built, tmp_path):
     recipe, (ref, _) = built
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
         out = tmp_path / "dask"
-        assert main(["run", str(recipe), "--out", str(out), "--executor", "dask",
-                     "--scheduler", cluster.scheduler_address]) == 0
+        assert (
+            main(
+                ["run", str(recipe), "--out", str(out), "--executor", "dask", "--scheduler", cluster.scheduler_address]
+            )
+            == 0
+        )
     assert _tree_bytes(out) == _tree_bytes(ref)

@@ -93,26 +93,37 @@ class _Handler(BaseHTTPRequestHandler):
         st.next_id += 1
         bucket = str(uuid.uuid4())
         st.buckets[bucket] = dict(files or {})
-        dep = {"id": dep_id, "conceptrecid": concept or dep_id, "submitted": False, "state": "unsubmitted",
-               "metadata": {}, "bucket": bucket}
+        dep = {
+            "id": dep_id,
+            "conceptrecid": concept or dep_id,
+            "submitted": False,
+            "state": "unsubmitted",
+            "metadata": {},
+            "bucket": bucket,
+        }
         st.depositions[dep_id] = dep
         return dep
 
     def _view(self, dep: dict) -> dict:
         b = f"{self.base}/api"
         v = {k: dep[k] for k in ("id", "conceptrecid", "submitted", "state", "metadata")}
-        v["links"] = {"self": f"{b}/deposit/depositions/{dep['id']}", "bucket": f"{b}/files/{dep['bucket']}",
-                      "publish": f"{b}/deposit/depositions/{dep['id']}/actions/publish",
-                      "newversion": f"{b}/deposit/depositions/{dep['id']}/actions/newversion",
-                      "html": f"{self.base}/deposit/{dep['id']}"}
+        v["links"] = {
+            "self": f"{b}/deposit/depositions/{dep['id']}",
+            "bucket": f"{b}/files/{dep['bucket']}",
+            "publish": f"{b}/deposit/depositions/{dep['id']}/actions/publish",
+            "newversion": f"{b}/deposit/depositions/{dep['id']}/actions/newversion",
+            "html": f"{self.base}/deposit/{dep['id']}",
+        }
         if dep.get("latest_draft"):
             v["links"]["latest_draft"] = f"{b}/deposit/depositions/{dep['latest_draft']}"
         if dep["submitted"]:
             v["doi"] = f"10.5072/zenodo.{dep['id']}"
             v["record_id"] = dep["id"]
             v["links"]["record_html"] = f"{self.base}/records/{dep['id']}"
-        v["files"] = [{"filename": k, "filesize": len(d), "checksum": hashlib.md5(d).hexdigest()}
-                      for k, d in sorted(self.state.buckets[dep["bucket"]].items())]
+        v["files"] = [
+            {"filename": k, "filesize": len(d), "checksum": hashlib.md5(d).hexdigest()}
+            for k, d in sorted(self.state.buckets[dep["bucket"]].items())
+        ]
         return v
 
     def _dep(self, dep_id) -> dict | None:
@@ -143,8 +154,9 @@ class _Handler(BaseHTTPRequestHandler):
         if dep["submitted"]:
             return self._send(403, {"status": 403, "message": "Deposition is published; use edit first."})
         md = json.loads(body).get("metadata", {})
-        errors = [{"field": f"metadata.{k}", "message": "Missing data for required field."}
-                  for k in REQUIRED if not md.get(k)]
+        errors = [
+            {"field": f"metadata.{k}", "message": "Missing data for required field."} for k in REQUIRED if not md.get(k)
+        ]
         if errors:
             return self._send(400, {"status": 400, "message": "Validation error.", "errors": errors})
         dep["metadata"] = md
@@ -155,8 +167,10 @@ class _Handler(BaseHTTPRequestHandler):
         if not dep:
             return
         if not dep["metadata"] or not self.state.buckets[dep["bucket"]]:
-            return self._send(400, {"status": 400, "message": "Validation error.",
-                                    "errors": [{"message": "Missing metadata or files."}]})
+            return self._send(
+                400,
+                {"status": 400, "message": "Validation error.", "errors": [{"message": "Missing metadata or files."}]},
+            )
         dep["submitted"], dep["state"] = True, "done"
         self._send(202, self._view(dep))
 
@@ -173,8 +187,15 @@ class _Handler(BaseHTTPRequestHandler):
     def list_bucket(self, body, bucket):
         if bucket not in self.state.buckets:
             return self._send(404, {"status": 404, "message": "Bucket does not exist."})
-        self._send(200, {"contents": [{"key": k, "size": len(d), "checksum": "md5:" + hashlib.md5(d).hexdigest()}
-                                      for k, d in sorted(self.state.buckets[bucket].items())]})
+        self._send(
+            200,
+            {
+                "contents": [
+                    {"key": k, "size": len(d), "checksum": "md5:" + hashlib.md5(d).hexdigest()}
+                    for k, d in sorted(self.state.buckets[bucket].items())
+                ]
+            },
+        )
 
     def put_file(self, body, bucket, key):
         dep = self._bucket_dep(bucket)

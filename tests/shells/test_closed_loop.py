@@ -26,7 +26,7 @@ from nmc_dataset.synthetic._ct_phantom import make_ct_phantom, reference_shell_m
 
 
 def _rms(c, l):
-    return float(np.sqrt(np.mean(c[:, l * l:(l + 1) ** 2] ** 2)))
+    return float(np.sqrt(np.mean(c[:, l * l : (l + 1) ** 2] ** 2)))
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,8 @@ def test_grey_route_counts_and_recovers_within_the_stated_bias(phantom, tmp_path
     # spread within 35 % (36 particles)
     assert m.laws[0].mean() == pytest.approx(ph.model.laws[0].mean() * (1 + bias0), rel=0.02)
     assert m.laws[0].std() / m.laws[0].mean() == pytest.approx(
-        ph.model.laws[0].std() / ph.model.laws[0].mean(), rel=0.35)
+        ph.model.laws[0].std() / ph.model.laws[0].mean(), rel=0.35
+    )
     assert 0.9 < m.star_volume_fraction["mean"] <= 1.0
     p = m.write(tmp_path / "m.json")
     doc = json.loads(p.read_text())
@@ -93,8 +94,7 @@ def test_full_size_phantom_via_cli(tmp_path):
     from nmc_dataset.shells._model import ShellModel
 
     truth = reference_shell_model(mean_radius_vox=10.0)
-    ph = make_ct_phantom(truth, shape=(256, 256, 256), n_particles=300, rng=np.random.default_rng(7),
-                         dtype="uint16")
+    ph = make_ct_phantom(truth, shape=(256, 256, 256), n_particles=300, rng=np.random.default_rng(7), dtype="uint16")
     assert ph.n_particles == 300
     np.save(tmp_path / "ct.npy", ph.volume)
     out = tmp_path / "model.json"
@@ -108,13 +108,27 @@ def test_full_size_phantom_via_cli(tmp_path):
     assert 0.6 < _rms(c_fit, 3) / _rms(c_true, 3) < 1.05
     # 300 particles: the a_00 law's spread within 25 % of the truth's (after the same bias)
     assert np.std(c_fit[:, 0]) / c_fit[:, 0].mean() == pytest.approx(
-        np.std(c_true[:, 0]) / c_true[:, 0].mean(), rel=0.25)
+        np.std(c_true[:, 0]) / c_true[:, 0].mean(), rel=0.25
+    )
     assert m.laws[0].family in ("lognormal", "gamma")  # positive families only (the truth: log-normal)
     assert m.laws[0].mean() == pytest.approx(ph.model.laws[0].mean() * (1 + bias0), rel=0.02)
     assert m.star_volume_fraction["mean"] > 0.95
     assert cli.main(["sample-shells", str(out), "-n", "3000", "--seed", "1", "--out", str(tmp_path / "s.parquet")]) == 0
-    assert cli.main(["describe-shells", str(tmp_path / "s.parquet"), "--against", str(out), "--subdivisions", "3",
-                     "--out", str(tmp_path / "rep")]) == 0
+    assert (
+        cli.main(
+            [
+                "describe-shells",
+                str(tmp_path / "s.parquet"),
+                "--against",
+                str(out),
+                "--subdivisions",
+                "3",
+                "--out",
+                str(tmp_path / "rep"),
+            ]
+        )
+        == 0
+    )
     comp = json.loads((tmp_path / "rep" / "comparison.json").read_text())
     for k in ("d_max", "aspect_ratio", "volume", "sphericity"):
         assert comp[k]["ks"] < 0.15, (k, comp[k])  # n=300 vs 3000: KS 1 % critical value ~0.10

@@ -16,11 +16,13 @@ from nmc_dataset.synthetic._ct_phantom import make_ct_phantom, reference_shell_m
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli")
-    ph = make_ct_phantom(reference_shell_model(7.0), shape=(80, 80, 80), n_particles=14,
-                         rng=np.random.default_rng(11), dtype="uint16")
+    ph = make_ct_phantom(
+        reference_shell_model(7.0), shape=(80, 80, 80), n_particles=14, rng=np.random.default_rng(11), dtype="uint16"
+    )
     np.save(d / "ct.npy", ph.volume)
-    code = cli.main(["fit-shells", str(d / "ct.npy"), "--voxel-size-um", "0.128", "--out", str(d / "model.json"),
-                     "--seed", "3"])
+    code = cli.main(
+        ["fit-shells", str(d / "ct.npy"), "--voxel-size-um", "0.128", "--out", str(d / "model.json"), "--seed", "3"]
+    )
     assert code == 0
     return d, ph
 
@@ -51,20 +53,41 @@ def test_fit_sample_describe(fitted, capsys):
     t = pq.read_table(d / "model.coefficients.parquet")
     assert t.num_rows == 14 and "a_l9_m-9" in t.column_names and "star_volume_fraction" in t.column_names
 
-    assert cli.main(["sample-shells", str(d / "model.json"), "-n", "300", "--seed", "5",
-                     "--out", str(d / "shells.parquet")]) == 0
+    assert (
+        cli.main(
+            ["sample-shells", str(d / "model.json"), "-n", "300", "--seed", "5", "--out", str(d / "shells.parquet")]
+        )
+        == 0
+    )
     t = pq.read_table(d / "shells.parquet")
     meta = json.loads(t.schema.metadata[b"nmc_dataset"])
     assert t.num_rows == 300 and meta["seed"] == 5 and meta["model_format_version"] == 2
     assert meta["format"] == "nmc-dataset/shells" and meta["voxel_size_um"] == 0.128
     # reproducible: the same seed gives the same bytes of coefficients
-    assert cli.main(["sample-shells", str(d / "model.json"), "-n", "300", "--seed", "5",
-                     "--out", str(d / "again.parquet")]) == 0
+    assert (
+        cli.main(
+            ["sample-shells", str(d / "model.json"), "-n", "300", "--seed", "5", "--out", str(d / "again.parquet")]
+        )
+        == 0
+    )
     assert pq.read_table(d / "again.parquet").equals(t)
 
     rep = d / "report"
-    assert cli.main(["describe-shells", str(d / "shells.parquet"), "--against", str(d / "model.json"),
-                     "--subdivisions", "3", "--out", str(rep)]) == 0
+    assert (
+        cli.main(
+            [
+                "describe-shells",
+                str(d / "shells.parquet"),
+                "--against",
+                str(d / "model.json"),
+                "--subdivisions",
+                "3",
+                "--out",
+                str(rep),
+            ]
+        )
+        == 0
+    )
     comp = json.loads((rep / "comparison.json").read_text())
     assert set(comp) == {"d_max", "compactness", "aspect_ratio", "sphericity", "volume", "area"}
     for v in comp.values():
@@ -76,8 +99,9 @@ def test_fit_sample_describe(fitted, capsys):
     for f in ("comparison.md", "histograms.png", "d_max.png", "summary.json", "measured_descriptors.parquet"):
         assert (rep / f).is_file()
     # describe without --against: descriptors only
-    assert cli.main(["describe-shells", str(d / "shells.parquet"), "--subdivisions", "3",
-                     "--out", str(d / "rep2")]) == 0
+    assert (
+        cli.main(["describe-shells", str(d / "shells.parquet"), "--subdivisions", "3", "--out", str(d / "rep2")]) == 0
+    )
     assert not (d / "rep2" / "comparison.json").exists() and (d / "rep2" / "descriptors.parquet").is_file()
 
 
@@ -85,8 +109,9 @@ def _assert_nothing_written(folder, before):
     assert sorted(p.name for p in folder.iterdir()) == before
 
 
-@pytest.mark.parametrize("case", ["garbage_tif", "2d", "empty", "absent_phase", "zero_voxel", "negative_voxel",
-                                  "holdout", "measure_sigma"])
+@pytest.mark.parametrize(
+    "case", ["garbage_tif", "2d", "empty", "absent_phase", "zero_voxel", "negative_voxel", "holdout", "measure_sigma"]
+)
 def test_fit_errors(tmp_path, capsys, case):
     args = ["--voxel-size-um", "0.128"]
     if case == "garbage_tif":
@@ -134,27 +159,41 @@ def test_sample_and_describe_errors(fitted, tmp_path, capsys):
     before = sorted(p.name for p in tmp_path.iterdir())
     assert cli.main(["sample-shells", str(newer), "-n", "10", "--seed", "1", "--out", str(tmp_path / "s.parquet")]) == 2
     _one_line_error(capsys, "newer.json", "format_version 3")
-    assert cli.main(["sample-shells", str(d / "model.json"), "-n", "0", "--seed", "1",
-                     "--out", str(tmp_path / "s.parquet")]) == 2
+    assert (
+        cli.main(
+            ["sample-shells", str(d / "model.json"), "-n", "0", "--seed", "1", "--out", str(tmp_path / "s.parquet")]
+        )
+        == 2
+    )
     _one_line_error(capsys, "model.json", "-n must be >= 1")
     (tmp_path / "x.parquet").write_text("not parquet")
     before = sorted(p.name for p in tmp_path.iterdir())
     assert cli.main(["describe-shells", str(tmp_path / "x.parquet"), "--out", str(tmp_path / "rep")]) == 2
     _one_line_error(capsys, "x.parquet")
-    assert cli.main(["sample-shells", str(d / "model.json"), "-n", "5", "--seed", "1",
-                     "--out", str(tmp_path / "ok.parquet")]) == 0
+    assert (
+        cli.main(
+            ["sample-shells", str(d / "model.json"), "-n", "5", "--seed", "1", "--out", str(tmp_path / "ok.parquet")]
+        )
+        == 0
+    )
     capsys.readouterr()
     before = sorted(p.name for p in tmp_path.iterdir())
-    assert cli.main(["describe-shells", str(tmp_path / "ok.parquet"), "--against", str(newer),
-                     "--out", str(tmp_path / "rep")]) == 2
+    assert (
+        cli.main(
+            ["describe-shells", str(tmp_path / "ok.parquet"), "--against", str(newer), "--out", str(tmp_path / "rep")]
+        )
+        == 2
+    )
     _one_line_error(capsys, "newer.json")
     _assert_nothing_written(tmp_path, before)
 
 
 def test_recipe_section(tmp_path, capsys):
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("format_version: 1\nseed: 4\nshells:\n  phantom: {size: 64, n_particles: 8, mean_radius_vox: 6}\n"
-                      "  n_samples: 100\n  subdivisions: 3\n")
+    recipe.write_text(
+        "format_version: 1\nseed: 4\nshells:\n  phantom: {size: 64, n_particles: 8, mean_radius_vox: 6}\n"
+        "  n_samples: 100\n  subdivisions: 3\n"
+    )
     assert cli.main(["run", str(recipe), "--out", str(tmp_path / "out")]) == 0
     sh = tmp_path / "out" / "shells"
     doc = json.loads((sh / "shell_model.json").read_text())

@@ -58,8 +58,9 @@ def test_fit_recovers_ellipsoids_and_matches_degrees_0_and_2():
     c = ellipsoid_coefficients(np.stack([_matrix(a, q) for a, q in zip(axes, rots)]), 8)
     A6, conv = fit_ellipsoids(c)
     assert conv.all()
-    e = 1 / np.sqrt(np.linalg.eigvalsh(np.stack([[[a[0], a[3], a[4]], [a[3], a[1], a[5]], [a[4], a[5], a[2]]]
-                                                 for a in A6])))
+    e = 1 / np.sqrt(
+        np.linalg.eigvalsh(np.stack([[[a[0], a[3], a[4]], [a[3], a[1], a[5]], [a[4], a[5], a[2]]] for a in A6]))
+    )
     assert np.allclose(np.sort(e, axis=1), np.sort(axes, axis=1), rtol=1e-6)
     # rough particles: not ellipsoids, but their ellipsoid still carries degrees 0 and 2 exactly
     rough = truth_coefficients("heterogeneous", 200, rng, degree=8)
@@ -85,7 +86,7 @@ def _reference_draw(mix: EllipsoidMixture, n, rng):
             y = np.exp(x[3 + b]) * np.sqrt(nb) * stats.uniform_direction(nb).rvs(random_state=rng)
             k = 0
             for l in band:
-                out[i, l * l:(l + 1) ** 2] += y[k:k + 2 * l + 1] * mix.spread[l]
+                out[i, l * l : (l + 1) ** 2] += y[k : k + 2 * l + 1] * mix.spread[l]
                 k += 2 * l + 1
     return out
 
@@ -105,8 +106,9 @@ def test_fast_sampler_matches_the_plain_twin():
     # the sampled axis ratios reproduce the measured ones (the kernel is reflected at 0)
     s_meas = mix.summaries(c)
     for j in (1, 2):
-        assert np.quantile(sf[:, j], [0.1, 0.5, 0.9]) == pytest.approx(np.quantile(s_meas[:, j], [0.1, 0.5, 0.9]),
-                                                                        abs=0.03)
+        assert np.quantile(sf[:, j], [0.1, 0.5, 0.9]) == pytest.approx(
+            np.quantile(s_meas[:, j], [0.1, 0.5, 0.9]), abs=0.03
+        )
 
 
 def test_model_file_round_trip_and_bad_blocks(tmp_path):
@@ -140,8 +142,15 @@ def test_model_file_round_trip_and_bad_blocks(tmp_path):
 def test_selection_keeps_ellipsoids_convex():
     """Small CI version of the ellipsoid closed loop: coefficients only (no rendering), 400 particles."""
     c = truth_coefficients("ellipsoid", 400, np.random.default_rng(5), degree=6)
-    m, table = select_model(c, 0.128, rng=np.random.default_rng(6), subdivisions=2, n_sample=600,
-                            candidates=("scale_mixture", "ellipsoid_mixture"), edcc=False)
+    m, table = select_model(
+        c,
+        0.128,
+        rng=np.random.default_rng(6),
+        subdivisions=2,
+        n_sample=600,
+        candidates=("scale_mixture", "ellipsoid_mixture"),
+        edcc=False,
+    )
     rows = table["candidates"]
     assert table["chosen"] == "ellipsoid_mixture" and m.kind == "ellipsoid_mixture"
     assert rows["ellipsoid_mixture"]["holdout_loglik_per_particle"] is None

@@ -15,8 +15,9 @@ def _reference_draw(mix: ScaleMixture, n: int, rng) -> np.ndarray:
     """Slow twin of ScaleMixture.draw_raw: one shell at a time through numpy's and scipy's own samplers."""
     out = np.zeros((n, (mix.degree + 1) ** 2))
     for i in range(n):
-        x = mix.points[rng.choice(mix.points.shape[0])] + rng.multivariate_normal(np.zeros(mix.points.shape[1]),
-                                                                                  mix.kernel_cov)
+        x = mix.points[rng.choice(mix.points.shape[0])] + rng.multivariate_normal(
+            np.zeros(mix.points.shape[1]), mix.kernel_cov
+        )
         out[i, 0] = np.exp(x[0])
         for b, band in enumerate(mix.bands):
             nb = sum(2 * l + 1 for l in band)
@@ -24,7 +25,7 @@ def _reference_draw(mix: ScaleMixture, n: int, rng) -> np.ndarray:
             y = np.exp(x[1 + b]) * np.sqrt(nb) * u
             k = 0
             for l in band:
-                out[i, l * l:(l + 1) ** 2] = y[k:k + 2 * l + 1] * mix.spread[l]
+                out[i, l * l : (l + 1) ** 2] = y[k : k + 2 * l + 1] * mix.spread[l]
                 k += 2 * l + 1
     return out
 
@@ -92,8 +93,9 @@ def test_model_file_roundtrip_and_old_files(tmp_path):
     assert doc["dependence"]["bands"] == [[1], [2], [3], [4], [5]]
     m2 = ShellModel.load(p)
     assert m2.kind == "scale_mixture"
-    np.testing.assert_array_equal(m.sample_coefficients(20, np.random.default_rng(3)),
-                                  m2.sample_coefficients(20, np.random.default_rng(3)))
+    np.testing.assert_array_equal(
+        m.sample_coefficients(20, np.random.default_rng(3)), m2.sample_coefficients(20, np.random.default_rng(3))
+    )
     # a version-1 file (no model key) is the paper's independent model
     old = {k: v for k, v in doc.items() if k not in ("model", "dependence", "families", "model_selection")}
     old["format_version"] = 1

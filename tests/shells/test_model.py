@@ -20,11 +20,17 @@ def _truth(sigma0=0.3, df=4.0, scale2=1.5, family_l="t"):
     return ShellModel(degree=5, voxel_size_um=0.128, laws=laws)
 
 
-@pytest.mark.parametrize("family,params,signed", [
-    ("normal", {"loc": 3.0, "scale": 1.5}, False), ("normal", {"scale": 0.7}, True),
-    ("lognormal", {"mu": 1.0, "sigma": 0.4}, False), ("lognormal", {"mu": -1.0, "sigma": 0.8}, True),
-    ("t", {"df": 4.0, "scale": 2.0, "loc": 1.0}, False), ("t", {"df": 2.5, "scale": 0.3}, True),
-])
+@pytest.mark.parametrize(
+    "family,params,signed",
+    [
+        ("normal", {"loc": 3.0, "scale": 1.5}, False),
+        ("normal", {"scale": 0.7}, True),
+        ("lognormal", {"mu": 1.0, "sigma": 0.4}, False),
+        ("lognormal", {"mu": -1.0, "sigma": 0.8}, True),
+        ("t", {"df": 4.0, "scale": 2.0, "loc": 1.0}, False),
+        ("t", {"df": 2.5, "scale": 0.3}, True),
+    ],
+)
 def test_densities_integrate_to_one(family, params, signed):
     f = lambda x: np.exp(logpdf(family, params, np.array([x]), signed))[0]  # noqa: E731
     total = sum(integrate.quad(f, a, b, limit=200)[0] for a, b in ((-np.inf, 0), (0, np.inf)))
@@ -98,8 +104,9 @@ def test_sampling_is_reproducible_and_checks_n():
 def test_write_load_roundtrip_and_schema(tmp_path, rng):
     truth = _truth()
     c = truth.sample_coefficients(200, rng)
-    m = ShellModel.fit(c, 0.128, star_volume_fraction=rng.uniform(0.9, 1, 200),
-                       particle_table={"volume_vox": np.arange(200)})
+    m = ShellModel.fit(
+        c, 0.128, star_volume_fraction=rng.uniform(0.9, 1, 200), particle_table={"volume_vox": np.arange(200)}
+    )
     p = m.write(tmp_path / "model.json")
     doc = json.loads(p.read_text())
     schema = json.loads((resources.files("nmc_dataset") / "schemas" / "shell-model.schema.json").read_text())
@@ -112,12 +119,14 @@ def test_write_load_roundtrip_and_schema(tmp_path, rng):
     for a, b in zip(m.laws, m2.laws):
         assert a.family == b.family and a.params == b.params
     np.testing.assert_array_equal(m2.load_coefficients(), c)
-    coeffs, meta, other = read_coefficients_table(tmp_path / "model.coefficients.parquet",
-                                                  "nmc-dataset/shell-coefficients")
+    coeffs, meta, other = read_coefficients_table(
+        tmp_path / "model.coefficients.parquet", "nmc-dataset/shell-coefficients"
+    )
     assert meta["format_version"] == 1 and list(other["volume_vox"][:3]) == [0, 1, 2]
     # same seed, same shells from the loaded model
-    np.testing.assert_array_equal(m.sample_coefficients(5, np.random.default_rng(1)),
-                                  m2.sample_coefficients(5, np.random.default_rng(1)))
+    np.testing.assert_array_equal(
+        m.sample_coefficients(5, np.random.default_rng(1)), m2.sample_coefficients(5, np.random.default_rng(1))
+    )
     doc["format_version"] = 3
     (tmp_path / "new.json").write_text(json.dumps(doc))
     with pytest.raises(FormatVersionError, match="new.json"):

@@ -83,8 +83,7 @@ def test_measure_particles_recovers_a_rendered_shell(rng):
     np.testing.assert_allclose(pc.centroid_xyz[:, 0], [25, 75.3], atol=0.5)
     for l, tol in ((0, 0.3), (2, 0.35), (3, 0.35)):
         sl = slice(l * l, (l + 1) ** 2)
-        np.testing.assert_allclose(np.linalg.norm(pc.coeffs[:, sl], axis=1), np.linalg.norm(a[:, sl], axis=1),
-                                   atol=tol)
+        np.testing.assert_allclose(np.linalg.norm(pc.coeffs[:, sl], axis=1), np.linalg.norm(a[:, sl], axis=1), atol=tol)
     # the radius of the fitted functions matches the true ones to a voxel everywhere
     u, _ = icosphere(3)
     assert np.abs(radius(pc.coeffs, u).mean(1) - radius(a, u).mean(1)).max() < 0.3

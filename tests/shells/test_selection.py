@@ -27,8 +27,7 @@ def test_selection_prefers_the_mixture_on_heterogeneous_roughness():
     assert table["candidates"]["ellipsoid_mixture"]["holdout_loglik_per_particle"] is None
     assert table["candidates"][table["chosen"]]["max_ks"] < 0.2
     # the held-out likelihood agrees
-    assert (table["candidates"]["scale_mixture"]["holdout_loglik_per_particle"]
-            > ind["holdout_loglik_per_particle"])
+    assert table["candidates"]["scale_mixture"]["holdout_loglik_per_particle"] > ind["holdout_loglik_per_particle"]
     assert m.n_particles == 400 and m.selection_table is table  # refitted on all particles
     text = format_table(table)
     assert f"* {table['chosen']}" in text and "compact" in text

@@ -15,7 +15,7 @@ from nmc_dataset.synthetic._ct_phantom import make_ct_phantom, reference_shell_m
 
 
 def _rms(c, l):
-    return float(np.sqrt(np.mean(c[:, l * l:(l + 1) ** 2] ** 2)))
+    return float(np.sqrt(np.mean(c[:, l * l : (l + 1) ** 2] ** 2)))
 
 
 def test_crossings_match_a_fine_plain_search(rng):
@@ -70,8 +70,9 @@ def test_small_particles_shape_degrees_recovered(small_phantom, caplog):
     ph, seg = small_phantom
     assert seg.n_particles == ph.n_particles
     with caplog.at_level(logging.WARNING, logger="nmc_dataset"):
-        pc, info = measure_particles_subvoxel(seg.labels, ph.volume, 9, np.random.default_rng(1), sigma=1.0,
-                                              otsu_threshold=seg.threshold)
+        pc, info = measure_particles_subvoxel(
+            seg.labels, ph.volume, 9, np.random.default_rng(1), sigma=1.0, otsu_threshold=seg.threshold
+        )
     pv = measure_particles(seg.labels, 9, np.random.default_rng(1))
     ct = ph.coefficients
     assert pc.coeffs[:, 0].mean() == pytest.approx(ct[:, 0].mean(), rel=0.02)
@@ -84,6 +85,7 @@ def test_small_particles_shape_degrees_recovered(small_phantom, caplog):
     assert 4 < info.contrast_to_noise < 12 and info.no_crossing_fraction < 0.01
     assert info.too_small_fraction > 0.5 and "too small to resolve degree 9" in caplog.text
     assert np.all(pc.fit_rms > 0) and np.median(pc.fit_rms) < 0.6
-    _, info6 = measure_particles_subvoxel(seg.labels, ph.volume, 5, np.random.default_rng(1),
-                                          otsu_threshold=seg.threshold)
+    _, info6 = measure_particles_subvoxel(
+        seg.labels, ph.volume, 5, np.random.default_rng(1), otsu_threshold=seg.threshold
+    )
     assert info6.too_small_fraction < info.too_small_fraction

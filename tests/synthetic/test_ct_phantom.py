@@ -18,14 +18,14 @@ def test_reference_model_is_plausible(rng):
 
 
 def test_phantom_truth(rng):
-    ph = make_ct_phantom(reference_shell_model(7), shape=(64, 72, 80), n_particles=10, rng=rng, noise_sigma=0.0,
-                         blur_sigma=0.0)
+    ph = make_ct_phantom(
+        reference_shell_model(7), shape=(64, 72, 80), n_particles=10, rng=rng, noise_sigma=0.0, blur_sigma=0.0
+    )
     assert ph.n_particles == 10 and ph.volume.shape == (64, 72, 80)
     assert set(np.unique(ph.labels)) == set(range(11))
     # rendering is reproducible from the truth, and no particle touches the border
     np.testing.assert_array_equal(render_shells(ph.labels.shape, ph.coefficients, ph.centers_xyz), ph.labels)
-    for face in (ph.labels[0], ph.labels[-1], ph.labels[:, 0], ph.labels[:, -1], ph.labels[..., 0],
-                 ph.labels[..., -1]):
+    for face in (ph.labels[0], ph.labels[-1], ph.labels[:, 0], ph.labels[:, -1], ph.labels[..., 0], ph.labels[..., -1]):
         assert not face.any()
     # voxel counts match the analytic volumes (voxelisation error ~ area * 0 on average, < 3 %)
     vol = shell_descriptors(ph.coefficients)["volume"]

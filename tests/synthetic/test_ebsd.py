@@ -21,8 +21,9 @@ def test_teacher_parameters(rng):
     r, mu = 60.0, 0.0018
     counts = []
     for _ in range(5):
-        g = radial_teacher_gbpd(rng, radius_px=r, intensity=mu, radial_diag=(0.2, 0.3),
-                                tangential_diag=(0.9, 1.1), offset_range=(2.0, 3.0))
+        g = radial_teacher_gbpd(
+            rng, radius_px=r, intensity=mu, radial_diag=(0.2, 0.3), tangential_diag=(0.9, 1.1), offset_range=(2.0, 3.0)
+        )
         counts.append(g.n)
         assert g.dim == 3
         assert np.all(np.linalg.norm(g.seeds, axis=1) <= r)
@@ -33,7 +34,7 @@ def test_teacher_parameters(rng):
         q = g.frames()
         u = g.seeds / np.linalg.norm(g.seeds, axis=1, keepdims=True)
         np.testing.assert_allclose(np.abs(np.einsum("nj,nj->n", q[:, 0, :], u)), 1.0, atol=1e-9)
-    expected = mu * 4 / 3 * np.pi * r ** 3  # Poisson mean 1629, sd 40
+    expected = mu * 4 / 3 * np.pi * r**3  # Poisson mean 1629, sd 40
     assert abs(np.mean(counts) - expected) < 4 * np.sqrt(expected / len(counts))
     with pytest.raises(ValueError):
         radial_teacher_gbpd(rng, radial_diag=(0.0, 0.1))
@@ -120,8 +121,7 @@ def test_synthetic_scan_channels(rng):
 
 
 def test_write_synthetic_sections(tmp_path, rng):
-    recs = write_synthetic_sections(tmp_path, rng, n_central=1, n_off_center=1, radius_px=20.0,
-                                    formats=("ang", "ctf"))
+    recs = write_synthetic_sections(tmp_path, rng, n_central=1, n_off_center=1, radius_px=20.0, formats=("ang", "ctf"))
     assert [r["central"] for r in recs] == [True, False]
     assert (tmp_path / "synthetic_00.ang").is_file() and (tmp_path / "synthetic_01.ctf").is_file()
     truth = json.loads((tmp_path / "truth" / "truth.json").read_text())

@@ -31,8 +31,16 @@ def test_default_preset_is_the_scan_defaults():
 def test_harsh_preset_loses_every_junction_and_misindexes_grains_by_the_pseudo_symmetry():
     s, rng = _section()
     p = INSTRUMENTS["harsh"]
-    scan = synthetic_scan(s.labels, s.mask, rng, noise_deg=p["noise_deg"], junction_low_ci=p["low_ci"][0],
-                          boundary_low_ci=p["low_ci"][1], random_low_ci=p["low_ci"][2], misindex_fraction=0.3)
+    scan = synthetic_scan(
+        s.labels,
+        s.mask,
+        rng,
+        noise_deg=p["noise_deg"],
+        junction_low_ci=p["low_ci"][0],
+        boundary_low_ci=p["low_ci"][1],
+        random_low_ci=p["low_ci"][2],
+        misindex_fraction=0.3,
+    )
     nb = boundary_counts(s.labels)
     assert scan.low_ci[s.mask & (nb >= 3)].all()
     other = s.mask & (nb < 3)
@@ -58,23 +66,99 @@ def test_misindexing_off_draws_nothing_extra():
 
 def test_phantom_ebsd_instrument_option(tmp_path, capsys):
     out = tmp_path / "h"
-    assert main(["phantom-ebsd", "--out", str(out), "--n-central", "1", "--n-off-center", "0", "--radius-px", "20",
-                 "--instrument", "harsh", "--seed", "2"]) == 0
+    assert (
+        main(
+            [
+                "phantom-ebsd",
+                "--out",
+                str(out),
+                "--n-central",
+                "1",
+                "--n-off-center",
+                "0",
+                "--radius-px",
+                "20",
+                "--instrument",
+                "harsh",
+                "--seed",
+                "2",
+            ]
+        )
+        == 0
+    )
     truth = json.loads((out / "truth" / "truth.json").read_text())
     assert truth["instrument"] == {"low_ci": [1.0, 0.01, 0.01], "noise_deg": 1.0, "misindex_fraction": 0.02}
     out2 = tmp_path / "o"
-    assert main(["phantom-ebsd", "--out", str(out2), "--n-central", "1", "--n-off-center", "0", "--radius-px", "20",
-                 "--instrument", "ideal", "--noise-deg", "0", "--seed", "2"]) == 0
+    assert (
+        main(
+            [
+                "phantom-ebsd",
+                "--out",
+                str(out2),
+                "--n-central",
+                "1",
+                "--n-off-center",
+                "0",
+                "--radius-px",
+                "20",
+                "--instrument",
+                "ideal",
+                "--noise-deg",
+                "0",
+                "--seed",
+                "2",
+            ]
+        )
+        == 0
+    )
     truth = json.loads((out2 / "truth" / "truth.json").read_text())
     assert truth["instrument"]["low_ci"] == [0.0, 0.0, 0.0] and truth["instrument"]["noise_deg"] == 0.0
 
 
 def test_phantom_ebsd_default_instrument_is_unchanged(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    assert main(["phantom-ebsd", "--out", str(a), "--n-central", "1", "--n-off-center", "0", "--radius-px", "16",
-                 "--seed", "3"]) == 0
-    assert main(["phantom-ebsd", "--out", str(b), "--n-central", "1", "--n-off-center", "0", "--radius-px", "16",
-                 "--seed", "3", "--instrument", "default", "--low-ci", "0.5,0.02,0.003", "--noise-deg", "0.5"]) == 0
+    assert (
+        main(
+            [
+                "phantom-ebsd",
+                "--out",
+                str(a),
+                "--n-central",
+                "1",
+                "--n-off-center",
+                "0",
+                "--radius-px",
+                "16",
+                "--seed",
+                "3",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "phantom-ebsd",
+                "--out",
+                str(b),
+                "--n-central",
+                "1",
+                "--n-off-center",
+                "0",
+                "--radius-px",
+                "16",
+                "--seed",
+                "3",
+                "--instrument",
+                "default",
+                "--low-ci",
+                "0.5,0.02,0.003",
+                "--noise-deg",
+                "0.5",
+            ]
+        )
+        == 0
+    )
     assert (a / "synthetic_00.ang").read_bytes() == (b / "synthetic_00.ang").read_bytes()
 
 

@@ -22,8 +22,17 @@ def test_truths_are_what_they_claim(kind):
 
 def test_small_loop_through_the_cli(tmp_path):
     """CI size: ~35 touching particles of radius 6-14 (the full loops are the slow tests below)."""
-    r = run_truth_loop("heterogeneous", tmp_path / "loop", n_particles=35, r_median=10.0, r_range=(6.0, 14.0),
-                       degree=5, n_sample=300, subdivisions=2, seed=3)
+    r = run_truth_loop(
+        "heterogeneous",
+        tmp_path / "loop",
+        n_particles=35,
+        r_median=10.0,
+        r_range=(6.0, 14.0),
+        degree=5,
+        n_sample=300,
+        subdivisions=2,
+        seed=3,
+    )
     assert r["n_matched"] >= 0.9 * r["n_true"] and r["n_measured"] <= r["n_true"]
     assert r["a00_ratio"] == pytest.approx(1.0, abs=0.03)
     assert set(r["ks"]) == {"d_max", "compactness", "aspect_ratio", "sphericity", "volume", "area"}
@@ -34,10 +43,12 @@ def test_small_loop_through_the_cli(tmp_path):
     assert "heterogeneous" in format_loop_table([r])
 
 
-_ELLIPSOID_SPREAD = ("the degrees 5 and 6 of an ellipsoid-like body carry little more than its small roughness "
-                     "(~0.03 voxel), at the measurement's noise floor, which the blur correction amplifies: measured "
-                     "spreads at "
-                     "l = 5, 6 are +20-28 % (the descriptors are matched: KS <= 0.1 is asserted before)")
+_ELLIPSOID_SPREAD = (
+    "the degrees 5 and 6 of an ellipsoid-like body carry little more than its small roughness "
+    "(~0.03 voxel), at the measurement's noise floor, which the blur correction amplifies: measured "
+    "spreads at "
+    "l = 5, 6 are +20-28 % (the descriptors are matched: KS <= 0.1 is asserted before)"
+)
 
 
 @pytest.mark.slow

@@ -59,10 +59,14 @@ def test_grid_rows_and_sub_boxes_equal_bruteforce(kind, block, sub):
     spacing = float(rng.uniform(0.8, 2.5))
     ext = 0.5 * spacing * np.array(shape[::-1])
     n = int(np.prod(shape) / 40)
-    g = GBPD(rng.uniform(-ext, ext, (n, 3)), _random_gbpd(rng, n, 3, kind).diag, _random_gbpd(rng, n, 3, kind).offsets,
-             rng.uniform(0, np.pi, n))
+    g = GBPD(
+        rng.uniform(-ext, ext, (n, 3)),
+        _random_gbpd(rng, n, 3, kind).diag,
+        _random_gbpd(rng, n, 3, kind).offsets,
+        rng.uniform(0, np.pi, n),
+    )
     pts = grid_points(shape, None, spacing)
-    mask = (pts ** 2).sum(-1) < (0.45 * spacing * shape[0]) ** 2
+    mask = (pts**2).sum(-1) < (0.45 * spacing * shape[0]) ** 2
     mask |= rng.random(shape) < 0.05
     ref = hard_labels_bruteforce(g, pts.reshape(-1, 3)).reshape(shape)
     full = hard_labels_grid(g, shape, spacing=spacing, block=block, sub=sub)
@@ -122,9 +126,13 @@ def test_ties_go_to_lowest_index():
 def test_large_realistic_subset_exact():
     """A paper-sized GBPD (mu = 0.0018 in [-64, 64]^3: ~4700 seeds) on a 64^3 grid; brute force on a random subset."""
     rng = np.random.default_rng(7)
-    n = rng.poisson(0.0018 * 128 ** 3)
-    g = GBPD(rng.uniform(-64, 64, (n, 3)), rng.uniform(G.DIAG_MIN, 50, (n, 3)), rng.uniform(1, 10, n),
-             rng.uniform(0, np.pi, n))
+    n = rng.poisson(0.0018 * 128**3)
+    g = GBPD(
+        rng.uniform(-64, 64, (n, 3)),
+        rng.uniform(G.DIAG_MIN, 50, (n, 3)),
+        rng.uniform(1, 10, n),
+        rng.uniform(0, np.pi, n),
+    )
     out = hard_labels_grid(g, (64, 64, 64))
     pts = grid_points((64, 64, 64)).reshape(-1, 3)
     sel = rng.choice(len(pts), 8000, replace=False)

@@ -27,7 +27,7 @@ def test_positions_uniform_and_marks_in_range():
     rng = np.random.default_rng(1)
     s = poisson_seeds(rng, 0.0018, [-128] * 3, [128] * 3)
     assert isinstance(s, PoissonSeeds) and s.dim == 3
-    assert abs(len(s) - 0.0018 * 256 ** 3) < 5 * np.sqrt(0.0018 * 256 ** 3)
+    assert abs(len(s) - 0.0018 * 256**3) < 5 * np.sqrt(0.0018 * 256**3)
     assert s.positions.shape == (len(s), 3) and s.noise.shape == (len(s), 2) and s.roll.shape == (len(s),)
     assert (s.positions >= -128).all() and (s.positions <= 128).all()
     assert (s.noise >= 0).all() and (s.noise <= 1).all()

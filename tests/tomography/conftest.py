@@ -10,6 +10,26 @@ def oriented_electrode(oriented_model_paths, tmp_path_factory):  # noqa: F811
 
     out = tmp_path_factory.mktemp("oriented_electrode") / "electrode.h5"
     shell, grain = oriented_model_paths
-    assert cli.main(["pack", "--shell-model", str(shell), "--grain-model", str(grain), "--box-um", "3.2",
-                     "--voxel-size-um", "0.05", "--solid-fraction", "0.45", "--seed", "2", "--out", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "pack",
+                "--shell-model",
+                str(shell),
+                "--grain-model",
+                str(grain),
+                "--box-um",
+                "3.2",
+                "--voxel-size-um",
+                "0.05",
+                "--solid-fraction",
+                "0.45",
+                "--seed",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out

@@ -16,9 +16,9 @@ def _balls(shape, centres, r):
 
 def test_three_phases_and_touching_particles_are_separated(rng):
     shape = (40, 40, 56)
-    lab = _balls(shape, [(20, 20, 14), (20, 20, 29), (20, 20, 44)], 8)   # the first two touch (neck)
+    lab = _balls(shape, [(20, 20, 14), (20, 20, 29), (20, 20, 44)], 8)  # the first two touch (neck)
     phase = (lab > 0).astype(np.uint8)
-    phase[(lab == 0) & (ndimage.distance_transform_edt(lab == 0) <= 3)] = 2            # a binder coating
+    phase[(lab == 0) & (ndimage.distance_transform_edt(lab == 0) <= 3)] = 2  # a binder coating
     grey = np.array([0.1, 0.8, 0.4], np.float32)[phase]
     grey = ndimage.gaussian_filter(grey, 0.7) + rng.normal(0, 0.02, shape).astype(np.float32)
     seg_phase, particle, info = otsu_watershed(grey)

@@ -13,14 +13,22 @@ from nmc_dataset.tomography import _pack as pack
 
 
 def _norm(c, l):
-    return np.linalg.norm(c[..., l * l:(l + 1) ** 2], axis=-1)
+    return np.linalg.norm(c[..., l * l : (l + 1) ** 2], axis=-1)
 
 
 def _closed_loop(models, box_um, preset, seed):
     _, grain = models
     shell = reference_shell_model(mean_radius_vox=10.0, voxel_size_um=0.128)  # radius ~1.3 µm
-    e = pack.pack_electrode(shell, grain, box_um=box_um, solid_fraction=0.5, voxel_size_um=0.1,
-                            binder=("bridge", 0.08), seed=seed, neck_um=0.05)
+    e = pack.pack_electrode(
+        shell,
+        grain,
+        box_um=box_um,
+        solid_fraction=0.5,
+        voxel_size_um=0.1,
+        binder=("bridge", 0.08),
+        seed=seed,
+        neck_um=0.05,
+    )
     s = ctsim.resolve_settings(preset, binning=1)
     ct, _im = ctsim.render_ct(e.phase, 0.1, settings=s, seed=seed)
     res = fit_volume(ct, 0.1, rng=np.random.default_rng(seed))

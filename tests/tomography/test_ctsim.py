@@ -41,7 +41,7 @@ def test_projector_and_fbp_agree_with_scikit_image(seed):
     ours = ctsim.project(img[None], th, nd)
     lo = (nd - n) // 2
     sk = radon(img, theta=-np.degrees(th), circle=True)  # skimage: t = x cos θ − y sin θ
-    assert np.abs(ours[:, 0, lo:lo + n].T - sk).max() < 0.02 * np.abs(sk).max()
+    assert np.abs(ours[:, 0, lo : lo + n].T - sk).max() < 0.02 * np.abs(sk).max()
     rec = ctsim.fbp(ours, th, n)[0]
     rec_sk = iradon(sk, theta=-np.degrees(th), circle=True, filter_name="ramp")
     inside = _smooth_disc_image(n, seed) != 0
@@ -77,9 +77,9 @@ def test_noise_of_a_uniform_block_matches_the_photon_count():
     th = np.arange(im["projections"]) * np.pi / im["projections"]
     path = n * h / np.maximum(np.abs(np.cos(th)), np.abs(np.sin(th)))  # central ray through the square
     var_p = np.mean(np.exp(mu * path)) / n0
-    kappa = 2 / 3 - 2 / np.pi ** 2
-    sigma = math.sqrt(np.pi ** 2 * var_p * kappa / (12 * len(th) * h ** 2))
-    core = ct[:, n // 2 - 6:n // 2 + 6, n // 2 - 6:n // 2 + 6]
+    kappa = 2 / 3 - 2 / np.pi**2
+    sigma = math.sqrt(np.pi**2 * var_p * kappa / (12 * len(th) * h**2))
+    core = ct[:, n // 2 - 6 : n // 2 + 6, n // 2 - 6 : n // 2 + 6]
     assert core.mean() == pytest.approx(mu, rel=0.02)
     assert core.std() == pytest.approx(sigma, rel=0.1)
     assert mu / core.std() == pytest.approx(mu / sigma, rel=0.1)  # the SNR
@@ -90,7 +90,7 @@ def _edge_sigma(ct, h):
     from scipy.optimize import curve_fit
 
     n = ct.shape[2]
-    prof = ct[:, n // 2 - 8:n // 2 + 8, n // 2 - 10:n // 2 + 10].mean(axis=(0, 1))
+    prof = ct[:, n // 2 - 8 : n // 2 + 8, n // 2 - 10 : n // 2 + 10].mean(axis=(0, 1))
     x = (np.arange(len(prof)) - 9.5) * h
 
     def esf(x, a, b, x0, sig):
@@ -103,11 +103,11 @@ def _edge_sigma(ct, h):
 def test_edge_spread_grows_by_the_requested_psf():
     n, h = 96, 0.1
     phase = np.zeros((4, n, n), np.uint8)
-    phase[:, 8:-8, n // 2:-8] = 1  # a block whose face x = n/2 crosses the centre
+    phase[:, 8:-8, n // 2 : -8] = 1  # a block whose face x = n/2 crosses the centre
     base = _edge_sigma(ctsim.render_ct(phase, h, settings=_settings(energy_kev=15.0), seed=1)[0], h)
     for fwhm in (0.3, 0.5):
         sig = _edge_sigma(ctsim.render_ct(phase, h, settings=_settings(energy_kev=15.0, psf_um=fwhm), seed=1)[0], h)
-        assert math.sqrt(sig ** 2 - base ** 2) == pytest.approx(fwhm / ctsim.FWHM_PER_SIGMA, rel=0.12), fwhm
+        assert math.sqrt(sig**2 - base**2) == pytest.approx(fwhm / ctsim.FWHM_PER_SIGMA, rel=0.12), fwhm
 
 
 def test_rings_come_from_the_gain_errors_with_the_requested_amplitude():
@@ -117,18 +117,17 @@ def test_rings_come_from_the_gain_errors_with_the_requested_amplitude():
     scikit-image recovers that, and the gains' spread is the requested ``rings``."""
     n, h, rings = 65, 0.2, 0.01
     phase = np.zeros((3, n, n), np.uint8)
-    ct, im, gain = ctsim.render_ct(phase, h, settings=_settings(rings=rings, photons=1e12), seed=2,
-                                   return_gains=True)
+    ct, im, gain = ctsim.render_ct(phase, h, settings=_settings(rings=rings, photons=1e12), seed=2, return_gains=True)
     assert np.std(np.log(gain)) == pytest.approx(rings, rel=0.15)
     th = np.arange(im["projections"]) * np.pi / im["projections"]
     nd = gain.shape[1]
     lo = (nd - n) // 2
     c = n // 2
     yy, xx = np.mgrid[:n, :n]
-    inside = (yy - c) ** 2 + (xx - c) ** 2 <= c ** 2
+    inside = (yy - c) ** 2 + (xx - c) ** 2 <= c**2
     for z in range(3):
         rep = radon(np.where(inside, ct[z] * h, 0.0), theta=-np.degrees(th), circle=True).mean(axis=1)
-        eps = -np.log(gain[z, lo:lo + n])
+        eps = -np.log(gain[z, lo : lo + n])
         truth = 0.5 * (eps + eps[::-1])
         sel = slice(4, n - 4)  # bins whose ring lies inside the reconstruction circle
         a, b = rep[sel] - rep[sel].mean(), truth[sel] - truth[sel].mean()
@@ -140,10 +139,10 @@ def test_rings_come_from_the_gain_errors_with_the_requested_amplitude():
 def test_phase_contrast_adds_edge_fringes():
     n, h = 64, 0.1
     phase = np.zeros((2, n, n), np.uint8)
-    phase[:, 8:-8, n // 2:-8] = 1
+    phase[:, 8:-8, n // 2 : -8] = 1
     plain = ctsim.render_ct(phase, h, settings=_settings(energy_kev=15.0), seed=1)[0]
     pc = ctsim.render_ct(phase, h, settings=_settings(energy_kev=15.0, phase_contrast=0.5), seed=1)[0]
-    prof = lambda v: v[:, 20:44, n // 2 - 6:n // 2 + 6].mean(axis=(0, 1))
+    prof = lambda v: v[:, 20:44, n // 2 - 6 : n // 2 + 6].mean(axis=(0, 1))
     a, b = prof(plain), prof(pc)
     # over- and undershoot at the edge (bright/dark fringe), same plateaus
     assert b.max() > a.max() + 0.1 * (a.max() - a.min()) and b.min() < a.min() - 0.1 * (a.max() - a.min())

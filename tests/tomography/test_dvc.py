@@ -56,14 +56,18 @@ def test_closed_loop_on_a_rendered_sequence(oriented_electrode, tmp_path):
     """Smooth protocol (compaction + random field), bright noiseless CT: DVC follows the exact field; with
     cracks, the worst-correlated nodes are crack nodes more often than nodes are."""
     proto = tmp_path / "smooth.yaml"
-    proto.write_text("soc: {min: 0.0, max: 0.0}\ncracks: {nuclei_per_cycle: 0}\n"
-                     "compaction: {strain: {zz: -0.02}, random_vox: 0.2, random_length_um: 0.8}\n"
-                     "rigid: {translation_vox: 0.0, rotation_deg: 0.0}\n")
+    proto.write_text(
+        "soc: {min: 0.0, max: 0.0}\ncracks: {nuclei_per_cycle: 0}\n"
+        "compaction: {strain: {zz: -0.02}, random_vox: 0.2, random_length_um: 0.8}\n"
+        "rigid: {translation_vox: 0.0, rotation_deg: 0.0}\n"
+    )
     seq, ct, rep = tmp_path / "seq", tmp_path / "ct", tmp_path / "dvc"
-    assert cli.main(["evolve", str(oriented_electrode), "--protocol", str(proto), "--steps", "2",
-                     "--out", str(seq)]) == 0
-    assert cli.main(["render-ct", str(seq), "--binning", "1", "--photons", "1e7", "--rings", "0",
-                     "--out", str(ct)]) == 0
+    assert (
+        cli.main(["evolve", str(oriented_electrode), "--protocol", str(proto), "--steps", "2", "--out", str(seq)]) == 0
+    )
+    assert (
+        cli.main(["render-ct", str(seq), "--binning", "1", "--photons", "1e7", "--rings", "0", "--out", str(ct)]) == 0
+    )
     assert cli.main(["check-dvc", str(ct), "--subset", "16", "--step", "8", "--out", str(rep)]) == 0
     r = json.loads((rep / "dvc_report.json").read_text())["pairs"][0]
     print("smooth loop", {k: r[k] for k in ("rms_error_vox", "truth_rms_vox", "bias_vox")})
@@ -74,14 +78,27 @@ def test_closed_loop_on_a_rendered_sequence(oriented_electrode, tmp_path):
     # cracks: the default protocol at a bright noiseless CT
     seq2, ct2, rep2 = tmp_path / "seq2", tmp_path / "ct2", tmp_path / "dvc2"
     proto.write_text("cycles: 2.0\ncracks: {nuclei_per_cycle: 2.0, width_vox: 3.0}\n")
-    assert cli.main(["evolve", str(oriented_electrode), "--protocol", str(proto), "--steps", "2",
-                     "--out", str(seq2)]) == 0
-    assert cli.main(["render-ct", str(seq2), "--binning", "1", "--photons", "1e7", "--rings", "0",
-                     "--out", str(ct2)]) == 0
+    assert (
+        cli.main(["evolve", str(oriented_electrode), "--protocol", str(proto), "--steps", "2", "--out", str(seq2)]) == 0
+    )
+    assert (
+        cli.main(["render-ct", str(seq2), "--binning", "1", "--photons", "1e7", "--rings", "0", "--out", str(ct2)]) == 0
+    )
     assert cli.main(["check-dvc", str(ct2), "--subset", "16", "--step", "6", "--out", str(rep2)]) == 0
     r2 = json.loads((rep2 / "dvc_report.json").read_text())["pairs"][0]
-    print("crack loop", {k: r2.get(k) for k in ("crack_nodes", "crack_share_of_worst_decile", "crack_share_of_nodes",
-                                                "quality_median_crack", "quality_median_clean")})
+    print(
+        "crack loop",
+        {
+            k: r2.get(k)
+            for k in (
+                "crack_nodes",
+                "crack_share_of_worst_decile",
+                "crack_share_of_nodes",
+                "quality_median_crack",
+                "quality_median_clean",
+            )
+        },
+    )
     assert r2["crack_nodes"] > 0
     assert r2["crack_share_of_worst_decile"] > r2["crack_share_of_nodes"]
     assert r2["quality_median_crack"] > r2["quality_median_clean"]

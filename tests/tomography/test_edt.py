@@ -7,8 +7,9 @@ from scipy import ndimage
 from nmc_dataset.tomography._edt import distance_to
 
 
-@pytest.mark.parametrize("shape,p", [((7, 9, 11), 0.1), ((20, 30, 25), 0.02), ((33, 17, 40), 0.001),
-                                     ((1, 5, 64), 0.05)])
+@pytest.mark.parametrize(
+    "shape,p", [((7, 9, 11), 0.1), ((20, 30, 25), 0.02), ((33, 17, 40), 0.001), ((1, 5, 64), 0.05)]
+)
 def test_equals_scipy_on_random_volumes(shape, p):
     f = np.random.default_rng(sum(shape)).random(shape) < p
     f.flat[0] = True

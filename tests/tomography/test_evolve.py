@@ -26,12 +26,24 @@ def electrode(oriented_electrode):
 
 def _sequence(path, protocol, steps=3, seed=1):
     arrays, meta = read_volumes(path, ("phase", "particle", "grain"))
-    return ev.Sequence(arrays, read_table(path, "particles"), read_table(path, "grains"), voxel_size_um=H,
-                       periodic=True, protocol=ev.validate_protocol(protocol), steps=steps, seed=seed)
+    return ev.Sequence(
+        arrays,
+        read_table(path, "particles"),
+        read_table(path, "grains"),
+        voxel_size_um=H,
+        periodic=True,
+        protocol=ev.validate_protocol(protocol),
+        steps=steps,
+        seed=seed,
+    )
 
 
-ZERO = {"soc": {"min": 0.0, "max": 0.0}, "cracks": {"nuclei_per_cycle": 0},
-        "compaction": {"strain": {}, "random_vox": 0.0}, "rigid": {"translation_vox": 0, "rotation_deg": 0}}
+ZERO = {
+    "soc": {"min": 0.0, "max": 0.0},
+    "cracks": {"nuclei_per_cycle": 0},
+    "compaction": {"strain": {}, "random_vox": 0.0},
+    "rigid": {"translation_vox": 0, "rotation_deg": 0},
+}
 
 
 def test_pack_writes_one_orientation_per_grain(electrode):
@@ -62,15 +74,18 @@ def test_pull_back_matches_its_slow_twin(periodic):
     assert np.abs(X + u - np.indices((n, n, n)).reshape(3, -1)).max() < 1e-6
 
 
-@pytest.mark.parametrize("raw, words", [
-    ({"crack": {}}, "unknown key 'crack'"),
-    ({"cracks": {"width": 1}}, "unknown key cracks.width"),
-    ({"cracks": {"width_vox": -1}}, "cracks.width_vox: must be >= 0"),
-    ({"lattice": {"scale": 10}}, "beyond ±15%"),
-    ({"compaction": {"strain": {"zz": -0.2}}}, "beyond ±15%"),
-    ({"soc": {"min": 0.5, "max": 0.2}}, "above soc.max"),
-    ({"rigid": {"translation_vox": "a"}}, "must be a number"),
-])
+@pytest.mark.parametrize(
+    "raw, words",
+    [
+        ({"crack": {}}, "unknown key 'crack'"),
+        ({"cracks": {"width": 1}}, "unknown key cracks.width"),
+        ({"cracks": {"width_vox": -1}}, "cracks.width_vox: must be >= 0"),
+        ({"lattice": {"scale": 10}}, "beyond ±15%"),
+        ({"compaction": {"strain": {"zz": -0.2}}}, "beyond ±15%"),
+        ({"soc": {"min": 0.5, "max": 0.2}}, "above soc.max"),
+        ({"rigid": {"translation_vox": "a"}}, "must be a number"),
+    ],
+)
 def test_bad_protocols_are_one_line_errors(raw, words):
     with pytest.raises(InputError, match=words.replace("(", r"\(").replace("+", r"\+")) as e:
         ev.validate_protocol(raw)
@@ -98,8 +113,7 @@ def test_pure_affine_protocol_exports_exactly_the_affine_map(electrode):
     want = np.einsum("ab,b...->...a", G, X - c[:, None, None, None])
     assert np.abs(st["displacement"] - want).max() < 1e-5
     strain_field = st["strain"][5:-5, 5:-5, 5:-5]
-    assert np.allclose(strain_field[..., 0], -0.03, atol=1e-5) and np.allclose(strain_field[..., 5], 0.005,
-                                                                                 atol=1e-5)
+    assert np.allclose(strain_field[..., 0], -0.03, atol=1e-5) and np.allclose(strain_field[..., 5], 0.005, atol=1e-5)
     # the deformed labels are the reference labels carried by the map: a particle's centroid (interior
     # particles, no wrap) moves by G (x - c)
     p0, p1 = s.particle, st["particle"]
@@ -114,21 +128,25 @@ def test_pure_affine_protocol_exports_exactly_the_affine_map(electrode):
 def test_grain_volume_change_matches_the_lattice_strain(electrode):
     """Lattice only: the displacement gradient fitted in each grain's interior has det = (a/a₀)²(c/c₀) and
     stretches most/least along the grain's crystal c-axis (from the quaternions, independently rotated)."""
-    s = _sequence(electrode, dict(ZERO, cycles=0.5, soc={"min": 0.0, "max": 0.6}, lattice={"junction_vox": 1.0}),
-                  steps=2)  # state 1: half a cycle, fully charged to x = 0.6
+    s = _sequence(
+        electrode, dict(ZERO, cycles=0.5, soc={"min": 0.0, "max": 0.6}, lattice={"junction_vox": 1.0}), steps=2
+    )  # state 1: half a cycle, fully charged to x = 0.6
     st = s.state(1)
     t = ev.NMC811_LATTICE
     a_r = np.interp(0.6, t["x"], t["a"]) / t["a"][0]
     c_r = np.interp(0.6, t["x"], t["c"]) / t["c"][0]
-    want_det = a_r ** 2 * c_r
+    want_det = a_r**2 * c_r
     grains = read_table(electrode, "grains")
     arrays, _ = read_volumes(electrode, ("grain",))
     u = st["displacement"]
     checked = 0
     for g in np.argsort(-np.bincount(arrays["grain"].ravel())[1:])[:40] + 1:
         inner = ndimage.binary_erosion(arrays["grain"] == g, iterations=3)  # beyond the junction layer (3σ)
-        if inner.sum() < 30 or np.argwhere(arrays["grain"] == g).min() == 0 or \
-                np.argwhere(arrays["grain"] == g).max() == arrays["grain"].shape[0] - 1:
+        if (
+            inner.sum() < 30
+            or np.argwhere(arrays["grain"] == g).min() == 0
+            or np.argwhere(arrays["grain"] == g).max() == arrays["grain"].shape[0] - 1
+        ):
             continue  # small, or wrapped across the periodic faces
         X = np.argwhere(inner).astype(float)
         A = np.c_[X, np.ones(len(X))]
@@ -173,12 +191,18 @@ def test_cli_sequence_render_and_refusals(electrode, model_paths, tmp_path):
     seq = tmp_path / "seq"
     proto = tmp_path / "p.yaml"
     proto.write_text("cycles: 1.0\nrigid: {translation_vox: 0.3}\n")
-    assert cli.main(["evolve", str(electrode), "--protocol", str(proto), "--steps", "3", "--seed", "3",
-                     "--out", str(seq)]) == 0
+    assert (
+        cli.main(["evolve", str(electrode), "--protocol", str(proto), "--steps", "3", "--seed", "3", "--out", str(seq)])
+        == 0
+    )
     man = json.loads((seq / "sequence.json").read_text())
     again = tmp_path / "again"  # same inputs + seed -> same bytes
-    assert cli.main(["evolve", str(electrode), "--protocol", str(proto), "--steps", "3", "--seed", "3",
-                     "--out", str(again)]) == 0
+    assert (
+        cli.main(
+            ["evolve", str(electrode), "--protocol", str(proto), "--steps", "3", "--seed", "3", "--out", str(again)]
+        )
+        == 0
+    )
     for name in ("sequence.json", "state_002.h5"):
         assert (again / name).read_bytes() == (seq / name).read_bytes()
     assert [s["file"] for s in man["states"]] == ["state_000.h5", "state_001.h5", "state_002.h5"]
@@ -195,9 +219,26 @@ def test_cli_sequence_render_and_refusals(electrode, model_paths, tmp_path):
         assert json.loads(a.attrs["sequence"])["noise_seed"] != json.loads(b.attrs["sequence"])["noise_seed"]
     # an electrode without orientations is refused, naming the command that adds them
     plain = tmp_path / "plain.h5"
-    assert cli.main(["pack", "--shell-model", str(model_paths[0]), "--grain-model", str(model_paths[1]),
-                     "--voxel-size-um", "0.1", "--box-um", "4", "--solid-fraction", "0.3",
-                     "--out", str(plain)]) == 0
+    assert (
+        cli.main(
+            [
+                "pack",
+                "--shell-model",
+                str(model_paths[0]),
+                "--grain-model",
+                str(model_paths[1]),
+                "--voxel-size-um",
+                "0.1",
+                "--box-um",
+                "4",
+                "--solid-fraction",
+                "0.3",
+                "--out",
+                str(plain),
+            ]
+        )
+        == 0
+    )
     with pytest.raises(InputError, match="pack .* --orientation-model"):
         cli.main(["--debug", "evolve", str(plain), "--out", str(tmp_path / "s2")])
     # a folder mixing two electrodes is refused

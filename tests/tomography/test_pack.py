@@ -17,8 +17,9 @@ FRACTION = 0.5  # small boxes (~25 particles) jam near 0.55; see docs for the fr
 @pytest.fixture(scope="module")
 def electrode(models):
     shell, grain = models
-    return pack.pack_electrode(shell, grain, box_um=BOX, solid_fraction=FRACTION, voxel_size_um=H,
-                               binder=("bridge", 0.08), seed=3)
+    return pack.pack_electrode(
+        shell, grain, box_um=BOX, solid_fraction=FRACTION, voxel_size_um=H, binder=("bridge", 0.08), seed=3
+    )
 
 
 def _inside_counts(e, periodic=True):
@@ -34,7 +35,7 @@ def _inside_counts(e, periodic=True):
         if periodic:
             d -= L * np.round(d / L)
         r_max = 1.1 * coef[0] / np.sqrt(4 * np.pi) + 1.0
-        near = np.einsum("ij,ij->i", d, d) < r_max ** 2
+        near = np.einsum("ij,ij->i", d, d) < r_max**2
         count[near] += inside_shell(coef, d[near])
     return count.reshape(e.phase.shape)
 
@@ -88,8 +89,9 @@ def test_binder_hits_its_fraction_and_bridges_contacts(electrode, models):
 
 def test_walls_keep_particles_inside_and_necks_overlap_a_little(models):
     shell, grain = models
-    e = pack.pack_electrode(shell, grain, box_um=5.0, solid_fraction=0.4, voxel_size_um=H, binder=None,
-                            periodic=False, neck_um=0.15, seed=1)
+    e = pack.pack_electrode(
+        shell, grain, box_um=5.0, solid_fraction=0.4, voxel_size_um=H, binder=None, periodic=False, neck_um=0.15, seed=1
+    )
     assert abs(e.info["solid_fraction"] - 0.4) <= 0.02
     from nmc_dataset.shells._harmonics import icosphere, radius
 
@@ -164,8 +166,7 @@ def test_gap_fields_parallel_rows_equal_a_serial_pass(models):
         c = shell.sample_coefficients(1, rng)[0] * shell.voxel_size_um * 0.6  # ~0.55 µm: blocks > 12 voxels
         g0 = pack.particle_grid(SimpleNamespace(coeffs_um=c, pixel_size_um=0.05), h, pad=1)
         grid = pack.OffsetGrid(g0.shape, g0.index_lo, h, rng.uniform(-0.05, 0.05, 3))
-        parts.append((SimpleNamespace(coeffs_um=c, degree=round(np.sqrt(len(c))) - 1), grid,
-                      rng.integers(0, n, 3)))
+        parts.append((SimpleNamespace(coeffs_um=c, degree=round(np.sqrt(len(c))) - 1), grid, rng.integers(0, n, 3)))
     assert max(g.shape[0] for _, g, _ in parts) + 8 > n  # exercises the slabs
     for periodic in (True, False):
         d1, d2 = pack._gap_fields(parts, n, h, periodic, width)
@@ -179,8 +180,18 @@ def test_gap_fields_parallel_rows_equal_a_serial_pass(models):
         for p, grid, start in parts:
             table = p.coeffs_um @ sh_basis(p.degree, centres).T
             shape = np.array([s + 2 * w for s in grid.shape], dtype=np.int64)
-            pack._gap_update.py_func(r1, r2, table, np.asarray(grid.index_lo, np.int64) - w, shape,
-                                     np.asarray(grid.offset_um, np.float64), h, np.asarray(start, np.int64) - w,
-                                     periodic, width, pack._CUBE_BINS)
+            pack._gap_update.py_func(
+                r1,
+                r2,
+                table,
+                np.asarray(grid.index_lo, np.int64) - w,
+                shape,
+                np.asarray(grid.offset_um, np.float64),
+                h,
+                np.asarray(start, np.int64) - w,
+                periodic,
+                width,
+                pack._CUBE_BINS,
+            )
         assert np.array_equal(d1, r1) and np.array_equal(d2, r2)
         assert np.isfinite(d1).any()

@@ -22,7 +22,7 @@ def test_labels_are_consistent_and_binder_sits_at_contacts():
     binder = np.argwhere(phase == 2)
     assert len(binder) > 0
     for z, y, x in binder[:: max(1, len(binder) // 50)]:
-        win = particle[max(z - 3, 0):z + 4, max(y - 3, 0):y + 4, max(x - 3, 0):x + 4]
+        win = particle[max(z - 3, 0) : z + 4, max(y - 3, 0) : y + 4, max(x - 3, 0) : x + 4]
         assert len(np.unique(win[win > 0])) >= 2
     # the grey levels order pore < binder < NMC
     g = ndimage.gaussian_filter(a["ct"], 0)

@@ -80,11 +80,11 @@ def test_euler_characteristic_and_components_of_known_shapes():
     shape = (24, 24, 24)
     ball = _ball(shape, (12, 12, 12), 6)
     assert phase_topology(ball)["components"] == 1 and phase_topology(ball)["euler"] == 1
-    hollow = ball & ~_ball(shape, (12, 12, 12), 3)          # one cavity: chi = 1 - 0 + 1
+    hollow = ball & ~_ball(shape, (12, 12, 12), 3)  # one cavity: chi = 1 - 0 + 1
     assert phase_topology(hollow)["euler"] == 2
     torus = np.zeros(shape, bool)
     torus[10:14, 4:20, 4:20] = True
-    torus[10:14, 8:16, 8:16] = False                         # one tunnel: chi = 1 - 1 + 0
+    torus[10:14, 8:16, 8:16] = False  # one tunnel: chi = 1 - 1 + 0
     t = phase_topology(torus)
     assert t["components"] == 1 and t["euler"] == 0
     three = _ball(shape, (5, 5, 5), 3) | _ball(shape, (17, 17, 17), 3) | _ball(shape, (5, 17, 5), 3)
@@ -127,7 +127,7 @@ def test_a_one_voxel_bridge_that_creates_percolation_is_detected():
 def test_edge_contact_is_not_a_face_connection():
     phase = np.zeros((8, 8, 8), bool)
     phase[:4, 3, 3] = True
-    phase[4:, 4, 4] = True                                   # meets the first column along an edge only
+    phase[4:, 4, 4] = True  # meets the first column along an edge only
     t = phase_topology(phase)
     assert t["components"] == 2 and not t["percolates"]["z"]
 
@@ -140,7 +140,7 @@ def test_instances_merge_split_and_match():
     q = instance_scores(truth, merged)
     assert (q["merged_pred"], q["merged_truth"], q["split_truth"], q["matched"]) == (1, 2, 0, 0)
     assert q["merge_ids"] == [7]
-    q = instance_scores(merged, truth)                       # the same pair read the other way is a split
+    q = instance_scores(merged, truth)  # the same pair read the other way is a split
     assert (q["split_truth"], q["split_pieces"], q["merged_pred"]) == (1, 2, 0)
     assert q["split_ids"] == [7]
     perm = np.array([0, 5, 3], np.uint32)[truth]
@@ -168,12 +168,16 @@ def _slow_instance_scores(truth, pred):
                 pieces[t] += 1
             if o > 0.5 * mt.sum():
                 absorbed[p] += 1
-    return {"n_truth": len(t_ids), "n_pred": len(p_ids), "matched": matched,
-            "split_truth": sum(v >= 2 for v in pieces.values()),
-            "split_pieces": sum(v for v in pieces.values() if v >= 2),
-            "merged_pred": sum(v >= 2 for v in absorbed.values()),
-            "merged_truth": sum(v for v in absorbed.values() if v >= 2),
-            "mean_matched_iou": float(np.mean(ious)) if ious else 0.0}
+    return {
+        "n_truth": len(t_ids),
+        "n_pred": len(p_ids),
+        "matched": matched,
+        "split_truth": sum(v >= 2 for v in pieces.values()),
+        "split_pieces": sum(v for v in pieces.values() if v >= 2),
+        "merged_pred": sum(v >= 2 for v in absorbed.values()),
+        "merged_truth": sum(v for v in absorbed.values() if v >= 2),
+        "mean_matched_iou": float(np.mean(ious)) if ious else 0.0,
+    }
 
 
 def _voronoi(rng, shape, n):
@@ -219,13 +223,14 @@ def test_a_perfect_segmentation_scores_perfectly():
     assert q["f1"] == 1.0 and q["matched"] == q["n_truth"] == int(a["particle"].max())
 
 
-@pytest.mark.parametrize(("band", "far_band", "max_far"),
-                         [(0, 0, 10**9), (1, 0, 10**9), (2, 4, 10**9), (5, 0, 10**9), (1, 3, 0), (0, 0, 0)])
+@pytest.mark.parametrize(
+    ("band", "far_band", "max_far"), [(0, 0, 10**9), (1, 0, 10**9), (2, 4, 10**9), (5, 0, 10**9), (1, 3, 0), (0, 0, 0)]
+)
 def test_every_search_path_gives_the_brute_force_distances(band, far_band, max_far, rng):
     # ball search only, ball + tree, two balls + tree, distance transform for the far voxels
     a = ndimage.gaussian_filter(rng.random((20, 18, 16)), 2.0) > 0.55
     b = ndimage.gaussian_filter(rng.random((20, 18, 16)), 2.0) > 0.5
-    b[:, :, :6] = False                                     # far voxels: a surface only on one side
+    b[:, :, :6] = False  # far voxels: a surface only on one side
     sa, sb = inner_surfaces(a) & a, inner_surfaces(b) & b
     full = cdist(np.argwhere(sa), np.argwhere(sb))
     d_ab, d_ba = surface_distances(sa, sb, band=band, far_band=far_band, max_far=max_far)

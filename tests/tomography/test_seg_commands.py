@@ -53,15 +53,19 @@ def test_segment_then_score_writes_the_report(ct_file, tmp_path, capsys):
 def test_truth_without_labels_and_other_bad_inputs_are_one_line_errors(ct_file, tmp_path, capsys):
     ct_only = write_volumes(tmp_path / "ct_only.h5", "ct", {"ct": np.zeros((40, 40, 40))}, voxel_size_um=0.1)
     seg = tmp_path / "seg.h5"
-    write_volumes(seg, "segmentation", {"phase": np.zeros((40, 40, 40)), "particle": np.zeros((40, 40, 40))},
-                  voxel_size_um=0.1, attrs={"method": "x"})
+    write_volumes(
+        seg,
+        "segmentation",
+        {"phase": np.zeros((40, 40, 40)), "particle": np.zeros((40, 40, 40))},
+        voxel_size_um=0.1,
+        attrs={"method": "x"},
+    )
     assert main(["score-segmentation", str(seg), "--truth", str(ct_only), "--out", str(tmp_path / "r")]) == 2
     assert "a volume without labels given as truth" in _err(capsys)
     small = write_volumes(tmp_path / "small.h5", "segmentation", {"phase": np.zeros((8, 8, 8))}, voxel_size_um=0.1)
     assert main(["score-segmentation", str(small), "--truth", str(ct_file), "--out", str(tmp_path / "r")]) == 2
     assert "differs from the truth's" in _err(capsys)
-    coarse = write_volumes(tmp_path / "coarse.h5", "segmentation", {"phase": np.zeros((40, 40, 40))},
-                           voxel_size_um=0.2)
+    coarse = write_volumes(tmp_path / "coarse.h5", "segmentation", {"phase": np.zeros((40, 40, 40))}, voxel_size_um=0.2)
     assert main(["score-segmentation", str(coarse), "--truth", str(ct_file), "--out", str(tmp_path / "r")]) == 2
     assert "voxel size" in _err(capsys)
     odd = write_volumes(tmp_path / "odd.h5", "segmentation", {"phase": np.full((40, 40, 40), 3)}, voxel_size_um=0.1)
@@ -75,8 +79,9 @@ def test_truth_without_labels_and_other_bad_inputs_are_one_line_errors(ct_file, 
     assert (foreign / "notes.txt").read_text() == "keep me"
     assert main(["segment", str(ct_file), "--method", "kmeans", "--out", str(tmp_path / "s.h5")]) == 2
     assert "unknown --method" in _err(capsys)
-    assert main(["segment", str(ct_file), "--method", f"net:{tmp_path / 'nomodel'}", "--out",
-                 str(tmp_path / "s.h5")]) == 2
+    assert (
+        main(["segment", str(ct_file), "--method", f"net:{tmp_path / 'nomodel'}", "--out", str(tmp_path / "s.h5")]) == 2
+    )
     assert "model folder not found" in _err(capsys)
     user_file = tmp_path / "data.h5"
     with h5py.File(user_file, "w") as f:
@@ -95,19 +100,30 @@ def test_train_segmenter_then_segment_with_the_network(tmp_path, capsys):
     vols = tmp_path / "vols"
     for i, split in enumerate(("train", "train", "val", "test")):
         write_phantom_ct(vols / split / f"v{i}.h5", 20 + i, size=24, n_particles=20, mean_radius_vox=4)
-    cfg.write_text("data: {train: [vols/train], val: [vols/val/v2.h5], test: vols/test}\n"
-                   "model: {channels: [4, 8], crop: 16, batch: 2, epochs: 2, steps_per_epoch: 2, tile: 16, "
-                   "overlap: 4, threads: 1}\n")
+    cfg.write_text(
+        "data: {train: [vols/train], val: [vols/val/v2.h5], test: vols/test}\n"
+        "model: {channels: [4, 8], crop: 16, batch: 2, epochs: 2, steps_per_epoch: 2, tile: 16, "
+        "overlap: 4, threads: 1}\n"
+    )
     model = tmp_path / "segmenter"
     assert main(["train-segmenter", str(cfg), "--out", str(model), "--device", "cpu"]) == 0
-    assert {p.name for p in model.iterdir()} == {"model.safetensors", "config.json", "log.csv", "evaluation.json",
-                                                "evaluation.md"}
+    assert {p.name for p in model.iterdir()} == {
+        "model.safetensors",
+        "config.json",
+        "log.csv",
+        "evaluation.json",
+        "evaluation.md",
+    }
     ev = json.loads((model / "evaluation.json").read_text())
     assert set(ev["summary"]) == {"net", "otsu-watershed"} and len(ev["volumes"]) == 2
     assert len((model / "log.csv").read_text().splitlines()) == 3
     seg = tmp_path / "net.h5"
-    assert main(["segment", str(vols / "test" / "v3.h5"), "--method", f"net:{model}", "--out", str(seg),
-                 "--device", "cpu"]) == 0
+    assert (
+        main(
+            ["segment", str(vols / "test" / "v3.h5"), "--method", f"net:{model}", "--out", str(seg), "--device", "cpu"]
+        )
+        == 0
+    )
     arrays, meta = read_volumes(seg)
     assert meta["method"] == f"net:{model}" and arrays["phase"].shape == (24, 24, 24)
     # retraining into our own folder is allowed; a foreign folder or a bad config is refused

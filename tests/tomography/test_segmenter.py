@@ -19,8 +19,16 @@ from nmc_dataset.tomography._segmenter import (
     train_segmenter,
 )
 
-TINY = {"channels": [4, 8], "crop": 16, "batch": 2, "epochs": 2, "steps_per_epoch": 2, "tile": 16, "overlap": 4,
-        "threads": 1}
+TINY = {
+    "channels": [4, 8],
+    "crop": 16,
+    "batch": 2,
+    "epochs": 2,
+    "steps_per_epoch": 2,
+    "tile": 16,
+    "overlap": 4,
+    "threads": 1,
+}
 
 
 def test_settings_are_checked():
@@ -40,7 +48,7 @@ def test_core_distance_cuts_touching_particles_apart():
     d = core_distance(lab, clip_vox=5)
     assert d[lab == 0].max() == 0
     assert np.all(d[:, :, 7][lab[:, :, 7] > 0] == 0) and np.all(d[:, :, 8][lab[:, :, 8] > 0] == 0)
-    assert d[4, 4, 4] == pytest.approx(3 / 5)                      # 3 voxels from the nearest boundary voxel
+    assert d[4, 4, 4] == pytest.approx(3 / 5)  # 3 voxels from the nearest boundary voxel
 
 
 def test_instances_from_the_true_core_distance_recover_touching_particles():

@@ -12,9 +12,15 @@ def test_round_trip_keeps_dtypes_attrs_and_tables(tmp_path):
     rng = np.random.default_rng(0)
     phase = rng.integers(0, 3, (5, 6, 7))
     ct = rng.normal(size=(5, 6, 7))
-    path = write_volumes(tmp_path / "e.h5", "ct", {"phase": phase, "ct": ct}, voxel_size_um=0.1,
-                         origin_um=(1, 2, 3), attrs={"imaging": {"photons": 2000}},
-                         tables={"particles": {"id": np.arange(1, 4)}})
+    path = write_volumes(
+        tmp_path / "e.h5",
+        "ct",
+        {"phase": phase, "ct": ct},
+        voxel_size_um=0.1,
+        origin_um=(1, 2, 3),
+        attrs={"imaging": {"photons": 2000}},
+        tables={"particles": {"id": np.arange(1, 4)}},
+    )
     arrays, meta = read_volumes(path)
     assert arrays["phase"].dtype == np.uint8 and np.array_equal(arrays["phase"], phase)
     assert arrays["ct"].dtype == np.float32 and np.allclose(arrays["ct"], ct.astype(np.float32))

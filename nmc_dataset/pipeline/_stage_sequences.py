@@ -51,10 +51,9 @@ from nmc_dataset.pipeline._particle_shards import copy_models
 from nmc_dataset.pipeline._recipe import recipe_hash
 from nmc_dataset.pipeline._sequence_figures import sequence_card_figure
 from nmc_dataset.pipeline._sequences import _bin_truth
-from nmc_dataset.pipeline._stage_tomography import CT_KEYS, _binder, _check_ct_voxel, _fraction
+from nmc_dataset.pipeline._stage_tomography import CT_KEYS, _binder, _check_ct_voxel, _fraction, pack_for_release
 from nmc_dataset.tomography._ctsim import render_ct, resample_labels, resolve_settings
 from nmc_dataset.tomography._evolve import Sequence, load_protocol, validate_protocol
-from nmc_dataset.tomography._pack import pack_electrode
 
 CONFIG = "sequences"
 SPLITS = ("train", "validation", "test")
@@ -242,18 +241,16 @@ def render_sequence_states(
     d = sequence_draws(seed, split, sequence, solid_fraction)
     s = int(settings["binning"])
     h = float(voxel_size_um)
-    e = pack_electrode(
+    e = pack_for_release(
         shell_model,
         grain_model,
-        box_um=size * s * h,
-        solid_fraction=d["solid_fraction"],
+        d,
+        edge_vox=size * s,
         voxel_size_um=h,
         binder=binder,
         electrolyte=electrolyte,
         periodic=periodic,
         neck_um=neck_um,
-        seed=d["pack_seed"],
-        workers=1,
         spacing_px=spacing_px,
         model_ids=model_ids,
     )

@@ -144,6 +144,58 @@ def _load_models(shell_model_path: str, grain_model_path: str):
     return _MODELS[key]
 
 
+def pack_for_release(
+    shell_model,
+    grain_model,
+    draws: dict,
+    *,
+    edge_vox: int,
+    voxel_size_um: float,
+    binder,
+    electrolyte: str,
+    periodic: bool,
+    neck_um: float,
+    spacing_px: float,
+    model_ids=("", ""),
+):
+    """The electrode of one release row: a cube of ``edge_vox`` voxels packed from the row's own draws.
+
+    Parameters
+    ----------
+    shell_model, grain_model
+        The loaded models.
+    draws : dict
+        The row's ``solid_fraction`` and ``pack_seed`` (:func:`volume_draws`).
+    edge_vox : int
+        Box edge in label voxels.
+    voxel_size_um : float
+        Label voxel size (µm).
+    binder, electrolyte, periodic, neck_um, spacing_px
+        As :func:`nmc_dataset.tomography.pack_electrode`.
+    model_ids : (str, str)
+        Ids of the shell and grain models, stored with the electrode.
+
+    Returns
+    -------
+    Electrode
+    """
+    return pack_electrode(
+        shell_model,
+        grain_model,
+        box_um=edge_vox * voxel_size_um,
+        solid_fraction=draws["solid_fraction"],
+        voxel_size_um=voxel_size_um,
+        binder=binder,
+        electrolyte=electrolyte,
+        periodic=periodic,
+        neck_um=neck_um,
+        seed=draws["pack_seed"],
+        workers=1,
+        spacing_px=spacing_px,
+        model_ids=model_ids,
+    )
+
+
 def render_volume(
     shell_model,
     grain_model,
@@ -167,18 +219,16 @@ def render_volume(
     d = volume_draws(seed, split, index, solid_fraction)
     s = int(settings["binning"])
     h = float(voxel_size_um)
-    e = pack_electrode(
+    e = pack_for_release(
         shell_model,
         grain_model,
-        box_um=size * s * h,
-        solid_fraction=d["solid_fraction"],
+        d,
+        edge_vox=size * s,
         voxel_size_um=h,
         binder=binder,
         electrolyte=electrolyte,
         periodic=periodic,
         neck_um=neck_um,
-        seed=d["pack_seed"],
-        workers=1,
         spacing_px=spacing_px,
         model_ids=model_ids,
     )

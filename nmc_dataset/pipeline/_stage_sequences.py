@@ -46,12 +46,19 @@ import pyarrow as pa
 
 from nmc_dataset._util import item_seed, log
 from nmc_dataset.errors import InputError, RecipeError
-from nmc_dataset.pipeline._build import build_dataset, check_build_folder
+from nmc_dataset.pipeline._build import check_build_folder
 from nmc_dataset.pipeline._particle_shards import copy_models
 from nmc_dataset.pipeline._recipe import recipe_hash
 from nmc_dataset.pipeline._sequence_figures import sequence_card_figure
 from nmc_dataset.pipeline._sequences import _bin_truth
-from nmc_dataset.pipeline._stage_tomography import CT_KEYS, _binder, _check_ct_voxel, _fraction, pack_for_release
+from nmc_dataset.pipeline._stage_tomography import (
+    CT_KEYS,
+    _binder,
+    _check_ct_voxel,
+    _fraction,
+    build_split_configs,
+    pack_for_release,
+)
 from nmc_dataset.tomography._ctsim import render_ct, resample_labels, resolve_settings
 from nmc_dataset.tomography._evolve import Sequence, load_protocol, validate_protocol
 
@@ -593,10 +600,9 @@ def run_section(config: dict, ctx) -> dict:
     orient = _ensure_orientation_model(config, ctx, grain_path)
     if "dataset" in ctx.recipe:
         copy_models(out, shell_path, grain_path)
-    opts = ctx.options or {}
     cfg = {**DEFAULTS, **config}
     steps = int(cfg["steps"])
-    results = {}
+    jobs = {}
     for split, n in split_sizes(config).items():
         fn = functools.partial(
             sequence_shard,
@@ -617,33 +623,8 @@ def run_section(config: dict, ctx) -> dict:
             spacing_px=float(cfg["spacing_px"]),
             protocol=protocol,
         )
-        r = build_dataset(
-            out,
-            n * steps,
-            int(cfg["sequences_per_shard"]) * steps,
-            fn,
-            [CONFIG],
-            workers=ctx.workers,
-            executor=opts.get("executor") or "local",
-            scheduler=opts.get("scheduler"),
-            recipe_hash=rhash,
-            force=ctx.force,
-            desc=f"sequences {split}",
-            split=split,
-        )
-        results[split] = r
-        log.info(
-            "sequences %s: %d states of %d sequences in %d shard(s) (%d built now, %.1f s)",
-            split,
-            r.counts[CONFIG],
-            n,
-            len(r.files[CONFIG]),
-            len(r.built),
-            r.seconds,
-        )
-    for f in sorted((out / "data" / CONFIG).glob("*.parquet")):  # splits an earlier build had
-        if f.name.split("-", 1)[0] not in results:
-            f.unlink()
+        jobs[split] = (n * steps, int(cfg["sequences_per_shard"]) * steps, fn)
+    results = build_split_configs(out, ctx, rhash, CONFIG, jobs, "states")
     sequence_card_figure(out)
     ctx.outputs["sequences_release"] = {s: r.counts[CONFIG] for s, r in results.items()}
     return results

@@ -400,6 +400,63 @@ def split_sizes(config: dict) -> dict:
     return {s: int(n.get(s, 0)) for s in SPLITS if int(n.get(s, 0)) > 0}
 
 
+def build_split_configs(out: Path, ctx, rhash: str, config_name: str, jobs: dict, unit: str) -> dict:
+    """Build one release config split by split with the shard builder, then drop stale splits.
+
+    Parameters
+    ----------
+    out : Path
+        The release folder.
+    ctx : RunContext
+        The run (workers, executor, force).
+    rhash : str
+        The recipe hash recorded with the shards.
+    config_name : str
+        The config (``data/<config_name>/<split>-XXXXX-of-YYYYY.parquet``).
+    jobs : dict
+        ``{split: (items, items_per_shard, shard_fn)}``.
+    unit : str
+        What an item is, for the log line.
+
+    Returns
+    -------
+    dict
+        ``{split: BuildResult}``.
+    """
+    opts = ctx.options or {}
+    results = {}
+    for split, (n, per_shard, fn) in jobs.items():
+        r = build_dataset(
+            out,
+            n,
+            per_shard,
+            fn,
+            [config_name],
+            workers=ctx.workers,
+            executor=opts.get("executor") or "local",
+            scheduler=opts.get("scheduler"),
+            recipe_hash=rhash,
+            force=ctx.force,
+            desc=f"{config_name} {split}",
+            split=split,
+        )
+        results[split] = r
+        log.info(
+            "%s %s: %d %s in %d shard(s) (%d built now, %.1f s)",
+            config_name,
+            split,
+            r.counts[config_name],
+            unit,
+            len(r.files[config_name]),
+            len(r.built),
+            r.seconds,
+        )
+    for f in sorted((out / "data" / config_name).glob("*.parquet")):  # splits an earlier build had
+        if f.name.split("-", 1)[0] not in results:
+            f.unlink()
+    return results
+
+
 def run_section(config: dict, ctx) -> dict:
     """Build the ``ct`` config of every split into ``ctx.out`` and draw its card figure.
 
@@ -415,9 +472,8 @@ def run_section(config: dict, ctx) -> dict:
     check_build_folder(out, rhash, force=ctx.force, adopt_existing=True)  # before writing anything
     if "dataset" in ctx.recipe:
         copy_models(out, shell_path, grain_path)
-    opts = ctx.options or {}
     cfg = {**DEFAULTS, **config}
-    results = {}
+    jobs = {}
     for split, n in split_sizes(config).items():
         fn = functools.partial(
             ct_shard,
@@ -435,40 +491,11 @@ def run_section(config: dict, ctx) -> dict:
             neck_um=float(cfg["neck_um"]),
             spacing_px=float(cfg["spacing_px"]),
         )
-        r = build_dataset(
-            out,
-            n,
-            int(cfg["shard_size"]),
-            fn,
-            [CONFIG],
-            workers=ctx.workers,
-            executor=opts.get("executor") or "local",
-            scheduler=opts.get("scheduler"),
-            recipe_hash=rhash,
-            force=ctx.force,
-            desc=f"ct {split}",
-            split=split,
-        )
-        results[split] = r
-        log.info(
-            "ct %s: %d volumes in %d shard(s) (%d built now, %.1f s)",
-            split,
-            r.counts[CONFIG],
-            len(r.files[CONFIG]),
-            len(r.built),
-            r.seconds,
-        )
-    _remove_other_splits(out, set(results))
+        jobs[split] = (n, int(cfg["shard_size"]), fn)
+    results = build_split_configs(out, ctx, rhash, CONFIG, jobs, "volumes")
     ct_card_figure(out)
     ctx.outputs["ct_release"] = {s: r.counts[CONFIG] for s, r in results.items()}
     return results
-
-
-def _remove_other_splits(out: Path, keep: set) -> None:
-    """Delete ``data/ct`` shards of splits this recipe no longer has (an earlier build with them)."""
-    for f in sorted((out / "data" / CONFIG).glob("*.parquet")):
-        if f.name.split("-", 1)[0] not in keep:
-            f.unlink()
 
 
 __all__ = [
@@ -479,6 +506,7 @@ __all__ = [
     "ct_table",
     "render_volume",
     "run_section",
+    "build_split_configs",
     "check_section",
     "split_sizes",
     "volume_draws",

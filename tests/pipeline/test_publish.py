@@ -243,6 +243,7 @@ def test_zenodo_draft_then_publish(release, zenodo, monkeypatch, capsys):
 def test_zenodo_missing_token_and_metadata(tmp_path, zenodo, monkeypatch, capsys):
     out = tmp_path / "b"
     make_release(out, release={k: v for k, v in RELEASE.items() if k != "authors"})
+    capsys.readouterr()  # the build's own log lines
     monkeypatch.setenv("ZENODO_TOKEN", zenodo.state.token)
     assert main(["publish", str(out), "--to", "zenodo", "--endpoint", zenodo.api]) == 2
     _one_line_error(capsys.readouterr().err, "authors")

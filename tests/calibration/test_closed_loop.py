@@ -138,6 +138,7 @@ def test_closed_loop_small_alpha_close_to_teacher(tmp_path):
     assert w["fitted"] < 3 * w["noise"] + 0.02, w
 
 
+@pytest.mark.slow  # ~35 s each; tests/ebsd/test_completion.py keeps a small import loop in the default run
 @pytest.mark.parametrize("instrument", ["ideal", "realistic"])
 def test_measured_sections_against_the_teacher(tmp_path, instrument):
     """The data a model is trained on, before any training: phantom-ebsd -> import-ebsd ->

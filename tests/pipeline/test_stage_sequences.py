@@ -107,6 +107,7 @@ def built(models, tmp_path_factory):
     return recipe, outs
 
 
+@pytest.mark.slow  # the two module builds (~30 s); the ct config's builds run by default
 def test_one_and_two_workers_give_the_same_bytes(built):
     _, (a, b) = built
     ta, tb = _tree_bytes(a), _tree_bytes(b)
@@ -120,6 +121,7 @@ def test_one_and_two_workers_give_the_same_bytes(built):
     assert all(ta[k] == tb[k] for k in ta), [k for k in ta if ta[k] != tb[k]]
 
 
+@pytest.mark.slow  # the two module builds (~30 s); the ct config's builds run by default
 def test_load_dataset_gives_one_row_per_state_with_fixed_shapes(built):
     import datasets
 
@@ -173,6 +175,7 @@ def test_load_dataset_gives_one_row_per_state_with_fixed_shapes(built):
         assert soc[0] == 0 and soc[1] == pytest.approx(0.8) and soc[2] == pytest.approx(0.0, abs=1e-12)
 
 
+@pytest.mark.slow  # the two module builds (~30 s); the ct config's builds run by default
 def test_card_shows_slices_over_time_and_displacement(built):
     from huggingface_hub import DatasetCard
 
@@ -187,6 +190,7 @@ def test_card_shows_slices_over_time_and_displacement(built):
     assert (out / "models" / "grain_model" / "orientation_model.json").is_file()
 
 
+@pytest.mark.slow  # the two module builds (~30 s); the ct config's builds run by default
 def test_resume_rebuilds_only_a_lost_shard(built, tmp_path):
     recipe, (out, _) = built
     copy = tmp_path / "copy"

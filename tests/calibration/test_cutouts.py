@@ -10,7 +10,7 @@ from nmc_dataset.tessellation._gbpd import GBPD
 from nmc_dataset.tessellation._soft import soft_assign, torch_frames
 from nmc_dataset.testing import t2d_cutout_reference, t3d_cutout_reference
 
-SPEC = C.CutoutSpec(grid=32, channels=12, p_max_px=80, margin_px=12, beta=0.5)
+CUTOUTS = C.CutoutSpec(grid=32, channels=12, p_max_px=80, margin_px=12, beta=0.5)
 
 
 def _fixed_gnet(diag, r, hidden=(8,)):
@@ -38,9 +38,9 @@ def test_t3d_fast_matches_plain_twin(mu):
     with torch.no_grad():  # spread the markers so cells differ
         net.body[0].weight.mul_(4)
     rng = np.random.default_rng(11)
-    ts = C.draw_t3d_seeds(rng, mu, 6, SPEC)
+    ts = C.draw_t3d_seeds(rng, mu, 6, CUTOUTS)
     diag, off = C.t3d_markers(net, ts, kappa=12, input_scale_px=10.0)
-    fast, ng = C.t3d_batch_from_markers(ts, diag, off, SPEC)
+    fast, ng = C.t3d_batch_from_markers(ts, diag, off, CUTOUTS)
     assert fast.shape == (6, 12, 32, 32)
     # the twin sees every seed drawn (also those beyond the margin, with their own markers) and
     # finds each cutout's window and temperature itself
@@ -51,7 +51,7 @@ def test_t3d_fast_matches_plain_twin(mu):
     for b, p in enumerate(ts.p):
         sel = ts.group == b
         assert (~ts.inner[sel]).any()  # seeds beyond the margin exist and could compete
-        ref, ng_ref = t3d_cutout_reference(ts.seeds[sel], d_all[sel], o_all[sel], ts.roll[sel], p, SPEC)
+        ref, ng_ref = t3d_cutout_reference(ts.seeds[sel], d_all[sel], o_all[sel], ts.roll[sel], p, CUTOUTS)
         # pruning drops weights below exp(-25) ~ 1e-11; seeds beyond the margin never matter
         np.testing.assert_allclose(fast[b].detach().numpy(), ref, atol=1e-6)
         assert ng[b] == ng_ref
@@ -63,10 +63,10 @@ def test_visible_grain_count_with_a_detection_limit_matches_twin():
 
     torch.manual_seed(3)
     net = GNet(hidden=(32,))
-    spec5 = dataclasses.replace(SPEC, ng_min_px=5)
+    spec5 = dataclasses.replace(CUTOUTS, ng_min_px=5)
     ts = C.draw_t3d_seeds(np.random.default_rng(5), 0.003, 6, spec5)
     diag, off = C.t3d_markers(net, ts, kappa=12, input_scale_px=10.0)
-    _, ng1, lab = C.t3d_batch_from_markers(ts, diag, off, SPEC, with_labels=True)
+    _, ng1, lab = C.t3d_batch_from_markers(ts, diag, off, CUTOUTS, with_labels=True)
     _, ng5 = C.t3d_batch_from_markers(ts, diag, off, spec5)
     d, o = diag.detach().double().numpy(), off.detach().double().numpy()
     inner = ts.seeds[ts.inner], ts.roll[ts.inner], ts.group[ts.inner]
@@ -116,7 +116,7 @@ def test_margin_limit_for_extreme_elongation():
 
 def test_t2d_augmentation_changes_only_the_markers(rng):
     g = _radial_2d(rng)
-    _, _, draws = C.t2d_batch([g], np.random.default_rng(4), 6, SPEC, augment_rel=0.2, return_draws=True)
+    _, _, draws = C.t2d_batch([g], np.random.default_rng(4), 6, CUTOUTS, augment_rel=0.2, return_draws=True)
     for sub, _, _ in draws:
         idx = [int(np.flatnonzero((g.seeds == s).all(1))[0]) for s in sub.seeds]
         ratio = sub.diag / g.diag[idx]
@@ -140,18 +140,18 @@ def test_soft_values_agree_with_gbpd_soft_assign():
     """The quadratic-form kernel equals the soft form's soft_assign on the same seeds and markers."""
     torch.manual_seed(0)
     net = GNet(hidden=(16,))
-    ts = C.draw_t3d_seeds(np.random.default_rng(2), 0.002, 1, SPEC)
+    ts = C.draw_t3d_seeds(np.random.default_rng(2), 0.002, 1, CUTOUTS)
     diag, off = C.t3d_markers(net, ts, kappa=12, input_scale_px=10.0)
     seeds = torch.from_numpy(ts.seeds[ts.inner])
     d64, o64 = diag.detach().double(), off.detach().double()
     pts2 = C.cutout_grid_points(32)
     pts = torch.from_numpy(np.column_stack([pts2[:, 0] + ts.p[0], pts2[:, 1], np.zeros(len(pts2))]))
-    beta_eff = SPEC.beta * float(d64.mean())
+    beta_eff = CUTOUTS.beta * float(d64.mean())
     soft = soft_assign(pts, seeds, d64, o64, torch_frames(seeds, torch.from_numpy(ts.roll[ts.inner])), beta_eff)
     sums = soft.sum(0)
     order = np.lexsort((np.arange(len(sums)), -sums.numpy()))[:12]
     expect = soft[:, order].T.reshape(12, 32, 32).numpy()
-    fast, _ = C.t3d_batch_from_markers(ts, d64, o64, SPEC)
+    fast, _ = C.t3d_batch_from_markers(ts, d64, o64, CUTOUTS)
     np.testing.assert_allclose(fast[0].detach().numpy(), expect, atol=1e-9)
 
 
@@ -176,7 +176,7 @@ def test_gradients_are_exact_and_reach_gnet():
     assert torch.autograd.gradcheck(f, (base,), eps=1e-6, atol=1e-5)
     torch.manual_seed(0)
     net = GNet(hidden=(16,))
-    imgs, _ = C.t3d_batch(net, np.random.default_rng(0), 0.002, 4, SPEC)
+    imgs, _ = C.t3d_batch(net, np.random.default_rng(0), 0.002, 4, CUTOUTS)
     (imgs * torch.randn_like(imgs)).sum().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
     assert sum(float(p.grad.abs().sum()) for p in net.parameters()) > 0
@@ -217,7 +217,7 @@ def test_radial_grains_point_along_the_cutout_x_axis_on_both_sides():
 
 def test_harden_and_channel_order():
     rng = np.random.default_rng(8)
-    imgs, ng = C.t2d_batch([_radial_2d(rng)], rng, 8, SPEC)
+    imgs, ng = C.t2d_batch([_radial_2d(rng)], rng, 8, CUTOUTS)
     sums = imgs.sum((2, 3))
     assert torch.all(sums[:, :-1] >= sums[:, 1:] - 1e-9)  # sorted descending
     hard = C.harden(imgs)

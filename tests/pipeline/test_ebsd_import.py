@@ -53,7 +53,7 @@ def test_round_trip_recovers_true_grains(synthetic, imported):
         scan = read_ebsd(folder / r["scan"])
         sel = (lab > 0) & (truth > 0) & scan.indexed & (scan.ci >= 0.1)
         ari = adjusted_rand_index(lab[sel], truth[sel])
-        assert ari >= 0.95, (r["id"], ari)  # the brief's target on the confidently indexed pixels
+        assert ari >= 0.95, (r["id"], ari)  # agreement with the truth on the confidently indexed pixels
         assert sel.sum() >= 0.8 * (truth > 0).sum()  # junction/low-CI losses stay small
         # the completed map assigns every pixel of the section, the filled ones mostly right too
         mask = tifffile.imread(imported / r["id"] / "mask.tif") > 0

@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from nmc_dataset._util import item_seed, log
+from nmc_dataset._util import log
 from nmc_dataset.errors import InputError, RecipeError
 from nmc_dataset.pipeline._build import check_build_folder
 from nmc_dataset.pipeline._particle_shards import copy_models
@@ -52,14 +52,18 @@ from nmc_dataset.pipeline._recipe import recipe_hash
 from nmc_dataset.pipeline._sequence_figures import sequence_card_figure
 from nmc_dataset.pipeline._sequences import _bin_truth
 from nmc_dataset.pipeline._stage_tomography import (
-    CT_KEYS,
     _binder,
     _check_ct_voxel,
     _fraction,
+    _load_models,
+    _model_path,
+    _settings,
     build_split_configs,
     pack_for_release,
+    release_draws,
 )
-from nmc_dataset.tomography._ctsim import render_ct, resample_labels, resolve_settings
+from nmc_dataset.pipeline._stage_tomography import split_sizes as _split_sizes
+from nmc_dataset.tomography._ctsim import render_ct, resample_labels
 from nmc_dataset.tomography._evolve import Sequence, load_protocol, validate_protocol
 
 CONFIG = "sequences"
@@ -112,7 +116,6 @@ INTS = (
     "noise_seed",
 )
 JSONS = ("protocol", "summary", "imaging", "packing")
-_MODELS: dict = {}
 
 
 # --------------------------------------------------------------------------- features / one sequence
@@ -190,37 +193,12 @@ def sequence_draws(seed: int, split: str, index: int, solid_fraction) -> dict:
     dict
         ``solid_fraction`` and the integer seeds ``pack_seed``, ``evolve_seed``, ``ct_seed``.
     """
-    rng = np.random.default_rng(item_seed(seed, index, SPLIT_STREAMS[split]))
-    lo, hi = (solid_fraction, solid_fraction) if np.isscalar(solid_fraction) else solid_fraction
-    frac = float(lo) if hi == lo else float(rng.uniform(lo, hi))
-    return {
-        "solid_fraction": frac,
-        "pack_seed": int(rng.integers(2**31)),
-        "evolve_seed": int(rng.integers(2**31)),
-        "ct_seed": int(rng.integers(2**31)),
-    }
+    return release_draws(seed, SPLIT_STREAMS[split], index, solid_fraction, ("pack_seed", "evolve_seed", "ct_seed"))
 
 
 def noise_seed(ct_seed: int, step: int) -> int:
     """Photon-noise seed of state ``step`` (as ``render-ct SEQ/``: new noise in every state)."""
     return int(np.random.SeedSequence([int(ct_seed), int(step)]).generate_state(1)[0])
-
-
-def _load_models(shell_model_path: str, grain_model_path: str, orientation_model_path: str):
-    key = (shell_model_path, grain_model_path, orientation_model_path)
-    if key not in _MODELS:
-        from nmc_dataset.pipeline._generate import load_grain_model, load_shell_model
-
-        try:  # one worker = one core: the pool provides the parallelism
-            import numba
-
-            numba.set_num_threads(1)
-        except (ImportError, ValueError):  # pragma: no cover
-            pass
-        s, sid = load_shell_model(shell_model_path)
-        g, gid = load_grain_model(grain_model_path, orientations=orientation_model_path)
-        _MODELS[key] = (s, sid, g, gid)
-    return _MODELS[key]
 
 
 def render_sequence_states(
@@ -446,23 +424,6 @@ def _where(ctx, key: str = "") -> str:
     return f"{ctx.recipe_path}: sequences" + (f".{key}" if key else "")
 
 
-def _model_path(config: dict, ctx, key: str) -> Path:
-    if key in config:
-        return ctx.resolve(config[key])
-    v = ctx.outputs.get(key)
-    if v:
-        return Path(getattr(v, "path", v))
-    raise RecipeError(f"no {key.replace('_', ' ')}: give sequences.{key} or run the section that fits it", _where(ctx))
-
-
-def _settings(config: dict, ctx) -> dict:
-    ct = dict(config.get("ct") or {})
-    try:
-        return resolve_settings(ct.get("preset", "lab-nanoct"), **{k: ct.get(k) for k in CT_KEYS})
-    except InputError as e:
-        raise RecipeError(str(e).split(": ", 1)[-1] if str(e) else "invalid CT settings", _where(ctx, "ct")) from None
-
-
 def _protocol(config: dict, ctx) -> dict:
     """The validated protocol (a mapping in the recipe, or a protocol YAML file next to it)."""
     raw = config.get("protocol")
@@ -545,7 +506,7 @@ def check_section(config: dict, ctx) -> None:
             where,
         )
     _protocol(config, ctx)
-    settings = _settings(config, ctx)
+    settings = _settings(config, ctx, "sequences")
     lo, hi = (lambda f: (f, f) if np.isscalar(f) else f)(_fraction(config))
     if lo > hi:
         raise RecipeError(f"sequences.solid_fraction: [{lo}, {hi}] is not an interval (min > max)", where)
@@ -568,8 +529,7 @@ def split_sizes(config: dict) -> dict:
     -------
     dict
     """
-    n = config.get("splits") or {"train": 4, "validation": 1, "test": 1}
-    return {s: int(n.get(s, 0)) for s in SPLITS if int(n.get(s, 0)) > 0}
+    return _split_sizes(config, default=(4, 1, 1))
 
 
 def run_section(config: dict, ctx) -> dict:
@@ -590,9 +550,9 @@ def run_section(config: dict, ctx) -> dict:
         The build results by split.
     """
     out = Path(ctx.out)
-    shell_path = _model_path(config, ctx, "shell_model")
-    grain_path = _model_path(config, ctx, "grain_model")
-    settings = _settings(config, ctx)
+    shell_path = _model_path(config, ctx, section="sequences", key="shell_model")
+    grain_path = _model_path(config, ctx, section="sequences", key="grain_model")
+    settings = _settings(config, ctx, "sequences")
     protocol = _protocol(config, ctx)
     _check_ct_voxel(shell_path, config, settings, _where(ctx))
     rhash = recipe_hash(ctx.recipe)

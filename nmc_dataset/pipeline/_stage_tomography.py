@@ -38,6 +38,7 @@ import functools
 import json
 from pathlib import Path
 
+import numba
 import numpy as np
 import pyarrow as pa
 
@@ -45,7 +46,7 @@ from nmc_dataset._util import item_seed, log
 from nmc_dataset.errors import InputError, RecipeError
 from nmc_dataset.pipeline._build import array3d_column, build_dataset, check_build_folder
 from nmc_dataset.pipeline._ct_figures import ct_card_figure
-from nmc_dataset.pipeline._generate import load_shell_model
+from nmc_dataset.pipeline._generate import load_grain_model, load_shell_model
 from nmc_dataset.pipeline._particle_shards import copy_models
 from nmc_dataset.pipeline._recipe import recipe_hash
 from nmc_dataset.tomography._ctsim import render_ct, resample_labels, resolve_settings
@@ -94,6 +95,34 @@ def ct_features(n: int):
     return datasets.Features(feats)
 
 
+def release_draws(seed: int, stream: int, index: int, solid_fraction, seeds=("pack_seed", "ct_seed")) -> dict:
+    """Fraction and integer seeds of item ``index`` of a release stream (the recipe seed and the index alone).
+
+    Parameters
+    ----------
+    seed : int
+        The recipe seed.
+    stream : int
+        The split's random stream.
+    index : int
+        Item index within the split.
+    solid_fraction : float or tuple of 2 floats
+        Solid volume fraction of the packed electrode, or a range ``(lo, hi)`` from which it is drawn
+        uniformly per item.
+    seeds : sequence of str
+        Names of the integer seeds (in ``[0, 2**31)``), drawn in this order after the fraction.
+
+    Returns
+    -------
+    dict
+        ``solid_fraction`` (float) and one int per name in ``seeds``.
+    """
+    rng = np.random.default_rng(item_seed(seed, index, stream))
+    lo, hi = (solid_fraction, solid_fraction) if np.isscalar(solid_fraction) else solid_fraction
+    frac = float(lo) if hi == lo else float(rng.uniform(lo, hi))
+    return {"solid_fraction": frac, **{name: int(rng.integers(2**31)) for name in seeds}}
+
+
 def volume_draws(seed: int, split: str, index: int, solid_fraction) -> dict:
     """Fraction and seeds of volume ``index`` of ``split`` (from the recipe seed and the index alone).
 
@@ -115,31 +144,19 @@ def volume_draws(seed: int, split: str, index: int, solid_fraction) -> dict:
         ``solid_fraction`` (float), ``pack_seed`` and ``ct_seed`` (int in ``[0, 2**31)``) for packing
         and CT rendering.
     """
-    rng = np.random.default_rng(item_seed(seed, index, SPLIT_STREAMS[split]))
-    lo, hi = (solid_fraction, solid_fraction) if np.isscalar(solid_fraction) else solid_fraction
-    frac = float(lo) if hi == lo else float(rng.uniform(lo, hi))
-    return {"solid_fraction": frac, "pack_seed": int(rng.integers(2**31)), "ct_seed": int(rng.integers(2**31))}
+    return release_draws(seed, SPLIT_STREAMS[split], index, solid_fraction)
 
 
-def _load_models(shell_model_path: str, grain_model_path: str):
-    key = (shell_model_path, grain_model_path)
+def _load_models(shell_model_path: str, grain_model_path: str, orientations="auto"):
+    """The models of a release worker, loaded once per process (one worker = one core)."""
+    key = (shell_model_path, grain_model_path, orientations)
     if key not in _MODELS:
-        from nmc_dataset.pipeline._generate import load_grain_model, load_shell_model
+        import torch  # heavy: loaded with the grain model anyway
 
-        try:  # one worker = one core: the pool provides the parallelism
-            import numba
-
-            numba.set_num_threads(1)
-        except (ImportError, ValueError):  # pragma: no cover
-            pass
-        try:
-            import torch
-
-            torch.set_num_threads(1)
-        except ImportError:  # pragma: no cover
-            pass
+        numba.set_num_threads(1)  # the worker pool provides the parallelism
+        torch.set_num_threads(1)
         s, sid = load_shell_model(shell_model_path)
-        g, gid = load_grain_model(grain_model_path)
+        g, gid = load_grain_model(grain_model_path, orientations=orientations)
         _MODELS[key] = (s, sid, g, gid)
     return _MODELS[key]
 
@@ -323,22 +340,21 @@ def ct_shard(
 
 
 # --------------------------------------------------------------------------- the section
-def _model_path(config: dict, ctx, key: str) -> Path:
+def _model_path(config: dict, ctx, key: str, section: str = "tomography") -> Path:
     if key in config:
         return ctx.resolve(config[key])
     v = ctx.outputs.get(key)
     if v:
         return Path(getattr(v, "path", v))
     raise RecipeError(
-        f"no {key.replace('_', ' ')}: give tomography.{key} or run the section that fits it",
-        f"{ctx.recipe_path}: tomography",
+        f"no {key.replace('_', ' ')}: give {section}.{key} or run the section that fits it",
+        f"{ctx.recipe_path}: {section}",
     )
 
 
-def _settings(config: dict, ctx) -> dict:
-
+def _settings(config: dict, ctx, section: str = "tomography") -> dict:
     ct = dict(config.get("ct") or {})
-    where = f"{ctx.recipe_path}: tomography.ct"
+    where = f"{ctx.recipe_path}: {section}.ct"
     try:
         return resolve_settings(ct.get("preset", "lab-nanoct"), **{k: ct.get(k) for k in CT_KEYS})
     except InputError as e:
@@ -394,9 +410,21 @@ def _check_ct_voxel(shell_path: Path, config: dict, settings: dict, where: str) 
         )
 
 
-def split_sizes(config: dict) -> dict:
-    """Volumes per split (``{"train": n, "validation": n, "test": n}``; zero-sized splits left out)."""
-    n = config.get("splits") or {"train": 8, "validation": 2, "test": 2}
+def split_sizes(config: dict, default=(8, 2, 2)) -> dict:
+    """Items per split (``{"train": n, "validation": n, "test": n}``; zero-sized splits left out).
+
+    Parameters
+    ----------
+    config : dict
+        The release section (its ``splits`` mapping).
+    default : (int, int, int)
+        Train, validation and test sizes without one.
+
+    Returns
+    -------
+    dict
+    """
+    n = config.get("splits") or dict(zip(SPLITS, default))
     return {s: int(n.get(s, 0)) for s in SPLITS if int(n.get(s, 0)) > 0}
 
 
@@ -504,6 +532,7 @@ __all__ = [
     "ct_features",
     "ct_shard",
     "ct_table",
+    "release_draws",
     "render_volume",
     "run_section",
     "build_split_configs",

@@ -221,6 +221,11 @@ def test_ang_missing_grid_key_and_bad_step(tmp_path, rng):
     _raises(p, "missing '# NROWS:'")
     p = _edit(_good_ang(tmp_path, rng), lambda ls: [x.replace("# XSTEP: 0.050000", "# XSTEP: -1") for x in ls])
     _raises(p, "XSTEP must be > 0")
+    for bad in ("nan", "inf"):  # a step no grid can have (found by the fuzz tests)
+        p = _edit(
+            _good_ang(tmp_path, rng), lambda ls, b=bad: [x.replace("# YSTEP: 0.050000", f"# YSTEP: {b}") for x in ls]
+        )
+        _raises(p, "step", "not a positive length")
 
 
 def test_ang_coordinates_off_grid(tmp_path, rng):

@@ -16,6 +16,7 @@ from nmc_dataset.pipeline._sequences import (
     SEQUENCE_FORMAT,
     _sha256,
     read_sequence,
+    sequence_id,
     write_state,
 )
 
@@ -25,6 +26,8 @@ def _cmd_evolve(args) -> int:
     from nmc_dataset.tomography._volumes import read_table, read_volumes
 
     src = Path(args.electrode)
+    if src.is_dir():
+        raise InputError("is a folder; evolve takes one electrode file (pack output)", src)
     if not src.is_file():
         raise InputError("not found", src)
     protocol = load_protocol(args.protocol) if args.protocol else validate_protocol(None)
@@ -54,6 +57,7 @@ def _cmd_evolve(args) -> int:
         seed=args.seed,
     )
     electrode_id = _sha256(src)
+    run_id = sequence_id(electrode_sha256=electrode_id, protocol=protocol, steps=seq.steps, seed=int(args.seed))
     tables = {"particles": particles, "grains": grains}
     states = []
     with output_folder(args.out, "evolve", force=args.force) as tmp:
@@ -65,6 +69,7 @@ def _cmd_evolve(args) -> int:
                 "index": t,
                 "steps": seq.steps,
                 "electrode_sha256": electrode_id,
+                "sequence_id": run_id,
                 "cycle": summary["cycle"],
                 "soc": summary["soc"],
             }
@@ -86,6 +91,7 @@ def _cmd_evolve(args) -> int:
             {
                 "format": SEQUENCE_FORMAT,
                 "format_version": 1,
+                "sequence_id": run_id,
                 "electrode": {"file": src.name, "sha256": electrode_id, "packing": packing},
                 "protocol": protocol,
                 "steps": seq.steps,

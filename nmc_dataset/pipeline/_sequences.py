@@ -35,6 +35,38 @@ def _sha256(path) -> str:
     return h.hexdigest()
 
 
+def sequence_id(**parts) -> str:
+    """A short id of one run: every file of the run carries it, so a folder mixing runs is refused.
+
+    Parameters
+    ----------
+    **parts
+        The run's inputs (JSON-serialisable): the id is the first 16 hex digits of the sha256 of their
+        sorted JSON, so the same inputs give the same id.
+
+    Returns
+    -------
+    str
+    """
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+#: render-ct options that change a CT (part of the CT sequence's id)
+_RENDER_KEYS = (
+    "preset",
+    "energy_kev",
+    "photons",
+    "psf_um",
+    "rings",
+    "phase_contrast",
+    "binning",
+    "projections",
+    "voxel_size_um",
+    "electrolyte",
+    "seed",
+)
+
+
 def write_state(path, state: dict, *, voxel_size_um: float, meta: dict, tables: dict, info: dict) -> None:
     """One state file: an electrode volume file plus ``crack``, ``displacement`` and ``strain``."""
     from nmc_dataset.tomography._volumes import FORMAT_VERSION
@@ -80,10 +112,27 @@ def write_state(path, state: dict, *, voxel_size_um: float, meta: dict, tables: 
 def read_sequence(folder, fmt: str = SEQUENCE_FORMAT) -> tuple[dict, list[Path]]:
     """The manifest of a sequence folder and its state files, checked to come from one electrode.
 
+    Parameters
+    ----------
+    folder : str or path-like
+        An ``evolve`` folder (``fmt`` :data:`SEQUENCE_FORMAT`) or a ``render-ct SEQ/`` folder
+        (:data:`CT_SEQUENCE_FORMAT`).
+    fmt : str
+        The manifest format expected.
+
+    Returns
+    -------
+    manifest : dict
+        ``sequence.json``.
+    files : list of Path
+        The state files in manifest order.
+
     Raises
     ------
     InputError
-        No manifest, a missing state file, or a state of another electrode (a mixed folder).
+        No manifest, a manifest of the other kind, a missing state file, or a mixed folder: a state
+        of another electrode, of another run (``sequence_id``), at another index than its manifest
+        entry, or a state file the manifest does not list.
     """
     folder = Path(folder)
     man_path = folder / MANIFEST
@@ -91,8 +140,15 @@ def read_sequence(folder, fmt: str = SEQUENCE_FORMAT) -> tuple[dict, list[Path]]
         raise InputError(f"not a sequence folder (no {MANIFEST}; write one with `nmc-dataset evolve`)", folder)
     man = read_json(man_path)
     if not isinstance(man, dict) or man.get("format") != fmt:
+        if isinstance(man, dict) and man.get("format") == CT_SEQUENCE_FORMAT:
+            raise InputError("is a CT sequence (render-ct output); give the evolve folder it was rendered from", folder)
+        if isinstance(man, dict) and man.get("format") == SEQUENCE_FORMAT:
+            raise InputError(
+                "is an evolve folder (labels, no CT); render it first with `nmc-dataset render-ct`", folder
+            )
         raise InputError(f"{MANIFEST} is not an {fmt} manifest", folder)
     eid = man["electrode"]["sha256"]
+    run = man.get("sequence_id")  # absent in folders written before runs had ids
     files = []
     for st in man["states"]:
         p = folder / st["file"]
@@ -104,6 +160,18 @@ def read_sequence(folder, fmt: str = SEQUENCE_FORMAT) -> tuple[dict, list[Path]]
             raise InputError(
                 f"{st['file']} comes from another electrode than {MANIFEST} (a mixed sequence "
                 "folder); evolve each electrode into its own folder",
+                folder,
+            )
+        if run is not None and info.get("sequence_id") != run:
+            raise InputError(
+                f"{st['file']} comes from another run than {MANIFEST} (another protocol, seed, step count or "
+                "CT setting; a mixed sequence folder); write each run into its own folder",
+                folder,
+            )
+        if "index" in info and info["index"] != st["index"]:
+            raise InputError(
+                f"{st['file']} holds state {info['index']} but {MANIFEST} lists it as state {st['index']} "
+                "(a mixed sequence folder)",
                 folder,
             )
         files.append(p)
@@ -138,6 +206,10 @@ def render_sequence(args, render_one) -> int:
     import copy
 
     man, files = read_sequence(args.electrode)
+    ct_id = sequence_id(
+        sequence=man.get("sequence_id") or man["electrode"]["sha256"],
+        render={k: getattr(args, k, None) for k in _RENDER_KEYS},
+    )
     states = []
     with output_folder(args.out, "render-ct", force=args.force) as tmp:
         for st, path in zip(man["states"], files):
@@ -165,7 +237,13 @@ def render_sequence(args, render_one) -> int:
                 )
                 f.create_dataset("crack", data=cb, chunks=tuple(min(64, x) for x in cb.shape), compression="gzip")
                 f.attrs["sequence"] = json.dumps(
-                    {"index": t, "electrode_sha256": man["electrode"]["sha256"], "noise_seed": a.seed, "binning": s},
+                    {
+                        "index": t,
+                        "electrode_sha256": man["electrode"]["sha256"],
+                        "sequence_id": ct_id,
+                        "noise_seed": a.seed,
+                        "binning": s,
+                    },
                     sort_keys=True,
                 )
             states.append(
@@ -183,6 +261,8 @@ def render_sequence(args, render_one) -> int:
             {
                 "format": CT_SEQUENCE_FORMAT,
                 "format_version": 1,
+                "sequence_id": ct_id,
+                "source_sequence_id": man.get("sequence_id"),
                 "electrode": man["electrode"],
                 "protocol": man["protocol"],
                 "preset": args.preset,
@@ -193,4 +273,4 @@ def render_sequence(args, render_one) -> int:
     return 0
 
 
-__all__ = ["read_sequence", "render_sequence", "write_state"]
+__all__ = ["read_sequence", "render_sequence", "sequence_id", "write_state"]

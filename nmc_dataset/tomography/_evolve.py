@@ -91,10 +91,16 @@ PROTOCOL_FORMAT = "nmc-dataset/sequence-protocol"
 #: largest |strain| (lattice, compaction) a protocol may impose
 MAX_STRAIN = 0.15
 
-#: NMC811 lattice parameters vs delithiation x in Li(1-x)Ni0.8Mn0.1Co0.1O2 (Å), read from the
-#: operando XRD curves of Märker et al., Chem. Mater. 31 (2019) 2545 (consistent with de Biasi
-#: et al., J. Phys. Chem. C 121 (2017) 26163): a shrinks monotonically (-2 %), c grows to +1.9 %
-#: near x = 0.6 and collapses in the H2 -> H3 transition; unit-cell volume -5.1 % at x = 0.85.
+#: NMC811 lattice parameters vs delithiation x in Li(1-x)Ni0.8Mn0.1Co0.1O2 (Å), piecewise-linear.
+#: The curve follows the shape of the operando XRD curves of NMC811 (Märker et al., Chem. Mater. 31
+#: (2019) 2545; de Biasi et al., J. Phys. Chem. C 121 (2017) 26163), but its points are not read
+#: from a table of either paper and are not checked point by point against their figures. Its
+#: landmarks are checked against values stated in text (docs/method.md, "Literature values";
+#: tests/tomography/test_evolve.py): pristine a, c within 0.4 % of the cell a = 2.875, c = 14.248 Å
+#: used to index the EBSD of NMC811 (Fuchs et al., arXiv:2407.05333); the c maximum (+1.9 %) at
+#: x = 0.6 and its collapse beyond, where Jousseaume et al., Energy Environ. Sci. (2024),
+#: doi:10.1039/d3ee04115h, find Ni-rich NMC collapsing "below 40 % lithium in the layers"; a shrinks
+#: monotonically to x = 0.75 (-2.0 %); unit-cell volume a²c -5.1 % at x = 0.85.
 NMC811_LATTICE = {
     "x": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85],
     "a": [2.872, 2.862, 2.851, 2.840, 2.830, 2.822, 2.817, 2.815, 2.814, 2.814, 2.815],
@@ -124,7 +130,13 @@ _STREAM_RIGID, _STREAM_FIELD = 31, 32
 # --------------------------------------------------------------------------- protocol
 def _num(value, where, *, lo=None, hi=None, lo_open=False):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InputError(f"must be a number, got {value!r}", where)
+        hint = ""
+        if isinstance(value, str):
+            try:
+                hint = f" (YAML reads {value} as text: write it as {float(value):.1e})"
+            except ValueError:
+                pass
+        raise InputError(f"must be a number, got {value!r}{hint}", where)
     if lo is not None and (value < lo or (lo_open and value == lo)):
         raise InputError(f"must be {'>' if lo_open else '>='} {lo}, got {value}", where)
     if hi is not None and value > hi:
@@ -187,7 +199,10 @@ def validate_protocol(raw: dict | None, where: str = "protocol") -> dict:
         table = NMC811_LATTICE
     if not (isinstance(table, dict) and set(table) == {"x", "a", "c"}):
         raise InputError("lattice.table must be nmc811 or a mapping {x: [...], a: [...], c: [...]} (Å)", where)
-    arr = {k: np.asarray(table[k], dtype=np.float64) for k in "xac"}
+    try:
+        arr = {k: np.asarray([_num(v, "lattice.table") for v in table[k]], dtype=np.float64) for k in "xac"}
+    except (InputError, TypeError):
+        raise InputError("lattice.table: x, a and c must be lists of numbers (a, c in Å)", where) from None
     if not (
         arr["x"].ndim == 1
         and len(arr["x"]) >= 2
@@ -252,12 +267,16 @@ def load_protocol(path) -> dict:
     """
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise InputError("not found", path)
+    if not path.is_file():
+        raise InputError("is not a file (a protocol is one YAML file)", path)
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise InputError(f"not valid YAML ({str(e).splitlines()[0]})", path) from None
+    except UnicodeDecodeError:
+        raise InputError("not a text (YAML) file", path) from None
     return validate_protocol(raw, str(path))
 
 
@@ -698,6 +717,14 @@ class Sequence:
                 spec[0, 0, 0] = 0  # no uniform part: that would be a rigid translation of the whole box
                 w = fft.irfftn(spec, s=self.shape, workers=-1).astype(np.float32)
                 f[..., a] = w * (comp["random_vox"] / max(float(w.std()), 1e-30))
+            steepest = _max_gradient(f, self.periodic)
+            if steepest > MAX_STRAIN:
+                raise InputError(
+                    f"the random field ({comp['random_vox']:g} voxel rms over {sigma:.3g} voxels) has a "
+                    f"displacement gradient up to {steepest:.3g} at this voxel size, beyond ±{MAX_STRAIN:.0%}; "
+                    "lower compaction.random_vox or raise compaction.random_length_um",
+                    "protocol",
+                )
             self.field = f
         # interfaces and the crack plan
         self.c_axes = self.Q[:, :, 2]
@@ -820,6 +847,8 @@ class Sequence:
         phase[cracked] = 0
         particle[cracked] = 0
         grain[cracked] = 0
+        nmc_now = np.flatnonzero(nmc0.ravel())  # reference NMC voxels still there (not in a crack)
+        volume_ratio = _volume_ratio(u, nmc_now) if t > 0 else np.ones(len(nmc_now))
         u[crack > 0] = np.nan
         out["phase"], out["particle"], out["grain"], out["crack"] = phase, particle, grain, crack_def
         out["nmc_fraction"], out["binder_fraction"] = nmc_f, binder_f
@@ -840,6 +869,7 @@ class Sequence:
             else 0.0,
             "nmc_voxels": int((phase == 1).sum()),
             "nmc_volume_change": float((phase == 1).sum() / max(n0, 1) - 1.0),
+            "nmc_material_volume_change": float(volume_ratio.sum() / max(n0, 1) - 1.0),
             "cracks": len(summary),
             "crack_voxels": int((crack > 0).sum()),
             "crack_area_um2": float(sum(c["interface_area_vox"] for c in summary) * self.h**2),
@@ -859,6 +889,29 @@ class Sequence:
         want = np.stack([Eg[:, 0, 0], Eg[:, 1, 1], Eg[:, 2, 2], Eg[:, 0, 1], Eg[:, 0, 2], Eg[:, 1, 2]], 1)
         diff = (e - want)[ok]
         return float(np.sqrt(np.mean(diff**2))) if len(diff) else 0.0
+
+
+def _max_gradient(f: np.ndarray, periodic: bool) -> float:
+    """Largest ``|∂f_a/∂x_b|`` (central differences, wrapped in a periodic box) of a (Z, Y, X, 3) field."""
+    worst = 0.0
+    for a in range(3):
+        for b in range(3):
+            if periodic:
+                d = 0.5 * (np.roll(f[..., a], -1, axis=b) - np.roll(f[..., a], 1, axis=b))
+            else:
+                d = np.gradient(f[..., a], axis=b)
+            worst = max(worst, float(np.abs(d).max()))
+    return worst
+
+
+def _volume_ratio(u: np.ndarray, flat: np.ndarray) -> np.ndarray:
+    """``det(I + ∇u)`` at the voxels ``flat`` (flat indices) of a finite (Z, Y, X, 3) displacement."""
+    J = np.empty((len(flat), 3, 3))
+    for a in range(3):
+        for b, g in enumerate(np.gradient(u[..., a], axis=(0, 1, 2))):
+            J[:, a, b] = g.ravel()[flat]
+    J += np.eye(3)[None]
+    return np.linalg.det(J)
 
 
 def small_strain(u: np.ndarray) -> np.ndarray:

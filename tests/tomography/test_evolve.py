@@ -84,11 +84,46 @@ def test_pull_back_matches_its_slow_twin(periodic):
         ({"compaction": {"strain": {"zz": -0.2}}}, "beyond ±15%"),
         ({"soc": {"min": 0.5, "max": 0.2}}, "above soc.max"),
         ({"rigid": {"translation_vox": "a"}}, "must be a number"),
+        ({"rigid": {"rotation_deg": 20}}, "rigid.rotation_deg: must be <= 10"),
+        ({"compaction": {"random_vox": "1e3"}}, "write it as 1.0e+03"),
+        ({"compaction": {"random_vox": 0.2, "random_length_um": 0}}, "random_length_um: must be > 0"),
+        ({"lattice": {"junction_vox": -1}}, "junction_vox: must be >= 0"),
+        ({"lattice": {"table": {"x": [0, "a"], "a": [2.8, 2.7], "c": [14, 14]}}}, "lists of numbers"),
+        ({"lattice": {"table": {"x": [0, 1], "a": [2.8, -2.7], "c": [14, 14]}}}, "positive a, c"),
+        ({"lattice": {"table": {"x": [0, 1], "a": [2.8, 2.8], "c": [14, 11]}}}, "beyond ±15%"),
+        ({"soc": {"max": 0.95}}, "soc.max: must be <= 0.85"),
+        ({"soc": 0.5}, "soc must be a mapping"),
+        ({"format": "other"}, "format must be"),
     ],
 )
 def test_bad_protocols_are_one_line_errors(raw, words):
     with pytest.raises(InputError, match=words.replace("(", r"\(").replace("+", r"\+")) as e:
         ev.validate_protocol(raw)
+    assert "\n" not in str(e.value)
+
+
+def test_builtin_lattice_table_keeps_the_literature_landmarks():
+    """The built-in NMC811 table against values stated in the literature (docs/method.md#literature-values)."""
+    t = ev.NMC811_LATTICE
+    x, a, c = (np.asarray(t[k]) for k in "xac")
+    # pristine cell: within 0.4 % of the cell that indexes the EBSD of NMC811 (a = 2.875, c = 14.248 Å)
+    assert abs(a[0] / 2.875 - 1) < 0.004 and abs(c[0] / 14.248 - 1) < 0.004
+    # c peaks where Ni-rich NMC starts to collapse, below 40 % Li in the layers (x = 0.6), and then falls
+    # below its pristine value; a shrinks monotonically up to x = 0.75
+    assert abs(x[np.argmax(c)] - 0.6) < 0.05 + 1e-12 and c[-1] < c[0]
+    assert np.all(np.diff(a[x <= 0.75]) < 0)
+    # unit-cell volume change at the end of the table: between the ~5 % and 7.8 % quoted for NMC811
+    v = a**2 * c / (a[0] ** 2 * c[0]) - 1
+    assert -0.08 < v[-1] < -0.045
+    # and the strains the model imposes are those of the table
+    ea, ec = ev.lattice_strain(ev.validate_protocol(None)["lattice"], 0.6, 0.0)
+    assert np.isclose(ea, a[x == 0.6][0] / a[0] - 1) and np.isclose(ec, c[x == 0.6][0] / c[0] - 1)
+
+
+def test_a_random_field_steeper_than_the_strain_limit_is_refused(electrode):
+    # 0.5 voxel rms over a correlation length of one voxel: gradients ~1, beyond ±15 %
+    with pytest.raises(InputError, match="random field .* beyond ±15%") as e:
+        _sequence(electrode, dict(ZERO, compaction={"random_vox": 0.5, "random_length_um": H}))
     assert "\n" not in str(e.value)
 
 
@@ -114,6 +149,9 @@ def test_pure_affine_protocol_exports_exactly_the_affine_map(electrode):
     assert np.abs(st["displacement"] - want).max() < 1e-5
     strain_field = st["strain"][5:-5, 5:-5, 5:-5]
     assert np.allclose(strain_field[..., 0], -0.03, atol=1e-5) and np.allclose(strain_field[..., 5], 0.005, atol=1e-5)
+    # the NMC's volume changes by det(I + G) (the label count in a periodic box does not say so: the box
+    # is refilled by the compacted periodic images)
+    assert abs(st["summary"]["nmc_material_volume_change"] - (np.linalg.det(np.eye(3) + G) - 1)) < 1e-6
     # the deformed labels are the reference labels carried by the map: a particle's centroid (interior
     # particles, no wrap) moves by G (x - c)
     p0, p1 = s.particle, st["particle"]
@@ -159,6 +197,10 @@ def test_grain_volume_change_matches_the_lattice_strain(electrode):
         assert abs(c_zyx @ F @ c_zyx - c_r) < 2e-3
         checked += 1
     assert checked >= 5
+    # the NMC as a whole: the mean det F_g - 1, up to the junction layers
+    sm = st["summary"]
+    assert abs(sm["mean_grain_volume_change"] - (want_det - 1)) < 2e-3
+    assert abs(sm["nmc_material_volume_change"] - sm["mean_grain_volume_change"]) < 2e-3
 
 
 def test_cracks_lie_on_grain_interfaces_and_grow(electrode):
@@ -255,3 +297,74 @@ def test_cli_sequence_render_and_refusals(electrode, model_paths, tmp_path):
     with pytest.raises(InputError, match="unknown key"):
         proto.write_text("cycle: 1\n")
         cli.main(["--debug", "evolve", str(electrode), "--protocol", str(proto), "--out", str(tmp_path / "s3")])
+
+
+def _copy(src, dst):
+    dst.mkdir()
+    for f in src.iterdir():
+        (dst / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
+def test_cli_sequence_folders_are_checked_and_reproducible(electrode, tmp_path, capsys):
+    """Same seed -> same bytes (evolve and render-ct); a user's folder is never written into; a folder
+    mixing runs, electrodes or indices is refused by render-ct and by check-dvc's reader, one line each."""
+    ev_args = ["evolve", str(electrode), "--steps", "3", "--seed", "3"]
+    seq, other = tmp_path / "seq", tmp_path / "other"
+    assert cli.main(ev_args + ["--out", str(seq)]) == 0
+    assert cli.main(["evolve", str(electrode), "--steps", "2", "--seed", "4", "--out", str(other)]) == 0
+    man, man_other = (json.loads((d / "sequence.json").read_text()) for d in (seq, other))
+    assert man["sequence_id"] != man_other["sequence_id"]
+    # the states' volume change: lattice strain, compaction and cracks, in the manifest per state
+    s2 = man["states"][1]
+    assert s2["nmc_material_volume_change"] < 0 and s2["crack_area_um2"] > 0
+    ct_args = ["render-ct", "--binning", "2", "--seed", "4", "--photons", "1e4"]
+    ct, ct_again = tmp_path / "ct", tmp_path / "ct_again"
+    assert cli.main(ct_args[:1] + [str(seq)] + ct_args[1:] + ["--out", str(ct)]) == 0
+    assert cli.main(ct_args[:1] + [str(seq)] + ct_args[1:] + ["--out", str(ct_again)]) == 0
+    for name in ("sequence.json", "ct_000.h5", "ct_002.h5"):
+        assert (ct / name).read_bytes() == (ct_again / name).read_bytes()
+    capsys.readouterr()
+
+    def refused(argv, words):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "\n" not in err and words in err, err
+
+    # a non-empty folder the tool did not write is refused, and left as it was
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "notes.txt").write_text("mine")
+    refused(ev_args + ["--out", str(user)], "did not write (notes.txt)")
+    refused(["render-ct", str(seq), "--out", str(user)], "did not write (notes.txt)")
+    assert [p.name for p in user.iterdir()] == ["notes.txt"] and (user / "notes.txt").read_text() == "mine"
+    # a state of another run (same electrode, other seed and steps) in the folder
+    mixed = _copy(seq, tmp_path / "mixed_run")
+    (mixed / "state_001.h5").write_bytes((other / "state_001.h5").read_bytes())
+    refused(["render-ct", str(mixed), "--out", str(tmp_path / "x1")], "another run")
+    # two states swapped
+    swapped = _copy(seq, tmp_path / "swapped")
+    (swapped / "state_001.h5").write_bytes((seq / "state_002.h5").read_bytes())
+    (swapped / "state_002.h5").write_bytes((seq / "state_001.h5").read_bytes())
+    refused(["render-ct", str(swapped), "--out", str(tmp_path / "x2")], "holds state 2")
+    # check-dvc reads CT folders with the same checks: a CT of another electrode, of another render
+    # (other seed), a stray CT file, or an evolve folder given instead of its CTs
+    ct_mixed = _copy(ct, tmp_path / "ct_mixed")
+    with h5py.File(ct_mixed / "ct_001.h5", "r+") as f:
+        info = json.loads(f.attrs["sequence"])
+        info["electrode_sha256"] = "0" * 64
+        f.attrs["sequence"] = json.dumps(info)
+    refused(["check-dvc", str(ct_mixed), "--out", str(tmp_path / "d1")], "another electrode")
+    assert not (tmp_path / "d1").exists()
+    ct_run = _copy(ct, tmp_path / "ct_run")
+    with h5py.File(ct_run / "ct_002.h5", "r+") as f:
+        info = json.loads(f.attrs["sequence"])
+        info["sequence_id"] = man["sequence_id"]  # the evolve run's id, not this render's
+        f.attrs["sequence"] = json.dumps(info)
+    refused(["check-dvc", str(ct_run), "--out", str(tmp_path / "d2")], "another run")
+    ct_stray = _copy(ct, tmp_path / "ct_stray")
+    (ct_stray / "ct_007.h5").write_bytes((ct / "ct_001.h5").read_bytes())
+    refused(["check-dvc", str(ct_stray), "--out", str(tmp_path / "d3")], "not in sequence.json")
+    refused(["check-dvc", str(seq), "--out", str(tmp_path / "d4")], "is an evolve folder")
+    refused(["render-ct", str(ct), "--out", str(tmp_path / "x3")], "is a CT sequence")
+    refused(["evolve", str(seq), "--out", str(tmp_path / "x4")], "is a folder")

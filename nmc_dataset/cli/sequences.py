@@ -26,6 +26,8 @@ def _cmd_evolve(args) -> int:
     from nmc_dataset.tomography._volumes import read_table, read_volumes
 
     src = Path(args.electrode)
+    if args.seed < 0:
+        raise InputError(f"must be >= 0, got {args.seed}", "--seed")
     if src.is_dir():
         raise InputError("is a folder; evolve takes one electrode file (pack output)", src)
     if not src.is_file():

@@ -205,6 +205,8 @@ def render_sequence(args, render_one) -> int:
     """
     import copy
 
+    if args.seed < 0:
+        raise InputError(f"must be >= 0, got {args.seed}", "--seed")
     man, files = read_sequence(args.electrode)
     ct_id = sequence_id(
         sequence=man.get("sequence_id") or man["electrode"]["sha256"],

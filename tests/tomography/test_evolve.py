@@ -368,3 +368,5 @@ def test_cli_sequence_folders_are_checked_and_reproducible(electrode, tmp_path, 
     refused(["check-dvc", str(seq), "--out", str(tmp_path / "d4")], "is an evolve folder")
     refused(["render-ct", str(ct), "--out", str(tmp_path / "x3")], "is a CT sequence")
     refused(["evolve", str(seq), "--out", str(tmp_path / "x4")], "is a folder")
+    refused(["evolve", str(electrode), "--seed", "-1", "--out", str(tmp_path / "x5")], "--seed: must be >= 0")
+    refused(["render-ct", str(seq), "--seed", "-1", "--out", str(tmp_path / "x6")], "--seed: must be >= 0")

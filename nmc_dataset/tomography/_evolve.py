@@ -905,13 +905,20 @@ def _max_gradient(f: np.ndarray, periodic: bool) -> float:
 
 
 def _volume_ratio(u: np.ndarray, flat: np.ndarray) -> np.ndarray:
-    """``det(I + ∇u)`` at the voxels ``flat`` (flat indices) of a finite (Z, Y, X, 3) displacement."""
-    J = np.empty((len(flat), 3, 3))
+    """``det(I + ∇u)`` (float64) at the voxels ``flat`` (flat indices) of a finite (Z, Y, X, 3) displacement;
+    ``∇u`` by central differences (one-sided at the box faces)."""
+    g = [[None] * 3 for _ in range(3)]
     for a in range(3):
-        for b, g in enumerate(np.gradient(u[..., a], axis=(0, 1, 2))):
-            J[:, a, b] = g.ravel()[flat]
-    J += np.eye(3)[None]
-    return np.linalg.det(J)
+        for b, d in enumerate(np.gradient(u[..., a], axis=(0, 1, 2))):
+            g[a][b] = d.ravel()[flat].astype(np.float64)  # du_a/dx_b at the voxels
+    g[0][0] += 1.0
+    g[1][1] += 1.0
+    g[2][2] += 1.0
+    return (
+        g[0][0] * (g[1][1] * g[2][2] - g[1][2] * g[2][1])
+        - g[0][1] * (g[1][0] * g[2][2] - g[1][2] * g[2][0])
+        + g[0][2] * (g[1][0] * g[2][1] - g[1][1] * g[2][0])
+    )
 
 
 def small_strain(u: np.ndarray) -> np.ndarray:

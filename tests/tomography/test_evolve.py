@@ -74,6 +74,16 @@ def test_pull_back_matches_its_slow_twin(periodic):
     assert np.abs(X + u - np.indices((n, n, n)).reshape(3, -1)).max() < 1e-6
 
 
+def test_volume_ratio_matches_its_slow_twin():
+    """The per-voxel det(I + ∇u) behind ``nmc_material_volume_change`` against numpy's det of the Jacobian."""
+    rng = np.random.default_rng(0)
+    u = ndimage.gaussian_filter(rng.normal(0, 1.0, (14, 15, 16, 3)), (1.5, 1.5, 1.5, 0)).astype(np.float32)
+    flat = rng.choice(u[..., 0].size, 500, replace=False)
+    J = np.stack([np.stack(np.gradient(u[..., a].astype(np.float64), axis=(0, 1, 2)), -1) for a in range(3)], -2)
+    want = np.linalg.det(J.reshape(-1, 3, 3)[flat] + np.eye(3))
+    assert np.abs(ev._volume_ratio(u, flat) - want).max() < 1e-6
+
+
 @pytest.mark.parametrize(
     "raw, words",
     [

@@ -146,6 +146,10 @@ def test_zero_protocol_gives_identical_states(electrode):
             assert np.array_equal(st[k], arrays[k])
         assert not st["crack"].any()
         assert np.array_equal(st["displacement"], np.zeros_like(st["displacement"]))
+        assert not st["strain"].any()
+        assert np.array_equal(st["nmc_fraction"], (arrays["phase"] == 1).astype(np.float32))
+        sm = st["summary"]
+        assert sm["nmc_material_volume_change"] == sm["nmc_volume_change"] == sm["crack_area_um2"] == 0
 
 
 def test_pure_affine_protocol_exports_exactly_the_affine_map(electrode):

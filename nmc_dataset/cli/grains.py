@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nmc_dataset.cli._args import seed_int
 from nmc_dataset.errors import InputError, ResourceError
 from nmc_dataset.outputs import add_force_option, check_out_file, check_out_name, claim_folder, write_marker
 
@@ -28,7 +29,7 @@ def register(sub) -> None:
     p.add_argument("--recipe", required=True, help="recipe YAML; its grains: section gives the hyper-parameters")
     p.add_argument("--out", required=True, help="model folder (checkpoints go to OUT/training/)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUT")
-    p.add_argument("--seed", type=int, help="root seed (default: the recipe's seed)")
+    p.add_argument("--seed", type=seed_int, help="root seed (default: the recipe's seed)")
     p.add_argument(
         "--restarts",
         type=int,
@@ -55,7 +56,7 @@ def register(sub) -> None:
     )
     p.add_argument("model", help="grain model folder (fit-grains output)")
     p.add_argument("--size-px", type=int, default=128, help="cube edge in model pixels (default 128)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
     p.add_argument("--out", required=True, help="output .h5 file")
     p.add_argument(
         "--sections",
@@ -83,7 +84,7 @@ def register(sub) -> None:
         help="detection limit: grains smaller than this are left out on both sides (default 5, "
         "import-ebsd's --min-grain-px default)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     add_force_option(p)
     p.set_defaults(func=_cmd_describe)
 

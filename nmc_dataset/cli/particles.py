@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from nmc_dataset._util import length_um, log
+from nmc_dataset.cli._args import seed_int
 from nmc_dataset.errors import RecipeError
 from nmc_dataset.outputs import add_force_option
 from nmc_dataset.pipeline._generate import (
@@ -25,7 +26,7 @@ def register(sub) -> None:
     p.add_argument("--shell-model", required=True, help="shell model JSON (fit-shells)")
     p.add_argument("--grain-model", required=True, help="grain model folder (fit-grains)")
     p.add_argument("-n", type=int, default=1, help="number of particles (default 1)")
-    p.add_argument("--seed", type=int, default=0, help="root seed (default 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help="root seed (default 0)")
     p.add_argument(
         "--voxel-size-um", type=length_um, default=0.05, help="voxel size of the volumes in µm (default 0.05)"
     )

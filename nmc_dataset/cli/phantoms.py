@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nmc_dataset._util import length_um
+from nmc_dataset.cli._args import seed_int
 from nmc_dataset.errors import InputError, RecipeError
 from nmc_dataset.outputs import add_force_option, check_out_file
 
@@ -28,7 +29,7 @@ def register(sub) -> None:
     p.add_argument("--n-particles", type=int, default=60, help="number of particles (default 60)")
     p.add_argument("--mean-radius-vox", type=float, default=10.0, help="mean particle radius in voxels")
     p.add_argument("--voxel-size-um", type=length_um, default=0.128, help="voxel size in µm (default 0.128)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.set_defaults(func=_cmd_ct)
 
     p = sub.add_parser(
@@ -78,7 +79,7 @@ def register(sub) -> None:
         help="grain orientations relative to their radial direction: default (c-axis perpendicular "
         "to it, kappa=-8, lambda=0), random (uniform), or the model's two parameters",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     add_force_option(p)
     p.set_defaults(func=_cmd_ebsd)
 

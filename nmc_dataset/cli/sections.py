@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from nmc_dataset.cli._args import seed_int
 from nmc_dataset.outputs import add_force_option
 
 
@@ -22,7 +23,7 @@ def register(sub) -> None:
         help="output folder (a new or empty one, or an earlier fit-sections output: replaced atomically)",
     )
     p.add_argument("--steps", type=int, default=200, help="Adam steps per section (default 200)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
     add_force_option(p)
     p.set_defaults(func=_run)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from nmc_dataset.cli._args import seed_int
 from nmc_dataset.errors import InputError
 from nmc_dataset.outputs import check_output_folder
 
@@ -71,7 +72,7 @@ def register(sub) -> None:
     p.add_argument("config", help="training config YAML (or a recipe with a segmenter: section)")
     p.add_argument("--out", required=True, help="model folder")
     p.add_argument("--device", default="auto", help="auto (default: CUDA when torch sees one), cpu, cuda")
-    p.add_argument("--seed", type=int, help="override the config's seed")
+    p.add_argument("--seed", type=seed_int, help="override the config's seed")
     p.add_argument("--epochs", type=int, help="override the config's epochs")
     p.set_defaults(func=_cmd_train)
 

@@ -8,6 +8,7 @@ import h5py
 import numpy as np
 
 from nmc_dataset._util import log, write_json_atomic
+from nmc_dataset.cli._args import seed_int
 from nmc_dataset.errors import InputError
 from nmc_dataset.outputs import add_force_option, output_folder
 from nmc_dataset.pipeline._sequences import (
@@ -26,8 +27,6 @@ def _cmd_evolve(args) -> int:
     from nmc_dataset.tomography._volumes import read_table, read_volumes
 
     src = Path(args.electrode)
-    if args.seed < 0:
-        raise InputError(f"must be >= 0, got {args.seed}", "--seed")
     if src.is_dir():
         raise InputError("is a folder; evolve takes one electrode file (pack output)", src)
     if not src.is_file():
@@ -211,7 +210,7 @@ def register(sub) -> None:
     e.add_argument("electrode", help="electrode .h5 (pack --orientation-model)")
     e.add_argument("--protocol", help="protocol YAML (default: the built-in one; see docs/sequences.md)")
     e.add_argument("--steps", type=int, default=5, help="number of states including the reference (default 5)")
-    e.add_argument("--seed", type=int, default=0, help="seed of the rigid motions and the random field")
+    e.add_argument("--seed", type=seed_int, default=0, help="seed of the rigid motions and the random field")
     e.add_argument("--out", required=True, help="output folder")
     add_force_option(e)
     e.set_defaults(func=_cmd_evolve)

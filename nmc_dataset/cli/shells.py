@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from nmc_dataset._util import length_um
+from nmc_dataset.cli._args import seed_int
 from nmc_dataset.outputs import add_force_option
 
 
@@ -71,7 +72,7 @@ def register(sub) -> None:
         help="do not undo the blur's degree-wise damping of the sub-voxel measurement",
     )
     p.add_argument(
-        "--seed", type=int, default=0, help="seed of the rotations, the hold-out split and the self-check samples"
+        "--seed", type=seed_int, default=0, help="seed of the rotations, the hold-out split and the self-check samples"
     )
     p.set_defaults(func=_cmd_fit)
 
@@ -83,7 +84,7 @@ def register(sub) -> None:
     )
     p.add_argument("model", metavar="MODEL", help="shell model JSON (from fit-shells)")
     p.add_argument("-n", type=int, required=True, help="number of shells (>= 1)")
-    p.add_argument("--seed", type=int, required=True, help="random seed")
+    p.add_argument("--seed", type=seed_int, required=True, help="random seed")
     p.add_argument("--out", required=True, help="parquet file to write")
     p.set_defaults(func=_cmd_sample)
 

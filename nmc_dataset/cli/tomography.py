@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nmc_dataset._util import log
+from nmc_dataset.cli._args import seed_int
 from nmc_dataset.errors import InputError
 from nmc_dataset.pipeline._sequences import render_sequence
 
@@ -241,7 +242,7 @@ def register(sub) -> None:
         default=0.0,
         help="allowed overlap depth of touching particles (sintered necks), µm (default 0)",
     )
-    p.add_argument("--seed", type=int, default=0, help="root seed (default 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help="root seed (default 0)")
     p.add_argument("--workers", type=int, default=1, help="processes drawing particles (same bytes for any count)")
     p.add_argument(
         "--assembly-spacing-px",
@@ -277,7 +278,7 @@ def register(sub) -> None:
     r.add_argument("--voxel-size-um", type=float, help="CT voxel size (a whole multiple of the label voxel size)")
     r.add_argument("--projections", type=int, help="number of projections over 180° (default π/2 · width)")
     r.add_argument("--electrolyte", choices=("none", "liquid", "solid"), help="override the pore filling")
-    r.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    r.add_argument("--seed", type=seed_int, default=0, help="noise seed (default 0)")
     r.add_argument("--out", required=True, help="output .h5 (a folder for a sequence)")
     r.add_argument("--force", action="store_true", help="replace a CT file (folder) this command wrote")
     r.set_defaults(func=_cmd_render)

@@ -61,24 +61,42 @@ def _electrode(tmp: Path):
     return arrays, read_table(out, "particles"), read_table(out, "grains")
 
 
-def _tile(arrays, particles, grains, k: int):
-    """Periodic k×k×k tiling with particle/grain ids offset per tile."""
+def _tile(arrays, particles, grains, k: int, h: float = 0.05):
+    """Periodic k×k×k tiling with particle/grain ids offset per tile.
+
+    A particle that crosses the small box's faces is in pieces there; in the tiled box each voxel
+    takes the copy of its particle whose centre image is nearest (minimum image in the small box),
+    so every particle stays whole and keeps one centre.
+    """
     n = arrays["phase"].shape[0]
     N, M = len(particles["center_um"]), len(grains["particle"])
+    cen = np.asarray(particles["center_um"], np.float64) / h - 0.5  # voxel coordinates of the centres
     out = {key: np.zeros((k * n,) * 3, dtype=a.dtype) for key, a in arrays.items()}
-    centres, q, gp = [], [], []
-    t = 0
+    local = np.indices((n, n, n), dtype=np.float64)
+    pk = arrays["particle"].astype(np.int64) - 1
+    solid = pk >= 0
+    r = np.zeros((3,) + pk.shape)
+    for a in range(3):  # minimum-image offset of each solid voxel from its particle's centre
+        d = local[a] - cen[np.maximum(pk, 0), a]
+        r[a] = np.where(solid, d - n * np.round(d / n), 0.0)
     for i in range(k):
         for j in range(k):
             for m in range(k):
                 sl = (slice(i * n, (i + 1) * n), slice(j * n, (j + 1) * n), slice(m * n, (m + 1) * n))
                 out["phase"][sl] = arrays["phase"]
-                out["particle"][sl] = np.where(arrays["particle"] > 0, arrays["particle"] + t * N, 0)
+                # the tile holding this voxel's particle centre image
+                tile = [np.floor((local[a] + (i, j, m)[a] * n - r[a]) / n).astype(np.int64) % k for a in range(3)]
+                t = (tile[0] * k + tile[1]) * k + tile[2]
+                out["particle"][sl] = np.where(solid, arrays["particle"] + t * N, 0)
                 out["grain"][sl] = np.where(arrays["grain"] > 0, arrays["grain"] + t * M, 0)
-                centres.append(particles["center_um"] + np.array([i, j, m]) * n * 0.05)
-                q.append(grains["orientation_wxyz"])
-                gp.append(grains["particle"] + t * N)
-                t += 1
+    centres, q, gp = [], [], []
+    for t in range(k**3):
+        i, j, m = t // (k * k), (t // k) % k, t % k
+        # the centre image of tile t: wrapped into the small box, then shifted by the tile
+        c = (cen % n + 0.5) * h + np.array([i, j, m]) * n * h
+        centres.append(c)
+        q.append(grains["orientation_wxyz"])
+        gp.append(grains["particle"] + t * N)
     return (
         out,
         {"center_um": np.concatenate(centres)},

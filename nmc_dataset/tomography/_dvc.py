@@ -217,7 +217,9 @@ def median_outliers(d: np.ndarray, grid_shape, eps: float = 0.1, threshold: floa
 
     For every node, ``r = |d − median(d_nb)| / (median(|d_nb − median(d_nb)|) + eps)`` per component
     (Westerweel & Scarano, Exp. Fluids 39, 2005); a node is an outlier when its largest ``r``
-    exceeds ``threshold`` or it is NaN.
+    exceeds ``threshold`` or it is NaN. The test runs on the field minus its least-squares affine
+    trend over the grid: on the grid's faces the neighbours are one-sided, and a large uniform
+    strain would otherwise flag every face node.
 
     Parameters
     ----------
@@ -235,9 +237,22 @@ def median_outliers(d: np.ndarray, grid_shape, eps: float = 0.1, threshold: floa
     outlier : ndarray of bool (K,)
         Failed nodes and median-test outliers.
     median : ndarray (K, 3)
-        Median of the finite neighbours (NaN where none).
+        The trend plus the median of the finite neighbours' residuals (NaN where none): the
+        neighbours' estimate of the node, the start of a second registration.
     """
-    grid = d.reshape(tuple(grid_shape) + (3,))
+    d = np.asarray(d, np.float64)
+    idx = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in grid_shape], indexing="ij"), -1)
+    M = np.concatenate([np.ones((len(d), 1)), idx.reshape(-1, 3)], 1)
+    fin = np.all(np.isfinite(d), axis=1)
+    trend = np.zeros_like(d)
+    if fin.sum() >= 8:  # a robust affine trend: least squares, then again without the worst 10 %
+        coef = np.linalg.lstsq(M[fin], d[fin], rcond=None)[0]
+        res0 = np.linalg.norm(d - M @ coef, axis=1)
+        keep = fin & (res0 <= np.nanpercentile(res0[fin], 90))
+        if keep.sum() >= 8:
+            coef = np.linalg.lstsq(M[keep], d[keep], rcond=None)[0]
+        trend = M @ coef
+    grid = (d - trend).reshape(tuple(grid_shape) + (3,))
     pad = np.pad(grid, [(1, 1)] * 3 + [(0, 0)], constant_values=np.nan)
     nz, ny, nx = grid_shape
     nb = np.stack(
@@ -258,7 +273,7 @@ def median_outliers(d: np.ndarray, grid_shape, eps: float = 0.1, threshold: floa
             res = np.nanmedian(np.abs(nb - med[None]), axis=0)
         r = np.abs(grid - med) / (res + eps)
     out = ~np.all(np.isfinite(grid), axis=-1) | np.any(~(r <= threshold), axis=-1)
-    return out.reshape(-1), med.reshape(-1, 3)
+    return out.reshape(-1), med.reshape(-1, 3) + trend
 
 
 def _grid_shape(nodes: np.ndarray):

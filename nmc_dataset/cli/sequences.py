@@ -112,6 +112,7 @@ def _cmd_check_dvc(args) -> int:
     import json
 
     from nmc_dataset.tomography._dvc import (
+        ENGINES,
         compare,
         correlate,
         crack_nodes,
@@ -120,9 +121,8 @@ def _cmd_check_dvc(args) -> int:
         true_increment,
     )
 
-    man, files = read_sequence(args.sequence, CT_SEQUENCE_FORMAT)
-    if len(files) < 2:
-        raise InputError("needs at least two CT states", args.sequence)
+    if args.engine not in ENGINES:
+        raise InputError(f"unknown engine {args.engine!r} (one of {', '.join(ENGINES)})", "--engine")
     half = args.subset // 2
     if args.subset < 8 or args.subset % 2:
         raise InputError(f"must be an even number >= 8, got {args.subset}", "--subset")
@@ -134,6 +134,9 @@ def _cmd_check_dvc(args) -> int:
         raise InputError(f"must be in [-1, 1], got {args.zncc_min}", "--zncc-min")
     if args.margin < 1:
         raise InputError(f"must be >= 1 (the subsets' gradient needs a rim), got {args.margin}", "--margin")
+    man, files = read_sequence(args.sequence, CT_SEQUENCE_FORMAT)
+    if len(files) < 2:
+        raise InputError("needs at least two CT states", args.sequence)
     pairs = (
         [(i - 1, i) for i in range(1, len(files))]
         if args.pairs == "consecutive"

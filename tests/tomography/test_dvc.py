@@ -101,6 +101,25 @@ def test_median_test_flags_a_planted_outlier_and_nothing_else():
     assert not dvc.median_outliers(steep, (5, 5, 5))[0].any()
 
 
+@pytest.mark.parametrize(
+    "opts, where",
+    [
+        (["--subset", "15"], "--subset"),
+        (["--step", "0"], "--step"),
+        (["--prefilter-sigma", "-1"], "--prefilter-sigma"),
+        (["--zncc-min", "1.5"], "--zncc-min"),
+        (["--margin", "0"], "--margin"),
+        (["--engine", "nope"], "--engine"),
+    ],
+)
+def test_check_dvc_refuses_bad_options_in_one_line(tmp_path, capsys, opts, where):
+    out = tmp_path / "rep"
+    assert cli.main(["check-dvc", str(tmp_path), *opts, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and where in err[0]
+    assert not out.exists()
+
+
 @pytest.fixture(scope="module")
 def lab_pair(oriented_electrode):
     """The test electrode tiled 2³ (a periodic 128³ label box, 0.05 µm) rendered with the lab-nanoct preset

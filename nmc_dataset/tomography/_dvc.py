@@ -352,6 +352,11 @@ def correlate(
     t0 = time.perf_counter()
     f = np.asarray(f, np.float32)
     g = np.asarray(g, np.float32)
+    nodes = np.asarray(nodes, np.int64).reshape(-1, 3)
+    if f.shape != g.shape:
+        raise InputError(f"the volumes differ in shape: {f.shape} vs {g.shape}")
+    if len(nodes) and (np.any(nodes - half - 1 < 0) or np.any(nodes + half + 1 > np.array(f.shape))):
+        raise InputError(f"a subset of half-width {half} and its 1-voxel rim leave the volume", "--margin")
     if prefilter_sigma > 0:  # the FBP noise is blue (ramp filter): a light Gaussian keeps the structure
         f = ndimage.gaussian_filter(f, prefilter_sigma)
         g = ndimage.gaussian_filter(g, prefilter_sigma)

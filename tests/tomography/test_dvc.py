@@ -87,6 +87,16 @@ def test_affine_shape_function_recovers_an_affine_field():
     assert np.abs(st - want).max() < 1e-4
 
 
+def test_correlate_refuses_subsets_outside_the_volume():
+    from nmc_dataset.errors import InputError
+
+    f = _texture(n=24)
+    with pytest.raises(InputError, match="rim leave the volume"):
+        dvc.correlate(f, f, dvc.grid_nodes(f.shape, 8, 4, margin=0), 8)
+    with pytest.raises(InputError, match="differ in shape"):
+        dvc.correlate(f, f[:-1], dvc.grid_nodes(f.shape, 8, 4, margin=1), 8)
+
+
 def test_median_test_flags_a_planted_outlier_and_nothing_else():
     z, y, x = np.meshgrid(*[np.arange(5.0)] * 3, indexing="ij")
     d = np.stack([0.02 * z, -0.01 * y + 0.3, 0.05 * np.sin(x)], -1).reshape(-1, 3)

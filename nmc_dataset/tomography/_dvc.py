@@ -52,7 +52,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, stats
 from skimage.registration import phase_cross_correlation
 
 from nmc_dataset.errors import InputError
@@ -164,6 +164,9 @@ def icgn(
         Predicted standard deviation of ``|d|`` from the residual and ``H⁻¹`` (voxels).
     iterations : int
         Iterations used.
+    residual : float
+        RMS of the final ZNSSD residual in the grey units of ``f`` (not normalised by the subset's
+        contrast: its noise part is the same for textured and flat subsets).
     """
     p = np.asarray(p, dtype=np.int64)
     sl = tuple(slice(p[a] - half - 1, p[a] + half + 1) for a in range(3))
@@ -171,7 +174,7 @@ def icgn(
     fs = blk[1:-1, 1:-1, 1:-1].ravel()
     fz = fs - fs.mean()
     nf = float(np.linalg.norm(fz))
-    fail = (np.full(3, np.nan), np.nan, np.nan, 0)
+    fail = (np.full(3, np.nan), np.nan, np.nan, 0, np.nan)
     if nf == 0:
         return fail
     grad = np.stack([x[1:-1, 1:-1, 1:-1].ravel() for x in np.gradient(blk)], 1)
@@ -209,7 +212,7 @@ def icgn(
     zncc = float(fz @ gz) / (nf * ng)
     s2 = float(r @ r) / max(len(r) - J.shape[1], 1)
     sigma = float(np.sqrt(s2 * np.trace(Hinv[:3, :3])))
-    return W[:3, 3].copy(), zncc, sigma, it
+    return W[:3, 3].copy(), zncc, sigma, it, float(np.sqrt(np.mean(r**2)))
 
 
 def median_outliers(d: np.ndarray, grid_shape, eps: float = 0.1, threshold: float = 2.0):
@@ -328,8 +331,11 @@ def correlate(
     -------
     dict
         ``displacement`` (K, 3) at the subset centres ``p − ½`` (voxels, z y x; NaN = failed),
-        ``zncc`` (K,), ``quality`` (K,) ``1 − zncc`` (larger is worse), ``sigma`` (K,) predicted
-        standard deviation (``local``; NaN for ``spam``), ``reliable`` (K,) bool, ``median_outlier``
+        ``zncc`` (K,), ``residual`` (K,) RMS grey residual of the matched subsets, ``quality`` (K,)
+        the residual over its median over the nodes (larger is worse: the noise part of the
+        residual is the same in every subset, textured or not, while material that appears or
+        vanishes, such as a crack, raises it), ``sigma`` (K,) predicted standard deviation
+        (``local``; NaN for ``spam``), ``reliable`` (K,) bool, ``median_outlier``
         (K,) bool (after the second pass), ``iterations`` (K,), ``seconds`` (wall time).
 
     Raises
@@ -365,13 +371,14 @@ def correlate(
     zncc = np.full(K, np.nan)
     sig = np.full(K, np.nan)
     its = np.zeros(K, np.int64)
+    resid = np.full(K, np.nan)
     coeffs = ndimage.spline_filter(g.astype(np.float64), order=3) if engine == "local" else None
     affine = shape == "affine"
 
     def one(i, d0):
         p = nodes[i]
         if engine == "local":
-            d[i], zncc[i], sig[i], its[i] = icgn(f, coeffs, p, half, d0, affine=affine)
+            d[i], zncc[i], sig[i], its[i], resid[i] = icgn(f, coeffs, p, half, d0, affine=affine)
             return
         m = int(np.ceil(np.abs(d0).max())) + 3  # spam: im1 is the subset, im2 a larger window (margin for the shift)
         lo, hi = p - half - m, p + half + m
@@ -395,6 +402,7 @@ def correlate(
         b = ndimage.map_coordinates(g, X, order=1, mode="nearest").astype(np.float64)
         a, b = a - a.mean(), b - b.mean()
         zncc[i] = float(a @ b) / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-30)
+        resid[i] = float(np.sqrt(np.mean((a - b * (np.linalg.norm(a) / max(np.linalg.norm(b), 1e-30))) ** 2)))
 
     for i, p in enumerate(nodes):
         a, b = _window(f, p, half), _window(g, p, half)
@@ -413,8 +421,9 @@ def correlate(
     return {
         "displacement": d,
         "zncc": zncc,
-        "quality": 1.0 - zncc,
+        "quality": resid / np.nanmedian(resid) if np.isfinite(resid).any() else resid,
         "sigma": sig,
+        "residual": resid,
         "reliable": reliable,
         "median_outlier": outlier,
         "iterations": its,
@@ -456,7 +465,7 @@ def measure(
     displacement : ndarray (K, 3)
         At the subset centres ``p − ½`` (voxels, z y x; NaN = failed).
     quality : ndarray (K,)
-        ``1 − ZNCC`` (larger is worse; NaN = failed).
+        Residual over its median over the nodes (larger is worse; NaN = failed).
     seconds : float
         Wall time.
     """
@@ -680,6 +689,7 @@ def compare(
     *,
     reliable: np.ndarray | None = None,
     subset: np.ndarray | None = None,
+    crack_fraction: np.ndarray | None = None,
 ) -> dict:
     """RMS error and bias (voxels) of ``measured − truth`` on crack-free nodes, and how failures meet cracks.
 
@@ -698,6 +708,9 @@ def compare(
         Reliable nodes (:func:`correlate`); adds the coverage and the errors on reliable nodes.
     subset : ndarray (K, 3), optional
         Subset truth (:func:`subset_truth`); adds the engine error and the resolution term.
+    crack_fraction : ndarray (K,), optional
+        Share of each subset's voxels that cracked between the states (:func:`new_crack_fraction`);
+        adds ``quality_vs_new_crack_spearman``, the rank correlation of quality and that share.
 
     Returns
     -------
@@ -710,7 +723,8 @@ def compare(
         clean nodes), ``rms_error_vs_subset_truth_reliable_vox`` and ``subset_truth_vs_point_rms_vox``;
         with crack nodes also ``quality_median_crack``, ``rms_error_crack_vox``,
         ``crack_share_of_worst_decile`` (share of crack nodes among the 10 % worst quality),
-        ``crack_share_of_nodes``, and with ``reliable`` ``crack_share_of_unreliable``.
+        ``crack_share_of_nodes``, and with ``reliable`` ``crack_share_of_unreliable``; with
+        ``crack_fraction`` (and some node cracked) ``quality_vs_new_crack_spearman``.
     """
     err = measured - truth
     ok = np.all(np.isfinite(err), axis=1)
@@ -761,6 +775,11 @@ def compare(
         res["crack_share_of_nodes"] = float(crack_node[fin].mean())
         if reliable is not None and (~reliable).any():
             res["crack_share_of_unreliable"] = float(crack_node[~reliable].mean())
+    if crack_fraction is not None:
+        fin = np.isfinite(quality)
+        cf = np.asarray(crack_fraction, np.float64)
+        if fin.sum() > 2 and np.ptp(cf[fin]) > 0:
+            res["quality_vs_new_crack_spearman"] = float(stats.spearmanr(quality[fin], cf[fin])[0])
     return res
 
 
@@ -785,6 +804,27 @@ def crack_nodes(crack_prev: np.ndarray, crack_next: np.ndarray, nodes: np.ndarra
     return hit[tuple(np.asarray(nodes).T)]
 
 
+def new_crack_fraction(crack_prev: np.ndarray, crack_next: np.ndarray, nodes: np.ndarray, half: int) -> np.ndarray:
+    """Share of each node's subset that is crack in state ``t`` and not in ``t−1``: material that vanished.
+
+    Parameters
+    ----------
+    crack_prev, crack_next : ndarray (nz, ny, nx)
+        Crack labels (0 = none) of the two states.
+    nodes : ndarray of int (K, 3)
+        Subset nodes.
+    half : int
+        Subset half-width.
+
+    Returns
+    -------
+    ndarray (K,)
+        In [0, 1].
+    """
+    new = ((crack_next > 0) & ~(crack_prev > 0)).astype(np.float32)
+    return ndimage.uniform_filter(new, size=2 * half, mode="constant")[tuple(np.asarray(nodes).T)].astype(np.float64)
+
+
 __all__ = [
     "ENGINES",
     "SHAPES",
@@ -795,6 +835,7 @@ __all__ = [
     "icgn",
     "measure",
     "median_outliers",
+    "new_crack_fraction",
     "subset_truth",
     "true_increment",
     "warp",

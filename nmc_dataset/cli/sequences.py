@@ -104,12 +104,33 @@ def _cmd_evolve(args) -> int:
     return 0
 
 
-def _cmd_check_dvc(args) -> int:
-    from nmc_dataset.tomography._dvc import compare, crack_nodes, grid_nodes, measure, true_increment
+def _strain_rms(u: np.ndarray) -> float:
+    """RMS of the small strain sym ∇u over the voxels where it is finite (one component pair at a time)."""
+    g = [np.gradient(u[..., i]) for i in range(3)]  # g[i][j] = d u_i / d x_j
+    total = np.zeros(u.shape[:3])
+    for i in range(3):
+        for j in range(3):
+            total += (0.5 * (g[i][j] + g[j][i])) ** 2
+    fin = np.isfinite(total)
+    return float(np.sqrt(np.mean(total[fin]))) if fin.any() else float("nan")
 
-    man, files = read_sequence(args.sequence, CT_SEQUENCE_FORMAT)
-    if len(files) < 2:
-        raise InputError("needs at least two CT states", args.sequence)
+
+def _cmd_check_dvc(args) -> int:
+    import json
+
+    from nmc_dataset.tomography._dvc import (
+        ENGINES,
+        compare,
+        correlate,
+        crack_nodes,
+        grid_nodes,
+        new_crack_fraction,
+        subset_truth,
+        true_increment,
+    )
+
+    if args.engine not in ENGINES:
+        raise InputError(f"unknown engine {args.engine!r} (one of {', '.join(ENGINES)})", "--engine")
     half = args.subset // 2
     if args.subset < 8 or args.subset % 2:
         raise InputError(f"must be an even number >= 8, got {args.subset}", "--subset")
@@ -117,6 +138,13 @@ def _cmd_check_dvc(args) -> int:
         raise InputError(f"must be >= 0, got {args.prefilter_sigma}", "--prefilter-sigma")
     if args.step < 1:
         raise InputError(f"must be >= 1, got {args.step}", "--step")
+    if not -1.0 <= args.zncc_min <= 1.0:
+        raise InputError(f"must be in [-1, 1], got {args.zncc_min}", "--zncc-min")
+    if args.margin < 1:
+        raise InputError(f"must be >= 1 (the subsets' gradient needs a rim), got {args.margin}", "--margin")
+    man, files = read_sequence(args.sequence, CT_SEQUENCE_FORMAT)
+    if len(files) < 2:
+        raise InputError("needs at least two CT states", args.sequence)
     pairs = (
         [(i - 1, i) for i in range(1, len(files))]
         if args.pairs == "consecutive"
@@ -127,71 +155,106 @@ def _cmd_check_dvc(args) -> int:
     def load(i):
         if i not in cache:
             with h5py.File(files[i], "r") as f:
-                cache[i] = (f["ct"][...], f["displacement"][...], f["crack"][...])
+                imaging = json.loads(f.attrs.get("imaging", "{}"))
+                cache[i] = (f["ct"][...], f["displacement"][...], f["crack"][...], imaging)
         return cache[i]
 
     rows = []
     with output_folder(args.out, "check-dvc", force=args.force) as tmp:
         for a, b in pairs:
-            fa, ua, ca = load(a)
-            fb, ub, cb = load(b)
+            fa, ua, ca, imaging = load(a)
+            fb, ub, cb, _ = load(b)
             nodes = grid_nodes(fa.shape, half, args.step, margin=args.margin)
-            truth = true_increment(ua, ub, nodes)
-            meas, quality, sec = measure(
+            centres = nodes - 0.5  # the subsets' centres, where the DVC measures
+            truth = true_increment(ua, ub, centres)
+            # the true increment at every voxel of state a, for the subset truth and the strain of the pair
+            vox = np.indices(fa.shape).reshape(3, -1).T
+            inc = true_increment(ua, ub, vox).reshape(fa.shape + (3,))
+            r = correlate(
                 fa,
                 fb,
                 nodes,
                 half,
                 engine=args.engine,
                 prefilter_sigma=args.prefilter_sigma,
-                affine=args.shape == "affine",
+                shape=args.shape,
+                zncc_min=args.zncc_min,
             )
+            meas, quality = r["displacement"], r["quality"]
+            st = subset_truth(fa, inc, nodes, half, prefilter_sigma=args.prefilter_sigma, shape=args.shape)
             crack = crack_nodes(ca, cb, nodes, half) | ~np.all(np.isfinite(truth), axis=1)
-            res = compare(meas, truth, quality, crack)
+            cfrac = new_crack_fraction(ca, cb, nodes, half)
+            res = compare(meas, truth, quality, crack, reliable=r["reliable"], subset=st, crack_fraction=cfrac)
+            strain_rms = _strain_rms(inc)
             res.update(
                 pair=[a, b],
                 engine=args.engine,
-                seconds=round(sec, 3),
+                seconds=round(r["seconds"], 3),
+                seconds_per_node=round(r["seconds"] / max(len(nodes), 1), 5),
                 subset=args.subset,
                 step=args.step,
                 prefilter_sigma=args.prefilter_sigma,
                 shape=args.shape,
+                zncc_min=args.zncc_min,
+                reliable_nodes=int(r["reliable"].sum()),
+                median_outliers=int(r["median_outlier"].sum()),
+                increment_strain_rms=strain_rms,
+                photons=imaging.get("photons"),
+                rings=imaging.get("rings"),
+                binning=imaging.get("binning"),
             )
             rows.append(res)
             np.savez_compressed(
                 tmp / f"nodes_{a:03d}_{b:03d}.npz",
                 nodes=nodes,
+                centres=centres,
                 measured=meas,
                 truth=truth,
+                subset_truth=st,
                 quality=quality,
+                zncc=r["zncc"],
+                residual=r["residual"],
+                new_crack_fraction=cfrac,
+                sigma=r["sigma"],
+                reliable=r["reliable"],
                 crack=crack,
             )
             log.info(
-                "pair %d -> %d: rms error %.4f vox (truth rms %.3f), bias %s, %d crack nodes; %.1f s",
+                "pair %d -> %d: rms error %.4f vox (truth rms %.3f; reliable nodes %.4f, coverage %.2f), bias %s, "
+                "%d crack nodes; %.1f s",
                 a,
                 b,
                 res.get("rms_error_vox", float("nan")),
                 res.get("truth_rms_vox", float("nan")),
+                res.get("rms_error_reliable_vox", float("nan")),
+                res.get("coverage", float("nan")),
                 np.round(res.get("bias_vox", [np.nan] * 3), 4).tolist(),
                 res["crack_nodes"],
-                sec,
+                r["seconds"],
             )
         write_json_atomic(
             tmp / "dvc_report.json",
-            {"format": "nmc-dataset/dvc-report", "format_version": 1, "sequence": str(args.sequence), "pairs": rows},
+            {"format": "nmc-dataset/dvc-report", "format_version": 2, "sequence": str(args.sequence), "pairs": rows},
         )
         lines = [
-            "| pair | nodes | RMS error (vox) | bias z, y, x (vox) | truth RMS (vox) | crack nodes | "
-            "crack share of worst 10 % | engine s |",
-            "|---|---|---|---|---|---|---|---|",
+            "| pair | nodes | RMS error (vox) | median | reliable: coverage, RMS | vs subset truth | "
+            "subset vs point truth | bias z, y, x (vox) | truth RMS (vox) | strain RMS | crack nodes | "
+            "crack share of worst 10 % | quality vs new crack (Spearman) | engine s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in rows:
             bias = ", ".join(f"{x:+.3f}" for x in r.get("bias_vox", [np.nan] * 3))
+            strain = r["increment_strain_rms"]
             lines.append(
                 f"| {r['pair'][0]}→{r['pair'][1]} | {r['nodes']} | {r.get('rms_error_vox', np.nan):.4f} | "
-                f"{bias} | {r.get('truth_rms_vox', np.nan):.3f} | {r['crack_nodes']} | "
+                f"{r.get('median_error_vox', np.nan):.4f} | {r.get('coverage', np.nan):.2f}, "
+                f"{r.get('rms_error_reliable_vox', np.nan):.4f} | "
+                f"{r.get('rms_error_vs_subset_truth_vox', np.nan):.4f} | "
+                f"{r.get('subset_truth_vs_point_rms_vox', np.nan):.4f} | {bias} | "
+                f"{r.get('truth_rms_vox', np.nan):.3f} | {strain:.4f} | {r['crack_nodes']} | "
                 f"{r.get('crack_share_of_worst_decile', np.nan):.2f} (base "
-                f"{r.get('crack_share_of_nodes', np.nan):.2f}) | {r['seconds']:.1f} |"
+                f"{r.get('crack_share_of_nodes', np.nan):.2f}) | "
+                f"{r.get('quality_vs_new_crack_spearman', np.nan):.2f} | {r['seconds']:.1f} |"
             )
         (tmp / "dvc_report.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -222,21 +285,27 @@ def register(sub) -> None:
         "measured displacement with the truth: RMS error, bias, failures at cracks.",
     )
     d.add_argument("sequence", help="CT sequence folder (render-ct on an evolve folder)")
-    d.add_argument("--engine", default="local", help="local (phase correlation, skimage) or spam (optional, GPL)")
-    d.add_argument("--subset", type=int, default=16, help="subset edge in CT voxels (even, default 16)")
+    d.add_argument("--engine", default="local", help="local (IC-GN subsets, built in; default) or spam (optional, GPL)")
+    d.add_argument("--subset", type=int, default=24, help="subset edge in CT voxels (even, default 24)")
     d.add_argument("--step", type=int, default=8, help="node spacing in CT voxels (default 8)")
     d.add_argument("--margin", type=int, default=4, help="node margin from the volume faces (default 4)")
     d.add_argument(
         "--prefilter-sigma",
         type=float,
-        default=1.0,
-        help="Gaussian smoothing of both CTs before correlation, CT voxels (default 1; 0 = off)",
+        default=2.0,
+        help="Gaussian smoothing of both CTs before correlation, CT voxels (default 2; 0 = off)",
     )
     d.add_argument(
         "--shape",
         choices=("translation", "affine"),
-        default="translation",
-        help="subset shape function of the local engine (default translation)",
+        default="affine",
+        help="subset shape function of the local engine (default affine: 12 parameters)",
+    )
+    d.add_argument(
+        "--zncc-min",
+        type=float,
+        default=0.9,
+        help="least ZNCC of a reliable node (default 0.9); coverage = reliable share of the crack-free nodes",
     )
     d.add_argument(
         "--pairs",

@@ -18,6 +18,6 @@ _EXPORTS = {
     "_phantom": ["phantom_ct_arrays", "write_phantom_ct"],
     "_report": ["REPORT_FORMAT", "markdown", "particle_figure", "phase_figure"],
     "_evolve": ["Sequence", "load_protocol", "validate_protocol", "lattice_strain"],
-    "_dvc": ["measure", "compare", "true_increment"],
+    "_dvc": ["measure", "correlate", "compare", "subset_truth", "true_increment", "warp"],
 }
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -91,7 +91,7 @@ def grid_nodes(shape, half: int, step: int, margin: int = 0) -> np.ndarray:
         if hi < lo:
             raise InputError(
                 f"the volume ({'x'.join(map(str, shape))}) is too small for subsets of half-width "
-                f"{half} and a margin of {margin}",
+                f"{half} and a margin of {margin}: pass a smaller --subset (e.g. 16)",
                 "--subset",
             )
         axes.append(np.arange(lo, hi + 1, step))

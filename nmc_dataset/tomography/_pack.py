@@ -367,19 +367,31 @@ def pack_centres(
 
 
 # --------------------------------------------------------------------------- voxels
-def _voxelize_particle(args):
-    """Worker: draw particle ``k`` (shell + grains) and voxelise it at its sub-voxel offset."""
-    shell_model, grain_model, seed, k, centre_um, h, spacing_px, ids = args
+#: The models of the running pack in a worker process (set once by :func:`_init_worker`, so that the
+#: grain model, a torch network, is not pickled with every task).
+_MODELS: dict = {}
 
-    p = make_particle(
-        shell_model,
-        grain_model,
+
+def _init_worker(shell_model, grain_model):
+    _MODELS["shell"], _MODELS["grain"] = shell_model, grain_model
+
+
+def _draw_particle(args):
+    """Worker: draw particle ``k`` (shell + grains) and select its grains (does not need its position)."""
+    seed, k, spacing_px, ids = args
+    return make_particle(
+        _MODELS["shell"],
+        _MODELS["grain"],
         particle_seed(seed, k),
         particle_id=k + 1,
         spacing_px=spacing_px,
         shell_model_id=ids[0],
         grain_model_id=ids[1],
     )
+
+
+def _voxelize_at(p, centre_um, h):
+    """Voxelise particle ``p`` on the box lattice at its sub-voxel offset: ``(local labels, start, grid)``."""
     g0 = particle_grid(p, h, pad=3)
     c_idx = np.floor(centre_um / h - 0.5 + 0.5).astype(np.int64)  # nearest box voxel (x, y, z)
     offset = (c_idx + 0.5) * h - centre_um
@@ -389,7 +401,70 @@ def _voxelize_particle(args):
     local = np.zeros(grid.shape, dtype=np.uint32)
     local[mask] = (lab[mask] + 1).astype(np.uint32)
     start = c_idx + np.asarray(g0.index_lo)  # box index (x, y, z) of local voxel [0, 0, 0]
-    return k, local, start, grid, p
+    return local, start, grid
+
+
+def _voxelize_task(args):
+    """Worker: :func:`_voxelize_at` of one drawn particle."""
+    return _voxelize_at(*args)
+
+
+class _ParticlePipeline:
+    """Draws and voxelises the particles of a pack, in index order, serially or in worker processes.
+
+    The grain selection of every particle (most of its cost) does not depend on where it sits, so
+    with workers it starts before the packing (:meth:`start`) and runs while the main process packs;
+    the voxelisation follows once the centres are known (:meth:`voxelized`, a bounded window of
+    tasks in flight, results yielded in index order). The per-particle work is the same functions in
+    both modes, so the volumes do not depend on the worker count.
+    """
+
+    def __init__(self, shell_model, grain_model, seed, n, spacing_px, ids, workers):
+        self.models = (shell_model, grain_model)
+        self.draw_args = [(int(seed), k, float(spacing_px), ids) for k in range(n)]
+        self.workers = int(workers)
+        self.ex = None
+
+    def start(self):
+        if self.workers > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            # spawn: numba/torch thread pools must not be forked
+            self.ex = ProcessPoolExecutor(
+                self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=self.models,
+            )
+            self.drawn = [self.ex.submit(_draw_particle, a) for a in self.draw_args]
+        else:
+            _init_worker(*self.models)
+        return self
+
+    def voxelized(self, centres, h):
+        """Yield ``(k, particle, local labels, start, grid)`` for ``k = 0, 1, ...``."""
+        n = len(self.draw_args)
+        if self.ex is None:
+            for k in range(n):
+                p = _draw_particle(self.draw_args[k])
+                yield (k, p, *_voxelize_at(p, centres[k], h))
+            return
+        window = 4 * self.workers  # voxelised blocks waiting in memory at most
+        pending, nxt = {}, 0
+        particles = {}
+        for k in range(n):
+            while nxt < n and nxt < k + window:
+                particles[nxt] = self.drawn[nxt].result()
+                self.drawn[nxt] = None
+                pending[nxt] = self.ex.submit(_voxelize_task, (particles[nxt], centres[nxt], h))
+                nxt += 1
+            yield (k, particles.pop(k), *pending.pop(k).result())
+
+    def close(self):
+        if self.ex is not None:
+            self.ex.shutdown(wait=True, cancel_futures=True)
+            self.ex = None
 
 
 def _box_indices(start, shape, n, periodic):
@@ -414,6 +489,45 @@ def _normalised_radius(p, grid: Grid, kk, jj, ii):
     r = np.linalg.norm(pts, axis=1)
     u = pts / np.maximum(r, 1e-12)[:, None]
     return r / np.asarray(radius(p.coeffs_um, u)).reshape(-1)
+
+
+def _scatter(particle, grain, k, local, start, grid, p, parts, n, periodic, offset) -> int:
+    """Write particle ``k``'s local labels into the box volumes; returns its overlap voxels.
+
+    A voxel centre already claimed by an earlier particle is an overlap: it goes to the particle
+    whose surface is farther away along the radius (smaller ``|x − c| / R``; ties to the earlier
+    one). ``parts[o] = (particle, grid, start)`` of the earlier particles ``o < k``.
+    """
+    idx, sel = _box_indices(start, local.shape, n, periodic)
+    ix = np.ix_(*idx)
+    loc = local[np.ix_(*sel)]
+    cur_p = particle[ix]
+    cur_g = grain[ix]
+    mine = loc > 0
+    clash = mine & (cur_p > 0)
+    overlap = 0
+    if clash.any():
+        overlap = int(clash.sum())
+        kk, jj, ii = np.nonzero(clash)
+        own = _normalised_radius(p, grid, sel[0][kk], sel[1][jj], sel[2][ii])
+        other_ids = cur_p[clash].astype(np.int64) - 1
+        other = np.empty(len(kk))
+        for o in np.unique(other_ids):
+            m = other_ids == o
+            op, og, ostart = parts[o]
+            bz = idx[0][kk[m]]
+            by = idx[1][jj[m]]
+            bx = idx[2][ii[m]]
+            lk, lj, li = ((b - ostart[a]) % n if periodic else b - ostart[a] for b, a in ((bz, 2), (by, 1), (bx, 0)))
+            other[m] = _normalised_radius(op, og, lk, lj, li)
+        lose = np.zeros(clash.shape, dtype=bool)
+        lose[kk, jj, ii] = own >= other
+        mine &= ~lose
+    cur_p[mine] = k + 1
+    cur_g[mine] = loc[mine].astype(np.uint32) + np.uint32(offset)
+    particle[ix] = cur_p
+    grain[ix] = cur_g
+    return overlap
 
 
 # --------------------------------------------------------------------------- binder
@@ -614,69 +728,33 @@ def pack_electrode(
     log.info(
         "pack: %d particles (analytic fraction %.4f) in a %d³ box of %.3g µm", len(coeffs), vols.sum() / L**3, n, L
     )
-    rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(POSITION_STREAM,)))
-    pad = 0.25 * h - 0.5 * neck_um
-    centres, stats = pack_centres(coeffs, L, periodic=periodic, pad_um=pad, rng=rng)
-    t_pack = time.perf_counter() - t0
-
-    jobs = [(shell_model, grain_model, int(seed), k, centres[k], h, spacing_px, model_ids) for k in range(len(coeffs))]
-    if workers > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        # spawn: numba/torch thread pools must not be forked
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as ex:
-            results = list(ex.map(_voxelize_particle, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
-    else:
-        results = [_voxelize_particle(j) for j in jobs]
+    pipe = _ParticlePipeline(shell_model, grain_model, seed, len(coeffs), spacing_px, model_ids, workers).start()
+    try:
+        rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(POSITION_STREAM,)))
+        pad = 0.25 * h - 0.5 * neck_um
+        centres, stats = pack_centres(coeffs, L, periodic=periodic, pad_um=pad, rng=rng)
+        t_pack = time.perf_counter() - t0
+        particle = np.zeros((n, n, n), dtype=np.uint32)
+        grain = np.zeros((n, n, n), dtype=np.uint32)
+        offsets = np.zeros(len(coeffs), dtype=np.int64)
+        n_grains = np.zeros(len(coeffs), dtype=np.int64)
+        overlap_voxels, parts, particles = 0, [], []
+        nxt = 0
+        for k, p, local, start, grid in pipe.voxelized(centres, h):
+            offsets[k] = nxt
+            n_grains[k] = p.n_grains
+            nxt += p.n_grains
+            overlap_voxels += _scatter(particle, grain, k, local, start, grid, p, parts, n, periodic, offsets[k])
+            parts.append((p, grid, start))
+            particles.append(p)
+            del local
+    finally:
+        pipe.close()
     t_vox = time.perf_counter() - t0 - t_pack
-
-    particle = np.zeros((n, n, n), dtype=np.uint32)
-    grain = np.zeros((n, n, n), dtype=np.uint32)
-    offsets = np.zeros(len(results), dtype=np.int64)
-    n_grains = np.zeros(len(results), dtype=np.int64)
-    overlap_voxels, parts, particles = 0, [], []
-    nxt = 0
-    for k, local, start, grid, p in results:
-        offsets[k] = nxt
-        n_grains[k] = p.n_grains
-        nxt += p.n_grains
-        idx, sel = _box_indices(start, local.shape, n, periodic)
-        ix = np.ix_(*idx)
-        loc = local[np.ix_(*sel)]
-        cur_p = particle[ix]
-        cur_g = grain[ix]
-        mine = loc > 0
-        clash = mine & (cur_p > 0)
-        if clash.any():
-            overlap_voxels += int(clash.sum())
-            kk, jj, ii = np.nonzero(clash)
-            own = _normalised_radius(p, grid, sel[0][kk], sel[1][jj], sel[2][ii])
-            other_ids = cur_p[clash].astype(np.int64) - 1
-            other = np.empty(len(kk))
-            for o in np.unique(other_ids):
-                m = other_ids == o
-                ostart, og, op = results[o][2], results[o][3], results[o][4]
-                bz = idx[0][kk[m]]
-                by = idx[1][jj[m]]
-                bx = idx[2][ii[m]]
-                lk, lj, li = (
-                    (b - ostart[a]) % n if periodic else b - ostart[a] for b, a in ((bz, 2), (by, 1), (bx, 0))
-                )
-                other[m] = _normalised_radius(op, og, lk, lj, li)
-            lose = np.zeros(clash.shape, dtype=bool)
-            lose[kk, jj, ii] = own >= other
-            mine &= ~lose
-        cur_p[mine] = k + 1
-        cur_g[mine] = loc[mine].astype(np.uint32) + np.uint32(offsets[k])
-        particle[ix] = cur_p
-        grain[ix] = cur_g
-        parts.append((p, grid, start))
-        particles.append(p)
     phase = (particle > 0).astype(np.uint8)
     active = float(phase.mean())
     info = {
-        "n_particles": len(results),
+        "n_particles": len(particles),
         "n_grains": int(nxt),
         "box_voxels": n,
         "box_um": L,
@@ -706,16 +784,16 @@ def pack_electrode(
     info["seconds"] = {"pack": round(t_pack, 3), "particles": round(t_vox, 3), "total": round(t_all, 3)}
     K = coeffs.shape[1]
     voxels = label_sizes(particle)  # compiled count (np.bincount converts the volume to 64 bit first)
-    voxels = np.pad(voxels, (0, max(0, len(results) + 1 - len(voxels))))
+    voxels = np.pad(voxels, (0, max(0, len(particles) + 1 - len(voxels))))
     table = {
-        "id": np.arange(1, len(results) + 1, dtype=np.int64),
+        "id": np.arange(1, len(particles) + 1, dtype=np.int64),
         "center_um": centres[:, ::-1].copy(),  # z, y, x
         "coeffs_um": np.stack([p.coeffs_um for p in particles]).reshape(-1, K),
         "volume_um3": vols,
         "voxels": voxels[1:],
         "grain_id_offset": offsets,
         "n_grains": n_grains,
-        "seed_spawn_key": np.array([particle_seed(seed, k).spawn_key for k in range(len(results))], dtype=np.int64),
+        "seed_spawn_key": np.array([particle_seed(seed, k).spawn_key for k in range(len(particles))], dtype=np.int64),
     }
     grains = None
     if particles and all(p.orientations_wxyz is not None for p in particles):

@@ -569,19 +569,23 @@ def _gap_update(d1, d2, table, lo, shape, offset, h, start, periodic, width, nb)
                     d2[bz, by, bx] = g
 
 
-def _gap_fields(parts, n, h, periodic, width_vox):
-    """Radial gaps (voxels) to the nearest and second-nearest particle, ``inf`` beyond ``width_vox``."""
+class _GapFields:
+    """Radial gaps (voxels) to the nearest and second-nearest particle, ``inf`` beyond ``width_vox``,
+    folded in one particle at a time (:meth:`add`; the two-smallest fold is order-free)."""
 
-    d1 = np.full((n, n, n), np.inf, dtype=np.float32)
-    d2 = np.full((n, n, n), np.inf, dtype=np.float32)
-    centres = _cubemap_centres(_CUBE_BINS).reshape(-1, 3)
-    basis = {}
-    w = int(np.ceil(width_vox))
-    for p, grid, start in parts:
+    def __init__(self, n, h, periodic, width_vox):
+        self.n, self.h, self.periodic, self.width = int(n), float(h), bool(periodic), float(width_vox)
+        self.d1 = np.full((n, n, n), np.inf, dtype=np.float32)
+        self.d2 = np.full((n, n, n), np.inf, dtype=np.float32)
+        self.centres = _cubemap_centres(_CUBE_BINS).reshape(-1, 3)
+        self.basis = {}
+
+    def add(self, p, grid, start):
+        n, w = self.n, int(np.ceil(self.width))
         L = p.degree
-        if L not in basis:
-            basis[L] = sh_basis(L, centres).T
-        table = p.coeffs_um @ basis[L]
+        if L not in self.basis:
+            self.basis[L] = sh_basis(L, self.centres).T
+        table = p.coeffs_um @ self.basis[L]
         shape = np.array([s + 2 * w for s in grid.shape], dtype=np.int64)
         lo = np.asarray(grid.index_lo, dtype=np.int64) - w
         start = np.asarray(start, dtype=np.int64) - w
@@ -596,13 +600,28 @@ def _gap_fields(parts, n, h, periodic, width_vox):
             lo_k[2] += k0
             start_k[2] += k0
             _gap_update(
-                d1, d2, table, lo_k, sub, offset, float(h), start_k, bool(periodic), float(width_vox), _CUBE_BINS
+                self.d1, self.d2, table, lo_k, sub, offset, self.h, start_k, self.periodic, self.width, _CUBE_BINS
             )
-    return d1, d2
 
 
-def place_binder(phase, mode, fraction, *, parts=None, h=None, periodic=True):
-    """Turn the first ``round(fraction·N)`` pore voxels (in the order of ``mode``) into binder (2)."""
+def _gap_fields(parts, n, h, periodic, width_vox):
+    """Radial gaps (voxels) to the nearest and second-nearest particle, ``inf`` beyond ``width_vox``."""
+
+    f = _GapFields(n, h, periodic, width_vox)
+    for p, grid, start in parts:
+        f.add(p, grid, start)
+    return f.d1, f.d2
+
+
+#: First width (voxels) of the gap fields of ``bridge`` binder (doubled while too few pore voxels lie within it).
+_BRIDGE_WIDTH = 16.0
+
+
+def place_binder(phase, mode, fraction, *, parts=None, h=None, periodic=True, gaps=None):
+    """Turn the first ``round(fraction·N)`` pore voxels (in the order of ``mode``) into binder (2).
+
+    ``gaps``: the ``bridge`` gap fields of ``parts`` at the first width, if already folded.
+    """
 
     n_target = round(fraction * phase.size)
     pore = phase == 0
@@ -620,9 +639,13 @@ def place_binder(phase, mode, fraction, *, parts=None, h=None, periodic=True):
             d = distance_to(solid)
         key = d[pore]
     else:
-        width = 16.0
+        width = _BRIDGE_WIDTH
         while True:
-            d1, d2 = _gap_fields(parts, phase.shape[0], h, periodic, width)
+            if gaps is not None and width == gaps.width and gaps.d1 is not None:
+                d1, d2 = gaps.d1, gaps.d2
+                gaps.d1 = gaps.d2 = None  # freed below, before the selection
+            else:
+                d1, d2 = _gap_fields(parts, phase.shape[0], h, periodic, width)
             key = (d1 + d2)[pore].astype(np.float64) + 1e-3 * d1[pore]
             if np.isfinite(key).sum() >= n_target or width > phase.shape[0]:
                 break
@@ -739,6 +762,8 @@ def pack_electrode(
         offsets = np.zeros(len(coeffs), dtype=np.int64)
         n_grains = np.zeros(len(coeffs), dtype=np.int64)
         overlap_voxels, parts, particles = 0, [], []
+        bridge = binder is not None and binder[0] == "bridge" and binder[1] > 0
+        gaps = _GapFields(n, h, periodic, _BRIDGE_WIDTH) if bridge else None
         nxt = 0
         for k, p, local, start, grid in pipe.voxelized(centres, h):
             offsets[k] = nxt
@@ -747,6 +772,8 @@ def pack_electrode(
             overlap_voxels += _scatter(particle, grain, k, local, start, grid, p, parts, n, periodic, offsets[k])
             parts.append((p, grid, start))
             particles.append(p)
+            if gaps is not None:  # folded while the workers voxelise the next particles
+                gaps.add(p, grid, start)
             del local
     finally:
         pipe.close()
@@ -770,7 +797,8 @@ def pack_electrode(
     }
     binder_info = {}
     if binder is not None and binder[1] > 0:
-        phase, binder_info = place_binder(phase, binder[0], binder[1], parts=parts, h=h, periodic=periodic)
+        phase, binder_info = place_binder(phase, binder[0], binder[1], parts=parts, h=h, periodic=periodic, gaps=gaps)
+        gaps = None
         info["binder"] = {
             "mode": binder[0],
             "target_fraction": float(binder[1]),

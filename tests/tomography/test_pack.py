@@ -195,3 +195,55 @@ def test_gap_fields_parallel_rows_equal_a_serial_pass(models):
             )
         assert np.array_equal(d1, r1) and np.array_equal(d2, r2)
         assert np.isfinite(d1).any()
+
+
+def test_packed_particles_are_the_ones_make_particle_draws(electrode, models):
+    """Each packed particle is ``make_particle`` of its seed (same selection lattice), voxelised at its
+    centre: its voxels in the box carry exactly those grain labels (less the voxels it lost at contacts)."""
+    from nmc_dataset.particles._assemble import make_particle
+
+    shell, grain = models
+    e = electrode
+    n = e.phase.shape[0]
+    lost = 0
+    for k in range(e.info["n_particles"]):
+        p = make_particle(shell, grain, pack.particle_seed(3, k), particle_id=k + 1, spacing_px=e.info["spacing_px"])
+        assert p.n_grains == e.table["n_grains"][k]
+        assert np.array_equal(p.coeffs_um, e.table["coeffs_um"][k])
+        local, start, _ = pack._voxelize_at(p, e.table["center_um"][k][::-1], H)
+        idx, sel = pack._box_indices(start, local.shape, n, True)
+        loc = local[np.ix_(*sel)]
+        box_p, box_g = e.particle[np.ix_(*idx)], e.grain[np.ix_(*idx)]
+        mine = box_p == k + 1
+        assert np.all(loc[mine] > 0)
+        assert np.array_equal(box_g[mine], loc[mine] + e.table["grain_id_offset"][k])
+        lost += int(((loc > 0) & ~mine).sum())
+    assert lost <= e.info["overlap_voxels"]
+
+
+def test_binder_from_fields_folded_during_the_scatter_equals_a_fresh_pass(models):
+    """``place_binder`` with the gap fields folded particle by particle (as ``pack_electrode`` does while
+    the workers voxelise) gives the same volume as computing them at the end, also when the first
+    width holds too few pore voxels and it must widen."""
+    from nmc_dataset.particles._assemble import make_particle
+
+    shell, grain = models
+    rng = np.random.default_rng(2)
+    n = 24
+    phase = np.zeros((n, n, n), np.uint8)
+    particle = np.zeros((n, n, n), np.uint32)
+    grains = np.zeros_like(particle)
+    parts = []
+    for k in range(3):
+        p = make_particle(shell, grain, pack.particle_seed(9, k), particle_id=k + 1, spacing_px=2.0)
+        local, start, grid = pack._voxelize_at(p, rng.uniform(0, n * H, 3), H)
+        pack._scatter(particle, grains, k, local, start, grid, p, parts, n, True, 0)
+        parts.append((p, grid, start))
+    phase[particle > 0] = 1
+    for frac in (0.05, 0.6 * float((phase == 0).mean())):
+        gaps = pack._GapFields(n, H, True, pack._BRIDGE_WIDTH)
+        for part in parts:
+            gaps.add(*part)
+        a, ia = pack.place_binder(phase, "bridge", frac, parts=parts, h=H, periodic=True, gaps=gaps)
+        b, ib = pack.place_binder(phase, "bridge", frac, parts=parts, h=H, periodic=True)
+        assert np.array_equal(a, b) and ia == ib

@@ -229,7 +229,7 @@ def test_binder_from_fields_folded_during_the_scatter_equals_a_fresh_pass(models
 
     shell, grain = models
     rng = np.random.default_rng(2)
-    n = 24
+    n = 40
     phase = np.zeros((n, n, n), np.uint8)
     particle = np.zeros((n, n, n), np.uint32)
     grains = np.zeros_like(particle)
@@ -240,10 +240,12 @@ def test_binder_from_fields_folded_during_the_scatter_equals_a_fresh_pass(models
         pack._scatter(particle, grains, k, local, start, grid, p, parts, n, True, 0)
         parts.append((p, grid, start))
     phase[particle > 0] = 1
-    for frac in (0.05, 0.6 * float((phase == 0).mean())):
+    for frac in (0.05, float((phase == 0).mean()) - 1e-3):
         gaps = pack._GapFields(n, H, True, pack._BRIDGE_WIDTH)
         for part in parts:
             gaps.add(*part)
+        within = int((np.isfinite(gaps.d1 + gaps.d2) & (phase == 0)).sum())
+        assert (within < round(frac * phase.size)) == (frac > 0.5)  # the second one must widen
         a, ia = pack.place_binder(phase, "bridge", frac, parts=parts, h=H, periodic=True, gaps=gaps)
         b, ib = pack.place_binder(phase, "bridge", frac, parts=parts, h=H, periodic=True)
         assert np.array_equal(a, b) and ia == ib

@@ -313,13 +313,20 @@ def pack_centres(
     grow_iter: int = 100,
     final_iter: int = 3000,
     growth: float = 0.005,
+    shakes: int = 3,
+    shake_shrink: float = 0.01,
+    shake_reach: float = 0.04,
 ):
     """Positions (µm, ``x, y, z``) of particles packed without overlap (see module docs).
 
     Growth steps of ``growth`` (relative size) each relax for at most ``grow_iter`` iterations down
     to a residual overlap of 1 % of the mean radius; at full size the relaxation runs to zero
-    overlap (``final_iter``). Returns ``(centres (N, 3), stats)``; raises :class:`InputError`
-    when the packing jams, naming the largest fraction that was reached without overlap.
+    overlap (``final_iter``). If that fails (jamming), up to ``shakes`` times the bodies shrink by
+    ``shake_shrink`` (relative size), relax to zero overlap there and grow again with half the
+    previous step; only when the fraction relaxed clean from the jammed state is within
+    ``shake_reach`` of the request (further away a shake cannot bridge the gap and the error comes
+    at once). Returns ``(centres (N, 3), stats)``; raises :class:`InputError` when the packing
+    still jams, naming the largest fraction that was reached without overlap.
     """
     sh = _Shapes(coeffs_um)
     n = len(coeffs_um)
@@ -346,22 +353,50 @@ def pack_centres(
         total_its += its
     ok, its, _depth = _relax(x, sh, 1.0, L, periodic, pad_um, final_iter, rng)
     total_its += its
-    if not ok:
-        # bisect the largest size that relaxes to zero overlap from here, to report the maximum reached
-        lo, hi = s_clean, 1.0
+    n_shakes = 0
+
+    def largest_clean(lo):
+        # bisect the largest size that relaxes to zero overlap from here (at least ``lo``)
+        hi = 1.0
         for _ in range(6):
             mid = 0.5 * (lo + hi)
-            ok, _, _ = _relax(x.copy(), sh, mid, L, periodic, pad_um, final_iter // 4, rng)
-            lo, hi = (mid, hi) if ok else (lo, mid)
-        s = lo
-        raise InputError(
-            f"the requested active fraction {phi:.3f} is not reachable: the packing jammed, the "
-            f"maximum reached without overlap is {phi * s**3:.3f}",
-            "--solid-fraction",
-        )
+            clean, _, _ = _relax(x.copy(), sh, mid, L, periodic, pad_um, final_iter // 4, rng)
+            lo, hi = (mid, hi) if clean else (lo, mid)
+        return lo
+
+    if not ok:
+        s_clean = largest_clean(s_clean)
+        # shaking gains a few hundredths of the fraction near jamming; far beyond, report at once
+        near = phi * (1.0 - s_clean**3) <= shake_reach
+        while not ok and near and n_shakes < shakes:
+            # shake: step back to a size that relaxes clean, then grow again more slowly, so that the
+            # bodies rearrange collectively instead of locking into the first jammed arrangement
+            n_shakes += 1
+            s = 1.0 - shake_shrink
+            clean, its, _ = _relax(x, sh, s, L, periodic, pad_um, final_iter, rng)
+            total_its += its
+            if clean:
+                s_clean = max(s_clean, s)
+            step = growth / 2**n_shakes
+            while s < 1.0:
+                steps += 1
+                s = min(1.0, s * (1 + step))
+                _, its, _ = _relax(x, sh, s, L, periodic, pad_um, grow_iter, rng, tol=0.01 * rmean * s)
+                total_its += its
+            ok, its, _depth = _relax(x, sh, 1.0, L, periodic, pad_um, final_iter, rng)
+            total_its += its
+        if not ok:
+            if n_shakes:
+                s_clean = largest_clean(s_clean)
+            raise InputError(
+                f"the requested active fraction {phi:.3f} is not reachable: the packing jammed, the "
+                f"maximum reached without overlap is {phi * s_clean**3:.3f}",
+                "--solid-fraction",
+            )
     return x % L if periodic else x, {
         "relax_iterations": int(total_its),
         "growth_steps": int(steps),
+        "shakes": int(n_shakes),
         "analytic_fraction": float(phi),
     }
 

@@ -19,14 +19,18 @@ Method
    shells is an overlap) and the count is reported (``overlap_voxels``; 0 without necks).
    With ``neck_um > 0`` bodies may interpenetrate up to that depth (sintered necks); voxels inside
    two shells go to the one whose surface is farther away along the radius (smaller ``|x−c|/R``).
-   If the relaxation stalls (jamming) before ``s = 1`` an :class:`~nmc_dataset.errors.InputError`
-   names the largest fraction reached.
+   If the relaxation stalls (jamming) at ``s = 1`` and the fraction that relaxes clean is within
+   ``shake_reach`` of the request, the packing is shaken (shrink 1 %, relax clean, regrow at half the
+   step; up to 3 times). Still jammed, an :class:`~nmc_dataset.errors.InputError` names the largest
+   fraction reached.
 3. **Boundaries.** ``periodic=True``: the box tiles space (minimum-image contacts, labels wrap
    around). ``periodic=False``: hard walls, every particle lies entirely inside the box.
 4. **Voxels.** Each particle is voxelised on the box lattice (voxel centres ``(i + ½)·h``) by the
    exact inside-shell test and the GBPD hard labels of :mod:`nmc_dataset.particles._voxelize`,
    evaluated at the particle's sub-voxel offset. Local grain ``g`` of particle ``k`` becomes the
-   global grain id ``grain_offset[k] + g``.
+   global grain id ``grain_offset[k] + g``. With workers, the particles are drawn and their grains
+   selected while the main process packs, then voxelised and written in index order
+   (:class:`_ParticlePipeline`): the same bytes as one process.
 5. **Carbon-binder** (volume fraction ``f_b`` of the box, taken from the pore space):
    ``bridge``: pore voxels ordered by the gap ``w = d₁ + d₂`` between their nearest and
    second-nearest particle (radial gaps ``|x−c_k| − R_k(u)``, so the binder first fills the necks
@@ -148,7 +152,7 @@ class _Shapes:
         L = round(np.sqrt(coeffs_um.shape[1])) - 1
         centres = _cubemap_centres(_CUBE_BINS).reshape(-1, 3)
         self.table = coeffs_um @ sh_basis(L, centres).T  # (N, B)
-        self.caps = []  # (directions, radii): 162 while growing, 642 for the final relaxation
+        self.caps = []  # (directions, radii): 162 for the relaxation, 642 for ``fine`` checks
         for sub in (2, 3):
             dirs = np.asarray(icosphere(sub)[0])
             self.caps.append((dirs, self.table[:, _cubemap_bins(dirs, _CUBE_BINS)]))

@@ -74,7 +74,10 @@ def main():
         f"  CPU time {cpu:.1f} s (this process + worker processes; wall / CPU = {total / cpu:.2f} with "
         f"--workers {a.workers}: a host shared with other jobs shows here)"
     )
-    print(f"  relaxation iterations {info['relax_iterations']}, growth steps {info['growth_steps']}")
+    print(
+        f"  relaxation iterations {info['relax_iterations']}, growth steps {info['growth_steps']}, "
+        f"shakes {info.get('shakes', 0)}"
+    )
     print(
         f"  peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (main process), "
         f"{resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20:.2f} GiB (largest worker)"

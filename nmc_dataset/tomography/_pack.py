@@ -19,14 +19,18 @@ Method
    shells is an overlap) and the count is reported (``overlap_voxels``; 0 without necks).
    With ``neck_um > 0`` bodies may interpenetrate up to that depth (sintered necks); voxels inside
    two shells go to the one whose surface is farther away along the radius (smaller ``|x−c|/R``).
-   If the relaxation stalls (jamming) before ``s = 1`` an :class:`~nmc_dataset.errors.InputError`
-   names the largest fraction reached.
+   If the relaxation stalls (jamming) at ``s = 1`` and the fraction that relaxes clean is within
+   ``shake_reach`` of the request, the packing is shaken (shrink 1 %, relax clean, regrow at half the
+   step; up to 3 times). Still jammed, an :class:`~nmc_dataset.errors.InputError` names the largest
+   fraction reached.
 3. **Boundaries.** ``periodic=True``: the box tiles space (minimum-image contacts, labels wrap
    around). ``periodic=False``: hard walls, every particle lies entirely inside the box.
 4. **Voxels.** Each particle is voxelised on the box lattice (voxel centres ``(i + ½)·h``) by the
    exact inside-shell test and the GBPD hard labels of :mod:`nmc_dataset.particles._voxelize`,
    evaluated at the particle's sub-voxel offset. Local grain ``g`` of particle ``k`` becomes the
-   global grain id ``grain_offset[k] + g``.
+   global grain id ``grain_offset[k] + g``. With workers, the particles are drawn and their grains
+   selected while the main process packs, then voxelised and written in index order
+   (:class:`_ParticlePipeline`): the same bytes as one process.
 5. **Carbon-binder** (volume fraction ``f_b`` of the box, taken from the pore space):
    ``bridge``: pore voxels ordered by the gap ``w = d₁ + d₂`` between their nearest and
    second-nearest particle (radial gaps ``|x−c_k| − R_k(u)``, so the binder first fills the necks
@@ -148,7 +152,7 @@ class _Shapes:
         L = round(np.sqrt(coeffs_um.shape[1])) - 1
         centres = _cubemap_centres(_CUBE_BINS).reshape(-1, 3)
         self.table = coeffs_um @ sh_basis(L, centres).T  # (N, B)
-        self.caps = []  # (directions, radii): 162 while growing, 642 for the final relaxation
+        self.caps = []  # (directions, radii): 162 for the relaxation, 642 for ``fine`` checks
         for sub in (2, 3):
             dirs = np.asarray(icosphere(sub)[0])
             self.caps.append((dirs, self.table[:, _cubemap_bins(dirs, _CUBE_BINS)]))
@@ -313,13 +317,20 @@ def pack_centres(
     grow_iter: int = 100,
     final_iter: int = 3000,
     growth: float = 0.005,
+    shakes: int = 3,
+    shake_shrink: float = 0.01,
+    shake_reach: float = 0.04,
 ):
     """Positions (µm, ``x, y, z``) of particles packed without overlap (see module docs).
 
     Growth steps of ``growth`` (relative size) each relax for at most ``grow_iter`` iterations down
     to a residual overlap of 1 % of the mean radius; at full size the relaxation runs to zero
-    overlap (``final_iter``). Returns ``(centres (N, 3), stats)``; raises :class:`InputError`
-    when the packing jams, naming the largest fraction that was reached without overlap.
+    overlap (``final_iter``). If that fails (jamming), up to ``shakes`` times the bodies shrink by
+    ``shake_shrink`` (relative size), relax to zero overlap there and grow again with half the
+    previous step; only when the fraction relaxed clean from the jammed state is within
+    ``shake_reach`` of the request (further away a shake cannot bridge the gap and the error comes
+    at once). Returns ``(centres (N, 3), stats)``; raises :class:`InputError` when the packing
+    still jams, naming the largest fraction that was reached without overlap.
     """
     sh = _Shapes(coeffs_um)
     n = len(coeffs_um)
@@ -346,40 +357,80 @@ def pack_centres(
         total_its += its
     ok, its, _depth = _relax(x, sh, 1.0, L, periodic, pad_um, final_iter, rng)
     total_its += its
-    if not ok:
-        # bisect the largest size that relaxes to zero overlap from here, to report the maximum reached
-        lo, hi = s_clean, 1.0
+    n_shakes = 0
+
+    def largest_clean(lo):
+        # bisect the largest size that relaxes to zero overlap from here (at least ``lo``)
+        hi = 1.0
         for _ in range(6):
             mid = 0.5 * (lo + hi)
-            ok, _, _ = _relax(x.copy(), sh, mid, L, periodic, pad_um, final_iter // 4, rng)
-            lo, hi = (mid, hi) if ok else (lo, mid)
-        s = lo
-        raise InputError(
-            f"the requested active fraction {phi:.3f} is not reachable: the packing jammed, the "
-            f"maximum reached without overlap is {phi * s**3:.3f}",
-            "--solid-fraction",
-        )
+            clean, _, _ = _relax(x.copy(), sh, mid, L, periodic, pad_um, final_iter // 4, rng)
+            lo, hi = (mid, hi) if clean else (lo, mid)
+        return lo
+
+    if not ok:
+        s_clean = largest_clean(s_clean)
+        # shaking gains a few hundredths of the fraction near jamming; far beyond, report at once
+        near = phi * (1.0 - s_clean**3) <= shake_reach
+        while not ok and near and n_shakes < shakes:
+            # shake: step back to a size that relaxes clean, then grow again more slowly, so that the
+            # bodies rearrange collectively instead of locking into the first jammed arrangement
+            n_shakes += 1
+            s = 1.0 - shake_shrink
+            clean, its, _ = _relax(x, sh, s, L, periodic, pad_um, final_iter, rng)
+            total_its += its
+            if clean:
+                s_clean = max(s_clean, s)
+            step = growth / 2**n_shakes
+            while s < 1.0:
+                steps += 1
+                s = min(1.0, s * (1 + step))
+                _, its, _ = _relax(x, sh, s, L, periodic, pad_um, grow_iter, rng, tol=0.01 * rmean * s)
+                total_its += its
+            ok, its, _depth = _relax(x, sh, 1.0, L, periodic, pad_um, final_iter, rng)
+            total_its += its
+        if not ok:
+            if n_shakes:
+                s_clean = largest_clean(s_clean)
+            raise InputError(
+                f"the requested active fraction {phi:.3f} is not reachable: the packing jammed, the "
+                f"maximum reached without overlap is {phi * s_clean**3:.3f}",
+                "--solid-fraction",
+            )
     return x % L if periodic else x, {
         "relax_iterations": int(total_its),
         "growth_steps": int(steps),
+        "shakes": int(n_shakes),
         "analytic_fraction": float(phi),
     }
 
 
 # --------------------------------------------------------------------------- voxels
-def _voxelize_particle(args):
-    """Worker: draw particle ``k`` (shell + grains) and voxelise it at its sub-voxel offset."""
-    shell_model, grain_model, seed, k, centre_um, h, spacing_px, ids = args
+#: The models of the running pack in a worker process (set once by :func:`_init_worker`, so that the
+#: grain model, a torch network, is not pickled with every task).
+_MODELS: dict = {}
 
-    p = make_particle(
-        shell_model,
-        grain_model,
+
+def _init_worker(shell_model, grain_model):
+    _MODELS["shell"], _MODELS["grain"] = shell_model, grain_model
+
+
+def _draw_particle(args):
+    """Worker: draw particle ``k`` (shell + grains) and select its grains (does not need its position)."""
+    seed, k, spacing_px, ids = args
+    return make_particle(
+        _MODELS["shell"],
+        _MODELS["grain"],
         particle_seed(seed, k),
         particle_id=k + 1,
         spacing_px=spacing_px,
         shell_model_id=ids[0],
         grain_model_id=ids[1],
     )
+
+
+def _voxelize_at(p, centre_um, h):
+    """Voxelise particle ``p`` on the box lattice at its sub-voxel offset: ``(local labels, start, grid)``."""
     g0 = particle_grid(p, h, pad=3)
     c_idx = np.floor(centre_um / h - 0.5 + 0.5).astype(np.int64)  # nearest box voxel (x, y, z)
     offset = (c_idx + 0.5) * h - centre_um
@@ -389,7 +440,70 @@ def _voxelize_particle(args):
     local = np.zeros(grid.shape, dtype=np.uint32)
     local[mask] = (lab[mask] + 1).astype(np.uint32)
     start = c_idx + np.asarray(g0.index_lo)  # box index (x, y, z) of local voxel [0, 0, 0]
-    return k, local, start, grid, p
+    return local, start, grid
+
+
+def _voxelize_task(args):
+    """Worker: :func:`_voxelize_at` of one drawn particle."""
+    return _voxelize_at(*args)
+
+
+class _ParticlePipeline:
+    """Draws and voxelises the particles of a pack, in index order, serially or in worker processes.
+
+    The grain selection of every particle (most of its cost) does not depend on where it sits, so
+    with workers it starts before the packing (:meth:`start`) and runs while the main process packs;
+    the voxelisation follows once the centres are known (:meth:`voxelized`, a bounded window of
+    tasks in flight, results yielded in index order). The per-particle work is the same functions in
+    both modes, so the volumes do not depend on the worker count.
+    """
+
+    def __init__(self, shell_model, grain_model, seed, n, spacing_px, ids, workers):
+        self.models = (shell_model, grain_model)
+        self.draw_args = [(int(seed), k, float(spacing_px), ids) for k in range(n)]
+        self.workers = int(workers)
+        self.ex = None
+
+    def start(self):
+        if self.workers > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            # spawn: numba/torch thread pools must not be forked
+            self.ex = ProcessPoolExecutor(
+                self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=self.models,
+            )
+            self.drawn = [self.ex.submit(_draw_particle, a) for a in self.draw_args]
+        else:
+            _init_worker(*self.models)
+        return self
+
+    def voxelized(self, centres, h):
+        """Yield ``(k, particle, local labels, start, grid)`` for ``k = 0, 1, ...``."""
+        n = len(self.draw_args)
+        if self.ex is None:
+            for k in range(n):
+                p = _draw_particle(self.draw_args[k])
+                yield (k, p, *_voxelize_at(p, centres[k], h))
+            return
+        window = 4 * self.workers  # voxelised blocks waiting in memory at most
+        pending, nxt = {}, 0
+        particles = {}
+        for k in range(n):
+            while nxt < n and nxt < k + window:
+                particles[nxt] = self.drawn[nxt].result()
+                self.drawn[nxt] = None
+                pending[nxt] = self.ex.submit(_voxelize_task, (particles[nxt], centres[nxt], h))
+                nxt += 1
+            yield (k, particles.pop(k), *pending.pop(k).result())
+
+    def close(self):
+        if self.ex is not None:
+            self.ex.shutdown(wait=True, cancel_futures=True)
+            self.ex = None
 
 
 def _box_indices(start, shape, n, periodic):
@@ -414,6 +528,45 @@ def _normalised_radius(p, grid: Grid, kk, jj, ii):
     r = np.linalg.norm(pts, axis=1)
     u = pts / np.maximum(r, 1e-12)[:, None]
     return r / np.asarray(radius(p.coeffs_um, u)).reshape(-1)
+
+
+def _scatter(particle, grain, k, local, start, grid, p, parts, n, periodic, offset) -> int:
+    """Write particle ``k``'s local labels into the box volumes; returns its overlap voxels.
+
+    A voxel centre already claimed by an earlier particle is an overlap: it goes to the particle
+    whose surface is farther away along the radius (smaller ``|x − c| / R``; ties to the earlier
+    one). ``parts[o] = (particle, grid, start)`` of the earlier particles ``o < k``.
+    """
+    idx, sel = _box_indices(start, local.shape, n, periodic)
+    ix = np.ix_(*idx)
+    loc = local[np.ix_(*sel)]
+    cur_p = particle[ix]
+    cur_g = grain[ix]
+    mine = loc > 0
+    clash = mine & (cur_p > 0)
+    overlap = 0
+    if clash.any():
+        overlap = int(clash.sum())
+        kk, jj, ii = np.nonzero(clash)
+        own = _normalised_radius(p, grid, sel[0][kk], sel[1][jj], sel[2][ii])
+        other_ids = cur_p[clash].astype(np.int64) - 1
+        other = np.empty(len(kk))
+        for o in np.unique(other_ids):
+            m = other_ids == o
+            op, og, ostart = parts[o]
+            bz = idx[0][kk[m]]
+            by = idx[1][jj[m]]
+            bx = idx[2][ii[m]]
+            lk, lj, li = ((b - ostart[a]) % n if periodic else b - ostart[a] for b, a in ((bz, 2), (by, 1), (bx, 0)))
+            other[m] = _normalised_radius(op, og, lk, lj, li)
+        lose = np.zeros(clash.shape, dtype=bool)
+        lose[kk, jj, ii] = own >= other
+        mine &= ~lose
+    cur_p[mine] = k + 1
+    cur_g[mine] = loc[mine].astype(np.uint32) + np.uint32(offset)
+    particle[ix] = cur_p
+    grain[ix] = cur_g
+    return overlap
 
 
 # --------------------------------------------------------------------------- binder
@@ -455,19 +608,23 @@ def _gap_update(d1, d2, table, lo, shape, offset, h, start, periodic, width, nb)
                     d2[bz, by, bx] = g
 
 
-def _gap_fields(parts, n, h, periodic, width_vox):
-    """Radial gaps (voxels) to the nearest and second-nearest particle, ``inf`` beyond ``width_vox``."""
+class _GapFields:
+    """Radial gaps (voxels) to the nearest and second-nearest particle, ``inf`` beyond ``width_vox``,
+    folded in one particle at a time (:meth:`add`; the two-smallest fold is order-free)."""
 
-    d1 = np.full((n, n, n), np.inf, dtype=np.float32)
-    d2 = np.full((n, n, n), np.inf, dtype=np.float32)
-    centres = _cubemap_centres(_CUBE_BINS).reshape(-1, 3)
-    basis = {}
-    w = int(np.ceil(width_vox))
-    for p, grid, start in parts:
+    def __init__(self, n, h, periodic, width_vox):
+        self.n, self.h, self.periodic, self.width = int(n), float(h), bool(periodic), float(width_vox)
+        self.d1 = np.full((n, n, n), np.inf, dtype=np.float32)
+        self.d2 = np.full((n, n, n), np.inf, dtype=np.float32)
+        self.centres = _cubemap_centres(_CUBE_BINS).reshape(-1, 3)
+        self.basis = {}
+
+    def add(self, p, grid, start):
+        n, w = self.n, int(np.ceil(self.width))
         L = p.degree
-        if L not in basis:
-            basis[L] = sh_basis(L, centres).T
-        table = p.coeffs_um @ basis[L]
+        if L not in self.basis:
+            self.basis[L] = sh_basis(L, self.centres).T
+        table = p.coeffs_um @ self.basis[L]
         shape = np.array([s + 2 * w for s in grid.shape], dtype=np.int64)
         lo = np.asarray(grid.index_lo, dtype=np.int64) - w
         start = np.asarray(start, dtype=np.int64) - w
@@ -482,13 +639,28 @@ def _gap_fields(parts, n, h, periodic, width_vox):
             lo_k[2] += k0
             start_k[2] += k0
             _gap_update(
-                d1, d2, table, lo_k, sub, offset, float(h), start_k, bool(periodic), float(width_vox), _CUBE_BINS
+                self.d1, self.d2, table, lo_k, sub, offset, self.h, start_k, self.periodic, self.width, _CUBE_BINS
             )
-    return d1, d2
 
 
-def place_binder(phase, mode, fraction, *, parts=None, h=None, periodic=True):
-    """Turn the first ``round(fraction·N)`` pore voxels (in the order of ``mode``) into binder (2)."""
+def _gap_fields(parts, n, h, periodic, width_vox):
+    """Radial gaps (voxels) to the nearest and second-nearest particle, ``inf`` beyond ``width_vox``."""
+
+    f = _GapFields(n, h, periodic, width_vox)
+    for p, grid, start in parts:
+        f.add(p, grid, start)
+    return f.d1, f.d2
+
+
+#: First width (voxels) of the gap fields of ``bridge`` binder (doubled while too few pore voxels lie within it).
+_BRIDGE_WIDTH = 16.0
+
+
+def place_binder(phase, mode, fraction, *, parts=None, h=None, periodic=True, gaps=None):
+    """Turn the first ``round(fraction·N)`` pore voxels (in the order of ``mode``) into binder (2).
+
+    ``gaps``: the ``bridge`` gap fields of ``parts`` at the first width, if already folded.
+    """
 
     n_target = round(fraction * phase.size)
     pore = phase == 0
@@ -506,9 +678,13 @@ def place_binder(phase, mode, fraction, *, parts=None, h=None, periodic=True):
             d = distance_to(solid)
         key = d[pore]
     else:
-        width = 16.0
+        width = _BRIDGE_WIDTH
         while True:
-            d1, d2 = _gap_fields(parts, phase.shape[0], h, periodic, width)
+            if gaps is not None and width == gaps.width and gaps.d1 is not None:
+                d1, d2 = gaps.d1, gaps.d2
+                gaps.d1 = gaps.d2 = None  # freed below, before the selection
+            else:
+                d1, d2 = _gap_fields(parts, phase.shape[0], h, periodic, width)
             key = (d1 + d2)[pore].astype(np.float64) + 1e-3 * d1[pore]
             if np.isfinite(key).sum() >= n_target or width > phase.shape[0]:
                 break
@@ -614,69 +790,37 @@ def pack_electrode(
     log.info(
         "pack: %d particles (analytic fraction %.4f) in a %d³ box of %.3g µm", len(coeffs), vols.sum() / L**3, n, L
     )
-    rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(POSITION_STREAM,)))
-    pad = 0.25 * h - 0.5 * neck_um
-    centres, stats = pack_centres(coeffs, L, periodic=periodic, pad_um=pad, rng=rng)
-    t_pack = time.perf_counter() - t0
-
-    jobs = [(shell_model, grain_model, int(seed), k, centres[k], h, spacing_px, model_ids) for k in range(len(coeffs))]
-    if workers > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        # spawn: numba/torch thread pools must not be forked
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as ex:
-            results = list(ex.map(_voxelize_particle, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
-    else:
-        results = [_voxelize_particle(j) for j in jobs]
+    pipe = _ParticlePipeline(shell_model, grain_model, seed, len(coeffs), spacing_px, model_ids, workers).start()
+    try:
+        rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(POSITION_STREAM,)))
+        pad = 0.25 * h - 0.5 * neck_um
+        centres, stats = pack_centres(coeffs, L, periodic=periodic, pad_um=pad, rng=rng)
+        t_pack = time.perf_counter() - t0
+        particle = np.zeros((n, n, n), dtype=np.uint32)
+        grain = np.zeros((n, n, n), dtype=np.uint32)
+        offsets = np.zeros(len(coeffs), dtype=np.int64)
+        n_grains = np.zeros(len(coeffs), dtype=np.int64)
+        overlap_voxels, parts, particles = 0, [], []
+        bridge = binder is not None and binder[0] == "bridge" and binder[1] > 0
+        gaps = _GapFields(n, h, periodic, _BRIDGE_WIDTH) if bridge else None
+        nxt = 0
+        for k, p, local, start, grid in pipe.voxelized(centres, h):
+            offsets[k] = nxt
+            n_grains[k] = p.n_grains
+            nxt += p.n_grains
+            overlap_voxels += _scatter(particle, grain, k, local, start, grid, p, parts, n, periodic, offsets[k])
+            parts.append((p, grid, start))
+            particles.append(p)
+            if gaps is not None:  # folded while the workers voxelise the next particles
+                gaps.add(p, grid, start)
+            del local
+    finally:
+        pipe.close()
     t_vox = time.perf_counter() - t0 - t_pack
-
-    particle = np.zeros((n, n, n), dtype=np.uint32)
-    grain = np.zeros((n, n, n), dtype=np.uint32)
-    offsets = np.zeros(len(results), dtype=np.int64)
-    n_grains = np.zeros(len(results), dtype=np.int64)
-    overlap_voxels, parts, particles = 0, [], []
-    nxt = 0
-    for k, local, start, grid, p in results:
-        offsets[k] = nxt
-        n_grains[k] = p.n_grains
-        nxt += p.n_grains
-        idx, sel = _box_indices(start, local.shape, n, periodic)
-        ix = np.ix_(*idx)
-        loc = local[np.ix_(*sel)]
-        cur_p = particle[ix]
-        cur_g = grain[ix]
-        mine = loc > 0
-        clash = mine & (cur_p > 0)
-        if clash.any():
-            overlap_voxels += int(clash.sum())
-            kk, jj, ii = np.nonzero(clash)
-            own = _normalised_radius(p, grid, sel[0][kk], sel[1][jj], sel[2][ii])
-            other_ids = cur_p[clash].astype(np.int64) - 1
-            other = np.empty(len(kk))
-            for o in np.unique(other_ids):
-                m = other_ids == o
-                ostart, og, op = results[o][2], results[o][3], results[o][4]
-                bz = idx[0][kk[m]]
-                by = idx[1][jj[m]]
-                bx = idx[2][ii[m]]
-                lk, lj, li = (
-                    (b - ostart[a]) % n if periodic else b - ostart[a] for b, a in ((bz, 2), (by, 1), (bx, 0))
-                )
-                other[m] = _normalised_radius(op, og, lk, lj, li)
-            lose = np.zeros(clash.shape, dtype=bool)
-            lose[kk, jj, ii] = own >= other
-            mine &= ~lose
-        cur_p[mine] = k + 1
-        cur_g[mine] = loc[mine].astype(np.uint32) + np.uint32(offsets[k])
-        particle[ix] = cur_p
-        grain[ix] = cur_g
-        parts.append((p, grid, start))
-        particles.append(p)
     phase = (particle > 0).astype(np.uint8)
     active = float(phase.mean())
     info = {
-        "n_particles": len(results),
+        "n_particles": len(particles),
         "n_grains": int(nxt),
         "box_voxels": n,
         "box_um": L,
@@ -692,7 +836,8 @@ def pack_electrode(
     }
     binder_info = {}
     if binder is not None and binder[1] > 0:
-        phase, binder_info = place_binder(phase, binder[0], binder[1], parts=parts, h=h, periodic=periodic)
+        phase, binder_info = place_binder(phase, binder[0], binder[1], parts=parts, h=h, periodic=periodic, gaps=gaps)
+        gaps = None
         info["binder"] = {
             "mode": binder[0],
             "target_fraction": float(binder[1]),
@@ -706,16 +851,16 @@ def pack_electrode(
     info["seconds"] = {"pack": round(t_pack, 3), "particles": round(t_vox, 3), "total": round(t_all, 3)}
     K = coeffs.shape[1]
     voxels = label_sizes(particle)  # compiled count (np.bincount converts the volume to 64 bit first)
-    voxels = np.pad(voxels, (0, max(0, len(results) + 1 - len(voxels))))
+    voxels = np.pad(voxels, (0, max(0, len(particles) + 1 - len(voxels))))
     table = {
-        "id": np.arange(1, len(results) + 1, dtype=np.int64),
+        "id": np.arange(1, len(particles) + 1, dtype=np.int64),
         "center_um": centres[:, ::-1].copy(),  # z, y, x
         "coeffs_um": np.stack([p.coeffs_um for p in particles]).reshape(-1, K),
         "volume_um3": vols,
         "voxels": voxels[1:],
         "grain_id_offset": offsets,
         "n_grains": n_grains,
-        "seed_spawn_key": np.array([particle_seed(seed, k).spawn_key for k in range(len(results))], dtype=np.int64),
+        "seed_spawn_key": np.array([particle_seed(seed, k).spawn_key for k in range(len(particles))], dtype=np.int64),
     }
     grains = None
     if particles and all(p.orientations_wxyz is not None for p in particles):

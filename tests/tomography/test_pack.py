@@ -195,3 +195,83 @@ def test_gap_fields_parallel_rows_equal_a_serial_pass(models):
             )
         assert np.array_equal(d1, r1) and np.array_equal(d2, r2)
         assert np.isfinite(d1).any()
+
+
+def test_packed_particles_are_the_ones_make_particle_draws(electrode, models):
+    """Each packed particle is ``make_particle`` of its seed (same selection lattice), voxelised at its
+    centre: its voxels in the box carry exactly those grain labels (less the voxels it lost at contacts)."""
+    from nmc_dataset.particles._assemble import make_particle
+
+    shell, grain = models
+    e = electrode
+    n = e.phase.shape[0]
+    lost = 0
+    for k in range(e.info["n_particles"]):
+        p = make_particle(shell, grain, pack.particle_seed(3, k), particle_id=k + 1, spacing_px=e.info["spacing_px"])
+        assert p.n_grains == e.table["n_grains"][k]
+        assert np.array_equal(p.coeffs_um, e.table["coeffs_um"][k])
+        local, start, _ = pack._voxelize_at(p, e.table["center_um"][k][::-1], H)
+        idx, sel = pack._box_indices(start, local.shape, n, True)
+        loc = local[np.ix_(*sel)]
+        box_p, box_g = e.particle[np.ix_(*idx)], e.grain[np.ix_(*idx)]
+        mine = box_p == k + 1
+        assert np.all(loc[mine] > 0)
+        assert np.array_equal(box_g[mine], loc[mine] + e.table["grain_id_offset"][k])
+        lost += int(((loc > 0) & ~mine).sum())
+    assert lost <= e.info["overlap_voxels"]
+
+
+def test_binder_from_fields_folded_during_the_scatter_equals_a_fresh_pass(models):
+    """``place_binder`` with the gap fields folded particle by particle (as ``pack_electrode`` does while
+    the workers voxelise) gives the same volume as computing them at the end, also when the first
+    width holds too few pore voxels and it must widen."""
+    from nmc_dataset.particles._assemble import make_particle
+
+    shell, grain = models
+    rng = np.random.default_rng(2)
+    n = 40
+    phase = np.zeros((n, n, n), np.uint8)
+    particle = np.zeros((n, n, n), np.uint32)
+    grains = np.zeros_like(particle)
+    parts = []
+    for k in range(3):
+        p = make_particle(shell, grain, pack.particle_seed(9, k), particle_id=k + 1, spacing_px=2.0)
+        local, start, grid = pack._voxelize_at(p, rng.uniform(0, n * H, 3), H)
+        pack._scatter(particle, grains, k, local, start, grid, p, parts, n, True, 0)
+        parts.append((p, grid, start))
+    phase[particle > 0] = 1
+    for frac in (0.05, float((phase == 0).mean()) - 1e-3):
+        gaps = pack._GapFields(n, H, True, pack._BRIDGE_WIDTH)
+        for part in parts:
+            gaps.add(*part)
+        within = int((np.isfinite(gaps.d1 + gaps.d2) & (phase == 0)).sum())
+        assert (within < round(frac * phase.size)) == (frac > 0.5)  # the second one must widen
+        a, ia = pack.place_binder(phase, "bridge", frac, parts=parts, h=H, periodic=True, gaps=gaps)
+        b, ib = pack.place_binder(phase, "bridge", frac, parts=parts, h=H, periodic=True)
+        assert np.array_equal(a, b) and ia == ib
+
+
+@pytest.mark.slow
+def test_shaking_reaches_a_fraction_the_first_growth_jams_at():
+    """30 particles of the benchmark population (mean radius 3.2 µm) at 0.572 in a (20 µm)³ box: the
+    growth alone jams; shaking (shrink, relax clean, regrow slower) packs them, without overlap of the
+    tabulated bodies (the exact voxel check of whole electrodes is in the tests above)."""
+    from nmc_dataset.synthetic._ct_phantom import reference_shell_model
+
+    shell = reference_shell_model(mean_radius_vox=25, voxel_size_um=0.128)
+    coeffs, vols = pack.draw_shells(shell, 4, 0.58 * 20.0**3)
+    kw = {"periodic": True, "pad_um": 0.025}
+
+    def rng():  # the positions stream of ``pack --seed 4``
+        return np.random.default_rng(np.random.SeedSequence(4, spawn_key=(pack.POSITION_STREAM,)))
+
+    with pytest.raises(InputError, match="maximum reached without overlap is 0\\.5[5-7]"):
+        pack.pack_centres(coeffs, 20.0, rng=rng(), shakes=0, **kw)
+    x, stats = pack.pack_centres(coeffs, 20.0, rng=rng(), **kw)
+    assert stats["shakes"] >= 1 and abs(stats["analytic_fraction"] - vols.sum() / 20.0**3) < 1e-3
+    sh = pack._Shapes(coeffs)
+    i, j = np.triu_indices(len(x), 1)
+    d = x[j] - x[i]
+    d -= 20.0 * np.round(d / 20.0)
+    depth, _ = pack._penetration(sh, 1.0, 0.025, i, j, d)  # the packer's own contact measure
+    assert depth.max() <= 0.0

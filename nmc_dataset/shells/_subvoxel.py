@@ -31,6 +31,16 @@ crossings over all rays gives ``σ_t`` (reported). With ``correct_blur`` (defaul
 coefficients are corrected by the inverse: ``a_00 → √(4π) √(R² + 2σ_t²)`` and
 ``a_lm → a_lm exp(σ_t² (l(l+1) − 2) / (2R²))``, the factor capped at :data:`MAX_GAIN`.
 
+The degree-wise factor is the linear theory of small perturbations of a sphere. An elongated
+body's degrees 4, 6, 8 are not independent perturbations: they are fixed by its degrees 0 and 2
+(the harmonics of an ellipsoid) and the blur damps them with those, not by their own factor
+(which over-corrects them: +6 % at l = 4, +8 % at l = 6 on the ellipsoid closed loop). So degrees
+``l >= 3`` are corrected about each particle's ellipsoid: with ``e(·)`` the harmonics of the
+ellipsoid whose degrees 0 and 2 equal those of a coefficient vector
+(:func:`~nmc_dataset.shells._ellipsoid.fit_ellipsoids`), ``a_l → e_l(a_corr) + g_l (a_l − e_l(a))``
+— the ellipsoid of the corrected degrees 0 and 2 plus the corrected residual. Odd degrees and
+nearly spherical particles (``e_l ≈ 0`` for ``l >= 4``) keep the plain factor.
+
 Noise and its correction
 ------------------------
 Grey noise moves every ray's crossing by the noise of the smoothed profile over the edge slope:
@@ -70,6 +80,7 @@ import numpy as np
 from scipy import ndimage
 
 from nmc_dataset._util import log, progress
+from nmc_dataset.shells._ellipsoid import ellipsoid_coefficients, fit_ellipsoids
 from nmc_dataset.shells._harmonics import n_coeffs, random_rotations
 from nmc_dataset.shells._radius import ParticleCoefficients, _inside, fit_setup, ray_radius, star_fraction
 from nmc_dataset.shells._sigma_rule import noise_factor
@@ -78,6 +89,9 @@ __all__ = ["MAX_GAIN", "MeasurementInfo", "blur_gain", "coefficient_noise", "mea
 
 #: cap of the blur correction of one coefficient.
 MAX_GAIN = 3.0
+#: least share of a degree's measured power the noise correction keeps (a noise-dominated degree
+#: keeps a small, finite roughness: the mixtures model log roughness).
+_MIN_KEEP = 0.1
 _STEP = 0.25
 
 
@@ -116,6 +130,18 @@ def coefficient_noise(L: int, R, sigma: float, sigma_t: float, cnr) -> np.ndarra
     sr2 = (noise_factor(sigma) * np.sqrt(2 * np.pi) * sigma_t / cnr) ** 2
     ls = np.concatenate([np.full(2 * l + 1, l) for l in range(L + 1)])
     return (sr2 * 4 * np.pi * sigma**2 / R**2)[:, None] * np.exp(-ls * (ls + 1) * sigma**2 / R[:, None] ** 2)
+
+
+def _ellipsoid_consistent(raw: np.ndarray, corrected: np.ndarray, gain: np.ndarray) -> np.ndarray:
+    """Blur correction of degrees ``l >= 3`` about each particle's ellipsoid (see the module docstring)."""
+    A_raw, ok_raw = fit_ellipsoids(raw)
+    A_cor, ok_cor = fit_ellipsoids(corrected)
+    L = round(np.sqrt(raw.shape[1])) - 1
+    e_raw, e_cor = ellipsoid_coefficients(A_raw, L), ellipsoid_coefficients(A_cor, L)
+    out = corrected.copy()
+    ok = ok_raw & ok_cor
+    out[ok, 9:] = e_cor[ok, 9:] + gain[ok, 9:] * (raw[ok, 9:] - e_raw[ok, 9:])
+    return out
 
 
 def too_small(L: int, R, sigma_t: float) -> np.ndarray:
@@ -308,8 +334,11 @@ def measure_particles_subvoxel(
     R = coeffs[:, 0] / np.sqrt(4 * np.pi)
     gain = blur_gain(degree, R, sigma_t) if correct_blur and n else np.ones((n, K))
     if correct_blur and n:
+        raw = coeffs.copy()
         coeffs[:, 1:] *= gain[:, 1:]
         coeffs[:, 0] = np.sqrt(4 * np.pi) * np.sqrt(R**2 + 2 * sigma_t**2)
+        if degree >= 4:
+            coeffs = _ellipsoid_consistent(raw, coeffs, gain)
     noise_frac = None
     do_noise = bool(correct_noise and grey is not None and n and cnr)
     if do_noise:
@@ -317,13 +346,13 @@ def measure_particles_subvoxel(
         cp = np.where(np.isfinite(cnr_p), cnr_p, float(np.median(cnr)))
         Rc = coeffs[:, 0] / np.sqrt(4 * np.pi)
         noise = coefficient_noise(degree, Rc, float(sigma), sigma_t, cp) * gain**2
-        noise_frac = [0.0]
-        for l in range(1, degree + 1):
+        noise_frac = [0.0, 0.0]  # l = 1 is the centring residue: centring removes its noise
+        for l in range(2, degree + 1):
             sl_l = slice(l * l, (l + 1) ** 2)
             P = np.mean(coeffs[:, sl_l] ** 2, axis=1)
             Nl = noise[:, l * l]
             with np.errstate(divide="ignore", invalid="ignore"):
-                keep = np.where(P > 0, np.sqrt(np.clip(1.0 - Nl / P, 0.0, 1.0)), 1.0)
+                keep = np.where(P > 0, np.sqrt(np.clip(1.0 - Nl / P, _MIN_KEEP, 1.0)), 1.0)
             coeffs[:, sl_l] *= keep[:, None]
             noise_frac.append(float(np.median(np.minimum(Nl / np.maximum(P, 1e-300), 1.0))))
     small = too_small(degree, R, sigma_t) if n else np.zeros(0, dtype=bool)

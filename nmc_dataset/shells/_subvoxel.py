@@ -57,11 +57,12 @@ variance
 That is several times the ``σ_fit² 4π / n_rays`` of independent rays: the fit residual misses the
 smooth part of the noise, which lies in the fitted degrees. Squared coefficients add the noise to
 the particle's roughness, most visibly where the true degree carries little (the odd degrees of
-an ellipsoid). With ``correct_noise`` (default, grey input) every degree ``l >= 1`` of every
-particle is scaled by ``√(max(P_l − N_l, 0) / P_l)``, ``P_l`` the particle's mean squared
+an ellipsoid). With ``correct_noise`` (default, grey input) every degree ``l >= 2`` of every
+particle is scaled by ``√(max(1 − N_l / P_l, 0.1))``, ``P_l`` the particle's mean squared
 coefficient of degree ``l``: its power becomes an unbiased estimate of the noise-free power
 (spectral subtraction; Boll 1979), particle by particle, so rough and smooth particles keep their
-own roughness. The formula assumes white noise (correlated CT noise is underestimated) and is
+own roughness; a noise-dominated degree keeps 10 % of its power (a finite log roughness for the
+mixtures). ``l = 1`` is left alone: centring on the centre of mass removes its noise with it. The formula assumes white noise (correlated CT noise is underestimated) and is
 stored with the measurement (``noise_fraction``: median ``N_l / P_l`` per degree).
 
 Resolution

@@ -19,9 +19,9 @@ The error of a degree-``L`` coefficient after the correction is therefore, up to
 
 and :func:`suggest_sigma` returns the σ in ``[0.5, 3]`` voxels minimising it for the median
 particle radius. The contrast/noise ratio scales ``E`` but does not move its minimum. For
-``σ_psf = 1.1``, ``R = 10``, ``L = 9`` (the closed-loop phantoms) the rule gives 1.1 (their pilot,
-σ_psf 1.18 and R 10.5: 1.15; σ = 1 is within 1 % of the optimum there); ``R = 20`` gives 1.85 (25 % lower error than σ = 1), ``R = 40``
-the cap 3, ``R = 6`` 0.75 (18 % lower error). The rule
+``σ_psf = 1.1``, ``R = 10``, ``L = 9`` (the closed-loop phantoms) the rule gives 1.1 (their
+pilot, σ_psf 1.18 and R 10.5: 1.15; σ = 1 is within 1 % of the optimum there); ``R = 20`` gives
+1.85 (25 % lower error than σ = 1), ``R = 40`` the cap 3, ``R = 6`` 0.75 (18 % lower error). The rule
 is first order (white noise, a single Gaussian blur, mean-curvature damping) and does not see
 false crossings at very low contrast/noise (below ~4 a larger σ is safer).
 

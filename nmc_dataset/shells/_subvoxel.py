@@ -62,7 +62,8 @@ particle is scaled by ``√(max(1 − N_l / P_l, 0.1))``, ``P_l`` the particle's
 coefficient of degree ``l``: its power becomes an unbiased estimate of the noise-free power
 (spectral subtraction; Boll 1979), particle by particle, so rough and smooth particles keep their
 own roughness; a noise-dominated degree keeps 10 % of its power (a finite log roughness for the
-mixtures). ``l = 1`` is left alone: centring on the centre of mass removes its noise with it. The formula assumes white noise (correlated CT noise is underestimated) and is
+mixtures). ``l = 1`` is left alone: centring on the centre of mass removes its noise with it.
+The formula assumes white noise (correlated CT noise is underestimated) and is
 stored with the measurement (``noise_fraction``: median ``N_l / P_l`` per degree).
 
 Resolution

@@ -72,6 +72,12 @@ def register(sub) -> None:
         help="do not undo the blur's degree-wise damping of the sub-voxel measurement",
     )
     p.add_argument(
+        "--no-noise-correction",
+        dest="correct_noise",
+        action="store_false",
+        help="do not subtract each particle's estimated noise power from its degrees >= 2",
+    )
+    p.add_argument(
         "--seed", type=int, default=0, help="seed of the rotations, the hold-out split and the self-check samples"
     )
     p.set_defaults(func=_cmd_fit)
@@ -135,6 +141,7 @@ def _cmd_fit(args) -> int:
         measure=args.measure,
         measure_sigma=args.measure_sigma,
         correct_blur=args.correct_blur,
+        correct_noise=args.correct_noise,
     )
     from nmc_dataset.shells._selection import format_table
 

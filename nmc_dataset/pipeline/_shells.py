@@ -98,6 +98,7 @@ def fit_volume(
     measure: str = "subvoxel",
     measure_sigma: float | str = "auto",
     correct_blur: bool = True,
+    correct_noise: bool = True,
 ) -> FitResult:
     """Segment a CT volume, measure every particle's radius function and fit the shell model.
 
@@ -138,6 +139,8 @@ def fit_volume(
         input: 1).
     correct_blur : bool
         Undo the blur's degree-wise damping in the sub-voxel measurement.
+    correct_noise : bool
+        Subtract each particle's noise power from its degrees >= 2 (sub-voxel, grey input).
 
     Returns
     -------
@@ -178,6 +181,7 @@ def fit_volume(
             sigma=float(measure_sigma),
             otsu_threshold=seg.threshold,
             correct_blur=correct_blur,
+            correct_noise=correct_noise,
         )
         minfo = mi.to_json()
         minfo["sigma_choice"] = sigma_choice
@@ -270,6 +274,7 @@ def fit_shells(
     measure: str = "subvoxel",
     measure_sigma: float | str = "auto",
     correct_blur: bool = True,
+    correct_noise: bool = True,
 ) -> FitResult:
     """Fit a shell model to a volume file and write ``out`` (JSON) plus ``<stem>.coefficients.parquet``.
 
@@ -309,6 +314,8 @@ def fit_shells(
         Gaussian σ (voxels) of the sub-voxel measurement; ``"auto"`` applies the σ rule.
     correct_blur : bool, default True
         Undo the blur's degree-wise damping in the sub-voxel measurement.
+    correct_noise : bool, default True
+        Subtract each particle's noise power from its degrees >= 2 (sub-voxel, grey input).
 
     Returns
     -------
@@ -337,6 +344,7 @@ def fit_shells(
         measure=measure,
         measure_sigma=measure_sigma,
         correct_blur=correct_blur,
+        correct_noise=correct_noise,
     )
     res.model.source["seed"] = int(seed)
     if dataset:

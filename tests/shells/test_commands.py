@@ -236,6 +236,7 @@ def test_measure_sigma_fixed_or_automatic_is_deterministic(fitted, tmp_path, cap
     first = json.loads((d / "model.json").read_text())
     assert again["source"]["measurement"] == first["source"]["measurement"]  # same input, same σ and pilot
     assert again["degrees"] == first["degrees"]
-    assert cli.main(base + [str(tmp_path / "fixed.json"), "--measure-sigma", "1"]) == 0
+    assert cli.main(base + [str(tmp_path / "fixed.json"), "--measure-sigma", "1", "--no-noise-correction"]) == 0
     mi = json.loads((tmp_path / "fixed.json").read_text())["source"]["measurement"]
     assert mi["sigma_choice"] == "fixed" and mi["sigma_vox"] == 1.0 and "sigma_pilot" not in mi
+    assert not mi["noise_corrected"] and mi["noise_fraction"] is None

@@ -60,16 +60,23 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--measure-sigma",
-        type=float,
-        default=1.0,
-        help="Gaussian sigma (voxels) of the sub-voxel measurement (default 1.0; raise it for noisy "
-        "data: the report gives the contrast-to-noise ratio)",
+        type=_sigma_arg,
+        default="auto",
+        help="Gaussian sigma (voxels) of the sub-voxel measurement, or auto (default: the rule that "
+        "minimises the corrected noise of degree L from the measured blur and the median radius; "
+        "raise it for very noisy data, contrast/noise < 4)",
     )
     p.add_argument(
         "--no-blur-correction",
         dest="correct_blur",
         action="store_false",
         help="do not undo the blur's degree-wise damping of the sub-voxel measurement",
+    )
+    p.add_argument(
+        "--no-noise-correction",
+        dest="correct_noise",
+        action="store_false",
+        help="do not subtract each particle's estimated noise power from its degrees >= 2",
     )
     p.add_argument(
         "--seed", type=seed_int, default=0, help="seed of the rotations, the hold-out split and the self-check samples"
@@ -103,6 +110,16 @@ def register(sub) -> None:
     p.set_defaults(func=_cmd_describe)
 
 
+def _sigma_arg(text: str):
+    # "auto" or a number; anything else is refused by the pipeline's check (one-line InputError)
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def _cmd_fit(args) -> int:
     from nmc_dataset._util import warn_if_implausible_voxel
     from nmc_dataset.pipeline._shells import fit_shells
@@ -125,6 +142,7 @@ def _cmd_fit(args) -> int:
         measure=args.measure,
         measure_sigma=args.measure_sigma,
         correct_blur=args.correct_blur,
+        correct_noise=args.correct_noise,
     )
     from nmc_dataset.shells._selection import format_table
 
@@ -141,7 +159,14 @@ def _cmd_fit(args) -> int:
             f"mean fit RMS {res.model.source['mean_fit_rms_vox']:.3f} voxel"
         )
         rule = mi.get("sigma_rule")
-        if rule and abs(rule["suggested_sigma_vox"] - mi["sigma_vox"]) >= 0.25 and rule["error_ratio"] < 0.9:
+        if mi.get("sigma_choice") == "auto" and mi.get("sigma_pilot"):
+            pilot = mi["sigma_pilot"]
+            print(
+                f"sigma {mi['sigma_vox']:g} voxel chosen automatically (scanner blur {pilot['psf_sigma_vox']:.2f} "
+                f"voxel, median radius {pilot['median_radius_vox']:.1f} voxels, pilot of {pilot['pilot_particles']} "
+                "particles); --measure-sigma X fixes it"
+            )
+        elif rule and abs(rule["suggested_sigma_vox"] - mi["sigma_vox"]) >= 0.25 and rule["error_ratio"] < 0.9:
             print(
                 f"hint: --measure-sigma {rule['suggested_sigma_vox']:g} would lower the noise of degree "
                 f"{res.model.degree} by {1 - rule['error_ratio']:.0%} for these particles (median radius "

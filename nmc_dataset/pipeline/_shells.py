@@ -27,7 +27,7 @@ from nmc_dataset.shells._model import COEFF_TABLE_FORMAT, ShellModel, read_coeff
 from nmc_dataset.shells._radius import ParticleCoefficients, measure_particles
 from nmc_dataset.shells._segment import Segmentation, segment_volume
 from nmc_dataset.shells._selection import CANDIDATES, fit_candidate, select_model
-from nmc_dataset.shells._sigma_rule import suggest_sigma
+from nmc_dataset.shells._sigma_rule import auto_sigma, suggest_sigma
 
 __all__ = [
     "SHELLS_FORMAT",
@@ -96,8 +96,9 @@ def fit_volume(
     holdout: float = 0.25,
     families: str = "constrained",
     measure: str = "subvoxel",
-    measure_sigma: float = 1.0,
+    measure_sigma: float | str = "auto",
     correct_blur: bool = True,
+    correct_noise: bool = True,
 ) -> FitResult:
     """Segment a CT volume, measure every particle's radius function and fit the shell model.
 
@@ -132,10 +133,14 @@ def fit_volume(
         Radius measurement: the threshold crossing of the smoothed grey value along each ray
         (:mod:`nmc_dataset.shells._subvoxel`, default) or the nearest-voxel ray walk on the labels
         (:func:`~nmc_dataset.shells._radius.measure_particles`, the paper's).
-    measure_sigma : float
-        Gaussian σ (voxels) of the sub-voxel measurement (default 1).
+    measure_sigma : float or "auto"
+        Gaussian σ (voxels) of the sub-voxel measurement; ``"auto"`` (default) applies the rule of
+        :mod:`nmc_dataset.shells._sigma_rule` to a pilot measurement of grey input (segmented
+        input: 1).
     correct_blur : bool
         Undo the blur's degree-wise damping in the sub-voxel measurement.
+    correct_noise : bool
+        Subtract each particle's noise power from its degrees >= 2 (sub-voxel, grey input).
 
     Returns
     -------
@@ -156,6 +161,18 @@ def fit_volume(
     else:
         from nmc_dataset.shells._subvoxel import measure_particles_subvoxel
 
+        pilot, sigma_choice = None, "auto" if measure_sigma == "auto" else "fixed"
+        if measure_sigma == "auto":
+            if seg.input_kind == "grey":
+                pilot = auto_sigma(seg.labels, volume, degree, otsu_threshold=seg.threshold)
+                measure_sigma = pilot["suggested_sigma_vox"]
+                log.info(
+                    "sub-voxel sigma: %.2f voxel (automatic; pilot of %d particles)",
+                    measure_sigma,
+                    pilot["pilot_particles"],
+                )
+            else:
+                measure_sigma = 1.0
         pc, mi = measure_particles_subvoxel(
             seg.labels,
             volume if seg.input_kind == "grey" else None,
@@ -164,8 +181,12 @@ def fit_volume(
             sigma=float(measure_sigma),
             otsu_threshold=seg.threshold,
             correct_blur=correct_blur,
+            correct_noise=correct_noise,
         )
         minfo = mi.to_json()
+        minfo["sigma_choice"] = sigma_choice
+        if pilot is not None:
+            minfo["sigma_pilot"] = pilot
         if seg.input_kind == "grey" and pc.coeffs.shape[0]:
             minfo["sigma_rule"] = suggest_sigma(
                 mi.blur_sigma_vox, float(measure_sigma), pc.coeffs[:, 0] / np.sqrt(4 * np.pi), degree
@@ -213,8 +234,14 @@ def _check_fit_options(model, holdout, measure, measure_sigma, where):
         raise InputError(f"--holdout must be in [0, 1), got {holdout}", where)
     if measure not in ("subvoxel", "voxel"):
         raise InputError(f"unknown measurement {measure!r} (choose subvoxel or voxel)", where)
-    if not float(measure_sigma) > 0:
-        raise InputError(f"--measure-sigma must be > 0 voxels, got {measure_sigma}", where)
+    if measure_sigma == "auto":
+        return
+    try:
+        ok = float(measure_sigma) > 0 and np.isfinite(float(measure_sigma))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise InputError(f"--measure-sigma must be > 0 voxels or 'auto', got {measure_sigma!r}", where)
 
 
 def _fit_and_select(coeffs, vs, model, holdout, rng, fit_kw, where):
@@ -245,8 +272,9 @@ def fit_shells(
     holdout: float = 0.25,
     families: str = "constrained",
     measure: str = "subvoxel",
-    measure_sigma: float = 1.0,
+    measure_sigma: float | str = "auto",
     correct_blur: bool = True,
+    correct_noise: bool = True,
 ) -> FitResult:
     """Fit a shell model to a volume file and write ``out`` (JSON) plus ``<stem>.coefficients.parquet``.
 
@@ -282,10 +310,12 @@ def fit_shells(
         Per-degree family set.
     measure : {"subvoxel", "voxel"}, default "subvoxel"
         Radius measurement.
-    measure_sigma : float, default 1.0
-        Gaussian σ (voxels) of the sub-voxel measurement.
+    measure_sigma : float or "auto", default "auto"
+        Gaussian σ (voxels) of the sub-voxel measurement; ``"auto"`` applies the σ rule.
     correct_blur : bool, default True
         Undo the blur's degree-wise damping in the sub-voxel measurement.
+    correct_noise : bool, default True
+        Subtract each particle's noise power from its degrees >= 2 (sub-voxel, grey input).
 
     Returns
     -------
@@ -314,6 +344,7 @@ def fit_shells(
         measure=measure,
         measure_sigma=measure_sigma,
         correct_blur=correct_blur,
+        correct_noise=correct_noise,
     )
     res.model.source["seed"] = int(seed)
     if dataset:

@@ -36,6 +36,6 @@ _EXPORTS = {
     "_selection": ["CANDIDATES", "fit_candidate", "format_table", "select_model"],
     "_subvoxel": ["measure_particles_subvoxel"],
     "_ellipsoid": ["EllipsoidMixture", "fit_ellipsoids", "ellipsoid_coefficients"],
-    "_sigma_rule": ["suggest_sigma"],
+    "_sigma_rule": ["auto_sigma", "suggest_sigma"],
 }
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -22,6 +22,7 @@ import dataclasses
 
 import numpy as np
 from scipy import ndimage
+from scipy.special import ndtr
 
 from nmc_dataset._util import log
 from nmc_dataset.shells._harmonics import fit_coefficients, icosphere, radius, random_rotations, sh_basis
@@ -220,10 +221,21 @@ class CTPhantom:
         return int(self.coefficients.shape[0])
 
 
-def render_shells(shape, coefficients: np.ndarray, centers_xyz: np.ndarray) -> np.ndarray:
+#: σ (voxels) of the unit voxel's box filter (variance 1/12): the edge width of the partial-volume render.
+_BOX_SIGMA = 1.0 / np.sqrt(12.0)
+
+
+def render_shells(
+    shape, coefficients: np.ndarray, centers_xyz: np.ndarray, occupancy: np.ndarray | None = None
+) -> np.ndarray:
     """Label volume of star-shaped shells: voxel centre ``p`` is in shell ``i`` if ``|p−c_i| <= r_i(u)``.
 
-    Earlier shells win where shells overlap.
+    Earlier shells win where shells overlap. With ``occupancy`` the voxels' partial-volume
+    fractions are written too: ``Φ((r_i(u) − |p − c_i|) / σ_box)`` with ``σ_box = 1/√12`` (the
+    second moment of the unit voxel, a Gaussian stand-in for the box average), capped by what
+    earlier shells left. A voxel grid's binary indicator instead moves the surface by up to half a
+    voxel depending on where it falls in the grid (a staircase the blur does not remove), which
+    the sub-voxel measurement would read as roughness.
 
     Parameters
     ----------
@@ -233,6 +245,9 @@ def render_shells(shape, coefficients: np.ndarray, centers_xyz: np.ndarray) -> n
         SH coefficients (voxels) of each shell about its centre.
     centers_xyz : (n, 3) float array
         Shell centres ``(x, y, z)`` in voxel index coordinates.
+
+    occupancy : (Z, Y, X) float32 array, optional
+        Zeros on entry; receives the partial-volume fractions (0..1).
 
     Returns
     -------
@@ -258,6 +273,10 @@ def render_shells(shape, coefficients: np.ndarray, centers_xyz: np.ndarray) -> n
         inside = (d <= r).reshape(zz.shape)
         view = labels[lo[2] : hi[2], lo[1] : hi[1], lo[0] : hi[0]]
         view[inside & (view == 0)] = i + 1
+        if occupancy is not None:
+            occ = occupancy[lo[2] : hi[2], lo[1] : hi[1], lo[0] : hi[0]]
+            f = ndtr((r - d) / _BOX_SIGMA).reshape(zz.shape).astype(np.float32)
+            occ += np.minimum(f, 1.0 - occ)
     return labels
 
 
@@ -276,6 +295,7 @@ def make_ct_phantom(
     noise_sigma: float = 0.08,
     dtype: str = "float32",
     max_tries: int = 5000,
+    partial_volume: bool = False,
 ) -> CTPhantom:
     """Draw shells from ``model``, place them without overlap and render a noisy grey CT volume.
 
@@ -309,6 +329,9 @@ def make_ct_phantom(
         ``uint16`` maps grey value g to ``round(clip(g, 0, 1) · 65535)``.
     max_tries : int, default 5000
         Random placements tried per shell before it is given up.
+    partial_volume : bool, default False
+        Grey values from the voxels' partial-volume fractions (see :func:`render_shells`) instead
+        of the binary labels; the labels are the same.
 
     Returns
     -------
@@ -350,8 +373,13 @@ def make_ct_phantom(
     kept = np.asarray(kept, dtype=np.int64)
     coeffs = coeffs[kept]
     centers = np.asarray(centers, dtype=np.float64).reshape(-1, 3)
-    labels = render_shells(shape, coeffs, centers)
-    vol = np.where(labels > 0, np.float32(particle), np.float32(background)).astype(np.float32)
+    if partial_volume:
+        occ = np.zeros(shape, dtype=np.float32)
+        labels = render_shells(shape, coeffs, centers, occupancy=occ)
+        vol = (np.float32(background) + np.float32(particle - background) * occ).astype(np.float32)
+    else:
+        labels = render_shells(shape, coeffs, centers)
+        vol = np.where(labels > 0, np.float32(particle), np.float32(background)).astype(np.float32)
     if blur_sigma > 0:
         vol = ndimage.gaussian_filter(vol, blur_sigma, output=np.float32, mode="nearest")
     if noise_sigma > 0:

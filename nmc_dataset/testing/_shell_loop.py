@@ -51,6 +51,7 @@ def run_truth_loop(
     gap_vox: float = -1.0,
     subdivisions: int = 3,
     extra_args=(),
+    partial_volume: bool = True,
 ) -> dict:
     """Run one closed loop through the CLI in ``workdir`` (must be empty or absent).
 
@@ -80,6 +81,9 @@ def run_truth_loop(
         Icosphere subdivisions of the shell descriptors.
     extra_args : sequence of str
         More ``fit-shells`` options (e.g. ``["--measure", "voxel"]``).
+    partial_volume : bool, default True
+        Render the grey phantom from partial-volume fractions (as a CT integrates over each voxel);
+        ``False`` renders binary voxels, whose half-voxel staircase the blur does not remove.
 
     Returns
     -------
@@ -105,7 +109,13 @@ def run_truth_loop(
         size = int(np.ceil((n_particles * np.mean(4 / 3 * np.pi * rmax**3) / 0.40) ** (1 / 3)))
     t0 = time.perf_counter()
     ph = make_ct_phantom(
-        coefficients=coeffs, shape=(size,) * 3, n_particles=n_particles, rng=rng, gap_vox=gap_vox, dtype="uint16"
+        coefficients=coeffs,
+        shape=(size,) * 3,
+        n_particles=n_particles,
+        rng=rng,
+        gap_vox=gap_vox,
+        dtype="uint16",
+        partial_volume=partial_volume,
     )
     np.save(work / "ct.npy", ph.volume)
     times = {"render": time.perf_counter() - t0}
@@ -193,6 +203,7 @@ def run_truth_loop(
         "spread_ratio": spread,
         "a00_ratio": float(cm[:, 0].mean() / ct[:, 0].mean()) if ok.any() else None,
         "measurement": doc["source"].get("measurement"),
+        "partial_volume": bool(partial_volume),
         "times": times,
     }
 

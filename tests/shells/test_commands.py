@@ -50,6 +50,10 @@ def test_fit_sample_describe(fitted, capsys):
     mi = doc["source"]["measurement"]
     assert mi["method"] == "subvoxel" and mi["corrected"] and 1.0 < mi["blur_sigma_vox"] < 2.0
     assert SIGMA_RANGE[0] <= mi["sigma_rule"]["suggested_sigma_vox"] <= SIGMA_RANGE[1]  # the σ rule's advice
+    # the default σ is the rule's, from a pilot of (here all 14) particles measured with σ = 1
+    assert mi["sigma_choice"] == "auto" and mi["sigma_pilot"]["pilot_particles"] == 14
+    assert mi["sigma_vox"] == mi["sigma_pilot"]["suggested_sigma_vox"] != 1.0  # radius ~7: a narrower kernel
+    assert mi["noise_corrected"] and len(mi["noise_fraction"]) == 10
     t = pq.read_table(d / "model.coefficients.parquet")
     assert t.num_rows == 14 and "a_l9_m-9" in t.column_names and "star_volume_fraction" in t.column_names
 
@@ -110,7 +114,19 @@ def _assert_nothing_written(folder, before):
 
 
 @pytest.mark.parametrize(
-    "case", ["garbage_tif", "2d", "empty", "absent_phase", "zero_voxel", "negative_voxel", "holdout", "measure_sigma"]
+    "case",
+    [
+        "garbage_tif",
+        "2d",
+        "empty",
+        "absent_phase",
+        "zero_voxel",
+        "negative_voxel",
+        "holdout",
+        "measure_sigma",
+        "measure_sigma_text",
+        "measure_sigma_nan",
+    ],
 )
 def test_fit_errors(tmp_path, capsys, case):
     args = ["--voxel-size-um", "0.128"]
@@ -133,11 +149,12 @@ def test_fit_errors(tmp_path, capsys, case):
         np.save(vol, v)
         args += ["--phase", "5"]
         expect = "phase 5 does not occur"
-    elif case in ("holdout", "measure_sigma"):
+    elif case == "holdout" or case.startswith("measure_sigma"):
         vol = tmp_path / "vol.npy"
         np.save(vol, np.zeros((30, 30, 30), np.uint8))
-        args += ["--holdout", "1.5"] if case == "holdout" else ["--measure-sigma", "0"]
-        expect = "--holdout must be in [0, 1)" if case == "holdout" else "--measure-sigma must be > 0"
+        bad = {"measure_sigma": "0", "measure_sigma_text": "wide", "measure_sigma_nan": "nan"}
+        args += ["--holdout", "1.5"] if case == "holdout" else ["--measure-sigma", bad[case]]
+        expect = "--holdout must be in [0, 1)" if case == "holdout" else "--measure-sigma must be > 0 voxels or 'auto'"
     else:
         vol = tmp_path / "vol.npy"
         np.save(vol, np.zeros((30, 30, 30), np.uint8))
@@ -208,3 +225,18 @@ def test_recipe_section(tmp_path, capsys):
     recipe.write_text("format_version: 1\nseed: 4\nshells:\n  phantom: {}\n  model: m.json\n")
     assert cli.main(["run", str(recipe), "--out", str(tmp_path / "o3")]) == 2
     _one_line_error(capsys, "exactly one of volume, phantom or model")
+
+
+def test_measure_sigma_fixed_or_automatic_is_deterministic(fitted, tmp_path, capsys):
+    d, _ = fitted
+    base = ["fit-shells", str(d / "ct.npy"), "--voxel-size-um", "0.128", "--seed", "3", "--out"]
+    assert cli.main(base + [str(tmp_path / "again.json")]) == 0
+    assert "chosen automatically" in capsys.readouterr().out
+    again = json.loads((tmp_path / "again.json").read_text())
+    first = json.loads((d / "model.json").read_text())
+    assert again["source"]["measurement"] == first["source"]["measurement"]  # same input, same σ and pilot
+    assert again["degrees"] == first["degrees"]
+    assert cli.main(base + [str(tmp_path / "fixed.json"), "--measure-sigma", "1", "--no-noise-correction"]) == 0
+    mi = json.loads((tmp_path / "fixed.json").read_text())["source"]["measurement"]
+    assert mi["sigma_choice"] == "fixed" and mi["sigma_vox"] == 1.0 and "sigma_pilot" not in mi
+    assert not mi["noise_corrected"] and mi["noise_fraction"] is None

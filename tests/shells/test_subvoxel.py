@@ -10,8 +10,15 @@ from scipy.interpolate import RegularGridInterpolator
 from nmc_dataset.shells._harmonics import icosphere
 from nmc_dataset.shells._radius import measure_particles
 from nmc_dataset.shells._segment import segment_volume
-from nmc_dataset.shells._subvoxel import _crossing, _profiles, blur_gain, measure_particles_subvoxel, too_small
-from nmc_dataset.synthetic._ct_phantom import make_ct_phantom, reference_shell_model
+from nmc_dataset.shells._subvoxel import (
+    _crossing,
+    _profiles,
+    blur_gain,
+    coefficient_noise,
+    measure_particles_subvoxel,
+    too_small,
+)
+from nmc_dataset.synthetic._ct_phantom import make_ct_phantom, reference_shell_model, render_shells, truth_coefficients
 
 
 def _rms(c, l):
@@ -89,3 +96,76 @@ def test_small_particles_shape_degrees_recovered(small_phantom, caplog):
         seg.labels, ph.volume, 5, np.random.default_rng(1), otsu_threshold=seg.threshold
     )
     assert info6.too_small_fraction < info.too_small_fraction
+
+
+@pytest.fixture(scope="module")
+def noisy_balls():
+    """Eight balls of radius 12 (partial-volume render, blur 1, noise 0.08 on contrast 0.6), apart."""
+    R, step = 12.0, 32
+    rng = np.random.default_rng(11)
+    centers = np.array([[16 + step * i, 16 + step * j, 16 + step * k] for i in (0, 1) for j in (0, 1) for k in (0, 1)])
+    centers = centers + rng.uniform(-0.5, 0.5, centers.shape)
+    coeffs = np.zeros((8, 100))
+    coeffs[:, 0] = R * np.sqrt(4 * np.pi)
+    occ = np.zeros((2 * step,) * 3, dtype=np.float32)
+    render_shells(occ.shape, coeffs, centers, occupancy=occ)
+    clean = ndimage.gaussian_filter(0.2 + 0.6 * occ, 1.0, mode="nearest")
+    vols = [clean + rng.standard_normal(clean.shape).astype(np.float32) * np.float32(0.08) for _ in range(3)]
+    return R, vols, [segment_volume(v) for v in vols]
+
+
+def test_noise_variance_of_the_coefficients_matches_the_formula(noisy_balls):
+    """A ball has no degree >= 2: what is measured there is noise, of the variance ``coefficient_noise`` predicts."""
+    R, vols, segs = noisy_balls
+    obs, pred = [], []
+    for vol, seg in zip(vols, segs):
+        assert seg.n_particles == 8
+        pc, info = measure_particles_subvoxel(
+            seg.labels, vol, 6, np.random.default_rng(0), otsu_threshold=seg.threshold, correct_noise=False
+        )
+        g = blur_gain(6, pc.coeffs[:, 0] / np.sqrt(4 * np.pi), info.blur_sigma_vox)
+        n = coefficient_noise(6, np.full(8, R), 1.0, info.blur_sigma_vox, info.contrast_to_noise) * g**2
+        obs.append(pc.coeffs[:, 4:] ** 2)
+        pred.append(n[:, 4:])
+    ratio = np.mean(obs) / np.mean(pred)
+    assert 0.75 < ratio < 1.33, ratio  # 3 x 8 balls x 45 coefficients; independent rays would give ~1/6
+    # the fit residual alone (independent rays) underestimates it several times
+    assert np.mean(pc.fit_rms**2) * 4 * np.pi / 642 < 0.4 * np.mean(pred)
+
+
+def test_noise_correction_removes_the_noise_power(noisy_balls):
+    R, vols, segs = noisy_balls
+    kw = dict(otsu_threshold=segs[0].threshold)
+    raw, info0 = measure_particles_subvoxel(
+        segs[0].labels, vols[0], 6, np.random.default_rng(0), correct_noise=False, **kw
+    )
+    cor, info = measure_particles_subvoxel(segs[0].labels, vols[0], 6, np.random.default_rng(0), **kw)
+    assert info.noise_corrected and not info0.noise_corrected and info0.noise_fraction is None
+    assert np.mean(cor.coeffs[:, 4:] ** 2) < 0.35 * np.mean(raw.coeffs[:, 4:] ** 2)
+    assert np.array_equal(cor.coeffs[:, 0], raw.coeffs[:, 0])  # the size is untouched
+    assert len(info.noise_fraction) == 7 and all(0.5 < f <= 1 for f in info.noise_fraction[2:])
+    # segmented input carries no grey noise: nothing is subtracted
+    ind, info_ind = measure_particles_subvoxel(segs[0].labels, None, 6, np.random.default_rng(0))
+    assert not info_ind.noise_corrected
+
+
+def test_blur_correction_about_the_ellipsoid_keeps_its_even_degrees():
+    """Elongated bodies: the per-degree gain alone over-corrects l = 4, 6 (fixed by l = 2), the ellipsoid step not."""
+    rng = np.random.default_rng(4)
+    c = truth_coefficients("ellipsoid", 8, rng, degree=9, r_median=13.0, r_range=(12.0, 14.0))
+    centers = np.array([[22 + 44 * i, 22 + 44 * j, 22 + 44 * k] for i in (0, 1) for j in (0, 1) for k in (0, 1)])
+    centers = centers + rng.uniform(-0.5, 0.5, centers.shape)
+    occ = np.zeros((88, 88, 88), dtype=np.float32)
+    render_shells(occ.shape, c, centers, occupancy=occ)
+    vol = ndimage.gaussian_filter(0.2 + 0.6 * occ, 1.0, mode="nearest")  # noise-free: only the blur
+    seg = segment_volume(vol)
+    assert seg.n_particles == 8
+    kw = dict(otsu_threshold=seg.threshold)
+    pc, info = measure_particles_subvoxel(seg.labels, vol, 9, np.random.default_rng(0), **kw)
+    raw, _ = measure_particles_subvoxel(seg.labels, vol, 9, np.random.default_rng(0), correct_blur=False, **kw)
+    linear = raw.coeffs * blur_gain(9, raw.coeffs[:, 0] / np.sqrt(4 * np.pi), info.blur_sigma_vox)
+    for l in (4, 6):
+        assert _rms(pc.coeffs, l) == pytest.approx(_rms(c, l), rel=0.03), l
+        assert _rms(linear, l) > 1.04 * _rms(c, l), l  # what the degree-wise gain alone gives
+    for l in (2, 3, 5):  # degree 2 and the odd degrees are the gain's alone
+        assert _rms(pc.coeffs, l) == pytest.approx(_rms(linear, l), rel=1e-9), l

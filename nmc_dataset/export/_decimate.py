@@ -34,6 +34,9 @@ import numpy as np
 from nmc_dataset.errors import InputError
 from nmc_dataset.export._meshes import GrainSurface, tet_mesh
 
+_FLIP_COS = 0.2  # a coarse triangle turned by more than ~78° from its original normal is a violation
+_FIXED_COUNT = 4  # vertices with this many patches around them (junctions of curves) never move
+
 
 def grain_volumes(vertices: np.ndarray, faces: np.ndarray, pairs: np.ndarray, n_grains: int) -> np.ndarray:
     """Volume enclosed by each grain's closed surface (divergence theorem), ``1..n_grains``."""
@@ -161,7 +164,7 @@ def _bad_vertices(vert, faces0, faces, pairs, keep_face, n_patches, patch, norma
     cosang = np.einsum("ij,ij->i", n, normal0[keep_face]) / (
         np.linalg.norm(n, axis=1) * np.linalg.norm(normal0[keep_face], axis=1) + 1e-300
     )
-    bad.append(f0[cosang < 0.2].ravel())
+    bad.append(f0[cosang < _FLIP_COS].ravel())
     # every grain's surface closed and consistently oriented: per grain, each undirected edge is
     # used by exactly two of its (outward) faces, once in each direction
     if compiled:
@@ -195,7 +198,13 @@ def _bad_vertices(vert, faces0, faces, pairs, keep_face, n_patches, patch, norma
 
 
 def coarsen_surface(
-    surface, h_um: float, min_elements_per_grain: int | None = None, max_repairs: int = 30, keep_near=None, resume=None
+    surface,
+    h_um: float,
+    min_elements_per_grain: int | None = None,
+    max_repairs: int = 30,
+    keep_near=None,
+    resume=None,
+    keep_vertices=None,
 ):
     """A coarser conforming surface (same grains, same grain pairs); see the module notes.
 
@@ -215,6 +224,9 @@ def coarsen_surface(
         An earlier result of this call with the same ``surface``, ``h_um`` and
         ``min_elements_per_grain``: its clustering is reused and its repairs are the starting
         point (for retries with more ``keep_near`` points), instead of redoing both.
+    keep_vertices : int array, optional
+        Vertex ids of ``resume`` (the coarse surface) whose clusters are undone: their fine
+        vertices go back to where they were (e.g. the vertices of self-intersecting triangles).
 
     Returns
     -------
@@ -248,6 +260,17 @@ def coarsen_surface(
         if len(ids):
             restored |= np.isin(cluster, np.unique(cluster[ids]))
     check = None  # first round: every grain; then the grains around the restored vertices
+    if keep_vertices is not None and len(keep_vertices):
+        if plan.get("out_cid") is None:
+            raise ValueError("keep_vertices needs resume: the coarse surface the vertex ids refer to")
+        codes = plan["out_cid"][np.asarray(keep_vertices, dtype=np.int64)]
+        new = np.isin(cluster, np.unique(codes[codes >= 0])) & ~restored
+        if keep_near is None or not len(keep_near):
+            # the resumed surface passed the checks: only grains at a vertex whose cluster changed
+            touched = np.isin(cluster, np.unique(cluster[new]))[faces].any(axis=1)
+            check = np.zeros(ng + 1, dtype=bool)
+            check[pairs[touched].ravel()] = True
+        restored |= new
     for _ in range(max_repairs + 1):
         cid = np.where(restored, -1 - np.arange(nv), cluster)  # restored vertices: their own cluster
         uid, rep = np.unique(cid, return_inverse=True)
@@ -292,7 +315,7 @@ def coarsen_surface(
         "pairs_before": int(n_patches),
         "pairs_after": len(np.unique(patch[keep])),
     }
-    out.plan = {**plan, "restored": restored}
+    out.plan = {**plan, "restored": restored, "out_cid": uid[used]}
     return out
 
 
@@ -319,7 +342,7 @@ def _coarsen_plan(surface, h_um, min_elements_per_grain):
     cell_h = h_um / 2.0**level
     lo = verts.min(axis=0)
     cell = np.floor((verts - lo) / cell_h[:, None]).astype(np.int64)
-    fixed = count >= 4  # junctions of curves stay
+    fixed = count >= _FIXED_COUNT  # junctions of curves stay
     cell -= cell.min(axis=0)
     span = cell.max(axis=0) + 1
     key = (((sig.astype(np.int64) * 64 + level) * span[0] + cell[:, 0]) * span[1] + cell[:, 1]) * span[2] + cell[:, 2]
@@ -339,15 +362,76 @@ def _coarsen_plan(surface, h_um, min_elements_per_grain):
     }
 
 
+def repair_self_intersections(surface, coarse, max_rounds: int = 20, ring: int = 1):
+    """Find every self-intersection of a coarsening of ``surface`` and undo the clusters around them.
+
+    Each round finds all intersecting triangle pairs of the coarse surface at once
+    (:func:`~nmc_dataset.export._intersect.self_intersections`), then restores the fine vertices
+    of the clusters of their vertices and of ``ring`` rings of neighbouring vertices
+    (``coarsen_surface(..., resume=coarse, keep_vertices=...)``, which re-checks the touched
+    grains); rounds repeat until none is left (restored triangles are the fine surface's, so the
+    rounds end where the fine surface is free of intersections).
+
+    Parameters
+    ----------
+    surface : GrainSurface
+        The fine surface.
+    coarse : GrainSurface
+        A result of :func:`coarsen_surface` on ``surface``.
+    max_rounds : int, default 20
+        Rounds of find and repair.
+    ring : int, default 1
+        Rings of neighbouring coarse vertices restored with those of the intersecting triangles.
+
+    Returns
+    -------
+    GrainSurface
+        The repaired coarse surface; its ``stats`` add ``intersections`` (pairs found in the
+        first round), ``intersection_rounds``, ``intersections_left`` (0 unless the rounds ran
+        out) and the finder's process-CPU seconds ``intersect_cpu_s``.
+    """
+    from nmc_dataset.export._intersect import self_intersections
+
+    first, cpu, rounds = None, 0.0, 0
+    h, mepg = coarse.plan["h_um"], coarse.plan["min_elements_per_grain"]
+    while True:
+        c0 = time.process_time()
+        x = self_intersections(coarse.vertices, coarse.faces)
+        cpu += time.process_time() - c0
+        first = len(x) if first is None else first
+        if len(x) == 0 or rounds == max_rounds:
+            break
+        rounds += 1
+        vs = np.unique(coarse.faces[x.ravel()])
+        for _ in range(ring):
+            vs = np.unique(coarse.faces[np.isin(coarse.faces, vs).any(axis=1)])
+        coarse = coarsen_surface(surface, h, mepg, resume=coarse, keep_vertices=vs)
+    coarse.stats = {
+        **coarse.stats,
+        "intersections": first,
+        "intersection_rounds": rounds,
+        "intersections_left": len(x),
+        "intersect_cpu_s": cpu,
+    }
+    return coarse
+
+
 def tet_mesh_coarsened(
-    surface, h_um: float, min_elements_per_grain: int | None = None, max_retries: int = 12, threads: int = 1
+    surface,
+    h_um: float,
+    min_elements_per_grain: int | None = None,
+    max_retries: int = 12,
+    threads: int = 1,
+    repair: bool = True,
 ):
-    """Coarsen ``surface`` and tet-mesh it with gmsh; where gmsh reports the coarse boundary
-    intersecting itself, keep the surface fine around the reported points and retry.
+    """Coarsen ``surface``, repair all its self-intersections (:func:`repair_self_intersections`)
+    and tet-mesh it with gmsh; where gmsh still reports the coarse boundary intersecting itself,
+    keep the surface fine around the reported points and retry.
 
     Returns ``(TetMesh, coarse surface)`` (its ``stats`` also hold the wall and process-CPU
     seconds spent coarsening and in gmsh over all attempts, ``coarsen_s``, ``gmsh_s``,
-    ``coarsen_cpu_s``, ``gmsh_cpu_s``, and ``attempts``); raises ``RuntimeError`` when the
+    ``coarsen_cpu_s`` (with the repair of self-intersections), ``gmsh_cpu_s``, ``attempts`` and
+    ``intersections_found``, the pairs found before each attempt); raises ``RuntimeError`` when the
     retries run out.
 
     Parameters
@@ -362,6 +446,9 @@ def tet_mesh_coarsened(
         Local repairs tried after gmsh reports self-intersections.
     threads : int, default 1
         gmsh threads.
+    repair : bool, default True
+        Find and repair the self-intersections before gmsh (``False``: only gmsh's reports, one
+        per attempt).
 
     Returns
     -------
@@ -374,9 +461,13 @@ def tet_mesh_coarsened(
     keep = np.zeros((0, 3))
     spent = {"coarsen_s": 0.0, "gmsh_s": 0.0, "coarsen_cpu_s": 0.0, "gmsh_cpu_s": 0.0}
     c = None  # each retry resumes the previous coarsening (its clusters and repairs)
+    found = []  # intersections found before each gmsh attempt
     for attempt in range(max_retries + 1):
         t0, c0 = time.perf_counter(), time.process_time()
         c = coarsen_surface(surface, h_um, min_elements_per_grain, keep_near=keep, resume=c)
+        if repair:
+            c = repair_self_intersections(surface, c)
+            found.append(c.stats["intersections"])
         t1, c1 = time.perf_counter(), time.process_time()
         spent["coarsen_s"] += t1 - t0
         spent["coarsen_cpu_s"] += c1 - c0
@@ -384,7 +475,7 @@ def tet_mesh_coarsened(
             tm = tet_mesh(c, h_um, threads=threads)
             spent["gmsh_s"] += time.perf_counter() - t1
             spent["gmsh_cpu_s"] += time.process_time() - c1
-            c.stats = {**getattr(c, "stats", {}), **spent, "attempts": attempt + 1}
+            c.stats = {**getattr(c, "stats", {}), **spent, "attempts": attempt + 1, "intersections_found": found}
             c.plan = None  # the clustering of the fine surface is not needed any more
             return tm, c
         except RuntimeError as e:
@@ -397,4 +488,4 @@ def tet_mesh_coarsened(
     raise RuntimeError(f"gmsh could not mesh the coarsened surface after {max_retries} local repairs")
 
 
-__all__ = ["coarsen_surface", "grain_volumes", "tet_mesh_coarsened"]
+__all__ = ["coarsen_surface", "grain_volumes", "repair_self_intersections", "tet_mesh_coarsened"]

@@ -95,23 +95,57 @@ def test_signatures_match_slow_twin():
         np.testing.assert_array_equal(count, [len(s_) for s_ in sets])
 
 
-@pytest.mark.slow
-def test_intersections_found_by_gmsh_are_kept_fine():
-    """On this particle the plain coarse surface intersects itself (HXT: 'A segment and a facet
-    intersect'); the retry keeps it fine there and gmsh meshes every grain."""
+@pytest.fixture(scope="module")
+def crossing():
+    """A particle whose plain coarse surface at 0.15 µm intersects itself (HXT: 'A segment and a
+    facet intersect')."""
     from nmc_dataset.particles._voxelize import voxelize
 
     p = teacher_particle(seed=9, radius_um=1.6)
     vol = voxelize(p, 0.05)
     lab, _ = meshes.clean_labels(vol.labels)
     s = meshes.grain_surface_mesh(lab, vol.origin_um, vol.voxel_size_um, p.n_grains, 8)
+    return p, lab, s
+
+
+def test_all_self_intersections_repaired_at_once(crossing):
+    """The finder reports every intersecting pair of the coarse surface (the fine one has none);
+    one repair round leaves none, every grain closed and every grain pair kept."""
+    from nmc_dataset.export._intersect import self_intersections
+
+    p, lab, s = crossing
+    assert len(self_intersections(s.vertices, s.faces)) == 0
+    c = decimate.coarsen_surface(s, 0.15)
+    x = self_intersections(c.vertices, c.faces)
+    assert len(x) >= 2
+    r = decimate.repair_self_intersections(s, c)
+    st = r.stats
+    assert st["intersections"] == len(x) and st["intersections_left"] == 0 and st["intersection_rounds"] >= 1
+    assert len(self_intersections(r.vertices, r.faces)) == 0
+    assert st["pairs_after"] == st["pairs_before"] and _pairs(r) == _pairs(s)
+    # the repair is local: a few more triangles than the plain coarsening, far fewer than the fine surface
+    assert len(c.faces) < len(r.faces) < len(c.faces) + 200 * len(x)
+    for k in np.unique(s.pairs[s.pairs > 0])[::7]:
+        m = r.grain_mesh(int(k))
+        assert m.is_watertight and m.is_winding_consistent and m.volume > 0, k
+    with pytest.raises(ValueError, match="keep_vertices needs resume"):
+        decimate.coarsen_surface(s, 0.15, keep_vertices=[0])
+
+
+@pytest.mark.slow
+def test_intersections_found_by_gmsh_are_kept_fine(crossing):
+    """gmsh stops at an intersection of the plain coarse surface; after the repair it meshes every
+    grain in one attempt; without the repair the retries on gmsh's reports get there too."""
+    p, lab, s = crossing
     with pytest.raises(RuntimeError) as e:
         meshes.tet_mesh(decimate.coarsen_surface(s, 0.15), 0.15)
     assert len(e.value.points) >= 1
-    tm, c = decimate.tet_mesh_coarsened(s, 0.15)
-    assert c.stats["pairs_after"] == c.stats["pairs_before"]
-    assert len(np.unique(tm.grain)) == len(np.unique(lab[lab > 0]))
-    assert (tm.signed_volumes() > 0).all()
+    for repair in (True, False):
+        tm, c = decimate.tet_mesh_coarsened(s, 0.15, repair=repair)
+        assert c.stats["attempts"] == 1 if repair else c.stats["attempts"] > 1
+        assert c.stats["pairs_after"] == c.stats["pairs_before"]
+        assert len(np.unique(tm.grain)) == len(np.unique(lab[lab > 0]))
+        assert (tm.signed_volumes() > 0).all()
 
 
 @pytest.mark.parametrize("seed", range(4))

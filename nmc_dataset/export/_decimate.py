@@ -7,13 +7,17 @@ topology survives:
 * a vertex is classified by the set of grain-pair patches around it (its *signature*): inside
   one interface patch, on a boundary curve (2-3 patches: a triple line or the rim of an
   interface on the particle surface) or at a junction of curves (4 or more patches); only
-  vertices of the same signature in the same cell merge (so interfaces, their boundary curves
-  and the curves' end points stay where they are, topologically), and junctions never move;
+  vertices of the same signature in the same cell merge, and only those of one connected piece
+  (joined by edges between such vertices: two pieces of a patch meeting in a cell would pinch
+  the surface), so interfaces, their boundary curves and the curves' end points stay where they
+  are, topologically; junctions never move;
 * a merged vertex sits at the mean of its members; triangles that lose a vertex vanish;
 * the result is checked and repaired locally: every grain's surface must stay a closed,
   consistently oriented 2-manifold, no triangle may turn over (its normal against the original
   normal), every grain pair keeps at least one triangle; the vertices around any violation are
-  restored to their original positions (un-clustered) and the check repeats.
+  restored to their original positions (un-clustered) and the check repeats;
+* :func:`repair_self_intersections` then finds every pair of intersecting triangles at once
+  and un-clusters the vertices around them (a tet mesher stops at the first intersection).
 
 Because clustering only merges vertices of the same patch, the shared triangles stay shared: the
 coarse surface is conforming, every grain keeps its neighbours (the same grain pairs), and its
@@ -30,6 +34,8 @@ import time
 
 import numba
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from nmc_dataset.errors import InputError
 from nmc_dataset.export._meshes import GrainSurface, tet_mesh
@@ -205,6 +211,7 @@ def coarsen_surface(
     keep_near=None,
     resume=None,
     keep_vertices=None,
+    connected: bool = True,
 ):
     """A coarser conforming surface (same grains, same grain pairs); see the module notes.
 
@@ -227,6 +234,9 @@ def coarsen_surface(
     keep_vertices : int array, optional
         Vertex ids of ``resume`` (the coarse surface) whose clusters are undone: their fine
         vertices go back to where they were (e.g. the vertices of self-intersecting triangles).
+    connected : bool, default True
+        Merge only connected pieces of a cell's vertices of one signature (``False``: the whole
+        cell, which pinches the surface where two pieces meet and needs more repairs).
 
     Returns
     -------
@@ -246,10 +256,11 @@ def coarsen_surface(
         plan["surface"] is not surface
         or plan["h_um"] != h_um
         or plan["min_elements_per_grain"] != min_elements_per_grain
+        or plan["connected"] != connected
     ):
         raise ValueError("resume: a coarsening of another surface or with other options")
     if plan is None:
-        plan = _coarsen_plan(surface, h_um, min_elements_per_grain)
+        plan = _coarsen_plan(surface, h_um, min_elements_per_grain, connected)
     patch, n_patches, fixed, cluster, normal0 = (plan[k] for k in ("patch", "n_patches", "fixed", "cluster", "normal0"))
     restored = plan["restored"].copy()
     if keep_near is not None and len(keep_near):
@@ -319,9 +330,10 @@ def coarsen_surface(
     return out
 
 
-def _coarsen_plan(surface, h_um, min_elements_per_grain):
+def _coarsen_plan(surface, h_um, min_elements_per_grain, connected=True):
     """What :func:`coarsen_surface` derives from the surface and the options alone: patches,
-    vertex signatures, fixed junctions, the clusters and the original normals."""
+    vertex signatures, fixed junctions, the clusters and the original normals (``connected=False``:
+    the clusters are the whole cells, not their connected pieces)."""
     verts, faces, pairs, ng = surface.vertices, surface.faces, surface.pairs, surface.n_grains
     nv = len(verts)
     patch = _patch_ids(pairs)
@@ -347,12 +359,21 @@ def _coarsen_plan(surface, h_um, min_elements_per_grain):
     span = cell.max(axis=0) + 1
     key = (((sig.astype(np.int64) * 64 + level) * span[0] + cell[:, 0]) * span[1] + cell[:, 1]) * span[2] + cell[:, 2]
     key[fixed] = -1 - np.arange(int(fixed.sum()))  # a cluster of their own
-    cluster = np.unique(key, return_inverse=True)[1].ravel()
+    if connected:
+        # a cluster is a connected piece of the cell's vertices of one signature (merging two
+        # pieces of a patch or curve that meet in a cell would pinch the surface)
+        e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+        e = e[key[e[:, 0]] == key[e[:, 1]]]
+        g = coo_matrix((np.ones(len(e), dtype=np.int8), (e[:, 0], e[:, 1])), shape=(nv, nv))
+        cluster = connected_components(g, directed=False)[1].astype(np.int64)
+    else:
+        cluster = np.unique(key, return_inverse=True)[1].ravel()
     normal0 = np.cross(verts[faces[:, 1]] - verts[faces[:, 0]], verts[faces[:, 2]] - verts[faces[:, 0]])
     return {
         "surface": surface,
         "h_um": h_um,
         "min_elements_per_grain": min_elements_per_grain,
+        "connected": connected,
         "patch": patch,
         "n_patches": n_patches,
         "fixed": fixed,
@@ -393,7 +414,7 @@ def repair_self_intersections(surface, coarse, max_rounds: int = 20, ring: int =
     from nmc_dataset.export._intersect import self_intersections
 
     first, cpu, rounds = None, 0.0, 0
-    h, mepg = coarse.plan["h_um"], coarse.plan["min_elements_per_grain"]
+    h, mepg, conn = (coarse.plan[k] for k in ("h_um", "min_elements_per_grain", "connected"))
     while True:
         c0 = time.process_time()
         x = self_intersections(coarse.vertices, coarse.faces)
@@ -405,7 +426,7 @@ def repair_self_intersections(surface, coarse, max_rounds: int = 20, ring: int =
         vs = np.unique(coarse.faces[x.ravel()])
         for _ in range(ring):
             vs = np.unique(coarse.faces[np.isin(coarse.faces, vs).any(axis=1)])
-        coarse = coarsen_surface(surface, h, mepg, resume=coarse, keep_vertices=vs)
+        coarse = coarsen_surface(surface, h, mepg, resume=coarse, keep_vertices=vs, connected=conn)
     coarse.stats = {
         **coarse.stats,
         "intersections": first,

@@ -288,5 +288,7 @@ def test_tet_quality_equals_gmsh_gamma():
     q = tm.quality(chunk=100)
     assert len(q) > 100 and gamma.min() < 0.6
     np.testing.assert_allclose(q, gamma, atol=1e-9)
-    flat = meshes.TetMesh(np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]], float), np.array([[0, 1, 2, 3]]), [1], [])
+    flat = meshes.TetMesh(
+        np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]], float), np.array([[0, 1, 2, 3]]), [1], []
+    )
     assert flat.quality()[0] == 0

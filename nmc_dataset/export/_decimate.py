@@ -10,7 +10,11 @@ topology survives:
   vertices of the same signature in the same cell merge, and only those of one connected piece
   (joined by edges between such vertices: two pieces of a patch meeting in a cell would pinch
   the surface), so interfaces, their boundary curves and the curves' end points stay where they
-  are, topologically; junctions never move;
+  are, topologically; junctions never move; with ``connected`` (the default) the vertices of
+  a boundary curve are clustered along the curve instead: the curve edges (used by >= 3
+  faces) between vertices of one signature form chains, each cut into ``max(1, round(L / h))``
+  pieces of equal arc length (a branching chain keeps its cell clusters); cell clusters split
+  a curve wherever it crosses a cell face, about 1.5x as many pieces;
 * a merged vertex sits at the mean of its members; triangles that lose a vertex vanish;
 * the result is checked and repaired locally: every grain's surface must stay a closed,
   consistently oriented 2-manifold, no triangle may turn over (its normal against the original
@@ -330,6 +334,77 @@ def coarsen_surface(
     return out
 
 
+@numba.njit(cache=True)
+def _walk_chains(indptr, indices, verts, comp, n_comp, step):
+    """Per vertex of a chain graph (degree <= 2): its segment along its chain, chains cut into
+    ``round(L / step)`` pieces of equal arc length (``-1``: not in a regular chain)."""
+    nv = len(comp)
+    seg = np.full(nv, -1, dtype=np.int64)
+    start = np.full(n_comp, -1, dtype=np.int64)
+    bad = np.zeros(n_comp, dtype=np.bool_)
+    for v in range(nv):
+        c = comp[v]
+        if c < 0:
+            continue
+        d = indptr[v + 1] - indptr[v]
+        if d > 2:
+            bad[c] = True
+        if start[c] < 0 or d == 1:
+            if start[c] < 0 or indptr[start[c] + 1] - indptr[start[c]] != 1:
+                start[c] = v
+    order = np.empty(nv, dtype=np.int64)
+    arc = np.empty(nv)
+    for c in range(n_comp):
+        if bad[c] or start[c] < 0:
+            continue
+        prev, cur, m, s = -1, start[c], 0, 0.0
+        hmin = step[start[c]]
+        while cur >= 0:
+            order[m] = cur
+            arc[m] = s
+            m += 1
+            if step[cur] < hmin:
+                hmin = step[cur]
+            nxt = -1
+            for k in range(indptr[cur], indptr[cur + 1]):
+                w = indices[k]
+                if w != prev and w != start[c] and seg[w] == -1:
+                    nxt = w
+                    break
+            seg[cur] = -2  # visited
+            if nxt >= 0:
+                s += np.sqrt(((verts[nxt] - verts[cur]) ** 2).sum())
+            prev, cur = cur, nxt
+        length = arc[m - 1]
+        n_seg = max(1, int(np.round(length / hmin)))
+        for i in range(m):
+            seg[order[i]] = min(int(arc[i] * n_seg / length), n_seg - 1) if length > 0 else 0
+    return seg
+
+
+def _chain_clusters(verts, faces, sig, count, fixed, cell_h, cluster):
+    """Boundary-curve vertices clustered along their curves: the curve edges (used by >= 3
+    faces) between vertices of one curve signature form chains, each cut into pieces of about the
+    cell size in arc length (chains that branch keep their cell clusters)."""
+    nv = len(verts)
+    e = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
+    ue, n_use = np.unique(e[:, 0] * np.int64(nv) + e[:, 1], return_counts=True)
+    a, b = ue[n_use >= 3] // nv, ue[n_use >= 3] % nv
+    curve = (count >= 2) & ~fixed
+    m = curve[a] & curve[b] & (sig[a] == sig[b])
+    a, b = a[m], b[m]
+    g = coo_matrix((np.ones(2 * len(a), dtype=np.int8), (np.r_[a, b], np.r_[b, a])), shape=(nv, nv)).tocsr()
+    n_comp, comp = connected_components(g, directed=False)
+    comp = np.where(curve, comp, -1).astype(np.int64)
+    seg = _walk_chains(g.indptr.astype(np.int64), g.indices.astype(np.int64), verts, comp, n_comp, cell_h)
+    sel = seg >= 0
+    out = cluster.copy()
+    if sel.any():
+        new = np.unique(comp[sel] * np.int64(nv) + seg[sel], return_inverse=True)[1].ravel()
+        out[sel] = int(cluster.max()) + 1 + new
+    return np.unique(out, return_inverse=True)[1].ravel()
+
+
 def _coarsen_plan(surface, h_um, min_elements_per_grain, connected=True):
     """What :func:`coarsen_surface` derives from the surface and the options alone: patches,
     vertex signatures, fixed junctions, the clusters and the original normals (``connected=False``:
@@ -366,6 +441,7 @@ def _coarsen_plan(surface, h_um, min_elements_per_grain, connected=True):
         e = e[key[e[:, 0]] == key[e[:, 1]]]
         g = coo_matrix((np.ones(len(e), dtype=np.int8), (e[:, 0], e[:, 1])), shape=(nv, nv))
         cluster = connected_components(g, directed=False)[1].astype(np.int64)
+        cluster = _chain_clusters(verts, faces, sig, count, fixed, cell_h, cluster)
     else:
         cluster = np.unique(key, return_inverse=True)[1].ravel()
     normal0 = np.cross(verts[faces[:, 1]] - verts[faces[:, 0]], verts[faces[:, 2]] - verts[faces[:, 0]])

@@ -55,11 +55,13 @@ def test_tets_fill_the_coarse_surface(fine):
         decimate.grain_volumes(c.vertices, c.faces, c.pairs, p.n_grains)[present],
         rtol=1e-6,
     )
-    # small grains are kept finer (their surfaces keep more triangles than without the option)
+    # small grains are kept finer (more tets than without the option)
     assert np.bincount(tm.grain)[1:][present].min() >= 10
     plain = decimate.coarsen_surface(s, 0.2)
-    small = int(np.argmin(np.where(present, vox, np.inf))) + 1
-    assert len(c.grain_faces(small)) >= len(plain.grain_faces(small))
+    small = np.flatnonzero(present & (vox < np.median(vox[present]) / 4)) + 1
+    n_plain = np.bincount(meshes.tet_mesh(plain, 0.2).grain, minlength=p.n_grains + 1)
+    n_opt = np.bincount(tm.grain, minlength=p.n_grains + 1)
+    assert len(small) and n_opt[small].sum() > n_plain[small].sum()
     assert len(c.faces) > len(plain.faces)
 
 
@@ -172,20 +174,17 @@ def test_compiled_edge_check_equals_numpy(fine, seed):
     np.testing.assert_array_equal(fast, slow)
 
 
-def test_clusters_are_connected_pieces_of_cells(fine):
-    """Each cluster is one connected piece (breadth-first search over the fine edges) of the
-    vertices with the same cell key; the plain cell clustering merges more (and needs more repairs)."""
-    s = fine[2]
-    conn = decimate._coarsen_plan(s, 0.15, None)["cluster"]
-    cells = decimate._coarsen_plan(s, 0.15, None, connected=False)["cluster"]
-    nbr = [set() for _ in range(len(s.vertices))]
-    for a, b in np.concatenate([s.faces[:, [0, 1]], s.faces[:, [1, 2]], s.faces[:, [2, 0]]]).tolist():
-        if cells[a] == cells[b]:
+def _pieces(nv, edges, same):
+    """Connected pieces (breadth-first search) of the graph of ``edges`` joining vertices with
+    ``same[a] == same[b]``."""
+    nbr = [set() for _ in range(nv)]
+    for a, b in edges.tolist():
+        if same[a] == same[b]:
             nbr[a].add(b)
             nbr[b].add(a)
-    piece = np.full(len(s.vertices), -1)
+    piece = np.full(nv, -1)
     n = 0
-    for v0 in range(len(s.vertices)):
+    for v0 in range(nv):
         if piece[v0] >= 0:
             continue
         piece[v0], todo = n, [v0]
@@ -195,9 +194,31 @@ def test_clusters_are_connected_pieces_of_cells(fine):
                     piece[w] = n
                     todo.append(w)
         n += 1
-    # the same partition of the vertices
-    assert len(np.unique(conn)) == n > len(np.unique(cells))
-    assert len(np.unique(conn * n + piece)) == n
+    return piece
+
+
+def test_clusters_are_connected_pieces_of_cells(fine):
+    """Inside patches, each cluster is one connected piece (breadth-first search over the fine
+    edges) of a cell's vertices of one signature; on boundary curves, each cluster is connected
+    along the curve and there are fewer than the cells give; fewer repairs than whole cells."""
+    s = fine[2]
+    nv = len(s.vertices)
+    plan = decimate._coarsen_plan(s, 0.15, None)
+    conn = plan["cluster"]
+    cells = decimate._coarsen_plan(s, 0.15, None, connected=False)["cluster"]
+    _, count = decimate._signatures(s.faces, plan["patch"], nv)
+    edges = np.concatenate([s.faces[:, [0, 1]], s.faces[:, [1, 2]], s.faces[:, [2, 0]]])
+    inner = count == 1
+    piece = _pieces(nv, edges, cells)
+    # the same partition of the patch-interior vertices
+    u_conn, u_piece = np.unique(conn[inner]), np.unique(piece[inner])
+    assert len(u_conn) == len(u_piece) == len(np.unique(conn[inner] * (piece.max() + 1) + piece[inner]))
+    assert len(u_piece) > len(np.unique(cells[inner]))
+    curve = (count >= 2) & (count < 4)
+    assert len(np.unique(conn[curve])) < len(np.unique(cells[curve]))
+    # a curve cluster is connected through the fine edges among its members
+    along = _pieces(nv, edges, conn)
+    assert len(np.unique(along[curve])) == len(np.unique(conn[curve]))
     assert (
         decimate.coarsen_surface(s, 0.15).stats["restored_vertices"]
         < decimate.coarsen_surface(s, 0.15, connected=False).stats["restored_vertices"]

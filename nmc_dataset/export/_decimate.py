@@ -45,6 +45,7 @@ from nmc_dataset.errors import InputError
 from nmc_dataset.export._meshes import GrainSurface, tet_mesh
 
 _FLIP_COS = 0.2  # a coarse triangle turned by more than ~78° from its original normal is a violation
+_MIN_SHAPE = 0.1  # a coarse triangle of a worse shape 4 sqrt(3) A / sum l^2 (1: equilateral) is a violation
 _FIXED_COUNT = 4  # vertices with this many patches around them (junctions of curves) never move
 
 
@@ -175,6 +176,10 @@ def _bad_vertices(vert, faces0, faces, pairs, keep_face, n_patches, patch, norma
         np.linalg.norm(n, axis=1) * np.linalg.norm(normal0[keep_face], axis=1) + 1e-300
     )
     bad.append(f0[cosang < _FLIP_COS].ravel())
+    if _MIN_SHAPE > 0:  # needle / cap triangles (shape 4 sqrt(3) A / sum l^2, 1 = equilateral)
+        l2 = sum(((p[:, i] - p[:, (i + 1) % 3]) ** 2).sum(axis=1) for i in range(3))
+        shape = 2 * np.sqrt(3) * np.linalg.norm(n, axis=1) / np.maximum(l2, 1e-300)
+        bad.append(f0[shape < _MIN_SHAPE].ravel())
     # every grain's surface closed and consistently oriented: per grain, each undirected edge is
     # used by exactly two of its (outward) faces, once in each direction
     if compiled:

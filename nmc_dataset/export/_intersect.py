@@ -112,7 +112,19 @@ def _grid_intersections(v, f, cell):
                     keys[e] = (x * n[1] + y) * n[2] + z
                     who[e] = i
                     e += 1
-    order = np.argsort(keys, kind="mergesort")  # stable: faces in increasing order within a cell
+    n_cells = n[0] * n[1] * n[2]
+    if n_cells <= 4 * tot + 1024:  # counting sort by cell (linear; the cells are few enough)
+        start = np.zeros(n_cells + 1, dtype=np.int64)
+        for e in range(tot):
+            start[keys[e] + 1] += 1
+        for c in range(n_cells):
+            start[c + 1] += start[c]
+        order = np.empty(tot, dtype=np.int64)
+        for e in range(tot):
+            order[start[keys[e]]] = e
+            start[keys[e]] += 1
+    else:
+        order = np.argsort(keys, kind="mergesort")
     out = np.empty((64, 2), dtype=np.int64)
     m = 0
     s = 0

@@ -153,6 +153,18 @@ def main(argv=None):
                 f"restored); CPU ratio to voxelising {t_c.cpu / max(t_vox.cpu, 1e-9):.2f}",
                 flush=True,
             )
+            from nmc_dataset.export._decimate import repair_self_intersections
+
+            rs, t_r = _timed(repair_self_intersections, surf, cs)
+            st = rs.stats
+            print(
+                f"self-intersections of the coarse surface: {st['intersections']} pairs, repaired in "
+                f"{st['intersection_rounds']} round(s) ({st['intersections_left']} left) in {t_r} (finder "
+                f"{st['intersect_cpu_s']:.2f} s CPU) -> {st['triangles_after']} triangles, grain pairs "
+                f"{st['pairs_before']} -> {st['pairs_after']}; coarsening + repair CPU ratio to voxelising "
+                f"{(t_c.cpu + t_r.cpu) / max(t_vox.cpu, 1e-9):.2f}",
+                flush=True,
+            )
             args.skip_tets = True
         if not args.skip_tets:
             from nmc_dataset.export._decimate import tet_mesh_coarsened
@@ -170,15 +182,24 @@ def main(argv=None):
                 present = vox > 0
                 rel = np.abs(tm.grain_volumes(part.n_grains)[present] / vox[present] - 1)
                 st = cs.stats
+                q = tm.quality()
+                kept = np.unique(np.sort(cs.pairs, axis=1), axis=0)
                 print(
-                    f"tet mesh at {h} µm (no re-voxelising): coarsen + gmsh {t_dec} (coarsening "
-                    f"{st['coarsen_s']:.2f} s wall / {st['coarsen_cpu_s']:.2f} s CPU, "
+                    f"tet mesh at {h} µm (no re-voxelising): coarsen + repair + gmsh {t_dec} (coarsening and "
+                    f"repairs {st['coarsen_s']:.2f} s wall / {st['coarsen_cpu_s']:.2f} s CPU, of which the "
+                    f"intersection finder {st.get('intersect_cpu_s', 0):.2f} s CPU; self-intersections found "
+                    f"before each gmsh attempt {st.get('intersections_found')}, "
                     f"gmsh {st['gmsh_s']:.2f} s wall / {st['gmsh_cpu_s']:.2f} s CPU, {st['attempts']} attempt(s); "
                     f"{st['triangles_before']} -> "
-                    f"{st['triangles_after']} triangles, grain pairs {st['pairs_before']} -> {st['pairs_after']}) + "
-                    f"files {t_w} -> {len(tm.tets)} tets, {len(np.unique(tm.grain))} grains, "
-                    f"grain volume error vs voxels median {np.median(rel):.3f} max {rel.max():.3f}, "
-                    f"min tets per grain {np.bincount(tm.grain)[1:][present].min()}"
+                    f"{st['triangles_after']} triangles, grain pairs {st['pairs_before']} -> {st['pairs_after']} "
+                    f"({len(kept)} kept by the tet mesh's surface)) + "
+                    f"files {t_w} -> {len(tm.points)} nodes, {len(tm.tets)} tets, {len(np.unique(tm.grain))} grains, "
+                    f"quality (radius ratio) min {q.min():.3f} median {np.median(q):.3f}, "
+                    f"grain volume error vs voxels median {np.median(rel):.3f} max {rel.max():.3f} "
+                    f"(95th percentile {np.percentile(rel, 95):.3f}), "
+                    f"min tets per grain {np.bincount(tm.grain)[1:][present].min()}; process max RSS "
+                    f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB",
+                    flush=True,
                 )
                 if h == float(args.mesh_sizes.split(",")[0]):
                     total += t_dec + t_tet + t_w

@@ -7,13 +7,21 @@ topology survives:
 * a vertex is classified by the set of grain-pair patches around it (its *signature*): inside
   one interface patch, on a boundary curve (2-3 patches: a triple line or the rim of an
   interface on the particle surface) or at a junction of curves (4 or more patches); only
-  vertices of the same signature in the same cell merge (so interfaces, their boundary curves
-  and the curves' end points stay where they are, topologically), and junctions never move;
+  vertices of the same signature in the same cell merge, and only those of one connected piece
+  (joined by edges between such vertices: two pieces of a patch meeting in a cell would pinch
+  the surface), so interfaces, their boundary curves and the curves' end points stay where they
+  are, topologically; junctions never move; with ``connected`` (the default) the vertices of
+  a boundary curve are clustered along the curve instead: the curve edges (used by >= 3
+  faces) between vertices of one signature form chains, each cut into ``max(1, round(L / h))``
+  pieces of equal arc length (a branching chain keeps its cell clusters); cell clusters split
+  a curve wherever it crosses a cell face, about 1.5x as many pieces;
 * a merged vertex sits at the mean of its members; triangles that lose a vertex vanish;
 * the result is checked and repaired locally: every grain's surface must stay a closed,
   consistently oriented 2-manifold, no triangle may turn over (its normal against the original
   normal), every grain pair keeps at least one triangle; the vertices around any violation are
-  restored to their original positions (un-clustered) and the check repeats.
+  restored to their original positions (un-clustered) and the check repeats;
+* :func:`repair_self_intersections` then finds every pair of intersecting triangles at once
+  and un-clusters the vertices around them (a tet mesher stops at the first intersection).
 
 Because clustering only merges vertices of the same patch, the shared triangles stay shared: the
 coarse surface is conforming, every grain keeps its neighbours (the same grain pairs), and its
@@ -30,9 +38,15 @@ import time
 
 import numba
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from nmc_dataset.errors import InputError
 from nmc_dataset.export._meshes import GrainSurface, tet_mesh
+
+_FLIP_COS = 0.2  # a coarse triangle turned by more than ~78° from its original normal is a violation
+_MIN_SHAPE = 0.1  # a coarse triangle of a worse shape 4 sqrt(3) A / sum l^2 (1: equilateral) is a violation
+_FIXED_COUNT = 4  # vertices with this many patches around them (junctions of curves) never move
 
 
 def grain_volumes(vertices: np.ndarray, faces: np.ndarray, pairs: np.ndarray, n_grains: int) -> np.ndarray:
@@ -161,7 +175,11 @@ def _bad_vertices(vert, faces0, faces, pairs, keep_face, n_patches, patch, norma
     cosang = np.einsum("ij,ij->i", n, normal0[keep_face]) / (
         np.linalg.norm(n, axis=1) * np.linalg.norm(normal0[keep_face], axis=1) + 1e-300
     )
-    bad.append(f0[cosang < 0.2].ravel())
+    bad.append(f0[cosang < _FLIP_COS].ravel())
+    if _MIN_SHAPE > 0:  # needle / cap triangles (shape 4 sqrt(3) A / sum l^2, 1 = equilateral)
+        l2 = sum(((p[:, i] - p[:, (i + 1) % 3]) ** 2).sum(axis=1) for i in range(3))
+        shape = 2 * np.sqrt(3) * np.linalg.norm(n, axis=1) / np.maximum(l2, 1e-300)
+        bad.append(f0[shape < _MIN_SHAPE].ravel())
     # every grain's surface closed and consistently oriented: per grain, each undirected edge is
     # used by exactly two of its (outward) faces, once in each direction
     if compiled:
@@ -195,7 +213,14 @@ def _bad_vertices(vert, faces0, faces, pairs, keep_face, n_patches, patch, norma
 
 
 def coarsen_surface(
-    surface, h_um: float, min_elements_per_grain: int | None = None, max_repairs: int = 30, keep_near=None, resume=None
+    surface,
+    h_um: float,
+    min_elements_per_grain: int | None = None,
+    max_repairs: int = 30,
+    keep_near=None,
+    resume=None,
+    keep_vertices=None,
+    connected: bool = True,
 ):
     """A coarser conforming surface (same grains, same grain pairs); see the module notes.
 
@@ -215,6 +240,12 @@ def coarsen_surface(
         An earlier result of this call with the same ``surface``, ``h_um`` and
         ``min_elements_per_grain``: its clustering is reused and its repairs are the starting
         point (for retries with more ``keep_near`` points), instead of redoing both.
+    keep_vertices : int array, optional
+        Vertex ids of ``resume`` (the coarse surface) whose clusters are undone: their fine
+        vertices go back to where they were (e.g. the vertices of self-intersecting triangles).
+    connected : bool, default True
+        Merge only connected pieces of a cell's vertices of one signature (``False``: the whole
+        cell, which pinches the surface where two pieces meet and needs more repairs).
 
     Returns
     -------
@@ -234,10 +265,11 @@ def coarsen_surface(
         plan["surface"] is not surface
         or plan["h_um"] != h_um
         or plan["min_elements_per_grain"] != min_elements_per_grain
+        or plan["connected"] != connected
     ):
         raise ValueError("resume: a coarsening of another surface or with other options")
     if plan is None:
-        plan = _coarsen_plan(surface, h_um, min_elements_per_grain)
+        plan = _coarsen_plan(surface, h_um, min_elements_per_grain, connected)
     patch, n_patches, fixed, cluster, normal0 = (plan[k] for k in ("patch", "n_patches", "fixed", "cluster", "normal0"))
     restored = plan["restored"].copy()
     if keep_near is not None and len(keep_near):
@@ -248,6 +280,17 @@ def coarsen_surface(
         if len(ids):
             restored |= np.isin(cluster, np.unique(cluster[ids]))
     check = None  # first round: every grain; then the grains around the restored vertices
+    if keep_vertices is not None and len(keep_vertices):
+        if plan.get("out_cid") is None:
+            raise ValueError("keep_vertices needs resume: the coarse surface the vertex ids refer to")
+        codes = plan["out_cid"][np.asarray(keep_vertices, dtype=np.int64)]
+        new = np.isin(cluster, np.unique(codes[codes >= 0])) & ~restored
+        if keep_near is None or not len(keep_near):
+            # the resumed surface passed the checks: only grains at a vertex whose cluster changed
+            touched = np.isin(cluster, np.unique(cluster[new]))[faces].any(axis=1)
+            check = np.zeros(ng + 1, dtype=bool)
+            check[pairs[touched].ravel()] = True
+        restored |= new
     for _ in range(max_repairs + 1):
         cid = np.where(restored, -1 - np.arange(nv), cluster)  # restored vertices: their own cluster
         uid, rep = np.unique(cid, return_inverse=True)
@@ -292,13 +335,85 @@ def coarsen_surface(
         "pairs_before": int(n_patches),
         "pairs_after": len(np.unique(patch[keep])),
     }
-    out.plan = {**plan, "restored": restored}
+    out.plan = {**plan, "restored": restored, "out_cid": uid[used]}
     return out
 
 
-def _coarsen_plan(surface, h_um, min_elements_per_grain):
+@numba.njit(cache=True)
+def _walk_chains(indptr, indices, verts, comp, n_comp, step):
+    """Per vertex of a chain graph (degree <= 2): its segment along its chain, chains cut into
+    ``round(L / step)`` pieces of equal arc length (``-1``: not in a regular chain)."""
+    nv = len(comp)
+    seg = np.full(nv, -1, dtype=np.int64)
+    start = np.full(n_comp, -1, dtype=np.int64)
+    bad = np.zeros(n_comp, dtype=np.bool_)
+    for v in range(nv):
+        c = comp[v]
+        if c < 0:
+            continue
+        d = indptr[v + 1] - indptr[v]
+        if d > 2:
+            bad[c] = True
+        if start[c] < 0 or d == 1:
+            if start[c] < 0 or indptr[start[c] + 1] - indptr[start[c]] != 1:
+                start[c] = v
+    order = np.empty(nv, dtype=np.int64)
+    arc = np.empty(nv)
+    for c in range(n_comp):
+        if bad[c] or start[c] < 0:
+            continue
+        prev, cur, m, s = -1, start[c], 0, 0.0
+        hmin = step[start[c]]
+        while cur >= 0:
+            order[m] = cur
+            arc[m] = s
+            m += 1
+            if step[cur] < hmin:
+                hmin = step[cur]
+            nxt = -1
+            for k in range(indptr[cur], indptr[cur + 1]):
+                w = indices[k]
+                if w != prev and w != start[c] and seg[w] == -1:
+                    nxt = w
+                    break
+            seg[cur] = -2  # visited
+            if nxt >= 0:
+                s += np.sqrt(((verts[nxt] - verts[cur]) ** 2).sum())
+            prev, cur = cur, nxt
+        length = arc[m - 1]
+        n_seg = max(1, int(np.round(length / hmin)))
+        for i in range(m):
+            seg[order[i]] = min(int(arc[i] * n_seg / length), n_seg - 1) if length > 0 else 0
+    return seg
+
+
+def _chain_clusters(verts, faces, sig, count, fixed, cell_h, cluster):
+    """Boundary-curve vertices clustered along their curves: the curve edges (used by >= 3
+    faces) between vertices of one curve signature form chains, each cut into pieces of about the
+    cell size in arc length (chains that branch keep their cell clusters)."""
+    nv = len(verts)
+    e = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
+    ue, n_use = np.unique(e[:, 0] * np.int64(nv) + e[:, 1], return_counts=True)
+    a, b = ue[n_use >= 3] // nv, ue[n_use >= 3] % nv
+    curve = (count >= 2) & ~fixed
+    m = curve[a] & curve[b] & (sig[a] == sig[b])
+    a, b = a[m], b[m]
+    g = coo_matrix((np.ones(2 * len(a), dtype=np.int8), (np.r_[a, b], np.r_[b, a])), shape=(nv, nv)).tocsr()
+    n_comp, comp = connected_components(g, directed=False)
+    comp = np.where(curve, comp, -1).astype(np.int64)
+    seg = _walk_chains(g.indptr.astype(np.int64), g.indices.astype(np.int64), verts, comp, n_comp, cell_h)
+    sel = seg >= 0
+    out = cluster.copy()
+    if sel.any():
+        new = np.unique(comp[sel] * np.int64(nv) + seg[sel], return_inverse=True)[1].ravel()
+        out[sel] = int(cluster.max()) + 1 + new
+    return np.unique(out, return_inverse=True)[1].ravel()
+
+
+def _coarsen_plan(surface, h_um, min_elements_per_grain, connected=True):
     """What :func:`coarsen_surface` derives from the surface and the options alone: patches,
-    vertex signatures, fixed junctions, the clusters and the original normals."""
+    vertex signatures, fixed junctions, the clusters and the original normals (``connected=False``:
+    the clusters are the whole cells, not their connected pieces)."""
     verts, faces, pairs, ng = surface.vertices, surface.faces, surface.pairs, surface.n_grains
     nv = len(verts)
     patch = _patch_ids(pairs)
@@ -319,17 +434,27 @@ def _coarsen_plan(surface, h_um, min_elements_per_grain):
     cell_h = h_um / 2.0**level
     lo = verts.min(axis=0)
     cell = np.floor((verts - lo) / cell_h[:, None]).astype(np.int64)
-    fixed = count >= 4  # junctions of curves stay
+    fixed = count >= _FIXED_COUNT  # junctions of curves stay
     cell -= cell.min(axis=0)
     span = cell.max(axis=0) + 1
     key = (((sig.astype(np.int64) * 64 + level) * span[0] + cell[:, 0]) * span[1] + cell[:, 1]) * span[2] + cell[:, 2]
     key[fixed] = -1 - np.arange(int(fixed.sum()))  # a cluster of their own
-    cluster = np.unique(key, return_inverse=True)[1].ravel()
+    if connected:
+        # a cluster is a connected piece of the cell's vertices of one signature (merging two
+        # pieces of a patch or curve that meet in a cell would pinch the surface)
+        e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+        e = e[key[e[:, 0]] == key[e[:, 1]]]
+        g = coo_matrix((np.ones(len(e), dtype=np.int8), (e[:, 0], e[:, 1])), shape=(nv, nv))
+        cluster = connected_components(g, directed=False)[1].astype(np.int64)
+        cluster = _chain_clusters(verts, faces, sig, count, fixed, cell_h, cluster)
+    else:
+        cluster = np.unique(key, return_inverse=True)[1].ravel()
     normal0 = np.cross(verts[faces[:, 1]] - verts[faces[:, 0]], verts[faces[:, 2]] - verts[faces[:, 0]])
     return {
         "surface": surface,
         "h_um": h_um,
         "min_elements_per_grain": min_elements_per_grain,
+        "connected": connected,
         "patch": patch,
         "n_patches": n_patches,
         "fixed": fixed,
@@ -339,15 +464,76 @@ def _coarsen_plan(surface, h_um, min_elements_per_grain):
     }
 
 
+def repair_self_intersections(surface, coarse, max_rounds: int = 20, ring: int = 1):
+    """Find every self-intersection of a coarsening of ``surface`` and undo the clusters around them.
+
+    Each round finds all intersecting triangle pairs of the coarse surface at once
+    (:func:`~nmc_dataset.export._intersect.self_intersections`), then restores the fine vertices
+    of the clusters of their vertices and of ``ring`` rings of neighbouring vertices
+    (``coarsen_surface(..., resume=coarse, keep_vertices=...)``, which re-checks the touched
+    grains); rounds repeat until none is left (restored triangles are the fine surface's, so the
+    rounds end where the fine surface is free of intersections).
+
+    Parameters
+    ----------
+    surface : GrainSurface
+        The fine surface.
+    coarse : GrainSurface
+        A result of :func:`coarsen_surface` on ``surface``.
+    max_rounds : int, default 20
+        Rounds of find and repair.
+    ring : int, default 1
+        Rings of neighbouring coarse vertices restored with those of the intersecting triangles.
+
+    Returns
+    -------
+    GrainSurface
+        The repaired coarse surface; its ``stats`` add ``intersections`` (pairs found in the
+        first round), ``intersection_rounds``, ``intersections_left`` (0 unless the rounds ran
+        out) and the finder's process-CPU seconds ``intersect_cpu_s``.
+    """
+    from nmc_dataset.export._intersect import self_intersections
+
+    first, cpu, rounds = None, 0.0, 0
+    h, mepg, conn = (coarse.plan[k] for k in ("h_um", "min_elements_per_grain", "connected"))
+    while True:
+        c0 = time.process_time()
+        x = self_intersections(coarse.vertices, coarse.faces)
+        cpu += time.process_time() - c0
+        first = len(x) if first is None else first
+        if len(x) == 0 or rounds == max_rounds:
+            break
+        rounds += 1
+        vs = np.unique(coarse.faces[x.ravel()])
+        for _ in range(ring):
+            vs = np.unique(coarse.faces[np.isin(coarse.faces, vs).any(axis=1)])
+        coarse = coarsen_surface(surface, h, mepg, resume=coarse, keep_vertices=vs, connected=conn)
+    coarse.stats = {
+        **coarse.stats,
+        "intersections": first,
+        "intersection_rounds": rounds,
+        "intersections_left": len(x),
+        "intersect_cpu_s": cpu,
+    }
+    return coarse
+
+
 def tet_mesh_coarsened(
-    surface, h_um: float, min_elements_per_grain: int | None = None, max_retries: int = 12, threads: int = 1
+    surface,
+    h_um: float,
+    min_elements_per_grain: int | None = None,
+    max_retries: int = 12,
+    threads: int = 1,
+    repair: bool = True,
 ):
-    """Coarsen ``surface`` and tet-mesh it with gmsh; where gmsh reports the coarse boundary
-    intersecting itself, keep the surface fine around the reported points and retry.
+    """Coarsen ``surface``, repair all its self-intersections (:func:`repair_self_intersections`)
+    and tet-mesh it with gmsh; where gmsh still reports the coarse boundary intersecting itself,
+    keep the surface fine around the reported points and retry.
 
     Returns ``(TetMesh, coarse surface)`` (its ``stats`` also hold the wall and process-CPU
     seconds spent coarsening and in gmsh over all attempts, ``coarsen_s``, ``gmsh_s``,
-    ``coarsen_cpu_s``, ``gmsh_cpu_s``, and ``attempts``); raises ``RuntimeError`` when the
+    ``coarsen_cpu_s`` (with the repair of self-intersections), ``gmsh_cpu_s``, ``attempts`` and
+    ``intersections_found``, the pairs found before each attempt); raises ``RuntimeError`` when the
     retries run out.
 
     Parameters
@@ -362,6 +548,9 @@ def tet_mesh_coarsened(
         Local repairs tried after gmsh reports self-intersections.
     threads : int, default 1
         gmsh threads.
+    repair : bool, default True
+        Find and repair the self-intersections before gmsh (``False``: only gmsh's reports, one
+        per attempt).
 
     Returns
     -------
@@ -374,9 +563,13 @@ def tet_mesh_coarsened(
     keep = np.zeros((0, 3))
     spent = {"coarsen_s": 0.0, "gmsh_s": 0.0, "coarsen_cpu_s": 0.0, "gmsh_cpu_s": 0.0}
     c = None  # each retry resumes the previous coarsening (its clusters and repairs)
+    found = []  # intersections found before each gmsh attempt
     for attempt in range(max_retries + 1):
         t0, c0 = time.perf_counter(), time.process_time()
         c = coarsen_surface(surface, h_um, min_elements_per_grain, keep_near=keep, resume=c)
+        if repair:
+            c = repair_self_intersections(surface, c)
+            found.append(c.stats["intersections"])
         t1, c1 = time.perf_counter(), time.process_time()
         spent["coarsen_s"] += t1 - t0
         spent["coarsen_cpu_s"] += c1 - c0
@@ -384,7 +577,7 @@ def tet_mesh_coarsened(
             tm = tet_mesh(c, h_um, threads=threads)
             spent["gmsh_s"] += time.perf_counter() - t1
             spent["gmsh_cpu_s"] += time.process_time() - c1
-            c.stats = {**getattr(c, "stats", {}), **spent, "attempts": attempt + 1}
+            c.stats = {**getattr(c, "stats", {}), **spent, "attempts": attempt + 1, "intersections_found": found}
             c.plan = None  # the clustering of the fine surface is not needed any more
             return tm, c
         except RuntimeError as e:
@@ -397,4 +590,4 @@ def tet_mesh_coarsened(
     raise RuntimeError(f"gmsh could not mesh the coarsened surface after {max_retries} local repairs")
 
 
-__all__ = ["coarsen_surface", "grain_volumes", "tet_mesh_coarsened"]
+__all__ = ["coarsen_surface", "grain_volumes", "repair_self_intersections", "tet_mesh_coarsened"]

@@ -393,6 +393,37 @@ class TetMesh:
         """
         return np.bincount(self.grain, weights=self.signed_volumes(), minlength=n_grains + 1)[1 : n_grains + 1]
 
+    def quality(self, chunk: int = 1 << 20) -> np.ndarray:
+        """Radius ratio ``3 r_in / r_circ`` of each tet (1: regular, 0: flat), gmsh's "gamma".
+
+        ``r_in = 3 V / S`` (``S``: the area of the four faces) and ``r_circ = sqrt((aA + bB + cC)
+        (aA + bB - cC)(aA - bB + cC)(-aA + bB + cC)) / (24 V)`` with ``a, A``, ``b, B``, ``c, C``
+        the lengths of opposite edges.
+
+        Parameters
+        ----------
+        chunk : int
+            Tets per block (bounds the temporary memory).
+
+        Returns
+        -------
+        (T,) float array
+        """
+        out = np.empty(len(self.tets))
+        for s0 in range(0, len(self.tets), chunk):
+            p = self.points[self.tets[s0 : s0 + chunk]]
+            e = lambda i, j: np.linalg.norm(p[:, i] - p[:, j], axis=1)  # noqa: E731
+            aA, bB, cC = e(0, 1) * e(2, 3), e(0, 2) * e(1, 3), e(0, 3) * e(1, 2)
+            v = np.abs(np.einsum("ij,ij->i", np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]), p[:, 3] - p[:, 0])) / 6
+            area = sum(
+                np.linalg.norm(np.cross(p[:, j] - p[:, i], p[:, k] - p[:, i]), axis=1) / 2
+                for i, j, k in ((0, 1, 2), (0, 1, 3), (0, 2, 3), (1, 2, 3))
+            )
+            prod = np.clip((aA + bB + cC) * (aA + bB - cC) * (aA - bB + cC) * (-aA + bB + cC), 0, None)
+            r_circ = np.sqrt(prod) / np.maximum(24 * v, 1e-300)
+            out[s0 : s0 + chunk] = np.where(v > 0, 3 * (3 * v / area) / np.maximum(r_circ, 1e-300), 0.0)
+        return out
+
     def to_meshio(self):
         """A ``meshio.Mesh`` with tetra (+ outer triangle) cells and cell data ``grain``."""
 

@@ -38,6 +38,14 @@ def test_coarse_surface_keeps_grains_pairs_and_volumes(fine):
     rel = np.abs(v[present] / vox[present] - 1)
     assert np.median(rel) < 0.03 and rel.max() < 0.2
     assert abs(v.sum() / vox.sum() - 1) < 0.02
+    # no needles or caps made by the clustering: a triangle of shape 4 sqrt(3) A / sum l^2 < 0.1
+    # has all three corners where fine vertices are (it is a fine triangle, restored)
+    pc = c.vertices[c.faces]
+    l2 = sum(((pc[:, i] - pc[:, (i + 1) % 3]) ** 2).sum(axis=1) for i in range(3))
+    shape = 2 * np.sqrt(3) * np.linalg.norm(np.cross(pc[:, 1] - pc[:, 0], pc[:, 2] - pc[:, 0]), axis=1) / l2
+    fine_pts = {tuple(r) for r in np.round(s.vertices, 9).tolist()}
+    for f in c.faces[shape < 0.1]:
+        assert all(tuple(r) in fine_pts for r in np.round(c.vertices[f], 9).tolist())
     # the volumes of a closed surface by the divergence theorem agree with trimesh's
     k = int(np.argmax(vox))
     assert abs(c.grain_mesh(k + 1).volume / v[k] - 1) < 1e-9
@@ -55,12 +63,13 @@ def test_tets_fill_the_coarse_surface(fine):
         decimate.grain_volumes(c.vertices, c.faces, c.pairs, p.n_grains)[present],
         rtol=1e-6,
     )
-    # small grains are kept finer (their surfaces keep more triangles than without the option)
+    # small grains are kept finer (more tets than without the option)
     assert np.bincount(tm.grain)[1:][present].min() >= 10
     plain = decimate.coarsen_surface(s, 0.2)
-    small = int(np.argmin(np.where(present, vox, np.inf))) + 1
-    assert len(c.grain_faces(small)) >= len(plain.grain_faces(small))
-    assert len(c.faces) > len(plain.faces)
+    small = np.flatnonzero(present & (vox < np.median(vox[present]) / 4)) + 1
+    n_plain = np.bincount(meshes.tet_mesh(plain, 0.2).grain, minlength=p.n_grains + 1)
+    n_opt = np.bincount(tm.grain, minlength=p.n_grains + 1)
+    assert len(small) and n_opt[small].sum() > n_plain[small].sum()
 
 
 def test_bad_mesh_options(fine, tmp_path):
@@ -95,23 +104,57 @@ def test_signatures_match_slow_twin():
         np.testing.assert_array_equal(count, [len(s_) for s_ in sets])
 
 
-@pytest.mark.slow
-def test_intersections_found_by_gmsh_are_kept_fine():
-    """On this particle the plain coarse surface intersects itself (HXT: 'A segment and a facet
-    intersect'); the retry keeps it fine there and gmsh meshes every grain."""
+@pytest.fixture(scope="module")
+def crossing():
+    """A particle whose plain coarse surface at 0.15 µm intersects itself (HXT: 'A segment and a
+    facet intersect')."""
     from nmc_dataset.particles._voxelize import voxelize
 
     p = teacher_particle(seed=9, radius_um=1.6)
     vol = voxelize(p, 0.05)
     lab, _ = meshes.clean_labels(vol.labels)
     s = meshes.grain_surface_mesh(lab, vol.origin_um, vol.voxel_size_um, p.n_grains, 8)
+    return p, lab, s
+
+
+def test_all_self_intersections_repaired_at_once(crossing):
+    """The finder reports every intersecting pair of the coarse surface (the fine one has none);
+    one repair round leaves none, every grain closed and every grain pair kept."""
+    from nmc_dataset.export._intersect import self_intersections
+
+    p, lab, s = crossing
+    assert len(self_intersections(s.vertices, s.faces)) == 0
+    c = decimate.coarsen_surface(s, 0.15)
+    x = self_intersections(c.vertices, c.faces)
+    assert len(x) >= 2
+    r = decimate.repair_self_intersections(s, c)
+    st = r.stats
+    assert st["intersections"] == len(x) and st["intersections_left"] == 0 and st["intersection_rounds"] >= 1
+    assert len(self_intersections(r.vertices, r.faces)) == 0
+    assert st["pairs_after"] == st["pairs_before"] and _pairs(r) == _pairs(s)
+    # the repair is local: a few more triangles than the plain coarsening, far fewer than the fine surface
+    assert len(c.faces) < len(r.faces) < len(c.faces) + 200 * len(x)
+    for k in np.unique(s.pairs[s.pairs > 0])[::7]:
+        m = r.grain_mesh(int(k))
+        assert m.is_watertight and m.is_winding_consistent and m.volume > 0, k
+    with pytest.raises(ValueError, match="keep_vertices needs resume"):
+        decimate.coarsen_surface(s, 0.15, keep_vertices=[0])
+
+
+@pytest.mark.slow
+def test_intersections_found_by_gmsh_are_kept_fine(crossing):
+    """gmsh stops at an intersection of the plain coarse surface; after the repair it meshes every
+    grain in one attempt; without the repair the retries on gmsh's reports get there too."""
+    p, lab, s = crossing
     with pytest.raises(RuntimeError) as e:
         meshes.tet_mesh(decimate.coarsen_surface(s, 0.15), 0.15)
     assert len(e.value.points) >= 1
-    tm, c = decimate.tet_mesh_coarsened(s, 0.15)
-    assert c.stats["pairs_after"] == c.stats["pairs_before"]
-    assert len(np.unique(tm.grain)) == len(np.unique(lab[lab > 0]))
-    assert (tm.signed_volumes() > 0).all()
+    for repair in (True, False):
+        tm, c = decimate.tet_mesh_coarsened(s, 0.15, repair=repair)
+        assert c.stats["attempts"] == 1 if repair else c.stats["attempts"] > 1
+        assert c.stats["pairs_after"] == c.stats["pairs_before"]
+        assert len(np.unique(tm.grain)) == len(np.unique(lab[lab > 0]))
+        assert (tm.signed_volumes() > 0).all()
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -136,6 +179,57 @@ def test_compiled_edge_check_equals_numpy(fine, seed):
     slow = decimate._bad_vertices(*args, compiled=False)
     assert len(slow) > 0
     np.testing.assert_array_equal(fast, slow)
+
+
+def _pieces(nv, edges, same):
+    """Connected pieces (breadth-first search) of the graph of ``edges`` joining vertices with
+    ``same[a] == same[b]``."""
+    nbr = [set() for _ in range(nv)]
+    for a, b in edges.tolist():
+        if same[a] == same[b]:
+            nbr[a].add(b)
+            nbr[b].add(a)
+    piece = np.full(nv, -1)
+    n = 0
+    for v0 in range(nv):
+        if piece[v0] >= 0:
+            continue
+        piece[v0], todo = n, [v0]
+        while todo:
+            for w in nbr[todo.pop()]:
+                if piece[w] < 0:
+                    piece[w] = n
+                    todo.append(w)
+        n += 1
+    return piece
+
+
+def test_clusters_are_connected_pieces_of_cells(fine):
+    """Inside patches, each cluster is one connected piece (breadth-first search over the fine
+    edges) of a cell's vertices of one signature; on boundary curves, each cluster is connected
+    along the curve and there are fewer than the cells give; fewer repairs than whole cells."""
+    s = fine[2]
+    nv = len(s.vertices)
+    plan = decimate._coarsen_plan(s, 0.15, None)
+    conn = plan["cluster"]
+    cells = decimate._coarsen_plan(s, 0.15, None, connected=False)["cluster"]
+    _, count = decimate._signatures(s.faces, plan["patch"], nv)
+    edges = np.concatenate([s.faces[:, [0, 1]], s.faces[:, [1, 2]], s.faces[:, [2, 0]]])
+    inner = count == 1
+    piece = _pieces(nv, edges, cells)
+    # the same partition of the patch-interior vertices
+    u_conn, u_piece = np.unique(conn[inner]), np.unique(piece[inner])
+    assert len(u_conn) == len(u_piece) == len(np.unique(conn[inner] * (piece.max() + 1) + piece[inner]))
+    assert len(u_piece) > len(np.unique(cells[inner]))
+    curve = (count >= 2) & (count < 4)
+    assert len(np.unique(conn[curve])) < len(np.unique(cells[curve]))
+    # a curve cluster is connected through the fine edges among its members
+    along = _pieces(nv, edges, conn)
+    assert len(np.unique(along[curve])) == len(np.unique(conn[curve]))
+    assert (
+        decimate.coarsen_surface(s, 0.15).stats["restored_vertices"]
+        < decimate.coarsen_surface(s, 0.15, connected=False).stats["restored_vertices"]
+    )
 
 
 def test_resumed_coarsening(fine):

@@ -261,3 +261,34 @@ def test_glb_writer_equals_trimesh_scene(cleaned, tmp_path):
         np.testing.assert_array_equal(f.vertices, g.vertices)
         np.testing.assert_array_equal(f.faces, g.faces)
         assert f.is_watertight and f.volume > 0
+
+
+def test_tet_quality_equals_gmsh_gamma():
+    """The radius ratio of each tet equals gmsh's own "gamma" quality of the same elements."""
+    import gmsh
+
+    gmsh.initialize(interruptible=False)
+    try:
+        gmsh.option.setNumber("General.Terminal", 0)
+        gmsh.model.add("box")
+        gmsh.model.occ.addBox(0, 0, 0, 1, 0.5, 0.3)
+        gmsh.model.occ.synchronize()
+        gmsh.option.setNumber("Mesh.MeshSizeMax", 0.2)
+        gmsh.option.setNumber("Mesh.Optimize", 0)
+        gmsh.model.mesh.generate(3)
+        tags, coords, _ = gmsh.model.mesh.getNodes()
+        index = np.zeros(int(tags.max()) + 1, dtype=np.int64)
+        index[tags.astype(np.int64)] = np.arange(len(tags))
+        _, etags, enodes = gmsh.model.mesh.getElements(3)
+        gamma = np.asarray(gmsh.model.mesh.getElementQualities(etags[0], "gamma"))
+    finally:
+        gmsh.finalize()
+    tets = index[enodes[0].astype(np.int64)].reshape(-1, 4)
+    tm = meshes.TetMesh(coords.reshape(-1, 3), tets, np.ones(len(tets), np.int64), np.zeros((0, 3), np.int64))
+    q = tm.quality(chunk=100)
+    assert len(q) > 100 and gamma.min() < 0.6
+    np.testing.assert_allclose(q, gamma, atol=1e-9)
+    flat = meshes.TetMesh(
+        np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]], float), np.array([[0, 1, 2, 3]]), [1], []
+    )
+    assert flat.quality()[0] == 0

@@ -20,6 +20,7 @@ _EXPORTS = {
     "_generator": [
         "GNet",
         "default_knn_margin",
+        "depth_inputs",
         "fused_layers",
         "generate_gbpd",
         "markers",

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nmc_dataset._util import atomic_path, write_json_atomic
+from nmc_dataset._util import atomic_path, write_json_atomic, write_text_atomic
 from nmc_dataset.calibration._fit2d import read_tessellations
 from nmc_dataset.calibration._model import GrainModel
 from nmc_dataset.calibration._radial_bins import (
@@ -346,8 +346,10 @@ def describe_grains(
 
     Writes ``comparison.md``, ``comparison.json`` and histograms (via
     :func:`nmc_dataset.compare.compare_descriptors`), ``cut_height.png`` (α distribution of model
-    sections at ``heights`` × radius from the centre), ``cut_height.json`` and ``radial_bins.json``
-    (both sides per shell of normalised radius, :mod:`nmc_dataset.calibration._radial_bins`).
+    sections at ``heights`` × radius from the centre), ``cut_height.json`` (with descriptors per
+    shell of radius at every height), ``radial_bins.json`` and ``radial_bins.md`` (both sides per
+    shell of normalised radius, :mod:`nmc_dataset.calibration._radial_bins`). A depth-aware model
+    draws its sections for the particle radius ``radius_px``.
 
     Parameters
     ----------
@@ -412,11 +414,48 @@ def describe_grains(
             {
                 "bins": "equal-width shells of the grain centroid's distance "
                 "from the section centre / the section radius",
+                "model_depth_aware": model.depth_aware,
                 "shells": shells,
             },
         )
+        write_text_atomic(tmp / "radial_bins.md", radial_bins_markdown(shells))
         plot_cut_height(study, tmp / "cut_height.png")
     return result
+
+
+def radial_bins_markdown(shells: list[dict]) -> str:
+    """A Markdown table of :func:`~nmc_dataset.calibration._radial_bins.compare_radial_bins` rows:
+    per shell, the grain counts, the medians of both sides and the W1 of every descriptor.
+
+    Parameters
+    ----------
+    shells : list of dict
+        The rows (inner shell first).
+
+    Returns
+    -------
+    str
+    """
+    lines = [
+        "# Grain descriptors per shell of normalised radius (measured vs model)",
+        "",
+        "| shell ρ | grains measured / model | "
+        + " | ".join(f"median {k} measured / model | W1 {k}" for k in DESCRIPTORS_2D)
+        + " |",
+        "|---|---|" + "---|---|" * len(DESCRIPTORS_2D),
+    ]
+
+    def num(x):
+        return "–" if x is None else f"{x:.4g}"
+
+    for row in shells:
+        m, s = row["measured"], row["model"]
+        cells = [f"{row['rho_low']:.2f}–{row['rho_high']:.2f}", f"{m['n_grains']} / {s['n_grains']}"]
+        for k in DESCRIPTORS_2D:
+            cells.append(f"{num(m[f'median_{k}'])} / {num(s[f'median_{k}'])}")
+            cells.append(num(None if row[k] is None else row[k]["wasserstein1"]))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def cut_height_study(sampler, rng, radius_px: float, heights, n: int) -> dict:

@@ -147,7 +147,8 @@ def test_depth_aware_model_round_trip_and_old_models_load_as_paper_models(model,
     old = GrainModel.load(tmp_path / "m")
     assert not old.depth_aware and old.reference_radius_px is None
     np.testing.assert_array_equal(
-        old.sample(np.random.default_rng(5), -20, 20, radius=7.0).diag, model.sample(np.random.default_rng(5), -20, 20).diag
+        old.sample(np.random.default_rng(5), -20, 20, radius=7.0).diag,
+        model.sample(np.random.default_rng(5), -20, 20).diag,
     )
     # weights of a paper model under a depth-aware architecture do not load
     meta["architecture"]["depth_aware"] = True

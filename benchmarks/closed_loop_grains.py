@@ -443,7 +443,9 @@ def depth_recipe(args) -> dict:
                 "lr_schedule": args.lr_schedule,
                 "d_skip_below": args.d_skip_below,
                 "ema_decay": args.ema,
+                "d_r1": args.d_r1,
                 "select_sections": args.select_sections,
+                "select_metric": args.select_metric,
                 "ng_gt_cutouts": 256,
             },
         },
@@ -456,6 +458,9 @@ def depth_models(work: Path, args) -> tuple[dict, dict]:
     models, t = {}, {}
     for name, extra in (("paper", []), ("depth", ["--depth-aware"])):
         t0 = time.perf_counter()
+        if args.reuse and (work / f"model-{name}" / "model.json").is_file():
+            models[name] = GrainModel.load(work / f"model-{name}")  # trained by an earlier run in --work
+            continue
         run(
             [
                 "fit-grains",
@@ -580,7 +585,10 @@ def depth_main(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
         t0 = time.perf_counter()
-        fits = depth_training_data(work, args)
+        if args.reuse and (work / "tessellations").is_dir():
+            fits = read_tessellations(work / "tessellations")
+        else:
+            fits = depth_training_data(work, args)
         t = {"sections": time.perf_counter() - t0}
         models, tt = depth_models(work, args)
         t.update(tt)
@@ -591,7 +599,8 @@ def depth_main(args) -> None:
         f"depth-aware closed loop: depth teacher (equiaxed core, radial rim), {len(fits)} true central "
         f"sections of R = {args.radius:g} px fitted (mean agreement {np.mean([f.agreement for f in fits]):.4f}), "
         f"{args.epochs} x {args.steps} steps, batch {args.batch_g}/{args.batch_d}, lr {args.lr} ({args.lr_schedule}), "
-        f"EMA {args.ema}, D-skip {args.d_skip_below}, "
+        f"EMA {args.ema}, D-skip {args.d_skip_below}, R1 {args.d_r1}, selection "
+        f"{f'{args.select_sections} sections ({args.select_metric})' if args.select_sections else 'off'}, "
         f"{'paper' if args.paper_arch else 'small'} architecture, {args.threads} threads; evaluation: "
         f"{args.repeats} pairs of {args.eval_sections} sections, {args.cubes} particles per model"
     )
@@ -694,6 +703,11 @@ def main() -> None:
         default="radial",
         help="radial: the uniform radial teacher through the EBSD path; depth: the depth teacher, the "
         "paper's model against the depth-aware one, per shell of radius",
+    )
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="--teacher depth: reuse the tessellations and models an earlier run left in --work",
     )
     args = ap.parse_args()
     if args.teacher == "depth":

@@ -189,7 +189,21 @@ def depth_inputs(seeds: np.ndarray, radius) -> np.ndarray:
 
 
 def with_depth(inputs: np.ndarray, seeds: np.ndarray, radius) -> np.ndarray:
-    """``inputs`` with the :func:`depth_inputs` column of ``seeds`` appended (float32)."""
+    """``inputs`` with the :func:`depth_inputs` column of ``seeds`` appended (float32).
+
+    Parameters
+    ----------
+    inputs : (n, 5 kappa) array
+        Rows of :func:`neighbour_inputs`.
+    seeds : (n, 3) array
+        The seeds of those rows (particle centre at the origin).
+    radius : float, (n,) array or callable
+        The particle radius, as in :func:`depth_inputs`.
+
+    Returns
+    -------
+    (n, 5 kappa + 1) float32 array
+    """
     return np.concatenate([np.asarray(inputs, dtype=np.float32), depth_inputs(seeds, radius)], axis=1)
 
 

@@ -263,16 +263,19 @@ def _shell_alpha_w1(sampler, radius, n, repeats, rng):
 
 @pytest.mark.slow
 def test_depth_aware_closed_loop_per_shell():
-    """The depth loop of ``benchmarks/closed_loop_grains.py --teacher depth`` (run C in
-    docs/benchmarks.md: R = 48 px, 4 sections, 10 x 15 steps, lr 1e-3 cosine, R1 = 1, selection on
-    2 sections; ~20 min on the busy 2-core host). Too short for every per-shell target (the outer
-    shell's alignment stays ~0.77 against the teacher's 0.91), but it shows what the option is for:
-    the paper's model has one architecture at every depth (its 3D radial alignment was flat across
-    the shells: 0.62 / 0.61 / 0.63), the depth-aware one grows more radial towards the rim as the
-    teacher does (0.66 / 0.73 / 0.77; teacher 0.62 / 0.78 / 0.91), and it meets the middle shell's α
-    where the paper's cannot (W1 1.2x the noise against 4.8x). Tolerances: the depth model's
-    alignment rises by 0.05 more than the paper's from the inner to the outer shell, and its middle
-    shell's α is closer to the teacher's than the paper's by a factor 1.5."""
+    """The depth loop at the size of ``benchmarks/closed_loop_grains.py --teacher depth`` run C in
+    docs/benchmarks.md (R = 48 px, 4 sections, 10 x 15 steps, lr 1e-3 cosine, R1 = 1, selection on 2
+    sections; ~14 min on the busy 2-core host). What the option is for: the paper's model has one
+    architecture at every depth, the depth-aware one should grow more radial towards the rim as the
+    teacher does (3D alignment 0.62 / 0.78 / 0.91 from the core to the rim) and match the middle
+    shell's α where the paper's cannot. Tolerances: its alignment rises from the inner to the outer
+    shell by 0.05 more than the paper's, and its middle shell's α W1 is 1.5x smaller.
+
+    KNOWN TO FAIL at this schedule: the benchmark's run C showed both (alignment 0.66 / 0.73 / 0.77
+    against the paper's flat 0.62 / 0.61 / 0.63; middle-shell α 1.2x the noise against 4.8x), but
+    this test's own run, the same settings on in-memory fits, ended with a flat depth model
+    (0.76 / 0.75 / 0.76, paper 0.55 / 0.63 / 0.63): at this size the effect is within the
+    run-to-run spread. It needs the longer schedule of the uniform loop, not run here."""
     radius = 48.0
     training = {
         "epochs": 10,

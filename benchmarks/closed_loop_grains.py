@@ -32,9 +32,21 @@ mean radial alignment within 0.05.
 ``--seeds 0-11 --jobs 6`` repeats the loop per seed (new teacher sections and a new training run
 each) in parallel processes and prints the run-to-run spread: how often every target is met.
 
+**Depth-aware loop** (``--teacher depth``): the truth is
+:func:`nmc_dataset.synthetic._ebsd.depth_teacher_gbpd` (equiaxed grains at the core, radial ones
+at the rim); its true central sections (every pixel indexed, phantom-ebsd has no depth teacher)
+go through fit-sections, then ``fit-grains`` trains the paper's model and the depth-aware one
+(``--depth-aware``) with the same recipe and seed. Both are compared with the teacher per shell of
+normalised radius (inner, middle, outer third): the 2D descriptors of the grains of central
+sections (W1 over the teacher-vs-teacher noise, mean over ``--repeats`` pairs) and the 3D
+statistics of the grains of whole particles (cubes covering the ball, grains by the shell of
+their centroid). Targets per shell as above (2D W1 <= 1.5 x noise, median volume within 20 %,
+mean radial alignment within 0.05).
+
 Usage: python benchmarks/closed_loop_grains.py [--instrument ideal] [--paper-arch --epochs 20 --steps 100 ...]
        python benchmarks/closed_loop_grains.py ... --seeds 0-5 --jobs 6 [--device cuda]
        python benchmarks/closed_loop_grains.py --data-only [--instrument ideal] [--dilate-px 2] [--seeds 0-11 --jobs 2]
+       python benchmarks/closed_loop_grains.py --teacher depth [--radius 60 --particles 6 --epochs 12 --steps 25 ...]
 """
 
 from __future__ import annotations
@@ -50,11 +62,13 @@ import torch
 import yaml
 
 from nmc_dataset.calibration import _descriptors as De
-from nmc_dataset.calibration._fit2d import read_tessellations
+from nmc_dataset.calibration._fit2d import fit_section, read_tessellations, section_from_gbpd, write_tessellations
 from nmc_dataset.calibration._model import GrainModel
+from nmc_dataset.calibration._radial_bins import pooled_bins, radial_bin_descriptors
 from nmc_dataset.cli._main import main as cli
 from nmc_dataset.compare import distribution_distances
 from nmc_dataset.synthetic import _yardsticks as Y
+from nmc_dataset.synthetic._ebsd import depth_teacher_gbpd
 
 TEACHER_INTENSITY = 0.0018  # radial_teacher_gbpd's default, the paper's mu_1
 MIN_AREA_PX = 5  # import-ebsd's --min-grain-px default: smaller grains never reach the training data
@@ -383,6 +397,225 @@ def print_data_spread(runs: dict, seeds: list, keys: list, json_path) -> None:
             json.dump({"runs": rows}, f, indent=2)
 
 
+# --------------------------------------------------------------------------- depth-aware loop
+SHELLS = ("inner", "middle", "outer")
+
+
+def depth_teacher_sampler(radius: float, margin_px: float = 16.0):
+    """``(rng, lo, hi) -> GBPD``: the depth teacher, a particle of radius ``radius`` (seeds up to
+    ``margin_px`` beyond it, their depth clipped at the rim)."""
+
+    def draw(rng, lo, hi):
+        return depth_teacher_gbpd(rng, radius_px=radius, margin_px=margin_px)
+
+    return draw
+
+
+def depth_training_data(work: Path, args) -> list:
+    """True central sections of ``--particles`` depth-teacher particles, fitted (fit-sections' fit)."""
+    rng = np.random.default_rng(args.seed)
+    teacher = depth_teacher_sampler(args.radius)
+    size = 2 * int(np.ceil(args.radius)) + 5
+    fits = []
+    for i in range(args.particles):
+        g = teacher(rng, None, None)
+        sec = section_from_gbpd(g, size, args.radius, junction_fraction=0.0, section_id=f"depth-{i:02d}")
+        fits.append(fit_section(sec, steps=args.fit_steps, seed=args.seed))
+    write_tessellations(fits, work / "tessellations")
+    return fits
+
+
+def depth_recipe(args) -> dict:
+    arch = {} if args.paper_arch else {"generator": {"hidden": [64, 64]}, "discriminator": {"width": 8, "dense": 64}}
+    return {
+        "format_version": 1,
+        "name": "closed-loop-depth",
+        "seed": args.seed,
+        "grains": {
+            **arch,
+            "cutouts": {"p_max_px": args.radius - 24, "ng_min_px": 5},
+            "training": {
+                "epochs": args.epochs,
+                "steps_per_epoch": args.steps,
+                "batch_g": args.batch_g,
+                "batch_d": args.batch_d,
+                "lr": args.lr,
+                "lr_schedule": args.lr_schedule,
+                "d_skip_below": args.d_skip_below,
+                "ema_decay": args.ema,
+                "d_r1": args.d_r1,
+                "select_sections": args.select_sections,
+                "select_metric": args.select_metric,
+                "ng_gt_cutouts": 256,
+            },
+        },
+    }
+
+
+def depth_models(work: Path, args) -> tuple[dict, dict]:
+    """fit-grains twice on the same tessellations and recipe: the paper's model and ``--depth-aware``."""
+    (work / "recipe.yaml").write_text(yaml.safe_dump(depth_recipe(args), sort_keys=False))
+    models, t = {}, {}
+    for name, extra in (("paper", []), ("depth", ["--depth-aware"])):
+        t0 = time.perf_counter()
+        if args.reuse and (work / f"model-{name}" / "model.json").is_file():
+            models[name] = GrainModel.load(work / f"model-{name}")  # trained by an earlier run in --work
+            continue
+        run(
+            [
+                "fit-grains",
+                str(work / "tessellations"),
+                "--recipe",
+                str(work / "recipe.yaml"),
+                "--out",
+                str(work / f"model-{name}"),
+                "--seed",
+                str(args.seed if args.train_seed is None else args.train_seed),
+                "--device",
+                args.device,
+                *extra,
+            ]
+        )
+        t[f"fit_grains_{name}"] = time.perf_counter() - t0
+        models[name] = GrainModel.load(work / f"model-{name}")
+    return models, t
+
+
+def bins_2d(sampler, rng, n: int, radius: float) -> list[dict]:
+    """Per-shell descriptors of ``n`` central sections (grains >= 5 px)."""
+    secs = De.model_sections(sampler, rng, n, radius)
+    return pooled_bins(radial_bin_descriptors(lab, c, radius, min_area_px=MIN_AREA_PX) for lab, c in secs)
+
+
+def shells_3d(sampler, rng, radius: float, n_particles: int) -> list[dict]:
+    """Per-shell 3D statistics of the grains of ``n_particles`` whole particles of radius ``radius``."""
+    size = 2 * int(np.ceil(radius)) + 9
+    stats = [De.grain_stats_3d(*De.volume_labels(sampler, rng, size, radius_px=radius)) for _ in range(n_particles)]
+    pooled3 = {k: np.concatenate([st[k] for st in stats]) for k in stats[0]}
+    return De.shell_stats_3d(pooled3, radius)
+
+
+def depth_evaluate(models: dict, radius: float, n_sections: int, repeats: int, n_particles: int, seed: int) -> dict:
+    """Per shell: mean W1 of each 2D descriptor (noise, paper, depth) and the 3D statistics."""
+    rng = np.random.default_rng(seed)
+    teacher = depth_teacher_sampler(radius)
+    ref = [bins_2d(teacher, rng, n_sections, radius) for _ in range(repeats)]
+    samplers = {"noise": teacher, **models}
+    other = {name: [bins_2d(s, rng, n_sections, radius) for _ in range(repeats)] for name, s in samplers.items()}
+    table = {"2d": [], "3d": []}
+    for b in range(len(SHELLS)):
+        row = {}
+        for k in De.DESCRIPTORS_2D:
+            row[k] = {
+                name: float(
+                    np.mean(
+                        [
+                            distribution_distances(ref[i][b][k], other[name][i][b][k])["wasserstein1"]
+                            for i in range(repeats)
+                        ]
+                    )
+                )
+                for name in samplers
+            }
+        row["n_grains"] = int(np.mean([len(r[b]["area_px"]) for r in ref]))
+        table["2d"].append(row)
+    d3 = {name: shells_3d(s, rng, radius, n_particles) for name, s in {"teacher": teacher, **models}.items()}
+    d3["teacher_b"] = shells_3d(teacher, rng, radius, n_particles)
+    for b in range(len(SHELLS)):
+        table["3d"].append(
+            {
+                k: {name: d3[name][b][k] for name in d3}
+                for k in ("median_volume_px", "mean_radial_alignment", "mean_elongation", "n_grains")
+            }
+        )
+    return table
+
+
+def depth_verdicts(table: dict, name: str) -> list[dict]:
+    """Per shell, which targets model ``name`` meets."""
+    out = []
+    for r2, r3 in zip(table["2d"], table["3d"]):
+        v = {k: bool(r2[k][name] <= 1.5 * r2[k]["noise"]) for k in De.DESCRIPTORS_2D}
+        vol, al = r3["median_volume_px"], r3["mean_radial_alignment"]
+        v["median_volume_px"] = bool(vol[name] is not None and abs(vol[name] / vol["teacher"] - 1) <= 0.2)
+        v["mean_radial_alignment"] = bool(al[name] is not None and abs(al[name] - al["teacher"]) <= 0.05)
+        out.append(v)
+    return out
+
+
+def print_depth_table(table: dict) -> None:
+    ver = {name: depth_verdicts(table, name) for name in ("paper", "depth")}
+    mark = {True: "ok", False: "NO"}
+    print("2D, per shell of normalised radius: mean W1 to the teacher / teacher noise (target <= 1.5)")
+    print(f"{'shell':7s} {'descriptor':12s} {'grains':>6s} {'noise W1':>9s} {'paper':>9s} {'depth':>9s}")
+    for b, r in enumerate(table["2d"]):
+        for k in De.DESCRIPTORS_2D:
+            n = max(r[k]["noise"], 1e-12)
+            print(
+                f"{SHELLS[b]:7s} {k:12s} {r['n_grains']:6d} {r[k]['noise']:9.4f} "
+                f"{r[k]['paper'] / n:6.2f} {mark[ver['paper'][b][k]]:2s} {r[k]['depth'] / n:6.2f} "
+                f"{mark[ver['depth'][b][k]]:2s}"
+            )
+    print("3D, per shell of the grain centroid's normalised radius (whole particles)")
+    print(f"{'shell':7s} {'statistic':22s} {'teacher':>8s} {'teacher2':>8s} {'paper':>11s} {'depth':>11s}  target")
+    for b, r in enumerate(table["3d"]):
+        for k, tol in (
+            ("median_volume_px", "rel 0.2"),
+            ("mean_radial_alignment", "abs 0.05"),
+            ("mean_elongation", "-"),
+        ):
+            v = r[k]
+            fmt = "8.3f" if k != "median_volume_px" else "8.0f"
+            f = lambda x, fmt=fmt: "       -" if x is None else format(x, fmt)  # noqa: E731
+            cell = {
+                name: f(v[name]) + (f" {mark[ver[name][b][k]]:2s}" if k in ver[name][b] else "   ")
+                for name in ("paper", "depth")
+            }
+            print(
+                f"{SHELLS[b]:7s} {k:22s} {f(v['teacher'])} {f(v['teacher_b'])} {cell['paper']} {cell['depth']}  {tol}"
+            )
+        print(f"{SHELLS[b]:7s} {'grains (teacher)':22s} {r['n_grains']['teacher']:8d}")
+    for name in ("paper", "depth"):
+        met = sum(all(v.values()) for v in ver[name])
+        print(f"{name} model: every target met in {met} of {len(SHELLS)} shells")
+
+
+def depth_main(args) -> None:
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.work or tmp)
+        t0 = time.perf_counter()
+        if args.reuse and (work / "tessellations").is_dir():
+            fits = read_tessellations(work / "tessellations")
+        else:
+            fits = depth_training_data(work, args)
+        t = {"sections": time.perf_counter() - t0}
+        models, tt = depth_models(work, args)
+        t.update(tt)
+        t0 = time.perf_counter()
+        table = depth_evaluate(models, args.radius, args.eval_sections, args.repeats, args.cubes, args.seed + 1000)
+        t["eval"] = time.perf_counter() - t0
+    print(
+        f"depth-aware closed loop: depth teacher (equiaxed core, radial rim), {len(fits)} true central "
+        f"sections of R = {args.radius:g} px fitted (mean agreement {np.mean([f.agreement for f in fits]):.4f}), "
+        f"{args.epochs} x {args.steps} steps, batch {args.batch_g}/{args.batch_d}, lr {args.lr} ({args.lr_schedule}), "
+        f"EMA {args.ema}, D-skip {args.d_skip_below}, R1 {args.d_r1}, selection "
+        f"{f'{args.select_sections} sections ({args.select_metric})' if args.select_sections else 'off'}, "
+        f"{'paper' if args.paper_arch else 'small'} architecture, {args.threads} threads; evaluation: "
+        f"{args.repeats} pairs of {args.eval_sections} sections, {args.cubes} particles per model"
+    )
+    print(
+        "time: "
+        + ", ".join(f"{k} {v:.0f} s" for k, v in t.items())
+        + "; final mu "
+        + ", ".join(f"{k} {m.intensity_per_px3:.5f}" for k, m in models.items())
+    )
+    print_depth_table(table)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "table": table, "seconds": t}, f, indent=2)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -464,7 +697,22 @@ def main() -> None:
         "each in its own process, and print the run-to-run spread",
     )
     ap.add_argument("--jobs", type=int, default=1, help="parallel runs with --seeds")
+    ap.add_argument(
+        "--teacher",
+        choices=("radial", "depth"),
+        default="radial",
+        help="radial: the uniform radial teacher through the EBSD path; depth: the depth teacher, the "
+        "paper's model against the depth-aware one, per shell of radius",
+    )
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="--teacher depth: reuse the tessellations and models an earlier run left in --work",
+    )
     args = ap.parse_args()
+    if args.teacher == "depth":
+        depth_main(args)
+        return
     if args.seeds:
         spread(args)
         return

@@ -20,6 +20,7 @@ _EXPORTS = {
     "_generator": [
         "GNet",
         "default_knn_margin",
+        "depth_inputs",
         "fused_layers",
         "generate_gbpd",
         "markers",
@@ -40,7 +41,7 @@ _EXPORTS = {
         "train_restarts",
     ],
     "_model": ["GRAIN_MODEL_FORMAT", "GrainModel", "MODEL_JSON", "WEIGHTS"],
-    "_descriptors": ["cut_height_study", "describe_grains", "grain_stats_3d", "section_descriptors"],
+    "_descriptors": ["cut_height_study", "describe_grains", "grain_stats_3d", "section_descriptors", "shell_stats_3d"],
     "_radial_bins": ["compare_radial_bins", "radial_bin_descriptors"],
 }
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -20,6 +20,16 @@ change the hard tessellation). The discriminator sees hard images: the exact one
 the hard tessellation in the kept channels (``with_hard=True``; the ``beta -> 0`` limit of
 rounding the soft values to {0, 1}, :func:`harden`), so neither side's temperature shows.
 
+**Depth** (a depth-aware generator, not in the paper): both sides are then given the particle
+radius ``R`` of every cutout (T2D: its section's radius; T3D: the radius of a section drawn
+uniformly from the same list, so both sides see the same law of ``R``), the generated seeds get
+their depth input ``min(|s| / R, 1)``, and every image gets one more channel after the ``C`` cell
+channels, the normalised radius of each grid point, ``rho(u, v) = |(p + u, v)| / R`` (the same
+formula on both sides: the rotation about the section centre keeps distances). The
+discriminator is thereby conditioned on where the cutout lies (a conditional GAN whose condition
+is an input channel), so generated grains must match the measured ones at each depth, not only
+in the mixture over depths.
+
 Fast path: every power distance restricted to the grid plane is a quadratic in ``(u, v)``, so one
 batched matrix product of grid features ``[1, u, v, u^2, u v, v^2]`` with six coefficients per seed
 gives all of them. Seeds that cannot carry weight above ``exp(-prune)`` anywhere on the grid
@@ -35,7 +45,7 @@ import numpy as np
 import torch
 
 from nmc_dataset.calibration._fit2d import augment
-from nmc_dataset.calibration._generator import default_knn_margin, neighbour_inputs, poisson_seed_set
+from nmc_dataset.calibration._generator import default_knn_margin, neighbour_inputs, poisson_seed_set, with_depth
 from nmc_dataset.tessellation._gbpd import GBPD, radial_frames
 
 
@@ -206,13 +216,44 @@ def harden(images: torch.Tensor) -> torch.Tensor:
     return (images.detach() > 0.5).to(images.dtype)
 
 
+def radius_map(p, radius, grid: int) -> torch.Tensor:
+    """The depth channel ``rho(u, v) = |(p + u, v)| / R`` of cutouts at ``p`` with particle radius ``R``.
+
+    Parameters
+    ----------
+    p, radius : (B,) arrays
+        Cutout centre's distance from the particle centre and the particle radius (pixels).
+    grid : int
+        Grid points per side.
+
+    Returns
+    -------
+    (B, 1, G, G) float64 tensor
+    """
+    uv = cutout_grid_points(grid)
+    p = np.asarray(p, dtype=np.float64).reshape(-1, 1)
+    rho = np.hypot(p + uv[None, :, 0], uv[None, :, 1]) / np.asarray(radius, dtype=np.float64).reshape(-1, 1)
+    return torch.from_numpy(rho.reshape(-1, 1, grid, grid))
+
+
+def _with_radius_map(res: tuple, p, radius, grid: int) -> tuple:
+    """Append the :func:`radius_map` channel to the images (and the hard images) of a result tuple."""
+    rmap = radius_map(p, radius, grid)
+    out = list(res)
+    idx = [0] + [i for i, x in enumerate(out) if i > 0 and isinstance(x, torch.Tensor) and x.dim() == 4]
+    for i in idx:
+        out[i] = torch.cat([out[i], rmap.to(dtype=out[i].dtype, device=out[i].device)], dim=1)
+    return tuple(out)
+
+
 # --------------------------------------------------------------------------- T3D (generated side)
 @dataclasses.dataclass
 class T3DSeeds:
     """Seeds of a batch of T3D cutouts, stacked in cutout order (``group`` = cutout index, non-decreasing).
 
     ``inner`` marks the seeds within ``margin_px`` of their cutout (they get markers and enter
-    the soft tessellation); the others only serve as neighbours.
+    the soft tessellation); the others only serve as neighbours. ``radius`` (depth-aware
+    training only) is the particle radius of each cutout.
     """
 
     seeds: np.ndarray
@@ -221,12 +262,15 @@ class T3DSeeds:
     group: np.ndarray
     inner: np.ndarray
     p: np.ndarray
+    radius: np.ndarray | None = None
 
 
 def draw_t3d_seeds(
-    rng: np.random.Generator, intensity: float, batch: int, spec: CutoutSpec, kappa: int = 12
+    rng: np.random.Generator, intensity: float, batch: int, spec: CutoutSpec, kappa: int = 12, radii=None
 ) -> T3DSeeds:
-    """Poisson seeds in a box around each of ``batch`` cutouts at ``p ~ U(0, p_max]``."""
+    """Poisson seeds in a box around each of ``batch`` cutouts at ``p ~ U(0, p_max]``; with
+    ``radii`` (the measured sections' radii) each cutout also draws its particle radius from them
+    (after the seeds, so that the paper's runs draw exactly what they always did)."""
     half = (spec.grid - 1) / 2.0 + 0.5
     km = default_knn_margin(intensity, kappa)
     parts = []
@@ -245,6 +289,7 @@ def draw_t3d_seeds(
         group=cat(lambda x: x[2]),
         inner=cat(lambda x: x[1]),
         p=ps,
+        radius=None if radii is None else np.asarray(radii, dtype=np.float64)[rng.integers(len(radii), size=batch)],
     )
 
 
@@ -253,6 +298,10 @@ def t3d_markers(gnet, ts: T3DSeeds, *, kappa: int, input_scale_px: float):
     x = neighbour_inputs(
         ts.seeds, ts.noise, ts.roll, ts.inner, kappa=kappa, input_scale_px=input_scale_px, group=ts.group
     )
+    if getattr(gnet, "depth_aware", False):
+        if ts.radius is None:
+            raise ValueError("a depth-aware G_net needs the cutouts' particle radii")
+        x = with_depth(x, ts.seeds[ts.inner], ts.radius[ts.group[ts.inner]])
     device = next(gnet.parameters()).device
     return gnet(torch.from_numpy(x).to(device))
 
@@ -274,7 +323,8 @@ def t3d_batch_from_markers(ts: T3DSeeds, diag, offsets, spec: CutoutSpec, *, wit
     coef_list = list(torch.split(coefs, counts.tolist()))
     bounds = np.concatenate([[0], np.cumsum(counts)])
     scales = [diag_np[bounds[b] : bounds[b + 1]].mean() if counts[b] else 1.0 for b in range(len(ts.p))]
-    return soft_images(pad_coefs(coef_list, scales), spec, with_labels=with_labels, with_hard=with_hard)
+    res = soft_images(pad_coefs(coef_list, scales), spec, with_labels=with_labels, with_hard=with_hard)
+    return res if ts.radius is None else _with_radius_map(res, ts.p, ts.radius, spec.grid)
 
 
 def t3d_batch(
@@ -287,6 +337,7 @@ def t3d_batch(
     kappa: int = 12,
     input_scale_px: float = 10.0,
     with_hard: bool = False,
+    radii=None,
 ):
     """Draw ``batch`` generated cutouts: ``(images (B, C, G, G) with gradient, ng (B,)[, hard])``,
     on the device of ``gnet``'s weights.
@@ -309,6 +360,10 @@ def t3d_batch(
         Displacements are divided by this before entering ``gnet``.
     with_hard : bool, default False
         Also return the hard images.
+    radii : sequence of float, optional
+        Depth-aware training: the measured sections' radii; each cutout draws its particle radius
+        from them, the seeds get their depth input and the images the :func:`radius_map` channel
+        (``C + 1`` channels).
 
     Returns
     -------
@@ -319,7 +374,7 @@ def t3d_batch(
     hard : (B, C, G, G) tensor, only with ``with_hard``
         The exact hard images.
     """
-    ts = draw_t3d_seeds(rng, intensity, batch, spec, kappa)
+    ts = draw_t3d_seeds(rng, intensity, batch, spec, kappa, radii=radii)
     diag, off = t3d_markers(gnet, ts, kappa=kappa, input_scale_px=input_scale_px)
     return t3d_batch_from_markers(ts, diag, off, spec, with_hard=with_hard)
 
@@ -350,6 +405,7 @@ def t2d_batch(
     with_hard: bool = False,
     return_draws: bool = False,
     device=None,
+    radii=None,
 ):
     """Draw ``batch`` measured cutouts from a list of fitted 2D GBPDs (pixels, centre origin).
 
@@ -376,6 +432,9 @@ def t2d_batch(
         Also return what was drawn.
     device : torch.device or str, optional
         Where the images are computed (default: the CPU).
+    radii : sequence of float, optional
+        Depth-aware training: the particle radius of each section of ``fits``; the images get the
+        :func:`radius_map` channel (``C + 1`` channels). No extra draws.
 
     Returns
     -------
@@ -388,9 +447,10 @@ def t2d_batch(
     draws : list of (GBPD used, p, beta), only with ``return_draws``
         What each cutout was made from.
     """
-    coef_list, scales, draws = [], [], []
+    coef_list, scales, draws, picked = [], [], [], []
     for _ in range(batch):
-        g = fits[int(rng.integers(len(fits)))]
+        picked.append(int(rng.integers(len(fits))))
+        g = fits[picked[-1]]
         p = float(spec.p_max_px * (1.0 - rng.random()))
         beta = float(2 * np.pi * rng.random())
         sub = t2d_local(g, p, beta, spec)
@@ -408,4 +468,6 @@ def t2d_batch(
         draws.append((sub, p, beta))
     with torch.no_grad():
         res = soft_images(pad_coefs(coef_list, scales, device), spec, with_labels=with_labels, with_hard=with_hard)
+    if radii is not None:
+        res = _with_radius_map(res, [d[1] for d in draws], np.asarray(radii, dtype=np.float64)[picked], spec.grid)
     return (*res, draws) if return_draws else res

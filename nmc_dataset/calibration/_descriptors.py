@@ -20,10 +20,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from nmc_dataset._util import atomic_path, write_json_atomic
+from nmc_dataset._util import atomic_path, write_json_atomic, write_text_atomic
 from nmc_dataset.calibration._fit2d import read_tessellations
 from nmc_dataset.calibration._model import GrainModel
-from nmc_dataset.calibration._radial_bins import compare_radial_bins, pooled_bins, radial_bin_descriptors
+from nmc_dataset.calibration._radial_bins import (
+    compare_radial_bins,
+    pooled_bins,
+    radial_bin_descriptors,
+    radial_bin_edges,
+    radial_bin_summary,
+)
 from nmc_dataset.compare import compare_descriptors, distribution_distances
 from nmc_dataset.ebsd._morphology import alpha_kde, centrality_score, chord_table, grain_descriptors
 from nmc_dataset.errors import InputError
@@ -118,6 +124,51 @@ def grain_stats_3d(
         "radial_alignment": align,
     }
     return {k: a[keep] for k, a in out.items()}
+
+
+def shell_stats_3d(stats: dict, radius_px: float, bins: int = 3) -> list[dict]:
+    """The 3D statistics of :func:`grain_stats_3d` per shell of the centroid's normalised radius.
+
+    Parameters
+    ----------
+    stats : dict
+        Output of :func:`grain_stats_3d` (pooled over volumes if wished).
+    radius_px : float
+        Particle radius (pixels): a grain belongs to the shell of ``|centroid| / radius_px``
+        (equal-width shells of ``[0, 1]``); grains centred outside the particle (``> 1``) are left out.
+    bins : int, default 3
+        Number of shells.
+
+    Returns
+    -------
+    list of dict
+        One per shell, inner first: ``rho_low``, ``rho_high``, ``n_grains``, ``median_volume_px``,
+        ``mean_radial_alignment``, ``mean_elongation`` (None for an empty shell) and the grains'
+        ``volume_px``, ``radial_alignment``, ``elongation`` arrays.
+    """
+    cen = np.stack([stats["centroid_x_px"], stats["centroid_y_px"], stats["centroid_z_px"]], axis=1)
+    rho = np.linalg.norm(cen, axis=1) / float(radius_px)
+    edges = radial_bin_edges(bins)
+    shell = np.clip(np.searchsorted(edges, rho, side="right") - 1, 0, len(edges) - 2)
+    shell[~(rho <= 1.0)] = -1
+    rows = []
+    for b in range(len(edges) - 1):
+        s = shell == b
+        v, a, e = (np.asarray(stats[k], float)[s] for k in ("volume_px", "radial_alignment", "elongation"))
+        rows.append(
+            {
+                "rho_low": float(edges[b]),
+                "rho_high": float(edges[b + 1]),
+                "n_grains": int(s.sum()),
+                "median_volume_px": float(np.median(v)) if v.size else None,
+                "mean_radial_alignment": float(np.nanmean(a)) if np.isfinite(a).any() else None,
+                "mean_elongation": float(np.nanmean(e)) if np.isfinite(e).any() else None,
+                "volume_px": v,
+                "radial_alignment": a,
+                "elongation": e,
+            }
+        )
+    return rows
 
 
 _KEYS3 = (
@@ -239,9 +290,11 @@ def model_sections(sampler, rng, n: int, radius_px: float, height_px: float = 0.
     Returns
     -------
     list of (labels, center_px)
+
+    A depth-aware :class:`GrainModel` draws its grains for a particle of radius ``radius_px``.
     """
-    draw = sampler.sample if hasattr(sampler, "sample") else sampler
     r = float(radius_px)
+    draw = _drawer(sampler, r)
     lo = np.array([-r - 1, -r - 1, height_px - 1.0])
     hi = np.array([r + 1, r + 1, height_px + 1.0])
     out = []
@@ -251,14 +304,22 @@ def model_sections(sampler, rng, n: int, radius_px: float, height_px: float = 0.
     return out
 
 
-def volume_labels(sampler, rng, size_px: int):
+def _drawer(sampler, radius_px=None):
+    """``(rng, lo, hi) -> GBPD`` of a sampler; a depth-aware model draws for a particle of ``radius_px``."""
+    if getattr(sampler, "depth_aware", False) and radius_px is not None:
+        return lambda rng, lo, hi: sampler.sample(rng, lo, hi, radius=float(radius_px))
+    return sampler.sample if hasattr(sampler, "sample") else sampler
+
+
+def volume_labels(sampler, rng, size_px: int, radius_px: float | None = None):
     """Hard labels (cell + 1) of a cube of ``size_px`` voxels centred on the particle centre.
 
-    Returns ``(labels, origin_px)``.
+    ``radius_px``: the particle radius a depth-aware model draws for (default: its reference
+    radius). Returns ``(labels, origin_px)``.
     """
 
     half = (size_px - 1) / 2.0
-    draw = sampler.sample if hasattr(sampler, "sample") else sampler
+    draw = _drawer(sampler, radius_px)
     g = draw(rng, np.full(3, -half - 0.5), np.full(3, half + 0.5))
     origin = np.full(3, -half)
     return hard_labels_grid(g, (size_px,) * 3, origin=origin) + 1, origin
@@ -285,8 +346,10 @@ def describe_grains(
 
     Writes ``comparison.md``, ``comparison.json`` and histograms (via
     :func:`nmc_dataset.compare.compare_descriptors`), ``cut_height.png`` (α distribution of model
-    sections at ``heights`` × radius from the centre), ``cut_height.json`` and ``radial_bins.json``
-    (both sides per shell of normalised radius, :mod:`nmc_dataset.calibration._radial_bins`).
+    sections at ``heights`` × radius from the centre), ``cut_height.json`` (with descriptors per
+    shell of radius at every height), ``radial_bins.json`` and ``radial_bins.md`` (both sides per
+    shell of normalised radius, :mod:`nmc_dataset.calibration._radial_bins`). A depth-aware model
+    draws its sections for the particle radius ``radius_px``.
 
     Parameters
     ----------
@@ -351,11 +414,48 @@ def describe_grains(
             {
                 "bins": "equal-width shells of the grain centroid's distance "
                 "from the section centre / the section radius",
+                "model_depth_aware": model.depth_aware,
                 "shells": shells,
             },
         )
+        write_text_atomic(tmp / "radial_bins.md", radial_bins_markdown(shells))
         plot_cut_height(study, tmp / "cut_height.png")
     return result
+
+
+def radial_bins_markdown(shells: list[dict]) -> str:
+    """A Markdown table of :func:`~nmc_dataset.calibration._radial_bins.compare_radial_bins` rows:
+    per shell, the grain counts, the medians of both sides and the W1 of every descriptor.
+
+    Parameters
+    ----------
+    shells : list of dict
+        The rows (inner shell first).
+
+    Returns
+    -------
+    str
+    """
+    lines = [
+        "# Grain descriptors per shell of normalised radius (measured vs model)",
+        "",
+        "| shell ρ | grains measured / model | "
+        + " | ".join(f"median {k} measured / model | W1 {k}" for k in DESCRIPTORS_2D)
+        + " |",
+        "|---|---|" + "---|---|" * len(DESCRIPTORS_2D),
+    ]
+
+    def num(x):
+        return "–" if x is None else f"{x:.4g}"
+
+    for row in shells:
+        m, s = row["measured"], row["model"]
+        cells = [f"{row['rho_low']:.2f}–{row['rho_high']:.2f}", f"{m['n_grains']} / {s['n_grains']}"]
+        for k in DESCRIPTORS_2D:
+            cells.append(f"{num(m[f'median_{k}'])} / {num(s[f'median_{k}'])}")
+            cells.append(num(None if row[k] is None else row[k]["wasserstein1"]))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def cut_height_study(sampler, rng, radius_px: float, heights, n: int) -> dict:
@@ -378,13 +478,19 @@ def cut_height_study(sampler, rng, radius_px: float, heights, n: int) -> dict:
     -------
     dict
         ``radius_px`` and per height ``relative_height``, ``height_px``, ``n_grains``, ``centrality_score``,
-        ``alpha_grid`` and ``alpha_density`` (the KDE of α).
+        ``alpha_grid``, ``alpha_density`` (the KDE of α) and ``radial_bins``: count and median
+        descriptors per shell of the grains' 3D normalised radius ``sqrt(|c|² + h²) / R``
+        (:func:`~nmc_dataset.calibration._radial_bins.radial_bin_summary`; a section at height
+        ``h`` only reaches the shells beyond ``h / R``).
     """
 
     res = {"radius_px": float(radius_px), "heights": []}
     for h in heights:
         secs = model_sections(sampler, rng, n, radius_px, h * radius_px)
         d = pooled(section_descriptors(lab, c) for lab, c in secs)
+        shells = radial_bin_summary(
+            pooled_bins(radial_bin_descriptors(lab, c, radius_px, height_px=h * radius_px) for lab, c in secs)
+        )
         grid, dens = alpha_kde(d["alpha_rad"])
         res["heights"].append(
             {
@@ -394,6 +500,7 @@ def cut_height_study(sampler, rng, radius_px: float, heights, n: int) -> dict:
                 "centrality_score": centrality_score(d["alpha_rad"], d["area_px"], d["elongation"]),
                 "alpha_grid": np.asarray(grid).tolist(),
                 "alpha_density": np.asarray(dens).tolist(),
+                "radial_bins": shells,
             }
         )
     return res

@@ -83,12 +83,16 @@ class GeneratorConfig:
         Range of each diagonal marker entry.
     input_scale_px : float
         Neighbour displacements are divided by this (pixels) before entering the network.
+    depth_aware : bool
+        Not in the paper (off by default): ``G_net`` also sees the seed's relative distance from
+        the particle centre, and the discriminator a depth channel (docs/method.md#depth-aware).
     """
 
     hidden: tuple = (128, 128, 64)
     r_bounds: tuple = (1.0, 10.0)
     diag_bounds: tuple = (DIAG_MIN, 50.0)
     input_scale_px: float = 10.0
+    depth_aware: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,7 +185,7 @@ class ScheduleConfig:
 
 #: flat names of the stored configuration (model.json / checkpoints) -> (group, field)
 _FLAT = {
-    **{n: ("generator", n) for n in ["hidden", "r_bounds", "diag_bounds", "input_scale_px"]},
+    **{n: ("generator", n) for n in ["hidden", "r_bounds", "diag_bounds", "input_scale_px", "depth_aware"]},
     **{
         k: ("discriminator", v)
         for k, v in {
@@ -297,6 +301,9 @@ class TrainConfig:
         Range of each diagonal marker entry.
     input_scale_px : float, default 10.0
         Displacements are divided by this before entering ``G_net``.
+    depth_aware : bool, default False
+        ``G_net`` also sees the seed's relative distance from the particle centre and the
+        discriminator a depth channel (stored only when on).
     d_width : int, default 32
         Feature maps of the discriminator's first block (doubled per block).
     d_blocks : int, default 3
@@ -446,6 +453,8 @@ class TrainConfig:
         out = {"kappa": self.kappa}
         for flat, (group, name) in _FLAT.items():
             v = getattr(getattr(self, group), name)
+            if flat == "depth_aware" and not v:
+                continue  # the paper's runs keep the stored config (and its checkpoints) they always had
             out[flat] = list(v) if isinstance(v, tuple) else v
         out["intensity_init_per_px3"] = self.intensity_init_per_px3
         return out
@@ -518,9 +527,12 @@ class Trainer:
         Seed of every random stream of the run.
     device : str or torch.device
         Where the networks run (``"cpu"``, ``"cuda"``, ``"auto"``).
+    radii_px : sequence of float, optional
+        The particle radius of each section of ``fits`` (pixels); required by a depth-aware
+        generator (``cfg.generator.depth_aware``).
     """
 
-    def __init__(self, fits, pixel_size_um, cfg: TrainConfig, seed: int, device="cpu"):
+    def __init__(self, fits, pixel_size_um, cfg: TrainConfig, seed: int, device="cpu", radii_px=None):
         k = int(cfg.training.holdout_sections)
         if k < 0 or (k and k >= len(fits)):
             raise InputError(
@@ -528,6 +540,14 @@ class Trainer:
                 f"{len(fits)} section(s) to train on, got {cfg.training.holdout_sections}"
             )
         fits = list(fits)
+        self.radii, self.holdout_radii = None, None
+        if cfg.generator.depth_aware:
+            if radii_px is None or len(radii_px) != len(fits):
+                raise InputError("grains.generator.depth_aware needs the radius of every section (fit-sections output)")
+            radii = [float(r) for r in radii_px]
+            if not all(np.isfinite(r) and r > 0 for r in radii):
+                raise InputError(f"grains.generator.depth_aware: section radii must be > 0, got {radii}")
+            self.radii, self.holdout_radii = radii[: len(fits) - k], radii[len(fits) - k :]
         self.holdout = fits[len(fits) - k :] if k else []
         fits = fits[: len(fits) - k]
         self.fits = fits
@@ -554,14 +574,9 @@ class Trainer:
         self.device = resolve_device(device)
         # the weights are drawn on the CPU (same initial weights on every device), then moved
         torch.manual_seed(self.seed)
-        self.gnet = GNet(
-            kappa=cfg.kappa,
-            hidden=cfg.generator.hidden,
-            r_bounds=cfg.generator.r_bounds,
-            diag_bounds=cfg.generator.diag_bounds,
-        )
+        self.gnet = new_gnet(cfg)
         self.disc = Discriminator(
-            channels=cfg.cutouts.channels,
+            channels=cfg.cutouts.channels + int(cfg.generator.depth_aware),  # + the depth channel
             grid=cfg.cutouts.grid,
             width=cfg.discriminator.width,
             blocks=cfg.discriminator.blocks,
@@ -570,12 +585,7 @@ class Trainer:
         )
         self.gnet_ema = None
         if cfg.training.ema_decay > 0:
-            self.gnet_ema = GNet(
-                kappa=cfg.kappa,
-                hidden=cfg.generator.hidden,
-                r_bounds=cfg.generator.r_bounds,
-                diag_bounds=cfg.generator.diag_bounds,
-            )
+            self.gnet_ema = new_gnet(cfg)
             self.gnet_ema.load_state_dict(self.gnet.state_dict())
             self.gnet_ema.requires_grad_(False)
         for net in (self.gnet, self.disc, self.gnet_ema):
@@ -690,12 +700,20 @@ class Trainer:
             kappa=c.kappa,
             input_scale_px=c.generator.input_scale_px,
             with_hard=True,
+            radii=self.radii,
         )
 
     def real(self, batch: int):
         c = self.cfg
         return t2d_batch(
-            self.fits, self.rng, batch, c.cutouts, augment_rel=c.training.augment, with_hard=True, device=self.device
+            self.fits,
+            self.rng,
+            batch,
+            c.cutouts,
+            augment_rel=c.training.augment,
+            with_hard=True,
+            device=self.device,
+            radii=self.radii,
         )
 
     def measure_ng_gt(self) -> float:
@@ -787,6 +805,7 @@ class Trainer:
                     augment_rel=c.training.augment,
                     with_hard=True,
                     device=self.device,
+                    radii=self.radii,
                 )
                 _, _, ho = t2d_batch(
                     self.holdout,
@@ -796,6 +815,7 @@ class Trainer:
                     augment_rel=c.training.augment,
                     with_hard=True,
                     device=self.device,
+                    radii=self.holdout_radii,
                 )
                 _, _, fk = t3d_batch(
                     self.final_gnet(),
@@ -806,6 +826,7 @@ class Trainer:
                     kappa=c.kappa,
                     input_scale_px=c.generator.input_scale_px,
                     with_hard=True,
+                    radii=self.radii,
                 )
                 out = {
                     name: float(self.disc(x.float()).mean())
@@ -854,12 +875,7 @@ class Trainer:
         c = self.cfg
         mu = self.mu
         if best and self.best is not None:
-            gnet = GNet(
-                kappa=c.kappa,
-                hidden=c.generator.hidden,
-                r_bounds=c.generator.r_bounds,
-                diag_bounds=c.generator.diag_bounds,
-            )
+            gnet = new_gnet(c)
             gnet.load_state_dict(self.best["state"])
             gnet.eval()
             mu = float(self.best["mu"])
@@ -875,6 +891,7 @@ class Trainer:
             input_scale_px=c.generator.input_scale_px,
             cell_margin_px=c.cutouts.margin_px,
             training=summary(self, c, source),
+            reference_radius_px=None if self.radii is None else float(np.mean(self.radii)),
         )
 
     def adapt(self, ng_gen: float) -> None:
@@ -898,6 +915,27 @@ class Trainer:
                 )
 
 
+def new_gnet(cfg: TrainConfig) -> GNet:
+    """A freshly initialised ``G_net`` of the configuration's architecture (draws from torch's RNG).
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+        Its ``kappa`` and ``generator`` fields.
+
+    Returns
+    -------
+    GNet
+    """
+    return GNet(
+        kappa=cfg.kappa,
+        hidden=cfg.generator.hidden,
+        r_bounds=cfg.generator.r_bounds,
+        diag_bounds=cfg.generator.diag_bounds,
+        depth_aware=cfg.generator.depth_aware,
+    )
+
+
 def r1_penalty(out_real: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     """``E ||grad_x D(x)||^2`` over the measured cutouts ``real`` (which require grad) from D's
     outputs on them, differentiable (for the R1 term of ``TrainConfig.d_r1``)."""
@@ -918,6 +956,7 @@ def train(
     on_epoch=None,
     device: str = "cpu",
     sections=None,
+    radii_px=None,
 ) -> GrainModel:
     """Calibrate a :class:`GrainModel` on fitted 2D tessellations.
 
@@ -952,7 +991,11 @@ def train(
         bits (cuDNN), so two GPU runs, or a GPU and a CPU run, drift apart over training.
         Checkpoints hold CPU tensors: a run may resume on another device.
     sections : list of fit2d.SectionFit, optional
-        The measured sections behind ``fits`` (needed with ``cfg.select_sections``).
+        The measured sections behind ``fits`` (needed with ``cfg.select_sections``, and with
+        ``cfg.generator.depth_aware`` unless ``radii_px`` is given).
+    radii_px : sequence of float, optional
+        The particle radius of each section (default: the sections' ``radius_px``); used by a
+        depth-aware generator only.
 
     Returns
     -------
@@ -966,7 +1009,9 @@ def train(
     for g in fits:
         if not isinstance(g, GBPD) or g.dim != 2:
             raise InputError("training needs 2D GBPD fits")
-    tr = Trainer(fits, pixel_size_um, cfg, seed, device=device)
+    if radii_px is None and sections is not None and cfg.generator.depth_aware:
+        radii_px = [float(f.radius_px) for f in sections]
+    tr = Trainer(fits, pixel_size_um, cfg, seed, device=device, radii_px=radii_px)
     tr.set_selection_reference(sections)
     ckdir = None if out is None else Path(out) / "training"
     if resume:
@@ -1036,6 +1081,7 @@ def train_restarts(
     source: dict | None = None,
     device: str = "cpu",
     sections=None,
+    radii_px=None,
 ) -> GrainModel:
     """Train once per seed and keep the run whose selected epoch scored best.
 
@@ -1066,6 +1112,8 @@ def train_restarts(
         ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (see :func:`train`).
     sections : list of SectionFit, optional
         The measured sections behind ``fits`` (for the selection score).
+    radii_px : sequence of float, optional
+        The particle radius of each section (see :func:`train`).
 
     Returns
     -------
@@ -1091,7 +1139,16 @@ def train_restarts(
         else:
             ck = resume and (sub / "training" / "checkpoint.json").is_file()
             model = train(
-                fits, pixel_size_um, cfg, seed=s, out=sub, resume=ck, source=source, device=device, sections=sections
+                fits,
+                pixel_size_um,
+                cfg,
+                seed=s,
+                out=sub,
+                resume=ck,
+                source=source,
+                device=device,
+                sections=sections,
+                radii_px=radii_px,
             )
             log.info(
                 "restart seed %d: score %.4f (epoch %s)",

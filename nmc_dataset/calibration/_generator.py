@@ -16,6 +16,12 @@ markers for the seeds it needs.
 
 Displacements are divided by ``input_scale_px`` before they enter the network (a fixed constant
 stored with the model, so the network sees numbers of order 1).
+
+**Depth-aware generator** (``depth_aware=True``, not in the paper, off by default): one more input,
+the seed's relative distance from the particle centre ``rho_i = min(|s_i| / R(s_i / |s_i|), 1)``
+(:func:`depth_inputs`), appended after the ``5 kappa`` neighbour numbers. ``R`` is the particle
+radius in the seed's direction (a star-shaped shell's radius function) or one radius for a ball;
+seeds outside the particle count as rim seeds (``rho = 1``).
 """
 
 from __future__ import annotations
@@ -153,11 +159,60 @@ def _drop_self(nb: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return nb[keep].reshape(len(idx), nb.shape[1] - 1)
 
 
+def depth_inputs(seeds: np.ndarray, radius) -> np.ndarray:
+    """The depth input ``rho_i = min(|s_i| / R(s_i / |s_i|), 1)`` of a depth-aware ``G_net``.
+
+    Parameters
+    ----------
+    seeds : (n, 3) array
+        Seed positions, particle centre at the origin (pixels).
+    radius : float, (n,) array or callable
+        The particle radius (pixels): one number (a ball), one per seed, or a function of unit
+        directions ``(n, 3) -> (n,)`` (a star-shaped shell's radius in the seed's direction).
+
+    Returns
+    -------
+    (n, 1) float32 array
+        ``rho`` in ``[0, 1]`` (seeds outside the particle count as rim seeds).
+    """
+    seeds = np.asarray(seeds, dtype=np.float64).reshape(-1, 3)
+    dist = np.linalg.norm(seeds, axis=1)
+    if callable(radius):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dirs = np.where(dist[:, None] > 0, seeds / dist[:, None], np.array([1.0, 0.0, 0.0]))
+        r = np.asarray(radius(dirs), dtype=np.float64).reshape(-1)
+    else:
+        r = np.broadcast_to(np.asarray(radius, dtype=np.float64), dist.shape)
+    if r.shape != dist.shape or not np.all(np.isfinite(r) & (r > 0)):
+        raise ValueError("the particle radius must be positive and finite (one per seed, or one number)")
+    return np.minimum(dist / r, 1.0).astype(np.float32)[:, None]
+
+
+def with_depth(inputs: np.ndarray, seeds: np.ndarray, radius) -> np.ndarray:
+    """``inputs`` with the :func:`depth_inputs` column of ``seeds`` appended (float32).
+
+    Parameters
+    ----------
+    inputs : (n, 5 kappa) array
+        Rows of :func:`neighbour_inputs`.
+    seeds : (n, 3) array
+        The seeds of those rows (particle centre at the origin).
+    radius : float, (n,) array or callable
+        The particle radius, as in :func:`depth_inputs`.
+
+    Returns
+    -------
+    (n, 5 kappa + 1) float32 array
+    """
+    return np.concatenate([np.asarray(inputs, dtype=np.float32), depth_inputs(seeds, radius)], axis=1)
+
+
 # --------------------------------------------------------------------------- network
 class GNet(nn.Module):
     """Fully connected marker network ``G_net``: ReLU hidden layers, 4 scaled-sigmoid outputs.
 
-    ``forward(x)`` maps ``(n, 5 kappa)`` inputs to ``(diag (n, 3), offsets (n,))``.
+    ``forward(x)`` maps ``(n, 5 kappa)`` inputs (``5 kappa + 1`` when depth-aware) to
+    ``(diag (n, 3), offsets (n,))``.
 
     Parameters
     ----------
@@ -169,9 +224,18 @@ class GNet(nn.Module):
         Range of the offsets ``r_i`` (paper: [1, 10]).
     diag_bounds : (a, b)
         Range of each diagonal entry of ``D_i`` (paper: [0, 50]; ``a > 0`` here).
+    depth_aware : bool, default False
+        One more input: the seed's relative distance from the particle centre (:func:`depth_inputs`).
     """
 
-    def __init__(self, kappa: int = 12, hidden=(128, 128, 64), r_bounds=(1.0, 10.0), diag_bounds=(DIAG_MIN, 50.0)):
+    def __init__(
+        self,
+        kappa: int = 12,
+        hidden=(128, 128, 64),
+        r_bounds=(1.0, 10.0),
+        diag_bounds=(DIAG_MIN, 50.0),
+        depth_aware: bool = False,
+    ):
         super().__init__()
         if int(kappa) < 1:
             raise ValueError("kappa must be >= 1")
@@ -181,8 +245,9 @@ class GNet(nn.Module):
         self.hidden = tuple(int(h) for h in hidden)
         self.r_bounds = (float(r_bounds[0]), float(r_bounds[1]))
         self.diag_bounds = (float(diag_bounds[0]), float(diag_bounds[1]))
+        self.depth_aware = bool(depth_aware)
         layers = []
-        width = 5 * self.kappa
+        width = self.n_inputs
         for h in self.hidden:
             layers += [nn.Linear(width, h), nn.ReLU()]
             width = h
@@ -193,13 +258,18 @@ class GNet(nn.Module):
         self.register_buffer("out_lo", lo, persistent=False)
         self.register_buffer("out_span", hi - lo, persistent=False)
 
+    @property
+    def n_inputs(self) -> int:
+        """Input width: ``5 kappa`` neighbour numbers (+ 1 depth input when depth-aware)."""
+        return 5 * self.kappa + int(self.depth_aware)
+
     def forward(self, x):
         """Markers of a batch of seeds.
 
         Parameters
         ----------
-        x : (n, 5 kappa) tensor
-            Neighbour inputs of each seed.
+        x : (n, n_inputs) tensor
+            Neighbour inputs of each seed (then its depth input, when depth-aware).
 
         Returns
         -------
@@ -212,13 +282,20 @@ class GNet(nn.Module):
         return out[:, 1:], out[:, 0]
 
     def config(self) -> dict:
-        """The architecture as a JSON-able dict (``GNet(**config)`` rebuilds it)."""
-        return {
+        """The architecture as a JSON-able dict (``GNet(**config)`` rebuilds it).
+
+        ``depth_aware`` is written only when on: the paper's networks keep the dict (and the
+        model files hashed from it) they always had.
+        """
+        out = {
             "kappa": self.kappa,
             "hidden": list(self.hidden),
             "r_bounds": list(self.r_bounds),
             "diag_bounds": list(self.diag_bounds),
         }
+        if self.depth_aware:
+            out["depth_aware"] = True
+        return out
 
 
 # --------------------------------------------------------------------------- G: seeds -> GBPD
@@ -232,8 +309,8 @@ def markers(gnet, inputs: np.ndarray, *, chunk: int | None = None, fused: bool |
     ----------
     gnet : GNet
         The marker network.
-    inputs : (n, 5 kappa) array
-        Rows of :func:`neighbour_inputs`.
+    inputs : (n, n_inputs) array
+        Rows of :func:`neighbour_inputs` (with :func:`with_depth` for a depth-aware network).
     chunk : int, optional
         Rows per network pass.
     fused : bool, optional
@@ -356,6 +433,7 @@ def generate_gbpd(
     input_scale_px: float = 10.0,
     cell_margin_px: float = 16.0,
     knn_margin_px: float | None = None,
+    radius=None,
 ) -> GBPD:
     """Draw a 3D grain architecture covering the box ``[lo, hi]`` (analytic: seeds + markers).
 
@@ -383,12 +461,17 @@ def generate_gbpd(
         Seeds this far outside the box are kept (their cells may reach into it).
     knn_margin_px : float, optional
         Extra margin so that kept seeds have their true neighbours (default: 3 mean spacings).
+    radius : float, (n,) array or callable, optional
+        The particle radius for a depth-aware ``gnet`` (:func:`depth_inputs`; required then,
+        ignored otherwise).
 
     Returns
     -------
     GBPD
         3D, pixels, with roll angles.
     """
+    if getattr(gnet, "depth_aware", False) and radius is None:
+        raise ValueError("a depth-aware G_net needs the particle radius")
 
     lo = np.asarray(lo, dtype=np.float64).reshape(3)
     hi = np.asarray(hi, dtype=np.float64).reshape(3)
@@ -399,6 +482,8 @@ def generate_gbpd(
     pos = ss.positions
     keep = box_mask(pos, lo - cell_margin_px, hi + cell_margin_px)
     x = neighbour_inputs(pos, ss.noise, ss.roll, keep, kappa=kappa, input_scale_px=input_scale_px)
+    if getattr(gnet, "depth_aware", False):
+        x = with_depth(x, pos[keep], radius)
     diag, off = markers(gnet, x)
     return GBPD(pos[keep], diag, off, ss.roll[keep])
 

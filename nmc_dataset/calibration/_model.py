@@ -9,6 +9,10 @@ On disk, a folder::
 intensity ``intensity_per_px3`` (the final ``mu``), the soft-assignment temperature ``beta``, the
 input scale, the pixel size in µm, and a summary of the training run. Loading rebuilds
 :class:`~nmc_dataset.calibration._generator.GNet` from the JSON and fills it from the safetensors file.
+
+A depth-aware model (``architecture.depth_aware: true``, ``inputs = 5 kappa + 1``) also stores
+``depth.reference_radius_px``: the mean radius of the sections it was trained on, the particle
+radius used when a caller gives none. Models written without these keys load as not depth-aware.
 """
 
 from __future__ import annotations
@@ -55,6 +59,9 @@ class GrainModel:
         Crystal-orientation texture drawn per grain by ``make_particle`` (not part of
         ``model.json``: ``nmc_dataset.pipeline.load_grain_model`` reads it from
         ``orientation_model.json`` beside it).
+    reference_radius_px : float or None
+        Depth-aware models: the particle radius (pixels) :meth:`sample` uses when it is given
+        none (the mean radius of the training sections).
     """
 
     gnet: object
@@ -65,12 +72,18 @@ class GrainModel:
     cell_margin_px: float = 16.0
     training: dict = dataclasses.field(default_factory=dict)
     orientation_model: object = None
+    reference_radius_px: float | None = None
 
     # ------------------------------------------------------------------ properties
     @property
     def kappa(self) -> int:
         """Number of nearest neighbours the network looks at."""
         return self.gnet.kappa
+
+    @property
+    def depth_aware(self) -> bool:
+        """Whether ``G_net`` sees the seed's relative distance from the particle centre."""
+        return bool(getattr(self.gnet, "depth_aware", False))
 
     @property
     def r_bounds(self) -> tuple[float, float]:
@@ -81,7 +94,7 @@ class GrainModel:
         return self.gnet.diag_bounds
 
     # ------------------------------------------------------------------ sampling
-    def sample(self, rng, lo, hi) -> GBPD:
+    def sample(self, rng, lo, hi, radius=None) -> GBPD:
         """Draw an analytic 3D grain architecture covering the box ``[lo, hi]`` (pixels).
 
         Parameters
@@ -90,6 +103,11 @@ class GrainModel:
         lo, hi : (3,) array-like or float
             Box corners in model pixels (particle centre at the origin); a scalar means the
             same value on every axis.
+        radius : float or callable, optional
+            The particle's radius in pixels for a depth-aware model: one number (a ball) or the
+            shell's radius function of unit directions ``(n, 3) -> (n,)`` (the radius in each seed's
+            direction). Default: ``reference_radius_px``. Ignored by models that are not
+            depth-aware.
 
         Returns
         -------
@@ -103,6 +121,10 @@ class GrainModel:
 
         lo = np.broadcast_to(np.asarray(lo, dtype=np.float64), (3,))
         hi = np.broadcast_to(np.asarray(hi, dtype=np.float64), (3,))
+        if self.depth_aware and radius is None:
+            radius = self.reference_radius_px
+            if radius is None:
+                raise InputError("this depth-aware grain model needs the particle radius (none stored)")
         return generate_gbpd(
             self.gnet,
             as_rng(rng),
@@ -112,18 +134,19 @@ class GrainModel:
             kappa=self.kappa,
             input_scale_px=self.input_scale_px,
             cell_margin_px=self.cell_margin_px,
+            radius=radius if self.depth_aware else None,
         )
 
     # ------------------------------------------------------------------ I/O
     def metadata(self) -> dict:
         """The content of ``model.json``."""
-        return {
+        meta = {
             "format": GRAIN_MODEL_FORMAT,
             "format_version": GRAIN_MODEL_FORMAT_VERSION,
             "architecture": {
                 "type": "mlp-relu-scaled-sigmoid",
                 **self.gnet.config(),
-                "inputs": 5 * self.kappa,
+                "inputs": self.gnet.n_inputs,
                 "outputs": ["r", "d_radial", "d_tangential_1", "d_tangential_2"],
             },
             "marker_bounds": {"r": list(self.r_bounds), "diag": list(self.diag_bounds)},
@@ -137,6 +160,13 @@ class GrainModel:
             "weights": WEIGHTS,
             "training": _jsonable(self.training),
         }
+        if self.depth_aware:
+            meta["depth"] = {
+                "input": "rho = min(|s| / R(s / |s|), 1): the seed's distance from the particle centre "
+                "over the particle radius in its direction",
+                "reference_radius_px": None if self.reference_radius_px is None else float(self.reference_radius_px),
+            }
+        return meta
 
     def write(self, folder) -> Path:
         """Write ``model.json`` and ``gnet.safetensors`` into ``folder`` (each file atomically).
@@ -206,6 +236,7 @@ class GrainModel:
                 hidden=tuple(arch["hidden"]),
                 r_bounds=tuple(meta["marker_bounds"]["r"]),
                 diag_bounds=tuple(meta["marker_bounds"]["diag"]),
+                depth_aware=bool(arch.get("depth_aware", False)),
             )
         except (ValueError, TypeError, KeyError) as e:
             raise InputError(f"invalid architecture: {e}", folder / MODEL_JSON) from None
@@ -231,6 +262,7 @@ class GrainModel:
             input_scale_px=float(meta.get("input_scale_px", 10.0)),
             cell_margin_px=float(meta.get("cell_margin_px", 16.0)),
             training=dict(meta.get("training", {})),
+            reference_radius_px=(meta.get("depth") or {}).get("reference_radius_px"),
         )
 
 

@@ -36,9 +36,18 @@ def radial_bin_edges(bins: int = DEFAULT_RADIAL_BINS) -> np.ndarray:
 
 
 def radial_bin_descriptors(
-    labels: np.ndarray, center_px, radius_px: float, bins: int = DEFAULT_RADIAL_BINS, min_area_px: int = 1
+    labels: np.ndarray,
+    center_px,
+    radius_px: float,
+    bins: int = DEFAULT_RADIAL_BINS,
+    min_area_px: int = 1,
+    height_px: float = 0.0,
 ) -> list[dict]:
     """Descriptors of one section's grains split by the shell of their centroid.
+
+    For a section at height ``h`` from the particle centre (the cut-height study), the shell is
+    the one of the centroid's 3D distance, ``ρ = sqrt(|c|² + h²) / R`` with ``R`` the particle
+    radius (``radius_px``); ``h = 0`` is the central-section case above.
 
     Parameters
     ----------
@@ -52,6 +61,8 @@ def radial_bin_descriptors(
         Number of equal-width shells of ``ρ`` in ``[0, 1]``.
     min_area_px : int
         Detection limit: smaller grains (and their chords) are left out.
+    height_px : float, default 0.0
+        Distance of the section's plane from the particle centre (pixels).
 
     Returns
     -------
@@ -62,7 +73,7 @@ def radial_bin_descriptors(
         raise ValueError(f"radius_px must be > 0, got {radius_px}")
     labels = np.asarray(labels)
     d = grain_descriptors(labels, center_px)
-    rho = np.hypot(d["centroid_x_px"], d["centroid_y_px"]) / float(radius_px)
+    rho = np.sqrt(np.hypot(d["centroid_x_px"], d["centroid_y_px"]) ** 2 + float(height_px) ** 2) / float(radius_px)
     edges = radial_bin_edges(bins)
     shell = np.clip(np.searchsorted(edges, rho, side="right") - 1, 0, len(edges) - 2)
     area = np.asarray(d["area_px"], float)

@@ -44,6 +44,13 @@ def register(sub) -> None:
         help="where the networks and cutout images live: cpu (default), cuda, cuda:N or auto; "
         "no GPU is needed, and only CPU runs are bit-for-bit reproducible",
     )
+    p.add_argument(
+        "--depth-aware",
+        action="store_true",
+        help="set the recipe's grains.generator.depth_aware (not in the paper): G_net also sees each "
+        "seed's distance from the particle centre over the particle radius, for grains that change "
+        "with depth",
+    )
     add_force_option(p)
     p.set_defaults(func=_cmd_fit)
 
@@ -109,6 +116,8 @@ def _cmd_fit(args) -> int:
     section = recipe.get("grains") or {}
     if "grains" not in recipe:
         log.info("%s has no grains: section; using the paper's defaults", args.recipe)
+    if args.depth_aware:
+        section = {**section, "generator": {**(section.get("generator") or {}), "depth_aware": True}}
     check_section(section, args.recipe)
     cfg = TrainConfig.from_section(section)
     if args.restarts is None:

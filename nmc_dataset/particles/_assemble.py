@@ -34,6 +34,7 @@ import numpy as np
 from nmc_dataset._util import item_seed
 from nmc_dataset.ebsd._orientation_model import radial_directions
 from nmc_dataset.particles._voxelize import gbpd_grid_labels, inside_shell, lattice_grid, shell_extent
+from nmc_dataset.shells._harmonics import radius
 from nmc_dataset.tessellation._gbpd import GBPD
 
 #: Stream numbers of ``_util.item_seed`` for particles (shell and grains are spawned from it).
@@ -290,7 +291,15 @@ def make_particle(
     coeffs_um = coeffs.reshape(-1) * float(shell_model.voxel_size_um)
     p = float(grain_model.pixel_size_um)
     lo, hi = grain_window_px(coeffs_um, p, margin_px)
-    g = grain_model.sample(np.random.default_rng(grain_ss), lo, hi)
+    if getattr(grain_model, "depth_aware", False):
+        # a depth-aware model sees each seed's distance from the centre over the shell's radius in
+        # the seed's direction (pixels), so the rim is rho = 1 all around a non-spherical particle
+        def shell_radius_px(u):
+            return np.asarray(radius(coeffs_um, u)) / p
+
+        g = grain_model.sample(np.random.default_rng(grain_ss), lo, hi, radius=shell_radius_px)
+    else:
+        g = grain_model.sample(np.random.default_rng(grain_ss), lo, hi)
     part = assemble(
         coeffs_um,
         g,

@@ -165,7 +165,8 @@ def run_section(config: dict, ctx) -> None:
         raise RecipeError(
             "grains.tessellations: no tessellation folder given and no 'sections' section ran before", ctx.recipe_path
         )
-    fits, px, source = load_fits(tess)
+    fits, px, source, sections = load_fits(tess, with_sections=True)
+    radii = [float(f.radius_px) for f in sections]  # a depth-aware generator's particle radii
     cfg = TrainConfig.from_section(config)
     warn_if_cutouts_leave_sections(cfg, source)
     out = ctx.out / config.get("out", "grain_model")
@@ -180,11 +181,20 @@ def run_section(config: dict, ctx) -> None:
         log.info("grains: model in %s is complete, reusing it", out)
     elif restarts > 1:
         resume = bool(config.get("resume", True)) and (out / "restarts").is_dir()
-        train_restarts(fits, px, cfg, seeds=range(ctx.seed, ctx.seed + restarts), out=out, resume=resume, source=source)
+        train_restarts(
+            fits,
+            px,
+            cfg,
+            seeds=range(ctx.seed, ctx.seed + restarts),
+            out=out,
+            resume=resume,
+            source=source,
+            radii_px=radii,
+        )
         GrainModel.load(out)
     else:
         resume = bool(config.get("resume", True)) and (out / "training" / "checkpoint.json").is_file()
-        train(fits, px, cfg, seed=ctx.seed, out=out, resume=resume, source=source)
+        train(fits, px, cfg, seed=ctx.seed, out=out, resume=resume, source=source, radii_px=radii)
         GrainModel.load(out)  # check what was written reads back
     ctx.outputs["grain_model"] = out
     # the validation a release card shows beside the shells': model sections vs the fitted ones

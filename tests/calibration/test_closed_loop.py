@@ -195,3 +195,104 @@ def test_measured_sections_against_the_teacher(tmp_path, instrument):
     else:
         assert 0.95 < count < 1.05, count
         assert max(ratio.values()) < 2.2, ratio
+
+
+# --------------------------------------------------------------------------- depth-aware closed loop
+def _depth_teacher(radius):
+    from nmc_dataset.synthetic._ebsd import depth_teacher_gbpd
+
+    return lambda rng, lo, hi: depth_teacher_gbpd(rng, radius_px=radius, margin_px=16.0)
+
+
+def _depth_models(radius, n_sections, fit_steps, training, seed=0):
+    """True central sections of the depth teacher (equiaxed core, radial rim), fitted, then the
+    paper's model and the depth-aware one trained on them with the same recipe and seed (the
+    recipe of ``benchmarks/closed_loop_grains.py --teacher depth``)."""
+    from nmc_dataset.calibration._fit2d import fit_section, section_from_gbpd
+    from nmc_dataset.calibration._gan import TrainConfig, train
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(seed)
+    teacher = _depth_teacher(radius)
+    size = 2 * int(np.ceil(radius)) + 5
+    fits = [
+        fit_section(section_from_gbpd(teacher(rng, None, None), size, radius, junction_fraction=0.0), steps=fit_steps)
+        for _ in range(n_sections)
+    ]
+    models = {}
+    for name, depth in (("paper", False), ("depth", True)):
+        cfg = TrainConfig.from_section(
+            {
+                "generator": {"hidden": [64, 64], "depth_aware": depth},
+                "discriminator": SMALL["discriminator"],
+                "cutouts": {"p_max_px": radius - 24, "ng_min_px": 5},
+                "training": training,
+            }
+        )
+        models[name] = train([f.gbpd for f in fits], 0.05, cfg, seed=seed, sections=fits)
+    assert models["depth"].depth_aware and not models["paper"].depth_aware
+    return models
+
+
+def _shell_alignment(sampler, radius, n, rng):
+    """Mean 3D radial alignment of the grains of ``n`` whole particles, per shell (inner first)."""
+    size = 2 * int(np.ceil(radius)) + 9
+    parts = [De.grain_stats_3d(*De.volume_labels(sampler, rng, size, radius_px=radius)) for _ in range(n)]
+    pooled3 = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return [row["mean_radial_alignment"] for row in De.shell_stats_3d(pooled3, radius)]
+
+
+def _shell_alpha_w1(sampler, radius, n, repeats, rng):
+    """Mean W1 of α per shell between the depth teacher's central sections and ``sampler``'s."""
+    from nmc_dataset.calibration._radial_bins import pooled_bins, radial_bin_descriptors
+
+    def bins(s):
+        secs = De.model_sections(s, rng, n, radius)
+        return pooled_bins(radial_bin_descriptors(lab, c, radius, min_area_px=5) for lab, c in secs)
+
+    teacher = _depth_teacher(radius)
+    w = [
+        [
+            distribution_distances(a["alpha_rad"], b["alpha_rad"])["wasserstein1"]
+            for a, b in zip(bins(teacher), bins(sampler))
+        ]
+        for _ in range(repeats)
+    ]
+    return np.mean(w, axis=0)
+
+
+@pytest.mark.slow
+def test_depth_aware_closed_loop_per_shell():
+    """The depth loop at the size of ``benchmarks/closed_loop_grains.py --teacher depth`` run C in
+    docs/benchmarks.md (R = 48 px, 4 sections, 10 x 15 steps, lr 1e-3 cosine, R1 = 1, selection on 2
+    sections; ~14 min on the busy 2-core host). What the option is for: the paper's model has one
+    architecture at every depth, the depth-aware one should grow more radial towards the rim as the
+    teacher does (3D alignment 0.62 / 0.78 / 0.91 from the core to the rim) and match the middle
+    shell's α where the paper's cannot. Tolerances: its alignment rises from the inner to the outer
+    shell by 0.05 more than the paper's, and its middle shell's α W1 is 1.5x smaller.
+
+    KNOWN TO FAIL at this schedule: the benchmark's run C showed both (alignment 0.66 / 0.73 / 0.77
+    against the paper's flat 0.62 / 0.61 / 0.63; middle-shell α 1.2x the noise against 4.8x), but
+    this test's own run, the same settings on in-memory fits, ended with a flat depth model
+    (0.76 / 0.75 / 0.76, paper 0.55 / 0.63 / 0.63): at this size the effect is within the
+    run-to-run spread. It needs the longer schedule of the uniform loop, not run here."""
+    radius = 48.0
+    training = {
+        "epochs": 10,
+        "steps_per_epoch": 15,
+        "batch_g": 16,
+        "batch_d": 32,
+        "lr": 1e-3,
+        "lr_schedule": "cosine",
+        "d_skip_below": 0.0,
+        "d_r1": 1.0,
+        "select_sections": 2,
+        "ng_gt_cutouts": 256,
+    }
+    models = _depth_models(radius, 4, 60, training)
+    rng = np.random.default_rng(11)
+    al = {name: _shell_alignment(m, radius, 2, rng) for name, m in models.items()}
+    rise = {name: a[2] - a[0] for name, a in al.items()}
+    assert rise["depth"] > rise["paper"] + 0.05, al
+    alpha = {name: _shell_alpha_w1(m, radius, 4, 3, rng) for name, m in models.items()}
+    assert alpha["depth"][1] * 1.5 < alpha["paper"][1], alpha

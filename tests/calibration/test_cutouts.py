@@ -224,3 +224,40 @@ def test_harden_and_channel_order():
     assert set(torch.unique(hard).tolist()) <= {0.0, 1.0}
     assert float(hard.sum(1).max()) <= 1.0  # one-hot (or empty at junctions / dropped channels)
     assert np.all((ng > 0) & (ng <= 1))
+
+
+def test_depth_channel_and_depth_inputs_on_both_sides(rng):
+    """With radii, both sides get a last channel rho(u, v) = |(p + u, v)| / R; T2D makes no extra
+    draws (same cell channels as without), T3D seeds get their depth input and the markers follow."""
+    fits = [_radial_2d(rng), _radial_2d(rng)]
+    spec = C.CutoutSpec(grid=16, channels=6, p_max_px=40, margin_px=8, beta=0.5)
+    plain = C.t2d_batch(fits, np.random.default_rng(3), 4, spec, with_hard=True, return_draws=True)
+    deep = C.t2d_batch(fits, np.random.default_rng(3), 4, spec, with_hard=True, return_draws=True, radii=[50.0, 80.0])
+    assert deep[0].shape == (4, 7, 16, 16) and deep[2].shape == (4, 7, 16, 16)
+    torch.testing.assert_close(deep[0][:, :6], plain[0])
+    torch.testing.assert_close(deep[2][:, :6], plain[2])
+    uv = C.cutout_grid_points(16)
+    for b, (sub, p, beta) in enumerate(deep[3]):
+        R = 50.0 if sub.n and any(np.array_equal(sub.seeds[0], s) for s in fits[0].seeds) else 80.0
+        # the grid point (u, v) sits at R(beta)(p + u, v) in the section: its distance is |(p + u, v)|
+        np.testing.assert_allclose(deep[0][b, 6].numpy().ravel(), np.hypot(p + uv[:, 0], uv[:, 1]) / R, rtol=1e-12)
+    torch.manual_seed(1)
+    net = GNet(hidden=(8,), depth_aware=True)
+    with torch.no_grad():
+        net.body[0].weight[:, -1].mul_(50)
+    ts = C.draw_t3d_seeds(np.random.default_rng(5), 0.002, 3, spec, radii=[40.0, 90.0])
+    assert set(ts.radius) <= {40.0, 90.0}
+    diag, off = C.t3d_markers(net, ts, kappa=12, input_scale_px=10.0)
+    x = neighbour_inputs(ts.seeds, ts.noise, ts.roll, ts.inner, kappa=12, input_scale_px=10.0, group=ts.group)
+    rho = np.minimum(np.linalg.norm(ts.seeds[ts.inner], axis=1) / ts.radius[ts.group[ts.inner]], 1.0)
+    with torch.no_grad():
+        d_ref, _ = net(torch.from_numpy(np.concatenate([x, rho[:, None].astype(np.float32)], 1)))
+    torch.testing.assert_close(diag, d_ref)
+    imgs, ng, hard = C.t3d_batch_from_markers(ts, diag, off, spec, with_hard=True)
+    assert imgs.shape == (3, 7, 16, 16) and hard.shape == (3, 7, 16, 16)
+    for b in range(3):
+        np.testing.assert_allclose(
+            imgs[b, 6].detach().numpy().ravel(), np.hypot(ts.p[b] + uv[:, 0], uv[:, 1]) / ts.radius[b], rtol=1e-12
+        )
+    with pytest.raises(ValueError, match="radii"):
+        C.t3d_markers(net, C.draw_t3d_seeds(np.random.default_rng(5), 0.002, 2, spec), kappa=12, input_scale_px=10.0)

@@ -87,3 +87,43 @@ def test_detection_limit_drops_small_grains_and_their_chords():
     assert sorted(full["area_px"]) == [2, 3, 64] and cut["area_px"].tolist() == [64]
     # grain 1: 8 row chords + 8 column chords of length 8; grains 2 and 3 add 1 + 3 and 2 + 1 chords
     assert len(full["chord_px"]) == 16 + 4 + 3 and cut["chord_px"].tolist() == [8.0] * 16
+
+
+def test_shell_statistics_and_depth_aware_model_sections():
+    """3D statistics per shell of the centroid's normalised radius, and a depth-aware model's sections
+    drawn for the particle radius asked for."""
+    import torch
+
+    from nmc_dataset.calibration._generator import GNet
+    from nmc_dataset.calibration._model import GrainModel
+
+    stats = {
+        "centroid_x_px": np.array([1.0, 15.0, 25.0, 29.0, 45.0]),
+        "centroid_y_px": np.zeros(5),
+        "centroid_z_px": np.zeros(5),
+        "volume_px": np.array([10.0, 20.0, 30.0, 50.0, 99.0]),
+        "radial_alignment": np.array([np.nan, 0.5, 0.9, 0.7, 1.0]),
+        "elongation": np.array([0.1, 0.2, 0.3, 0.5, 0.9]),
+    }
+    rows = De.shell_stats_3d(stats, 30.0)
+    assert [r["n_grains"] for r in rows] == [1, 1, 2]  # the grain at 45 px lies outside the particle
+    assert rows[0]["mean_radial_alignment"] is None and rows[1]["median_volume_px"] == 20.0
+    assert rows[2]["median_volume_px"] == 40.0 and abs(rows[2]["mean_radial_alignment"] - 0.8) < 1e-12
+    torch.manual_seed(0)
+    net = GNet(hidden=(8,), depth_aware=True)
+    with torch.no_grad():
+        net.body[0].weight[:, -1].mul_(50)
+    model = GrainModel(net, 0.002, 0.05, reference_radius_px=500.0)
+    (a, _), (b, _) = (De.model_sections(model, np.random.default_rng(1), 1, r)[0] for r in (20.0, 20.0))
+    np.testing.assert_array_equal(a, b)
+    default = model.sample(np.random.default_rng(1), [-21, -21, -1], [21, 21, 1])
+    asked = model.sample(np.random.default_rng(1), [-21, -21, -1], [21, 21, 1], radius=20.0)
+    assert np.abs(default.diag - asked.diag).max() > 1e-3
+    lab, _ = De.gbpd_section_labels(asked, 20.0)
+    np.testing.assert_array_equal(a, lab)  # model_sections drew for R = 20, not the stored 500
+    study = De.cut_height_study(model, np.random.default_rng(2), 20.0, (0.0, 0.5), 1)
+    for h in study["heights"]:
+        assert len(h["radial_bins"]) == 3
+    # a section at half the radius holds no grain of the inner shell (its 3D radius is >= R/2)
+    assert study["heights"][1]["radial_bins"][0]["n_grains"] == 0
+    assert study["heights"][0]["radial_bins"][0]["n_grains"] > 0

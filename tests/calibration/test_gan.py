@@ -320,3 +320,22 @@ def test_config_mirrors_the_recipe_schema_and_keeps_the_stored_form():
     assert cfg.replace(epochs=3, d_width=8).training.epochs == 3
     section = {"kappa": 8, "generator": {"hidden": [8]}, "cutouts": {"beta": 0.5}, "training": {"restarts": 2}}
     assert TrainConfig.from_section(section) == TrainConfig.from_flat(kappa=8, hidden=(8,), beta=0.5)
+
+
+def test_depth_aware_training_needs_radii_is_deterministic_and_stores_the_option(tmp_path):
+    cfg = TINY.replace(depth_aware=True, epochs=2)
+    assert cfg.to_dict()["depth_aware"] is True and "depth_aware" not in TINY.to_dict()
+    fits = _fits()
+    with pytest.raises(InputError, match="radius of every section"):
+        train(fits, 0.05, cfg, seed=1)
+    tr = gan.Trainer(fits, 0.05, cfg, seed=1, radii_px=[70.0, 90.0])
+    assert tr.gnet.depth_aware and tr.disc.config()["channels"] == TINY.cutouts.channels + 1
+    m1 = train(fits, 0.05, cfg, seed=1, radii_px=[70.0, 90.0], out=tmp_path / "a")
+    m2 = train(fits, 0.05, cfg, seed=1, radii_px=[70.0, 90.0])
+    assert _equal(_weights(m1), _weights(m2))
+    assert m1.depth_aware and m1.reference_radius_px == 80.0
+    back = GrainModel.load(tmp_path / "a")
+    assert back.depth_aware and back.training["config"]["depth_aware"] is True
+    # resuming checks the option like every other hyper-parameter
+    with pytest.raises(InputError, match="other hyper-parameters"):
+        train(fits, 0.05, cfg.replace(depth_aware=False), seed=1, out=tmp_path / "a", resume=True)

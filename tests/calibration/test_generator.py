@@ -174,3 +174,46 @@ def test_generate_gbpd_equals_the_reference_path():
     np.testing.assert_array_equal(g.roll, ss.roll[keep])
     np.testing.assert_allclose(g.diag, d.double().numpy(), rtol=1e-6)
     np.testing.assert_allclose(g.offsets, r.double().numpy(), rtol=1e-6)
+
+
+def test_depth_input_is_the_relative_radius_in_the_seeds_direction():
+    from nmc_dataset.calibration._generator import depth_inputs
+
+    s = np.array([[0.0, 0.0, 0.0], [10.0, 0.0, 0.0], [0.0, -30.0, 0.0], [0.0, 0.0, 80.0]])
+    np.testing.assert_allclose(depth_inputs(s, 40.0)[:, 0], [0.0, 0.25, 0.75, 1.0])  # outside: the rim
+    # a radius function of the direction (a prolate shell, twice as long along z)
+    rad = lambda u: 40.0 * np.sqrt(1.0 / (u[:, 0] ** 2 + u[:, 1] ** 2 + (u[:, 2] / 2) ** 2))  # noqa: E731
+    np.testing.assert_allclose(depth_inputs(s, rad)[:, 0], [0.0, 0.25, 0.75, 1.0])
+    np.testing.assert_allclose(depth_inputs(s[3:] / 2, rad)[:, 0], [0.5])
+    with pytest.raises(ValueError):
+        depth_inputs(s, 0.0)
+
+
+def test_depth_aware_gnet_takes_one_more_input_and_generate_needs_the_radius():
+    """The exact path: a depth-aware network sees the kNN inputs then rho, and its markers change
+    with rho (the same seeds drawn for two particle radii get other markers)."""
+    from nmc_dataset.calibration._generator import depth_inputs, neighbour_inputs_reference
+
+    torch.manual_seed(4)
+    net = GNet(hidden=(16,), depth_aware=True)
+    assert net.n_inputs == 61 and net.body[0].in_features == 61 and net.config()["depth_aware"] is True
+    assert "depth_aware" not in GNet(hidden=(16,)).config()  # the paper's config dict is unchanged
+    with torch.no_grad():
+        net.body[0].weight[:, -1].mul_(50)  # make rho matter
+    mu, lo, hi = 0.002, np.full(3, -20.0), np.full(3, 20.0)
+    with pytest.raises(ValueError, match="radius"):
+        generate_gbpd(net, np.random.default_rng(1), mu, lo, hi)
+    g = generate_gbpd(net, np.random.default_rng(1), mu, lo, hi, cell_margin_px=8.0, radius=25.0)
+    g2 = generate_gbpd(net, np.random.default_rng(1), mu, lo, hi, cell_margin_px=8.0, radius=250.0)
+    np.testing.assert_array_equal(g.seeds, g2.seeds)
+    assert np.abs(g.diag - g2.diag).max() > 1e-2
+    km = default_knn_margin(mu)
+    ss = poisson_seed_set(np.random.default_rng(1), mu, lo - 8 - km, hi + 8 + km)
+    keep = np.all((ss.positions >= lo - 8) & (ss.positions <= hi + 8), axis=1)
+    x = np.concatenate(
+        [neighbour_inputs_reference(ss.positions, ss.noise, ss.roll, keep), depth_inputs(ss.positions[keep], 25.0)], 1
+    )
+    with torch.no_grad():
+        d, r = net(torch.from_numpy(x))
+    np.testing.assert_allclose(g.diag, d.double().numpy(), rtol=1e-6)
+    np.testing.assert_allclose(g.offsets, r.double().numpy(), rtol=1e-6)

@@ -123,3 +123,35 @@ def test_written_model_bytes_do_not_depend_on_the_process(tmp_path):
         blobs = {(tmp_path / n / f).read_bytes() for n in ("a", "b", "c")}
         assert len(blobs) == 1, f
     assert b"seconds" not in (tmp_path / "a" / "model.json").read_bytes()
+
+
+def test_depth_aware_model_round_trip_and_old_models_load_as_paper_models(model, tmp_path):
+    torch.manual_seed(3)
+    deep = GrainModel(GNet(kappa=12, hidden=(8,), depth_aware=True), 0.002, 0.05, reference_radius_px=30.0)
+    deep.write(tmp_path / "d")
+    meta = json.loads((tmp_path / "d" / "model.json").read_text())
+    assert meta["architecture"]["depth_aware"] is True and meta["architecture"]["inputs"] == 61
+    assert meta["depth"]["reference_radius_px"] == 30.0
+    back = GrainModel.load(tmp_path / "d")
+    assert back.depth_aware and back.reference_radius_px == 30.0
+    # sampling without a radius uses the stored one; given one, it is used
+    a = back.sample(np.random.default_rng(2), -15, 15)
+    b = deep.sample(np.random.default_rng(2), -15, 15, radius=30.0)
+    np.testing.assert_array_equal(a.diag, b.diag)
+    c = deep.sample(np.random.default_rng(2), -15, 15, radius=lambda u: np.full(len(u), 30.0))
+    np.testing.assert_array_equal(a.diag, c.diag)
+    # a model written before the option (no depth keys): not depth-aware, sampling unchanged
+    model.write(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert "depth" not in meta and "depth_aware" not in meta["architecture"] and meta["architecture"]["inputs"] == 60
+    old = GrainModel.load(tmp_path / "m")
+    assert not old.depth_aware and old.reference_radius_px is None
+    np.testing.assert_array_equal(
+        old.sample(np.random.default_rng(5), -20, 20, radius=7.0).diag,
+        model.sample(np.random.default_rng(5), -20, 20).diag,
+    )
+    # weights of a paper model under a depth-aware architecture do not load
+    meta["architecture"]["depth_aware"] = True
+    (tmp_path / "m" / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="weights do not match"):
+        GrainModel.load(tmp_path / "m")

@@ -323,3 +323,46 @@ def test_cutouts_reaching_outside_the_sections_are_warned_about(tess, caplog):
         assert not caplog.records
         warn_if_cutouts_leave_sections(TrainConfig.from_flat(grid=32, p_max_px=40), source)
     assert len(caplog.records) == 1 and "p_max_px to 36" in caplog.records[0].getMessage()
+
+
+def test_fit_grains_depth_aware_through_describe_and_sample(tess, tmp_path):
+    """--depth-aware: the model stores the option and the sections' mean radius, describe-grains
+    reports the shells (json + md), sample-grains draws with the stored radius."""
+    out = tmp_path / "gm"
+    recipe = str(_recipe(tmp_path))
+    assert cli.main(["fit-grains", str(tess), "--recipe", recipe, "--out", str(out), "--depth-aware"]) == 0
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["architecture"]["depth_aware"] is True and meta["training"]["config"]["depth_aware"] is True
+    assert meta["depth"]["reference_radius_px"] > 30
+    rep = tmp_path / "report"
+    args = [
+        "describe-grains",
+        str(out),
+        "--against",
+        str(tess),
+        "--out",
+        str(rep),
+        "--samples",
+        "2",
+        "--radius-px",
+        "30",
+    ]
+    assert cli.main(args) == 0
+    assert json.loads((rep / "radial_bins.json").read_text())["model_depth_aware"] is True
+    md = (rep / "radial_bins.md").read_text()
+    assert md.count("\n| 0.") == 3 and "| 0.67–1.00 |" in md
+    study = json.loads((rep / "cut_height.json").read_text())
+    assert all(len(h["radial_bins"]) == 3 for h in study["heights"])
+    assert cli.main(["sample-grains", str(out), "--size-px", "16", "--out", str(tmp_path / "g.h5")]) == 0
+
+
+def test_recipe_key_depth_aware_reaches_the_trainer(tess, tmp_path):
+    """grains.generator.depth_aware in a recipe run: the stage passes the sections' radii."""
+    from nmc_dataset.pipeline._recipe import run_recipe
+
+    grains = json.loads(json.dumps(TINY))
+    grains.update(tessellations=str(tess), describe_samples=1)
+    grains["generator"]["depth_aware"] = True
+    ctx = run_recipe(_recipe(tmp_path, grains, name="run.yaml"), tmp_path / "run")
+    meta = json.loads((ctx.outputs["grain_model"] / "model.json").read_text())
+    assert meta["architecture"]["depth_aware"] is True and meta["depth"]["reference_radius_px"] > 30

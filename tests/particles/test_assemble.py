@@ -154,3 +154,32 @@ def test_grain_model_loader_attaches_the_orientation_model(model_paths, oriented
     g, oid = load_grain_model(oriented_model_paths[1])
     assert g.orientation_model.kappa == -8.0 and oid == pid  # the grain model's id is its own
     assert load_grain_model(oriented_model_paths[1], orientations=False)[0].orientation_model is None
+
+
+def test_make_particle_gives_a_depth_aware_model_the_shells_radius(models):
+    """A depth-aware grain model sees each seed's distance over the shell's radius in the seed's
+    direction (pixels), not its stored reference radius."""
+    import torch
+
+    from nmc_dataset.calibration._generator import GNet
+    from nmc_dataset.calibration._model import GrainModel
+    from nmc_dataset.particles._assemble import grain_window_px
+    from nmc_dataset.shells._harmonics import radius
+
+    shell, _ = models
+    torch.manual_seed(5)
+    net = GNet(hidden=(16,), depth_aware=True)
+    with torch.no_grad():
+        net.body[0].weight[:, -1].mul_(50)
+    grain = GrainModel(gnet=net, intensity_per_px3=0.0018, pixel_size_um=0.05, reference_radius_px=1e4)
+    ss = particle_seed(3, 1)
+    part = make_particle(shell, grain, ss, particle_id=1, orientation_model=False)
+    grain_ss = np.random.SeedSequence(ss.entropy, spawn_key=ss.spawn_key + (1,))
+    lo, hi = grain_window_px(part.coeffs_um, 0.05)
+    by_hand = grain.sample(
+        np.random.default_rng(grain_ss), lo, hi, radius=lambda u: np.asarray(radius(part.coeffs_um, u)) / 0.05
+    )
+    np.testing.assert_array_equal(by_hand.seeds[part.kept_index], part.grains.seeds)
+    np.testing.assert_array_equal(by_hand.diag[part.kept_index], part.grains.diag)
+    stored = grain.sample(np.random.default_rng(grain_ss), lo, hi)  # the reference radius: other markers
+    assert not np.allclose(stored.diag[part.kept_index], part.grains.diag)

@@ -263,7 +263,7 @@ def _shell_alpha_w1(sampler, radius, n, repeats, rng):
 
 @pytest.mark.slow
 @pytest.mark.xfail(
-    reason="the depth trend is learned in some runs at this schedule, not reliably: needs the full calibration schedule",
+    reason="the depth trend is learned in some runs at this schedule, not reliably: needs the full schedule",
     strict=False,
 )
 def test_depth_aware_closed_loop_per_shell():

@@ -133,31 +133,7 @@ def user_path(work: Path, args) -> tuple[GrainModel | None, dict]:
     t["fit_sections"] = time.perf_counter() - t0
     if args.data_only:
         return None, t
-    arch = {} if args.paper_arch else {"generator": {"hidden": [64, 64]}, "discriminator": {"width": 8, "dense": 64}}
-    recipe = {
-        "format_version": 1,
-        "name": "closed-loop",
-        "seed": args.seed,
-        "grains": {
-            **arch,
-            "cutouts": {"p_max_px": args.radius - 24, "ng_min_px": 5},
-            "training": {
-                "epochs": args.epochs,
-                "steps_per_epoch": args.steps,
-                "batch_g": args.batch_g,
-                "batch_d": args.batch_d,
-                "lr": args.lr,
-                "lr_schedule": args.lr_schedule,
-                "d_skip_below": args.d_skip_below,
-                "d_r1": args.d_r1,
-                "holdout_sections": args.holdout_sections,
-                "select_sections": args.select_sections,
-                "select_metric": args.select_metric,
-                "ema_decay": args.ema,
-                "ng_gt_cutouts": 256,
-            },
-        },
-    }
+    recipe = training_recipe(args, "closed-loop", holdout_sections=args.holdout_sections)
     (work / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
     t0 = time.perf_counter()
     run(
@@ -425,11 +401,12 @@ def depth_training_data(work: Path, args) -> list:
     return fits
 
 
-def depth_recipe(args) -> dict:
+def training_recipe(args, name: str, **training) -> dict:
+    """The fit-grains recipe of a closed-loop run: the benchmark's schedule flags, plus ``training``."""
     arch = {} if args.paper_arch else {"generator": {"hidden": [64, 64]}, "discriminator": {"width": 8, "dense": 64}}
     return {
         "format_version": 1,
-        "name": "closed-loop-depth",
+        "name": name,
         "seed": args.seed,
         "grains": {
             **arch,
@@ -442,14 +419,20 @@ def depth_recipe(args) -> dict:
                 "lr": args.lr,
                 "lr_schedule": args.lr_schedule,
                 "d_skip_below": args.d_skip_below,
-                "ema_decay": args.ema,
                 "d_r1": args.d_r1,
+                **training,
                 "select_sections": args.select_sections,
                 "select_metric": args.select_metric,
+                "ema_decay": args.ema,
                 "ng_gt_cutouts": 256,
             },
         },
     }
+
+
+def depth_recipe(args) -> dict:
+    """The recipe of the depth loop: the same schedule flags, no hold-out option."""
+    return training_recipe(args, "closed-loop-depth")
 
 
 def depth_models(work: Path, args) -> tuple[dict, dict]:

@@ -153,7 +153,14 @@ def test_folder_commands_refuse_a_folder_of_user_files(inputs, tmp_path, command
     assert_no_partial(tmp_path)
 
 
-@pytest.mark.parametrize("command", ["describe-shells", "fit-sections", "generate"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        "describe-shells",
+        pytest.param("fit-sections", marks=pytest.mark.slow),  # ~19 s, the same rule as describe-shells
+        pytest.param("generate", marks=pytest.mark.slow),  # ~13 s
+    ],
+)
 def test_force_writes_beside_user_files_and_rerun_replaces_only_its_own(inputs, tmp_path, command):
     d = user_folder(tmp_path, "d", {"precious.txt": "keep me\n", "sub/also.txt": "me too\n"})
     before = snapshot(d)

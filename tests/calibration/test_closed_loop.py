@@ -122,6 +122,7 @@ def test_closed_loop_alpha_and_3d_statistics(tmp_path):
     assert abs(vol["fitted"] / vol["teacher"] - 1) < 0.35, (al, vol)
 
 
+@pytest.mark.slow  # ~65 s: the GAN's mechanics are covered in test_gan.py / test_discriminator.py
 def test_closed_loop_small_alpha_close_to_teacher(tmp_path):
     """The CI-sized closed loop (about 40 s): 2 central sections of R = 40 px teacher particles
     (plus an off-centre one import must drop), 120 GAN steps with the small architecture, constant

@@ -117,6 +117,7 @@ def crossing():
     return p, lab, s
 
 
+@pytest.mark.slow  # ~16 s; the finder itself is checked against its brute-force twin in test_intersect.py
 def test_all_self_intersections_repaired_at_once(crossing):
     """The finder reports every intersecting pair of the coarse surface (the fine one has none);
     one repair round leaves none, every grain closed and every grain pair kept."""

@@ -350,13 +350,20 @@ def pack_centres(
     total_its, steps = its, 0
     s_clean = s
     rmean = float(sh.rmax.mean())
-    while s < 1.0:
-        steps += 1
-        s = min(1.0, s * (1 + growth))
-        _, its, _ = _relax(x, sh, s, L, periodic, pad_um, grow_iter, rng, tol=0.01 * rmean * s)
+
+    def grow(s, step):
+        # grow from size s to full size by factors (1 + step), relaxing loosely at each, then strictly
+        nonlocal total_its, steps
+        while s < 1.0:
+            steps += 1
+            s = min(1.0, s * (1 + step))
+            _, its, _ = _relax(x, sh, s, L, periodic, pad_um, grow_iter, rng, tol=0.01 * rmean * s)
+            total_its += its
+        ok, its, _ = _relax(x, sh, 1.0, L, periodic, pad_um, final_iter, rng)
         total_its += its
-    ok, its, _depth = _relax(x, sh, 1.0, L, periodic, pad_um, final_iter, rng)
-    total_its += its
+        return ok
+
+    ok = grow(s, growth)
     n_shakes = 0
 
     def largest_clean(lo):
@@ -381,14 +388,7 @@ def pack_centres(
             total_its += its
             if clean:
                 s_clean = max(s_clean, s)
-            step = growth / 2**n_shakes
-            while s < 1.0:
-                steps += 1
-                s = min(1.0, s * (1 + step))
-                _, its, _ = _relax(x, sh, s, L, periodic, pad_um, grow_iter, rng, tol=0.01 * rmean * s)
-                total_its += its
-            ok, its, _depth = _relax(x, sh, 1.0, L, periodic, pad_um, final_iter, rng)
-            total_its += its
+            ok = grow(s, growth / 2**n_shakes)
         if not ok:
             if n_shakes:
                 s_clean = largest_clean(s_clean)

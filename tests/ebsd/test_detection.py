@@ -153,3 +153,56 @@ def test_calibrated_rates_recover_the_instrument():
     got = Dt.calibrate_rates(measured, [(t.labels, t.mask) for t in secs[3:]], np.random.default_rng(0), 4)
     assert abs(got[0] - 1.0) < 0.08 and abs(got[1] - 0.01) < 0.03 and abs(got[2] - 0.01) < 0.01
     assert Dt.calibrate_rates((0, 0, 0), [(t.labels, t.mask) for t in secs[3:]], None) == (0.0, 0.0, 0.0)
+
+
+@pytest.mark.slow
+def test_closed_loop_harsh_scans_match_the_truth_at_the_limit(tmp_path):
+    """Harsh scans of the radial teacher, imported with --fill shape: far from the teacher on η, α
+    and chords against the raw truth, within the sampling noise's range once the limit is applied
+    to the teacher too (calibrated on it, never the imported data)."""
+    from nmc_dataset.calibration import _descriptors as De
+    from nmc_dataset.cli._main import main
+    from nmc_dataset.compare import distribution_distances
+    from nmc_dataset.io._sections import read_sections
+    from nmc_dataset.synthetic._yardsticks import teacher_sampler
+
+    radius, n = 50.0, 4
+    scans = tmp_path / "scans"
+    argv = ["phantom-ebsd", "--out", str(scans), "--n-central", str(n), "--n-off-center", "0"]
+    assert main([*argv, "--radius-px", str(radius), "--formats", "ang", "--seed", "0", "--instrument", "harsh"]) == 0
+    out = tmp_path / "sections"
+    assert (
+        main(["import-ebsd", *sorted(str(p) for p in scans.glob("*.ang")), "--out", str(out), "--central", "all"]) == 0
+    )
+    secs = read_sections(out)
+    data_rates = Dt.low_ci_rates((s.labels, s.mask, s.confident) for s in secs)
+    rng = np.random.default_rng(1)
+    samples = [De.model_sections(teacher_sampler(radius), rng, n, radius) for _ in range(6)]
+    limit = De.detection_limit(data_rates, samples[0], np.random.default_rng(2))
+    assert limit.active and limit.rates[0] > 0.9
+
+    def ratios(lim):
+        r = np.random.default_rng(3)
+        pooled = [
+            De.pooled(
+                De.section_descriptors(lab, c, 5) if lim is None else De.limited_section_descriptors(lab, c, lim, r, 5)
+                for lab, c in s
+            )
+            for s in samples
+        ]
+        ref, other = pooled[:3], pooled[3:]
+        data = De.pooled(
+            De.section_descriptors(
+                s.labels, s.center_px, 5, s.confident if lim else None, lim.min_confident_px if lim else 0
+            )
+            for s in secs
+        )
+        out = {}
+        for k in De.DESCRIPTORS_2D:
+            noise = np.mean([distribution_distances(a[k], b[k])["wasserstein1"] for a, b in zip(ref, other)])
+            out[k] = np.mean([distribution_distances(a[k], data[k])["wasserstein1"] for a in ref]) / noise
+        return out
+
+    raw, at_limit = ratios(None), ratios(limit)
+    assert max(raw.values()) > 2.5  # 3.4 (η) when written
+    assert max(at_limit.values()) < 1.6, at_limit  # 1.2 (chords) when written

@@ -31,6 +31,15 @@ from nmc_dataset.calibration._radial_bins import (
     radial_bin_summary,
 )
 from nmc_dataset.compare import compare_descriptors, distribution_distances
+from nmc_dataset.ebsd._detection import (
+    DEFAULT_MIN_CONFIDENT_PX,
+    DetectionLimit,
+    calibrate_rates,
+    check_min_confident_px,
+    complete_as_imported,
+    detected,
+    low_ci_rates,
+)
 from nmc_dataset.ebsd._morphology import alpha_kde, centrality_score, chord_table, grain_descriptors
 from nmc_dataset.errors import InputError
 from nmc_dataset.outputs import check_out_name, claim_folder, output_folder
@@ -187,7 +196,9 @@ _KEYS3 = (
 
 
 # --------------------------------------------------------------------------- 2D
-def section_descriptors(labels: np.ndarray, center_px, min_area_px: int = 1) -> dict:
+def section_descriptors(
+    labels: np.ndarray, center_px, min_area_px: int = 1, confident=None, min_confident_px: int = 0
+) -> dict:
     """Grain descriptors (area, elongation, orientation, chords) of one section's label image (0 = none).
 
     Parameters
@@ -200,6 +211,11 @@ def section_descriptors(labels: np.ndarray, center_px, min_area_px: int = 1) -> 
         Grains smaller than this (and their chords) are left out: the detection limit. Compare
         model sections with measured ones at the ``min_grain_px`` their EBSD import used (grains
         below it were dropped from the measured sections).
+    confident : (ny, nx) bool array, optional
+        Confident pixels of the section (None: all).
+    min_confident_px : int
+        Grains with fewer confident pixels are left out too (0: no such criterion;
+        :func:`nmc_dataset.ebsd._detection.detected`).
 
     Returns
     -------
@@ -212,6 +228,8 @@ def section_descriptors(labels: np.ndarray, center_px, min_area_px: int = 1) -> 
     ch = chord_table(labels)
     area = np.asarray(d["area_px"], float)
     keep = area >= min_area_px
+    if confident is not None and int(min_confident_px) > 0:
+        keep &= np.isin(np.asarray(d["label"]), detected(labels, confident, min_confident_px))
     chord_keep = np.isin(ch["label"], np.asarray(d["label"])[keep])
     return {
         "area_px": area[keep],
@@ -227,10 +245,92 @@ def pooled(dicts) -> dict:
     return {k: np.concatenate([d[k] for d in dicts]) if dicts else np.zeros(0) for k in DESCRIPTORS_2D}
 
 
-def fitted_descriptors(fits, min_area_px: int = 5) -> dict:
+def fitted_descriptors(fits, min_area_px: int = 5, min_confident_px: int = 0) -> dict:
     """Pooled descriptors of fitted 2D tessellations (``fit2d.SectionFit``), rendered on their
-    section grids, at the detection limit ``min_area_px``: the measured side of every comparison."""
-    return pooled(section_descriptors(f.label_image(), f.center_px, min_area_px) for f in fits)
+    section grids, at the detection limit: grains of ``min_area_px`` pixels and more, with at least
+    ``min_confident_px`` confident pixels (the sections' own, ``SectionFit.confident``; a section
+    without them counts every pixel). The measured side of every comparison."""
+    return pooled(
+        section_descriptors(f.label_image(), f.center_px, min_area_px, f.confident, min_confident_px) for f in fits
+    )
+
+
+def measured_low_ci_rates(fits) -> tuple:
+    """Loss rates per pixel class measured on fitted tessellations (their label images and the
+    sections' confident pixels; :func:`nmc_dataset.ebsd._detection.low_ci_rates`)."""
+    return low_ci_rates((f.label_image(), f.mask, f.confident) for f in fits)
+
+
+def detection_limit(
+    measured_rates,
+    sections,
+    rng,
+    min_confident_px: int = DEFAULT_MIN_CONFIDENT_PX,
+    iterations: int = 4,
+    min_grain_px: int = 5,
+) -> DetectionLimit:
+    """The measured sections' instrument loss, calibrated on the other side's sections.
+
+    Parameters
+    ----------
+    measured_rates : (3,) sequence of float
+        :func:`measured_low_ci_rates` of the measured sections.
+    sections : sequence of (labels, center_px)
+        The other side's sections (as :func:`model_sections` returns them).
+    rng : numpy.random.Generator
+        Source of the simulated losses.
+    min_confident_px : int
+        The criterion's ``k`` (0: off).
+    iterations : int
+        Steps of :func:`nmc_dataset.ebsd._detection.calibrate_rates`.
+    min_grain_px : int
+        The import's ``--min-grain-px``.
+
+    Returns
+    -------
+    DetectionLimit
+        Inactive (rates 0, nothing drawn) when the measured sections lost no pixel or ``k = 0``.
+    """
+    k = check_min_confident_px(min_confident_px)
+    if k == 0 or not any(r > 0 for r in measured_rates):
+        return DetectionLimit((0.0, 0.0, 0.0), k)
+    rates = calibrate_rates(
+        measured_rates, [(lab, np.asarray(lab) > 0) for lab, _c in sections], rng, iterations, min_grain_px
+    )
+    return DetectionLimit(rates, k)
+
+
+def limited_section_descriptors(labels, center_px, limit: DetectionLimit, rng, min_area_px: int = 5) -> dict:
+    """Descriptors of a true or modelled section as the instrument and ``import-ebsd --fill shape``
+    would give them: the loss drawn, the map completed
+    (:func:`nmc_dataset.ebsd._detection.complete_as_imported`, ``min_area_px`` as the import's
+    ``--min-grain-px``) and the criterion applied. Without an active limit: :func:`section_descriptors`.
+
+    Parameters
+    ----------
+    labels : (ny, nx) int array
+        Grain labels (0 outside the particle).
+    center_px : (2,) sequence
+        ``(x, y)`` of the section centre.
+    limit : DetectionLimit
+        The measured sections' loss and criterion.
+    rng : numpy.random.Generator
+        Source of the simulated loss.
+    min_area_px : int
+        Detection limit in pixels.
+
+    Returns
+    -------
+    dict
+        As :func:`section_descriptors`.
+    """
+    lab = np.asarray(labels)
+    if not limit.active:
+        return section_descriptors(lab, center_px, min_area_px)
+    mask = lab > 0
+    conf = limit.confident(lab, mask, rng)
+    done = complete_as_imported(lab, mask, conf, min_area_px)
+    return section_descriptors(done, center_px, min_area_px, conf, limit.min_confident_px)
 
 
 def section_score(measured: dict, simulated: dict, reduce: str = "mean") -> float:
@@ -325,6 +425,34 @@ def volume_labels(sampler, rng, size_px: int, radius_px: float | None = None):
     return hard_labels_grid(g, (size_px,) * 3, origin=origin) + 1, origin
 
 
+def compare_at_limit(fits, sims, rng, min_area_px: int = 5, min_confident_px: int = DEFAULT_MIN_CONFIDENT_PX):
+    """Both sides of a comparison of fitted sections with other sections, at the detection limit.
+
+    Parameters
+    ----------
+    fits : list of SectionFit
+        The measured side (their confident pixels, when recorded, decide the instrument's loss).
+    sims : list of (labels, center_px)
+        The other side (a model's or the truth's sections).
+    rng : numpy.random.Generator
+        Source of the simulated loss (nothing is drawn without one).
+    min_area_px : int
+        Grains smaller than this are left out on both sides.
+    min_confident_px : int
+        The instrument limit's criterion (0: off).
+
+    Returns
+    -------
+    (dict, dict, DetectionLimit)
+        Pooled descriptors of the measured and of the other side, and the limit applied.
+    """
+    k = check_min_confident_px(min_confident_px)
+    measured = fitted_descriptors(fits, min_area_px, k)
+    limit = detection_limit(measured_low_ci_rates(fits), sims, rng, k, min_grain_px=min_area_px)
+    simulated = pooled(limited_section_descriptors(lab, c, limit, rng, min_area_px) for lab, c in sims)
+    return measured, simulated, limit
+
+
 # --------------------------------------------------------------------------- describe-grains
 def describe_grains(
     model_dir,
@@ -337,12 +465,20 @@ def describe_grains(
     heights=(0.0, 0.25, 0.5, 0.75),
     min_area_px: int = 5,
     force: bool = False,
+    min_confident_px: int = DEFAULT_MIN_CONFIDENT_PX,
 ) -> dict:
     """Compare central sections of a model with fitted tessellations; write a report folder.
 
     Both sides are described at the detection limit ``min_area_px`` (import-ebsd's
     ``min_grain_px``, default 5): model grains smaller than that are left out, as the measured
     ones were at import.
+
+    When the measured sections carry confident pixels (an instrument that lost some), the
+    instrument's limit is applied to both sides (:mod:`nmc_dataset.ebsd._detection`): the loss per
+    pixel class measured on the fitted sections is calibrated on the model's sections, drawn on
+    them, they are completed as ``import-ebsd --fill shape`` would, and grains count on both sides
+    when they have at least ``min_confident_px`` confident pixels. ``detection_limit.json``
+    records the rates and the criterion (written only then; without lost pixels nothing changes).
 
     Writes ``comparison.md``, ``comparison.json`` and histograms (via
     :func:`nmc_dataset.compare.compare_descriptors`), ``cut_height.png`` (α distribution of model
@@ -371,6 +507,8 @@ def describe_grains(
         Detection limit (pixels) applied to both sides.
     force : bool, default False
         Write into a folder that holds files the tool did not write (they are left alone).
+    min_confident_px : int, default DEFAULT_MIN_CONFIDENT_PX
+        The instrument limit's criterion (0: the instrument's loss is not applied).
 
     Returns
     -------
@@ -387,11 +525,12 @@ def describe_grains(
         raise InputError(f"--samples must be >= 1, got {samples}")
     if min_area_px < 1:
         raise InputError(f"--min-area-px must be >= 1, got {min_area_px}")
-    measured = fitted_descriptors(fits, min_area_px)
+    k = check_min_confident_px(min_confident_px)
     r = float(radius_px) if radius_px else float(np.mean([f.radius_px for f in fits]))
     rng = np.random.default_rng(seed)
     sims = model_sections(model, rng, samples, r)
-    simulated = pooled(section_descriptors(lab, c, min_area_px) for lab, c in sims)
+    # the limit draws from its own stream: the model's sections are the same with or without it
+    measured, simulated, limit = compare_at_limit(fits, sims, np.random.default_rng([seed, 0xDE7]), min_area_px, k)
     study = cut_height_study(model, rng, r, heights, max(2, samples // 2))
     shells = compare_radial_bins(
         pooled_bins(
@@ -409,6 +548,18 @@ def describe_grains(
             labels=("measured", "model"),
         )
         write_json_atomic(tmp / "cut_height.json", study)
+        if limit.active:
+            write_json_atomic(
+                tmp / "detection_limit.json",
+                {
+                    **limit.to_dict(),
+                    "measured_low_ci_rates": dict(
+                        zip(("junction", "boundary", "interior"), measured_low_ci_rates(fits))
+                    ),
+                    "min_area_px": int(min_area_px),
+                    "applies_to": "comparison.json and the histograms (not the radial shells nor the cut-height study)",
+                },
+            )
         write_json_atomic(
             tmp / "radial_bins.json",
             {

@@ -22,7 +22,8 @@ On disk (:func:`write_tessellations`), a folder::
                      schema metadata format = "nmc-dataset/tessellations", format_version = 1
     sections.json    format, format_version and per section: id, pixel_size_um, center_px,
                      shape, agreement, n_cells, mask (relative path)
-    masks/<id>.npz   the section's particle mask (``mask``: bool array, axes (y, x))
+    masks/<id>.npz   the section's particle mask (``mask``: bool array, axes (y, x)) and, when
+                     the import recorded one, its confident pixels (``confident``, same form)
 """
 
 from __future__ import annotations
@@ -70,6 +71,9 @@ class SectionFit:
         ``(x, y)`` of the section centre in pixels.
     label_ids : (N,) int64 array
         The section's grain label each cell was fitted to.
+    confident : (ny, nx) bool array, optional
+        The section's confident pixels (None: all of the mask), carried over from the import for
+        the detection limit (:mod:`nmc_dataset.ebsd._detection`).
     """
 
     section_id: str
@@ -79,6 +83,7 @@ class SectionFit:
     mask: np.ndarray
     center_px: np.ndarray
     label_ids: np.ndarray
+    confident: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -160,6 +165,7 @@ def fit_section(
     beta: tuple[float, float] = (2.0, 0.05),
     lr: float = 0.05,
     check_every: int = 20,
+    filled_weight: float = 1.0,
 ) -> SectionFit:
     """Fit a 2D restricted GBPD to a section's label image.
 
@@ -179,28 +185,36 @@ def fit_section(
         Every this many steps the exact hard labels are computed, the agreement recorded (the
         best parameters are kept; the fit stops early at 100 %) and cells that took a grain's
         pixels join its candidates.
+    filled_weight : float, default 1.0
+        Weight, in the loss and in the choice of the best check, of the pixels the import filled
+        (assigned but not confident, ``section.confident``); confident pixels weigh 1. 1: every
+        assigned pixel is data; 0: filled pixels are unknown, as unassigned ones are (the fit
+        still starts from the completed grains' moments). Sections without confident pixels
+        recorded are unaffected.
 
     Returns
     -------
     SectionFit
-        The fitted tessellation and its agreement with the section's labels.
+        The fitted tessellation and its agreement with the section's labels (all assigned pixels).
 
     Raises
     ------
     InputError
-        If the section has no assigned pixel inside its mask.
+        If the section has no assigned pixel inside its mask, or ``filled_weight`` is not in [0, 1].
     """
     import torch
 
+    if not (np.isfinite(filled_weight) and 0.0 <= filled_weight <= 1.0):
+        raise InputError(f"--filled-weight must be a number in [0, 1], got {filled_weight}")
     saved = torch.get_num_threads()
     torch.set_num_threads(1)  # small tensors: one thread is faster (and robust on busy machines)
     try:
-        return _fit_section(section, steps, seed, beta, lr, check_every)
+        return _fit_section(section, steps, seed, beta, lr, check_every, filled_weight)
     finally:
         torch.set_num_threads(saved)
 
 
-def _fit_section(section, steps, seed, beta, lr, check_every) -> SectionFit:
+def _fit_section(section, steps, seed, beta, lr, check_every, filled_weight=1.0) -> SectionFit:
     import torch
 
     labels = np.asarray(section.labels)
@@ -218,6 +232,14 @@ def _fit_section(section, steps, seed, beta, lr, check_every) -> SectionFit:
     coords_img = section.pixel_coords()
     coords = coords_img[use]
     target = cells_img[use]
+
+    weight = None  # per assigned pixel; None: all 1 (the plain mean, unchanged arithmetic)
+    confident = getattr(section, "confident", None)
+    if confident is not None and filled_weight != 1.0:
+        weight = np.where(np.asarray(confident, bool)[use], 1.0, float(filled_weight))
+        if not weight.sum() > 0:
+            raise InputError("section has no confident assigned pixel to fit", getattr(section, "section_id", None))
+    t_weight = None if weight is None else torch.tensor(weight / weight.sum(), dtype=torch.float64)
 
     mean, cov, _count = _grain_stats(coords, target, n)
     rng = np.random.default_rng(seed)
@@ -249,18 +271,20 @@ def _fit_section(section, steps, seed, beta, lr, check_every) -> SectionFit:
             for t, c in np.unique(np.stack([target[wrong], got[wrong]], 1), axis=0):
                 nb[t].add(int(c))
             table = _candidate_table(nb)
-        return 1.0 - wrong.mean()
+        score = 1.0 - wrong.mean() if weight is None else 1.0 - float(weight[wrong].sum() / weight.sum())
+        return score, 1.0 - wrong.mean()
 
     b0, b1 = beta
     best_g = current()
-    best = check(best_g)
+    best, best_agree = check(best_g)
     cand = torch.tensor(table[target])
     for step in range(steps):
         frac = step / max(steps - 1, 1)
         b = b0 * (b1 / b0) ** frac
         frames = torch_frames(t_seeds)
         dist = soft_power_distances(t_points, t_seeds, torch.exp(t_logd), t_r, frames, cand)
-        loss = -torch.log_softmax(-dist / b, dim=1)[:, 0].mean()
+        logp = torch.log_softmax(-dist / b, dim=1)[:, 0]
+        loss = -logp.mean() if t_weight is None else -(logp * t_weight).sum()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -268,20 +292,21 @@ def _fit_section(section, steps, seed, beta, lr, check_every) -> SectionFit:
             t_logd.clamp_(min=np.log(DIAG_MIN))
         if (step + 1) % check_every == 0 or step == steps - 1:
             g = current()
-            agree = check(g)
+            score, agree = check(g)
             cand = torch.tensor(table[target])
-            if agree >= best:
-                best, best_g = agree, g
-            if best >= 1.0:  # every assigned pixel is right: nothing left to improve
+            if score >= best:
+                best, best_g, best_agree = score, g, agree
+            if best >= 1.0:  # every (weighted) assigned pixel is right: nothing left to improve
                 break
     return SectionFit(
         section_id=str(section.section_id),
         gbpd=best_g,
         pixel_size_um=float(section.pixel_size_um),
-        agreement=float(best),
+        agreement=float(best_agree),
         mask=mask.copy(),
         center_px=np.asarray(section.center_px, float).copy(),
         label_ids=label_ids,
+        confident=None if getattr(section, "confident", None) is None else np.asarray(section.confident, bool).copy(),
     )
 
 
@@ -371,7 +396,8 @@ def write_tessellations(fits: list[SectionFit], folder: str | Path, *, force: bo
         pq.write_table(table, tmp / "cells.parquet")
         (tmp / "masks").mkdir()
         for f in fits:
-            np.savez_compressed(tmp / "masks" / f"{f.section_id}.npz", mask=np.asarray(f.mask, dtype=bool))
+            extra = {} if f.confident is None else {"confident": np.asarray(f.confident, dtype=bool)}
+            np.savez_compressed(tmp / "masks" / f"{f.section_id}.npz", mask=np.asarray(f.mask, dtype=bool), **extra)
         (tmp / "sections.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return folder
 
@@ -435,9 +461,10 @@ def read_tessellations(folder: str | Path) -> list[SectionFit]:
             try:
                 with np.load(mpath) as z:
                     mask = z["mask"].astype(bool)
+                    confident = z["confident"].astype(bool) if "confident" in z.files else None
             except (OSError, KeyError, ValueError) as e:
                 raise InputError(f"cannot read mask: {e}", mpath) from None
-            if list(mask.shape) != list(s["shape"]):
+            if list(mask.shape) != list(s["shape"]) or (confident is not None and confident.shape != mask.shape):
                 raise InputError(f"mask shape {mask.shape} disagrees with sections.json", mpath)
             fits.append(
                 SectionFit(
@@ -448,6 +475,7 @@ def read_tessellations(folder: str | Path) -> list[SectionFit]:
                     mask=mask,
                     center_px=np.asarray(s["center_px"], dtype=np.float64),
                     label_ids=col["label"].astype(np.int64),
+                    confident=confident,
                 )
             )
         except (KeyError, TypeError) as e:
@@ -458,7 +486,13 @@ def read_tessellations(folder: str | Path) -> list[SectionFit]:
 
 
 def fit_sections(
-    root: str | Path, out: str | Path, steps: int = 200, seed: int = 0, *, force: bool = False
+    root: str | Path,
+    out: str | Path,
+    steps: int = 200,
+    seed: int = 0,
+    *,
+    force: bool = False,
+    filled_weight: float = 1.0,
 ) -> list[SectionFit]:
     """Fit every selected (central) section under ``root`` and write the tessellations to ``out``.
 
@@ -474,6 +508,8 @@ def fit_sections(
         Seed of the first section's fit (section ``i`` uses ``seed + i``).
     force : bool, default False
         Write into a folder that holds files the tool did not write (they are left alone).
+    filled_weight : float, default 1.0
+        Weight of the pixels the import filled (:func:`fit_section`).
 
     Returns
     -------
@@ -481,6 +517,8 @@ def fit_sections(
         One per selected section, in section order.
     """
 
+    if not (np.isfinite(filled_weight) and 0.0 <= filled_weight <= 1.0):
+        raise InputError(f"--filled-weight must be a number in [0, 1], got {filled_weight}")
     claim_folder(check_out_name(out), "fit-sections", force=force, legacy=("sections.json",))
     sections = read_sections(root, selected_only=True)  # validates before anything is written
     for s in sections:
@@ -491,7 +529,7 @@ def fit_sections(
     fits = []
     for i, s in enumerate(progress(sections, total=len(sections), desc="fit-sections", unit="section")):
         t0 = time.perf_counter()
-        fit = fit_section(s, steps=steps, seed=seed + i)
+        fit = fit_section(s, steps=steps, seed=seed + i, filled_weight=filled_weight)
         log.info(
             "%s: %d cells, agreement %.2f %% (%.1f s)",
             s.section_id,

@@ -45,6 +45,7 @@ from nmc_dataset.calibration._cutouts import CutoutSpec, t2d_batch, t3d_batch
 from nmc_dataset.calibration._discriminator import Discriminator
 from nmc_dataset.calibration._generator import GNet
 from nmc_dataset.calibration._model import GrainModel
+from nmc_dataset.ebsd._detection import DEFAULT_MIN_CONFIDENT_PX, DetectionLimit, calibrate_rates
 from nmc_dataset.errors import InputError, TrainingError
 from nmc_dataset.tessellation._gbpd import DIAG_MIN, GBPD
 
@@ -601,6 +602,7 @@ class Trainer:
         self.seconds = 0.0
         # checkpoint selection (cfg.training.select_sections): measured descriptors, section radius, best epoch
         self.select_measured, self.select_radius = None, None
+        self.select_rates_measured, self.select_rates = (0.0, 0.0, 0.0), None
         self.best: dict | None = None
 
     def set_selection_reference(self, sections) -> None:
@@ -611,7 +613,11 @@ class Trainer:
             return
         if not sections:
             raise InputError("grains.training.select_sections needs the measured sections (fit-sections output)")
-        self.select_measured = De.fitted_descriptors(sections, c.training.select_min_area_px)
+        # the instrument's detection limit (nmc_dataset.ebsd._detection): active only when the
+        # measured sections lost pixels; the model's sections then go through the same loss
+        self.select_measured = De.fitted_descriptors(sections, c.training.select_min_area_px, DEFAULT_MIN_CONFIDENT_PX)
+        self.select_rates_measured = De.measured_low_ci_rates(sections)
+        self.select_rates = None  # calibrated on the model's sections, refined at every check
         self.select_radius = float(np.mean([f.radius_px for f in sections]))
 
     # ---------------------------------------------------------------- checkpoint
@@ -845,7 +851,10 @@ class Trainer:
         rng = np.random.default_rng([self.seed, epoch, 0x5E1])  # its own stream: the run is unchanged
         model = self.current_model()
         sims = De.model_sections(model, rng, c.training.select_sections, self.select_radius)
-        simulated = De.pooled(De.section_descriptors(lab, ctr, c.training.select_min_area_px) for lab, ctr in sims)
+        limit = self.selection_limit(sims, rng)
+        simulated = De.pooled(
+            De.limited_section_descriptors(lab, ctr, limit, rng, c.training.select_min_area_px) for lab, ctr in sims
+        )
         score = De.section_score(self.select_measured, simulated, c.training.select_metric)
         if self.best is None or score < self.best["score"]:
             self.best = {
@@ -856,6 +865,24 @@ class Trainer:
             }
         self.gnet.train()
         return {"select_score": score}
+
+    def selection_limit(self, sims, rng):
+        """The detection limit of :meth:`select_check`: the measured loss calibrated on this epoch's
+        model sections (4 steps at the first check, then 1 step from the last estimate)."""
+        measured = self.select_rates_measured
+        if not any(r > 0 for r in measured):
+            return DetectionLimit((0.0, 0.0, 0.0), DEFAULT_MIN_CONFIDENT_PX)
+        start, steps = (measured, 4) if self.select_rates is None else (self.select_rates, 1)
+        rates = calibrate_rates(
+            measured,
+            [(lab, lab > 0) for lab, _c in sims],
+            rng,
+            steps,
+            self.cfg.training.select_min_area_px,
+            start=start,
+        )
+        self.select_rates = rates
+        return DetectionLimit(rates, DEFAULT_MIN_CONFIDENT_PX)
 
     def update_ema(self, g_steps: int) -> None:
         """Fold the generator into its average after its ``g_steps``-th update."""

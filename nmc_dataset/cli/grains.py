@@ -91,6 +91,14 @@ def register(sub) -> None:
         help="detection limit: grains smaller than this are left out on both sides (default 5, "
         "import-ebsd's --min-grain-px default)",
     )
+    p.add_argument(
+        "--min-confident-px",
+        type=int,
+        default=None,
+        help="instrument detection limit: when the measured sections lost pixels (low CI), the loss is "
+        "simulated on the model's sections too and a grain counts on both sides with at least this "
+        "many confident pixels (default 3; 0 = off)",
+    )
     p.add_argument("--seed", type=seed_int, default=0)
     add_force_option(p)
     p.set_defaults(func=_cmd_describe)
@@ -294,7 +302,9 @@ def _cmd_sample(args) -> int:
 # --------------------------------------------------------------------------- describe-grains
 def _cmd_describe(args) -> int:
     from nmc_dataset.calibration._descriptors import describe_grains
+    from nmc_dataset.ebsd._detection import DEFAULT_MIN_CONFIDENT_PX
 
+    k = DEFAULT_MIN_CONFIDENT_PX if args.min_confident_px is None else args.min_confident_px
     result = describe_grains(
         args.model,
         args.against,
@@ -304,6 +314,7 @@ def _cmd_describe(args) -> int:
         seed=args.seed,
         min_area_px=args.min_area_px,
         force=args.force,
+        min_confident_px=k,
     )
     for k, v in result.items():
         print(

@@ -24,6 +24,13 @@ def register(sub) -> None:
     )
     p.add_argument("--steps", type=int, default=200, help="Adam steps per section (default 200)")
     p.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--filled-weight",
+        type=float,
+        default=1.0,
+        help="weight in the fit of the pixels import-ebsd filled (not confident), in [0, 1]: "
+        "1 = data like the confident ones (default), 0 = unknown",
+    )
     add_force_option(p)
     p.set_defaults(func=_run)
 
@@ -34,7 +41,9 @@ def _run(args) -> int:
 
     if args.steps < 1:
         raise RecipeError(f"--steps must be >= 1, got {args.steps}")
-    fits = fit_sections(args.sections, args.out, steps=args.steps, seed=args.seed, force=args.force)
+    fits = fit_sections(
+        args.sections, args.out, steps=args.steps, seed=args.seed, force=args.force, filled_weight=args.filled_weight
+    )
     for f in fits:
         print(f"{f.section_id}\t{f.gbpd.n} cells\tagreement {100 * f.agreement:.2f} %")
     mean = sum(f.agreement for f in fits) / len(fits)

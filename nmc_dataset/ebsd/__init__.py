@@ -41,5 +41,13 @@ _EXPORTS = {
         "radial_directions",
     ],
     "_completion": ["complete_grains"],
+    "_detection": [
+        "DetectionLimit",
+        "calibrate_rates",
+        "complete_as_imported",
+        "detected",
+        "low_ci_rates",
+        "simulate_confident",
+    ],
 }
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

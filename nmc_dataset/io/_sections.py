@@ -4,6 +4,9 @@ One folder per section::
 
     <root>/<section_id>/labels.tif     uint32 grain labels, axes (y, x); 0 = unassigned
     <root>/<section_id>/mask.tif       uint8, 1 inside the particle section
+    <root>/<section_id>/confident.tif  uint8, 1 where the scan indexed the pixel with CI >= the
+                                       import's threshold (only written when some pixel of the
+                                       particle section is not; absent: every pixel is)
     <root>/<section_id>/section.json   metadata (format, pixel size, centre, centrality, source)
     <root>/<section_id>/grains.parquet per-grain morphology (docs/method.md#section-morphology)
     <root>/<section_id>/chords.parquet chord lengths
@@ -52,6 +55,9 @@ class Section:
         The automatic centrality criterion's score (higher = more central).
     meta : dict
         Everything else in ``section.json`` (source file, phase, thresholds).
+    confident : (ny, nx) bool array, optional
+        Pixels the scan indexed with confidence (None: every pixel of the mask): the measured side
+        of the detection limit (:mod:`nmc_dataset.ebsd._detection`).
     """
 
     section_id: str
@@ -62,6 +68,7 @@ class Section:
     central: bool = True
     centrality_score: float = float("nan")
     meta: dict = dataclasses.field(default_factory=dict)
+    confident: np.ndarray | None = None
 
     def pixel_coords(self) -> np.ndarray:
         """(ny, nx, 2) array of ``(x, y)`` pixel coordinates relative to the centre."""
@@ -92,7 +99,10 @@ def write_section(section: Section, root: str | Path, tables: dict | None = None
     folder.mkdir(parents=True, exist_ok=True)
     res = 1e4 / section.pixel_size_um  # pixels per cm, the TIFF resolution unit Fiji reads
     imagej = {"unit": "micron", "spacing": section.pixel_size_um}
-    for name, arr in (("labels", section.labels.astype(np.uint32)), ("mask", section.mask.astype(np.uint8))):
+    images = [("labels", section.labels.astype(np.uint32)), ("mask", section.mask.astype(np.uint8))]
+    if section.confident is not None:
+        images.append(("confident", np.asarray(section.confident, dtype=np.uint8)))
+    for name, arr in images:
         with atomic_path(folder / f"{name}.tif") as tmp:
             tifffile.imwrite(
                 tmp,
@@ -149,6 +159,11 @@ def read_section(folder: str | Path) -> Section:
         raise InputError(f"missing {Path(e.filename).name}", folder) from None
     if labels.shape != tuple(meta["shape"]) or mask.shape != labels.shape:
         raise InputError("labels.tif / mask.tif shape disagrees with section.json", folder)
+    confident = None
+    if (folder / "confident.tif").exists():
+        confident = tifffile.imread(folder / "confident.tif").astype(bool)
+        if confident.shape != labels.shape:
+            raise InputError("confident.tif shape disagrees with section.json", folder)
     score = meta.get("centrality_score")
     return Section(
         section_id=meta["section_id"],
@@ -159,6 +174,7 @@ def read_section(folder: str | Path) -> Section:
         central=bool(meta.get("central", True)),
         centrality_score=float("nan") if score is None else float(score),
         meta=meta,
+        confident=confident,
     )
 
 

@@ -200,12 +200,15 @@ def import_ebsd(
         score = centrality_score(
             gt.column("alpha_rad").to_numpy(), gt.column("area_px").to_numpy(), gt.column("elongation").to_numpy()
         )
-        prepared.append((path, scan, gm, gt, chords, score))
+        conf_map = scan.indexed & (scan.ci >= min_ci)
+        # the detection limit's measured side; absent when every pixel of the section is confident
+        conf_map = None if bool(conf_map[gm.mask].all()) else conf_map & gm.mask
+        prepared.append((path, scan, gm, gt, chords, score, conf_map))
         log.debug("%s: %d grains, centrality %.3f", path.name, gm.n_grains, score)
 
     # 2. decisions
     sections_meta = []
-    for path, scan, gm, gt, chords, score in prepared:
+    for path, scan, gm, gt, chords, score, _conf in prepared:
         if mode == "auto":
             decision = is_central(score, threshold)
         elif mode == "all":
@@ -241,7 +244,7 @@ def import_ebsd(
 
     # 3. write atomically
     with output_folder(out, "import-ebsd", force=force, legacy=("selection.json",)) as tmp:
-        for (path, scan, gm, gt, chords, score), meta in zip(prepared, sections_meta):
+        for (path, scan, gm, gt, chords, score, conf_map), meta in zip(prepared, sections_meta):
             counts = np.bincount(gm.grain_phase[1:], minlength=max(scan.phases) + 1)
             phase = scan.phases.get(int(np.argmax(counts)))  # the phase most grains belong to
             sec = Section(
@@ -252,6 +255,7 @@ def import_ebsd(
                 center_px=gm.center_px,
                 central=meta["central"],
                 centrality_score=float(score) if np.isfinite(score) else float("nan"),
+                confident=conf_map,
                 meta={
                     "source": path.name,
                     "source_format": scan.format,

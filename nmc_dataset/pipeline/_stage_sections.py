@@ -73,7 +73,13 @@ def run_section(config: dict, ctx) -> None:
         from nmc_dataset.calibration._fit2d import fit_sections
 
         tess_dir = out / config.get("tessellations", "tessellations")
-        fit_sections(sections_dir, tess_dir, steps=int(fit.get("steps", 300)), seed=int(ctx.seed))
+        fit_sections(
+            sections_dir,
+            tess_dir,
+            steps=int(fit.get("steps", 300)),
+            seed=int(ctx.seed),
+            filled_weight=float(fit.get("filled_weight", 1.0)),
+        )
         ctx.outputs["tessellations"] = tess_dir
         log.info("sections: tessellations in %s", tess_dir)
     else:

@@ -5,6 +5,7 @@ import pytest
 
 from nmc_dataset import testing
 from nmc_dataset.calibration import _descriptors as De
+from nmc_dataset.errors import InputError
 from nmc_dataset.tessellation._gbpd import GBPD
 from nmc_dataset.tessellation._labels import hard_labels_grid
 
@@ -127,3 +128,79 @@ def test_shell_statistics_and_depth_aware_model_sections():
     # a section at half the radius holds no grain of the inner shell (its 3D radius is >= R/2)
     assert study["heights"][1]["radial_bins"][0]["n_grains"] == 0
     assert study["heights"][0]["radial_bins"][0]["n_grains"] > 0
+
+
+def test_confident_pixel_criterion_on_a_hand_made_map():
+    lab = np.zeros((12, 12), int)
+    lab[1:9, 1:9] = 1  # 64 px
+    lab[10, 1:8] = 2  # 7 px
+    conf = lab > 0
+    conf[10, 1:6] = False  # grain 2 keeps 2 confident pixels
+    k3 = De.section_descriptors(lab, (6.0, 6.0), 5, conf, 3)
+    k2 = De.section_descriptors(lab, (6.0, 6.0), 5, conf, 2)
+    assert k3["area_px"].tolist() == [64] and sorted(k2["area_px"]) == [7, 64]
+    assert len(k3["chord_px"]) == 16  # grain 2's chords leave with it
+    # no confident map, or k = 0: the criterion is off
+    for d in (De.section_descriptors(lab, (6.0, 6.0), 5, None, 3), De.section_descriptors(lab, (6.0, 6.0), 5, conf, 0)):
+        assert sorted(d["area_px"]) == [7, 64]
+
+
+def _disc_fit(sid, rng, size=71):
+    """A SectionFit of a 2D radial GBPD in a disc."""
+    from nmc_dataset.calibration._fit2d import SectionFit
+
+    n = 250
+    c = (size - 1) / 2
+    g = GBPD(
+        rng.uniform(-c - 10, c + 10, (n, 2)), np.column_stack([np.full(n, 0.2), np.ones(n)]), rng.uniform(1, 10, n)
+    )
+    yy, xx = np.mgrid[0:size, 0:size]
+    mask = (xx - c) ** 2 + (yy - c) ** 2 <= (c - 2) ** 2
+    return SectionFit(sid, g, 0.05, 0.99, mask, np.array([c, c]), np.arange(1, n + 1))
+
+
+def test_comparison_at_the_instrument_limit(tmp_path):
+    """Measured sections that lost pixels: the loss is calibrated and applied to the other side's
+    sections; without lost pixels (or with the limit off) both sides are as before, and
+    describe-grains records the limit (detection_limit.json) only when it applies."""
+    import dataclasses
+    import json
+
+    from nmc_dataset.calibration._fit2d import write_tessellations
+    from nmc_dataset.calibration._generator import GNet
+    from nmc_dataset.calibration._model import GrainModel
+    from nmc_dataset.ebsd._detection import simulate_confident
+    from nmc_dataset.synthetic._yardsticks import teacher_sampler
+
+    rng = np.random.default_rng(4)
+    fits = [_disc_fit("a", rng), _disc_fit("b", rng)]
+    lossy = [
+        dataclasses.replace(f, confident=simulate_confident(f.label_image(), f.mask, (1.0, 0.02, 0.01), rng))
+        for f in fits
+    ]
+    sims = De.model_sections(teacher_sampler(30.0), np.random.default_rng(1), 2, 30.0)
+    state = np.random.default_rng(9).bit_generator.state
+
+    def run(f, k):
+        r = np.random.default_rng(9)
+        out = De.compare_at_limit(f, sims, r, 5, k)
+        return out, r.bit_generator.state
+
+    (m0, s0, l0), st0 = run(fits, 3)
+    (m1, s1, l1), st1 = run(lossy, 0)
+    (m2, s2, l2), _ = run(lossy, 3)
+    assert not l0.active and not l1.active and st0 == state and st1 == state  # nothing drawn
+    for key in De.DESCRIPTORS_2D:
+        np.testing.assert_array_equal(m0[key], m1[key])
+        np.testing.assert_array_equal(s0[key], s1[key])
+    assert l2.active and l2.rates[0] > 0.9 and l2.min_confident_px == 3
+    assert len(m2["area_px"]) < len(m0["area_px"])  # grains of < 3 confident px left out
+    assert len(s2["area_px"]) < len(s0["area_px"])  # the other side lost its junction-only grains too
+    # describe-grains writes the limit it applied
+    model = GrainModel(gnet=GNet(hidden=(8,)), intensity_per_px3=0.0018, pixel_size_um=0.05).write(tmp_path / "gm")
+    tess = write_tessellations(lossy, tmp_path / "lossy")
+    De.describe_grains(model, tess, tmp_path / "rep", samples=2, radius_px=30.0, heights=(0.0,))
+    lim = json.loads((tmp_path / "rep" / "detection_limit.json").read_text())
+    assert lim["active"] and lim["min_confident_px"] == 3 and lim["measured_low_ci_rates"]["junction"] > 0.9
+    with pytest.raises(InputError, match="--min-confident-px"):
+        De.describe_grains(model, tess, tmp_path / "r_bad", min_confident_px=-1, samples=2)

@@ -1,6 +1,7 @@
 """Tests of the 2D GBPD fits (docs/method.md#section-fits), their files and the fit-sections command."""
 
 import json
+from dataclasses import replace as dataclasses_replace
 
 import numpy as np
 import pytest
@@ -15,6 +16,8 @@ from nmc_dataset.calibration._fit2d import (
     write_tessellations,
 )
 from nmc_dataset.cli import _main as cli
+from nmc_dataset.ebsd._detection import pixel_classes
+from nmc_dataset.ebsd._reconstruct import dilate_grains
 from nmc_dataset.errors import FormatVersionError, InputError
 from nmc_dataset.io._sections import read_sections, write_section
 from nmc_dataset.tessellation._gbpd import GBPD
@@ -214,3 +217,68 @@ def test_cli_bad_inputs(tmp_path, capsys):
     _write_folder(bad, rng, central=(True,))
     (bad / "scan0" / "section.json").write_text("{not json")
     _bad(capsys, ["fit-sections", str(bad), "--out", str(out)], out, "section.json")
+
+
+# --------------------------------------------------------------------------- filled pixels
+def _with_filled(section, rng, wrong_fraction=0.5):
+    """The section with its junction pixels "filled" by the import: assigned (some to a wrong
+    neighbouring grain), marked not confident."""
+    lab = np.asarray(section.labels).astype(np.int64)
+    filled = dilate_grains(lab, section.mask, np.inf)
+    junction = (pixel_classes(filled) >= 1) & section.mask & (rng.uniform(size=lab.shape) < wrong_fraction)
+    # the wrong fill: the grain one pixel to the right (a neighbour) instead of the pixel's own
+    shifted = np.roll(filled, -1, axis=1)
+    filled = np.where(junction & (shifted > 0), shifted, filled).astype(np.uint32)
+    confident = section.mask & ~junction & (lab > 0)
+    return dataclasses_replace(section, labels=filled, confident=confident)
+
+
+def test_filled_weight_treats_filled_pixels_as_unknown():
+    """With weight 0 the fit follows the confident pixels and ignores wrongly filled ones; with
+    weight 1 (default) a section with confident pixels is fitted as before."""
+    rng = np.random.default_rng(12)
+    tiny = section_from_gbpd(_truth_2d(rng, 15, 24), 56, 24, rng=rng, section_id="tiny")
+    sec = _with_filled(tiny, np.random.default_rng(2))
+    conf = sec.confident & sec.mask
+    plain = fit_section(dataclasses_replace(sec, confident=None), steps=40)
+    one = fit_section(sec, steps=40)
+    np.testing.assert_array_equal(one.gbpd.seeds, plain.gbpd.seeds)  # weight 1: same arithmetic
+    np.testing.assert_array_equal(one.confident, sec.confident)
+    zero = fit_section(sec, steps=40, filled_weight=0.0)
+
+    def on_confident(f):
+        return (f.label_image()[conf] == sec.labels[conf]).mean()
+
+    assert on_confident(zero) > on_confident(one)
+    assert on_confident(zero) > 0.97
+    with pytest.raises(InputError, match="--filled-weight"):
+        fit_section(sec, steps=5, filled_weight=1.5)
+
+
+def test_confident_pixels_round_trip_and_absent_ones_stay_absent(tmp_path, small_section):
+    sec = _with_filled(small_section, np.random.default_rng(3))
+    with_conf = fit_section(sec, steps=5)
+    without = fit_section(small_section, steps=5)
+    out = write_tessellations([with_conf, dataclasses_replace(without, section_id="plain")], tmp_path / "t")
+    a, b = read_tessellations(out)
+    np.testing.assert_array_equal(a.confident, sec.confident)
+    assert b.confident is None
+    with np.load(out / "masks" / "plain.npz") as z:
+        assert z.files == ["mask"]  # no confident map written when the import recorded none
+    # the section folder keeps it too (confident.tif), and only when given
+    write_section(sec, tmp_path / "secs")
+    write_section(dataclasses_replace(small_section, section_id="plain"), tmp_path / "secs")
+    got = {s.section_id: s for s in read_sections(tmp_path / "secs", selected_only=False)}
+    np.testing.assert_array_equal(got["small"].confident, sec.confident)
+    assert got["plain"].confident is None and not (tmp_path / "secs" / "plain" / "confident.tif").exists()
+
+
+def test_cli_filled_weight_out_of_range(tmp_path, capsys):
+    _write_folder(tmp_path / "sections", np.random.default_rng(5))
+    out = tmp_path / "tess"
+    _bad(
+        capsys,
+        ["fit-sections", str(tmp_path / "sections"), "--out", str(out), "--filled-weight", "2"],
+        out,
+        "--filled-weight",
+    )

@@ -302,6 +302,35 @@ def test_selection_keeps_the_best_scoring_epoch_of_an_unchanged_run(tmp_path):
         train(fits, 0.05, cfg.replace(select_metric="median"), seed=3, sections=secs)
 
 
+@pytest.mark.slow
+def test_selection_applies_the_instrument_limit_of_sections_that_lost_pixels(tmp_path):
+    """Measured sections with confident pixels recorded (an instrument that lost some): the
+    selection scores the generator's sections after the same loss (calibrated on them), so the
+    scores differ from those against the same sections without the loss; the training run itself
+    is unchanged."""
+    import dataclasses
+
+    from nmc_dataset.ebsd._detection import simulate_confident
+
+    cfg = TINY.replace(epochs=2, select_sections=2, select_min_area_px=3)
+    fits = _fits()
+    secs = _sections(fits)
+    rng = np.random.default_rng(0)
+    lossy = [
+        dataclasses.replace(f, confident=simulate_confident(f.label_image(), f.mask, (1.0, 0.02, 0.01), rng))
+        for f in secs
+    ]
+    a = train(fits, 0.05, cfg, seed=3, out=tmp_path / "a", sections=secs)
+    b = train(fits, 0.05, cfg, seed=3, out=tmp_path / "b", sections=lossy)
+    sa = [float(r["select_score"]) for r in csv.DictReader(open(tmp_path / "a" / "training" / "log.csv"))]
+    sb = [float(r["select_score"]) for r in csv.DictReader(open(tmp_path / "b" / "training" / "log.csv"))]
+    assert all(np.isfinite(sb)) and sa != sb
+    assert [r["loss_g"] for r in csv.DictReader(open(tmp_path / "a" / "training" / "log.csv"))] == [
+        r["loss_g"] for r in csv.DictReader(open(tmp_path / "b" / "training" / "log.csv"))
+    ]
+    assert a.training["selected_epoch"] in (1, 2) and b.training["selected_epoch"] in (1, 2)
+
+
 def test_config_mirrors_the_recipe_schema_and_keeps_the_stored_form():
     """Every key of the grains section's groups is a field of its config group, and the stored
     (flat) form keeps its names, so earlier models and checkpoints still resume."""

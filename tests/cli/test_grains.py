@@ -366,3 +366,15 @@ def test_recipe_key_depth_aware_reaches_the_trainer(tess, tmp_path):
     ctx = run_recipe(_recipe(tmp_path, grains, name="run.yaml"), tmp_path / "run")
     meta = json.loads((ctx.outputs["grain_model"] / "model.json").read_text())
     assert meta["architecture"]["depth_aware"] is True and meta["depth"]["reference_radius_px"] > 30
+
+
+@pytest.mark.parametrize("bad", ["-1", "1001"])
+def test_describe_min_confident_px_out_of_range(tess, tmp_path, capsys, bad):
+    from nmc_dataset.calibration._generator import GNet
+
+    GrainModel(GNet(hidden=(8,)), 0.002, 0.05).write(tmp_path / "gm")
+    rep = tmp_path / "rep"
+    code = cli.main(
+        ["describe-grains", str(tmp_path / "gm"), "--against", str(tess), "--out", str(rep), "--min-confident-px", bad]
+    )
+    assert code == 2 and "--min-confident-px must be an integer in [0, 1000]" in _err(capsys) and not rep.exists()

@@ -381,3 +381,28 @@ def test_full_size_round_trip(tmp_path):
         truth = tifffile.imread(tmp_path / "scans" / r["truth"]).astype(np.int64)
         s = (lab > 0) & (truth > 0)
         assert adjusted_rand_index(lab[s], truth[s]) >= 0.95
+
+
+def test_confident_pixels_are_recorded_only_when_some_are_lost(tmp_path):
+    """import-ebsd writes confident.tif (indexed, CI >= --min-ci, inside the particle) when the scan
+    lost pixels, and nothing more when every pixel of the section is confident (ideal instrument)."""
+    for name, low_ci in (("lossy", None), ("ideal", (0.0, 0.0, 0.0))):
+        folder = tmp_path / name
+        recs = write_synthetic_sections(
+            folder,
+            np.random.default_rng(3),
+            n_central=1,
+            n_off_center=0,
+            radius_px=30.0,
+            formats=("ang",),
+            low_ci=low_ci,
+        )
+        out = tmp_path / f"sec-{name}"
+        assert main(["import-ebsd", str(folder / recs[0]["scan"]), "--out", str(out), "--central", "all"]) == 0
+        (sec,) = read_sections(out)
+        if low_ci is None:
+            scan = read_ebsd(folder / recs[0]["scan"])
+            np.testing.assert_array_equal(sec.confident, scan.indexed & (scan.ci >= 0.1) & sec.mask)
+            assert 0 < (sec.mask & ~sec.confident).sum() < 0.2 * sec.mask.sum()
+        else:
+            assert sec.confident is None and not (out / sec.section_id / "confident.tif").exists()

@@ -18,8 +18,9 @@ def rng():
 
 @pytest.fixture(autouse=True)
 def _restore_the_package_logger():
-    """``cli.main`` gives the ``nmc_dataset`` logger its own handler and stops propagation; undo it
-    after each test so that ``caplog`` sees warnings whatever ran before."""
+    """``cli.main`` gives the ``nmc_dataset`` logger its own handler and stops propagation, and a
+    tool's logging configuration can disable it; undo both after each test so that ``caplog`` sees
+    warnings whatever ran before."""
     import logging
 
     log = logging.getLogger("nmc_dataset")
@@ -28,3 +29,8 @@ def _restore_the_package_logger():
     log.handlers[:] = handlers
     log.propagate = propagate
     log.setLevel(level)
+    # a tool configured with logging.config (import-linter does) disables every logger it does
+    # not name, ours included: none of ours is ever meant to be disabled
+    for name, child in logging.root.manager.loggerDict.items():
+        if (name == "nmc_dataset" or name.startswith("nmc_dataset.")) and isinstance(child, logging.Logger):
+            child.disabled = False

@@ -27,7 +27,14 @@ _EXPORTS = {
     "_ebsd": ["misorientation_angle_bruteforce", "adjusted_rand_index", "contingency"],
     "_tomography": ["project_reference", "backproject_reference", "pull_back_reference"],
     "_export": ["int_rows_reference", "write_grains_glb_trimesh"],
-    "_tetfiles": ["mesh_faces_reference", "second_order_reference", "write_inp_reference", "write_msh_reference"],
+    "_tetfiles": [
+        "block_bad_reference",
+        "components_reference",
+        "mesh_faces_reference",
+        "second_order_reference",
+        "write_inp_reference",
+        "write_msh_reference",
+    ],
     "_dvc": ["lucas_kanade_translation_reference"],
 }
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,4 +1,5 @@
-"""Slow twins of the tet-mesh writers of :mod:`nmc_dataset.export._inp`: the former numpy / Python
+"""Slow twins of the label clean-up kernels (per-voxel union-find, every block mask checked) and of
+the tet-mesh writers of :mod:`nmc_dataset.export._inp`: the former numpy / Python
 writers (one ``np.savetxt`` or f-string per line, a lexsort of all faces, a set scan per grain),
 kept to check the compiled writers byte for byte (``.inp``) or as read back by meshio and gmsh
 (the ASCII ``.msh`` against the binary one)."""
@@ -8,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 
+import numba as nb
 import numpy as np
 
 from nmc_dataset._util import atomic_path
@@ -278,4 +280,118 @@ def write_msh_reference(
         fh.writelines(out)
 
 
-__all__ = ["mesh_faces_reference", "second_order_reference", "write_inp_reference", "write_msh_reference"]
+# --------------------------------------------------------------------------- label clean-up
+@nb.njit(cache=True)
+def block_bad_reference(lab, z, y, x, table):
+    """Slow twin of ``_cleanup._block_bad``: every corner's label mask is checked (also repeated ones).
+
+    Parameters
+    ----------
+    lab : (nz, ny, nx) int array
+        Labels.
+    z, y, x : int
+        Lowest corner of the 2x2x2 block.
+    table : (256,) bool array
+        ``CONNECTED``.
+
+    Returns
+    -------
+    bool
+        The block has a vertex-only contact.
+    """
+    c = (
+        lab[z, y, x],
+        lab[z, y, x + 1],
+        lab[z, y + 1, x],
+        lab[z, y + 1, x + 1],
+        lab[z + 1, y, x],
+        lab[z + 1, y, x + 1],
+        lab[z + 1, y + 1, x],
+        lab[z + 1, y + 1, x + 1],
+    )
+    if (
+        c[0] == c[1]
+        and c[0] == c[2]
+        and c[0] == c[3]
+        and c[0] == c[4]
+        and c[0] == c[5]
+        and c[0] == c[6]
+        and c[0] == c[7]
+    ):
+        return False
+    for n in range(8):
+        mask = 0
+        for o in range(8):
+            if c[o] == c[n]:
+                mask |= 1 << o
+        if not table[mask] or not table[255 ^ mask]:
+            return True
+    return False
+
+
+@nb.njit(cache=True)
+def _find_reference(parent, i):
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
+@nb.njit(cache=True)
+def components_reference(lab):
+    """Slow twin of ``_cleanup._components_runs``: union-find over every voxel.
+
+    Parameters
+    ----------
+    lab : (nz, ny, nx) int array
+        Labels, 0 = outside.
+
+    Returns
+    -------
+    comp : (nz ny nx,) int64 array
+        Component of each voxel (-1 outside), numbered in scan order.
+    sizes, labels : int64 arrays
+        Per component.
+    """
+    flat = lab.ravel()
+    nz, ny, nx = lab.shape
+    n = flat.size
+    parent = np.arange(n)
+    for i in range(n):
+        if flat[i] == 0:
+            continue
+        x = i % nx
+        y = (i // nx) % ny
+        z = i // (nx * ny)
+        for j, ok in ((i + 1, x + 1 < nx), (i + nx, y + 1 < ny), (i + nx * ny, z + 1 < nz)):
+            if ok and flat[j] == flat[i]:
+                a, b = _find_reference(parent, i), _find_reference(parent, j)
+                if a != b:
+                    if a < b:
+                        parent[b] = a
+                    else:
+                        parent[a] = b
+    comp = np.full(n, -1, dtype=np.int64)
+    sizes = []
+    labels = []
+    for i in range(n):
+        if flat[i] != 0:
+            r = _find_reference(parent, i)
+            if r == i:
+                comp[i] = len(sizes)
+                sizes.append(0)
+                labels.append(np.int64(flat[i]))
+            else:
+                comp[i] = comp[r]  # r < i: already numbered
+            sizes[comp[i]] += 1
+    return comp, np.array(sizes, dtype=np.int64), np.array(labels, dtype=np.int64)
+
+
+__all__ = [
+    "block_bad_reference",
+    "components_reference",
+    "mesh_faces_reference",
+    "second_order_reference",
+    "write_inp_reference",
+    "write_msh_reference",
+]

@@ -42,7 +42,7 @@ from nmc_dataset._util import atomic_path, log
 from nmc_dataset.errors import InputError, MissingExtraError
 from nmc_dataset.export import _inp as inp_mod
 from nmc_dataset.export._cleanup import clean_labels
-from nmc_dataset.export._glb import grains_glb_bytes
+from nmc_dataset.export._glb import write_grains_glb
 from nmc_dataset.export._inp import quat_to_matrix
 from nmc_dataset.shells._harmonics import icosphere, radius
 
@@ -253,15 +253,13 @@ def write_surfaces(folder, stem: str, surface: GrainSurface | None = None, shell
         written.append(p)
     if surface is not None and len(surface.faces):
         p = folder / f"{stem}_grains.ply"
-        with atomic_path(p) as tmp:
-            surface.to_trimesh().export(tmp, file_type="ply", encoding="binary")
+        with atomic_path(p) as tmp:  # numpy-written (trimesh's export of to_trimesh(): the slow twin)
+            _write_ply(tmp, surface)
         written.append(p)
         ks, local, verts_of, vstart, starts, _ = _grain_blocks(surface)
         p = folder / f"{stem}_grains.glb"
         with atomic_path(p) as tmp:  # numpy-written GLB (a trimesh scene of every grain: the slow twin)
-            tmp.write_bytes(
-                grains_glb_bytes(ks, surface.vertices[verts_of], vstart, local, np.append(starts, len(local)))
-            )
+            write_grains_glb(tmp, ks, surface.vertices[verts_of], vstart, local, np.append(starts, len(local)))
         written.append(p)
         p = folder / f"{stem}_grains.vtp"
         with atomic_path(p) as tmp:
@@ -283,17 +281,65 @@ def _grain_meshes(surface: GrainSurface):
 def _grain_blocks(surface: GrainSurface):
     """Every grain's closed surface (outwards) as blocks: grain labels ``ks``, faces with
     per-grain vertex numbers ``local`` (grain ``i``: rows ``starts[i]:ends[i]``) and the grains'
-    vertex ids ``verts_of`` (grain ``i``: ``vstart[i]:vstart[i + 1]``)."""
-    f = np.concatenate([surface.faces, surface.faces[:, ::-1]])
-    g = np.concatenate([surface.pairs[:, 0], surface.pairs[:, 1]])
-    inside = g > 0
-    f, g = f[inside], g[inside]
-    order = np.argsort(g, kind="stable")
-    f, g = f[order], g[order]
-    ks, starts = np.unique(g, return_index=True)
-    ends = np.append(starts[1:], len(g))
-    local, verts_of, vstart = _local_numbering(f, starts.astype(np.int64), ends.astype(np.int64), len(surface.vertices))
+    vertex ids ``verts_of`` (grain ``i``: ``vstart[i]:vstart[i + 1]``). Per grain, its faces as
+    side ``pairs[:, 0]`` in face order, then (reversed) those as side ``pairs[:, 1]``."""
+    faces = np.ascontiguousarray(surface.faces, dtype=np.int64)
+    pairs = np.ascontiguousarray(surface.pairs, dtype=np.int64)
+    n = int(pairs.max()) + 1 if len(pairs) else 1
+    f, counts = _group_by_grain(faces, pairs, n)
+    ks = np.flatnonzero(counts[1:]) + 1
+    ends = np.cumsum(counts)[ks] - counts[0]
+    starts = ends - counts[ks]
+    local, verts_of, vstart = _local_numbering(f, starts, ends, len(surface.vertices))
     return ks, local, verts_of, vstart, starts, ends
+
+
+@numba.njit(cache=True)
+def _group_by_grain(faces, pairs, n):
+    """Faces of every grain ``k >= 1``, grouped by ``k`` (a stable counting sort of the faces on
+    side 0 and the reversed faces on side 1); returns them and the count per label."""
+    counts = np.zeros(n, np.int64)
+    for i in range(faces.shape[0]):
+        counts[pairs[i, 0]] += 1
+        counts[pairs[i, 1]] += 1
+    fill = np.empty(n, np.int64)
+    acc = 0
+    for k in range(1, n):
+        fill[k] = acc
+        acc += counts[k]
+    out = np.empty((acc, 3), np.int64)
+    for side in range(2):
+        for i in range(faces.shape[0]):
+            k = pairs[i, side]
+            if k > 0:
+                r = fill[k]
+                if side == 0:
+                    out[r, 0], out[r, 1], out[r, 2] = faces[i, 0], faces[i, 1], faces[i, 2]
+                else:
+                    out[r, 0], out[r, 1], out[r, 2] = faces[i, 2], faces[i, 1], faces[i, 0]
+                fill[k] = r + 1
+    return out, counts
+
+
+def _write_ply(path, surface: GrainSurface) -> None:
+    """Binary little-endian PLY of the conforming surface with face properties ``label_a`` and
+    ``label_b``: the bytes trimesh writes for ``surface.to_trimesh()`` (float32 vertices, a uchar
+    count and int32 indices per face), written with numpy (trimesh hashed and copied the arrays)."""
+    nv, nf = len(surface.vertices), len(surface.faces)
+    header = (
+        "ply\nformat binary_little_endian 1.0\ncomment https://github.com/mikedh/trimesh\n"
+        f"element vertex {nv}\nproperty float x\nproperty float y\nproperty float z\n"
+        f"element face {nf}\nproperty list uchar int vertex_indices\nproperty int label_a\n"
+        "property int label_b\nend_header\n"
+    )
+    rec = np.empty(nf, dtype=[("n", "u1"), ("v", "<i4", (3,)), ("ab", "<i4", (2,))])
+    rec["n"] = 3
+    rec["v"] = surface.faces
+    rec["ab"] = surface.pairs
+    with open(path, "wb") as fh:
+        fh.write(header.encode())
+        fh.write(memoryview(np.ascontiguousarray(surface.vertices, dtype="<f4")).cast("B"))
+        fh.write(memoryview(rec).cast("B"))
 
 
 @numba.njit(cache=True)
@@ -322,33 +368,47 @@ def _local_numbering(f, starts, ends, nv):
 
 
 def _write_vtp(path, surface: GrainSurface) -> None:
-    from vtkmodules.util.numpy_support import numpy_to_vtk, numpy_to_vtkIdTypeArray
-    from vtkmodules.vtkCommonCore import vtkPoints
-    from vtkmodules.vtkCommonDataModel import vtkCellArray, vtkPolyData
-    from vtkmodules.vtkIOXML import vtkXMLPolyDataWriter
+    """VTK XML PolyData, raw appended binary, written with numpy: the layout of
+    ``vtkXMLPolyDataWriter`` (appended, raw, uncompressed; ``testing.write_vtp_vtk``, its slow twin) with
+    the same arrays (Float64 points, Int64 connectivity and end offsets, Int32 cell data
+    ``BoundaryLabels``) but without the optional RangeMin/RangeMax attributes, whose norms took
+    VTK most of its time."""
+    pts = np.ascontiguousarray(surface.vertices, dtype="<f8")
+    conn = np.ascontiguousarray(surface.faces, dtype="<i8")
+    offs = np.arange(3, 3 * len(conn) + 1, 3, dtype="<i8")  # end offsets (file version 0.1)
+    lab = np.ascontiguousarray(surface.pairs, dtype="<i4")
+    empty = np.zeros(0, "<i8")
+    blocks = [lab, pts, empty, empty, empty, empty, empty, empty, conn, offs]
+    wide = max(b.nbytes for b in blocks) >= 2**32
+    head = np.dtype("<u8" if wide else "<u4")
+    offsets = np.cumsum([0] + [head.itemsize + b.nbytes for b in blocks])
 
-    pts = vtkPoints()
-    pts.SetData(numpy_to_vtk(np.ascontiguousarray(surface.vertices), deep=True))
-    cells = vtkCellArray()
-    offsets = np.arange(0, 3 * len(surface.faces) + 1, 3, dtype=np.int64)
-    cells.SetData(
-        numpy_to_vtkIdTypeArray(offsets, deep=True),
-        numpy_to_vtkIdTypeArray(np.ascontiguousarray(surface.faces.ravel(), dtype=np.int64), deep=True),
+    def arr(typ, name, k, extra="", comps=""):
+        return f'<DataArray type="{typ}"{extra} Name="{name}"{comps} format="appended" offset="{offsets[k]}"/>'
+
+    idtype, two, three = ' IdType="1"', ' NumberOfComponents="2"', ' NumberOfComponents="3"'
+    cells = "".join(
+        f"      <{kind}>\n        {arr('Int64', 'connectivity', 2 + 2 * i, idtype if kind == 'Polys' else '')}\n"
+        f"        {arr('Int64', 'offsets', 3 + 2 * i)}\n      </{kind}>\n"
+        for i, kind in enumerate(("Verts", "Lines", "Strips", "Polys"))
     )
-    pd = vtkPolyData()
-    pd.SetPoints(pts)
-    pd.SetPolys(cells)
-    lab = numpy_to_vtk(np.ascontiguousarray(surface.pairs, dtype=np.int32), deep=True)
-    lab.SetName("BoundaryLabels")
-    pd.GetCellData().AddArray(lab)
-    w = vtkXMLPolyDataWriter()
-    w.SetFileName(str(path))
-    w.SetInputData(pd)
-    w.SetDataModeToAppended()
-    w.EncodeAppendedDataOff()  # raw binary
-    w.SetCompressorTypeToNone()  # zlib took ~20x the time of the surface itself
-    if not w.Write():  # pragma: no cover
-        raise OSError(f"VTK could not write {path}")
+    version, header = ("1.0", "UInt64") if wide else ("0.1", "UInt32")
+    labels_xml = arr("Int32", "BoundaryLabels", 0, comps=two)
+    points_xml = arr("Float64", "Points", 1, comps=three)
+    xml = (
+        f'<VTKFile type="PolyData" version="{version}" byte_order="LittleEndian" header_type="{header}">\n'
+        f'  <PolyData>\n    <Piece NumberOfPoints="{len(pts)}" NumberOfVerts="0" NumberOfLines="0" '
+        f'NumberOfStrips="0" NumberOfPolys="{len(conn)}">\n      <PointData>\n      </PointData>\n'
+        f"      <CellData>\n        {labels_xml}\n      </CellData>\n"
+        f"      <Points>\n        {points_xml}\n      </Points>\n"
+        f'{cells}    </Piece>\n  </PolyData>\n  <AppendedData encoding="raw">\n   _'
+    )
+    with open(path, "wb") as fh:
+        fh.write(xml.encode())
+        for b in blocks:
+            fh.write(np.array([b.nbytes], head).tobytes())
+            fh.write(memoryview(b).cast("B"))
+        fh.write(b"\n  </AppendedData>\n</VTKFile>\n")
 
 
 # --------------------------------------------------------------------------- tetrahedral meshes

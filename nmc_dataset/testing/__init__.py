@@ -30,10 +30,13 @@ _EXPORTS = {
     "_tetfiles": [
         "block_bad_reference",
         "components_reference",
+        "grain_blocks_reference",
         "mesh_faces_reference",
         "second_order_reference",
         "write_inp_reference",
         "write_msh_reference",
+        "write_ply_trimesh",
+        "write_vtp_vtk",
     ],
     "_dvc": ["lucas_kanade_translation_reference"],
 }

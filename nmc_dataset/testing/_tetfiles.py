@@ -387,11 +387,97 @@ def components_reference(lab):
     return comp, np.array(sizes, dtype=np.int64), np.array(labels, dtype=np.int64)
 
 
+# --------------------------------------------------------------------------- grain surface files
+def grain_blocks_reference(faces, pairs):
+    """Slow twin of ``_meshes._grain_blocks``' grouping: the faces of each grain (reversed on side
+    1) by a stable argsort of the labels.
+
+    Parameters
+    ----------
+    faces : (F, 3) int array
+        Triangles.
+    pairs : (F, 2) int array
+        Labels on both sides.
+
+    Returns
+    -------
+    ks : int array
+        Grain labels present.
+    grouped : (2F', 3) int array
+        The faces of grain ``ks[i]`` in rows ``starts[i]:ends[i]``.
+    starts, ends : int arrays
+    """
+    f = np.concatenate([faces, faces[:, ::-1]])
+    g = np.concatenate([pairs[:, 0], pairs[:, 1]])
+    inside = g > 0
+    f, g = f[inside], g[inside]
+    order = np.argsort(g, kind="stable")
+    f, g = f[order], g[order]
+    ks, starts = np.unique(g, return_index=True)
+    ends = np.append(starts[1:], len(g))
+    return ks, f, starts, ends
+
+
+def write_ply_trimesh(path, surface) -> None:
+    """Slow twin of ``_meshes._write_ply``: trimesh's binary PLY export of ``surface.to_trimesh()``.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.ply`` file.
+    surface : GrainSurface
+        The conforming surface.
+    """
+    surface.to_trimesh().export(path, file_type="ply", encoding="binary")
+
+
+def write_vtp_vtk(path, surface) -> None:
+    """Slow twin of ``_meshes._write_vtp``: VTK's ``vtkXMLPolyDataWriter`` (appended raw binary).
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.vtp`` file.
+    surface : GrainSurface
+        The conforming surface.
+    """
+    from vtkmodules.util.numpy_support import numpy_to_vtk, numpy_to_vtkIdTypeArray
+    from vtkmodules.vtkCommonCore import vtkPoints
+    from vtkmodules.vtkCommonDataModel import vtkCellArray, vtkPolyData
+    from vtkmodules.vtkIOXML import vtkXMLPolyDataWriter
+
+    pts = vtkPoints()
+    pts.SetData(numpy_to_vtk(np.ascontiguousarray(surface.vertices), deep=True))
+    cells = vtkCellArray()
+    offsets = np.arange(0, 3 * len(surface.faces) + 1, 3, dtype=np.int64)
+    cells.SetData(
+        numpy_to_vtkIdTypeArray(offsets, deep=True),
+        numpy_to_vtkIdTypeArray(np.ascontiguousarray(surface.faces.ravel(), dtype=np.int64), deep=True),
+    )
+    pd = vtkPolyData()
+    pd.SetPoints(pts)
+    pd.SetPolys(cells)
+    lab = numpy_to_vtk(np.ascontiguousarray(surface.pairs, dtype=np.int32), deep=True)
+    lab.SetName("BoundaryLabels")
+    pd.GetCellData().AddArray(lab)
+    w = vtkXMLPolyDataWriter()
+    w.SetFileName(str(path))
+    w.SetInputData(pd)
+    w.SetDataModeToAppended()
+    w.EncodeAppendedDataOff()  # raw binary
+    w.SetCompressorTypeToNone()  # zlib took ~20x the time of the surface itself
+    if not w.Write():  # pragma: no cover
+        raise OSError(f"VTK could not write {path}")
+
+
 __all__ = [
     "block_bad_reference",
     "components_reference",
+    "grain_blocks_reference",
     "mesh_faces_reference",
     "second_order_reference",
     "write_inp_reference",
     "write_msh_reference",
+    "write_ply_trimesh",
+    "write_vtp_vtk",
 ]

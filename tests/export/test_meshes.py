@@ -292,3 +292,69 @@ def test_tet_quality_equals_gmsh_gamma():
         np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]], float), np.array([[0, 1, 2, 3]]), [1], []
     )
     assert flat.quality()[0] == 0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_surface_file_writers_equal_slow_twins(tmp_path, seed):
+    """On random conforming-surface-like inputs: the compiled grouping of faces by grain equals
+    the argsort twin, the numpy PLY is trimesh's export byte for byte, and the streamed GLB file
+    equals ``grains_glb_bytes``."""
+    from nmc_dataset import testing
+    from nmc_dataset.export._glb import grains_glb_bytes
+
+    rng = np.random.default_rng(seed)
+    nv, nf = int(rng.integers(3, 400)), int(rng.integers(1, 900))
+    verts = rng.normal(size=(nv, 3)) * 10.0 ** rng.uniform(-3, 3)
+    faces = rng.integers(0, nv, (nf, 3))
+    pairs = np.sort(rng.integers(0, int(rng.integers(2, 40)), (nf, 2)), axis=1)
+    pairs[:, 1] += pairs[:, 0] == pairs[:, 1]
+    pairs = np.where(rng.random((nf, 1)) < 0.5, pairs, pairs[:, ::-1])
+    s = meshes.GrainSurface(verts, faces, pairs, int(pairs.max()))
+    ks, local, verts_of, vstart, starts, ends = meshes._grain_blocks(s)
+    ks_ref, grouped, st_ref, en_ref = testing.grain_blocks_reference(faces, pairs)
+    np.testing.assert_array_equal(ks, ks_ref)
+    np.testing.assert_array_equal(starts, st_ref)
+    np.testing.assert_array_equal(ends, en_ref)
+    for i in range(len(ks)):  # local numbering maps back to the grouped faces
+        np.testing.assert_array_equal(
+            verts_of[vstart[i] : vstart[i + 1]][local[starts[i] : ends[i]]], grouped[starts[i] : ends[i]]
+        )
+    meshes._write_ply(tmp_path / "a.ply", s)
+    testing.write_ply_trimesh(tmp_path / "b.ply", s)
+    assert (tmp_path / "a.ply").read_bytes() == (tmp_path / "b.ply").read_bytes()
+    meshes.write_surfaces(tmp_path, "p", s)
+    want = grains_glb_bytes(ks, s.vertices[verts_of], vstart, local, np.append(starts, len(local)))
+    assert (tmp_path / "p_grains.glb").read_bytes() == want
+
+
+def test_numpy_vtp_reads_back_as_vtk_written_one(cleaned, tmp_path):
+    """The numpy-written VTP reads back in VTK's XML reader (ParaView's) exactly as the file of
+    ``vtkXMLPolyDataWriter`` (slow twin): points, triangles, BoundaryLabels."""
+    from vtkmodules.util.numpy_support import vtk_to_numpy
+    from vtkmodules.vtkIOXML import vtkXMLPolyDataReader
+
+    from nmc_dataset import testing
+
+    p, vol, lab, _ = cleaned
+    s = meshes.grain_surface_mesh(lab, vol.origin_um, vol.voxel_size_um, p.n_grains, 8)
+    meshes._write_vtp(tmp_path / "a.vtp", s)
+    testing.write_vtp_vtk(tmp_path / "b.vtp", s)
+    got = []
+    for name in ("a.vtp", "b.vtp"):
+        r = vtkXMLPolyDataReader()
+        r.SetFileName(str(tmp_path / name))
+        r.Update()
+        out = r.GetOutput()
+        got.append(
+            (
+                vtk_to_numpy(out.GetPoints().GetData()).copy(),
+                vtk_to_numpy(out.GetPolys().GetConnectivityArray()).copy(),
+                vtk_to_numpy(out.GetPolys().GetOffsetsArray()).copy(),
+                vtk_to_numpy(out.GetCellData().GetArray("BoundaryLabels")).copy(),
+            )
+        )
+    for x, y in zip(*got):
+        np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(got[0][0], s.vertices)
+    np.testing.assert_array_equal(got[0][1].reshape(-1, 3), s.faces)
+    np.testing.assert_array_equal(got[0][3], s.pairs)

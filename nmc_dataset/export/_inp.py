@@ -97,9 +97,17 @@ def _pair_faces(tets, grain, nn):
     nt = tets.shape[0]
     nf = 4 * nt
     opp = np.array([[1, 2, 3], [0, 3, 2], [0, 1, 3], [0, 2, 1]])
-    k12 = np.empty(nf, np.int64)
-    v0 = np.empty(nf, np.int64)
     count = np.zeros(nn + 1, np.int64)
+    for t in range(nt):
+        for c in range(4):
+            a = min(tets[t, opp[c, 0]], tets[t, opp[c, 1]], tets[t, opp[c, 2]])
+            count[a + 1] += 1
+    for i in range(nn):
+        count[i + 1] += count[i]
+    # bucket order: face ids and their (middle, largest) node key, stored contiguously per bucket
+    fid = np.empty(nf, np.int64)
+    key = np.empty(nf, np.int64)
+    fill = count[:-1].copy()
     for t in range(nt):
         for c in range(4):
             a, b, d = tets[t, opp[c, 0]], tets[t, opp[c, 1]], tets[t, opp[c, 2]]
@@ -109,51 +117,46 @@ def _pair_faces(tets, grain, nn):
                 b, d = d, b
             if a > b:
                 a, b = b, a
-            f = 4 * t + c
-            v0[f] = a
-            k12[f] = b * nn + d
-            count[a + 1] += 1
-    for i in range(nn):
-        count[i + 1] += count[i]
-    order = np.empty(nf, np.int64)
-    fill = count[:-1].copy()
-    for f in range(nf):
-        order[fill[v0[f]]] = f
-        fill[v0[f]] += 1
-    for i in range(nn):  # insertion sort (stable) of each bucket on the other two nodes
+            p = fill[a]
+            fid[p] = 4 * t + c
+            key[p] = b * nn + d
+            fill[a] = p + 1
+    for i in range(nn):  # insertion sort (stable) of each bucket on the key
         for p in range(count[i] + 1, count[i + 1]):
-            f = order[p]
-            k = k12[f]
+            f, k = fid[p], key[p]
             q = p - 1
-            while q >= count[i] and k12[order[q]] > k:
-                order[q + 1] = order[q]
+            while q >= count[i] and key[q] > k:
+                fid[q + 1] = fid[q]
+                key[q + 1] = key[q]
                 q -= 1
-            order[q + 1] = f
+            fid[q + 1] = f
+            key[q + 1] = k
+    # equal neighbours: the same bucket and key
+    bucket_end = np.empty(nf, np.int64)
+    for i in range(nn):
+        for p in range(count[i], count[i + 1]):
+            bucket_end[p] = count[i + 1]
     paired = np.zeros(nf, np.bool_)
     n_cross = 0
     for p in range(nf - 1):
-        f, g = order[p], order[p + 1]
-        if v0[f] == v0[g] and k12[f] == k12[g]:
+        if p + 1 < bucket_end[p] and key[p] == key[p + 1]:
             paired[p] = True
             paired[p + 1] = True
-            if grain[f // 4] != grain[g // 4]:
+            if grain[fid[p] // 4] != grain[fid[p + 1] // 4]:
                 n_cross += 1
-    n_outer = 0
-    for p in range(nf):
-        if not paired[p]:
-            n_outer += 1
+    n_outer = nf - paired.sum()
     outer = np.empty((n_outer, 2), np.int64)
     cross = np.empty((n_cross, 4), np.int64)
     i = j = 0
     for p in range(nf):
-        f = order[p]
+        f = fid[p]
         if not paired[p]:
             outer[i, 0] = f // 4
             outer[i, 1] = f % 4
             i += 1
-        if p < nf - 1:
-            g = order[p + 1]
-            if v0[f] == v0[g] and k12[f] == k12[g] and grain[f // 4] != grain[g // 4]:
+        elif p + 1 < bucket_end[p] and key[p] == key[p + 1]:
+            g = fid[p + 1]
+            if grain[f // 4] != grain[g // 4]:
                 if grain[f // 4] > grain[g // 4]:
                     f, g = g, f
                 cross[j, 0] = f // 4

@@ -367,48 +367,90 @@ def _local_numbering(f, starts, ends, nv):
     return local, verts[:n], vstart
 
 
-def _write_vtp(path, surface: GrainSurface) -> None:
-    """VTK XML PolyData, raw appended binary, written with numpy: the layout of
-    ``vtkXMLPolyDataWriter`` (appended, raw, uncompressed; ``testing.write_vtp_vtk``, its slow twin) with
-    the same arrays (Float64 points, Int64 connectivity and end offsets, Int32 cell data
-    ``BoundaryLabels``) but without the optional RangeMin/RangeMax attributes, whose norms took
-    VTK most of its time."""
-    pts = np.ascontiguousarray(surface.vertices, dtype="<f8")
-    conn = np.ascontiguousarray(surface.faces, dtype="<i8")
-    offs = np.arange(3, 3 * len(conn) + 1, 3, dtype="<i8")  # end offsets (file version 0.1)
-    lab = np.ascontiguousarray(surface.pairs, dtype="<i4")
-    empty = np.zeros(0, "<i8")
-    blocks = [lab, pts, empty, empty, empty, empty, empty, empty, conn, offs]
-    wide = max(b.nbytes for b in blocks) >= 2**32
+_VTK_TYPES = {"uint8": "UInt8", "int32": "Int32", "int64": "Int64", "float64": "Float64"}
+
+
+def _write_vtk_xml(path, vtk_type: str, piece: dict, sections, field=()) -> None:
+    """A VTK XML file (``vtk_type`` PolyData or UnstructuredGrid) with raw appended binary data,
+    in the layout of VTK's XML writers (appended, raw, uncompressed), written with numpy.
+
+    ``piece``: the ``<Piece>`` attributes; ``sections``: ``(tag, [(name, array, extra), ...])`` in
+    file order (``extra``: more attributes, e.g. ``IdType``); ``field``: ``(name, array)`` of
+    ``<FieldData>``. The optional RangeMin/RangeMax attributes are left out (VTK's norms of every
+    tuple took most of its writing time)."""
+    blocks, lines = [], []
+
+    def array(name, a, extra, indent, tuples=False):
+        a = np.ascontiguousarray(a)
+        a = a.astype(a.dtype.newbyteorder("<"), copy=False)
+        comps = a.shape[1] if a.ndim == 2 else 1
+        attrs = f' type="{_VTK_TYPES[a.dtype.name]}"{extra} Name="{name}"'
+        attrs += f' NumberOfTuples="{len(a)}"' if tuples else (f' NumberOfComponents="{comps}"' if comps > 1 else "")
+        lines.append((indent, attrs, len(blocks)))
+        blocks.append(a)
+
+    for name, a in field:
+        array(name, a, "", 6, tuples=True)
+    n_field = len(blocks)
+    for _tag, arrays in sections:
+        for name, a, extra in arrays:
+            array(name, a, extra, 8)
+    wide = max(a.nbytes for a in blocks) >= 2**32
     head = np.dtype("<u8" if wide else "<u4")
-    offsets = np.cumsum([0] + [head.itemsize + b.nbytes for b in blocks])
-
-    def arr(typ, name, k, extra="", comps=""):
-        return f'<DataArray type="{typ}"{extra} Name="{name}"{comps} format="appended" offset="{offsets[k]}"/>'
-
-    idtype, two, three = ' IdType="1"', ' NumberOfComponents="2"', ' NumberOfComponents="3"'
-    cells = "".join(
-        f"      <{kind}>\n        {arr('Int64', 'connectivity', 2 + 2 * i, idtype if kind == 'Polys' else '')}\n"
-        f"        {arr('Int64', 'offsets', 3 + 2 * i)}\n      </{kind}>\n"
-        for i, kind in enumerate(("Verts", "Lines", "Strips", "Polys"))
-    )
+    offsets = np.cumsum([0] + [head.itemsize + a.nbytes for a in blocks])
     version, header = ("1.0", "UInt64") if wide else ("0.1", "UInt32")
-    labels_xml = arr("Int32", "BoundaryLabels", 0, comps=two)
-    points_xml = arr("Float64", "Points", 1, comps=three)
-    xml = (
-        f'<VTKFile type="PolyData" version="{version}" byte_order="LittleEndian" header_type="{header}">\n'
-        f'  <PolyData>\n    <Piece NumberOfPoints="{len(pts)}" NumberOfVerts="0" NumberOfLines="0" '
-        f'NumberOfStrips="0" NumberOfPolys="{len(conn)}">\n      <PointData>\n      </PointData>\n'
-        f"      <CellData>\n        {labels_xml}\n      </CellData>\n"
-        f"      <Points>\n        {points_xml}\n      </Points>\n"
-        f'{cells}    </Piece>\n  </PolyData>\n  <AppendedData encoding="raw">\n   _'
-    )
+
+    def render(i):
+        indent, attrs, k = lines[i]
+        return " " * indent + f'<DataArray{attrs} format="appended" offset="{offsets[k]}"/>\n'
+
+    out = [f'<VTKFile type="{vtk_type}" version="{version}" byte_order="LittleEndian" header_type="{header}">\n']
+    out.append(f"  <{vtk_type}>\n")
+    if field:
+        out += ["    <FieldData>\n", *(render(i) for i in range(n_field)), "    </FieldData>\n"]
+    out.append("    <Piece" + "".join(f' {k}="{v}"' for k, v in piece.items()) + ">\n")
+    i = n_field
+    for tag, arrays in sections:
+        out.append(f"      <{tag}>\n")
+        for _ in arrays:
+            out.append(render(i))
+            i += 1
+        out.append(f"      </{tag}>\n")
+    out.append(f'    </Piece>\n  </{vtk_type}>\n  <AppendedData encoding="raw">\n   _')
     with open(path, "wb") as fh:
-        fh.write(xml.encode())
-        for b in blocks:
-            fh.write(np.array([b.nbytes], head).tobytes())
-            fh.write(memoryview(b).cast("B"))
+        fh.write("".join(out).encode())
+        for a in blocks:
+            fh.write(np.array([a.nbytes], head).tobytes())
+            fh.write(memoryview(a).cast("B") if a.size else b"")
         fh.write(b"\n  </AppendedData>\n</VTKFile>\n")
+
+
+def _write_vtp(path, surface: GrainSurface) -> None:
+    """VTK XML PolyData of the conforming surface (Float64 points, Int64 connectivity and end
+    offsets, Int32 cell data ``BoundaryLabels``), written with numpy (:func:`_write_vtk_xml`;
+    ``testing.write_vtp_vtk``, VTK's writer, is the slow twin)."""
+    conn = np.asarray(surface.faces, dtype=np.int64)
+    empty = np.zeros(0, np.int64)
+    cells = [(kind, [("connectivity", empty, ""), ("offsets", empty, "")]) for kind in ("Verts", "Lines", "Strips")]
+    polys = [("connectivity", conn.ravel(), ' IdType="1"'), ("offsets", np.arange(3, conn.size + 1, 3), "")]
+    _write_vtk_xml(
+        path,
+        "PolyData",
+        {
+            "NumberOfPoints": len(surface.vertices),
+            "NumberOfVerts": 0,
+            "NumberOfLines": 0,
+            "NumberOfStrips": 0,
+            "NumberOfPolys": len(conn),
+        },
+        [
+            ("PointData", []),
+            ("CellData", [("BoundaryLabels", np.asarray(surface.pairs, dtype=np.int32), "")]),
+            ("Points", [("Points", np.asarray(surface.vertices, dtype=np.float64), "")]),
+            *cells,
+            ("Polys", polys),
+        ],
+    )
 
 
 # --------------------------------------------------------------------------- tetrahedral meshes
@@ -784,48 +826,88 @@ def _cell_fields(grain: np.ndarray, orientations, quaternions: bool) -> dict:
 
 
 def _write_vtu(path, points, tets, fields: dict, provenance: dict) -> None:
-
-    from vtkmodules.util.numpy_support import numpy_to_vtk, numpy_to_vtkIdTypeArray
-    from vtkmodules.vtkCommonCore import vtkPoints
-    from vtkmodules.vtkCommonDataModel import vtkCellArray, vtkUnstructuredGrid
-    from vtkmodules.vtkIOXML import vtkXMLUnstructuredGridWriter
-
+    """VTK XML UnstructuredGrid of the tet mesh, written with numpy (:func:`_write_vtk_xml`;
+    ``testing.write_vtu_vtk``, VTK's writer, is the slow twin): cell data ``fields``, field data
+    ``provenance_json`` (UTF-8 bytes) and the scalar provenance entries."""
     npc = tets.shape[1]
-    grid = vtkUnstructuredGrid()
-    pts = vtkPoints()
-    pts.SetData(numpy_to_vtk(np.ascontiguousarray(points, dtype=np.float64), deep=True))
-    grid.SetPoints(pts)
-    cells = vtkCellArray()
-    offsets = np.arange(0, npc * len(tets) + 1, npc, dtype=np.int64)
-    cells.SetData(
-        numpy_to_vtkIdTypeArray(offsets, deep=True),
-        numpy_to_vtkIdTypeArray(np.ascontiguousarray(tets.ravel(), dtype=np.int64), deep=True),
-    )
-    grid.SetCells(10 if npc == 4 else 24, cells)  # VTK_TETRA / VTK_QUADRATIC_TETRA (meshio's node order)
-    for name, data in fields.items():
-        arr = numpy_to_vtk(np.ascontiguousarray(data), deep=True)
-        arr.SetName(name)
-        grid.GetCellData().AddArray(arr)
-    fd = grid.GetFieldData()
-    meta = {"provenance_json": np.frombuffer(json.dumps(provenance, sort_keys=True).encode(), dtype=np.uint8)}
-    for k in ("particle_id",):
-        if provenance.get(k) is not None:
-            meta[k] = np.array([provenance[k]], dtype=np.int64)
+    field = [("provenance_json", np.frombuffer(json.dumps(provenance, sort_keys=True).encode(), dtype=np.uint8))]
+    if provenance.get("particle_id") is not None:
+        field.append(("particle_id", np.array([provenance["particle_id"]], dtype=np.int64)))
     for k in ("voxel_size_um", "mesh_size_um"):
         if provenance.get(k) is not None:
-            meta[k] = np.array([provenance[k]], dtype=np.float64)
-    for name, data in meta.items():
-        arr = numpy_to_vtk(data, deep=True)
-        arr.SetName(name)
-        fd.AddArray(arr)
-    w = vtkXMLUnstructuredGridWriter()
-    w.SetFileName(str(path))
-    w.SetInputData(grid)
-    w.SetDataModeToAppended()
-    w.EncodeAppendedDataOff()
-    w.SetCompressorTypeToNone()
-    if not w.Write():  # pragma: no cover
-        raise OSError(f"VTK could not write {path}")
+            field.append((k, np.array([provenance[k]], dtype=np.float64)))
+    cell_type = 10 if npc == 4 else 24  # VTK_TETRA / VTK_QUADRATIC_TETRA (meshio's node order)
+    _write_vtk_xml(
+        path,
+        "UnstructuredGrid",
+        {"NumberOfPoints": len(points), "NumberOfCells": len(tets)},
+        [
+            ("PointData", []),
+            ("CellData", [(name, data, "") for name, data in fields.items()]),
+            ("Points", [("Points", np.asarray(points, dtype=np.float64), "")]),
+            (
+                "Cells",
+                [
+                    ("connectivity", np.asarray(tets, dtype=np.int64).ravel(), ' IdType="1"'),
+                    ("offsets", np.arange(npc, npc * len(tets) + 1, npc, dtype=np.int64), ""),
+                    ("types", np.full(len(tets), cell_type, dtype=np.uint8), ""),
+                ],
+            ),
+        ],
+        field,
+    )
+
+
+_XDMF_TOPOLOGY = {"tetra": "Tetrahedron", "tetra10": "Tetrahedron_10"}
+_XDMF_DTYPE = {"int32": ("Int", 4), "int64": ("Int", 8), "float64": ("Float", 8)}
+
+
+def _write_xdmf(xdmf_path, h5_path, points, cells, cell_type: str, fields: dict, provenance: dict) -> None:
+    """XDMF 3 + HDF5 of the tet mesh with h5py: the XML meshio writes (datasets ``data0`` ... in
+    the order points, cells, cell data; ``testing.write_xdmf_meshio`` is the slow twin), the
+    provenance as an XML comment after it and as root attributes of the ``.h5``. Datasets are
+    chunked by rows (64k) and compressed with gzip level 1 (meshio: level 4 in column chunks,
+    2-3x the time)."""
+    import h5py
+
+    h5_name = Path(h5_path).name
+    items = []
+
+    def item(a, dims=None):
+        dt, prec = _XDMF_DTYPE[a.dtype.name]
+        dims = " ".join(map(str, a.shape)) if dims is None else dims
+        items.append(a)
+        return (
+            f'<DataItem DataType="{dt}" Dimensions="{dims}" Format="HDF" Precision="{prec}">'
+            f"{h5_name}:/data{len(items) - 1}</DataItem>"
+        )
+
+    points = np.asarray(points, dtype=np.float64)
+    cells = np.asarray(cells, dtype=np.int64)
+    xml = [
+        '<Xdmf Version="3.0"><Domain><Grid Name="Grid">',
+        f'<Geometry GeometryType="XYZ">{item(points)}</Geometry>',
+        f'<Topology TopologyType="{_XDMF_TOPOLOGY[cell_type]}" NumberOfElements="{len(cells)}" '
+        f'NodesPerElement="{cells.shape[1]}">{item(cells)}</Topology>',
+    ]
+    for name, a in fields.items():
+        a = np.asarray(a)
+        kind = "Scalar" if a.ndim == 1 else {3: "Vector", 9: "Tensor"}.get(a.shape[1], "Matrix")
+        xml.append(f'<Attribute Name="{name}" AttributeType="{kind}" Center="Cell">{item(a)}</Attribute>')
+    xml.append("</Grid></Domain></Xdmf>")
+    prov = json.dumps(provenance, sort_keys=True)
+    with h5py.File(h5_path, "w") as f:
+        for i, a in enumerate(items):
+            chunks = (min(len(a), 1 << 16), *a.shape[1:]) if len(a) else None
+            opts = {"compression": "gzip", "compression_opts": 1} if len(a) else {}
+            f.create_dataset(f"data{i}", data=a, chunks=chunks, **opts)
+        f.attrs["nmc_provenance_json"] = prov
+        for key, val in provenance.items():
+            if isinstance(val, (int, float, str)) and not isinstance(val, bool):
+                f.attrs[key] = val
+    Path(xdmf_path).write_text(
+        "".join(xml) + "\n" + _xml_comment("nmc-dataset provenance (units um): " + prov), encoding="utf-8"
+    )
 
 
 def _xml_comment(text: str) -> str:
@@ -915,30 +997,11 @@ def write_tet_mesh(
             with atomic_path(path) as tmp:
                 _write_vtu(tmp, points, tets, _cell_fields(grain, q, True), prov)
         elif fmt == "xdmf":
-            # meshio writes <stem>.h5 beside the .xdmf and names it inside: write both under
-            # the final names from a temporary folder, then move them in (h5 first).
-            import h5py
-
-            fields = _cell_fields(grain, q, False)
-            m = meshio.Mesh(points, [(cell_type, tets)], cell_data={k: [v] for k, v in fields.items()})
+            # the .xdmf names <stem>.h5 inside: write both under the final names in a temporary
+            # folder, then move them in (h5 first)
             with tempfile.TemporaryDirectory(dir=folder, prefix=f".{stem}.xdmf.") as td:
                 x, h = Path(td) / f"{stem}.xdmf", Path(td) / f"{stem}.h5"
-                # gzip level 1: 1/2.5 of the time of meshio's default 4 for a few % more bytes
-                meshio.write(x, m, file_format="xdmf", compression_opts=1)
-                with h5py.File(h, "a") as f:
-                    f.attrs["nmc_provenance_json"] = json.dumps(prov, sort_keys=True)
-                    for key, val in prov.items():
-                        if isinstance(val, (int, float, str)) and not isinstance(val, bool):
-                            f.attrs[key] = val
-                text = x.read_text()
-                head, sep, rest = text.partition("?>")
-                x.write_text(
-                    head
-                    + sep
-                    + "\n"
-                    + _xml_comment("nmc-dataset provenance (units um): " + json.dumps(prov, sort_keys=True))
-                    + rest
-                )
+                _write_xdmf(x, h, points, tets, cell_type, _cell_fields(grain, q, False), prov)
                 shutil.move(str(h), folder / f"{stem}.h5")
                 shutil.move(str(x), path)
             written.append(folder / f"{stem}.h5")

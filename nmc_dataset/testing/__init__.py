@@ -37,6 +37,8 @@ _EXPORTS = {
         "write_msh_reference",
         "write_ply_trimesh",
         "write_vtp_vtk",
+        "write_vtu_vtk",
+        "write_xdmf_meshio",
     ],
     "_dvc": ["lucas_kanade_translation_reference"],
 }

@@ -470,6 +470,103 @@ def write_vtp_vtk(path, surface) -> None:
         raise OSError(f"VTK could not write {path}")
 
 
+def write_vtu_vtk(path, points, tets, fields: dict, provenance: dict) -> None:
+    """Slow twin of ``_meshes._write_vtu``: VTK's ``vtkXMLUnstructuredGridWriter`` (appended raw).
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.vtu`` file.
+    points : (P, 3) float array
+        Nodes.
+    tets : (T, 4) or (T, 10) int array
+        Cells.
+    fields : dict
+        Cell data.
+    provenance : dict
+        Field data ``provenance_json`` and scalar entries.
+    """
+    from vtkmodules.util.numpy_support import numpy_to_vtk, numpy_to_vtkIdTypeArray
+    from vtkmodules.vtkCommonCore import vtkPoints
+    from vtkmodules.vtkCommonDataModel import vtkCellArray, vtkUnstructuredGrid
+    from vtkmodules.vtkIOXML import vtkXMLUnstructuredGridWriter
+
+    npc = tets.shape[1]
+    grid = vtkUnstructuredGrid()
+    pts = vtkPoints()
+    pts.SetData(numpy_to_vtk(np.ascontiguousarray(points, dtype=np.float64), deep=True))
+    grid.SetPoints(pts)
+    cells = vtkCellArray()
+    offsets = np.arange(0, npc * len(tets) + 1, npc, dtype=np.int64)
+    cells.SetData(
+        numpy_to_vtkIdTypeArray(offsets, deep=True),
+        numpy_to_vtkIdTypeArray(np.ascontiguousarray(tets.ravel(), dtype=np.int64), deep=True),
+    )
+    grid.SetCells(10 if npc == 4 else 24, cells)  # VTK_TETRA / VTK_QUADRATIC_TETRA (meshio's node order)
+    for name, data in fields.items():
+        arr = numpy_to_vtk(np.ascontiguousarray(data), deep=True)
+        arr.SetName(name)
+        grid.GetCellData().AddArray(arr)
+    fd = grid.GetFieldData()
+    meta = {"provenance_json": np.frombuffer(json.dumps(provenance, sort_keys=True).encode(), dtype=np.uint8)}
+    for k in ("particle_id",):
+        if provenance.get(k) is not None:
+            meta[k] = np.array([provenance[k]], dtype=np.int64)
+    for k in ("voxel_size_um", "mesh_size_um"):
+        if provenance.get(k) is not None:
+            meta[k] = np.array([provenance[k]], dtype=np.float64)
+    for name, data in meta.items():
+        arr = numpy_to_vtk(data, deep=True)
+        arr.SetName(name)
+        fd.AddArray(arr)
+    w = vtkXMLUnstructuredGridWriter()
+    w.SetFileName(str(path))
+    w.SetInputData(grid)
+    w.SetDataModeToAppended()
+    w.EncodeAppendedDataOff()
+    w.SetCompressorTypeToNone()
+    if not w.Write():  # pragma: no cover
+        raise OSError(f"VTK could not write {path}")
+
+
+def write_xdmf_meshio(xdmf_path, h5_path, points, cells, cell_type: str, fields: dict, provenance: dict) -> None:
+    """Slow twin of ``_meshes._write_xdmf``: meshio's XDMF writer (gzip level 4), then the
+    provenance attributes and XML comment added as the former writer did.
+
+    Parameters
+    ----------
+    xdmf_path, h5_path : path-like
+        The ``.xdmf`` file and the ``.h5`` beside it (same stem).
+    points : (P, 3) float array
+        Nodes.
+    cells : (T, 4) or (T, 10) int array
+        Cells.
+    cell_type : str
+        ``tetra`` or ``tetra10``.
+    fields : dict
+        Cell data.
+    provenance : dict
+        Root attributes and XML comment.
+    """
+    from pathlib import Path
+
+    import h5py
+    import meshio
+
+    from nmc_dataset.export._meshes import _xml_comment
+
+    m = meshio.Mesh(points, [(cell_type, cells)], cell_data={k: [v] for k, v in fields.items()})
+    meshio.write(xdmf_path, m, file_format="xdmf")
+    with h5py.File(h5_path, "a") as f:
+        f.attrs["nmc_provenance_json"] = json.dumps(provenance, sort_keys=True)
+        for key, val in provenance.items():
+            if isinstance(val, (int, float, str)) and not isinstance(val, bool):
+                f.attrs[key] = val
+    text = Path(xdmf_path).read_text()
+    comment = _xml_comment("nmc-dataset provenance (units um): " + json.dumps(provenance, sort_keys=True))
+    Path(xdmf_path).write_text(text + "\n" + comment)
+
+
 __all__ = [
     "block_bad_reference",
     "components_reference",
@@ -480,4 +577,6 @@ __all__ = [
     "write_msh_reference",
     "write_ply_trimesh",
     "write_vtp_vtk",
+    "write_vtu_vtk",
+    "write_xdmf_meshio",
 ]

@@ -17,14 +17,13 @@ nodes 1-4): S1 = (1, 2, 3), S2 = (1, 4, 2), S3 = (2, 4, 3), S4 = (3, 4, 1).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numba
 import numpy as np
 
 from nmc_dataset._util import atomic_path
 from nmc_dataset.errors import InputError
-from nmc_dataset.export._textrows import _put_int, id_sci_rows, int_rows
+from nmc_dataset.export._textrows import _put_int, id_sci_rows_bytes, numbered_rows_bytes
 
 # faces opposite corner 0..3 (oriented away from that corner for a positive tet) and their Abaqus
 # face numbers
@@ -197,19 +196,6 @@ def mesh_faces(tets: np.ndarray, grain: np.ndarray):
     return outer[np.argsort(outer[:, 0], kind="stable")], interfaces
 
 
-def _id_lines(ids) -> str:
-    """1-based ids, 16 per line (the Abaqus limit for set data lines)."""
-    ids = np.asarray(ids, dtype=np.int64) + 1
-    m = len(ids) // 16 * 16
-    return int_rows(ids[:m].reshape(-1, 16), ", ") + (int_rows(ids[m:].reshape(1, -1), ", ") if len(ids) > m else "")
-
-
-def _surface_lines(elem_corner) -> str:
-    e = elem_corner[:, 0] + 1
-    s = _ABAQUS_FACE[elem_corner[:, 1]]
-    return int_rows(np.column_stack([e, s]), ", S")  # "element, S<face>" lines
-
-
 @numba.njit(cache=True)
 def _fill_blocks(hdr, hoff, kind, start, end, ids, ec, tets, out):
     """Blocks of ``.inp`` lines: header bytes ``hdr[hoff[j]:hoff[j + 1]]``, then by ``kind[j]``:
@@ -286,7 +272,7 @@ class _Blocks:
         self.start.append(start)
         self.end.append(end)
 
-    def text(self, ids, ec, tets) -> str:
+    def text(self, ids, ec, tets) -> np.ndarray:
         hb = [h.encode("ascii", errors="replace") for h in self.headers]
         hoff = np.zeros(len(hb) + 1, np.int64)
         np.cumsum([len(h) for h in hb], out=hoff[1:])
@@ -295,8 +281,7 @@ class _Blocks:
         per = np.where(kind == 2, 26, np.where(kind == 1, 23 * (6 if tets.shape[1] == 10 else 3), 23))
         size = int(hoff[-1] + (per * (end - start)).sum()) + 1
         out = np.empty(size, np.uint8)
-        n = _fill_blocks(hdr, hoff, kind, start, end, ids, ec, tets, out)
-        return out[:n].tobytes().decode("ascii")
+        return out[: _fill_blocks(hdr, hoff, kind, start, end, ids, ec, tets, out)]
 
 
 def provenance_lines(provenance: dict | None) -> list[str]:
@@ -370,10 +355,10 @@ def write_inp(
     outer, interfaces = mesh_faces(tets[:, :4], grain) if faces is None else faces
     parts = ["".join(f"** {line}\n" for line in provenance_lines(provenance))]
     parts.append("*NODE, NSET=NALL\n")
-    parts.append(id_sci_rows(np.arange(1, len(points) + 1), np.asarray(points, float), 12, ", "))
+    parts.append(id_sci_rows_bytes(np.arange(1, len(points) + 1), np.asarray(points, float), 12, ", "))
     parts.append(f"*ELEMENT, TYPE={etype}, ELSET=EALL\n")
     # C3D10: 11 entries on one line (Abaqus and CalculiX read up to 16)
-    parts.append(int_rows(np.column_stack([np.arange(1, len(tets) + 1), tets + 1]), ", "))
+    parts.append(numbered_rows_bytes(tets, 1, 1, ", "))
     # the element sets, node sets and surfaces: one compiled pass over blocks of lines
     blocks = _Blocks()
     by_grain = np.argsort(grain, kind="stable")  # each grain's elements, ascending
@@ -409,8 +394,9 @@ def write_inp(
         for k in ks.tolist():
             ori = f", ORIENTATION=OR_{k}" if q is not None else ""
             parts.append(f"*SOLID SECTION, ELSET=grain_{k}, MATERIAL={material}{ori}\n")
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="ascii", errors="replace") as fh:
-        fh.writelines(parts)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        for part in parts:  # text (non-ASCII as "?") and the compiled writers' byte arrays
+            fh.write(part.encode("ascii", errors="replace") if isinstance(part, str) else memoryview(part))
 
 
 def _tri_nodes(tets: np.ndarray, elem_corner: np.ndarray) -> np.ndarray:
@@ -505,27 +491,30 @@ def write_msh(
         rec["id"], rec["x"] = node_ids, points
         out += [rec.tobytes(), b"\n"]
     else:
-        out.append(id_sci_rows(node_ids, points, 16, " ").encode())
+        out.append(id_sci_rows_bytes(node_ids, points, 16, " "))
     out.append(f"$EndNodes\n$Elements\n{nt + ns}\n".encode())
-    tet_rows = np.column_stack([np.arange(1, nt + 1), grain, grain, tet_nodes + 1])
-    tri_rows = np.column_stack([np.arange(nt + 1, nt + ns + 1), tphys, tphys, tris + 1])
     if binary:
-        for etype, block in ((et, tet_rows), (st, tri_rows)):
-            if len(block):
-                out.append(np.array([etype, len(block), 2], "<i4").tobytes() + block.astype("<i4").tobytes())
+        for etype, first, tags, nodes in ((et, 1, grain, tet_nodes), (st, nt + 1, tphys, tris)):
+            if len(nodes):
+                block = np.empty((len(nodes), 3 + nodes.shape[1]), "<i4")
+                block[:, 0] = np.arange(first, first + len(nodes))
+                block[:, 1] = block[:, 2] = tags
+                block[:, 3:] = nodes + 1
+                out += [np.array([etype, len(block), 2], "<i4").tobytes(), memoryview(block).cast("B")]
         out.append(b"\n")
     else:
-        for etype, block in ((et, tet_rows), (st, tri_rows)):
-            if len(block):
-                full = np.column_stack([block[:, :1], np.full(len(block), etype), np.full(len(block), 2), block[:, 1:]])
-                out.append(int_rows(full, " ").encode())
+        for etype, first, tags, nodes in ((et, 1, grain, tet_nodes), (st, nt + 1, tphys, tris)):
+            if len(nodes):
+                full = np.column_stack([np.full(len(nodes), etype), np.full(len(nodes), 2), tags, tags, nodes + 1])
+                out.append(numbered_rows_bytes(full, first, 0, " "))
     out.append(b"$EndElements\n")
     if q is not None:
         out.append(f"$NmcGrainOrientations\n{len(ks)}\n".encode())
-        out.append(id_sci_rows(ks, q[ks - 1], 16, " ").encode())
+        out.append(id_sci_rows_bytes(ks, q[ks - 1], 16, " "))
         out.append(b"$EndNmcGrainOrientations\n")
-    with atomic_path(path) as tmp:
-        Path(tmp).write_bytes(b"".join(out))
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        for part in out:
+            fh.write(memoryview(part) if isinstance(part, np.ndarray) else part)
 
 
 __all__ = [

@@ -170,21 +170,63 @@ def sci_parts(values, precision: int = 12):
 
 @numba.njit(cache=True, inline="always")
 def _put_int(out, n, v, digits):
+    """Decimal digits of ``v`` into ``out[n:]``; returns the new end (``digits``: unused scratch,
+    kept for the callers' signature)."""
     if v < 0:
         out[n] = 45
         n += 1
         v = -v
-    k = 0
-    while True:
-        digits[k] = 48 + v % 10
-        v //= 10
+    k = 1
+    t = v
+    while t >= 10:
+        t //= 10
         k += 1
-        if v == 0:
-            break
-    for i in range(k - 1, -1, -1):
-        out[n] = digits[i]
+    for i in range(n + k - 1, n - 1, -1):
+        out[i] = 48 + v % 10
+        v //= 10
+    return n + k
+
+
+@numba.njit(cache=True)
+def _fill_ids(rows, first, add, sep, out):
+    """Lines ``first + r, rows[r, 0] + add, ...`` (the element lines of the mesh files)."""
+    n = 0
+    digits = np.empty(24, dtype=np.uint8)
+    for r in range(rows.shape[0]):
+        n = _put_int(out, n, first + r, digits)
+        for c in range(rows.shape[1]):
+            for s in sep:
+                out[n] = s
+                n += 1
+            n = _put_int(out, n, rows[r, c] + add, digits)
+        out[n] = 10
         n += 1
     return n
+
+
+def numbered_rows_bytes(rows, first: int = 1, add: int = 0, sep: str = ", ") -> np.ndarray:
+    """ASCII bytes (a uint8 array) of the lines ``first + r<sep>rows[r, 0] + add<sep>...``, as
+    ``int_rows(np.column_stack([first + arange, rows + add]), sep)`` without building that table.
+
+    Parameters
+    ----------
+    rows : (n, m) int array
+        Table.
+    first : int
+        Number of the first line.
+    add : int
+        Added to every entry of ``rows`` (1 for 1-based node numbers).
+    sep : str
+        Separator.
+
+    Returns
+    -------
+    (bytes,) uint8 array
+    """
+    a = np.ascontiguousarray(rows, dtype=np.int64)
+    s = np.frombuffer(sep.encode("ascii"), dtype=np.uint8)
+    out = np.empty(a.shape[0] * ((a.shape[1] + 1) * (20 + len(s)) + 1), dtype=np.uint8)
+    return out[: _fill_ids(a, int(first), int(add), s, out)]
 
 
 @numba.njit(cache=True, inline="always")
@@ -254,12 +296,34 @@ def id_sci_rows(ids, values, precision: int = 12, sep: str = ", ") -> str:
     v = np.asarray(values, dtype=np.float64)
     if v.ndim != 2 or len(v) != len(ids):
         raise ValueError(f"expected ({len(ids)}, m) values, got shape {v.shape}")
+    return id_sci_rows_bytes(ids, v, precision, sep).tobytes().decode("ascii")
+
+
+def id_sci_rows_bytes(ids, values, precision: int = 12, sep: str = ", ") -> np.ndarray:
+    """:func:`id_sci_rows` as ASCII bytes (a uint8 array, for writing without decoding).
+
+    Parameters
+    ----------
+    ids : (n,) int array
+        First entry of each line.
+    values : (n, m) float array
+        Finite values.
+    precision : int
+        Digits after the decimal point.
+    sep : str
+        Separator.
+
+    Returns
+    -------
+    (bytes,) uint8 array
+    """
+    ids = np.ascontiguousarray(ids, dtype=np.int64).ravel()
+    v = np.asarray(values, dtype=np.float64)
     neg, mant, expo = sci_parts(v, precision)
     s = np.frombuffer(sep.encode("ascii"), dtype=np.uint8)
     width = 8 + precision + len(s)  # sign, digit, point, "e", exponent sign and up to 3 digits
     out = np.empty(len(ids) * (21 + v.shape[1] * width), dtype=np.uint8)
-    n = _fill_sci(ids, neg, mant, expo, v.shape[1], precision, s, out)
-    return out[:n].tobytes().decode("ascii")
+    return out[: _fill_sci(ids, neg, mant, expo, v.shape[1], precision, s, out)]
 
 
-__all__ += ["id_sci_rows", "sci_parts"]
+__all__ += ["id_sci_rows", "id_sci_rows_bytes", "numbered_rows_bytes", "sci_parts"]

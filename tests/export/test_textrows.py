@@ -52,3 +52,15 @@ def test_id_sci_rows_equals_python(precision):
     assert id_sci_rows(ids[:0], rows[:0], precision) == ""
     with pytest.raises(ValueError, match="non-finite"):
         id_sci_rows([1], [[np.nan]])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_numbered_rows_equal_int_rows(seed):
+    """Numbered lines (element connectivity) equal ``int_rows`` of the table with a number column."""
+    from nmc_dataset.export._textrows import numbered_rows_bytes
+
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(-(10 ** rng.integers(1, 18)), 10**12, (int(rng.integers(0, 200)), int(rng.integers(1, 11))))
+    first, add = int(rng.integers(-5, 10**9)), int(rng.integers(-3, 3))
+    want = int_rows_reference(np.column_stack([first + np.arange(len(rows)), rows + add]), ", ")
+    assert numbered_rows_bytes(rows, first, add, ", ").tobytes().decode() == want

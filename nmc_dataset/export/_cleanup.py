@@ -261,18 +261,16 @@ def _bad_blocks(lab, table):
     out = []
     for z in range(nz):
         for y in range(ny):
+            inner = z + 1 < nz and y + 1 < ny
+            # uniform blocks (almost all) hold no bad block or square: a block is uniform when its
+            # two columns (the 2x2 voxels at x and x + 1) are, with the same label
+            col_next = inner and (lab[z, y, 0] == lab[z, y + 1, 0] == lab[z + 1, y, 0] == lab[z + 1, y + 1, 0])
             for x in range(nx):
-                if z + 1 < nz and y + 1 < ny and x + 1 < nx:
-                    a = lab[z, y, x]  # uniform blocks (almost all) hold no bad block or square
-                    if (
-                        a == lab[z, y, x + 1]
-                        and a == lab[z, y + 1, x]
-                        and a == lab[z, y + 1, x + 1]
-                        and a == lab[z + 1, y, x]
-                        and a == lab[z + 1, y, x + 1]
-                        and a == lab[z + 1, y + 1, x]
-                        and a == lab[z + 1, y + 1, x + 1]
-                    ):
+                col = col_next
+                if inner and x + 1 < nx:
+                    a = lab[z, y, x + 1]
+                    col_next = a == lab[z, y + 1, x + 1] and a == lab[z + 1, y, x + 1] and a == lab[z + 1, y + 1, x + 1]
+                    if col and col_next and lab[z, y, x] == a:
                         continue
                 if _bad_at(lab, z, y, x, table):
                     out.append((z, y, x))

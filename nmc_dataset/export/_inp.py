@@ -338,6 +338,8 @@ def write_inp(
     sections : bool
         Write the per-grain ``*SOLID SECTION`` stubs (with ``ORIENTATION=OR_k`` when
         orientations are given).
+    faces : tuple, optional
+        This mesh's ``mesh_faces(tets[:, :4], grain)``, when the caller has it already.
 
     Notes
     -----

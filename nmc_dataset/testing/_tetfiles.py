@@ -25,7 +25,15 @@ from nmc_dataset.export._textrows import int_rows
 
 
 def second_order_reference(points: np.ndarray, tets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Quadratic tets (10 nodes, meshio/VTK/Abaqus order) from linear ones.
+    """Slow twin of ``_inp.second_order`` (a row-wise ``np.unique`` of the edges): quadratic tets
+    (10 nodes, meshio/VTK/Abaqus order) from linear ones.
+
+    Parameters
+    ----------
+    points : (P, 3) float array
+        Nodes.
+    tets : (T, 4) int array
+        Linear tets.
 
     Returns
     -------
@@ -41,7 +49,15 @@ def second_order_reference(points: np.ndarray, tets: np.ndarray) -> tuple[np.nda
 
 
 def mesh_faces_reference(tets: np.ndarray, grain: np.ndarray):
-    """Outer and grain-boundary faces of a conforming tet mesh.
+    """Slow twin of ``_inp.mesh_faces`` (a lexsort / int64-key argsort of all faces): outer and
+    grain-boundary faces of a conforming tet mesh.
+
+    Parameters
+    ----------
+    tets : (T, 4) int array
+        Linear tets (or the corners of quadratic ones).
+    grain : (T,) int array
+        Grain of each tet.
 
     Returns
     -------
@@ -132,6 +148,8 @@ def write_inp_reference(
     sections : bool
         Write the per-grain ``*SOLID SECTION`` stubs (with ``ORIENTATION=OR_k`` when
         orientations are given).
+    faces : tuple, optional
+        ``mesh_faces_reference(tets[:, :4], grain)``, when the caller has it.
 
     Notes
     -----
@@ -234,6 +252,23 @@ def write_msh_reference(
     orientations in a ``$NmcGrainOrientations`` section (a count line, then ``k w x y z`` per
     grain); Gmsh and meshio skip both as unknown sections. (No ``$ElementData``: meshio 5.3
     mis-splits element data over several element blocks.)
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.msh`` file.
+    points : (P, 3) float array
+        Nodes.
+    tets : (T, 4) or (T, 10) int array
+        Tets (meshio node order).
+    grain : (T,) int array
+        Grain of each tet.
+    orientations : (n_grains, 4) float array, optional
+        Quaternions per grain.
+    provenance : dict, optional
+        One JSON line.
+    faces : tuple, optional
+        ``mesh_faces_reference(tets[:, :4], grain)``, when the caller has it.
     """
     tets = np.asarray(tets, dtype=np.int64)
     grain = np.asarray(grain, dtype=np.int64)

@@ -606,7 +606,13 @@ def clean_labels(
             h = r - max_rounds + 1
             if h > max(lab.shape):
                 raise RuntimeError("label clean-up did not converge")  # pragma: no cover (unreachable)
-            total += _fill_cubes(lab, bad if len(bad) else scan(lab, CONNECTED), h)
+            if len(bad):
+                centres = bad
+            elif len(changed):  # fragments that the descent keeps re-creating (no bad block left)
+                centres = np.stack(np.unravel_index(changed, lab.shape), axis=1)
+            else:
+                centres = scan(lab, CONNECTED)
+            total += _fill_cubes(lab, centres, h)
             bad = scan(lab, CONNECTED)
 
 

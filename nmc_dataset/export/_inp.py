@@ -65,6 +65,56 @@ def check_orientations(orientations, n_grains: int):
     return q
 
 
+@numba.njit(cache=True)
+def _number_edges(tets, edges, nn):
+    """Unique edges ``(a < b)`` of the tets in lexicographic order (a counting sort on ``a``, then
+    an insertion sort of each bucket on ``b``) and the number of each tet edge among them."""
+    ne = 6 * tets.shape[0]
+    count = np.zeros(nn + 1, np.int64)
+    for t in range(tets.shape[0]):
+        for j in range(6):
+            count[min(tets[t, edges[j, 0]], tets[t, edges[j, 1]]) + 1] += 1
+    for i in range(nn):
+        count[i + 1] += count[i]
+    fill = count[:-1].copy()
+    eid = np.empty(ne, np.int64)
+    other = np.empty(ne, np.int64)
+    for t in range(tets.shape[0]):
+        for j in range(6):
+            a, b = tets[t, edges[j, 0]], tets[t, edges[j, 1]]
+            if a > b:
+                a, b = b, a
+            p = fill[a]
+            eid[p] = 6 * t + j
+            other[p] = b
+            fill[a] = p + 1
+    n_uniq = 0
+    for i in range(nn):
+        for p in range(count[i] + 1, count[i + 1]):
+            e, b = eid[p], other[p]
+            q = p - 1
+            while q >= count[i] and other[q] > b:
+                eid[q + 1] = eid[q]
+                other[q + 1] = other[q]
+                q -= 1
+            eid[q + 1] = e
+            other[q + 1] = b
+        for p in range(count[i], count[i + 1]):
+            if p == count[i] or other[p] != other[p - 1]:
+                n_uniq += 1
+    uniq = np.empty((n_uniq, 2), np.int64)
+    inv = np.empty(ne, np.int64)
+    k = -1
+    for i in range(nn):
+        for p in range(count[i], count[i + 1]):
+            if p == count[i] or other[p] != other[p - 1]:
+                k += 1
+                uniq[k, 0] = i
+                uniq[k, 1] = other[p]
+            inv[eid[p]] = k
+    return uniq, inv
+
+
 def second_order(points: np.ndarray, tets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Quadratic tets (10 nodes, meshio/VTK/Abaqus order) from linear ones.
 
@@ -75,13 +125,9 @@ def second_order(points: np.ndarray, tets: np.ndarray) -> tuple[np.ndarray, np.n
         (edges in lexicographic order of their sorted node pair).
     tets10 : (T, 10) int array
     """
-    e = np.sort(tets[:, TET10_EDGES].reshape(-1, 2), axis=1).astype(np.int64)
-    nn = int(e.max()) + 1 if len(e) else 1
-    if nn < 2**31:  # one int64 key per edge: a 1D unique instead of a row-wise one (same order)
-        key, inv = np.unique(e[:, 0] * nn + e[:, 1], return_inverse=True)
-        uniq = np.stack([key // nn, key % nn], axis=1)
-    else:
-        uniq, inv = np.unique(e, axis=0, return_inverse=True)
+    tets = np.ascontiguousarray(tets, dtype=np.int64)
+    nn = int(tets.max()) + 1 if len(tets) else 1
+    uniq, inv = _number_edges(tets, TET10_EDGES, nn)
     mid = 0.5 * (points[uniq[:, 0]] + points[uniq[:, 1]])
     t10 = np.concatenate([tets, len(points) + inv.reshape(-1, 6)], axis=1)
     return np.concatenate([points, mid]), t10

@@ -177,38 +177,36 @@ def _pair_faces(tets, grain, nn):
             fid[q + 1] = f
             key[q + 1] = k
     # equal neighbours: the same bucket and key
-    bucket_end = np.empty(nf, np.int64)
-    for i in range(nn):
-        for p in range(count[i], count[i + 1]):
-            bucket_end[p] = count[i + 1]
     paired = np.zeros(nf, np.bool_)
     n_cross = 0
-    for p in range(nf - 1):
-        if p + 1 < bucket_end[p] and key[p] == key[p + 1]:
-            paired[p] = True
-            paired[p + 1] = True
-            if grain[fid[p] // 4] != grain[fid[p + 1] // 4]:
-                n_cross += 1
+    for i in range(nn):
+        for p in range(count[i], count[i + 1] - 1):
+            if key[p] == key[p + 1]:
+                paired[p] = True
+                paired[p + 1] = True
+                if grain[fid[p] // 4] != grain[fid[p + 1] // 4]:
+                    n_cross += 1
     n_outer = nf - paired.sum()
     outer = np.empty((n_outer, 2), np.int64)
     cross = np.empty((n_cross, 4), np.int64)
     i = j = 0
-    for p in range(nf):
-        f = fid[p]
-        if not paired[p]:
-            outer[i, 0] = f // 4
-            outer[i, 1] = f % 4
-            i += 1
-        elif p + 1 < bucket_end[p] and key[p] == key[p + 1]:
-            g = fid[p + 1]
-            if grain[f // 4] != grain[g // 4]:
-                if grain[f // 4] > grain[g // 4]:
-                    f, g = g, f
-                cross[j, 0] = f // 4
-                cross[j, 1] = f % 4
-                cross[j, 2] = g // 4
-                cross[j, 3] = g % 4
-                j += 1
+    for b in range(nn):
+        for p in range(count[b], count[b + 1]):
+            f = fid[p]
+            if not paired[p]:
+                outer[i, 0] = f // 4
+                outer[i, 1] = f % 4
+                i += 1
+            elif p + 1 < count[b + 1] and key[p] == key[p + 1]:
+                g = fid[p + 1]
+                if grain[f // 4] != grain[g // 4]:
+                    if grain[f // 4] > grain[g // 4]:
+                        f, g = g, f
+                    cross[j, 0] = f // 4
+                    cross[j, 1] = f % 4
+                    cross[j, 2] = g // 4
+                    cross[j, 3] = g % 4
+                    j += 1
     return outer, cross
 
 

@@ -13,9 +13,9 @@
 * :func:`tet_mesh` — a conforming tetrahedral mesh with gmsh (optional extra ``mesh``: gmsh is
   GPL): one volume (physical group ``k``, named ``grain_k``) per grain bounded by the shared
   surface-nets triangles, all tets positively oriented; :func:`write_tet_mesh` writes it with
-  meshio as ``.msh`` (Gmsh MSH 2.2), ``.inp`` (Abaqus/CalculiX, C3D4 elements, one ELSET ``grain_k`` per
-  grain), ``.xdmf`` + ``.h5`` (FEniCS/dolfinx) and ``.vtu``
-  (ParaView), each with cell data ``grain``.
+  numpy, h5py and compiled formatters as ``.msh`` (binary Gmsh MSH 2.2), ``.inp``
+  (Abaqus/CalculiX, C3D4 elements, one ELSET ``grain_k`` per grain), ``.xdmf`` + ``.h5``
+  (FEniCS/dolfinx) and ``.vtu`` (ParaView), each with cell data ``grain``.
 
 Coordinates are µm, ``(x, y, z)``, the particle centre at the origin.
 """
@@ -936,7 +936,7 @@ def write_tet_mesh(
     stem : str
         File names ``<stem>.<fmt>`` (and ``<stem>.h5`` beside the ``.xdmf``).
     formats : iterable of str
-        Subset of ``msh`` (Gmsh MSH 2.2, see :func:`.inp.write_msh`; physical volumes ``grain_k``,
+        Subset of ``msh`` (binary Gmsh MSH 2.2, see :func:`.inp.write_msh`; physical volumes ``grain_k``,
         physical surfaces ``outer`` and ``gb_a_b``), ``inp`` (Abaqus / CalculiX, see
         :func:`.inp.write_inp`: ELSETs ``grain_k``, NSETs/SURFACEs of the outer surface and of every
         grain pair, ``*ORIENTATION`` + ``*SOLID SECTION`` per grain), ``xdmf`` (+ ``.h5``,

@@ -20,7 +20,7 @@ _ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER = 34962, 34963
 
 
 def grains_glb_bytes(grain_ids, positions, starts_v, indices, starts_f) -> bytes:
-    """GLB bytes of per-grain meshes.
+    """GLB bytes of per-grain meshes (:func:`write_grains_glb` writes them to a file).
 
     Parameters
     ----------
@@ -33,7 +33,33 @@ def grains_glb_bytes(grain_ids, positions, starts_v, indices, starts_f) -> bytes
         The grains' faces concatenated, each with indices local to its grain's vertex block
         (grain ``i``: rows ``starts_f[i]:starts_f[i + 1]``).
     starts_f : (G + 1,) int array
+
+    Returns
+    -------
+    bytes
+        The GLB file.
     """
+    return b"".join(bytes(part) for part in _glb_parts(grain_ids, positions, starts_v, indices, starts_f))
+
+
+def write_grains_glb(path, grain_ids, positions, starts_v, indices, starts_f) -> None:
+    """Write the GLB of :func:`grains_glb_bytes` to ``path`` (the buffers written as they are,
+    without joining them in memory).
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.glb`` file.
+    grain_ids, positions, starts_v, indices, starts_f
+        As for :func:`grains_glb_bytes`.
+    """
+    with open(path, "wb") as fh:
+        for part in _glb_parts(grain_ids, positions, starts_v, indices, starts_f):
+            fh.write(part)
+
+
+def _glb_parts(grain_ids, positions, starts_v, indices, starts_f):
+    """The GLB as a list of byte buffers (header, JSON chunk, binary chunk)."""
     pos = np.ascontiguousarray(positions, dtype="<f4")
     idx = np.ascontiguousarray(indices, dtype="<u4")
     sv, sf = np.asarray(starts_v, dtype=np.int64), np.asarray(starts_f, dtype=np.int64)
@@ -72,7 +98,7 @@ def grains_glb_bytes(grain_ids, positions, starts_v, indices, starts_f) -> bytes
             {"name": f"grain_{k}", "primitives": [{"attributes": {"POSITION": 2 * i}, "indices": 2 * i + 1, "mode": 4}]}
         )
         nodes.append({"name": f"grain_{k}", "mesh": i})
-    blob = pos.tobytes() + idx.tobytes()
+    blob_len = pos.nbytes + idx.nbytes
     tree = {
         "asset": {"version": "2.0", "generator": "nmc-dataset"},
         "scene": 0,
@@ -81,21 +107,22 @@ def grains_glb_bytes(grain_ids, positions, starts_v, indices, starts_f) -> bytes
         "meshes": meshes,
         "accessors": accessors,
         "bufferViews": views,
-        "buffers": [{"byteLength": len(blob)}],
+        "buffers": [{"byteLength": blob_len}],
     }
     js = json.dumps(tree, separators=(",", ":")).encode()
     js += b" " * (-len(js) % 4)
-    blob += b"\0" * (-len(blob) % 4)
-    total = 12 + 8 + len(js) + 8 + len(blob)
-    return b"".join(
-        [
-            struct.pack("<4sII", b"glTF", 2, total),
-            struct.pack("<I4s", len(js), b"JSON"),
-            js,
-            struct.pack("<I4s", len(blob), b"BIN\0"),
-            blob,
-        ]
-    )
+    pad = b"\0" * (-blob_len % 4)
+    blob_len += len(pad)
+    total = 12 + 8 + len(js) + 8 + blob_len
+    return [
+        struct.pack("<4sII", b"glTF", 2, total),
+        struct.pack("<I4s", len(js), b"JSON"),
+        js,
+        struct.pack("<I4s", blob_len, b"BIN\0"),
+        memoryview(pos).cast("B"),
+        memoryview(idx).cast("B"),
+        pad,
+    ]
 
 
-__all__ = ["grains_glb_bytes"]
+__all__ = ["grains_glb_bytes", "write_grains_glb"]

@@ -27,6 +27,19 @@ _EXPORTS = {
     "_ebsd": ["misorientation_angle_bruteforce", "adjusted_rand_index", "contingency"],
     "_tomography": ["project_reference", "backproject_reference", "pull_back_reference"],
     "_export": ["int_rows_reference", "write_grains_glb_trimesh"],
+    "_tetfiles": [
+        "block_bad_reference",
+        "components_reference",
+        "grain_blocks_reference",
+        "mesh_faces_reference",
+        "second_order_reference",
+        "write_inp_reference",
+        "write_msh_reference",
+        "write_ply_trimesh",
+        "write_vtp_vtk",
+        "write_vtu_vtk",
+        "write_xdmf_meshio",
+    ],
     "_dvc": ["lucas_kanade_translation_reference"],
 }
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -8,6 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 
+from nmc_dataset import testing
 from nmc_dataset.errors import InputError
 from nmc_dataset.export import _inp as inp
 from nmc_dataset.export import _meshes as meshes
@@ -184,7 +185,8 @@ def test_files_read_back_with_sets_orientations_provenance(small, tmp_path, orde
             assert sum(len(t) for t in tri_tags) == len(outer) + sum(len(r) for r in inter.values())
     finally:
         gmsh.finalize()
-    msh = (tmp_path / "p.msh").read_text()
+    msh = (tmp_path / "p.msh").read_bytes().decode("latin-1")  # binary nodes/elements, text sections
+    assert msh.startswith("$MeshFormat\n2.2 1 8\n")
     got = json.loads(msh.split("$NmcProvenance\n", 1)[1].split("\n", 1)[0])
     assert got["particle_id"] == 9 and got["units"] == "um" and got["element_order"] == order
     block = msh.split("$NmcGrainOrientations\n", 1)[1].split("$End", 1)[0].splitlines()
@@ -349,3 +351,59 @@ def test_calculix_reaction_force_matches_scikit_fem(small, tmp_path, order):
     # the orientations matter: the same deck with the crystals all aligned gives another force
     f_aligned = _skfem_top_force(pts, tets, grain, np.tile([1.0, 0, 0, 0], (len(q), 1)), U, outer, top)
     assert abs(f_aligned[2] / f_fem[2] - 1) > 1e-3
+
+
+# --------------------------------------------------------------------------- compiled writers vs slow twins
+def _random_submesh(tm, rng, order):
+    """A random part of the mesh (ragged boundary) with random grain labels, linear or quadratic."""
+    keep = rng.random(len(tm.tets)) < rng.uniform(0.2, 0.9)
+    tets = tm.tets[keep]
+    grain = np.where(rng.random(keep.sum()) < 0.2, rng.integers(1, tm.grain.max() + 1, keep.sum()), tm.grain[keep])
+    pts = tm.points * rng.choice([1.0, 1e-9, 3e4])  # coordinates also outside the compiled range
+    if order == 2:
+        pts, tets = testing.second_order_reference(pts, tets)
+    return pts, tets, grain
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_compiled_writers_equal_slow_twins(small, tmp_path, seed):
+    """The compiled face pairing, second-order edges and ``.inp`` / ASCII ``.msh`` writers give the
+    former numpy writers' results byte for byte; the binary ``.msh`` reads back (meshio) as the
+    ASCII one."""
+    import meshio
+
+    _, tm, q = small
+    rng = np.random.default_rng(seed)
+    pts10, t10 = inp.second_order(tm.points, tm.tets)
+    ref = testing.second_order_reference(tm.points, tm.tets)
+    np.testing.assert_array_equal(t10, ref[1])
+    np.testing.assert_array_equal(pts10, ref[0])
+    for order in (1, 2):
+        pts, tets, grain = _random_submesh(tm, rng, order)
+        outer, inter = inp.mesh_faces(tets[:, :4], grain)
+        o_ref, i_ref = testing.mesh_faces_reference(tets[:, :4], grain)
+        np.testing.assert_array_equal(outer, o_ref)
+        assert list(inter) == list(i_ref)
+        for k in inter:
+            np.testing.assert_array_equal(inter[k], i_ref[k])
+        prov = {"particle_id": seed, "note": "µm, -- and ünïcode"}
+        ori = q if seed != 1 else None
+        inp.write_inp(tmp_path / "a.inp", pts, tets, grain, orientations=ori, provenance=prov)
+        testing.write_inp_reference(tmp_path / "b.inp", pts, tets, grain, orientations=ori, provenance=prov)
+        assert (tmp_path / "a.inp").read_bytes() == (tmp_path / "b.inp").read_bytes()
+        inp.write_msh(tmp_path / "a.msh", pts, tets, grain, orientations=ori, provenance=prov, binary=False)
+        testing.write_msh_reference(tmp_path / "b.msh", pts, tets, grain, orientations=ori, provenance=prov)
+        assert (tmp_path / "a.msh").read_bytes() == (tmp_path / "b.msh").read_bytes()
+        inp.write_msh(tmp_path / "c.msh", pts, tets, grain, orientations=ori, provenance=prov)
+        ma, mc = meshio.read(tmp_path / "b.msh"), meshio.read(tmp_path / "c.msh")
+        np.testing.assert_array_equal(ma.points, mc.points)
+        assert [c.type for c in ma.cells] == [c.type for c in mc.cells]
+        for ca, cc in zip(ma.cells, mc.cells):
+            np.testing.assert_array_equal(ca.data, cc.data)
+        for key in ("gmsh:physical", "gmsh:geometrical"):
+            for da, dc in zip(ma.cell_data[key], mc.cell_data[key]):
+                np.testing.assert_array_equal(da, dc)
+        assert {k: v.tolist() for k, v in ma.field_data.items()} == {k: v.tolist() for k, v in mc.field_data.items()}
+        text_c = (tmp_path / "c.msh").read_bytes()
+        for sec in (b"$NmcProvenance", b"$NmcGrainOrientations"):
+            assert (sec in text_c) == (sec in (tmp_path / "b.msh").read_bytes())

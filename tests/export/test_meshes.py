@@ -1,5 +1,7 @@
 """Meshes: analytic shell surface, conforming grain surfaces, tet meshes, and a real FEM use."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -292,3 +294,160 @@ def test_tet_quality_equals_gmsh_gamma():
         np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]], float), np.array([[0, 1, 2, 3]]), [1], []
     )
     assert flat.quality()[0] == 0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_surface_file_writers_equal_slow_twins(tmp_path, seed):
+    """On random conforming-surface-like inputs: the compiled grouping of faces by grain equals
+    the argsort twin, the numpy PLY is trimesh's export byte for byte, and the streamed GLB file
+    equals ``grains_glb_bytes``."""
+    from nmc_dataset import testing
+    from nmc_dataset.export._glb import grains_glb_bytes
+
+    rng = np.random.default_rng(seed)
+    nv, nf = int(rng.integers(3, 400)), int(rng.integers(1, 900))
+    verts = rng.normal(size=(nv, 3)) * 10.0 ** rng.uniform(-3, 3)
+    faces = rng.integers(0, nv, (nf, 3))
+    pairs = np.sort(rng.integers(0, int(rng.integers(2, 40)), (nf, 2)), axis=1)
+    pairs[:, 1] += pairs[:, 0] == pairs[:, 1]
+    pairs = np.where(rng.random((nf, 1)) < 0.5, pairs, pairs[:, ::-1])
+    s = meshes.GrainSurface(verts, faces, pairs, int(pairs.max()))
+    ks, local, verts_of, vstart, starts, ends = meshes._grain_blocks(s)
+    ks_ref, grouped, st_ref, en_ref = testing.grain_blocks_reference(faces, pairs)
+    np.testing.assert_array_equal(ks, ks_ref)
+    np.testing.assert_array_equal(starts, st_ref)
+    np.testing.assert_array_equal(ends, en_ref)
+    for i in range(len(ks)):  # local numbering maps back to the grouped faces
+        np.testing.assert_array_equal(
+            verts_of[vstart[i] : vstart[i + 1]][local[starts[i] : ends[i]]], grouped[starts[i] : ends[i]]
+        )
+    meshes._write_ply(tmp_path / "a.ply", s)
+    testing.write_ply_trimesh(tmp_path / "b.ply", s)
+    assert (tmp_path / "a.ply").read_bytes() == (tmp_path / "b.ply").read_bytes()
+    meshes.write_surfaces(tmp_path, "p", s)
+    want = grains_glb_bytes(ks, s.vertices[verts_of], vstart, local, np.append(starts, len(local)))
+    assert (tmp_path / "p_grains.glb").read_bytes() == want
+
+
+def test_numpy_vtp_reads_back_as_vtk_written_one(cleaned, tmp_path):
+    """The numpy-written VTP reads back in VTK's XML reader (ParaView's) exactly as the file of
+    ``vtkXMLPolyDataWriter`` (slow twin): points, triangles, BoundaryLabels."""
+    from vtkmodules.util.numpy_support import vtk_to_numpy
+    from vtkmodules.vtkIOXML import vtkXMLPolyDataReader
+
+    from nmc_dataset import testing
+
+    p, vol, lab, _ = cleaned
+    s = meshes.grain_surface_mesh(lab, vol.origin_um, vol.voxel_size_um, p.n_grains, 8)
+    meshes._write_vtp(tmp_path / "a.vtp", s)
+    testing.write_vtp_vtk(tmp_path / "b.vtp", s)
+    got = []
+    for name in ("a.vtp", "b.vtp"):
+        r = vtkXMLPolyDataReader()
+        r.SetFileName(str(tmp_path / name))
+        r.Update()
+        out = r.GetOutput()
+        got.append(
+            (
+                vtk_to_numpy(out.GetPoints().GetData()).copy(),
+                vtk_to_numpy(out.GetPolys().GetConnectivityArray()).copy(),
+                vtk_to_numpy(out.GetPolys().GetOffsetsArray()).copy(),
+                vtk_to_numpy(out.GetCellData().GetArray("BoundaryLabels")).copy(),
+            )
+        )
+    for x, y in zip(*got):
+        np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(got[0][0], s.vertices)
+    np.testing.assert_array_equal(got[0][1].reshape(-1, 3), s.faces)
+    np.testing.assert_array_equal(got[0][3], s.pairs)
+
+
+def _read_vtk_xml(path):
+    from vtkmodules.util.numpy_support import vtk_to_numpy
+    from vtkmodules.vtkIOXML import vtkXMLGenericDataObjectReader
+
+    r = vtkXMLGenericDataObjectReader()
+    r.SetFileName(str(path))
+    r.Update()
+    out = r.GetOutput()
+    cells = out.GetCells() if hasattr(out, "GetCells") else out.GetPolys()
+    got = {
+        "points": vtk_to_numpy(out.GetPoints().GetData()),
+        "connectivity": vtk_to_numpy(cells.GetConnectivityArray()),
+        "offsets": vtk_to_numpy(cells.GetOffsetsArray()),
+    }
+    if hasattr(out, "GetCellTypes"):
+        got["types"] = vtk_to_numpy(out.GetCellTypes())
+    for data, prefix in ((out.GetCellData(), "cell:"), (out.GetFieldData(), "field:")):
+        for i in range(data.GetNumberOfArrays()):
+            got[prefix + data.GetArrayName(i)] = vtk_to_numpy(data.GetAbstractArray(i))
+    return {k: np.array(v) for k, v in got.items()}
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_numpy_vtu_reads_back_as_vtk_written_one(tmp_path, order):
+    """The numpy-written VTU reads back in VTK's XML reader exactly as the file of
+    ``vtkXMLUnstructuredGridWriter`` (slow twin), and in meshio: nodes, cells, cell and field data."""
+    import meshio
+
+    from nmc_dataset import testing
+    from nmc_dataset.export import _inp as inp
+
+    rng = np.random.default_rng(order)
+    pts = rng.normal(size=(60, 3))
+    tets = rng.integers(0, 60, (90, 4))
+    if order == 2:
+        pts, tets = inp.second_order(pts, tets)
+    grain = rng.integers(1, 6, len(tets))
+    q = rng.normal(size=(5, 4))
+    fields = meshes._cell_fields(grain, q / np.linalg.norm(q, axis=1, keepdims=True), True)
+    prov = {"particle_id": 3, "voxel_size_um": 0.05, "mesh_size_um": 0.15, "note": "µm"}
+    meshes._write_vtu(tmp_path / "a.vtu", pts, tets, fields, prov)
+    testing.write_vtu_vtk(tmp_path / "b.vtu", pts, tets, fields, prov)
+    a, b = _read_vtk_xml(tmp_path / "a.vtu"), _read_vtk_xml(tmp_path / "b.vtu")
+    assert sorted(a) == sorted(b)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    m = meshio.read(tmp_path / "a.vtu")
+    np.testing.assert_array_equal(m.points, pts)
+    np.testing.assert_array_equal(m.cells_dict["tetra" if order == 1 else "tetra10"], tets)
+    for k, v in fields.items():
+        np.testing.assert_array_equal(m.cell_data[k][0], v)
+    assert bytes(m.field_data["provenance_json"].astype(np.uint8)).decode() == json.dumps(prov, sort_keys=True)
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_h5py_xdmf_equals_meshio_written_one(tmp_path, order):
+    """The h5py-written XDMF + HDF5 has meshio's XML (text equal) and the same datasets and
+    attributes as meshio's files (slow twin); meshio reads it back."""
+    import h5py
+    import meshio
+
+    from nmc_dataset import testing
+    from nmc_dataset.export import _inp as inp
+
+    rng = np.random.default_rng(order)
+    pts = rng.normal(size=(70, 3))
+    tets = rng.integers(0, 70, (120, 4))
+    if order == 2:
+        pts, tets = inp.second_order(pts, tets)
+    grain = rng.integers(1, 6, len(tets))
+    q = rng.normal(size=(5, 4))
+    fields = meshes._cell_fields(grain, q / np.linalg.norm(q, axis=1, keepdims=True), False)
+    prov = {"particle_id": 3, "voxel_size_um": 0.05, "mesh_size_um": 0.15, "model": "a--b"}
+    ctype = "tetra" if order == 1 else "tetra10"
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    meshes._write_xdmf(tmp_path / "a/p.xdmf", tmp_path / "a/p.h5", pts, tets, ctype, fields, prov)
+    testing.write_xdmf_meshio(tmp_path / "b/p.xdmf", tmp_path / "b/p.h5", pts, tets, ctype, fields, prov)
+    assert (tmp_path / "a/p.xdmf").read_text() == (tmp_path / "b/p.xdmf").read_text()
+    with h5py.File(tmp_path / "a/p.h5") as fa, h5py.File(tmp_path / "b/p.h5") as fb:
+        assert sorted(fa) == sorted(fb)
+        for k in fa:
+            assert fa[k].dtype == fb[k].dtype
+            np.testing.assert_array_equal(fa[k][()], fb[k][()])
+        assert dict(fa.attrs) == dict(fb.attrs)
+    m = meshio.read(tmp_path / "a/p.xdmf")
+    np.testing.assert_array_equal(m.points, pts)
+    np.testing.assert_array_equal(m.cells_dict[ctype], tets)
+    for k, v in fields.items():
+        np.testing.assert_array_equal(m.cell_data[k][0], v)

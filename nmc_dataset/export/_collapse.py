@@ -945,6 +945,7 @@ def decimate_surface(
     locked=None,
     max_rounds: int = 10,
     ring: int = 1,
+    flips: bool = True,
     **params,
 ):
     """:func:`collapse_edges`, then lock the collapses around every self-intersection and redo.
@@ -970,6 +971,9 @@ def decimate_surface(
         Rounds of decimation and intersection check.
     ring : int, default 1
         Rings of input neighbours locked with the vertices of intersecting triangles.
+    flips : bool, default True
+        Flip nearly flat edges to the Delaunay diagonal after the collapses
+        (:func:`delaunay_flips`, before the intersection check).
     **params
         Passed to :func:`collapse_edges`.
 
@@ -985,6 +989,8 @@ def decimate_surface(
     found, t_x = [], 0.0
     out = surface
     classes = _classes(surface) if len(surface.faces) else None
+    prm_vol_tol = params.get("vol_tol", DEFAULTS["vol_tol"])
+    vol_in = grain_volumes(surface.vertices, surface.faces, surface.pairs, surface.n_grains) if flips else None
     for _ in range(max_rounds):
         out = collapse_edges(
             surface,
@@ -995,6 +1001,8 @@ def decimate_surface(
             _classes_cache=classes,
             **params,
         )
+        if flips:
+            out = delaunay_flips(out, vol_tol=prm_vol_tol, vol_ref=vol_in, locked=lk[out.source])
         t = time.process_time()
         x = self_intersections(out.vertices, out.faces)
         t_x += time.process_time() - t
@@ -1021,4 +1029,178 @@ def decimate_surface(
         "decimate_cpu_s": time.process_time() - c0,
         "decimate_intersect_cpu_s": t_x,
     }
+    return out
+
+
+@numba.njit(cache=True)
+def _det(V, a, b, c):
+    """det[a, b, c] of the positions (six times the signed volume of the tet 0abc)."""
+    x1, y1, z1 = _cross(V[b, 0], V[b, 1], V[b, 2], V[c, 0], V[c, 1], V[c, 2])
+    return V[a, 0] * x1 + V[a, 1] * y1 + V[a, 2] * z1
+
+
+@numba.njit(cache=True)
+def _angle_at(V, o, a, b):
+    """The angle at ``o`` of the triangle o a b."""
+    ax, ay, az = V[a, 0] - V[o, 0], V[a, 1] - V[o, 1], V[a, 2] - V[o, 2]
+    bx, by, bz = V[b, 0] - V[o, 0], V[b, 1] - V[o, 1], V[b, 2] - V[o, 2]
+    cx, cy, cz = _cross(ax, ay, az, bx, by, bz)
+    return np.arctan2(np.sqrt(cx * cx + cy * cy + cz * cz), ax * bx + ay * by + az * bz)
+
+
+@numba.njit(cache=True)
+def _flip_pass(V, F, P, patch, vol0, dvol, flat_cos, vol_tol, locked):
+    """One pass of Delaunay edge flips inside patches (see :func:`delaunay_flips`); returns the
+    number of flips. Faces and vertices touched by a flip wait for the next pass."""
+    nv, nf = V.shape[0], F.shape[0]
+    # edges (sorted keys) -> faces
+    keys = np.empty(3 * nf, dtype=np.int64)
+    who = np.empty(3 * nf, dtype=np.int64)
+    for f in range(nf):
+        for k in range(3):
+            a, b = F[f, k], F[f, (k + 1) % 3]
+            keys[3 * f + k] = min(a, b) * nv + max(a, b)
+            who[3 * f + k] = f
+    order = np.argsort(keys)
+    # vertex -> faces
+    deg = np.zeros(nv + 1, dtype=np.int64)
+    for f in range(nf):
+        for k in range(3):
+            deg[F[f, k] + 1] += 1
+    for x in range(nv):
+        deg[x + 1] += deg[x]
+    vf = np.empty(3 * nf, dtype=np.int64)
+    fill = deg[:-1].copy()
+    for f in range(nf):
+        for k in range(3):
+            vf[fill[F[f, k]]] = f
+            fill[F[f, k]] += 1
+    touched = locked.copy()  # locked vertices never take part
+    n = 0
+    i = 0
+    while i < 3 * nf:
+        j = i
+        while j < 3 * nf and keys[order[j]] == keys[order[i]]:
+            j += 1
+        if j - i == 2:
+            f1, f2 = who[order[i]], who[order[i + 1]]
+            p, q = keys[order[i]] // nv, keys[order[i]] % nv
+            if patch[f1] == patch[f2] and not (touched[p] or touched[q]):
+                # orient: f1 = (p, q, r1) as stored; f2 seen from f1's side holds q -> p
+                k1 = 0
+                while k1 < 3 and not (F[f1, k1] == p and F[f1, (k1 + 1) % 3] == q):
+                    k1 += 1
+                if k1 == 3:  # the stored order is q -> p: swap the names
+                    p, q = q, p
+                    k1 = 0
+                    while not (F[f1, k1] == p and F[f1, (k1 + 1) % 3] == q):
+                        k1 += 1
+                r1 = F[f1, (k1 + 2) % 3]
+                r2 = F[f2, 0] + F[f2, 1] + F[f2, 2] - p - q
+                same_side = P[f2, 0] == P[f1, 0]
+                ok = not (touched[r1] or touched[r2]) and r1 != r2
+                if ok:  # r1 r2 must not be an edge already
+                    for t in range(deg[r1], deg[r1 + 1]):
+                        g = vf[t]
+                        if F[g, 0] == r2 or F[g, 1] == r2 or F[g, 2] == r2:
+                            ok = False
+                            break
+                if ok:  # Delaunay: the angles opposite pq sum to more than pi
+                    ok = _angle_at(V, r1, p, q) + _angle_at(V, r2, p, q) > np.pi + 1e-9
+                if ok:  # nearly flat, and both new triangles face the same way as the old ones
+                    n1x, n1y, n1z, s1 = _face_geom(V, p, q, r1)
+                    n2x, n2y, n2z, s2 = _face_geom(V, q, p, r2)
+                    m1x, m1y, m1z, t1 = _face_geom(V, r1, p, r2)
+                    m2x, m2y, m2z, t2 = _face_geom(V, r2, q, r1)
+                    l1 = np.sqrt(n1x * n1x + n1y * n1y + n1z * n1z)
+                    l2 = np.sqrt(n2x * n2x + n2y * n2y + n2z * n2z)
+                    k1n = np.sqrt(m1x * m1x + m1y * m1y + m1z * m1z)
+                    k2n = np.sqrt(m2x * m2x + m2y * m2y + m2z * m2z)
+                    if l1 == 0 or l2 == 0 or k1n == 0 or k2n == 0:
+                        ok = False
+                    else:
+                        ok = (
+                            (n1x * n2x + n1y * n2y + n1z * n2z) >= flat_cos * l1 * l2
+                            and (m1x * n1x + m1y * n1y + m1z * n1z) >= flat_cos * k1n * l1
+                            and (m2x * n1x + m2y * n1y + m2z * n1z) >= flat_cos * k2n * l1
+                            and min(t1, t2) > min(s1, s2)
+                        )
+                if ok:  # the volume change of the grain the triangles face out of (the other: minus)
+                    dv = (_det(V, r1, p, r2) + _det(V, r2, q, r1) - _det(V, p, q, r1) - _det(V, q, p, r2)) / 6.0
+                    g0, g1 = P[f1, 0], P[f1, 1]
+                    if g0 > 0 and abs(dvol[g0] + dv) > vol_tol * abs(vol0[g0]):
+                        ok = False
+                    if g1 > 0 and abs(dvol[g1] - dv) > vol_tol * abs(vol0[g1]):
+                        ok = False
+                    if ok:
+                        dvol[g0] += dv
+                        dvol[g1] -= dv
+                if ok:
+                    F[f1, 0], F[f1, 1], F[f1, 2] = r1, p, r2
+                    F[f2, 0], F[f2, 1], F[f2, 2] = r2, q, r1
+                    if not same_side:  # f2 is stored seen from the other grain: keep its pairs
+                        F[f2, 0], F[f2, 1], F[f2, 2] = r1, q, r2
+                    touched[p] = touched[q] = touched[r1] = touched[r2] = True
+                    n += 1
+        i = j
+    return n
+
+
+def delaunay_flips(
+    surface, flat_cos: float = 0.9, vol_tol: float = 0.002, max_passes: int = 4, vol_ref=None, locked=None
+):
+    """Flip nearly flat edges inside patches to the Delaunay diagonal (fewer boundary slivers).
+
+    An edge ``pq`` with exactly two triangles ``pqr1``, ``qpr2`` of one patch becomes ``r1 r2`` when
+    the angles at ``r1`` and ``r2`` sum to more than pi (the quad's Delaunay diagonal), the two
+    triangles are within ``acos(flat_cos)`` of each other, both new ones face within that of
+    the old, the worse shape improves, ``r1 r2`` is not an edge yet and each grain's volume
+    stays within ``vol_tol`` of its reference volume. A tet mesher must keep a
+    non-Delaunay diagonal of four nearly coplanar boundary points as an edge, which leaves a
+    flat tet (a sliver) that it cannot remove.
+
+    Parameters
+    ----------
+    surface : GrainSurface
+        A conforming surface.
+    flat_cos : float, default 0.9
+        Least cosine between the two triangles' normals (and the new against the old).
+    vol_tol : float, default 0.002
+        Largest relative difference of a grain's volume from ``vol_ref`` after the flips.
+    max_passes : int, default 4
+        Passes (vertices of a flip wait for the next pass).
+    vol_ref : (n_grains,) float array, optional
+        Reference grain volumes (default: those of ``surface``), e.g. of a surface it was
+        decimated from, so that both changes together stay within ``vol_tol``.
+    locked : bool array, optional
+        Vertices whose triangles are not flipped.
+
+    Returns
+    -------
+    GrainSurface
+        Same vertices and pairs; ``stats`` add ``flips``.
+    """
+    verts = np.ascontiguousarray(surface.vertices, dtype=np.float64)
+    F = np.ascontiguousarray(surface.faces, dtype=np.int64).copy()
+    pairs = np.ascontiguousarray(surface.pairs, dtype=np.int64)
+    ng = surface.n_grains
+    if len(F) == 0:
+        return surface
+    patch = _patch_ids(pairs).astype(np.int64)
+    lk = np.zeros(len(verts), dtype=bool) if locked is None else np.asarray(locked, dtype=bool)
+    now = grain_volumes(verts, F, pairs, ng)
+    ref = now if vol_ref is None else np.asarray(vol_ref, dtype=np.float64)
+    vol0 = np.r_[0.0, ref]
+    dvol = np.r_[0.0, now - ref]
+    total = 0
+    for _ in range(max_passes):
+        n = _flip_pass(verts, F, pairs, patch, vol0, dvol, float(flat_cos), float(vol_tol), lk)
+        total += n
+        if n == 0:
+            break
+    out = GrainSurface(surface.vertices, F, surface.pairs, ng)
+    for k in ("source", "rep", "sequence"):
+        if hasattr(surface, k):
+            setattr(out, k, getattr(surface, k))
+    out.stats = {**getattr(surface, "stats", {}), "flips": int(total)}
     return out

@@ -146,3 +146,40 @@ def test_bad_options():
 
     with pytest.raises(InputError):
         col.collapse_edges(c, 0)
+
+
+def _non_delaunay_flat_edges(s, flat_cos=0.9):
+    """Interior patch edges whose opposite angles sum past pi on nearly flat triangle pairs
+    (Python loop over an edge dictionary)."""
+    edges = {}
+    for i, f in enumerate(s.faces.tolist()):
+        for k in range(3):
+            edges.setdefault(frozenset((f[k], f[(k + 1) % 3])), []).append(i)
+    n = 0
+    patch = decimate._patch_ids(s.pairs)
+    for e, fs in edges.items():
+        if len(fs) != 2 or patch[fs[0]] != patch[fs[1]]:
+            continue
+        p, q = sorted(e)
+        ang, nrm = 0.0, []
+        for f in fs:
+            r = (set(s.faces[f].tolist()) - e).pop()
+            a, b = s.vertices[p] - s.vertices[r], s.vertices[q] - s.vertices[r]
+            ang += np.arccos(np.clip(a @ b / np.linalg.norm(a) / np.linalg.norm(b), -1, 1))
+            x = s.vertices[s.faces[f]]
+            nn = np.cross(x[1] - x[0], x[2] - x[0])
+            nrm.append(nn / np.linalg.norm(nn) * (1 if s.pairs[f, 0] == s.pairs[fs[0], 0] else -1))
+        n += ang > np.pi + 1e-9 and abs(nrm[0] @ nrm[1]) >= flat_cos
+    return n
+
+
+def test_delaunay_flips_keep_the_constraints():
+    c, h = _coarse(5)
+    d = col.decimate_surface(c, h, flips=False)
+    f = col.delaunay_flips(d, vol_ref=decimate.grain_volumes(c.vertices, c.faces, c.pairs, c.n_grains), vol_tol=0.01)
+    assert f.stats["flips"] > 0
+    assert _non_delaunay_flat_edges(f) < 0.5 * _non_delaunay_flat_edges(d)
+    assert decimation_violations(c, f, f.source, vol_tol=0.01 + 1e-9) == []
+    np.testing.assert_array_equal(f.vertices, d.vertices)
+    lk = np.ones(len(d.vertices), dtype=bool)
+    assert col.delaunay_flips(d, locked=lk).stats["flips"] == 0

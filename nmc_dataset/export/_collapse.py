@@ -51,7 +51,7 @@ import numba
 import numpy as np
 
 from nmc_dataset.errors import InputError
-from nmc_dataset.export._decimate import _patch_ids, grain_volumes
+from nmc_dataset.export._decimate import _changed_faces, _patch_ids, grain_volumes
 from nmc_dataset.export._intersect import self_intersections
 from nmc_dataset.export._meshes import GrainSurface
 
@@ -906,6 +906,7 @@ def collapse_edges(
     if len(faces) == 0:
         out = GrainSurface(verts, faces, pairs, ng)
         out.source = out.rep = np.arange(nv)
+        out.face_ids = np.arange(len(faces))
         out.stats = dict(getattr(surface, "stats", {}))
         return out
     patch, npatch = _classes(surface) if _classes_cache is None else _classes_cache
@@ -927,6 +928,7 @@ def collapse_edges(
     out.source = used
     out.rep = pos[rep]
     out.sequence = seq
+    out.face_ids = np.flatnonzero(falive)
     rel = np.abs(dvol[1:]) / np.maximum(np.abs(vol0[1:]), 1e-300)
     out.stats = {
         **getattr(surface, "stats", {}),
@@ -989,6 +991,7 @@ def decimate_surface(
     found, t_x = [], 0.0
     out = surface
     classes = _classes(surface) if len(surface.faces) else None
+    prev = x = None
     prm_vol_tol = params.get("vol_tol", DEFAULTS["vol_tol"])
     vol_in = grain_volumes(surface.vertices, surface.faces, surface.pairs, surface.n_grains) if flips else None
     for _ in range(max_rounds):
@@ -1004,7 +1007,11 @@ def decimate_surface(
         if flips:
             out = delaunay_flips(out, vol_tol=prm_vol_tol, vol_ref=vol_in, locked=lk[out.source])
         t = time.process_time()
-        x = self_intersections(out.vertices, out.faces)
+        # after the first round only the triangles that changed (and those of the pairs found)
+        # can intersect
+        only = None if prev is None else _changed_faces(prev, out, prev.face_ids[x.ravel()])
+        x = self_intersections(out.vertices, out.faces, only=only)
+        prev = out
         t_x += time.process_time() - t
         found.append(len(x))
         if len(x) == 0:
@@ -1022,6 +1029,7 @@ def decimate_surface(
         out = GrainSurface(surface.vertices, surface.faces, surface.pairs, surface.n_grains)
         out.stats = dict(getattr(surface, "stats", {}))
         out.source = out.rep = np.arange(nv)
+        out.face_ids = np.arange(len(surface.faces))
     out.stats = {
         **out.stats,
         "decimation_rounds": len(found),
@@ -1199,7 +1207,7 @@ def delaunay_flips(
         if n == 0:
             break
     out = GrainSurface(surface.vertices, F, surface.pairs, ng)
-    for k in ("source", "rep", "sequence"):
+    for k in ("source", "rep", "sequence", "face_ids"):
         if hasattr(surface, k):
             setattr(out, k, getattr(surface, k))
     out.stats = {**getattr(surface, "stats", {}), "flips": int(total)}

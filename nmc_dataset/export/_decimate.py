@@ -324,6 +324,7 @@ def coarsen_surface(
             "pairs_before": n_patches,
             "pairs_after": n_patches,
         }
+        out.face_ids = np.arange(len(faces))
         return out
     f = fr[keep]
     used, inv = np.unique(f, return_inverse=True)
@@ -336,6 +337,7 @@ def coarsen_surface(
         "pairs_after": len(np.unique(patch[keep])),
     }
     out.plan = {**plan, "restored": restored, "out_cid": uid[used]}
+    out.face_ids = np.flatnonzero(keep)  # the fine faces they are
     return out
 
 
@@ -464,6 +466,23 @@ def _coarsen_plan(surface, h_um, min_elements_per_grain, connected=True):
     }
 
 
+def _changed_faces(prev, new, also=None) -> np.ndarray:
+    """Faces of ``new`` that are not in ``prev`` with the same corner positions (both carry
+    ``face_ids``, persistent ids of their faces), or whose ids are in ``also``: the only faces
+    a self-intersection can involve when ``prev``'s other faces had none among themselves."""
+    n = int(max(prev.face_ids.max(initial=-1), new.face_ids.max(initial=-1))) + 1
+    at = np.full(n, -1, dtype=np.int64)
+    at[prev.face_ids] = np.arange(len(prev.face_ids))
+    j = at[new.face_ids]
+    changed = j < 0
+    ok = ~changed
+    same = (new.vertices[new.faces[ok]] == prev.vertices[prev.faces[j[ok]]]).all(axis=(1, 2))
+    changed[np.flatnonzero(ok)[~same]] = True
+    if also is not None and len(also):
+        changed |= np.isin(new.face_ids, also)
+    return changed
+
+
 def repair_self_intersections(surface, coarse, max_rounds: int = 20, ring: int = 1):
     """Find every self-intersection of a coarsening of ``surface`` and undo the clusters around them.
 
@@ -496,9 +515,13 @@ def repair_self_intersections(surface, coarse, max_rounds: int = 20, ring: int =
 
     first, cpu, rounds = None, 0.0, 0
     h, mepg, conn = (coarse.plan[k] for k in ("h_um", "min_elements_per_grain", "connected"))
+    prev = x = None
     while True:
         c0 = time.process_time()
-        x = self_intersections(coarse.vertices, coarse.faces)
+        # after a repair only the changed triangles (and those of the pairs found) can intersect
+        only = None if prev is None else _changed_faces(prev, coarse, prev.face_ids[x.ravel()])
+        prev = coarse
+        x = self_intersections(coarse.vertices, coarse.faces, only=only)
         cpu += time.process_time() - c0
         first = len(x) if first is None else first
         if len(x) == 0 or rounds == max_rounds:

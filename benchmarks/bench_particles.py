@@ -15,7 +15,7 @@ Timings are wall and process-CPU seconds: on a shared, loaded machine the CPU ti
 better estimate of an idle machine's wall time for this single-threaded code.
 
 Usage: python benchmarks/bench_particles.py [--radius-um 5] [--voxel-size-um 0.05]
-       [--mesh-sizes 0.15] [--seed 0] [--skip-tets | --coarsen-only]
+       [--mesh-sizes 0.15] [--seed 0] [--skip-tets | --coarsen-only] [--no-decimate]
 """
 
 from __future__ import annotations
@@ -55,6 +55,9 @@ def main(argv=None):
         "--coarsen-only", action="store_true", help="time the surface coarsening at the first mesh size without gmsh"
     )
     ap.add_argument("--threads", type=int, default=1, help="numba/gmsh threads")
+    ap.add_argument(
+        "--no-decimate", action="store_true", help="tet-mesh the clustered surface without the edge-collapse decimation"
+    )
     args = ap.parse_args(argv)
     os.environ.setdefault("NUMBA_NUM_THREADS", str(args.threads))
 
@@ -165,13 +168,28 @@ def main(argv=None):
                 f"{(t_c.cpu + t_r.cpu) / max(t_vox.cpu, 1e-9):.2f}",
                 flush=True,
             )
+            if not args.no_decimate:
+                from nmc_dataset.export._collapse import decimate_surface
+
+                ds, t_d = _timed(decimate_surface, rs, h)
+                st = ds.stats
+                print(
+                    f"edge-collapse decimation: {t_d} ({st['triangles_coarse']} -> {st['triangles_after']} triangles, "
+                    f"collapses per pass {st['collapses_per_pass']}, self-intersections per round "
+                    f"{st['decimation_intersections']}, finder {st['decimate_intersect_cpu_s']:.2f} s CPU, largest "
+                    f"grain volume change {st['collapse_volume_change_max']:.4f}); coarsening + repair + "
+                    f"decimation CPU ratio to voxelising {(t_c.cpu + t_r.cpu + t_d.cpu) / max(t_vox.cpu, 1e-9):.2f}",
+                    flush=True,
+                )
             args.skip_tets = True
         if not args.skip_tets:
             from nmc_dataset.export._decimate import tet_mesh_coarsened
 
             for h in [float(x) for x in args.mesh_sizes.split(",") if x]:
                 try:
-                    (tm, cs), t_dec = _timed(tet_mesh_coarsened, surf, h, threads=args.threads)
+                    (tm, cs), t_dec = _timed(
+                        tet_mesh_coarsened, surf, h, threads=args.threads, decimate=not args.no_decimate
+                    )
                 except RuntimeError as e:
                     print(f"  tet mesh at {h} µm failed on the coarsened smoothed surface: {e}")
                     continue
@@ -187,14 +205,19 @@ def main(argv=None):
                 print(
                     f"tet mesh at {h} µm (no re-voxelising): coarsen + repair + gmsh {t_dec} (coarsening and "
                     f"repairs {st['coarsen_s']:.2f} s wall / {st['coarsen_cpu_s']:.2f} s CPU, of which the "
-                    f"intersection finder {st.get('intersect_cpu_s', 0):.2f} s CPU; self-intersections found "
+                    f"intersection finder {st.get('intersect_cpu_s', 0):.2f} s CPU, edge-collapse decimation "
+                    f"{st.get('decimate_cpu_s', 0):.2f} s CPU with its finder "
+                    f"{st.get('decimate_intersect_cpu_s', 0):.2f} s, pairs per round "
+                    f"{st.get('decimation_intersections')}; "
+                    f"self-intersections found "
                     f"before each gmsh attempt {st.get('intersections_found')}, "
                     f"gmsh {st['gmsh_s']:.2f} s wall / {st['gmsh_cpu_s']:.2f} s CPU, {st['attempts']} attempt(s); "
-                    f"{st['triangles_before']} -> "
+                    f"{st['triangles_before']} -> {st.get('triangles_coarse', st['triangles_after'])} (clustering) -> "
                     f"{st['triangles_after']} triangles, grain pairs {st['pairs_before']} -> {st['pairs_after']} "
                     f"({len(kept)} kept by the tet mesh's surface)) + "
                     f"files {t_w} -> {len(tm.points)} nodes, {len(tm.tets)} tets, {len(np.unique(tm.grain))} grains, "
-                    f"quality (radius ratio) min {q.min():.3f} median {np.median(q):.3f}, "
+                    f"quality (radius ratio) min {q.min():.4f} median {np.median(q):.3f}, below 0.01: "
+                    f"{int((q < 0.01).sum())}, below 0.1: {int((q < 0.1).sum())}, "
                     f"grain volume error vs voxels median {np.median(rel):.3f} max {rel.max():.3f} "
                     f"(95th percentile {np.percentile(rel, 95):.3f}), "
                     f"min tets per grain {np.bincount(tm.grain)[1:][present].min()}; process max RSS "

@@ -17,6 +17,7 @@ _EXPORTS = {
     ],
     "_cleanup": ["clean_labels"],
     "_decimate": ["coarsen_surface", "repair_self_intersections", "tet_mesh_coarsened"],
+    "_collapse": ["collapse_edges", "decimate_surface"],
     "_intersect": ["self_intersections"],
     "_simulators": ["check_simulator_formats", "write_simulator_files"],
     "_tables": ["params_tables", "particle_from_rows", "read_params", "read_particles", "write_params"],

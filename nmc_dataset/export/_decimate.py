@@ -324,6 +324,7 @@ def coarsen_surface(
             "pairs_before": n_patches,
             "pairs_after": n_patches,
         }
+        out.face_ids = np.arange(len(faces))
         return out
     f = fr[keep]
     used, inv = np.unique(f, return_inverse=True)
@@ -336,6 +337,7 @@ def coarsen_surface(
         "pairs_after": len(np.unique(patch[keep])),
     }
     out.plan = {**plan, "restored": restored, "out_cid": uid[used]}
+    out.face_ids = np.flatnonzero(keep)  # the fine faces they are
     return out
 
 
@@ -464,6 +466,23 @@ def _coarsen_plan(surface, h_um, min_elements_per_grain, connected=True):
     }
 
 
+def _changed_faces(prev, new, also=None) -> np.ndarray:
+    """Faces of ``new`` that are not in ``prev`` with the same corner positions (both carry
+    ``face_ids``, persistent ids of their faces), or whose ids are in ``also``: the only faces
+    a self-intersection can involve when ``prev``'s other faces had none among themselves."""
+    n = int(max(prev.face_ids.max(initial=-1), new.face_ids.max(initial=-1))) + 1
+    at = np.full(n, -1, dtype=np.int64)
+    at[prev.face_ids] = np.arange(len(prev.face_ids))
+    j = at[new.face_ids]
+    changed = j < 0
+    ok = ~changed
+    same = (new.vertices[new.faces[ok]] == prev.vertices[prev.faces[j[ok]]]).all(axis=(1, 2))
+    changed[np.flatnonzero(ok)[~same]] = True
+    if also is not None and len(also):
+        changed |= np.isin(new.face_ids, also)
+    return changed
+
+
 def repair_self_intersections(surface, coarse, max_rounds: int = 20, ring: int = 1):
     """Find every self-intersection of a coarsening of ``surface`` and undo the clusters around them.
 
@@ -496,9 +515,13 @@ def repair_self_intersections(surface, coarse, max_rounds: int = 20, ring: int =
 
     first, cpu, rounds = None, 0.0, 0
     h, mepg, conn = (coarse.plan[k] for k in ("h_um", "min_elements_per_grain", "connected"))
+    prev = x = None
     while True:
         c0 = time.process_time()
-        x = self_intersections(coarse.vertices, coarse.faces)
+        # after a repair only the changed triangles (and those of the pairs found) can intersect
+        only = None if prev is None else _changed_faces(prev, coarse, prev.face_ids[x.ravel()])
+        prev = coarse
+        x = self_intersections(coarse.vertices, coarse.faces, only=only)
         cpu += time.process_time() - c0
         first = len(x) if first is None else first
         if len(x) == 0 or rounds == max_rounds:
@@ -525,15 +548,18 @@ def tet_mesh_coarsened(
     max_retries: int = 12,
     threads: int = 1,
     repair: bool = True,
+    decimate: bool = True,
 ):
-    """Coarsen ``surface``, repair all its self-intersections (:func:`repair_self_intersections`)
-    and tet-mesh it with gmsh; where gmsh still reports the coarse boundary intersecting itself,
-    keep the surface fine around the reported points and retry.
+    """Coarsen ``surface``, repair all its self-intersections (:func:`repair_self_intersections`),
+    decimate it by constrained edge collapses (:func:`~nmc_dataset.export._collapse.decimate_surface`)
+    and tet-mesh it with gmsh; where gmsh still reports the boundary intersecting itself, keep the
+    surface fine around the reported points and retry.
 
     Returns ``(TetMesh, coarse surface)`` (its ``stats`` also hold the wall and process-CPU
     seconds spent coarsening and in gmsh over all attempts, ``coarsen_s``, ``gmsh_s``,
-    ``coarsen_cpu_s`` (with the repair of self-intersections), ``gmsh_cpu_s``, ``attempts`` and
-    ``intersections_found``, the pairs found before each attempt); raises ``RuntimeError`` when the
+    ``coarsen_cpu_s`` (with the repair of self-intersections and the decimation), ``gmsh_cpu_s``,
+    ``attempts`` and ``intersections_found``, the pairs found before each attempt, and those of
+    :func:`~nmc_dataset.export._collapse.decimate_surface`); raises ``RuntimeError`` when the
     retries run out.
 
     Parameters
@@ -551,6 +577,9 @@ def tet_mesh_coarsened(
     repair : bool, default True
         Find and repair the self-intersections before gmsh (``False``: only gmsh's reports, one
         per attempt).
+    decimate : bool, default True
+        Remove the clustering's short edges by constrained edge collapses (about half the
+        triangles and tets; ``False``: the clustered surface as it is).
 
     Returns
     -------
@@ -570,16 +599,29 @@ def tet_mesh_coarsened(
         if repair:
             c = repair_self_intersections(surface, c)
             found.append(c.stats["intersections"])
+        d = c
+        if decimate:
+            from nmc_dataset.export._collapse import decimate_surface
+
+            locked = None
+            if len(keep):  # also kept as they are near gmsh's reports
+                from scipy.spatial import cKDTree
+
+                near = cKDTree(c.vertices).query_ball_point(keep, 2.0 * h_um)
+                locked = np.zeros(len(c.vertices), dtype=bool)
+                locked[np.concatenate([np.asarray(i, dtype=np.int64) for i in near])] = True
+            d = decimate_surface(c, h_um, min_elements_per_grain, locked=locked)
         t1, c1 = time.perf_counter(), time.process_time()
         spent["coarsen_s"] += t1 - t0
         spent["coarsen_cpu_s"] += c1 - c0
         try:
-            tm = tet_mesh(c, h_um, threads=threads)
+            tm = tet_mesh(d, h_um, threads=threads)
             spent["gmsh_s"] += time.perf_counter() - t1
             spent["gmsh_cpu_s"] += time.process_time() - c1
-            c.stats = {**getattr(c, "stats", {}), **spent, "attempts": attempt + 1, "intersections_found": found}
+            d.stats = {**getattr(d, "stats", {}), **spent, "attempts": attempt + 1, "intersections_found": found}
             c.plan = None  # the clustering of the fine surface is not needed any more
-            return tm, c
+            d.plan = None
+            return tm, d
         except RuntimeError as e:
             spent["gmsh_s"] += time.perf_counter() - t1
             spent["gmsh_cpu_s"] += time.process_time() - c1

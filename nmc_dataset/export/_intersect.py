@@ -78,7 +78,7 @@ def _tri_pair_intersects(v, f, i, j):
 
 
 @numba.njit(cache=True)
-def _grid_intersections(v, f, cell):
+def _grid_intersections(v, f, cell, only):
     nf = f.shape[0]
     lo = np.empty((nf, 3))
     hi = np.empty((nf, 3))
@@ -140,6 +140,8 @@ def _grid_intersections(v, f, cell):
             a = who[order[u]]
             for w in range(u + 1, t):
                 b = who[order[w]]
+                if not (only[a] or only[b]):
+                    continue
                 ok = True
                 for d in range(3):
                     if lo[a, d] > hi[b, d] or lo[b, d] > hi[a, d]:
@@ -162,7 +164,9 @@ def _grid_intersections(v, f, cell):
     return out[:m]
 
 
-def self_intersections(vertices: np.ndarray, faces: np.ndarray, cell: float | None = None) -> np.ndarray:
+def self_intersections(
+    vertices: np.ndarray, faces: np.ndarray, cell: float | None = None, only: np.ndarray | None = None
+) -> np.ndarray:
     """Every pair of triangles of a surface that intersect (other than in shared vertices/edges).
 
     Parameters
@@ -174,6 +178,9 @@ def self_intersections(vertices: np.ndarray, faces: np.ndarray, cell: float | No
     cell : float, optional
         Grid cell size for the candidate pairs (default: the median bounding-box extent of the
         triangles).
+    only : (F,) bool array, optional
+        Report only pairs with at least one of these triangles (e.g. those a repair changed,
+        when the others are known to be free of intersections among themselves).
 
     Returns
     -------
@@ -190,7 +197,8 @@ def self_intersections(vertices: np.ndarray, faces: np.ndarray, cell: float | No
         cell = float(np.median(ext))
         if not cell > 0:
             cell = float(ext.max()) or 1.0
-    out = _grid_intersections(v, f, float(cell))
+    mask = np.ones(len(f), dtype=np.bool_) if only is None else np.ascontiguousarray(only, dtype=np.bool_)
+    out = _grid_intersections(v, f, float(cell), mask)
     if len(out):
         out = out[np.lexsort((out[:, 1], out[:, 0]))]
     return out

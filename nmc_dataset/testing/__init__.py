@@ -26,7 +26,7 @@ _EXPORTS = {
     "_shell_loop": ["format_loop_table", "run_truth_loop"],
     "_ebsd": ["misorientation_angle_bruteforce", "adjusted_rand_index", "contingency"],
     "_tomography": ["project_reference", "backproject_reference", "pull_back_reference"],
-    "_export": ["int_rows_reference", "write_grains_glb_trimesh"],
+    "_export": ["decimation_violations", "int_rows_reference", "write_grains_glb_trimesh"],
     "_tetfiles": [
         "block_bad_reference",
         "components_reference",

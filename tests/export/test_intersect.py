@@ -31,6 +31,9 @@ def test_grid_finder_equals_all_pairs(seed):
     # the cell size changes only the candidates (tiny cells: each pair seen in many cells)
     np.testing.assert_array_equal(self_intersections(v, f, cell=0.03), slow)
     np.testing.assert_array_equal(self_intersections(v, f, cell=5.0), slow)
+    # restricted to pairs with a marked triangle (the check after a local repair)
+    only = rng.random(len(f)) < 0.3
+    np.testing.assert_array_equal(self_intersections(v, f, only=only), slow[only[slow].any(axis=1)])
 
 
 def test_clean_and_known_cases():

@@ -383,8 +383,10 @@ def write_particle_meshes(
 
     The tet mesh is made from the same conforming surface as the surface files (no
     re-voxelising): with ``mesh_size_um`` that surface is first coarsened by constrained vertex
-    clustering (:func:`nmc_dataset.export._decimate.coarsen_surface`: same grains, same grain
-    pairs, grain volumes within a few % of the voxel volumes) and gmsh grades the interior from it.
+    clustering (:func:`nmc_dataset.export._decimate.coarsen_surface`) and then by constrained edge
+    collapses (:func:`nmc_dataset.export._collapse.decimate_surface`), both keeping the grains, the
+    grain pairs and the grain volumes (within a few % of the voxel volumes), and gmsh grades the
+    interior from it.
 
     Parameters
     ----------

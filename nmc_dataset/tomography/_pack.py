@@ -57,7 +57,6 @@ from nmc_dataset.particles._voxelize import (
     _cubemap_bins,
     _cubemap_centres,
     gbpd_grid_labels,
-    particle_grid,
     shell_grid,
     shell_mask,
 )
@@ -70,6 +69,8 @@ PACK_STREAM = 11
 #: Stream number for the packing positions.
 POSITION_STREAM = 12
 BINDER_MODES = ("bridge", "coating")
+#: A jammed packing is trimmed (its last particles taken out) down to this much below the request.
+FRACTION_TOLERANCE = 0.02
 ELECTROLYTES = ("none", "liquid", "solid")
 _CUBE_BINS = 48
 #: the cap test runs for pairs whose centre-line gap is below this fraction of their distance
@@ -164,6 +165,15 @@ class _Shapes:
         pts = self.table[:, :, None] * centres[None]
         self.lo = pts.min(axis=1) * 1.02
         self.hi = pts.max(axis=1) * 1.02
+
+    def head(self, m: int) -> "_Shapes":
+        """The shapes of particles ``0 .. m − 1``."""
+        out = object.__new__(_Shapes)
+        arrays = (self.table, self.tmax, self.rmax, self.lo, self.hi)
+        out.table, out.tmax, out.rmax, out.lo, out.hi = (a[:m] for a in arrays)
+        out.caps = [(d, r[:m]) for d, r in self.caps]
+        out.cap_dirs, out.cap_r = out.caps[0]
+        return out
 
     def lookup(self, idx: np.ndarray, u: np.ndarray) -> np.ndarray:
         """``R_idx(u)`` for particle indices ``idx`` (P,) and directions ``u`` (P, 3) (nearest bin)."""
@@ -328,6 +338,7 @@ def pack_centres(
     shakes: int = 3,
     shake_shrink: float = 0.01,
     shake_reach: float = 0.04,
+    min_fraction: float | None = None,
 ):
     """Positions (µm, ``x, y, z``) of particles packed without overlap (see module docs).
 
@@ -337,8 +348,12 @@ def pack_centres(
     ``shake_shrink`` (relative size), relax to zero overlap there and grow again with half the
     previous step; only when the fraction relaxed clean from the jammed state is within
     ``shake_reach`` of the request (further away a shake cannot bridge the gap and the error comes
-    at once). Returns ``(centres (N, 3), stats)``; raises :class:`InputError` when the packing
-    still jams, naming the largest fraction that was reached without overlap.
+    at once). Still jammed and ``min_fraction`` given, the last particles (highest indices) are
+    taken out of the jammed packing one at a time, each time relaxing the rest, while the remaining
+    particles' fraction stays ``>= min_fraction`` (a jammed packing relaxes into the room a
+    particle leaves). Returns ``(centres (M, 3), stats)`` of the first ``M <= N`` particles
+    (``stats["trimmed"] = N − M``); raises :class:`InputError` when the packing still jams, naming
+    the largest fraction that was reached without overlap.
     """
     sh = _Shapes(coeffs_um)
     n = len(coeffs_um)
@@ -399,7 +414,16 @@ def pack_centres(
             if clean:
                 s_clean = max(s_clean, s)
             ok = grow(s, growth / 2**n_shakes)
-        if not ok:
+        m = n
+        while not ok and min_fraction is not None and m > 1 and vols[: m - 1].sum() / L**3 >= min_fraction:
+            # trim: the jammed packing relaxes into the room the last particle leaves
+            m -= 1
+            xm = x[:m]
+            ok, its, _ = _relax(xm, sh.head(m), 1.0, L, periodic, pad_um, final_iter // 3, rng, fine=True)
+            total_its += its
+        if ok:
+            x = x[:m]
+        else:
             if n_shakes:
                 s_clean = largest_clean(s_clean)
             raise InputError(
@@ -411,7 +435,8 @@ def pack_centres(
         "relax_iterations": int(total_its),
         "growth_steps": int(steps),
         "shakes": int(n_shakes),
-        "analytic_fraction": float(phi),
+        "trimmed": int(n - len(x)),
+        "analytic_fraction": float(vols[: len(x)].sum() / L**3),
     }
 
 
@@ -588,11 +613,15 @@ def clear_voxel_overlaps(
         contacts = voxel_contacts(coeffs_um, blocks, n, periodic)
         bad = {ij: depth - neck_um for ij, (_, depth) in contacts.items() if neck_um <= 0 or depth > neck_um}
         if not bad:
-            return (x % L if periodic else x), blocks, {
-                "voxel_rounds": r + 1,
-                "voxel_pairs_separated": len(extra),
-                "voxel_moved": int(moved.sum()),
-            }
+            return (
+                (x % L if periodic else x),
+                blocks,
+                {
+                    "voxel_rounds": r + 1,
+                    "voxel_pairs_separated": len(extra),
+                    "voxel_moved": int(moved.sum()),
+                },
+            )
         for (i, j), excess in bad.items():
             key = i * N + j
             extra[key] = extra.get(key, 0.0) + max(excess, 0.0) + 0.5 * h
@@ -657,6 +686,23 @@ def _voxelize_task(args):
     return _voxelize_at(*args)
 
 
+#: Modules a fork server imports once for all workers (a spawned worker imports them itself: ~5 CPU-s,
+#: half of it torch, which the grain model's network needs).
+_WORKER_PRELOAD = ["nmc_dataset.tomography._pack", "nmc_dataset.calibration._generator"]
+
+
+def _worker_context():
+    """``forkserver`` where available (workers fork from a single-threaded server that imported the
+    modules once; never fork the main process, whose numba/torch thread pools may run), else ``spawn``."""
+    import multiprocessing
+
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(_WORKER_PRELOAD)
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
 class _ParticlePipeline:
     """Draws and voxelises the particles of a pack, in index order, serially or in worker processes.
 
@@ -675,13 +721,11 @@ class _ParticlePipeline:
 
     def start(self):
         if self.workers > 1:
-            import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
-            # spawn: numba/torch thread pools must not be forked
             self.ex = ProcessPoolExecutor(
                 self.workers,
-                mp_context=multiprocessing.get_context("spawn"),
+                mp_context=_worker_context(),
                 initializer=_init_worker,
                 initargs=self.models,
             )
@@ -692,8 +736,9 @@ class _ParticlePipeline:
 
     def voxelized(self, centres, h, blocks):
         """Yield ``(k, particle, local labels, start, grid)`` for ``k = 0, 1, ...`` (``blocks``: the shell
-        masks of :func:`_shell_block` at ``centres``, released as they are used)."""
-        n = len(self.draw_args)
+        masks of :func:`_shell_block` at ``centres``, released as they are used; the particles of the
+        first ``len(centres)`` draws)."""
+        n = len(centres)
         if self.ex is None:
             for k in range(n):
                 p = _draw_particle(self.draw_args[k])
@@ -1006,7 +1051,10 @@ def pack_electrode(
     try:
         rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(POSITION_STREAM,)))
         pad = 0.25 * h - 0.5 * neck_um
-        centres, stats = pack_centres(coeffs, L, periodic=periodic, pad_um=pad, rng=rng)
+        centres, stats = pack_centres(
+            coeffs, L, periodic=periodic, pad_um=pad, rng=rng, min_fraction=solid_fraction - FRACTION_TOLERANCE
+        )
+        coeffs, vols = coeffs[: len(centres)], vols[: len(centres)]
         centres, blocks, vstats = clear_voxel_overlaps(
             coeffs, centres, L, h, periodic=periodic, pad_um=pad, neck_um=neck_um, rng=rng
         )

@@ -6,7 +6,7 @@ import pytest
 from scipy import ndimage
 
 from nmc_dataset.errors import InputError
-from nmc_dataset.particles._voxelize import inside_shell
+from nmc_dataset.particles._voxelize import inside_shell, particle_grid
 from nmc_dataset.tomography import _pack as pack
 
 H = 0.1
@@ -170,7 +170,7 @@ def test_gap_fields_parallel_rows_equal_a_serial_pass(models):
     parts = []
     for k in range(3):
         c = shell.sample_coefficients(1, rng)[0] * shell.voxel_size_um * 0.6  # ~0.55 µm: blocks > 12 voxels
-        g0 = pack.particle_grid(SimpleNamespace(coeffs_um=c, pixel_size_um=0.05), h, pad=1)
+        g0 = particle_grid(SimpleNamespace(coeffs_um=c, pixel_size_um=0.05), h, pad=1)
         grid = pack.OffsetGrid(g0.shape, g0.index_lo, h, rng.uniform(-0.05, 0.05, 3))
         parts.append((SimpleNamespace(coeffs_um=c, degree=round(np.sqrt(len(c))) - 1), grid, rng.integers(0, n, 3)))
     assert max(g.shape[0] for _, g, _ in parts) + 8 > n  # exercises the slabs

@@ -268,6 +268,22 @@ def _penetration_reference(sh: _Shapes, s: float, pad: float, i, j, d):
     return np.where(near, depth, line), u
 
 
+_SHIFTS = np.array([(a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1) if (a, b, c) != (0, 0, 0)])
+
+
+def _other_images(i, j, d, reach, L):
+    """Add the pairs' other periodic images within ``reach`` (a box narrower than two particles
+    lets one pair touch through two images; the minimum image alone would miss the second)."""
+    dd = d[:, None, :] + L * _SHIFTS[None, :, :]
+    p, t = np.nonzero(np.linalg.norm(dd, axis=2) < reach[:, None])
+    return (
+        np.concatenate([i, i[p]]),
+        np.concatenate([j, j[p]]),
+        np.concatenate([d, dd[p, t]]),
+        np.concatenate([reach, reach[p]]),
+    )
+
+
 def _relax(x, sh, s, L, periodic, pad, max_iter, rng, tol=0.0, fine=False, extra=None):
     """Push overlapping pairs apart until no depth exceeds ``tol``; returns (converged, iterations, max depth).
 
@@ -297,7 +313,10 @@ def _relax(x, sh, s, L, periodic, pad, max_iter, rng, tol=0.0, fine=False, extra
             d = x[j] - x[i]
             if periodic:
                 d -= L * np.round(d / L)
-            keep = np.linalg.norm(d, axis=1) < s * (sh.rmax[i] + sh.rmax[j]) + 2 * pad + e_max
+            reach = s * (sh.rmax[i] + sh.rmax[j]) + 2 * pad + e_max
+            if periodic and L < 2 * reach.max():
+                i, j, d, reach = _other_images(i, j, d, reach, L)
+            keep = np.linalg.norm(d, axis=1) < reach
             i, j, d = i[keep], j[keep], d[keep]
             if len(i):
                 depth, u = _penetration(sh, s, pad, i, j, d, fine)
@@ -348,12 +367,13 @@ def pack_centres(
     ``shake_shrink`` (relative size), relax to zero overlap there and grow again with half the
     previous step; only when the fraction relaxed clean from the jammed state is within
     ``shake_reach`` of the request (further away a shake cannot bridge the gap and the error comes
-    at once). Still jammed and ``min_fraction`` given, the last particles (highest indices) are
+    at once). Before shaking, if ``min_fraction`` is given, the last particles (highest indices) are
     taken out of the jammed packing one at a time, each time relaxing the rest, while the remaining
     particles' fraction stays ``>= min_fraction`` (a jammed packing relaxes into the room a
-    particle leaves). Returns ``(centres (M, 3), stats)`` of the first ``M <= N`` particles
-    (``stats["trimmed"] = N − M``); raises :class:`InputError` when the packing still jams, naming
-    the largest fraction that was reached without overlap.
+    particle leaves); the shakes then work on the particles left. Returns ``(centres (M, 3),
+    stats)`` of the first ``M <= N`` particles (``stats["trimmed"] = N − M``); raises
+    :class:`InputError` when the packing still jams, naming the largest fraction that was reached
+    without overlap.
     """
     sh = _Shapes(coeffs_um)
     n = len(coeffs_um)
@@ -402,6 +422,14 @@ def pack_centres(
 
     if not ok:
         s_clean = largest_clean(s_clean)
+        m = n
+        while not ok and min_fraction is not None and m > 1 and vols[: m - 1].sum() / L**3 >= min_fraction:
+            # trim: the jammed packing relaxes into the room the last particle leaves
+            m -= 1
+            ok, its, _ = _relax(x[:m], sh.head(m), 1.0, L, periodic, pad_um, final_iter // 3, rng, fine=True)
+            total_its += its
+        if m < n:  # trimmed (as far as allowed): go on with these particles
+            x, sh = x[:m].copy(), sh.head(m)
         # shaking gains a few hundredths of the fraction near jamming; far beyond, report at once
         near = phi * (1.0 - s_clean**3) <= shake_reach
         while not ok and near and n_shakes < shakes:
@@ -411,21 +439,10 @@ def pack_centres(
             s = 1.0 - shake_shrink
             clean, its, _ = _relax(x, sh, s, L, periodic, pad_um, final_iter, rng, fine=True)
             total_its += its
-            if clean:
+            if clean and m == n:
                 s_clean = max(s_clean, s)
             ok = grow(s, growth / 2**n_shakes)
-        m = n
-        while not ok and min_fraction is not None and m > 1 and vols[: m - 1].sum() / L**3 >= min_fraction:
-            # trim: the jammed packing relaxes into the room the last particle leaves
-            m -= 1
-            xm = x[:m]
-            ok, its, _ = _relax(xm, sh.head(m), 1.0, L, periodic, pad_um, final_iter // 3, rng, fine=True)
-            total_its += its
-        if ok:
-            x = x[:m]
-        else:
-            if n_shakes:
-                s_clean = largest_clean(s_clean)
+        if not ok:
             raise InputError(
                 f"the requested active fraction {phi:.3f} is not reachable: the packing jammed, the "
                 f"maximum reached without overlap is {phi * s_clean**3:.3f}",

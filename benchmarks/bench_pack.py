@@ -112,7 +112,8 @@ def main():
     )
     s = info["seconds"]
     print(
-        f"  packing {s['pack']:.1f} s, particles {s['particles']:.1f} s, binder+labels "
+        f"  packing {s['pack']:.1f} s (relaxation {s.get('relax', 0):.1f} s, then the exact voxel check), "
+        f"particles {s['particles']:.1f} s, binder+labels "
         f"{s['total'] - s['pack'] - s['particles']:.1f} s; total {total:.1f} s (target 60 s: x{total / 60:.2f})"
     )
     print(

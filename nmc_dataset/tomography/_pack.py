@@ -367,10 +367,10 @@ def pack_centres(
     ``shake_shrink`` (relative size), relax to zero overlap there and grow again with half the
     previous step; only when the fraction relaxed clean from the jammed state is within
     ``shake_reach`` of the request (further away a shake cannot bridge the gap and the error comes
-    at once). Before shaking, if ``min_fraction`` is given, the last particles (highest indices) are
+    at once). Still jammed and ``min_fraction`` given, the last particles (highest indices) are
     taken out of the jammed packing one at a time, each time relaxing the rest, while the remaining
     particles' fraction stays ``>= min_fraction`` (a jammed packing relaxes into the room a
-    particle leaves); the shakes then work on the particles left. Returns ``(centres (M, 3),
+    particle leaves). Returns ``(centres (M, 3),
     stats)`` of the first ``M <= N`` particles (``stats["trimmed"] = N − M``); raises
     :class:`InputError` when the packing still jams, naming the largest fraction that was reached
     without overlap.
@@ -422,14 +422,6 @@ def pack_centres(
 
     if not ok:
         s_clean = largest_clean(s_clean)
-        m = n
-        while not ok and min_fraction is not None and m > 1 and vols[: m - 1].sum() / L**3 >= min_fraction:
-            # trim: the jammed packing relaxes into the room the last particle leaves
-            m -= 1
-            ok, its, _ = _relax(x[:m], sh.head(m), 1.0, L, periodic, pad_um, final_iter // 3, rng, fine=True)
-            total_its += its
-        if m < n:  # trimmed (as far as allowed): go on with these particles
-            x, sh = x[:m].copy(), sh.head(m)
         # shaking gains a few hundredths of the fraction near jamming; far beyond, report at once
         near = phi * (1.0 - s_clean**3) <= shake_reach
         while not ok and near and n_shakes < shakes:
@@ -439,10 +431,20 @@ def pack_centres(
             s = 1.0 - shake_shrink
             clean, its, _ = _relax(x, sh, s, L, periodic, pad_um, final_iter, rng, fine=True)
             total_its += its
-            if clean and m == n:
+            if clean:
                 s_clean = max(s_clean, s)
             ok = grow(s, growth / 2**n_shakes)
-        if not ok:
+        m = n
+        while not ok and min_fraction is not None and m > 1 and vols[: m - 1].sum() / L**3 >= min_fraction:
+            # trim: the jammed packing relaxes into the room the last particle leaves
+            m -= 1
+            ok, its, _ = _relax(x[:m], sh.head(m), 1.0, L, periodic, pad_um, final_iter // 3, rng, fine=True)
+            total_its += its
+        if ok:
+            x = x[:m]
+        else:
+            if n_shakes:
+                s_clean = largest_clean(s_clean)
             raise InputError(
                 f"the requested active fraction {phi:.3f} is not reachable: the packing jammed, the "
                 f"maximum reached without overlap is {phi * s_clean**3:.3f}",

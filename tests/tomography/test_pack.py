@@ -349,3 +349,17 @@ def test_clearing_separates_shells_that_share_voxels(models, neck):
     for k in range(6):
         m, start, _ = pack._shell_block(coeffs[k], x[k], H)
         assert np.array_equal(m, blocks[k][0]) and np.array_equal(start, blocks[k][1])
+
+
+def test_a_box_narrower_than_two_particles_packs_without_shared_voxels(models):
+    """In a periodic box narrower than two particle diameters a pair can touch through two images
+    (the packer then relaxes both): the exact voxels of such a packing share no voxel centre."""
+    shell, _ = models
+    L = 3.6
+    coeffs, _ = pack.draw_shells(shell, 2, 0.3 * L**3)
+    sh = pack._Shapes(coeffs)
+    assert L < 2 * (2 * sh.rmax.max() + 2 * 0.025)  # second images are within reach
+    rng = np.random.default_rng(np.random.SeedSequence(2, spawn_key=(pack.POSITION_STREAM,)))
+    x, _ = pack.pack_centres(coeffs, L, periodic=True, pad_um=0.025, rng=rng)
+    x, _, stats = pack.clear_voxel_overlaps(coeffs, x, L, H, periodic=True, pad_um=0.025, rng=rng)
+    assert _brute_contacts(coeffs, x, round(L / H), True) == {}

@@ -367,7 +367,7 @@ def pack_centres(
     ``shake_shrink`` (relative size), relax to zero overlap there and grow again with half the
     previous step; only when the fraction relaxed clean from the jammed state is within
     ``shake_reach`` of the request (further away a shake cannot bridge the gap and the error comes
-    at once). Still jammed and ``min_fraction`` given, the last particles (highest indices) are
+    at once). Still jammed (and within that reach) with ``min_fraction`` given, the last particles (highest indices) are
     taken out of the jammed packing one at a time, each time relaxing the rest, while the remaining
     particles' fraction stays ``>= min_fraction`` (a jammed packing relaxes into the room a
     particle leaves). Returns ``(centres (M, 3),
@@ -435,7 +435,7 @@ def pack_centres(
                 s_clean = max(s_clean, s)
             ok = grow(s, growth / 2**n_shakes)
         m = n
-        while not ok and min_fraction is not None and m > 1 and vols[: m - 1].sum() / L**3 >= min_fraction:
+        while not ok and near and min_fraction is not None and m > 1 and vols[: m - 1].sum() / L**3 >= min_fraction:
             # trim: the jammed packing relaxes into the room the last particle leaves
             m -= 1
             ok, its, _ = _relax(x[:m], sh.head(m), 1.0, L, periodic, pad_um, final_iter // 3, rng, fine=True)

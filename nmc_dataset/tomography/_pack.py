@@ -1091,7 +1091,7 @@ def pack_electrode(
         coeffs, vols = coeffs[: len(centres)], vols[: len(centres)]
         t_relax = time.perf_counter() - t0
         centres, blocks, vstats = clear_voxel_overlaps(
-            coeffs, centres, L, h, periodic=periodic, pad_um=pad, neck_um=neck_um, rng=rng, blocks_of=pipe.shell_blocks
+            coeffs, centres, L, h, periodic=periodic, pad_um=pad, neck_um=neck_um, rng=rng
         )
         stats.update(vstats)
         t_pack = time.perf_counter() - t0

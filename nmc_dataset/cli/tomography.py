@@ -107,6 +107,11 @@ def _cmd_pack(args) -> int:
         e.info["overlap_voxels"],
         out,
     )
+    if e.info.get("trimmed"):
+        log.info(
+            "the packing jammed at the request: its last %d drawn particles were left out (allowed within 0.02)",
+            e.info["trimmed"],
+        )
     return 0
 
 

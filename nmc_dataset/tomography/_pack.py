@@ -57,7 +57,7 @@ from nmc_dataset.particles._voxelize import (
     _cubemap_bins,
     _cubemap_centres,
     gbpd_grid_labels,
-    particle_grid,
+    shell_grid,
     shell_mask,
 )
 from nmc_dataset.shells._harmonics import icosphere, radius, sh_basis
@@ -69,6 +69,8 @@ PACK_STREAM = 11
 #: Stream number for the packing positions.
 POSITION_STREAM = 12
 BINDER_MODES = ("bridge", "coating")
+#: A jammed packing is trimmed (its last particles taken out) down to this much below the request.
+FRACTION_TOLERANCE = 0.02
 ELECTROLYTES = ("none", "liquid", "solid")
 _CUBE_BINS = 48
 #: the cap test runs for pairs whose centre-line gap is below this fraction of their distance
@@ -164,6 +166,15 @@ class _Shapes:
         self.lo = pts.min(axis=1) * 1.02
         self.hi = pts.max(axis=1) * 1.02
 
+    def head(self, m: int) -> "_Shapes":
+        """The shapes of particles ``0 .. m − 1``."""
+        out = object.__new__(_Shapes)
+        arrays = (self.table, self.tmax, self.rmax, self.lo, self.hi)
+        out.table, out.tmax, out.rmax, out.lo, out.hi = (a[:m] for a in arrays)
+        out.caps = [(d, r[:m]) for d, r in self.caps]
+        out.cap_dirs, out.cap_r = out.caps[0]
+        return out
+
     def lookup(self, idx: np.ndarray, u: np.ndarray) -> np.ndarray:
         """``R_idx(u)`` for particle indices ``idx`` (P,) and directions ``u`` (P, 3) (nearest bin)."""
         return self.table[idx, _cubemap_bins(u, _CUBE_BINS)]
@@ -257,12 +268,33 @@ def _penetration_reference(sh: _Shapes, s: float, pad: float, i, j, d):
     return np.where(near, depth, line), u
 
 
-def _relax(x, sh, s, L, periodic, pad, max_iter, rng, tol=0.0, fine=False):
-    """Push overlapping pairs apart until no depth exceeds ``tol``; returns (converged, iterations, max depth)."""
+_SHIFTS = np.array([(a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1) if (a, b, c) != (0, 0, 0)])
+
+
+def _other_images(i, j, d, reach, L):
+    """Add the pairs' other periodic images within ``reach`` (a box narrower than two particles
+    lets one pair touch through two images; the minimum image alone would miss the second)."""
+    dd = d[:, None, :] + L * _SHIFTS[None, :, :]
+    p, t = np.nonzero(np.linalg.norm(dd, axis=2) < reach[:, None])
+    return (
+        np.concatenate([i, i[p]]),
+        np.concatenate([j, j[p]]),
+        np.concatenate([d, dd[p, t]]),
+        np.concatenate([reach, reach[p]]),
+    )
+
+
+def _relax(x, sh, s, L, periodic, pad, max_iter, rng, tol=0.0, fine=False, extra=None):
+    """Push overlapping pairs apart until no depth exceeds ``tol``; returns (converged, iterations, max depth).
+
+    ``extra``: ``(keys, values)``, sorted pair keys ``i·N + j`` (``i < j``) and the extra separation
+    (µm) each of those pairs must keep (added to its overlap depth; from the exact voxel check).
+    """
 
     n = len(x)
     depth_max = np.inf
-    cut = 2 * s * sh.rmax.max() + 2 * pad
+    e_max = float(extra[1].max()) if extra is not None and len(extra[0]) else 0.0
+    cut = 2 * s * sh.rmax.max() + 2 * pad + e_max
     jitter = 1e-3 * s * sh.rmax.mean()
     push_extra = 3e-3 * s * sh.rmax.mean()  # separate a little beyond contact: fewer re-overlaps
     pairs, since = None, 0
@@ -281,10 +313,15 @@ def _relax(x, sh, s, L, periodic, pad, max_iter, rng, tol=0.0, fine=False):
             d = x[j] - x[i]
             if periodic:
                 d -= L * np.round(d / L)
-            keep = np.linalg.norm(d, axis=1) < s * (sh.rmax[i] + sh.rmax[j]) + 2 * pad
+            reach = s * (sh.rmax[i] + sh.rmax[j]) + 2 * pad + e_max
+            if periodic and L < 2 * reach.max():
+                i, j, d, reach = _other_images(i, j, d, reach, L)
+            keep = np.linalg.norm(d, axis=1) < reach
             i, j, d = i[keep], j[keep], d[keep]
             if len(i):
                 depth, u = _penetration(sh, s, pad, i, j, d, fine)
+                if e_max > 0:
+                    depth += _pair_values(extra, i * n + j)
                 hit = depth > tol
                 if hit.any():
                     depth_max = float(depth[hit].max())
@@ -320,6 +357,7 @@ def pack_centres(
     shakes: int = 3,
     shake_shrink: float = 0.01,
     shake_reach: float = 0.04,
+    min_fraction: float | None = None,
 ):
     """Positions (µm, ``x, y, z``) of particles packed without overlap (see module docs).
 
@@ -329,8 +367,13 @@ def pack_centres(
     ``shake_shrink`` (relative size), relax to zero overlap there and grow again with half the
     previous step; only when the fraction relaxed clean from the jammed state is within
     ``shake_reach`` of the request (further away a shake cannot bridge the gap and the error comes
-    at once). Returns ``(centres (N, 3), stats)``; raises :class:`InputError` when the packing
-    still jams, naming the largest fraction that was reached without overlap.
+    at once). Still jammed (and within that reach) with ``min_fraction`` given, the last particles (highest indices) are
+    taken out of the jammed packing one at a time, each time relaxing the rest, while the remaining
+    particles' fraction stays ``>= min_fraction`` (a jammed packing relaxes into the room a
+    particle leaves). Returns ``(centres (M, 3),
+    stats)`` of the first ``M <= N`` particles (``stats["trimmed"] = N − M``); raises
+    :class:`InputError` when the packing still jams, naming the largest fraction that was reached
+    without overlap.
     """
     sh = _Shapes(coeffs_um)
     n = len(coeffs_um)
@@ -359,7 +402,9 @@ def pack_centres(
             s = min(1.0, s * (1 + step))
             _, its, _ = _relax(x, sh, s, L, periodic, pad_um, grow_iter, rng, tol=0.01 * rmean * s)
             total_its += its
-        ok, its, _ = _relax(x, sh, 1.0, L, periodic, pad_um, final_iter, rng)
+        # at full size the contact test uses the fine cap (642 directions): the coarse one misses
+        # contacts between its directions, which the exact voxel check would then have to separate
+        ok, its, _ = _relax(x, sh, 1.0, L, periodic, pad_um, final_iter, rng, fine=True)
         total_its += its
         return ok
 
@@ -371,7 +416,7 @@ def pack_centres(
         hi = 1.0
         for _ in range(6):
             mid = 0.5 * (lo + hi)
-            clean, _, _ = _relax(x.copy(), sh, mid, L, periodic, pad_um, final_iter // 4, rng)
+            clean, _, _ = _relax(x.copy(), sh, mid, L, periodic, pad_um, final_iter // 4, rng, fine=True)
             lo, hi = (mid, hi) if clean else (lo, mid)
         return lo
 
@@ -384,12 +429,20 @@ def pack_centres(
             # bodies rearrange collectively instead of locking into the first jammed arrangement
             n_shakes += 1
             s = 1.0 - shake_shrink
-            clean, its, _ = _relax(x, sh, s, L, periodic, pad_um, final_iter, rng)
+            clean, its, _ = _relax(x, sh, s, L, periodic, pad_um, final_iter, rng, fine=True)
             total_its += its
             if clean:
                 s_clean = max(s_clean, s)
             ok = grow(s, growth / 2**n_shakes)
-        if not ok:
+        m = n
+        while not ok and near and min_fraction is not None and m > 1 and vols[: m - 1].sum() / L**3 >= min_fraction:
+            # trim: the jammed packing relaxes into the room the last particle leaves
+            m -= 1
+            ok, its, _ = _relax(x[:m], sh.head(m), 1.0, L, periodic, pad_um, final_iter // 3, rng, fine=True)
+            total_its += its
+        if ok:
+            x = x[:m]
+        else:
             if n_shakes:
                 s_clean = largest_clean(s_clean)
             raise InputError(
@@ -401,8 +454,222 @@ def pack_centres(
         "relax_iterations": int(total_its),
         "growth_steps": int(steps),
         "shakes": int(n_shakes),
-        "analytic_fraction": float(phi),
+        "trimmed": int(n - len(x)),
+        "analytic_fraction": float(vols[: len(x)].sum() / L**3),
     }
+
+
+# --------------------------------------------------------------------------- exact voxel check
+def _pair_values(extra, keys):
+    """Values of ``extra = (sorted keys, values)`` at ``keys`` (0 where a key is absent)."""
+    k, v = extra
+    if not len(k):
+        return np.zeros(len(keys))
+    pos = np.minimum(np.searchsorted(k, keys), len(k) - 1)
+    return np.where(k[pos] == keys, v[pos], 0.0)
+
+
+def _shell_block(coeffs_um, centre_um, h):
+    """Exact inside-shell mask of a shell centred at ``centre_um`` on the box lattice.
+
+    Returns ``(mask (z, y, x) bool, start, grid)``: ``start`` is the box index (x, y, z) of local
+    voxel ``[0, 0, 0]`` (unwrapped), ``grid`` the particle-centred lattice at the sub-voxel offset.
+    The same lattice and test as :func:`_voxelize_at`, so its mask is the particle's voxels.
+    """
+    g0 = shell_grid(coeffs_um, h, pad=3)
+    c_idx = np.floor(np.asarray(centre_um) / h - 0.5 + 0.5).astype(np.int64)  # nearest box voxel (x, y, z)
+    offset = (c_idx + 0.5) * h - np.asarray(centre_um)
+    grid = OffsetGrid(g0.shape, g0.index_lo, h, offset)
+    return shell_mask(coeffs_um, grid), c_idx + np.asarray(g0.index_lo), grid
+
+
+def _shell_block_task(args):
+    """Worker: :func:`_shell_block`."""
+    return _shell_block(*args)
+
+
+def _radial_depth(coeffs_um, grid, local_zyx):
+    """``R(u) − |x − c|`` (µm, exact SH radius) at local voxels ``(k, j, i)`` of a particle's lattice."""
+    kk, jj, ii = local_zyx
+    pts = np.stack([grid.axis_coords_um("x")[ii], grid.axis_coords_um("y")[jj], grid.axis_coords_um("z")[kk]], 1)
+    r = np.linalg.norm(pts, axis=1)
+    u = pts / np.maximum(r, 1e-12)[:, None]
+    return np.asarray(radius(coeffs_um, u)).reshape(-1) - r
+
+
+def voxel_contacts(coeffs_um, blocks, n, periodic, pairs=None):
+    """Pairs of particles whose voxels share a voxel centre, with their depth there.
+
+    Parameters
+    ----------
+    coeffs_um : (N, K) float array
+        Shell coefficients (µm).
+    blocks : list of (mask, start, grid)
+        Each particle's exact voxels on the box lattice (:func:`_shell_block`).
+    n : int
+        Box edge in voxels.
+    periodic : bool
+        Periodic box (blocks meet across the faces).
+    pairs : (P, 2) int array, optional
+        Candidate pairs (default: every pair whose blocks overlap).
+
+    Returns
+    -------
+    dict
+        ``(i, j) -> (voxels, depth_um)`` for ``i < j`` with at least one shared voxel centre:
+        the number of shared voxels and the largest neck depth over them,
+        ``max_x (R_i(u_i) − |x − c_i|) + (R_j(u_j) − |x − c_j|)`` (the thickness of the lens the two
+        shells share, measured along the radii; ≈ the interpenetration depth of the surfaces).
+    """
+    starts = np.array([b[1] for b in blocks], dtype=np.int64)
+    shapes = np.array([b[0].shape[::-1] for b in blocks], dtype=np.int64)  # x, y, z
+    if pairs is None:
+        ctr = starts + shapes / 2.0
+        half = shapes.max() / 2.0
+        tree = cKDTree(ctr % n, boxsize=n) if periodic else cKDTree(ctr)
+        pairs = tree.query_pairs(2 * half * np.sqrt(3) + 1, output_type="ndarray")
+    shifts = (-n, 0, n) if periodic else (0,)
+    out = {}
+    for i, j in pairs:
+        i, j = (int(i), int(j)) if i < j else (int(j), int(i))
+        mi, si, gi = blocks[i]
+        mj, sj, gj = blocks[j]
+        per_axis = []
+        for a in range(3):
+            opts = []
+            for t in shifts:
+                lo = max(si[a], sj[a] + t)
+                hi = min(si[a] + shapes[i, a], sj[a] + t + shapes[j, a])
+                if hi > lo:
+                    opts.append((lo, hi, t))
+            if not opts:
+                break
+            per_axis.append(opts)
+        if len(per_axis) < 3:
+            continue
+        count, depth = 0, -np.inf
+        for ox in per_axis[0]:
+            for oy in per_axis[1]:
+                for oz in per_axis[2]:
+                    box = (oz, oy, ox)  # z, y, x
+                    ai = tuple(slice(b[0] - si[2 - q], b[1] - si[2 - q]) for q, b in enumerate(box))
+                    aj = tuple(slice(b[0] - sj[2 - q] - b[2], b[1] - sj[2 - q] - b[2]) for q, b in enumerate(box))
+                    both = mi[ai] & mj[aj]
+                    if not both.any():
+                        continue
+                    loc = np.nonzero(both)
+                    li = tuple(loc[q] + ai[q].start for q in range(3))
+                    lj = tuple(loc[q] + aj[q].start for q in range(3))
+                    d = _radial_depth(coeffs_um[i], gi, li) + _radial_depth(coeffs_um[j], gj, lj)
+                    count += len(d)
+                    depth = max(depth, float(d.max()))
+        if count:
+            out[(i, j)] = (count, depth)
+    return out
+
+
+def clear_voxel_overlaps(
+    coeffs_um, centres, box_um, h, *, periodic, pad_um, neck_um=0.0, rng, rounds=12, max_iter=3000, blocks_of=None
+):
+    """Move packed particles apart until their exact voxels meet only in the requested necks.
+
+    The packer's contact test works on tabulated radius functions and a sparse cap of surface
+    directions, so two bodies it sees apart can still share voxel centres where their exact
+    shells meet. Here every particle is voxelised exactly (:func:`_shell_block`, the voxels it
+    will have in the box) and every pair sharing voxel centres is measured
+    (:func:`voxel_contacts`): without necks any shared voxel, with necks a neck depth beyond
+    ``neck_um``, is a violation. A violating pair must then keep the measured excess plus half a
+    voxel more separation in the packer's own depth; the relaxation runs with those pair
+    separations and the moved particles are voxelised again, until no pair violates.
+
+    Parameters
+    ----------
+    coeffs_um : (N, K) float array
+        Shell coefficients (µm).
+    centres : (N, 3) float array
+        Packed centres (µm, ``x, y, z``); not modified.
+    box_um : float
+        Box edge (µm), a whole number of voxels.
+    h : float
+        Voxel edge (µm).
+    periodic : bool
+        Periodic box or hard walls.
+    pad_um : float
+        The packer's skin (``pack_centres``' ``pad_um``).
+    neck_um : float
+        Allowed neck depth (µm), 0 for none.
+    rng : numpy.random.Generator
+        Jitter of the relaxation.
+    rounds : int
+        Voxel checks at most.
+    max_iter : int
+        Relaxation iterations per round.
+    blocks_of : callable, optional
+        ``blocks_of(coeffs (M, K), centres (M, 3), h)`` -> the :func:`_shell_block` of each, in order
+        (e.g. computed by worker processes); default: in this process.
+
+    Returns
+    -------
+    centres : (N, 3) float array
+        The moved centres.
+    blocks : list of (mask, start, grid)
+        Each particle's exact voxels at those centres.
+    stats : dict
+        ``voxel_rounds`` (checks made), ``voxel_pairs_separated`` (pairs that had to move apart),
+        ``voxel_moved`` (particles moved).
+
+    Raises
+    ------
+    InputError
+        When the relaxation cannot separate the pairs (a packing at its jamming limit).
+    """
+    x = np.array(centres, dtype=np.float64)
+    L = float(box_um)
+    N = len(x)
+    n = round(L / h)
+    sh = _Shapes(coeffs_um)
+    if blocks_of is None:
+
+        def blocks_of(cs, xs, h):
+            return [_shell_block(c, xx, h) for c, xx in zip(cs, xs)]
+
+    blocks = blocks_of(coeffs_um, x, h)
+    extra = {}
+    moved = np.zeros(N, dtype=bool)
+    for r in range(rounds):
+        contacts = voxel_contacts(coeffs_um, blocks, n, periodic)
+        bad = {ij: depth - neck_um for ij, (_, depth) in contacts.items() if neck_um <= 0 or depth > neck_um}
+        if not bad:
+            return (
+                (x % L if periodic else x),
+                blocks,
+                {
+                    "voxel_rounds": r + 1,
+                    "voxel_pairs_separated": len(extra),
+                    "voxel_moved": int(moved.sum()),
+                },
+            )
+        for (i, j), excess in bad.items():
+            key = i * N + j
+            extra[key] = extra.get(key, 0.0) + max(excess, 0.0) + 0.5 * h
+        keys = np.array(sorted(extra), dtype=np.int64)
+        vals = np.array([extra[k] for k in keys])
+        before = x.copy()
+        ok, _, _ = _relax(x, sh, 1.0, L, periodic, pad_um, max_iter, rng, fine=True, extra=(keys, vals))
+        if not ok:
+            break
+        if periodic:
+            x %= L
+        changed = np.flatnonzero(np.any(x != before, axis=1))
+        moved[changed] = True
+        for k, b in zip(changed, blocks_of(coeffs_um[changed], x[changed], h)):
+            blocks[k] = b
+    phi = 4 * np.pi / 3 * np.mean(sh.table**3, axis=1).sum() / L**3
+    raise InputError(
+        f"the requested active fraction {phi:.3f} is not reachable: the packing jammed while separating "
+        f"the particles' voxels (exact contacts), no packing without overlap at this fraction",
+        "--solid-fraction",
+    )
 
 
 # --------------------------------------------------------------------------- voxels
@@ -429,23 +696,38 @@ def _draw_particle(args):
     )
 
 
-def _voxelize_at(p, centre_um, h):
-    """Voxelise particle ``p`` on the box lattice at its sub-voxel offset: ``(local labels, start, grid)``."""
-    g0 = particle_grid(p, h, pad=3)
-    c_idx = np.floor(centre_um / h - 0.5 + 0.5).astype(np.int64)  # nearest box voxel (x, y, z)
-    offset = (c_idx + 0.5) * h - centre_um
-    grid = OffsetGrid(g0.shape, g0.index_lo, h, offset)
-    mask = shell_mask(p.coeffs_um, grid)
+def _voxelize_at(p, centre_um, h, block=None):
+    """Voxelise particle ``p`` on the box lattice at its sub-voxel offset: ``(local labels, start, grid)``.
+
+    ``block``: its :func:`_shell_block` at ``centre_um``, if already computed.
+    """
+    mask, start, grid = _shell_block(p.coeffs_um, centre_um, h) if block is None else block
     lab = gbpd_grid_labels(p.grains, grid, p.pixel_size_um, mask)
     local = np.zeros(grid.shape, dtype=np.uint32)
     local[mask] = (lab[mask] + 1).astype(np.uint32)
-    start = c_idx + np.asarray(g0.index_lo)  # box index (x, y, z) of local voxel [0, 0, 0]
     return local, start, grid
 
 
 def _voxelize_task(args):
     """Worker: :func:`_voxelize_at` of one drawn particle."""
     return _voxelize_at(*args)
+
+
+#: Modules a fork server imports once for all workers (a spawned worker imports them itself: ~5 CPU-s,
+#: half of it torch, which the grain model's network needs).
+_WORKER_PRELOAD = ["nmc_dataset.tomography._pack", "nmc_dataset.calibration._generator"]
+
+
+def _worker_context():
+    """``forkserver`` where available (workers fork from a single-threaded server that imported the
+    modules once; never fork the main process, whose numba/torch thread pools may run), else ``spawn``."""
+    import multiprocessing
+
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(_WORKER_PRELOAD)
+        return ctx
+    return multiprocessing.get_context("spawn")
 
 
 class _ParticlePipeline:
@@ -466,13 +748,11 @@ class _ParticlePipeline:
 
     def start(self):
         if self.workers > 1:
-            import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
-            # spawn: numba/torch thread pools must not be forked
             self.ex = ProcessPoolExecutor(
                 self.workers,
-                mp_context=multiprocessing.get_context("spawn"),
+                mp_context=_worker_context(),
                 initializer=_init_worker,
                 initargs=self.models,
             )
@@ -481,13 +761,23 @@ class _ParticlePipeline:
             _init_worker(*self.models)
         return self
 
-    def voxelized(self, centres, h):
-        """Yield ``(k, particle, local labels, start, grid)`` for ``k = 0, 1, ...``."""
-        n = len(self.draw_args)
+    def shell_blocks(self, coeffs_um, centres, h):
+        """:func:`_shell_block` of each shell at its centre (in the workers, if any), in order."""
+        args = [(c, x, h) for c, x in zip(coeffs_um, centres)]
+        if self.ex is None:
+            return [_shell_block_task(a) for a in args]
+        return list(self.ex.map(_shell_block_task, args, chunksize=4))
+
+    def voxelized(self, centres, h, blocks):
+        """Yield ``(k, particle, local labels, start, grid)`` for ``k = 0, 1, ...`` (``blocks``: the shell
+        masks of :func:`_shell_block` at ``centres``, released as they are used; the particles of the
+        first ``len(centres)`` draws)."""
+        n = len(centres)
         if self.ex is None:
             for k in range(n):
                 p = _draw_particle(self.draw_args[k])
-                yield (k, p, *_voxelize_at(p, centres[k], h))
+                block, blocks[k] = blocks[k], None
+                yield (k, p, *_voxelize_at(p, centres[k], h, block))
             return
         window = 4 * self.workers  # voxelised blocks waiting in memory at most
         pending, nxt = {}, 0
@@ -496,7 +786,8 @@ class _ParticlePipeline:
             while nxt < n and nxt < k + window:
                 particles[nxt] = self.drawn[nxt].result()
                 self.drawn[nxt] = None
-                pending[nxt] = self.ex.submit(_voxelize_task, (particles[nxt], centres[nxt], h))
+                block, blocks[nxt] = blocks[nxt], None
+                pending[nxt] = self.ex.submit(_voxelize_task, (particles[nxt], centres[nxt], h, block))
                 nxt += 1
             yield (k, particles.pop(k), *pending.pop(k).result())
 
@@ -794,7 +1085,15 @@ def pack_electrode(
     try:
         rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(POSITION_STREAM,)))
         pad = 0.25 * h - 0.5 * neck_um
-        centres, stats = pack_centres(coeffs, L, periodic=periodic, pad_um=pad, rng=rng)
+        centres, stats = pack_centres(
+            coeffs, L, periodic=periodic, pad_um=pad, rng=rng, min_fraction=solid_fraction - FRACTION_TOLERANCE
+        )
+        coeffs, vols = coeffs[: len(centres)], vols[: len(centres)]
+        t_relax = time.perf_counter() - t0
+        centres, blocks, vstats = clear_voxel_overlaps(
+            coeffs, centres, L, h, periodic=periodic, pad_um=pad, neck_um=neck_um, rng=rng
+        )
+        stats.update(vstats)
         t_pack = time.perf_counter() - t0
         particle = np.zeros((n, n, n), dtype=np.uint32)
         grain = np.zeros((n, n, n), dtype=np.uint32)
@@ -804,7 +1103,7 @@ def pack_electrode(
         bridge = binder is not None and binder[0] == "bridge" and binder[1] > 0
         gaps = _GapFields(n, h, periodic, _BRIDGE_WIDTH) if bridge else None
         nxt = 0
-        for k, p, local, start, grid in pipe.voxelized(centres, h):
+        for k, p, local, start, grid in pipe.voxelized(centres, h, blocks):
             offsets[k] = nxt
             n_grains[k] = p.n_grains
             nxt += p.n_grains
@@ -848,7 +1147,12 @@ def pack_electrode(
         info["binder"] = {"mode": "none", "target_fraction": 0.0, "fraction": 0.0}
     info["pore_fraction"] = float((phase == 0).mean())
     t_all = time.perf_counter() - t0
-    info["seconds"] = {"pack": round(t_pack, 3), "particles": round(t_vox, 3), "total": round(t_all, 3)}
+    info["seconds"] = {
+        "relax": round(t_relax, 3),
+        "pack": round(t_pack, 3),
+        "particles": round(t_vox, 3),
+        "total": round(t_all, 3),
+    }
     K = coeffs.shape[1]
     voxels = label_sizes(particle)  # compiled count (np.bincount converts the volume to 64 bit first)
     voxels = np.pad(voxels, (0, max(0, len(particles) + 1 - len(voxels))))
@@ -882,6 +1186,7 @@ __all__ = [
     "Electrode",
     "draw_shells",
     "pack_centres",
+    "clear_voxel_overlaps",
     "pack_electrode",
     "particle_seed",
     "place_binder",

@@ -300,11 +300,39 @@ def detection_limit(
     return DetectionLimit(rates, k)
 
 
+def limited_section(labels, limit: DetectionLimit, rng, min_area_px: int = 5):
+    """A true or modelled section as the instrument and ``import-ebsd --fill shape`` would give it:
+    the loss drawn and the map completed (:func:`nmc_dataset.ebsd._detection.complete_as_imported`,
+    ``min_area_px`` as the import's ``--min-grain-px``).
+
+    Parameters
+    ----------
+    labels : (ny, nx) int array
+        Grain labels (0 outside the particle).
+    limit : DetectionLimit
+        The measured sections' loss and criterion.
+    rng : numpy.random.Generator
+        Source of the simulated loss (nothing is drawn when the limit is not active).
+    min_area_px : int
+        Detection limit in pixels.
+
+    Returns
+    -------
+    (ndarray, ndarray or None)
+        The completed labels and their confident pixels; without an active limit the labels
+        unchanged and ``None``.
+    """
+    lab = np.asarray(labels)
+    if not limit.active:
+        return lab, None
+    mask = lab > 0
+    conf = limit.confident(lab, mask, rng)
+    return complete_as_imported(lab, mask, conf, min_area_px), conf
+
+
 def limited_section_descriptors(labels, center_px, limit: DetectionLimit, rng, min_area_px: int = 5) -> dict:
-    """Descriptors of a true or modelled section as the instrument and ``import-ebsd --fill shape``
-    would give them: the loss drawn, the map completed
-    (:func:`nmc_dataset.ebsd._detection.complete_as_imported`, ``min_area_px`` as the import's
-    ``--min-grain-px``) and the criterion applied. Without an active limit: :func:`section_descriptors`.
+    """Descriptors of a true or modelled section at the detection limit: :func:`limited_section`,
+    then the criterion applied. Without an active limit: :func:`section_descriptors`.
 
     Parameters
     ----------
@@ -324,13 +352,8 @@ def limited_section_descriptors(labels, center_px, limit: DetectionLimit, rng, m
     dict
         As :func:`section_descriptors`.
     """
-    lab = np.asarray(labels)
-    if not limit.active:
-        return section_descriptors(lab, center_px, min_area_px)
-    mask = lab > 0
-    conf = limit.confident(lab, mask, rng)
-    done = complete_as_imported(lab, mask, conf, min_area_px)
-    return section_descriptors(done, center_px, min_area_px, conf, limit.min_confident_px)
+    done, conf = limited_section(labels, limit, rng, min_area_px)
+    return section_descriptors(done, center_px, min_area_px, conf, limit.min_confident_px if conf is not None else 0)
 
 
 def section_score(measured: dict, simulated: dict, reduce: str = "mean") -> float:
@@ -425,7 +448,14 @@ def volume_labels(sampler, rng, size_px: int, radius_px: float | None = None):
     return hard_labels_grid(g, (size_px,) * 3, origin=origin) + 1, origin
 
 
-def compare_at_limit(fits, sims, rng, min_area_px: int = 5, min_confident_px: int = DEFAULT_MIN_CONFIDENT_PX):
+def compare_at_limit(
+    fits,
+    sims,
+    rng,
+    min_area_px: int = 5,
+    min_confident_px: int = DEFAULT_MIN_CONFIDENT_PX,
+    with_sections: bool = False,
+):
     """Both sides of a comparison of fitted sections with other sections, at the detection limit.
 
     Parameters
@@ -440,16 +470,24 @@ def compare_at_limit(fits, sims, rng, min_area_px: int = 5, min_confident_px: in
         Grains smaller than this are left out on both sides.
     min_confident_px : int
         The instrument limit's criterion (0: off).
+    with_sections : bool, default False
+        Also return the other side's sections at the limit.
 
     Returns
     -------
-    (dict, dict, DetectionLimit)
-        Pooled descriptors of the measured and of the other side, and the limit applied.
+    (dict, dict, DetectionLimit) or (dict, dict, DetectionLimit, list)
+        Pooled descriptors of the measured and of the other side, the limit applied and, with
+        ``with_sections``, the other side's sections as ``(labels, confident or None, center_px)``
+        (:func:`limited_section`).
     """
     k = check_min_confident_px(min_confident_px)
     measured = fitted_descriptors(fits, min_area_px, k)
     limit = detection_limit(measured_low_ci_rates(fits), sims, rng, k, min_grain_px=min_area_px)
-    simulated = pooled(limited_section_descriptors(lab, c, limit, rng, min_area_px) for lab, c in sims)
+    limited = [(*limited_section(lab, limit, rng, min_area_px), c) for lab, c in sims]
+    kk = limit.min_confident_px if limit.active else 0
+    simulated = pooled(section_descriptors(lab, c, min_area_px, conf, kk) for lab, conf, c in limited)
+    if with_sections:
+        return measured, simulated, limit, limited
     return measured, simulated, limit
 
 
@@ -477,8 +515,10 @@ def describe_grains(
     instrument's limit is applied to both sides (:mod:`nmc_dataset.ebsd._detection`): the loss per
     pixel class measured on the fitted sections is calibrated on the model's sections, drawn on
     them, they are completed as ``import-ebsd --fill shape`` would, and grains count on both sides
-    when they have at least ``min_confident_px`` confident pixels. ``detection_limit.json``
-    records the rates and the criterion (written only then; without lost pixels nothing changes).
+    when they have at least ``min_confident_px`` confident pixels; the radial shells and the
+    cut-height study are described at the same limit. ``detection_limit.json`` records the rates
+    and the criterion (written only then; without lost pixels nothing changes but the cut-height
+    study, which leaves out grains under ``min_area_px`` as the comparison does).
 
     Writes ``comparison.md``, ``comparison.json`` and histograms (via
     :func:`nmc_dataset.compare.compare_descriptors`), ``cut_height.png`` (α distribution of model
@@ -530,13 +570,26 @@ def describe_grains(
     rng = np.random.default_rng(seed)
     sims = model_sections(model, rng, samples, r)
     # the limit draws from its own stream: the model's sections are the same with or without it
-    measured, simulated, limit = compare_at_limit(fits, sims, np.random.default_rng([seed, 0xDE7]), min_area_px, k)
-    study = cut_height_study(model, rng, r, heights, max(2, samples // 2))
+    limit_rng = np.random.default_rng([seed, 0xDE7])
+    measured, simulated, limit, limited = compare_at_limit(fits, sims, limit_rng, min_area_px, k, with_sections=True)
+    kk = limit.min_confident_px if limit.active else 0
+    study = cut_height_study(model, rng, r, heights, max(2, samples // 2), min_area_px, limit, limit_rng)
     shells = compare_radial_bins(
         pooled_bins(
-            radial_bin_descriptors(f.label_image(), f.center_px, f.radius_px, min_area_px=min_area_px) for f in fits
+            radial_bin_descriptors(
+                f.label_image(),
+                f.center_px,
+                f.radius_px,
+                min_area_px=min_area_px,
+                confident=f.confident,
+                min_confident_px=kk,
+            )
+            for f in fits
         ),
-        pooled_bins(radial_bin_descriptors(lab, c, r, min_area_px=min_area_px) for lab, c in sims),
+        pooled_bins(
+            radial_bin_descriptors(lab, c, r, min_area_px=min_area_px, confident=conf, min_confident_px=kk)
+            for lab, conf, c in limited
+        ),
     )
     with output_folder(out, "describe-grains", force=force, legacy=("cut_height.json",)) as tmp:
         result = compare_descriptors(
@@ -557,7 +610,7 @@ def describe_grains(
                         zip(("junction", "boundary", "interior"), measured_low_ci_rates(fits))
                     ),
                     "min_area_px": int(min_area_px),
-                    "applies_to": "comparison.json and the histograms (not the radial shells nor the cut-height study)",
+                    "applies_to": "comparison.json, the histograms, radial_bins.json and the cut-height study",
                 },
             )
         write_json_atomic(
@@ -609,7 +662,9 @@ def radial_bins_markdown(shells: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def cut_height_study(sampler, rng, radius_px: float, heights, n: int) -> dict:
+def cut_height_study(
+    sampler, rng, radius_px: float, heights, n: int, min_area_px: int = 1, limit=None, limit_rng=None
+) -> dict:
     """α samples and their KDE at section heights ``h * radius_px`` (the cut-height study).
 
     Parameters
@@ -624,23 +679,54 @@ def cut_height_study(sampler, rng, radius_px: float, heights, n: int) -> dict:
         Section heights relative to ``radius_px`` (0 = through the centre).
     n : int
         Sections per height.
+    min_area_px : int, default 1
+        Grains smaller than this are left out (the import's ``--min-grain-px``).
+    limit : DetectionLimit, optional
+        An instrument's loss, drawn on every section (:func:`limited_section`) before it is
+        described, as the instrument would see a section at that height.
+    limit_rng : numpy.random.Generator, optional
+        Source of that loss (its own stream: the sections drawn are the same with or without it).
 
     Returns
     -------
     dict
-        ``radius_px`` and per height ``relative_height``, ``height_px``, ``n_grains``, ``centrality_score``,
+        ``radius_px``, ``min_area_px``, ``detection_limit`` (the limit's record or None) and, per
+        height, ``relative_height``, ``height_px``, ``n_grains``, ``centrality_score``,
         ``alpha_grid``, ``alpha_density`` (the KDE of α) and ``radial_bins``: count and median
         descriptors per shell of the grains' 3D normalised radius ``sqrt(|c|² + h²) / R``
         (:func:`~nmc_dataset.calibration._radial_bins.radial_bin_summary`; a section at height
         ``h`` only reaches the shells beyond ``h / R``).
     """
 
-    res = {"radius_px": float(radius_px), "heights": []}
+    active = limit is not None and limit.active
+    if active and limit_rng is None:
+        raise ValueError("cut_height_study: a detection limit needs limit_rng")
+    k = limit.min_confident_px if active else 0
+    res = {
+        "radius_px": float(radius_px),
+        "min_area_px": int(min_area_px),
+        "detection_limit": limit.to_dict() if active else None,
+        "heights": [],
+    }
     for h in heights:
-        secs = model_sections(sampler, rng, n, radius_px, h * radius_px)
-        d = pooled(section_descriptors(lab, c) for lab, c in secs)
+        secs = [
+            (*(limited_section(lab, limit, limit_rng, min_area_px) if active else (lab, None)), c)
+            for lab, c in model_sections(sampler, rng, n, radius_px, h * radius_px)
+        ]
+        d = pooled(section_descriptors(lab, c, min_area_px, conf, k) for lab, conf, c in secs)
         shells = radial_bin_summary(
-            pooled_bins(radial_bin_descriptors(lab, c, radius_px, height_px=h * radius_px) for lab, c in secs)
+            pooled_bins(
+                radial_bin_descriptors(
+                    lab,
+                    c,
+                    radius_px,
+                    min_area_px=min_area_px,
+                    height_px=h * radius_px,
+                    confident=conf,
+                    min_confident_px=k,
+                )
+                for lab, conf, c in secs
+            )
         )
         grid, dens = alpha_kde(d["alpha_rad"])
         res["heights"].append(

@@ -45,7 +45,12 @@ from nmc_dataset.calibration._cutouts import CutoutSpec, t2d_batch, t3d_batch
 from nmc_dataset.calibration._discriminator import Discriminator
 from nmc_dataset.calibration._generator import GNet
 from nmc_dataset.calibration._model import GrainModel
-from nmc_dataset.ebsd._detection import DEFAULT_MIN_CONFIDENT_PX, DetectionLimit, calibrate_rates
+from nmc_dataset.ebsd._detection import (
+    DEFAULT_MIN_CONFIDENT_PX,
+    DetectionLimit,
+    calibrate_rates,
+    check_min_confident_px,
+)
 from nmc_dataset.errors import InputError, TrainingError
 from nmc_dataset.tessellation._gbpd import DIAG_MIN, GBPD
 
@@ -161,6 +166,9 @@ class ScheduleConfig:
         Detection limit of the selection score (pixels).
     select_metric : {"max", "mean"}
         How the selection combines the four descriptor distances.
+    select_min_confident_px : int
+        The instrument limit's criterion of the selection: where the measured sections lost
+        pixels, a grain counts on either side with at least this many confident pixels (0: off).
     """
 
     epochs: int = 200
@@ -182,6 +190,7 @@ class ScheduleConfig:
     select_sections: int = 0
     select_min_area_px: int = 5
     select_metric: str = "max"
+    select_min_confident_px: int = DEFAULT_MIN_CONFIDENT_PX
 
 
 #: flat names of the stored configuration (model.json / checkpoints) -> (group, field)
@@ -219,6 +228,7 @@ _FLAT = {
             "select_sections",
             "select_min_area_px",
             "select_metric",
+            "select_min_confident_px",
         ]
     },
 }
@@ -454,8 +464,10 @@ class TrainConfig:
         out = {"kappa": self.kappa}
         for flat, (group, name) in _FLAT.items():
             v = getattr(getattr(self, group), name)
-            if flat == "depth_aware" and not v:
-                continue  # the paper's runs keep the stored config (and its checkpoints) they always had
+            if (flat == "depth_aware" and not v) or (
+                flat == "select_min_confident_px" and v == DEFAULT_MIN_CONFIDENT_PX
+            ):
+                continue  # defaults keep the stored config (and the checkpoints) they always had
             out[flat] = list(v) if isinstance(v, tuple) else v
         out["intensity_init_per_px3"] = self.intensity_init_per_px3
         return out
@@ -572,6 +584,7 @@ class Trainer:
             raise InputError(
                 f"grains.training.select_metric must be 'mean' or 'max', got {cfg.training.select_metric!r}"
             )
+        check_min_confident_px(cfg.training.select_min_confident_px, "grains.training.select_min_confident_px")
         self.device = resolve_device(device)
         # the weights are drawn on the CPU (same initial weights on every device), then moved
         torch.manual_seed(self.seed)
@@ -615,7 +628,9 @@ class Trainer:
             raise InputError("grains.training.select_sections needs the measured sections (fit-sections output)")
         # the instrument's detection limit (nmc_dataset.ebsd._detection): active only when the
         # measured sections lost pixels; the model's sections then go through the same loss
-        self.select_measured = De.fitted_descriptors(sections, c.training.select_min_area_px, DEFAULT_MIN_CONFIDENT_PX)
+        self.select_measured = De.fitted_descriptors(
+            sections, c.training.select_min_area_px, c.training.select_min_confident_px
+        )
         self.select_rates_measured = De.measured_low_ci_rates(sections)
         self.select_rates = None  # calibrated on the model's sections, refined at every check
         self.select_radius = float(np.mean([f.radius_px for f in sections]))
@@ -652,6 +667,8 @@ class Trainer:
             "history": self.history,
             "config": self.cfg.to_dict(),
             "best": None if self.best is None else {k: self.best[k] for k in ("epoch", "score", "mu")},
+            # the selection's loss rates, calibrated at every check: a resumed run refines them from here
+            "select_rates": None if self.select_rates is None else [float(r) for r in self.select_rates],
         }
         # the weights go to a new file named by the epoch, then checkpoint.json (atomic) points at
         # it, then older weight files are removed: a crash at any moment leaves a consistent pair.
@@ -691,6 +708,8 @@ class Trainer:
         self.ng_gt = meta["ng_gt"]
         self.history = list(meta["history"])
         self.seconds = float(meta.get("seconds", 0.0))
+        rates = meta.get("select_rates")
+        self.select_rates = None if rates is None else tuple(float(r) for r in rates)
         if meta.get("best"):
             self.best = {**meta["best"], "state": {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}}
 
@@ -869,9 +888,9 @@ class Trainer:
     def selection_limit(self, sims, rng):
         """The detection limit of :meth:`select_check`: the measured loss calibrated on this epoch's
         model sections (4 steps at the first check, then 1 step from the last estimate)."""
-        measured = self.select_rates_measured
-        if not any(r > 0 for r in measured):
-            return DetectionLimit((0.0, 0.0, 0.0), DEFAULT_MIN_CONFIDENT_PX)
+        measured, k = self.select_rates_measured, self.cfg.training.select_min_confident_px
+        if k == 0 or not any(r > 0 for r in measured):
+            return DetectionLimit((0.0, 0.0, 0.0), k)
         start, steps = (measured, 4) if self.select_rates is None else (self.select_rates, 1)
         rates = calibrate_rates(
             measured,
@@ -882,7 +901,7 @@ class Trainer:
             start=start,
         )
         self.select_rates = rates
-        return DetectionLimit(rates, DEFAULT_MIN_CONFIDENT_PX)
+        return DetectionLimit(rates, k)
 
     def update_ema(self, g_steps: int) -> None:
         """Fold the generator into its average after its ``g_steps``-th update."""

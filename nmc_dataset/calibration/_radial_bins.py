@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from nmc_dataset.compare import distribution_distances
+from nmc_dataset.ebsd._detection import detected
 from nmc_dataset.ebsd._morphology import chord_table, grain_descriptors
 
 #: The descriptors of every shell (those of ``descriptors.DESCRIPTORS_2D``).
@@ -42,6 +43,8 @@ def radial_bin_descriptors(
     bins: int = DEFAULT_RADIAL_BINS,
     min_area_px: int = 1,
     height_px: float = 0.0,
+    confident=None,
+    min_confident_px: int = 0,
 ) -> list[dict]:
     """Descriptors of one section's grains split by the shell of their centroid.
 
@@ -63,6 +66,11 @@ def radial_bin_descriptors(
         Detection limit: smaller grains (and their chords) are left out.
     height_px : float, default 0.0
         Distance of the section's plane from the particle centre (pixels).
+    confident : (ny, nx) bool array, optional
+        Confident pixels of the section (None: all).
+    min_confident_px : int, default 0
+        Grains with fewer confident pixels are left out too (0: no such criterion;
+        :func:`nmc_dataset.ebsd._detection.detected`).
 
     Returns
     -------
@@ -78,6 +86,8 @@ def radial_bin_descriptors(
     shell = np.clip(np.searchsorted(edges, rho, side="right") - 1, 0, len(edges) - 2)
     area = np.asarray(d["area_px"], float)
     keep = area >= min_area_px
+    if confident is not None and int(min_confident_px) > 0:
+        keep &= np.isin(np.asarray(d["label"]), detected(labels, confident, min_confident_px))
     ch = chord_table(labels)
     shell_of = dict(zip(np.asarray(d["label"]).tolist(), np.where(keep, shell, -1).tolist()))
     chord_shell = np.array([shell_of.get(int(v), -1) for v in ch["label"]], dtype=np.int64)

@@ -202,5 +202,20 @@ def test_comparison_at_the_instrument_limit(tmp_path):
     De.describe_grains(model, tess, tmp_path / "rep", samples=2, radius_px=30.0, heights=(0.0,))
     lim = json.loads((tmp_path / "rep" / "detection_limit.json").read_text())
     assert lim["active"] and lim["min_confident_px"] == 3 and lim["measured_low_ci_rates"]["junction"] > 0.9
+    # the radial shells and the cut-height study are at the same limit: fewer grains on both
+    # sides of the shells than with the limit off, and the study records the limit it drew
+    De.describe_grains(model, tess, tmp_path / "off", samples=2, radius_px=30.0, heights=(0.0,), min_confident_px=0)
+
+    def shells(rep, side):
+        rows = json.loads((tmp_path / rep / "radial_bins.json").read_text())["shells"]
+        return sum(r[side]["n_grains"] for r in rows)
+
+    for side in ("measured", "model"):
+        assert 0 < shells("rep", side) < shells("off", side)
+    study = json.loads((tmp_path / "rep" / "cut_height.json").read_text())
+    assert study["detection_limit"]["active"] and study["min_area_px"] == 5
+    off = json.loads((tmp_path / "off" / "cut_height.json").read_text())
+    assert off["detection_limit"] is None
+    assert study["heights"][0]["n_grains"] < off["heights"][0]["n_grains"]
     with pytest.raises(InputError, match="--min-confident-px"):
         De.describe_grains(model, tess, tmp_path / "r_bad", min_confident_px=-1, samples=2)

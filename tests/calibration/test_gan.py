@@ -329,6 +329,21 @@ def test_selection_applies_the_instrument_limit_of_sections_that_lost_pixels(tmp
         r["loss_g"] for r in csv.DictReader(open(tmp_path / "b" / "training" / "log.csv"))
     ]
     assert a.training["selected_epoch"] in (1, 2) and b.training["selected_epoch"] in (1, 2)
+    # interrupted after epoch 1 and resumed: the calibrated rates come back from the checkpoint,
+    # so every score (and the kept epoch) is the uninterrupted run's
+    train(fits, 0.05, cfg, seed=3, out=tmp_path / "c", stop_after=1, sections=lossy)
+    c = train(fits, 0.05, cfg, seed=3, out=tmp_path / "c", resume=True, sections=lossy)
+    sc = [float(r["select_score"]) for r in csv.DictReader(open(tmp_path / "c" / "training" / "log.csv"))]
+    assert sc == sb and c.training["selected_epoch"] == b.training["selected_epoch"]
+    # the criterion as a recipe key: 0 turns the limit off (the scores of the sections without loss,
+    # scored without the confident-pixel criterion), out of range is an input error
+    off = cfg.replace(select_min_confident_px=0)
+    train(fits, 0.05, off, seed=3, out=tmp_path / "d", sections=lossy)
+    sd = [float(r["select_score"]) for r in csv.DictReader(open(tmp_path / "d" / "training" / "log.csv"))]
+    assert sd == sa
+    assert "select_min_confident_px" not in cfg.to_dict() and off.to_dict()["select_min_confident_px"] == 0
+    with pytest.raises(InputError, match="select_min_confident_px"):
+        train(fits, 0.05, cfg.replace(select_min_confident_px=-1), seed=3, sections=lossy)
 
 
 def test_config_mirrors_the_recipe_schema_and_keeps_the_stored_form():

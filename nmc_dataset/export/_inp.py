@@ -66,6 +66,22 @@ def check_orientations(orientations, n_grains: int):
 
 
 @numba.njit(cache=True)
+def _sort_buckets(count, ids, keys):
+    """Stable insertion sort on ``keys`` of each bucket ``count[i]:count[i + 1]`` (the buckets of a
+    counting sort: a few entries each), ``ids`` moved along; in place."""
+    for i in range(count.shape[0] - 1):
+        for p in range(count[i] + 1, count[i + 1]):
+            e, k = ids[p], keys[p]
+            q = p - 1
+            while q >= count[i] and keys[q] > k:
+                ids[q + 1] = ids[q]
+                keys[q + 1] = keys[q]
+                q -= 1
+            ids[q + 1] = e
+            keys[q + 1] = k
+
+
+@numba.njit(cache=True)
 def _number_edges(tets, edges, nn):
     """Unique edges ``(a < b)`` of the tets in lexicographic order (a counting sort on ``a``, then
     an insertion sort of each bucket on ``b``) and the number of each tet edge among them."""
@@ -88,17 +104,9 @@ def _number_edges(tets, edges, nn):
             eid[p] = 6 * t + j
             other[p] = b
             fill[a] = p + 1
+    _sort_buckets(count, eid, other)
     n_uniq = 0
     for i in range(nn):
-        for p in range(count[i] + 1, count[i + 1]):
-            e, b = eid[p], other[p]
-            q = p - 1
-            while q >= count[i] and other[q] > b:
-                eid[q + 1] = eid[q]
-                other[q + 1] = other[q]
-                q -= 1
-            eid[q + 1] = e
-            other[q + 1] = b
         for p in range(count[i], count[i + 1]):
             if p == count[i] or other[p] != other[p - 1]:
                 n_uniq += 1
@@ -166,16 +174,7 @@ def _pair_faces(tets, grain, nn):
             fid[p] = 4 * t + c
             key[p] = b * nn + d
             fill[a] = p + 1
-    for i in range(nn):  # insertion sort (stable) of each bucket on the key
-        for p in range(count[i] + 1, count[i + 1]):
-            f, k = fid[p], key[p]
-            q = p - 1
-            while q >= count[i] and key[q] > k:
-                fid[q + 1] = fid[q]
-                key[q + 1] = key[q]
-                q -= 1
-            fid[q + 1] = f
-            key[q + 1] = k
+    _sort_buckets(count, fid, key)
     # equal neighbours: the same bucket and key
     paired = np.zeros(nf, np.bool_)
     n_cross = 0

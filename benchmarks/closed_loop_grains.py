@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -438,28 +439,47 @@ def depth_recipe(args) -> dict:
 def depth_models(work: Path, args) -> tuple[dict, dict]:
     """fit-grains twice on the same tessellations and recipe: the paper's model and ``--depth-aware``."""
     (work / "recipe.yaml").write_text(yaml.safe_dump(depth_recipe(args), sort_keys=False))
-    models, t = {}, {}
+    models, t, todo = {}, {}, []
     for name, extra in (("paper", []), ("depth", ["--depth-aware"])):
-        t0 = time.perf_counter()
         if args.reuse and (work / f"model-{name}" / "model.json").is_file():
             models[name] = GrainModel.load(work / f"model-{name}")  # trained by an earlier run in --work
             continue
-        run(
-            [
-                "fit-grains",
-                str(work / "tessellations"),
-                "--recipe",
-                str(work / "recipe.yaml"),
-                "--out",
-                str(work / f"model-{name}"),
-                "--seed",
-                str(args.seed if args.train_seed is None else args.train_seed),
-                "--device",
-                args.device,
-                *extra,
-            ]
-        )
-        t[f"fit_grains_{name}"] = time.perf_counter() - t0
+        argv = [
+            "fit-grains",
+            str(work / "tessellations"),
+            "--recipe",
+            str(work / "recipe.yaml"),
+            "--out",
+            str(work / f"model-{name}"),
+            "--seed",
+            str(args.seed if args.train_seed is None else args.train_seed),
+            "--device",
+            args.device,
+            *extra,
+        ]
+        if args.reuse and (work / f"model-{name}" / "training" / "checkpoint.json").is_file():
+            argv.append("--resume")  # an interrupted earlier run goes on from its last epoch
+        todo.append((name, argv))
+    if args.jobs > 1 and len(todo) > 1:
+        # both models at once, each in its own process with --threads threads
+        import subprocess
+        import sys
+
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "NUMBA_NUM_THREADS": str(args.threads)}
+        t0 = time.perf_counter()
+        procs = {
+            name: subprocess.Popen([sys.executable, "-m", "nmc_dataset.cli", *argv], env=env) for name, argv in todo
+        }
+        for name, p in procs.items():
+            if p.wait() != 0:
+                raise SystemExit(f"nmc-dataset fit-grains ({name}) failed")
+            t[f"fit_grains_{name}"] = time.perf_counter() - t0
+    else:
+        for name, argv in todo:
+            t0 = time.perf_counter()
+            run(argv)
+            t[f"fit_grains_{name}"] = time.perf_counter() - t0
+    for name, _ in todo:
         models[name] = GrainModel.load(work / f"model-{name}")
     return models, t
 
@@ -679,7 +699,12 @@ def main() -> None:
         help="run the loop once per seed (comma-separated or a range a-b), --jobs at a time, "
         "each in its own process, and print the run-to-run spread",
     )
-    ap.add_argument("--jobs", type=int, default=1, help="parallel runs with --seeds")
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="parallel runs with --seeds; with --teacher depth, 2 trains both models at once",
+    )
     ap.add_argument(
         "--teacher",
         choices=("radial", "depth"),
@@ -690,7 +715,8 @@ def main() -> None:
     ap.add_argument(
         "--reuse",
         action="store_true",
-        help="--teacher depth: reuse the tessellations and models an earlier run left in --work",
+        help="--teacher depth: reuse the tessellations and models an earlier run left in --work (an "
+        "interrupted training resumes from its checkpoint)",
     )
     args = ap.parse_args()
     if args.teacher == "depth":

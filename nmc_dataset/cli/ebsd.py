@@ -55,6 +55,13 @@ def register(sub) -> None:
         "bridged by orientation, gaps filled by each grain's own shape) before measuring them; "
         "none: keep only the confident pixels",
     )
+    p.add_argument(
+        "--no-size-check",
+        dest="check_sizes",
+        action="store_false",
+        help="accept sections whose grains are implausibly few or sized for the step size (by default "
+        "they are refused: a wrong step size or a single-crystal particle)",
+    )
     p.add_argument("--center", metavar="X,Y", help="particle-section centre in pixels (default: mask centroid)")
     p.add_argument(
         "--central",
@@ -87,5 +94,6 @@ def _cmd_import(args) -> int:
         dilate_px=args.dilate_px,
         force=args.force,
         fill=args.fill,
+        check_sizes=args.check_sizes,
     )
     return 0

@@ -40,6 +40,61 @@ DEFAULT_DILATE_PX = 0.0
 DEFAULT_FILL = "shape"
 #: Fewest confident pixels (indexed, CI >= min_ci) a particle section must have, as a fraction.
 MIN_CONFIDENT_FRACTION = 0.5
+#: Plausible median equal-area grain diameter (µm) of a section of NMC secondary particles: primary
+#: grains are ~0.1–1 µm; outside this range the scan's step size is wrong (a unit slip, a binned map).
+GRAIN_DIAMETER_RANGE_UM = (0.02, 5.0)
+#: Plausible equal-area diameter (µm) of the particle section itself (secondary particles: ~2–20 µm).
+SECTION_DIAMETER_RANGE_UM = (0.5, 100.0)
+#: Fewest grains a section of a polycrystalline secondary particle has (central ones: hundreds).
+MIN_SECTION_GRAINS = 5
+
+
+def check_plausible_sizes(n_grains: int, areas_px, section_area_px: float, step_um: float, path=None) -> None:
+    """Refuse a section whose grains are implausibly few or sized for its pixel size.
+
+    A wrong step size in a scan's header (a unit slip, a map binned after indexing) leaves the
+    grain map intact and every physical size wrong; too few grains mean a single-crystal particle,
+    which the grain model does not describe, or a misorientation threshold that merged the grains.
+
+    Parameters
+    ----------
+    n_grains : int
+        Grains reconstructed in the section.
+    areas_px : array-like
+        Their areas in pixels.
+    section_area_px : float
+        The particle section's area in pixels.
+    step_um : float
+        The scan's step size.
+    path : path-like, optional
+        The scan, for the message.
+
+    Raises
+    ------
+    InputError
+        Sizes out of :data:`GRAIN_DIAMETER_RANGE_UM` / :data:`SECTION_DIAMETER_RANGE_UM`, or fewer
+        than :data:`MIN_SECTION_GRAINS` grains.
+    """
+    hint = "(import-ebsd --no-size-check, recipe sections.import.check_sizes: false, skips this test)"
+    if n_grains < MIN_SECTION_GRAINS:
+        raise InputError(
+            f"only {n_grains} grain(s) in the particle section: a polycrystalline secondary particle's "
+            "section holds dozens to hundreds; lower --max-misorientation-deg if grains merged, check "
+            f"the phase and CI, or the scan is of a single-crystal particle {hint}",
+            path,
+        )
+    d_grain = 2.0 * np.sqrt(float(np.median(areas_px)) / np.pi) * step_um
+    d_section = 2.0 * np.sqrt(float(section_area_px) / np.pi) * step_um
+    lo, hi = GRAIN_DIAMETER_RANGE_UM
+    slo, shi = SECTION_DIAMETER_RANGE_UM
+    if not (lo <= d_grain <= hi and slo <= d_section <= shi):
+        raise InputError(
+            f"grains of median diameter {d_grain:.3g} µm in a particle section {d_section:.3g} µm across "
+            f"at a step of {step_um:g} µm: implausible for NMC secondary particles (grains "
+            f"{lo:g}–{hi:g} µm, sections {slo:g}–{shi:g} µm); check the step size in the scan's header "
+            f"(a unit slip, or a map binned after indexing) {hint}",
+            path,
+        )
 
 
 def expand_scans(patterns, base: Path | None = None) -> list[Path]:
@@ -94,6 +149,7 @@ def import_ebsd(
     dilate_px: float = DEFAULT_DILATE_PX,
     force: bool = False,
     fill: str = DEFAULT_FILL,
+    check_sizes: bool = True,
 ) -> dict:
     """Import EBSD scans into a folder of sections (the API behind ``import-ebsd``).
 
@@ -127,6 +183,9 @@ def import_ebsd(
         ``"shape"``: complete every grain across unindexed and low-CI pixels
         (:mod:`nmc_dataset.ebsd._completion`), so that the morphology is measured on the
         completed map; ``"none"``: labels keep only the confident pixels.
+    check_sizes : bool, default True
+        Refuse sections whose grains are implausibly few or sized for the step size
+        (:func:`check_plausible_sizes`); False for materials outside NMC secondary particles.
 
     Returns
     -------
@@ -196,6 +255,8 @@ def import_ebsd(
                 path,
             )
         gt = grain_table(gm.labels, gm.center_px, pixel_size_um=sx, mean_orientation=gm.mean_orientation)
+        if check_sizes:
+            check_plausible_sizes(gm.n_grains, gt.column("area_px").to_numpy(), float(gm.mask.sum()), sx, path)
         chords = chord_arrow_table(gm.labels, pixel_size_um=sx)
         score = centrality_score(
             gt.column("alpha_rad").to_numpy(), gt.column("area_px").to_numpy(), gt.column("elongation").to_numpy()

@@ -66,6 +66,7 @@ def run_section(config: dict, ctx) -> None:
         threshold=config.get("threshold"),
         dilate_px=imp.get("dilate_px", DEFAULT_DILATE_PX),
         fill=imp.get("fill", DEFAULT_FILL),
+        check_sizes=imp.get("check_sizes", True),
     )
     ctx.outputs["sections"] = sections_dir
     fit = dict(config.get("fit") or {})

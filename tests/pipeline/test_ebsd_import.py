@@ -406,3 +406,31 @@ def test_confident_pixels_are_recorded_only_when_some_are_lost(tmp_path):
             assert 0 < (sec.mask & ~sec.confident).sum() < 0.2 * sec.mask.sum()
         else:
             assert sec.confident is None and not (out / sec.section_id / "confident.tif").exists()
+
+
+def test_cli_error_for_a_wrong_step_size_or_too_few_grains(tmp_path, capsys):
+    """A scan whose step size makes its grains implausible for NMC secondary particles (a unit slip
+    either way), or whose grains merged into a few, is a one-line error naming the sizes and the
+    way round it; --no-size-check accepts the same scans."""
+    scans = {}
+    for step in (0.05, 5.0, 0.0002):
+        folder = tmp_path / f"step{step:g}"
+        (rec,) = write_synthetic_sections(
+            folder, np.random.default_rng(3), n_central=1, n_off_center=0, radius_px=30.0, step_um=step
+        )
+        scans[step] = str(folder / rec["scan"])
+    for step, what in ((5.0, "median diameter"), (0.0002, "median diameter")):
+        rc = main(["import-ebsd", scans[step], "--out", str(tmp_path / f"o{step:g}")])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and err.startswith("error: ") and len(err.splitlines()) == 1, err
+        assert what in err and f"step of {step:g} µm" in err and "--no-size-check" in err
+        assert not (tmp_path / f"o{step:g}").exists()
+    # every grain joins one when the misorientation threshold spans all orientations
+    rc = main(["import-ebsd", scans[0.05], "--out", str(tmp_path / "merged"), "--max-misorientation-deg", "180"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "grain(s) in the particle section" in err and "single-crystal" in err, err
+    # the plausible scan passes; the check can be switched off
+    assert main(["import-ebsd", scans[0.05], "--out", str(tmp_path / "ok")]) == 0
+    assert main(["import-ebsd", scans[5.0], "--out", str(tmp_path / "off"), "--no-size-check"]) == 0
+    (sec,) = read_sections(tmp_path / "off")
+    assert sec.pixel_size_um == pytest.approx(5.0)

@@ -39,7 +39,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nmc_dataset._util import atomic_path, check_format, log, progress, read_json, write_json_atomic, write_text_atomic
+from nmc_dataset._util import (
+    atomic_path,
+    check_format,
+    log,
+    progress,
+    read_json,
+    retain_freed_memory,
+    write_json_atomic,
+    write_text_atomic,
+)
 from nmc_dataset.calibration import _descriptors as De
 from nmc_dataset.calibration._cutouts import CutoutSpec, t2d_batch, t3d_batch
 from nmc_dataset.calibration._discriminator import Discriminator
@@ -1057,6 +1066,7 @@ def train(
             raise InputError("training needs 2D GBPD fits")
     if radii_px is None and sections is not None and cfg.generator.depth_aware:
         radii_px = [float(f.radius_px) for f in sections]
+    retain_freed_memory()  # every step frees and re-allocates the same large tensors
     tr = Trainer(fits, pixel_size_um, cfg, seed, device=device, radii_px=radii_px)
     tr.set_selection_reference(sections)
     ckdir = None if out is None else Path(out) / "training"

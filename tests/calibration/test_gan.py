@@ -383,3 +383,43 @@ def test_depth_aware_training_needs_radii_is_deterministic_and_stores_the_option
     # resuming checks the option like every other hyper-parameter
     with pytest.raises(InputError, match="other hyper-parameters"):
         train(fits, 0.05, cfg.replace(depth_aware=False), seed=1, out=tmp_path / "a", resume=True)
+
+
+def test_allocator_settings_change_no_result(tmp_path):
+    """train() keeps freed memory in the heap (glibc's mallopt) to save the page faults of every
+    step; a run without that setting, in a fresh process, gives the same weights."""
+    import os
+    import platform
+    import subprocess
+    import sys
+
+    from nmc_dataset._util import retain_freed_memory
+
+    script = """
+import hashlib, sys
+import numpy as np, torch
+from nmc_dataset.calibration import _gan as gan
+from nmc_dataset.tessellation._gbpd import GBPD
+if sys.argv[1] == "off":
+    gan.retain_freed_memory = lambda: False
+rng = np.random.default_rng(0)
+fits = [GBPD(rng.uniform(-80, 80, (500, 2)), np.column_stack([rng.uniform(0.2, 0.4, 500),
+        rng.uniform(0.8, 1.2, 500)]), rng.uniform(1, 10, 500)) for _ in range(2)]
+cfg = gan.TrainConfig.from_flat(hidden=(16,), d_width=4, d_blocks=2, d_dense=8, grid=16, channels=6,
+        p_max_px=40, margin_px=8, epochs=1, steps_per_epoch=2, batch_g=6, batch_d=6, ng_gt_cutouts=12, lr=1e-3)
+m = gan.train(fits, 0.05, cfg, seed=4)
+h = hashlib.sha256()
+for k, v in sorted(m.gnet.state_dict().items()):
+    h.update(v.numpy().tobytes())
+print(h.hexdigest(), m.intensity_per_px3)
+"""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = {
+        mode: subprocess.run(
+            [sys.executable, "-c", script, mode], capture_output=True, text=True, check=True, env=env
+        ).stdout.split()
+        for mode in ("on", "off")
+    }
+    assert out["on"] == out["off"] and len(out["on"]) == 2
+    # glibc takes the settings; other allocators are left alone (False, no error)
+    assert retain_freed_memory() == (platform.libc_ver()[0] == "glibc")

@@ -240,8 +240,8 @@ def retain_freed_memory(mmap_threshold: int = 256 << 20, trim_threshold: int = 1
     """Keep freed blocks of up to ``mmap_threshold`` bytes in the process's heap (glibc only).
 
     glibc serves blocks over its mmap threshold (dynamic, at most 32 MiB) with fresh ``mmap``
-    pages and returns them on ``free``; a loop that allocates and frees the same large tensors every step (the GAN's
-    cutouts and activations) then page-faults them in anew each time. On this project's GAN
+    pages and returns them on ``free``; a loop that allocates and frees the same large tensors
+    every step (the GAN's cutouts and activations) then page-faults them in anew each time. On this project's GAN
     step that was ~30 % of the CPU time, spent in the kernel. Raising the thresholds keeps the
     memory for reuse: the results are the same bytes, the resident size stays near its peak.
 

@@ -353,7 +353,7 @@ def limited_section_descriptors(labels, center_px, limit: DetectionLimit, rng, m
         As :func:`section_descriptors`.
     """
     done, conf = limited_section(labels, limit, rng, min_area_px)
-    return section_descriptors(done, center_px, min_area_px, conf, limit.min_confident_px if conf is not None else 0)
+    return section_descriptors(done, center_px, min_area_px, conf, limit.criterion)
 
 
 def section_score(measured: dict, simulated: dict, reduce: str = "mean") -> float:
@@ -484,8 +484,7 @@ def compare_at_limit(
     measured = fitted_descriptors(fits, min_area_px, k)
     limit = detection_limit(measured_low_ci_rates(fits), sims, rng, k, min_grain_px=min_area_px)
     limited = [(*limited_section(lab, limit, rng, min_area_px), c) for lab, c in sims]
-    kk = limit.min_confident_px if limit.active else 0
-    simulated = pooled(section_descriptors(lab, c, min_area_px, conf, kk) for lab, conf, c in limited)
+    simulated = pooled(section_descriptors(lab, c, min_area_px, conf, limit.criterion) for lab, conf, c in limited)
     if with_sections:
         return measured, simulated, limit, limited
     return measured, simulated, limit
@@ -572,7 +571,7 @@ def describe_grains(
     # the limit draws from its own stream: the model's sections are the same with or without it
     limit_rng = np.random.default_rng([seed, 0xDE7])
     measured, simulated, limit, limited = compare_at_limit(fits, sims, limit_rng, min_area_px, k, with_sections=True)
-    kk = limit.min_confident_px if limit.active else 0
+    kk = limit.criterion
     study = cut_height_study(model, rng, r, heights, max(2, samples // 2), min_area_px, limit, limit_rng)
     shells = compare_radial_bins(
         pooled_bins(
@@ -701,7 +700,7 @@ def cut_height_study(
     active = limit is not None and limit.active
     if active and limit_rng is None:
         raise ValueError("cut_height_study: a detection limit needs limit_rng")
-    k = limit.min_confident_px if active else 0
+    k = limit.criterion if active else 0
     res = {
         "radius_px": float(radius_px),
         "min_area_px": int(min_area_px),

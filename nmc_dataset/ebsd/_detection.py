@@ -218,6 +218,11 @@ class DetectionLimit:
         """Whether the limit changes anything: some loss and ``k >= 1``."""
         return self.min_confident_px >= 1 and any(r > 0 for r in self.rates)
 
+    @property
+    def criterion(self) -> int:
+        """The ``k`` that applies: ``min_confident_px`` when the limit is active, else 0 (no criterion)."""
+        return int(self.min_confident_px) if self.active else 0
+
     def confident(self, labels: np.ndarray, mask: np.ndarray, rng) -> np.ndarray | None:
         """Simulated confident pixels of another side's section (None when the limit is off).
 
